@@ -1,0 +1,299 @@
+// Package accesslog is the broker's durable access log on NATS JetStream: every decision (released
+// or refused) is appended as an aperture.audit.v1.AccessRecord and is durable before Append returns,
+// so the broker never releases data without a durable access record.
+//
+// # Streams
+//
+// ACCESS (subject aperture.access.log) is the log itself. Each message is an AccessBatch whose
+// records are the deterministic protobuf encodings of AccessRecords; those exact bytes are the
+// leaves of the log's Merkle tree, in (stream sequence, index in batch) order. The stream is never
+// trimmed and denies deletes and purges.
+//
+// ACCESS_INDEX (subjects aperture.access.citizen.<pseudonym>) holds one message per record, with the
+// same bytes and the headers Aperture-Log-Seq and Aperture-Log-Index pointing back into ACCESS. It
+// answers "all accesses to this citizen" without scanning the log. It is derived data: it can be
+// deleted and is rebuilt from ACCESS.
+//
+// # Group commit
+//
+// A durable JetStream write costs an fsync (single node) or a replication round (cluster), a few
+// thousand per second at most. Append therefore queues the record and a committer writes everything
+// queued as one ACCESS message: concurrent appends share one durable write, and none returns before
+// the write that holds it is acknowledged. While one batch is being written the next one fills; at
+// most two are in flight. No timer delays a batch: under light load batches are small and fast,
+// under heavy load they grow.
+package accesslog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names, subjects and headers. They are part of the on-disk format: audit tooling reads them.
+const (
+	AccessStream       = "ACCESS"
+	IndexStream        = "ACCESS_INDEX"
+	LogSubject         = "aperture.access.log"
+	IndexSubjectPrefix = "aperture.access.citizen."
+	// HeaderLogSeq is the ACCESS stream sequence of the batch an index entry comes from.
+	HeaderLogSeq = "Aperture-Log-Seq"
+	// HeaderLogIndex is the entry's index in that batch.
+	HeaderLogIndex = "Aperture-Log-Index"
+)
+
+// duplicateWindow is how long JetStream remembers message ids; a publish retried within it is not
+// stored twice.
+const duplicateWindow = 2 * time.Minute
+
+var (
+	// ErrUnavailable means the record could not be made durable: the caller MUST NOT release.
+	ErrUnavailable = errors.New("access log unavailable")
+	// ErrClosed is returned by Append after Close. It wraps ErrUnavailable.
+	ErrClosed = fmt.Errorf("%w: closed", ErrUnavailable)
+	// ErrInvalidRecord means the record cannot be logged as given (e.g. no usable pseudonym).
+	ErrInvalidRecord = errors.New("invalid access record")
+	// ErrInvalidPageToken means a page token was not one List returned.
+	ErrInvalidPageToken = errors.New("invalid page token")
+)
+
+// Options configure the log. Zero values take the defaults below.
+type Options struct {
+	// Replicas of both streams: 1 on the embedded server, 3 in a cluster. Default 1.
+	Replicas int
+	// MaxBatch is the most records in one durable write. Default 512.
+	MaxBatch int
+	// MaxBatchBytes is the most record bytes in one durable write; it must fit the server's
+	// max_payload. Default 512 KiB.
+	MaxBatchBytes int
+	// PublishTimeout bounds the wait for JetStream to acknowledge a write. Default 5s.
+	PublishTimeout time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 512
+	}
+	if o.MaxBatchBytes == 0 {
+		o.MaxBatchBytes = 512 << 10
+	}
+	if o.PublishTimeout == 0 {
+		o.PublishTimeout = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (o *Options) validate(maxPayload int64) error {
+	switch {
+	case o.Replicas < 1 || o.Replicas > 5:
+		return fmt.Errorf("replicas %d: want 1 to 5", o.Replicas)
+	case o.MaxBatch < 1:
+		return fmt.Errorf("max batch %d: want at least 1", o.MaxBatch)
+	case o.MaxBatchBytes < 1024:
+		return fmt.Errorf("max batch bytes %d: want at least 1024", o.MaxBatchBytes)
+	case maxPayload > 0 && int64(o.MaxBatchBytes)+batchOverhead(o.MaxBatch) > maxPayload:
+		return fmt.Errorf("max batch bytes %d does not fit the server's max_payload %d", o.MaxBatchBytes, maxPayload)
+	case o.PublishTimeout <= 0:
+		return fmt.Errorf("publish timeout %s: want a positive duration", o.PublishTimeout)
+	}
+	return nil
+}
+
+// inFlight is the number of batches written at once: one being acknowledged while the next fills
+// and is sent, so the connection round trip overlaps the durable write.
+const inFlight = 2
+
+// Log is the access log. It is safe for concurrent use.
+type Log struct {
+	opts   Options
+	log    *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream // management and reads, as the caller configured it
+	pub    jetstream.JetStream // publishes, with our ack timeout
+	api    string              // JetStream API subject prefix, for direct gets
+	access jetstream.Stream
+	index  jetstream.Stream
+
+	mu      sync.Mutex
+	queue   []*waiter
+	closing bool
+	kick    chan struct{} // wakes the committer; buffered, one pending kick is enough
+
+	slots    chan struct{} // in-flight batch tokens
+	inflight chan *batch   // committer → completer, in publish order
+	done     chan struct{} // closed when the completer has stopped
+	closeMu  sync.Mutex
+
+	ix indexer // owned by the completer goroutine (and by Open before it starts)
+
+	stats       struct{ records, batches, failed, indexFailures atomic.Uint64 }
+	lastFailLog atomic.Int64 // unix nanoseconds
+}
+
+// Stats are counters since Open.
+type Stats struct {
+	// Records and Batches made durable: Records/Batches is the group-commit factor.
+	Records, Batches uint64
+	// Failed is the number of records whose append failed (the callers got an error).
+	Failed uint64
+	// IndexFailures counts batches whose index entries could not be written at once (they are
+	// re-indexed in the background).
+	IndexFailures uint64
+}
+
+// Stats returns the log's counters.
+func (l *Log) Stats() Stats {
+	return Stats{
+		Records:       l.stats.records.Load(),
+		Batches:       l.stats.batches.Load(),
+		Failed:        l.stats.failed.Load(),
+		IndexFailures: l.stats.indexFailures.Load(),
+	}
+}
+
+// Open creates or updates the ACCESS and ACCESS_INDEX streams, re-indexes ACCESS batches missing
+// from the index (a bounded first step here, the rest in the background) and starts the committer.
+func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, error) {
+	opts.setDefaults()
+	nc := js.Conn()
+	if err := opts.validate(nc.MaxPayload()); err != nil {
+		return nil, fmt.Errorf("access log options: %w", err)
+	}
+	l := &Log{
+		opts:     opts,
+		log:      opts.Logger,
+		nc:       nc,
+		js:       js,
+		api:      apiPrefix(js.Options()),
+		kick:     make(chan struct{}, 1),
+		slots:    make(chan struct{}, inFlight),
+		inflight: make(chan *batch, inFlight),
+		done:     make(chan struct{}),
+	}
+	var err error
+	if l.pub, err = publisher(js, opts.PublishTimeout); err != nil {
+		return nil, fmt.Errorf("access log publisher: %w", err)
+	}
+	if l.access, err = js.CreateOrUpdateStream(ctx, accessConfig(opts)); err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", AccessStream, err)
+	}
+	if l.index, err = js.CreateOrUpdateStream(ctx, indexConfig(opts)); err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", IndexStream, err)
+	}
+
+	// Whatever the last run left unindexed (a crash between log write and index write, an index
+	// outage, a deleted index) is found and re-indexed now.
+	l.ix.dirty = true
+	if complete, err := l.catchUpStep(ctx); err != nil {
+		l.log.Warn("access index catch-up failed; retrying in the background", "err", err)
+	} else if !complete {
+		l.log.Info("access index is behind the log; catching up in the background")
+	}
+
+	go l.commitLoop()
+	go l.completeLoop()
+	return l, nil
+}
+
+func accessConfig(o Options) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        AccessStream,
+		Description: "Aperture access log: AccessBatch messages, never trimmed",
+		Subjects:    []string{LogSubject},
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		Retention:   jetstream.LimitsPolicy,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		MaxAge:      0,
+		Discard:     jetstream.DiscardNew, // if a limit is ever set by hand, refuse writes rather than drop history
+		DenyDelete:  true,
+		DenyPurge:   true,
+		Duplicates:  duplicateWindow,
+		AllowDirect: true,
+	}
+}
+
+func indexConfig(o Options) jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
+		Name:        IndexStream,
+		Description: "Aperture access log index by citizen pseudonym; derived from ACCESS and rebuilt from it",
+		Subjects:    []string{IndexSubjectPrefix + "*"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		Retention:   jetstream.LimitsPolicy,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  duplicateWindow,
+		AllowDirect: true,
+	}
+	// The index is rebuilt from ACCESS after a crash, so it need not be fsynced per message. The
+	// server accepts async persistence only for unreplicated file streams; a replicated stream is
+	// backed by its Raft log and does not fsync per message anyway when the server's sync_always
+	// is off, which is the usual cluster setting.
+	if o.Replicas == 1 {
+		cfg.PersistMode = jetstream.AsyncPersistMode
+	}
+	return cfg
+}
+
+// publisher returns a JetStream context on the same connection and API prefix whose asynchronous
+// publishes time out: the caller's context may have no timeout, and an ack that never comes must not
+// hold a batch forever.
+func publisher(js jetstream.JetStream, timeout time.Duration) (jetstream.JetStream, error) {
+	o := js.Options()
+	opts := []jetstream.JetStreamOpt{jetstream.WithPublishAsyncTimeout(timeout)}
+	switch {
+	case o.Domain != "":
+		return jetstream.NewWithDomain(js.Conn(), o.Domain, opts...)
+	case o.APIPrefix != "":
+		return jetstream.NewWithAPIPrefix(js.Conn(), o.APIPrefix, opts...)
+	default:
+		return jetstream.New(js.Conn(), opts...)
+	}
+}
+
+func apiPrefix(o jetstream.JetStreamOptions) string {
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		if o.APIPrefix[len(o.APIPrefix)-1] != '.' {
+			return o.APIPrefix + "."
+		}
+		return o.APIPrefix
+	default:
+		return jetstream.DefaultAPIPrefix
+	}
+}
+
+// Close stops accepting records, writes everything already queued, waits for it and stops. It does
+// not close the NATS connection.
+func (l *Log) Close() error {
+	l.closeMu.Lock()
+	defer l.closeMu.Unlock()
+	l.mu.Lock()
+	already := l.closing
+	l.closing = true
+	l.mu.Unlock()
+	if !already {
+		l.wake()
+	}
+	<-l.done
+	return nil
+}

@@ -1,0 +1,246 @@
+package accesslog
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+)
+
+// List page sizes.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// List returns one citizen's records, newest first: at most pageSize (default 100, at most 1000),
+// and a token for the next (older) page, empty on the last page. An empty pageToken starts at the
+// newest record. Pages are stable: records appended while paging appear on a new first page only.
+//
+// It reads the citizen's subject of ACCESS_INDEX only; its cost grows with the citizen's records,
+// not with the size of the log.
+func (l *Log) List(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]*auditv1.AccessRecord, string, error) {
+	if err := checkPseudonym(pseudonym); err != nil {
+		return nil, "", fmt.Errorf("list access records: %w", err)
+	}
+	if pageSize <= 0 {
+		pageSize = DefaultPageSize
+	}
+	pageSize = min(pageSize, MaxPageSize)
+	below := uint64(math.MaxUint64)
+	if pageToken != "" {
+		var err error
+		if below, err = parsePageToken(pageToken); err != nil {
+			return nil, "", err
+		}
+	}
+
+	// Direct gets only go forward, so read the citizen's entries below the bound in order and keep
+	// the newest pageSize in a ring.
+	type entry struct {
+		seq  uint64
+		data []byte
+	}
+	ring := make([]entry, pageSize)
+	total := 0
+	_, err := l.scan(ctx, IndexStream, 1, IndexSubjectPrefix+pseudonym, 1024, func(seq uint64, m *nats.Msg) (bool, error) {
+		if seq >= below {
+			return true, nil
+		}
+		ring[total%pageSize] = entry{seq, m.Data}
+		total++
+		return false, nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list access records: %w", err)
+	}
+	n := min(total, pageSize)
+	recs := make([]*auditv1.AccessRecord, 0, n)
+	var oldest uint64
+	for k := 1; k <= n; k++ {
+		e := ring[(total-k)%pageSize]
+		rec := new(auditv1.AccessRecord)
+		if err := proto.Unmarshal(e.data, rec); err != nil {
+			return nil, "", fmt.Errorf("list access records: index entry %d does not decode: %w", e.seq, err)
+		}
+		recs = append(recs, rec)
+		oldest = e.seq
+	}
+	next := ""
+	if total > pageSize {
+		next = encodePageToken(oldest)
+	}
+	return recs, next, nil
+}
+
+// Records calls fn for every record of the log from ACCESS sequence fromSeq (1 is the first) up
+// to the last batch present when it is called, in log order: (sequence, index in batch). leaf is the
+// record's exact log bytes, its Merkle leaf. An error from fn stops the iteration and is returned.
+func (l *Log) Records(ctx context.Context, fromSeq uint64, fn func(seq uint64, index int, leaf []byte) error) error {
+	info, err := l.access.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: read log state: %w", ErrUnavailable, err)
+	}
+	last := info.State.LastSeq
+	fromSeq = max(fromSeq, 1)
+	if fromSeq > last {
+		return nil
+	}
+	_, err = l.scan(ctx, AccessStream, fromSeq, "", 64, func(seq uint64, m *nats.Msg) (bool, error) {
+		if seq > last {
+			return true, nil
+		}
+		leaves, err := decodeBatch(m.Data)
+		if err != nil {
+			return true, fmt.Errorf("log seq %d: %w", seq, err)
+		}
+		for i, leaf := range leaves {
+			if err := fn(seq, i, leaf); err != nil {
+				return true, err
+			}
+		}
+		return seq >= last, nil
+	})
+	return err
+}
+
+// decodeBatch returns the leaves of an AccessBatch without copying them.
+func decodeBatch(b []byte) ([][]byte, error) {
+	var leaves [][]byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("decode access batch: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, fmt.Errorf("decode access batch: %w", protowire.ParseError(n))
+			}
+			leaves = append(leaves, v)
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, fmt.Errorf("decode access batch: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return leaves, nil
+}
+
+func encodePageToken(below uint64) string {
+	return base64.RawURLEncoding.EncodeToString(binary.AppendUvarint([]byte{1}, below))
+}
+
+func parsePageToken(tok string) (uint64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(b) < 2 || b[0] != 1 {
+		return 0, ErrInvalidPageToken
+	}
+	v, n := binary.Uvarint(b[1:])
+	if n != len(b)-1 || v == 0 {
+		return 0, ErrInvalidPageToken
+	}
+	return v, nil
+}
+
+// directRequest is a JetStream direct get (ADR-31), batched.
+type directRequest struct {
+	Seq      uint64 `json:"seq,omitempty"`
+	NextFor  string `json:"next_by_subj,omitempty"`
+	Batch    int    `json:"batch,omitempty"`
+	MaxBytes int    `json:"max_bytes,omitempty"`
+}
+
+// directMaxBytes bounds one direct get response.
+const directMaxBytes = 4 << 20
+
+// scan calls fn for the messages of stream from seq on, in sequence order (only those on subject,
+// if set), fetching chunk messages per request, until fn stops it or the stream ends. It reports
+// whether it reached the end.
+func (l *Log) scan(ctx context.Context, stream string, seq uint64, subject string, chunk int, fn func(seq uint64, m *nats.Msg) (stop bool, err error)) (bool, error) {
+	seq = max(seq, 1)
+	for {
+		var (
+			stopped bool
+			fnErr   error
+		)
+		last, pending, err := l.directBatch(ctx, stream, directRequest{Seq: seq, NextFor: subject, Batch: chunk, MaxBytes: directMaxBytes},
+			func(s uint64, m *nats.Msg) bool {
+				stopped, fnErr = fn(s, m)
+				return stopped || fnErr != nil
+			})
+		switch {
+		case fnErr != nil:
+			return false, fnErr
+		case err != nil:
+			return false, err
+		case stopped:
+			return false, nil
+		case last == 0 || pending == 0:
+			return true, nil
+		}
+		seq = last + 1
+	}
+}
+
+// directBatch sends one batched direct get and calls fn for each message until fn returns true. It
+// returns the sequence of the last message received (0 if none) and how many matching messages the
+// server reported after it.
+func (l *Log) directBatch(ctx context.Context, stream string, req directRequest, fn func(seq uint64, m *nats.Msg) bool) (last, pending uint64, err error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return 0, 0, fmt.Errorf("direct get %s: %w", stream, err)
+	}
+	inbox := l.nc.NewInbox()
+	sub, err := l.nc.SubscribeSync(inbox)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: direct get %s: %w", ErrUnavailable, stream, err)
+	}
+	defer sub.Unsubscribe()
+	if err := l.nc.PublishRequest(l.api+"DIRECT.GET."+stream, inbox, body); err != nil {
+		return 0, 0, fmt.Errorf("%w: direct get %s: %w", ErrUnavailable, stream, err)
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return last, 0, fmt.Errorf("%w: direct get %s: %w", ErrUnavailable, stream, err)
+		}
+		if len(m.Data) == 0 {
+			if status := m.Header.Get("Status"); status != "" {
+				switch status {
+				case "204": // end of batch
+					pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+					return last, pending, nil
+				case "404": // nothing (more) from seq on
+					return last, 0, nil
+				case "503":
+					return last, 0, fmt.Errorf("%w: direct get %s: no responders", ErrUnavailable, stream)
+				default:
+					return last, 0, fmt.Errorf("%w: direct get %s: status %s %s", ErrUnavailable, stream, status, m.Header.Get("Description"))
+				}
+			}
+		}
+		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		if err != nil {
+			return last, 0, fmt.Errorf("direct get %s: %w", stream, errors.New("response without sequence"))
+		}
+		last = seq
+		if fn(seq, m) {
+			return last, 1, nil
+		}
+	}
+}

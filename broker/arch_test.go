@@ -1,0 +1,86 @@
+package broker_test
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/aperture-gov/aperture/"
+
+// TestImportRules keeps the seams of the design: authorities never depend on the broker (an authority
+// is built with the kit alone), the broker depends on no example authority (adding an authority touches
+// only proto/, services/ and policies/), and nothing depends on cmd/.
+func TestImportRules(t *testing.T) {
+	cmd := exec.Command("go", "list", "-json=ImportPath,Imports,TestImports,XTestImports", "./...")
+	cmd.Dir = ".."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	checked := 0
+	for {
+		var p struct {
+			ImportPath                         string
+			Imports, TestImports, XTestImports []string
+		}
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		checked++
+		pkg := strings.TrimPrefix(p.ImportPath, module)
+		for _, imp := range append(append(p.Imports, p.TestImports...), p.XTestImports...) {
+			dep, ok := strings.CutPrefix(imp, module)
+			if !ok {
+				continue
+			}
+			if msg := violates(pkg, dep); msg != "" {
+				t.Errorf("%s imports %s: %s", pkg, dep, msg)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("go list returned only %d packages", checked)
+	}
+}
+
+func violates(pkg, dep string) string {
+	under := func(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
+	switch {
+	case under(dep, "cmd"):
+		return "nothing may import the command"
+	case under(pkg, "services") && under(dep, "broker"):
+		return "authority services must not depend on the broker"
+	case under(pkg, "broker") && under(dep, "services") && !under(dep, "services/kit"):
+		return "the broker may use the authority kit but no example authority"
+	case under(pkg, "proto") && !under(dep, "proto"):
+		return "generated code depends only on other generated code"
+	case under(pkg, "policies") && dep != "":
+		return "policies are data"
+	}
+	return ""
+}
+
+func TestViolates(t *testing.T) {
+	for _, tc := range []struct {
+		pkg, dep string
+		bad      bool
+	}{
+		{"services/tax", "broker/policy", true},
+		{"services/kit", "services/kit/fieldmask", false},
+		{"broker/release", "services/kit/fieldmask", false},
+		{"broker/release", "services/tax", true},
+		{"broker", "cmd/aperture", true},
+		{"cmd/aperture", "services/catalog", false},
+		{"proto/aperture/broker/v1", "broker/policy", true},
+	} {
+		if got := violates(tc.pkg, tc.dep) != ""; got != tc.bad {
+			t.Errorf("violates(%q, %q) = %v, want %v", tc.pkg, tc.dep, got, tc.bad)
+		}
+	}
+}

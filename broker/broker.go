@@ -1,0 +1,340 @@
+// Package broker wires the broker together: NATS JetStream (embedded or external) for state and the
+// access log, the authority connections, the policies, and the gRPC API. main builds a Config, calls New,
+// then Run.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/authorities"
+	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/consent"
+	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/natsembed"
+	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/release"
+	"github.com/aperture-gov/aperture/broker/server"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	"github.com/aperture-gov/aperture/services/kit/mtls"
+)
+
+// Config is the broker's configuration. Zero values take the defaults of WithDefaults.
+type Config struct {
+	// DataDir holds the embedded NATS store (and, in dev, keys and the development CA).
+	DataDir string `yaml:"data_dir"`
+	// Listen is the gRPC address agencies call.
+	Listen string `yaml:"listen"`
+	// NATSURL is an external NATS server or cluster; empty embeds one in this process.
+	NATSURL string `yaml:"nats_url"`
+	// NATSCredentials is a NATS .creds file for the external server.
+	NATSCredentials string `yaml:"nats_credentials"`
+	// EmbeddedNATSListen is where the embedded server accepts clients (agency systems subscribing to
+	// case events): "127.0.0.1:4222" by default, "" for in-process only.
+	EmbeddedNATSListen string `yaml:"embedded_nats_listen"`
+	// Replicas of every stream and bucket: 1 embedded, 3 on a cluster.
+	Replicas int `yaml:"replicas"`
+	// AuthorityAddresses overrides registry addresses by authority id.
+	AuthorityAddresses map[string]string `yaml:"authority_addresses"`
+	// StartTimeout bounds the wait for authorities and NATS at start.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+}
+
+// WithDefaults returns c with defaults filled in.
+func (c Config) WithDefaults() Config {
+	if c.DataDir == "" {
+		c.DataDir = ".aperture"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7443"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 60 * time.Second
+	}
+	return c
+}
+
+// Validate reports the first configuration error.
+func (c Config) Validate() error {
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		return fmt.Errorf("replicas must be 1, 3 or 5, not %d", c.Replicas)
+	}
+	if c.NATSURL == "" && c.Replicas != 1 {
+		return errors.New("the embedded NATS server is a single node: replicas must be 1 (set nats_url for a cluster)")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen %q: %w", c.Listen, err)
+	}
+	return nil
+}
+
+// Deps are the broker's collaborators that differ between dev, production and tests.
+type Deps struct {
+	// Policies is the policy tree: registry.yaml and journeys/*.yaml.
+	Policies fs.FS
+	// Certs is the broker's certificate, used as gRPC server and as client of the authorities.
+	Certs mtls.Source
+	// Pseudonyms keys the citizen pseudonym.
+	Pseudonyms keys.Pseudonymizer
+	// NATS, if set, is used instead of connecting or embedding (tests control the server).
+	NATS   *nats.Conn
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Broker is a running broker.
+type Broker struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	lis     net.Listener
+	grpc    *grpc.Server
+	health  *health.Server
+	nc      *nats.Conn
+	ownNC   bool
+	embed   *natsembed.Server
+	access  *accesslog.Log
+	pool    *authorities.Pool
+	bundle  atomic.Pointer[policy.Bundle]
+	Cases   *cases.Store
+	Consent *consent.Store
+}
+
+// New connects to (or embeds) NATS, opens the stores, loads the registry, waits for every authority to
+// describe itself, loads and checks the journeys against those schemas, and binds the listener. It does
+// not serve yet; call Run.
+func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("broker config: %w", err)
+	}
+	if deps.Policies == nil || deps.Certs == nil || deps.Pseudonyms == nil {
+		return nil, errors.New("broker: policies, certificates and pseudonym key are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	b := &Broker{cfg: cfg, deps: deps, log: deps.Logger}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+
+	if err := b.connectNATS(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(b.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if b.access, err = accesslog.Open(ctx, js, accesslog.Options{Replicas: cfg.Replicas, Logger: b.log.With("component", "accesslog")}); err != nil {
+		return nil, fmt.Errorf("open access log: %w", err)
+	}
+	if b.Cases, err = cases.Open(ctx, js, cases.Options{Replicas: cfg.Replicas, Logger: b.log}); err != nil {
+		return nil, err
+	}
+	if b.Consent, err = consent.Open(ctx, js, cfg.Replicas); err != nil {
+		return nil, err
+	}
+
+	reg, err := policy.LoadRegistry(deps.Policies, "registry.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("load registry: %w", err)
+	}
+	for id, addr := range cfg.AuthorityAddresses {
+		a, ok := reg.Authority(id)
+		if !ok {
+			return nil, fmt.Errorf("authority_addresses: registry has no authority %q", id)
+		}
+		a.Address = addr
+	}
+	if b.pool, err = authorities.Dial(reg, deps.Certs, b.log.With("component", "authorities")); err != nil {
+		return nil, err
+	}
+	if err := b.pool.Describe(ctx, reg); err != nil {
+		return nil, err
+	}
+	bundle, err := policy.LoadBundle(deps.Policies, reg, b.pool)
+	if err != nil {
+		return nil, fmt.Errorf("load policies: %w", err)
+	}
+	b.bundle.Store(bundle)
+	b.log.Info("policies loaded", "version", bundle.Version, "journeys", len(bundle.Journeys()), "authorities", len(reg.Authorities))
+
+	if err := b.buildServer(); err != nil {
+		return nil, err
+	}
+	if b.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	return b, nil
+}
+
+// NATSOptions are the connection options of a broker: reconnect forever, but fail requests at once
+// while disconnected instead of buffering them, so a release answers Unavailable promptly rather than
+// waiting out the caller's deadline.
+func NATSOptions(name string) []nats.Option {
+	return []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(-1),
+	}
+}
+
+func (b *Broker) connectNATS() error {
+	if b.deps.NATS != nil {
+		b.nc = b.deps.NATS
+		return nil
+	}
+	opts := NATSOptions("aperture-broker")
+	if b.cfg.NATSURL != "" {
+		if b.cfg.NATSCredentials != "" {
+			opts = append(opts, nats.UserCredentials(b.cfg.NATSCredentials))
+		}
+		nc, err := nats.Connect(b.cfg.NATSURL, opts...)
+		if err != nil {
+			return fmt.Errorf("connect to NATS at %s: %w", b.cfg.NATSURL, err)
+		}
+		b.nc, b.ownNC = nc, true
+		return nil
+	}
+	host, port := "127.0.0.1", -1
+	if b.cfg.EmbeddedNATSListen != "" {
+		h, p, err := net.SplitHostPort(b.cfg.EmbeddedNATSListen)
+		if err != nil {
+			return fmt.Errorf("embedded_nats_listen %q: %w", b.cfg.EmbeddedNATSListen, err)
+		}
+		host = h
+		if _, err := fmt.Sscan(p, &port); err != nil {
+			return fmt.Errorf("embedded_nats_listen %q: bad port", b.cfg.EmbeddedNATSListen)
+		}
+	}
+	srv, err := natsembed.Start(natsembed.Options{
+		Dir: filepath.Join(b.cfg.DataDir, "nats"), Host: host, Port: port,
+		Logger: b.log.With("component", "nats"), ServerName: "aperture-embedded",
+	})
+	if err != nil {
+		return fmt.Errorf("start embedded NATS: %w", err)
+	}
+	b.embed = srv
+	nc, err := srv.Connect(opts...)
+	if err != nil {
+		return fmt.Errorf("connect to embedded NATS: %w", err)
+	}
+	b.nc, b.ownNC = nc, true
+	return nil
+}
+
+func (b *Broker) buildServer() error {
+	policies := func() *policy.Bundle { return b.bundle.Load() }
+	rel, err := release.New(release.Config{
+		Policies: policies, Cases: b.Cases, Consents: b.Consent, Log: b.access, Authorities: b.pool,
+		Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now, Logger: b.log.With("component", "release"),
+	})
+	if err != nil {
+		return err
+	}
+	cs := cases.NewService(b.Cases, policies, b.deps.Pseudonyms, b.deps.Now, b.log.With("component", "cases"))
+	icpt, err := server.Interceptors(func() *policy.Registry { return b.bundle.Load().Registry }, b.log.With("component", "grpc"))
+	if err != nil {
+		return err
+	}
+	b.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(mtls.ServerConfig(b.deps.Certs))),
+		grpc.ChainUnaryInterceptor(icpt...),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute}),
+	)
+	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc")))
+	auditv1.RegisterAuditServiceServer(b.grpc, server.NewAudit(b.access, b.deps.Pseudonyms, b.log.With("component", "audit")))
+	b.health = health.NewServer()
+	healthpb.RegisterHealthServer(b.grpc, b.health)
+	reflection.Register(b.grpc)
+	return nil
+}
+
+// Addr is the address the broker listens on.
+func (b *Broker) Addr() string { return b.lis.Addr().String() }
+
+// Bundle is the policy bundle in force.
+func (b *Broker) Bundle() *policy.Bundle { return b.bundle.Load() }
+
+// Descriptors resolves authority datasets to the schemas the authorities described.
+func (b *Broker) Descriptors() policy.Descriptors { return b.pool }
+
+// AccessLog is the broker's access log.
+func (b *Broker) AccessLog() *accesslog.Log { return b.access }
+
+// NATSURL is the client URL of the embedded NATS server, or "" when NATS is external or in-process only.
+func (b *Broker) NATSURL() string {
+	if b.embed == nil || b.cfg.EmbeddedNATSListen == "" {
+		return ""
+	}
+	return b.embed.ClientURL()
+}
+
+// Run serves until ctx ends, then stops gracefully: in-flight releases finish (and are logged) first.
+func (b *Broker) Run(ctx context.Context) error {
+	defer b.close()
+	errc := make(chan error, 1)
+	go func() { errc <- b.grpc.Serve(b.lis) }()
+	b.log.Info("broker serving", "addr", b.Addr())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	b.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { b.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		b.grpc.Stop()
+	}
+	return nil
+}
+
+func (b *Broker) close() {
+	if b.pool != nil {
+		b.pool.Close()
+	}
+	if b.access != nil {
+		if err := b.access.Close(); err != nil {
+			b.log.Warn("close access log", "err", err)
+		}
+	}
+	if b.nc != nil && b.ownNC {
+		b.nc.Close()
+	}
+	if b.embed != nil {
+		b.embed.Shutdown()
+	}
+}

@@ -1,0 +1,373 @@
+// Package cases keeps case state in the JetStream KV bucket "cases" and moves cases through their
+// journey's steps. Every transition is a compare-and-set on the key's revision, so two broker replicas
+// cannot both advance the same step: the loser gets ErrConflict and nothing changes. After a transition
+// the store publishes a CaseEvent to the agencies concerned.
+package cases
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/aperture-gov/aperture/broker/ids"
+	"github.com/aperture-gov/aperture/broker/policy"
+	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+)
+
+// Bucket is the KV bucket holding cases, keyed by case id.
+const Bucket = "cases"
+
+// EventStream holds case events; agencies consume "aperture.events.agency.<agency>.>".
+const EventStream = "EVENTS"
+
+var (
+	// ErrNotFound means there is no case with that id.
+	ErrNotFound = errors.New("case not found")
+	// ErrConflict means the case changed since it was read; re-read and retry.
+	ErrConflict = errors.New("case changed concurrently")
+	// ErrClosed means the case is closed.
+	ErrClosed = errors.New("case is closed")
+	// ErrNotCurrent means the named step is not the case's current step.
+	ErrNotCurrent = errors.New("step is not current")
+)
+
+// State is the life cycle of a case.
+type State string
+
+// Step states and case states as stored.
+const (
+	StateOpen   State = "open"
+	StateClosed State = "closed"
+
+	StepPending   State = "pending"
+	StepCurrent   State = "current"
+	StepCompleted State = "completed"
+	StepSkipped   State = "skipped"
+)
+
+// Case is one citizen's instance of a journey, as stored.
+type Case struct {
+	ID        string `json:"id"`
+	Journey   string `json:"journey"`
+	CitizenID string `json:"citizen_id"`
+	// Pseudonym is the citizen's keyed pseudonym, so the citizen's cases can be found without the id.
+	Pseudonym     string    `json:"pseudonym"`
+	State         State     `json:"state"`
+	Current       int       `json:"current"` // index into Steps; -1 when closed
+	Steps         []Step    `json:"steps"`
+	OpenedBy      string    `json:"opened_by"`
+	OpenedAt      time.Time `json:"opened_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	CloseReason   string    `json:"close_reason,omitempty"`
+	PolicyVersion string    `json:"policy_version"`
+
+	// Revision is the KV revision the case was read at; Update succeeds only if it is still current.
+	Revision uint64 `json:"-"`
+}
+
+// Step is the state of one journey step within a case.
+type Step struct {
+	ID          string     `json:"id"`
+	Agency      string     `json:"agency"`
+	State       State      `json:"state"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
+	CompletedBy string     `json:"completed_by,omitempty"`
+}
+
+// CurrentStep returns the current step, or false when the case is closed.
+func (c *Case) CurrentStep() (Step, bool) {
+	if c.State != StateOpen || c.Current < 0 || c.Current >= len(c.Steps) {
+		return Step{}, false
+	}
+	return c.Steps[c.Current], true
+}
+
+// Involves reports whether agency opened the case or acts at any of its steps.
+func (c *Case) Involves(agency string) bool {
+	if c.OpenedBy == agency {
+		return true
+	}
+	for _, s := range c.Steps {
+		if s.Agency == agency {
+			return true
+		}
+	}
+	return false
+}
+
+// New returns a case for journey at its first step. It is not stored yet.
+func New(j *policy.Journey, citizenID, pseudonym, agency, policyVersion string, now time.Time) *Case {
+	c := &Case{
+		ID:            ids.New("case", now),
+		Journey:       j.ID,
+		CitizenID:     citizenID,
+		Pseudonym:     pseudonym,
+		State:         StateOpen,
+		OpenedBy:      agency,
+		OpenedAt:      now,
+		UpdatedAt:     now,
+		PolicyVersion: policyVersion,
+	}
+	for i, s := range j.Steps {
+		st := Step{ID: s.ID, Agency: s.Agency, State: StepPending}
+		if i == 0 {
+			st.State = StepCurrent
+			st.StartedAt = &now
+		}
+		c.Steps = append(c.Steps, st)
+	}
+	return c
+}
+
+// Complete finishes step (which must be current) on c, in memory. The next step becomes current or, after
+// the last, the case closes.
+func (c *Case) Complete(step, caseworker string, now time.Time) error {
+	cur, ok := c.CurrentStep()
+	if !ok {
+		return ErrClosed
+	}
+	if cur.ID != step {
+		return fmt.Errorf("%w: current step is %q", ErrNotCurrent, cur.ID)
+	}
+	s := &c.Steps[c.Current]
+	s.State, s.CompletedAt, s.CompletedBy = StepCompleted, &now, caseworker
+	c.Current++
+	if c.Current == len(c.Steps) {
+		c.State, c.Current = StateClosed, -1
+	} else {
+		n := &c.Steps[c.Current]
+		n.State, n.StartedAt = StepCurrent, &now
+	}
+	c.UpdatedAt = now
+	return nil
+}
+
+// Close ends an open case early; steps not reached are skipped.
+func (c *Case) Close(reason string, now time.Time) error {
+	if c.State != StateOpen {
+		return ErrClosed
+	}
+	for i := range c.Steps {
+		if c.Steps[i].State == StepPending || c.Steps[i].State == StepCurrent {
+			c.Steps[i].State = StepSkipped
+		}
+	}
+	c.State, c.Current, c.CloseReason, c.UpdatedAt = StateClosed, -1, reason, now
+	return nil
+}
+
+// Proto returns the API form of c; titles come from the journey when it is known.
+func (c *Case) Proto(j *policy.Journey) *brokerv1.Case {
+	out := &brokerv1.Case{
+		Id:          c.ID,
+		Journey:     c.Journey,
+		CitizenId:   c.CitizenID,
+		State:       brokerv1.CaseState_CASE_STATE_OPEN,
+		OpenedBy:    c.OpenedBy,
+		OpenedAt:    timestamppb.New(c.OpenedAt),
+		UpdatedAt:   timestamppb.New(c.UpdatedAt),
+		CloseReason: c.CloseReason,
+		Revision:    c.Revision,
+	}
+	if c.State == StateClosed {
+		out.State = brokerv1.CaseState_CASE_STATE_CLOSED
+	}
+	if cur, ok := c.CurrentStep(); ok {
+		out.CurrentStep = cur.ID
+	}
+	for _, s := range c.Steps {
+		ps := &brokerv1.CaseStep{Id: s.ID, Agency: s.Agency, State: stepState(s.State), CompletedBy: s.CompletedBy}
+		if s.StartedAt != nil {
+			ps.StartedAt = timestamppb.New(*s.StartedAt)
+		}
+		if s.CompletedAt != nil {
+			ps.CompletedAt = timestamppb.New(*s.CompletedAt)
+		}
+		if j != nil {
+			if js, _, ok := j.Step(s.ID); ok {
+				ps.Title = js.Title.EN
+			}
+		}
+		out.Steps = append(out.Steps, ps)
+	}
+	return out
+}
+
+func stepState(s State) brokerv1.StepState {
+	switch s {
+	case StepPending:
+		return brokerv1.StepState_STEP_STATE_PENDING
+	case StepCurrent:
+		return brokerv1.StepState_STEP_STATE_CURRENT
+	case StepCompleted:
+		return brokerv1.StepState_STEP_STATE_COMPLETED
+	case StepSkipped:
+		return brokerv1.StepState_STEP_STATE_SKIPPED
+	}
+	return brokerv1.StepState_STEP_STATE_UNSPECIFIED
+}
+
+// Options configures a Store.
+type Options struct {
+	// Replicas of the bucket and the event stream: 1 embedded, 3 in a cluster.
+	Replicas int
+	Logger   *slog.Logger
+}
+
+// Store keeps cases in JetStream KV.
+type Store struct {
+	kv  jetstream.KeyValue
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+// Open creates or binds the cases bucket and the events stream.
+func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
+	if opts.Replicas < 1 {
+		opts.Replicas = 1
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "Aperture case state, one key per case",
+		History:     8,
+		Storage:     jetstream.FileStorage,
+		Replicas:    opts.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        EventStream,
+		Description: "Aperture journey events for agency systems and the citizen portal",
+		Subjects:    []string{"aperture.events.>"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    opts.Replicas,
+		MaxAge:      30 * 24 * time.Hour,
+		Duplicates:  2 * time.Minute,
+	}); err != nil {
+		return nil, fmt.Errorf("open stream %q: %w", EventStream, err)
+	}
+	return &Store{kv: kv, js: js, log: opts.Logger}, nil
+}
+
+// Create stores a new case.
+func (s *Store) Create(ctx context.Context, c *Case) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode case %s: %w", c.ID, err)
+	}
+	rev, err := s.kv.Create(ctx, c.ID, b)
+	if err != nil {
+		return fmt.Errorf("create case %s: %w", c.ID, err)
+	}
+	c.Revision = rev
+	return nil
+}
+
+// Get reads a case.
+func (s *Store) Get(ctx context.Context, id string) (*Case, error) {
+	e, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read case %s: %w", id, err)
+	}
+	return decode(e)
+}
+
+func decode(e jetstream.KeyValueEntry) (*Case, error) {
+	var c Case
+	if err := json.Unmarshal(e.Value(), &c); err != nil {
+		return nil, fmt.Errorf("decode case %s: %w", e.Key(), err)
+	}
+	c.Revision = e.Revision()
+	return &c, nil
+}
+
+// Update writes c if the stored case is still at c.Revision, else ErrConflict.
+func (s *Store) Update(ctx context.Context, c *Case) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode case %s: %w", c.ID, err)
+	}
+	rev, err := s.kv.Update(ctx, c.ID, b, c.Revision)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return fmt.Errorf("update case %s: %w", c.ID, ErrConflict)
+		}
+		return fmt.Errorf("update case %s: %w", c.ID, err)
+	}
+	c.Revision = rev
+	return nil
+}
+
+// List returns the cases for which keep is true, newest first. It reads every case: fine for one
+// agency's working set at the scale of the demo; a per-agency index is the next step at national scale.
+func (s *Store) List(ctx context.Context, keep func(*Case) bool) ([]*Case, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list cases: %w", err)
+	}
+	defer lister.Stop()
+	var out []*Case
+	for key := range lister.Keys() {
+		c, err := s.Get(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted between list and get
+		}
+		if err != nil {
+			return nil, err
+		}
+		if keep(c) {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].ID > out[k].ID }) // ids sort by creation time
+	return out, nil
+}
+
+// Event types published on "aperture.events.agency.<agency>.<type>".
+const (
+	EventCaseOpened    = "case_opened"
+	EventStepStarted   = "step_started"
+	EventStepCompleted = "step_completed"
+	EventCaseClosed    = "case_closed"
+)
+
+// Publish sends a case event to agency. Events are notifications: the case state in KV is authoritative,
+// so a failed publish is logged, not returned. (case, revision, type, agency) dedupes retries.
+func (s *Store) Publish(ctx context.Context, agency, typ string, c *Case, step Step, now time.Time) {
+	ev := &brokerv1.CaseEvent{
+		Type:     typ,
+		CaseId:   c.ID,
+		Journey:  c.Journey,
+		Step:     step.ID,
+		Agency:   step.Agency,
+		Time:     timestamppb.New(now),
+		Revision: c.Revision,
+	}
+	b, err := proto.Marshal(ev)
+	if err != nil {
+		s.log.Error("encode case event", "case", c.ID, "err", err)
+		return
+	}
+	subject := "aperture.events.agency." + agency + "." + typ
+	msgID := fmt.Sprintf("%s:%d:%s:%s", c.ID, c.Revision, typ, agency)
+	if _, err := s.js.Publish(ctx, subject, b, jetstream.WithMsgID(msgID)); err != nil {
+		s.log.Warn("publish case event", "case", c.ID, "type", typ, "agency", agency, "err", err)
+	}
+}

@@ -1,0 +1,206 @@
+package cases_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/natsembed"
+	"github.com/aperture-gov/aperture/broker/policy"
+	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+)
+
+func journey() *policy.Journey {
+	return &policy.Journey{ID: "sickness-benefit", Steps: []*policy.Step{
+		{ID: "register-absence", Agency: "municipality"},
+		{ID: "check-eligibility", Agency: "municipality"},
+		{ID: "pay-benefit", Agency: "payments"},
+	}}
+}
+
+var t0 = time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+
+func TestTransitions(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		do      func(c *cases.Case) error
+		wantErr error
+		current string
+		state   cases.State
+	}{
+		{"new case is at its first step", func(*cases.Case) error { return nil }, nil, "register-absence", cases.StateOpen},
+		{"complete current step", func(c *cases.Case) error { return c.Complete("register-absence", "cw", t0) }, nil, "check-eligibility", cases.StateOpen},
+		{"complete a later step", func(c *cases.Case) error { return c.Complete("pay-benefit", "cw", t0) }, cases.ErrNotCurrent, "register-absence", cases.StateOpen},
+		{"complete every step closes", func(c *cases.Case) error {
+			for _, s := range []string{"register-absence", "check-eligibility", "pay-benefit"} {
+				if err := c.Complete(s, "cw", t0); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, nil, "", cases.StateClosed},
+		{"close early", func(c *cases.Case) error { return c.Close("withdrawn", t0) }, nil, "", cases.StateClosed},
+		{"closed case takes no step", func(c *cases.Case) error {
+			_ = c.Close("withdrawn", t0)
+			return c.Complete("register-absence", "cw", t0)
+		}, cases.ErrClosed, "", cases.StateClosed},
+		{"closed case cannot close", func(c *cases.Case) error {
+			_ = c.Close("withdrawn", t0)
+			return c.Close("again", t0)
+		}, cases.ErrClosed, "", cases.StateClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cases.New(journey(), "0101901234", "p", "municipality", "v1", t0)
+			err := tc.do(c)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			cur, _ := c.CurrentStep()
+			if cur.ID != tc.current || c.State != tc.state {
+				t.Fatalf("at %q (%s), want %q (%s)", cur.ID, c.State, tc.current, tc.state)
+			}
+			currents := 0
+			for _, s := range c.Steps {
+				if s.State == cases.StepCurrent {
+					currents++
+				}
+			}
+			if want := map[cases.State]int{cases.StateOpen: 1, cases.StateClosed: 0}[c.State]; currents != want {
+				t.Fatalf("%d current steps in a %s case", currents, c.State)
+			}
+		})
+	}
+}
+
+func newStore(t *testing.T) (*cases.Store, jetstream.JetStream) {
+	t.Helper()
+	srv, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := cases.Open(context.Background(), js, cases.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, js
+}
+
+// TestConcurrentCompleteOnlyOneWins models two broker replicas completing the same step: both read the
+// case, both try to write; exactly one succeeds and the other gets ErrConflict.
+func TestConcurrentCompleteOnlyOneWins(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	c := cases.New(journey(), "0101901234", "p", "municipality", "v1", t0)
+	if err := s.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	const replicas = 8
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		wins      int
+		conflicts int
+	)
+	for range replicas {
+		mine, err := s.Get(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := mine.Complete("register-absence", "cw", t0); err != nil {
+				t.Error(err)
+				return
+			}
+			err := s.Update(ctx, mine)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins++
+			case errors.Is(err, cases.ErrConflict):
+				conflicts++
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 || conflicts != replicas-1 {
+		t.Fatalf("%d wins, %d conflicts; want 1 and %d", wins, conflicts, replicas-1)
+	}
+	got, err := s.Get(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, _ := got.CurrentStep(); cur.ID != "check-eligibility" {
+		t.Fatalf("case at %q after the race", cur.ID)
+	}
+}
+
+func TestStoreRoundTripAndEvents(t *testing.T) {
+	s, js := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Get(ctx, "case_00000000000000000000000000"); !errors.Is(err, cases.ErrNotFound) {
+		t.Fatalf("missing case: %v", err)
+	}
+	c := cases.New(journey(), "0101901234", "p", "municipality", "v1", t0)
+	if err := s.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, c); err == nil {
+		t.Fatal("creating the same case twice succeeded")
+	}
+	s.Publish(ctx, "payments", cases.EventStepStarted, c, c.Steps[2], t0)
+	s.Publish(ctx, "payments", cases.EventStepStarted, c, c.Steps[2], t0) // a retry: deduplicated
+
+	cons, err := js.OrderedConsumer(ctx, cases.EventStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"aperture.events.agency.payments.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev brokerv1.CaseEvent
+	if err := proto.Unmarshal(msg.Data(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.GetCaseId() != c.ID || ev.GetStep() != "pay-benefit" || ev.GetType() != cases.EventStepStarted {
+		t.Fatalf("event %v", &ev)
+	}
+	if msg.Subject() != "aperture.events.agency.payments.step_started" {
+		t.Fatalf("subject %s", msg.Subject())
+	}
+	if _, err := cons.Next(jetstream.FetchMaxWait(300 * time.Millisecond)); err == nil {
+		t.Fatal("duplicate event was not deduplicated")
+	}
+	info, err := js.Stream(ctx, cases.EventStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != 1 {
+		t.Fatalf("%d events stored, want 1", n)
+	}
+	if strings.Contains(string(msg.Data()), "0101901234") {
+		t.Fatal("event carries the citizen id")
+	}
+}

@@ -1,0 +1,153 @@
+// Package natsembed runs a NATS server with JetStream inside the broker process, so a single-machine
+// deployment needs nothing installed: the broker's state and its access log live in the data directory.
+//
+// The server fsyncs every JetStream write before acknowledging it (SyncAlways). JetStream's default is
+// to fsync every two minutes, which on a single node can lose writes that were already acknowledged
+// if the machine crashes; the access log promises "durable before answer", so that is not acceptable.
+package natsembed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// readyTimeout bounds how long Start waits for the server to accept clients.
+const readyTimeout = 10 * time.Second
+
+// Options configure the embedded server.
+type Options struct {
+	// Dir is the JetStream store directory. Required.
+	Dir string
+	// Host is the interface clients connect to; default 127.0.0.1.
+	Host string
+	// Port is the client port: 0 means the NATS default (4222), -1 a random free port (tests).
+	Port int
+	// Logger receives the server's log lines; nil discards them.
+	Logger *slog.Logger
+	// ServerName names the server in logs and monitoring; default "aperture".
+	ServerName string
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	srv  *server.Server
+	addr string // host:port clients dial, fixed at start so reconnects find a restarted server
+	// stopping is set before the server starts shutting down: a client that reconnects in-process
+	// to a server in mid-shutdown can be handed a connection that dies a moment later, taking the
+	// first request sent on it along.
+	stopping atomic.Bool
+}
+
+// Start starts the server and waits until it accepts connections.
+func Start(opts Options) (*Server, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("start embedded NATS: Dir is required")
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = "aperture"
+	}
+	sopts := &server.Options{
+		ServerName: opts.ServerName,
+		Host:       opts.Host,
+		Port:       opts.Port,
+		JetStream:  true,
+		StoreDir:   opts.Dir,
+		// Fsync before every acknowledgement; see the package comment.
+		SyncAlways: true,
+		// The broker owns signal handling.
+		NoSigs: true,
+		NoLog:  opts.Logger == nil,
+	}
+	srv, err := server.NewServer(sopts)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded NATS in %s: %w", opts.Dir, err)
+	}
+	if opts.Logger != nil {
+		// Debug only, never trace: trace lines carry message payloads, and some streams (cases) hold
+		// citizen ids, which must never reach a log.
+		srv.SetLoggerV2(&logAdapter{l: opts.Logger}, opts.Logger.Enabled(context.Background(), slog.LevelDebug), false, false)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(readyTimeout) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, fmt.Errorf("start embedded NATS in %s: not ready for connections after %s", opts.Dir, readyTimeout)
+	}
+	s := &Server{srv: srv}
+	if a, ok := srv.Addr().(*net.TCPAddr); ok {
+		s.addr = net.JoinHostPort(opts.Host, strconv.Itoa(a.Port))
+	}
+	return s, nil
+}
+
+// ClientURL is the URL clients (agency systems, the CLI) use to reach the server.
+func (s *Server) ClientURL() string { return "nats://" + s.addr }
+
+// Connect opens a client connection. It is in-process (no TCP) while this server runs. If the
+// server shuts down, the client reconnects over TCP to the same address, so a server restarted on
+// the same port (and Dir) picks existing connections up again.
+func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.InProcessServer(&connProvider{s: s})}, opts...)
+	nc, err := nats.Connect(s.ClientURL(), all...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to embedded NATS: %w", err)
+	}
+	return nc, nil
+}
+
+// Shutdown stops the server and waits until it has stopped.
+func (s *Server) Shutdown() {
+	s.stopping.Store(true)
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+}
+
+// NATS returns the underlying server, for callers that need its monitoring API.
+func (s *Server) NATS() *server.Server { return s.srv }
+
+// connProvider hands out in-process connections while the server runs and falls back to TCP once
+// it has stopped: nats.go asks the same provider on every reconnect and has no fallback itself.
+type connProvider struct{ s *Server }
+
+func (p *connProvider) InProcessConn() (net.Conn, error) {
+	if !p.s.stopping.Load() && p.s.srv.Running() {
+		if c, err := p.s.srv.InProcessConn(); err == nil {
+			return c, nil
+		}
+	}
+	if p.s.addr == "" {
+		return nil, errors.New("embedded NATS server is not running")
+	}
+	return net.DialTimeout("tcp", p.s.addr, 2*time.Second)
+}
+
+// logAdapter sends the server's log lines to slog.
+type logAdapter struct{ l *slog.Logger }
+
+func (a *logAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
+func (a *logAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a *logAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *logAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+
+// Fatalf logs at error level: the server's own logger would exit the process, which is the
+// broker's decision to make, not the library's.
+func (a *logAdapter) Fatalf(format string, v ...any) {
+	a.l.Error(fmt.Sprintf(format, v...), "fatal", true)
+}
+
+// Tracef is never enabled (see Start) but the interface requires it.
+func (a *logAdapter) Tracef(format string, v ...any) {
+	a.l.Log(context.Background(), slog.LevelDebug-4, fmt.Sprintf(format, v...))
+}

@@ -1,0 +1,213 @@
+package policy_test
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/aperture-gov/aperture/broker/policy"
+)
+
+func TestCheck(t *testing.T) {
+	b := loadReal(t)
+	j, _ := b.Journey("sickness-benefit")
+	assess, _, _ := j.Step("assess-work-capacity")
+	register, _, _ := j.Step("register-absence")
+	eligibility, _, _ := j.Step("check-employment-requirement")
+	tests := []struct {
+		name               string
+		step               *policy.Step
+		authority, dataset string
+		fields, derived    []string
+		wantErr            error
+		wantMsg            string
+		wantFields         []string
+		wantDerived        []string
+	}{
+		{
+			name: "nothing named: everything allowed", step: assess, authority: "health", dataset: "patient",
+			wantFields: []string{"sick_notes.expected_duration_days", "sick_notes.issued_on", "sick_notes.work_capacity_percent"},
+		},
+		{
+			name: "a subset", step: assess, authority: "health", dataset: "patient",
+			fields:     []string{"sick_notes.work_capacity_percent", "sick_notes.issued_on", "sick_notes.issued_on"},
+			wantFields: []string{"sick_notes.issued_on", "sick_notes.work_capacity_percent"},
+		},
+		{
+			name: "diagnosis refused", step: assess, authority: "health", dataset: "patient",
+			fields:  []string{"sick_notes.issued_on", "sick_notes.diagnosis_code"},
+			wantErr: policy.ErrNotAllowed,
+			wantMsg: `field "sick_notes.diagnosis_code" of health.patient is not released at step "assess-work-capacity" of journey "sickness-benefit"`,
+		},
+		{
+			name: "parent of allowed paths refused", step: assess, authority: "health", dataset: "patient",
+			fields: []string{"sick_notes"}, wantErr: policy.ErrNotAllowed,
+			wantMsg: `field "sick_notes" of health.patient is not released at step "assess-work-capacity" of journey "sickness-benefit"`,
+		},
+		{
+			name: "dataset not in step", step: register, authority: "health", dataset: "patient",
+			wantErr: policy.ErrDatasetNotAllowed,
+			wantMsg: `dataset health.patient is not released at step "register-absence" of journey "sickness-benefit"`,
+		},
+		{
+			name: "typo is invalid, not refused", step: assess, authority: "health", dataset: "patient",
+			fields: []string{"sick_notes.diagnosis_code", "sick_notes.isued_on"}, wantErr: policy.ErrInvalidPath,
+			wantMsg: `health.patient: field path "sick_notes.isued_on": no field "isued_on" in aperture.health.v1.SickNote (did you mean "issued_on"?)`,
+		},
+		{
+			name: "malformed path", step: assess, authority: "health", dataset: "patient",
+			fields: []string{"sick_notes..issued_on"}, wantErr: policy.ErrInvalidPath,
+			wantMsg: `health.patient: field path "sick_notes..issued_on": empty segment`,
+		},
+		{
+			name: "derived only", step: eligibility, authority: "tax", dataset: "income",
+			derived: []string{"earned_above_threshold_6_of_12"}, wantFields: []string{},
+			wantDerived: []string{"earned_above_threshold_6_of_12"},
+		},
+		{
+			name: "raw income refused where only the fact is released", step: eligibility, authority: "tax", dataset: "income",
+			fields: []string{"months.gross_dkk"}, wantErr: policy.ErrNotAllowed,
+			wantMsg: `field "months.gross_dkk" of tax.income is not released at step "check-employment-requirement" of journey "sickness-benefit"`,
+		},
+		{
+			name: "unknown derived fact", step: eligibility, authority: "tax", dataset: "income",
+			derived: []string{"earned_above_threshold_6_of_12", "annual_income"}, wantErr: policy.ErrNotAllowed,
+			wantMsg: `derived fact "annual_income" of tax.income is not released at step "check-employment-requirement" of journey "sickness-benefit"`,
+		},
+		{
+			name: "fields without the facts", step: register, authority: "employment", dataset: "history",
+			fields: []string{"employments.employer_name"}, wantFields: []string{"employments.employer_name"},
+		},
+		{
+			name: "facts without the fields", step: register, authority: "employment", dataset: "history",
+			derived: []string{"currently_employed", "currently_employed"}, wantFields: []string{}, wantDerived: []string{"currently_employed"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, err := tt.step.Check(tt.authority, tt.dataset, tt.fields, tt.derived)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Check = %v, want %v", err, tt.wantErr)
+				}
+				if err.Error() != tt.wantMsg {
+					t.Errorf("Check error\n%q\nwant\n%q", err, tt.wantMsg)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.Rule == nil || g.Rule.Authority != tt.authority || g.Rule.Dataset != tt.dataset {
+				t.Errorf("grant rule %+v", g.Rule)
+			}
+			if !slices.Equal(g.Fields, tt.wantFields) {
+				t.Errorf("fields %q, want %q", g.Fields, tt.wantFields)
+			}
+			var names []string
+			for _, d := range g.Derived {
+				names = append(names, d.Name)
+			}
+			want := tt.wantDerived
+			if tt.fields == nil && tt.derived == nil {
+				for _, d := range g.Rule.Derived {
+					want = append(want, d.Name)
+				}
+			}
+			if !slices.Equal(names, want) {
+				t.Errorf("derived %q, want %q", names, want)
+			}
+		})
+	}
+}
+
+// A grant must not alias the policy: a caller that appends to it cannot widen the rule.
+func TestGrantDoesNotAliasRule(t *testing.T) {
+	j, _ := loadReal(t).Journey("sickness-benefit")
+	s, _, _ := j.Step("assess-work-capacity")
+	g, err := s.Check("health", "patient", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Fields[0] = "sick_notes.diagnosis_code"
+	r, _ := s.Rule("health", "patient")
+	if slices.Contains(r.Fields, "sick_notes.diagnosis_code") {
+		t.Fatal("changing a grant changed the rule")
+	}
+}
+
+func TestLookups(t *testing.T) {
+	b := loadReal(t)
+	reg := b.Registry
+	if a, ok := reg.Authority("tax"); !ok || a.Address != "127.0.0.1:7102" || !slices.Equal(a.Datasets, []string{"income"}) {
+		t.Errorf("Authority(tax) = %+v, %v", a, ok)
+	}
+	if _, ok := reg.Authority("nope"); ok {
+		t.Error("Authority(nope) found")
+	}
+	if a, ok := reg.Agency("payments"); !ok || a.Name.In("da") != "Udbetaling Danmark" {
+		t.Errorf("Agency(payments) = %+v", a)
+	}
+	if a, ok := reg.AgencyByIdentity("spiffe://aperture.local/agency/municipality"); !ok || a.ID != "municipality" {
+		t.Errorf("AgencyByIdentity = %+v, %v", a, ok)
+	}
+	for _, id := range []string{"", "spiffe://aperture.local/auditor/dpo", "spiffe://aperture.local/authority/tax"} {
+		if _, ok := reg.AgencyByIdentity(id); ok {
+			t.Errorf("AgencyByIdentity(%q) found an agency", id)
+		}
+	}
+	if a, ok := reg.AuditorByIdentity("spiffe://aperture.local/auditor/dpo"); !ok || a.ID != "dpo" {
+		t.Errorf("AuditorByIdentity = %+v, %v", a, ok)
+	}
+	if _, ok := reg.AuditorByIdentity("spiffe://aperture.local/agency/municipality"); ok {
+		t.Error("an agency is an auditor")
+	}
+	if _, ok := b.Journey("nope"); ok {
+		t.Error("Journey(nope) found")
+	}
+	j, ok := b.Journey("new-child")
+	if !ok || j.File != "journeys/new-child.yaml" {
+		t.Fatalf("Journey(new-child) = %+v", j)
+	}
+	if s, i, ok := j.Step(j.Steps[2].ID); !ok || i != 2 || s != j.Steps[2] {
+		t.Errorf("Step = %v, %d, %v", s, i, ok)
+	}
+	if _, i, ok := j.Step("nope"); ok || i != -1 {
+		t.Errorf("Step(nope) = %d, %v", i, ok)
+	}
+	js := b.Journeys()
+	js[0] = nil
+	if b.Journeys()[0] == nil {
+		t.Error("Journeys returns the bundle's own slice")
+	}
+}
+
+func TestTextIn(t *testing.T) {
+	for _, tt := range []struct {
+		text       policy.Text
+		lang, want string
+	}{
+		{policy.Text{EN: "Moving house", DA: "Flytning"}, "da", "Flytning"},
+		{policy.Text{EN: "Moving house", DA: "Flytning"}, "en", "Moving house"},
+		{policy.Text{EN: "Moving house"}, "da", "Moving house"},
+		{policy.Text{EN: "Moving house", DA: "Flytning"}, "de", "Moving house"},
+	} {
+		if got := tt.text.In(tt.lang); got != tt.want {
+			t.Errorf("%+v.In(%q) = %q, want %q", tt.text, tt.lang, got, tt.want)
+		}
+	}
+}
+
+// The refusal a caseworker sees when asking for a diagnosis.
+func ExampleStep_Check() {
+	b := mustLoadReal()
+	j, _ := b.Journey("sickness-benefit")
+	step, _, _ := j.Step("assess-work-capacity")
+	_, err := step.Check("health", "patient", []string{"sick_notes.diagnosis_code"}, nil)
+	fmt.Println(err)
+	fmt.Println(errors.Is(err, policy.ErrNotAllowed))
+	// Output:
+	// field "sick_notes.diagnosis_code" of health.patient is not released at step "assess-work-capacity" of journey "sickness-benefit"
+	// true
+}

@@ -1,0 +1,205 @@
+// Package policy loads and checks the broker's policies: the registry of authorities, agencies and
+// auditors (policies/registry.yaml) and the journeys (policies/journeys/*.yaml), and decides what one
+// request at one step of a journey may receive.
+//
+// Policies are data that people write, so loading is strict and helpful: the YAML is decoded into the
+// aperture.policy.v1 messages with their validation rules, then checked against the registry and against
+// the schemas the authorities describe (field paths exist, derived-fact expressions type-check). Every
+// finding names file, line and column, and all findings of a file are reported at once. A policy that
+// loads is internally consistent; a request is then decided by [Step.Check] alone.
+package policy
+
+import (
+	"cmp"
+	"slices"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Text is a short text shown to citizens and caseworkers, in English and Danish.
+type Text struct{ EN, DA string }
+
+// In returns the text in lang ("en" or "da"); Danish falls back to English when it is missing.
+func (t Text) In(lang string) string {
+	if lang == "da" && t.DA != "" {
+		return t.DA
+	}
+	return t.EN
+}
+
+// Registry lists the authorities, agencies and auditors the broker knows.
+type Registry struct {
+	Authorities []*Authority
+	Agencies    []*Agency
+	Auditors    []*Agency
+
+	// source is the registry file as loaded, so that the policy version covers it.
+	source file
+}
+
+// file is one policy file: its name within the policy tree and its bytes.
+type file struct {
+	name string
+	data []byte
+}
+
+// Authority returns the authority with the given id.
+func (r *Registry) Authority(id string) (*Authority, bool) {
+	for _, a := range r.Authorities {
+		if a.ID == id {
+			return a, true
+		}
+	}
+	return nil, false
+}
+
+// Agency returns the agency with the given id.
+func (r *Registry) Agency(id string) (*Agency, bool) {
+	return find(r.Agencies, func(a *Agency) bool { return a.ID == id })
+}
+
+// AgencyByIdentity returns the agency whose client certificate carries spiffeID.
+func (r *Registry) AgencyByIdentity(spiffeID string) (*Agency, bool) {
+	if spiffeID == "" {
+		return nil, false
+	}
+	return find(r.Agencies, func(a *Agency) bool { return a.Identity == spiffeID })
+}
+
+// AuditorByIdentity returns the auditor whose client certificate carries spiffeID.
+func (r *Registry) AuditorByIdentity(spiffeID string) (*Agency, bool) {
+	if spiffeID == "" {
+		return nil, false
+	}
+	return find(r.Auditors, func(a *Agency) bool { return a.Identity == spiffeID })
+}
+
+func find(as []*Agency, match func(*Agency) bool) (*Agency, bool) {
+	if i := slices.IndexFunc(as, match); i >= 0 {
+		return as[i], true
+	}
+	return nil, false
+}
+
+// Authority is one data holder.
+type Authority struct {
+	// ID is the slug used in policies, e.g. "population".
+	ID   string
+	Name Text
+	// Address is host:port of its AuthorityService.
+	Address string
+	// Identity is the SPIFFE id its server certificate must carry.
+	Identity string
+	// Datasets are the dataset names it serves, within the authority ("person").
+	Datasets []string
+}
+
+// Agency is an organisation whose case system calls the broker, or an auditor.
+type Agency struct {
+	ID   string
+	Name Text
+	// Identity is the SPIFFE id its client certificate carries.
+	Identity string
+}
+
+// Descriptors resolves an authority dataset to its message. The broker builds it from the
+// authorities' Describe answers; tests may build it from generated types.
+type Descriptors interface {
+	Dataset(authority, dataset string) (protoreflect.MessageDescriptor, error)
+}
+
+// Bundle is one consistent, checked set of policies: the registry and every journey.
+type Bundle struct {
+	// Version identifies the policy files the bundle was loaded from ("sha256:" + 16 hex digits); it
+	// is recorded with every case and access so that a decision can be traced to the policy text.
+	Version  string
+	Registry *Registry
+
+	journeys []*Journey // sorted by id
+}
+
+// Journey returns the journey with the given id.
+func (b *Bundle) Journey(id string) (*Journey, bool) {
+	i, ok := slices.BinarySearchFunc(b.journeys, id, func(j *Journey, id string) int { return cmp.Compare(j.ID, id) })
+	if !ok {
+		return nil, false
+	}
+	return b.journeys[i], true
+}
+
+// Journeys returns every journey, sorted by id. The slice is the caller's.
+func (b *Bundle) Journeys() []*Journey {
+	return slices.Clone(b.journeys)
+}
+
+// Journey is an ordered list of steps for one life event.
+type Journey struct {
+	ID                 string
+	Title, Description Text
+	Steps              []*Step
+	// File is the policy file the journey was loaded from, e.g. "journeys/sickness-benefit.yaml".
+	File string
+}
+
+// Step returns the step with the given id and its index in the journey.
+func (j *Journey) Step(id string) (step *Step, index int, ok bool) {
+	for i, s := range j.Steps {
+		if s.ID == id {
+			return s, i, true
+		}
+	}
+	return nil, -1, false
+}
+
+// Step names who acts and what they may see.
+type Step struct {
+	ID    string
+	Title Text
+	// Agency is the id of the agency that acts at this step; Role is the caseworker role expected.
+	Agency, Role string
+	Purpose      Text
+	LegalBasis   string
+	// Rules are what the step may see, one per authority dataset; a dataset without a rule is refused.
+	Rules []*Rule
+	// Consent is nil when the step needs no consent.
+	Consent *Consent
+
+	// journey is the id of the journey the step belongs to, for messages.
+	journey string
+}
+
+// Rule returns the rule of the step for one authority dataset.
+func (s *Step) Rule(authority, dataset string) (*Rule, bool) {
+	for _, r := range s.Rules {
+		if r.Authority == authority && r.Dataset == dataset {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// Rule is what a step may see of one authority dataset.
+type Rule struct {
+	// Authority and Dataset split the policy's "authority.dataset".
+	Authority, Dataset string
+	// Message is the dataset's message type, as the authority describes it.
+	Message protoreflect.MessageDescriptor
+	// Fields are the allowed field paths, normalized (sorted, no path covered by another).
+	Fields []string
+	// Derived are the facts the authority computes for the step, in policy order.
+	Derived []*Derived
+}
+
+// Derived is a fact an authority computes with a CEL expression over the full record.
+type Derived struct {
+	Name        string
+	Description Text
+	Expression  string
+}
+
+// Consent is the citizen's consent a step needs before it can release anything.
+type Consent struct {
+	// DefaultDays is how long a consent lasts when the citizen does not choose; MaxDays the longest
+	// it may last.
+	DefaultDays, MaxDays int
+}

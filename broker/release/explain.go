@@ -1,0 +1,66 @@
+package release
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/consent"
+	"github.com/aperture-gov/aperture/broker/refusal"
+	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+)
+
+// Explain says what the current step of a case may see and whether consent is in place. It reads no
+// citizen data, so it is not an access and is not logged.
+func (s *Service) Explain(ctx context.Context, caller Caller, caseID string) (*brokerv1.ExplainStepResponse, error) {
+	c, err := s.cfg.Cases.Get(ctx, caseID)
+	if errors.Is(err, cases.ErrNotFound) {
+		return nil, refusal.New(refusal.NotFound, "case %s does not exist", caseID)
+	}
+	if err != nil {
+		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable")
+	}
+	if !c.Involves(caller.Agency) {
+		return nil, refusal.New(refusal.NotFound, "case %s does not exist", caseID)
+	}
+	cur, ok := c.CurrentStep()
+	if !ok {
+		return nil, refusal.New(refusal.FailedPrecondition, "case %s is closed", c.ID)
+	}
+	j, ok := s.cfg.Policies().Journey(c.Journey)
+	if !ok {
+		return nil, refusal.New(refusal.FailedPrecondition, "journey %q is no longer in the policy", c.Journey)
+	}
+	step, _, ok := j.Step(cur.ID)
+	if !ok {
+		return nil, refusal.New(refusal.FailedPrecondition, "step %q is no longer in journey %q", cur.ID, j.ID)
+	}
+	out := &brokerv1.ExplainStepResponse{
+		CaseId: c.ID, Journey: j.ID, Step: step.ID, StepTitle: step.Title.EN, Agency: step.Agency,
+		Role: step.Role, Purpose: step.Purpose.EN, LegalBasis: step.LegalBasis,
+		CallerMayRelease: step.Agency == caller.Agency,
+	}
+	for _, r := range step.Rules {
+		ar := &brokerv1.AllowedRelease{Authority: r.Authority, Dataset: r.Dataset, Fields: r.Fields}
+		for _, d := range r.Derived {
+			ar.Derived = append(ar.Derived, &brokerv1.DerivedFactInfo{Name: d.Name, Description: d.Description.EN})
+		}
+		out.Releases = append(out.Releases, ar)
+	}
+	if step.Consent != nil {
+		out.ConsentRequired = true
+		pn := s.cfg.Pseudonyms.Pseudonym(c.CitizenID)
+		cn, err := s.cfg.Consents.Get(ctx, pn.Value, j.ID, step.ID)
+		switch {
+		case errors.Is(err, consent.ErrNotFound):
+		case err != nil:
+			return nil, refusal.Wrap(refusal.Unavailable, err, "consent state is unavailable")
+		default:
+			out.ConsentValid = cn.ValidAt(s.cfg.Now())
+			out.ConsentExpiresAt = timestamppb.New(cn.ExpiresAt)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,346 @@
+// Package release is the broker's hot path: for one request of a caseworker it decides (default deny),
+// fetches exactly what the current step allows from the authority, strips anything the authority
+// over-shared, writes the access record durably, and only then answers. Refusals are written too. If the
+// access log cannot take the record, nothing is released.
+package release
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/aperture-gov/aperture/broker/authorities"
+	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/consent"
+	"github.com/aperture-gov/aperture/broker/ids"
+	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/refusal"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+	authorityv1 "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
+	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	"github.com/aperture-gov/aperture/services/kit/fieldmask"
+)
+
+// Log is the durable access log. Append MUST return nil only once the record is durable.
+type Log interface {
+	Append(ctx context.Context, rec *auditv1.AccessRecord) error
+}
+
+// Authorities fetches records and knows the dataset schemas.
+type Authorities interface {
+	Fetch(ctx context.Context, authority string, req *authorityv1.FetchRequest) (*authorityv1.FetchResponse, error)
+	Dataset(authority, dataset string) (protoreflect.MessageDescriptor, error)
+}
+
+// Cases reads case state.
+type Cases interface {
+	Get(ctx context.Context, id string) (*cases.Case, error)
+}
+
+// Consents reads consents.
+type Consents interface {
+	Get(ctx context.Context, pseudonym, journey, step string) (*consent.Consent, error)
+}
+
+// Caller is who asks: the agency from the client certificate and the caseworker it names.
+type Caller struct {
+	Agency     string
+	Caseworker string
+}
+
+// Request is one release request.
+type Request struct {
+	CaseID, Authority, Dataset string
+	Fields, Derived            []string
+}
+
+// Result is what was released.
+type Result struct {
+	AccessID   string
+	Record     *anypb.Any
+	Derived    []*brokerv1.DerivedFact
+	Fields     []string
+	Step       string
+	Purpose    string
+	LegalBasis string
+}
+
+// Config holds a Service's dependencies.
+type Config struct {
+	Policies     func() *policy.Bundle
+	Cases        Cases
+	Consents     Consents
+	Log          Log
+	Authorities  Authorities
+	Pseudonyms   keys.Pseudonymizer
+	Now          func() time.Time
+	Logger       *slog.Logger
+	FetchTimeout time.Duration // default 5s
+}
+
+// Service runs the release path.
+type Service struct{ cfg Config }
+
+// New returns a Service. Every dependency is required.
+func New(cfg Config) (*Service, error) {
+	if cfg.Policies == nil || cfg.Cases == nil || cfg.Consents == nil || cfg.Log == nil || cfg.Authorities == nil || cfg.Pseudonyms == nil {
+		return nil, errors.New("release: missing dependency")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = 5 * time.Second
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// Release decides, fetches, logs and answers. Every refusal that concerns an identified case is logged
+// before it is returned; a refusal the log cannot take becomes Unavailable.
+func (s *Service) Release(ctx context.Context, caller Caller, req Request) (*Result, error) {
+	now := s.cfg.Now()
+	bundle := s.cfg.Policies()
+	c, err := s.cfg.Cases.Get(ctx, req.CaseID)
+	if errors.Is(err, cases.ErrNotFound) {
+		return nil, refusal.New(refusal.NotFound, "case %s does not exist", req.CaseID)
+	}
+	if err != nil {
+		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; nothing was released")
+	}
+	pn := s.cfg.Pseudonyms.Pseudonym(c.CitizenID)
+	rec := &auditv1.AccessRecord{
+		Id:               ids.New("acc", now),
+		Time:             timestamppb.New(now),
+		CitizenPseudonym: pn.Value,
+		PseudonymKeyId:   pn.KeyID,
+		Kind:             auditv1.AccessKind_ACCESS_KIND_CASEWORKER,
+		Agency:           caller.Agency,
+		Caseworker:       caller.Caseworker,
+		CaseId:           c.ID,
+		Journey:          c.Journey,
+		Authority:        req.Authority,
+		Dataset:          req.Dataset,
+		Fields:           req.Fields,
+		Derived:          req.Derived,
+		PolicyVersion:    bundle.Version,
+	}
+	res, ref := s.decideAndFetch(ctx, bundle, c, caller, req, rec, now)
+	if ref != nil {
+		if ref.Kind == refusal.InvalidArgument {
+			return nil, ref // malformed input changes nothing, not even the log
+		}
+		rec.Decision = auditv1.Decision_DECISION_REFUSED
+		rec.Reason = ref.Reason
+		rec.Code = ref.Kind.String()
+		if err := s.cfg.Log.Append(ctx, rec); err != nil {
+			return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released")
+		}
+		return nil, ref
+	}
+	rec.Decision = auditv1.Decision_DECISION_RELEASED
+	if err := s.cfg.Log.Append(ctx, rec); err != nil {
+		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released")
+	}
+	res.AccessID = rec.Id
+	return res, nil
+}
+
+// decideAndFetch fills rec with the step, purpose, legal basis and exact grant, and returns either the
+// result or a refusal.
+func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases.Case, caller Caller, req Request, rec *auditv1.AccessRecord, now time.Time) (*Result, *refusal.Error) {
+	if !c.Involves(caller.Agency) {
+		return nil, refusal.New(refusal.PermissionDenied, "agency %q takes no part in case %s", caller.Agency, c.ID)
+	}
+	cur, ok := c.CurrentStep()
+	if !ok {
+		return nil, refusal.New(refusal.FailedPrecondition, "case %s is closed; nothing more can be released for it", c.ID)
+	}
+	j, ok := b.Journey(c.Journey)
+	if !ok {
+		return nil, refusal.New(refusal.FailedPrecondition, "journey %q is no longer in the policy", c.Journey)
+	}
+	step, _, ok := j.Step(cur.ID)
+	if !ok {
+		return nil, refusal.New(refusal.FailedPrecondition, "step %q is no longer in journey %q", cur.ID, j.ID)
+	}
+	rec.Step, rec.Purpose, rec.LegalBasis = step.ID, step.Purpose.EN, step.LegalBasis
+	if step.Agency != caller.Agency {
+		return nil, refusal.New(refusal.PermissionDenied,
+			"the current step %q of journey %q is for agency %q, not %q", step.ID, j.ID, step.Agency, caller.Agency)
+	}
+	grant, err := step.Check(req.Authority, req.Dataset, req.Fields, req.Derived)
+	switch {
+	case errors.Is(err, policy.ErrInvalidPath):
+		return nil, refusal.New(refusal.InvalidArgument, "%s", err)
+	case err != nil:
+		return nil, refusal.New(refusal.PermissionDenied, "%s", err)
+	}
+	rec.Fields = grant.Fields
+	rec.Derived = make([]string, len(grant.Derived))
+	for i, d := range grant.Derived {
+		rec.Derived[i] = d.Name
+	}
+	if step.Consent != nil {
+		if ref := s.checkConsent(ctx, rec.CitizenPseudonym, j.ID, step.ID, now); ref != nil {
+			return nil, ref
+		}
+	}
+	return s.fetch(ctx, c, caller, step, grant, rec)
+}
+
+func (s *Service) checkConsent(ctx context.Context, pseudonym, journey, step string, now time.Time) *refusal.Error {
+	cn, err := s.cfg.Consents.Get(ctx, pseudonym, journey, step)
+	switch {
+	case errors.Is(err, consent.ErrNotFound):
+		return refusal.New(refusal.FailedPrecondition, "step %q of journey %q needs the citizen's consent, and the citizen has not given it", step, journey)
+	case err != nil:
+		return refusal.Wrap(refusal.Unavailable, err, "consent state is unavailable; nothing was released")
+	case cn.RevokedAt != nil:
+		return refusal.New(refusal.FailedPrecondition, "the citizen revoked consent for step %q of journey %q on %s", step, journey, cn.RevokedAt.UTC().Format(time.DateOnly))
+	case !cn.ValidAt(now):
+		return refusal.New(refusal.FailedPrecondition, "the citizen's consent for step %q of journey %q expired on %s", step, journey, cn.ExpiresAt.UTC().Format(time.DateOnly))
+	}
+	return nil
+}
+
+func (s *Service) fetch(ctx context.Context, c *cases.Case, caller Caller, step *policy.Step, grant policy.Grant, rec *auditv1.AccessRecord) (*Result, *refusal.Error) {
+	rule := grant.Rule
+	fr := &authorityv1.FetchRequest{
+		CitizenId: c.CitizenID,
+		Dataset:   rule.Dataset,
+		FieldMask: &fieldmaskpb.FieldMask{Paths: grant.Fields},
+		Context: &authorityv1.AccessContext{
+			AccessId: rec.Id, CaseId: c.ID, Journey: c.Journey, Step: step.ID,
+			Purpose: rec.Purpose, LegalBasis: rec.LegalBasis, Agency: caller.Agency, Caseworker: caller.Caseworker,
+		},
+	}
+	for _, d := range grant.Derived {
+		fr.Derived = append(fr.Derived, &authorityv1.DerivedExpression{Name: d.Name, Expression: d.Expression})
+	}
+	fctx, cancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
+	resp, err := s.cfg.Authorities.Fetch(fctx, rule.Authority, fr)
+	cancel()
+	switch {
+	case errors.Is(err, authorities.ErrNotFound):
+		return nil, refusal.New(refusal.NotFound, "%s holds no %s record for this citizen", rule.Authority, rule.Dataset)
+	case errors.Is(err, authorities.ErrUnavailable):
+		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q is unavailable; nothing was released", rule.Authority)
+	case err != nil:
+		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q failed to answer; nothing was released", rule.Authority)
+	}
+
+	record, violations, err := s.minimise(rule, grant, resp)
+	if err != nil {
+		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q answered with a malformed record; nothing was released", rule.Authority)
+	}
+	facts, extraFacts, err := matchDerived(grant, resp.GetDerived())
+	if err != nil {
+		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q answered without a requested fact; nothing was released", rule.Authority)
+	}
+	violations = append(violations, extraFacts...)
+	if len(violations) > 0 {
+		rec.Violations = violations
+		s.cfg.Logger.Warn("authority over-shared; extra fields stripped", "authority", rule.Authority,
+			"dataset", rule.Dataset, "paths", violations, "access_id", rec.Id)
+	}
+	return &Result{
+		Record: record, Derived: facts, Fields: grant.Fields,
+		Step: step.ID, Purpose: rec.Purpose, LegalBasis: rec.LegalBasis,
+	}, nil
+}
+
+// minimise checks the authority's record against the grant and strips anything beyond it, re-encoding
+// the record so that nothing unmasked survives even in unknown fields.
+func (s *Service) minimise(rule *policy.Rule, grant policy.Grant, resp *authorityv1.FetchResponse) (*anypb.Any, []string, error) {
+	md := rule.Message
+	rec := resp.GetRecord()
+	if rec == nil {
+		return nil, nil, errors.New("no record in answer")
+	}
+	if got := rec.MessageName(); got != md.FullName() {
+		return nil, nil, fmt.Errorf("record type %s, want %s", got, md.FullName())
+	}
+	msg := dynamicpb.NewMessage(md)
+	if err := proto.Unmarshal(rec.GetValue(), msg); err != nil {
+		return nil, nil, fmt.Errorf("decode %s: %w", md.FullName(), err)
+	}
+	var violations []string
+	if extra := fieldmask.Extra(msg, grant.Fields); len(extra) > 0 {
+		violations = extra
+		fieldmask.Apply(msg, grant.Fields)
+	}
+	if len(msg.GetUnknown()) > 0 {
+		violations = append(violations, "(unknown fields)")
+	}
+	dropUnknown(msg)
+	out, err := anypb.New(msg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode %s: %w", md.FullName(), err)
+	}
+	return out, violations, nil
+}
+
+// dropUnknown clears unknown fields everywhere in m: bytes the schema does not describe cannot be
+// checked against the mask, so they are never forwarded.
+func dropUnknown(m protoreflect.Message) {
+	m.SetUnknown(nil)
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					dropUnknown(mv.Message())
+					return true
+				})
+			}
+		case fd.IsList():
+			if fd.Message() != nil {
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					dropUnknown(l.Get(i).Message())
+				}
+			}
+		case fd.Message() != nil:
+			dropUnknown(v.Message())
+		}
+		return true
+	})
+}
+
+// matchDerived returns the granted facts in grant order. A granted fact the authority did not return is
+// an error; a fact it returned that was not granted is a violation and is dropped.
+func matchDerived(grant policy.Grant, got []*authorityv1.DerivedValue) ([]*brokerv1.DerivedFact, []string, error) {
+	byName := make(map[string]*authorityv1.DerivedValue, len(got))
+	for _, v := range got {
+		byName[v.GetName()] = v
+	}
+	facts := make([]*brokerv1.DerivedFact, 0, len(grant.Derived))
+	for _, d := range grant.Derived {
+		v, ok := byName[d.Name]
+		if !ok || v.GetValue() == nil {
+			return nil, nil, fmt.Errorf("fact %q missing", d.Name)
+		}
+		delete(byName, d.Name)
+		facts = append(facts, &brokerv1.DerivedFact{Name: d.Name, Description: d.Description.EN, Value: v.GetValue()})
+	}
+	var extra []string
+	for name := range byName {
+		extra = append(extra, "derived:"+name)
+	}
+	slices.Sort(extra)
+	return facts, extra, nil
+}

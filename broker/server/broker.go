@@ -1,0 +1,164 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"log/slog"
+	"strconv"
+
+	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/refusal"
+	"github.com/aperture-gov/aperture/broker/release"
+	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+)
+
+// Broker implements aperture.broker.v1.BrokerService.
+type Broker struct {
+	brokerv1.UnimplementedBrokerServiceServer
+	cases   *cases.Service
+	release *release.Service
+	log     *slog.Logger
+}
+
+// NewBroker returns the BrokerService implementation.
+func NewBroker(c *cases.Service, r *release.Service, log *slog.Logger) *Broker {
+	return &Broker{cases: c, release: r, log: log}
+}
+
+func (b *Broker) agency(ctx context.Context) (Caller, error) { return requireRole(ctx, RoleAgency) }
+
+func (b *Broker) fail(ctx context.Context, method string, err error) error {
+	return toStatus(ctx, b.log, "/aperture.broker.v1.BrokerService/"+method, err)
+}
+
+// OpenCase implements BrokerService.
+func (b *Broker) OpenCase(ctx context.Context, req *brokerv1.OpenCaseRequest) (*brokerv1.OpenCaseResponse, error) {
+	c, err := b.agency(ctx)
+	if err != nil {
+		return nil, b.fail(ctx, "OpenCase", err)
+	}
+	cs, err := b.cases.Open(ctx, c.ID, req.GetJourney(), req.GetCitizenId())
+	if err != nil {
+		return nil, b.fail(ctx, "OpenCase", err)
+	}
+	return &brokerv1.OpenCaseResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
+}
+
+// GetCase implements BrokerService.
+func (b *Broker) GetCase(ctx context.Context, req *brokerv1.GetCaseRequest) (*brokerv1.GetCaseResponse, error) {
+	c, err := b.agency(ctx)
+	if err != nil {
+		return nil, b.fail(ctx, "GetCase", err)
+	}
+	cs, err := b.cases.Get(ctx, c.ID, req.GetCaseId())
+	if err != nil {
+		return nil, b.fail(ctx, "GetCase", err)
+	}
+	return &brokerv1.GetCaseResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
+}
+
+// ListCases implements BrokerService. The page token is an opaque offset into the newest-first list.
+func (b *Broker) ListCases(ctx context.Context, req *brokerv1.ListCasesRequest) (*brokerv1.ListCasesResponse, error) {
+	c, err := b.agency(ctx)
+	if err != nil {
+		return nil, b.fail(ctx, "ListCases", err)
+	}
+	offset, err := decodeOffset(req.GetPageToken())
+	if err != nil {
+		return nil, b.fail(ctx, "ListCases", err)
+	}
+	all, err := b.cases.List(ctx, c.ID, req.GetOnlyCurrent())
+	if err != nil {
+		return nil, b.fail(ctx, "ListCases", err)
+	}
+	size := int(req.GetPageSize())
+	if size == 0 {
+		size = 50
+	}
+	resp := &brokerv1.ListCasesResponse{}
+	if offset < len(all) {
+		end := min(offset+size, len(all))
+		for _, cs := range all[offset:end] {
+			resp.Cases = append(resp.Cases, cs.Proto(b.cases.Journey(cs.Journey)))
+		}
+		if end < len(all) {
+			resp.NextPageToken = encodeOffset(end)
+		}
+	}
+	return resp, nil
+}
+
+func encodeOffset(n int) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("o" + strconv.Itoa(n)))
+}
+
+func decodeOffset(tok string) (int, error) {
+	if tok == "" {
+		return 0, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err == nil && len(b) > 1 && b[0] == 'o' {
+		if n, err := strconv.Atoi(string(b[1:])); err == nil && n >= 0 {
+			return n, nil
+		}
+	}
+	return 0, refusal.New(refusal.InvalidArgument, "page_token is not a token this API returned")
+}
+
+// Release implements BrokerService.
+func (b *Broker) Release(ctx context.Context, req *brokerv1.ReleaseRequest) (*brokerv1.ReleaseResponse, error) {
+	c, err := b.agency(ctx)
+	if err != nil {
+		return nil, b.fail(ctx, "Release", err)
+	}
+	res, err := b.release.Release(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, release.Request{
+		CaseID: req.GetCaseId(), Authority: req.GetAuthority(), Dataset: req.GetDataset(),
+		Fields: req.GetFields(), Derived: req.GetDerived(),
+	})
+	if err != nil {
+		return nil, b.fail(ctx, "Release", err)
+	}
+	return &brokerv1.ReleaseResponse{
+		AccessId: res.AccessID, Record: res.Record, Derived: res.Derived, Fields: res.Fields,
+		Step: res.Step, Purpose: res.Purpose, LegalBasis: res.LegalBasis,
+	}, nil
+}
+
+// CompleteStep implements BrokerService.
+func (b *Broker) CompleteStep(ctx context.Context, req *brokerv1.CompleteStepRequest) (*brokerv1.CompleteStepResponse, error) {
+	c, err := b.agency(ctx)
+	if err != nil {
+		return nil, b.fail(ctx, "CompleteStep", err)
+	}
+	cs, err := b.cases.Complete(ctx, c.ID, c.Caseworker, req.GetCaseId(), req.GetStep())
+	if err != nil {
+		return nil, b.fail(ctx, "CompleteStep", err)
+	}
+	return &brokerv1.CompleteStepResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
+}
+
+// CloseCase implements BrokerService.
+func (b *Broker) CloseCase(ctx context.Context, req *brokerv1.CloseCaseRequest) (*brokerv1.CloseCaseResponse, error) {
+	c, err := b.agency(ctx)
+	if err != nil {
+		return nil, b.fail(ctx, "CloseCase", err)
+	}
+	cs, err := b.cases.Close(ctx, c.ID, req.GetCaseId(), req.GetReason())
+	if err != nil {
+		return nil, b.fail(ctx, "CloseCase", err)
+	}
+	return &brokerv1.CloseCaseResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
+}
+
+// ExplainStep implements BrokerService.
+func (b *Broker) ExplainStep(ctx context.Context, req *brokerv1.ExplainStepRequest) (*brokerv1.ExplainStepResponse, error) {
+	c, err := b.agency(ctx)
+	if err != nil {
+		return nil, b.fail(ctx, "ExplainStep", err)
+	}
+	out, err := b.release.Explain(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, req.GetCaseId())
+	if err != nil {
+		return nil, b.fail(ctx, "ExplainStep", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/aperture-gov/aperture/policies"
+)
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	var (
+		data       = fs.String("data", ".aperture", "data directory: NATS store, keys, development CA")
+		listen     = fs.String("listen", "127.0.0.1:7443", "broker gRPC address")
+		natsListen = fs.String("nats-listen", "127.0.0.1:4222", `embedded NATS address for agency systems subscribing to case events ("" for none)`)
+		citizens   = fs.Int("citizens", 1000, "number of synthetic demo citizens")
+		policyDir  = fs.String("policies", "", "policy directory (default: the policies built into the binary)")
+		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+	)
+	addConfigFlag(fs)
+	if rest, err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	} else if len(rest) > 0 {
+		return usagef("unexpected argument %q", rest[0])
+	}
+	logger, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	pfs, err := policyFS(*policyDir)
+	if err != nil {
+		return err
+	}
+	st, err := startStack(ctx, stackOptions{
+		DataDir: *data, Listen: *listen, NATSListen: *natsListen, Citizens: *citizens,
+		Policies: pfs, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	printDevBanner(stdout, st, *data)
+	return st.Run(ctx)
+}
+
+func policyFS(dir string) (fs.FS, error) {
+	if dir == "" {
+		return policies.Files(), nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "registry.yaml")); err != nil {
+		return nil, fmt.Errorf("policy directory %s: %w", dir, err)
+	}
+	return os.DirFS(dir), nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("log level %q: %v", level, err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func printDevBanner(w io.Writer, st *stack, data string) {
+	b := st.Broker.Bundle()
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nAperture dev stack is running. Ctrl-C stops it; state is kept in %s/.\n\n", data)
+	fmt.Fprintf(tw, "  broker (gRPC, mTLS)\t%s\n", st.Broker.Addr())
+	if u := st.Broker.NATSURL(); u != "" {
+		fmt.Fprintf(tw, "  NATS (case events)\t%s   subject aperture.events.agency.<agency>.>\n", u)
+	}
+	ids := make([]string, 0, len(st.AuthorityAddrs))
+	for id := range st.AuthorityAddrs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for i, id := range ids {
+		label := ""
+		if i == 0 {
+			label = "  authorities"
+		}
+		fmt.Fprintf(tw, "%s\t%-13s %s\n", label, id, st.AuthorityAddrs[id])
+	}
+	var js []string
+	for _, j := range b.Journeys() {
+		js = append(js, j.ID)
+	}
+	fmt.Fprintf(tw, "  journeys\t%s\n", strings.Join(js, ", "))
+	fmt.Fprintf(tw, "  policy version\t%s\n", b.Version)
+	fmt.Fprintf(tw, "  certificates\t%s/pki (agencies: %s)\n", data, agencyList(st))
+	tw.Flush()
+
+	fmt.Fprintf(w, "\nDemo citizens (%d in all):\n", len(st.Population.IDs()))
+	for _, f := range st.Population.Featured() {
+		fmt.Fprintf(w, "  %s  %s\n", f.ID, f.Story)
+	}
+	if ft := st.Population.Featured(); len(ft) > 0 {
+		id := ft[0].ID
+		fmt.Fprintf(w, `
+Try it in another terminal (README.md walks through it):
+  go run ./cmd/aperture case open --as municipality --journey sickness-benefit --citizen %s
+  go run ./cmd/aperture case explain --as municipality CASE_ID
+  go run ./cmd/aperture case release --as municipality CASE_ID population.person
+  go run ./cmd/aperture log --citizen %s
+
+`, id, id)
+	}
+}
+
+func agencyList(st *stack) string {
+	var out []string
+	for _, a := range st.Registry.Agencies {
+		out = append(out, a.ID)
+	}
+	return strings.Join(out, ", ")
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+)
+
+func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("log", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs, "auditor", "dpo")
+	citizen := fs.String("citizen", "", "citizen id whose access records to list")
+	limit := fs.Int("limit", 100, "maximum records (newest first)")
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if *citizen == "" || len(pos) > 0 {
+		return usagef("usage: aperture log --citizen CITIZEN_ID [--limit N] [--json]")
+	}
+	cc, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := cf.callContext(ctx)
+	defer cancel()
+	client := auditv1.NewAuditServiceClient(cc)
+	var recs []*auditv1.AccessRecord
+	token := ""
+	for len(recs) < *limit {
+		resp, err := client.ListAccessRecords(ctx, &auditv1.ListAccessRecordsRequest{
+			CitizenId: *citizen, PageSize: int32(min(*limit-len(recs), 1000)), PageToken: token,
+		})
+		if err != nil {
+			return refused(err)
+		}
+		recs = append(recs, resp.GetRecords()...)
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if cf.json {
+		return printJSON(stdout, &auditv1.ListAccessRecordsResponse{Records: recs})
+	}
+	if len(recs) == 0 {
+		fmt.Fprintln(stdout, "no access records")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tDECISION\tAGENCY/CASEWORKER\tDATA\tJOURNEY/STEP\tFIELDS AND FACTS")
+	for _, r := range recs {
+		decision := "released"
+		if r.GetDecision() == auditv1.Decision_DECISION_REFUSED {
+			decision = "REFUSED (" + r.GetCode() + ")"
+		}
+		what := append(append([]string{}, r.GetFields()...), r.GetDerived()...)
+		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s.%s\t%s/%s\t%s\n", ts(r.GetTime()), decision, r.GetAgency(), r.GetCaseworker(),
+			r.GetAuthority(), r.GetDataset(), r.GetJourney(), r.GetStep(), strings.Join(what, ", "))
+		if r.GetDecision() == auditv1.Decision_DECISION_REFUSED {
+			fmt.Fprintf(tw, "\t\t\t\t\t  why: %s\n", r.GetReason())
+		}
+		if len(r.GetViolations()) > 0 {
+			fmt.Fprintf(tw, "\t\t\t\t\t  authority over-shared (stripped): %s\n", strings.Join(r.GetViolations(), ", "))
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "%d records, newest first\n", len(recs))
+	return nil
+}

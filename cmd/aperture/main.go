@@ -1,0 +1,76 @@
+// Command aperture is the one binary of Aperture: the dev stack, the broker, an authority service, the
+// caseworker CLI, the audit CLI and the benchmark.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `aperture — cross-agency citizen-journey broker with minimal disclosure
+
+Usage:
+  aperture dev                       run everything in one process (embedded NATS, broker, 5 authorities), with demo data
+  aperture broker                    run the broker
+  aperture authority NAME            run one example authority service
+  aperture case open|show|list|explain|release|complete|close
+                                     act as a demo agency's case system
+  aperture log --citizen ID          list a citizen's access records (as auditor)
+  aperture bench [--json]            direct authority fetches versus brokered, audited releases
+
+Every command takes -h. Flags can also be set as APERTURE_<FLAG> environment variables (dashes become
+underscores) or in a YAML file named by --config; a flag on the command line wins, then the environment,
+then the file.
+`
+
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	commands := map[string]command{
+		"dev":       runDev,
+		"broker":    runBroker,
+		"authority": runAuthority,
+		"case":      runCase,
+		"log":       runLog,
+		"bench":     runBench,
+	}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "aperture: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "aperture %s: %v\n", args[0], err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "aperture %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// usageError is a mistake in the command line (exit status 2).
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/aperture-gov/aperture/broker"
+	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/services/catalog"
+	"github.com/aperture-gov/aperture/services/demo"
+	"github.com/aperture-gov/aperture/services/kit"
+	"github.com/aperture-gov/aperture/services/kit/mtls"
+)
+
+// trustDomain is the SPIFFE trust domain of the development stack; the registry's identities use it.
+const trustDomain = "aperture.local"
+
+// stackOptions configures an in-process stack: the dev command, the end-to-end tests and the benchmark
+// all run the same one.
+type stackOptions struct {
+	DataDir    string
+	Listen     string // broker gRPC address; "127.0.0.1:0" for a free port
+	NATSListen string // embedded NATS client address; "" for in-process only
+	Citizens   int
+	Policies   fs.FS
+	// RandomPorts puts every authority on a free loopback port instead of its registry address.
+	RandomPorts bool
+	// NATS, if set, is used instead of an embedded server the broker owns.
+	NATS *nats.Conn
+	// Rewire, if set, may give the broker another address for an authority than the one it runs on
+	// (tests put a misbehaving proxy in between).
+	Rewire func(authority, addr string) string
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// stack is a running dev stack.
+type stack struct {
+	Broker     *broker.Broker
+	CA         *mtls.DevCA
+	Population *demo.Population
+	Pseudonyms *keys.Local
+	Registry   *policy.Registry
+	// AuthorityAddrs are where the authorities listen, by id.
+	AuthorityAddrs map[string]string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errc   chan error
+}
+
+// startStack starts the authorities and the broker and returns once the broker is ready to serve.
+// Stop it with Close after Run returns, or just cancel the context given to Run.
+func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	ca, err := mtls.OpenDevCA(filepath.Join(o.DataDir, "pki"), trustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("development CA: %w", err)
+	}
+	pseudonyms, err := keys.OpenLocal(filepath.Join(o.DataDir, "keys"))
+	if err != nil {
+		return nil, fmt.Errorf("pseudonym key: %w", err)
+	}
+	reg, err := policy.LoadRegistry(o.Policies, "registry.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("load registry: %w", err)
+	}
+	// Agencies and auditors get their certificates now, so the CLI can act as them.
+	for _, a := range reg.Agencies {
+		if _, err := ca.Source("agency", a.ID); err != nil {
+			return nil, fmt.Errorf("certificate for agency %q: %w", a.ID, err)
+		}
+	}
+	for _, a := range reg.Auditors {
+		if _, err := ca.Source("auditor", a.ID); err != nil {
+			return nil, fmt.Errorf("certificate for auditor %q: %w", a.ID, err)
+		}
+	}
+
+	ref := o.Now().UTC()
+	ref = time.Date(ref.Year(), ref.Month(), 1, 0, 0, 0, 0, time.UTC)
+	pop := demo.New(o.Citizens, ref)
+	s := &stack{CA: ca, Population: pop, Pseudonyms: pseudonyms, Registry: reg, AuthorityAddrs: map[string]string{}, errc: make(chan error, 8)}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	brokerID := mtls.ID(trustDomain, "broker", "")
+	for _, a := range catalog.Examples(pop) {
+		ra, ok := reg.Authority(a.ID)
+		if !ok {
+			continue // an example authority the registry does not list is not started
+		}
+		addr := ra.Address
+		if o.RandomPorts {
+			addr = "127.0.0.1:0"
+		}
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("authority %q: listen on %s: %w", a.ID, addr, err)
+		}
+		s.AuthorityAddrs[a.ID] = lis.Addr().String()
+		src, err := ca.Source("authority", a.ID)
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("certificate for authority %q: %w", a.ID, err)
+		}
+		srv, err := kit.NewServer(a, kit.WithLogger(o.Logger.With("authority", a.ID)), kit.WithClock(o.Now), kit.WithAllowedCallers(brokerID))
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("authority %q: %w", a.ID, err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := srv.Serve(runCtx, lis, mtls.ServerConfig(src)); err != nil {
+				s.errc <- fmt.Errorf("authority %q: %w", a.ID, err)
+			}
+		}()
+	}
+	for _, a := range reg.Authorities {
+		if _, ok := s.AuthorityAddrs[a.ID]; !ok {
+			o.Logger.Warn("registry lists an authority this stack does not run; it must be running elsewhere", "authority", a.ID, "address", a.Address)
+		}
+	}
+
+	brokerAddrs := map[string]string{}
+	for id, addr := range s.AuthorityAddrs {
+		if o.Rewire != nil {
+			addr = o.Rewire(id, addr)
+		}
+		brokerAddrs[id] = addr
+	}
+	certs, err := ca.Source("broker", "")
+	if err != nil {
+		return nil, fmt.Errorf("broker certificate: %w", err)
+	}
+	s.Broker, err = broker.New(ctx, broker.Config{
+		DataDir: o.DataDir, Listen: o.Listen, EmbeddedNATSListen: o.NATSListen,
+		AuthorityAddresses: brokerAddrs,
+	}, broker.Deps{Policies: o.Policies, Certs: certs, Pseudonyms: pseudonyms, NATS: o.NATS, Logger: o.Logger, Now: o.Now})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run serves the broker until ctx ends or an authority fails, then stops everything.
+func (s *stack) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	brokerErr := make(chan error, 1)
+	go func() { brokerErr <- s.Broker.Run(ctx) }()
+	var err error
+	select {
+	case err = <-brokerErr:
+	case err = <-s.errc:
+		cancel()
+		if berr := <-brokerErr; berr != nil {
+			err = errors.Join(err, berr)
+		}
+	}
+	s.Close()
+	return err
+}
+
+// Close stops the authorities.
+func (s *stack) Close() {
+	s.cancel()
+	s.wg.Wait()
+}

@@ -1,0 +1,17 @@
+// Package policies holds Aperture's policy files as data: the authority registry (registry.yaml) and
+// one journey per life event (journeys/*.yaml). The broker loads and checks them with broker/policy;
+// this package only embeds them so that the binary carries a working policy set.
+package policies
+
+import (
+	"embed"
+	"io/fs"
+)
+
+// files is the embedded policy tree. embed needs a package variable; it is read-only.
+//
+//go:embed registry.yaml journeys
+var files embed.FS
+
+// Files returns the embedded policy tree: registry.yaml and journeys/*.yaml.
+func Files() fs.FS { return files }
