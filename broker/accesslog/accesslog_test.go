@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -805,5 +807,76 @@ func BenchmarkAppendParallel(b *testing.B) {
 	b.ReportMetric(float64(batches), "batches")
 	if batches > 0 {
 		b.ReportMetric(float64(st.Records-before.Records)/float64(batches), "records/batch")
+	}
+}
+
+// benchLogSize is the log size BenchmarkList builds: APERTURE_BENCH_LOG_RECORDS, default 100,000.
+func benchLogSize(b *testing.B) int {
+	n := 100_000
+	if s := os.Getenv("APERTURE_BENCH_LOG_RECORDS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1000 {
+			b.Fatalf("APERTURE_BENCH_LOG_RECORDS=%q: want a number ≥ 1000", s)
+		}
+	}
+	return n
+}
+
+// BenchmarkList lists a citizen with 1,000 records spread evenly over a log of benchLogSize records.
+func BenchmarkList(b *testing.B) {
+	srv, err := natsembed.Start(natsembed.Options{Dir: b.TempDir(), Port: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := accesslog.Open(context.Background(), js, accesslog.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+
+	total, mine := benchLogSize(b), 1000
+	every := total / mine
+	var wg sync.WaitGroup
+	for g := range 128 {
+		wg.Go(func() {
+			for i := g; i < total; i += 128 {
+				c := 1_000_000 + i // someone else
+				if i%every == 0 {
+					c = 7
+				}
+				if err := l.Append(context.Background(), record(c, fmt.Sprintf("r%d", i))); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.Logf("log of %d records built", total)
+
+	for _, size := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("page=%d", size), func(b *testing.B) {
+			lat := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				start := time.Now()
+				recs, _, err := l.List(context.Background(), pseudonym(7), size, "")
+				if err != nil || len(recs) != size {
+					b.Fatalf("List: %d records, %v", len(recs), err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
 	}
 }

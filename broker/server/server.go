@@ -145,6 +145,11 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 	if err == nil {
 		return nil
 	}
+	if ctx.Err() != nil {
+		// The caller gave up; whatever failed after that is not the broker's failure.
+		log.Debug("request abandoned by caller", "method", method, "err", ctx.Err())
+		return status.FromContextError(ctx.Err()).Err()
+	}
 	r := refusal.As(err)
 	code := codeOf[r.Kind]
 	switch r.Kind {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,22 +28,22 @@ import (
 
 // benchResult is what `aperture bench --json` prints.
 type benchResult struct {
-	DirectOpsPerSec    float64 `json:"direct_ops_per_sec"`
-	BrokeredOpsPerSec  float64 `json:"brokered_ops_per_sec"`
-	Ratio              float64 `json:"ratio"`
-	DirectP50Ms        float64 `json:"direct_p50_ms"`
-	DirectP99Ms        float64 `json:"direct_p99_ms"`
-	BrokeredP50Ms      float64 `json:"brokered_p50_ms"`
-	BrokeredP99Ms      float64 `json:"brokered_p99_ms"`
-	Concurrency        int     `json:"concurrency"`
-	DurationS          float64 `json:"duration_s"`
-	Dataset            string  `json:"dataset"`
-	Fields             int     `json:"fields"`
-	AccessLogBatches   uint64  `json:"access_log_batches"`
-	AccessLogRecords   uint64  `json:"access_log_records"`
-	BrokeredErrors     uint64  `json:"brokered_errors"`
-	DirectErrors       uint64  `json:"direct_errors"`
-	RecordsPerDurable  float64 `json:"records_per_durable_write"`
+	DirectOpsPerSec   float64 `json:"direct_ops_per_sec"`
+	BrokeredOpsPerSec float64 `json:"brokered_ops_per_sec"`
+	Ratio             float64 `json:"ratio"`
+	DirectP50Ms       float64 `json:"direct_p50_ms"`
+	DirectP99Ms       float64 `json:"direct_p99_ms"`
+	BrokeredP50Ms     float64 `json:"brokered_p50_ms"`
+	BrokeredP99Ms     float64 `json:"brokered_p99_ms"`
+	Concurrency       int     `json:"concurrency"`
+	DurationS         float64 `json:"duration_s"`
+	Dataset           string  `json:"dataset"`
+	Fields            int     `json:"fields"`
+	AccessLogBatches  uint64  `json:"access_log_batches"`
+	AccessLogRecords  uint64  `json:"access_log_records"`
+	BrokeredErrors    uint64  `json:"brokered_errors"`
+	DirectErrors      uint64  `json:"direct_errors"`
+	RecordsPerDurable float64 `json:"records_per_durable_write"`
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -53,6 +54,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		duration    = fs.Duration("duration", 10*time.Second, "length of each run")
 		warmup      = fs.Duration("warmup", 2*time.Second, "warm-up before each run")
 		data        = fs.String("data", "", "data directory (default: a new temporary directory, removed after)")
+		cpuProfile  = fs.String("cpuprofile", "", "write a CPU profile of the brokered run to this file")
 	)
 	if pos, err := parseFlags(fs, args, stderr); err != nil {
 		return err
@@ -82,7 +84,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	go func() { done <- st.Run(runCtx) }()
 	defer func() { stop(); <-done }()
 
-	res, err := bench(ctx, st, *concurrency, *warmup, *duration)
+	res, err := bench(ctx, st, *concurrency, *warmup, *duration, *cpuProfile)
 	if err != nil {
 		return err
 	}
@@ -103,7 +105,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func bench(ctx context.Context, st *stack, concurrency int, warmup, duration time.Duration) (*benchResult, error) {
+func bench(ctx context.Context, st *stack, concurrency int, warmup, duration time.Duration, cpuProfile string) (*benchResult, error) {
 	featured := st.Population.Featured()
 	if len(featured) == 0 {
 		return nil, fmt.Errorf("demo population has no featured citizen")
@@ -162,7 +164,20 @@ func bench(ctx context.Context, st *stack, concurrency int, warmup, duration tim
 
 	before := st.Broker.AccessLog().Stats()
 	dRate, dLat, dErr := load(ctx, directOp, concurrency, warmup, duration)
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+	}
 	bRate, bLat, bErr := load(cctx, brokeredOp, concurrency, warmup, duration)
+	if cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	after := st.Broker.AccessLog().Stats()
 
 	res := &benchResult{

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -146,12 +148,26 @@ func splitList(s string) []string {
 }
 
 func printJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	b, err := indentJSON(m, "")
 	if err != nil {
-		return fmt.Errorf("encode JSON: %w", err)
+		return err
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
+}
+
+// indentJSON encodes m as protojson with stable indentation (protojson varies its spacing on purpose;
+// people and diffs want the same text every time).
+func indentJSON(m proto.Message, prefix string) ([]byte, error) {
+	raw, err := protojson.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode JSON: %w", err)
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, raw, prefix, "  "); err != nil {
+		return nil, fmt.Errorf("encode JSON: %w", err)
+	}
+	return out.Bytes(), nil
 }
 
 func ts(t *timestamppb.Timestamp) string {
@@ -260,13 +276,11 @@ func printRelease(w io.Writer, r *brokerv1.ReleaseResponse) error {
 	tw.Flush()
 	if len(r.GetFields()) > 0 {
 		fmt.Fprintln(w, "record")
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(r.GetRecord())
+		b, err := indentJSON(r.GetRecord(), "  ")
 		if err != nil {
 			return fmt.Errorf("decode record (is its schema compiled into this binary?): %w", err)
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			fmt.Fprintf(w, "  %s\n", line)
-		}
+		fmt.Fprintf(w, "  %s\n", b)
 	}
 	if len(r.GetDerived()) > 0 {
 		fmt.Fprintln(w, "derived facts")

@@ -100,7 +100,7 @@ func printDevBanner(w io.Writer, st *stack, data string) {
 
 	fmt.Fprintf(w, "\nDemo citizens (%d in all):\n", len(st.Population.IDs()))
 	for _, f := range st.Population.Featured() {
-		fmt.Fprintf(w, "  %s  %s\n", f.ID, f.Story)
+		fmt.Fprintf(w, "  %s  %s: %s\n", f.ID, f.Name, f.Story)
 	}
 	if ft := st.Population.Featured(); len(ft) > 0 {
 		id := ft[0].ID

@@ -40,11 +40,12 @@ import (
 // NATS server the test controls.
 type testStack struct {
 	*stack
-	t       *testing.T
-	nats    *natsembed.Server
-	natsDir string
+	t        *testing.T
+	dataDir  string
+	nats     *natsembed.Server
+	natsDir  string
 	natsPort int
-	conns   sync.Map // agency → *grpc.ClientConn
+	conns    sync.Map // agency → *grpc.ClientConn
 }
 
 type testOption func(*stackOptions)
@@ -52,7 +53,7 @@ type testOption func(*stackOptions)
 func newTestStack(t *testing.T, opts ...testOption) *testStack {
 	t.Helper()
 	dir := t.TempDir()
-	ts := &testStack{t: t, natsDir: filepath.Join(dir, "nats")}
+	ts := &testStack{t: t, dataDir: dir, natsDir: filepath.Join(dir, "nats")}
 	ts.startNATS(-1)
 	nc, err := ts.nats.Connect(append(broker.NATSOptions("e2e"), nats.ReconnectWait(50*time.Millisecond))...)
 	if err != nil {
@@ -90,7 +91,10 @@ func newTestStack(t *testing.T, opts ...testOption) *testStack {
 
 type tWriter struct{ t *testing.T }
 
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func (ts *testStack) startNATS(port int) {
 	ts.t.Helper()

@@ -64,10 +64,10 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s.%s\t%s/%s\t%s\n", ts(r.GetTime()), decision, r.GetAgency(), r.GetCaseworker(),
 			r.GetAuthority(), r.GetDataset(), r.GetJourney(), r.GetStep(), strings.Join(what, ", "))
 		if r.GetDecision() == auditv1.Decision_DECISION_REFUSED {
-			fmt.Fprintf(tw, "\t\t\t\t\t  why: %s\n", r.GetReason())
+			fmt.Fprintf(tw, "\t  why: %s\n", r.GetReason())
 		}
 		if len(r.GetViolations()) > 0 {
-			fmt.Fprintf(tw, "\t\t\t\t\t  authority over-shared (stripped): %s\n", strings.Join(r.GetViolations(), ", "))
+			fmt.Fprintf(tw, "\t  authority over-shared (stripped): %s\n", strings.Join(r.GetViolations(), ", "))
 		}
 	}
 	tw.Flush()

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestCLIWalkthrough drives the `aperture` commands the way the README walk-through does: open a
+// sickness-benefit case, release step 1, be refused a field of a later step, complete the step,
+// release step 2's derived fact, and list the citizen's access log as the auditor.
+func TestCLIWalkthrough(t *testing.T) {
+	ts := newTestStack(t)
+	dir := ts.dataDir
+	citizen := ts.citizenFor("sickness-benefit")
+	aperture := func(wantExit int, args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		args = append(args, "--data", dir, "--broker", ts.Broker.Addr())
+		if code := run(context.Background(), args, &out, &errOut); code != wantExit {
+			t.Fatalf("aperture %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, wantExit, out.String(), errOut.String())
+		}
+		return out.String() + errOut.String()
+	}
+
+	out := aperture(0, "case", "open", "--journey", "sickness-benefit", "--citizen", citizen)
+	caseID := regexp.MustCompile(`case_[0-9a-z]{26}`).FindString(out)
+	if caseID == "" || !strings.Contains(out, "open, at step register-absence") {
+		t.Fatalf("open printed:\n%s", out)
+	}
+	out = aperture(0, "case", "explain", caseID)
+	for _, want := range []string{"register-absence", "Sygedagpengeloven", "population.person"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("explain does not mention %q:\n%s", want, out)
+		}
+	}
+	out = aperture(0, "case", "release", caseID, "population.person")
+	if !strings.Contains(out, "acc_") || !strings.Contains(out, `"familyName"`) || strings.Contains(out, "civilStatus") {
+		t.Fatalf("release printed:\n%s", out)
+	}
+	out = aperture(1, "case", "release", caseID, "health.patient", "--fields", "sick_notes.work_capacity_percent")
+	if !strings.Contains(out, "PermissionDenied") || !strings.Contains(out, "health.patient") {
+		t.Fatalf("refusal printed:\n%s", out)
+	}
+	out = aperture(0, "case", "complete", caseID)
+	if !strings.Contains(out, "open, at step check-employment-requirement") {
+		t.Fatalf("complete printed:\n%s", out)
+	}
+	out = aperture(0, "case", "release", caseID, "tax.income", "--json")
+	if !strings.Contains(out, `"earned_above_threshold_6_of_12"`) || strings.Contains(out, "grossDkk") {
+		t.Fatalf("release --json printed:\n%s", out)
+	}
+	out = aperture(0, "log", "--citizen", citizen)
+	if !strings.Contains(out, "3 records") || !strings.Contains(out, "REFUSED (PermissionDenied)") {
+		t.Fatalf("log printed:\n%s", out)
+	}
+	out = aperture(0, "case", "list")
+	if !strings.Contains(out, caseID) {
+		t.Fatalf("list printed:\n%s", out)
+	}
+	// Acting as an agency that takes no part in the case.
+	out = aperture(1, "case", "show", caseID, "--as", "tax")
+	if !strings.Contains(out, "NotFound") {
+		t.Fatalf("show as tax printed:\n%s", out)
+	}
+	aperture(2, "case", "release", caseID)
+}
