@@ -20,7 +20,7 @@ func TestServices(t *testing.T) {
 		daycare      int
 		kinds        []municipalityv1.BenefitKind
 	}{
-		{demo.SickEmployeeID, "0101", []int32{2}, 1, nil},
+		{demo.SickEmployeeID, "0101", []int32{2}, 1, []municipalityv1.BenefitKind{municipalityv1.BenefitKind_BENEFIT_KIND_SICKNESS}},
 		{demo.MovingParentID, "0751", []int32{1}, 0, []municipalityv1.BenefitKind{municipalityv1.BenefitKind_BENEFIT_KIND_CHILD}},
 		{demo.LowEarnerID, "0461", nil, 0, []municipalityv1.BenefitKind{municipalityv1.BenefitKind_BENEFIT_KIND_HOUSING}},
 	}

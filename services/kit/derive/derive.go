@@ -29,10 +29,11 @@ import (
 )
 
 const (
-	// CostLimit bounds the runtime cost of one evaluation (roughly, CEL operations). A fact over a
-	// record of a few thousand elements with a comprehension stays far below it; a policy that nests
-	// comprehensions over large lists hits it and fails instead of stalling the authority.
-	CostLimit = 1_000_000
+	// CostLimit bounds the runtime cost of one evaluation (roughly, CEL operations; reaching it takes
+	// tens of milliseconds). A fact with one comprehension over a record of a few thousand elements
+	// stays below it (the sickness-benefit threshold over 24 months costs a few hundred); a policy that
+	// nests comprehensions over large lists hits it and fails instead of stalling the authority.
+	CostLimit = 100_000
 	// interruptEvery is how many comprehension iterations run between checks of the context.
 	interruptEvery = 100
 )

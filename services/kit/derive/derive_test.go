@@ -293,3 +293,22 @@ func TestEvalWrongRecordType(t *testing.T) {
 		t.Errorf("Eval with a foreign record = %v, want ErrEvaluation", err)
 	}
 }
+
+// TestRealisticCost keeps the cost limit honest: a one-comprehension fact over a large record passes.
+func TestRealisticCost(t *testing.T) {
+	big := income(func(i int) int64 { return int64(i) * 1000 })
+	for len(big.Months) < 2400 {
+		big.Months = append(big.Months, big.Months[:24]...)
+	}
+	env, err := derive.NewEnv(big.ProtoReflect().Descriptor())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prg, err := derive.Compile(env, threshold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := derive.Eval(context.Background(), prg, big, now); err != nil {
+		t.Fatalf("threshold over %d months: %v", len(big.Months), err)
+	}
+}
