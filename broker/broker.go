@@ -326,6 +326,9 @@ func (b *Broker) close() {
 	if b.pool != nil {
 		b.pool.Close()
 	}
+	if b.Cases != nil {
+		b.Cases.Close()
+	}
 	if b.access != nil {
 		if err := b.access.Close(); err != nil {
 			b.log.Warn("close access log", "err", err)

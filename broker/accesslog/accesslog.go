@@ -9,10 +9,13 @@
 // leaves of the log's Merkle tree, in (stream sequence, index in batch) order. The stream is never
 // trimmed and denies deletes and purges.
 //
-// ACCESS_INDEX (subjects aperture.access.citizen.<pseudonym>) holds one message per record, with the
-// same bytes and the headers Aperture-Log-Seq and Aperture-Log-Index pointing back into ACCESS. It
-// answers "all accesses to this citizen" without scanning the log. It is derived data: it can be
-// deleted and is rebuilt from ACCESS.
+// The index holds one message per record, with the same bytes and the headers Aperture-Log-Seq and
+// Aperture-Log-Index pointing back into ACCESS, on the subject aperture.access.citizen.<shard>.<pseudonym>.
+// It answers "all accesses to this citizen" without reading the log. It is sharded over IndexShards
+// streams ACCESS_INDEX_<shard> (shard = FNV-1a of the pseudonym modulo the shard count, two hex
+// digits) because JetStream finds a subject's messages by walking the stream's blocks: one stream
+// would make a citizen's lookup cost grow with the whole log, a shard only with its share. It is
+// derived data: the streams can be deleted and are rebuilt from ACCESS.
 //
 // # Group commit
 //
@@ -39,7 +42,8 @@ import (
 
 // Stream names, subjects and headers. They are part of the on-disk format: audit tooling reads them.
 const (
-	AccessStream       = "ACCESS"
+	AccessStream = "ACCESS"
+	// IndexStream prefixes the index shard streams (see IndexStreamName).
 	IndexStream        = "ACCESS_INDEX"
 	LogSubject         = "aperture.access.log"
 	IndexSubjectPrefix = "aperture.access.citizen."
@@ -66,8 +70,11 @@ var (
 
 // Options configure the log. Zero values take the defaults below.
 type Options struct {
-	// Replicas of both streams: 1 on the embedded server, 3 in a cluster. Default 1.
+	// Replicas of the streams: 1 on the embedded server, 3 in a cluster. Default 1.
 	Replicas int
+	// IndexShards is the number of index streams, 1 to 256. Default 64. Changing it rebuilds the
+	// index.
+	IndexShards int
 	// MaxBatch is the most records in one durable write. Default 512.
 	MaxBatch int
 	// MaxBatchBytes is the most record bytes in one durable write; it must fit the server's
@@ -82,6 +89,9 @@ type Options struct {
 func (o *Options) setDefaults() {
 	if o.Replicas == 0 {
 		o.Replicas = 1
+	}
+	if o.IndexShards == 0 {
+		o.IndexShards = 64
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 512
@@ -101,6 +111,8 @@ func (o *Options) validate(maxPayload int64) error {
 	switch {
 	case o.Replicas < 1 || o.Replicas > 5:
 		return fmt.Errorf("replicas %d: want 1 to 5", o.Replicas)
+	case o.IndexShards < 1 || o.IndexShards > 256:
+		return fmt.Errorf("index shards %d: want 1 to 256", o.IndexShards)
 	case o.MaxBatch < 1:
 		return fmt.Errorf("max batch %d: want at least 1", o.MaxBatch)
 	case o.MaxBatchBytes < 1024:
@@ -126,7 +138,6 @@ type Log struct {
 	pub    jetstream.JetStream // publishes, with our ack timeout
 	api    string              // JetStream API subject prefix, for direct gets
 	access jetstream.Stream
-	index  jetstream.Stream
 
 	mu      sync.Mutex
 	queue   []*waiter
@@ -138,7 +149,9 @@ type Log struct {
 	done     chan struct{} // closed when the completer has stopped
 	closeMu  sync.Mutex
 
-	ix indexer // owned by the completer goroutine (and by Open before it starts)
+	ix          indexer
+	stopCatchUp context.CancelFunc
+	catchUpDone chan struct{}
 
 	stats       struct{ records, batches, failed, indexFailures atomic.Uint64 }
 	lastFailLog atomic.Int64 // unix nanoseconds
@@ -165,7 +178,7 @@ func (l *Log) Stats() Stats {
 	}
 }
 
-// Open creates or updates the ACCESS and ACCESS_INDEX streams, re-indexes ACCESS batches missing
+// Open creates or updates the ACCESS stream and the index streams, re-indexes ACCESS batches missing
 // from the index (a bounded first step here, the rest in the background) and starts the committer.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, error) {
 	opts.setDefaults()
@@ -183,6 +196,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 		slots:    make(chan struct{}, inFlight),
 		inflight: make(chan *batch, inFlight),
 		done:     make(chan struct{}),
+		ix:       indexer{wake: make(chan struct{}, 1)},
 	}
 	var err error
 	if l.pub, err = publisher(js, opts.PublishTimeout); err != nil {
@@ -191,19 +205,29 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if l.access, err = js.CreateOrUpdateStream(ctx, accessConfig(opts)); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", AccessStream, err)
 	}
-	if l.index, err = js.CreateOrUpdateStream(ctx, indexConfig(opts)); err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", IndexStream, err)
+	if err := l.ensureIndexStreams(ctx); err != nil {
+		return nil, err
 	}
+	l.ix.ensured = true
 
 	// Whatever the last run left unindexed (a crash between log write and index write, an index
-	// outage, a deleted index) is found and re-indexed now.
+	// outage, a deleted index) is found and re-indexed now, or in the background if it is much.
 	l.ix.dirty = true
-	if complete, err := l.catchUpStep(ctx); err != nil {
+	complete, err := l.catchUpStep(ctx)
+	switch {
+	case err != nil:
 		l.log.Warn("access index catch-up failed; retrying in the background", "err", err)
-	} else if !complete {
+	case !complete:
 		l.log.Info("access index is behind the log; catching up in the background")
 	}
 
+	var catchUpCtx context.Context
+	catchUpCtx, l.stopCatchUp = context.WithCancel(context.Background())
+	l.catchUpDone = make(chan struct{})
+	go l.catchUpLoop(catchUpCtx)
+	if !complete {
+		l.ix.wake <- struct{}{}
+	}
 	go l.commitLoop()
 	go l.completeLoop()
 	return l, nil
@@ -226,30 +250,6 @@ func accessConfig(o Options) jetstream.StreamConfig {
 		Duplicates:  duplicateWindow,
 		AllowDirect: true,
 	}
-}
-
-func indexConfig(o Options) jetstream.StreamConfig {
-	cfg := jetstream.StreamConfig{
-		Name:        IndexStream,
-		Description: "Aperture access log index by citizen pseudonym; derived from ACCESS and rebuilt from it",
-		Subjects:    []string{IndexSubjectPrefix + "*"},
-		Storage:     jetstream.FileStorage,
-		Replicas:    o.Replicas,
-		Retention:   jetstream.LimitsPolicy,
-		MaxMsgs:     -1,
-		MaxBytes:    -1,
-		Discard:     jetstream.DiscardNew,
-		Duplicates:  duplicateWindow,
-		AllowDirect: true,
-	}
-	// The index is rebuilt from ACCESS after a crash, so it need not be fsynced per message. The
-	// server accepts async persistence only for unreplicated file streams; a replicated stream is
-	// backed by its Raft log and does not fsync per message anyway when the server's sync_always
-	// is off, which is the usual cluster setting.
-	if o.Replicas == 1 {
-		cfg.PersistMode = jetstream.AsyncPersistMode
-	}
-	return cfg
 }
 
 // publisher returns a JetStream context on the same connection and API prefix whose asynchronous
@@ -295,5 +295,7 @@ func (l *Log) Close() error {
 		l.wake()
 	}
 	<-l.done
+	l.stopCatchUp()
+	<-l.catchUpDone
 	return nil
 }

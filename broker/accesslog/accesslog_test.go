@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,8 +97,14 @@ func (e *env) restart() {
 	}
 }
 
+// testShards keeps the tests quick: every Open checks each index stream.
+const testShards = 4
+
 func (e *env) open(opts accesslog.Options) *accesslog.Log {
 	e.t.Helper()
+	if opts.IndexShards == 0 {
+		opts.IndexShards = testShards
+	}
 	if opts.Logger == nil && testing.Verbose() {
 		opts.Logger = slog.New(slog.NewTextHandler(tWriter{e.t}, nil))
 	}
@@ -107,6 +114,16 @@ func (e *env) open(opts accesslog.Options) *accesslog.Log {
 	}
 	e.t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// indexMsgs counts the entries in all index shards.
+func (e *env) indexMsgs(shards int) uint64 {
+	e.t.Helper()
+	var n uint64
+	for i := range shards {
+		n += e.streamMsgs(accesslog.IndexStreamName(i))
+	}
+	return n
 }
 
 func (e *env) streamMsgs(name string) uint64 {
@@ -287,8 +304,8 @@ func TestConcurrentAppendsGroupAndList(t *testing.T) {
 		t.Fatalf("ACCESS holds %d messages for %d records (%d batches counted): appends did not share writes", msgs, total, st.Batches)
 	}
 	t.Logf("%d records in %d durable writes (%.1f per write)", total, st.Batches, float64(total)/float64(st.Batches))
-	if n := e.streamMsgs(accesslog.IndexStream); n != total {
-		t.Fatalf("ACCESS_INDEX holds %d entries, want %d", n, total)
+	if n := e.indexMsgs(testShards); n != total {
+		t.Fatalf("the index holds %d entries, want %d", n, total)
 	}
 
 	at, _ := logOrder(t, l)
@@ -437,7 +454,7 @@ func TestOpenValidatesOptions(t *testing.T) {
 
 func TestStreamConfig(t *testing.T) {
 	e := newEnv(t)
-	e.open(accesslog.Options{})
+	e.open(accesslog.Options{IndexShards: 64}) // the default
 	s, err := e.js.Stream(ctx(t), accesslog.AccessStream)
 	if err != nil {
 		t.Fatal(err)
@@ -452,12 +469,53 @@ func TestStreamConfig(t *testing.T) {
 	if err := s.Purge(ctx(t)); err == nil {
 		t.Fatal("ACCESS could be purged")
 	}
-	ix, err := e.js.Stream(ctx(t), accesslog.IndexStream)
+	names := e.js.StreamNames(ctx(t), jetstream.WithStreamListSubject(accesslog.IndexSubjectPrefix+">"))
+	n := 0
+	for range names.Name() {
+		n++
+	}
+	if n != 64 {
+		t.Fatalf("%d index streams, want 64", n)
+	}
+	ix, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(0x3f))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ic := ix.CachedInfo().Config; ic.PersistMode != jetstream.AsyncPersistMode || ic.Storage != jetstream.FileStorage {
-		t.Fatalf("ACCESS_INDEX config %+v", ic)
+	if ic := ix.CachedInfo().Config; ic.PersistMode != jetstream.AsyncPersistMode || ic.Storage != jetstream.FileStorage ||
+		fmt.Sprint(ic.Subjects) != "[aperture.access.citizen.3f.*]" || !ic.AllowDirect {
+		t.Fatalf("index shard config %+v", ic)
+	}
+}
+
+func TestShardCountChangeRebuilds(t *testing.T) {
+	e := newEnv(t)
+	l := e.open(accesslog.Options{IndexShards: 4})
+	for i := range 40 {
+		if err := l.Append(ctx(t), record(i%5, fmt.Sprintf("c%d-%d", i%5, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	l = e.open(accesslog.Options{IndexShards: 8})
+	if _, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(7)); err != nil {
+		t.Fatalf("shard 7 missing: %v", err)
+	}
+	if n := e.indexMsgs(8); n != 40 {
+		t.Fatalf("after the change the index holds %d entries, want 40", n)
+	}
+	at, _ := logOrder(t, l)
+	for c := range 5 {
+		if n := checkListed(t, l, c, at, 3); n != 8 {
+			t.Fatalf("citizen %d: %d records listed, want 8", c, n)
+		}
+	}
+	l.Close()
+	l = e.open(accesslog.Options{IndexShards: 2})
+	if _, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(7)); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("shard 7 of the old layout still there: %v", err)
+	}
+	if n := e.indexMsgs(2); n != 40 {
+		t.Fatalf("after shrinking the index holds %d entries, want 40", n)
 	}
 }
 
@@ -588,8 +646,8 @@ func TestRestartKeepsEverything(t *testing.T) {
 			t.Fatalf("citizen %d: %d records listed, want 10", c, n)
 		}
 	}
-	if n := e.streamMsgs(accesslog.IndexStream); n != 30 {
-		t.Fatalf("reopening re-indexed what was indexed: ACCESS_INDEX holds %d entries, want 30", n)
+	if n := e.indexMsgs(testShards); n != 30 {
+		t.Fatalf("reopening re-indexed what was indexed: the index holds %d entries, want 30", n)
 	}
 }
 
@@ -626,7 +684,7 @@ func TestCatchUpOnOpen(t *testing.T) {
 	// partly, then one it never saw.
 	seq := publishBatch(t, e, record(0, "c0-part-a"), record(1, "c1-part-b"), record(0, "c0-part-c"))
 	if _, err := e.js.PublishMsg(ctx(t), &nats.Msg{
-		Subject: accesslog.IndexSubjectPrefix + pseudonym(1),
+		Subject: accesslog.IndexSubject(testShards, pseudonym(1)),
 		Data:    leaf(t, record(1, "c1-part-b")),
 		Header: nats.Header{
 			accesslog.HeaderLogSeq:   {strconv.FormatUint(seq, 10)},
@@ -645,8 +703,8 @@ func TestCatchUpOnOpen(t *testing.T) {
 	if n := checkListed(t, l, 0, at, 3) + checkListed(t, l, 1, at, 3); n != 15 {
 		t.Fatalf("%d records listed, want 15", n)
 	}
-	if n := e.streamMsgs(accesslog.IndexStream); n != 15 {
-		t.Fatalf("ACCESS_INDEX holds %d entries, want 15 (one per record, none twice)", n)
+	if n := e.indexMsgs(testShards); n != 15 {
+		t.Fatalf("the index holds %d entries, want 15 (one per record, none twice)", n)
 	}
 }
 
@@ -661,7 +719,7 @@ func TestRebuildDeletedIndex(t *testing.T) {
 		}
 	}
 	l.Close()
-	if err := e.js.DeleteStream(ctx(t), accesslog.IndexStream); err != nil {
+	if err := e.js.DeleteStream(ctx(t), accesslog.IndexStreamName(1)); err != nil {
 		t.Fatal(err)
 	}
 	l = e.open(accesslog.Options{PublishTimeout: time.Second})
@@ -670,7 +728,13 @@ func TestRebuildDeletedIndex(t *testing.T) {
 		t.Fatalf("after reopening, %d records listed, want 20", n)
 	}
 
-	if err := e.js.DeleteStream(ctx(t), accesslog.IndexStream); err != nil {
+	// Delete the shard of citizen 0 (the others keep theirs), while the log runs.
+	subj := strings.Split(accesslog.IndexSubject(testShards, pseudonym(0)), ".") // aperture.access.citizen.<shard>.<pseudonym>
+	shard, err := strconv.ParseInt(subj[3], 16, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.js.DeleteStream(ctx(t), accesslog.IndexStreamName(int(shard))); err != nil {
 		t.Fatal(err)
 	}
 	for i := 20; i < 30; i++ {
@@ -680,12 +744,17 @@ func TestRebuildDeletedIndex(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		n, err := e.js.Stream(ctx(t), accesslog.IndexStream)
-		if err == nil && n.CachedInfo().State.Msgs == 30 {
+		var n uint64
+		for i := range testShards {
+			if s, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(i)); err == nil {
+				n += s.CachedInfo().State.Msgs
+			}
+		}
+		if n == 30 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("index not rebuilt while running: %v", err)
+			t.Fatalf("index not rebuilt while running: %d entries, want 30", n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -759,10 +828,9 @@ func TestRecordsFromSeq(t *testing.T) {
 }
 
 // BenchmarkAppendParallel measures audited appends per second through group commit on the
-// embedded server with fsync before every ack.
+// embedded server with fsync before every ack, for a few numbers of concurrent callers.
 func BenchmarkAppendParallel(b *testing.B) {
-	dir := b.TempDir()
-	srv, err := natsembed.Start(natsembed.Options{Dir: dir, Port: -1})
+	srv, err := natsembed.Start(natsembed.Options{Dir: b.TempDir(), Port: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -785,28 +853,43 @@ func BenchmarkAppendParallel(b *testing.B) {
 	for i := range recs {
 		recs[i] = record(i, fmt.Sprintf("c%d-bench", i))
 	}
-	b.SetParallelism(64) // 64 callers per CPU: a busy broker's concurrent releases
-	before := l.Stats()
-	b.ResetTimer()
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			if err := l.Append(context.Background(), recs[i%len(recs)]); err != nil {
-				b.Error(err)
-				return
+	for _, perCPU := range []int{8, 64} {
+		callers := perCPU * runtime.GOMAXPROCS(0)
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+			b.SetParallelism(perCPU)
+			var (
+				mu  sync.Mutex
+				lat []time.Duration
+			)
+			before := l.Stats()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				var mine []time.Duration
+				for i := 0; pb.Next(); i++ {
+					t0 := time.Now()
+					if err := l.Append(context.Background(), recs[i%len(recs)]); err != nil {
+						b.Error(err)
+						return
+					}
+					mine = append(mine, time.Since(t0))
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			})
+			elapsed := time.Since(start)
+			st := l.Stats()
+			batches := st.Batches - before.Batches
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
+			b.ReportMetric(float64(batches), "batches")
+			if batches > 0 {
+				b.ReportMetric(float64(st.Records-before.Records)/float64(batches), "records/batch")
 			}
-			i++
-		}
-	})
-	elapsed := time.Since(start)
-	b.StopTimer()
-	st := l.Stats()
-	batches := st.Batches - before.Batches
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
-	b.ReportMetric(float64(batches), "batches")
-	if batches > 0 {
-		b.ReportMetric(float64(st.Records-before.Records)/float64(batches), "records/batch")
+			if len(lat) > 0 {
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			}
+		})
 	}
 }
 
@@ -817,6 +900,18 @@ func benchLogSize(b *testing.B) int {
 		var err error
 		if n, err = strconv.Atoi(s); err != nil || n < 1000 {
 			b.Fatalf("APERTURE_BENCH_LOG_RECORDS=%q: want a number ≥ 1000", s)
+		}
+	}
+	return n
+}
+
+// benchShards is the index shard count BenchmarkList uses: APERTURE_BENCH_INDEX_SHARDS, default 64.
+func benchShards(b *testing.B) int {
+	n := 64
+	if s := os.Getenv("APERTURE_BENCH_INDEX_SHARDS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil {
+			b.Fatalf("APERTURE_BENCH_INDEX_SHARDS=%q: %v", s, err)
 		}
 	}
 	return n
@@ -838,7 +933,7 @@ func BenchmarkList(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := accesslog.Open(context.Background(), js, accesslog.Options{})
+	l, err := accesslog.Open(context.Background(), js, accesslog.Options{IndexShards: benchShards(b)})
 	if err != nil {
 		b.Fatal(err)
 	}

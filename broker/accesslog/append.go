@@ -185,60 +185,35 @@ func (l *Log) publish(b *batch) error {
 }
 
 // completeLoop waits for each batch's ack in publish order, indexes it, then answers its waiters.
-// Indexing in log order keeps the index's tail meaningful for catch-up (see indexer).
+// Indexing in log order is what lets catch-up find where the index stops (see indexer).
 func (l *Log) completeLoop() {
 	defer close(l.done)
-	retry := time.NewTimer(0)
-	defer retry.Stop()
-	for {
-		var retryC <-chan time.Time
-		if l.ix.dirty {
-			retryC = retry.C
-		}
-		select {
-		case b, ok := <-l.inflight:
-			if !ok {
-				return
-			}
-			l.complete(b, retry)
-			<-l.slots
-		case <-retryC:
-			if !l.closingNow() {
-				l.catchUpOrBackOff(retry)
-			}
-		}
+	for b := range l.inflight {
+		l.complete(b)
+		<-l.slots
 	}
 }
 
-func (l *Log) complete(b *batch, retry *time.Timer) {
+func (l *Log) complete(b *batch) {
 	seq, err := l.await(b)
 	if err != nil {
-		// The outcome is unknown (the message may have been stored before the ack was lost): let
-		// catch-up look at the log rather than trust the index tail.
-		l.ix.markDirty(retry)
+		// The outcome is unknown (the message may have been stored before the ack was lost), so
+		// let catch-up look at the log.
+		l.ix.setDirty()
 		l.fail(b, err)
 		return
 	}
 	l.stats.batches.Add(1)
 	l.stats.records.Add(uint64(len(b.waiters)))
-	switch {
-	case l.ix.dirty:
-		// Catch-up indexes in log order, this batch included if it gets that far, so the
-		// callers can still read their own writes once the index has recovered.
-		if !l.closingNow() {
-			l.catchUpOrBackOff(retry)
-		}
-	case seq < l.ix.next:
-		// Catch-up already indexed it.
-	default:
-		if _, err := l.indexBatch(seq, len(b.waiters), func(i int) (string, []byte) { return b.waiters[i].pseudonym, b.waiters[i].leaf }, nil); err != nil {
+	if l.ix.ackedLive(seq) {
+		_, err := l.indexBatch(seq, len(b.waiters), func(i int) (string, []byte) { return b.waiters[i].pseudonym, b.waiters[i].leaf }, nil)
+		if err != nil {
 			l.stats.indexFailures.Add(1)
 			l.log.Warn("index access batch failed; it will be re-indexed", "seq", seq, "records", len(b.waiters), "err", err)
-			l.ix.markDirty(retry)
-		} else {
-			l.ix.next = seq + 1
+			l.ix.setDirty()
 		}
 	}
+	// The record is durable: the answer is nil even if indexing failed.
 	for _, w := range b.waiters {
 		w.done <- nil
 	}

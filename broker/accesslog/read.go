@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -27,8 +26,8 @@ const (
 // and a token for the next (older) page, empty on the last page. An empty pageToken starts at the
 // newest record. Pages are stable: records appended while paging appear on a new first page only.
 //
-// It reads the citizen's subject of ACCESS_INDEX only; its cost grows with the citizen's records,
-// not with the size of the log.
+// It reads only the citizen's subject in the citizen's index shard, and only about as many of its
+// entries as the page needs: counts (which JetStream keeps per subject) locate the page.
 func (l *Log) List(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]*auditv1.AccessRecord, string, error) {
 	if err := checkPseudonym(pseudonym); err != nil {
 		return nil, "", fmt.Errorf("list access records: %w", err)
@@ -36,48 +35,99 @@ func (l *Log) List(ctx context.Context, pseudonym string, pageSize int, pageToke
 	if pageSize <= 0 {
 		pageSize = DefaultPageSize
 	}
-	pageSize = min(pageSize, MaxPageSize)
-	below := uint64(math.MaxUint64)
+	n := uint64(min(pageSize, MaxPageSize))
+	var below uint64 // index sequence the page ends before
 	if pageToken != "" {
 		var err error
 		if below, err = parsePageToken(pageToken); err != nil {
 			return nil, "", err
 		}
 	}
+	stream := IndexStreamName(shardOf(l.opts.IndexShards, pseudonym))
+	subject := IndexSubject(l.opts.IndexShards, pseudonym)
+	recs, next, err := l.list(ctx, stream, subject, n, below)
+	if err != nil {
+		return nil, "", fmt.Errorf("list access records: %w", err)
+	}
+	return recs, next, nil
+}
 
-	// Direct gets only go forward, so read the citizen's entries below the bound in order and keep
-	// the newest pageSize in a ring.
+func (l *Log) list(ctx context.Context, stream, subject string, n, below uint64) ([]*auditv1.AccessRecord, string, error) {
+	if below == 0 {
+		last, err := l.directLast(ctx, stream, subject)
+		if err != nil || last == nil {
+			return nil, "", err
+		}
+		if below, err = msgSeq(last); err != nil {
+			return nil, "", err
+		}
+		below++
+	}
+	total, err := l.countFrom(ctx, stream, subject, 1)
+	if err != nil {
+		return nil, "", err
+	}
+	after, err := l.countFrom(ctx, stream, subject, below)
+	if err != nil {
+		return nil, "", err
+	}
+	if total <= after {
+		return nil, "", nil
+	}
+	avail := total - after // entries before below
+
+	// Find from, as late as possible, with at least n entries in [from, below): widen a window
+	// back from below, doubling it, so about n to 2n entries are read whatever the citizen's
+	// share of the shard.
+	from, k := uint64(1), avail
+	if avail > n {
+		for w := 4 * n; ; w *= 2 {
+			if w >= below-1 {
+				break
+			}
+			c, err := l.countFrom(ctx, stream, subject, below-w)
+			if err != nil {
+				return nil, "", err
+			}
+			if c > after && c-after >= n {
+				from, k = below-w, c-after
+				break
+			}
+		}
+	}
+
+	// Keep the newest n of the entries read, in a ring.
 	type entry struct {
 		seq  uint64
 		data []byte
 	}
-	ring := make([]entry, pageSize)
-	total := 0
-	_, err := l.scan(ctx, IndexStream, 1, IndexSubjectPrefix+pseudonym, 1024, func(seq uint64, m *nats.Msg) (bool, error) {
+	ring := make([]entry, n)
+	var read uint64
+	_, err = l.scan(ctx, stream, from, subject, int(min(k, 4096)), func(seq uint64, m *nats.Msg) (bool, error) {
 		if seq >= below {
 			return true, nil
 		}
-		ring[total%pageSize] = entry{seq, m.Data}
-		total++
+		ring[read%n] = entry{seq, m.Data}
+		read++
 		return false, nil
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("list access records: %w", err)
+		return nil, "", err
 	}
-	n := min(total, pageSize)
-	recs := make([]*auditv1.AccessRecord, 0, n)
+	got := min(read, n)
+	recs := make([]*auditv1.AccessRecord, 0, got)
 	var oldest uint64
-	for k := 1; k <= n; k++ {
-		e := ring[(total-k)%pageSize]
+	for i := uint64(1); i <= got; i++ {
+		e := ring[(read-i)%n]
 		rec := new(auditv1.AccessRecord)
 		if err := proto.Unmarshal(e.data, rec); err != nil {
-			return nil, "", fmt.Errorf("list access records: index entry %d does not decode: %w", e.seq, err)
+			return nil, "", fmt.Errorf("index entry %d of %s does not decode: %w", e.seq, stream, err)
 		}
 		recs = append(recs, rec)
 		oldest = e.seq
 	}
 	next := ""
-	if total > pageSize {
+	if read > n || (from > 1 && avail > k) {
 		next = encodePageToken(oldest)
 	}
 	return recs, next, nil
@@ -160,6 +210,7 @@ func parsePageToken(tok string) (uint64, error) {
 // directRequest is a JetStream direct get (ADR-31), batched.
 type directRequest struct {
 	Seq      uint64 `json:"seq,omitempty"`
+	LastFor  string `json:"last_by_subj,omitempty"`
 	NextFor  string `json:"next_by_subj,omitempty"`
 	Batch    int    `json:"batch,omitempty"`
 	MaxBytes int    `json:"max_bytes,omitempty"`
@@ -195,6 +246,50 @@ func (l *Log) scan(ctx context.Context, stream string, seq uint64, subject strin
 		}
 		seq = last + 1
 	}
+}
+
+// directLast returns the newest message on subject in stream, or nil if there is none.
+func (l *Log) directLast(ctx context.Context, stream, subject string) (*nats.Msg, error) {
+	body, err := json.Marshal(directRequest{LastFor: subject})
+	if err != nil {
+		return nil, fmt.Errorf("direct get %s: %w", stream, err)
+	}
+	m, err := l.nc.RequestWithContext(ctx, l.api+"DIRECT.GET."+stream, body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: direct get %s: %w", ErrUnavailable, stream, err)
+	}
+	if len(m.Data) == 0 {
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "404":
+			return nil, nil
+		default:
+			return nil, fmt.Errorf("%w: direct get %s: status %s %s", ErrUnavailable, stream, status, m.Header.Get("Description"))
+		}
+	}
+	return m, nil
+}
+
+// countFrom returns how many messages on subject stream holds from sequence seq on. JetStream
+// counts them from its per-subject state without reading them.
+func (l *Log) countFrom(ctx context.Context, stream, subject string, seq uint64) (uint64, error) {
+	var found bool
+	_, pending, err := l.directBatch(ctx, stream, directRequest{Seq: seq, NextFor: subject, Batch: 1}, func(uint64, *nats.Msg) bool {
+		found = true
+		return false
+	})
+	if err != nil || !found {
+		return 0, err
+	}
+	return pending + 1, nil
+}
+
+func msgSeq(m *nats.Msg) (uint64, error) {
+	seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+	if err != nil {
+		return 0, errors.New("direct get response without sequence")
+	}
+	return seq, nil
 }
 
 // directBatch sends one batched direct get and calls fn for each message until fn returns true. It
@@ -234,9 +329,9 @@ func (l *Log) directBatch(ctx context.Context, stream string, req directRequest,
 				}
 			}
 		}
-		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		seq, err := msgSeq(m)
 		if err != nil {
-			return last, 0, fmt.Errorf("direct get %s: %w", stream, errors.New("response without sequence"))
+			return last, 0, fmt.Errorf("direct get %s: %w", stream, err)
 		}
 		last = seq
 		if fn(seq, m) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -223,12 +224,32 @@ type Options struct {
 	Logger   *slog.Logger
 }
 
-// Store keeps cases in JetStream KV.
+// Store keeps cases in JetStream KV, with a read cache kept current by a watch on the bucket.
+//
+// The release path reads a case on every request; decoding it from KV each time costs a NATS round trip.
+// The cache serves reads from memory: this broker's own writes update it synchronously, other replicas'
+// writes arrive through the watch within milliseconds, and an entry older than cacheTTL is read again
+// in case the watch lagged. A read is a snapshot either way — the step may complete on another replica
+// a moment after any read — so the cache does not weaken what a release decides on.
 type Store struct {
 	kv  jetstream.KeyValue
 	js  jetstream.JetStream
 	log *slog.Logger
+
+	mu      sync.RWMutex
+	cache   map[string]cached
+	watcher jetstream.KeyWatcher
 }
+
+type cached struct {
+	c    *Case
+	read time.Time
+}
+
+const (
+	cacheTTL  = 10 * time.Second
+	cacheSize = 100_000
+)
 
 // Open creates or binds the cases bucket and the events stream.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
@@ -259,7 +280,77 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	}); err != nil {
 		return nil, fmt.Errorf("open stream %q: %w", EventStream, err)
 	}
-	return &Store{kv: kv, js: js, log: opts.Logger}, nil
+	s := &Store{kv: kv, js: js, log: opts.Logger, cache: map[string]cached{}}
+	w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly())
+	if err != nil {
+		return nil, fmt.Errorf("watch KV bucket %q: %w", Bucket, err)
+	}
+	s.watcher = w
+	go s.follow(w)
+	return s, nil
+}
+
+// follow applies other replicas' writes to cached entries.
+func (s *Store) follow(w jetstream.KeyWatcher) {
+	for e := range w.Updates() {
+		if e == nil {
+			continue
+		}
+		s.mu.RLock()
+		_, ok := s.cache[e.Key()]
+		s.mu.RUnlock()
+		if !ok {
+			continue
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			s.forget(e.Key())
+			continue
+		}
+		c, err := decode(e)
+		if err != nil {
+			s.forget(e.Key())
+			continue
+		}
+		s.remember(c)
+	}
+}
+
+// Close stops the watch.
+func (s *Store) Close() {
+	if s.watcher != nil {
+		_ = s.watcher.Stop()
+	}
+}
+
+// remember caches c unless the cache already holds a newer revision.
+func (s *Store) remember(c *Case) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.cache[c.ID]; ok && old.c.Revision > c.Revision {
+		return
+	}
+	if len(s.cache) >= cacheSize {
+		for k := range s.cache { // evict an arbitrary tenth
+			delete(s.cache, k)
+			if len(s.cache) < cacheSize*9/10 {
+				break
+			}
+		}
+	}
+	s.cache[c.ID] = cached{c: c.clone(), read: time.Now()}
+}
+
+func (s *Store) forget(id string) {
+	s.mu.Lock()
+	delete(s.cache, id)
+	s.mu.Unlock()
+}
+
+// clone copies c so that a caller's in-memory transition never changes the cached case.
+func (c *Case) clone() *Case {
+	out := *c
+	out.Steps = append([]Step(nil), c.Steps...)
+	return &out
 }
 
 // Create stores a new case.
@@ -273,11 +364,27 @@ func (s *Store) Create(ctx context.Context, c *Case) error {
 		return fmt.Errorf("create case %s: %w", c.ID, err)
 	}
 	c.Revision = rev
+	s.remember(c)
 	return nil
 }
 
-// Get reads a case.
+// Get reads a case. The caller owns the returned copy.
 func (s *Store) Get(ctx context.Context, id string) (*Case, error) {
+	s.mu.RLock()
+	hit, ok := s.cache[id]
+	s.mu.RUnlock()
+	if ok && time.Since(hit.read) < cacheTTL {
+		return hit.c.clone(), nil
+	}
+	c, err := s.read(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.remember(c)
+	return c, nil
+}
+
+func (s *Store) read(ctx context.Context, id string) (*Case, error) {
 	e, err := s.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, ErrNotFound
@@ -307,11 +414,13 @@ func (s *Store) Update(ctx context.Context, c *Case) error {
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			s.forget(c.ID) // someone else wrote: the next read goes to KV
 			return fmt.Errorf("update case %s: %w", c.ID, ErrConflict)
 		}
 		return fmt.Errorf("update case %s: %w", c.ID, err)
 	}
 	c.Revision = rev
+	s.remember(c)
 	return nil
 }
 
@@ -325,7 +434,7 @@ func (s *Store) List(ctx context.Context, keep func(*Case) bool) ([]*Case, error
 	defer lister.Stop()
 	var out []*Case
 	for key := range lister.Keys() {
-		c, err := s.Get(ctx, key)
+		c, err := s.read(ctx, key)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted between list and get
 		}

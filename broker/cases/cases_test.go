@@ -204,3 +204,49 @@ func TestStoreRoundTripAndEvents(t *testing.T) {
 		t.Fatal("event carries the citizen id")
 	}
 }
+
+// TestReplicaSeesOtherReplicasWrites: a second store (another broker replica) that has the case cached
+// sees a transition made by the first one through the bucket watch, and a stale write from it conflicts.
+func TestReplicaSeesOtherReplicasWrites(t *testing.T) {
+	a, js := newStore(t)
+	b, err := cases.Open(context.Background(), js, cases.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	ctx := context.Background()
+	c := cases.New(journey(), "0101901234", "p", "municipality", "v1", t0)
+	if err := a.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := b.Get(ctx, c.ID) // now cached in b
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Complete("register-absence", "cw", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Update(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := b.Get(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur, _ := got.CurrentStep(); cur.ID == "check-eligibility" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("replica b never saw the transition")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := stale.Complete("register-absence", "cw", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Update(ctx, stale); !errors.Is(err, cases.ErrConflict) {
+		t.Fatalf("stale write from replica b: %v, want ErrConflict", err)
+	}
+}

@@ -52,12 +52,19 @@ type Grant struct {
 func (s *Step) Check(authority, dataset string, fields, derived []string) (Grant, error) {
 	rule, ok := s.Rule(authority, dataset)
 	if !ok {
+		if len(fields) > 0 {
+			// Name what was asked for, so the caseworker sees which field the refusal is about.
+			return Grant{}, refuse(ErrDatasetNotAllowed, "field %q of %s.%s is not released at step %q of journey %q: the step releases nothing from %s.%s",
+				fields[0], authority, dataset, s.ID, s.journey, authority, dataset)
+		}
 		return Grant{}, refuse(ErrDatasetNotAllowed, "dataset %s.%s is not released at step %q of journey %q",
 			authority, dataset, s.ID, s.journey)
 	}
 	if len(fields) == 0 && len(derived) == 0 {
 		return Grant{Rule: rule, Fields: slices.Clone(rule.Fields), Derived: slices.Clone(rule.Derived)}, nil
 	}
+	// Rules from LoadBundle always carry their message; a rule built by hand without one can still
+	// be checked for coverage.
 	if rule.Message != nil {
 		for _, f := range fields {
 			if err := fieldmask.Validate(rule.Message, f); err != nil {

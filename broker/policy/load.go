@@ -103,7 +103,8 @@ func text(t *policyv1.Text) Text { return Text{EN: t.GetEn(), DA: t.GetDa()} }
 // datasets, field paths (fieldmask.Validate) and derived-fact expressions (derive.NewEnv, Compile).
 // The bundle's Version is "sha256:" and the first 16 hex digits of a SHA-256 over the registry file and
 // the journey files, sorted by name, each hashed with its name, so equal policy text gives an equal
-// version. All findings of all files are returned together as a *LoadError.
+// version. (A Registry built in code rather than by LoadRegistry has no file, and the version then
+// covers the journeys only.) All findings of all files are returned together as a *LoadError.
 func LoadBundle(fsys fs.FS, reg *Registry, descs Descriptors) (*Bundle, error) {
 	if reg == nil || descs == nil {
 		return nil, errors.New("load policies: registry and descriptors are required")

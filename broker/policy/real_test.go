@@ -1,17 +1,24 @@
 package policy_test
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/policies"
+	employmentv1 "github.com/aperture-gov/aperture/proto/aperture/employment/v1"
+	populationv1 "github.com/aperture-gov/aperture/proto/aperture/population/v1"
+	taxv1 "github.com/aperture-gov/aperture/proto/aperture/tax/v1"
+	"github.com/aperture-gov/aperture/services/kit/derive"
 	"github.com/aperture-gov/aperture/services/kit/fieldmask"
 )
 
@@ -155,5 +162,99 @@ func TestRealPoliciesWithDynamicDescriptors(t *testing.T) {
 	}
 	if b.Version != loadReal(t).Version {
 		t.Error("the version depends on the descriptors")
+	}
+}
+
+// TestRealDerivedFactsEvaluate evaluates every derived fact of the real policies over example records,
+// as an authority would, and checks the answers for records built to be on either side of each fact.
+func TestRealDerivedFactsEvaluate(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	day := func(y int, m time.Month, d int) *timestamppb.Timestamp {
+		return timestamppb.New(time.Date(y, m, d, 0, 0, 0, 0, time.UTC))
+	}
+	months := func(gross ...int64) *taxv1.Income {
+		in := &taxv1.Income{AssessedAnnualIncomeDkk: 950000}
+		for i, g := range gross {
+			in.Months = append(in.Months, &taxv1.MonthlyIncome{PeriodStart: day(2026, time.March-time.Month(i), 1), GrossDkk: g})
+		}
+		return in
+	}
+	child := func(born int) *populationv1.HouseholdMember {
+		return &populationv1.HouseholdMember{Relation: populationv1.Relation_RELATION_CHILD, BirthDate: day(born, 6, 1)}
+	}
+	spouse := &populationv1.HouseholdMember{Relation: populationv1.Relation_RELATION_SPOUSE, BirthDate: day(1988, 1, 1)}
+	cases := map[string][]struct {
+		record proto.Message
+		want   any
+	}{
+		"earned_above_threshold_6_of_12": {
+			{months(25000, 25000, 25000, 25000, 25000, 25000), true},
+			{months(25000, 25000, 25000, 25000, 25000, 19999), false},
+			// Six good months, but the oldest is more than a year ago.
+			{months(25000, 0, 0, 0, 0, 0, 0, 0, 0, 25000, 25000, 25000, 25000, 25000), false},
+		},
+		"income_above_reduction_threshold": {
+			{&taxv1.Income{AssessedAnnualIncomeDkk: 903601}, true},
+			{&taxv1.Income{AssessedAnnualIncomeDkk: 903600}, false},
+		},
+		"currently_employed": {
+			{&employmentv1.EmploymentHistory{Employments: []*employmentv1.Employment{{StartDate: day(2020, 1, 1)}}}, true},
+			{&employmentv1.EmploymentHistory{Employments: []*employmentv1.Employment{{StartDate: day(2020, 1, 1), EndDate: day(2026, 6, 30)}}}, true},
+			{&employmentv1.EmploymentHistory{Employments: []*employmentv1.Employment{{StartDate: day(2020, 1, 1), EndDate: day(2025, 12, 31)}}}, false},
+			{&employmentv1.EmploymentHistory{}, false},
+		},
+		"has_school_age_children": {
+			{&populationv1.Person{Household: []*populationv1.HouseholdMember{spouse, child(2018)}}, true},
+			{&populationv1.Person{Household: []*populationv1.HouseholdMember{spouse, child(2022)}}, false},
+			{&populationv1.Person{Household: []*populationv1.HouseholdMember{child(2008)}}, false},
+		},
+		"has_preschool_children": {
+			{&populationv1.Person{Household: []*populationv1.HouseholdMember{spouse, child(2022)}}, true},
+			{&populationv1.Person{Household: []*populationv1.HouseholdMember{spouse, child(2018)}}, false},
+		},
+		"lives_alone_with_children": {
+			{&populationv1.Person{Household: []*populationv1.HouseholdMember{child(2026)}}, true},
+			{&populationv1.Person{Household: []*populationv1.HouseholdMember{spouse, child(2026)}}, false},
+			{&populationv1.Person{}, false},
+		},
+	}
+	b := loadReal(t)
+	evaluated := map[string]bool{}
+	for _, j := range b.Journeys() {
+		for _, s := range j.Steps {
+			for _, r := range s.Rules {
+				env, err := derive.NewEnv(r.Message)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, d := range r.Derived {
+					tcs, ok := cases[d.Name]
+					if !ok {
+						t.Errorf("%s/%s: derived fact %q has no test records", j.ID, s.ID, d.Name)
+						continue
+					}
+					prg, err := derive.Compile(env, d.Expression)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i, tc := range tcs {
+						got, err := derive.Eval(context.Background(), prg, tc.record, now)
+						if err != nil {
+							t.Errorf("%s #%d: %v", d.Name, i, err)
+							continue
+						}
+						if got.AsInterface() != tc.want {
+							t.Errorf("%s #%d = %v, want %v", d.Name, i, got.AsInterface(), tc.want)
+						}
+					}
+					evaluated[d.Name] = true
+				}
+			}
+		}
+	}
+	for name := range cases {
+		if !evaluated[name] {
+			t.Errorf("derived fact %q is not in the policies", name)
+		}
 	}
 }

@@ -321,7 +321,7 @@ func TestMinimalDisclosureExhaustive(t *testing.T) {
 							t.Fatalf("%s/%s: %s.%s field %q: got %v, want PermissionDenied", j.ID, step.ID, a.ID, ds, leaf, err)
 						}
 						msg := status.Convert(err).Message()
-						if _, ok := step.Rule(a.ID, ds); ok && !strings.Contains(msg, leaf) {
+						if !strings.Contains(msg, leaf) {
 							t.Fatalf("refusal %q does not name the field %q", msg, leaf)
 						}
 					}
