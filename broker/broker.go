@@ -289,6 +289,9 @@ func (b *Broker) Bundle() *policy.Bundle { return b.bundle.Load() }
 // Descriptors resolves authority datasets to the schemas the authorities described.
 func (b *Broker) Descriptors() policy.Descriptors { return b.pool }
 
+// NATSConn is the broker's NATS connection.
+func (b *Broker) NATSConn() *nats.Conn { return b.nc }
+
 // AccessLog is the broker's access log.
 func (b *Broker) AccessLog() *accesslog.Log { return b.access }
 

@@ -131,13 +131,14 @@ const inFlight = 2
 
 // Log is the access log. It is safe for concurrent use.
 type Log struct {
-	opts   Options
-	log    *slog.Logger
-	nc     *nats.Conn
-	js     jetstream.JetStream // management and reads, as the caller configured it
-	pub    jetstream.JetStream // publishes, with our ack timeout
-	api    string              // JetStream API subject prefix, for direct gets
-	access jetstream.Stream
+	opts    Options
+	log     *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream // management and reads, as the caller configured it
+	pub     jetstream.JetStream // publishes, with our ack timeout
+	api     string              // JetStream API subject prefix, for direct gets
+	replies *replies            // responses to batched direct gets
+	access  jetstream.Stream
 
 	mu      sync.Mutex
 	queue   []*waiter
@@ -202,10 +203,18 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if l.pub, err = publisher(js, opts.PublishTimeout); err != nil {
 		return nil, fmt.Errorf("access log publisher: %w", err)
 	}
+	if l.replies, err = newReplies(nc); err != nil {
+		return nil, fmt.Errorf("%w: subscribe for direct gets: %w", ErrUnavailable, err)
+	}
+	defer func() {
+		if err != nil {
+			l.replies.close()
+		}
+	}()
 	if l.access, err = js.CreateOrUpdateStream(ctx, accessConfig(opts)); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", AccessStream, err)
 	}
-	if err := l.ensureIndexStreams(ctx); err != nil {
+	if err = l.ensureIndexStreams(ctx); err != nil {
 		return nil, err
 	}
 	l.ix.ensured = true
@@ -297,5 +306,9 @@ func (l *Log) Close() error {
 	<-l.done
 	l.stopCatchUp()
 	<-l.catchUpDone
+	if !already {
+		// Only fails if the connection is closed, which unsubscribed it anyway.
+		_ = l.replies.close()
+	}
 	return nil
 }

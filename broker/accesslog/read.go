@@ -300,19 +300,17 @@ func (l *Log) directBatch(ctx context.Context, stream string, req directRequest,
 	if err != nil {
 		return 0, 0, fmt.Errorf("direct get %s: %w", stream, err)
 	}
-	inbox := l.nc.NewInbox()
-	sub, err := l.nc.SubscribeSync(inbox)
-	if err != nil {
-		return 0, 0, fmt.Errorf("%w: direct get %s: %w", ErrUnavailable, stream, err)
-	}
-	defer sub.Unsubscribe()
-	if err := l.nc.PublishRequest(l.api+"DIRECT.GET."+stream, inbox, body); err != nil {
+	reply, msgs, done := l.replies.open(req.Batch)
+	defer done()
+	if err := l.nc.PublishRequest(l.api+"DIRECT.GET."+stream, reply, body); err != nil {
 		return 0, 0, fmt.Errorf("%w: direct get %s: %w", ErrUnavailable, stream, err)
 	}
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return last, 0, fmt.Errorf("%w: direct get %s: %w", ErrUnavailable, stream, err)
+		var m *nats.Msg
+		select {
+		case m = <-msgs:
+		case <-ctx.Done():
+			return last, 0, fmt.Errorf("%w: direct get %s: %w", ErrUnavailable, stream, context.Cause(ctx))
 		}
 		if len(m.Data) == 0 {
 			if status := m.Header.Get("Status"); status != "" {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -563,6 +564,20 @@ func TestFailClosedWhenLogUnavailable(t *testing.T) {
 		}
 	}
 	t.Logf("%d releases before the stop, all in the log", len(released))
+
+	// The server is up but the ACCESS stream is gone (an operator's mistake): still nothing is released.
+	js, err := jetstream.New(ts.stack.Broker.NATSConn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(context.Background(), "ACCESS"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = client.Release(cw("no-stream"), req)
+	if resp != nil {
+		t.Fatalf("release returned data without an ACCESS stream: %v", resp)
+	}
+	wantCode(t, err, codes.Unavailable)
 }
 
 // TestOverSharingAuthorityIsStripped puts a proxy in front of the population authority that asks for

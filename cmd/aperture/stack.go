@@ -37,6 +37,8 @@ type stackOptions struct {
 	RandomPorts bool
 	// NATS, if set, is used instead of an embedded server the broker owns.
 	NATS *nats.Conn
+	// NATSURL, if set, is an external NATS server the broker connects to.
+	NATSURL string
 	// Rewire, if set, may give the broker another address for an authority than the one it runs on
 	// (tests put a misbehaving proxy in between).
 	Rewire func(authority, addr string) string
@@ -155,7 +157,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		return nil, fmt.Errorf("broker certificate: %w", err)
 	}
 	s.Broker, err = broker.New(ctx, broker.Config{
-		DataDir: o.DataDir, Listen: o.Listen, EmbeddedNATSListen: o.NATSListen,
+		DataDir: o.DataDir, Listen: o.Listen, EmbeddedNATSListen: o.NATSListen, NATSURL: o.NATSURL,
 		AuthorityAddresses: brokerAddrs,
 	}, broker.Deps{Policies: o.Policies, Certs: certs, Pseudonyms: pseudonyms, NATS: o.NATS, Logger: o.Logger, Now: o.Now})
 	if err != nil {
