@@ -206,26 +206,25 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if l.replies, err = newReplies(nc); err != nil {
 		return nil, fmt.Errorf("%w: subscribe for direct gets: %w", ErrUnavailable, err)
 	}
-	defer func() {
-		if err != nil {
-			l.replies.close()
-		}
-	}()
-	if l.access, err = js.CreateOrUpdateStream(ctx, accessConfig(opts)); err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", AccessStream, err)
-	}
-	if err = l.ensureIndexStreams(ctx); err != nil {
+	fail := func(err error) (*Log, error) {
+		_ = l.replies.close()
 		return nil, err
+	}
+	if l.access, err = js.CreateOrUpdateStream(ctx, accessConfig(opts)); err != nil {
+		return fail(fmt.Errorf("create stream %s: %w", AccessStream, err))
+	}
+	if err := l.ensureIndexStreams(ctx); err != nil {
+		return fail(err)
 	}
 	l.ix.ensured = true
 
 	// Whatever the last run left unindexed (a crash between log write and index write, an index
 	// outage, a deleted index) is found and re-indexed now, or in the background if it is much.
 	l.ix.dirty = true
-	complete, err := l.catchUpStep(ctx)
+	complete, cerr := l.catchUpStep(ctx)
 	switch {
-	case err != nil:
-		l.log.Warn("access index catch-up failed; retrying in the background", "err", err)
+	case cerr != nil:
+		l.log.Warn("access index catch-up failed; retrying in the background", "err", cerr)
 	case !complete:
 		l.log.Info("access index is behind the log; catching up in the background")
 	}

@@ -59,6 +59,9 @@ func (l *Log) Append(ctx context.Context, rec *auditv1.AccessRecord) error {
 	if len(leaf) > l.opts.MaxBatchBytes {
 		return fmt.Errorf("%w: %d bytes, more than a whole batch (%d)", ErrInvalidRecord, len(leaf), l.opts.MaxBatchBytes)
 	}
+	if err := context.Cause(ctx); err != nil {
+		return fmt.Errorf("append access record: %w", err)
+	}
 	w := &waiter{leaf: leaf, pseudonym: rec.GetCitizenPseudonym(), done: make(chan error, 1)}
 
 	l.mu.Lock()

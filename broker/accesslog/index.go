@@ -250,21 +250,20 @@ func (l *Log) catchUpStep(ctx context.Context) (complete bool, err error) {
 			}
 			pseudonyms[i] = rec.GetCitizenPseudonym()
 		}
-		var skip func(int) bool
+		skip := func(i int) bool { return pseudonyms[i] == "" }
 		if seq == l.ix.partial {
 			present, err := l.presentIn(ctx, seq, pseudonyms)
 			if err != nil {
 				return true, err
 			}
-			skip = func(i int) bool { return present[i] }
+			skip = func(i int) bool { return pseudonyms[i] == "" || present[i] }
 		}
-		for i, p := range pseudonyms {
-			if p != "" && (skip == nil || !skip(i)) {
+		for i := range pseudonyms {
+			if !skip(i) {
 				indexed++
 			}
 		}
-		d, err := l.indexBatch(seq, len(leaves), func(i int) (string, []byte) { return pseudonyms[i], leaves[i] },
-			func(i int) bool { return pseudonyms[i] == "" || skip != nil && skip(i) })
+		d, err := l.indexBatch(seq, len(leaves), func(i int) (string, []byte) { return pseudonyms[i], leaves[i] }, skip)
 		dups += d
 		if err != nil {
 			return true, err

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
+	"github.com/aperture-gov/aperture/broker/accesslog"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
@@ -40,7 +42,10 @@ func (a *Audit) ListAccessRecords(ctx context.Context, req *auditv1.ListAccessRe
 	}
 	pn := a.pseudonyms.Pseudonym(req.GetCitizenId())
 	recs, next, err := a.log.List(ctx, pn.Value, size, req.GetPageToken())
-	if err != nil {
+	switch {
+	case errors.Is(err, accesslog.ErrInvalidPageToken):
+		return nil, toStatus(ctx, a.logger, method, refusal.New(refusal.InvalidArgument, "page_token is not a token this API returned"))
+	case err != nil:
 		return nil, toStatus(ctx, a.logger, method, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable"))
 	}
 	a.logger.Info("auditor listed access records", "auditor", c.ID, "pseudonym", pn.Value, "records", len(recs))
