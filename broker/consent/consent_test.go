@@ -6,29 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/aperture-gov/aperture/broker/consent"
-	"github.com/aperture-gov/aperture/broker/natsembed"
+	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 )
 
 func open(t *testing.T) *consent.Store {
 	t.Helper()
-	srv, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := consent.Open(context.Background(), js, 1)
+	s, err := consent.Open(context.Background(), natstest.JetStream(t), 1)
 	if err != nil {
 		t.Fatal(err)
 	}

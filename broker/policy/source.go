@@ -12,6 +12,8 @@ import (
 	"buf.build/go/protoyaml"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/aperture-gov/aperture/services/kit/fieldmask"
 )
 
 // Finding is one problem in a policy file, at a position in it. Line and Column are 1-based; 0 means
@@ -293,44 +295,10 @@ func (s *source) exprPos(n *yaml.Node, expr string, line, col int) (int, int, bo
 	return 0, 0, false
 }
 
-// closest returns the option nearest to s by edit distance, or "" when none is a likely typo of it.
-func closest(s string, options []string) string {
-	best, bestDist := "", -1
-	for _, o := range options {
-		if d := editDistance(s, o); bestDist < 0 || d < bestDist {
-			best, bestDist = o, d
-		}
-	}
-	// Roughly one typo per three characters, at least one: further than that is noise.
-	if bestDist >= 0 && bestDist <= max(1, len(s)/3) {
-		return best
-	}
-	return ""
-}
-
+// didYouMean is the " (did you mean …?)" suffix of a finding, or "" when no option is a likely typo of s.
 func didYouMean(s string, options []string) string {
-	if c := closest(s, options); c != "" {
+	if c := fieldmask.Closest(s, options); c != "" {
 		return fmt.Sprintf(" (did you mean %q?)", c)
 	}
 	return ""
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := 1
-			if a[i-1] == b[j-1] {
-				c = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

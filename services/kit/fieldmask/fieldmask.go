@@ -125,21 +125,17 @@ func leafKind(fd protoreflect.FieldDescriptor) string {
 // suggest returns the field name of md closest to seg, or "" when none is close enough to be a likely
 // typo. A JSON (camelCase) spelling of a field is always matched.
 func suggest(md protoreflect.MessageDescriptor, seg string) string {
-	best, bestDist := "", -1
 	fields := md.Fields()
+	names := make([]string, 0, fields.Len())
 	for i := range fields.Len() {
 		fd := fields.Get(i)
 		name := string(fd.Name())
 		if fd.JSONName() == seg || strings.EqualFold(name, seg) {
 			return name
 		}
-		d := editDistance(seg, name)
-		if bestDist < 0 || d < bestDist {
-			best, bestDist = name, d
-		}
+		names = append(names, name)
 	}
-	// Allow roughly one typo per three characters, at least one: further than that is noise.
-	if bestDist >= 0 && bestDist <= max(1, len(seg)/3) {
+	if best := Closest(seg, names); best != "" {
 		return best
 	}
 	// A truncated name ("gross" for "gross_dkk") is far by edit distance but an obvious intent.
@@ -151,6 +147,22 @@ func suggest(md protoreflect.MessageDescriptor, seg string) string {
 		}
 	}
 	return prefixed
+}
+
+// Closest returns the option nearest to s by edit distance, or "" when none is close enough to be a
+// likely typo (roughly one typo per three characters, at least one). Policy findings use it for their
+// "did you mean" too, so every suggestion follows the same rule.
+func Closest(s string, options []string) string {
+	best, bestDist := "", -1
+	for _, o := range options {
+		if d := editDistance(s, o); bestDist < 0 || d < bestDist {
+			best, bestDist = o, d
+		}
+	}
+	if bestDist >= 0 && bestDist <= max(1, len(s)/3) {
+		return best
+	}
+	return ""
 }
 
 // editDistance is the Levenshtein distance between a and b (bytes; field names are ASCII).
