@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -44,6 +45,10 @@ type benchResult struct {
 	BrokeredErrors    uint64  `json:"brokered_errors"`
 	DirectErrors      uint64  `json:"direct_errors"`
 	RecordsPerDurable float64 `json:"records_per_durable_write"`
+	// CPU time of the whole process (load generator, broker, authority and NATS) per successful call:
+	// what each path costs on this machine, whatever the concurrency.
+	DirectCPUMicros   float64 `json:"direct_cpu_us_per_op"`
+	BrokeredCPUMicros float64 `json:"brokered_cpu_us_per_op"`
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -96,9 +101,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(stdout, "Aperture bench: %s, %d fields, %d concurrent callers, %.0fs per run, every brokered call durably logged\n\n",
 		res.Dataset, res.Fields, res.Concurrency, res.DurationS)
-	fmt.Fprintln(tw, "\tops/s\tp50 ms\tp99 ms\terrors\t")
-	fmt.Fprintf(tw, "direct authority Fetch\t%.0f\t%.2f\t%.2f\t%d\t\n", res.DirectOpsPerSec, res.DirectP50Ms, res.DirectP99Ms, res.DirectErrors)
-	fmt.Fprintf(tw, "brokered Release\t%.0f\t%.2f\t%.2f\t%d\t\n", res.BrokeredOpsPerSec, res.BrokeredP50Ms, res.BrokeredP99Ms, res.BrokeredErrors)
+	fmt.Fprintln(tw, "\tops/s\tp50 ms\tp99 ms\tCPU µs/op\terrors\t")
+	fmt.Fprintf(tw, "direct authority Fetch\t%.0f\t%.2f\t%.2f\t%.0f\t%d\t\n", res.DirectOpsPerSec, res.DirectP50Ms, res.DirectP99Ms, res.DirectCPUMicros, res.DirectErrors)
+	fmt.Fprintf(tw, "brokered Release\t%.0f\t%.2f\t%.2f\t%.0f\t%d\t\n", res.BrokeredOpsPerSec, res.BrokeredP50Ms, res.BrokeredP99Ms, res.BrokeredCPUMicros, res.BrokeredErrors)
 	tw.Flush()
 	fmt.Fprintf(stdout, "\nratio brokered/direct: %.2f   access log: %d records in %d durable writes (%.1f per write)\n",
 		res.Ratio, res.AccessLogRecords, res.AccessLogBatches, res.RecordsPerDurable)
@@ -163,7 +168,9 @@ func bench(ctx context.Context, st *stack, concurrency int, warmup, duration tim
 	brokeredOp := func(ctx context.Context) error { _, err := bc.Release(ctx, relReq); return err }
 
 	before := st.Broker.AccessLog().Stats()
+	cpu0 := processCPU()
 	dRate, dLat, dErr := load(ctx, directOp, concurrency, warmup, duration)
+	cpu1 := processCPU()
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
@@ -174,7 +181,9 @@ func bench(ctx context.Context, st *stack, concurrency int, warmup, duration tim
 			return nil, err
 		}
 	}
+	cpu2 := processCPU()
 	bRate, bLat, bErr := load(cctx, brokeredOp, concurrency, warmup, duration)
+	cpu3 := processCPU()
 	if cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -191,6 +200,10 @@ func bench(ctx context.Context, st *stack, concurrency int, warmup, duration tim
 	}
 	if dRate > 0 {
 		res.Ratio = bRate / dRate
+		res.DirectCPUMicros = perOp(cpu1-cpu0, dRate, warmup+duration)
+	}
+	if bRate > 0 {
+		res.BrokeredCPUMicros = perOp(cpu3-cpu2, bRate, warmup+duration)
 	}
 	if res.AccessLogBatches > 0 {
 		res.RecordsPerDurable = float64(res.AccessLogRecords) / float64(res.AccessLogBatches)
@@ -244,6 +257,20 @@ func load(ctx context.Context, op func(context.Context) error, concurrency int, 
 	cancel()
 	wg.Wait()
 	return float64(len(all)) / elapsed.Seconds(), all, errs.Load()
+}
+
+// processCPU is the CPU time (user and system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// perOp spreads the CPU of a run (warm-up included, at the same rate) over its operations.
+func perOp(cpu time.Duration, rate float64, wall time.Duration) float64 {
+	return float64(cpu.Microseconds()) / (rate * wall.Seconds())
 }
 
 func pct(d []time.Duration, p float64) float64 {

@@ -1,0 +1,159 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+
+	"buf.build/go/protovalidate"
+
+	policyv1 "github.com/aperture-gov/aperture/proto/aperture/policy/v1"
+)
+
+// Severity says whether a lint finding stops a policy tree from loading.
+type Severity string
+
+const (
+	// SeverityError is a finding the broker refuses to load: every schema and semantic finding of
+	// LoadRegistry and LoadBundle.
+	SeverityError Severity = "error"
+	// SeverityWarning is a finding the broker loads but a reviewer should look at: the policy is
+	// consistent, yet probably not what its author meant (a step that releases nothing, an authority
+	// that no journey uses).
+	SeverityWarning Severity = "warning"
+)
+
+// LintFinding is one finding of Lint with its severity.
+type LintFinding struct {
+	Finding
+	Severity Severity
+}
+
+func (f LintFinding) String() string {
+	if f.Line <= 0 {
+		return fmt.Sprintf("%s: %s: %s", f.File, f.Severity, f.Message)
+	}
+	return fmt.Sprintf("%s:%d:%d: %s: %s", f.File, f.Line, f.Column, f.Severity, f.Message)
+}
+
+// Lint checks a policy tree (registry at registry, journeys/*.yaml) as the broker would load it, and
+// adds the findings a load does not fail on. It returns the findings sorted by file and position; a
+// non-nil error means the tree could not be read at all, not that it has findings.
+//
+// Errors are exactly what LoadRegistry and LoadBundle report (schema, unknown agency, authority or
+// dataset, misspelt field path with "did you mean", derived-fact expressions that do not type-check,
+// and a step without a legal basis, which the schema already rejects for every step, consent or not).
+// Warnings are:
+//   - a step that releases nothing: its agency acts without seeing any data, which is allowed but is
+//     more often a rule that was forgotten, and a consent on such a step would ask the citizen for
+//     nothing;
+//   - an authority in the registry that no step of any journey uses: the broker would keep a
+//     connection open to a data holder no journey needs.
+//
+// Warnings are computed from the files as written, so they are reported even when the tree has
+// errors.
+func Lint(fsys fs.FS, registry string, descs Descriptors) ([]LintFinding, error) {
+	var out []LintFinding
+	addErr := func(err error) error {
+		var le *LoadError
+		if !errors.As(err, &le) {
+			return err
+		}
+		for _, f := range le.Findings {
+			out = append(out, LintFinding{Finding: f, Severity: SeverityError})
+		}
+		return nil
+	}
+	reg, err := LoadRegistry(fsys, registry)
+	if err != nil {
+		if err := addErr(err); err != nil {
+			return nil, err
+		}
+	} else if _, err := LoadBundle(fsys, reg, descs); err != nil {
+		if err := addErr(err); err != nil {
+			return nil, err
+		}
+	}
+	warnings, err := lintWarnings(fsys, registry)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, warnings...)
+	slices.SortStableFunc(out, func(a, b LintFinding) int {
+		if c := strings.Compare(a.File, b.File); c != 0 {
+			return c
+		}
+		if a.Line != b.Line {
+			return a.Line - b.Line
+		}
+		return a.Column - b.Column
+	})
+	return slices.Compact(out), nil
+}
+
+// lintWarnings decodes the files without failing on schema findings (those are LoadBundle's to
+// report) and looks for steps that release nothing and authorities no step uses.
+func lintWarnings(fsys fs.FS, registry string) ([]LintFinding, error) {
+	v, err := protovalidate.New()
+	if err != nil {
+		return nil, fmt.Errorf("lint: %w", err)
+	}
+	var out []LintFinding
+	warn := func(src *source, path []any, format string, args ...any) {
+		n := src.node(path...)
+		out = append(out, LintFinding{Severity: SeverityWarning, Finding: Finding{
+			File: src.name, Line: n.Line, Column: n.Column, Message: oneLine(fmt.Sprintf(format, args...)),
+		}})
+	}
+	names, err := fs.Glob(fsys, journeyDir+"/*.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("lint: %w", err)
+	}
+	used := map[string]bool{}
+	for _, name := range names {
+		data, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			continue // LoadBundle reports it
+		}
+		var ignored findings
+		var pb policyv1.Journey
+		src := decode(file{name: name, data: data}, &pb, v, &ignored)
+		if src == nil {
+			continue
+		}
+		for i, s := range pb.GetSteps() {
+			released := false
+			for _, r := range s.GetReleases() {
+				if a, _, ok := strings.Cut(r.GetDataset(), "."); ok {
+					used[a] = true
+				}
+				released = released || len(r.GetFields()) > 0 || len(r.GetDerived()) > 0
+			}
+			if !released {
+				extra := ""
+				if s.GetConsent().GetRequired() {
+					extra = ", yet it asks the citizen for consent"
+				}
+				warn(src, []any{"steps", i, "id"}, "step %q releases nothing%s: add the fields or facts its agency needs, or say in a comment why it needs none", s.GetId(), extra)
+			}
+		}
+	}
+	data, err := fs.ReadFile(fsys, registry)
+	if err != nil {
+		return out, nil // LoadRegistry reports it
+	}
+	var ignored findings
+	var reg policyv1.Registry
+	src := decode(file{name: registry, data: data}, &reg, v, &ignored)
+	if src == nil {
+		return out, nil
+	}
+	for i, a := range reg.GetAuthorities() {
+		if a.GetId() != "" && !used[a.GetId()] {
+			warn(src, []any{"authorities", i, "id"}, "authority %q is used by no step of any journey: release one of its datasets in a journey, or remove it", a.GetId())
+		}
+	}
+	return out, nil
+}

