@@ -48,7 +48,7 @@ func TestLintFindingKinds(t *testing.T) {
 		name:     "misspelt field",
 		journey:  header + strings.Replace(step, "fields: [name]", "fields: [name.given_name] # <-", 1),
 		severity: policy.SeverityError,
-		message:  `did you mean "name.given_names"?`,
+		message:  `population.person: field path "name.given_name": no field "given_name" in aperture.population.v1.Name (did you mean "given_names"?)`,
 	}, {
 		name: "derived expression does not type-check",
 		journey: header + strings.Replace(step, "fields: [name]", `fields: [name]
@@ -68,13 +68,13 @@ func TestLintFindingKinds(t *testing.T) {
 		// The schema requires a legal basis on every step, so a consent step without one is a schema
 		// finding rather than a lint rule of its own.
 		name: "consent step without a legal basis",
-		journey: header + strings.Replace(step, "    legal_basis: Testloven § 1\n",
-			"    consent: {required: true, default_days: 30, max_days: 90} # <-\n", 1),
+		journey: header + strings.Replace(strings.Replace(step, "    legal_basis: Testloven § 1\n",
+			"    consent: {required: true, default_days: 30, max_days: 90}\n", 1), "  - id: one", "  - id: one # <-", 1),
 		severity: policy.SeverityError,
-		message:  "legal_basis",
+		message:  "steps[0].legal_basis: must be at least 1 characters (string.min_len)",
 	}, {
 		name: "step releases nothing",
-		journey: header + strings.Replace(step, "  - id: one", "  - id: one # <-", 1) + `  - id: two
+		journey: header + step + `  - id: two # <-
     title: {en: Two}
     agency: municipality
     role: caseworker
@@ -82,16 +82,18 @@ func TestLintFindingKinds(t *testing.T) {
     legal_basis: Testloven § 2
 `,
 		severity: policy.SeverityWarning,
-		message:  `step "one" releases nothing`,
+		message:  `step "two" releases nothing`,
 	}, {
 		name: "authority no step uses",
-		registry: lintRegistry + `  - id: extra # <-
-    name: {en: Extra}
-    identity: spiffe://t.test/agency/extra
-`,
+		registry: strings.Replace(lintRegistry, "agencies:", `  - id: tax # <-
+    name: {en: Tax}
+    address: 127.0.0.1:2
+    identity: spiffe://t.test/authority/tax
+    datasets: [income]
+agencies:`, 1),
 		journey:  header + step,
 		severity: policy.SeverityWarning,
-		message:  "",
+		message:  `authority "tax" is used by no step of any journey`,
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := lintRegistry
@@ -102,7 +104,27 @@ func TestLintFindingKinds(t *testing.T) {
 				"registry.yaml":         {Data: []byte(reg)},
 				"journeys/fixture.yaml": {Data: []byte(tc.journey)},
 			}
-			_ = fsys
+			got, err := policy.Lint(fsys, "registry.yaml", exampleDescriptors())
+			if err != nil {
+				t.Fatal(err)
+			}
+			file, text := "journeys/fixture.yaml", tc.journey
+			if tc.registry != "" {
+				file, text = "registry.yaml", tc.registry
+			}
+			line, _ := markedLine(t, text, "")
+			var found bool
+			for _, f := range got {
+				if f.File == file && f.Line == line && f.Severity == tc.severity && strings.Contains(f.Message, tc.message) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("want a %s at %s:%d containing %q; got:", tc.severity, file, line, tc.message)
+				for _, f := range got {
+					t.Errorf("  %s", f)
+				}
+			}
 		})
 	}
 }

@@ -162,48 +162,83 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (*Res
 // decideAndFetch fills rec with the step, purpose, legal basis and exact grant, and returns either the
 // result or a refusal.
 func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases.Case, caller Caller, req Request, rec *auditv1.AccessRecord, now time.Time) (*Result, *refusal.Error) {
-	if !c.Involves(caller.Agency) {
-		return nil, refusal.New(refusal.PermissionDenied, "agency %q takes no part in case %s", caller.Agency, c.ID)
+	d, ref := Decide(b, c, caller.Agency, req)
+	if d.Step != nil {
+		rec.Step, rec.Purpose, rec.LegalBasis = d.Step.ID, d.Step.Purpose.EN, d.Step.LegalBasis
+	}
+	if ref != nil {
+		return nil, ref
+	}
+	rec.Fields = d.Grant.Fields
+	rec.Derived = make([]string, len(d.Grant.Derived))
+	for i, f := range d.Grant.Derived {
+		rec.Derived[i] = f.Name
+	}
+	if d.Step.Consent != nil {
+		cn, err := s.cfg.Consents.Get(ctx, rec.CitizenPseudonym, d.Journey.ID, d.Step.ID)
+		if ref := ConsentRefusal(cn, err, d.Journey.ID, d.Step.ID, now); ref != nil {
+			return nil, ref
+		}
+	}
+	return s.fetch(ctx, c, caller, d.Step, d.Grant, rec)
+}
+
+// Decision is the outcome of the policy part of a release.
+type Decision struct {
+	// Journey and Step are the case's journey and current step, once they are known (also when the
+	// request is then refused, so that the refusal can be logged with the step's purpose).
+	Journey *policy.Journey
+	Step    *policy.Step
+	// Grant is exactly what may be fetched, when the request is allowed.
+	Grant policy.Grant
+	// NeedsConsent is true when the step can only release with the citizen's valid consent, which the
+	// caller checks with ConsentRefusal.
+	NeedsConsent bool
+}
+
+// Decide is the broker's release decision without I/O: the case is open, agency takes part in it and
+// acts at its current step, and the step allows exactly what req asks for (policy.Step.Check). It is
+// what Release decides before it looks at consent, and what `aperture policy test` runs, so that a
+// policy test exercises the broker's own rules. A request Step.Check finds malformed is refused with
+// InvalidArgument, any other not-allowed request with PermissionDenied.
+func Decide(b *policy.Bundle, c *cases.Case, agency string, req Request) (Decision, *refusal.Error) {
+	var d Decision
+	if !c.Involves(agency) {
+		return d, refusal.New(refusal.PermissionDenied, "agency %q takes no part in case %s", agency, c.ID)
 	}
 	cur, ok := c.CurrentStep()
 	if !ok {
-		return nil, refusal.New(refusal.FailedPrecondition, "case %s is closed; nothing more can be released for it", c.ID)
+		return d, refusal.New(refusal.FailedPrecondition, "case %s is closed; nothing more can be released for it", c.ID)
 	}
 	j, ok := b.Journey(c.Journey)
 	if !ok {
-		return nil, refusal.New(refusal.FailedPrecondition, "journey %q is no longer in the policy", c.Journey)
+		return d, refusal.New(refusal.FailedPrecondition, "journey %q is no longer in the policy", c.Journey)
 	}
+	d.Journey = j
 	step, _, ok := j.Step(cur.ID)
 	if !ok {
-		return nil, refusal.New(refusal.FailedPrecondition, "step %q is no longer in journey %q", cur.ID, j.ID)
+		return d, refusal.New(refusal.FailedPrecondition, "step %q is no longer in journey %q", cur.ID, j.ID)
 	}
-	rec.Step, rec.Purpose, rec.LegalBasis = step.ID, step.Purpose.EN, step.LegalBasis
-	if step.Agency != caller.Agency {
-		return nil, refusal.New(refusal.PermissionDenied,
-			"the current step %q of journey %q is for agency %q, not %q", step.ID, j.ID, step.Agency, caller.Agency)
+	d.Step = step
+	d.NeedsConsent = step.Consent != nil
+	if step.Agency != agency {
+		return d, refusal.New(refusal.PermissionDenied,
+			"the current step %q of journey %q is for agency %q, not %q", step.ID, j.ID, step.Agency, agency)
 	}
 	grant, err := step.Check(req.Authority, req.Dataset, req.Fields, req.Derived)
 	switch {
 	case errors.Is(err, policy.ErrInvalidPath):
-		return nil, refusal.New(refusal.InvalidArgument, "%s", err)
+		return d, refusal.New(refusal.InvalidArgument, "%s", err)
 	case err != nil:
-		return nil, refusal.New(refusal.PermissionDenied, "%s", err)
+		return d, refusal.New(refusal.PermissionDenied, "%s", err)
 	}
-	rec.Fields = grant.Fields
-	rec.Derived = make([]string, len(grant.Derived))
-	for i, d := range grant.Derived {
-		rec.Derived[i] = d.Name
-	}
-	if step.Consent != nil {
-		if ref := s.checkConsent(ctx, rec.CitizenPseudonym, j.ID, step.ID, now); ref != nil {
-			return nil, ref
-		}
-	}
-	return s.fetch(ctx, c, caller, step, grant, rec)
+	d.Grant = grant
+	return d, nil
 }
 
-func (s *Service) checkConsent(ctx context.Context, pseudonym, journey, step string, now time.Time) *refusal.Error {
-	cn, err := s.cfg.Consents.Get(ctx, pseudonym, journey, step)
+// ConsentRefusal decides whether a step that needs consent may release at now, given what
+// Consents.Get answered (cn, err): nil when the consent is valid.
+func ConsentRefusal(cn *consent.Consent, err error, journey, step string, now time.Time) *refusal.Error {
 	switch {
 	case errors.Is(err, consent.ErrNotFound):
 		return refusal.New(refusal.FailedPrecondition, "step %q of journey %q needs the citizen's consent, and the citizen has not given it", step, journey)
@@ -278,15 +313,19 @@ func (s *Service) minimise(rule *policy.Rule, grant policy.Grant, resp *authorit
 	if err := proto.Unmarshal(rec.GetValue(), msg); err != nil {
 		return nil, nil, fmt.Errorf("decode %s: %w", md.FullName(), err)
 	}
-	var violations []string
-	if extra := fieldmask.Extra(msg, grant.Fields); len(extra) > 0 {
-		violations = extra
-		fieldmask.Apply(msg, grant.Fields)
+	extra := fieldmask.Extra(msg, grant.Fields)
+	unknown := hasUnknown(msg)
+	// Exactly the mask, and no byte the parse did not account for (an explicitly encoded default of a
+	// field outside the mask would change the size): forward the authority's bytes as they are.
+	if len(extra) == 0 && !unknown && proto.Size(msg) == len(rec.GetValue()) {
+		return rec, nil, nil
 	}
-	if len(msg.GetUnknown()) > 0 {
+	violations := extra
+	fieldmask.Apply(msg, grant.Fields)
+	if unknown {
 		violations = append(violations, "(unknown fields)")
+		dropUnknown(msg)
 	}
-	dropUnknown(msg)
 	out, err := anypb.New(msg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode %s: %w", md.FullName(), err)
@@ -294,16 +333,21 @@ func (s *Service) minimise(rule *policy.Rule, grant policy.Grant, resp *authorit
 	return out, violations, nil
 }
 
-// dropUnknown clears unknown fields everywhere in m: bytes the schema does not describe cannot be
-// checked against the mask, so they are never forwarded.
-func dropUnknown(m protoreflect.Message) {
-	m.SetUnknown(nil)
+// hasUnknown reports whether m or any message inside it carries bytes its schema does not describe.
+func hasUnknown(m protoreflect.Message) bool {
+	found := len(m.GetUnknown()) > 0
+	eachMessage(m, func(sub protoreflect.Message) { found = found || hasUnknown(sub) })
+	return found
+}
+
+// eachMessage calls fn for every message directly inside m (fields, list elements, map values).
+func eachMessage(m protoreflect.Message, fn func(protoreflect.Message)) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsMap():
 			if fd.MapValue().Message() != nil {
 				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					dropUnknown(mv.Message())
+					fn(mv.Message())
 					return true
 				})
 			}
@@ -311,14 +355,21 @@ func dropUnknown(m protoreflect.Message) {
 			if fd.Message() != nil {
 				l := v.List()
 				for i := 0; i < l.Len(); i++ {
-					dropUnknown(l.Get(i).Message())
+					fn(l.Get(i).Message())
 				}
 			}
 		case fd.Message() != nil:
-			dropUnknown(v.Message())
+			fn(v.Message())
 		}
 		return true
 	})
+}
+
+// dropUnknown clears unknown fields everywhere in m: bytes the schema does not describe cannot be
+// checked against the mask, so they are never forwarded.
+func dropUnknown(m protoreflect.Message) {
+	m.SetUnknown(nil)
+	eachMessage(m, dropUnknown)
 }
 
 // matchDerived returns the granted facts in grant order. A granted fact the authority did not return is

@@ -515,6 +515,433 @@ func (x *ListAccessRecordsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// GetCheckpointRequest asks for the latest checkpoint.
+type GetCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointRequest) Reset() {
+	*x = GetCheckpointRequest{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointRequest) ProtoMessage() {}
+
+func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+}
+
+// GetCheckpointResponse is the latest checkpoint.
+type GetCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint as a signed note in the C2SP tlog-checkpoint format
+	// (https://c2sp.org/tlog-checkpoint): origin line, tree size, base64 root hash, signatures.
+	// Verify it with the broker's published note verifier key before trusting the fields below.
+	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// Origin line of the checkpoint (the log's name).
+	Origin string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	// Number of access records the checkpoint commits to.
+	TreeSize uint64 `protobuf:"varint,3,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// RFC 6962 root hash (SHA-256) of the first tree_size records.
+	RootHash      []byte `protobuf:"bytes,4,opt,name=root_hash,json=rootHash,proto3" json:"root_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointResponse) Reset() {
+	*x = GetCheckpointResponse{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointResponse) ProtoMessage() {}
+
+func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetCheckpointResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *GetCheckpointResponse) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *GetCheckpointResponse) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *GetCheckpointResponse) GetRootHash() []byte {
+	if x != nil {
+		return x.RootHash
+	}
+	return nil
+}
+
+// GetInclusionProofRequest names one access record, by id or by its position in the log.
+type GetInclusionProofRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record to prove.
+	//
+	// Types that are valid to be assigned to Leaf:
+	//
+	//	*GetInclusionProofRequest_AccessId
+	//	*GetInclusionProofRequest_LeafIndex
+	Leaf isGetInclusionProofRequest_Leaf `protobuf_oneof:"leaf"`
+	// Size of the tree to prove against; 0 means the latest checkpoint's size.
+	TreeSize      uint64 `protobuf:"varint,3,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInclusionProofRequest) Reset() {
+	*x = GetInclusionProofRequest{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInclusionProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInclusionProofRequest) ProtoMessage() {}
+
+func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
+func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetInclusionProofRequest) GetLeaf() isGetInclusionProofRequest_Leaf {
+	if x != nil {
+		return x.Leaf
+	}
+	return nil
+}
+
+func (x *GetInclusionProofRequest) GetAccessId() string {
+	if x != nil {
+		if x, ok := x.Leaf.(*GetInclusionProofRequest_AccessId); ok {
+			return x.AccessId
+		}
+	}
+	return ""
+}
+
+func (x *GetInclusionProofRequest) GetLeafIndex() uint64 {
+	if x != nil {
+		if x, ok := x.Leaf.(*GetInclusionProofRequest_LeafIndex); ok {
+			return x.LeafIndex
+		}
+	}
+	return 0
+}
+
+func (x *GetInclusionProofRequest) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+type isGetInclusionProofRequest_Leaf interface {
+	isGetInclusionProofRequest_Leaf()
+}
+
+type GetInclusionProofRequest_AccessId struct {
+	// Id of the access, as given to the caller ("acc_…").
+	AccessId string `protobuf:"bytes,1,opt,name=access_id,json=accessId,proto3,oneof"`
+}
+
+type GetInclusionProofRequest_LeafIndex struct {
+	// Zero-based index of the record in the log.
+	LeafIndex uint64 `protobuf:"varint,2,opt,name=leaf_index,json=leafIndex,proto3,oneof"`
+}
+
+func (*GetInclusionProofRequest_AccessId) isGetInclusionProofRequest_Leaf() {}
+
+func (*GetInclusionProofRequest_LeafIndex) isGetInclusionProofRequest_Leaf() {}
+
+// GetInclusionProofResponse is an RFC 6962 inclusion proof (audit path).
+type GetInclusionProofResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Zero-based index of the record in the log.
+	LeafIndex uint64 `protobuf:"varint,1,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
+	// Size of the tree the proof is for.
+	TreeSize uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// The audit path, leaf to root, each a SHA-256 hash.
+	Hashes [][]byte `protobuf:"bytes,3,rep,name=hashes,proto3" json:"hashes,omitempty"`
+	// RFC 6962 leaf hash of the record: SHA-256(0x00 || record bytes).
+	LeafHash []byte `protobuf:"bytes,4,opt,name=leaf_hash,json=leafHash,proto3" json:"leaf_hash,omitempty"`
+	// The record's exact log bytes (a deterministically encoded AccessRecord); set when the request
+	// named an access id.
+	Record []byte `protobuf:"bytes,5,opt,name=record,proto3" json:"record,omitempty"`
+	// The signed checkpoint of tree_size, when the request asked for the latest (tree_size 0).
+	Checkpoint    []byte `protobuf:"bytes,6,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInclusionProofResponse) Reset() {
+	*x = GetInclusionProofResponse{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInclusionProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInclusionProofResponse) ProtoMessage() {}
+
+func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
+func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetInclusionProofResponse) GetLeafIndex() uint64 {
+	if x != nil {
+		return x.LeafIndex
+	}
+	return 0
+}
+
+func (x *GetInclusionProofResponse) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *GetInclusionProofResponse) GetHashes() [][]byte {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
+func (x *GetInclusionProofResponse) GetLeafHash() []byte {
+	if x != nil {
+		return x.LeafHash
+	}
+	return nil
+}
+
+func (x *GetInclusionProofResponse) GetRecord() []byte {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *GetInclusionProofResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+// GetConsistencyProofRequest names two tree sizes.
+type GetConsistencyProofRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The smaller tree size, e.g. of a checkpoint the caller already trusts.
+	FromSize uint64 `protobuf:"varint,1,opt,name=from_size,json=fromSize,proto3" json:"from_size,omitempty"`
+	// The larger tree size; 0 means the latest checkpoint's size.
+	ToSize        uint64 `protobuf:"varint,2,opt,name=to_size,json=toSize,proto3" json:"to_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsistencyProofRequest) Reset() {
+	*x = GetConsistencyProofRequest{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsistencyProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsistencyProofRequest) ProtoMessage() {}
+
+func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
+func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetConsistencyProofRequest) GetFromSize() uint64 {
+	if x != nil {
+		return x.FromSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofRequest) GetToSize() uint64 {
+	if x != nil {
+		return x.ToSize
+	}
+	return 0
+}
+
+// GetConsistencyProofResponse is an RFC 6962 consistency proof.
+type GetConsistencyProofResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The two tree sizes the proof is for.
+	FromSize uint64 `protobuf:"varint,1,opt,name=from_size,json=fromSize,proto3" json:"from_size,omitempty"`
+	ToSize   uint64 `protobuf:"varint,2,opt,name=to_size,json=toSize,proto3" json:"to_size,omitempty"`
+	// The proof, each a SHA-256 hash.
+	Hashes [][]byte `protobuf:"bytes,3,rep,name=hashes,proto3" json:"hashes,omitempty"`
+	// The signed checkpoint of to_size, when the request asked for the latest (to_size 0).
+	Checkpoint    []byte `protobuf:"bytes,4,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsistencyProofResponse) Reset() {
+	*x = GetConsistencyProofResponse{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsistencyProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsistencyProofResponse) ProtoMessage() {}
+
+func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
+func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetConsistencyProofResponse) GetFromSize() uint64 {
+	if x != nil {
+		return x.FromSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofResponse) GetToSize() uint64 {
+	if x != nil {
+		return x.ToSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofResponse) GetHashes() [][]byte {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
+func (x *GetConsistencyProofResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
 var File_aperture_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_aperture_audit_v1_audit_proto_rawDesc = "" +
@@ -559,7 +986,43 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"~\n" +
 	"\x19ListAccessRecordsResponse\x129\n" +
 	"\arecords\x18\x01 \x03(\v2\x1f.aperture.audit.v1.AccessRecordR\arecords\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*Q\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x16\n" +
+	"\x14GetCheckpointRequest\"\x89\x01\n" +
+	"\x15GetCheckpointResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\fR\n" +
+	"checkpoint\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x1b\n" +
+	"\ttree_size\x18\x03 \x01(\x04R\btreeSize\x12\x1b\n" +
+	"\troot_hash\x18\x04 \x01(\fR\brootHash\"\x92\x01\n" +
+	"\x18GetInclusionProofRequest\x12)\n" +
+	"\taccess_id\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01H\x00R\baccessId\x12\x1f\n" +
+	"\n" +
+	"leaf_index\x18\x02 \x01(\x04H\x00R\tleafIndex\x12\x1b\n" +
+	"\ttree_size\x18\x03 \x01(\x04R\btreeSizeB\r\n" +
+	"\x04leaf\x12\x05\xbaH\x02\b\x01\"\xc4\x01\n" +
+	"\x19GetInclusionProofResponse\x12\x1d\n" +
+	"\n" +
+	"leaf_index\x18\x01 \x01(\x04R\tleafIndex\x12\x1b\n" +
+	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\x12\x16\n" +
+	"\x06hashes\x18\x03 \x03(\fR\x06hashes\x12\x1b\n" +
+	"\tleaf_hash\x18\x04 \x01(\fR\bleafHash\x12\x16\n" +
+	"\x06record\x18\x05 \x01(\fR\x06record\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x06 \x01(\fR\n" +
+	"checkpoint\"\xde\x01\n" +
+	"\x1aGetConsistencyProofRequest\x12$\n" +
+	"\tfrom_size\x18\x01 \x01(\x04B\a\xbaH\x042\x02(\x01R\bfromSize\x12\x17\n" +
+	"\ato_size\x18\x02 \x01(\x04R\x06toSize:\x80\x01\xbaH}\x1a{\n" +
+	"\x11consistency.sizes\x120to_size must be 0 (latest) or at least from_size\x1a4this.to_size == 0u || this.to_size >= this.from_size\"\x8b\x01\n" +
+	"\x1bGetConsistencyProofResponse\x12\x1b\n" +
+	"\tfrom_size\x18\x01 \x01(\x04R\bfromSize\x12\x17\n" +
+	"\ato_size\x18\x02 \x01(\x04R\x06toSize\x12\x16\n" +
+	"\x06hashes\x18\x03 \x03(\fR\x06hashes\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x04 \x01(\fR\n" +
+	"checkpoint*Q\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DECISION_RELEASED\x10\x01\x12\x14\n" +
@@ -568,9 +1031,12 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ACCESS_KIND_CASEWORKER\x10\x01\x12\x1c\n" +
-	"\x18ACCESS_KIND_CITIZEN_SELF\x10\x022~\n" +
+	"\x18ACCESS_KIND_CITIZEN_SELF\x10\x022\xc8\x03\n" +
 	"\fAuditService\x12n\n" +
-	"\x11ListAccessRecords\x12+.aperture.audit.v1.ListAccessRecordsRequest\x1a,.aperture.audit.v1.ListAccessRecordsResponseBBZ@github.com/aperture-gov/aperture/proto/aperture/audit/v1;auditv1b\x06proto3"
+	"\x11ListAccessRecords\x12+.aperture.audit.v1.ListAccessRecordsRequest\x1a,.aperture.audit.v1.ListAccessRecordsResponse\x12b\n" +
+	"\rGetCheckpoint\x12'.aperture.audit.v1.GetCheckpointRequest\x1a(.aperture.audit.v1.GetCheckpointResponse\x12n\n" +
+	"\x11GetInclusionProof\x12+.aperture.audit.v1.GetInclusionProofRequest\x1a,.aperture.audit.v1.GetInclusionProofResponse\x12t\n" +
+	"\x13GetConsistencyProof\x12-.aperture.audit.v1.GetConsistencyProofRequest\x1a..aperture.audit.v1.GetConsistencyProofResponseBBZ@github.com/aperture-gov/aperture/proto/aperture/audit/v1;auditv1b\x06proto3"
 
 var (
 	file_aperture_audit_v1_audit_proto_rawDescOnce sync.Once
@@ -585,28 +1051,40 @@ func file_aperture_audit_v1_audit_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_aperture_audit_v1_audit_proto_goTypes = []any{
-	(Decision)(0),                     // 0: aperture.audit.v1.Decision
-	(AccessKind)(0),                   // 1: aperture.audit.v1.AccessKind
-	(*AccessRecord)(nil),              // 2: aperture.audit.v1.AccessRecord
-	(*AccessBatch)(nil),               // 3: aperture.audit.v1.AccessBatch
-	(*ListAccessRecordsRequest)(nil),  // 4: aperture.audit.v1.ListAccessRecordsRequest
-	(*ListAccessRecordsResponse)(nil), // 5: aperture.audit.v1.ListAccessRecordsResponse
-	(*timestamppb.Timestamp)(nil),     // 6: google.protobuf.Timestamp
+	(Decision)(0),                       // 0: aperture.audit.v1.Decision
+	(AccessKind)(0),                     // 1: aperture.audit.v1.AccessKind
+	(*AccessRecord)(nil),                // 2: aperture.audit.v1.AccessRecord
+	(*AccessBatch)(nil),                 // 3: aperture.audit.v1.AccessBatch
+	(*ListAccessRecordsRequest)(nil),    // 4: aperture.audit.v1.ListAccessRecordsRequest
+	(*ListAccessRecordsResponse)(nil),   // 5: aperture.audit.v1.ListAccessRecordsResponse
+	(*GetCheckpointRequest)(nil),        // 6: aperture.audit.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 7: aperture.audit.v1.GetCheckpointResponse
+	(*GetInclusionProofRequest)(nil),    // 8: aperture.audit.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 9: aperture.audit.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 10: aperture.audit.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 11: aperture.audit.v1.GetConsistencyProofResponse
+	(*timestamppb.Timestamp)(nil),       // 12: google.protobuf.Timestamp
 }
 var file_aperture_audit_v1_audit_proto_depIdxs = []int32{
-	6, // 0: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
-	1, // 1: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
-	0, // 2: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
-	2, // 3: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
-	4, // 4: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
-	5, // 5: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	12, // 0: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
+	1,  // 1: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
+	0,  // 2: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
+	2,  // 3: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
+	4,  // 4: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
+	6,  // 5: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
+	8,  // 6: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
+	10, // 7: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
+	5,  // 8: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
+	7,  // 9: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
+	9,  // 10: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
+	11, // 11: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
+	8,  // [8:12] is the sub-list for method output_type
+	4,  // [4:8] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_aperture_audit_v1_audit_proto_init() }
@@ -614,13 +1092,17 @@ func file_aperture_audit_v1_audit_proto_init() {
 	if File_aperture_audit_v1_audit_proto != nil {
 		return
 	}
+	file_aperture_audit_v1_audit_proto_msgTypes[6].OneofWrappers = []any{
+		(*GetInclusionProofRequest_AccessId)(nil),
+		(*GetInclusionProofRequest_LeafIndex)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_audit_v1_audit_proto_rawDesc), len(file_aperture_audit_v1_audit_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   4,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
