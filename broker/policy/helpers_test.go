@@ -8,6 +8,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/policies"
+	educationv1 "github.com/aperture-gov/aperture/proto/aperture/education/v1"
 	employmentv1 "github.com/aperture-gov/aperture/proto/aperture/employment/v1"
 	healthv1 "github.com/aperture-gov/aperture/proto/aperture/health/v1"
 	municipalityv1 "github.com/aperture-gov/aperture/proto/aperture/municipality/v1"
@@ -34,6 +35,7 @@ func exampleDescriptors() generated {
 		"health.patient":        (&healthv1.Patient{}).ProtoReflect().Descriptor(),
 		"employment.history":    (&employmentv1.EmploymentHistory{}).ProtoReflect().Descriptor(),
 		"municipality.services": (&municipalityv1.Services{}).ProtoReflect().Descriptor(),
+		"education.enrolment":   (&educationv1.Enrolment{}).ProtoReflect().Descriptor(),
 	}
 }
 

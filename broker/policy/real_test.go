@@ -15,6 +15,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/policies"
+	educationv1 "github.com/aperture-gov/aperture/proto/aperture/education/v1"
 	employmentv1 "github.com/aperture-gov/aperture/proto/aperture/employment/v1"
 	populationv1 "github.com/aperture-gov/aperture/proto/aperture/population/v1"
 	taxv1 "github.com/aperture-gov/aperture/proto/aperture/tax/v1"
@@ -30,7 +31,7 @@ func TestRealPolicies(t *testing.T) {
 	for _, j := range b.Journeys() {
 		ids = append(ids, j.ID)
 	}
-	if want := []string{"moving-house", "new-child", "sickness-benefit"}; !slices.Equal(ids, want) {
+	if want := []string{"moving-house", "new-child", "school-change", "sickness-benefit"}; !slices.Equal(ids, want) {
 		t.Fatalf("journeys %v, want %v", ids, want)
 	}
 
@@ -211,6 +212,11 @@ func TestRealDerivedFactsEvaluate(t *testing.T) {
 		"has_preschool_children": {
 			{&populationv1.Person{Household: []*populationv1.HouseholdMember{spouse, child(2022)}}, true},
 			{&populationv1.Person{Household: []*populationv1.HouseholdMember{spouse, child(2018)}}, false},
+		},
+		"receives_special_needs_support": {
+			{&educationv1.Enrolment{Children: []*educationv1.ChildEnrolment{{Grade: 3}, {Grade: 1, SpecialNeedsSupport: true}}}, true},
+			{&educationv1.Enrolment{Children: []*educationv1.ChildEnrolment{{Grade: 3}}}, false},
+			{&educationv1.Enrolment{}, false},
 		},
 		"lives_alone_with_children": {
 			{&populationv1.Person{Household: []*populationv1.HouseholdMember{child(2026)}}, true},

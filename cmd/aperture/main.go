@@ -23,6 +23,8 @@ Usage:
                                      act as a demo agency's case system
   aperture log --citizen ID          list a citizen's access records (as auditor)
   aperture bench [--json]            direct authority fetches versus brokered, audited releases
+  aperture policy lint|test|explain  check, test and explain the policy files (no running services needed)
+  aperture new authority NAME        scaffold an authority: proto, kit-based service, registry entry, policy test
 
 Every command takes -h. Flags can also be set as APERTURE_<FLAG> environment variables (dashes become
 underscores) or in a YAML file named by --config; a flag on the command line wins, then the environment,
@@ -45,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"case":      runCase,
 		"log":       runLog,
 		"bench":     runBench,
+		"policy":    runPolicy,
+		"new":       runNew,
 	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, usage)

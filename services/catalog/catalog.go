@@ -5,6 +5,7 @@ package catalog
 
 import (
 	"github.com/aperture-gov/aperture/services/demo"
+	"github.com/aperture-gov/aperture/services/education"
 	"github.com/aperture-gov/aperture/services/employment"
 	"github.com/aperture-gov/aperture/services/health"
 	"github.com/aperture-gov/aperture/services/kit"
@@ -21,5 +22,6 @@ func Examples(pop *demo.Population) []*kit.Authority {
 		health.New(pop),
 		employment.New(pop),
 		municipality.New(pop),
+		education.New(pop),
 	}
 }

@@ -23,7 +23,7 @@ import (
 func TestExamplesServeFeaturedCitizens(t *testing.T) {
 	pop := demo.New(30, time.Now())
 	authorities := catalog.Examples(pop)
-	want := map[string]string{"population": "person", "tax": "income", "health": "patient", "employment": "history", "municipality": "services"}
+	want := map[string]string{"population": "person", "tax": "income", "health": "patient", "employment": "history", "municipality": "services", "education": "enrolment"}
 	if len(authorities) != len(want) {
 		t.Fatalf("%d authorities, want %d", len(authorities), len(want))
 	}

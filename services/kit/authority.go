@@ -30,6 +30,11 @@ import (
 // citizen. The kit answers NOT_FOUND.
 var ErrNotFound = errors.New("no record")
 
+// ErrUnimplemented is returned (possibly wrapped) by a lookup that has no data source yet, as in a
+// freshly scaffolded authority (`aperture new authority`). The kit answers UNIMPLEMENTED, so the
+// broker and the architect see at once that the dataset is declared but not connected.
+var ErrUnimplemented = errors.New("no data source")
+
 // Authority is one data holder: its slug as used in policies, and the datasets it serves.
 type Authority struct {
 	// ID is the slug, e.g. "population"; its server certificate carries

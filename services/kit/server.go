@@ -289,6 +289,8 @@ func (s *Server) Fetch(ctx context.Context, req *authorityv1.FetchRequest) (resp
 		return nil, status.Errorf(codes.NotFound, "no record of this citizen in dataset %s.%s", s.a.ID, ds.Name)
 	case ctx.Err() != nil:
 		return nil, status.FromContextError(ctx.Err()).Err()
+	case errors.Is(err, ErrUnimplemented):
+		return nil, status.Errorf(codes.Unimplemented, "dataset %s.%s has no data source yet", s.a.ID, ds.Name)
 	case err != nil:
 		s.log.ErrorContext(ctx, "lookup failed", "dataset", ds.Name, "access_id", req.GetContext().GetAccessId(), "error", err)
 		return nil, status.Errorf(codes.Unavailable, "dataset %s.%s is unavailable", s.a.ID, ds.Name)

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"text/template"
+)
+
+// authorityNameRE is what an authority slug must look like to be a policy id, a proto package
+// segment and a Go package name at once.
+var authorityNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,31}$`)
+
+var datasetNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+// runNew scaffolds new parts of the repository; `new authority` is the only kind so far.
+func runNew(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const usage = "usage: aperture new authority NAME [--dataset DATASET] [--port PORT] [--repo DIR]"
+	if len(args) == 0 || args[0] != "authority" {
+		return usagef("%s", usage)
+	}
+	fs := flag.NewFlagSet("new authority", flag.ContinueOnError)
+	dataset := fs.String("dataset", "record", "name of the authority's first dataset")
+	port := fs.Int("port", 7199, "port the development stack lists for the authority in the registry")
+	repo := fs.String("repo", ".", "root of the Aperture repository")
+	pos, err := parseFlags(fs, args[1:], stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("%s", usage)
+	}
+	sc := scaffold{Name: pos[0], Dataset: *dataset, Port: *port}
+	files, err := sc.write(*repo)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		fmt.Fprintf(stdout, "wrote %s\n", f)
+	}
+	fmt.Fprintf(stdout, `
+Next:
+  1. describe the dataset in proto/aperture/%[1]s/v1/%[1]s.proto, then
+       go tool buf lint && go tool buf generate
+  2. connect the lookup in services/%[1]s/%[1]s.go to the data (it answers Unimplemented until then)
+     and list %[1]s.New in services/catalog
+  3. release %[1]s.%[2]s fields in a journey under policies/journeys/, and write its policy tests in
+     policies/tests/, then
+       aperture policy lint && aperture policy test
+  The guide: services/ADDING_AN_AUTHORITY.md
+`, sc.Name, sc.Dataset)
+	return nil
+}
+
+// scaffold is one authority to generate.
+type scaffold struct {
+	Name, Dataset string
+	Port          int
+	// Message is the dataset's message name (CamelCase of Dataset); Journey, Step and Agency are
+	// an existing step at which the policy test proves the new dataset is not released yet.
+	Message, Journey, Step, Agency string
+}
+
+// write generates the files under repo and returns their paths. It refuses to overwrite anything.
+func (sc *scaffold) write(repo string) ([]string, error) {
+	if !authorityNameRE.MatchString(sc.Name) {
+		return nil, usagef("authority name %q: want lower-case letters and digits, starting with a letter (it is the policy id, proto package and Go package)", sc.Name)
+	}
+	if !datasetNameRE.MatchString(sc.Dataset) {
+		return nil, usagef("dataset name %q: want lower-case letters, digits and underscores", sc.Dataset)
+	}
+	sc.Message = camel(sc.Dataset)
+	policiesDir := filepath.Join(repo, "policies")
+	registry := filepath.Join(policiesDir, registryFile)
+	reg, err := os.ReadFile(registry)
+	if err != nil {
+		return nil, fmt.Errorf("read the registry (is --repo the repository root?): %w", err)
+	}
+	if bytes.Contains(reg, []byte("\n  - id: "+sc.Name+"\n")) {
+		return nil, fmt.Errorf("authority %q is already in %s", sc.Name, registry)
+	}
+	if err := sc.pickStep(policiesDir); err != nil {
+		return nil, err
+	}
+	files := []struct{ path, tmpl string }{
+		{filepath.Join(repo, "proto", "aperture", sc.Name, "v1", sc.Name+".proto"), protoTemplate},
+		{filepath.Join(repo, "services", sc.Name, sc.Name+".go"), serviceTemplate},
+		{filepath.Join(repo, "services", sc.Name, sc.Name+"_test.go"), serviceTestTemplate},
+		{filepath.Join(policiesDir, "tests", sc.Name+".yaml"), policyTestTemplate},
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f.path); err == nil {
+			return nil, fmt.Errorf("%s exists; nothing was written", f.path)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	var written []string
+	for _, f := range files {
+		var b bytes.Buffer
+		if err := template.Must(template.New(filepath.Base(f.path)).Parse(f.tmpl)).Execute(&b, sc); err != nil {
+			return written, fmt.Errorf("render %s: %w", f.path, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
+			return written, err
+		}
+		if err := os.WriteFile(f.path, b.Bytes(), 0o644); err != nil {
+			return written, err
+		}
+		written = append(written, f.path)
+	}
+	// The registry entry goes after the last authority, i.e. before the agencies.
+	var entry bytes.Buffer
+	if err := template.Must(template.New("registry").Parse(registryTemplate)).Execute(&entry, sc); err != nil {
+		return written, err
+	}
+	i := bytes.Index(reg, []byte("\nagencies:"))
+	if i < 0 {
+		return written, fmt.Errorf("%s has no top-level \"agencies:\"; add this entry under authorities yourself:\n%s", registry, entry.String())
+	}
+	out := append(append(append([]byte{}, reg[:i+1]...), entry.Bytes()...), reg[i+1:]...)
+	if err := os.WriteFile(registry, out, 0o644); err != nil {
+		return written, err
+	}
+	return append(written, registry+" (entry added)"), nil
+}
+
+// pickStep finds the first step of the first journey, for the policy test that proves the new
+// dataset is released nowhere until a journey names it.
+func (sc *scaffold) pickStep(policiesDir string) error {
+	b, err := loadPolicyTree(os.DirFS(policiesDir), newCatalogDescriptors())
+	if err != nil {
+		return fmt.Errorf("the policies must load before an authority is added (run `aperture policy lint`):\n%w", err)
+	}
+	js := b.Journeys()
+	if len(js) == 0 || len(js[0].Steps) == 0 {
+		return errors.New("the policies have no journey")
+	}
+	sc.Journey, sc.Step, sc.Agency = js[0].ID, js[0].Steps[0].ID, js[0].Steps[0].Agency
+	return nil
+}
+
+// camel turns a snake_case name into CamelCase ("school_enrolment" → "SchoolEnrolment").
+func camel(s string) string {
+	var b strings.Builder
+	for _, part := range strings.Split(s, "_") {
+		if part != "" {
+			b.WriteString(strings.ToUpper(part[:1]) + part[1:])
+		}
+	}
+	return b.String()
+}
+
+const protoTemplate = `syntax = "proto3";
+
+// Package aperture.{{.Name}}.v1 holds the datasets of the {{.Name}} authority.
+// TODO: say what the authority holds and what it never releases.
+package aperture.{{.Name}}.v1;
+
+option go_package = "github.com/aperture-gov/aperture/proto/aperture/{{.Name}}/v1;{{.Name}}v1";
+
+// {{.Message}} is dataset "{{.Name}}.{{.Dataset}}": the full record of one citizen. Journeys release
+// single fields of it by path, so give every field a comment that says what it means.
+message {{.Message}} {
+  // National identity number (10 digits).
+  string citizen_id = 1;
+}
+`
+
+const serviceTemplate = `// Package {{.Name}} is the {{.Name}} authority. It serves dataset "{{.Dataset}}".
+//
+// Scaffolded by ` + "`aperture new authority {{.Name}}`" + `: the lookup has no data source yet and answers
+// Unimplemented. Connect it to the authority's data, then list New in services/catalog.
+package {{.Name}}
+
+import (
+	"context"
+	"fmt"
+
+	{{.Name}}v1 "github.com/aperture-gov/aperture/proto/aperture/{{.Name}}/v1"
+	"github.com/aperture-gov/aperture/services/kit"
+)
+
+// ID is the authority's slug, as policies and certificates name it.
+const ID = "{{.Name}}"
+
+// New returns the authority.
+func New() *kit.Authority {
+	return &kit.Authority{ID: ID, DisplayName: "{{.Name}} (scaffolded)", Datasets: []kit.Dataset{
+		kit.NewDataset("{{.Dataset}}", "TODO: say in one sentence what the dataset holds.",
+			func(_ context.Context, citizenID string) (*{{.Name}}v1.{{.Message}}, error) {
+				// Return the full record; the kit masks it to what the step may see. Return
+				// kit.ErrNotFound when the authority holds nothing on the citizen. Errors must
+				// not contain the citizen id or field values.
+				return nil, fmt.Errorf("%s.%s: %w", ID, "{{.Dataset}}", kit.ErrUnimplemented)
+			}),
+	}}
+}
+`
+
+const serviceTestTemplate = `package {{.Name}}_test
+
+import (
+	"context"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/aperture-gov/aperture/services/{{.Name}}"
+	"github.com/aperture-gov/aperture/services/kit/kittest"
+)
+
+// TestLookupIsUnimplemented: until the lookup is connected, the authority says so. Replace this test
+// with one that fetches a known citizen's record through kittest.
+func TestLookupIsUnimplemented(t *testing.T) {
+	srv := kittest.Start(t, {{.Name}}.New())
+	_, err := srv.Client.Fetch(context.Background(), kittest.Request("0101010101", "{{.Dataset}}"))
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("Fetch: %v, want Unimplemented", err)
+	}
+}
+`
+
+const registryTemplate = `  - id: {{.Name}}
+    name:
+      en: {{.Name}} (TODO — the authority's name)
+    address: 127.0.0.1:{{.Port}}
+    identity: spiffe://aperture.local/authority/{{.Name}}
+    datasets:
+      - {{.Dataset}} # aperture.{{.Name}}.v1.{{.Message}}
+
+`
+
+const policyTestTemplate = `# Policy tests for the {{.Name}} authority. Until a journey releases {{.Name}}.{{.Dataset}}, no step may
+# see it; when a journey does, add tests that it releases exactly the fields it should, and refuses the
+# rest, to the wrong agency and without consent where consent is needed.
+journey: {{.Journey}}
+tests:
+  - name: {{.Name}}.{{.Dataset}} is released nowhere until a journey names it
+    step: {{.Step}}
+    agency: {{.Agency}}
+    request: {dataset: {{.Name}}.{{.Dataset}}}
+    expect:
+      refused: {code: PermissionDenied, reason: is not released at step}
+`

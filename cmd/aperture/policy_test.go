@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// copyPolicies copies the repository's policy tree (registry, journeys, tests) into a temporary
+// directory that a test may change.
+func copyPolicies(t *testing.T) string {
+	t.Helper()
+	dst := t.TempDir()
+	src := filepath.Join("..", "..", "policies")
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		if filepath.Ext(p) != ".yaml" {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// editFile replaces old by new in the file, which must contain old.
+func editFile(t *testing.T, name, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s does not contain %q", name, old)
+	}
+	if err := os.WriteFile(name, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lineOf returns the 1-based line of the file that starts with prefix.
+func lineOf(t *testing.T, name, prefix string) int {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return i + 1
+		}
+	}
+	t.Fatalf("%s has no line starting %q", name, prefix)
+	return 0
+}
+
+// aperture runs the command in process and checks its exit status.
+func aperture(t *testing.T, wantExit int, args ...string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), args, &out, &errOut); code != wantExit {
+		t.Fatalf("aperture %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, wantExit, out.String(), errOut.String())
+	}
+	return out.String() + errOut.String()
+}
+
+func TestPolicyLint(t *testing.T) {
+	repo := filepath.Join("..", "..", "policies")
+	out := aperture(t, 0, "policy", "lint", repo)
+	if !strings.Contains(out, "0 errors, 0 warnings") {
+		t.Fatalf("lint of the shipped policies printed:\n%s", out)
+	}
+
+	dir := copyPolicies(t)
+	journey := filepath.Join(dir, "journeys", "sickness-benefit.yaml")
+	editFile(t, journey, "          - name.family_name\n", "          - name.familyname\n")
+	out = aperture(t, 1, "policy", "lint", dir)
+	line := lineOf(t, journey, "          - name.familyname")
+	want := journey + fmt.Sprintf(":%d:13: error:", line) + ` population.person: field path "name.familyname": no field "familyname" in aperture.population.v1.Name (did you mean "family_name"?)`
+	if !strings.Contains(out, want) || !strings.Contains(out, "1 error, 0 warnings") {
+		t.Fatalf("lint printed:\n%s\nwant the line\n%s", out, want)
+	}
+
+	out = aperture(t, 1, "policy", "lint", "--json", dir)
+	var res lintJSON
+	if err := json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &res); err != nil {
+		t.Fatalf("lint --json: %v\n%s", err, out)
+	}
+	if res.Errors != 1 || len(res.Findings) != 1 || res.Findings[0].Line != line || res.Findings[0].Severity != "error" {
+		t.Fatalf("lint --json: %+v", res)
+	}
+
+	// A warning alone does not fail the lint.
+	dir = copyPolicies(t)
+	editFile(t, filepath.Join(dir, "registry.yaml"), "agencies:\n", `  - id: unused
+    name: {en: Unused}
+    address: 127.0.0.1:7199
+    identity: spiffe://aperture.local/authority/unused
+    datasets: [things]
+
+agencies:
+`)
+	out = aperture(t, 0, "policy", "lint", dir)
+	if !strings.Contains(out, fmt.Sprintf(`registry.yaml:%d:9: warning: authority "unused" is used by no step`, lineOf(t, filepath.Join(dir, "registry.yaml"), "  - id: unused"))) {
+		t.Fatalf("lint printed:\n%s", out)
+	}
+}
+
+func TestPolicyTest(t *testing.T) {
+	out := aperture(t, 0, "policy", "test", filepath.Join("..", "..", "policies"))
+	if !strings.Contains(out, " passed, 0 failed") {
+		t.Fatalf("policy test printed:\n%s", out)
+	}
+	// Every journey has tests.
+	for _, j := range []string{"sickness-benefit", "new-child", "moving-house"} {
+		if _, err := os.Stat(filepath.Join("..", "..", "policies", "tests", j+".yaml")); err != nil {
+			t.Errorf("journey %s has no policy tests: %v", j, err)
+		}
+	}
+
+	// Widening a step makes the test that guards it fail, with file:line and both sides.
+	dir := copyPolicies(t)
+	editFile(t, filepath.Join(dir, "journeys", "sickness-benefit.yaml"),
+		"          - name.given_names\n          - name.family_name\n          - address.municipality_code\n",
+		"          - name.given_names\n          - name.family_name\n          - address.municipality_code\n          - civil_status\n")
+	out = aperture(t, 1, "policy", "test", dir)
+	for _, want := range []string{
+		"FAIL  " + filepath.Join(dir, "tests", "sickness-benefit.yaml") + ":5  sickness-benefit: the jobcentre sees who is sick",
+		"got:  released fields address.municipality_code, civil_status, name.family_name, name.given_names",
+		"want: released fields address.municipality_code, name.family_name, name.given_names",
+		"FAIL  " + filepath.Join(dir, "tests", "sickness-benefit.yaml") + ":13  sickness-benefit: civil status is never released",
+		"2 failed",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("policy test output lacks %q:\n%s", want, out)
+		}
+	}
+	out = aperture(t, 1, "policy", "test", "--json", dir)
+	var res struct {
+		Results        []policyTestResult
+		Passed, Failed int
+	}
+	if err := json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &res); err != nil {
+		t.Fatalf("policy test --json: %v\n%s", err, out)
+	}
+	if res.Failed != 2 || res.Passed+res.Failed != len(res.Results) || res.Results[0].Got == "" {
+		t.Fatalf("policy test --json: %+v", res)
+	}
+
+	// A malformed test file is an error, not a pass: unknown keys, and a test that expects nothing.
+	for _, bad := range []string{
+		"journey: sickness-benefit\ntests:\n  - name: x\n    step: register-absence\n    agency: municipality\n    request: {dataset: population.person}\n    expect: {released: {}}\n    extra: 1\n",
+		"journey: sickness-benefit\ntests:\n  - name: x\n    step: register-absence\n    agency: municipality\n    request: {dataset: population.person}\n",
+	} {
+		dir := copyPolicies(t)
+		if err := os.WriteFile(filepath.Join(dir, "tests", "bad.yaml"), []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out := aperture(t, 1, "policy", "test", dir); !strings.Contains(out, "bad.yaml") {
+			t.Errorf("malformed test file: %s", out)
+		}
+	}
+}
+
+func TestPolicyExplain(t *testing.T) {
+	dir := filepath.Join("..", "..", "policies")
+	for _, tc := range []struct {
+		format string
+		want   []string
+	}{
+		{"text", []string{"3. assess-work-capacity — Assess your work capacity", "consent      required", "fact  earned_above_threshold_6_of_12"}},
+		{"markdown", []string{"## 3. Assess your work capacity (`assess-work-capacity`)", "| legal basis | Sygedagpengeloven", "fact `earned_above_threshold_6_of_12`"}},
+		{"json", []string{`"id": "assess-work-capacity"`, `"default_days"`, `"name": "earned_above_threshold_6_of_12"`}},
+	} {
+		out := aperture(t, 0, "policy", "explain", "--dir", dir, "--format", tc.format, "sickness-benefit")
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("explain --format %s lacks %q:\n%s", tc.format, w, out)
+			}
+		}
+	}
+	aperture(t, 1, "policy", "explain", "--dir", dir, "no-such-journey")
+	aperture(t, 2, "policy", "explain", "--format", "html", "sickness-benefit")
+}
+
+// TestPolicyExplainDiff: a change that adds one field shows exactly that field as newly disclosed,
+// whether the two sides are directories or single journey files.
+func TestPolicyExplainDiff(t *testing.T) {
+	old := filepath.Join("..", "..", "policies")
+	dir := copyPolicies(t)
+	journey := filepath.Join(dir, "journeys", "moving-house.yaml")
+	editFile(t, journey, "          - address.moved_in_on\n", "          - address.moved_in_on\n          - address.street\n")
+	want := "+ moving-house/update-tax-municipality → tax: population.person field address.street\n1 newly disclosed, 0 withdrawn\n"
+	if out := aperture(t, 0, "policy", "explain", "--diff", old, dir); out != want {
+		t.Fatalf("diff printed:\n%s\nwant:\n%s", out, want)
+	}
+	if out := aperture(t, 0, "policy", "explain", "--diff", "--dir", old, filepath.Join(old, "journeys", "moving-house.yaml"), journey); out != want {
+		t.Fatalf("diff of files printed:\n%s\nwant:\n%s", out, want)
+	}
+	// The other way round, the field is withdrawn.
+	out := aperture(t, 0, "policy", "explain", "--diff", "--format", "json", dir, old)
+	var d policyDiff
+	if err := json.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Disclosed) != 0 || len(d.Withdrawn) != 1 || d.Withdrawn[0].Field != "address.street" || d.Withdrawn[0].Agency != "tax" {
+		t.Fatalf("reverse diff: %+v", d)
+	}
+	// Narrowing a field the agency already had (address → address.street) discloses nothing new.
+	dir2 := copyPolicies(t)
+	editFile(t, filepath.Join(dir2, "journeys", "moving-house.yaml"), "          - address\n", "          - address.street\n")
+	wantNarrow := "- moving-house/register-move → municipality: population.person field address\n0 newly disclosed, 1 withdrawn\n"
+	if out := aperture(t, 0, "policy", "explain", "--diff", old, dir2); out != wantNarrow {
+		t.Fatalf("narrowing printed:\n%s\nwant:\n%s", out, wantNarrow)
+	}
+	if out := aperture(t, 0, "policy", "explain", "--diff", "--format", "markdown", old, dir); !strings.Contains(out, "| **newly disclosed** | `moving-house/update-tax-municipality` | `tax` | `population.person` | field `address.street` |") {
+		t.Fatalf("markdown diff:\n%s", out)
+	}
+}

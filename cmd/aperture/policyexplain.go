@@ -1,0 +1,426 @@
+package main
+
+import (
+	"cmp"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing/fstest"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/services/kit/fieldmask"
+)
+
+// explainedJourney is the data path of one journey: who sees what, why, and under which law.
+type explainedJourney struct {
+	ID          string          `json:"id"`
+	Title       string          `json:"title"`
+	Description string          `json:"description"`
+	File        string          `json:"file"`
+	Steps       []explainedStep `json:"steps"`
+}
+
+type explainedStep struct {
+	ID         string             `json:"id"`
+	Title      string             `json:"title"`
+	Agency     string             `json:"agency"`
+	AgencyName string             `json:"agency_name"`
+	Role       string             `json:"role"`
+	Purpose    string             `json:"purpose"`
+	LegalBasis string             `json:"legal_basis"`
+	Consent    *explainedConsent  `json:"consent,omitempty"`
+	Releases   []explainedRelease `json:"releases"`
+}
+
+type explainedConsent struct {
+	DefaultDays int `json:"default_days"`
+	MaxDays     int `json:"max_days"`
+}
+
+type explainedRelease struct {
+	Dataset       string          `json:"dataset"` // authority.dataset
+	AuthorityName string          `json:"authority_name"`
+	Fields        []string        `json:"fields"`
+	Derived       []explainedFact `json:"derived,omitempty"`
+}
+
+type explainedFact struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Expression  string `json:"expression"`
+}
+
+func explainJourney(b *policy.Bundle, j *policy.Journey) explainedJourney {
+	out := explainedJourney{ID: j.ID, Title: j.Title.EN, Description: j.Description.EN, File: j.File, Steps: []explainedStep{}}
+	for _, s := range j.Steps {
+		es := explainedStep{ID: s.ID, Title: s.Title.EN, Agency: s.Agency, Role: s.Role, Purpose: s.Purpose.EN,
+			LegalBasis: s.LegalBasis, Releases: []explainedRelease{}}
+		if a, ok := b.Registry.Agency(s.Agency); ok {
+			es.AgencyName = a.Name.EN
+		}
+		if s.Consent != nil {
+			es.Consent = &explainedConsent{DefaultDays: s.Consent.DefaultDays, MaxDays: s.Consent.MaxDays}
+		}
+		for _, r := range s.Rules {
+			er := explainedRelease{Dataset: r.Authority + "." + r.Dataset, Fields: append([]string{}, r.Fields...)}
+			if a, ok := b.Registry.Authority(r.Authority); ok {
+				er.AuthorityName = a.Name.EN
+			}
+			for _, d := range r.Derived {
+				er.Derived = append(er.Derived, explainedFact{Name: d.Name, Description: d.Description.EN, Expression: d.Expression})
+			}
+			es.Releases = append(es.Releases, er)
+		}
+		out.Steps = append(out.Steps, es)
+	}
+	return out
+}
+
+func writeExplainText(w io.Writer, j explainedJourney) {
+	fmt.Fprintf(w, "%s — %s (%s)\n%s\n", j.ID, j.Title, j.File, wrap(j.Description, "", 100))
+	for i, s := range j.Steps {
+		fmt.Fprintf(w, "\n%d. %s — %s\n", i+1, s.ID, s.Title)
+		fmt.Fprintf(w, "   agency       %s (%s), role %s\n", s.Agency, s.AgencyName, s.Role)
+		fmt.Fprintf(w, "   purpose      %s\n", wrap(s.Purpose, "                ", 100))
+		fmt.Fprintf(w, "   legal basis  %s\n", s.LegalBasis)
+		fmt.Fprintf(w, "   consent      %s\n", consentText(s.Consent))
+		if len(s.Releases) == 0 {
+			fmt.Fprintf(w, "   releases     nothing\n")
+		}
+		for k, r := range s.Releases {
+			label := "releases    "
+			if k > 0 {
+				label = "            "
+			}
+			fmt.Fprintf(w, "   %s %s (%s)\n", label, r.Dataset, r.AuthorityName)
+			for _, f := range r.Fields {
+				fmt.Fprintf(w, "                  field %s\n", f)
+			}
+			for _, d := range r.Derived {
+				fmt.Fprintf(w, "                  fact  %s: %s\n", d.Name, d.Description)
+			}
+		}
+	}
+}
+
+func writeExplainMarkdown(w io.Writer, j explainedJourney) {
+	fmt.Fprintf(w, "# %s (`%s`)\n\n%s\n\nPolicy file: `%s`\n", j.Title, j.ID, j.Description, j.File)
+	for i, s := range j.Steps {
+		fmt.Fprintf(w, "\n## %d. %s (`%s`)\n\n", i+1, s.Title, s.ID)
+		fmt.Fprintf(w, "| | |\n|---|---|\n| agency | `%s` %s (role `%s`) |\n| purpose | %s |\n| legal basis | %s |\n| consent | %s |\n\n",
+			s.Agency, mdCell(s.AgencyName), s.Role, mdCell(s.Purpose), mdCell(s.LegalBasis), consentText(s.Consent))
+		if len(s.Releases) == 0 {
+			fmt.Fprintf(w, "Releases nothing.\n")
+			continue
+		}
+		fmt.Fprintf(w, "| authority dataset | released |\n|---|---|\n")
+		for _, r := range s.Releases {
+			var items []string
+			for _, f := range r.Fields {
+				items = append(items, "field `"+f+"`")
+			}
+			for _, d := range r.Derived {
+				items = append(items, "fact `"+d.Name+"`: "+mdCell(d.Description))
+			}
+			fmt.Fprintf(w, "| `%s` (%s) | %s |\n", r.Dataset, mdCell(r.AuthorityName), strings.Join(items, "<br>"))
+		}
+	}
+}
+
+func mdCell(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "|", `\|`), "\n", " ") }
+
+func consentText(c *explainedConsent) string {
+	if c == nil {
+		return "not required"
+	}
+	return fmt.Sprintf("required (lasts %d days unless the citizen chooses, at most %d)", c.DefaultDays, c.MaxDays)
+}
+
+// wrap folds s into lines of at most width characters, indenting every line after the first.
+func wrap(s, indent string, width int) string {
+	var b strings.Builder
+	n := len(indent)
+	for i, word := range strings.Fields(s) {
+		if i > 0 && n+1+len(word) > width {
+			b.WriteString("\n" + indent)
+			n = len(indent)
+		} else if i > 0 {
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(word)
+		n += len(word)
+	}
+	return b.String()
+}
+
+// disclosure is one field or fact released to one agency at one step.
+type disclosure struct {
+	Journey string `json:"journey"`
+	Step    string `json:"step"`
+	Agency  string `json:"agency"`
+	Dataset string `json:"dataset"`
+	Field   string `json:"field,omitempty"`
+	Fact    string `json:"fact,omitempty"`
+	// Expression is the fact's CEL expression: a fact whose expression changes discloses something new.
+	Expression string `json:"expression,omitempty"`
+}
+
+func (d disclosure) String() string {
+	what := "field " + d.Field
+	if d.Fact != "" {
+		what = "fact " + d.Fact
+	}
+	return fmt.Sprintf("%s/%s → %s: %s %s", d.Journey, d.Step, d.Agency, d.Dataset, what)
+}
+
+// policyDiff is what a policy change newly discloses and what it withdraws. A field is new only if
+// no field the same agency already received at that step covers it; consent that is no longer asked
+// for is listed as well, since it releases data without the citizen's say.
+type policyDiff struct {
+	Disclosed []disclosure `json:"disclosed"`
+	Withdrawn []disclosure `json:"withdrawn"`
+	Consent   []string     `json:"consent_changes"`
+}
+
+func disclosures(b *policy.Bundle) map[string][]disclosure {
+	out := map[string][]disclosure{} // by journey/step/agency/dataset
+	for _, j := range b.Journeys() {
+		for _, s := range j.Steps {
+			for _, r := range s.Rules {
+				key := strings.Join([]string{j.ID, s.ID, s.Agency, r.Authority + "." + r.Dataset}, "\x00")
+				base := disclosure{Journey: j.ID, Step: s.ID, Agency: s.Agency, Dataset: r.Authority + "." + r.Dataset}
+				for _, f := range r.Fields {
+					d := base
+					d.Field = f
+					out[key] = append(out[key], d)
+				}
+				for _, f := range r.Derived {
+					d := base
+					d.Fact, d.Expression = f.Name, f.Expression
+					out[key] = append(out[key], d)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// only returns the disclosures of a that b does not make.
+func only(a, b map[string][]disclosure) []disclosure {
+	var out []disclosure
+	for key, ds := range a {
+		var fields []string
+		for _, d := range b[key] {
+			if d.Fact == "" {
+				fields = append(fields, d.Field)
+			}
+		}
+		for _, d := range ds {
+			switch {
+			case d.Fact == "" && fieldmask.Covers(fields, d.Field):
+			case d.Fact != "" && containsFact(b[key], d):
+			default:
+				out = append(out, d)
+			}
+		}
+	}
+	sortDisclosures(out)
+	return out
+}
+
+func containsFact(ds []disclosure, f disclosure) bool {
+	for _, d := range ds {
+		if d.Fact == f.Fact && d.Expression == f.Expression {
+			return true
+		}
+	}
+	return false
+}
+
+func sortDisclosures(ds []disclosure) {
+	slices.SortFunc(ds, func(a, b disclosure) int {
+		return cmp.Or(cmp.Compare(a.Journey, b.Journey), cmp.Compare(a.Step, b.Step), cmp.Compare(a.Agency, b.Agency),
+			cmp.Compare(a.Dataset, b.Dataset), cmp.Compare(a.Fact, b.Fact), cmp.Compare(a.Field, b.Field))
+	})
+}
+
+func diffPolicies(old, cur *policy.Bundle) policyDiff {
+	o, n := disclosures(old), disclosures(cur)
+	d := policyDiff{Disclosed: only(n, o), Withdrawn: only(o, n), Consent: []string{}}
+	if d.Disclosed == nil {
+		d.Disclosed = []disclosure{}
+	}
+	if d.Withdrawn == nil {
+		d.Withdrawn = []disclosure{}
+	}
+	for _, j := range cur.Journeys() {
+		oj, ok := old.Journey(j.ID)
+		if !ok {
+			continue
+		}
+		for _, s := range j.Steps {
+			os, _, ok := oj.Step(s.ID)
+			if !ok {
+				continue
+			}
+			switch {
+			case os.Consent != nil && s.Consent == nil:
+				d.Consent = append(d.Consent, fmt.Sprintf("%s/%s no longer asks for the citizen's consent", j.ID, s.ID))
+			case os.Consent == nil && s.Consent != nil:
+				d.Consent = append(d.Consent, fmt.Sprintf("%s/%s now asks for the citizen's consent", j.ID, s.ID))
+			}
+		}
+	}
+	return d
+}
+
+func writeDiff(w io.Writer, d policyDiff, format string) error {
+	switch format {
+	case "json":
+		return writeJSON(w, d)
+	case "markdown":
+		fmt.Fprintf(w, "## Disclosure changes\n\n")
+		if len(d.Disclosed)+len(d.Withdrawn)+len(d.Consent) == 0 {
+			fmt.Fprintf(w, "None: the change discloses nothing new and withdraws nothing.\n")
+			return nil
+		}
+		if len(d.Disclosed)+len(d.Withdrawn) > 0 {
+			fmt.Fprintf(w, "| | journey/step | agency | dataset | field or fact |\n|---|---|---|---|---|\n")
+			row := func(sign string, x disclosure) {
+				what := "field `" + x.Field + "`"
+				if x.Fact != "" {
+					what = "fact `" + x.Fact + "`"
+				}
+				fmt.Fprintf(w, "| %s | `%s/%s` | `%s` | `%s` | %s |\n", sign, x.Journey, x.Step, x.Agency, x.Dataset, what)
+			}
+			for _, x := range d.Disclosed {
+				row("**newly disclosed**", x)
+			}
+			for _, x := range d.Withdrawn {
+				row("withdrawn", x)
+			}
+		}
+		for _, c := range d.Consent {
+			fmt.Fprintf(w, "\n- %s\n", c)
+		}
+		return nil
+	}
+	if len(d.Disclosed)+len(d.Withdrawn)+len(d.Consent) == 0 {
+		fmt.Fprintln(w, "no disclosure changes")
+		return nil
+	}
+	for _, x := range d.Disclosed {
+		fmt.Fprintf(w, "+ %s\n", x)
+	}
+	for _, x := range d.Withdrawn {
+		fmt.Fprintf(w, "- %s\n", x)
+	}
+	for _, c := range d.Consent {
+		fmt.Fprintf(w, "! %s\n", c)
+	}
+	fmt.Fprintf(w, "%d newly disclosed, %d withdrawn\n", len(d.Disclosed), len(d.Withdrawn))
+	return nil
+}
+
+func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("policy explain", flag.ContinueOnError)
+	format := fs.String("format", "text", "output format: text, markdown or json")
+	dir := fs.String("dir", "policies", "policy directory (with --diff: the registry used for single journey files)")
+	diff := fs.Bool("diff", false, "compare two policy directories or journey files: OLD NEW")
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if *format != "text" && *format != "markdown" && *format != "json" {
+		return usagef("--format %q: want text, markdown or json", *format)
+	}
+	descs := newCatalogDescriptors()
+	if *diff {
+		if len(pos) != 2 {
+			return usagef("usage: aperture policy explain --diff [--format F] [--dir DIR] OLD NEW")
+		}
+		old, err := loadPolicyArg(pos[0], *dir, descs)
+		if err != nil {
+			return err
+		}
+		cur, err := loadPolicyArg(pos[1], *dir, descs)
+		if err != nil {
+			return err
+		}
+		return writeDiff(stdout, diffPolicies(old, cur), *format)
+	}
+	if len(pos) != 1 {
+		return usagef("usage: aperture policy explain [--format F] [--dir DIR] JOURNEY")
+	}
+	b, err := loadPolicyTree(os.DirFS(*dir), descs)
+	if err != nil {
+		return fmt.Errorf("load %s (run `aperture policy lint`):\n%w", *dir, err)
+	}
+	j, ok := b.Journey(pos[0])
+	if !ok {
+		var ids []string
+		for _, j := range b.Journeys() {
+			ids = append(ids, j.ID)
+		}
+		return fmt.Errorf("no journey %q in %s (journeys: %s)", pos[0], *dir, strings.Join(ids, ", "))
+	}
+	ej := explainJourney(b, j)
+	switch *format {
+	case "json":
+		return writeJSON(stdout, ej)
+	case "markdown":
+		writeExplainMarkdown(stdout, ej)
+	default:
+		writeExplainText(stdout, ej)
+	}
+	return nil
+}
+
+// loadPolicyArg loads one side of a diff: a policy directory, or a single journey file (for instance
+// the old version from `git show`) checked against the registry in regDir.
+func loadPolicyArg(arg, regDir string, descs policy.Descriptors) (*policy.Bundle, error) {
+	st, err := os.Stat(arg)
+	if err != nil {
+		return nil, err
+	}
+	var fsys fs.FS
+	if st.IsDir() {
+		fsys = os.DirFS(arg)
+	} else {
+		data, err := os.ReadFile(arg)
+		if err != nil {
+			return nil, err
+		}
+		reg, err := os.ReadFile(filepath.Join(regDir, registryFile))
+		if err != nil {
+			return nil, fmt.Errorf("a journey file is checked against a registry: %w", err)
+		}
+		// The loader wants journeys/<id>.yaml; a file from elsewhere keeps its id.
+		var head struct {
+			ID string `yaml:"id"`
+		}
+		_ = yaml.Unmarshal(data, &head) // a malformed file is reported by the load below
+		name := head.ID
+		if name == "" {
+			name = strings.TrimSuffix(filepath.Base(arg), path.Ext(arg))
+		}
+		fsys = fstest.MapFS{
+			registryFile:                 {Data: reg},
+			"journeys/" + name + ".yaml": {Data: data},
+		}
+	}
+	b, err := loadPolicyTree(fsys, descs)
+	if err != nil {
+		return nil, fmt.Errorf("load %s:\n%w", arg, err)
+	}
+	return b, nil
+}
