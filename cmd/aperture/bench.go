@@ -61,10 +61,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		data        = fs.String("data", "", "data directory (default: a new temporary directory, removed after)")
 		cpuProfile  = fs.String("cpuprofile", "", "write a CPU profile of the brokered run to this file")
 	)
-	if pos, err := parseFlags(fs, args, stderr); err != nil {
+	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
-	} else if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	dir := *data
 	if dir == "" {

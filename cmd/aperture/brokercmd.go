@@ -32,10 +32,8 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		startWait  = fs.Duration("start-timeout", 60*time.Second, "how long to wait for NATS and the authorities at start")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 	)
-	if pos, err := parseFlags(fs, args, stderr); err != nil {
+	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
-	} else if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	logger, err := newLogger(stderr, *logLevel)
 	if err != nil {

@@ -35,6 +35,15 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, er
 	return positional, nil
 }
 
+// parseFlagsNoArgs is parseFlags for commands that take no positional arguments.
+func parseFlagsNoArgs(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	pos, err := parseFlags(fs, args, stderr)
+	if err == nil && len(pos) > 0 {
+		err = usagef("unexpected argument %q", pos[0])
+	}
+	return err
+}
+
 // addConfigFlag adds --config to fs.
 func addConfigFlag(fs *flag.FlagSet) {
 	fs.String("config", "", "YAML file with settings (keys are flag names)")

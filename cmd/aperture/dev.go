@@ -27,10 +27,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 	)
 	addConfigFlag(fs)
-	if rest, err := parseFlags(fs, args, stderr); err != nil {
+	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
-	} else if len(rest) > 0 {
-		return usagef("unexpected argument %q", rest[0])
 	}
 	logger, err := newLogger(stderr, *logLevel)
 	if err != nil {
