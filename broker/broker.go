@@ -32,6 +32,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/release"
 	"github.com/aperture-gov/aperture/broker/server"
+	"github.com/aperture-gov/aperture/broker/tlog"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
@@ -56,6 +57,9 @@ type Config struct {
 	AuthorityAddresses map[string]string `yaml:"authority_addresses"`
 	// StartTimeout bounds the wait for authorities and NATS at start.
 	StartTimeout time.Duration `yaml:"start_timeout"`
+	// CheckpointInterval is how often the access log's Merkle tree is extended and, if it grew, a
+	// signed checkpoint published. Default 1s.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -71,6 +75,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 60 * time.Second
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = time.Second
 	}
 	return c
 }
@@ -97,6 +104,8 @@ type Deps struct {
 	Certs mtls.Source
 	// Pseudonyms keys the citizen pseudonym.
 	Pseudonyms keys.Pseudonymizer
+	// Checkpoints signs the access log's checkpoints; nil uses (or creates) the local key in DataDir.
+	Checkpoints tlog.Signer
 	// NATS, if set, is used instead of connecting or embedding (tests control the server).
 	NATS   *nats.Conn
 	Logger *slog.Logger
@@ -115,6 +124,8 @@ type Broker struct {
 	ownNC   bool
 	embed   *natsembed.Server
 	access  *accesslog.Log
+	tree    *tlog.Tree
+	integr  *tlog.Integrator
 	pool    *authorities.Pool
 	bundle  atomic.Pointer[policy.Bundle]
 	Cases   *cases.Store
@@ -156,6 +167,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	}
 	if b.access, err = accesslog.Open(ctx, js, accesslog.Options{Replicas: cfg.Replicas, Logger: b.log.With("component", "accesslog")}); err != nil {
 		return nil, fmt.Errorf("open access log: %w", err)
+	}
+	if err := b.openTransparency(ctx, js); err != nil {
+		return nil, err
 	}
 	if b.Cases, err = cases.Open(ctx, js, cases.Options{Replicas: cfg.Replicas, Logger: b.log}); err != nil {
 		return nil, err
@@ -273,7 +287,7 @@ func (b *Broker) buildServer() error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute}),
 	)
 	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc")))
-	auditv1.RegisterAuditServiceServer(b.grpc, server.NewAudit(b.access, b.deps.Pseudonyms, b.log.With("component", "audit")))
+	auditv1.RegisterAuditServiceServer(b.grpc, server.NewAudit(b.access, b.tree, b.deps.Pseudonyms, b.log.With("component", "audit")))
 	b.health = health.NewServer()
 	healthpb.RegisterHealthServer(b.grpc, b.health)
 	reflection.Register(b.grpc)
@@ -331,6 +345,9 @@ func (b *Broker) close() {
 	}
 	if b.Cases != nil {
 		b.Cases.Close()
+	}
+	if b.integr != nil {
+		b.integr.Close()
 	}
 	if b.access != nil {
 		if err := b.access.Close(); err != nil {

@@ -16,12 +16,13 @@ import (
 const usage = `aperture — cross-agency citizen-journey broker with minimal disclosure
 
 Usage:
-  aperture dev                       run everything in one process (embedded NATS, broker, 5 authorities), with demo data
+  aperture dev                       run everything in one process (embedded NATS, broker, example authorities), with demo data
   aperture broker                    run the broker
   aperture authority NAME            run one example authority service
   aperture case open|show|list|explain|release|complete|close
                                      act as a demo agency's case system
   aperture log --citizen ID          list a citizen's access records (as auditor)
+  aperture audit verify|prove ID     verify the access log against its signed checkpoints; prove one access is in it
   aperture bench [--json]            direct authority fetches versus brokered, audited releases
   aperture policy lint|test|explain  check, test and explain the policy files (no running services needed)
   aperture new authority NAME        scaffold an authority: proto, kit-based service, registry entry, policy test
@@ -46,6 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"authority": runAuthority,
 		"case":      runCase,
 		"log":       runLog,
+		"audit":     runAudit,
 		"bench":     runBench,
 		"policy":    runPolicy,
 		"new":       runNew,

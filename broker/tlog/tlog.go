@@ -1,0 +1,362 @@
+// Package tlog makes the access log verifiable: it keeps an RFC 6962 Merkle tree over the ACCESS
+// stream's records in log order, publishes signed checkpoints of it, and serves inclusion and
+// consistency proofs.
+//
+// # Storage
+//
+// Everything lives in JetStream next to the log, so any replica can serve proofs and take over the
+// integration:
+//
+//   - the TLOG key-value bucket holds the tree: the integration state (tree size, next ACCESS
+//     sequence, the compact range of the right edge) under "state", and the interior hashes as tiles
+//     under "tile.<L>.<N>". Tile (L, N) holds the hashes of the nodes at level 8·L with indexes
+//     256·N to 256·N+255, 32 bytes each, as in https://c2sp.org/tlog-tiles. Any node of the tree is
+//     one tile read plus at most 255 hashings, so a proof costs O(log n) reads and never a scan of the
+//     log.
+//   - the TLOG_LEAVES stream maps an access id to its leaf index (one message per record, on
+//     aperture.tlog.leaf.<base64url id>, last one kept), so a proof can be asked for by access id.
+//   - the CHECKPOINTS stream holds every checkpoint as a signed note in the C2SP tlog-checkpoint
+//     format (https://c2sp.org/tlog-checkpoint), in order. Like ACCESS, it denies deletes.
+//
+// Hashing, compact ranges and proof shapes are github.com/transparency-dev/merkle's; this package
+// only decides where the hashes are stored.
+//
+// # One integrator
+//
+// The Integrator reads new ACCESS batches and extends the tree. Exactly one runs at a time across
+// broker replicas: it holds a lease (a key in the TLOG_LEASE bucket, created once, then renewed by
+// revision compare-and-set, expiring by the bucket's TTL). The state is also written by revision
+// compare-and-set, and checkpoints with an expected last sequence, so a replica that lost its lease
+// without noticing cannot fork the tree. A new holder continues from the stored state.
+package tlog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/aperture-gov/aperture/broker/accesslog"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+)
+
+// Bucket, stream and subject names. They are part of the on-disk format: audit tooling reads them.
+const (
+	TreeBucket        = "TLOG"
+	LeaseBucket       = "TLOG_LEASE"
+	LeafStream        = "TLOG_LEAVES"
+	LeafSubjectPrefix = "aperture.tlog.leaf."
+	CheckpointStream  = "CHECKPOINTS"
+	CheckpointSubject = "aperture.tlog.checkpoint"
+
+	// LeaseKey is the key of the integrator lease in LeaseBucket; its value names the holder.
+	LeaseKey = "integrator"
+
+	stateKey = "state"
+)
+
+// TileHeight is the height of a tile: a tile holds up to 1<<TileHeight hashes of one tree level.
+const TileHeight = 8
+
+const tileWidth = 1 << TileHeight
+
+var (
+	// ErrUnavailable means the tree's storage could not be read or written.
+	ErrUnavailable = errors.New("transparency log unavailable")
+	// ErrNotFound means no such access id, leaf or checkpoint (yet).
+	ErrNotFound = errors.New("not found")
+	// ErrInvalidSize means a tree size the tree does not have (yet), or sizes in the wrong order.
+	ErrInvalidSize = errors.New("invalid tree size")
+)
+
+var hasher = rfc6962.DefaultHasher
+
+var rangeFactory = &compact.RangeFactory{Hash: hasher.HashChildren}
+
+// Options configure the tree's storage.
+type Options struct {
+	// Replicas of the streams and buckets: 1 embedded, 3 in a cluster. Default 1.
+	Replicas int
+}
+
+// Tree is the stored Merkle tree: it reads tiles and checkpoints and builds proofs. It is safe for
+// concurrent use; any number of replicas may open it.
+type Tree struct {
+	js          jetstream.JetStream
+	kv          jetstream.KeyValue
+	leaves      jetstream.Stream
+	checkpoints jetstream.Stream
+	verifier    Verifier
+}
+
+// Open creates or updates the tree's buckets and streams. verifier checks the checkpoints it
+// returns; it may be nil for a tree that is only written.
+func Open(ctx context.Context, js jetstream.JetStream, verifier Verifier, opts Options) (*Tree, error) {
+	if opts.Replicas == 0 {
+		opts.Replicas = 1
+	}
+	t := &Tree{js: js, verifier: verifier}
+	var err error
+	if t.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: TreeBucket, Description: "Aperture access log Merkle tree: state and hash tiles",
+		History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", TreeBucket, err)
+	}
+	if t.leaves, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: LeafStream, Description: "Aperture access id to Merkle leaf index",
+		Subjects: []string{LeafSubjectPrefix + "*"}, Storage: jetstream.FileStorage, Replicas: opts.Replicas,
+		MaxMsgsPerSubject: 1, AllowDirect: true,
+	}); err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", LeafStream, err)
+	}
+	if t.checkpoints, err = js.CreateOrUpdateStream(ctx, checkpointConfig(opts.Replicas)); err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", CheckpointStream, err)
+	}
+	return t, nil
+}
+
+func checkpointConfig(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: CheckpointStream, Description: "Aperture signed checkpoints (C2SP tlog-checkpoint), never trimmed",
+		Subjects: []string{CheckpointSubject}, Storage: jetstream.FileStorage, Replicas: replicas,
+		MaxMsgs: -1, MaxBytes: -1, Discard: jetstream.DiscardNew,
+		DenyDelete: true, DenyPurge: true, AllowDirect: true,
+	}
+}
+
+// state is the integration state, stored as JSON under stateKey.
+type state struct {
+	// Size is the number of leaves integrated.
+	Size uint64 `json:"size"`
+	// NextSeq is the first ACCESS sequence not integrated yet.
+	NextSeq uint64 `json:"next_seq"`
+	// Hashes is the compact range [0, Size): the roots of the perfect subtrees of the right edge.
+	Hashes [][]byte `json:"hashes"`
+}
+
+// loadState returns the stored state and its revision (0 if there is none yet).
+func (t *Tree) loadState(ctx context.Context) (state, uint64, error) {
+	e, err := t.kv.Get(ctx, stateKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return state{NextSeq: 1}, 0, nil
+	}
+	if err != nil {
+		return state{}, 0, fmt.Errorf("%w: read tree state: %w", ErrUnavailable, err)
+	}
+	var s state
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		return state{}, 0, fmt.Errorf("tree state does not decode: %w", err)
+	}
+	return s, e.Revision(), nil
+}
+
+// Size returns the number of records integrated into the tree.
+func (t *Tree) Size(ctx context.Context) (uint64, error) {
+	s, _, err := t.loadState(ctx)
+	return s.Size, err
+}
+
+func tileKey(level, index uint64) string { return fmt.Sprintf("tile.%d.%d", level, index) }
+
+// tiles reads tiles once per request.
+type tiles struct {
+	t     *Tree
+	cache map[[2]uint64][]byte
+}
+
+func (t *Tree) tiles() *tiles { return &tiles{t: t, cache: map[[2]uint64][]byte{}} }
+
+func (c *tiles) get(ctx context.Context, level, index uint64) ([]byte, error) {
+	k := [2]uint64{level, index}
+	if b, ok := c.cache[k]; ok {
+		return b, nil
+	}
+	e, err := c.t.kv.Get(ctx, tileKey(level, index))
+	var b []byte
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("%w: read tile %d/%d: %w", ErrUnavailable, level, index, err)
+	default:
+		b = e.Value()
+	}
+	c.cache[k] = b
+	return b, nil
+}
+
+// node returns the hash of the complete node id: from its tile, folding the hashes below it when
+// its level is not a multiple of TileHeight.
+func (c *tiles) node(ctx context.Context, id compact.NodeID) ([]byte, error) {
+	tl := uint64(id.Level / TileHeight)
+	sub := id.Level % TileHeight
+	first := id.Index << sub
+	n := uint64(1) << sub
+	tile, err := c.get(ctx, tl, first/tileWidth)
+	if err != nil {
+		return nil, err
+	}
+	off := first % tileWidth
+	if uint64(len(tile)) < (off+n)*sha256.Size {
+		return nil, fmt.Errorf("%w: node %d/%d is not in the stored tree", ErrInvalidSize, id.Level, id.Index)
+	}
+	if n == 1 {
+		return tile[off*sha256.Size : (off+1)*sha256.Size], nil
+	}
+	r := rangeFactory.NewEmptyRange(0)
+	for i := range n {
+		h := tile[(off+i)*sha256.Size : (off+i+1)*sha256.Size]
+		if err := r.Append(h, nil); err != nil {
+			return nil, fmt.Errorf("fold tile %d/%d: %w", tl, first/tileWidth, err)
+		}
+	}
+	return r.GetRootHash(nil)
+}
+
+// leafSubject is where the leaf index of an access id is kept. Ids are base64url-encoded so that
+// any id is one subject token.
+func leafSubject(accessID string) string {
+	return LeafSubjectPrefix + base64.RawURLEncoding.EncodeToString([]byte(accessID))
+}
+
+// Leaf locates one record in the log and in the tree.
+type Leaf struct {
+	// Index is the record's leaf index in the tree.
+	Index uint64
+	// Seq and Pos locate it in ACCESS: the batch's stream sequence and the record's index in it.
+	Seq uint64
+	Pos int
+}
+
+func (l Leaf) marshal() []byte {
+	b := binary.AppendUvarint(nil, l.Index)
+	b = binary.AppendUvarint(b, l.Seq)
+	return binary.AppendUvarint(b, uint64(l.Pos))
+}
+
+func unmarshalLeaf(b []byte) (Leaf, error) {
+	var v [3]uint64
+	for i := range v {
+		x, n := binary.Uvarint(b)
+		if n <= 0 {
+			return Leaf{}, errors.New("leaf locator does not decode")
+		}
+		v[i], b = x, b[n:]
+	}
+	return Leaf{Index: v[0], Seq: v[1], Pos: int(v[2])}, nil
+}
+
+// LeafByID finds the record with the given access id. It returns ErrNotFound if the record is not
+// integrated (yet).
+func (t *Tree) LeafByID(ctx context.Context, accessID string) (Leaf, error) {
+	m, err := t.leaves.GetLastMsgForSubject(ctx, leafSubject(accessID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Leaf{}, fmt.Errorf("access record: %w", ErrNotFound)
+	}
+	if err != nil {
+		return Leaf{}, fmt.Errorf("%w: look up access id: %w", ErrUnavailable, err)
+	}
+	return unmarshalLeaf(m.Data)
+}
+
+// LeafHash returns the stored leaf hash at index.
+func (t *Tree) LeafHash(ctx context.Context, index uint64) ([]byte, error) {
+	h, err := t.tiles().node(ctx, compact.NewNodeID(0, index))
+	if errors.Is(err, ErrInvalidSize) {
+		return nil, fmt.Errorf("leaf %d: %w", index, ErrNotFound)
+	}
+	return h, err
+}
+
+// checkSize fails unless 0 < size <= the integrated size.
+func (t *Tree) checkSize(ctx context.Context, size uint64) error {
+	n, err := t.Size(ctx)
+	if err != nil {
+		return err
+	}
+	if size > n {
+		return fmt.Errorf("%w: %d, the tree has %d", ErrInvalidSize, size, n)
+	}
+	return nil
+}
+
+// InclusionProof returns the RFC 6962 inclusion proof of leaf index in the tree of size size.
+func (t *Tree) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
+	if index >= size {
+		return nil, fmt.Errorf("%w: leaf %d is not in a tree of size %d", ErrInvalidSize, index, size)
+	}
+	if err := t.checkSize(ctx, size); err != nil {
+		return nil, err
+	}
+	nodes, err := proof.Inclusion(index, size)
+	if err != nil {
+		return nil, err
+	}
+	return t.fetch(ctx, nodes)
+}
+
+// ConsistencyProof returns the RFC 6962 consistency proof from size1 to size2.
+func (t *Tree) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
+	if size1 > size2 {
+		return nil, fmt.Errorf("%w: %d is larger than %d", ErrInvalidSize, size1, size2)
+	}
+	if err := t.checkSize(ctx, size2); err != nil {
+		return nil, err
+	}
+	nodes, err := proof.Consistency(size1, size2)
+	if err != nil {
+		return nil, err
+	}
+	return t.fetch(ctx, nodes)
+}
+
+func (t *Tree) fetch(ctx context.Context, nodes proof.Nodes) ([][]byte, error) {
+	c := t.tiles()
+	hashes := make([][]byte, len(nodes.IDs))
+	for i, id := range nodes.IDs {
+		h, err := c.node(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		hashes[i] = h
+	}
+	return nodes.Rehash(hashes, hasher.HashChildren)
+}
+
+// withTimeout bounds one storage call that has no deadline of its own.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// Record returns the exact log bytes of the record at leaf.
+func (t *Tree) Record(ctx context.Context, leaf Leaf) ([]byte, error) {
+	s, err := t.js.Stream(ctx, accesslog.AccessStream)
+	if err != nil {
+		return nil, fmt.Errorf("%w: open access log: %w", ErrUnavailable, err)
+	}
+	m, err := s.GetMsg(ctx, leaf.Seq)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read access log message %d: %w", ErrUnavailable, leaf.Seq, err)
+	}
+	var batch auditv1.AccessBatch
+	if err := proto.Unmarshal(m.Data, &batch); err != nil {
+		return nil, fmt.Errorf("access log message %d does not decode: %w", leaf.Seq, err)
+	}
+	if leaf.Pos >= len(batch.GetRecords()) {
+		return nil, fmt.Errorf("access log message %d has no record %d", leaf.Seq, leaf.Pos)
+	}
+	return batch.GetRecords()[leaf.Pos], nil
+}

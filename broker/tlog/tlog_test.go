@@ -1,0 +1,233 @@
+package tlog_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"github.com/transparency-dev/merkle/testonly"
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
+	"github.com/aperture-gov/aperture/broker/tlog"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+)
+
+func ctx(t testing.TB) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func record(i int) *auditv1.AccessRecord {
+	return &auditv1.AccessRecord{
+		Id: fmt.Sprintf("acc_test%06d", i), Time: timestamppb.New(time.Unix(1_700_000_000+int64(i), 0)),
+		CitizenPseudonym: fmt.Sprintf("%032x", 0xc0ffee0000+i%7), Kind: auditv1.AccessKind_ACCESS_KIND_CASEWORKER,
+		Agency: "tax", Caseworker: "cw-1", Journey: "moving", Step: "register", Authority: "population",
+		Dataset: "person", Fields: []string{"address.street"}, Purpose: "p", LegalBasis: "lb",
+		Decision: auditv1.Decision_DECISION_RELEASED,
+	}
+}
+
+// env is one embedded NATS server with the access log and the tree on it.
+type env struct {
+	js     jetstream.JetStream
+	log    *accesslog.Log
+	tree   *tlog.Tree
+	signer tlog.Signer
+	keyDir string
+	n      int
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	js := natstest.JetStream(t)
+	l, err := accesslog.Open(ctx(t), js, accesslog.Options{IndexShards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	keyDir := t.TempDir()
+	signer, err := tlog.OpenLocalSigner(keyDir, "test.aperture/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := tlog.Open(ctx(t), js, signer.Verifier(), tlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{js: js, log: l, tree: tree, signer: signer, keyDir: keyDir}
+}
+
+// append writes n records, concurrently in groups, so batches hold several records.
+func (e *env) append(t testing.TB, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if err := e.log.Append(context.Background(), record(i)); err != nil {
+				errs <- err
+			}
+		}(e.n + i)
+		if i%16 == 15 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	e.n += n
+}
+
+func (e *env) integrator(t testing.TB, id string) *tlog.Integrator {
+	t.Helper()
+	in, err := tlog.StartIntegrator(ctx(t), e.tree, e.log, e.signer, tlog.IntegratorOptions{ID: id, Interval: 20 * time.Millisecond, LeaseTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.Close)
+	return in
+}
+
+// waitCheckpoint waits for a checkpoint of at least size.
+func (e *env) waitCheckpoint(t testing.TB, size uint64) tlog.Checkpoint {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		cp, err := e.tree.LatestCheckpoint(ctx(t))
+		if err == nil && cp.Size >= size {
+			return cp
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint of size %d: last %+v, %v", size, cp, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestThirdPartyVerification(t *testing.T) {
+	e := newEnv(t)
+	e.append(t, 300)
+	e.integrator(t, "a")
+	first := e.waitCheckpoint(t, 300)
+
+	// The checkpoint is a C2SP tlog-checkpoint signed note: parse it with transparency-dev/formats
+	// and a verifier built only from the published verifier key.
+	v, err := note.NewVerifier(e.vkey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, _, _, err := log.ParseCheckpoint(first.Note, "test.aperture/log", v)
+	if err != nil {
+		t.Fatalf("formats/log rejects the checkpoint: %v\n%s", err, first.Note)
+	}
+	if cp.Size != 300 || string(cp.Hash) != string(first.Root) {
+		t.Fatalf("parsed checkpoint %d/%x, want 300/%x", cp.Size, cp.Hash, first.Root)
+	}
+
+	h := rfc6962.DefaultHasher
+	for _, i := range []int{0, 1, 2, 127, 255, 256, 257, 299} {
+		leaf, err := e.tree.LeafByID(ctx(t), record(i).GetId())
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if leaf.Index != uint64(i) {
+			// Concurrent appends may reorder records within a group; the leaf bytes decide.
+			t.Logf("record %d is leaf %d", i, leaf.Index)
+		}
+		raw, err := e.tree.Record(ctx(t), leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := proto.MarshalOptions{Deterministic: true}.Marshal(record(i))
+		if string(raw) != string(want) {
+			t.Fatalf("record %d: stored leaf is not the record's encoding", i)
+		}
+		p, err := e.tree.InclusionProof(ctx(t), leaf.Index, cp.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := proof.VerifyInclusion(h, leaf.Index, cp.Size, h.HashLeaf(raw), p, cp.Hash); err != nil {
+			t.Fatalf("inclusion proof of leaf %d does not verify: %v", leaf.Index, err)
+		}
+		if err := proof.VerifyInclusion(h, leaf.Index, cp.Size, h.HashLeaf([]byte("forged")), p, cp.Hash); err == nil {
+			t.Fatal("an inclusion proof verified for a forged leaf")
+		}
+	}
+
+	e.append(t, 500)
+	second := e.waitCheckpoint(t, 800)
+	for _, sizes := range [][2]uint64{{first.Size, second.Size}, {1, second.Size}, {256, 512}, {255, 257}} {
+		p, err := e.tree.ConsistencyProof(ctx(t), sizes[0], sizes[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		r1, r2 := rootAt(t, e, sizes[0]), rootAt(t, e, sizes[1])
+		if err := proof.VerifyConsistency(h, sizes[0], sizes[1], p, r1, r2); err != nil {
+			t.Fatalf("consistency %v does not verify: %v", sizes, err)
+		}
+	}
+	if _, err := e.tree.InclusionProof(ctx(t), 0, 100_000); err == nil {
+		t.Fatal("proof for a tree size beyond the integrated tree")
+	}
+	res, err := tlog.Verify(ctx(t), e.js, e.signer.Verifier())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Records != 800 || res.Latest.Size != 800 {
+		t.Fatalf("verify: %+v", res)
+	}
+}
+
+// rootAt computes the root of the first size leaves from the records with merkle's reference
+// tree, independently of the stored tiles.
+func rootAt(t testing.TB, e *env, size uint64) []byte {
+	t.Helper()
+	ref := testonly.New(rfc6962.DefaultHasher)
+	err := e.log.Records(ctx(t), 1, func(_ uint64, _ int, leaf []byte) error {
+		if ref.Size() < size {
+			ref.AppendData(leaf)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref.Hash()
+}
+
+// vkey is the published verifier key text: all an outside party needs.
+func (e *env) vkey(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.keyDir, tlog.VerifierKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (e *env) lastCheckpoint(t testing.TB) tlog.Checkpoint {
+	t.Helper()
+	cp, err := e.tree.LatestCheckpoint(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}

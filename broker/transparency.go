@@ -1,0 +1,41 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/aperture-gov/aperture/broker/tlog"
+)
+
+// openTransparency opens the access log's Merkle tree and starts this replica's integrator; it
+// integrates and signs only while it holds the lease, so every replica may run one.
+func (b *Broker) openTransparency(ctx context.Context, js jetstream.JetStream) error {
+	signer := b.deps.Checkpoints
+	if signer == nil {
+		var err error
+		if signer, err = tlog.OpenLocalSigner(filepath.Join(b.cfg.DataDir, "keys"), ""); err != nil {
+			return fmt.Errorf("checkpoint signing key: %w", err)
+		}
+	}
+	var err error
+	if b.tree, err = tlog.Open(ctx, js, signer.Verifier(), tlog.Options{Replicas: b.cfg.Replicas}); err != nil {
+		return fmt.Errorf("open transparency log: %w", err)
+	}
+	host, _ := os.Hostname()
+	b.integr, err = tlog.StartIntegrator(ctx, b.tree, b.access, signer, tlog.IntegratorOptions{
+		ID:       fmt.Sprintf("%s-%d", host, os.Getpid()),
+		Interval: b.cfg.CheckpointInterval, Replicas: b.cfg.Replicas,
+		Logger: b.log.With("component", "tlog"),
+	})
+	if err != nil {
+		return fmt.Errorf("start checkpoint integrator: %w", err)
+	}
+	return nil
+}
+
+// Transparency is the access log's Merkle tree.
+func (b *Broker) Transparency() *tlog.Tree { return b.tree }
