@@ -92,6 +92,7 @@ type Integrator struct {
 
 	leader   atomic.Bool
 	leaseRev uint64
+	backlog  bool                 // the last round stopped at its bound with records left (run goroutine only)
 	tiles    map[[2]uint64][]byte // right-edge tiles being filled, while leader
 	cpSeq    uint64               // last checkpoint's stream sequence and size, while leader
 	cpSize   uint64
@@ -149,6 +150,9 @@ func (in *Integrator) run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		in.tick(ctx)
+		if in.backlog && ctx.Err() == nil {
+			continue // a bounded round left records behind: keep up with the log, do not wait
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -158,6 +162,7 @@ func (in *Integrator) run(ctx context.Context) {
 }
 
 func (in *Integrator) tick(ctx context.Context) {
+	in.backlog = false
 	ctx, cancel := context.WithTimeout(ctx, in.opts.LeaseTTL)
 	defer cancel()
 	if !in.holdLease(ctx) {
@@ -248,6 +253,7 @@ func (in *Integrator) round(ctx context.Context) error {
 	if err != nil && !errors.Is(err, errEnough) {
 		return fmt.Errorf("read access log: %w", err)
 	}
+	in.backlog = errors.Is(err, errEnough)
 	if count > 0 {
 		if err := in.publishLeaves(ctx, located); err != nil {
 			return err
