@@ -25,17 +25,9 @@ func (s *Service) Explain(ctx context.Context, caller Caller, caseID string) (*b
 	if !c.Involves(caller.Agency) {
 		return nil, refusal.New(refusal.NotFound, "case %s does not exist", caseID)
 	}
-	cur, ok := c.CurrentStep()
-	if !ok {
-		return nil, refusal.New(refusal.FailedPrecondition, "case %s is closed", c.ID)
-	}
-	j, ok := s.cfg.Policies().Journey(c.Journey)
-	if !ok {
-		return nil, refusal.New(refusal.FailedPrecondition, "journey %q is no longer in the policy", c.Journey)
-	}
-	step, _, ok := j.Step(cur.ID)
-	if !ok {
-		return nil, refusal.New(refusal.FailedPrecondition, "step %q is no longer in journey %q", cur.ID, j.ID)
+	j, step, ref := currentStep(s.cfg.Policies(), c)
+	if ref != nil {
+		return nil, ref
 	}
 	out := &brokerv1.ExplainStepResponse{
 		CaseId: c.ID, Journey: j.ID, Step: step.ID, StepTitle: step.Title.EN, Agency: step.Agency,

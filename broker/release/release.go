@@ -174,7 +174,7 @@ func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases
 	for i, f := range d.Grant.Derived {
 		rec.Derived[i] = f.Name
 	}
-	if d.Step.Consent != nil {
+	if d.NeedsConsent {
 		cn, err := s.cfg.Consents.Get(ctx, rec.CitizenPseudonym, d.Journey.ID, d.Step.ID)
 		if ref := ConsentRefusal(cn, err, d.Journey.ID, d.Step.ID, now); ref != nil {
 			return nil, ref
@@ -206,20 +206,11 @@ func Decide(b *policy.Bundle, c *cases.Case, agency string, req Request) (Decisi
 	if !c.Involves(agency) {
 		return d, refusal.New(refusal.PermissionDenied, "agency %q takes no part in case %s", agency, c.ID)
 	}
-	cur, ok := c.CurrentStep()
-	if !ok {
-		return d, refusal.New(refusal.FailedPrecondition, "case %s is closed; nothing more can be released for it", c.ID)
+	j, step, ref := currentStep(b, c)
+	d.Journey, d.Step = j, step
+	if ref != nil {
+		return d, ref
 	}
-	j, ok := b.Journey(c.Journey)
-	if !ok {
-		return d, refusal.New(refusal.FailedPrecondition, "journey %q is no longer in the policy", c.Journey)
-	}
-	d.Journey = j
-	step, _, ok := j.Step(cur.ID)
-	if !ok {
-		return d, refusal.New(refusal.FailedPrecondition, "step %q is no longer in journey %q", cur.ID, j.ID)
-	}
-	d.Step = step
 	d.NeedsConsent = step.Consent != nil
 	if step.Agency != agency {
 		return d, refusal.New(refusal.PermissionDenied,
@@ -234,6 +225,24 @@ func Decide(b *policy.Bundle, c *cases.Case, agency string, req Request) (Decisi
 	}
 	d.Grant = grant
 	return d, nil
+}
+
+// currentStep returns the policy journey and step the open case c is at, or why there is none: the case
+// is closed, or the policy no longer has its journey or step. j is set whenever the journey is known.
+func currentStep(b *policy.Bundle, c *cases.Case) (j *policy.Journey, step *policy.Step, _ *refusal.Error) {
+	cur, ok := c.CurrentStep()
+	if !ok {
+		return nil, nil, refusal.New(refusal.FailedPrecondition, "case %s is closed; nothing more can be released for it", c.ID)
+	}
+	j, ok = b.Journey(c.Journey)
+	if !ok {
+		return nil, nil, refusal.New(refusal.FailedPrecondition, "journey %q is no longer in the policy", c.Journey)
+	}
+	step, _, ok = j.Step(cur.ID)
+	if !ok {
+		return j, nil, refusal.New(refusal.FailedPrecondition, "step %q is no longer in journey %q", cur.ID, j.ID)
+	}
+	return j, step, nil
 }
 
 // ConsentRefusal decides whether a step that needs consent may release at now, given what
