@@ -168,7 +168,11 @@ type AccessRecord struct {
 	// Version (content hash) of the policy bundle that decided.
 	PolicyVersion string `protobuf:"bytes,20,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
 	// Field paths the authority returned beyond the mask; they were stripped, never released.
-	Violations    []string `protobuf:"bytes,21,rep,name=violations,proto3" json:"violations,omitempty"`
+	Violations []string `protobuf:"bytes,21,rep,name=violations,proto3" json:"violations,omitempty"`
+	// Set for an access at a covert step: the citizen is shown the access only from this time on, then
+	// with hidden_reason (the policy's reason, in English).
+	HiddenUntil   *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=hidden_until,json=hiddenUntil,proto3" json:"hidden_until,omitempty"`
+	HiddenReason  string                 `protobuf:"bytes,23,opt,name=hidden_reason,json=hiddenReason,proto3" json:"hidden_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -348,6 +352,20 @@ func (x *AccessRecord) GetViolations() []string {
 		return x.Violations
 	}
 	return nil
+}
+
+func (x *AccessRecord) GetHiddenUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HiddenUntil
+	}
+	return nil
+}
+
+func (x *AccessRecord) GetHiddenReason() string {
+	if x != nil {
+		return x.HiddenReason
+	}
+	return ""
 }
 
 // AccessBatch is one message of the ACCESS stream: the records of concurrent decisions that share
@@ -946,7 +964,7 @@ var File_aperture_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x05\n" +
+	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x06\n" +
 	"\fAccessRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -974,7 +992,9 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x0epolicy_version\x18\x14 \x01(\tR\rpolicyVersion\x12\x1e\n" +
 	"\n" +
 	"violations\x18\x15 \x03(\tR\n" +
-	"violations\"'\n" +
+	"violations\x12=\n" +
+	"\fhidden_until\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\vhiddenUntil\x12#\n" +
+	"\rhidden_reason\x18\x17 \x01(\tR\fhiddenReason\"'\n" +
 	"\vAccessBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\"\x95\x01\n" +
 	"\x18ListAccessRecordsRequest\x121\n" +
@@ -1071,20 +1091,21 @@ var file_aperture_audit_v1_audit_proto_depIdxs = []int32{
 	12, // 0: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
 	0,  // 2: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
-	2,  // 3: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
-	4,  // 4: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
-	6,  // 5: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
-	8,  // 6: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
-	10, // 7: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
-	5,  // 8: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
-	7,  // 9: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
-	9,  // 10: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
-	11, // 11: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
-	8,  // [8:12] is the sub-list for method output_type
-	4,  // [4:8] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	12, // 3: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
+	2,  // 4: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
+	4,  // 5: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
+	6,  // 6: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
+	8,  // 7: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
+	10, // 8: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
+	5,  // 9: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
+	7,  // 10: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
+	9,  // 11: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
+	11, // 12: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_aperture_audit_v1_audit_proto_init() }

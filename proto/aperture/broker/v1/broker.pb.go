@@ -22,6 +22,7 @@ package brokerv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	v1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	anypb "google.golang.org/protobuf/types/known/anypb"
@@ -702,7 +703,11 @@ type ReleaseRequest struct {
 	// the whole request: nothing is silently dropped.
 	Fields []string `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
 	// Names of derived facts wanted, e.g. "earned_above_threshold_6_of_12".
-	Derived       []string `protobuf:"bytes,5,rep,name=derived,proto3" json:"derived,omitempty"`
+	Derived []string `protobuf:"bytes,5,rep,name=derived,proto3" json:"derived,omitempty"`
+	// Only at a covert step (see the journey policy): until when the citizen must not see this access.
+	// Unset means the step's maximum delay; later than the maximum is refused. At any other step it
+	// must be unset.
+	HiddenUntil   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=hidden_until,json=hiddenUntil,proto3" json:"hidden_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -768,6 +773,13 @@ func (x *ReleaseRequest) GetFields() []string {
 func (x *ReleaseRequest) GetDerived() []string {
 	if x != nil {
 		return x.Derived
+	}
+	return nil
+}
+
+func (x *ReleaseRequest) GetHiddenUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HiddenUntil
 	}
 	return nil
 }
@@ -1547,11 +1559,202 @@ func (x *CaseEvent) GetRevision() uint64 {
 	return 0
 }
 
+// ListQuestionsRequest pages the caller agency's questions.
+type ListQuestionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only questions that have not been answered yet.
+	OnlyOpen      bool `protobuf:"varint,1,opt,name=only_open,json=onlyOpen,proto3" json:"only_open,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuestionsRequest) Reset() {
+	*x = ListQuestionsRequest{}
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuestionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuestionsRequest) ProtoMessage() {}
+
+func (x *ListQuestionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuestionsRequest.ProtoReflect.Descriptor instead.
+func (*ListQuestionsRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_broker_v1_broker_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListQuestionsRequest) GetOnlyOpen() bool {
+	if x != nil {
+		return x.OnlyOpen
+	}
+	return false
+}
+
+// ListQuestionsResponse lists questions, newest first. The citizen's identity is not included: the
+// agency finds the case through the access.
+type ListQuestionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Questions     []*v1.Question         `protobuf:"bytes,1,rep,name=questions,proto3" json:"questions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuestionsResponse) Reset() {
+	*x = ListQuestionsResponse{}
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuestionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuestionsResponse) ProtoMessage() {}
+
+func (x *ListQuestionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuestionsResponse.ProtoReflect.Descriptor instead.
+func (*ListQuestionsResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_broker_v1_broker_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListQuestionsResponse) GetQuestions() []*v1.Question {
+	if x != nil {
+		return x.Questions
+	}
+	return nil
+}
+
+// AnswerQuestionRequest answers one question.
+type AnswerQuestionRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	QuestionId string                 `protobuf:"bytes,1,opt,name=question_id,json=questionId,proto3" json:"question_id,omitempty"`
+	// The answer, in plain words the citizen understands.
+	Answer        string `protobuf:"bytes,2,opt,name=answer,proto3" json:"answer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnswerQuestionRequest) Reset() {
+	*x = AnswerQuestionRequest{}
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnswerQuestionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnswerQuestionRequest) ProtoMessage() {}
+
+func (x *AnswerQuestionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnswerQuestionRequest.ProtoReflect.Descriptor instead.
+func (*AnswerQuestionRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_broker_v1_broker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AnswerQuestionRequest) GetQuestionId() string {
+	if x != nil {
+		return x.QuestionId
+	}
+	return ""
+}
+
+func (x *AnswerQuestionRequest) GetAnswer() string {
+	if x != nil {
+		return x.Answer
+	}
+	return ""
+}
+
+// AnswerQuestionResponse is the answered question.
+type AnswerQuestionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Question      *v1.Question           `protobuf:"bytes,1,opt,name=question,proto3" json:"question,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnswerQuestionResponse) Reset() {
+	*x = AnswerQuestionResponse{}
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnswerQuestionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnswerQuestionResponse) ProtoMessage() {}
+
+func (x *AnswerQuestionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnswerQuestionResponse.ProtoReflect.Descriptor instead.
+func (*AnswerQuestionResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_broker_v1_broker_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AnswerQuestionResponse) GetQuestion() *v1.Question {
+	if x != nil {
+		return x.Question
+	}
+	return nil
+}
+
 var File_aperture_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_aperture_broker_v1_broker_proto_rawDesc = "" +
 	"\n" +
-	"\x1faperture/broker/v1/broker.proto\x12\x12aperture.broker.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x03\n" +
+	"\x1faperture/broker/v1/broker.proto\x12\x12aperture.broker.v1\x1a\x1bbuf/validate/validate.proto\x1a!aperture/citizen/v1/citizen.proto\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x03\n" +
 	"\x04Case\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\ajourney\x18\x02 \x01(\tR\ajourney\x12\x1d\n" +
@@ -1594,13 +1797,14 @@ const file_aperture_broker_v1_broker_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"k\n" +
 	"\x11ListCasesResponse\x12.\n" +
 	"\x05cases\x18\x01 \x03(\v2\x18.aperture.broker.v1.CaseR\x05cases\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcd\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8c\x03\n" +
 	"\x0eReleaseRequest\x123\n" +
 	"\acase_id\x18\x01 \x01(\tB\x1a\xbaH\x17r\x152\x13^case_[0-9a-z]{26}$R\x06caseId\x12;\n" +
 	"\tauthority\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,31}$R\tauthority\x127\n" +
 	"\adataset\x18\x03 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\adataset\x12N\n" +
 	"\x06fields\x18\x04 \x03(\tB6\xbaH3\x92\x010\x10\x80\x02\x18\x01\")r'2%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x06fields\x12@\n" +
-	"\aderived\x18\x05 \x03(\tB&\xbaH#\x92\x01 \x10@\x18\x01\"\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\aderived\"\xfe\x01\n" +
+	"\aderived\x18\x05 \x03(\tB&\xbaH#\x92\x01 \x10@\x18\x01\"\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\aderived\x12=\n" +
+	"\fhidden_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vhiddenUntil\"\xfe\x01\n" +
 	"\x0fReleaseResponse\x12\x1b\n" +
 	"\taccess_id\x18\x01 \x01(\tR\baccessId\x12,\n" +
 	"\x06record\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x06record\x129\n" +
@@ -1659,7 +1863,18 @@ const file_aperture_broker_v1_broker_proto_rawDesc = "" +
 	"\x04step\x18\x04 \x01(\tR\x04step\x12\x16\n" +
 	"\x06agency\x18\x05 \x01(\tR\x06agency\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
-	"\brevision\x18\a \x01(\x04R\brevision*S\n" +
+	"\brevision\x18\a \x01(\x04R\brevision\"3\n" +
+	"\x14ListQuestionsRequest\x12\x1b\n" +
+	"\tonly_open\x18\x01 \x01(\bR\bonlyOpen\"T\n" +
+	"\x15ListQuestionsResponse\x12;\n" +
+	"\tquestions\x18\x01 \x03(\v2\x1d.aperture.citizen.v1.QuestionR\tquestions\"w\n" +
+	"\x15AnswerQuestionRequest\x12:\n" +
+	"\vquestion_id\x18\x01 \x01(\tB\x19\xbaH\x16r\x142\x12^qst_[0-9a-z]{26}$R\n" +
+	"questionId\x12\"\n" +
+	"\x06answer\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xa0\x1fR\x06answer\"S\n" +
+	"\x16AnswerQuestionResponse\x129\n" +
+	"\bquestion\x18\x01 \x01(\v2\x1d.aperture.citizen.v1.QuestionR\bquestion*S\n" +
 	"\tCaseState\x12\x1a\n" +
 	"\x16CASE_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCASE_STATE_OPEN\x10\x01\x12\x15\n" +
@@ -1669,7 +1884,7 @@ const file_aperture_broker_v1_broker_proto_rawDesc = "" +
 	"\x12STEP_STATE_PENDING\x10\x01\x12\x16\n" +
 	"\x12STEP_STATE_CURRENT\x10\x02\x12\x18\n" +
 	"\x14STEP_STATE_COMPLETED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\x85\x05\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\xd4\x06\n" +
 	"\rBrokerService\x12U\n" +
 	"\bOpenCase\x12#.aperture.broker.v1.OpenCaseRequest\x1a$.aperture.broker.v1.OpenCaseResponse\x12R\n" +
 	"\aGetCase\x12\".aperture.broker.v1.GetCaseRequest\x1a#.aperture.broker.v1.GetCaseResponse\x12X\n" +
@@ -1677,7 +1892,9 @@ const file_aperture_broker_v1_broker_proto_rawDesc = "" +
 	"\aRelease\x12\".aperture.broker.v1.ReleaseRequest\x1a#.aperture.broker.v1.ReleaseResponse\x12a\n" +
 	"\fCompleteStep\x12'.aperture.broker.v1.CompleteStepRequest\x1a(.aperture.broker.v1.CompleteStepResponse\x12X\n" +
 	"\tCloseCase\x12$.aperture.broker.v1.CloseCaseRequest\x1a%.aperture.broker.v1.CloseCaseResponse\x12^\n" +
-	"\vExplainStep\x12&.aperture.broker.v1.ExplainStepRequest\x1a'.aperture.broker.v1.ExplainStepResponseBDZBgithub.com/aperture-gov/aperture/proto/aperture/broker/v1;brokerv1b\x06proto3"
+	"\vExplainStep\x12&.aperture.broker.v1.ExplainStepRequest\x1a'.aperture.broker.v1.ExplainStepResponse\x12d\n" +
+	"\rListQuestions\x12(.aperture.broker.v1.ListQuestionsRequest\x1a).aperture.broker.v1.ListQuestionsResponse\x12g\n" +
+	"\x0eAnswerQuestion\x12).aperture.broker.v1.AnswerQuestionRequest\x1a*.aperture.broker.v1.AnswerQuestionResponseBDZBgithub.com/aperture-gov/aperture/proto/aperture/broker/v1;brokerv1b\x06proto3"
 
 var (
 	file_aperture_broker_v1_broker_proto_rawDescOnce sync.Once
@@ -1692,73 +1909,85 @@ func file_aperture_broker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_aperture_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_aperture_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_aperture_broker_v1_broker_proto_goTypes = []any{
-	(CaseState)(0),                // 0: aperture.broker.v1.CaseState
-	(StepState)(0),                // 1: aperture.broker.v1.StepState
-	(*Case)(nil),                  // 2: aperture.broker.v1.Case
-	(*CaseStep)(nil),              // 3: aperture.broker.v1.CaseStep
-	(*OpenCaseRequest)(nil),       // 4: aperture.broker.v1.OpenCaseRequest
-	(*OpenCaseResponse)(nil),      // 5: aperture.broker.v1.OpenCaseResponse
-	(*GetCaseRequest)(nil),        // 6: aperture.broker.v1.GetCaseRequest
-	(*GetCaseResponse)(nil),       // 7: aperture.broker.v1.GetCaseResponse
-	(*ListCasesRequest)(nil),      // 8: aperture.broker.v1.ListCasesRequest
-	(*ListCasesResponse)(nil),     // 9: aperture.broker.v1.ListCasesResponse
-	(*ReleaseRequest)(nil),        // 10: aperture.broker.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 11: aperture.broker.v1.ReleaseResponse
-	(*DerivedFact)(nil),           // 12: aperture.broker.v1.DerivedFact
-	(*CompleteStepRequest)(nil),   // 13: aperture.broker.v1.CompleteStepRequest
-	(*CompleteStepResponse)(nil),  // 14: aperture.broker.v1.CompleteStepResponse
-	(*CloseCaseRequest)(nil),      // 15: aperture.broker.v1.CloseCaseRequest
-	(*CloseCaseResponse)(nil),     // 16: aperture.broker.v1.CloseCaseResponse
-	(*ExplainStepRequest)(nil),    // 17: aperture.broker.v1.ExplainStepRequest
-	(*ExplainStepResponse)(nil),   // 18: aperture.broker.v1.ExplainStepResponse
-	(*AllowedRelease)(nil),        // 19: aperture.broker.v1.AllowedRelease
-	(*DerivedFactInfo)(nil),       // 20: aperture.broker.v1.DerivedFactInfo
-	(*CaseEvent)(nil),             // 21: aperture.broker.v1.CaseEvent
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*anypb.Any)(nil),             // 23: google.protobuf.Any
-	(*structpb.Value)(nil),        // 24: google.protobuf.Value
+	(CaseState)(0),                 // 0: aperture.broker.v1.CaseState
+	(StepState)(0),                 // 1: aperture.broker.v1.StepState
+	(*Case)(nil),                   // 2: aperture.broker.v1.Case
+	(*CaseStep)(nil),               // 3: aperture.broker.v1.CaseStep
+	(*OpenCaseRequest)(nil),        // 4: aperture.broker.v1.OpenCaseRequest
+	(*OpenCaseResponse)(nil),       // 5: aperture.broker.v1.OpenCaseResponse
+	(*GetCaseRequest)(nil),         // 6: aperture.broker.v1.GetCaseRequest
+	(*GetCaseResponse)(nil),        // 7: aperture.broker.v1.GetCaseResponse
+	(*ListCasesRequest)(nil),       // 8: aperture.broker.v1.ListCasesRequest
+	(*ListCasesResponse)(nil),      // 9: aperture.broker.v1.ListCasesResponse
+	(*ReleaseRequest)(nil),         // 10: aperture.broker.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),        // 11: aperture.broker.v1.ReleaseResponse
+	(*DerivedFact)(nil),            // 12: aperture.broker.v1.DerivedFact
+	(*CompleteStepRequest)(nil),    // 13: aperture.broker.v1.CompleteStepRequest
+	(*CompleteStepResponse)(nil),   // 14: aperture.broker.v1.CompleteStepResponse
+	(*CloseCaseRequest)(nil),       // 15: aperture.broker.v1.CloseCaseRequest
+	(*CloseCaseResponse)(nil),      // 16: aperture.broker.v1.CloseCaseResponse
+	(*ExplainStepRequest)(nil),     // 17: aperture.broker.v1.ExplainStepRequest
+	(*ExplainStepResponse)(nil),    // 18: aperture.broker.v1.ExplainStepResponse
+	(*AllowedRelease)(nil),         // 19: aperture.broker.v1.AllowedRelease
+	(*DerivedFactInfo)(nil),        // 20: aperture.broker.v1.DerivedFactInfo
+	(*CaseEvent)(nil),              // 21: aperture.broker.v1.CaseEvent
+	(*ListQuestionsRequest)(nil),   // 22: aperture.broker.v1.ListQuestionsRequest
+	(*ListQuestionsResponse)(nil),  // 23: aperture.broker.v1.ListQuestionsResponse
+	(*AnswerQuestionRequest)(nil),  // 24: aperture.broker.v1.AnswerQuestionRequest
+	(*AnswerQuestionResponse)(nil), // 25: aperture.broker.v1.AnswerQuestionResponse
+	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
+	(*anypb.Any)(nil),              // 27: google.protobuf.Any
+	(*structpb.Value)(nil),         // 28: google.protobuf.Value
+	(*v1.Question)(nil),            // 29: aperture.citizen.v1.Question
 }
 var file_aperture_broker_v1_broker_proto_depIdxs = []int32{
 	0,  // 0: aperture.broker.v1.Case.state:type_name -> aperture.broker.v1.CaseState
 	3,  // 1: aperture.broker.v1.Case.steps:type_name -> aperture.broker.v1.CaseStep
-	22, // 2: aperture.broker.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	22, // 3: aperture.broker.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 2: aperture.broker.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	26, // 3: aperture.broker.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 4: aperture.broker.v1.CaseStep.state:type_name -> aperture.broker.v1.StepState
-	22, // 5: aperture.broker.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	22, // 6: aperture.broker.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	26, // 5: aperture.broker.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	26, // 6: aperture.broker.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
 	2,  // 7: aperture.broker.v1.OpenCaseResponse.case:type_name -> aperture.broker.v1.Case
 	2,  // 8: aperture.broker.v1.GetCaseResponse.case:type_name -> aperture.broker.v1.Case
 	2,  // 9: aperture.broker.v1.ListCasesResponse.cases:type_name -> aperture.broker.v1.Case
-	23, // 10: aperture.broker.v1.ReleaseResponse.record:type_name -> google.protobuf.Any
-	12, // 11: aperture.broker.v1.ReleaseResponse.derived:type_name -> aperture.broker.v1.DerivedFact
-	24, // 12: aperture.broker.v1.DerivedFact.value:type_name -> google.protobuf.Value
-	2,  // 13: aperture.broker.v1.CompleteStepResponse.case:type_name -> aperture.broker.v1.Case
-	2,  // 14: aperture.broker.v1.CloseCaseResponse.case:type_name -> aperture.broker.v1.Case
-	22, // 15: aperture.broker.v1.ExplainStepResponse.consent_expires_at:type_name -> google.protobuf.Timestamp
-	19, // 16: aperture.broker.v1.ExplainStepResponse.releases:type_name -> aperture.broker.v1.AllowedRelease
-	20, // 17: aperture.broker.v1.AllowedRelease.derived:type_name -> aperture.broker.v1.DerivedFactInfo
-	22, // 18: aperture.broker.v1.CaseEvent.time:type_name -> google.protobuf.Timestamp
-	4,  // 19: aperture.broker.v1.BrokerService.OpenCase:input_type -> aperture.broker.v1.OpenCaseRequest
-	6,  // 20: aperture.broker.v1.BrokerService.GetCase:input_type -> aperture.broker.v1.GetCaseRequest
-	8,  // 21: aperture.broker.v1.BrokerService.ListCases:input_type -> aperture.broker.v1.ListCasesRequest
-	10, // 22: aperture.broker.v1.BrokerService.Release:input_type -> aperture.broker.v1.ReleaseRequest
-	13, // 23: aperture.broker.v1.BrokerService.CompleteStep:input_type -> aperture.broker.v1.CompleteStepRequest
-	15, // 24: aperture.broker.v1.BrokerService.CloseCase:input_type -> aperture.broker.v1.CloseCaseRequest
-	17, // 25: aperture.broker.v1.BrokerService.ExplainStep:input_type -> aperture.broker.v1.ExplainStepRequest
-	5,  // 26: aperture.broker.v1.BrokerService.OpenCase:output_type -> aperture.broker.v1.OpenCaseResponse
-	7,  // 27: aperture.broker.v1.BrokerService.GetCase:output_type -> aperture.broker.v1.GetCaseResponse
-	9,  // 28: aperture.broker.v1.BrokerService.ListCases:output_type -> aperture.broker.v1.ListCasesResponse
-	11, // 29: aperture.broker.v1.BrokerService.Release:output_type -> aperture.broker.v1.ReleaseResponse
-	14, // 30: aperture.broker.v1.BrokerService.CompleteStep:output_type -> aperture.broker.v1.CompleteStepResponse
-	16, // 31: aperture.broker.v1.BrokerService.CloseCase:output_type -> aperture.broker.v1.CloseCaseResponse
-	18, // 32: aperture.broker.v1.BrokerService.ExplainStep:output_type -> aperture.broker.v1.ExplainStepResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	26, // 10: aperture.broker.v1.ReleaseRequest.hidden_until:type_name -> google.protobuf.Timestamp
+	27, // 11: aperture.broker.v1.ReleaseResponse.record:type_name -> google.protobuf.Any
+	12, // 12: aperture.broker.v1.ReleaseResponse.derived:type_name -> aperture.broker.v1.DerivedFact
+	28, // 13: aperture.broker.v1.DerivedFact.value:type_name -> google.protobuf.Value
+	2,  // 14: aperture.broker.v1.CompleteStepResponse.case:type_name -> aperture.broker.v1.Case
+	2,  // 15: aperture.broker.v1.CloseCaseResponse.case:type_name -> aperture.broker.v1.Case
+	26, // 16: aperture.broker.v1.ExplainStepResponse.consent_expires_at:type_name -> google.protobuf.Timestamp
+	19, // 17: aperture.broker.v1.ExplainStepResponse.releases:type_name -> aperture.broker.v1.AllowedRelease
+	20, // 18: aperture.broker.v1.AllowedRelease.derived:type_name -> aperture.broker.v1.DerivedFactInfo
+	26, // 19: aperture.broker.v1.CaseEvent.time:type_name -> google.protobuf.Timestamp
+	29, // 20: aperture.broker.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	29, // 21: aperture.broker.v1.AnswerQuestionResponse.question:type_name -> aperture.citizen.v1.Question
+	4,  // 22: aperture.broker.v1.BrokerService.OpenCase:input_type -> aperture.broker.v1.OpenCaseRequest
+	6,  // 23: aperture.broker.v1.BrokerService.GetCase:input_type -> aperture.broker.v1.GetCaseRequest
+	8,  // 24: aperture.broker.v1.BrokerService.ListCases:input_type -> aperture.broker.v1.ListCasesRequest
+	10, // 25: aperture.broker.v1.BrokerService.Release:input_type -> aperture.broker.v1.ReleaseRequest
+	13, // 26: aperture.broker.v1.BrokerService.CompleteStep:input_type -> aperture.broker.v1.CompleteStepRequest
+	15, // 27: aperture.broker.v1.BrokerService.CloseCase:input_type -> aperture.broker.v1.CloseCaseRequest
+	17, // 28: aperture.broker.v1.BrokerService.ExplainStep:input_type -> aperture.broker.v1.ExplainStepRequest
+	22, // 29: aperture.broker.v1.BrokerService.ListQuestions:input_type -> aperture.broker.v1.ListQuestionsRequest
+	24, // 30: aperture.broker.v1.BrokerService.AnswerQuestion:input_type -> aperture.broker.v1.AnswerQuestionRequest
+	5,  // 31: aperture.broker.v1.BrokerService.OpenCase:output_type -> aperture.broker.v1.OpenCaseResponse
+	7,  // 32: aperture.broker.v1.BrokerService.GetCase:output_type -> aperture.broker.v1.GetCaseResponse
+	9,  // 33: aperture.broker.v1.BrokerService.ListCases:output_type -> aperture.broker.v1.ListCasesResponse
+	11, // 34: aperture.broker.v1.BrokerService.Release:output_type -> aperture.broker.v1.ReleaseResponse
+	14, // 35: aperture.broker.v1.BrokerService.CompleteStep:output_type -> aperture.broker.v1.CompleteStepResponse
+	16, // 36: aperture.broker.v1.BrokerService.CloseCase:output_type -> aperture.broker.v1.CloseCaseResponse
+	18, // 37: aperture.broker.v1.BrokerService.ExplainStep:output_type -> aperture.broker.v1.ExplainStepResponse
+	23, // 38: aperture.broker.v1.BrokerService.ListQuestions:output_type -> aperture.broker.v1.ListQuestionsResponse
+	25, // 39: aperture.broker.v1.BrokerService.AnswerQuestion:output_type -> aperture.broker.v1.AnswerQuestionResponse
+	31, // [31:40] is the sub-list for method output_type
+	22, // [22:31] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_aperture_broker_v1_broker_proto_init() }
@@ -1772,7 +2001,7 @@ func file_aperture_broker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_broker_v1_broker_proto_rawDesc), len(file_aperture_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

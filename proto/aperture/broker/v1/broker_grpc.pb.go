@@ -33,13 +33,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	BrokerService_OpenCase_FullMethodName     = "/aperture.broker.v1.BrokerService/OpenCase"
-	BrokerService_GetCase_FullMethodName      = "/aperture.broker.v1.BrokerService/GetCase"
-	BrokerService_ListCases_FullMethodName    = "/aperture.broker.v1.BrokerService/ListCases"
-	BrokerService_Release_FullMethodName      = "/aperture.broker.v1.BrokerService/Release"
-	BrokerService_CompleteStep_FullMethodName = "/aperture.broker.v1.BrokerService/CompleteStep"
-	BrokerService_CloseCase_FullMethodName    = "/aperture.broker.v1.BrokerService/CloseCase"
-	BrokerService_ExplainStep_FullMethodName  = "/aperture.broker.v1.BrokerService/ExplainStep"
+	BrokerService_OpenCase_FullMethodName       = "/aperture.broker.v1.BrokerService/OpenCase"
+	BrokerService_GetCase_FullMethodName        = "/aperture.broker.v1.BrokerService/GetCase"
+	BrokerService_ListCases_FullMethodName      = "/aperture.broker.v1.BrokerService/ListCases"
+	BrokerService_Release_FullMethodName        = "/aperture.broker.v1.BrokerService/Release"
+	BrokerService_CompleteStep_FullMethodName   = "/aperture.broker.v1.BrokerService/CompleteStep"
+	BrokerService_CloseCase_FullMethodName      = "/aperture.broker.v1.BrokerService/CloseCase"
+	BrokerService_ExplainStep_FullMethodName    = "/aperture.broker.v1.BrokerService/ExplainStep"
+	BrokerService_ListQuestions_FullMethodName  = "/aperture.broker.v1.BrokerService/ListQuestions"
+	BrokerService_AnswerQuestion_FullMethodName = "/aperture.broker.v1.BrokerService/AnswerQuestion"
 )
 
 // BrokerServiceClient is the client API for BrokerService service.
@@ -64,6 +66,12 @@ type BrokerServiceClient interface {
 	CloseCase(ctx context.Context, in *CloseCaseRequest, opts ...grpc.CallOption) (*CloseCaseResponse, error)
 	// ExplainStep says what the current step of a case may see, and whether consent is in place.
 	ExplainStep(ctx context.Context, in *ExplainStepRequest, opts ...grpc.CallOption) (*ExplainStepResponse, error)
+	// ListQuestions lists the citizens' questions about the caller agency's accesses, newest first.
+	// A new question is also announced on aperture.events.agency.<agency>.question_asked.
+	ListQuestions(ctx context.Context, in *ListQuestionsRequest, opts ...grpc.CallOption) (*ListQuestionsResponse, error)
+	// AnswerQuestion answers a citizen's question about one of the caller agency's accesses. The
+	// citizen sees the answer, and the caseworker who gave it, in the portal.
+	AnswerQuestion(ctx context.Context, in *AnswerQuestionRequest, opts ...grpc.CallOption) (*AnswerQuestionResponse, error)
 }
 
 type brokerServiceClient struct {
@@ -144,6 +152,26 @@ func (c *brokerServiceClient) ExplainStep(ctx context.Context, in *ExplainStepRe
 	return out, nil
 }
 
+func (c *brokerServiceClient) ListQuestions(ctx context.Context, in *ListQuestionsRequest, opts ...grpc.CallOption) (*ListQuestionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListQuestionsResponse)
+	err := c.cc.Invoke(ctx, BrokerService_ListQuestions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *brokerServiceClient) AnswerQuestion(ctx context.Context, in *AnswerQuestionRequest, opts ...grpc.CallOption) (*AnswerQuestionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AnswerQuestionResponse)
+	err := c.cc.Invoke(ctx, BrokerService_AnswerQuestion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BrokerServiceServer is the server API for BrokerService service.
 // All implementations must embed UnimplementedBrokerServiceServer
 // for forward compatibility.
@@ -166,6 +194,12 @@ type BrokerServiceServer interface {
 	CloseCase(context.Context, *CloseCaseRequest) (*CloseCaseResponse, error)
 	// ExplainStep says what the current step of a case may see, and whether consent is in place.
 	ExplainStep(context.Context, *ExplainStepRequest) (*ExplainStepResponse, error)
+	// ListQuestions lists the citizens' questions about the caller agency's accesses, newest first.
+	// A new question is also announced on aperture.events.agency.<agency>.question_asked.
+	ListQuestions(context.Context, *ListQuestionsRequest) (*ListQuestionsResponse, error)
+	// AnswerQuestion answers a citizen's question about one of the caller agency's accesses. The
+	// citizen sees the answer, and the caseworker who gave it, in the portal.
+	AnswerQuestion(context.Context, *AnswerQuestionRequest) (*AnswerQuestionResponse, error)
 	mustEmbedUnimplementedBrokerServiceServer()
 }
 
@@ -196,6 +230,12 @@ func (UnimplementedBrokerServiceServer) CloseCase(context.Context, *CloseCaseReq
 }
 func (UnimplementedBrokerServiceServer) ExplainStep(context.Context, *ExplainStepRequest) (*ExplainStepResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ExplainStep not implemented")
+}
+func (UnimplementedBrokerServiceServer) ListQuestions(context.Context, *ListQuestionsRequest) (*ListQuestionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListQuestions not implemented")
+}
+func (UnimplementedBrokerServiceServer) AnswerQuestion(context.Context, *AnswerQuestionRequest) (*AnswerQuestionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AnswerQuestion not implemented")
 }
 func (UnimplementedBrokerServiceServer) mustEmbedUnimplementedBrokerServiceServer() {}
 func (UnimplementedBrokerServiceServer) testEmbeddedByValue()                       {}
@@ -344,6 +384,42 @@ func _BrokerService_ExplainStep_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BrokerService_ListQuestions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListQuestionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BrokerServiceServer).ListQuestions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BrokerService_ListQuestions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BrokerServiceServer).ListQuestions(ctx, req.(*ListQuestionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BrokerService_AnswerQuestion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AnswerQuestionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BrokerServiceServer).AnswerQuestion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BrokerService_AnswerQuestion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BrokerServiceServer).AnswerQuestion(ctx, req.(*AnswerQuestionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BrokerService_ServiceDesc is the grpc.ServiceDesc for BrokerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -378,6 +454,14 @@ var BrokerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ExplainStep",
 			Handler:    _BrokerService_ExplainStep_Handler,
+		},
+		{
+			MethodName: "ListQuestions",
+			Handler:    _BrokerService_ListQuestions_Handler,
+		},
+		{
+			MethodName: "AnswerQuestion",
+			Handler:    _BrokerService_AnswerQuestion_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

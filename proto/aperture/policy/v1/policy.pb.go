@@ -169,7 +169,10 @@ type Step struct {
 	// What the step may see, per authority dataset. A dataset not listed is refused.
 	Releases []*ReleaseRule `protobuf:"bytes,7,rep,name=releases,proto3" json:"releases,omitempty"`
 	// Set when the step needs the citizen's consent before anything is released.
-	Consent       *Consent `protobuf:"bytes,8,opt,name=consent,proto3" json:"consent,omitempty"`
+	Consent *Consent `protobuf:"bytes,8,opt,name=consent,proto3" json:"consent,omitempty"`
+	// Set when the step's accesses must be kept from the citizen for a while (e.g. a fraud
+	// investigation). They are logged at once, as always, and shown to the citizen after the delay.
+	Covert        *Covert `protobuf:"bytes,9,opt,name=covert,proto3" json:"covert,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +263,69 @@ func (x *Step) GetConsent() *Consent {
 	return nil
 }
 
+func (x *Step) GetCovert() *Covert {
+	if x != nil {
+		return x.Covert
+	}
+	return nil
+}
+
+// Covert keeps a step's accesses out of the citizen's view for a limited time. The data path of the
+// journey still shows that the step exists, why, and for how long it may be hidden.
+type Covert struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why the accesses are hidden, shown to the citizen with them once they become visible.
+	Reason *Text `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The longest an access may stay hidden (days). A caseworker may ask for a shorter delay.
+	MaxDays       int32 `protobuf:"varint,2,opt,name=max_days,json=maxDays,proto3" json:"max_days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Covert) Reset() {
+	*x = Covert{}
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Covert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Covert) ProtoMessage() {}
+
+func (x *Covert) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Covert.ProtoReflect.Descriptor instead.
+func (*Covert) Descriptor() ([]byte, []int) {
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Covert) GetReason() *Text {
+	if x != nil {
+		return x.Reason
+	}
+	return nil
+}
+
+func (x *Covert) GetMaxDays() int32 {
+	if x != nil {
+		return x.MaxDays
+	}
+	return 0
+}
+
 // ReleaseRule is what a step may see of one authority dataset.
 type ReleaseRule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -276,7 +342,7 @@ type ReleaseRule struct {
 
 func (x *ReleaseRule) Reset() {
 	*x = ReleaseRule{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +354,7 @@ func (x *ReleaseRule) String() string {
 func (*ReleaseRule) ProtoMessage() {}
 
 func (x *ReleaseRule) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +367,7 @@ func (x *ReleaseRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRule.ProtoReflect.Descriptor instead.
 func (*ReleaseRule) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReleaseRule) GetDataset() string {
@@ -342,7 +408,7 @@ type Derived struct {
 
 func (x *Derived) Reset() {
 	*x = Derived{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +420,7 @@ func (x *Derived) String() string {
 func (*Derived) ProtoMessage() {}
 
 func (x *Derived) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +433,7 @@ func (x *Derived) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Derived.ProtoReflect.Descriptor instead.
 func (*Derived) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Derived) GetName() string {
@@ -406,7 +472,7 @@ type Consent struct {
 
 func (x *Consent) Reset() {
 	*x = Consent{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +484,7 @@ func (x *Consent) String() string {
 func (*Consent) ProtoMessage() {}
 
 func (x *Consent) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +497,7 @@ func (x *Consent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consent.ProtoReflect.Descriptor instead.
 func (*Consent) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Consent) GetRequired() bool {
@@ -470,7 +536,7 @@ type Registry struct {
 
 func (x *Registry) Reset() {
 	*x = Registry{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +548,7 @@ func (x *Registry) String() string {
 func (*Registry) ProtoMessage() {}
 
 func (x *Registry) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +561,7 @@ func (x *Registry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registry.ProtoReflect.Descriptor instead.
 func (*Registry) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Registry) GetAuthorities() []*Authority {
@@ -537,7 +603,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +615,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +628,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Authority) GetId() string {
@@ -614,7 +680,7 @@ type Agency struct {
 
 func (x *Agency) Reset() {
 	*x = Agency{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +692,7 @@ func (x *Agency) String() string {
 func (*Agency) ProtoMessage() {}
 
 func (x *Agency) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +705,7 @@ func (x *Agency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agency.ProtoReflect.Descriptor instead.
 func (*Agency) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Agency) GetId() string {
@@ -677,7 +743,7 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\x05title\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x05title\x12B\n" +
 	"\vdescription\x18\x03 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\vdescription\x12:\n" +
 	"\x05steps\x18\x04 \x03(\v2\x18.aperture.policy.v1.StepB\n" +
-	"\xbaH\a\x92\x01\x04\b\x01\x102R\x05steps\"\xa8\x03\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x102R\x05steps\"\xdc\x03\n" +
 	"\x04Step\x12-\n" +
 	"\x02id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\x02id\x126\n" +
 	"\x05title\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x05title\x125\n" +
@@ -688,7 +754,12 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\xf4\x03R\n" +
 	"legalBasis\x12E\n" +
 	"\breleases\x18\a \x03(\v2\x1f.aperture.policy.v1.ReleaseRuleB\b\xbaH\x05\x92\x01\x02\x10 R\breleases\x125\n" +
-	"\aconsent\x18\b \x01(\v2\x1b.aperture.policy.v1.ConsentR\aconsent\"\xed\x01\n" +
+	"\aconsent\x18\b \x01(\v2\x1b.aperture.policy.v1.ConsentR\aconsent\x122\n" +
+	"\x06covert\x18\t \x01(\v2\x1a.aperture.policy.v1.CovertR\x06covert\"i\n" +
+	"\x06Covert\x128\n" +
+	"\x06reason\x18\x01 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x06reason\x12%\n" +
+	"\bmax_days\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xee\x02(\x01R\amaxDays\"\xed\x01\n" +
 	"\vReleaseRule\x12M\n" +
 	"\adataset\x18\x01 \x01(\tB3\xbaH0r.2,^[a-z][a-z0-9_]{0,31}\\.[a-z][a-z0-9_]{0,62}$R\adataset\x12N\n" +
 	"\x06fields\x18\x02 \x03(\tB6\xbaH3\x92\x010\x10\x80\x02\x18\x01\")r'2%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x06fields\x12?\n" +
@@ -734,17 +805,18 @@ func file_aperture_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_aperture_policy_v1_policy_proto_rawDescData
 }
 
-var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_aperture_policy_v1_policy_proto_goTypes = []any{
 	(*Text)(nil),        // 0: aperture.policy.v1.Text
 	(*Journey)(nil),     // 1: aperture.policy.v1.Journey
 	(*Step)(nil),        // 2: aperture.policy.v1.Step
-	(*ReleaseRule)(nil), // 3: aperture.policy.v1.ReleaseRule
-	(*Derived)(nil),     // 4: aperture.policy.v1.Derived
-	(*Consent)(nil),     // 5: aperture.policy.v1.Consent
-	(*Registry)(nil),    // 6: aperture.policy.v1.Registry
-	(*Authority)(nil),   // 7: aperture.policy.v1.Authority
-	(*Agency)(nil),      // 8: aperture.policy.v1.Agency
+	(*Covert)(nil),      // 3: aperture.policy.v1.Covert
+	(*ReleaseRule)(nil), // 4: aperture.policy.v1.ReleaseRule
+	(*Derived)(nil),     // 5: aperture.policy.v1.Derived
+	(*Consent)(nil),     // 6: aperture.policy.v1.Consent
+	(*Registry)(nil),    // 7: aperture.policy.v1.Registry
+	(*Authority)(nil),   // 8: aperture.policy.v1.Authority
+	(*Agency)(nil),      // 9: aperture.policy.v1.Agency
 }
 var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 0: aperture.policy.v1.Journey.title:type_name -> aperture.policy.v1.Text
@@ -752,20 +824,22 @@ var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	2,  // 2: aperture.policy.v1.Journey.steps:type_name -> aperture.policy.v1.Step
 	0,  // 3: aperture.policy.v1.Step.title:type_name -> aperture.policy.v1.Text
 	0,  // 4: aperture.policy.v1.Step.purpose:type_name -> aperture.policy.v1.Text
-	3,  // 5: aperture.policy.v1.Step.releases:type_name -> aperture.policy.v1.ReleaseRule
-	5,  // 6: aperture.policy.v1.Step.consent:type_name -> aperture.policy.v1.Consent
-	4,  // 7: aperture.policy.v1.ReleaseRule.derived:type_name -> aperture.policy.v1.Derived
-	0,  // 8: aperture.policy.v1.Derived.description:type_name -> aperture.policy.v1.Text
-	7,  // 9: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
-	8,  // 10: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
-	8,  // 11: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
-	0,  // 12: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
-	0,  // 13: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	4,  // 5: aperture.policy.v1.Step.releases:type_name -> aperture.policy.v1.ReleaseRule
+	6,  // 6: aperture.policy.v1.Step.consent:type_name -> aperture.policy.v1.Consent
+	3,  // 7: aperture.policy.v1.Step.covert:type_name -> aperture.policy.v1.Covert
+	0,  // 8: aperture.policy.v1.Covert.reason:type_name -> aperture.policy.v1.Text
+	5,  // 9: aperture.policy.v1.ReleaseRule.derived:type_name -> aperture.policy.v1.Derived
+	0,  // 10: aperture.policy.v1.Derived.description:type_name -> aperture.policy.v1.Text
+	8,  // 11: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
+	9,  // 12: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
+	9,  // 13: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
+	0,  // 14: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
+	0,  // 15: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_aperture_policy_v1_policy_proto_init() }
@@ -779,7 +853,7 @@ func file_aperture_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_policy_v1_policy_proto_rawDesc), len(file_aperture_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
