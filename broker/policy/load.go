@@ -241,6 +241,12 @@ func (l *loader) step(src *source, journey string, i int, sp *policyv1.Step, ste
 		}
 		s.Consent = &Consent{DefaultDays: int(c.GetDefaultDays()), MaxDays: int(c.GetMaxDays())}
 	}
+	if c := sp.GetCovert(); c != nil {
+		s.Covert = &Covert{Reason: text(c.GetReason()), MaxDays: int(c.GetMaxDays())}
+		if s.Consent != nil {
+			src.at(p("covert"), "step %q is covert and requires consent: asking the citizen would reveal it; drop one of the two", s.ID)
+		}
+	}
 	ruleAt := map[string]int{}
 	for k, rp := range sp.GetReleases() {
 		if r := l.rule(src, p("releases", k), rp); r != nil {

@@ -203,6 +203,21 @@ func TestJourneyFindings(t *testing.T) {
 			want: `steps[0].consent: default_days must not exceed max_days (consent.days)`,
 		},
 		{
+			name: "covert step that asks for consent",
+			yaml: header + step + "    consent: {required: true, default_days: 10, max_days: 20}\n    covert: {reason: {en: R.}, max_days: 30} " + marker + "\n",
+			want: `step "one" is covert and requires consent: asking the citizen would reveal it`,
+		},
+		{
+			name: "covert step without a delay",
+			yaml: header + step + "    covert: {reason: {en: R.}} " + marker + "\n",
+			want: `steps[0].covert.max_days: must be greater than or equal to 1`,
+		},
+		{
+			name: "covert step hidden for more than a year",
+			yaml: header + step + "    covert: {reason: {en: R.}, max_days: 400} " + marker + "\n",
+			want: `steps[0].covert.max_days: must be greater than or equal to 1 and less than or equal to 366`,
+		},
+		{
 			name: "rule releases nothing",
 			yaml: header + step + "      - dataset: tax.income " + marker + "\n",
 			want: `the rule for tax.income releases nothing: list fields or derived facts, or remove it`,

@@ -12,6 +12,7 @@ package policy
 import (
 	"cmp"
 	"slices"
+	"time"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -163,6 +164,8 @@ type Step struct {
 	Rules []*Rule
 	// Consent is nil when the step needs no consent.
 	Consent *Consent
+	// Covert is nil unless the step's accesses are kept from the citizen for a while.
+	Covert *Covert
 
 	// journey is the id of the journey the step belongs to, for messages.
 	journey string
@@ -196,6 +199,17 @@ type Derived struct {
 	Description Text
 	Expression  string
 }
+
+// Covert keeps a step's accesses out of the citizen's view for at most MaxDays after each access;
+// they are logged at once like any other access.
+type Covert struct {
+	// Reason is shown to the citizen with the accesses once they become visible.
+	Reason  Text
+	MaxDays int
+}
+
+// MaxDelay is the longest an access at the step may stay hidden.
+func (c *Covert) MaxDelay() time.Duration { return time.Duration(c.MaxDays) * 24 * time.Hour }
 
 // Consent is the citizen's consent a step needs before it can release anything.
 type Consent struct {

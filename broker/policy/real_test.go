@@ -31,7 +31,7 @@ func TestRealPolicies(t *testing.T) {
 	for _, j := range b.Journeys() {
 		ids = append(ids, j.ID)
 	}
-	if want := []string{"moving-house", "new-child", "school-change", "sickness-benefit"}; !slices.Equal(ids, want) {
+	if want := []string{"benefit-control", "moving-house", "new-child", "school-change", "sickness-benefit"}; !slices.Equal(ids, want) {
 		t.Fatalf("journeys %v, want %v", ids, want)
 	}
 
@@ -67,6 +67,20 @@ func TestRealPolicies(t *testing.T) {
 	for _, a := range b.Registry.Authorities {
 		if !usedAuthorities[a.ID] {
 			t.Errorf("no journey uses authority %q", a.ID)
+		}
+	}
+
+	// Covert steps are rare and bounded: only benefit control's income check is hidden, for at most
+	// 90 days, and it never needs consent (asking would reveal it).
+	for _, j := range b.Journeys() {
+		for _, s := range j.Steps {
+			covert := j.ID == "benefit-control" && s.ID == "check-reported-income"
+			if (s.Covert != nil) != covert {
+				t.Errorf("%s/%s: covert %v, want %v", j.ID, s.ID, s.Covert != nil, covert)
+			}
+			if s.Covert != nil && (s.Covert.MaxDays > 90 || s.Covert.Reason.DA == "") {
+				t.Errorf("%s/%s: covert for %d days (reason in Danish: %q)", j.ID, s.ID, s.Covert.MaxDays, s.Covert.Reason.DA)
+			}
 		}
 	}
 
@@ -193,6 +207,12 @@ func TestRealDerivedFactsEvaluate(t *testing.T) {
 			{months(25000, 25000, 25000, 25000, 25000, 19999), false},
 			// Six good months, but the oldest is more than a year ago.
 			{months(25000, 0, 0, 0, 0, 0, 0, 0, 0, 25000, 25000, 25000, 25000, 25000), false},
+		},
+		"income_reported_last_3_months": {
+			{months(0, 0, 5000), true},
+			// December 1st is more than 3 months (2190h) before March 10th.
+			{months(0, 0, 0, 5000), false},
+			{months(), false},
 		},
 		"income_above_reduction_threshold": {
 			{&taxv1.Income{AssessedAnnualIncomeDkk: 903601}, true},

@@ -63,6 +63,9 @@ type Caller struct {
 type Request struct {
 	CaseID, Authority, Dataset string
 	Fields, Derived            []string
+	// HiddenUntil, at a covert step only, keeps the access from the citizen until then (at most the
+	// step's maximum delay); nil at a covert step means the maximum.
+	HiddenUntil *time.Time
 }
 
 // Result is what was released.
@@ -113,6 +116,9 @@ func New(cfg Config) (*Service, error) {
 // before it is returned; a refusal the log cannot take becomes Unavailable.
 func (s *Service) Release(ctx context.Context, caller Caller, req Request) (*Result, error) {
 	now := s.cfg.Now()
+	if req.HiddenUntil != nil && !req.HiddenUntil.After(now) {
+		return nil, refusal.New(refusal.InvalidArgument, "hidden_until must be in the future")
+	}
 	bundle := s.cfg.Policies()
 	c, err := s.cfg.Cases.Get(ctx, req.CaseID)
 	if errors.Is(err, cases.ErrNotFound) {
@@ -165,6 +171,9 @@ func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases
 	d, ref := Decide(b, c, caller.Agency, req)
 	if d.Step != nil {
 		rec.Step, rec.Purpose, rec.LegalBasis = d.Step.ID, d.Step.Purpose.EN, d.Step.LegalBasis
+		if hide := hiding(d.Step, req.HiddenUntil, now, rec); hide != nil && ref == nil {
+			ref = hide
+		}
 	}
 	if ref != nil {
 		return nil, ref
@@ -181,6 +190,31 @@ func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases
 		}
 	}
 	return s.fetch(ctx, c, caller, d.Step, d.Grant, rec)
+}
+
+// hiding sets rec's hidden-until time and reason when step is covert: every access at a covert step,
+// released or refused, is hidden for the delay asked (the step's maximum when none is asked). A request
+// to hide longer than the maximum, or at a step that is not covert, is refused, and that refusal is
+// itself logged (visible at once when the step is not covert): a caseworker cannot quietly hide an
+// access the policy does not allow to be hidden.
+func hiding(step *policy.Step, asked *time.Time, now time.Time, rec *auditv1.AccessRecord) *refusal.Error {
+	if step.Covert == nil {
+		if asked != nil {
+			return refusal.New(refusal.PermissionDenied, "step %q is not covert: its accesses cannot be hidden from the citizen", step.ID)
+		}
+		return nil
+	}
+	limit := now.Add(step.Covert.MaxDelay())
+	until := limit
+	if asked != nil && !asked.After(limit) {
+		until = *asked
+	}
+	rec.HiddenUntil = timestamppb.New(until)
+	rec.HiddenReason = step.Covert.Reason.EN
+	if asked != nil && asked.After(limit) {
+		return refusal.New(refusal.PermissionDenied, "step %q hides accesses for at most %d days", step.ID, step.Covert.MaxDays)
+	}
+	return nil
 }
 
 // Decision is the outcome of the policy part of a release.

@@ -111,10 +111,15 @@ func (b *Broker) Release(ctx context.Context, req *brokerv1.ReleaseRequest) (*br
 	if err != nil {
 		return nil, b.fail(ctx, "Release", err)
 	}
-	res, err := b.release.Release(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, release.Request{
+	rr := release.Request{
 		CaseID: req.GetCaseId(), Authority: req.GetAuthority(), Dataset: req.GetDataset(),
 		Fields: req.GetFields(), Derived: req.GetDerived(),
-	})
+	}
+	if req.GetHiddenUntil() != nil {
+		t := req.GetHiddenUntil().AsTime()
+		rr.HiddenUntil = &t
+	}
+	res, err := b.release.Release(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, rr)
 	if err != nil {
 		return nil, b.fail(ctx, "Release", err)
 	}

@@ -37,12 +37,18 @@ type explainedStep struct {
 	Purpose    string             `json:"purpose"`
 	LegalBasis string             `json:"legal_basis"`
 	Consent    *explainedConsent  `json:"consent,omitempty"`
+	Covert     *explainedCovert   `json:"covert,omitempty"`
 	Releases   []explainedRelease `json:"releases"`
 }
 
 type explainedConsent struct {
 	DefaultDays int `json:"default_days"`
 	MaxDays     int `json:"max_days"`
+}
+
+type explainedCovert struct {
+	Reason  string `json:"reason"`
+	MaxDays int    `json:"max_days"`
 }
 
 type explainedRelease struct {
@@ -69,6 +75,9 @@ func explainJourney(b *policy.Bundle, j *policy.Journey) explainedJourney {
 		if s.Consent != nil {
 			es.Consent = &explainedConsent{DefaultDays: s.Consent.DefaultDays, MaxDays: s.Consent.MaxDays}
 		}
+		if s.Covert != nil {
+			es.Covert = &explainedCovert{Reason: s.Covert.Reason.EN, MaxDays: s.Covert.MaxDays}
+		}
 		for _, r := range s.Rules {
 			er := explainedRelease{Dataset: r.Authority + "." + r.Dataset, Fields: append([]string{}, r.Fields...)}
 			if a, ok := b.Registry.Authority(r.Authority); ok {
@@ -92,6 +101,9 @@ func writeExplainText(w io.Writer, j explainedJourney) {
 		fmt.Fprintf(w, "   purpose      %s\n", wrap(s.Purpose, "                ", 100))
 		fmt.Fprintf(w, "   legal basis  %s\n", s.LegalBasis)
 		fmt.Fprintf(w, "   consent      %s\n", consentText(s.Consent))
+		if s.Covert != nil {
+			fmt.Fprintf(w, "   covert       accesses hidden from the citizen for up to %d days, then shown with:\n                %s\n", s.Covert.MaxDays, wrap(s.Covert.Reason, "                ", 100))
+		}
 		if len(s.Releases) == 0 {
 			fmt.Fprintf(w, "   releases     nothing\n")
 		}
@@ -117,6 +129,9 @@ func writeExplainMarkdown(w io.Writer, j explainedJourney) {
 		fmt.Fprintf(w, "\n## %d. %s (`%s`)\n\n", i+1, s.Title, s.ID)
 		fmt.Fprintf(w, "| | |\n|---|---|\n| agency | `%s` %s (role `%s`) |\n| purpose | %s |\n| legal basis | %s |\n| consent | %s |\n\n",
 			s.Agency, mdCell(s.AgencyName), s.Role, mdCell(s.Purpose), mdCell(s.LegalBasis), consentText(s.Consent))
+		if s.Covert != nil {
+			fmt.Fprintf(w, "Covert: accesses are hidden from the citizen for up to %d days, then shown with this reason: %s\n\n", s.Covert.MaxDays, mdCell(s.Covert.Reason))
+		}
 		if len(s.Releases) == 0 {
 			fmt.Fprintf(w, "Releases nothing.\n")
 			continue
