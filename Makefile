@@ -1,7 +1,9 @@
-# Convenience targets; the test command itself is plain `go test ./...` so a machine with only Go runs it.
+# `make test` is the test command (CI runs it through .ci/run): it installs Debian's chromium for the
+# portal's browser tests if it is missing, then runs every test.
 .PHONY: test dev generate lint bench
 
 test:
+	.ci/deps
 	go test ./...
 
 dev:
