@@ -1,0 +1,294 @@
+package portal
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// timelinePageSize is how many accesses one timeline page shows.
+const timelinePageSize = 20
+
+// periods are the choices of the period filter, as durations back from now.
+var periods = []struct {
+	Value string
+	Key   string
+	Back  time.Duration
+}{
+	{"", "filter.period.any", 0},
+	{"7d", "filter.period.7d", 7 * 24 * time.Hour},
+	{"30d", "filter.period.30d", 30 * 24 * time.Hour},
+	{"1y", "filter.period.1y", 365 * 24 * time.Hour},
+}
+
+type option struct {
+	Value, Label string
+	Selected     bool
+}
+
+type timelinePage struct {
+	Authorities, Journeys, Periods []option
+	Filtered                       bool
+	Paged                          bool
+	Entries                        []accessItem
+	Next                           string // URL of the next (older) page
+	First                          string // URL of the first page with the same filters
+	Live                           bool   // whether new accesses are streamed into this page
+	Error                          string
+}
+
+// accessItem is one access in the words of the timeline.
+type accessItem struct {
+	ID           string
+	Time         time.Time
+	Self         bool
+	Refused      bool
+	Who          string // the agency and caseworker; empty for my own accesses
+	Items        []string
+	Source       string // the authority and dataset the data comes from
+	For          string // journey and step
+	Purpose      string
+	Law          string
+	Reason       string
+	HiddenUntil  time.Time
+	HiddenReason string
+	Violations   []string
+	Announce     string // one plain sentence for screen readers when the entry appears live
+}
+
+type entryData struct {
+	V *view
+	A accessItem
+}
+
+func (v *view) accessItem(a *citizenv1.Access) accessItem {
+	it := accessItem{
+		ID:      a.GetId(),
+		Time:    v.TS(a.GetTime()),
+		Self:    a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF,
+		Refused: a.GetDecision() == auditv1.Decision_DECISION_REFUSED,
+		Purpose: v.Tx(a.GetPurpose()),
+		Law:     a.GetLegalBasis(),
+		Reason:  a.GetReason(),
+	}
+	if !it.Self {
+		it.Who = v.Party(a.GetAgency())
+		if a.GetCaseworker() != "" {
+			it.Who += " (" + v.T("entry.caseworker", a.GetCaseworker()) + ")"
+		}
+		if it.Who == "" {
+			it.Who = v.T("entry.unknown_agency")
+		}
+	}
+	for _, f := range a.GetFacts() {
+		d := v.Tx(f.GetDescription())
+		if d == "" {
+			d = humanField(f.GetName())
+		}
+		it.Items = append(it.Items, lowerFirst(d))
+	}
+	for _, f := range a.GetFields() {
+		it.Items = append(it.Items, humanField(f))
+	}
+	if len(it.Items) == 0 {
+		it.Items = []string{v.T("entry.whole_record", humanField(a.GetDataset()))}
+	}
+	it.Source = v.Party(a.GetAuthority())
+	if a.GetDataset() != "" {
+		it.Source += " (" + humanField(a.GetDataset()) + ")"
+	}
+	if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
+		it.For = j
+		if a.GetStep() != nil {
+			it.For += ", " + v.Step(a.GetStep())
+		}
+	}
+	if a.GetHiddenUntil() != nil {
+		it.HiddenUntil = a.GetHiddenUntil().AsTime()
+		it.HiddenReason = v.Tx(a.GetHiddenReason())
+	}
+	for _, f := range a.GetViolations() {
+		it.Violations = append(it.Violations, humanField(f))
+	}
+	who := it.Who
+	if it.Self {
+		who = v.T("entry.you")
+	}
+	if it.Refused {
+		it.Announce = v.T("live.announce.refused", who)
+	} else {
+		it.Announce = v.T("live.announce", who)
+	}
+	return it
+}
+
+func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
+	v.Nav, v.Title = "timeline", v.T("timeline.title")
+	q := r.URL.Query()
+	req := &citizenv1.ListAccessesRequest{
+		Authority: q.Get("authority"),
+		Journey:   q.Get("journey"),
+		PageSize:  timelinePageSize,
+		PageToken: q.Get("page"),
+	}
+	period := q.Get("period")
+	for _, pr := range periods {
+		if pr.Value == period && pr.Back > 0 {
+			req.Since = timestamppb.New(v.now.Add(-pr.Back))
+		}
+	}
+	cat, err := p.catalog(r, v)
+	if err != nil {
+		p.fail(w, r, v, err)
+		return
+	}
+	page := &timelinePage{
+		Filtered: req.Authority != "" || req.Journey != "" || req.Since != nil,
+		Paged:    req.PageToken != "",
+	}
+	page.Authorities = append(page.Authorities, option{Value: "", Label: v.T("filter.authority.any")})
+	for _, a := range cat.authorities {
+		page.Authorities = append(page.Authorities, option{Value: a.GetId(), Label: v.Party(a), Selected: a.GetId() == req.Authority})
+	}
+	page.Journeys = append(page.Journeys, option{Value: "", Label: v.T("filter.journey.any")})
+	for _, j := range cat.journeys {
+		id := j.GetJourney().GetId()
+		page.Journeys = append(page.Journeys, option{Value: id, Label: v.Tx(j.GetJourney().GetTitle()), Selected: id == req.Journey})
+	}
+	for _, pr := range periods {
+		page.Periods = append(page.Periods, option{Value: pr.Value, Label: v.T(pr.Key), Selected: pr.Value == period})
+	}
+	page.Live = !page.Filtered && !page.Paged
+	v.Data = page
+
+	res, err := p.cfg.Citizen.ListAccesses(v.ctx(r), req)
+	if isCode(err, codes.InvalidArgument) {
+		page.Error = v.T("timeline.filter_error")
+		page.Live = false
+		p.render(w, r, v, http.StatusBadRequest, "timeline")
+		return
+	}
+	if err != nil {
+		p.fail(w, r, v, err)
+		return
+	}
+	for _, a := range res.GetAccesses() {
+		page.Entries = append(page.Entries, v.accessItem(a))
+	}
+	keep := url.Values{}
+	for _, k := range []string{"authority", "journey", "period"} {
+		if s := q.Get(k); s != "" {
+			keep.Set(k, s)
+		}
+	}
+	page.First = "/?" + keep.Encode()
+	if t := res.GetNextPageToken(); t != "" {
+		keep.Set("page", t)
+		page.Next = "/?" + keep.Encode()
+	}
+	p.render(w, r, v, http.StatusOK, "timeline")
+}
+
+// events streams the citizen's new accesses as Server-Sent Events. Each event is named "access",
+// has the access id as its id, and carries the timeline entry as HTML (rendered with the same
+// template as the page). When the sign-in expires, an event "signed-out" ends the stream.
+func (p *Portal) events(w http.ResponseWriter, r *http.Request) {
+	token, _, ok := p.cfg.Sessions.Session(r)
+	if !ok || token == "" {
+		http.Error(w, "signed out", http.StatusUnauthorized)
+		return
+	}
+	v := p.newView(w, r)
+	v.token = token
+	stream, err := p.cfg.Citizen.WatchAccesses(v.ctx(r), &citizenv1.WatchAccessesRequest{})
+	if err != nil {
+		p.log.Warn("portal: watch failed", "route", r.Pattern, "code", codeOf(err))
+		http.Error(w, "unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{}) // the stream lives as long as the page
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, "retry: 5000\n: connected\n\n")
+	if err := rc.Flush(); err != nil {
+		return
+	}
+
+	type result struct {
+		a   *citizenv1.Access
+		err error
+	}
+	recv := make(chan result)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			select {
+			case recv <- result{m.GetAccess(), err}:
+			case <-r.Context().Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(25 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+			io.WriteString(w, ": still here\n\n")
+		case res := <-recv:
+			if res.err != nil {
+				if isCode(res.err, codes.Unauthenticated) {
+					io.WriteString(w, "event: signed-out\ndata: \n\n")
+					rc.Flush()
+				} else if !errors.Is(res.err, io.EOF) && r.Context().Err() == nil {
+					p.log.Warn("portal: watch ended", "route", r.Pattern, "code", codeOf(res.err))
+				}
+				return
+			}
+			if res.a == nil {
+				continue
+			}
+			html, err := p.renderPartial("entry", entryData{V: v, A: v.accessItem(res.a)})
+			if err != nil {
+				p.log.Error("portal: entry template failed", "err", err)
+				return
+			}
+			var b strings.Builder
+			b.WriteString("event: access\nid: ")
+			b.WriteString(strings.Map(func(r rune) rune {
+				if r == '\n' || r == '\r' {
+					return -1
+				}
+				return r
+			}, res.a.GetId()))
+			b.WriteString("\n")
+			for line := range strings.SplitSeq(strings.TrimSpace(html), "\n") {
+				b.WriteString("data: ")
+				b.WriteString(strings.TrimRight(line, "\r"))
+				b.WriteString("\n")
+			}
+			b.WriteString("\n")
+			io.WriteString(w, b.String())
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}
