@@ -40,9 +40,14 @@ const DefaultOrigin = "aperture.local/access-log"
 type localSigner struct {
 	note.Signer
 	verifier note.Verifier
+	vkey     string
 }
 
 func (s localSigner) Verifier() note.Verifier { return s.verifier }
+
+// VerifierKey returns the note verifier key ("<name>+<hash>+<key>") of the signer, as written to
+// VerifierKeyFile. It is not part of Signer; callers type-assert for it.
+func (s localSigner) VerifierKey() string { return s.vkey }
 
 // OpenLocalSigner loads the checkpoint key from dir, or creates one named origin (DefaultOrigin if
 // empty) and writes its verifier key next to it. An existing key keeps its name: the origin of a log
@@ -97,7 +102,7 @@ func NewSigner(skey string) (Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint verifier key: %w", err)
 	}
-	return localSigner{Signer: s, verifier: v}, nil
+	return localSigner{Signer: s, verifier: v, vkey: vkey}, nil
 }
 
 // LoadVerifier reads a note verifier key file.

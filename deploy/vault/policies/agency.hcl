@@ -1,0 +1,4 @@
+# An agency client (@NAME@): only its own certificate.
+path "@PKI@/issue/agency-@NAME@" {
+  capabilities = ["update"]
+}
