@@ -32,13 +32,21 @@ func signCheckpoint(s Signer, size uint64, root []byte) ([]byte, error) {
 	return b, nil
 }
 
-// OpenCheckpoint verifies a signed checkpoint with v (whose name is the origin) and parses it.
-func OpenCheckpoint(b []byte, v Verifier) (Checkpoint, error) {
-	cp, _, _, err := log.ParseCheckpoint(b, v.Name(), v)
-	if err != nil {
-		return Checkpoint{}, fmt.Errorf("checkpoint does not verify: %w", err)
+// OpenCheckpoint verifies a signed checkpoint with v (whose name is the origin) or, after a key
+// rotation, with one of the earlier keys in more, and parses it. A checkpoint must carry a signature
+// of one of these keys; note key hashes differ between key versions, so every version is listed.
+func OpenCheckpoint(b []byte, v Verifier, more ...Verifier) (Checkpoint, error) {
+	var first error
+	for _, lv := range append([]Verifier{v}, more...) {
+		cp, _, _, err := log.ParseCheckpoint(b, lv.Name(), lv)
+		if err == nil {
+			return Checkpoint{Note: b, Origin: cp.Origin, Size: cp.Size, Root: cp.Hash}, nil
+		}
+		if first == nil {
+			first = err
+		}
 	}
-	return Checkpoint{Note: b, Origin: cp.Origin, Size: cp.Size, Root: cp.Hash}, nil
+	return Checkpoint{}, fmt.Errorf("checkpoint does not verify: %w", first)
 }
 
 // LatestCheckpoint returns the newest stored checkpoint, verified. ErrNotFound means none was
@@ -54,7 +62,7 @@ func (t *Tree) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 	if t.verifier == nil {
 		return Checkpoint{}, errors.New("read checkpoint: no verifier configured")
 	}
-	cp, err := OpenCheckpoint(m.Data, t.verifier)
+	cp, err := OpenCheckpoint(m.Data, t.verifier, t.previous...)
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("checkpoint %d: %w", m.Sequence, err)
 	}

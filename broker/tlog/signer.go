@@ -105,17 +105,38 @@ func NewSigner(skey string) (Signer, error) {
 	return localSigner{Signer: s, verifier: v, vkey: vkey}, nil
 }
 
-// LoadVerifier reads a note verifier key file.
+// LoadVerifier reads a note verifier key file and returns its first key.
 func LoadVerifier(path string) (Verifier, error) {
+	vs, err := LoadVerifiers(path)
+	if err != nil {
+		return nil, err
+	}
+	return vs[0], nil
+}
+
+// LoadVerifiers reads a note verifier key file with one key per line, the current key first and
+// then the keys of earlier versions (a Vault transit key that was rotated publishes one per version).
+func LoadVerifiers(path string) ([]Verifier, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read verifier key: %w", err)
 	}
-	v, err := note.NewVerifier(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, fmt.Errorf("verifier key %s: %w", path, err)
+	var vs []Verifier
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		v, err := note.NewVerifier(line)
+		if err != nil {
+			return nil, fmt.Errorf("verifier key %s line %d: %w", path, i+1, err)
+		}
+		vs = append(vs, v)
 	}
-	return v, nil
+	if len(vs) == 0 {
+		return nil, fmt.Errorf("verifier key %s: no key in the file", path)
+	}
+	return vs, nil
 }
 
 // verifierKeyOf derives the verifier key from a note Ed25519 private key, whose key data is the

@@ -87,6 +87,9 @@ var rangeFactory = &compact.RangeFactory{Hash: hasher.HashChildren}
 type Options struct {
 	// Replicas of the streams and buckets: 1 embedded, 3 in a cluster. Default 1.
 	Replicas int
+	// PreviousVerifiers check checkpoints signed by earlier versions of the checkpoint key (Vault
+	// transit rotation); the verifier given to Open is the current one.
+	PreviousVerifiers []Verifier
 }
 
 // Tree is the stored Merkle tree: it reads tiles and checkpoints and builds proofs. It is safe for
@@ -97,6 +100,7 @@ type Tree struct {
 	leaves      jetstream.Stream
 	checkpoints jetstream.Stream
 	verifier    Verifier
+	previous    []Verifier
 }
 
 // Open creates or updates the tree's buckets and streams. verifier checks the checkpoints it
@@ -105,7 +109,7 @@ func Open(ctx context.Context, js jetstream.JetStream, verifier Verifier, opts O
 	if opts.Replicas == 0 {
 		opts.Replicas = 1
 	}
-	t := &Tree{js: js, verifier: verifier}
+	t := &Tree{js: js, verifier: verifier, previous: opts.PreviousVerifiers}
 	var err error
 	if t.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: TreeBucket, Description: "Aperture access log Merkle tree: state and hash tiles",

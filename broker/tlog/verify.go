@@ -36,15 +36,21 @@ type VerifyResult struct {
 // The first problem is returned as an error naming the checkpoint (by its CHECKPOINTS sequence)
 // and, where the records are at fault, the first leaf index (and its ACCESS sequence and position)
 // whose hash differs from the one integrated.
-func Verify(ctx context.Context, js jetstream.JetStream, v Verifier) (VerifyResult, error) {
+//
+// more are verifiers of earlier checkpoint key versions, for a log whose key was rotated.
+func Verify(ctx context.Context, js jetstream.JetStream, v Verifier, more ...Verifier) (VerifyResult, error) {
 	var res VerifyResult
 	t, err := openExisting(ctx, js, v)
 	if err != nil {
 		return res, err
 	}
+	t.previous = more
+	if err != nil {
+		return res, err
+	}
 	var cps []Checkpoint
 	err = readStream(ctx, js, CheckpointStream, func(seq uint64, data []byte) error {
-		cp, err := OpenCheckpoint(data, v)
+		cp, err := OpenCheckpoint(data, v, more...)
 		if err != nil {
 			return fmt.Errorf("checkpoint %d: %w", seq, err)
 		}

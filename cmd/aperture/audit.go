@@ -41,12 +41,12 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // verifierKey loads the checkpoint verifier key file, by default the one the broker wrote into the
-// dev data directory.
-func verifierKey(vkey, data string) (tlog.Verifier, error) {
+// dev data directory: the current key first, then earlier versions after a rotation.
+func verifierKey(vkey, data string) ([]tlog.Verifier, error) {
 	if vkey == "" {
 		vkey = filepath.Join(data, "keys", tlog.VerifierKeyFile)
 	}
-	return tlog.LoadVerifier(vkey)
+	return tlog.LoadVerifiers(vkey)
 }
 
 // runAuditVerify reads the storage directly, not through the broker: the point is to check what
@@ -82,7 +82,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	res, err := tlog.Verify(ctx, js, v)
+	res, err := tlog.Verify(ctx, js, v[0], v[1:]...)
 	if err != nil {
 		return fmt.Errorf("verification FAILED: %w", err)
 	}
@@ -127,7 +127,7 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if cf.json {
 		return printJSON(stdout, resp)
 	}
-	cp, _ := tlog.OpenCheckpoint(resp.GetCheckpoint(), v)
+	cp, _ := tlog.OpenCheckpoint(resp.GetCheckpoint(), v[0], v[1:]...)
 	fmt.Fprintf(stdout, "access %s is leaf %d of the tree of size %d\n", id, resp.GetLeafIndex(), resp.GetTreeSize())
 	fmt.Fprintf(stdout, "leaf hash  %x\n", resp.GetLeafHash())
 	fmt.Fprintf(stdout, "audit path (%d hashes, leaf to root):\n", len(resp.GetHashes()))
@@ -142,8 +142,8 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 // checkInclusion verifies the proof as an outside party would: the checkpoint's signature with the
 // verifier key, the leaf hash recomputed from the record, the audit path against the signed root.
-func checkInclusion(resp *auditv1.GetInclusionProofResponse, v tlog.Verifier) error {
-	cp, err := tlog.OpenCheckpoint(resp.GetCheckpoint(), v)
+func checkInclusion(resp *auditv1.GetInclusionProofResponse, v []tlog.Verifier) error {
+	cp, err := tlog.OpenCheckpoint(resp.GetCheckpoint(), v[0], v[1:]...)
 	if err != nil {
 		return err
 	}
