@@ -26,10 +26,12 @@ import (
 	"github.com/aperture-gov/aperture/broker/accesslog"
 	"github.com/aperture-gov/aperture/broker/authorities"
 	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/citizen"
 	"github.com/aperture-gov/aperture/broker/consent"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/natsembed"
 	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/questions"
 	"github.com/aperture-gov/aperture/broker/release"
 	"github.com/aperture-gov/aperture/broker/server"
 	"github.com/aperture-gov/aperture/broker/tlog"
@@ -57,6 +59,10 @@ type Config struct {
 	AuthorityAddresses map[string]string `yaml:"authority_addresses"`
 	// StartTimeout bounds the wait for authorities and NATS at start.
 	StartTimeout time.Duration `yaml:"start_timeout"`
+	// CitizenListen is the address of the citizen API (aperture.citizen.v1.CitizenService): server
+	// TLS with the broker's certificate, no client certificate, OpenID Connect ID tokens. It is served
+	// only when Deps.Citizens is set. Default "127.0.0.1:7444".
+	CitizenListen string `yaml:"citizen_listen"`
 	// CheckpointInterval is how often the access log's Merkle tree is extended and, if it grew, a
 	// signed checkpoint published. Default 1s.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
@@ -69,6 +75,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:7443"
+	}
+	if c.CitizenListen == "" {
+		c.CitizenListen = "127.0.0.1:7444"
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
@@ -93,6 +102,9 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen %q: %w", c.Listen, err)
 	}
+	if _, _, err := net.SplitHostPort(c.CitizenListen); err != nil {
+		return fmt.Errorf("citizen_listen %q: %w", c.CitizenListen, err)
+	}
 	return nil
 }
 
@@ -106,6 +118,11 @@ type Deps struct {
 	Pseudonyms keys.Pseudonymizer
 	// Checkpoints signs the access log's checkpoints; nil uses (or creates) the local key in DataDir.
 	Checkpoints tlog.Signer
+	// Sealer encrypts sensitive state at rest: the citizen id in stored cases (keys.Provider.Sealer).
+	Sealer keys.Sealer
+	// Citizens verifies citizens' OpenID Connect ID tokens for the citizen API; nil serves no citizen
+	// API.
+	Citizens citizen.Authenticator
 	// NATS, if set, is used instead of connecting or embedding (tests control the server).
 	NATS   *nats.Conn
 	Logger *slog.Logger
@@ -114,22 +131,29 @@ type Deps struct {
 
 // Broker is a running broker.
 type Broker struct {
-	cfg     Config
-	deps    Deps
-	log     *slog.Logger
-	lis     net.Listener
-	grpc    *grpc.Server
-	health  *health.Server
-	nc      *nats.Conn
-	ownNC   bool
-	embed   *natsembed.Server
-	access  *accesslog.Log
-	tree    *tlog.Tree
-	integr  *tlog.Integrator
-	pool    *authorities.Pool
-	bundle  atomic.Pointer[policy.Bundle]
-	Cases   *cases.Store
-	Consent *consent.Store
+	cfg       Config
+	deps      Deps
+	log       *slog.Logger
+	lis       net.Listener
+	grpc      *grpc.Server
+	health    *health.Server
+	nc        *nats.Conn
+	ownNC     bool
+	embed     *natsembed.Server
+	access    *accesslog.Log
+	tree      *tlog.Tree
+	integr    *tlog.Integrator
+	pool      *authorities.Pool
+	bundle    atomic.Pointer[policy.Bundle]
+	Cases     *cases.Store
+	Consent   *consent.Store
+	Questions *questions.Store
+
+	// The citizen API, when Deps.Citizens is set.
+	citizenSvc    *citizen.Service
+	citizenGRPC   *grpc.Server
+	citizenHealth *health.Server
+	citizenLis    net.Listener
 }
 
 // New connects to (or embeds) NATS, opens the stores, loads the registry, waits for every authority to
@@ -140,8 +164,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("broker config: %w", err)
 	}
-	if deps.Policies == nil || deps.Certs == nil || deps.Pseudonyms == nil {
-		return nil, errors.New("broker: policies, certificates and pseudonym key are required")
+	if deps.Policies == nil || deps.Certs == nil || deps.Pseudonyms == nil || deps.Sealer == nil {
+		return nil, errors.New("broker: policies, certificates, pseudonym key and sealing key are required")
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
@@ -171,10 +195,13 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	if err := b.openTransparency(ctx, js); err != nil {
 		return nil, err
 	}
-	if b.Cases, err = cases.Open(ctx, js, cases.Options{Replicas: cfg.Replicas, Logger: b.log}); err != nil {
+	if b.Cases, err = cases.Open(ctx, js, cases.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log}); err != nil {
 		return nil, err
 	}
 	if b.Consent, err = consent.Open(ctx, js, cfg.Replicas); err != nil {
+		return nil, err
+	}
+	if b.Questions, err = questions.Open(ctx, js, cfg.Replicas, b.log.With("component", "questions")); err != nil {
 		return nil, err
 	}
 
@@ -207,6 +234,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	}
 	if b.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	if b.citizenGRPC != nil {
+		if b.citizenLis, err = net.Listen("tcp", cfg.CitizenListen); err != nil {
+			b.lis.Close()
+			return nil, fmt.Errorf("citizen API: listen on %s: %w", cfg.CitizenListen, err)
+		}
 	}
 	return b, nil
 }
@@ -286,12 +319,43 @@ func (b *Broker) buildServer() error {
 		grpc.ChainUnaryInterceptor(icpt...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute}),
 	)
-	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc")))
+	registry := func() *policy.Registry { return b.bundle.Load().Registry }
+	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc"),
+		server.WithQuestions(b.Questions, registry, b.deps.Now)))
 	auditv1.RegisterAuditServiceServer(b.grpc, server.NewAudit(b.access, b.tree, b.deps.Pseudonyms, b.log.With("component", "audit")))
 	b.health = health.NewServer()
 	healthpb.RegisterHealthServer(b.grpc, b.health)
 	reflection.Register(b.grpc)
+	return b.buildCitizenServer(policies)
+}
+
+// buildCitizenServer builds the citizen API when an authenticator is configured.
+func (b *Broker) buildCitizenServer(policies func() *policy.Bundle) error {
+	if b.deps.Citizens == nil {
+		return nil
+	}
+	svc, err := citizen.New(citizen.Config{
+		Policies: policies, Log: b.access, Cases: b.Cases, Consents: b.Consent, Authorities: b.pool,
+		Questions: b.Questions, Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now,
+		Logger: b.log.With("component", "citizen"),
+	})
+	if err != nil {
+		return err
+	}
+	srv, hs, err := citizen.NewServer(svc, b.deps.Citizens, b.deps.Pseudonyms, citizen.TLSConfig(b.deps.Certs), b.log.With("component", "citizen-grpc"))
+	if err != nil {
+		return err
+	}
+	b.citizenSvc, b.citizenGRPC, b.citizenHealth = svc, srv, hs
 	return nil
+}
+
+// CitizenAddr is the address of the citizen API, or "" when it is not served.
+func (b *Broker) CitizenAddr() string {
+	if b.citizenLis == nil {
+		return ""
+	}
+	return b.citizenLis.Addr().String()
 }
 
 // Addr is the address the broker listens on.
@@ -320,23 +384,40 @@ func (b *Broker) NATSURL() string {
 // Run serves until ctx ends, then stops gracefully: in-flight releases finish (and are logged) first.
 func (b *Broker) Run(ctx context.Context) error {
 	defer b.close()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- b.grpc.Serve(b.lis) }()
 	b.log.Info("broker serving", "addr", b.Addr())
+	if b.citizenGRPC != nil {
+		go func() {
+			if err := b.citizenGRPC.Serve(b.citizenLis); err != nil {
+				errc <- fmt.Errorf("citizen API: %w", err)
+			}
+		}()
+		b.log.Info("citizen API serving", "addr", b.CitizenAddr())
+	}
+	var serveErr error
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
+		serveErr = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	b.health.Shutdown()
-	stopped := make(chan struct{})
-	go func() { b.grpc.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		b.grpc.Stop()
+	servers := []*grpc.Server{b.grpc}
+	if b.citizenGRPC != nil {
+		b.citizenHealth.Shutdown()
+		b.citizenSvc.Stop() // ends the open access watches, which a graceful stop would wait for
+		servers = append(servers, b.citizenGRPC)
 	}
-	return nil
+	for _, srv := range servers {
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			srv.Stop()
+		}
+	}
+	return serveErr
 }
 
 func (b *Broker) close() {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/aperture-gov/aperture/broker/tlog"
 )
@@ -21,8 +22,18 @@ func (b *Broker) openTransparency(ctx context.Context, js jetstream.JetStream) e
 			return fmt.Errorf("checkpoint signing key: %w", err)
 		}
 	}
+	// A signer with several key versions (Vault transit after a rotation) also verifies the
+	// checkpoints its earlier versions signed.
+	var previous []tlog.Verifier
+	if vs, ok := signer.(interface{ Verifiers() []note.Verifier }); ok {
+		for _, v := range vs.Verifiers() {
+			if v.KeyHash() != signer.Verifier().KeyHash() {
+				previous = append(previous, v)
+			}
+		}
+	}
 	var err error
-	if b.tree, err = tlog.Open(ctx, js, signer.Verifier(), tlog.Options{Replicas: b.cfg.Replicas}); err != nil {
+	if b.tree, err = tlog.Open(ctx, js, signer.Verifier(), tlog.Options{Replicas: b.cfg.Replicas, PreviousVerifiers: previous}); err != nil {
 		return fmt.Errorf("open transparency log: %w", err)
 	}
 	host, _ := os.Hostname()

@@ -56,9 +56,12 @@ const (
 
 // Case is one citizen's instance of a journey, as stored.
 type Case struct {
-	ID        string `json:"id"`
-	Journey   string `json:"journey"`
-	CitizenID string `json:"citizen_id"`
+	ID      string `json:"id"`
+	Journey string `json:"journey"`
+	// CitizenID is the citizen's id in memory. At rest it is only in SealedCitizenID, encrypted by the
+	// store's Sealer and bound to the case id, so a copy of the bucket does not reveal whom a case is about.
+	CitizenID       string `json:"citizen_id,omitempty"`
+	SealedCitizenID []byte `json:"citizen_id_sealed,omitempty"`
 	// Pseudonym is the citizen's keyed pseudonym, so the citizen's cases can be found without the id.
 	Pseudonym     string    `json:"pseudonym"`
 	State         State     `json:"state"`
@@ -217,11 +220,20 @@ func stepState(s State) brokerv1.StepState {
 	return brokerv1.StepState_STEP_STATE_UNSPECIFIED
 }
 
+// Sealer encrypts state at rest (authenticated, with the key version inside the ciphertext so that
+// cases sealed before a key rotation still open).
+type Sealer interface {
+	Seal(plaintext, associatedData []byte) ([]byte, error)
+	Open(ciphertext, associatedData []byte) ([]byte, error)
+}
+
 // Options configures a Store.
 type Options struct {
 	// Replicas of the bucket and the event stream: 1 embedded, 3 in a cluster.
 	Replicas int
-	Logger   *slog.Logger
+	// Sealer encrypts the citizen id in stored cases. Required.
+	Sealer Sealer
+	Logger *slog.Logger
 }
 
 // Store keeps cases in JetStream KV, with a read cache kept current by a watch on the bucket.
@@ -232,9 +244,10 @@ type Options struct {
 // in case the watch lagged. A read is a snapshot either way — the step may complete on another replica
 // a moment after any read — so the cache does not weaken what a release decides on.
 type Store struct {
-	kv  jetstream.KeyValue
-	js  jetstream.JetStream
-	log *slog.Logger
+	kv     jetstream.KeyValue
+	js     jetstream.JetStream
+	sealer Sealer
+	log    *slog.Logger
 
 	mu      sync.RWMutex
 	cache   map[string]cached
@@ -255,6 +268,9 @@ const (
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
 	if opts.Replicas < 1 {
 		opts.Replicas = 1
+	}
+	if opts.Sealer == nil {
+		return nil, errors.New("cases: a sealer for the citizen id at rest is required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -280,7 +296,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	}); err != nil {
 		return nil, fmt.Errorf("open stream %q: %w", EventStream, err)
 	}
-	s := &Store{kv: kv, js: js, log: opts.Logger, cache: map[string]cached{}}
+	s := &Store{kv: kv, js: js, sealer: opts.Sealer, log: opts.Logger, cache: map[string]cached{}}
 	w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly())
 	if err != nil {
 		return nil, fmt.Errorf("watch KV bucket %q: %w", Bucket, err)
@@ -306,7 +322,7 @@ func (s *Store) follow(w jetstream.KeyWatcher) {
 			s.forget(e.Key())
 			continue
 		}
-		c, err := decode(e)
+		c, err := s.decode(e)
 		if err != nil {
 			s.forget(e.Key())
 			continue
@@ -355,9 +371,9 @@ func (c *Case) clone() *Case {
 
 // Create stores a new case.
 func (s *Store) Create(ctx context.Context, c *Case) error {
-	b, err := json.Marshal(c)
+	b, err := s.encode(c)
 	if err != nil {
-		return fmt.Errorf("encode case %s: %w", c.ID, err)
+		return err
 	}
 	rev, err := s.kv.Create(ctx, c.ID, b)
 	if err != nil {
@@ -392,23 +408,48 @@ func (s *Store) read(ctx context.Context, id string) (*Case, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read case %s: %w", id, err)
 	}
-	return decode(e)
+	return s.decode(e)
 }
 
-func decode(e jetstream.KeyValueEntry) (*Case, error) {
+// sealAD binds a sealed citizen id to its case: a ciphertext copied into another case does not open.
+func sealAD(caseID string) []byte { return []byte("aperture/case/" + caseID + "/citizen_id") }
+
+func (s *Store) encode(c *Case) ([]byte, error) {
+	sealed, err := s.sealer.Seal([]byte(c.CitizenID), sealAD(c.ID))
+	if err != nil {
+		return nil, fmt.Errorf("seal citizen id of case %s: %w", c.ID, err)
+	}
+	at := *c
+	at.CitizenID, at.SealedCitizenID = "", sealed
+	b, err := json.Marshal(&at)
+	if err != nil {
+		return nil, fmt.Errorf("encode case %s: %w", c.ID, err)
+	}
+	return b, nil
+}
+
+func (s *Store) decode(e jetstream.KeyValueEntry) (*Case, error) {
 	var c Case
 	if err := json.Unmarshal(e.Value(), &c); err != nil {
 		return nil, fmt.Errorf("decode case %s: %w", e.Key(), err)
 	}
+	if c.CitizenID != "" || len(c.SealedCitizenID) == 0 {
+		return nil, fmt.Errorf("decode case %s: the citizen id is not sealed", e.Key())
+	}
+	id, err := s.sealer.Open(c.SealedCitizenID, sealAD(c.ID))
+	if err != nil {
+		return nil, fmt.Errorf("open citizen id of case %s: %w", e.Key(), err)
+	}
+	c.CitizenID, c.SealedCitizenID = string(id), nil
 	c.Revision = e.Revision()
 	return &c, nil
 }
 
 // Update writes c if the stored case is still at c.Revision, else ErrConflict.
 func (s *Store) Update(ctx context.Context, c *Case) error {
-	b, err := json.Marshal(c)
+	b, err := s.encode(c)
 	if err != nil {
-		return fmt.Errorf("encode case %s: %w", c.ID, err)
+		return err
 	}
 	rev, err := s.kv.Update(ctx, c.ID, b, c.Revision)
 	if err != nil {

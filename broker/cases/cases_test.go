@@ -2,7 +2,9 @@ package cases_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/policy"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
@@ -82,7 +85,7 @@ func TestTransitions(t *testing.T) {
 func newStore(t *testing.T) (*cases.Store, jetstream.JetStream) {
 	t.Helper()
 	js := natstest.JetStream(t)
-	s, err := cases.Open(context.Background(), js, cases.Options{})
+	s, err := cases.Open(context.Background(), js, cases.Options{Sealer: sharedSealer(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +200,7 @@ func TestStoreRoundTripAndEvents(t *testing.T) {
 // sees a transition made by the first one through the bucket watch, and a stale write from it conflicts.
 func TestReplicaSeesOtherReplicasWrites(t *testing.T) {
 	a, js := newStore(t)
-	b, err := cases.Open(context.Background(), js, cases.Options{})
+	b, err := cases.Open(context.Background(), js, cases.Options{Sealer: sharedSealer(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,4 +240,106 @@ func TestReplicaSeesOtherReplicasWrites(t *testing.T) {
 	if err := b.Update(ctx, stale); !errors.Is(err, cases.ErrConflict) {
 		t.Fatalf("stale write from replica b: %v, want ErrConflict", err)
 	}
+}
+
+func testSealer(t testing.TB) cases.Sealer {
+	t.Helper()
+	p, err := keys.OpenLocalProvider(t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Sealer()
+}
+
+// TestCitizenIDSealedAtRest: the stored case holds the citizen id only encrypted, bound to its case;
+// another replica with the same key reads it back; a ciphertext copied into another case does not
+// open; a store without a sealer does not start.
+func TestCitizenIDSealedAtRest(t *testing.T) {
+	js := natstest.JetStream(t)
+	ctx := context.Background()
+	sealer := testSealer(t)
+	open := func() *cases.Store {
+		s, err := cases.Open(ctx, js, cases.Options{Sealer: sealer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	s := open()
+	const id = "0101901234"
+	a := cases.New(journey(), id, "p", "municipality", "v1", t0)
+	b := cases.New(journey(), "0202902345", "q", "municipality", "v1", t0.Add(time.Second))
+	for _, c := range []*cases.Case{a, b} {
+		if err := s.Create(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv, err := js.KeyValue(ctx, cases.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea, err := kv.Get(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(ea.Value()), id) || !strings.Contains(string(ea.Value()), "citizen_id_sealed") {
+		t.Fatalf("stored case is not sealed: %s", ea.Value())
+	}
+	if got, err := open().Get(ctx, a.ID); err != nil || got.CitizenID != id {
+		t.Fatalf("another replica reads citizen %q, %v", citizenOf(got), err)
+	}
+
+	// Put a's sealed id into b: b no longer opens.
+	eb, err := kv.Get(ctx, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sa, sb map[string]any
+	if err := json.Unmarshal(ea.Value(), &sa); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(eb.Value(), &sb); err != nil {
+		t.Fatal(err)
+	}
+	sb["citizen_id_sealed"] = sa["citizen_id_sealed"]
+	moved, _ := json.Marshal(sb)
+	if _, err := kv.Put(ctx, b.ID, moved); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open().Get(ctx, b.ID); err == nil || !strings.Contains(err.Error(), "open citizen id of case "+b.ID) {
+		t.Fatalf("a sealed id moved between cases opened: %v", err)
+	}
+	if _, err := cases.Open(ctx, js, cases.Options{}); err == nil {
+		t.Fatal("a store without a sealer started")
+	}
+}
+
+func citizenOf(c *cases.Case) string {
+	if c == nil {
+		return ""
+	}
+	return c.CitizenID
+}
+
+var (
+	sealerOnce sync.Once
+	sealerKey  cases.Sealer
+)
+
+// sharedSealer is one sealing key for every store of the test binary, as replicas share one.
+func sharedSealer(t testing.TB) cases.Sealer {
+	sealerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "cases-test-keys")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := keys.OpenLocalProvider(dir, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealerKey = p.Sealer()
+		_ = os.RemoveAll(dir) // the key stays in memory
+	})
+	return sealerKey
 }

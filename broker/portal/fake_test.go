@@ -233,6 +233,10 @@ func (f *fakeCitizen) WatchAccesses(r *citizenv1.WatchAccessesRequest, s grpc.Se
 	if err := f.enter(s.Context(), "WatchAccesses", r); err != nil {
 		return err
 	}
+	// Like the real API: headers once subscribed, so the portal can tell the page it is live.
+	if err := s.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	f.watching <- struct{}{}
 	for {
 		select {

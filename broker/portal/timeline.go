@@ -209,6 +209,11 @@ func (p *Portal) events(w http.ResponseWriter, r *http.Request) {
 	v := p.newView(w, r)
 	v.token = token
 	stream, err := p.cfg.Citizen.WatchAccesses(v.ctx(r), &citizenv1.WatchAccessesRequest{})
+	if err == nil {
+		// The API sends its headers once it has subscribed; only then is the page told it is live,
+		// so an access logged after the indicator shows is never missed.
+		_, err = stream.Header()
+	}
 	if err != nil {
 		p.log.Warn("portal: watch failed", "route", r.Pattern, "code", codeOf(err))
 		http.Error(w, "unavailable", http.StatusServiceUnavailable)

@@ -3,26 +3,56 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/questions"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/broker/release"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
 
 // Broker implements aperture.broker.v1.BrokerService.
 type Broker struct {
 	brokerv1.UnimplementedBrokerServiceServer
-	cases   *cases.Service
-	release *release.Service
-	log     *slog.Logger
+	cases     *cases.Service
+	release   *release.Service
+	questions Questions
+	registry  func() *policy.Registry
+	now       func() time.Time
+	log       *slog.Logger
+}
+
+// Questions keeps the citizens' questions about accesses (questions.Store).
+type Questions interface {
+	ListByAgency(ctx context.Context, agency string, onlyOpen bool) ([]*questions.Question, error)
+	Answer(ctx context.Context, agency, id, answer, caseworker string, now time.Time) (*questions.Question, error)
+}
+
+// BrokerOption configures a Broker.
+type BrokerOption func(*Broker)
+
+// WithQuestions serves ListQuestions and AnswerQuestion from q; registry names the agencies in the
+// answers, now stamps the answers. Without it both answer UNAVAILABLE.
+func WithQuestions(q Questions, registry func() *policy.Registry, now func() time.Time) BrokerOption {
+	return func(b *Broker) { b.questions, b.registry, b.now = q, registry, now }
 }
 
 // NewBroker returns the BrokerService implementation.
-func NewBroker(c *cases.Service, r *release.Service, log *slog.Logger) *Broker {
-	return &Broker{cases: c, release: r, log: log}
+func NewBroker(c *cases.Service, r *release.Service, log *slog.Logger, opts ...BrokerOption) *Broker {
+	b := &Broker{cases: c, release: r, log: log, now: time.Now}
+	for _, o := range opts {
+		o(b)
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	return b
 }
 
 func (b *Broker) agency(ctx context.Context) (Caller, error) { return requireRole(ctx, RoleAgency) }
@@ -166,4 +196,61 @@ func (b *Broker) ExplainStep(ctx context.Context, req *brokerv1.ExplainStepReque
 		return nil, b.fail(ctx, "ExplainStep", err)
 	}
 	return out, nil
+}
+
+// agencyParty is the agency as the citizen sees it.
+func (b *Broker) agencyParty(id string) *citizenv1.Party {
+	if b.registry != nil {
+		if a, ok := b.registry().Agency(id); ok {
+			return &citizenv1.Party{Id: id, Name: &citizenv1.Text{En: a.Name.EN, Da: a.Name.DA}}
+		}
+	}
+	return &citizenv1.Party{Id: id}
+}
+
+// ListQuestions implements BrokerService: the citizens' questions about the caller agency's accesses,
+// newest first. They name the access, never the citizen.
+func (b *Broker) ListQuestions(ctx context.Context, req *brokerv1.ListQuestionsRequest) (*brokerv1.ListQuestionsResponse, error) {
+	c, err := b.agency(ctx)
+	if err != nil {
+		return nil, b.fail(ctx, "ListQuestions", err)
+	}
+	if b.questions == nil {
+		return nil, b.fail(ctx, "ListQuestions", refusal.New(refusal.Unavailable, "questions are not enabled on this broker"))
+	}
+	qs, err := b.questions.ListByAgency(ctx, c.ID, req.GetOnlyOpen())
+	if err != nil {
+		return nil, b.fail(ctx, "ListQuestions", refusal.Wrap(refusal.Unavailable, err, "the question store is unavailable"))
+	}
+	resp := &brokerv1.ListQuestionsResponse{}
+	party := b.agencyParty(c.ID)
+	for _, q := range qs {
+		resp.Questions = append(resp.Questions, q.Proto(party))
+	}
+	return resp, nil
+}
+
+// AnswerQuestion implements BrokerService. Only the agency the question is for may answer it, once; to
+// any other agency the question does not exist. The caseworker named in the metadata is recorded.
+func (b *Broker) AnswerQuestion(ctx context.Context, req *brokerv1.AnswerQuestionRequest) (*brokerv1.AnswerQuestionResponse, error) {
+	c, err := b.agency(ctx)
+	if err != nil {
+		return nil, b.fail(ctx, "AnswerQuestion", err)
+	}
+	if b.questions == nil {
+		return nil, b.fail(ctx, "AnswerQuestion", refusal.New(refusal.Unavailable, "questions are not enabled on this broker"))
+	}
+	q, err := b.questions.Answer(ctx, c.ID, req.GetQuestionId(), req.GetAnswer(), c.Caseworker, b.now())
+	switch {
+	case errors.Is(err, questions.ErrNotFound):
+		return nil, b.fail(ctx, "AnswerQuestion", refusal.New(refusal.NotFound, "question %s does not exist", req.GetQuestionId()))
+	case errors.Is(err, questions.ErrAnswered):
+		return nil, b.fail(ctx, "AnswerQuestion", refusal.New(refusal.FailedPrecondition, "question %s has been answered already", req.GetQuestionId()))
+	case errors.Is(err, questions.ErrInvalid):
+		return nil, b.fail(ctx, "AnswerQuestion", refusal.New(refusal.InvalidArgument, "the answer must not be empty"))
+	case err != nil:
+		return nil, b.fail(ctx, "AnswerQuestion", refusal.Wrap(refusal.Unavailable, err, "the question store is unavailable"))
+	}
+	b.log.Info("question answered", "question", q.ID, "agency", c.ID, "caseworker", c.Caseworker)
+	return &brokerv1.AnswerQuestionResponse{Question: q.Proto(b.agencyParty(c.ID))}, nil
 }

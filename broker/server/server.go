@@ -163,3 +163,9 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 	}
 	return status.Error(code, r.Reason)
 }
+
+// ToStatus converts a domain error to a gRPC status at an edge other than the agency API (the citizen
+// API): the refusal's reason is shown, its cause only logged, an Internal error hidden.
+func ToStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
+	return toStatus(ctx, log, method, err)
+}

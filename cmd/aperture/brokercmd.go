@@ -2,19 +2,30 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/aperture-gov/aperture/broker"
+	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/keys/vaultkeys"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
+	"github.com/aperture-gov/aperture/services/kit/vault"
 )
 
 // runBroker runs the broker alone, against authorities running elsewhere (see `aperture authority`) and an
-// embedded or external NATS.
+// embedded or external NATS. It has no development login: citizens sign in with the configured OpenID
+// Connect issuer only.
 func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
 	addConfigFlag(fs)
@@ -26,11 +37,35 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		natsListen = fs.String("nats-listen", "", "client address of the embedded NATS server (empty: in-process only)")
 		replicas   = fs.Int("replicas", 1, "replicas of streams and buckets (3 on a cluster)")
 		policyDir  = fs.String("policies", "", "policy directory (default: built into the binary)")
-		cert       = fs.String("cert", "", "broker certificate file (default: issued by the development CA in DATA/pki)")
+		certSource = fs.String("certs", "", `where the broker's certificate comes from: "files" (--cert/--key/--ca), "vault" (Vault PKI) or "dev" (the development CA in DATA/pki); default files if --cert is set, else dev`)
+		cert       = fs.String("cert", "", "broker certificate file")
 		key        = fs.String("key", "", "broker key file")
 		ca         = fs.String("ca", "", "CA certificate file for agencies and authorities")
 		startWait  = fs.Duration("start-timeout", 60*time.Second, "how long to wait for NATS and the authorities at start")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+
+		keySource = fs.String("keys", "local", `where the pseudonym, sealing and checkpoint keys live: "local" (DATA/keys) or "vault"`)
+		origin    = fs.String("log-origin", "", "the access log's origin (checkpoint key name); required with --keys vault")
+		vaultAddr = fs.String("vault-addr", "", "Vault address, e.g. https://vault.internal:8200")
+		vaultCA   = fs.String("vault-ca-cert", "", "CA certificate file of Vault's TLS certificate")
+		arMount   = fs.String("vault-approle-mount", vault.DefaultAppRoleMount, "AppRole auth mount")
+		roleID    = fs.String("vault-role-id-file", "", "file holding the AppRole role id")
+		secretID  = fs.String("vault-secret-id-file", "", "file holding the AppRole secret id")
+		trMount   = fs.String("vault-transit-mount", vault.DefaultTransitMount, "transit mount")
+		cpKey     = fs.String("vault-checkpoint-key", vault.DefaultCheckpointKey, "transit ed25519 key that signs checkpoints")
+		dataKey   = fs.String("vault-data-key", vault.DefaultDataKey, "transit key that wraps the data keys")
+		pkiMount  = fs.String("vault-pki-mount", vault.DefaultPKIMount, "PKI mount")
+		pkiRole   = fs.String("vault-pki-role", "broker", "PKI role the broker's certificate is issued from")
+		pkiTTL    = fs.Duration("vault-pki-ttl", vault.DefaultCertTTL, "lifetime of the broker's certificate (renewed after two thirds)")
+
+		citizenListen = fs.String("citizen-listen", "127.0.0.1:7444", "citizen gRPC API address (served when --oidc-issuer is set)")
+		oidcIssuer    = fs.String("oidc-issuer", "", "OpenID Connect issuer of citizens' ID tokens (empty: no citizen API or portal)")
+		oidcClient    = fs.String("oidc-client-id", "", "OAuth client id of the portal: the expected audience of ID tokens")
+		oidcSecret    = fs.String("oidc-client-secret-file", "", "file holding the portal's OAuth client secret (empty: public client with PKCE)")
+		oidcClaim     = fs.String("oidc-citizen-claim", citizenauth.DefaultCitizenClaim, "ID token claim holding the citizen's 10-digit id")
+		oidcCA        = fs.String("oidc-ca", "", "extra CA certificate file to trust for the issuer")
+		portalListen  = fs.String("portal-listen", "", "citizen portal HTTP address (empty: no portal)")
+		portalURL     = fs.String("portal-url", "", "public URL of the portal, e.g. https://minside.example; its /auth/callback is the OAuth redirect URL")
 	)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
@@ -43,32 +78,154 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	var certs mtls.Source
-	if *cert != "" {
-		if certs, err = mtls.LoadSource(*cert, *key, *ca); err != nil {
-			return fmt.Errorf("broker certificate: %w", err)
-		}
-	} else {
-		devca, err := mtls.OpenDevCA(filepath.Join(*data, "pki"), trustDomain)
-		if err != nil {
-			return fmt.Errorf("development CA: %w", err)
-		}
-		logger.Warn("using the development CA in the data directory; pass --cert/--key/--ca in production")
-		if certs, err = devca.Source("broker", ""); err != nil {
-			return err
-		}
+	vcfg := vault.Config{
+		Address: *vaultAddr, CACert: *vaultCA,
+		AppRole: vault.AppRoleConfig{Mount: *arMount, RoleIDFile: *roleID, SecretIDFile: *secretID},
+		Transit: vault.TransitConfig{Mount: *trMount, CheckpointKey: *cpKey, DataKey: *dataKey},
+		PKI:     vault.PKIConfig{Mount: *pkiMount, Role: *pkiRole, TTL: *pkiTTL},
 	}
-	pseudonyms, err := keys.OpenLocal(filepath.Join(*data, "keys"))
-	if err != nil {
-		return fmt.Errorf("pseudonym key: %w", err)
+	kcfg := keys.Config{Keys: *keySource, Origin: *origin, Vault: vcfg}
+	if err := kcfg.Validate(); err != nil {
+		return usagef("keys: %v", err)
 	}
-	b, err := broker.New(ctx, broker.Config{
-		DataDir: *data, Listen: *listen, NATSURL: *natsURL, NATSCredentials: *natsCreds,
-		EmbeddedNATSListen: *natsListen, Replicas: *replicas, StartTimeout: *startWait,
-	}, broker.Deps{Policies: pfs, Certs: certs, Pseudonyms: pseudonyms, Logger: logger})
+
+	certs, closeCerts, err := brokerCerts(ctx, *certSource, *cert, *key, *ca, *data, vcfg, logger)
 	if err != nil {
 		return err
 	}
+	defer closeCerts()
+
+	deps := broker.Deps{Policies: pfs, Certs: certs, Logger: logger}
+	if kcfg.Source() == keys.SourceVault {
+		// Vault's data keys are kept wrapped in JetStream, so NATS comes first. Vault is for
+		// scaled-out deployments, whose NATS is a cluster.
+		if *natsURL == "" {
+			return usagef("--keys vault needs --nats-url: the wrapped data keys live in the NATS cluster")
+		}
+		opts := broker.NATSOptions("aperture-broker")
+		if *natsCreds != "" {
+			opts = append(opts, nats.UserCredentials(*natsCreds))
+		}
+		nc, err := nats.Connect(*natsURL, opts...)
+		if err != nil {
+			return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		deps.NATS = nc
+		p, err := vaultkeys.OpenConfig(ctx, kcfg, filepath.Join(*data, "keys"), js, *replicas, logger.With("component", "keys"))
+		if err != nil {
+			return fmt.Errorf("keys from Vault (refusing to start without them): %w", err)
+		}
+		defer p.Close()
+		setKeys(&deps, p)
+	} else {
+		p, err := keys.OpenLocalProvider(filepath.Join(*data, "keys"), *origin)
+		if err != nil {
+			return fmt.Errorf("local keys: %w", err)
+		}
+		defer p.Close()
+		setKeys(&deps, p)
+	}
+
+	var ps *portalServer
+	var login citizenauth.Config
+	var verifier *citizenauth.Verifier
+	if *oidcIssuer != "" {
+		login = citizenauth.Config{Issuer: *oidcIssuer, ClientID: *oidcClient, CitizenClaim: *oidcClaim, CAFile: *oidcCA}
+		if *oidcSecret != "" {
+			b, err := os.ReadFile(*oidcSecret)
+			if err != nil {
+				return fmt.Errorf("oidc client secret: %w", err)
+			}
+			login.ClientSecret = strings.TrimSpace(string(b))
+		}
+		if *portalListen != "" {
+			if *portalURL == "" {
+				return usagef("--portal-listen needs --portal-url (the public URL the issuer redirects to)")
+			}
+			login.RedirectURL = strings.TrimSuffix(*portalURL, "/") + "/auth/callback"
+		}
+		if err := login.Validate(); err != nil {
+			return usagef("citizen login: %v", err)
+		}
+		if verifier, err = citizenauth.NewVerifier(ctx, login); err != nil {
+			return fmt.Errorf("citizen login: %w", err)
+		}
+		deps.Citizens = verifier
+	} else if *portalListen != "" {
+		return usagef("--portal-listen needs --oidc-issuer: citizens sign in with OpenID Connect")
+	}
+
+	b, err := broker.New(ctx, broker.Config{
+		DataDir: *data, Listen: *listen, NATSURL: *natsURL, NATSCredentials: *natsCreds,
+		EmbeddedNATSListen: *natsListen, Replicas: *replicas, StartTimeout: *startWait,
+		CitizenListen: *citizenListen,
+	}, deps)
+	if err != nil {
+		return err
+	}
+	if *portalListen != "" {
+		if ps, err = listenPortal(*portalListen, logger); err != nil {
+			return err
+		}
+		defer ps.Close()
+		if err := ps.mountPortal(login, verifier, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stdout, "broker listening on %s (policy %s)\n", b.Addr(), b.Bundle().Version)
+	if addr := b.CitizenAddr(); addr != "" {
+		fmt.Fprintf(stdout, "citizen API on %s (ID tokens from %s)\n", addr, *oidcIssuer)
+	}
+	if ps != nil {
+		fmt.Fprintf(stdout, "citizen portal on %s (%s)\n", *portalListen, *portalURL)
+	}
 	return b.Run(ctx)
+}
+
+// setKeys gives the broker the provider's keys.
+func setKeys(deps *broker.Deps, p keys.Provider) {
+	deps.Pseudonyms, deps.Checkpoints, deps.Sealer = p.Pseudonyms(), p.Checkpoints(), p.Sealer()
+}
+
+// brokerCerts returns the broker's certificate source and a function that stops its renewal.
+func brokerCerts(ctx context.Context, source, cert, key, ca, data string, vcfg vault.Config, logger *slog.Logger) (mtls.Source, func(), error) {
+	if source == "" {
+		source = "dev"
+		if cert != "" {
+			source = "files"
+		}
+	}
+	switch source {
+	case "files":
+		src, err := mtls.LoadSource(cert, key, ca)
+		if err != nil {
+			return nil, nil, fmt.Errorf("broker certificate: %w", err)
+		}
+		return src, func() {}, nil
+	case "vault":
+		c, err := vault.Open(ctx, vcfg, logger.With("component", "vault"))
+		if err != nil {
+			return nil, nil, fmt.Errorf("broker certificate from Vault (refusing to start without it): %w", err)
+		}
+		src, err := vault.NewCertSource(ctx, c, vcfg.PKI, mtls.ID(trustDomain, "broker", ""))
+		if err != nil {
+			c.Close()
+			return nil, nil, fmt.Errorf("broker certificate from Vault PKI: %w", err)
+		}
+		return src, func() { src.Close(); c.Close() }, nil
+	case "dev":
+		devca, err := mtls.OpenDevCA(filepath.Join(data, "pki"), trustDomain)
+		if err != nil {
+			return nil, nil, fmt.Errorf("development CA: %w", err)
+		}
+		logger.Warn("using the development CA in the data directory; use --certs files or --certs vault in production")
+		src, err := devca.Source("broker", "")
+		return src, func() {}, err
+	}
+	return nil, nil, errors.New(`--certs must be "files", "vault" or "dev"`)
 }

@@ -22,6 +22,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		data       = fs.String("data", ".aperture", "data directory: NATS store, keys, development CA")
 		listen     = fs.String("listen", "127.0.0.1:7443", "broker gRPC address")
 		natsListen = fs.String("nats-listen", "127.0.0.1:4222", `embedded NATS address for agency systems subscribing to case events ("" for none)`)
+		portalAddr = fs.String("portal", "127.0.0.1:8080", "citizen portal address (with the development login)")
+		citizenAPI = fs.String("citizen-listen", "127.0.0.1:7444", "citizen gRPC API address")
 		citizens   = fs.Int("citizens", 1000, "number of synthetic demo citizens")
 		policyDir  = fs.String("policies", "", "policy directory (default: the policies built into the binary)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
@@ -40,7 +42,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	st, err := startStack(ctx, stackOptions{
 		DataDir: *data, Listen: *listen, NATSListen: *natsListen, Citizens: *citizens,
-		Policies: pfs, Logger: logger,
+		Policies: pfs, Logger: logger, PortalListen: *portalAddr, CitizenListen: *citizenAPI,
 	})
 	if err != nil {
 		return err
@@ -71,6 +73,10 @@ func printDevBanner(w io.Writer, st *stack, data string) {
 	b := st.Broker.Bundle()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "\nAperture dev stack is running. Ctrl-C stops it; state is kept in %s/.\n\n", data)
+	if st.Portal != nil {
+		fmt.Fprintf(tw, "  citizen portal\t%s/   (development login: pick a demo citizen)\n", st.Portal.base)
+		fmt.Fprintf(tw, "  citizen API (gRPC, TLS)\t%s   OpenID Connect ID tokens from %s/dev-oidc\n", st.Broker.CitizenAddr(), st.Portal.base)
+	}
 	fmt.Fprintf(tw, "  broker (gRPC, mTLS)\t%s\n", st.Broker.Addr())
 	if u := st.Broker.NATSURL(); u != "" {
 		fmt.Fprintf(tw, "  NATS (case events)\t%s   subject aperture.events.agency.<agency>.>\n", u)

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/aperture-gov/aperture/broker"
+	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/services/catalog"
@@ -42,8 +43,12 @@ type stackOptions struct {
 	// Rewire, if set, may give the broker another address for an authority than the one it runs on
 	// (tests put a misbehaving proxy in between).
 	Rewire func(authority, addr string) string
-	Logger *slog.Logger
-	Now    func() time.Time
+	// PortalListen, if set, serves the citizen portal there with the development login, and the
+	// citizen API on CitizenListen ("127.0.0.1:0" for a free port).
+	PortalListen  string
+	CitizenListen string
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // stack is a running dev stack.
@@ -55,6 +60,8 @@ type stack struct {
 	Registry   *policy.Registry
 	// AuthorityAddrs are where the authorities listen, by id.
 	AuthorityAddrs map[string]string
+	// Portal is the citizen portal, when stackOptions.PortalListen was set.
+	Portal *portalServer
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -74,10 +81,11 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("development CA: %w", err)
 	}
-	pseudonyms, err := keys.OpenLocal(filepath.Join(o.DataDir, "keys"))
+	localKeys, err := keys.OpenLocalProvider(filepath.Join(o.DataDir, "keys"), "")
 	if err != nil {
-		return nil, fmt.Errorf("pseudonym key: %w", err)
+		return nil, fmt.Errorf("local keys: %w", err)
 	}
+	pseudonyms := localKeys.Local()
 	reg, err := policy.LoadRegistry(o.Policies, "registry.yaml")
 	if err != nil {
 		return nil, fmt.Errorf("load registry: %w", err)
@@ -156,12 +164,37 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker certificate: %w", err)
 	}
+	deps := broker.Deps{
+		Policies: o.Policies, Certs: certs, Pseudonyms: pseudonyms, Checkpoints: localKeys.Checkpoints(), Sealer: localKeys.Sealer(),
+		NATS: o.NATS, Logger: o.Logger, Now: o.Now,
+	}
+	var login citizenauth.Config
+	var verifier *citizenauth.Verifier
+	if o.PortalListen != "" {
+		// The portal listens first: it serves the development OpenID provider, which the broker's
+		// token verifier discovers at start.
+		if s.Portal, err = listenPortal(o.PortalListen, o.Logger); err != nil {
+			return nil, err
+		}
+		if login, err = s.Portal.mountDevIssuer(pop, o.Now); err != nil {
+			return nil, err
+		}
+		if verifier, err = citizenauth.NewVerifier(ctx, login, citizenauth.WithClock(o.Now)); err != nil {
+			return nil, err
+		}
+		deps.Citizens = verifier
+	}
 	s.Broker, err = broker.New(ctx, broker.Config{
 		DataDir: o.DataDir, Listen: o.Listen, EmbeddedNATSListen: o.NATSListen, NATSURL: o.NATSURL,
-		AuthorityAddresses: brokerAddrs,
-	}, broker.Deps{Policies: o.Policies, Certs: certs, Pseudonyms: pseudonyms, NATS: o.NATS, Logger: o.Logger, Now: o.Now})
+		AuthorityAddresses: brokerAddrs, CitizenListen: o.CitizenListen,
+	}, deps)
 	if err != nil {
 		return nil, err
+	}
+	if s.Portal != nil {
+		if err := s.Portal.mountPortal(login, verifier, s.Broker.CitizenAddr(), certs, true, o.Now, o.Logger); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -185,8 +218,11 @@ func (s *stack) Run(ctx context.Context) error {
 	return err
 }
 
-// Close stops the authorities.
+// Close stops the portal and the authorities.
 func (s *stack) Close() {
+	if s.Portal != nil {
+		s.Portal.Close()
+	}
 	s.cancel()
 	s.wg.Wait()
 }

@@ -1,0 +1,332 @@
+package citizen_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/aperture-gov/aperture/broker/ids"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
+)
+
+// appendRecord writes an access record for citizen straight to the broker's access log (the real
+// Append path), as the release path would.
+func (e *env) appendRecord(citizen string, at time.Time, authority, journey string, hiddenUntil *time.Time) *auditv1.AccessRecord {
+	e.t.Helper()
+	pn := e.pn.Pseudonym(citizen)
+	r := &auditv1.AccessRecord{
+		Id: ids.New("acc", at), Time: timestamppb.New(at), CitizenPseudonym: pn.Value, PseudonymKeyId: pn.KeyID,
+		Kind: auditv1.AccessKind_ACCESS_KIND_CASEWORKER, Agency: "municipality", Caseworker: "cw-1",
+		CaseId: "case_00000000000000000000000000", Journey: journey, Authority: authority, Dataset: "x",
+		Fields: []string{"a.b"}, Decision: auditv1.Decision_DECISION_RELEASED, PolicyVersion: "test",
+	}
+	if hiddenUntil != nil {
+		r.HiddenUntil, r.HiddenReason = timestamppb.New(*hiddenUntil), "test reason"
+	}
+	if err := e.b.AccessLog().Append(context.Background(), r); err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// truth is every record of citizen straight from the access log, newest first.
+func (e *env) truth(citizen string) []*auditv1.AccessRecord {
+	e.t.Helper()
+	var out []*auditv1.AccessRecord
+	tok := ""
+	for {
+		recs, next, err := e.b.AccessLog().List(context.Background(), e.pn.Pseudonym(citizen).Value, 1000, tok)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, recs...)
+		if tok = next; tok == "" {
+			return out
+		}
+	}
+}
+
+// TestListAccessesFiltersAndPaging compares paged, filtered listings with the log itself, for page
+// sizes that do and do not divide the result and filters that cut across log pages.
+func TestListAccessesFiltersAndPaging(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base := time.Now().Add(-10 * 24 * time.Hour).Truncate(time.Second)
+	auths := []string{"population", "tax", "health", "population", "employment"}
+	journeys := []string{"sickness-benefit", "moving-house", ""}
+	future := time.Now().Add(30 * day)
+	for i := range 230 {
+		var hide *time.Time
+		if i%37 == 5 {
+			hide = &future // still hidden: never listed
+		}
+		e.appendRecord(anna, base.Add(time.Duration(i)*time.Hour), auths[i%len(auths)], journeys[i%len(journeys)], hide)
+		if i%10 == 0 {
+			e.appendRecord(bo, base.Add(time.Duration(i)*time.Hour), "tax", "moving-house", nil)
+		}
+	}
+	truth := e.truth(anna)
+	if len(truth) != 230 {
+		t.Fatalf("log holds %d records of Anna, want 230", len(truth))
+	}
+	at := func(h int) *timestamppb.Timestamp { return timestamppb.New(base.Add(time.Duration(h) * time.Hour)) }
+
+	tests := []struct {
+		name string
+		req  *citizenv1.ListAccessesRequest
+		keep func(*auditv1.AccessRecord) bool
+	}{
+		{"all", &citizenv1.ListAccessesRequest{}, func(*auditv1.AccessRecord) bool { return true }},
+		{"authority", &citizenv1.ListAccessesRequest{Authority: "tax"}, func(r *auditv1.AccessRecord) bool { return r.GetAuthority() == "tax" }},
+		{"journey", &citizenv1.ListAccessesRequest{Journey: "moving-house"}, func(r *auditv1.AccessRecord) bool { return r.GetJourney() == "moving-house" }},
+		{"since", &citizenv1.ListAccessesRequest{Since: at(200)}, func(r *auditv1.AccessRecord) bool { return !r.GetTime().AsTime().Before(base.Add(200 * time.Hour)) }},
+		{"until", &citizenv1.ListAccessesRequest{Until: at(17)}, func(r *auditv1.AccessRecord) bool { return r.GetTime().AsTime().Before(base.Add(17 * time.Hour)) }},
+		{"everything", &citizenv1.ListAccessesRequest{Authority: "population", Journey: "sickness-benefit", Since: at(20), Until: at(190)},
+			func(r *auditv1.AccessRecord) bool {
+				t := r.GetTime().AsTime()
+				return r.GetAuthority() == "population" && r.GetJourney() == "sickness-benefit" &&
+					!t.Before(base.Add(20*time.Hour)) && t.Before(base.Add(190*time.Hour))
+			}},
+		{"nothing matches", &citizenv1.ListAccessesRequest{Authority: "education"}, func(r *auditv1.AccessRecord) bool { return false }},
+	}
+	for _, tc := range tests {
+		var want []string
+		for _, r := range truth {
+			if tc.keep(r) && r.GetHiddenUntil() == nil {
+				want = append(want, r.GetId())
+			}
+		}
+		for _, size := range []int32{0, 1, 7, 50, 500} {
+			t.Run(fmt.Sprintf("%s/page=%d", tc.name, size), func(t *testing.T) {
+				req := &citizenv1.ListAccessesRequest{Authority: tc.req.Authority, Journey: tc.req.Journey, Since: tc.req.Since, Until: tc.req.Until, PageSize: size}
+				if size == 1 && len(want) > 60 {
+					t.Skip("too many round trips")
+				}
+				got := accessIDs(e.accesses(tokAnna, req))
+				if !slices.Equal(got, want) {
+					t.Fatalf("got %d accesses, want %d:\n got %v\nwant %v", len(got), len(want), got, want)
+				}
+			})
+		}
+	}
+
+	// Pages hold page_size accesses, except the last.
+	resp, err := e.citizen().ListAccesses(as(tokAnna), &citizenv1.ListAccessesRequest{PageSize: 7, Authority: "tax"})
+	if err != nil || len(resp.GetAccesses()) != 7 || resp.GetNextPageToken() == "" {
+		t.Fatalf("first page: %d accesses, token %q, %v", len(resp.GetAccesses()), resp.GetNextPageToken(), err)
+	}
+	// Records appended while paging do not disturb the pages in progress.
+	e.appendRecord(anna, time.Now(), "tax", "moving-house", nil)
+	rest := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{PageSize: 7, Authority: "tax", PageToken: resp.GetNextPageToken()})
+	var wantTax []string
+	for _, r := range truth {
+		if r.GetAuthority() == "tax" && r.GetHiddenUntil() == nil {
+			wantTax = append(wantTax, r.GetId())
+		}
+	}
+	if all := append(accessIDs(resp.GetAccesses()), accessIDs(rest)...); !slices.Equal(all, wantTax) {
+		t.Fatalf("paging while records arrive: %d accesses, want the %d there were when paging began", len(all), len(wantTax))
+	}
+
+	bad := []*citizenv1.ListAccessesRequest{
+		{PageSize: 501},
+		{PageSize: -1},
+		{PageToken: "garbage"},
+		{PageToken: "YzEuNTAuMC4"}, // "c1.50.0." without a log token
+		{Authority: "Tax"},
+		{Journey: "-x"},
+		{Since: at(10), Until: at(5)},
+	}
+	for _, req := range bad {
+		_, err := e.citizen().ListAccesses(as(tokAnna), req)
+		wantCode(t, err, codes.InvalidArgument)
+	}
+}
+
+// TestListAccessesScanBound: a filter that matches little in a long history answers within a bound,
+// with a token to go on, and finds what is further back on the next call.
+func TestListAccessesScanBound(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base := time.Now().Add(-30 * day)
+	var old []string
+	for i := range 3 {
+		old = append([]string{e.appendRecord(cai, base.Add(time.Duration(i)*time.Minute), "health", "", nil).GetId()}, old...)
+	}
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Go(func() {
+			for i := g; i < 10_050; i += 32 {
+				e.appendRecord(cai, base.Add(time.Hour+time.Duration(i)*time.Second), "tax", "", nil)
+			}
+		})
+	}
+	wg.Wait()
+	c := e.citizen()
+	first, err := c.ListAccesses(as(tokCai), &citizenv1.ListAccessesRequest{Authority: "health"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.GetAccesses()) != 0 || first.GetNextPageToken() == "" {
+		t.Fatalf("first call: %d accesses, token %q; want none and a token (scan bound)", len(first.GetAccesses()), first.GetNextPageToken())
+	}
+	second, err := c.ListAccesses(as(tokCai), &citizenv1.ListAccessesRequest{Authority: "health", PageToken: first.GetNextPageToken()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := accessIDs(second.GetAccesses()); !slices.Equal(got, old) || second.GetNextPageToken() != "" {
+		t.Fatalf("second call: %v (token %q), want %v", got, second.GetNextPageToken(), old)
+	}
+}
+
+// TestHiddenUntil drives the covert step of benefit-control: its accesses are invisible (list, watch,
+// question, case) until their time has passed on the broker's clock, then shown with the reason.
+func TestHiddenUntil(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.citizen()
+	cs := e.open("municipality", "benefit-control", anna)
+	covert := e.release("municipality", cs.GetId(), "tax", "income")
+	visibleBefore := e.appendRecord(anna, e.clock.Now(), "population", "", nil) // something visible, for contrast
+
+	got := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{})
+	if len(got) != 1 || got[0].GetId() != visibleBefore.GetId() {
+		t.Fatalf("while hidden: %v, want only %s", accessIDs(got), visibleBefore.GetId())
+	}
+	_, err := c.QuestionAccess(as(tokAnna), &citizenv1.QuestionAccessRequest{AccessId: covert.GetAccessId(), Message: "What is this?"})
+	wantCode(t, err, codes.NotFound)
+	// The case exists only through its covert step: not shown at all.
+	lc, err := c.ListCases(as(tokAnna), &citizenv1.ListCasesRequest{})
+	if err != nil || len(lc.GetCases()) != 0 {
+		t.Fatalf("case of a running covert step is shown: %v, %v", lc.GetCases(), err)
+	}
+	_, err = c.GetCase(as(tokAnna), &citizenv1.GetCaseRequest{CaseId: cs.GetId()})
+	wantCode(t, err, codes.NotFound)
+
+	// The next step is open: the case shows, the covert step as if not reached.
+	e.complete("municipality", cs.GetId(), "check-reported-income")
+	gc, err := c.GetCase(as(tokAnna), &citizenv1.GetCaseRequest{CaseId: cs.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := gc.GetCase().GetSteps()
+	if steps[0].GetStatus() != citizenv1.StepStatus_STEP_STATUS_PENDING || steps[0].GetStartedAt() != nil || steps[0].GetCompletedAt() != nil ||
+		steps[1].GetStatus() != citizenv1.StepStatus_STEP_STATUS_CURRENT || gc.GetCase().GetCurrentStep().GetId() != "hear-the-citizen" ||
+		!gc.GetCase().GetOpenedAt().AsTime().Equal(steps[1].GetStartedAt().AsTime()) {
+		t.Fatalf("case with a masked covert step: %v", gc.GetCase())
+	}
+
+	// 91 days later everything is visible, with the reason.
+	e.clock.advance(91 * day)
+	got = e.accesses(tokAnna, &citizenv1.ListAccessesRequest{})
+	if len(got) != 2 || got[1].GetId() != covert.GetAccessId() {
+		t.Fatalf("after the hidden-until time: %v, want the covert access too", accessIDs(got))
+	}
+	a := got[1]
+	if a.GetHiddenUntil() == nil || a.GetHiddenReason().GetEn() == "" || a.GetHiddenReason().GetDa() == "" || a.GetStep().GetId() != "check-reported-income" {
+		t.Fatalf("revealed access %v", a)
+	}
+	gc, err = c.GetCase(as(tokAnna), &citizenv1.GetCaseRequest{CaseId: cs.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := gc.GetCase().GetSteps()[0]; s.GetStatus() != citizenv1.StepStatus_STEP_STATUS_COMPLETED || s.GetStartedAt() == nil {
+		t.Fatalf("covert step after its delay: %v", s)
+	}
+	if _, err := c.QuestionAccess(as(tokAnna), &citizenv1.QuestionAccessRequest{AccessId: covert.GetAccessId(), Message: "Why?"}); err != nil {
+		t.Fatalf("question a revealed access: %v", err)
+	}
+}
+
+// TestWatchAccesses: a citizen's stream gets their new accesses once durable — not another
+// citizen's, not covert ones — and ends when the citizen cancels or the broker stops.
+func TestWatchAccesses(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.citizen()
+	type got struct {
+		a   *citizenv1.Access
+		err error
+	}
+	watch := func(token string) (chan got, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token))
+		s, err := c.WatchAccesses(ctx, &citizenv1.WatchAccessesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Header(); err != nil { // the subscription is in place
+			t.Fatal(err)
+		}
+		ch := make(chan got, 16)
+		go func() {
+			for {
+				r, err := s.Recv()
+				ch <- got{r.GetAccess(), err}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		return ch, cancel
+	}
+	next := func(ch chan got) got {
+		t.Helper()
+		select {
+		case g := <-ch:
+			return g
+		case <-time.After(5 * time.Second):
+			t.Fatal("no access streamed")
+			return got{}
+		}
+	}
+	annaCh, cancelAnna := watch(tokAnna)
+	boCh, cancelBo := watch(tokBo)
+	defer cancelBo()
+
+	covertCase := e.open("municipality", "benefit-control", anna)
+	e.release("municipality", covertCase.GetId(), "tax", "income") // covert: not streamed
+	cs := e.open("municipality", "sickness-benefit", anna)
+	r := e.release("municipality", cs.GetId(), "population", "person")
+	if g := next(annaCh); g.err != nil || g.a.GetId() != r.GetAccessId() || g.a.GetJourney().GetTitle().GetEn() == "" {
+		t.Fatalf("Anna's stream: %v, %v; want %s", g.a, g.err, r.GetAccessId())
+	}
+	md, err := c.GetMyData(as(tokBo), &citizenv1.GetMyDataRequest{Authority: "tax", Dataset: "income"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := next(boCh); g.err != nil || g.a.GetId() != md.GetAccessId() {
+		t.Fatalf("Bo's stream: %v, %v; want his own access %s", g.a, g.err, md.GetAccessId())
+	}
+	select {
+	case g := <-annaCh:
+		t.Fatalf("Anna's stream got %v, %v", g.a, g.err)
+	case g := <-boCh:
+		t.Fatalf("Bo's stream got %v, %v", g.a, g.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	cancelAnna()
+	if g := next(annaCh); status.Code(g.err) != codes.Canceled {
+		t.Fatalf("after cancel: %v", g.err)
+	}
+	// Stopping the broker ends the open stream promptly.
+	begin := time.Now()
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if g := next(boCh); g.err == nil {
+		t.Fatalf("stream still open after the broker stopped: %v", g.a)
+	}
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Fatalf("the broker took %s to stop with a stream open", d)
+	}
+}

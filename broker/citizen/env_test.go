@@ -1,0 +1,374 @@
+package citizen_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/aperture-gov/aperture/broker"
+	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/server"
+	"github.com/aperture-gov/aperture/policies"
+	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
+	educationv1 "github.com/aperture-gov/aperture/proto/aperture/education/v1"
+	employmentv1 "github.com/aperture-gov/aperture/proto/aperture/employment/v1"
+	healthv1 "github.com/aperture-gov/aperture/proto/aperture/health/v1"
+	municipalityv1 "github.com/aperture-gov/aperture/proto/aperture/municipality/v1"
+	populationv1 "github.com/aperture-gov/aperture/proto/aperture/population/v1"
+	taxv1 "github.com/aperture-gov/aperture/proto/aperture/tax/v1"
+	"github.com/aperture-gov/aperture/services/kit"
+	"github.com/aperture-gov/aperture/services/kit/kittest"
+	"github.com/aperture-gov/aperture/services/kit/mtls"
+)
+
+// The test citizens. Anna and Bo exist at every authority; Cai exists nowhere.
+const (
+	anna = "0101901234"
+	bo   = "0202905678"
+	cai  = "0303909999"
+
+	tokAnna    = "token-anna-8f3a"
+	tokBo      = "token-bo-2c71"
+	tokCai     = "token-cai-77d0"
+	tokExpired = "token-expired-0000"
+)
+
+// trustDomain is the one the policy registry's identities use.
+const trustDomain = "aperture.local"
+
+// tokens is a test Authenticator: fixed tokens for fixed citizens. It is a test double of our own
+// interface (the OIDC verifier is tested in broker/citizenauth).
+type tokens map[string]string
+
+func (t tokens) Authenticate(_ context.Context, raw string) (string, error) {
+	if raw == tokExpired {
+		return "", errors.New("token expired for " + anna) // an error that quotes a citizen id must not leak
+	}
+	id, ok := t[raw]
+	if !ok {
+		return "", errors.New("unknown token " + raw)
+	}
+	return id, nil
+}
+
+// clock is the broker's injected clock: real time plus an offset the test moves.
+type clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
+// logBuffer collects the broker's log lines, to check that no secret ever reaches them.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// env is a whole broker over real sockets: six authorities built with the kit (test data, real mTLS),
+// the broker from broker.New with its embedded NATS server, the agency API over mTLS and the citizen
+// API over TLS with bearer tokens.
+type env struct {
+	t       testing.TB
+	b       *broker.Broker
+	ca      *mtls.DevCA
+	pn      *keys.Local
+	clock   *clock
+	logs    *logBuffer
+	stop    func() error
+	secrets []string
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	cconn  *grpc.ClientConn
+	broker map[string]brokerv1.BrokerServiceClient
+}
+
+func person(id, given string) *populationv1.Person {
+	return &populationv1.Person{
+		CitizenId: id,
+		Name:      &populationv1.Name{GivenNames: given, FamilyName: "Testesen"},
+		Address:   &populationv1.Address{Street: "Testvej", HouseNumber: "1", PostalCode: "2100", City: "København Ø", MunicipalityCode: "0101"},
+	}
+}
+
+// authorities are the six registry authorities with a small fixed population.
+func authorities() []*kit.Authority {
+	people := map[string]string{anna: "Anna", bo: "Bo"}
+	found := func(id string) error {
+		if _, ok := people[id]; !ok {
+			return kit.ErrNotFound
+		}
+		return nil
+	}
+	month := timestamppb.New(time.Now().UTC().AddDate(0, -1, 0))
+	return []*kit.Authority{
+		{ID: "population", DisplayName: "Population (test)", Datasets: []kit.Dataset{
+			kit.NewDataset("person", "Person.", func(_ context.Context, id string) (*populationv1.Person, error) {
+				if err := found(id); err != nil {
+					return nil, err
+				}
+				return person(id, people[id]), nil
+			})}},
+		{ID: "tax", DisplayName: "Tax (test)", Datasets: []kit.Dataset{
+			kit.NewDataset("income", "Income.", func(_ context.Context, id string) (*taxv1.Income, error) {
+				if err := found(id); err != nil {
+					return nil, err
+				}
+				return &taxv1.Income{CitizenId: id, Months: []*taxv1.MonthlyIncome{{PeriodStart: month, GrossDkk: 31000}}}, nil
+			})}},
+		{ID: "health", DisplayName: "Health (test)", Datasets: []kit.Dataset{
+			kit.NewDataset("patient", "Patient.", func(_ context.Context, id string) (*healthv1.Patient, error) {
+				if err := found(id); err != nil {
+					return nil, err
+				}
+				return &healthv1.Patient{CitizenId: id}, nil
+			})}},
+		{ID: "employment", DisplayName: "Employment (test)", Datasets: []kit.Dataset{
+			kit.NewDataset("history", "History.", func(_ context.Context, id string) (*employmentv1.EmploymentHistory, error) {
+				if err := found(id); err != nil {
+					return nil, err
+				}
+				return &employmentv1.EmploymentHistory{CitizenId: id}, nil
+			})}},
+		{ID: "municipality", DisplayName: "Municipality (test)", Datasets: []kit.Dataset{
+			kit.NewDataset("services", "Services.", func(_ context.Context, id string) (*municipalityv1.Services, error) {
+				if err := found(id); err != nil {
+					return nil, err
+				}
+				return &municipalityv1.Services{CitizenId: id}, nil
+			})}},
+		{ID: "education", DisplayName: "Education (test)", Datasets: []kit.Dataset{
+			kit.NewDataset("enrolment", "Enrolment.", func(_ context.Context, id string) (*educationv1.Enrolment, error) {
+				if err := found(id); err != nil {
+					return nil, err
+				}
+				return &educationv1.Enrolment{}, nil
+			})}},
+	}
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := mtls.OpenDevCA(filepath.Join(dir, "pki"), trustDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pn, err := keys.OpenLocal(filepath.Join(dir, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{}
+	for _, a := range authorities() {
+		srv := kittest.StartWithCA(t, ca, a, kit.WithLogger(slog.New(slog.DiscardHandler)))
+		addrs[a.ID] = srv.Addr
+	}
+	certs, err := ca.Source(mtls.KindBroker, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, ca: ca, pn: pn, clock: &clock{}, logs: &logBuffer{}, conns: map[string]*grpc.ClientConn{}, broker: map[string]brokerv1.BrokerServiceClient{}}
+	e.secrets = []string{anna, bo, cai, tokAnna, tokBo, tokCai, tokExpired}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e.b, err = broker.New(ctx, broker.Config{
+		DataDir: dir, Listen: "127.0.0.1:0", CitizenListen: "127.0.0.1:0", AuthorityAddresses: addrs,
+		StartTimeout: 30 * time.Second,
+	}, broker.Deps{
+		Policies: policyFiles(), Certs: certs, Pseudonyms: pn, Sealer: sealer(t, dir),
+		Citizens: tokens{tokAnna: anna, tokBo: bo, tokCai: cai},
+		Logger:   slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:      e.clock.Now,
+	})
+	if err != nil {
+		t.Fatalf("broker.New: %v", err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.b.Run(runCtx) }()
+	var once sync.Once
+	var runErr error
+	e.stop = func() error {
+		once.Do(func() { stop(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() {
+		e.mu.Lock()
+		for _, c := range e.conns {
+			c.Close()
+		}
+		if e.cconn != nil {
+			e.cconn.Close()
+		}
+		e.mu.Unlock()
+		if err := e.stop(); err != nil {
+			t.Errorf("broker run: %v", err)
+		}
+		logs := e.logs.String()
+		for _, s := range e.secrets {
+			if strings.Contains(logs, s) {
+				t.Errorf("the broker logged a secret %q:\n%s", s, logs)
+			}
+		}
+	})
+	return e
+}
+
+func policyFiles() fs.FS { return policies.Files() }
+
+// citizen returns the citizen API client (one TLS connection, server-authenticated only).
+func (e *env) citizen() citizenv1.CitizenServiceClient {
+	e.t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cconn == nil {
+		creds := credentials.NewTLS(&tls.Config{RootCAs: e.ca.Roots(), MinVersion: tls.VersionTLS12})
+		cc, err := grpc.NewClient(e.b.CitizenAddr(), grpc.WithTransportCredentials(creds))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.cconn = cc
+	}
+	return citizenv1.NewCitizenServiceClient(e.cconn)
+}
+
+// agency returns the agency API client of agency (mTLS with the agency's certificate).
+func (e *env) agency(name string) brokerv1.BrokerServiceClient {
+	e.t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c, ok := e.broker[name]; ok {
+		return c
+	}
+	src, err := e.ca.Source(mtls.KindAgency, name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(e.b.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(mtls.ClientConfig(src, mtls.ID(trustDomain, mtls.KindBroker, "")))))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.conns[name] = cc
+	e.broker[name] = brokerv1.NewBrokerServiceClient(cc)
+	return e.broker[name]
+}
+
+// as is a call context carrying a citizen's bearer token.
+func as(token string) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	_ = cancel // released when the deadline passes; tests are short
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+}
+
+// cw is a call context naming a caseworker.
+func cw(id string) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	_ = cancel
+	return metadata.AppendToOutgoingContext(ctx, server.CaseworkerHeader, id)
+}
+
+func (e *env) open(agency, journey, citizen string) *brokerv1.Case {
+	e.t.Helper()
+	resp, err := e.agency(agency).OpenCase(cw("cw-1"), &brokerv1.OpenCaseRequest{Journey: journey, CitizenId: citizen})
+	if err != nil {
+		e.t.Fatalf("open %s: %v", journey, err)
+	}
+	return resp.GetCase()
+}
+
+func (e *env) release(agency, caseID, authority, dataset string) *brokerv1.ReleaseResponse {
+	e.t.Helper()
+	resp, err := e.agency(agency).Release(cw("cw-7"), &brokerv1.ReleaseRequest{CaseId: caseID, Authority: authority, Dataset: dataset})
+	if err != nil {
+		e.t.Fatalf("release %s.%s: %v", authority, dataset, err)
+	}
+	return resp
+}
+
+func (e *env) complete(agency, caseID, step string) {
+	e.t.Helper()
+	if _, err := e.agency(agency).CompleteStep(cw("cw-7"), &brokerv1.CompleteStepRequest{CaseId: caseID, Step: step}); err != nil {
+		e.t.Fatalf("complete %s: %v", step, err)
+	}
+}
+
+// accesses lists all of a citizen's accesses through the citizen API.
+func (e *env) accesses(token string, req *citizenv1.ListAccessesRequest) []*citizenv1.Access {
+	e.t.Helper()
+	var out []*citizenv1.Access
+	for i := 0; ; i++ {
+		resp, err := e.citizen().ListAccesses(as(token), req)
+		if err != nil {
+			e.t.Fatalf("ListAccesses: %v", err)
+		}
+		out = append(out, resp.GetAccesses()...)
+		if resp.GetNextPageToken() == "" {
+			return out
+		}
+		if i > 10_000 {
+			e.t.Fatal("ListAccesses does not end")
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+}
+
+func wantCode(t testing.TB, err error, code codes.Code, contains ...string) {
+	t.Helper()
+	if status.Code(err) != code {
+		t.Fatalf("got %v, want code %v", err, code)
+	}
+	for _, c := range contains {
+		if !strings.Contains(status.Convert(err).Message(), c) {
+			t.Fatalf("message %q does not mention %q", status.Convert(err).Message(), c)
+		}
+	}
+}
+
+// sealer is the local sealing key of the data directory.
+func sealer(t testing.TB, dir string) keys.Sealer {
+	t.Helper()
+	p, err := keys.OpenLocalProvider(filepath.Join(dir, "keys"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Sealer()
+}

@@ -1,0 +1,211 @@
+package citizen
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/aperture-gov/aperture/broker/consent"
+	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/refusal"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
+)
+
+var errNoConsent = consent.ErrNotFound
+
+const day = 24 * time.Hour
+
+// ListJourneys implements CitizenService.
+func (s *Service) ListJourneys(ctx context.Context, _ *citizenv1.ListJourneysRequest) (*citizenv1.ListJourneysResponse, error) {
+	if _, err := citizenOf(ctx); err != nil {
+		return nil, err
+	}
+	resp := &citizenv1.ListJourneysResponse{}
+	for _, j := range s.cfg.Policies().Journeys() {
+		resp.Journeys = append(resp.Journeys, &citizenv1.JourneySummary{
+			Journey:     &citizenv1.JourneyRef{Id: j.ID, Title: text(j.Title)},
+			Description: text(j.Description),
+			Steps:       int32(len(j.Steps)),
+		})
+	}
+	return resp, nil
+}
+
+// GetDataPath implements CitizenService. The policy is public: the data path, covert steps included,
+// is the same for every citizen.
+func (s *Service) GetDataPath(ctx context.Context, req *citizenv1.GetDataPathRequest) (*citizenv1.GetDataPathResponse, error) {
+	if _, err := citizenOf(ctx); err != nil {
+		return nil, err
+	}
+	b := s.cfg.Policies()
+	j, ok := b.Journey(req.GetJourney())
+	if !ok {
+		return nil, refusal.New(refusal.NotFound, "there is no journey %q", req.GetJourney())
+	}
+	n := names{b}
+	resp := &citizenv1.GetDataPathResponse{
+		Journey:       &citizenv1.JourneyRef{Id: j.ID, Title: text(j.Title)},
+		Description:   text(j.Description),
+		PolicyVersion: b.Version,
+	}
+	for i, st := range j.Steps {
+		resp.Steps = append(resp.Steps, n.dataPathStep(st, i))
+	}
+	return resp, nil
+}
+
+func (n names) dataPathStep(st *policy.Step, index int) *citizenv1.DataPathStep {
+	out := &citizenv1.DataPathStep{
+		Step:       &citizenv1.StepRef{Id: st.ID, Title: text(st.Title), Number: int32(index + 1)},
+		Agency:     n.agency(st.Agency),
+		Role:       st.Role,
+		Purpose:    text(st.Purpose),
+		LegalBasis: st.LegalBasis,
+	}
+	for _, r := range st.Rules {
+		rel := &citizenv1.DataPathRelease{Authority: n.authority(r.Authority), Dataset: r.Dataset, Fields: slices.Clone(r.Fields)}
+		for _, d := range r.Derived {
+			rel.Facts = append(rel.Facts, &citizenv1.Fact{Name: d.Name, Description: text(d.Description)})
+		}
+		out.Releases = append(out.Releases, rel)
+	}
+	if st.Consent != nil {
+		out.ConsentRequired = true
+		out.ConsentDefaultDays, out.ConsentMaxDays = int32(st.Consent.DefaultDays), int32(st.Consent.MaxDays)
+	}
+	if st.Covert != nil {
+		out.CovertReason, out.CovertMaxDays = text(st.Covert.Reason), int32(st.Covert.MaxDays)
+	}
+	return out
+}
+
+// consentView is cn as the citizen sees it.
+func (n names) consentView(cn *consent.Consent, now time.Time) *citizenv1.Consent {
+	jref, j := n.journey(cn.Journey)
+	sref, st := stepRef(j, cn.Step)
+	out := &citizenv1.Consent{
+		Journey:   jref,
+		Step:      sref,
+		GrantedAt: ts(cn.GrantedAt),
+		ExpiresAt: ts(cn.ExpiresAt),
+		Valid:     cn.ValidAt(now),
+	}
+	if st != nil {
+		out.Agency = n.agency(st.Agency)
+	}
+	if cn.RevokedAt != nil {
+		out.RevokedAt = ts(*cn.RevokedAt)
+	}
+	return out
+}
+
+// ListConsents implements CitizenService: given, expired and revoked, newest first.
+func (s *Service) ListConsents(ctx context.Context, _ *citizenv1.ListConsentsRequest) (*citizenv1.ListConsentsResponse, error) {
+	c, err := citizenOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.cfg.Consents.List(ctx, c.Pseudonym.Value)
+	if err != nil {
+		return nil, unavailable(err, "consent state")
+	}
+	slices.SortFunc(all, func(a, b *consent.Consent) int { return b.GrantedAt.Compare(a.GrantedAt) })
+	now := s.cfg.Now()
+	n := names{s.cfg.Policies()}
+	resp := &citizenv1.ListConsentsResponse{}
+	for _, cn := range all {
+		resp.Consents = append(resp.Consents, n.consentView(cn, now))
+	}
+	return resp, nil
+}
+
+// consentStep finds a step that takes consent and the validity asked for (0: the policy's default).
+// A step without consent is FailedPrecondition, more days than the maximum InvalidArgument.
+func consentStep(b *policy.Bundle, journey, step string, days int32) (*policy.Step, int, time.Duration, error) {
+	_, st, i, err := policyStep(b, journey, step)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	if st.Consent == nil {
+		return nil, 0, 0, refusal.New(refusal.FailedPrecondition, "step %q of journey %q does not need your consent", step, journey)
+	}
+	d := int(days)
+	if d == 0 {
+		d = st.Consent.DefaultDays
+	}
+	if d > st.Consent.MaxDays {
+		return nil, 0, 0, refusal.New(refusal.InvalidArgument, "consent for step %q of journey %q lasts at most %d days, not %d", step, journey, st.Consent.MaxDays, d)
+	}
+	if d <= 0 {
+		return nil, 0, 0, refusal.New(refusal.InvalidArgument, "consent must last at least one day")
+	}
+	return st, i, time.Duration(d) * day, nil
+}
+
+// PreviewConsent implements CitizenService. It changes nothing.
+func (s *Service) PreviewConsent(ctx context.Context, req *citizenv1.PreviewConsentRequest) (*citizenv1.PreviewConsentResponse, error) {
+	c, err := citizenOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := s.cfg.Policies()
+	st, i, validity, err := consentStep(b, req.GetJourney(), req.GetStep(), req.GetDays())
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	n := names{b}
+	resp := &citizenv1.PreviewConsentResponse{Step: n.dataPathStep(st, i), ExpiresAt: ts(now.Add(validity))}
+	cur, err := s.cfg.Consents.Get(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep())
+	switch {
+	case err == nil:
+		resp.Current = n.consentView(cur, now)
+	case !errors.Is(err, errNoConsent):
+		return nil, unavailable(err, "consent state")
+	}
+	return resp, nil
+}
+
+// GrantConsent implements CitizenService.
+func (s *Service) GrantConsent(ctx context.Context, req *citizenv1.GrantConsentRequest) (*citizenv1.GrantConsentResponse, error) {
+	c, err := citizenOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := s.cfg.Policies()
+	_, _, validity, err := consentStep(b, req.GetJourney(), req.GetStep(), req.GetDays())
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	cn, err := s.cfg.Consents.Grant(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep(), now, validity)
+	if err != nil {
+		return nil, unavailable(err, "consent state")
+	}
+	s.log.Info("consent granted", "pseudonym", c.Pseudonym.Value, "journey", cn.Journey, "step", cn.Step, "expires", cn.ExpiresAt)
+	return &citizenv1.GrantConsentResponse{Consent: names{b}.consentView(cn, now)}, nil
+}
+
+// RevokeConsent implements CitizenService. The release path reads consent from the store on every
+// release (no cache), so the next release that needs it is refused.
+func (s *Service) RevokeConsent(ctx context.Context, req *citizenv1.RevokeConsentRequest) (*citizenv1.RevokeConsentResponse, error) {
+	c, err := citizenOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := s.cfg.Policies()
+	if _, _, _, err := policyStep(b, req.GetJourney(), req.GetStep()); err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	cn, err := s.cfg.Consents.Revoke(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep(), now)
+	switch {
+	case errors.Is(err, errNoConsent):
+		return nil, refusal.New(refusal.NotFound, "you have not given consent for step %q of journey %q", req.GetStep(), req.GetJourney())
+	case err != nil:
+		return nil, unavailable(err, "consent state")
+	}
+	s.log.Info("consent revoked", "pseudonym", c.Pseudonym.Value, "journey", cn.Journey, "step", cn.Step)
+	return &citizenv1.RevokeConsentResponse{Consent: names{b}.consentView(cn, now)}, nil
+}

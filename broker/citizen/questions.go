@@ -1,0 +1,111 @@
+package citizen
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/refusal"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
+)
+
+// maxFindScan bounds the records read to find one access by id among the citizen's own.
+const maxFindScan = 100_000
+
+// QuestionAccess implements CitizenService. The access must be one of the citizen's own, visible to
+// them now, and made by an agency (not a self-access). The question's text is never logged.
+func (s *Service) QuestionAccess(ctx context.Context, req *citizenv1.QuestionAccessRequest) (*citizenv1.QuestionAccessResponse, error) {
+	c, err := citizenOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	rec, err := s.findAccess(ctx, c.Pseudonym.Value, req.GetAccessId(), now)
+	if err != nil {
+		return nil, err
+	}
+	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF || rec.GetAgency() == "" {
+		return nil, refusal.New(refusal.FailedPrecondition, "access %s was your own; there is no agency to ask", rec.GetId())
+	}
+	q, err := s.cfg.Questions.Ask(ctx, rec.GetAgency(), c.Pseudonym.Value, rec.GetId(), req.GetMessage(), now)
+	if err != nil {
+		return nil, unavailable(err, "the question store")
+	}
+	s.log.Info("access questioned", "question", q.ID, "access", rec.GetId(), "agency", rec.GetAgency())
+	return &citizenv1.QuestionAccessResponse{Question: q.Proto(names{s.cfg.Policies()}.agency(q.Agency))}, nil
+}
+
+// ListQuestions implements CitizenService: the citizen's questions, newest first.
+func (s *Service) ListQuestions(ctx context.Context, _ *citizenv1.ListQuestionsRequest) (*citizenv1.ListQuestionsResponse, error) {
+	c, err := citizenOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	qs, err := s.cfg.Questions.ListByCitizen(ctx, c.Pseudonym.Value)
+	if err != nil {
+		return nil, unavailable(err, "the question store")
+	}
+	n := names{s.cfg.Policies()}
+	resp := &citizenv1.ListQuestionsResponse{}
+	for _, q := range qs {
+		resp.Questions = append(resp.Questions, q.Proto(n.agency(q.Agency)))
+	}
+	return resp, nil
+}
+
+// findAccess looks id up in the citizen's own index, newest first. Ids begin with their creation time
+// and a record's time is its decision time, so the search stops once records are clearly older than
+// the id. Not the citizen's, not visible yet, or not there at all: NotFound, the same answer each time.
+func (s *Service) findAccess(ctx context.Context, pseudonym, id string, now time.Time) (*auditv1.AccessRecord, error) {
+	notFound := refusal.New(refusal.NotFound, "you have no access %s", id)
+	created, ok := idTime(id, "acc")
+	if !ok {
+		return nil, notFound
+	}
+	token, scanned := "", 0
+	for {
+		recs, next, err := s.cfg.Log.List(ctx, pseudonym, accesslog.MaxPageSize, token)
+		if err != nil {
+			return nil, unavailable(err, "the access log")
+		}
+		for _, r := range recs {
+			scanned++
+			if r.GetId() == id {
+				if hidden(r, now) {
+					return nil, notFound
+				}
+				return r, nil
+			}
+			if r.GetTime().AsTime().Before(created.Add(-clockSlack)) {
+				return nil, notFound
+			}
+		}
+		if next == "" || scanned >= maxFindScan {
+			return nil, notFound
+		}
+		token = next
+	}
+}
+
+// idTime reads the creation time from an id of package ids: after the prefix, 26 base32 digits whose
+// first ten hold 50 bits, the top two zero and then 48 bits of Unix milliseconds.
+func idTime(id, prefix string) (time.Time, bool) {
+	const alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+	rest, ok := strings.CutPrefix(id, prefix+"_")
+	if !ok || len(rest) != 26 {
+		return time.Time{}, false
+	}
+	var ms int64
+	for i := range 26 {
+		d := strings.IndexByte(alphabet, rest[i])
+		if d < 0 {
+			return time.Time{}, false
+		}
+		if i < 10 {
+			ms = ms<<5 | int64(d)
+		}
+	}
+	return time.UnixMilli(ms), true
+}

@@ -1,0 +1,292 @@
+// Package questions keeps citizens' questions about accesses to their data, and the agencies' answers,
+// in the JetStream KV bucket "questions".
+//
+// A question is stored under the key "<agency>.<pseudonym>.<question id>": the agency that must answer
+// lists its questions with the key filter "<agency>.>", the citizen lists theirs with
+// "*.<pseudonym>.*", and neither walks anyone else's keys. The value holds the citizen's pseudonym,
+// never the citizen id. The question text is the citizen's own words: it is stored and shown to the
+// agency and the citizen, and never logged.
+//
+// When a question is asked the store publishes a notification on
+// "aperture.events.agency.<agency>.question_asked" (the EVENTS stream of package cases): an
+// aperture.citizen.v1.Question carrying only the question id, the access id, the agency and the time —
+// not the citizen, not the text.
+package questions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/aperture-gov/aperture/broker/ids"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
+)
+
+// Bucket is the KV bucket holding questions.
+const Bucket = "questions"
+
+// EventQuestionAsked is the event type published to the agency that must answer.
+const EventQuestionAsked = "question_asked"
+
+// IDPrefix prefixes question ids ("qst_…").
+const IDPrefix = "qst"
+
+var (
+	// ErrNotFound means there is no such question (for that agency).
+	ErrNotFound = errors.New("question not found")
+	// ErrAnswered means the question has an answer already.
+	ErrAnswered = errors.New("question already answered")
+	// ErrInvalid means a question or answer cannot be stored as given.
+	ErrInvalid = errors.New("invalid question")
+)
+
+// Question is one citizen's question about one access, as stored.
+type Question struct {
+	ID        string    `json:"id"`
+	AccessID  string    `json:"access_id"`
+	Agency    string    `json:"agency"`
+	Pseudonym string    `json:"pseudonym"`
+	Message   string    `json:"message"`
+	AskedAt   time.Time `json:"asked_at"`
+	// Set once answered.
+	Answer     string     `json:"answer,omitempty"`
+	AnsweredBy string     `json:"answered_by,omitempty"`
+	AnsweredAt *time.Time `json:"answered_at,omitempty"`
+
+	// Revision is the KV revision the question was read at.
+	Revision uint64 `json:"-"`
+}
+
+// Answered reports whether the agency has answered.
+func (q *Question) Answered() bool { return q.AnsweredAt != nil }
+
+// Proto returns the API form; agency is the agency as the citizen sees it (nil: id only).
+func (q *Question) Proto(agency *citizenv1.Party) *citizenv1.Question {
+	if agency == nil {
+		agency = &citizenv1.Party{Id: q.Agency}
+	}
+	out := &citizenv1.Question{
+		Id:       q.ID,
+		AccessId: q.AccessID,
+		Agency:   agency,
+		Message:  q.Message,
+		AskedAt:  timestamppb.New(q.AskedAt),
+		Status:   citizenv1.QuestionStatus_QUESTION_STATUS_OPEN,
+	}
+	if q.Answered() {
+		out.Status = citizenv1.QuestionStatus_QUESTION_STATUS_ANSWERED
+		out.Answer, out.AnsweredBy, out.AnsweredAt = q.Answer, q.AnsweredBy, timestamppb.New(*q.AnsweredAt)
+	}
+	return out
+}
+
+// Store keeps questions in JetStream KV.
+type Store struct {
+	kv  jetstream.KeyValue
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+// Open creates or binds the questions bucket. The events stream must exist (cases.Open creates it);
+// without it notifications fail and are logged, the questions are still stored.
+func Open(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*Store, error) {
+	if replicas < 1 {
+		replicas = 1
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "Aperture citizens' questions about accesses: <agency>.<pseudonym>.<question id>",
+		History:     4,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
+	}
+	return &Store{kv: kv, js: js, log: log}, nil
+}
+
+func key(agency, pseudonym, id string) string { return agency + "." + pseudonym + "." + id }
+
+// token reports whether s can be one KV key token (no dots, wildcards or spaces).
+func token(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Ask stores a new question from the citizen with pseudonym about accessID, which agency must answer,
+// and notifies the agency. The notification is best effort (the question is stored either way and the
+// agency lists it); a failed publish is logged without the question's text.
+func (s *Store) Ask(ctx context.Context, agency, pseudonym, accessID, message string, now time.Time) (*Question, error) {
+	if !token(agency) || !token(pseudonym) || accessID == "" || message == "" {
+		return nil, fmt.Errorf("%w: agency, pseudonym, access and message are required", ErrInvalid)
+	}
+	q := &Question{
+		ID: ids.New(IDPrefix, now), AccessID: accessID, Agency: agency, Pseudonym: pseudonym,
+		Message: message, AskedAt: now.UTC(),
+	}
+	b, err := json.Marshal(q)
+	if err != nil {
+		return nil, fmt.Errorf("encode question: %w", err)
+	}
+	rev, err := s.kv.Create(ctx, key(agency, pseudonym, q.ID), b)
+	if err != nil {
+		return nil, fmt.Errorf("store question %s: %w", q.ID, err)
+	}
+	q.Revision = rev
+	s.publish(ctx, q)
+	return q, nil
+}
+
+func (s *Store) publish(ctx context.Context, q *Question) {
+	ev := &citizenv1.Question{
+		Id: q.ID, AccessId: q.AccessID, Agency: &citizenv1.Party{Id: q.Agency},
+		AskedAt: timestamppb.New(q.AskedAt), Status: citizenv1.QuestionStatus_QUESTION_STATUS_OPEN,
+	}
+	b, err := proto.Marshal(ev)
+	if err != nil {
+		s.log.Error("encode question event", "question", q.ID, "err", err)
+		return
+	}
+	subject := "aperture.events.agency." + q.Agency + "." + EventQuestionAsked
+	if _, err := s.js.Publish(ctx, subject, b, jetstream.WithMsgID(q.ID+":"+EventQuestionAsked)); err != nil {
+		s.log.Warn("publish question event", "question", q.ID, "agency", q.Agency, "err", err)
+	}
+}
+
+// ListByCitizen returns the citizen's questions, newest first.
+func (s *Store) ListByCitizen(ctx context.Context, pseudonym string) ([]*Question, error) {
+	if !token(pseudonym) {
+		return nil, fmt.Errorf("%w: pseudonym", ErrInvalid)
+	}
+	return s.list(ctx, "*."+pseudonym+".*")
+}
+
+// ListByAgency returns the questions agency must answer, newest first; with onlyOpen, the unanswered.
+func (s *Store) ListByAgency(ctx context.Context, agency string, onlyOpen bool) ([]*Question, error) {
+	if !token(agency) {
+		return nil, fmt.Errorf("%w: agency", ErrInvalid)
+	}
+	qs, err := s.list(ctx, agency+".>")
+	if err != nil {
+		return nil, err
+	}
+	if onlyOpen {
+		qs = slices.DeleteFunc(qs, (*Question).Answered)
+	}
+	return qs, nil
+}
+
+func (s *Store) list(ctx context.Context, filter string) ([]*Question, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("list questions: %w", err)
+	}
+	defer lister.Stop()
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	var out []*Question
+	for _, k := range keys {
+		q, err := s.get(ctx, k)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, q)
+	}
+	// Ids sort by creation time.
+	slices.SortFunc(out, func(a, b *Question) int { return strings.Compare(b.ID, a.ID) })
+	return out, nil
+}
+
+func (s *Store) get(ctx context.Context, k string) (*Question, error) {
+	e, err := s.kv.Get(ctx, k)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read question: %w", err)
+	}
+	var q Question
+	if err := json.Unmarshal(e.Value(), &q); err != nil {
+		return nil, fmt.Errorf("decode question: %w", err)
+	}
+	q.Revision = e.Revision()
+	return &q, nil
+}
+
+// GetForAgency returns question id if agency must answer it; to any other agency it does not exist.
+func (s *Store) GetForAgency(ctx context.Context, agency, id string) (*Question, error) {
+	if !token(agency) || !ids.Valid(IDPrefix, id) {
+		return nil, ErrNotFound
+	}
+	lister, err := s.kv.ListKeysFiltered(ctx, agency+".*."+id)
+	if err != nil {
+		return nil, fmt.Errorf("find question %s: %w", id, err)
+	}
+	defer lister.Stop()
+	var found string
+	for k := range lister.Keys() {
+		found = k
+	}
+	if found == "" {
+		return nil, ErrNotFound
+	}
+	return s.get(ctx, found)
+}
+
+// Answer records agency's answer to question id, by caseworker. Only the agency the question is for
+// may answer, once: another agency gets ErrNotFound, a second answer ErrAnswered. Two concurrent
+// answers cannot both win (compare-and-set on the revision).
+func (s *Store) Answer(ctx context.Context, agency, id, answer, caseworker string, now time.Time) (*Question, error) {
+	if answer == "" {
+		return nil, fmt.Errorf("%w: empty answer", ErrInvalid)
+	}
+	q, err := s.GetForAgency(ctx, agency, id)
+	if err != nil {
+		return nil, err
+	}
+	if q.Answered() {
+		return nil, ErrAnswered
+	}
+	at := now.UTC()
+	q.Answer, q.AnsweredBy, q.AnsweredAt = answer, caseworker, &at
+	b, err := json.Marshal(q)
+	if err != nil {
+		return nil, fmt.Errorf("encode question: %w", err)
+	}
+	rev, err := s.kv.Update(ctx, key(q.Agency, q.Pseudonym, q.ID), b, q.Revision)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return nil, ErrAnswered
+		}
+		return nil, fmt.Errorf("answer question %s: %w", id, err)
+	}
+	q.Revision = rev
+	return q, nil
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/aperture-gov/aperture/broker/citizenauth"
+	"github.com/aperture-gov/aperture/broker/citizenauth/devissuer"
+	"github.com/aperture-gov/aperture/broker/portal"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
+	"github.com/aperture-gov/aperture/services/demo"
+	"github.com/aperture-gov/aperture/services/kit/mtls"
+)
+
+// devClientID is the OAuth client id of the portal in the development stack.
+const devClientID = "aperture-portal"
+
+// portalServer is the citizen portal's HTTP server: the portal pages, the sign-in routes and, in dev
+// only, the development OpenID provider. It listens before the broker starts, because the broker's
+// token verifier discovers the issuer at start and in dev that issuer is served here.
+type portalServer struct {
+	lis   net.Listener
+	srv   *http.Server
+	mux   *http.ServeMux
+	base  string // e.g. http://127.0.0.1:8080
+	login *citizenauth.Login
+	conn  *grpc.ClientConn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func listenPortal(addr string, logger *slog.Logger) (*portalServer, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("portal: listen on %s: %w", addr, err)
+	}
+	p := &portalServer{lis: lis, mux: http.NewServeMux(), base: "http://" + lis.Addr().String(), done: make(chan struct{})}
+	p.srv = &http.Server{
+		Handler:           p.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		defer close(p.done)
+		if err := p.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("portal stopped", "err", err)
+		}
+	}()
+	return p, nil
+}
+
+// mountDevIssuer serves the development OpenID provider on the portal and returns the citizen-login
+// configuration that trusts it. Only `aperture dev` calls this: the broker command has no way to.
+func (p *portalServer) mountDevIssuer(pop *demo.Population, now func() time.Time) (citizenauth.Config, error) {
+	var citizens []devissuer.Citizen
+	for _, f := range pop.Featured() {
+		citizens = append(citizens, devissuer.Citizen{ID: f.ID, Name: f.Name, Note: f.Story})
+	}
+	iss, err := devissuer.New(devissuer.Options{Issuer: p.base + "/dev-oidc", ClientID: devClientID, Citizens: citizens, Now: now})
+	if err != nil {
+		return citizenauth.Config{}, err
+	}
+	p.mux.Handle(iss.MountPath(), iss.Handler())
+	return citizenauth.Config{Issuer: iss.IssuerURL(), ClientID: devClientID, RedirectURL: p.base + "/auth/callback"}, nil
+}
+
+// mountPortal adds sign-in and the portal pages, talking to the citizen API at apiAddr over TLS.
+func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifier, apiAddr string, certs mtls.Source, dev bool, now func() time.Time, logger *slog.Logger) error {
+	login, err := citizenauth.NewLogin(cfg, v, citizenauth.WithLogger(logger.With("component", "login")))
+	if err != nil {
+		return fmt.Errorf("portal sign-in: %w", err)
+	}
+	conn, err := grpc.NewClient(apiAddr, grpc.WithTransportCredentials(credentials.NewTLS(mtls.ClientConfig(certs, brokerID()))))
+	if err != nil {
+		return fmt.Errorf("portal: citizen API at %s: %w", apiAddr, err)
+	}
+	pt, err := portal.New(portal.Config{
+		Citizen: citizenv1.NewCitizenServiceClient(conn), Sessions: sessions{login}, DevBanner: dev,
+		Logger: logger.With("component", "portal"), Now: now,
+	})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	login.Routes(p.mux)
+	pt.Routes(p.mux)
+	p.login, p.conn = login, conn
+	return nil
+}
+
+// Close stops serving; open Server-Sent Event streams are cut.
+func (p *portalServer) Close() {
+	p.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := p.srv.Shutdown(ctx); err != nil {
+			p.srv.Close()
+		}
+		<-p.done
+		if p.conn != nil {
+			p.conn.Close()
+		}
+	})
+}
+
+// sessions adapts the sign-in to what the portal needs.
+type sessions struct{ l *citizenauth.Login }
+
+func (s sessions) Session(r *http.Request) (token, name string, ok bool) {
+	se, ok := s.l.Session(r)
+	return se.Token, se.Name, ok
+}
+
+func brokerID() string { return mtls.ID(trustDomain, "broker", "") }
