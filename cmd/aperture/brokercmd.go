@@ -57,6 +57,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		pkiMount  = fs.String("vault-pki-mount", vault.DefaultPKIMount, "PKI mount")
 		pkiRole   = fs.String("vault-pki-role", "broker", "PKI role the broker's certificate is issued from")
 		pkiTTL    = fs.Duration("vault-pki-ttl", vault.DefaultCertTTL, "lifetime of the broker's certificate (renewed after two thirds)")
+		trustDom  = fs.String("trust-domain", trustDomain, "SPIFFE trust domain of the broker's identity (Vault PKI certificates)")
 
 		citizenListen = fs.String("citizen-listen", "127.0.0.1:7444", "citizen gRPC API address (served when --oidc-issuer is set)")
 		oidcIssuer    = fs.String("oidc-issuer", "", "OpenID Connect issuer of citizens' ID tokens (empty: no citizen API or portal)")
@@ -89,7 +90,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("keys: %v", err)
 	}
 
-	certs, closeCerts, err := brokerCerts(ctx, *certSource, *cert, *key, *ca, *data, vcfg, logger)
+	certs, closeCerts, err := brokerCerts(ctx, *certSource, *cert, *key, *ca, *data, *trustDom, vcfg, logger)
 	if err != nil {
 		return err
 	}
@@ -193,7 +194,7 @@ func setKeys(deps *broker.Deps, p keys.Provider) {
 }
 
 // brokerCerts returns the broker's certificate source and a function that stops its renewal.
-func brokerCerts(ctx context.Context, source, cert, key, ca, data string, vcfg vault.Config, logger *slog.Logger) (mtls.Source, func(), error) {
+func brokerCerts(ctx context.Context, source, cert, key, ca, data, domain string, vcfg vault.Config, logger *slog.Logger) (mtls.Source, func(), error) {
 	if source == "" {
 		source = "dev"
 		if cert != "" {
@@ -212,7 +213,7 @@ func brokerCerts(ctx context.Context, source, cert, key, ca, data string, vcfg v
 		if err != nil {
 			return nil, nil, fmt.Errorf("broker certificate from Vault (refusing to start without it): %w", err)
 		}
-		src, err := vault.NewCertSource(ctx, c, vcfg.PKI, mtls.ID(trustDomain, "broker", ""))
+		src, err := vault.NewCertSource(ctx, c, vcfg.PKI, mtls.ID(domain, "broker", ""))
 		if err != nil {
 			c.Close()
 			return nil, nil, fmt.Errorf("broker certificate from Vault PKI: %w", err)
