@@ -2,12 +2,11 @@ package citizen
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
-	"strconv"
 	"time"
 
 	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/pagetoken"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
@@ -23,7 +22,7 @@ func (s *Service) ListCases(ctx context.Context, req *citizenv1.ListCasesRequest
 	if err != nil {
 		return nil, err
 	}
-	offset, err := decodeOffset(req.GetPageToken())
+	offset, err := pagetoken.ParseOffset(req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +51,7 @@ func (s *Service) ListCases(ctx context.Context, req *citizenv1.ListCasesRequest
 		end := min(offset+size, len(visible))
 		resp.Cases = visible[offset:end]
 		if end < len(visible) {
-			resp.NextPageToken = encodeOffset(end)
+			resp.NextPageToken = pagetoken.Offset(end)
 		}
 	}
 	return resp, nil
@@ -187,21 +186,4 @@ func stepStatus(s cases.State) citizenv1.StepStatus {
 		return citizenv1.StepStatus_STEP_STATUS_SKIPPED
 	}
 	return citizenv1.StepStatus_STEP_STATUS_UNSPECIFIED
-}
-
-func encodeOffset(n int) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("o" + strconv.Itoa(n)))
-}
-
-func decodeOffset(tok string) (int, error) {
-	if tok == "" {
-		return 0, nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err == nil && len(b) > 1 && b[0] == 'o' {
-		if n, err := strconv.Atoi(string(b[1:])); err == nil && n >= 0 {
-			return n, nil
-		}
-	}
-	return 0, refusal.New(refusal.InvalidArgument, "page_token is not a token this API returned")
 }

@@ -2,13 +2,12 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/pagetoken"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/questions"
 	"github.com/aperture-gov/aperture/broker/refusal"
@@ -93,7 +92,7 @@ func (b *Broker) ListCases(ctx context.Context, req *brokerv1.ListCasesRequest) 
 	if err != nil {
 		return nil, b.fail(ctx, "ListCases", err)
 	}
-	offset, err := decodeOffset(req.GetPageToken())
+	offset, err := pagetoken.ParseOffset(req.GetPageToken())
 	if err != nil {
 		return nil, b.fail(ctx, "ListCases", err)
 	}
@@ -112,27 +111,10 @@ func (b *Broker) ListCases(ctx context.Context, req *brokerv1.ListCasesRequest) 
 			resp.Cases = append(resp.Cases, cs.Proto(b.cases.Journey(cs.Journey)))
 		}
 		if end < len(all) {
-			resp.NextPageToken = encodeOffset(end)
+			resp.NextPageToken = pagetoken.Offset(end)
 		}
 	}
 	return resp, nil
-}
-
-func encodeOffset(n int) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("o" + strconv.Itoa(n)))
-}
-
-func decodeOffset(tok string) (int, error) {
-	if tok == "" {
-		return 0, nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err == nil && len(b) > 1 && b[0] == 'o' {
-		if n, err := strconv.Atoi(string(b[1:])); err == nil && n >= 0 {
-			return n, nil
-		}
-	}
-	return 0, refusal.New(refusal.InvalidArgument, "page_token is not a token this API returned")
 }
 
 // Release implements BrokerService.
