@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 
@@ -69,19 +68,11 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	opts := []nats.Option{nats.Name("aperture-audit-verify")}
-	if *natsCreds != "" {
-		opts = append(opts, nats.UserCredentials(*natsCreds))
-	}
-	nc, err := nats.Connect(*natsURL, opts...)
+	nc, js, err := connectJetStream(*natsURL, *natsCreds, nats.Name("aperture-audit-verify"))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	res, err := tlog.Verify(ctx, js, v[0], v[1:]...)
 	if err != nil {
 		return fmt.Errorf("verification FAILED: %w", err)

@@ -103,19 +103,11 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if *natsURL == "" {
 			return usagef("--keys vault needs --nats-url: the wrapped data keys live in the NATS cluster")
 		}
-		opts := broker.NATSOptions("aperture-broker")
-		if *natsCreds != "" {
-			opts = append(opts, nats.UserCredentials(*natsCreds))
-		}
-		nc, err := nats.Connect(*natsURL, opts...)
+		nc, js, err := connectJetStream(*natsURL, *natsCreds, broker.NATSOptions("aperture-broker")...)
 		if err != nil {
-			return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+			return err
 		}
 		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return fmt.Errorf("jetstream: %w", err)
-		}
 		deps.NATS = nc
 		p, err := vaultkeys.OpenConfig(ctx, kcfg, filepath.Join(*data, "keys"), js, *replicas, logger.With("component", "keys"))
 		if err != nil {
@@ -229,4 +221,21 @@ func brokerCerts(ctx context.Context, source, cert, key, ca, data, domain string
 		return src, func() {}, err
 	}
 	return nil, nil, errors.New(`--certs must be "files", "vault" or "dev"`)
+}
+
+// connectJetStream connects to an external NATS server, with a credentials file if one is given.
+func connectJetStream(url, creds string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
 }
