@@ -33,7 +33,15 @@ type Config struct {
 	CAFile       string        `yaml:"ca_file"`       // optional extra CA to trust for the issuer
 	Scopes       []string      `yaml:"scopes"`        // default openid
 	ClockSkew    time.Duration `yaml:"clock_skew"`    // default 0
+	// InsecureLoopbackIssuer allows a plain-http Issuer on a loopback host (127.0.0.1, ::1,
+	// localhost), for development only: `aperture dev` serves its development issuer that way. The
+	// broker command sets it from --oidc-insecure-loopback; it is never the default.
+	InsecureLoopbackIssuer bool `yaml:"insecure_loopback_issuer"`
 }
+
+// InsecureLoopbackFlag is the command-line flag that sets Config.InsecureLoopbackIssuer; errors name
+// it so an operator knows what to change.
+const InsecureLoopbackFlag = "--oidc-insecure-loopback"
 
 // DefaultCitizenClaim is the claim read when Config.CitizenClaim is empty.
 const DefaultCitizenClaim = "sub"
@@ -47,7 +55,7 @@ func (c Config) Validate() error {
 	if c.Issuer == "" {
 		return errors.New("citizenauth: issuer is required")
 	}
-	if err := checkIssuerURL(c.Issuer); err != nil {
+	if err := checkIssuerURL(c.Issuer, c.InsecureLoopbackIssuer); err != nil {
 		return err
 	}
 	if strings.TrimSpace(c.ClientID) == "" {
@@ -91,9 +99,10 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// checkIssuerURL requires https, except for a loopback host (development, tests): an ID token's
-// authenticity rests on the JWKS fetched from the issuer, which plain http cannot protect.
-func checkIssuerURL(raw string) error {
+// checkIssuerURL requires https: an ID token's authenticity rests on the JWKS fetched from the
+// issuer, which plain http cannot protect. Plain http is accepted only for a loopback host and only
+// when insecureLoopback is set explicitly (development, tests).
+func checkIssuerURL(raw string, insecureLoopback bool) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return errors.New("citizenauth: issuer is not a valid URL")
@@ -104,8 +113,13 @@ func checkIssuerURL(raw string) error {
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return errors.New("citizenauth: issuer must not have user info, query or fragment")
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return errors.New("citizenauth: issuer must use https (plain http is allowed only for a loopback host)")
+	if u.Scheme == "http" {
+		if !isLoopback(u.Hostname()) {
+			return errors.New("citizenauth: issuer must use https (plain http is allowed only for a loopback host with " + InsecureLoopbackFlag + ", for development)")
+		}
+		if !insecureLoopback {
+			return errors.New("citizenauth: issuer must use https; a plain-http issuer on a loopback host needs " + InsecureLoopbackFlag + " (insecure_loopback_issuer), for development only")
+		}
 	}
 	return nil
 }
@@ -130,8 +144,11 @@ func checkRedirectURL(raw string) error {
 	return nil
 }
 
+// isLoopback accepts "localhost" and loopback IP addresses. Names under .localhost are not
+// accepted: whether they resolve to loopback is up to the resolver, and over plain http that is
+// exactly what must not be left to chance.
 func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

@@ -65,6 +65,8 @@ func (e *env) config() citizenauth.Config {
 		Issuer:      e.iss.IssuerURL(),
 		ClientID:    "portal",
 		RedirectURL: e.base + "/auth/callback",
+		// The development issuer of the tests is served over plain http on loopback.
+		InsecureLoopbackIssuer: true,
 	}
 }
 

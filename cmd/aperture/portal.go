@@ -70,7 +70,8 @@ func (p *portalServer) mountDevIssuer(pop *demo.Population, now func() time.Time
 		return citizenauth.Config{}, err
 	}
 	p.mux.Handle(iss.MountPath(), iss.Handler())
-	return citizenauth.Config{Issuer: iss.IssuerURL(), ClientID: devClientID, RedirectURL: p.base + "/auth/callback"}, nil
+	// The development issuer is served over plain http on the portal's loopback address.
+	return citizenauth.Config{Issuer: iss.IssuerURL(), ClientID: devClientID, RedirectURL: p.base + "/auth/callback", InsecureLoopbackIssuer: true}, nil
 }
 
 // mountPortal adds sign-in and the portal pages, talking to the citizen API at apiAddr over TLS.
