@@ -3,8 +3,10 @@
 // A Verifier checks ID tokens (signature against the issuer's JWKS, issuer, audience, expiry — all
 // by go-oidc) and maps one configured claim to the 10-digit citizen id; the citizen gRPC API uses it
 // as its Authenticator. A Login is the citizen portal's sign-in: the OAuth 2.0 authorization code
-// flow with PKCE (S256), state and nonce, which keeps the verified ID token in an HttpOnly session
-// cookie and re-verifies it on every request, so an expired token ends the session.
+// flow with PKCE (S256), state and nonce. The verified ID token is kept server-side in a SessionStore
+// (NATS JetStream KV, sealed, expiring with the token); the HttpOnly session cookie carries only an
+// opaque random session id. The token is re-verified on every request, so an expired token ends the
+// session, and signing out deletes the record, so a copied cookie is dead afterwards.
 //
 // Tokens and citizen ids never appear in errors or log lines produced by this package.
 //

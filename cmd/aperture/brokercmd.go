@@ -178,7 +178,8 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		defer ps.Close()
-		if err := ps.mountPortal(login, verifier, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
+		sess := portalSessions{NATS: b.NATSConn(), Sealer: deps.Sealer, Replicas: *replicas}
+		if err := ps.mountPortal(login, verifier, sess, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
 			return err
 		}
 	}
