@@ -45,8 +45,8 @@ type loginOptions struct {
 }
 
 // WithSigninKey sets the AES key (16, 24 or 32 bytes) that seals the sign-in cookie. Without it
-// a random key is made per process, which is right for one portal process; replicas behind a
-// load balancer that does not pin a sign-in to one replica need a shared key.
+// the sign-in cookie is sealed with the SessionStore's sealer (the broker's sealing key), which every
+// replica shares, so a sign-in started on one replica completes on another.
 func WithSigninKey(key []byte) LoginOption {
 	return func(o *loginOptions) { o.key = append([]byte(nil), key...) }
 }
@@ -79,7 +79,7 @@ type Login struct {
 	sessions     *SessionStore
 	oauth        oauth2.Config
 	issuer       string
-	sealer       *sealer
+	sealer       cookieSealer
 	secure       bool
 	callbackPath string
 	signinTTL    time.Duration
@@ -130,14 +130,12 @@ func NewLogin(cfg Config, v *Verifier, store *SessionStore, opts ...LoginOption)
 	if _, ok := localPath(o.afterLogout); !ok {
 		return nil, errors.New("citizenauth: after-logout path must be a local path starting with /")
 	}
-	key := o.key
-	if key == nil {
-		key = make([]byte, 32)
-		rand.Read(key) // crypto/rand.Read never fails (Go 1.24+)
-	}
-	s, err := newSealer(key)
-	if err != nil {
-		return nil, err
+	var s cookieSealer = keySealer{store.sealer}
+	if o.key != nil {
+		var err error
+		if s, err = newSealer(o.key); err != nil {
+			return nil, err
+		}
 	}
 	if o.logger == nil {
 		o.logger = slog.Default()
@@ -239,7 +237,12 @@ func (l *Login) login(w http.ResponseWriter, r *http.Request) {
 		l.fail(w, r, http.StatusInternalServerError, "Sign-in could not be started.", "encode pending sign-in")
 		return
 	}
-	http.SetCookie(w, l.cookie(SigninCookie, l.sealer.seal(SigninCookie, b), int(l.signinTTL/time.Second)))
+	sealed, err := l.sealer.seal(SigninCookie, b)
+	if err != nil {
+		l.fail(w, r, http.StatusServiceUnavailable, "Sign-in could not be started.", "seal pending sign-in", "err", err.Error())
+		return
+	}
+	http.SetCookie(w, l.cookie(SigninCookie, sealed, int(l.signinTTL/time.Second)))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, l.oauth.AuthCodeURL(p.State, oidc.Nonce(p.Nonce), oauth2.S256ChallengeOption(p.Verifier)), http.StatusFound)
 }

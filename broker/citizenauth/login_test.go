@@ -351,9 +351,16 @@ func TestCallbackRefusals(t *testing.T) {
 			setCookie(c, p.base, ck)
 			return attempt{c, cb}
 		}},
-		{"sign-in cookie from another portal process", "sign-in cookie does not open", func(t *testing.T) attempt {
-			// Same issuer, other Login (other random seal key).
-			other, err := citizenauth.NewLogin(p.config(), p.verifier(t, p.config()), p.sessions)
+		{"sign-in cookie from another deployment", "sign-in cookie does not open", func(t *testing.T) attempt {
+			// Same issuer, other Login sealing with another broker's key.
+			o := newSealer(t)
+			if err := o.Add(2, bytes.Repeat([]byte{3}, 32)); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.SetCurrent(2); err != nil {
+				t.Fatal(err)
+			}
+			other, err := citizenauth.NewLogin(p.config(), p.verifier(t, p.config()), p.sessionStore(t, o, nil))
 			if err != nil {
 				t.Fatal(err)
 			}

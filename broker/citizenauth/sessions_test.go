@@ -187,8 +187,9 @@ func TestSessionRecordForgery(t *testing.T) {
 	}
 }
 
-// TestSessionsSharedByReplicas: two portal replicas with their own Login and store on one NATS share
-// sessions: signed in on one, signed in on the other; signed out on the other, signed out on both.
+// TestSessionsSharedByReplicas: two portal replicas with their own Login and store on one NATS and the
+// same sealing key share sign-ins and sessions: started on one, completed on the other; signed in on
+// one, signed in on the other; signed out on the other, signed out on both.
 func TestSessionsSharedByReplicas(t *testing.T) {
 	p := newPortal(t)
 	cfg := p.config()
@@ -206,11 +207,24 @@ func TestSessionsSharedByReplicas(t *testing.T) {
 		return r
 	}
 
-	c := p.signIn(t, demo[0].ID)
+	// A sign-in started on B completes on A: the sign-in cookie is sealed with the shared key.
+	c := browser(t, false)
+	rec := httptest.NewRecorder()
+	muxB.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, p.base+"/login?return=/whoami", nil))
+	setCookie(c, p.base, findSetCookie(t, rec.Result(), citizenauth.SigninCookie))
+	resp, page := get(t, c, rec.Header().Get("Location"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("authorize: %s", resp.Status)
+	}
+	resp = pick(t, c, page, demo[0].ID)
+	resp.Body.Close()
+	if resp, _ := get(t, c, resp.Header.Get("Location")); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("callback on replica A for a sign-in started on B: %s", resp.Status)
+	}
 	if s, ok := b.Session(onB(c)); !ok || s.CitizenID != demo[0].ID {
 		t.Fatalf("replica B does not see the session: %+v %v", s, ok)
 	}
-	rec := httptest.NewRecorder()
+	rec = httptest.NewRecorder()
 	muxB.ServeHTTP(rec, onB(c))
 	if rec.Code != http.StatusSeeOther {
 		t.Fatalf("logout on replica B: %d %s", rec.Code, rec.Body)
