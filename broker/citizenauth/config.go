@@ -3,8 +3,10 @@
 // A Verifier checks ID tokens (signature against the issuer's JWKS, issuer, audience, expiry — all
 // by go-oidc) and maps one configured claim to the 10-digit citizen id; the citizen gRPC API uses it
 // as its Authenticator. A Login is the citizen portal's sign-in: the OAuth 2.0 authorization code
-// flow with PKCE (S256), state and nonce, which keeps the verified ID token in an HttpOnly session
-// cookie and re-verifies it on every request, so an expired token ends the session.
+// flow with PKCE (S256), state and nonce. The verified ID token is kept server-side in a SessionStore
+// (NATS JetStream KV, sealed, expiring with the token); the HttpOnly session cookie carries only an
+// opaque random session id. The token is re-verified on every request, so an expired token ends the
+// session, and signing out deletes the record, so a copied cookie is dead afterwards.
 //
 // Tokens and citizen ids never appear in errors or log lines produced by this package.
 //
@@ -33,7 +35,15 @@ type Config struct {
 	CAFile       string        `yaml:"ca_file"`       // optional extra CA to trust for the issuer
 	Scopes       []string      `yaml:"scopes"`        // default openid
 	ClockSkew    time.Duration `yaml:"clock_skew"`    // default 0
+	// InsecureLoopbackIssuer allows a plain-http Issuer on a loopback host (127.0.0.1, ::1,
+	// localhost), for development only: `aperture dev` serves its development issuer that way. The
+	// broker command sets it from --oidc-insecure-loopback; it is never the default.
+	InsecureLoopbackIssuer bool `yaml:"insecure_loopback_issuer"`
 }
+
+// InsecureLoopbackFlag is the command-line flag that sets Config.InsecureLoopbackIssuer; errors name
+// it so an operator knows what to change.
+const InsecureLoopbackFlag = "--oidc-insecure-loopback"
 
 // DefaultCitizenClaim is the claim read when Config.CitizenClaim is empty.
 const DefaultCitizenClaim = "sub"
@@ -47,7 +57,7 @@ func (c Config) Validate() error {
 	if c.Issuer == "" {
 		return errors.New("citizenauth: issuer is required")
 	}
-	if err := checkIssuerURL(c.Issuer); err != nil {
+	if err := checkIssuerURL(c.Issuer, c.InsecureLoopbackIssuer); err != nil {
 		return err
 	}
 	if strings.TrimSpace(c.ClientID) == "" {
@@ -91,9 +101,10 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// checkIssuerURL requires https, except for a loopback host (development, tests): an ID token's
-// authenticity rests on the JWKS fetched from the issuer, which plain http cannot protect.
-func checkIssuerURL(raw string) error {
+// checkIssuerURL requires https: an ID token's authenticity rests on the JWKS fetched from the
+// issuer, which plain http cannot protect. Plain http is accepted only for a loopback host and only
+// when insecureLoopback is set explicitly (development, tests).
+func checkIssuerURL(raw string, insecureLoopback bool) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return errors.New("citizenauth: issuer is not a valid URL")
@@ -104,8 +115,13 @@ func checkIssuerURL(raw string) error {
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return errors.New("citizenauth: issuer must not have user info, query or fragment")
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return errors.New("citizenauth: issuer must use https (plain http is allowed only for a loopback host)")
+	if u.Scheme == "http" {
+		if !isLoopback(u.Hostname()) {
+			return errors.New("citizenauth: issuer must use https (plain http is allowed only for a loopback host with " + InsecureLoopbackFlag + ", for development)")
+		}
+		if !insecureLoopback {
+			return errors.New("citizenauth: issuer must use https; a plain-http issuer on a loopback host needs " + InsecureLoopbackFlag + " (insecure_loopback_issuer), for development only")
+		}
 	}
 	return nil
 }
@@ -130,8 +146,11 @@ func checkRedirectURL(raw string) error {
 	return nil
 }
 
+// isLoopback accepts "localhost" and loopback IP addresses. Names under .localhost are not
+// accepted: whether they resolve to loopback is up to the resolver, and over plain http that is
+// exactly what must not be left to chance.
 func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

@@ -20,8 +20,24 @@ func TestConfigValidate(t *testing.T) {
 		want string // "" = valid
 	}{
 		{"good", func(*citizenauth.Config) {}, ""},
-		{"loopback http issuer", func(c *citizenauth.Config) { c.Issuer = "http://127.0.0.1:8080/dev-oidc" }, ""},
-		{"localhost http issuer", func(c *citizenauth.Config) { c.Issuer = "http://localhost:8080/dev-oidc" }, ""},
+		{"loopback http issuer with the flag", func(c *citizenauth.Config) {
+			c.Issuer, c.InsecureLoopbackIssuer = "http://127.0.0.1:8080/dev-oidc", true
+		}, ""},
+		{"localhost http issuer with the flag", func(c *citizenauth.Config) {
+			c.Issuer, c.InsecureLoopbackIssuer = "http://localhost:8080/dev-oidc", true
+		}, ""},
+		{"ipv6 loopback http issuer with the flag", func(c *citizenauth.Config) {
+			c.Issuer, c.InsecureLoopbackIssuer = "http://[::1]:8080/dev-oidc", true
+		}, ""},
+		{"loopback http issuer without the flag", func(c *citizenauth.Config) { c.Issuer = "http://127.0.0.1:8080/dev-oidc" }, citizenauth.InsecureLoopbackFlag},
+		{"localhost http issuer without the flag", func(c *citizenauth.Config) { c.Issuer = "http://localhost:8080/dev-oidc" }, citizenauth.InsecureLoopbackFlag},
+		{"http issuer on another host, even with the flag", func(c *citizenauth.Config) {
+			c.Issuer, c.InsecureLoopbackIssuer = "http://login.example", true
+		}, "must use https"},
+		{"http issuer under .localhost", func(c *citizenauth.Config) {
+			c.Issuer, c.InsecureLoopbackIssuer = "http://idp.localhost:8080", true
+		}, "must use https"},
+		{"https loopback issuer needs no flag", func(c *citizenauth.Config) { c.Issuer = "https://127.0.0.1:8443/realms/x" }, ""},
 		{"no redirect (verifier only)", func(c *citizenauth.Config) { c.RedirectURL = "" }, ""},
 		{"scopes with openid", func(c *citizenauth.Config) { c.Scopes = []string{"openid", "profile"} }, ""},
 		{"skew", func(c *citizenauth.Config) { c.ClockSkew = 30 * time.Second }, ""},

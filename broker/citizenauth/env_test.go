@@ -1,7 +1,9 @@
 package citizenauth_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -10,6 +12,9 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/citizenauth/devissuer"
+	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 var demo = []devissuer.Citizen{
@@ -33,11 +38,14 @@ func (c *clock) Add(d time.Duration) {
 // env is one loopback HTTP server carrying a development issuer under /dev-oidc/; tests add the
 // portal's routes to the same mux, as `aperture dev` does.
 type env struct {
-	srv   *httptest.Server
-	mux   *http.ServeMux
-	base  string
-	iss   *devissuer.Issuer
-	clock *clock
+	srv      *httptest.Server
+	js       jetstream.JetStream
+	sealer   *keys.AEADRing
+	sessions *citizenauth.SessionStore
+	mux      *http.ServeMux
+	base     string
+	iss      *devissuer.Issuer
+	clock    *clock
 }
 
 func newEnv(t *testing.T, opts ...func(*devissuer.Options)) *env {
@@ -57,7 +65,34 @@ func newEnv(t *testing.T, opts ...func(*devissuer.Options)) *env {
 	mux.Handle(iss.MountPath(), iss.Handler())
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, mux: mux, base: base, iss: iss, clock: clk}
+	e := &env{srv: srv, mux: mux, base: base, iss: iss, clock: clk}
+	e.js, e.sealer = natstest.JetStream(t), newSealer(t)
+	e.sessions = e.sessionStore(t, e.sealer, nil)
+	return e
+}
+
+// newSealer is a sealing key as the broker has one.
+func newSealer(t *testing.T) *keys.AEADRing {
+	t.Helper()
+	r := keys.NewAEADRing()
+	if err := r.Add(1, bytes.Repeat([]byte{9}, keys.KeySize)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetCurrent(1); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// sessionStore opens the session bucket on the env's NATS server with sealer; several stores on
+// one server are several portal replicas.
+func (e *env) sessionStore(t *testing.T, sealer citizenauth.Sealer, logger *slog.Logger) *citizenauth.SessionStore {
+	t.Helper()
+	s, err := citizenauth.OpenSessionStore(context.Background(), e.js, sealer, citizenauth.SessionStoreOptions{Now: e.clock.Now, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func (e *env) config() citizenauth.Config {
@@ -65,6 +100,8 @@ func (e *env) config() citizenauth.Config {
 		Issuer:      e.iss.IssuerURL(),
 		ClientID:    "portal",
 		RedirectURL: e.base + "/auth/callback",
+		// The development issuer of the tests is served over plain http on loopback.
+		InsecureLoopbackIssuer: true,
 	}
 }
 

@@ -15,8 +15,8 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// Cookie names. The session cookie holds the verified ID token itself, so any replica of the
-// portal can re-verify it without shared session state.
+// Cookie names. The session cookie holds an opaque random session id; the ID token stays in the
+// SessionStore on the server, so signing out ends the session for every copy of the cookie.
 const (
 	SessionCookie = "aperture_session"
 	SigninCookie  = "aperture_signin"
@@ -24,10 +24,6 @@ const (
 
 // DefaultSigninTTL is how long a started sign-in may take to come back to the callback.
 const DefaultSigninTTL = 10 * time.Minute
-
-// maxSessionCookie keeps the session cookie under the 4096-byte limit browsers enforce for
-// name, value and attributes together.
-const maxSessionCookie = 3800
 
 // Session is a signed-in citizen, from a re-verified ID token.
 type Session struct {
@@ -49,8 +45,8 @@ type loginOptions struct {
 }
 
 // WithSigninKey sets the AES key (16, 24 or 32 bytes) that seals the sign-in cookie. Without it
-// a random key is made per process, which is right for one portal process; replicas behind a
-// load balancer that does not pin a sign-in to one replica need a shared key.
+// the sign-in cookie is sealed with the SessionStore's sealer (the broker's sealing key), which every
+// replica shares, so a sign-in started on one replica completes on another.
 func WithSigninKey(key []byte) LoginOption {
 	return func(o *loginOptions) { o.key = append([]byte(nil), key...) }
 }
@@ -80,9 +76,10 @@ func WithAfterLogout(path string) LoginOption {
 // and nonce. It is safe for concurrent use.
 type Login struct {
 	v            *Verifier
+	sessions     *SessionStore
 	oauth        oauth2.Config
 	issuer       string
-	sealer       *sealer
+	sealer       cookieSealer
 	secure       bool
 	callbackPath string
 	signinTTL    time.Duration
@@ -101,10 +98,13 @@ type pending struct {
 }
 
 // NewLogin makes the portal's sign-in for cfg, which must name the same issuer and client as the
-// Verifier and have a RedirectURL.
-func NewLogin(cfg Config, v *Verifier, opts ...LoginOption) (*Login, error) {
+// Verifier and have a RedirectURL. Sessions are kept in store, shared by every portal replica.
+func NewLogin(cfg Config, v *Verifier, store *SessionStore, opts ...LoginOption) (*Login, error) {
 	if v == nil {
 		return nil, errors.New("citizenauth: NewLogin needs a Verifier")
+	}
+	if store == nil {
+		return nil, errors.New("citizenauth: NewLogin needs a SessionStore: sessions are kept server-side")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -130,14 +130,12 @@ func NewLogin(cfg Config, v *Verifier, opts ...LoginOption) (*Login, error) {
 	if _, ok := localPath(o.afterLogout); !ok {
 		return nil, errors.New("citizenauth: after-logout path must be a local path starting with /")
 	}
-	key := o.key
-	if key == nil {
-		key = make([]byte, 32)
-		rand.Read(key) // crypto/rand.Read never fails (Go 1.24+)
-	}
-	s, err := newSealer(key)
-	if err != nil {
-		return nil, err
+	var s cookieSealer = keySealer{store.sealer}
+	if o.key != nil {
+		var err error
+		if s, err = newSealer(o.key); err != nil {
+			return nil, err
+		}
 	}
 	if o.logger == nil {
 		o.logger = slog.Default()
@@ -153,7 +151,8 @@ func NewLogin(cfg Config, v *Verifier, opts ...LoginOption) (*Login, error) {
 		endpoint.AuthStyle = oauth2.AuthStyleInParams
 	}
 	return &Login{
-		v: v,
+		v:        v,
+		sessions: store,
 		oauth: oauth2.Config{
 			ClientID:     cfg.ClientID,
 			ClientSecret: cfg.ClientSecret,
@@ -193,21 +192,31 @@ func (l *Login) LoginURL(returnPath string) string {
 	return "/login?return=" + url.QueryEscape(p)
 }
 
-// Session returns the signed-in citizen. It re-verifies the ID token in the session cookie, so a
-// token that expired, or was not issued by the configured issuer for this client, is no session.
+// Session returns the signed-in citizen. It looks the session cookie's id up in the SessionStore
+// and re-verifies the ID token kept there, so a session that was signed out of, or whose token
+// expired or was not issued by the configured issuer for this client, is no session. A store that
+// cannot be read means signed out (fail closed), with a log line.
 func (l *Login) Session(r *http.Request) (Session, bool) {
 	c, err := r.Cookie(SessionCookie)
 	if err != nil || c.Value == "" {
 		return Session{}, false
 	}
-	id, err := l.v.Verify(r.Context(), c.Value)
+	token, ok, err := l.sessions.get(r.Context(), c.Value)
+	if err != nil {
+		l.log.Error("session store unavailable; request treated as signed out", "err", err)
+		return Session{}, false
+	}
+	if !ok {
+		return Session{}, false
+	}
+	id, err := l.v.Verify(r.Context(), token)
 	if err != nil {
 		if !errors.Is(err, ErrTokenExpired) {
-			l.log.Warn("session cookie refused", "reason", err.Error())
+			l.log.Warn("session token refused", "reason", err.Error())
 		}
 		return Session{}, false
 	}
-	return Session{Token: c.Value, CitizenID: id.CitizenID, Name: id.Name, Expiry: id.Expiry}, true
+	return Session{Token: token, CitizenID: id.CitizenID, Name: id.Name, Expiry: id.Expiry}, true
 }
 
 func (l *Login) login(w http.ResponseWriter, r *http.Request) {
@@ -228,7 +237,12 @@ func (l *Login) login(w http.ResponseWriter, r *http.Request) {
 		l.fail(w, r, http.StatusInternalServerError, "Sign-in could not be started.", "encode pending sign-in")
 		return
 	}
-	http.SetCookie(w, l.cookie(SigninCookie, l.sealer.seal(SigninCookie, b), int(l.signinTTL/time.Second)))
+	sealed, err := l.sealer.seal(SigninCookie, b)
+	if err != nil {
+		l.fail(w, r, http.StatusServiceUnavailable, "Sign-in could not be started.", "seal pending sign-in", "err", err.Error())
+		return
+	}
+	http.SetCookie(w, l.cookie(SigninCookie, sealed, int(l.signinTTL/time.Second)))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, l.oauth.AuthCodeURL(p.State, oidc.Nonce(p.Nonce), oauth2.S256ChallengeOption(p.Verifier)), http.StatusFound)
 }
@@ -304,16 +318,17 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 		l.fail(w, r, http.StatusBadRequest, "The sign-in could not be verified. Please sign in again.", "nonce mismatch")
 		return
 	}
-	if len(raw) > maxSessionCookie {
-		l.fail(w, r, http.StatusBadGateway, "The identity provider's token is too large to keep a session.", "id token too large for a cookie")
-		return
-	}
-	maxAge := int((id.Expiry.Sub(l.v.now()) + time.Second - 1) / time.Second)
-	if maxAge <= 0 {
+	if id.Expiry.Sub(l.v.now()) < time.Second {
 		l.fail(w, r, http.StatusBadRequest, "The sign-in expired. Please sign in again.", "id token expires now")
 		return
 	}
-	http.SetCookie(w, l.cookie(SessionCookie, raw, maxAge))
+	sid, ends, err := l.sessions.create(r.Context(), raw, id.Expiry)
+	if err != nil {
+		l.fail(w, r, http.StatusServiceUnavailable, "The sign-in could not be completed. Please try again later.", "session not stored", "err", err.Error())
+		return
+	}
+	maxAge := int((ends.Sub(l.v.now()) + time.Second - 1) / time.Second)
+	http.SetCookie(w, l.cookie(SessionCookie, sid, maxAge))
 	ret, ok := localPath(p.Return)
 	if !ok {
 		ret = "/"
@@ -322,10 +337,20 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 	redirectLocal(w, ret)
 }
 
+// logout ends the session in the store before it deletes the cookies, so a copy of the cookie (another
+// tab, a stolen value) is dead too. If the store cannot be written the cookie is kept and the citizen
+// told to try again: clearing it would look like a sign-out that did not happen.
 func (l *Login) logout(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if c, err := r.Cookie(SessionCookie); err == nil && c.Value != "" {
+		if err := l.sessions.end(r.Context(), c.Value); err != nil {
+			l.log.Error("sign-out failed: session not ended", "err", err)
+			l.errorPage(w, r, http.StatusServiceUnavailable, "You could not be signed out. Please try again.")
+			return
+		}
+	}
 	http.SetCookie(w, l.cookie(SessionCookie, "", -1))
 	http.SetCookie(w, l.cookie(SigninCookie, "", -1))
-	w.Header().Set("Cache-Control", "no-store")
 	redirectLocal(w, l.afterLogout)
 }
 

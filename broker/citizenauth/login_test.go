@@ -49,7 +49,9 @@ func newPortal(t *testing.T) *portal {
 	e := newEnv(t)
 	cfg := e.config()
 	logs := &syncBuffer{}
-	l, err := citizenauth.NewLogin(cfg, e.verifier(t, cfg), citizenauth.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	logger := slog.New(slog.NewTextHandler(logs, nil))
+	e.sessions = e.sessionStore(t, e.sealer, logger)
+	l, err := citizenauth.NewLogin(cfg, e.verifier(t, cfg), e.sessions, citizenauth.WithLogger(logger))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +242,7 @@ func TestLoginCookies(t *testing.T) {
 	// An https redirect URL makes both cookies Secure.
 	cfg := p.config()
 	cfg.RedirectURL = "https://portal.example/auth/callback"
-	l, err := citizenauth.NewLogin(cfg, p.verifier(t, p.config()))
+	l, err := citizenauth.NewLogin(cfg, p.verifier(t, p.config()), p.sessions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,9 +351,16 @@ func TestCallbackRefusals(t *testing.T) {
 			setCookie(c, p.base, ck)
 			return attempt{c, cb}
 		}},
-		{"sign-in cookie from another portal process", "sign-in cookie does not open", func(t *testing.T) attempt {
-			// Same issuer, other Login (other random seal key).
-			other, err := citizenauth.NewLogin(p.config(), p.verifier(t, p.config()))
+		{"sign-in cookie from another deployment", "sign-in cookie does not open", func(t *testing.T) attempt {
+			// Same issuer, other Login sealing with another broker's key.
+			o := newSealer(t)
+			if err := o.Add(2, bytes.Repeat([]byte{3}, 32)); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.SetCurrent(2); err != nil {
+				t.Fatal(err)
+			}
+			other, err := citizenauth.NewLogin(p.config(), p.verifier(t, p.config()), p.sessionStore(t, o, nil))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -553,13 +562,13 @@ func TestNewLoginRefusesBadSetup(t *testing.T) {
 		{"bad after-logout", e.config, v, []citizenauth.LoginOption{citizenauth.WithAfterLogout("//evil.example")}, "local path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := citizenauth.NewLogin(tc.cfg(), tc.v, tc.opts...)
+			_, err := citizenauth.NewLogin(tc.cfg(), tc.v, e.sessions, tc.opts...)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("NewLogin() = %v, want an error mentioning %q", err, tc.want)
 			}
 		})
 	}
-	if _, err := citizenauth.NewLogin(e.config(), v, citizenauth.WithSigninKey(bytes.Repeat([]byte{7}, 32))); err != nil {
+	if _, err := citizenauth.NewLogin(e.config(), v, e.sessions, citizenauth.WithSigninKey(bytes.Repeat([]byte{7}, 32))); err != nil {
 		t.Fatalf("32-byte key refused: %v", err)
 	}
 }
@@ -569,11 +578,11 @@ func TestSharedSigninKey(t *testing.T) {
 	p := newPortal(t)
 	key := bytes.Repeat([]byte{42}, 32)
 	cfg := p.config()
-	a, err := citizenauth.NewLogin(cfg, p.verifier(t, cfg), citizenauth.WithSigninKey(key))
+	a, err := citizenauth.NewLogin(cfg, p.verifier(t, cfg), p.sessions, citizenauth.WithSigninKey(key))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := citizenauth.NewLogin(cfg, p.verifier(t, cfg), citizenauth.WithSigninKey(key))
+	b, err := citizenauth.NewLogin(cfg, p.verifier(t, cfg), p.sessions, citizenauth.WithSigninKey(key))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func Interceptors(registry func() *policy.Registry, log *slog.Logger) ([]grpc.Un
 	recoverer := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
 			if r := recover(); r != nil {
-				log.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				log.Error("panic in handler", "method", info.FullMethod, "panic", clipped(fmt.Sprint(r)), "stack", string(debug.Stack()))
 				err = status.Error(codes.Internal, "internal error")
 			}
 		}()
@@ -154,14 +154,14 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 	code := codeOf[r.Kind]
 	switch r.Kind {
 	case refusal.Internal, refusal.Unavailable:
-		log.Error("request failed", "method", method, "code", code.String(), "reason", r.Reason, "err", r.Cause)
+		log.Error("request failed", "method", method, "code", code.String(), "reason", clipped(r.Reason), "err", clippedErr{r.Cause})
 	default:
-		log.Info("request refused", "method", method, "code", code.String(), "reason", r.Reason)
+		log.Info("request refused", "method", method, "code", code.String(), "reason", clipped(r.Reason))
 	}
 	if r.Kind == refusal.Internal {
 		return status.Error(codes.Internal, "internal error")
 	}
-	return status.Error(code, r.Reason)
+	return status.Error(code, clip(r.Reason, MaxStatusText))
 }
 
 // ToStatus converts a domain error to a gRPC status at an edge other than the agency API (the citizen

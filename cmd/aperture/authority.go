@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"time"
@@ -23,7 +24,8 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		listen   = fs.String("listen", "", "address to serve on (required)")
 		data     = fs.String("data", ".aperture", "data directory with the development CA")
 		citizens = fs.Int("citizens", 1000, "number of synthetic demo citizens")
-		cert     = fs.String("cert", "", "certificate file (default: issued by the development CA)")
+		certs    = fs.String("certs", "", `where the certificate comes from: "files" (--cert/--key/--ca) or "dev" (the development CA in DATA/pki, only when asked for); default files if --cert is set`)
+		cert     = fs.String("cert", "", "certificate file")
 		key      = fs.String("key", "", "key file")
 		ca       = fs.String("ca", "", "CA certificate file")
 		brokerID = fs.String("broker-id", mtls.ID(trustDomain, "broker", ""), "the only caller identity served")
@@ -51,15 +53,7 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if auth == nil {
 		return usagef("no example authority %q", pos[0])
 	}
-	var src mtls.Source
-	if *cert != "" {
-		src, err = mtls.LoadSource(*cert, *key, *ca)
-	} else {
-		var devca *mtls.DevCA
-		if devca, err = mtls.OpenDevCA(filepath.Join(*data, "pki"), trustDomain); err == nil {
-			src, err = devca.Source("authority", auth.ID)
-		}
-	}
+	src, err := authorityCerts(*certs, *cert, *key, *ca, *data, auth.ID, logger)
 	if err != nil {
 		return fmt.Errorf("authority certificate: %w", err)
 	}
@@ -73,4 +67,39 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintf(stdout, "authority %s serving on %s\n", auth.ID, lis.Addr())
 	return srv.Serve(ctx, lis, mtls.ServerConfig(src))
+}
+
+// authorityCerts returns the authority's certificate. As for the broker, the development CA is used
+// only when --certs dev asks for it: an authority serving citizens' records must not quietly make up
+// its own trust.
+func authorityCerts(source, cert, key, ca, data, id string, logger *slog.Logger) (mtls.Source, error) {
+	if source == "" {
+		if cert == "" && key == "" && ca == "" {
+			return nil, usagef("no TLS certificate: give --cert, --key and --ca (files), or --certs dev for the development CA in the data directory (development only)")
+		}
+		source = "files"
+	}
+	switch source {
+	case "files":
+		if cert == "" || key == "" || ca == "" {
+			return nil, usagef("--certs files needs all of --cert, --key and --ca")
+		}
+		src, err := mtls.LoadSource(cert, key, ca)
+		if err != nil {
+			return nil, fmt.Errorf("authority certificate: %w", err)
+		}
+		return src, nil
+	case "dev":
+		devca, err := mtls.OpenDevCA(filepath.Join(data, "pki"), trustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("development CA: %w", err)
+		}
+		logger.Warn("using the development CA in the data directory; use --cert/--key/--ca in production")
+		src, err := devca.Source("authority", id)
+		if err != nil {
+			return nil, fmt.Errorf("authority certificate: %w", err)
+		}
+		return src, nil
+	}
+	return nil, usagef(`--certs must be "files" or "dev"`)
 }

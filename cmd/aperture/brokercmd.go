@@ -37,7 +37,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		natsListen = fs.String("nats-listen", "", "client address of the embedded NATS server (empty: in-process only)")
 		replicas   = fs.Int("replicas", 1, "replicas of streams and buckets (3 on a cluster)")
 		policyDir  = fs.String("policies", "", "policy directory (default: built into the binary)")
-		certSource = fs.String("certs", "", `where the broker's certificate comes from: "files" (--cert/--key/--ca), "vault" (Vault PKI) or "dev" (the development CA in DATA/pki); default files if --cert is set, else dev`)
+		certSource = fs.String("certs", "", `where the broker's certificate comes from: "files" (--cert/--key/--ca), "vault" (Vault PKI) or "dev" (the development CA in DATA/pki, only when asked for); default files if --cert is set`)
 		cert       = fs.String("cert", "", "broker certificate file")
 		key        = fs.String("key", "", "broker key file")
 		ca         = fs.String("ca", "", "CA certificate file for agencies and authorities")
@@ -65,6 +65,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		oidcSecret    = fs.String("oidc-client-secret-file", "", "file holding the portal's OAuth client secret (empty: public client with PKCE)")
 		oidcClaim     = fs.String("oidc-citizen-claim", citizenauth.DefaultCitizenClaim, "ID token claim holding the citizen's 10-digit id")
 		oidcCA        = fs.String("oidc-ca", "", "extra CA certificate file to trust for the issuer")
+		oidcInsecure  = fs.Bool("oidc-insecure-loopback", false, "development only: accept a plain-http --oidc-issuer on 127.0.0.1, ::1 or localhost")
 		portalListen  = fs.String("portal-listen", "", "citizen portal HTTP address (empty: no portal)")
 		portalURL     = fs.String("portal-url", "", "public URL of the portal, e.g. https://minside.example; its /auth/callback is the OAuth redirect URL")
 	)
@@ -90,6 +91,13 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("keys: %v", err)
 	}
 
+	if *oidcIssuer != "" {
+		// Checked before anything is created in the data directory: a refused issuer changes nothing.
+		early := citizenauth.Config{Issuer: *oidcIssuer, ClientID: *oidcClient, CitizenClaim: *oidcClaim, InsecureLoopbackIssuer: *oidcInsecure}
+		if err := early.Validate(); err != nil {
+			return usagef("citizen login: %v", err)
+		}
+	}
 	certs, closeCerts, err := brokerCerts(ctx, *certSource, *cert, *key, *ca, *data, *trustDom, vcfg, logger)
 	if err != nil {
 		return err
@@ -128,7 +136,11 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var login citizenauth.Config
 	var verifier *citizenauth.Verifier
 	if *oidcIssuer != "" {
-		login = citizenauth.Config{Issuer: *oidcIssuer, ClientID: *oidcClient, CitizenClaim: *oidcClaim, CAFile: *oidcCA}
+		login = citizenauth.Config{Issuer: *oidcIssuer, ClientID: *oidcClient, CitizenClaim: *oidcClaim, CAFile: *oidcCA,
+			InsecureLoopbackIssuer: *oidcInsecure}
+		if *oidcInsecure {
+			logger.Warn("accepting a plain-http OpenID Connect issuer on loopback (" + citizenauth.InsecureLoopbackFlag + "): development only")
+		}
 		if *oidcSecret != "" {
 			b, err := os.ReadFile(*oidcSecret)
 			if err != nil {
@@ -166,7 +178,8 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		defer ps.Close()
-		if err := ps.mountPortal(login, verifier, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
+		sess := portalSessions{NATS: b.NATSConn(), Sealer: deps.Sealer, Replicas: *replicas}
+		if err := ps.mountPortal(login, verifier, sess, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
 			return err
 		}
 	}
@@ -188,13 +201,18 @@ func setKeys(deps *broker.Deps, p keys.Provider) {
 // brokerCerts returns the broker's certificate source and a function that stops its renewal.
 func brokerCerts(ctx context.Context, source, cert, key, ca, data, domain string, vcfg vault.Config, logger *slog.Logger) (mtls.Source, func(), error) {
 	if source == "" {
-		source = "dev"
-		if cert != "" {
-			source = "files"
+		// No silent development CA: a broker that made its own CA would serve agencies a
+		// certificate nobody outside this machine trusts, and trust certificates nobody issued.
+		if cert == "" && key == "" && ca == "" {
+			return nil, nil, usagef("%s", errNoTLSMaterial)
 		}
+		source = "files"
 	}
 	switch source {
 	case "files":
+		if cert == "" || key == "" || ca == "" {
+			return nil, nil, usagef("--certs files needs all of --cert, --key and --ca (%s)", errNoTLSMaterial)
+		}
 		src, err := mtls.LoadSource(cert, key, ca)
 		if err != nil {
 			return nil, nil, fmt.Errorf("broker certificate: %w", err)
@@ -222,6 +240,10 @@ func brokerCerts(ctx context.Context, source, cert, key, ca, data, domain string
 	}
 	return nil, nil, errors.New(`--certs must be "files", "vault" or "dev"`)
 }
+
+// errNoTLSMaterial names every way of giving a serving command its TLS certificate.
+const errNoTLSMaterial = "no TLS certificate: give --cert, --key and --ca (files), or --certs vault with --vault-addr, " +
+	"--vault-role-id-file and --vault-secret-id-file (Vault PKI), or --certs dev for the development CA in the data directory (development only)"
 
 // connectJetStream connects to an external NATS server, with a credentials file if one is given.
 func connectJetStream(url, creds string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -33,9 +35,11 @@ type portalServer struct {
 	mux   *http.ServeMux
 	base  string // e.g. http://127.0.0.1:8080
 	login *citizenauth.Login
-	conn  *grpc.ClientConn
-	done  chan struct{}
-	once  sync.Once
+	// sessions is the portal's session store (tests read its counters).
+	sessions *citizenauth.SessionStore
+	conn     *grpc.ClientConn
+	done     chan struct{}
+	once     sync.Once
 }
 
 func listenPortal(addr string, logger *slog.Logger) (*portalServer, error) {
@@ -70,12 +74,33 @@ func (p *portalServer) mountDevIssuer(pop *demo.Population, now func() time.Time
 		return citizenauth.Config{}, err
 	}
 	p.mux.Handle(iss.MountPath(), iss.Handler())
-	return citizenauth.Config{Issuer: iss.IssuerURL(), ClientID: devClientID, RedirectURL: p.base + "/auth/callback"}, nil
+	// The development issuer is served over plain http on the portal's loopback address.
+	return citizenauth.Config{Issuer: iss.IssuerURL(), ClientID: devClientID, RedirectURL: p.base + "/auth/callback", InsecureLoopbackIssuer: true}, nil
+}
+
+// portalSessions is where the portal keeps its sessions: the broker's NATS (so every replica shares
+// them) and its sealing key (so a record in the bucket cannot be forged or read).
+type portalSessions struct {
+	NATS     *nats.Conn
+	Sealer   citizenauth.Sealer
+	Replicas int
 }
 
 // mountPortal adds sign-in and the portal pages, talking to the citizen API at apiAddr over TLS.
-func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifier, apiAddr string, certs mtls.Source, dev bool, now func() time.Time, logger *slog.Logger) error {
-	login, err := citizenauth.NewLogin(cfg, v, citizenauth.WithLogger(logger.With("component", "login")))
+func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifier, ps portalSessions, apiAddr string, certs mtls.Source, dev bool, now func() time.Time, logger *slog.Logger) error {
+	js, err := jetstream.New(ps.NATS)
+	if err != nil {
+		return fmt.Errorf("portal sessions: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := citizenauth.OpenSessionStore(ctx, js, ps.Sealer, citizenauth.SessionStoreOptions{
+		Replicas: ps.Replicas, Logger: logger, Now: now,
+	})
+	if err != nil {
+		return fmt.Errorf("portal sessions: %w", err)
+	}
+	login, err := citizenauth.NewLogin(cfg, v, store, citizenauth.WithLogger(logger.With("component", "login")))
 	if err != nil {
 		return fmt.Errorf("portal sign-in: %w", err)
 	}
@@ -93,7 +118,7 @@ func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifi
 	}
 	login.Routes(p.mux)
 	pt.Routes(p.mux)
-	p.login, p.conn = login, conn
+	p.login, p.conn, p.sessions = login, conn, store
 	return nil
 }
 

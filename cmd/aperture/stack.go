@@ -192,7 +192,8 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		return nil, err
 	}
 	if s.Portal != nil {
-		if err := s.Portal.mountPortal(login, verifier, s.Broker.CitizenAddr(), certs, true, o.Now, o.Logger); err != nil {
+		sess := portalSessions{NATS: s.Broker.NATSConn(), Sealer: localKeys.Sealer()}
+		if err := s.Portal.mountPortal(login, verifier, sess, s.Broker.CitizenAddr(), certs, true, o.Now, o.Logger); err != nil {
 			return nil, err
 		}
 	}
