@@ -700,7 +700,7 @@ type ReleaseRequest struct {
 	Dataset string `protobuf:"bytes,3,opt,name=dataset,proto3" json:"dataset,omitempty"`
 	// Field paths wanted, e.g. "address.municipality_code". Leave fields and derived both empty to get
 	// everything the step allows from this dataset. Asking for anything the step does not allow refuses
-	// the whole request: nothing is silently dropped.
+	// the whole request: nothing is silently dropped. A path is at most 256 characters.
 	Fields []string `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
 	// Names of derived facts wanted, e.g. "earned_above_threshold_6_of_12".
 	Derived []string `protobuf:"bytes,5,rep,name=derived,proto3" json:"derived,omitempty"`
@@ -1797,12 +1797,12 @@ const file_aperture_broker_v1_broker_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"k\n" +
 	"\x11ListCasesResponse\x12.\n" +
 	"\x05cases\x18\x01 \x03(\v2\x18.aperture.broker.v1.CaseR\x05cases\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8c\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8f\x03\n" +
 	"\x0eReleaseRequest\x123\n" +
 	"\acase_id\x18\x01 \x01(\tB\x1a\xbaH\x17r\x152\x13^case_[0-9a-z]{26}$R\x06caseId\x12;\n" +
 	"\tauthority\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,31}$R\tauthority\x127\n" +
-	"\adataset\x18\x03 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\adataset\x12N\n" +
-	"\x06fields\x18\x04 \x03(\tB6\xbaH3\x92\x010\x10\x80\x02\x18\x01\")r'2%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x06fields\x12@\n" +
+	"\adataset\x18\x03 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\adataset\x12Q\n" +
+	"\x06fields\x18\x04 \x03(\tB9\xbaH6\x92\x013\x10\x80\x02\x18\x01\",r*\x18\x80\x022%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x06fields\x12@\n" +
 	"\aderived\x18\x05 \x03(\tB&\xbaH#\x92\x01 \x10@\x18\x01\"\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\aderived\x12=\n" +
 	"\fhidden_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vhiddenUntil\"\xfe\x01\n" +
 	"\x0fReleaseResponse\x12\x1b\n" +
