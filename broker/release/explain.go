@@ -23,7 +23,7 @@ func (s *Service) Explain(ctx context.Context, caller Caller, caseID string) (*b
 		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable")
 	}
 	if !c.Involves(caller.Agency) {
-		return nil, refusal.New(refusal.NotFound, "case %s does not exist", caseID)
+		return nil, refusal.Wrap(refusal.NotFound, cases.ErrNotParticipant, "case %s does not exist", caseID)
 	}
 	j, step, ref := currentStep(s.cfg.Policies(), c)
 	if ref != nil {
