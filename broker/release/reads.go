@@ -92,15 +92,16 @@ func agencyStep(c *cases.Case, agency string) string {
 	return id
 }
 
-// CovertPosition returns the policy step c is at, when that step is covert: the current step of an
-// open case, or the last step a closed case reached (the one that was current when it closed). Anything
-// logged about the case while it is there — a release, a refusal from any agency, a read — would tell
-// the citizen of the covert step, so it is hidden like the step's own accesses. It returns nil when
-// the step is not covert or no longer in the policy.
-func CovertPosition(b *policy.Bundle, c *cases.Case) *policy.Step {
-	at := ""
+// CovertPosition returns the policy step c is at at now, when that step is covert: the current step of
+// an open case, or the last step a closed case reached (the one that was current when it closed) while
+// that step's own accesses may still be hidden (up to its maximum delay after the case closed).
+// Anything logged about the case while it is there — a release, a refusal from any agency, a read —
+// would tell the citizen of the covert step, so it is hidden like the step's own accesses. It returns
+// nil when the step is not covert or no longer in the policy.
+func CovertPosition(b *policy.Bundle, c *cases.Case, now time.Time) *policy.Step {
+	at, open := "", false
 	if cur, ok := c.CurrentStep(); ok {
-		at = cur.ID
+		at, open = cur.ID, true
 	} else {
 		for _, st := range c.Steps {
 			if st.StartedAt != nil {
@@ -116,13 +117,16 @@ func CovertPosition(b *policy.Bundle, c *cases.Case) *policy.Step {
 	if !ok || st.Covert == nil {
 		return nil
 	}
+	if !open && !now.Before(c.UpdatedAt.Add(st.Covert.MaxDelay())) {
+		return nil // every access of the step is visible by now; so is the case
+	}
 	return st
 }
 
 // hideAtCovert hides rec for the covert step's maximum delay when c is at (or closed at) a covert step,
 // and names that step in rec when rec names none, so that the citizen's view finds the policy's reason.
 func hideAtCovert(b *policy.Bundle, c *cases.Case, now time.Time, rec *auditv1.AccessRecord) {
-	st := CovertPosition(b, c)
+	st := CovertPosition(b, c, now)
 	if st == nil {
 		return
 	}
