@@ -17,7 +17,7 @@ func TestReadEntries(t *testing.T) {
 	dpo := &citizenv1.Party{Id: "dpo", Name: txt("Data Protection Officer", "Databeskyttelsesrådgiver")}
 	caseRead := &citizenv1.Access{Id: accID(40), Time: ts(testNow.Add(-time.Hour)), Kind: auditv1.AccessKind_ACCESS_KIND_CASE_READ,
 		Agency: partyMunicipal, Caseworker: "jc-207", CaseId: caseID(1), Journey: journeySick, Step: stepEmployed,
-		Purpose: txt("To get sickness benefit you must have worked enough.", "For at få sygedagpenge skal du have arbejdet nok."),
+		Purpose:  txt("To get sickness benefit you must have worked enough.", "For at få sygedagpenge skal du have arbejdet nok."),
 		Decision: auditv1.Decision_DECISION_RELEASED}
 	auditorRead := &citizenv1.Access{Id: accID(41), Time: ts(testNow.Add(-2 * time.Hour)), Kind: auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ,
 		Agency: dpo, Purpose: txt("Data Protection Officer looked at your access log", "Databeskyttelsesrådgiver så din adgangslog"),
