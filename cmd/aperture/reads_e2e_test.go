@@ -173,6 +173,18 @@ func TestCaseReadsLoggedBeforeAnswer(t *testing.T) {
 	if !sameAnswer(err, errUnknown, c.GetId()) {
 		t.Fatalf("GetCase before %s's step: %v; an unknown case gets %v", later.Agency, err, errUnknown)
 	}
+	_, errUnknown = client.ExplainStep(cw("cw-l"), &brokerv1.ExplainStepRequest{CaseId: unknownCase})
+	_, err = client.ExplainStep(cw("cw-l"), &brokerv1.ExplainStepRequest{CaseId: c.GetId()})
+	if !sameAnswer(err, errUnknown, c.GetId()) {
+		t.Fatalf("ExplainStep before %s's step: %v; an unknown case gets %v", later.Agency, err, errUnknown)
+	}
+	list, err := client.ListCases(cw("cw-l"), &brokerv1.ListCasesRequest{})
+	if err != nil || len(list.GetCases()) != 0 {
+		t.Fatalf("ListCases before %s's step: %v, %v", later.Agency, list.GetCases(), err)
+	}
+	if n := len(ts.accessRecords(citizen)); n != 0 {
+		t.Fatalf("%d records for reads that showed nothing", n)
+	}
 	for _, s := range j.Steps[:at] {
 		if _, err := ts.agency(s.Agency).CompleteStep(cw("cw-1"), &brokerv1.CompleteStepRequest{CaseId: c.GetId(), Step: s.ID}); err != nil {
 			t.Fatal(err)
@@ -204,7 +216,7 @@ func TestCaseReadsLoggedBeforeAnswer(t *testing.T) {
 	if n := inLog("cw-get"); n != 1 {
 		t.Fatalf("%d case reads in the log when GetCase answered, want 1", n)
 	}
-	list, err := client.ListCases(cw("cw-list"), &brokerv1.ListCasesRequest{})
+	list, err = client.ListCases(cw("cw-list"), &brokerv1.ListCasesRequest{})
 	if err != nil || !slices.ContainsFunc(list.GetCases(), func(x *brokerv1.Case) bool { return x.GetId() == c.GetId() }) {
 		t.Fatalf("ListCases at %s's step: %v, %v", later.Agency, list, err)
 	}
