@@ -60,26 +60,61 @@ func (s *Service) Open(ctx context.Context, agency, journey, citizenID string) (
 	return c, nil
 }
 
-// Get returns a case the agency takes part in. To others it does not exist.
-func (s *Service) Get(ctx context.Context, agency, id string) (*Case, error) {
+// ErrNotParticipant is the cause of the NotFound refusal an agency gets for a case in which none of the
+// journey's steps is its own: to it the case does not exist, exactly as an unknown id, and the edge
+// records the attempt in the operator's security log (never in the citizen's access log: the citizen
+// is not told that someone probed a case id, and the prober is not told that the id exists).
+var ErrNotParticipant = errors.New("agency takes no part in the case")
+
+// load returns the case if agency takes part in it; to any other agency it does not exist.
+func (s *Service) load(ctx context.Context, agency, id string) (*Case, error) {
 	c, err := s.store.Get(ctx, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && !c.Involves(agency)) {
+	if errors.Is(err, ErrNotFound) {
 		return nil, refusal.New(refusal.NotFound, "case %s does not exist", id)
 	}
 	if err != nil {
 		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable")
 	}
+	if !c.Involves(agency) {
+		return nil, refusal.Wrap(refusal.NotFound, ErrNotParticipant, "case %s does not exist", id)
+	}
 	return c, nil
 }
 
-// List returns the agency's cases, newest first; with onlyCurrent, only those waiting for the agency.
+// Reached reports whether one of agency's steps of c is current or done (or was current when the case
+// closed early): only from then on may the agency see the case, and with it whom it is about. An agency
+// of a later step learns of the case when its step starts, not when the case is opened.
+func Reached(c *Case, agency string) bool {
+	for _, st := range c.Steps {
+		if st.Agency == agency && st.StartedAt != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Get returns a case one of whose steps for agency is current or done. To other agencies it does not
+// exist (the same NotFound as an unknown id).
+func (s *Service) Get(ctx context.Context, agency, id string) (*Case, error) {
+	c, err := s.load(ctx, agency, id)
+	if err != nil {
+		return nil, err
+	}
+	if !Reached(c, agency) {
+		return nil, refusal.New(refusal.NotFound, "case %s does not exist", id)
+	}
+	return c, nil
+}
+
+// List returns the cases the agency may see (Reached), newest first; with onlyCurrent, only those
+// waiting for the agency.
 func (s *Service) List(ctx context.Context, agency string, onlyCurrent bool) ([]*Case, error) {
 	out, err := s.store.List(ctx, func(c *Case) bool {
 		if onlyCurrent {
 			cur, ok := c.CurrentStep()
 			return ok && cur.Agency == agency
 		}
-		return c.Involves(agency)
+		return Reached(c, agency)
 	})
 	if err != nil {
 		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable")
@@ -89,7 +124,7 @@ func (s *Service) List(ctx context.Context, agency string, onlyCurrent bool) ([]
 
 // Complete finishes the current step, which must be step and belong to agency.
 func (s *Service) Complete(ctx context.Context, agency, caseworker, id, step string) (*Case, error) {
-	c, err := s.Get(ctx, agency, id)
+	c, err := s.load(ctx, agency, id)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +158,7 @@ func (s *Service) Complete(ctx context.Context, agency, caseworker, id, step str
 
 // Close ends an open case early. The opener or the agency of the current step may close it.
 func (s *Service) Close(ctx context.Context, agency, id, reason string) (*Case, error) {
-	c, err := s.Get(ctx, agency, id)
+	c, err := s.load(ctx, agency, id)
 	if err != nil {
 		return nil, err
 	}

@@ -233,9 +233,18 @@ func (n names) access(rec *auditv1.AccessRecord) *citizenv1.Access {
 			a.Purpose = text(step.Purpose)
 		}
 	}
-	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF {
+	switch rec.GetKind() {
+	case auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF:
 		if au, ok := n.b.Registry.Authority(rec.GetAuthority()); ok {
 			a.Purpose = selfPurpose(au.Name)
+		}
+	case auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ:
+		// The reader is an auditor (a data-protection officer), not an agency.
+		a.Agency = n.auditor(rec.GetAgency())
+		a.Purpose = auditorPurpose(a.Agency.GetName())
+	case auditv1.AccessKind_ACCESS_KIND_CASE_READ:
+		if a.Purpose.GetEn() == "" {
+			a.Purpose = caseReadPurpose
 		}
 	}
 	var rule *policy.Rule
@@ -261,6 +270,37 @@ func (n names) access(rec *auditv1.AccessRecord) *citizenv1.Access {
 		}
 	}
 	return a
+}
+
+// auditor is the auditor id as the citizen sees it: the registry's name for it.
+func (n names) auditor(id string) *citizenv1.Party {
+	for _, au := range n.b.Registry.Auditors {
+		if au.ID == id {
+			return &citizenv1.Party{Id: id, Name: text(au.Name)}
+		}
+	}
+	return &citizenv1.Party{Id: id, Name: &citizenv1.Text{En: "A data-protection officer", Da: "En databeskyttelsesrådgiver"}}
+}
+
+// auditorPurpose is why an auditor (by name) read the citizen's access log.
+func auditorPurpose(name *citizenv1.Text) *citizenv1.Text {
+	return &citizenv1.Text{
+		En: name.GetEn() + " looked at your access log (who has seen your data), to check that your data is used lawfully",
+		Da: orEN(name.GetDa(), name.GetEn()) + " så din adgangslog (hvem der har set dine data) for at kontrollere, at dine data bruges lovligt",
+	}
+}
+
+// caseReadPurpose is the purpose of a case read whose step the policy no longer names.
+var caseReadPurpose = &citizenv1.Text{
+	En: "The agency looked at your case, which names you",
+	Da: "Myndigheden så din sag, som nævner dig",
+}
+
+func orEN(da, en string) string {
+	if da != "" {
+		return da
+	}
+	return en
 }
 
 // selfPurpose is the purpose of a citizen's own access to what authority (by name) holds.

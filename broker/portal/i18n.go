@@ -77,6 +77,13 @@ var messages = map[string]msg{
 	"entry.violations":     {"The authority sent more than was asked for. This was removed and never passed on:", "Myndigheden sendte mere end der blev bedt om. Det blev fjernet og aldrig sendt videre:"},
 	"entry.question":       {"Question this access", "Spørg ind til opslaget"},
 
+	"entry.case_read":          {"looked at your case:", "så din sag:"},
+	"entry.case_read.item":     {"your case “%s”, which shows your CPR number", "din sag “%s”, som viser dit CPR-nummer"},
+	"entry.case_read.item.any": {"a case about you, which shows your CPR number", "en sag om dig, som viser dit CPR-nummer"},
+	"entry.auditor":            {"The data-protection officer", "Databeskyttelsesrådgiveren"},
+	"entry.auditor_read":       {"looked at your access log:", "så din adgangslog:"},
+	"entry.auditor_read.item":  {"the list of who has seen your data (this page)", "listen over, hvem der har set dine data (denne side)"},
+
 	// Cases
 	"cases.title":      {"My cases", "Mine sager"},
 	"cases.lead":       {"Your cases with the public authorities: where each one is, and who has it now.", "Dine sager hos de offentlige myndigheder: hvor hver sag er, og hvem der har den nu."},

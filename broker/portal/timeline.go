@@ -51,7 +51,10 @@ type accessItem struct {
 	Time         time.Time
 	Self         bool
 	Refused      bool
-	Who          string // the agency and caseworker; empty for my own accesses
+	CaseRead     bool   // an agency read my case (which names me), no authority data
+	AuditorRead  bool   // an auditor looked at my access log
+	Who          string // the agency and caseworker (or the auditor); empty for my own accesses
+	Did          string // what Who did, in words: "saw:", "asked for:", "looked at your case:", …
 	Items        []string
 	Source       string // the authority and dataset the data comes from
 	For          string // journey and step
@@ -71,13 +74,25 @@ type entryData struct {
 
 func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	it := accessItem{
-		ID:      a.GetId(),
-		Time:    v.TS(a.GetTime()),
-		Self:    a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF,
-		Refused: a.GetDecision() == auditv1.Decision_DECISION_REFUSED,
-		Purpose: v.Tx(a.GetPurpose()),
-		Law:     a.GetLegalBasis(),
-		Reason:  a.GetReason(),
+		ID:          a.GetId(),
+		Time:        v.TS(a.GetTime()),
+		Self:        a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF,
+		CaseRead:    a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CASE_READ,
+		AuditorRead: a.GetKind() == auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ,
+		Refused:     a.GetDecision() == auditv1.Decision_DECISION_REFUSED,
+		Purpose:     v.Tx(a.GetPurpose()),
+		Law:         a.GetLegalBasis(),
+		Reason:      a.GetReason(),
+	}
+	switch {
+	case it.CaseRead:
+		it.Did = v.T("entry.case_read")
+	case it.AuditorRead:
+		it.Did = v.T("entry.auditor_read")
+	case it.Refused:
+		it.Did = v.T("entry.asked")
+	default:
+		it.Did = v.T("entry.saw")
 	}
 	if !it.Self {
 		it.Who = v.Party(a.GetAgency())
@@ -86,6 +101,9 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		}
 		if it.Who == "" {
 			it.Who = v.T("entry.unknown_agency")
+			if it.AuditorRead {
+				it.Who = v.T("entry.auditor")
+			}
 		}
 	}
 	for _, f := range a.GetFacts() {
@@ -98,12 +116,24 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	for _, f := range a.GetFields() {
 		it.Items = append(it.Items, humanField(f))
 	}
-	if len(it.Items) == 0 {
+	switch {
+	case it.CaseRead:
+		// No authority data: what the agency saw is the case itself, and in it who the case is about.
+		if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
+			it.Items = []string{v.T("entry.case_read.item", j)}
+		} else {
+			it.Items = []string{v.T("entry.case_read.item.any")}
+		}
+	case it.AuditorRead:
+		it.Items = []string{v.T("entry.auditor_read.item")}
+	case len(it.Items) == 0:
 		it.Items = []string{v.T("entry.whole_record", humanField(a.GetDataset()))}
 	}
-	it.Source = v.Party(a.GetAuthority())
-	if a.GetDataset() != "" {
-		it.Source += " (" + humanField(a.GetDataset()) + ")"
+	if a.GetAuthority() != nil {
+		it.Source = v.Party(a.GetAuthority())
+		if a.GetDataset() != "" {
+			it.Source += " (" + humanField(a.GetDataset()) + ")"
+		}
 	}
 	if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
 		it.For = j

@@ -13,7 +13,8 @@ import (
 )
 
 // Explain says what the current step of a case may see and whether consent is in place. It reads no
-// citizen data, so it is not an access and is not logged.
+// citizen data, so it is not an access and is not logged; like GetCase, it answers only an agency one of
+// whose steps is current or done.
 func (s *Service) Explain(ctx context.Context, caller Caller, caseID string) (*brokerv1.ExplainStepResponse, error) {
 	c, err := s.cfg.Cases.Get(ctx, caseID)
 	if errors.Is(err, cases.ErrNotFound) {
@@ -23,6 +24,10 @@ func (s *Service) Explain(ctx context.Context, caller Caller, caseID string) (*b
 		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable")
 	}
 	if !c.Involves(caller.Agency) {
+		return nil, refusal.Wrap(refusal.NotFound, cases.ErrNotParticipant, "case %s does not exist", caseID)
+	}
+	if !cases.Reached(c, caller.Agency) {
+		// Like GetCase: an agency learns of a case (and where it is) when one of its steps starts.
 		return nil, refusal.New(refusal.NotFound, "case %s does not exist", caseID)
 	}
 	j, step, ref := currentStep(s.cfg.Policies(), c)

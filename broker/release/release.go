@@ -127,6 +127,11 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (*Res
 	if err != nil {
 		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; nothing was released")
 	}
+	if !c.Involves(caller.Agency) {
+		// To an agency with no step in the journey the case does not exist: the same answer as an unknown
+		// id, and no record in the citizen's log (the edge writes the probe to the security log).
+		return nil, refusal.Wrap(refusal.NotFound, cases.ErrNotParticipant, "case %s does not exist", req.CaseID)
+	}
 	pn := s.cfg.Pseudonyms.Pseudonym(c.CitizenID)
 	rec := &auditv1.AccessRecord{
 		Id:               ids.New("acc", now),
@@ -174,6 +179,10 @@ func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases
 		if hide := hiding(d.Step, req.HiddenUntil, now, rec); hide != nil && ref == nil {
 			ref = hide
 		}
+	} else if ref != nil {
+		// No current step (the case is closed): the refusal must not reveal a covert step the case
+		// ended at either.
+		hideAtCovert(b, c, now, rec)
 	}
 	if ref != nil {
 		return nil, ref
@@ -235,6 +244,10 @@ type Decision struct {
 // what Release decides before it looks at consent, and what `aperture policy test` runs, so that a
 // policy test exercises the broker's own rules. A request Step.Check finds malformed is refused with
 // InvalidArgument, any other not-allowed request with PermissionDenied.
+//
+// An agency that takes no part in the case gets the policy's reason here (PermissionDenied, "takes no
+// part"), for policy authors; Release answers it as if the case did not exist (NotFound) and keeps the
+// attempt out of the citizen's log.
 func Decide(b *policy.Bundle, c *cases.Case, agency string, req Request) (Decision, *refusal.Error) {
 	var d Decision
 	if !c.Involves(agency) {

@@ -4,17 +4,23 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/ids"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
 
-// AccessLister reads one citizen's access records, newest first.
+// AccessLister reads one citizen's access records, newest first, and appends the record of an
+// auditor's read (accesslog.Log implements it). Append MUST return nil only once the record is durable.
 type AccessLister interface {
 	List(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]*auditv1.AccessRecord, string, error)
+	Append(ctx context.Context, rec *auditv1.AccessRecord) error
 }
 
 // TransparencyLog serves the signed checkpoints and the Merkle proofs of the access log
@@ -61,7 +67,24 @@ func (a *Audit) ListAccessRecords(ctx context.Context, req *auditv1.ListAccessRe
 	case err != nil:
 		return nil, toStatus(ctx, a.logger, method, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable"))
 	}
-	a.logger.Info("auditor listed access records", "auditor", c.ID, "pseudonym", pn.Value, "records", len(recs))
+	// An auditor reading a citizen's log is itself an access the citizen sees. It is recorded once per
+	// call, after the page is read and before it is answered: the page shows the log as it was, and the
+	// records on it are not logged again one by one (a read of the log is one access, not one per
+	// record, so reading the log never makes it grow by more than one entry).
+	now := time.Now()
+	read := &auditv1.AccessRecord{
+		Id:               ids.New("acc", now),
+		Time:             timestamppb.New(now),
+		CitizenPseudonym: pn.Value,
+		PseudonymKeyId:   pn.KeyID,
+		Kind:             auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ,
+		Agency:           c.ID,
+		Decision:         auditv1.Decision_DECISION_RELEASED,
+	}
+	if err := a.log.Append(ctx, read); err != nil {
+		return nil, toStatus(ctx, a.logger, method, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was shown"))
+	}
+	a.logger.Info("auditor listed access records", "auditor", c.ID, "pseudonym", pn.Value, "records", len(recs), "access_id", read.Id)
 	return &auditv1.ListAccessRecordsResponse{Records: recs, NextPageToken: next}, nil
 }
 

@@ -25,6 +25,7 @@ type Broker struct {
 	registry  func() *policy.Registry
 	now       func() time.Time
 	log       *slog.Logger
+	security  *slog.Logger
 }
 
 // Questions keeps the citizens' questions about accesses (questions.Store).
@@ -42,6 +43,13 @@ func WithQuestions(q Questions, registry func() *policy.Registry, now func() tim
 	return func(b *Broker) { b.questions, b.registry, b.now = q, registry, now }
 }
 
+// WithSecurityLog sends the operator's security events (an agency asking about a case it takes no part
+// in) to l, which should carry component=security. Without it they go to the Broker's own logger with
+// that attribute added to each line.
+func WithSecurityLog(l *slog.Logger) BrokerOption {
+	return func(b *Broker) { b.security = l }
+}
+
 // NewBroker returns the BrokerService implementation.
 func NewBroker(c *cases.Service, r *release.Service, log *slog.Logger, opts ...BrokerOption) *Broker {
 	b := &Broker{cases: c, release: r, log: log, now: time.Now}
@@ -51,6 +59,9 @@ func NewBroker(c *cases.Service, r *release.Service, log *slog.Logger, opts ...B
 	if b.now == nil {
 		b.now = time.Now
 	}
+	if b.security == nil {
+		b.security = log.With("component", "security")
+	}
 	return b
 }
 
@@ -58,6 +69,21 @@ func (b *Broker) agency(ctx context.Context) (Caller, error) { return requireRol
 
 func (b *Broker) fail(ctx context.Context, method string, err error) error {
 	return toStatus(ctx, b.log, "/aperture.broker.v1.BrokerService/"+method, err)
+}
+
+// failCase is fail for a call about one case. An agency that takes no part in the case gets the answer
+// for an unknown case; the attempt goes to the operator's security log only (agency and case id, never
+// the citizen: it is not an access to the citizen's data, and attaching it to the citizen would tell
+// whoever reads their log that the id was probed).
+func (b *Broker) failCase(ctx context.Context, method, caseID string, err error) error {
+	if errors.Is(err, cases.ErrNotParticipant) {
+		agency := ""
+		if c, ok := CallerFrom(ctx); ok {
+			agency = c.ID
+		}
+		b.security.Warn("agency asked about a case it takes no part in", "method", method, "agency", agency, "case", caseID)
+	}
+	return b.fail(ctx, method, err)
 }
 
 // OpenCase implements BrokerService.
@@ -81,6 +107,10 @@ func (b *Broker) GetCase(ctx context.Context, req *brokerv1.GetCaseRequest) (*br
 	}
 	cs, err := b.cases.Get(ctx, c.ID, req.GetCaseId())
 	if err != nil {
+		return nil, b.failCase(ctx, "GetCase", req.GetCaseId(), err)
+	}
+	// The case names the citizen: no answer without a durable record of the read.
+	if err := b.release.LogCaseReads(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, cs); err != nil {
 		return nil, b.fail(ctx, "GetCase", err)
 	}
 	return &brokerv1.GetCaseResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
@@ -107,7 +137,12 @@ func (b *Broker) ListCases(ctx context.Context, req *brokerv1.ListCasesRequest) 
 	resp := &brokerv1.ListCasesResponse{}
 	if offset < len(all) {
 		end := min(offset+size, len(all))
-		for _, cs := range all[offset:end] {
+		page := all[offset:end]
+		// Every case on the page names its citizen: each is a read, durably logged before the answer.
+		if err := b.release.LogCaseReads(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, page...); err != nil {
+			return nil, b.fail(ctx, "ListCases", err)
+		}
+		for _, cs := range page {
 			resp.Cases = append(resp.Cases, cs.Proto(b.cases.Journey(cs.Journey)))
 		}
 		if end < len(all) {
@@ -133,7 +168,7 @@ func (b *Broker) Release(ctx context.Context, req *brokerv1.ReleaseRequest) (*br
 	}
 	res, err := b.release.Release(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, rr)
 	if err != nil {
-		return nil, b.fail(ctx, "Release", err)
+		return nil, b.failCase(ctx, "Release", req.GetCaseId(), err)
 	}
 	return &brokerv1.ReleaseResponse{
 		AccessId: res.AccessID, Record: res.Record, Derived: res.Derived, Fields: res.Fields,
@@ -149,7 +184,7 @@ func (b *Broker) CompleteStep(ctx context.Context, req *brokerv1.CompleteStepReq
 	}
 	cs, err := b.cases.Complete(ctx, c.ID, c.Caseworker, req.GetCaseId(), req.GetStep())
 	if err != nil {
-		return nil, b.fail(ctx, "CompleteStep", err)
+		return nil, b.failCase(ctx, "CompleteStep", req.GetCaseId(), err)
 	}
 	return &brokerv1.CompleteStepResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
 }
@@ -162,7 +197,7 @@ func (b *Broker) CloseCase(ctx context.Context, req *brokerv1.CloseCaseRequest) 
 	}
 	cs, err := b.cases.Close(ctx, c.ID, req.GetCaseId(), req.GetReason())
 	if err != nil {
-		return nil, b.fail(ctx, "CloseCase", err)
+		return nil, b.failCase(ctx, "CloseCase", req.GetCaseId(), err)
 	}
 	return &brokerv1.CloseCaseResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
 }
@@ -175,7 +210,7 @@ func (b *Broker) ExplainStep(ctx context.Context, req *brokerv1.ExplainStepReque
 	}
 	out, err := b.release.Explain(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, req.GetCaseId())
 	if err != nil {
-		return nil, b.fail(ctx, "ExplainStep", err)
+		return nil, b.failCase(ctx, "ExplainStep", req.GetCaseId(), err)
 	}
 	return out, nil
 }

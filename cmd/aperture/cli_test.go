@@ -53,7 +53,8 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Fatalf("release --json printed:\n%s", out)
 	}
 	out = aperture(0, "log", "--citizen", citizen)
-	if !strings.Contains(out, "3 records") || !strings.Contains(out, "REFUSED (PermissionDenied)") {
+	// Two releases, one refusal, and the case read `case complete` made to find the current step.
+	if !strings.Contains(out, "4 records") || !strings.Contains(out, "REFUSED (PermissionDenied)") {
 		t.Fatalf("log printed:\n%s", out)
 	}
 	out = aperture(0, "case", "list")

@@ -88,6 +88,13 @@ const (
 	AccessKind_ACCESS_KIND_CASEWORKER AccessKind = 1
 	// The citizen themselves, looking at what an authority holds.
 	AccessKind_ACCESS_KIND_CITIZEN_SELF AccessKind = 2
+	// A caseworker of an agency read a case (BrokerService GetCase or ListCases): no authority data,
+	// but the answer names the citizen. Logged for every case in the answer, before the answer.
+	AccessKind_ACCESS_KIND_CASE_READ AccessKind = 3
+	// An auditor or data-protection officer listed the citizen's access records
+	// (AuditService.ListAccessRecords). agency holds the auditor's id. Logged once per call, before the
+	// answer; the records listed are not logged again one by one.
+	AccessKind_ACCESS_KIND_AUDITOR_READ AccessKind = 4
 )
 
 // Enum value maps for AccessKind.
@@ -96,11 +103,15 @@ var (
 		0: "ACCESS_KIND_UNSPECIFIED",
 		1: "ACCESS_KIND_CASEWORKER",
 		2: "ACCESS_KIND_CITIZEN_SELF",
+		3: "ACCESS_KIND_CASE_READ",
+		4: "ACCESS_KIND_AUDITOR_READ",
 	}
 	AccessKind_value = map[string]int32{
 		"ACCESS_KIND_UNSPECIFIED":  0,
 		"ACCESS_KIND_CASEWORKER":   1,
 		"ACCESS_KIND_CITIZEN_SELF": 2,
+		"ACCESS_KIND_CASE_READ":    3,
+		"ACCESS_KIND_AUDITOR_READ": 4,
 	}
 )
 
@@ -1046,12 +1057,14 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DECISION_RELEASED\x10\x01\x12\x14\n" +
-	"\x10DECISION_REFUSED\x10\x02*c\n" +
+	"\x10DECISION_REFUSED\x10\x02*\x9c\x01\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ACCESS_KIND_CASEWORKER\x10\x01\x12\x1c\n" +
-	"\x18ACCESS_KIND_CITIZEN_SELF\x10\x022\xc8\x03\n" +
+	"\x18ACCESS_KIND_CITIZEN_SELF\x10\x02\x12\x19\n" +
+	"\x15ACCESS_KIND_CASE_READ\x10\x03\x12\x1c\n" +
+	"\x18ACCESS_KIND_AUDITOR_READ\x10\x042\xc8\x03\n" +
 	"\fAuditService\x12n\n" +
 	"\x11ListAccessRecords\x12+.aperture.audit.v1.ListAccessRecordsRequest\x1a,.aperture.audit.v1.ListAccessRecordsResponse\x12b\n" +
 	"\rGetCheckpoint\x12'.aperture.audit.v1.GetCheckpointRequest\x1a(.aperture.audit.v1.GetCheckpointResponse\x12n\n" +

@@ -52,12 +52,20 @@ const (
 type BrokerServiceClient interface {
 	// OpenCase starts a journey for a citizen. The caller must be the agency of the journey's first step.
 	OpenCase(ctx context.Context, in *OpenCaseRequest, opts ...grpc.CallOption) (*OpenCaseResponse, error)
-	// GetCase returns a case the calling agency takes part in.
+	// GetCase returns a case once one of the calling agency's steps is current or done; before that, and
+	// to an agency that takes no part in the case, it does not exist (NOT_FOUND, as for an unknown id).
+	// The answer names the citizen, so every call is written to the citizen's access log (kind
+	// ACCESS_KIND_CASE_READ) before it answers; if the log is down the call fails UNAVAILABLE. A read
+	// while the case is at a covert step is hidden from the citizen like the step's other accesses.
 	GetCase(ctx context.Context, in *GetCaseRequest, opts ...grpc.CallOption) (*GetCaseResponse, error)
-	// ListCases lists the cases the calling agency takes part in, newest first.
+	// ListCases lists the cases in which one of the calling agency's steps is current or done, newest
+	// first. Every case in the answer is a read logged as for GetCase, before the answer.
 	ListCases(ctx context.Context, in *ListCasesRequest, opts ...grpc.CallOption) (*ListCasesResponse, error)
 	// Release returns what the current step may see of one authority dataset. Every call is written to
-	// the citizen's access log before it answers, released or refused.
+	// the citizen's access log before it answers, released or refused. A refusal while the case is at
+	// (or closed at) a covert step is hidden from the citizen like the step's other accesses. To an agency
+	// that takes no part in the case, the case does not exist: NOT_FOUND exactly as for an unknown id,
+	// recorded only in the operator's security log, never in the citizen's access log.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
 	// CompleteStep finishes the current step; the next step becomes current (and its agency is notified)
 	// or, after the last step, the case closes.
@@ -180,12 +188,20 @@ func (c *brokerServiceClient) AnswerQuestion(ctx context.Context, in *AnswerQues
 type BrokerServiceServer interface {
 	// OpenCase starts a journey for a citizen. The caller must be the agency of the journey's first step.
 	OpenCase(context.Context, *OpenCaseRequest) (*OpenCaseResponse, error)
-	// GetCase returns a case the calling agency takes part in.
+	// GetCase returns a case once one of the calling agency's steps is current or done; before that, and
+	// to an agency that takes no part in the case, it does not exist (NOT_FOUND, as for an unknown id).
+	// The answer names the citizen, so every call is written to the citizen's access log (kind
+	// ACCESS_KIND_CASE_READ) before it answers; if the log is down the call fails UNAVAILABLE. A read
+	// while the case is at a covert step is hidden from the citizen like the step's other accesses.
 	GetCase(context.Context, *GetCaseRequest) (*GetCaseResponse, error)
-	// ListCases lists the cases the calling agency takes part in, newest first.
+	// ListCases lists the cases in which one of the calling agency's steps is current or done, newest
+	// first. Every case in the answer is a read logged as for GetCase, before the answer.
 	ListCases(context.Context, *ListCasesRequest) (*ListCasesResponse, error)
 	// Release returns what the current step may see of one authority dataset. Every call is written to
-	// the citizen's access log before it answers, released or refused.
+	// the citizen's access log before it answers, released or refused. A refusal while the case is at
+	// (or closed at) a covert step is hidden from the citizen like the step's other accesses. To an agency
+	// that takes no part in the case, the case does not exist: NOT_FOUND exactly as for an unknown id,
+	// recorded only in the operator's security log, never in the citizen's access log.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
 	// CompleteStep finishes the current step; the next step becomes current (and its agency is notified)
 	// or, after the last step, the case closes.
