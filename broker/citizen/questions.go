@@ -29,6 +29,10 @@ func (s *Service) QuestionAccess(ctx context.Context, req *citizenv1.QuestionAcc
 	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF || rec.GetAgency() == "" {
 		return nil, refusal.New(refusal.FailedPrecondition, "access %s was your own; there is no agency to ask", rec.GetId())
 	}
+	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ {
+		// Auditors answer to the data-protection authority, not through the agencies' question inbox.
+		return nil, refusal.New(refusal.FailedPrecondition, "access %s was a read of your access log by the data-protection officer; contact them directly", rec.GetId())
+	}
 	q, err := s.cfg.Questions.Ask(ctx, rec.GetAgency(), c.Pseudonym.Value, rec.GetId(), req.GetMessage(), now)
 	if err != nil {
 		return nil, unavailable(err, "the question store")

@@ -61,8 +61,15 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			decision = "REFUSED (" + r.GetCode() + ")"
 		}
 		what := append(append([]string{}, r.GetFields()...), r.GetDerived()...)
-		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s.%s\t%s/%s\t%s\n", ts(r.GetTime()), decision, r.GetAgency(), r.GetCaseworker(),
-			r.GetAuthority(), r.GetDataset(), r.GetJourney(), r.GetStep(), strings.Join(what, ", "))
+		data := r.GetAuthority() + "." + r.GetDataset()
+		switch r.GetKind() {
+		case auditv1.AccessKind_ACCESS_KIND_CASE_READ:
+			data = "(case read)"
+		case auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ:
+			data = "(access log read)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s/%s\t%s\n", ts(r.GetTime()), decision, r.GetAgency(), r.GetCaseworker(),
+			data, r.GetJourney(), r.GetStep(), strings.Join(what, ", "))
 		if r.GetDecision() == auditv1.Decision_DECISION_REFUSED {
 			fmt.Fprintf(tw, "\t  why: %s\n", r.GetReason())
 		}

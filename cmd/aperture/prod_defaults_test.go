@@ -268,7 +268,7 @@ func TestLoggedRequestFieldsAreBounded(t *testing.T) {
 	}
 }
 
-// syncBuffer collects output written by other goroutines.
+// syncBuffer collects output (logs) written by other goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

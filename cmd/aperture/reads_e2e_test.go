@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,18 +20,6 @@ import (
 
 // unknownCase is a well-formed case id no case has.
 const unknownCase = "case_00000000000000000000000000"
-
-// syncBuffer is a log sink the broker writes to from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
 
 func (s *syncBuffer) lines(contains ...string) []string {
 	s.mu.Lock()
