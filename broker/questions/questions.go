@@ -293,14 +293,24 @@ func (s *Store) GetForAgency(ctx context.Context, agency, id string) (*Question,
 		return nil, fmt.Errorf("find question %s: %w", id, err)
 	}
 	defer lister.Stop()
-	var found string
+	var found []string
 	for k := range lister.Keys() {
-		found = k
+		found = append(found, k)
 	}
-	if found == "" {
-		return nil, ErrNotFound
+	// One key unless someone copied the record under another citizen's pseudonym: then only the
+	// broker's own record authenticates, and the copy is reported by get.
+	err = ErrNotFound
+	for _, k := range found {
+		q, gerr := s.get(ctx, k)
+		if gerr == nil {
+			return q, nil
+		}
+		if !errors.Is(gerr, ErrNotFound) {
+			return nil, gerr
+		}
+		err = gerr
 	}
-	return s.get(ctx, found)
+	return nil, err
 }
 
 // Answer records agency's answer to question id, by caseworker. Only the agency the question is for
