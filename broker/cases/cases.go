@@ -6,8 +6,9 @@
 // Every case record — step, state, agencies, the citizen id, everything a decision reads — is stored
 // sealed with the broker's sealing key and bound to its case id (package sealedkv), so a copy of the
 // bucket does not reveal whom a case is about, and a record written or altered by anything but the
-// broker (a step advanced by hand, a case copied to another id) reads as ErrNotFound, is logged at
-// error level and counted ([Store.Unauthentic]).
+// broker (a step advanced by hand, a case copied to another id, an earlier revision of the case written
+// back to undo a step or reopen it) reads as ErrNotFound, is logged at error level and counted
+// ([Store.Unauthentic]).
 package cases
 
 import (
@@ -274,10 +275,6 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	codec, err := sealedkv.New(Bucket, opts.Sealer, opts.Logger)
-	if err != nil {
-		return nil, fmt.Errorf("cases: %w", err)
-	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Aperture case state, one key per case",
@@ -287,6 +284,10 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
+	}
+	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("cases: %w", err)
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        EventStream,
@@ -330,7 +331,9 @@ func (s *Store) follow(w jetstream.KeyWatcher) {
 			s.forget(e.Key())
 			continue
 		}
-		c, err := s.decode(e)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := s.decode(ctx, e)
+		cancel()
 		if err != nil {
 			s.forget(e.Key())
 			continue
@@ -379,11 +382,7 @@ func (c *Case) clone() *Case {
 
 // Create stores a new case.
 func (s *Store) Create(ctx context.Context, c *Case) error {
-	b, err := s.encode(c)
-	if err != nil {
-		return err
-	}
-	rev, err := s.kv.Create(ctx, c.ID, b)
+	rev, err := s.codec.Write(ctx, s.kv, c.ID, 0, c) // 0: a new case id has no history
 	if err != nil {
 		return fmt.Errorf("create case %s: %w", c.ID, err)
 	}
@@ -416,23 +415,18 @@ func (s *Store) read(ctx context.Context, id string) (*Case, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read case %s: %w", id, err)
 	}
-	return s.decode(e)
+	return s.decode(ctx, e)
 }
 
-// encode seals c, bound to its case id: a record copied to another case id does not open.
-func (s *Store) encode(c *Case) ([]byte, error) {
-	b, err := s.codec.Seal(c.ID, c)
-	if err != nil {
-		return nil, fmt.Errorf("case %s: %w", c.ID, err)
-	}
-	return b, nil
-}
-
-// decode opens a stored case. One that does not authenticate is reported and is ErrNotFound.
-func (s *Store) decode(e jetstream.KeyValueEntry) (*Case, error) {
+// decode opens a stored case. One that does not authenticate (forged, altered, copied from another
+// case id, or an earlier revision written back) is reported and is ErrNotFound; any other error means
+// it could not be checked.
+func (s *Store) decode(ctx context.Context, e jetstream.KeyValueEntry) (*Case, error) {
 	var c Case
-	if err := s.codec.Open(e.Key(), e.Key(), e.Value(), &c); err != nil {
+	if err := s.codec.Open(ctx, e, e.Key(), &c); errors.Is(err, sealedkv.ErrUnauthentic) {
 		return nil, fmt.Errorf("case %s: %w: %w", e.Key(), ErrNotFound, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("read case %s: %w", e.Key(), err)
 	}
 	if c.ID != e.Key() {
 		// The associated data binds the record to its key, so only the broker could have written this.
@@ -445,14 +439,9 @@ func (s *Store) decode(e jetstream.KeyValueEntry) (*Case, error) {
 
 // Update writes c if the stored case is still at c.Revision, else ErrConflict.
 func (s *Store) Update(ctx context.Context, c *Case) error {
-	b, err := s.encode(c)
+	rev, err := s.codec.Write(ctx, s.kv, c.ID, c.Revision, c)
 	if err != nil {
-		return err
-	}
-	rev, err := s.kv.Update(ctx, c.ID, b, c.Revision)
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if sealedkv.IsConflict(err) {
 			s.forget(c.ID) // someone else wrote: the next read goes to KV
 			return fmt.Errorf("update case %s: %w", c.ID, ErrConflict)
 		}

@@ -302,10 +302,10 @@ func TestUnauthenticCaseReadsAsAbsent(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// forge returns the value an attacker puts under victim's key.
-		forge  func(t *testing.T, kv jetstream.KeyValue, victim, other *cases.Case) []byte
+		forge  func(t *testing.T, s *cases.Store, kv jetstream.KeyValue, victim, other *cases.Case) []byte
 		reason string
 	}{
-		{"step advanced by hand (plain JSON)", func(t *testing.T, _ jetstream.KeyValue, victim, _ *cases.Case) []byte {
+		{"step advanced by hand (plain JSON)", func(t *testing.T, _ *cases.Store, _ jetstream.KeyValue, victim, _ *cases.Case) []byte {
 			c := *victim
 			c.Steps = append([]cases.Step(nil), victim.Steps...)
 			if err := c.Complete("register-absence", "attacker", t0); err != nil {
@@ -317,19 +317,33 @@ func TestUnauthenticCaseReadsAsAbsent(t *testing.T) {
 			b, _ := json.Marshal(&c)
 			return b
 		}, "is not sealed"},
-		{"an unsealed record from before cases were sealed", func(t *testing.T, _ jetstream.KeyValue, victim, _ *cases.Case) []byte {
+		{"an unsealed record from before cases were sealed", func(t *testing.T, _ *cases.Store, _ jetstream.KeyValue, victim, _ *cases.Case) []byte {
 			b, _ := json.Marshal(map[string]any{"id": victim.ID, "journey": victim.Journey, "citizen_id_sealed": []byte("x"),
 				"state": "open", "current": 0, "steps": victim.Steps})
 			return b
 		}, "is not sealed"},
-		{"another case's valid record copied to this id", func(t *testing.T, kv jetstream.KeyValue, _, other *cases.Case) []byte {
+		{"another case's valid record copied to this id", func(t *testing.T, _ *cases.Store, kv jetstream.KeyValue, _, other *cases.Case) []byte {
 			e, err := kv.Get(context.Background(), other.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return e.Value()
 		}, "does not open"},
-		{"one bit of the valid record flipped", func(t *testing.T, kv jetstream.KeyValue, victim, _ *cases.Case) []byte {
+		{"an earlier revision written back (a completed step undone)", func(t *testing.T, s *cases.Store, kv jetstream.KeyValue, victim, _ *cases.Case) []byte {
+			e, err := kv.Get(context.Background(), victim.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			atFirstStep := append([]byte(nil), e.Value()...)
+			if err := victim.Complete("register-absence", "cw", t0); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Update(context.Background(), victim); err != nil {
+				t.Fatal(err)
+			}
+			return atFirstStep
+		}, "written back"},
+		{"one bit of the valid record flipped", func(t *testing.T, _ *cases.Store, kv jetstream.KeyValue, victim, _ *cases.Case) []byte {
 			e, err := kv.Get(context.Background(), victim.ID)
 			if err != nil {
 				t.Fatal(err)
@@ -363,7 +377,7 @@ func TestUnauthenticCaseReadsAsAbsent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := kv.Put(ctx, victim.ID, tc.forge(t, kv, victim, other)); err != nil {
+			if _, err := kv.Put(ctx, victim.ID, tc.forge(t, s, kv, victim, other)); err != nil {
 				t.Fatal(err)
 			}
 

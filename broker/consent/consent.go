@@ -3,9 +3,10 @@
 // time; the release path checks it on every release, so a revocation takes effect at the next request.
 //
 // Every record is sealed with the broker's sealing key and bound to its key (pseudonym, journey, step)
-// by package sealedkv. A record that does not authenticate — written by anything but this store, or
-// moved from another citizen's or step's key — reads as no consent (ErrNotFound), is logged at error
-// level and counted ([Store.Unauthentic]): a forged consent never allows a release. The duration is
+// by package sealedkv. A record that does not authenticate — written by anything but this store, moved
+// from another citizen's or step's key, or an earlier record of its key written back (a consent from
+// before its revocation) — reads as no consent (ErrNotFound), is logged at error level and counted
+// ([Store.Unauthentic]): a forged consent never allows a release. The duration is
 // checked against the policy's maximum at every read for a decision ([Consent.ValidAt]), not only at
 // grant.
 package consent
@@ -38,6 +39,9 @@ type Consent struct {
 	GrantedAt time.Time  `json:"granted_at"`
 	ExpiresAt time.Time  `json:"expires_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+
+	// Revision is the KV revision the consent was read at.
+	Revision uint64 `json:"-"`
 }
 
 // MaxValidity is the longest a consent may last under a policy maximum of maxDays days.
@@ -76,10 +80,6 @@ type Store struct {
 
 // Open creates or binds the consents bucket.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
-	codec, err := sealedkv.New(Bucket, opts.Sealer, opts.Logger)
-	if err != nil {
-		return nil, fmt.Errorf("consents: %w", err)
-	}
 	replicas := max(opts.Replicas, 1)
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
@@ -91,11 +91,16 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
 	}
+	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("consents: %w", err)
+	}
 	return &Store{kv: kv, codec: codec}, nil
 }
 
 // Unauthentic is how many reads found a stored consent that did not authenticate (forged, altered,
-// moved from another key, or unsealed from before records were sealed) and treated it as absent.
+// moved from another key, written back from its history, or unsealed from before records were sealed)
+// and treated it as absent.
 func (s *Store) Unauthentic() uint64 { return s.codec.Unauthentic() }
 
 // Key is "<pseudonym>.<journey>.<step>"; journey and step ids are policy slugs, safe as key tokens.
@@ -109,29 +114,51 @@ func (s *Store) Grant(ctx context.Context, pseudonym, journey, step string, now 
 		return nil, fmt.Errorf("grant consent for %s/%s: validity must be positive", journey, step)
 	}
 	c := &Consent{Pseudonym: pseudonym, Journey: journey, Step: step, GrantedAt: now, ExpiresAt: now.Add(validity)}
-	if err := s.put(ctx, c); err != nil {
-		return nil, fmt.Errorf("grant consent for %s/%s: %w", journey, step, err)
+	k := key(pseudonym, journey, step)
+	// A grant replaces whatever the key holds, even a record that does not authenticate; it is a
+	// compare-and-set on the key's latest revision all the same, so that the sealed record names the
+	// revision it replaced. Another write in between (the citizen granting twice at once) is retried.
+	for attempt := 1; ; attempt++ {
+		prev, err := s.codec.Latest(ctx, k)
+		if err == nil {
+			c.Revision, err = s.codec.Write(ctx, s.kv, k, prev, c)
+		}
+		if err == nil {
+			return c, nil
+		}
+		if !sealedkv.IsConflict(err) || attempt == maxAttempts {
+			return nil, fmt.Errorf("grant consent for %s/%s: %w", journey, step, err)
+		}
 	}
-	return c, nil
 }
+
+// maxAttempts bounds the retries of a write that lost a compare-and-set to a concurrent one.
+const maxAttempts = 5
 
 // Revoke ends a consent now. Revoking a consent that does not exist returns ErrNotFound.
 func (s *Store) Revoke(ctx context.Context, pseudonym, journey, step string, now time.Time) (*Consent, error) {
-	c, err := s.Get(ctx, pseudonym, journey, step)
-	if err != nil {
-		return nil, err
-	}
-	if c.RevokedAt == nil {
+	for attempt := 1; ; attempt++ {
+		c, err := s.Get(ctx, pseudonym, journey, step)
+		if err != nil {
+			return nil, err
+		}
+		if c.RevokedAt != nil {
+			return c, nil
+		}
 		c.RevokedAt = &now
-		if err := s.put(ctx, c); err != nil {
+		c.Revision, err = s.codec.Write(ctx, s.kv, key(pseudonym, journey, step), c.Revision, c)
+		if err == nil {
+			return c, nil
+		}
+		if !sealedkv.IsConflict(err) || attempt == maxAttempts {
 			return nil, fmt.Errorf("revoke consent for %s/%s: %w", journey, step, err)
 		}
 	}
-	return c, nil
 }
 
 // Get returns the latest consent for a step, valid or not. A stored record that does not authenticate
-// is reported and read as ErrNotFound.
+// is reported and read as ErrNotFound; an error that is not ErrNotFound means the consent could not
+// be read or checked (callers fail closed).
 func (s *Store) Get(ctx context.Context, pseudonym, journey, step string) (*Consent, error) {
 	k := key(pseudonym, journey, step)
 	e, err := s.kv.Get(ctx, k)
@@ -143,14 +170,17 @@ func (s *Store) Get(ctx context.Context, pseudonym, journey, step string) (*Cons
 	}
 	what := journey + "/" + step // the pseudonym stays out of the log line
 	var c Consent
-	if err := s.codec.Open(k, what, e.Value(), &c); err != nil {
+	if err := s.codec.Open(ctx, e, what, &c); errors.Is(err, sealedkv.ErrUnauthentic) {
 		return nil, fmt.Errorf("consent for %s/%s: %w: %w", journey, step, ErrNotFound, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("read consent for %s/%s: %w", journey, step, err)
 	}
 	if c.Pseudonym != pseudonym || c.Journey != journey || c.Step != step {
 		// The associated data binds the record to its key, so only the broker could have written this.
 		err := s.codec.Reject(what, "names another citizen, journey or step than its key")
 		return nil, fmt.Errorf("consent for %s/%s: %w: %w", journey, step, ErrNotFound, err)
 	}
+	c.Revision = e.Revision()
 	return &c, nil
 }
 
@@ -177,14 +207,4 @@ func (s *Store) List(ctx context.Context, pseudonym string) ([]*Consent, error) 
 		out = append(out, c)
 	}
 	return out, nil
-}
-
-func (s *Store) put(ctx context.Context, c *Consent) error {
-	k := key(c.Pseudonym, c.Journey, c.Step)
-	b, err := s.codec.Seal(k, c)
-	if err != nil {
-		return err
-	}
-	_, err = s.kv.Put(ctx, k, b)
-	return err
 }

@@ -231,6 +231,14 @@ func TestUnauthenticReadsAsAbsent(t *testing.T) {
 			v[len(v)/2] ^= 1
 			put(t, e.kv, k, v)
 		}, "does not open"},
+		{"the consent from before its revocation written back", func(t *testing.T, e env) {
+			grant(t, e.s, p, j, step)
+			granted := get(t, e.kv, k)
+			if _, err := e.s.Revoke(context.Background(), p, j, step, now.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			put(t, e.kv, k, granted)
+		}, "written back"},
 		{"sealed with a key that is not the broker's", func(t *testing.T, e env) {
 			s := sealer(t)
 			v, err := s.Seal(forged, []byte("aperture/kv/"+consent.Bucket+"/"+k))

@@ -10,7 +10,7 @@
 // Every record is sealed with the broker's sealing key and bound to its key by package sealedkv, like
 // a case's citizen id: the text and the answer are not readable from a copy of the bucket, and a record
 // written or altered by anything but this store — an answer slipped in, a question moved to another
-// agency or citizen — reads as absent (ErrNotFound), is logged at error level and counted
+// agency or citizen, the unanswered question written back over its answer — reads as absent (ErrNotFound), is logged at error level and counted
 // ([Store.Unauthentic]).
 //
 // When a question is asked the store publishes a notification on
@@ -121,10 +121,6 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	codec, err := sealedkv.New(Bucket, opts.Sealer, log)
-	if err != nil {
-		return nil, fmt.Errorf("questions: %w", err)
-	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Aperture citizens' questions about accesses: <agency>.<pseudonym>.<question id>",
@@ -134,6 +130,10 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
+	}
+	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, log)
+	if err != nil {
+		return nil, fmt.Errorf("questions: %w", err)
 	}
 	return &Store{kv: kv, js: js, log: log, codec: codec}, nil
 }
@@ -178,12 +178,7 @@ func (s *Store) Ask(ctx context.Context, agency, pseudonym, accessID, message st
 		ID: ids.New(IDPrefix, now), AccessID: accessID, Agency: agency, Pseudonym: pseudonym,
 		Message: message, AskedAt: now.UTC(),
 	}
-	k := key(agency, pseudonym, q.ID)
-	b, err := s.codec.Seal(k, q)
-	if err != nil {
-		return nil, fmt.Errorf("store question %s: %w", q.ID, err)
-	}
-	rev, err := s.kv.Create(ctx, k, b)
+	rev, err := s.codec.Write(ctx, s.kv, key(agency, pseudonym, q.ID), 0, q) // 0: a new id has no history
 	if err != nil {
 		return nil, fmt.Errorf("store question %s: %w", q.ID, err)
 	}
@@ -271,8 +266,10 @@ func (s *Store) get(ctx context.Context, k string) (*Question, error) {
 	}
 	what := agency + "/" + id // the pseudonym stays out of the log line
 	var q Question
-	if err := s.codec.Open(k, what, e.Value(), &q); err != nil {
+	if err := s.codec.Open(ctx, e, what, &q); errors.Is(err, sealedkv.ErrUnauthentic) {
 		return nil, fmt.Errorf("question %s: %w: %w", id, ErrNotFound, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("read question %s: %w", id, err)
 	}
 	if q.Agency != agency || q.Pseudonym != pseudonym || q.ID != id {
 		// The associated data binds the record to its key, so only the broker could have written this.
@@ -329,15 +326,9 @@ func (s *Store) Answer(ctx context.Context, agency, id, answer, caseworker strin
 	}
 	at := now.UTC()
 	q.Answer, q.AnsweredBy, q.AnsweredAt = answer, caseworker, &at
-	k := key(q.Agency, q.Pseudonym, q.ID)
-	b, err := s.codec.Seal(k, q)
+	rev, err := s.codec.Write(ctx, s.kv, key(q.Agency, q.Pseudonym, q.ID), q.Revision, q)
 	if err != nil {
-		return nil, fmt.Errorf("answer question %s: %w", id, err)
-	}
-	rev, err := s.kv.Update(ctx, k, b, q.Revision)
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if sealedkv.IsConflict(err) {
 			return nil, ErrAnswered
 		}
 		return nil, fmt.Errorf("answer question %s: %w", id, err)

@@ -165,10 +165,10 @@ func TestUnauthenticQuestionReadsAsAbsent(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// tamper writes into the bucket; the tampered question is then read as agency's with pseudonym.
-		tamper func(t *testing.T, kv jetstream.KeyValue, q *questions.Question) (agency, pseudonym string)
+		tamper func(t *testing.T, s *questions.Store, kv jetstream.KeyValue, q *questions.Question) (agency, pseudonym string)
 		reason string
 	}{
-		{"an answer slipped in as plain JSON", func(t *testing.T, kv jetstream.KeyValue, q *questions.Question) (string, string) {
+		{"an answer slipped in as plain JSON", func(t *testing.T, _ *questions.Store, kv jetstream.KeyValue, q *questions.Question) (string, string) {
 			at := now.Add(time.Hour)
 			forged := *q
 			forged.Answer, forged.AnsweredBy, forged.AnsweredAt = "nothing to see", "attacker", &at
@@ -176,15 +176,24 @@ func TestUnauthenticQuestionReadsAsAbsent(t *testing.T) {
 			put(t, kv, q.Agency+"."+q.Pseudonym+"."+q.ID, b)
 			return q.Agency, q.Pseudonym
 		}, "is not sealed"},
-		{"the question moved to another agency", func(t *testing.T, kv jetstream.KeyValue, q *questions.Question) (string, string) {
+		{"the question moved to another agency", func(t *testing.T, _ *questions.Store, kv jetstream.KeyValue, q *questions.Question) (string, string) {
 			put(t, kv, "tax."+q.Pseudonym+"."+q.ID, value(t, kv, q.Agency+"."+q.Pseudonym+"."+q.ID))
 			return "tax", q.Pseudonym
 		}, "does not open"},
-		{"the question moved to another citizen", func(t *testing.T, kv jetstream.KeyValue, q *questions.Question) (string, string) {
+		{"the question moved to another citizen", func(t *testing.T, _ *questions.Store, kv jetstream.KeyValue, q *questions.Question) (string, string) {
 			put(t, kv, q.Agency+"."+pb+"."+q.ID, value(t, kv, q.Agency+"."+q.Pseudonym+"."+q.ID))
 			return q.Agency, pb
 		}, "does not open"},
-		{"one bit of the sealed question flipped", func(t *testing.T, kv jetstream.KeyValue, q *questions.Question) (string, string) {
+		{"the unanswered question written back over its answer", func(t *testing.T, s *questions.Store, kv jetstream.KeyValue, q *questions.Question) (string, string) {
+			k := q.Agency + "." + q.Pseudonym + "." + q.ID
+			open := value(t, kv, k)
+			if _, err := s.Answer(context.Background(), q.Agency, q.ID, "we checked", "cw-2", now.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			put(t, kv, k, open)
+			return q.Agency, q.Pseudonym
+		}, "written back"},
+		{"one bit of the sealed question flipped", func(t *testing.T, _ *questions.Store, kv jetstream.KeyValue, q *questions.Question) (string, string) {
 			k := q.Agency + "." + q.Pseudonym + "." + q.ID
 			v := value(t, kv, k)
 			v[0] ^= 0x40
@@ -220,7 +229,7 @@ func TestUnauthenticQuestionReadsAsAbsent(t *testing.T) {
 			if v := string(value(t, kv, "municipality."+pa+"."+q.ID)); strings.Contains(v, text) || strings.Contains(v, "acc_1") {
 				t.Fatalf("the question is stored readable: %q", v)
 			}
-			agency, pseudonym := tc.tamper(t, kv, q)
+			agency, pseudonym := tc.tamper(t, s, kv, q)
 
 			if pseudonym != pa {
 				// A copy under another citizen: the agency still finds the citizen's own question.

@@ -24,8 +24,9 @@ import (
 // TestForgedStateDoesNotRelease is the attack of issue 10 through the real broker over gRPC/mTLS: a
 // client with write access to NATS (here a second connection to the broker's own server) writes
 // decision inputs straight into the KV buckets. A consent it forges — plain JSON for 365 days, a valid
-// sealed consent of another citizen copied under this citizen's key — and a sealed consent longer than
-// the policy allows never release anything: the release at the consent step is refused with
+// sealed consent of another citizen copied under this citizen's key, the citizen's own consent from
+// before they revoked it written back — and a sealed consent longer than the policy allows never
+// release anything: the release at the consent step is refused with
 // FailedPrecondition, the refusal is in the access log, and the broker logs the unauthentic record at
 // error level (without the citizen id) and counts it. A case record advanced by hand makes the case
 // unknown (NotFound). The journey and its consent step come from the policy bundle.
@@ -99,6 +100,21 @@ func TestForgedStateDoesNotRelease(t *testing.T) {
 				t.Fatal(err)
 			}
 			if _, err := consents.Put(ctx, key, e.Value()); err != nil {
+				t.Fatal(err)
+			}
+		}, true, "has not given it"},
+		{"the citizen's consent from before its revocation written back", func(t *testing.T) {
+			if _, err := ts.Broker.Consent.Grant(ctx, pn, j.ID, cs.ID, now.Add(-time.Hour), 24*time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			granted, err := consents.Get(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ts.Broker.Consent.Revoke(ctx, pn, j.ID, cs.ID, now); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := consents.Put(ctx, key, granted.Value()); err != nil {
 				t.Fatal(err)
 			}
 		}, true, "has not given it"},
