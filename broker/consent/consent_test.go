@@ -21,7 +21,7 @@ import (
 )
 
 // sealer is a fresh AES-256 data key, as keys.Provider.Sealer hands out.
-func sealer(t *testing.T) keys.Sealer {
+func sealer(t testing.TB) keys.Sealer {
 	t.Helper()
 	key := make([]byte, keys.KeySize)
 	if _, err := rand.Read(key); err != nil {
@@ -320,5 +320,23 @@ func get(t *testing.T, kv jetstream.KeyValue, k string) []byte {
 func TestOpenNeedsSealer(t *testing.T) {
 	if _, err := consent.Open(context.Background(), natstest.JetStream(t), consent.Options{}); err == nil {
 		t.Fatal("a consent store without a sealing key opened")
+	}
+}
+
+// BenchmarkGet is the consent read of a release at a step that needs consent: the KV read, opening the
+// sealed record and the one history lookup that finds a record written back.
+func BenchmarkGet(b *testing.B) {
+	ctx := context.Background()
+	s, err := consent.Open(ctx, natstest.JetStream(b), consent.Options{Sealer: sealer(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.Grant(ctx, p, j, step, now, time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := s.Get(ctx, p, j, step); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
