@@ -198,10 +198,10 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	if b.Cases, err = cases.Open(ctx, js, cases.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log}); err != nil {
 		return nil, err
 	}
-	if b.Consent, err = consent.Open(ctx, js, cfg.Replicas); err != nil {
+	if b.Consent, err = consent.Open(ctx, js, consent.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "consent")}); err != nil {
 		return nil, err
 	}
-	if b.Questions, err = questions.Open(ctx, js, cfg.Replicas, b.log.With("component", "questions")); err != nil {
+	if b.Questions, err = questions.Open(ctx, js, questions.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "questions")}); err != nil {
 		return nil, err
 	}
 

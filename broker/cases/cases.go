@@ -2,11 +2,17 @@
 // journey's steps. Every transition is a compare-and-set on the key's revision, so two broker replicas
 // cannot both advance the same step: the loser gets ErrConflict and nothing changes. After a transition
 // the store publishes a CaseEvent to the agencies concerned.
+//
+// Every case record — step, state, agencies, the citizen id, everything a decision reads — is stored
+// sealed with the broker's sealing key and bound to its case id (package sealedkv), so a copy of the
+// bucket does not reveal whom a case is about, and a record written or altered by anything but the
+// broker (a step advanced by hand, a case copied to another id, an earlier revision of the case written
+// back to undo a step or reopen it) reads as ErrNotFound, is logged at error level and counted
+// ([Store.Unauthentic]).
 package cases
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +26,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/ids"
 	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/sealedkv"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 )
 
@@ -58,10 +65,9 @@ const (
 type Case struct {
 	ID      string `json:"id"`
 	Journey string `json:"journey"`
-	// CitizenID is the citizen's id in memory. At rest it is only in SealedCitizenID, encrypted by the
-	// store's Sealer and bound to the case id, so a copy of the bucket does not reveal whom a case is about.
-	CitizenID       string `json:"citizen_id,omitempty"`
-	SealedCitizenID []byte `json:"citizen_id_sealed,omitempty"`
+	// CitizenID is the citizen's id. At rest it is inside the sealed record, so a copy of the bucket
+	// does not reveal whom a case is about.
+	CitizenID string `json:"citizen_id"`
 	// Pseudonym is the citizen's keyed pseudonym, so the citizen's cases can be found without the id.
 	Pseudonym     string    `json:"pseudonym"`
 	State         State     `json:"state"`
@@ -222,16 +228,13 @@ func stepState(s State) brokerv1.StepState {
 
 // Sealer encrypts state at rest (authenticated, with the key version inside the ciphertext so that
 // cases sealed before a key rotation still open).
-type Sealer interface {
-	Seal(plaintext, associatedData []byte) ([]byte, error)
-	Open(ciphertext, associatedData []byte) ([]byte, error)
-}
+type Sealer = sealedkv.Sealer
 
 // Options configures a Store.
 type Options struct {
 	// Replicas of the bucket and the event stream: 1 embedded, 3 in a cluster.
 	Replicas int
-	// Sealer encrypts the citizen id in stored cases. Required.
+	// Sealer seals every stored case. Required.
 	Sealer Sealer
 	Logger *slog.Logger
 }
@@ -244,10 +247,10 @@ type Options struct {
 // in case the watch lagged. A read is a snapshot either way — the step may complete on another replica
 // a moment after any read — so the cache does not weaken what a release decides on.
 type Store struct {
-	kv     jetstream.KeyValue
-	js     jetstream.JetStream
-	sealer Sealer
-	log    *slog.Logger
+	kv    jetstream.KeyValue
+	js    jetstream.JetStream
+	codec *sealedkv.Codec
+	log   *slog.Logger
 
 	mu      sync.RWMutex
 	cache   map[string]cached
@@ -269,9 +272,6 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if opts.Replicas < 1 {
 		opts.Replicas = 1
 	}
-	if opts.Sealer == nil {
-		return nil, errors.New("cases: a sealer for the citizen id at rest is required")
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -285,6 +285,10 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
 	}
+	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("cases: %w", err)
+	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        EventStream,
 		Description: "Aperture journey events for agency systems and the citizen portal",
@@ -296,7 +300,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	}); err != nil {
 		return nil, fmt.Errorf("open stream %q: %w", EventStream, err)
 	}
-	s := &Store{kv: kv, js: js, sealer: opts.Sealer, log: opts.Logger, cache: map[string]cached{}}
+	s := &Store{kv: kv, js: js, codec: codec, log: opts.Logger, cache: map[string]cached{}}
 	w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly())
 	if err != nil {
 		return nil, fmt.Errorf("watch KV bucket %q: %w", Bucket, err)
@@ -306,7 +310,12 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	return s, nil
 }
 
-// follow applies other replicas' writes to cached entries.
+// Unauthentic is how many reads (including the watch's) found a stored case that did not authenticate
+// and treated it as absent.
+func (s *Store) Unauthentic() uint64 { return s.codec.Unauthentic() }
+
+// follow applies other replicas' writes to cached entries. A write that does not authenticate drops
+// the entry (decode reports it), so the next Get reads the bucket and finds the case absent.
 func (s *Store) follow(w jetstream.KeyWatcher) {
 	for e := range w.Updates() {
 		if e == nil {
@@ -322,7 +331,9 @@ func (s *Store) follow(w jetstream.KeyWatcher) {
 			s.forget(e.Key())
 			continue
 		}
-		c, err := s.decode(e)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := s.decode(ctx, e)
+		cancel()
 		if err != nil {
 			s.forget(e.Key())
 			continue
@@ -371,11 +382,7 @@ func (c *Case) clone() *Case {
 
 // Create stores a new case.
 func (s *Store) Create(ctx context.Context, c *Case) error {
-	b, err := s.encode(c)
-	if err != nil {
-		return err
-	}
-	rev, err := s.kv.Create(ctx, c.ID, b)
+	rev, err := s.codec.Write(ctx, s.kv, c.ID, 0, c) // 0: a new case id has no history
 	if err != nil {
 		return fmt.Errorf("create case %s: %w", c.ID, err)
 	}
@@ -408,53 +415,33 @@ func (s *Store) read(ctx context.Context, id string) (*Case, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read case %s: %w", id, err)
 	}
-	return s.decode(e)
+	return s.decode(ctx, e)
 }
 
-// sealAD binds a sealed citizen id to its case: a ciphertext copied into another case does not open.
-func sealAD(caseID string) []byte { return []byte("aperture/case/" + caseID + "/citizen_id") }
-
-func (s *Store) encode(c *Case) ([]byte, error) {
-	sealed, err := s.sealer.Seal([]byte(c.CitizenID), sealAD(c.ID))
-	if err != nil {
-		return nil, fmt.Errorf("seal citizen id of case %s: %w", c.ID, err)
-	}
-	at := *c
-	at.CitizenID, at.SealedCitizenID = "", sealed
-	b, err := json.Marshal(&at)
-	if err != nil {
-		return nil, fmt.Errorf("encode case %s: %w", c.ID, err)
-	}
-	return b, nil
-}
-
-func (s *Store) decode(e jetstream.KeyValueEntry) (*Case, error) {
+// decode opens a stored case. One that does not authenticate (forged, altered, copied from another
+// case id, or an earlier revision written back) is reported and is ErrNotFound; any other error means
+// it could not be checked.
+func (s *Store) decode(ctx context.Context, e jetstream.KeyValueEntry) (*Case, error) {
 	var c Case
-	if err := json.Unmarshal(e.Value(), &c); err != nil {
-		return nil, fmt.Errorf("decode case %s: %w", e.Key(), err)
+	if err := s.codec.Open(ctx, e, e.Key(), &c); errors.Is(err, sealedkv.ErrUnauthentic) {
+		return nil, fmt.Errorf("case %s: %w: %w", e.Key(), ErrNotFound, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("read case %s: %w", e.Key(), err)
 	}
-	if c.CitizenID != "" || len(c.SealedCitizenID) == 0 {
-		return nil, fmt.Errorf("decode case %s: the citizen id is not sealed", e.Key())
+	if c.ID != e.Key() {
+		// The associated data binds the record to its key, so only the broker could have written this.
+		err := s.codec.Reject(e.Key(), "names another case id than its key")
+		return nil, fmt.Errorf("case %s: %w: %w", e.Key(), ErrNotFound, err)
 	}
-	id, err := s.sealer.Open(c.SealedCitizenID, sealAD(c.ID))
-	if err != nil {
-		return nil, fmt.Errorf("open citizen id of case %s: %w", e.Key(), err)
-	}
-	c.CitizenID, c.SealedCitizenID = string(id), nil
 	c.Revision = e.Revision()
 	return &c, nil
 }
 
 // Update writes c if the stored case is still at c.Revision, else ErrConflict.
 func (s *Store) Update(ctx context.Context, c *Case) error {
-	b, err := s.encode(c)
+	rev, err := s.codec.Write(ctx, s.kv, c.ID, c.Revision, c)
 	if err != nil {
-		return err
-	}
-	rev, err := s.kv.Update(ctx, c.ID, b, c.Revision)
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if sealedkv.IsConflict(err) {
 			s.forget(c.ID) // someone else wrote: the next read goes to KV
 			return fmt.Errorf("update case %s: %w", c.ID, ErrConflict)
 		}

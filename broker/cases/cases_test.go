@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/sealedkv"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 )
 
@@ -251,10 +253,9 @@ func testSealer(t testing.TB) cases.Sealer {
 	return p.Sealer()
 }
 
-// TestCitizenIDSealedAtRest: the stored case holds the citizen id only encrypted, bound to its case;
-// another replica with the same key reads it back; a ciphertext copied into another case does not
-// open; a store without a sealer does not start.
-func TestCitizenIDSealedAtRest(t *testing.T) {
+// TestSealedAtRest: the stored case is sealed whole — neither the citizen id nor the steps are readable
+// from the bucket — and another replica with the same key reads it back.
+func TestSealedAtRest(t *testing.T) {
 	js := natstest.JetStream(t)
 	ctx := context.Background()
 	sealer := testSealer(t)
@@ -269,11 +270,8 @@ func TestCitizenIDSealedAtRest(t *testing.T) {
 	s := open()
 	const id = "0101901234"
 	a := cases.New(journey(), id, "p", "municipality", "v1", t0)
-	b := cases.New(journey(), "0202902345", "q", "municipality", "v1", t0.Add(time.Second))
-	for _, c := range []*cases.Case{a, b} {
-		if err := s.Create(ctx, c); err != nil {
-			t.Fatal(err)
-		}
+	if err := s.Create(ctx, a); err != nil {
+		t.Fatal(err)
 	}
 	kv, err := js.KeyValue(ctx, cases.Bucket)
 	if err != nil {
@@ -283,36 +281,164 @@ func TestCitizenIDSealedAtRest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(ea.Value()), id) || !strings.Contains(string(ea.Value()), "citizen_id_sealed") {
-		t.Fatalf("stored case is not sealed: %s", ea.Value())
+	for _, clear := range []string{id, "register-absence", "municipality", `"state"`} {
+		if strings.Contains(string(ea.Value()), clear) {
+			t.Fatalf("stored case shows %q: %q", clear, ea.Value())
+		}
 	}
 	if got, err := open().Get(ctx, a.ID); err != nil || got.CitizenID != id {
 		t.Fatalf("another replica reads citizen %q, %v", citizenOf(got), err)
 	}
-
-	// Put a's sealed id into b: b no longer opens.
-	eb, err := kv.Get(ctx, b.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sa, sb map[string]any
-	if err := json.Unmarshal(ea.Value(), &sa); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(eb.Value(), &sb); err != nil {
-		t.Fatal(err)
-	}
-	sb["citizen_id_sealed"] = sa["citizen_id_sealed"]
-	moved, _ := json.Marshal(sb)
-	if _, err := kv.Put(ctx, b.ID, moved); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := open().Get(ctx, b.ID); err == nil || !strings.Contains(err.Error(), "open citizen id of case "+b.ID) {
-		t.Fatalf("a sealed id moved between cases opened: %v", err)
-	}
 	if _, err := cases.Open(ctx, js, cases.Options{}); err == nil {
 		t.Fatal("a store without a sealer started")
 	}
+}
+
+// TestUnauthenticCaseReadsAsAbsent: a case record written or altered by anything but the broker —
+// forged, a step advanced by hand, a valid record copied to another case id, a record from before
+// cases were sealed — reads as no case at all, on a replica reading the bucket and on the replica that
+// had the case cached (through the watch), with an error-level log line and the counter.
+func TestUnauthenticCaseReadsAsAbsent(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// forge returns the value an attacker puts under victim's key.
+		forge  func(t *testing.T, s *cases.Store, kv jetstream.KeyValue, victim, other *cases.Case) []byte
+		reason string
+	}{
+		{"step advanced by hand (plain JSON)", func(t *testing.T, _ *cases.Store, _ jetstream.KeyValue, victim, _ *cases.Case) []byte {
+			c := *victim
+			c.Steps = append([]cases.Step(nil), victim.Steps...)
+			if err := c.Complete("register-absence", "attacker", t0); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Complete("check-eligibility", "attacker", t0); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(&c)
+			return b
+		}, "is not sealed"},
+		{"an unsealed record from before cases were sealed", func(t *testing.T, _ *cases.Store, _ jetstream.KeyValue, victim, _ *cases.Case) []byte {
+			b, _ := json.Marshal(map[string]any{"id": victim.ID, "journey": victim.Journey, "citizen_id_sealed": []byte("x"),
+				"state": "open", "current": 0, "steps": victim.Steps})
+			return b
+		}, "is not sealed"},
+		{"another case's valid record copied to this id", func(t *testing.T, _ *cases.Store, kv jetstream.KeyValue, _, other *cases.Case) []byte {
+			e, err := kv.Get(context.Background(), other.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return e.Value()
+		}, "does not open"},
+		{"an earlier revision written back (a completed step undone)", func(t *testing.T, s *cases.Store, kv jetstream.KeyValue, victim, _ *cases.Case) []byte {
+			e, err := kv.Get(context.Background(), victim.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			atFirstStep := append([]byte(nil), e.Value()...)
+			if err := victim.Complete("register-absence", "cw", t0); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Update(context.Background(), victim); err != nil {
+				t.Fatal(err)
+			}
+			return atFirstStep
+		}, "written back"},
+		{"one bit of the valid record flipped", func(t *testing.T, _ *cases.Store, kv jetstream.KeyValue, victim, _ *cases.Case) []byte {
+			e, err := kv.Get(context.Background(), victim.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := append([]byte(nil), e.Value()...)
+			v[len(v)-1] ^= 0x80
+			return v
+		}, "does not open"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js := natstest.JetStream(t)
+			ctx := context.Background()
+			lb := &logBuffer{}
+			open := func() *cases.Store {
+				s, err := cases.Open(ctx, js, cases.Options{Sealer: sharedSealer(t), Logger: slog.New(slog.NewJSONHandler(lb, nil))})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(s.Close)
+				return s
+			}
+			s := open()
+			victim := cases.New(journey(), "0101901234", "p", "municipality", "v1", t0)
+			other := cases.New(journey(), "0202902345", "q", "payments", "v1", t0.Add(time.Second))
+			for _, c := range []*cases.Case{victim, other} {
+				if err := s.Create(ctx, c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			kv, err := js.KeyValue(ctx, cases.Bucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(ctx, victim.ID, tc.forge(t, s, kv, victim, other)); err != nil {
+				t.Fatal(err)
+			}
+
+			// A replica without the case cached reads the bucket.
+			replica := open()
+			if c, err := replica.Get(ctx, victim.ID); !errors.Is(err, cases.ErrNotFound) || !errors.Is(err, sealedkv.ErrUnauthentic) {
+				t.Fatalf("replica Get = %+v, %v; want absent", c, err)
+			}
+			if n := replica.Unauthentic(); n != 1 {
+				t.Fatalf("replica counted %d unauthentic reads, want 1", n)
+			}
+			// The replica that had it cached drops it when the watch delivers the write.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				_, err := s.Get(ctx, victim.ID)
+				if errors.Is(err, cases.ErrNotFound) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the caching replica still serves the case after a forged write")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if s.Unauthentic() == 0 {
+				t.Fatal("the caching replica did not count the forged write")
+			}
+			list, err := replica.List(ctx, func(*cases.Case) bool { return true })
+			if err != nil || len(list) != 1 || list[0].ID != other.ID {
+				t.Fatalf("List = %v, %v; want only the authentic case", list, err)
+			}
+			logged := lb.String()
+			if !strings.Contains(logged, `"level":"ERROR"`) || !strings.Contains(logged, `"bucket":"cases"`) ||
+				!strings.Contains(logged, victim.ID) || !strings.Contains(logged, tc.reason) {
+				t.Fatalf("log does not report the case: %s", logged)
+			}
+			if strings.Contains(logged, victim.CitizenID) {
+				t.Fatalf("log names the citizen: %s", logged)
+			}
+		})
+	}
+}
+
+// logBuffer collects log lines written from any goroutine.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func citizenOf(c *cases.Case) string {

@@ -145,7 +145,7 @@ func (s *Service) caseView(ctx context.Context, n names, c Citizen, cs *cases.Ca
 			cn, err := s.cfg.Consents.Get(ctx, c.Pseudonym.Value, cs.Journey, st.ID)
 			switch {
 			case err == nil:
-				step.ConsentGiven = cn.ValidAt(now)
+				step.ConsentGiven = cn.ValidAt(now, pst.Consent.MaxDays)
 			case !errors.Is(err, errNoConsent):
 				return nil, unavailable(err, "consent state")
 			}

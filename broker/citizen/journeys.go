@@ -89,7 +89,7 @@ func (n names) consentView(cn *consent.Consent, now time.Time) *citizenv1.Consen
 		Step:      sref,
 		GrantedAt: ts(cn.GrantedAt),
 		ExpiresAt: ts(cn.ExpiresAt),
-		Valid:     cn.ValidAt(now),
+		Valid:     cn.ValidAt(now, consentMaxDays(st)),
 	}
 	if st != nil {
 		out.Agency = n.agency(st.Agency)
@@ -98,6 +98,15 @@ func (n names) consentView(cn *consent.Consent, now time.Time) *citizenv1.Consen
 		out.RevokedAt = ts(*cn.RevokedAt)
 	}
 	return out
+}
+
+// consentMaxDays is the step's current consent maximum, checked again whenever a consent's validity
+// is shown: 0 (nothing is valid) when the step is gone from the policy or no longer takes consent.
+func consentMaxDays(st *policy.Step) int {
+	if st == nil || st.Consent == nil {
+		return 0
+	}
+	return st.Consent.MaxDays
 }
 
 // ListConsents implements CitizenService: given, expired and revoked, newest first.

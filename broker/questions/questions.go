@@ -7,6 +7,12 @@
 // never the citizen id. The question text is the citizen's own words: it is stored and shown to the
 // agency and the citizen, and never logged.
 //
+// Every record is sealed with the broker's sealing key and bound to its key by package sealedkv, like
+// a case's citizen id: the text and the answer are not readable from a copy of the bucket, and a record
+// written or altered by anything but this store — an answer slipped in, a question moved to another
+// agency or citizen, the unanswered question written back over its answer — reads as absent (ErrNotFound), is logged at error level and counted
+// ([Store.Unauthentic]).
+//
 // When a question is asked the store publishes a notification on
 // "aperture.events.agency.<agency>.question_asked" (the EVENTS stream of package cases): an
 // aperture.citizen.v1.Question carrying only the question id, the access id, the agency and the time —
@@ -15,7 +21,6 @@ package questions
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +33,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/ids"
+	"github.com/aperture-gov/aperture/broker/sealedkv"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
 
@@ -91,17 +97,27 @@ func (q *Question) Proto(agency *citizenv1.Party) *citizenv1.Question {
 
 // Store keeps questions in JetStream KV.
 type Store struct {
-	kv  jetstream.KeyValue
-	js  jetstream.JetStream
-	log *slog.Logger
+	kv    jetstream.KeyValue
+	js    jetstream.JetStream
+	log   *slog.Logger
+	codec *sealedkv.Codec
+}
+
+// Options configures a Store.
+type Options struct {
+	// Replicas of the bucket: 1 embedded, 3 in a cluster.
+	Replicas int
+	// Sealer seals every record (keys.Provider.Sealer). Required.
+	Sealer sealedkv.Sealer
+	// Logger; nil discards.
+	Logger *slog.Logger
 }
 
 // Open creates or binds the questions bucket. The events stream must exist (cases.Open creates it);
 // without it notifications fail and are logged, the questions are still stored.
-func Open(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*Store, error) {
-	if replicas < 1 {
-		replicas = 1
-	}
+func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
+	replicas := max(opts.Replicas, 1)
+	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -115,10 +131,27 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
 	}
-	return &Store{kv: kv, js: js, log: log}, nil
+	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, log)
+	if err != nil {
+		return nil, fmt.Errorf("questions: %w", err)
+	}
+	return &Store{kv: kv, js: js, log: log, codec: codec}, nil
 }
 
+// Unauthentic is how many reads found a stored question that did not authenticate and treated it as
+// absent.
+func (s *Store) Unauthentic() uint64 { return s.codec.Unauthentic() }
+
 func key(agency, pseudonym, id string) string { return agency + "." + pseudonym + "." + id }
+
+// splitKey is the inverse of key.
+func splitKey(k string) (agency, pseudonym, id string, ok bool) {
+	parts := strings.Split(k, ".")
+	if len(parts) != 3 {
+		return "", "", "", false
+	}
+	return parts[0], parts[1], parts[2], true
+}
 
 // token reports whether s can be one KV key token (no dots, wildcards or spaces).
 func token(s string) bool {
@@ -145,11 +178,7 @@ func (s *Store) Ask(ctx context.Context, agency, pseudonym, accessID, message st
 		ID: ids.New(IDPrefix, now), AccessID: accessID, Agency: agency, Pseudonym: pseudonym,
 		Message: message, AskedAt: now.UTC(),
 	}
-	b, err := json.Marshal(q)
-	if err != nil {
-		return nil, fmt.Errorf("encode question: %w", err)
-	}
-	rev, err := s.kv.Create(ctx, key(agency, pseudonym, q.ID), b)
+	rev, err := s.codec.Write(ctx, s.kv, key(agency, pseudonym, q.ID), 0, q) // 0: a new id has no history
 	if err != nil {
 		return nil, fmt.Errorf("store question %s: %w", q.ID, err)
 	}
@@ -231,9 +260,21 @@ func (s *Store) get(ctx context.Context, k string) (*Question, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read question: %w", err)
 	}
+	agency, pseudonym, id, ok := splitKey(k)
+	if !ok {
+		return nil, fmt.Errorf("%w: key is not <agency>.<pseudonym>.<id>", ErrNotFound)
+	}
+	what := agency + "/" + id // the pseudonym stays out of the log line
 	var q Question
-	if err := json.Unmarshal(e.Value(), &q); err != nil {
-		return nil, fmt.Errorf("decode question: %w", err)
+	if err := s.codec.Open(ctx, e, what, &q); errors.Is(err, sealedkv.ErrUnauthentic) {
+		return nil, fmt.Errorf("question %s: %w: %w", id, ErrNotFound, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("read question %s: %w", id, err)
+	}
+	if q.Agency != agency || q.Pseudonym != pseudonym || q.ID != id {
+		// The associated data binds the record to its key, so only the broker could have written this.
+		err := s.codec.Reject(what, "names another agency, citizen or id than its key")
+		return nil, fmt.Errorf("question %s: %w: %w", id, ErrNotFound, err)
 	}
 	q.Revision = e.Revision()
 	return &q, nil
@@ -249,14 +290,24 @@ func (s *Store) GetForAgency(ctx context.Context, agency, id string) (*Question,
 		return nil, fmt.Errorf("find question %s: %w", id, err)
 	}
 	defer lister.Stop()
-	var found string
+	var found []string
 	for k := range lister.Keys() {
-		found = k
+		found = append(found, k)
 	}
-	if found == "" {
-		return nil, ErrNotFound
+	// One key unless someone copied the record under another citizen's pseudonym: then only the
+	// broker's own record authenticates, and the copy is reported by get.
+	err = ErrNotFound
+	for _, k := range found {
+		q, gerr := s.get(ctx, k)
+		if gerr == nil {
+			return q, nil
+		}
+		if !errors.Is(gerr, ErrNotFound) {
+			return nil, gerr
+		}
+		err = gerr
 	}
-	return s.get(ctx, found)
+	return nil, err
 }
 
 // Answer records agency's answer to question id, by caseworker. Only the agency the question is for
@@ -275,14 +326,9 @@ func (s *Store) Answer(ctx context.Context, agency, id, answer, caseworker strin
 	}
 	at := now.UTC()
 	q.Answer, q.AnsweredBy, q.AnsweredAt = answer, caseworker, &at
-	b, err := json.Marshal(q)
+	rev, err := s.codec.Write(ctx, s.kv, key(q.Agency, q.Pseudonym, q.ID), q.Revision, q)
 	if err != nil {
-		return nil, fmt.Errorf("encode question: %w", err)
-	}
-	rev, err := s.kv.Update(ctx, key(q.Agency, q.Pseudonym, q.ID), b, q.Revision)
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if sealedkv.IsConflict(err) {
 			return nil, ErrAnswered
 		}
 		return nil, fmt.Errorf("answer question %s: %w", id, err)

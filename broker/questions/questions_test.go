@@ -2,7 +2,11 @@ package questions_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,8 +14,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/questions"
+	"github.com/aperture-gov/aperture/broker/sealedkv"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
 
@@ -22,11 +28,28 @@ func open(t *testing.T) (*questions.Store, jetstream.JetStream) {
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"aperture.events.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := questions.Open(ctx, js, 1, nil)
+	s, err := questions.Open(ctx, js, questions.Options{Sealer: sealer(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, js
+}
+
+// sealer is a fresh AES-256 data key, as keys.Provider.Sealer hands out.
+func sealer(t *testing.T) keys.Sealer {
+	t.Helper()
+	key := make([]byte, keys.KeySize)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	r := keys.NewAEADRing()
+	if err := r.Add(1, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetCurrent(1); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func TestAskListAnswer(t *testing.T) {
@@ -129,4 +152,147 @@ func TestAskListAnswer(t *testing.T) {
 	if _, err := s.ListByCitizen(ctx, "*"); !errors.Is(err, questions.ErrInvalid) {
 		t.Errorf("ListByCitizen(*): %v", err)
 	}
+}
+
+// TestUnauthenticQuestionReadsAsAbsent: the text and the answer are sealed at rest, and a question
+// record written or altered by anything but the broker — an answer slipped in, a question moved to
+// another agency or citizen — reads as absent for the agency and the citizen, with an error-level log
+// line (no pseudonym, no text) and the counter.
+func TestUnauthenticQuestionReadsAsAbsent(t *testing.T) {
+	const pa, pb = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	const text = "why did you read my sick notes"
+	now := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		// tamper writes into the bucket; the tampered question is then read as agency's with pseudonym.
+		tamper func(t *testing.T, s *questions.Store, kv jetstream.KeyValue, q *questions.Question) (agency, pseudonym string)
+		reason string
+	}{
+		{"an answer slipped in as plain JSON", func(t *testing.T, _ *questions.Store, kv jetstream.KeyValue, q *questions.Question) (string, string) {
+			at := now.Add(time.Hour)
+			forged := *q
+			forged.Answer, forged.AnsweredBy, forged.AnsweredAt = "nothing to see", "attacker", &at
+			b, _ := json.Marshal(&forged)
+			put(t, kv, q.Agency+"."+q.Pseudonym+"."+q.ID, b)
+			return q.Agency, q.Pseudonym
+		}, "is not sealed"},
+		{"the question moved to another agency", func(t *testing.T, _ *questions.Store, kv jetstream.KeyValue, q *questions.Question) (string, string) {
+			put(t, kv, "tax."+q.Pseudonym+"."+q.ID, value(t, kv, q.Agency+"."+q.Pseudonym+"."+q.ID))
+			return "tax", q.Pseudonym
+		}, "does not open"},
+		{"the question moved to another citizen", func(t *testing.T, _ *questions.Store, kv jetstream.KeyValue, q *questions.Question) (string, string) {
+			put(t, kv, q.Agency+"."+pb+"."+q.ID, value(t, kv, q.Agency+"."+q.Pseudonym+"."+q.ID))
+			return q.Agency, pb
+		}, "does not open"},
+		{"the unanswered question written back over its answer", func(t *testing.T, s *questions.Store, kv jetstream.KeyValue, q *questions.Question) (string, string) {
+			k := q.Agency + "." + q.Pseudonym + "." + q.ID
+			open := value(t, kv, k)
+			if _, err := s.Answer(context.Background(), q.Agency, q.ID, "we checked", "cw-2", now.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			put(t, kv, k, open)
+			return q.Agency, q.Pseudonym
+		}, "written back"},
+		{"one bit of the sealed question flipped", func(t *testing.T, _ *questions.Store, kv jetstream.KeyValue, q *questions.Question) (string, string) {
+			k := q.Agency + "." + q.Pseudonym + "." + q.ID
+			v := value(t, kv, k)
+			v[0] ^= 0x40
+			put(t, kv, k, v)
+			return q.Agency, q.Pseudonym
+		}, "does not open"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js := natstest.JetStream(t)
+			ctx := context.Background()
+			lb := &strings.Builder{}
+			var mu sync.Mutex
+			log := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return lb.Write(p)
+			}), nil))
+			if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"aperture.events.>"}}); err != nil {
+				t.Fatal(err)
+			}
+			s, err := questions.Open(ctx, js, questions.Options{Sealer: sealer(t), Logger: log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kv, err := js.KeyValue(ctx, questions.Bucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q, err := s.Ask(ctx, "municipality", pa, "acc_1", text, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v := string(value(t, kv, "municipality."+pa+"."+q.ID)); strings.Contains(v, text) || strings.Contains(v, "acc_1") {
+				t.Fatalf("the question is stored readable: %q", v)
+			}
+			agency, pseudonym := tc.tamper(t, s, kv, q)
+
+			if pseudonym != pa {
+				// A copy under another citizen: the agency still finds the citizen's own question.
+				if got, err := s.GetForAgency(ctx, agency, q.ID); err != nil || got.Pseudonym != pa || got.Message != text {
+					t.Fatalf("GetForAgency beside a copy = %+v, %v; want the original", got, err)
+				}
+			} else {
+				if got, err := s.GetForAgency(ctx, agency, q.ID); !errors.Is(err, questions.ErrNotFound) || !errors.Is(err, sealedkv.ErrUnauthentic) {
+					t.Fatalf("GetForAgency = %+v, %v; want absent", got, err)
+				}
+				if _, err := s.Answer(ctx, agency, q.ID, "an answer", "cw", now); !errors.Is(err, questions.ErrNotFound) {
+					t.Fatalf("Answer of a tampered question: %v", err)
+				}
+			}
+			for _, list := range []func() ([]*questions.Question, error){
+				func() ([]*questions.Question, error) { return s.ListByCitizen(ctx, pseudonym) },
+				func() ([]*questions.Question, error) { return s.ListByAgency(ctx, agency, false) },
+			} {
+				qs, err := list()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, got := range qs {
+					if got.Agency == agency && got.Pseudonym == pseudonym && got.ID == q.ID {
+						t.Fatalf("the tampered question is listed: %+v", got)
+					}
+				}
+			}
+			if s.Unauthentic() == 0 {
+				t.Fatal("the tampered question was not counted")
+			}
+			mu.Lock()
+			logged := lb.String()
+			mu.Unlock()
+			if !strings.Contains(logged, `"level":"ERROR"`) || !strings.Contains(logged, `"bucket":"questions"`) ||
+				!strings.Contains(logged, agency+"/"+q.ID) || !strings.Contains(logged, tc.reason) {
+				t.Fatalf("log does not report the question: %s", logged)
+			}
+			for _, secret := range []string{pa, pb, text, "nothing to see"} {
+				if strings.Contains(logged, secret) {
+					t.Fatalf("log carries %q: %s", secret, logged)
+				}
+			}
+		})
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func put(t *testing.T, kv jetstream.KeyValue, k string, v []byte) {
+	t.Helper()
+	if _, err := kv.Put(context.Background(), k, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func value(t *testing.T, kv jetstream.KeyValue, k string) []byte {
+	t.Helper()
+	e, err := kv.Get(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), e.Value()...)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/broker/release"
+	"github.com/aperture-gov/aperture/broker/sealedkv"
 	"github.com/aperture-gov/aperture/policies"
 	educationv1 "github.com/aperture-gov/aperture/proto/aperture/education/v1"
 	employmentv1 "github.com/aperture-gov/aperture/proto/aperture/employment/v1"
@@ -126,6 +127,10 @@ func TestConsentRefusal(t *testing.T) {
 	revokedAt := now.Add(-time.Minute)
 	revoked := &consent.Consent{GrantedAt: now.Add(-time.Hour), ExpiresAt: now.Add(time.Hour), RevokedAt: &revokedAt}
 	expired := &consent.Consent{GrantedAt: now.Add(-48 * time.Hour), ExpiresAt: now.Add(-24 * time.Hour)}
+	step := &policy.Step{ID: "s", Consent: &policy.Consent{DefaultDays: 30, MaxDays: 90}}
+	// Stored for 365 days at a step that allows 90: not valid, though its expiry is far off.
+	tooLong := &consent.Consent{GrantedAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Hour).AddDate(0, 0, 365)}
+	atMax := &consent.Consent{GrantedAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Hour).Add(consent.MaxValidity(90))}
 	for _, tc := range []struct {
 		name   string
 		cn     *consent.Consent
@@ -134,13 +139,17 @@ func TestConsentRefusal(t *testing.T) {
 		reason string
 	}{
 		{"valid", valid, nil, refusal.Internal, ""},
+		{"exactly the policy maximum", atMax, nil, refusal.Internal, ""},
+		{"longer than the policy maximum", tooLong, nil, refusal.FailedPrecondition, "longer than the policy allows (90 days)"},
+		{"one second longer than the maximum", &consent.Consent{GrantedAt: atMax.GrantedAt, ExpiresAt: atMax.ExpiresAt.Add(time.Second)}, nil, refusal.FailedPrecondition, "longer than the policy allows"},
+		{"forged or moved (reads as absent)", nil, fmt.Errorf("consent for j/s: %w: %w", consent.ErrNotFound, sealedkv.ErrUnauthentic), refusal.FailedPrecondition, "has not given it"},
 		{"never given", nil, consent.ErrNotFound, refusal.FailedPrecondition, "has not given it"},
 		{"revoked", revoked, nil, refusal.FailedPrecondition, "revoked consent"},
 		{"expired", expired, nil, refusal.FailedPrecondition, "expired on 2026-11-22"},
 		{"store down", nil, errors.New("kv timeout"), refusal.Unavailable, "consent state is unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ref := release.ConsentRefusal(tc.cn, tc.err, "j", "s", now)
+			ref := release.ConsentRefusal(tc.cn, tc.err, "j", step, now)
 			if tc.kind == refusal.Internal {
 				if ref != nil {
 					t.Fatalf("refused: %v", ref)

@@ -55,7 +55,7 @@ func (s *Service) Explain(ctx context.Context, caller Caller, caseID string) (*b
 		case err != nil:
 			return nil, refusal.Wrap(refusal.Unavailable, err, "consent state is unavailable")
 		default:
-			out.ConsentValid = cn.ValidAt(s.cfg.Now())
+			out.ConsentValid = cn.ValidAt(s.cfg.Now(), step.Consent.MaxDays)
 			out.ConsentExpiresAt = timestamppb.New(cn.ExpiresAt)
 		}
 	}

@@ -194,7 +194,7 @@ func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases
 	}
 	if d.NeedsConsent {
 		cn, err := s.cfg.Consents.Get(ctx, rec.CitizenPseudonym, d.Journey.ID, d.Step.ID)
-		if ref := ConsentRefusal(cn, err, d.Journey.ID, d.Step.ID, now); ref != nil {
+		if ref := ConsentRefusal(cn, err, d.Journey.ID, d.Step, now); ref != nil {
 			return nil, ref
 		}
 	}
@@ -292,9 +292,15 @@ func currentStep(b *policy.Bundle, c *cases.Case) (j *policy.Journey, step *poli
 	return j, step, nil
 }
 
-// ConsentRefusal decides whether a step that needs consent may release at now, given what
-// Consents.Get answered (cn, err): nil when the consent is valid.
-func ConsentRefusal(cn *consent.Consent, err error, journey, step string, now time.Time) *refusal.Error {
+// ConsentRefusal decides whether step, which needs consent, may release at now, given what
+// Consents.Get answered (cn, err): nil when the consent is valid. A stored consent that does not
+// authenticate reads as ErrNotFound. The consent's duration is checked against the step's current
+// maximum here, at every decision: a consent lasting longer than the policy allows is not valid.
+func ConsentRefusal(cn *consent.Consent, err error, journey string, st *policy.Step, now time.Time) *refusal.Error {
+	step, maxDays := st.ID, 0
+	if st.Consent != nil {
+		maxDays = st.Consent.MaxDays
+	}
 	switch {
 	case errors.Is(err, consent.ErrNotFound):
 		return refusal.New(refusal.FailedPrecondition, "step %q of journey %q needs the citizen's consent, and the citizen has not given it", step, journey)
@@ -302,7 +308,9 @@ func ConsentRefusal(cn *consent.Consent, err error, journey, step string, now ti
 		return refusal.Wrap(refusal.Unavailable, err, "consent state is unavailable; nothing was released")
 	case cn.RevokedAt != nil:
 		return refusal.New(refusal.FailedPrecondition, "the citizen revoked consent for step %q of journey %q on %s", step, journey, cn.RevokedAt.UTC().Format(time.DateOnly))
-	case !cn.ValidAt(now):
+	case !cn.WithinMax(maxDays):
+		return refusal.New(refusal.FailedPrecondition, "the citizen's consent for step %q of journey %q lasts longer than the policy allows (%d days); it is not valid", step, journey, maxDays)
+	case !cn.ValidAt(now, maxDays):
 		return refusal.New(refusal.FailedPrecondition, "the citizen's consent for step %q of journey %q expired on %s", step, journey, cn.ExpiresAt.UTC().Format(time.DateOnly))
 	}
 	return nil

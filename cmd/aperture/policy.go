@@ -366,8 +366,8 @@ func runPolicyTestCase(b *policy.Bundle, journey string, tc policyTestCase, now 
 	req := release.Request{CaseID: c.ID, Authority: authority, Dataset: dataset, Fields: tc.Request.Fields, Derived: tc.Request.Derived}
 	d, ref := release.Decide(b, c, tc.Agency, req)
 	if ref == nil && d.NeedsConsent {
-		cn, err := testConsent(tc.Consent, journey, tc.Step, now)
-		ref = release.ConsentRefusal(cn, err, journey, tc.Step, now)
+		cn, err := testConsent(tc.Consent, journey, d.Step, now)
+		ref = release.ConsentRefusal(cn, err, journey, d.Step, now)
 	}
 	if ref != nil {
 		got = fmt.Sprintf("refused (%s): %s", ref.Kind, ref.Reason)
@@ -398,17 +398,21 @@ func runPolicyTestCase(b *policy.Bundle, journey string, tc policyTestCase, now 
 	return got, ""
 }
 
-// testConsent returns what the consent store would answer for a test's consent state.
-func testConsent(state, journey, step string, now time.Time) (*consent.Consent, error) {
-	cn := &consent.Consent{Pseudonym: "policy-test", Journey: journey, Step: step,
-		GrantedAt: now.AddDate(0, 0, -10), ExpiresAt: now.AddDate(0, 0, 20)}
+// testConsent returns what the consent store would answer for a test's consent state. A given consent
+// lasts the step's maximum (the broker checks the duration at every release), a third of it gone.
+func testConsent(state, journey string, step *policy.Step, now time.Time) (*consent.Consent, error) {
+	validity := consent.MaxValidity(step.Consent.MaxDays)
+	granted := now.Add(-validity / 3)
+	cn := &consent.Consent{Pseudonym: "policy-test", Journey: journey, Step: step.ID,
+		GrantedAt: granted, ExpiresAt: granted.Add(validity)}
 	switch state {
 	case "given":
 	case "revoked":
 		at := now.AddDate(0, 0, -1)
 		cn.RevokedAt = &at
 	case "expired":
-		cn.ExpiresAt = now.AddDate(0, 0, -1)
+		cn.GrantedAt = now.AddDate(0, 0, -1).Add(-validity)
+		cn.ExpiresAt = cn.GrantedAt.Add(validity)
 	default:
 		return nil, consent.ErrNotFound
 	}
