@@ -67,10 +67,10 @@ type Cosigner struct {
 	opts   CosignerOptions
 	log    *slog.Logger
 
-	mu       sync.Mutex // one round at a time
+	mu       sync.Mutex           // one round at a time
 	known    map[string]uint64    // witness → the size it last cosigned
 	sigs     map[string]cachedSig // witness → its cosignature of that checkpoint
-	done     uint64 // size of the newest checkpoint that reached the quorum here
+	done     uint64               // size of the newest checkpoint that reached the quorum here
 	doneRoot []byte
 
 	alarmMu sync.Mutex
@@ -421,4 +421,3 @@ func (c *Cosigner) Anchor(ctx context.Context) ([]byte, error) {
 
 // Policy is the cosigner's policy (with the log's keys).
 func (c *Cosigner) Policy() *Policy { return c.policy }
-
