@@ -12,6 +12,7 @@ import (
 
 	"github.com/transparency-dev/formats/log"
 	fnote "github.com/transparency-dev/formats/note"
+	"github.com/transparency-dev/merkle/proof"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -309,4 +310,20 @@ func (p *Policy) Verify(b []byte) (cosigners []string, err error) {
 		return nil, err
 	}
 	return c.Cosigners, nil
+}
+
+// ErrInclusion means an inclusion proof does not verify against the checkpoint.
+var ErrInclusion = errors.New("inclusion proof does not verify")
+
+// VerifyInclusion checks that the leaf (its exact bytes, hashed as an RFC 6962 leaf) is leaf number index
+// of the tree of a checkpoint that satisfies p, using the inclusion proof.
+func (p *Policy) VerifyInclusion(checkpoint, leaf []byte, index uint64, inclusion [][]byte) (Cosigned, error) {
+	c, err := p.Open(checkpoint)
+	if err != nil {
+		return Cosigned{}, err
+	}
+	if err := proof.VerifyInclusion(hasher, index, c.Size, hasher.HashLeaf(leaf), inclusion, c.Root); err != nil {
+		return Cosigned{}, fmt.Errorf("%w: leaf %d in a tree of %d: %w", ErrInclusion, index, c.Size, err)
+	}
+	return c, nil
 }
