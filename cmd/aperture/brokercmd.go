@@ -174,6 +174,9 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		defer ps.Close()
+		if c := b.Witnessing(); c != nil {
+			ps.witnesses = c.Policy()
+		}
 		if err := ps.mountPortal(login, verifier, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
 			return err
 		}

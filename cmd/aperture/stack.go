@@ -202,6 +202,9 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		return nil, err
 	}
 	if s.Portal != nil {
+		if c := s.Broker.Witnessing(); c != nil {
+			s.Portal.witnesses = c.Policy()
+		}
 		if err := s.Portal.mountPortal(login, verifier, s.Broker.CitizenAddr(), certs, true, o.Now, o.Logger); err != nil {
 			return nil, err
 		}
