@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aperture-gov/aperture/broker/tlog"
@@ -43,7 +44,8 @@ type CosignerOptions struct {
 	// Policy names the witnesses to submit to and the quorum a served checkpoint needs. It must know
 	// the log's keys (Policy.WithLog).
 	Policy *Policy
-	// Interval between looks for a new checkpoint. Default 200ms.
+	// Interval between looks for a new checkpoint, besides the prompt look when one is published
+	// (the cosigner listens on the checkpoint subject). Default 1s.
 	Interval time.Duration
 	// Timeout bounds one submission to one witness. Default 10s.
 	Timeout time.Duration
@@ -62,6 +64,7 @@ type CosignerOptions struct {
 // cosigned checkpoint. It is safe for concurrent use.
 type Cosigner struct {
 	tree   Tree
+	nc     *nats.Conn
 	kv     jetstream.KeyValue
 	policy *Policy
 	opts   CosignerOptions
@@ -93,7 +96,7 @@ func OpenCosigner(ctx context.Context, js jetstream.JetStream, tree Tree, opts C
 		return nil, errors.New("cosigner: the witness policy knows no log key")
 	}
 	if opts.Interval <= 0 {
-		opts.Interval = 200 * time.Millisecond
+		opts.Interval = time.Second
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
@@ -115,30 +118,60 @@ func OpenCosigner(ctx context.Context, js jetstream.JetStream, tree Tree, opts C
 		return nil, fmt.Errorf("create bucket %s: %w", CosignedBucket, err)
 	}
 	return &Cosigner{
-		tree: tree, kv: kv, policy: opts.Policy, opts: opts, log: opts.Logger,
+		tree: tree, nc: js.Conn(), kv: kv, policy: opts.Policy, opts: opts, log: opts.Logger,
 		known: map[string]uint64{}, sigs: map[string]cachedSig{}, alarms: map[string]error{},
 	}, nil
 }
 
-// Start runs the submission loop until Close.
+// Start runs the submission loop until Close. A checkpoint is submitted as soon as it is published:
+// the loop wakes on every message of the checkpoint subject (a JetStream publish is also delivered to
+// plain subscribers), and looks at the interval anyway in case a notification was missed.
 func (c *Cosigner) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
+	wake := make(chan struct{}, 1)
+	var sub *nats.Subscription
+	if c.nc != nil {
+		var err error
+		sub, err = c.nc.Subscribe(tlog.CheckpointSubject, func(*nats.Msg) {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			c.log.Warn("cannot listen for new checkpoints; polling only", "err", err)
+		}
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		if sub != nil {
+			defer sub.Unsubscribe()
+		}
 		t := time.NewTicker(c.opts.Interval)
 		defer t.Stop()
+		woken := false
 		for {
 			if c.opts.Leader == nil || c.opts.Leader() {
-				if err := c.Sync(ctx); err != nil && ctx.Err() == nil {
+				advanced, err := c.sync(ctx)
+				if err != nil && ctx.Err() == nil {
 					c.log.Warn("cosigning round failed", "err", err)
+				}
+				// A plain subscriber may hear of a checkpoint before JetStream has stored it: look
+				// again shortly rather than at the next tick.
+				for retry := 0; woken && !advanced && err == nil && retry < 10 && ctx.Err() == nil; retry++ {
+					time.Sleep(10 * time.Millisecond)
+					advanced, err = c.sync(ctx)
 				}
 			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				woken = false
+			case <-wake:
+				woken = true
 			}
 		}
 	}()
@@ -156,17 +189,23 @@ func (c *Cosigner) Close() {
 // It returns an error only for a failure of the log or the store; witness refusals raise alarms
 // instead (Health).
 func (c *Cosigner) Sync(ctx context.Context) error {
+	_, err := c.sync(ctx)
+	return err
+}
+
+// sync is Sync; advanced says whether there was a checkpoint not yet cosigned here.
+func (c *Cosigner) sync(ctx context.Context) (advanced bool, _ error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cp, err := c.tree.LatestCheckpoint(ctx)
 	if errors.Is(err, tlog.ErrNotFound) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("latest checkpoint: %w", err)
+		return false, fmt.Errorf("latest checkpoint: %w", err)
 	}
 	if cp.Size == c.done && bytes.Equal(cp.Root, c.doneRoot) {
-		return nil
+		return false, nil
 	}
 	c.stats.rounds.Add(1)
 	start := time.Now()
@@ -195,29 +234,29 @@ func (c *Cosigner) Sync(ctx context.Context) error {
 	}
 	wg.Wait()
 	if len(sigs) == 0 {
-		return nil
+		return true, nil
 	}
 	cosigned := append(append([]byte(nil), cp.Note...), sigs...)
 	got, err := c.policy.Open(cosigned)
 	if err != nil && !errors.Is(err, ErrQuorum) {
-		return fmt.Errorf("cosigned checkpoint %d: %w", cp.Size, err)
+		return true, fmt.Errorf("cosigned checkpoint %d: %w", cp.Size, err)
 	}
 	if err := c.store(ctx, keyAnchor, cosigned, cp.Size); err != nil {
-		return err
+		return true, err
 	}
 	if err != nil { // below quorum: an anchor, not yet served
 		c.log.Warn("checkpoint below the witness quorum", "size", cp.Size, "cosigners", strings.Join(got.Cosigners, ","), "policy", c.policy.Describe())
-		return nil
+		return true, nil
 	}
 	if err := c.store(ctx, keyCheckpoint, cosigned, cp.Size); err != nil {
-		return err
+		return true, err
 	}
 	c.done, c.doneRoot = cp.Size, cp.Root
 	c.stats.cosigned.Add(1)
 	d := time.Since(start)
 	c.last.Store(int64(d))
 	c.log.Debug("checkpoint cosigned", "size", cp.Size, "cosigners", strings.Join(got.Cosigners, ","), "took", d)
-	return nil
+	return true, nil
 }
 
 // submit gets one witness's cosignature of cp, from the size it last saw; a 409 names that size and is
