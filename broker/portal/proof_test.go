@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/formats/log"
+	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/merkle/testonly"
 	"golang.org/x/mod/sumdb/note"
