@@ -77,7 +77,8 @@ type Cosigner struct {
 	doneRoot []byte
 
 	alarmMu sync.Mutex
-	alarms  map[string]error // witness name → why it refused
+	alarms  map[string]error     // witness name → why it refused
+	downLog map[string]time.Time // witness name → when "unavailable" was last logged
 
 	stats struct{ rounds, cosigned, refusals, unavailable, badStored atomic.Uint64 }
 	last  atomic.Int64 // nanoseconds from seeing a checkpoint to storing it cosigned, last round
@@ -120,6 +121,7 @@ func OpenCosigner(ctx context.Context, js jetstream.JetStream, tree Tree, opts C
 	return &Cosigner{
 		tree: tree, nc: js.Conn(), kv: kv, policy: opts.Policy, opts: opts, log: opts.Logger,
 		known: map[string]uint64{}, sigs: map[string]cachedSig{}, alarms: map[string]error{},
+		downLog: map[string]time.Time{},
 	}, nil
 }
 
@@ -339,7 +341,16 @@ func (c *Cosigner) failed(w Witness, cp tlog.Checkpoint, err error) {
 		return
 	}
 	c.stats.unavailable.Add(1)
-	c.log.Warn("witness unavailable", "witness", w.Name, "url", w.URL, "size", cp.Size, "err", err)
+	// A witness that is down is retried every round; say so once a minute, not every second.
+	c.alarmMu.Lock()
+	quiet := time.Since(c.downLog[w.Name]) < time.Minute
+	if !quiet {
+		c.downLog[w.Name] = time.Now()
+	}
+	c.alarmMu.Unlock()
+	if !quiet {
+		c.log.Warn("witness unavailable", "witness", w.Name, "url", w.URL, "size", cp.Size, "err", err)
+	}
 }
 
 // clear ends a witness's alarm: it cosigned again, so the log is consistent with what it saw.
@@ -347,6 +358,7 @@ func (c *Cosigner) clear(w Witness) {
 	c.alarmMu.Lock()
 	defer c.alarmMu.Unlock()
 	delete(c.alarms, w.Name)
+	delete(c.downLog, w.Name)
 }
 
 // Health is nil unless a witness refuses the log's checkpoints: then it says which, for the health

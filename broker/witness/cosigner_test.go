@@ -359,3 +359,49 @@ func TestCosignerStoredForgery(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCosignerWitnessDown: a witness that cannot be reached is not a refusal (no alarm), and a
+// checkpoint below the quorum is an anchor but is not served; with the witness back, it is.
+func TestCosignerWitnessDown(t *testing.T) {
+	keyDir := t.TempDir()
+	e := newLogEnv(t, keyDir, "a")
+	vkey := logVKey(t, keyDir)
+	w1 := startWitness(t, "dpa.test/witness", t.TempDir(), vkey)
+	w2 := startWitness(t, "ombudsman.test/witness", t.TempDir(), vkey)
+	p := policyFor(t, e.signer.Verifier(), "all", w1, w2)
+	var logw syncLog
+	c := newCosigner(t, e.js, e.tree, p, &logw)
+	first := e.append(t, 4)
+	if err := c.Sync(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	w2.close()
+	second := e.append(t, 4)
+	for range 3 { // rounds below the quorum repeat; the witness that answered is not asked again
+		if err := c.Sync(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Health(); err != nil {
+		t.Fatalf("an unreachable witness raised the refusal alarm: %v", err)
+	}
+	st := c.Stats()
+	if st.Unavailable != 3 || st.Refusals != 0 {
+		t.Fatalf("stats %+v, want 3 unavailable, 0 refusals", st)
+	}
+	if n := strings.Count(logw.String(), `msg="witness unavailable"`); n != 1 {
+		t.Fatalf("%d \"witness unavailable\" lines, want 1 (rate-limited)", n)
+	}
+	served, err := p.Open(mustLatest(t, c))
+	if err != nil || served.Size != first.Size {
+		t.Fatalf("served %d (%v), want the last checkpoint with the quorum, %d", served.Size, err, first.Size)
+	}
+	anchor, err := c.Anchor(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := p.Open(anchor)
+	if !errors.Is(err, witness.ErrQuorum) || a.Size != second.Size || !slices.Equal(a.Cosigners, []string{"w1"}) {
+		t.Fatalf("anchor %d by %v (%v), want %d by w1 only", a.Size, a.Cosigners, err, second.Size)
+	}
+}

@@ -282,7 +282,7 @@ func (s *Server) addCheckpoint(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cosigning failed", http.StatusInternalServerError)
 		return
 	}
-	s.log.Info("cosigned", "origin", l.Origin, "size", cp.Size, "old", req.old)
+	s.log.Debug("cosigned", "origin", l.Origin, "size", cp.Size, "old", req.old)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write(sigs)
 }

@@ -107,6 +107,7 @@ type witnessServer struct {
 	url, vkey string
 	state     string
 	skey      string
+	close     func()
 }
 
 func startWitness(t testing.TB, name, state string, logs ...string) witnessServer {
@@ -137,7 +138,7 @@ func startWitnessWithKey(t testing.TB, skey, vkey, state string, logs ...string)
 	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
-	return witnessServer{url: hs.URL, vkey: vkey, state: state, skey: skey}
+	return witnessServer{url: hs.URL, vkey: vkey, state: state, skey: skey, close: hs.Close}
 }
 
 func post(t testing.TB, url, b string) (int, string, string) {
