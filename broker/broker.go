@@ -35,6 +35,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/release"
 	"github.com/aperture-gov/aperture/broker/server"
 	"github.com/aperture-gov/aperture/broker/tlog"
+	"github.com/aperture-gov/aperture/broker/witness"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
@@ -123,6 +124,9 @@ type Deps struct {
 	// Citizens verifies citizens' OpenID Connect ID tokens for the citizen API; nil serves no citizen
 	// API.
 	Citizens citizen.Authenticator
+	// Witnesses, if set, is the witness policy: every new checkpoint is submitted to its witnesses
+	// and the cosigned checkpoint is what the citizen API proves against.
+	Witnesses *witness.Policy
 	// NATS, if set, is used instead of connecting or embedding (tests control the server).
 	NATS   *nats.Conn
 	Logger *slog.Logger
@@ -143,6 +147,7 @@ type Broker struct {
 	access    *accesslog.Log
 	tree      *tlog.Tree
 	integr    *tlog.Integrator
+	cosigner  *witness.Cosigner
 	pool      *authorities.Pool
 	bundle    atomic.Pointer[policy.Bundle]
 	Cases     *cases.Store
@@ -193,6 +198,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		return nil, fmt.Errorf("open access log: %w", err)
 	}
 	if err := b.openTransparency(ctx, js); err != nil {
+		return nil, err
+	}
+	if err := b.openCosigner(ctx, js); err != nil {
 		return nil, err
 	}
 	if b.Cases, err = cases.Open(ctx, js, cases.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log}); err != nil {
@@ -338,7 +346,7 @@ func (b *Broker) buildCitizenServer(policies func() *policy.Bundle) error {
 		Policies: policies, Log: b.access, Cases: b.Cases, Consents: b.Consent, Authorities: b.pool,
 		Questions: b.Questions, Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now,
 		Logger: b.log.With("component", "citizen"),
-	})
+	}.WithProofs(b.tree, b.cosigner))
 	if err != nil {
 		return err
 	}
@@ -426,6 +434,9 @@ func (b *Broker) close() {
 	}
 	if b.Cases != nil {
 		b.Cases.Close()
+	}
+	if b.cosigner != nil {
+		b.cosigner.Close()
 	}
 	if b.integr != nil {
 		b.integr.Close()

@@ -86,6 +86,10 @@ type Config struct {
 	Logger      *slog.Logger
 	// FetchTimeout bounds a self-access fetch from an authority. Default 5s.
 	FetchTimeout time.Duration
+	// Tree and Witnessed prove a citizen's access is in the public log (GetAccessProof); without
+	// them that call is Unavailable.
+	Tree      LogTree
+	Witnessed Witnessed
 }
 
 // Service implements citizenv1.CitizenServiceServer. Its methods expect the citizen in the context

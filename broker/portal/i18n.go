@@ -76,6 +76,21 @@ var messages = map[string]msg{
 	"entry.hidden.because": {"because", "fordi"},
 	"entry.violations":     {"The authority sent more than was asked for. This was removed and never passed on:", "Myndigheden sendte mere end der blev bedt om. Det blev fjernet og aldrig sendt videre:"},
 	"entry.question":       {"Question this access", "Spørg ind til opslaget"},
+	"entry.proof":          {"Check it in the public log", "Tjek det i den offentlige log"},
+
+	// Proof that an access is in the public, witnessed log
+	"proof.title":        {"Is this access in the public log?", "Står opslaget i den offentlige log?"},
+	"proof.lead":         {"Every access is written to a log that outside bodies keep an eye on. Here we check that this access is in it and cannot be quietly removed later.", "Hvert opslag skrives i en log, som uafhængige instanser holder øje med. Her tjekker vi, at opslaget står i loggen og ikke kan fjernes i det skjulte senere."},
+	"proof.ok":           {"Verified in the public log, cosigned by %d witnesses.", "Bekræftet i den offentlige log, medunderskrevet af %d vidner."},
+	"proof.ok.means":     {"This means the access is written in the log, and independent witnesses have confirmed the log only grows: no one, not even the authorities, can take it out or change it without the witnesses noticing.", "Det betyder, at opslaget står i loggen, og at uafhængige vidner har bekræftet, at loggen kun vokser: ingen – heller ikke myndighederne – kan fjerne eller ændre det, uden at vidnerne opdager det."},
+	"proof.ok.policy":    {"The rule is that %d of %d witnesses must confirm the log.", "Reglen er, at %d af %d vidner skal bekræfte loggen."},
+	"proof.details":      {"Technical details", "Tekniske detaljer"},
+	"proof.details.leaf": {"Entry number %d of %d. The signed checkpoint:", "Post nummer %d af %d. Det underskrevne kontrolpunkt:"},
+	"proof.pending":      {"This access is so new that the witnesses have not confirmed it yet. Try again in a few seconds.", "Opslaget er så nyt, at vidnerne ikke har bekræftet det endnu. Prøv igen om et par sekunder."},
+	"proof.retry":        {"Check again", "Tjek igen"},
+	"proof.off":          {"This service has no public log with witnesses set up, so the access cannot be checked here.", "Denne tjeneste har ingen offentlig log med vidner, så opslaget kan ikke tjekkes her."},
+	"proof.failed":       {"The check failed", "Tjekket slog fejl"},
+	"proof.failed.what":  {"The log's answer did not add up. This should never happen. It has been reported; you can also question the access or contact the Danish Data Protection Agency.", "Loggens svar passede ikke. Det bør aldrig ske. Det er blevet meldt; du kan også spørge ind til opslaget eller kontakte Datatilsynet."},
 
 	"entry.case_read":          {"looked at your case:", "så din sag:"},
 	"entry.case_read.item":     {"your case “%s”, which shows your CPR number", "din sag “%s”, som viser dit CPR-nummer"},

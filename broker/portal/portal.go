@@ -30,6 +30,7 @@ import (
 	"time"
 	_ "time/tzdata" // the portal shows Danish time wherever it runs
 
+	"github.com/aperture-gov/aperture/broker/witness"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"google.golang.org/grpc/metadata"
 )
@@ -67,6 +68,9 @@ type Config struct {
 	// they name — policy data, the same for every citizen) is kept between API reads; default one
 	// minute. Negative disables caching.
 	CatalogTTL time.Duration
+	// Witnesses is the witness policy, with the log's checkpoint key (witness.Policy.WithLog): the
+	// portal verifies every access proof itself with it. Nil: the proof page says it cannot check.
+	Witnesses *witness.Policy
 }
 
 // Portal serves the citizen web portal.
@@ -142,6 +146,7 @@ func New(cfg Config) (*Portal, error) {
 //	GET  /data, /data/{authority}/{dataset} what the authorities hold (a logged look at my own data)
 //	GET  /questions, /questions/new?access= my questions, the form to question an access
 //	POST /questions                        question an access (access, message)
+//	GET  /accesses/{id}/proof              check one access in the public, witnessed log
 //	GET  /static/…                         CSS, script, icon
 //
 // Every other path under "/" is answered with the portal's 404 page. The sign-in routes of the
@@ -165,6 +170,7 @@ func (p *Portal) Routes(mux *http.ServeMux) {
 	page("GET /questions", p.questions)
 	page("GET /questions/new", p.questionForm)
 	page("POST /questions", p.questionAsk)
+	page("GET /accesses/{id}/proof", p.accessProof)
 	mux.Handle("GET /static/", p.wrap(p.staticFiles()))
 	mux.Handle("/", p.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v := p.newView(w, r)

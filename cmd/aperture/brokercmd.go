@@ -19,6 +19,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/keys/vaultkeys"
+	"github.com/aperture-gov/aperture/broker/witness"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
 	"github.com/aperture-gov/aperture/services/kit/vault"
 )
@@ -68,6 +69,8 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		oidcInsecure  = fs.Bool("oidc-insecure-loopback", false, "development only: accept a plain-http --oidc-issuer on 127.0.0.1, ::1 or localhost")
 		portalListen  = fs.String("portal-listen", "", "citizen portal HTTP address (empty: no portal)")
 		portalURL     = fs.String("portal-url", "", "public URL of the portal, e.g. https://minside.example; its /auth/callback is the OAuth redirect URL")
+
+		witnessPolicy = fs.String("witness-policy", "", "witness policy file (witness, group and quorum lines): submit every checkpoint to these witnesses and serve only checkpoints that meet the quorum")
 	)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
@@ -105,6 +108,11 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer closeCerts()
 
 	deps := broker.Deps{Policies: pfs, Certs: certs, Logger: logger}
+	if *witnessPolicy != "" {
+		if deps.Witnesses, err = witness.LoadPolicy(*witnessPolicy); err != nil {
+			return usagef("%v", err)
+		}
+	}
 	if kcfg.Source() == keys.SourceVault {
 		// Vault's data keys are kept wrapped in JetStream, so NATS comes first. Vault is for
 		// scaled-out deployments, whose NATS is a cluster.
@@ -178,6 +186,9 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		defer ps.Close()
+		if c := b.Witnessing(); c != nil {
+			ps.witnesses = c.Policy()
+		}
 		sess := portalSessions{NATS: b.NATSConn(), Sealer: deps.Sealer, Replicas: *replicas}
 		if err := ps.mountPortal(login, verifier, sess, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
 			return err

@@ -27,6 +27,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		citizens   = fs.Int("citizens", 1000, "number of synthetic demo citizens")
 		policyDir  = fs.String("policies", "", "policy directory (default: the policies built into the binary)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		witnesses  = fs.Int("witnesses", 1, "local witnesses cosigning every checkpoint (keys and state in DATA/witness; 0 for none)")
 	)
 	addConfigFlag(fs)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
@@ -43,6 +44,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	st, err := startStack(ctx, stackOptions{
 		DataDir: *data, Listen: *listen, NATSListen: *natsListen, Citizens: *citizens,
 		Policies: pfs, Logger: logger, PortalListen: *portalAddr, CitizenListen: *citizenAPI,
+		Witnesses: *witnesses,
 	})
 	if err != nil {
 		return err
@@ -96,6 +98,13 @@ func printDevBanner(w io.Writer, st *stack, data string) {
 	var js []string
 	for _, j := range b.Journeys() {
 		js = append(js, j.ID)
+	}
+	for i, wt := range st.Witnesses {
+		label := ""
+		if i == 0 {
+			label = "  witnesses"
+		}
+		fmt.Fprintf(tw, "%s\t%-13s %s   cosigns every checkpoint (key %s)\n", label, wt.Name, wt.URL, wt.VKey)
 	}
 	fmt.Fprintf(tw, "  journeys\t%s\n", strings.Join(js, ", "))
 	fmt.Fprintf(tw, "  policy version\t%s\n", b.Version)

@@ -18,6 +18,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/citizenauth/devissuer"
 	"github.com/aperture-gov/aperture/broker/portal"
+	"github.com/aperture-gov/aperture/broker/witness"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"github.com/aperture-gov/aperture/services/demo"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
@@ -40,6 +41,8 @@ type portalServer struct {
 	conn     *grpc.ClientConn
 	done     chan struct{}
 	once     sync.Once
+	// witnesses, if set before mountPortal, is the policy the portal checks access proofs with.
+	witnesses *witness.Policy
 }
 
 func listenPortal(addr string, logger *slog.Logger) (*portalServer, error) {
@@ -110,7 +113,7 @@ func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifi
 	}
 	pt, err := portal.New(portal.Config{
 		Citizen: citizenv1.NewCitizenServiceClient(conn), Sessions: sessions{login}, DevBanner: dev,
-		Logger: logger.With("component", "portal"), Now: now,
+		Logger: logger.With("component", "portal"), Now: now, Witnesses: p.witnesses,
 	})
 	if err != nil {
 		conn.Close()

@@ -49,6 +49,9 @@ type stackOptions struct {
 	CitizenListen string
 	Logger        *slog.Logger
 	Now           func() time.Time
+	// Witnesses is the number of local witnesses (in-process HTTP servers on loopback ports, keys and
+	// state under DATA/witness) that cosign every checkpoint; 0 for none.
+	Witnesses int
 }
 
 // stack is a running dev stack.
@@ -62,6 +65,8 @@ type stack struct {
 	AuthorityAddrs map[string]string
 	// Portal is the citizen portal, when stackOptions.PortalListen was set.
 	Portal *portalServer
+	// Witnesses are the local witnesses, when stackOptions.Witnesses > 0.
+	Witnesses []*devWitness
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -168,6 +173,11 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		Policies: o.Policies, Certs: certs, Pseudonyms: pseudonyms, Checkpoints: localKeys.Checkpoints(), Sealer: localKeys.Sealer(),
 		NATS: o.NATS, Logger: o.Logger, Now: o.Now,
 	}
+	if o.Witnesses > 0 {
+		if s.Witnesses, deps.Witnesses, err = startDevWitnesses(o.DataDir, o.Witnesses, localKeys.Checkpoints().Verifier(), o.Logger); err != nil {
+			return nil, err
+		}
+	}
 	var login citizenauth.Config
 	var verifier *citizenauth.Verifier
 	if o.PortalListen != "" {
@@ -192,6 +202,9 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		return nil, err
 	}
 	if s.Portal != nil {
+		if c := s.Broker.Witnessing(); c != nil {
+			s.Portal.witnesses = c.Policy()
+		}
 		sess := portalSessions{NATS: s.Broker.NATSConn(), Sealer: localKeys.Sealer()}
 		if err := s.Portal.mountPortal(login, verifier, sess, s.Broker.CitizenAddr(), certs, true, o.Now, o.Logger); err != nil {
 			return nil, err
@@ -226,4 +239,7 @@ func (s *stack) Close() {
 	}
 	s.cancel()
 	s.wg.Wait()
+	for _, w := range s.Witnesses {
+		w.Close()
+	}
 }

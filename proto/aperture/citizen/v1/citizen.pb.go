@@ -2721,6 +2721,165 @@ func (x *ListQuestionsResponse) GetQuestions() []*Question {
 	return nil
 }
 
+// GetAccessProofRequest names one of my accesses.
+type GetAccessProofRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessId      string                 `protobuf:"bytes,1,opt,name=access_id,json=accessId,proto3" json:"access_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAccessProofRequest) Reset() {
+	*x = GetAccessProofRequest{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAccessProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAccessProofRequest) ProtoMessage() {}
+
+func (x *GetAccessProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAccessProofRequest.ProtoReflect.Descriptor instead.
+func (*GetAccessProofRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GetAccessProofRequest) GetAccessId() string {
+	if x != nil {
+		return x.AccessId
+	}
+	return ""
+}
+
+// GetAccessProofResponse proves an access is in the log. To verify it (RFC 6962, C2SP
+// tlog-checkpoint and tlog-cosignature): open checkpoint as a signed note with the log's verifier
+// key and the witnesses' cosignature/v1 keys; check the log's signature and enough cosignatures for
+// the witness policy; then check inclusion_proof for leaf index leaf_index in a tree of the
+// checkpoint's size with leaf hash SHA-256(0x00 || leaf) against the checkpoint's root hash.
+type GetAccessProofResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The leaf: the access record exactly as logged (a deterministically marshalled
+	// aperture.audit.v1.AccessRecord), whose id is the access asked for.
+	Leaf []byte `protobuf:"bytes,1,opt,name=leaf,proto3" json:"leaf,omitempty"`
+	// Leaf index of the record in the log's Merkle tree.
+	LeafIndex uint64 `protobuf:"varint,2,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
+	// The RFC 6962 inclusion proof of the leaf in the tree of tree_size, hashes from the leaf upwards.
+	InclusionProof [][]byte `protobuf:"bytes,3,rep,name=inclusion_proof,json=inclusionProof,proto3" json:"inclusion_proof,omitempty"`
+	// The cosigned checkpoint: a signed note with the log's signature and the witnesses' cosignature
+	// lines.
+	Checkpoint []byte `protobuf:"bytes,4,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The size of the checkpoint's tree.
+	TreeSize uint64 `protobuf:"varint,5,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// The witnesses (by their policy names) whose cosignature on the checkpoint the broker verified.
+	Cosigners []string `protobuf:"bytes,6,rep,name=cosigners,proto3" json:"cosigners,omitempty"`
+	// How many cosignatures the broker's witness policy asks for (its quorum) and of how many witnesses.
+	Quorum        uint32 `protobuf:"varint,7,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	Witnesses     uint32 `protobuf:"varint,8,opt,name=witnesses,proto3" json:"witnesses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAccessProofResponse) Reset() {
+	*x = GetAccessProofResponse{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAccessProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAccessProofResponse) ProtoMessage() {}
+
+func (x *GetAccessProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAccessProofResponse.ProtoReflect.Descriptor instead.
+func (*GetAccessProofResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *GetAccessProofResponse) GetLeaf() []byte {
+	if x != nil {
+		return x.Leaf
+	}
+	return nil
+}
+
+func (x *GetAccessProofResponse) GetLeafIndex() uint64 {
+	if x != nil {
+		return x.LeafIndex
+	}
+	return 0
+}
+
+func (x *GetAccessProofResponse) GetInclusionProof() [][]byte {
+	if x != nil {
+		return x.InclusionProof
+	}
+	return nil
+}
+
+func (x *GetAccessProofResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *GetAccessProofResponse) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *GetAccessProofResponse) GetCosigners() []string {
+	if x != nil {
+		return x.Cosigners
+	}
+	return nil
+}
+
+func (x *GetAccessProofResponse) GetQuorum() uint32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *GetAccessProofResponse) GetWitnesses() uint32 {
+	if x != nil {
+		return x.Witnesses
+	}
+	return 0
+}
+
 var File_aperture_citizen_v1_citizen_proto protoreflect.FileDescriptor
 
 const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
@@ -2916,7 +3075,21 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"answeredAt\"\x16\n" +
 	"\x14ListQuestionsRequest\"T\n" +
 	"\x15ListQuestionsResponse\x12;\n" +
-	"\tquestions\x18\x01 \x03(\v2\x1d.aperture.citizen.v1.QuestionR\tquestions*\x8f\x01\n" +
+	"\tquestions\x18\x01 \x03(\v2\x1d.aperture.citizen.v1.QuestionR\tquestions\"O\n" +
+	"\x15GetAccessProofRequest\x126\n" +
+	"\taccess_id\x18\x01 \x01(\tB\x19\xbaH\x16r\x142\x12^acc_[0-9a-z]{26}$R\baccessId\"\x85\x02\n" +
+	"\x16GetAccessProofResponse\x12\x12\n" +
+	"\x04leaf\x18\x01 \x01(\fR\x04leaf\x12\x1d\n" +
+	"\n" +
+	"leaf_index\x18\x02 \x01(\x04R\tleafIndex\x12'\n" +
+	"\x0finclusion_proof\x18\x03 \x03(\fR\x0einclusionProof\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x04 \x01(\fR\n" +
+	"checkpoint\x12\x1b\n" +
+	"\ttree_size\x18\x05 \x01(\x04R\btreeSize\x12\x1c\n" +
+	"\tcosigners\x18\x06 \x03(\tR\tcosigners\x12\x16\n" +
+	"\x06quorum\x18\a \x01(\rR\x06quorum\x12\x1c\n" +
+	"\twitnesses\x18\b \x01(\rR\twitnesses*\x8f\x01\n" +
 	"\n" +
 	"StepStatus\x12\x1b\n" +
 	"\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -2932,8 +3105,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x0eQuestionStatus\x12\x1f\n" +
 	"\x1bQUESTION_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14QUESTION_STATUS_OPEN\x10\x01\x12\x1c\n" +
-	"\x18QUESTION_STATUS_ANSWERED\x10\x022\xa4\n" +
-	"\n" +
+	"\x18QUESTION_STATUS_ANSWERED\x10\x022\x8f\v\n" +
 	"\x0eCitizenService\x12c\n" +
 	"\fListAccesses\x12(.aperture.citizen.v1.ListAccessesRequest\x1a).aperture.citizen.v1.ListAccessesResponse\x12h\n" +
 	"\rWatchAccesses\x12).aperture.citizen.v1.WatchAccessesRequest\x1a*.aperture.citizen.v1.WatchAccessesResponse0\x01\x12Z\n" +
@@ -2947,7 +3119,8 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\rRevokeConsent\x12).aperture.citizen.v1.RevokeConsentRequest\x1a*.aperture.citizen.v1.RevokeConsentResponse\x12Z\n" +
 	"\tGetMyData\x12%.aperture.citizen.v1.GetMyDataRequest\x1a&.aperture.citizen.v1.GetMyDataResponse\x12i\n" +
 	"\x0eQuestionAccess\x12*.aperture.citizen.v1.QuestionAccessRequest\x1a+.aperture.citizen.v1.QuestionAccessResponse\x12f\n" +
-	"\rListQuestions\x12).aperture.citizen.v1.ListQuestionsRequest\x1a*.aperture.citizen.v1.ListQuestionsResponseBFZDgithub.com/aperture-gov/aperture/proto/aperture/citizen/v1;citizenv1b\x06proto3"
+	"\rListQuestions\x12).aperture.citizen.v1.ListQuestionsRequest\x1a*.aperture.citizen.v1.ListQuestionsResponse\x12i\n" +
+	"\x0eGetAccessProof\x12*.aperture.citizen.v1.GetAccessProofRequest\x1a+.aperture.citizen.v1.GetAccessProofResponseBFZDgithub.com/aperture-gov/aperture/proto/aperture/citizen/v1;citizenv1b\x06proto3"
 
 var (
 	file_aperture_citizen_v1_citizen_proto_rawDescOnce sync.Once
@@ -2962,7 +3135,7 @@ func file_aperture_citizen_v1_citizen_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(StepStatus)(0),                // 0: aperture.citizen.v1.StepStatus
 	(CaseStatus)(0),                // 1: aperture.citizen.v1.CaseStatus
@@ -3006,29 +3179,31 @@ var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(*Question)(nil),               // 39: aperture.citizen.v1.Question
 	(*ListQuestionsRequest)(nil),   // 40: aperture.citizen.v1.ListQuestionsRequest
 	(*ListQuestionsResponse)(nil),  // 41: aperture.citizen.v1.ListQuestionsResponse
-	(*timestamppb.Timestamp)(nil),  // 42: google.protobuf.Timestamp
-	(v1.AccessKind)(0),             // 43: aperture.audit.v1.AccessKind
-	(v1.Decision)(0),               // 44: aperture.audit.v1.Decision
-	(*structpb.Struct)(nil),        // 45: google.protobuf.Struct
+	(*GetAccessProofRequest)(nil),  // 42: aperture.citizen.v1.GetAccessProofRequest
+	(*GetAccessProofResponse)(nil), // 43: aperture.citizen.v1.GetAccessProofResponse
+	(*timestamppb.Timestamp)(nil),  // 44: google.protobuf.Timestamp
+	(v1.AccessKind)(0),             // 45: aperture.audit.v1.AccessKind
+	(v1.Decision)(0),               // 46: aperture.audit.v1.Decision
+	(*structpb.Struct)(nil),        // 47: google.protobuf.Struct
 }
 var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
 	3,  // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
-	42, // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
-	43, // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
+	44, // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
+	45, // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
 	4,  // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
 	4,  // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
 	6,  // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
 	7,  // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
 	8,  // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
 	3,  // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
-	44, // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
+	46, // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
 	3,  // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
-	42, // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
+	44, // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
 	3,  // 12: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
 	3,  // 13: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
 	3,  // 14: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
-	42, // 15: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
-	42, // 16: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
+	44, // 15: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
+	44, // 16: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
 	5,  // 17: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
 	5,  // 18: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
 	7,  // 19: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
@@ -3037,13 +3212,13 @@ var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
 	4,  // 22: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
 	14, // 23: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
 	4,  // 24: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
-	42, // 25: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	42, // 26: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	44, // 25: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	44, // 26: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
 	8,  // 27: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
 	4,  // 28: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
 	0,  // 29: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
-	42, // 30: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	42, // 31: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	44, // 30: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	44, // 31: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
 	13, // 32: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
 	13, // 33: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
 	21, // 34: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
@@ -3062,22 +3237,22 @@ var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
 	7,  // 47: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
 	8,  // 48: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
 	4,  // 49: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
-	42, // 50: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	42, // 51: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	42, // 52: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
+	44, // 50: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	44, // 51: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	44, // 52: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
 	26, // 53: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
 	24, // 54: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
-	42, // 55: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	44, // 55: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
 	26, // 56: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
 	26, // 57: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
 	26, // 58: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
 	4,  // 59: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
-	45, // 60: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
+	47, // 60: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
 	39, // 61: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
 	4,  // 62: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
-	42, // 63: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
+	44, // 63: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
 	2,  // 64: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
-	42, // 65: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
+	44, // 65: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
 	39, // 66: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
 	9,  // 67: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
 	11, // 68: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
@@ -3092,21 +3267,23 @@ var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
 	35, // 77: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
 	37, // 78: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
 	40, // 79: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
-	10, // 80: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
-	12, // 81: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
-	16, // 82: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
-	18, // 83: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
-	20, // 84: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
-	23, // 85: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
-	28, // 86: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
-	30, // 87: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
-	32, // 88: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
-	34, // 89: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
-	36, // 90: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
-	38, // 91: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
-	41, // 92: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
-	80, // [80:93] is the sub-list for method output_type
-	67, // [67:80] is the sub-list for method input_type
+	42, // 80: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
+	10, // 81: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
+	12, // 82: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
+	16, // 83: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
+	18, // 84: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
+	20, // 85: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
+	23, // 86: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
+	28, // 87: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
+	30, // 88: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
+	32, // 89: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
+	34, // 90: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
+	36, // 91: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
+	38, // 92: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
+	41, // 93: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
+	43, // 94: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
+	81, // [81:95] is the sub-list for method output_type
+	67, // [67:81] is the sub-list for method input_type
 	67, // [67:67] is the sub-list for extension type_name
 	67, // [67:67] is the sub-list for extension extendee
 	0,  // [0:67] is the sub-list for field type_name
@@ -3123,7 +3300,7 @@ func file_aperture_citizen_v1_citizen_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_citizen_v1_citizen_proto_rawDesc), len(file_aperture_citizen_v1_citizen_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

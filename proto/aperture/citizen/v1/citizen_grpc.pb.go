@@ -44,6 +44,7 @@ const (
 	CitizenService_GetMyData_FullMethodName      = "/aperture.citizen.v1.CitizenService/GetMyData"
 	CitizenService_QuestionAccess_FullMethodName = "/aperture.citizen.v1.CitizenService/QuestionAccess"
 	CitizenService_ListQuestions_FullMethodName  = "/aperture.citizen.v1.CitizenService/ListQuestions"
+	CitizenService_GetAccessProof_FullMethodName = "/aperture.citizen.v1.CitizenService/GetAccessProof"
 )
 
 // CitizenServiceClient is the client API for CitizenService service.
@@ -85,6 +86,12 @@ type CitizenServiceClient interface {
 	QuestionAccess(ctx context.Context, in *QuestionAccessRequest, opts ...grpc.CallOption) (*QuestionAccessResponse, error)
 	// ListQuestions lists my questions and their answers, newest first.
 	ListQuestions(ctx context.Context, in *ListQuestionsRequest, opts ...grpc.CallOption) (*ListQuestionsResponse, error)
+	// GetAccessProof proves that one of my accesses is in the public access log: the exact record
+	// bytes, its leaf index, an inclusion proof and the newest checkpoint cosigned by the witnesses.
+	// The broker verifies the proof before answering; anyone can verify it again from the response
+	// alone. An access that is not mine (or not visible to me yet) is NOT_FOUND; one logged after the
+	// newest cosigned checkpoint is UNAVAILABLE until the next one (seconds).
+	GetAccessProof(ctx context.Context, in *GetAccessProofRequest, opts ...grpc.CallOption) (*GetAccessProofResponse, error)
 }
 
 type citizenServiceClient struct {
@@ -234,6 +241,16 @@ func (c *citizenServiceClient) ListQuestions(ctx context.Context, in *ListQuesti
 	return out, nil
 }
 
+func (c *citizenServiceClient) GetAccessProof(ctx context.Context, in *GetAccessProofRequest, opts ...grpc.CallOption) (*GetAccessProofResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAccessProofResponse)
+	err := c.cc.Invoke(ctx, CitizenService_GetAccessProof_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CitizenServiceServer is the server API for CitizenService service.
 // All implementations must embed UnimplementedCitizenServiceServer
 // for forward compatibility.
@@ -273,6 +290,12 @@ type CitizenServiceServer interface {
 	QuestionAccess(context.Context, *QuestionAccessRequest) (*QuestionAccessResponse, error)
 	// ListQuestions lists my questions and their answers, newest first.
 	ListQuestions(context.Context, *ListQuestionsRequest) (*ListQuestionsResponse, error)
+	// GetAccessProof proves that one of my accesses is in the public access log: the exact record
+	// bytes, its leaf index, an inclusion proof and the newest checkpoint cosigned by the witnesses.
+	// The broker verifies the proof before answering; anyone can verify it again from the response
+	// alone. An access that is not mine (or not visible to me yet) is NOT_FOUND; one logged after the
+	// newest cosigned checkpoint is UNAVAILABLE until the next one (seconds).
+	GetAccessProof(context.Context, *GetAccessProofRequest) (*GetAccessProofResponse, error)
 	mustEmbedUnimplementedCitizenServiceServer()
 }
 
@@ -321,6 +344,9 @@ func (UnimplementedCitizenServiceServer) QuestionAccess(context.Context, *Questi
 }
 func (UnimplementedCitizenServiceServer) ListQuestions(context.Context, *ListQuestionsRequest) (*ListQuestionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListQuestions not implemented")
+}
+func (UnimplementedCitizenServiceServer) GetAccessProof(context.Context, *GetAccessProofRequest) (*GetAccessProofResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAccessProof not implemented")
 }
 func (UnimplementedCitizenServiceServer) mustEmbedUnimplementedCitizenServiceServer() {}
 func (UnimplementedCitizenServiceServer) testEmbeddedByValue()                        {}
@@ -570,6 +596,24 @@ func _CitizenService_ListQuestions_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CitizenService_GetAccessProof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAccessProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CitizenServiceServer).GetAccessProof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CitizenService_GetAccessProof_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CitizenServiceServer).GetAccessProof(ctx, req.(*GetAccessProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CitizenService_ServiceDesc is the grpc.ServiceDesc for CitizenService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -624,6 +668,10 @@ var CitizenService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListQuestions",
 			Handler:    _CitizenService_ListQuestions_Handler,
+		},
+		{
+			MethodName: "GetAccessProof",
+			Handler:    _CitizenService_GetAccessProof_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
