@@ -77,6 +77,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrInvalidSize means a tree size the tree does not have (yet), or sizes in the wrong order.
 	ErrInvalidSize = errors.New("invalid tree size")
+	// ErrCorrupt means the stored tree does not match a signed checkpoint: a proof built from it
+	// does not verify. The error wraps a *TileError naming the tile where one can be found.
+	ErrCorrupt = errors.New("stored tree does not match the signed checkpoint")
 )
 
 var hasher = rfc6962.DefaultHasher
@@ -182,7 +185,60 @@ func (t *Tree) Size(ctx context.Context) (uint64, error) {
 	return s.Size, err
 }
 
+// tileKey is where a full tile is stored: written once, never changed. partialTileKey holds the
+// newest partial tile (fewer than 256 hashes) of the same coordinates; it is rewritten as the tile
+// fills up and deleted once the full tile exists. Keeping the two apart means the bytes under a full
+// tile's key can be served as immutable (https://c2sp.org/tlog-tiles), and a rewrite of a full tile
+// is an error the integrator sees rather than routine.
 func tileKey(level, index uint64) string { return fmt.Sprintf("tile.%d.%d", level, index) }
+
+func partialTileKey(level, index uint64) string { return fmt.Sprintf("tile.%d.%d.p", level, index) }
+
+// readTile returns the stored hashes of tile (level, index): the full tile if there is one, else the
+// newest partial tile, else nil. Data directories from before the split kept partial tiles under the
+// full key; they are read the same way.
+func (t *Tree) readTile(ctx context.Context, level, index uint64) ([]byte, error) {
+	full, err := t.kvValue(ctx, tileKey(level, index))
+	if err != nil || len(full) == tileWidth*sha256.Size {
+		return full, err
+	}
+	part, err := t.kvValue(ctx, partialTileKey(level, index))
+	if err != nil {
+		return nil, err
+	}
+	if part == nil {
+		// The partial key is deleted only after the full tile is written: read the full key again
+		// in case it was completed in between.
+		if full, err = t.kvValue(ctx, tileKey(level, index)); err != nil {
+			return nil, err
+		}
+	}
+	if len(part) > len(full) {
+		return part, nil
+	}
+	return full, nil
+}
+
+func (t *Tree) kvValue(ctx context.Context, key string) ([]byte, error) {
+	e, err := t.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("%w: read %s: %w", ErrUnavailable, key, err)
+	}
+	return e.Value(), nil
+}
+
+// TileError names a stored tile whose hashes are not the ones the signed tree commits to.
+type TileError struct {
+	Level, Index uint64
+	Reason       string
+}
+
+func (e *TileError) Error() string {
+	return fmt.Sprintf("tile %d/%d is corrupt: %s", e.Level, e.Index, e.Reason)
+}
 
 // tiles reads tiles once per request.
 type tiles struct {
@@ -197,14 +253,9 @@ func (c *tiles) get(ctx context.Context, level, index uint64) ([]byte, error) {
 	if b, ok := c.cache[k]; ok {
 		return b, nil
 	}
-	e, err := c.t.kv.Get(ctx, tileKey(level, index))
-	var b []byte
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("%w: read tile %d/%d: %w", ErrUnavailable, level, index, err)
-	default:
-		b = e.Value()
+	b, err := c.t.readTile(ctx, level, index)
+	if err != nil {
+		return nil, fmt.Errorf("tile %d/%d: %w", level, index, err)
 	}
 	c.cache[k] = b
 	return b, nil
@@ -336,7 +387,10 @@ func (t *Tree) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]b
 }
 
 func (t *Tree) fetch(ctx context.Context, nodes proof.Nodes) ([][]byte, error) {
-	c := t.tiles()
+	return t.fetchWith(ctx, t.tiles(), nodes)
+}
+
+func (t *Tree) fetchWith(ctx context.Context, c *tiles, nodes proof.Nodes) ([][]byte, error) {
 	hashes := make([][]byte, len(nodes.IDs))
 	for i, id := range nodes.IDs {
 		h, err := c.node(ctx, id)
