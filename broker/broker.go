@@ -118,6 +118,9 @@ type Deps struct {
 	Pseudonyms keys.Pseudonymizer
 	// Checkpoints signs the access log's checkpoints; nil uses (or creates) the local key in DataDir.
 	Checkpoints tlog.Signer
+	// CheckpointAnchors are checkpoints vouched for outside NATS (a witness's cosigned one) that
+	// every checkpoint signed must extend, besides the local anchor file.
+	CheckpointAnchors []tlog.Anchor
 	// Sealer encrypts sensitive state at rest: the citizen id in stored cases (keys.Provider.Sealer).
 	Sealer keys.Sealer
 	// Citizens verifies citizens' OpenID Connect ID tokens for the citizen API; nil serves no citizen

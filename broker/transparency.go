@@ -41,12 +41,22 @@ func (b *Broker) openTransparency(ctx context.Context, js jetstream.JetStream) e
 		ID:       fmt.Sprintf("%s-%d", host, os.Getpid()),
 		Interval: b.cfg.CheckpointInterval, Replicas: b.cfg.Replicas,
 		Logger: b.log.With("component", "tlog"),
+		// Outside NATS: whoever deletes the tree's storage and rewrites the log cannot get the
+		// rewritten history signed by this replica.
+		AnchorFile: b.AnchorFile(),
+		Anchors:    b.deps.CheckpointAnchors,
 	})
 	if err != nil {
 		return fmt.Errorf("start checkpoint integrator: %w", err)
 	}
 	return nil
 }
+
+// AnchorFile is where the integrator saves every checkpoint it signs, in the data directory.
+func (b *Broker) AnchorFile() string { return filepath.Join(b.cfg.DataDir, "tlog", "signed-checkpoint") }
+
+// Integrator is this replica's checkpoint integrator (for health: Err, Alarms).
+func (b *Broker) Integrator() *tlog.Integrator { return b.integr }
 
 // Transparency is the access log's Merkle tree.
 func (b *Broker) Transparency() *tlog.Tree { return b.tree }
