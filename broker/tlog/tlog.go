@@ -429,3 +429,19 @@ func (t *Tree) Record(ctx context.Context, leaf Leaf) ([]byte, error) {
 	}
 	return batch.GetRecords()[leaf.Pos], nil
 }
+
+// Tile returns the first width hashes of tile (level, index) as stored, for serving it per
+// https://c2sp.org/tlog-tiles. ErrNotFound means the tile does not hold that many hashes (yet).
+func (t *Tree) Tile(ctx context.Context, level, index uint64, width int) ([]byte, error) {
+	if width < 1 || width > tileWidth {
+		return nil, fmt.Errorf("%w: tile width %d", ErrInvalidSize, width)
+	}
+	b, err := t.readTile(ctx, level, index)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < width*sha256.Size {
+		return nil, fmt.Errorf("tile %d/%d of width %d: %w", level, index, width, ErrNotFound)
+	}
+	return b[:width*sha256.Size], nil
+}
