@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/aperture-gov/aperture/broker/tlog"
+	"github.com/aperture-gov/aperture/broker/tlog/tlogweb"
 )
 
 // openTransparency opens the access log's Merkle tree and starts this replica's integrator; it
@@ -57,6 +59,17 @@ func (b *Broker) AnchorFile() string { return filepath.Join(b.cfg.DataDir, "tlog
 
 // Integrator is this replica's checkpoint integrator (for health: Err, Alarms).
 func (b *Broker) Integrator() *tlog.Integrator { return b.integr }
+
+// PublicLog is the read-only public endpoint of the tree (C2SP tlog-tiles: checkpoint and hash
+// tiles, no leaf contents), to mount at /log/. It serves Deps.PublicCheckpoints (a witness-cosigned
+// checkpoint) if set, else the tree's newest checkpoint.
+func (b *Broker) PublicLog() http.Handler {
+	var cps tlogweb.CheckpointSource = tlogweb.TreeCheckpoints{Tree: b.tree}
+	if b.deps.PublicCheckpoints != nil {
+		cps = b.deps.PublicCheckpoints
+	}
+	return tlogweb.Handler(cps, b.tree, tlogweb.Options{Prefix: "/log", Logger: b.log.With("component", "public-log")})
+}
 
 // Transparency is the access log's Merkle tree.
 func (b *Broker) Transparency() *tlog.Tree { return b.tree }

@@ -67,6 +67,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		oidcCA        = fs.String("oidc-ca", "", "extra CA certificate file to trust for the issuer")
 		portalListen  = fs.String("portal-listen", "", "citizen portal HTTP address (empty: no portal)")
 		portalURL     = fs.String("portal-url", "", "public URL of the portal, e.g. https://minside.example; its /auth/callback is the OAuth redirect URL")
+		logListen     = fs.String("log-listen", "", "HTTP address of the public read-only log (/log/checkpoint, /log/tile/…) when there is no portal (the portal serves it too)")
 	)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
@@ -169,6 +170,15 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err := ps.mountPortal(login, verifier, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
 			return err
 		}
+		ps.mountLog(b.PublicLog())
+	}
+	if *logListen != "" {
+		ls, err := listenLog(*logListen, b.PublicLog(), logger)
+		if err != nil {
+			return err
+		}
+		defer ls.Close()
+		fmt.Fprintf(stdout, "public log on http://%s/log/checkpoint\n", ls.Addr())
 	}
 	fmt.Fprintf(stdout, "broker listening on %s (policy %s)\n", b.Addr(), b.Bundle().Version)
 	if addr := b.CitizenAddr(); addr != "" {
