@@ -55,7 +55,9 @@ func (b *Broker) openTransparency(ctx context.Context, js jetstream.JetStream) e
 }
 
 // AnchorFile is where the integrator saves every checkpoint it signs, in the data directory.
-func (b *Broker) AnchorFile() string { return filepath.Join(b.cfg.DataDir, "tlog", "signed-checkpoint") }
+func (b *Broker) AnchorFile() string {
+	return filepath.Join(b.cfg.DataDir, "tlog", "signed-checkpoint")
+}
 
 // Integrator is this replica's checkpoint integrator (for health: Err, Alarms).
 func (b *Broker) Integrator() *tlog.Integrator { return b.integr }

@@ -362,4 +362,3 @@ func BenchmarkTileEndpoint(b *testing.B) {
 		})
 	}
 }
-
