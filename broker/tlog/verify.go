@@ -117,10 +117,12 @@ func VerifyWith(ctx context.Context, js jetstream.JetStream, opts VerifyOptions)
 	rng := rangeFactory.NewEmptyRange(0)
 	next := 0 // next target to compare
 	var (
-		firstBad  string // first record whose hash differs from its level-0 tile entry
-		badTile   string // first stored tile entry above level 0 that differs from the records
-		tileCache = map[uint64][2]any{}
-		storage   = t.tiles()
+		firstBad string // first record whose hash differs from its level-0 tile entry
+		badTile  string // first stored tile entry above level 0 that differs from the records
+		// badLeafTile says firstBad as blame on the tile, for when the records match the checkpoints.
+		badLeafTile string
+		tileCache   = map[uint64][2]any{}
+		storage     = t.tiles()
 	)
 	for next < len(targets) && targets[next].size == 0 {
 		next++
@@ -197,6 +199,7 @@ func VerifyWith(ctx context.Context, js jetstream.JetStream, opts VerifyOptions)
 				}
 				if stored != nil && !bytes.Equal(stored, h) {
 					firstBad = fmt.Sprintf("first differing record: leaf %d (ACCESS message %d, record %d), in tile 0/%d", index, seq, pos, index/tileWidth)
+					badLeafTile = fmt.Sprintf("tile 0/%d is corrupt: entry %d (leaf %d) is not the hash of ACCESS message %d, record %d", index/tileWidth, index%tileWidth, index, seq, pos)
 				}
 			}
 			if err := rng.Append(h, visit); err != nil {
@@ -245,6 +248,8 @@ func VerifyWith(ctx context.Context, js jetstream.JetStream, opts VerifyOptions)
 	switch {
 	case badTile != "":
 		return res, fmt.Errorf("the records match every checkpoint, but %s", badTile)
+	case badLeafTile != "":
+		return res, fmt.Errorf("the records match every checkpoint, but %s", badLeafTile)
 	case firstBad != "":
 		return res, fmt.Errorf("the records match every checkpoint, but the stored tree differs: %s", firstBad)
 	}
