@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -203,13 +202,4 @@ func tileInTree(level, index, size uint64) bool {
 		return false
 	}
 	return index*tileWidth < size>>shift
-}
-
-// asTileError returns the *TileError in err's chain, if any.
-func asTileError(err error) *TileError {
-	var te *TileError
-	if errors.As(err, &te) {
-		return te
-	}
-	return nil
 }
