@@ -79,6 +79,10 @@ func (e *ForgedCheckpointError) Error() string {
 
 func (e *ForgedCheckpointError) Unwrap() error { return e.Err }
 
+// maxForgedWalk bounds how far back latestVerified looks past messages that do not verify, so a
+// flood of forgeries cannot make every read of the checkpoint a scan.
+const maxForgedWalk = 1024
+
 // LatestCheckpoint returns the newest stored checkpoint whose signature verifies. Newer messages
 // that do not verify (forgeries: the stream denies deletes, so they stay) are skipped. ErrNotFound
 // means no checkpoint was published yet.
@@ -103,6 +107,9 @@ func (t *Tree) latestVerified(ctx context.Context, forged func(*ForgedCheckpoint
 	}
 	last := m.Sequence
 	for seq := last; seq > 0; seq-- {
+		if last-seq >= maxForgedWalk {
+			return Checkpoint{}, last, fmt.Errorf("the newest %d CHECKPOINTS messages do not verify: someone is writing to the stream", maxForgedWalk)
+		}
 		if seq != last {
 			if m, err = t.checkpoints.GetMsg(ctx, seq); err != nil {
 				if errors.Is(err, jetstream.ErrMsgNotFound) {

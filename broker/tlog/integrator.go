@@ -500,14 +500,27 @@ func (in *Integrator) checkpoint(ctx context.Context, rng *compact.Range) error 
 		return err
 	}
 	// Expecting the last sequence makes the stream itself refuse a second writer's checkpoint.
-	ack, err := in.tree.js.Publish(ctx, CheckpointSubject, cp, jetstream.WithExpectLastSequence(in.cpSeq))
-	if err != nil {
+	var ack *jetstream.PubAck
+	for attempt := 0; ; attempt++ {
+		ack, err = in.tree.js.Publish(ctx, CheckpointSubject, cp, jetstream.WithExpectLastSequence(in.cpSeq))
+		if err == nil {
+			break
+		}
 		in.cpKnown = false
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+			return fmt.Errorf("%w: publish checkpoint: %w", ErrUnavailable, err)
+		}
+		// Someone published in between. A genuine checkpoint means another integrator: step back.
+		// A forgery is skipped, and does not cost this integrator its lease.
+		newest, last, lerr := in.tree.latestVerified(ctx, in.reportForged)
+		if (lerr == nil && newest.Seq == last) || attempt == 2 {
 			return fmt.Errorf("%w: publish checkpoint: %w", errLostRace, err)
 		}
-		return fmt.Errorf("%w: publish checkpoint: %w", ErrUnavailable, err)
+		if lerr != nil && !errors.Is(lerr, ErrNotFound) {
+			return lerr
+		}
+		in.cpSeq, in.cpKnown = last, true
 	}
 	in.cpSeq = ack.Sequence
 	in.cpLast = &Checkpoint{Note: cp, Origin: in.signer.Name(), Size: size, Root: root, Seq: ack.Sequence}
