@@ -266,3 +266,60 @@ func (l *lockedWriter) String() string {
 	defer l.mu.Unlock()
 	return l.w.String()
 }
+
+// TestCheckedProofsNameCorruptTile: proofs are verified against the signed checkpoint before they
+// are returned; one built from a corrupted stored tile is ErrCorrupt naming that tile.
+func TestCheckedProofsNameCorruptTile(t *testing.T) {
+	e := newEnv(t)
+	e.integrator(t, "a")
+	e.append(t, 600)
+	cp := e.waitCheckpoint(t, 600)
+	leaf5, err := e.tree.LeafHash(ctx(t), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.tree.CheckedInclusionProof(ctx(t), 5, cp.Size, leaf5, cp); err != nil {
+		t.Fatalf("intact tree: %v", err)
+	}
+	if _, err := e.tree.CheckedConsistencyProof(ctx(t), 100, cp.Size, cp); err != nil {
+		t.Fatalf("intact tree: %v", err)
+	}
+	if _, err := e.tree.CheckedInclusionProof(ctx(t), 5, 300, leaf5, cp); err != nil {
+		t.Fatalf("intact tree, older size: %v", err)
+	}
+
+	kv, err := e.js.KeyValue(ctx(t), tlog.TreeBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := kv.Get(ctx(t), "tile.0.0") // full: 256 leaf hashes
+	if err != nil {
+		t.Fatal(err)
+	}
+	tile := append([]byte(nil), entry.Value()...)
+	tile[4*32] ^= 1 // leaf 4, a sibling of leaf 5
+	if _, err := kv.Put(ctx(t), "tile.0.0", tile); err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"inclusion": func() error {
+			_, err := e.tree.CheckedInclusionProof(ctx(t), 5, cp.Size, leaf5, cp)
+			return err
+		},
+		"inclusion, older size": func() error {
+			_, err := e.tree.CheckedInclusionProof(ctx(t), 5, 300, leaf5, cp)
+			return err
+		},
+		"consistency": func() error {
+			_, err := e.tree.CheckedConsistencyProof(ctx(t), 5, cp.Size, cp)
+			return err
+		},
+	} {
+		err := call()
+		var te *tlog.TileError
+		if !errors.Is(err, tlog.ErrCorrupt) || !errors.As(err, &te) || te.Level != 0 || te.Index != 0 {
+			t.Fatalf("%s: %v, want ErrCorrupt naming tile 0/0", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+	}
+}

@@ -8,11 +8,12 @@
 // integration:
 //
 //   - the TLOG key-value bucket holds the tree: the integration state (tree size, next ACCESS
-//     sequence, the compact range of the right edge) under "state", and the interior hashes as tiles
-//     under "tile.<L>.<N>". Tile (L, N) holds the hashes of the nodes at level 8·L with indexes
-//     256·N to 256·N+255, 32 bytes each, as in https://c2sp.org/tlog-tiles. Any node of the tree is
-//     one tile read plus at most 255 hashings, so a proof costs O(log n) reads and never a scan of the
-//     log.
+//     sequence, the compact range of the right edge) under "state", and the hashes as tiles. Tile
+//     (L, N) holds the hashes of the nodes at level 8·L with indexes 256·N to 256·N+255, 32 bytes
+//     each, as in https://c2sp.org/tlog-tiles. A full tile is written once under "tile.<L>.<N>" and
+//     never changed (so it can be served as immutable); the growing right-edge tile is kept under
+//     "tile.<L>.<N>.p" until it is full. Any node of the tree is one tile read plus at most 255
+//     hashings, so a proof costs O(log n) reads and never a scan of the log.
 //   - the TLOG_LEAVES stream maps an access id to its leaf index (one message per record, on
 //     aperture.tlog.leaf.<base64url id>, last one kept), so a proof can be asked for by access id.
 //   - the CHECKPOINTS stream holds every checkpoint as a signed note in the C2SP tlog-checkpoint
@@ -28,6 +29,24 @@
 // revision compare-and-set, expiring by the bucket's TTL). The state is also written by revision
 // compare-and-set, and checkpoints with an expected last sequence, so a replica that lost its lease
 // without noticing cannot fork the tree. A new holder continues from the stored state.
+//
+// # Trust nothing in storage
+//
+// Whoever can write to NATS can write anything there, so the integrator trusts no stored input it
+// cannot check:
+//
+//   - an ACCESS message the broker did not write (accesslog reports accesslog.ErrUnauthenticBatch)
+//     never becomes a leaf: integration halts with an error-level alarm (Integrator.Err, Alarms);
+//   - the last checkpoint's size is trusted only once its signature verifies; a message in
+//     CHECKPOINTS that does not verify is skipped and reported, and signing continues;
+//   - before signing a tree, the integrator proves it consistent with every anchor: the newest
+//     verified checkpoint in CHECKPOINTS, a file outside NATS holding the last checkpoint this
+//     replica signed (IntegratorOptions.AnchorFile), and checkpoints vouched for elsewhere (a
+//     witness's, IntegratorOptions.Anchors). A tree rebuilt from a rewritten log after the tree's
+//     storage was deleted is therefore refused, never silently re-signed from scratch.
+//
+// Proofs served are checked against the signed checkpoint first (CheckedInclusionProof,
+// CheckedConsistencyProof): one built from a corrupted tile is ErrCorrupt, naming the tile.
 package tlog
 
 import (
