@@ -227,12 +227,20 @@ func TestRewrittenHistoryRefused(t *testing.T) {
 			}
 			e.tree = tree
 			in = e.integratorWith(t, "b", opts)
+			// A verifier that saved the checkpoint checks the log against it, whatever storage says.
+			trusted := tlog.VerifyOptions{Verifiers: []tlog.Verifier{e.signer.Verifier()}, Trusted: []tlog.TrustedCheckpoint{{Name: "saved", Note: cp.Note}}}
 			if !tc.rewrite {
 				e.append(t, 10)
 				if got := e.waitCheckpoint(t, 310); in.Halted() {
 					t.Fatalf("halted after an honest rebuild: %v (checkpoint %d)", in.Err(), got.Size)
 				}
+				if _, err := tlog.VerifyWith(ctx(t), e.js, trusted); err != nil {
+					t.Fatalf("verify against the saved checkpoint after an honest rebuild: %v", err)
+				}
 				return
+			}
+			if _, err := tlog.VerifyWith(ctx(t), e.js, trusted); err == nil || !strings.Contains(err.Error(), "trusted checkpoint saved (size 300") {
+				t.Fatalf("verify against the saved checkpoint: %v", err)
 			}
 			waitFor(t, "the integrator to refuse", in.Halted)
 			if err := in.Err(); !strings.Contains(err.Error(), "refusing to sign") || !strings.Contains(err.Error(), "rewritten") {

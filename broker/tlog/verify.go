@@ -109,7 +109,7 @@ func VerifyWith(ctx context.Context, js jetstream.JetStream, opts VerifyOptions)
 	if err != nil {
 		return res, err
 	}
-	if len(cps) == 0 {
+	if len(cps) == 0 && len(targets) == 0 {
 		return res, errors.New("no checkpoints: nothing to verify against")
 	}
 	slices.SortStableFunc(targets, func(a, b target) int { return cmp.Compare(a.size, b.size) })
@@ -246,6 +246,8 @@ func VerifyWith(ctx context.Context, js jetstream.JetStream, opts VerifyOptions)
 		}
 	}
 	switch {
+	case len(cps) == 0:
+		return res, fmt.Errorf("%s but CHECKPOINTS holds no checkpoint: the checkpoints were deleted", targets[len(targets)-1].label)
 	case badTile != "":
 		return res, fmt.Errorf("the records match every checkpoint, but %s", badTile)
 	case badLeafTile != "":
