@@ -35,6 +35,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/release"
 	"github.com/aperture-gov/aperture/broker/server"
 	"github.com/aperture-gov/aperture/broker/tlog"
+	"github.com/aperture-gov/aperture/broker/tlog/tlogweb"
 	"github.com/aperture-gov/aperture/broker/witness"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
@@ -119,6 +120,12 @@ type Deps struct {
 	Pseudonyms keys.Pseudonymizer
 	// Checkpoints signs the access log's checkpoints; nil uses (or creates) the local key in DataDir.
 	Checkpoints tlog.Signer
+	// CheckpointAnchors are checkpoints vouched for outside NATS (a witness's cosigned one) that
+	// every checkpoint signed must extend, besides the local anchor file.
+	CheckpointAnchors []tlog.Anchor
+	// PublicCheckpoints is the checkpoint the public /log endpoint serves (a witness-cosigned one);
+	// nil serves the tree's newest.
+	PublicCheckpoints tlogweb.CheckpointSource
 	// Sealer encrypts sensitive state at rest: the citizen id in stored cases (keys.Provider.Sealer).
 	Sealer keys.Sealer
 	// Citizens verifies citizens' OpenID Connect ID tokens for the citizen API; nil serves no citizen
@@ -403,6 +410,9 @@ func (b *Broker) Run(ctx context.Context) error {
 		}()
 		b.log.Info("citizen API serving", "addr", b.CitizenAddr())
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go b.watchTransparency(watchCtx, time.Second)
 	var serveErr error
 	select {
 	case err := <-errc:

@@ -24,7 +24,8 @@ type LocalProvider struct {
 var _ Provider = (*LocalProvider)(nil)
 
 // OpenLocalProvider loads the keys from dir, creating missing ones (files mode 0600). origin names a
-// new checkpoint key (tlog.DefaultOrigin if empty); an existing key keeps its name.
+// new checkpoint key (if empty, a name of this installation's own derived from the key: see
+// tlog.DefaultOrigin); an existing key keeps its name.
 func OpenLocalProvider(dir, origin string) (*LocalProvider, error) {
 	pseudonyms, err := OpenLocal(dir)
 	if err != nil {

@@ -1,12 +1,19 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/transparency-dev/merkle/rfc6962"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
 	"github.com/aperture-gov/aperture/broker/ids"
@@ -30,8 +37,10 @@ type TransparencyLog interface {
 	LeafByID(ctx context.Context, accessID string) (tlog.Leaf, error)
 	LeafHash(ctx context.Context, index uint64) ([]byte, error)
 	Record(ctx context.Context, leaf tlog.Leaf) ([]byte, error)
-	InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error)
-	ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error)
+	// The proofs are verified against the signed checkpoint before they are returned: a proof the
+	// API serves is one that verifies (tlog.ErrCorrupt otherwise, naming the tile at fault).
+	CheckedInclusionProof(ctx context.Context, index, size uint64, leafHash []byte, cp tlog.Checkpoint) ([][]byte, error)
+	CheckedConsistencyProof(ctx context.Context, size1, size2 uint64, cp tlog.Checkpoint) ([][]byte, error)
 }
 
 // Audit implements aperture.audit.v1.AuditService for auditors.
@@ -108,24 +117,32 @@ func (a *Audit) GetInclusionProof(ctx context.Context, req *auditv1.GetInclusion
 	if err != nil {
 		return nil, toStatus(ctx, a.logger, method, err)
 	}
+	// Every proof is checked against the newest signed checkpoint, also one for an older size.
+	cp, err := a.tree.LatestCheckpoint(ctx)
+	if err != nil {
+		return nil, a.treeStatus(ctx, method, err)
+	}
 	resp := &auditv1.GetInclusionProofResponse{TreeSize: req.GetTreeSize()}
 	if resp.TreeSize == 0 {
-		cp, err := a.tree.LatestCheckpoint(ctx)
-		if err != nil {
-			return nil, toStatus(ctx, a.logger, method, treeRefusal(err))
-		}
 		resp.TreeSize, resp.Checkpoint = cp.Size, cp.Note
 	}
+	var leafHash []byte
 	switch leaf := req.GetLeaf().(type) {
 	case *auditv1.GetInclusionProofRequest_AccessId:
 		l, err := a.tree.LeafByID(ctx, leaf.AccessId)
 		if err != nil {
-			return nil, toStatus(ctx, a.logger, method, treeRefusal(err))
+			return nil, a.treeStatus(ctx, method, err)
 		}
 		if resp.Record, err = a.tree.Record(ctx, l); err != nil {
-			return nil, toStatus(ctx, a.logger, method, treeRefusal(err))
+			return nil, a.treeStatus(ctx, method, err)
 		}
 		resp.LeafIndex = l.Index
+		var rec auditv1.AccessRecord
+		if err := proto.Unmarshal(resp.Record, &rec); err != nil || rec.GetId() != leaf.AccessId {
+			// The lookup was repointed (TLOG_LEAVES is outside the tree): never prove another record.
+			return nil, a.corruptStatus(method, fmt.Errorf("the access-id lookup leads to leaf %d (ACCESS message %d, record %d), whose record has another id", l.Index, l.Seq, l.Pos))
+		}
+		leafHash = rfc6962.DefaultHasher.HashLeaf(resp.Record)
 	case *auditv1.GetInclusionProofRequest_LeafIndex:
 		resp.LeafIndex = leaf.LeafIndex
 	}
@@ -134,11 +151,21 @@ func (a *Audit) GetInclusionProof(ctx context.Context, req *auditv1.GetInclusion
 		return nil, toStatus(ctx, a.logger, method, refusal.New(refusal.FailedPrecondition,
 			"leaf %d is not in the tree of size %d yet", resp.LeafIndex, resp.TreeSize))
 	}
-	if resp.LeafHash, err = a.tree.LeafHash(ctx, resp.LeafIndex); err != nil {
-		return nil, toStatus(ctx, a.logger, method, treeRefusal(err))
+	if resp.TreeSize > cp.Size {
+		return nil, toStatus(ctx, a.logger, method, refusal.New(refusal.FailedPrecondition,
+			"tree size %d is not signed yet: the latest checkpoint has %d", resp.TreeSize, cp.Size))
 	}
-	if resp.Hashes, err = a.tree.InclusionProof(ctx, resp.LeafIndex, resp.TreeSize); err != nil {
-		return nil, toStatus(ctx, a.logger, method, treeRefusal(err))
+	if resp.LeafHash, err = a.tree.LeafHash(ctx, resp.LeafIndex); err != nil {
+		return nil, a.treeStatus(ctx, method, err)
+	}
+	if leafHash != nil && !bytes.Equal(leafHash, resp.LeafHash) {
+		return nil, a.corruptStatus(method, fmt.Errorf("the record of leaf %d does not hash to the leaf hash stored in tile 0/%d: the record or the tile was changed", resp.LeafIndex, resp.LeafIndex/256))
+	}
+	if leafHash == nil {
+		leafHash = resp.LeafHash
+	}
+	if resp.Hashes, err = a.tree.CheckedInclusionProof(ctx, resp.LeafIndex, resp.TreeSize, leafHash, cp); err != nil {
+		return nil, a.treeStatus(ctx, method, err)
 	}
 	a.logger.Info("auditor fetched an inclusion proof", "auditor", c.ID, "leaf", resp.LeafIndex, "tree_size", resp.TreeSize)
 	return resp, nil
@@ -150,23 +177,43 @@ func (a *Audit) GetConsistencyProof(ctx context.Context, req *auditv1.GetConsist
 	if _, err := requireRole(ctx, RoleAuditor); err != nil {
 		return nil, toStatus(ctx, a.logger, method, err)
 	}
+	cp, err := a.tree.LatestCheckpoint(ctx)
+	if err != nil {
+		return nil, a.treeStatus(ctx, method, err)
+	}
 	resp := &auditv1.GetConsistencyProofResponse{FromSize: req.GetFromSize(), ToSize: req.GetToSize()}
 	if resp.ToSize == 0 {
-		cp, err := a.tree.LatestCheckpoint(ctx)
-		if err != nil {
-			return nil, toStatus(ctx, a.logger, method, treeRefusal(err))
-		}
 		resp.ToSize, resp.Checkpoint = cp.Size, cp.Note
 	}
 	if resp.FromSize > resp.ToSize {
 		return nil, toStatus(ctx, a.logger, method, refusal.New(refusal.InvalidArgument,
 			"from_size %d is larger than the tree size %d", resp.FromSize, resp.ToSize))
 	}
-	var err error
-	if resp.Hashes, err = a.tree.ConsistencyProof(ctx, resp.FromSize, resp.ToSize); err != nil {
-		return nil, toStatus(ctx, a.logger, method, treeRefusal(err))
+	if resp.Hashes, err = a.tree.CheckedConsistencyProof(ctx, resp.FromSize, resp.ToSize, cp); err != nil {
+		return nil, a.treeStatus(ctx, method, err)
 	}
 	return resp, nil
+}
+
+// treeStatus converts an error of the transparency log to the caller's status. A tree that does not
+// match its signed checkpoint is an Internal error that names the tile: the auditor needs to know
+// which stored data is wrong, and a tile's coordinates say nothing about anyone.
+func (a *Audit) treeStatus(ctx context.Context, method string, err error) error {
+	if errors.Is(err, tlog.ErrCorrupt) {
+		msg := "the stored tree does not match the signed checkpoint"
+		if te := (*tlog.TileError)(nil); errors.As(err, &te) {
+			msg += ": " + te.Error()
+		}
+		return a.corruptStatus(method, errors.New(msg))
+	}
+	return toStatus(ctx, a.logger, method, treeRefusal(err))
+}
+
+// corruptStatus raises the alarm for stored log data that contradicts the signed tree, and tells the
+// auditor exactly what (leaf and tile coordinates only, nothing about a citizen).
+func (a *Audit) corruptStatus(method string, err error) error {
+	a.logger.Error("ALARM: the stored access log contradicts its signed checkpoint", "method", method, "err", err)
+	return status.Error(codes.Internal, err.Error())
 }
 
 // treeRefusal classifies an error of the transparency log for the caller.
@@ -175,7 +222,7 @@ func treeRefusal(err error) error {
 	case errors.Is(err, tlog.ErrNotFound):
 		return refusal.Wrap(refusal.NotFound, err, "no such access record or checkpoint yet (records are included in a checkpoint within seconds)")
 	case errors.Is(err, tlog.ErrInvalidSize):
-		return refusal.Wrap(refusal.InvalidArgument, err, "the tree does not have that size: %v", err)
+		return refusal.Wrap(refusal.InvalidArgument, err, "the tree does not have that size (or it is not signed yet): %v", err)
 	case errors.Is(err, tlog.ErrUnavailable):
 		return refusal.Wrap(refusal.Unavailable, err, "the transparency log is unavailable")
 	default:

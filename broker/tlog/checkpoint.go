@@ -49,49 +49,83 @@ func OpenCheckpoint(b []byte, v Verifier, more ...Verifier) (Checkpoint, error) 
 	return Checkpoint{}, fmt.Errorf("checkpoint does not verify: %w", first)
 }
 
-// LatestCheckpoint returns the newest stored checkpoint, verified. ErrNotFound means none was
-// published yet.
-func (t *Tree) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
-	m, err := t.checkpoints.GetLastMsgForSubject(ctx, CheckpointSubject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Checkpoint{}, fmt.Errorf("checkpoint: %w", ErrNotFound)
-	}
-	if err != nil {
-		return Checkpoint{}, fmt.Errorf("%w: read latest checkpoint: %w", ErrUnavailable, err)
-	}
+// verifiers returns the current verifier and those of earlier key versions.
+func (t *Tree) verifiers() []Verifier {
 	if t.verifier == nil {
-		return Checkpoint{}, errors.New("read checkpoint: no verifier configured")
+		return nil
 	}
-	cp, err := OpenCheckpoint(m.Data, t.verifier, t.previous...)
-	if err != nil {
-		return Checkpoint{}, fmt.Errorf("checkpoint %d: %w", m.Sequence, err)
-	}
-	cp.Seq = m.Sequence
-	return cp, nil
+	return append([]Verifier{t.verifier}, t.previous...)
 }
 
-// lastCheckpointRaw returns the newest checkpoint's stream sequence and size without verifying
-// its signature (the integrator trusts its own stream to know where to continue), or zeros.
-func (t *Tree) lastCheckpointRaw(ctx context.Context) (seq, size uint64, err error) {
+// OpenCheckpoint verifies a checkpoint note with the tree's verifiers (current key and earlier versions).
+func (t *Tree) OpenCheckpoint(b []byte) (Checkpoint, error) {
+	vs := t.verifiers()
+	if len(vs) == 0 {
+		return Checkpoint{}, errors.New("read checkpoint: no verifier configured")
+	}
+	return OpenCheckpoint(b, vs[0], vs[1:]...)
+}
+
+// ForgedCheckpointError reports a message in CHECKPOINTS that does not carry a valid signature of the
+// log's key: someone other than the integrator wrote it. Such a message is skipped, never trusted.
+type ForgedCheckpointError struct {
+	Seq uint64
+	Err error
+}
+
+func (e *ForgedCheckpointError) Error() string {
+	return fmt.Sprintf("CHECKPOINTS message %d is not a checkpoint signed by the log's key (skipped): %v", e.Seq, e.Err)
+}
+
+func (e *ForgedCheckpointError) Unwrap() error { return e.Err }
+
+// maxForgedWalk bounds how far back latestVerified looks past messages that do not verify, so a
+// flood of forgeries cannot make every read of the checkpoint a scan.
+const maxForgedWalk = 1024
+
+// LatestCheckpoint returns the newest stored checkpoint whose signature verifies. Newer messages
+// that do not verify (forgeries: the stream denies deletes, so they stay) are skipped. ErrNotFound
+// means no checkpoint was published yet.
+func (t *Tree) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
+	cp, _, err := t.latestVerified(ctx, nil)
+	return cp, err
+}
+
+// latestVerified returns the newest checkpoint that verifies and the stream's last sequence (which a
+// publisher must expect), calling forged for every newer message that does not verify. With no
+// checkpoint at all it returns ErrNotFound and the last sequence (non-zero if there are only forgeries).
+func (t *Tree) latestVerified(ctx context.Context, forged func(*ForgedCheckpointError)) (Checkpoint, uint64, error) {
+	if t.verifier == nil {
+		return Checkpoint{}, 0, errors.New("read checkpoint: no verifier configured")
+	}
 	m, err := t.checkpoints.GetLastMsgForSubject(ctx, CheckpointSubject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, 0, nil
+		return Checkpoint{}, 0, fmt.Errorf("checkpoint: %w", ErrNotFound)
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w: read latest checkpoint: %w", ErrUnavailable, err)
+		return Checkpoint{}, 0, fmt.Errorf("%w: read latest checkpoint: %w", ErrUnavailable, err)
 	}
-	n, err := note.Open(m.Data, note.VerifierList())
-	// An unverified note still carries its text; Open only fails on a malformed note here.
-	var unverified *note.UnverifiedNoteError
-	if errors.As(err, &unverified) {
-		n, err = unverified.Note, nil
+	last := m.Sequence
+	for seq := last; seq > 0; seq-- {
+		if last-seq >= maxForgedWalk {
+			return Checkpoint{}, last, fmt.Errorf("the newest %d CHECKPOINTS messages do not verify: someone is writing to the stream", maxForgedWalk)
+		}
+		if seq != last {
+			if m, err = t.checkpoints.GetMsg(ctx, seq); err != nil {
+				if errors.Is(err, jetstream.ErrMsgNotFound) {
+					continue
+				}
+				return Checkpoint{}, last, fmt.Errorf("%w: read checkpoint %d: %w", ErrUnavailable, seq, err)
+			}
+		}
+		cp, err := t.OpenCheckpoint(m.Data)
+		if err == nil {
+			cp.Seq = seq
+			return cp, last, nil
+		}
+		if forged != nil {
+			forged(&ForgedCheckpointError{Seq: seq, Err: err})
+		}
 	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("checkpoint %d is malformed: %w", m.Sequence, err)
-	}
-	var cp log.Checkpoint
-	if _, err := cp.Unmarshal([]byte(n.Text)); err != nil {
-		return 0, 0, fmt.Errorf("checkpoint %d is malformed: %w", m.Sequence, err)
-	}
-	return m.Sequence, cp.Size, nil
+	return Checkpoint{}, last, fmt.Errorf("checkpoint: %w (CHECKPOINTS holds only messages that do not verify)", ErrNotFound)
 }

@@ -1,12 +1,14 @@
 package tlog
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"expvar"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -15,7 +17,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/aperture-gov/aperture/broker/accesslog"
 )
 
 // Source is the access log as the integrator reads it: every record from ACCESS sequence fromSeq
@@ -41,6 +46,26 @@ type IntegratorOptions struct {
 	Replicas int
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// AnchorFile is a file outside the tree's storage where the integrator saves every checkpoint it
+	// signs (written atomically, fsynced) and which it reads back as an anchor: the tree it signs
+	// next must be consistent with it. The broker keeps it in its data directory. Empty: none.
+	AnchorFile string
+	// Anchors are further checkpoints vouched for outside the tree's storage, such as the newest
+	// checkpoint a witness cosigned.
+	Anchors []Anchor
+}
+
+// Anchor is a checkpoint vouched for outside the tree's storage. Before it signs a tree of size N,
+// the integrator proves from its own tiles that every anchor's tree is a prefix of it, and halts
+// with an alarm if it cannot: whoever deletes the tree's storage and rewrites the log cannot get the
+// rewritten history signed.
+type Anchor struct {
+	// Name says where the checkpoint comes from, for the alarm ("witness-cosigned checkpoint").
+	Name string
+	// Latest returns the newest anchored checkpoint note, or nil if there is none yet. The note must
+	// carry a signature of the log's key (other signatures, such as witness cosignatures, are
+	// ignored here). An error skips signing for this round (it is retried), it does not halt.
+	Latest func(ctx context.Context) ([]byte, error)
 }
 
 func (o *IntegratorOptions) setDefaults() error {
@@ -94,9 +119,16 @@ type Integrator struct {
 	leaseRev uint64
 	backlog  bool                 // the last round stopped at its bound with records left (run goroutine only)
 	tiles    map[[2]uint64][]byte // right-edge tiles being filled, while leader
-	cpSeq    uint64               // last checkpoint's stream sequence and size, while leader
-	cpSize   uint64
+	cpSeq    uint64               // CHECKPOINTS' last stream sequence, while leader
+	cpLast   *Checkpoint          // newest checkpoint that verifies, while leader (nil: none)
 	cpKnown  bool
+	checked  uint64 // tree size last checked against the anchors (run goroutine only)
+	tofu     bool   // "signing from scratch" was said (run goroutine only)
+
+	haltMu     sync.Mutex
+	halted     error
+	haltLogged time.Time
+	alarms     alarmCounters
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -123,6 +155,57 @@ func StartIntegrator(ctx context.Context, tree *Tree, src Source, signer Signer,
 	runCtx, in.cancel = context.WithCancel(context.Background())
 	go in.run(runCtx)
 	return in, nil
+}
+
+// Alarms counts what the integrator refused to trust, since it started.
+type Alarms struct {
+	// UnauthenticBatches: ACCESS messages the broker did not write (integration halted on them).
+	UnauthenticBatches uint64
+	// ForgedCheckpoints: CHECKPOINTS messages that do not verify (skipped).
+	ForgedCheckpoints uint64
+	// InconsistentAnchors: anchored checkpoints the tree is not consistent with (signing halted).
+	InconsistentAnchors uint64
+}
+
+type alarmCounters struct {
+	unauthentic, forged, anchors atomic.Uint64
+}
+
+// metrics are the process-wide alarm counters, under /debug/vars where expvar is served.
+var metrics = expvar.NewMap("aperture_tlog_alarms")
+
+// Alarms returns the integrator's alarm counters.
+func (in *Integrator) Alarms() Alarms {
+	return Alarms{in.alarms.unauthentic.Load(), in.alarms.forged.Load(), in.alarms.anchors.Load()}
+}
+
+// Err returns why integration halted, or nil while it works. A halted integrator keeps its lease (so
+// no other replica signs what it refused) and signs nothing until it is restarted after an operator
+// has looked; health checks report it.
+func (in *Integrator) Err() error {
+	in.haltMu.Lock()
+	defer in.haltMu.Unlock()
+	return in.halted
+}
+
+// Halted reports whether integration halted (see Err).
+func (in *Integrator) Halted() bool { return in.Err() != nil }
+
+// ErrHalted wraps every reason integration halted.
+var ErrHalted = errors.New("access log integration halted")
+
+// halt stops integration for err and raises the alarm.
+func (in *Integrator) halt(err error, attrs ...any) error {
+	err = fmt.Errorf("%w: %w", ErrHalted, err)
+	in.haltMu.Lock()
+	if in.halted == nil {
+		in.halted = err
+	}
+	in.haltLogged = time.Now()
+	in.haltMu.Unlock()
+	in.log.Error("ALARM: access log integration halted; no checkpoint is signed until an operator investigates and restarts the broker",
+		append(attrs, "err", err)...)
+	return err
 }
 
 // Leader reports whether this integrator holds the lease.
@@ -168,7 +251,24 @@ func (in *Integrator) tick(ctx context.Context) {
 	if !in.holdLease(ctx) {
 		return
 	}
+	if err := in.Err(); err != nil {
+		// Halted: hold the lease so that no other replica signs what this one refused, and repeat
+		// the alarm now and then rather than on every tick.
+		in.haltMu.Lock()
+		again := time.Since(in.haltLogged) > time.Minute
+		if again {
+			in.haltLogged = time.Now()
+		}
+		in.haltMu.Unlock()
+		if again {
+			in.log.Error("ALARM: access log integration is still halted", "err", err)
+		}
+		return
+	}
 	if err := in.round(ctx); err != nil {
+		if errors.Is(err, ErrHalted) {
+			return
+		}
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return
 		}
@@ -201,6 +301,7 @@ func (in *Integrator) holdLease(ctx context.Context) bool {
 	in.leaseRev = rev
 	in.tiles = map[[2]uint64][]byte{}
 	in.cpKnown = false
+	in.checked = 0
 	in.leader.Store(true)
 	in.log.Info("integrating the access log tree", "id", in.opts.ID)
 	return true
@@ -250,6 +351,17 @@ func (in *Integrator) round(ctx context.Context) error {
 		lastSeq, count = seq, count+1
 		return nil
 	})
+	var haltErr error
+	if be := (*accesslog.BatchError)(nil); errors.As(err, &be) && errors.Is(err, accesslog.ErrUnauthenticBatch) {
+		in.alarms.unauthentic.Add(1)
+		metrics.Add("unauthentic_batches", 1)
+		haltErr = fmt.Errorf("ACCESS message %d was not written by the broker; its records are not made leaves: %w", be.Seq, err)
+		if be.Seq <= lastSeq {
+			// Part of the batch was taken: integrate nothing of this round.
+			return in.halt(haltErr, "access_seq", be.Seq)
+		}
+		err = nil // integrate and sign the authentic records before it, then halt
+	}
 	if err != nil && !errors.Is(err, errEnough) {
 		return fmt.Errorf("read access log: %w", err)
 	}
@@ -259,8 +371,8 @@ func (in *Integrator) round(ctx context.Context) error {
 			return err
 		}
 		for k := range dirty {
-			if _, err := in.tree.kv.Put(ctx, tileKey(k[0], k[1]), in.tiles[k]); err != nil {
-				return fmt.Errorf("%w: write tile %d/%d: %w", ErrUnavailable, k[0], k[1], err)
+			if err := in.writeTile(ctx, k[0], k[1], in.tiles[k]); err != nil {
+				return err
 			}
 			if len(in.tiles[k]) == tileWidth*sha256.Size {
 				delete(in.tiles, k) // full: never written again
@@ -285,7 +397,51 @@ func (in *Integrator) round(ctx context.Context) error {
 		}
 		in.log.Debug("integrated access records", "records", count, "tree_size", next.Size)
 	}
-	return in.checkpoint(ctx, rng)
+	if err := in.checkpoint(ctx, rng); err != nil {
+		return err
+	}
+	if haltErr != nil {
+		var be *accesslog.BatchError
+		errors.As(haltErr, &be)
+		return in.halt(haltErr, "access_seq", be.Seq)
+	}
+	return nil
+}
+
+// writeTile stores a tile: a partial one under its partial key (overwritten as it grows), a full one
+// once under its own key, after which the partial key is removed. A full tile that is already stored
+// with other hashes is not overwritten: the tree in storage and the log disagree.
+func (in *Integrator) writeTile(ctx context.Context, level, index uint64, tile []byte) error {
+	kv := in.tree.kv
+	if len(tile) < tileWidth*sha256.Size {
+		if _, err := kv.Put(ctx, partialTileKey(level, index), tile); err != nil {
+			return fmt.Errorf("%w: write partial tile %d/%d: %w", ErrUnavailable, level, index, err)
+		}
+		return nil
+	}
+	_, err := kv.Create(ctx, tileKey(level, index), tile)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		e, gerr := kv.Get(ctx, tileKey(level, index))
+		if gerr != nil {
+			return fmt.Errorf("%w: read tile %d/%d: %w", ErrUnavailable, level, index, gerr)
+		}
+		switch old := e.Value(); {
+		case bytes.Equal(old, tile):
+			err = nil // a round redone after a crash
+		case len(old) < len(tile) && bytes.Equal(old, tile[:len(old)]):
+			// A partial tile stored under the full key by an earlier version: complete it once.
+			_, err = kv.Update(ctx, tileKey(level, index), tile, e.Revision())
+		default:
+			return in.halt(fmt.Errorf("full tile %d/%d is already stored with other hashes: the stored tree and the log disagree", level, index))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w: write tile %d/%d: %w", ErrUnavailable, level, index, err)
+	}
+	if err := kv.Delete(ctx, partialTileKey(level, index)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		in.log.Warn("remove partial tile", "tile", fmt.Sprintf("%d/%d", level, index), "err", err)
+	}
+	return nil
 }
 
 // setTileHash stores the hash of node (level TileHeight·tl, index) in its tile.
@@ -293,13 +449,9 @@ func (in *Integrator) setTileHash(ctx context.Context, tl, index uint64, hash []
 	k := [2]uint64{tl, index / tileWidth}
 	tile, ok := in.tiles[k]
 	if !ok {
-		e, err := in.tree.kv.Get(ctx, tileKey(k[0], k[1]))
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return fmt.Errorf("%w: read tile %d/%d: %w", ErrUnavailable, k[0], k[1], err)
-		default:
-			tile = e.Value()
+		var err error
+		if tile, err = in.tree.readTile(ctx, k[0], k[1]); err != nil {
+			return fmt.Errorf("tile %d/%d: %w", k[0], k[1], err)
 		}
 	}
 	off := int(index%tileWidth) * sha256.Size
@@ -314,37 +466,156 @@ func (in *Integrator) setTileHash(ctx context.Context, tl, index uint64, hash []
 
 func (in *Integrator) checkpoint(ctx context.Context, rng *compact.Range) error {
 	if !in.cpKnown {
-		seq, size, err := in.tree.lastCheckpointRaw(ctx)
-		if err != nil {
+		cp, last, err := in.tree.latestVerified(ctx, in.reportForged)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			in.cpLast = nil
+		case err != nil:
 			return err
+		default:
+			in.cpLast = &cp
 		}
-		in.cpSeq, in.cpSize, in.cpKnown = seq, size, true
+		in.cpSeq, in.cpKnown = last, true
 	}
 	size := rng.End()
-	if size <= in.cpSize {
+	if size == 0 || (in.cpLast != nil && size == in.cpLast.Size && in.checked == size) {
 		return nil
 	}
 	root, err := rng.GetRootHash(nil)
 	if err != nil {
 		return fmt.Errorf("tree root: %w", err)
 	}
+	if in.checked != size {
+		ready, err := in.checkAnchors(ctx, size, root)
+		if err != nil || !ready {
+			return err
+		}
+		in.checked = size
+	}
+	if in.cpLast != nil && size <= in.cpLast.Size {
+		return nil
+	}
 	cp, err := signCheckpoint(in.signer, size, root)
 	if err != nil {
 		return err
 	}
 	// Expecting the last sequence makes the stream itself refuse a second writer's checkpoint.
-	ack, err := in.tree.js.Publish(ctx, CheckpointSubject, cp, jetstream.WithExpectLastSequence(in.cpSeq))
-	if err != nil {
+	var ack *jetstream.PubAck
+	for attempt := 0; ; attempt++ {
+		ack, err = in.tree.js.Publish(ctx, CheckpointSubject, cp, jetstream.WithExpectLastSequence(in.cpSeq))
+		if err == nil {
+			break
+		}
 		in.cpKnown = false
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+			return fmt.Errorf("%w: publish checkpoint: %w", ErrUnavailable, err)
+		}
+		// Someone published in between. A genuine checkpoint means another integrator: step back.
+		// A forgery is skipped, and does not cost this integrator its lease.
+		newest, last, lerr := in.tree.latestVerified(ctx, in.reportForged)
+		if (lerr == nil && newest.Seq == last) || attempt == 2 {
 			return fmt.Errorf("%w: publish checkpoint: %w", errLostRace, err)
 		}
-		return fmt.Errorf("%w: publish checkpoint: %w", ErrUnavailable, err)
+		if lerr != nil && !errors.Is(lerr, ErrNotFound) {
+			return lerr
+		}
+		in.cpSeq, in.cpKnown = last, true
 	}
-	in.cpSeq, in.cpSize = ack.Sequence, size
+	in.cpSeq = ack.Sequence
+	in.cpLast = &Checkpoint{Note: cp, Origin: in.signer.Name(), Size: size, Root: root, Seq: ack.Sequence}
 	in.log.Info("signed checkpoint", "tree_size", size, "seq", ack.Sequence)
+	if in.opts.AnchorFile != "" {
+		if err := writeFileAtomic(in.opts.AnchorFile, cp); err != nil {
+			// The checkpoint is published; the anchor lags by one until the next write succeeds.
+			in.log.Error("save signed checkpoint to the anchor file", "path", in.opts.AnchorFile, "err", err)
+		}
+	}
 	return nil
+}
+
+func (in *Integrator) reportForged(e *ForgedCheckpointError) {
+	in.alarms.forged.Add(1)
+	metrics.Add("forged_checkpoints", 1)
+	in.log.Error("ALARM: a message in CHECKPOINTS is not signed by the log's key; skipped, signing continues",
+		"checkpoint_seq", e.Seq, "err", e.Err)
+}
+
+type anchored struct {
+	name string
+	cp   Checkpoint
+}
+
+// anchors returns the checkpoints the next signed tree must extend: the newest checkpoint in
+// CHECKPOINTS that verifies, the anchor file and the configured anchors.
+func (in *Integrator) anchors(ctx context.Context) ([]anchored, error) {
+	var out []anchored
+	if in.cpLast != nil {
+		out = append(out, anchored{fmt.Sprintf("checkpoint %d in %s", in.cpLast.Seq, CheckpointStream), *in.cpLast})
+	}
+	all := in.opts.Anchors
+	if in.opts.AnchorFile != "" {
+		all = append([]Anchor{{Name: "the anchor file " + in.opts.AnchorFile, Latest: FileAnchor(in.opts.AnchorFile)}}, all...)
+	}
+	for _, a := range all {
+		b, err := a.Latest(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", a.Name, err)
+		}
+		if len(b) == 0 {
+			continue
+		}
+		cp, err := in.tree.OpenCheckpoint(b)
+		if err != nil {
+			in.alarms.anchors.Add(1)
+			metrics.Add("inconsistent_anchors", 1)
+			return nil, in.halt(fmt.Errorf("%s: %w", a.Name, err), "anchor", a.Name)
+		}
+		out = append(out, anchored{a.Name, cp})
+	}
+	return out, nil
+}
+
+// checkAnchors proves that the tree of size with root extends every anchored checkpoint. It reports
+// false (without error) while the tree is still catching up with the log towards an anchor's size.
+func (in *Integrator) checkAnchors(ctx context.Context, size uint64, root []byte) (bool, error) {
+	as, err := in.anchors(ctx)
+	if err != nil {
+		return false, err
+	}
+	if len(as) == 0 && !in.tofu {
+		in.tofu = true
+		in.log.Warn("no earlier checkpoint in storage or anchors: signing this log from scratch (trust on first use)", "tree_size", size)
+	}
+	ready := true
+	for _, a := range as {
+		var fail error
+		switch {
+		case a.cp.Size > size && in.backlog:
+			ready = false // the tree is being rebuilt from the log: check once it has caught up
+			continue
+		case a.cp.Size > size:
+			fail = fmt.Errorf("%s has size %d but the whole log makes a tree of only %d records: records were removed from the log", a.name, a.cp.Size, size)
+		case a.cp.Size == size:
+			if !bytes.Equal(a.cp.Root, root) {
+				fail = fmt.Errorf("%s has root %x at size %d but the log makes root %x: the log's history was rewritten", a.name, a.cp.Root, size, root)
+			}
+		default:
+			p, err := in.tree.ConsistencyProof(ctx, a.cp.Size, size)
+			if err != nil {
+				return false, fmt.Errorf("consistency proof from %s: %w", a.name, err)
+			}
+			if err := proof.VerifyConsistency(hasher, a.cp.Size, size, p, a.cp.Root, root); err != nil {
+				fail = fmt.Errorf("the tree of size %d is not consistent with %s (size %d, root %x): the log's history was rewritten: %w", size, a.name, a.cp.Size, a.cp.Root, err)
+			}
+		}
+		if fail != nil {
+			in.alarms.anchors.Add(1)
+			metrics.Add("inconsistent_anchors", 1)
+			return false, in.halt(fmt.Errorf("refusing to sign: %w", fail), "anchor", a.name, "anchor_size", a.cp.Size, "tree_size", size)
+		}
+	}
+	return ready, nil
 }
 
 type locatedLeaf struct {

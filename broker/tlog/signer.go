@@ -3,7 +3,9 @@ package tlog
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -34,8 +36,36 @@ const (
 	VerifierKeyFile = "checkpoint.vkey"
 )
 
-// DefaultOrigin is the origin of a log whose key was generated without one.
+// DefaultOrigin is the origin of logs whose key was generated without one by earlier versions; such
+// keys keep it (the key file records its name). A key generated without an origin now gets
+// DefaultOrigin + "/" + the first 8 hex digits of the SHA-256 of its public key, so that two
+// installations never publish checkpoints under the same origin.
 const DefaultOrigin = "aperture.local/access-log"
+
+// generateKey returns a new Ed25519 note key pair named origin, or named after the key itself when
+// origin is empty.
+func generateKey(origin string) (skey, vkey string, err error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	if origin == "" {
+		sum := sha256.Sum256(pub)
+		origin = DefaultOrigin + "/" + hex.EncodeToString(sum[:4])
+	}
+	vkey, err = note.NewEd25519VerifierKey(origin, pub)
+	if err != nil {
+		return "", "", err
+	}
+	// A note private key is "PRIVATE+KEY+<name>+<hash>+<base64(0x01 || seed)>": the verifier key's
+	// name and hash with the seed in place of the public key.
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return "", "", errors.New("unexpected verifier key format")
+	}
+	skey = "PRIVATE+KEY+" + parts[0] + "+" + parts[1] + "+" + base64.StdEncoding.EncodeToString(append([]byte{1}, priv.Seed()...))
+	return skey, vkey, nil
+}
 
 type localSigner struct {
 	note.Signer
@@ -49,20 +79,17 @@ func (s localSigner) Verifier() note.Verifier { return s.verifier }
 // VerifierKeyFile. It is not part of Signer; callers type-assert for it.
 func (s localSigner) VerifierKey() string { return s.vkey }
 
-// OpenLocalSigner loads the checkpoint key from dir, or creates one named origin (DefaultOrigin if
-// empty) and writes its verifier key next to it. An existing key keeps its name: the origin of a log
-// never changes.
+// OpenLocalSigner loads the checkpoint key from dir, or creates one named origin (if empty, a name
+// of this installation's own derived from the key: see DefaultOrigin) and writes its verifier key
+// next to it. An existing key keeps its name: the origin of a log never changes.
 func OpenLocalSigner(dir, origin string) (Signer, error) {
-	if origin == "" {
-		origin = DefaultOrigin
-	}
 	path := filepath.Join(dir, SignerKeyFile)
 	skey, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create key directory: %w", err)
 		}
-		sk, vk, gerr := note.GenerateKey(rand.Reader, origin)
+		sk, vk, gerr := generateKey(origin)
 		if gerr != nil {
 			return nil, fmt.Errorf("generate checkpoint key: %w", gerr)
 		}

@@ -8,11 +8,12 @@
 // integration:
 //
 //   - the TLOG key-value bucket holds the tree: the integration state (tree size, next ACCESS
-//     sequence, the compact range of the right edge) under "state", and the interior hashes as tiles
-//     under "tile.<L>.<N>". Tile (L, N) holds the hashes of the nodes at level 8·L with indexes
-//     256·N to 256·N+255, 32 bytes each, as in https://c2sp.org/tlog-tiles. Any node of the tree is
-//     one tile read plus at most 255 hashings, so a proof costs O(log n) reads and never a scan of the
-//     log.
+//     sequence, the compact range of the right edge) under "state", and the hashes as tiles. Tile
+//     (L, N) holds the hashes of the nodes at level 8·L with indexes 256·N to 256·N+255, 32 bytes
+//     each, as in https://c2sp.org/tlog-tiles. A full tile is written once under "tile.<L>.<N>" and
+//     never changed (so it can be served as immutable); the growing right-edge tile is kept under
+//     "tile.<L>.<N>.p" until it is full. Any node of the tree is one tile read plus at most 255
+//     hashings, so a proof costs O(log n) reads and never a scan of the log.
 //   - the TLOG_LEAVES stream maps an access id to its leaf index (one message per record, on
 //     aperture.tlog.leaf.<base64url id>, last one kept), so a proof can be asked for by access id.
 //   - the CHECKPOINTS stream holds every checkpoint as a signed note in the C2SP tlog-checkpoint
@@ -28,6 +29,24 @@
 // revision compare-and-set, expiring by the bucket's TTL). The state is also written by revision
 // compare-and-set, and checkpoints with an expected last sequence, so a replica that lost its lease
 // without noticing cannot fork the tree. A new holder continues from the stored state.
+//
+// # Trust nothing in storage
+//
+// Whoever can write to NATS can write anything there, so the integrator trusts no stored input it
+// cannot check:
+//
+//   - an ACCESS message the broker did not write (accesslog reports accesslog.ErrUnauthenticBatch)
+//     never becomes a leaf: integration halts with an error-level alarm (Integrator.Err, Alarms);
+//   - the last checkpoint's size is trusted only once its signature verifies; a message in
+//     CHECKPOINTS that does not verify is skipped and reported, and signing continues;
+//   - before signing a tree, the integrator proves it consistent with every anchor: the newest
+//     verified checkpoint in CHECKPOINTS, a file outside NATS holding the last checkpoint this
+//     replica signed (IntegratorOptions.AnchorFile), and checkpoints vouched for elsewhere (a
+//     witness's, IntegratorOptions.Anchors). A tree rebuilt from a rewritten log after the tree's
+//     storage was deleted is therefore refused, never silently re-signed from scratch.
+//
+// Proofs served are checked against the signed checkpoint first (CheckedInclusionProof,
+// CheckedConsistencyProof): one built from a corrupted tile is ErrCorrupt, naming the tile.
 package tlog
 
 import (
@@ -77,6 +96,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrInvalidSize means a tree size the tree does not have (yet), or sizes in the wrong order.
 	ErrInvalidSize = errors.New("invalid tree size")
+	// ErrCorrupt means the stored tree does not match a signed checkpoint: a proof built from it
+	// does not verify. The error wraps a *TileError naming the tile where one can be found.
+	ErrCorrupt = errors.New("stored tree does not match the signed checkpoint")
 )
 
 var hasher = rfc6962.DefaultHasher
@@ -182,7 +204,60 @@ func (t *Tree) Size(ctx context.Context) (uint64, error) {
 	return s.Size, err
 }
 
+// tileKey is where a full tile is stored: written once, never changed. partialTileKey holds the
+// newest partial tile (fewer than 256 hashes) of the same coordinates; it is rewritten as the tile
+// fills up and deleted once the full tile exists. Keeping the two apart means the bytes under a full
+// tile's key can be served as immutable (https://c2sp.org/tlog-tiles), and a rewrite of a full tile
+// is an error the integrator sees rather than routine.
 func tileKey(level, index uint64) string { return fmt.Sprintf("tile.%d.%d", level, index) }
+
+func partialTileKey(level, index uint64) string { return fmt.Sprintf("tile.%d.%d.p", level, index) }
+
+// readTile returns the stored hashes of tile (level, index): the full tile if there is one, else the
+// newest partial tile, else nil. Data directories from before the split kept partial tiles under the
+// full key; they are read the same way.
+func (t *Tree) readTile(ctx context.Context, level, index uint64) ([]byte, error) {
+	full, err := t.kvValue(ctx, tileKey(level, index))
+	if err != nil || len(full) == tileWidth*sha256.Size {
+		return full, err
+	}
+	part, err := t.kvValue(ctx, partialTileKey(level, index))
+	if err != nil {
+		return nil, err
+	}
+	if part == nil {
+		// The partial key is deleted only after the full tile is written: read the full key again
+		// in case it was completed in between.
+		if full, err = t.kvValue(ctx, tileKey(level, index)); err != nil {
+			return nil, err
+		}
+	}
+	if len(part) > len(full) {
+		return part, nil
+	}
+	return full, nil
+}
+
+func (t *Tree) kvValue(ctx context.Context, key string) ([]byte, error) {
+	e, err := t.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("%w: read %s: %w", ErrUnavailable, key, err)
+	}
+	return e.Value(), nil
+}
+
+// TileError names a stored tile whose hashes are not the ones the signed tree commits to.
+type TileError struct {
+	Level, Index uint64
+	Reason       string
+}
+
+func (e *TileError) Error() string {
+	return fmt.Sprintf("tile %d/%d is corrupt: %s", e.Level, e.Index, e.Reason)
+}
 
 // tiles reads tiles once per request.
 type tiles struct {
@@ -197,14 +272,9 @@ func (c *tiles) get(ctx context.Context, level, index uint64) ([]byte, error) {
 	if b, ok := c.cache[k]; ok {
 		return b, nil
 	}
-	e, err := c.t.kv.Get(ctx, tileKey(level, index))
-	var b []byte
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("%w: read tile %d/%d: %w", ErrUnavailable, level, index, err)
-	default:
-		b = e.Value()
+	b, err := c.t.readTile(ctx, level, index)
+	if err != nil {
+		return nil, fmt.Errorf("tile %d/%d: %w", level, index, err)
 	}
 	c.cache[k] = b
 	return b, nil
@@ -336,7 +406,10 @@ func (t *Tree) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]b
 }
 
 func (t *Tree) fetch(ctx context.Context, nodes proof.Nodes) ([][]byte, error) {
-	c := t.tiles()
+	return t.fetchWith(ctx, t.tiles(), nodes)
+}
+
+func (t *Tree) fetchWith(ctx context.Context, c *tiles, nodes proof.Nodes) ([][]byte, error) {
 	hashes := make([][]byte, len(nodes.IDs))
 	for i, id := range nodes.IDs {
 		h, err := c.node(ctx, id)
@@ -374,4 +447,20 @@ func (t *Tree) Record(ctx context.Context, leaf Leaf) ([]byte, error) {
 		return nil, fmt.Errorf("access log message %d has no record %d", leaf.Seq, leaf.Pos)
 	}
 	return batch.GetRecords()[leaf.Pos], nil
+}
+
+// Tile returns the first width hashes of tile (level, index) as stored, for serving it per
+// https://c2sp.org/tlog-tiles. ErrNotFound means the tile does not hold that many hashes (yet).
+func (t *Tree) Tile(ctx context.Context, level, index uint64, width int) ([]byte, error) {
+	if width < 1 || width > tileWidth {
+		return nil, fmt.Errorf("%w: tile width %d", ErrInvalidSize, width)
+	}
+	b, err := t.readTile(ctx, level, index)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < width*sha256.Size {
+		return nil, fmt.Errorf("tile %d/%d of width %d: %w", level, index, width, ErrNotFound)
+	}
+	return b[:width*sha256.Size], nil
 }

@@ -98,7 +98,13 @@ func (e *env) append(t testing.TB, n int) {
 
 func (e *env) integrator(t testing.TB, id string) *tlog.Integrator {
 	t.Helper()
-	in, err := tlog.StartIntegrator(ctx(t), e.tree, e.log, e.signer, tlog.IntegratorOptions{ID: id, Interval: 20 * time.Millisecond, LeaseTTL: time.Second})
+	return e.integratorWith(t, id, tlog.IntegratorOptions{})
+}
+
+func (e *env) integratorWith(t testing.TB, id string, opts tlog.IntegratorOptions) *tlog.Integrator {
+	t.Helper()
+	opts.ID, opts.Interval, opts.LeaseTTL = id, 20*time.Millisecond, time.Second
+	in, err := tlog.StartIntegrator(ctx(t), e.tree, e.log, e.signer, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,22 +6,29 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/aperture-gov/aperture/broker/tlog"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
 
 const auditUsage = `usage:
-  aperture audit verify [--nats-url URL] [--vkey FILE]
+  aperture audit verify [--nats-url URL] [--vkey FILE] [--trusted-checkpoint FILE]
                         recompute the access log's Merkle tree from the stored records and check it
-                        against every signed checkpoint
-  aperture audit prove ACCESS_ID [--vkey FILE] [--json]
-                        fetch, print and verify the inclusion proof of one access record`
+                        against every signed checkpoint and the checkpoint trusted before
+  aperture audit prove ACCESS_ID [--vkey FILE] [--trusted-checkpoint FILE] [--json]
+                        fetch, print and verify the inclusion proof of one access record, and that the
+                        log extends the checkpoint trusted before
+
+Both keep the newest checkpoint they accepted in the trusted-checkpoint file (default: one per log
+origin under the user's config directory) and from then on fail on a log that does not extend it.`
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -57,6 +64,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	natsCreds := fs.String("nats-creds", "", "NATS credentials file")
 	data := fs.String("data", ".aperture", "data directory of `aperture dev`, for the verifier key")
 	vkey := fs.String("vkey", "", "checkpoint verifier key file (default DATA/keys/"+tlog.VerifierKeyFile+")")
+	trustedFlag := fs.String("trusted-checkpoint", "", "file with the newest checkpoint accepted before (default: under the user's config directory, per log origin)")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -68,17 +76,115 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	tr, err := openTrusted(*trustedFlag, v)
+	if err != nil {
+		return err
+	}
 	nc, js, err := connectJetStream(*natsURL, *natsCreds, nats.Name("aperture-audit-verify"))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	res, err := tlog.Verify(ctx, js, v[0], v[1:]...)
+	opts := tlog.VerifyOptions{Verifiers: v}
+	if tr.cp != nil {
+		opts.Trusted = []tlog.TrustedCheckpoint{{Name: tr.path, Note: tr.cp.Note}}
+	}
+	res, err := tlog.VerifyWith(ctx, js, opts)
 	if err != nil {
 		return fmt.Errorf("verification FAILED: %w", err)
 	}
+	for _, f := range res.Forged {
+		fmt.Fprintf(stderr, "ALERT: %v (if the key was rotated, list the earlier verifier keys in the key file)\n", f)
+	}
 	fmt.Fprintf(stdout, "OK: %d access records match %d signed checkpoints; consecutive checkpoints are consistent\n", res.Records, res.Checkpoints)
+	if err := tr.accept(stdout, res.Latest); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "latest checkpoint (%d):\n%s", res.Latest.Seq, res.Latest.Note)
+	return nil
+}
+
+// trusted is the verifier's own memory of the log, as Go's checksum database client keeps one: the
+// newest checkpoint it accepted. A log that does not extend it fails verification whatever the
+// log's storage says, which a rewrite of the whole storage cannot get around.
+type trusted struct {
+	path string
+	cp   *tlog.Checkpoint // nil: nothing trusted yet (trust on first use)
+}
+
+// openTrusted loads the trusted checkpoint from path, by default a file per log origin under the
+// user's config directory.
+func openTrusted(path string, v []tlog.Verifier) (*trusted, error) {
+	if path == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			return nil, fmt.Errorf("no place for the trusted checkpoint (set --trusted-checkpoint): %w", err)
+		}
+		name := strings.NewReplacer("/", "_", "\\", "_", ":", "_").Replace(v[0].Name())
+		path = filepath.Join(dir, "aperture", "checkpoints", name)
+	}
+	tr := &trusted{path: path}
+	b, err := tlog.FileAnchor(path)(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("trusted checkpoint %s: %w", path, err)
+	}
+	if b == nil {
+		return tr, nil
+	}
+	cp, err := tlog.OpenCheckpoint(b, v[0], v[1:]...)
+	if err != nil {
+		return nil, fmt.Errorf("trusted checkpoint %s: %w", path, err)
+	}
+	tr.cp = &cp
+	return tr, nil
+}
+
+// accept saves cp as the trusted checkpoint if it is newer; the caller has verified that the log
+// extends the trusted one.
+func (tr *trusted) accept(w io.Writer, cp tlog.Checkpoint) error {
+	switch {
+	case tr.cp == nil:
+		fmt.Fprintf(w, "trusting the checkpoint of size %d on first use; saved to %s\n", cp.Size, tr.path)
+	case cp.Size > tr.cp.Size:
+		fmt.Fprintf(w, "consistent with the trusted checkpoint of size %d; now trusting size %d (%s)\n", tr.cp.Size, cp.Size, tr.path)
+	default:
+		fmt.Fprintf(w, "consistent with the trusted checkpoint of size %d (%s)\n", tr.cp.Size, tr.path)
+		return nil
+	}
+	if err := tlog.WriteCheckpointFile(tr.path, cp.Note); err != nil {
+		return fmt.Errorf("save the trusted checkpoint: %w", err)
+	}
+	tr.cp = &cp
+	return nil
+}
+
+// checkTrusted proves that the checkpoint cp extends the trusted one with a consistency proof from
+// the audit API, verified here.
+func (tr *trusted) checkTrusted(ctx context.Context, audit auditv1.AuditServiceClient, cp tlog.Checkpoint) error {
+	if tr.cp == nil {
+		return nil
+	}
+	old := *tr.cp
+	fail := func(why string, args ...any) error {
+		return fmt.Errorf("the log is NOT consistent with the trusted checkpoint %s (size %d, root %x): %s",
+			tr.path, old.Size, old.Root, fmt.Sprintf(why, args...))
+	}
+	switch {
+	case old.Size > cp.Size:
+		return fail("the broker's checkpoint has only size %d: the log was rolled back", cp.Size)
+	case old.Size == cp.Size:
+		if string(old.Root) != string(cp.Root) {
+			return fail("the broker's checkpoint of the same size has root %x: a split view", cp.Root)
+		}
+		return nil
+	}
+	resp, err := audit.GetConsistencyProof(ctx, &auditv1.GetConsistencyProofRequest{FromSize: old.Size, ToSize: cp.Size})
+	if err != nil {
+		return fail("no consistency proof to size %d: %v", cp.Size, refused(err))
+	}
+	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old.Size, cp.Size, resp.GetHashes(), old.Root, cp.Root); err != nil {
+		return fail("the consistency proof to size %d does not verify: %v", cp.Size, err)
+	}
 	return nil
 }
 
@@ -87,6 +193,7 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var cf clientFlags
 	cf.register(fs, "auditor", "dpo")
 	vkey := fs.String("vkey", "", "checkpoint verifier key file (default DATA/keys/"+tlog.VerifierKeyFile+")")
+	trustedFlag := fs.String("trusted-checkpoint", "", "file with the newest checkpoint accepted before (default: under the user's config directory, per log origin)")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -99,6 +206,10 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	tr, err := openTrusted(*trustedFlag, v)
+	if err != nil {
+		return err
+	}
 	cc, err := cf.dial()
 	if err != nil {
 		return err
@@ -106,19 +217,30 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer cc.Close()
 	ctx, cancel := cf.callContext(ctx)
 	defer cancel()
-	resp, err := auditv1.NewAuditServiceClient(cc).GetInclusionProof(ctx, &auditv1.GetInclusionProofRequest{
+	audit := auditv1.NewAuditServiceClient(cc)
+	resp, err := audit.GetInclusionProof(ctx, &auditv1.GetInclusionProofRequest{
 		Leaf: &auditv1.GetInclusionProofRequest_AccessId{AccessId: id},
 	})
 	if err != nil {
 		return refused(err)
 	}
-	if err := checkInclusion(resp, v); err != nil {
+	if err := checkInclusion(resp, id, v); err != nil {
 		return fmt.Errorf("access %s: %w", id, err)
+	}
+	cp, _ := tlog.OpenCheckpoint(resp.GetCheckpoint(), v[0], v[1:]...)
+	if err := tr.checkTrusted(ctx, audit, cp); err != nil {
+		return err
+	}
+	status := io.Discard
+	if !cf.json {
+		status = stdout
+	}
+	if err := tr.accept(status, cp); err != nil {
+		return err
 	}
 	if cf.json {
 		return printJSON(stdout, resp)
 	}
-	cp, _ := tlog.OpenCheckpoint(resp.GetCheckpoint(), v[0], v[1:]...)
 	fmt.Fprintf(stdout, "access %s is leaf %d of the tree of size %d\n", id, resp.GetLeafIndex(), resp.GetTreeSize())
 	fmt.Fprintf(stdout, "leaf hash  %x\n", resp.GetLeafHash())
 	fmt.Fprintf(stdout, "audit path (%d hashes, leaf to root):\n", len(resp.GetHashes()))
@@ -131,9 +253,17 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return nil
 }
 
-// checkInclusion verifies the proof as an outside party would: the checkpoint's signature with the
-// verifier key, the leaf hash recomputed from the record, the audit path against the signed root.
-func checkInclusion(resp *auditv1.GetInclusionProofResponse, v []tlog.Verifier) error {
+// checkInclusion verifies the proof as an outside party would: the record is the one asked for
+// (wantID), the checkpoint's signature with the verifier key, the leaf hash recomputed from the
+// record, the audit path against the signed root.
+func checkInclusion(resp *auditv1.GetInclusionProofResponse, wantID string, v []tlog.Verifier) error {
+	var rec auditv1.AccessRecord
+	if err := proto.Unmarshal(resp.GetRecord(), &rec); err != nil {
+		return fmt.Errorf("leaf %d: the record does not decode: %w", resp.GetLeafIndex(), err)
+	}
+	if rec.GetId() != wantID {
+		return fmt.Errorf("leaf %d is the record %q, not the one asked for: the broker proved another record", resp.GetLeafIndex(), rec.GetId())
+	}
 	cp, err := tlog.OpenCheckpoint(resp.GetCheckpoint(), v[0], v[1:]...)
 	if err != nil {
 		return err

@@ -71,6 +71,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		portalURL     = fs.String("portal-url", "", "public URL of the portal, e.g. https://minside.example; its /auth/callback is the OAuth redirect URL")
 
 		witnessPolicy = fs.String("witness-policy", "", "witness policy file (witness, group and quorum lines): submit every checkpoint to these witnesses and serve only checkpoints that meet the quorum")
+		logListen     = fs.String("log-listen", "", "HTTP address of the public read-only log (/log/checkpoint, /log/tile/…) when there is no portal (the portal serves it too)")
 	)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
@@ -193,6 +194,15 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err := ps.mountPortal(login, verifier, sess, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
 			return err
 		}
+		ps.mountLog(b.PublicLog())
+	}
+	if *logListen != "" {
+		ls, err := listenLog(*logListen, b.PublicLog(), logger)
+		if err != nil {
+			return err
+		}
+		defer ls.Close()
+		fmt.Fprintf(stdout, "public log on http://%s/log/checkpoint\n", ls.Addr())
 	}
 	fmt.Fprintf(stdout, "broker listening on %s (policy %s)\n", b.Addr(), b.Bundle().Version)
 	if addr := b.CitizenAddr(); addr != "" {

@@ -125,6 +125,9 @@ func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifi
 	return nil
 }
 
+// mountLog serves the access log's public read-only endpoint (checkpoint and tiles) under /log/.
+func (p *portalServer) mountLog(h http.Handler) { p.mux.Handle("/log/", h) }
+
 // Close stops serving; open Server-Sent Event streams are cut.
 func (p *portalServer) Close() {
 	p.once.Do(func() {

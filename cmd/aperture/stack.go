@@ -209,6 +209,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		if err := s.Portal.mountPortal(login, verifier, sess, s.Broker.CitizenAddr(), certs, true, o.Now, o.Logger); err != nil {
 			return nil, err
 		}
+		s.Portal.mountLog(s.Broker.PublicLog())
 	}
 	return s, nil
 }

@@ -143,6 +143,32 @@ func (AccessKind) EnumDescriptor() ([]byte, []int) {
 }
 
 // AccessRecord is one entry of the access log. Its deterministic protobuf encoding is the log leaf.
+//
+// # The leaves of the Merkle tree (for verifiers in any language)
+//
+// Leaf bytes: each leaf is one element of AccessBatch.records exactly as stored and as served
+// (GetInclusionProofResponse.record): the protobuf wire encoding of one AccessRecord as the broker
+// wrote it. The broker writes the Go deterministic encoding: fields in ascending field-number order,
+// proto3 default values (empty string, 0, UNSPECIFIED, unset timestamps) omitted, each element of a
+// repeated string as its own tag-length-value, google.protobuf.Timestamp as a nested message of
+// seconds (field 1) and nanos (field 2) with zero values omitted, no unknown fields. Protobuf
+// encodings are not canonical across implementations, so a verifier MUST hash the bytes it was
+// given, never a re-encoding of the decoded message.
+//
+// Leaf hash: RFC 6962 (RFC 9162 section 2.1.1), SHA-256(0x00 || leaf bytes). Interior node:
+// SHA-256(0x01 || left || right). The root of n leaves splits at the largest power of two below n.
+//
+// Leaf order: leaf 0 is the first record of the first message of the ACCESS stream; leaves follow
+// the stream's messages in stream-sequence order and, within one AccessBatch, the order of
+// AccessBatch.records. Only the elements of records are leaves: no other field of an AccessBatch
+// (such as its authentication tag) is hashed into the tree.
+//
+// Checkpoints commit to the first tree_size leaves: a C2SP tlog-checkpoint
+// (https://c2sp.org/tlog-checkpoint) signed note whose body is "<origin>\n<tree size>\n<base64 of
+// the 32-byte root hash>\n", signed with the log's Ed25519 note key. The public hash tiles
+// (C2SP tlog-tiles, /log/tile/...) hold the same leaf and node hashes; the leaf bytes themselves are
+// not public (they name pseudonyms and agencies): auditors get them from this API, citizens their own
+// from the citizen API.
 type AccessRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id of the access, e.g. "acc_01jd…". Given to the caller and to the authority.
@@ -383,7 +409,8 @@ func (x *AccessRecord) GetHiddenReason() string {
 // one durable write (group commit). Records are kept as their exact leaf bytes.
 type AccessBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Each element is one deterministically encoded AccessRecord.
+	// Each element is one deterministically encoded AccessRecord: one leaf of the Merkle tree, hashed
+	// exactly as stored (see AccessRecord for the leaf hash and the order of leaves).
 	Records       [][]byte `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -764,7 +791,7 @@ type GetInclusionProofResponse struct {
 	// RFC 6962 leaf hash of the record: SHA-256(0x00 || record bytes).
 	LeafHash []byte `protobuf:"bytes,4,opt,name=leaf_hash,json=leafHash,proto3" json:"leaf_hash,omitempty"`
 	// The record's exact log bytes (a deterministically encoded AccessRecord); set when the request
-	// named an access id.
+	// named an access id. leaf_hash is SHA-256(0x00 || record): hash these bytes, not a re-encoding.
 	Record []byte `protobuf:"bytes,5,opt,name=record,proto3" json:"record,omitempty"`
 	// The signed checkpoint of tree_size, when the request asked for the latest (tree_size 0).
 	Checkpoint    []byte `protobuf:"bytes,6,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
