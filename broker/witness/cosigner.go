@@ -465,9 +465,15 @@ func (c *Cosigner) LatestCheckpoint(ctx context.Context) ([]byte, error) {
 }
 
 // Anchor returns the newest checkpoint at least one witness cosigned: a tree inconsistent with it
-// would be refused by that witness, so the integrator must not sign one.
+// would be refused by that witness, so the integrator must not sign one. Before the first cosignature
+// (or when the stored one does not verify, which load reports) there is none: nil, nil, as
+// tlog.Anchor expects, since the integrator must sign the first checkpoint for a witness to see it.
 func (c *Cosigner) Anchor(ctx context.Context) ([]byte, error) {
-	return c.load(ctx, keyAnchor)
+	b, err := c.load(ctx, keyAnchor)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return b, err
 }
 
 // Policy is the cosigner's policy (with the log's keys).
