@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
@@ -130,16 +131,14 @@ func mustSource(t *testing.T, ca *mtls.DevCA) mtls.Source {
 	return s
 }
 
-// isTLSRefusal reports whether err is the server refusing the client's certificate (TLS alerts
-// "certificate required", "bad certificate", "unknown certificate authority").
+// isTLSRefusal reports whether err is the server refusing the client's certificate. In TLS 1.3 the
+// client finishes its handshake before the server checks the certificate, so the refusal arrives as
+// the server's alert or, depending on timing, as the connection closing right after the handshake.
 func isTLSRefusal(err error) bool {
-	var alert tls.AlertError
-	if errors.As(err, &alert) {
-		return true
-	}
 	s := err.Error()
 	return strings.Contains(s, "tls: certificate required") || strings.Contains(s, "tls: bad certificate") ||
-		strings.Contains(s, "tls: unknown certificate authority")
+		strings.Contains(s, "tls: unknown certificate authority") ||
+		(errors.Is(err, nats.ErrTLS) && strings.Contains(s, "connection closed by remote after TLS handshake"))
 }
 
 // TestAgencyPermissions: an agency's certificate lets it subscribe to its own events and nothing
@@ -359,3 +358,74 @@ func TestKeyFile(t *testing.T) {
 		t.Fatalf("account seed: err = %v", err)
 	}
 }
+
+// TestProbeAnonymous: the check the broker runs before it trusts an external server.
+func TestProbeAnonymous(t *testing.T) {
+	anon, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon.Start()
+	t.Cleanup(anon.Shutdown)
+	if !anon.ReadyForConnections(10 * time.Second) {
+		t.Fatal("anonymous server not ready")
+	}
+	plain, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(plain.Shutdown)
+	withTLS := natstest.StartTLS(t, registryAgencies(t)...)
+	brokerCert := mustSource(t, withTLS.CA)
+	roots := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: withTLS.CA.Roots(), GetClientCertificate: brokerCert.GetClientCertificate}
+	closed := "nats://127.0.0.1:1"
+	// TLS with client verification and no users: the certificate alone lets anyone in whom the CA
+	// vouches for, an agency as well as the broker.
+	verifyOnly, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		TLSConfig: mtls.ServerConfig(brokerCert), TLSVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyOnly.Start()
+	t.Cleanup(verifyOnly.Shutdown)
+	if !verifyOnly.ReadyForConnections(10 * time.Second) {
+		t.Fatal("TLS server not ready")
+	}
+	// A certificate mapped to a user: authenticated, so it passes.
+	mapped := natstest.StartTLS(t, natsembed.Agency{ID: "probe", Identity: mtls.ID(withTLS.CA.TrustDomain(), mtls.KindAgency, "probe")})
+	agencyCert, err := mapped.CA.Source(mtls.KindAgency, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agencyTLS := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: mapped.CA.Roots(), GetClientCertificate: agencyCert.GetClientCertificate}
+
+	tests := []struct {
+		name    string
+		url     string
+		tls     *tls.Config
+		wantErr error // nil: the server counts as closed; ErrAnonymousAccepted; errCannotTell
+	}{
+		{"server without auth", anon.ClientURL(), roots, natsembed.ErrAnonymousAccepted},
+		{"embedded, nkey only", plain.ClientURL(), roots, nil},
+		{"embedded with TLS and agencies", withTLS.ClientURL(), roots, nil},
+		{"TLS verification without users", verifyOnly.ClientURL(), roots, natsembed.ErrAnonymousAccepted},
+		{"certificate mapped to a user", mapped.ClientURL(), agencyTLS, nil},
+		{"cluster list with one open server", plain.ClientURL() + "," + anon.ClientURL(), roots, natsembed.ErrAnonymousAccepted},
+		{"nothing listening", closed, roots, errCannotTell},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := natsembed.ProbeAnonymous(tt.url, tt.tls, 5*time.Second)
+			switch {
+			case tt.wantErr == nil && err != nil:
+				t.Fatalf("probe: %v, want the server to count as closed", err)
+			case tt.wantErr == errCannotTell && (err == nil || errors.Is(err, natsembed.ErrAnonymousAccepted)):
+				t.Fatalf("probe: %v, want an error saying it cannot tell", err)
+			case tt.wantErr == natsembed.ErrAnonymousAccepted && !errors.Is(err, tt.wantErr):
+				t.Fatalf("probe: %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+var errCannotTell = errors.New("cannot tell")

@@ -1,0 +1,55 @@
+package natsembed
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// ErrAnonymousAccepted is returned by ProbeAnonymous for a server that let a client in without
+// authenticating it: whoever reaches its port can read and rewrite the broker's state.
+var ErrAnonymousAccepted = errors.New("NATS server accepts anonymous connections")
+
+// ProbeAnonymous connects to every server of url (a comma-separated list) without credentials — no
+// user, token, nkey or JWT — and, when a server asks for TLS, with tlsConfig (the broker's own client
+// certificate and the roots the servers' certificates chain to). A server passes when it refuses the
+// connection with an authorization violation, or when it lets it in because it mapped the
+// certificate to a configured user (verify_and_map): its INFO then says authentication is required.
+// It fails when it lets the connection in and authentication is not required — no auth at all,
+// TLS verification alone (any certificate from the CA, an agency's included, would have full access)
+// or a no_auth_user: ErrAnonymousAccepted, wrapped with the server's URL. Any other failure means
+// it cannot tell and is returned as is: callers fail closed on both.
+//
+// The probe presents the certificate rather than none because a TLS server that requires one would
+// refuse a certificate-less client in the handshake, which says nothing about what happens after it.
+func ProbeAnonymous(url string, tlsConfig *tls.Config, timeout time.Duration) error {
+	for _, u := range strings.Split(url, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		opts := []nats.Option{nats.Name("aperture-anonymous-probe"), nats.NoReconnect(), nats.Timeout(timeout), nats.DontRandomize()}
+		if tlsConfig != nil {
+			// Not nats.Secure: a server that does not ask for TLS must be probed as it is.
+			tc := tlsConfig
+			opts = append(opts, func(o *nats.Options) error { o.TLSConfig = tc; return nil })
+		}
+		nc, err := nats.Connect(u, opts...)
+		switch {
+		case err == nil:
+			authRequired := nc.AuthRequired()
+			nc.Close()
+			if !authRequired {
+				return fmt.Errorf("%s: %w", u, ErrAnonymousAccepted)
+			}
+		case errors.Is(err, nats.ErrAuthorization):
+		default:
+			return fmt.Errorf("probe %s for anonymous access: %w", u, err)
+		}
+	}
+	return nil
+}
