@@ -334,7 +334,7 @@ func (b *Broker) connectNATS() error {
 }
 
 // EmbeddedNATSKeyFile is the broker's nkey seed for its embedded NATS server, in DataDir/nats.
-const EmbeddedNATSKeyFile = "broker.nk"
+const EmbeddedNATSKeyFile = natsembed.KeyFile
 
 // anonymousProbeTimeout bounds each server's answer to the anonymous probe.
 const anonymousProbeTimeout = 10 * time.Second

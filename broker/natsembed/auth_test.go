@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,6 +118,41 @@ func TestUnauthenticatedRefused(t *testing.T) {
 			}
 			if !tt.authErr && !isTLSRefusal(err) {
 				t.Fatalf("err = %v, want the TLS handshake to refuse the certificate", err)
+			}
+		})
+	}
+}
+
+// TestInProcessAnonymousRefused: a connection inside the process authenticates like any other.
+// The server refuses it at once (and logs so); the client only notices when the server gives up
+// writing the refusal to the synchronous in-process pipe, so the subtests run in parallel.
+func TestInProcessAnonymousRefused(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "TLS"}[withTLS], func(t *testing.T) {
+			t.Parallel()
+			var logs syncBuffer
+			opts := natsembed.Options{Dir: t.TempDir(), Port: -1, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			if withTLS {
+				ca, err := mtls.OpenDevCA(t.TempDir(), "aperture.test")
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts.TLS = mustSource(t, ca)
+			}
+			s, err := natsembed.Start(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(s.Shutdown)
+			// nats:// so that the client does not start TLS on the pipe.
+			url := "nats://" + strings.SplitN(s.ClientURL(), "://", 2)[1]
+			nc, err := nats.Connect(url, nats.InProcessServer(s.NATS()), nats.NoReconnect())
+			if err == nil {
+				nc.Close()
+				t.Fatal("anonymous in-process connection accepted")
+			}
+			if !strings.Contains(logs.String(), "pipe - cid") || !strings.Contains(logs.String(), "authentication error") {
+				t.Fatalf("the server did not refuse the in-process connection for authentication (client: %v):\n%s", err, logs.String())
 			}
 		})
 	}

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,9 @@ import (
 
 	"github.com/aperture-gov/aperture/services/kit/mtls"
 )
+
+// KeyFile is the broker's nkey seed in Options.Dir when Options.BrokerKey is not given.
+const KeyFile = "broker.nk"
 
 // readyTimeout bounds how long Start waits for the server to accept clients.
 const readyTimeout = 10 * time.Second
@@ -46,8 +50,9 @@ type Options struct {
 	// ServerName names the server in logs and monitoring; default "aperture".
 	ServerName string
 	// BrokerKey is the nkey of the broker's user, the only user with access to streams and buckets.
-	// Nil generates one for the lifetime of this Server: Connect still authenticates with it, but no
-	// other process can connect as the broker (use LoadOrCreateKey to keep one in the data directory).
+	// Nil uses the seed in Dir/KeyFile, created on first start (LoadOrCreateKey), so a server
+	// restarted on the same Dir takes the broker's connections back and tools on the machine that can
+	// read Dir can connect as the broker.
 	BrokerKey nkeys.KeyPair
 	// TLS, if set, makes the client port require TLS 1.3 with a client certificate that chains to the
 	// Source's roots; the server presents the Source's certificate. Agencies need it: they are
@@ -83,7 +88,7 @@ func Start(opts Options) (*Server, error) {
 		opts.ServerName = "aperture"
 	}
 	if opts.BrokerKey == nil {
-		k, err := nkeys.CreateUser()
+		k, err := LoadOrCreateKey(filepath.Join(opts.Dir, KeyFile))
 		if err != nil {
 			return nil, fmt.Errorf("start embedded NATS: broker key: %w", err)
 		}
