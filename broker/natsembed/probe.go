@@ -32,7 +32,9 @@ func ProbeAnonymous(url string, tlsConfig *tls.Config, timeout time.Duration) er
 		if u == "" {
 			continue
 		}
-		opts := []nats.Option{nats.Name("aperture-anonymous-probe"), nats.NoReconnect(), nats.Timeout(timeout), nats.DontRandomize()}
+		opts := []nats.Option{nats.Name("aperture-anonymous-probe"), nats.NoReconnect(), nats.Timeout(timeout), nats.DontRandomize(),
+			// Each listed server is probed itself, not the ones it advertises.
+			nats.IgnoreDiscoveredServers()}
 		if tlsConfig != nil {
 			// Not nats.Secure: a server that does not ask for TLS must be probed as it is.
 			tc := tlsConfig
