@@ -82,9 +82,9 @@ func printDevBanner(w io.Writer, st *stack, data string) {
 	fmt.Fprintf(tw, "  broker (gRPC, mTLS)\t%s\n", st.Broker.Addr())
 	if u := st.Broker.NATSURL(); u != "" {
 		pki := filepath.Join(data, "pki")
-		fmt.Fprintf(tw, "  NATS (case events)\t%s   each agency may only subscribe to %s\n", u, natsembed.EventSubject("<agency>"))
-		fmt.Fprintf(tw, "\tmutual TLS with the agency's certificate %s, key %s, server CA %s\n",
-			filepath.Join(pki, "agency-<agency>.crt"), filepath.Join(pki, "agency-<agency>.key"), filepath.Join(pki, "ca.crt"))
+		fmt.Fprintf(tw, "  NATS (case events)\t%s   an agency may only subscribe to %s\n", u, natsembed.EventSubject("<agency>"))
+		fmt.Fprintf(tw, "\tmutual TLS with its certificate %s.{crt,key}, server CA %s\n",
+			filepath.Join(pki, "agency-<agency>"), filepath.Join(pki, "ca.crt"))
 		if a := firstStepAgency(b); a != "" {
 			fmt.Fprintf(tw, "\te.g. %s\n", natsSubCommand(u, pki, a))
 		}

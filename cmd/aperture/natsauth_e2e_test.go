@@ -40,6 +40,7 @@ func TestAgencyConnectsAsPrinted(t *testing.T) {
 	if m == nil {
 		t.Fatalf("the banner does not say how an agency connects to NATS:\n%s", banner.String())
 	}
+	t.Logf("aperture dev prints:\n%s", banner.String())
 	certFile, keyFile, caFile, url, subject := m[1], m[2], m[3], m[4], m[5]
 	for _, f := range []string{certFile, keyFile, caFile} {
 		if _, err := os.Stat(f); err != nil {
