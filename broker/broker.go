@@ -325,6 +325,8 @@ func (b *Broker) connectNATS() error {
 		return fmt.Errorf("start embedded NATS: %w", err)
 	}
 	b.embed = srv
+	b.log.Info("embedded NATS: broker by nkey, agencies of the registry by client certificate (subscribe to their own events only), nobody else",
+		"url", srv.ClientURL(), "agencies", len(agencies), "broker_key", keyFile)
 	nc, err := srv.Connect(NATSOptions("aperture-broker")...)
 	if err != nil {
 		return fmt.Errorf("connect to embedded NATS: %w", err)
@@ -373,6 +375,11 @@ func ConnectExternalNATS(cfg Config, certs mtls.Source, log *slog.Logger) (*nats
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+	}
+	if _, err := nc.TLSConnectionState(); err != nil {
+		// The nkey handshake does not reveal the seed, but cases and consents would cross the wire
+		// in clear: fine on one host, not across a network.
+		log.Warn("the connection to NATS is not encrypted: the server does not ask for TLS", "nats_url", nc.ConnectedUrlRedacted())
 	}
 	return nc, nil
 }

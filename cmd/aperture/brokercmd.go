@@ -19,6 +19,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/keys/vaultkeys"
+	"github.com/aperture-gov/aperture/broker/natsembed"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
 	"github.com/aperture-gov/aperture/services/kit/vault"
 )
@@ -181,6 +182,9 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	fmt.Fprintf(stdout, "broker listening on %s (policy %s)\n", b.Addr(), b.Bundle().Version)
+	if u := b.NATSURL(); u != "" {
+		fmt.Fprintf(stdout, "NATS for agency systems on %s (client certificate of a registry agency; subscribe to %s only)\n", u, natsembed.EventSubject("<agency>"))
+	}
 	if addr := b.CitizenAddr(); addr != "" {
 		fmt.Fprintf(stdout, "citizen API on %s (ID tokens from %s)\n", addr, *oidcIssuer)
 	}

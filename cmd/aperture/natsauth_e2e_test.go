@@ -203,6 +203,9 @@ func TestAnonymousExternalNATS(t *testing.T) {
 		if !regexp.MustCompile(`level=ERROR msg="INSECURE: the NATS server accepts anonymous connections`).MatchString(logs.String()) {
 			t.Fatalf("no error-level line about the insecure NATS:\n%s", logs.String())
 		}
+		if !strings.Contains(logs.String(), "level=WARN msg=\"the connection to NATS is not encrypted") {
+			t.Fatalf("no warning about the plaintext connection:\n%s", logs.String())
+		}
 	}
 }
 
