@@ -448,6 +448,9 @@ func TestProbeAnonymous(t *testing.T) {
 		{"certificate mapped to a user", mapped.ClientURL(), agencyTLS, nil},
 		{"cluster list with one open server", plain.ClientURL() + "," + anon.ClientURL(), roots, natsembed.ErrAnonymousAccepted},
 		{"nothing listening", closed, roots, errCannotTell},
+		{"cluster list with one node down", closed + "," + plain.ClientURL(), roots, nil},
+		{"open server behind a node that is down", closed + "," + anon.ClientURL(), roots, natsembed.ErrAnonymousAccepted},
+		{"no URL", " , ", roots, errCannotTell},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,12 +21,16 @@ var ErrAnonymousAccepted = errors.New("NATS server accepts anonymous connections
 // certificate to a configured user (verify_and_map): its INFO then says authentication is required.
 // It fails when it lets the connection in and authentication is not required — no auth at all,
 // TLS verification alone (any certificate from the CA, an agency's included, would have full access)
-// or a no_auth_user: ErrAnonymousAccepted, wrapped with the server's URL. Any other failure means
-// it cannot tell and is returned as is: callers fail closed on both.
+// or a no_auth_user: ErrAnonymousAccepted, wrapped with the server's URL. A server that cannot be
+// reached (or whose certificate does not verify) is skipped as long as another one passed, so a
+// broker replica can start while one cluster node is down; if none could be asked, the errors are
+// returned: callers fail closed on both.
 //
 // The probe presents the certificate rather than none because a TLS server that requires one would
 // refuse a certificate-less client in the handshake, which says nothing about what happens after it.
 func ProbeAnonymous(url string, tlsConfig *tls.Config, timeout time.Duration) error {
+	var unknown []error
+	passed := 0
 	for _, u := range strings.Split(url, ",") {
 		u = strings.TrimSpace(u)
 		if u == "" {
@@ -48,10 +52,18 @@ func ProbeAnonymous(url string, tlsConfig *tls.Config, timeout time.Duration) er
 			if !authRequired {
 				return fmt.Errorf("%s: %w", u, ErrAnonymousAccepted)
 			}
+			passed++
 		case errors.Is(err, nats.ErrAuthorization):
+			passed++
 		default:
-			return fmt.Errorf("probe %s for anonymous access: %w", u, err)
+			unknown = append(unknown, fmt.Errorf("probe %s for anonymous access: %w", u, err))
 		}
+	}
+	if passed == 0 {
+		if len(unknown) == 0 {
+			return errors.New("probe for anonymous access: no server URL")
+		}
+		return errors.Join(unknown...)
 	}
 	return nil
 }
