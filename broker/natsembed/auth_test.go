@@ -60,7 +60,7 @@ func TestUnauthenticatedRefused(t *testing.T) {
 	}
 	// A certificate from the same CA that is not an agency's: an authority's, and an agency the
 	// registry does not list.
-	authority, err := srv.CA.Source(mtls.KindAuthority, "population")
+	authority, err := srv.CA.Source(mtls.KindAuthority, "some-authority")
 	if err != nil {
 		t.Fatal(err)
 	}

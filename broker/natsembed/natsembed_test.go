@@ -35,7 +35,8 @@ func TestStartValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agency := natsembed.Agency{ID: "tax", Identity: mtls.ID("aperture.test", mtls.KindAgency, "tax")}
+	// A made-up agency: what is validated is the shape of ids and identities, not the registry.
+	agency := natsembed.Agency{ID: "agency-a", Identity: mtls.ID("aperture.test", mtls.KindAgency, "agency-a")}
 	tests := []struct {
 		name string
 		opts natsembed.Options
@@ -44,13 +45,13 @@ func TestStartValidates(t *testing.T) {
 		{"no Dir", natsembed.Options{Port: -1}, "Dir"},
 		{"agencies without TLS", natsembed.Options{Dir: t.TempDir(), Port: -1, Agencies: []natsembed.Agency{agency}}, "TLS is required"},
 		{"agency id widens the subject", natsembed.Options{Dir: t.TempDir(), Port: -1, TLS: src,
-			Agencies: []natsembed.Agency{{ID: "tax.*", Identity: agency.Identity}}}, "single subject token"},
+			Agencies: []natsembed.Agency{{ID: "agency-a.*", Identity: agency.Identity}}}, "single subject token"},
 		{"agency id is a wildcard", natsembed.Options{Dir: t.TempDir(), Port: -1, TLS: src,
 			Agencies: []natsembed.Agency{{ID: ">", Identity: agency.Identity}}}, "single subject token"},
 		{"authority identity as an agency", natsembed.Options{Dir: t.TempDir(), Port: -1, TLS: src,
-			Agencies: []natsembed.Agency{{ID: "tax", Identity: mtls.ID("aperture.test", mtls.KindAuthority, "tax")}}}, "not an agency SPIFFE ID"},
+			Agencies: []natsembed.Agency{{ID: "agency-a", Identity: mtls.ID("aperture.test", mtls.KindAuthority, "agency-a")}}}, "not an agency SPIFFE ID"},
 		{"identity twice", natsembed.Options{Dir: t.TempDir(), Port: -1, TLS: src,
-			Agencies: []natsembed.Agency{agency, {ID: "tax2", Identity: agency.Identity}}}, "twice"},
+			Agencies: []natsembed.Agency{agency, {ID: "agency-b", Identity: agency.Identity}}}, "twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
