@@ -5,11 +5,14 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -50,10 +53,22 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// NATSURL is an external NATS server or cluster; empty embeds one in this process.
 	NATSURL string `yaml:"nats_url"`
-	// NATSCredentials is a NATS .creds file for the external server.
+	// NATSCredentials is a NATS .creds file (user JWT and seed) for the external server.
 	NATSCredentials string `yaml:"nats_credentials"`
+	// NATSNKeyFile is the broker's nkey seed file (mode 0600): with NATSURL the key it authenticates
+	// with; embedded, where the key is kept (created if absent; default DataDir/nats/broker.nk).
+	NATSNKeyFile string `yaml:"nats_nkey"`
+	// NATSCA is the CA bundle the external NATS servers' certificates chain to; empty uses the
+	// broker's own roots. The broker presents its certificate when the server asks for one.
+	NATSCA string `yaml:"nats_ca"`
+	// InsecureNATS lets the broker use an external NATS server that accepts anonymous connections,
+	// logging an error at start. Without it the broker refuses to start against such a server.
+	InsecureNATS bool `yaml:"insecure_nats"`
 	// EmbeddedNATSListen is where the embedded server accepts clients (agency systems subscribing to
-	// case events): "127.0.0.1:4222" by default, "" for in-process only.
+	// case events): "127.0.0.1:4222" by default, "" for in-process only. Its client port requires
+	// TLS with the broker's certificate; agencies listed in the registry connect with their client
+	// certificate and may only subscribe to their own events; the broker authenticates with the nkey
+	// in DataDir/nats/broker.nk (created on first start). Nothing else gets in.
 	EmbeddedNATSListen string `yaml:"embedded_nats_listen"`
 	// Replicas of every stream and bucket: 1 embedded, 3 on a cluster.
 	Replicas int `yaml:"replicas"`
@@ -276,14 +291,10 @@ func (b *Broker) connectNATS() error {
 		b.nc = b.deps.NATS
 		return nil
 	}
-	opts := NATSOptions("aperture-broker")
 	if b.cfg.NATSURL != "" {
-		if b.cfg.NATSCredentials != "" {
-			opts = append(opts, nats.UserCredentials(b.cfg.NATSCredentials))
-		}
-		nc, err := nats.Connect(b.cfg.NATSURL, opts...)
+		nc, err := ConnectExternalNATS(b.cfg, b.deps.Certs, b.log)
 		if err != nil {
-			return fmt.Errorf("connect to NATS at %s: %w", b.cfg.NATSURL, err)
+			return err
 		}
 		b.nc, b.ownNC = nc, true
 		return nil
@@ -298,21 +309,137 @@ func (b *Broker) connectNATS() error {
 		if _, err := fmt.Sscan(p, &port); err != nil {
 			return fmt.Errorf("embedded_nats_listen %q: bad port", b.cfg.EmbeddedNATSListen)
 		}
+		if port == 0 {
+			port = -1 // ":0" is a free port, as for every other listener (NATS would take 4222)
+		}
+	}
+	dir := filepath.Join(b.cfg.DataDir, "nats")
+	keyFile := b.cfg.NATSNKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(dir, EmbeddedNATSKeyFile)
+	}
+	key, err := natsembed.LoadOrCreateKey(keyFile)
+	if err != nil {
+		return fmt.Errorf("embedded NATS broker key: %w", err)
+	}
+	// The registry is loaded again in New; here it only names who may subscribe to what.
+	reg, err := policy.LoadRegistry(b.deps.Policies, "registry.yaml")
+	if err != nil {
+		return fmt.Errorf("embedded NATS agencies: load registry: %w", err)
+	}
+	agencies := make([]natsembed.Agency, 0, len(reg.Agencies))
+	for _, a := range reg.Agencies {
+		agencies = append(agencies, natsembed.Agency{ID: a.ID, Identity: a.Identity})
 	}
 	srv, err := natsembed.Start(natsembed.Options{
-		Dir: filepath.Join(b.cfg.DataDir, "nats"), Host: host, Port: port,
+		Dir: dir, Host: host, Port: port,
 		Logger: b.log.With("component", "nats"), ServerName: "aperture-embedded",
+		BrokerKey: key, TLS: b.deps.Certs, Agencies: agencies,
 	})
 	if err != nil {
 		return fmt.Errorf("start embedded NATS: %w", err)
 	}
 	b.embed = srv
-	nc, err := srv.Connect(opts...)
+	b.log.Info("embedded NATS: broker by nkey, agencies of the registry by client certificate (subscribe to their own events only), nobody else",
+		"url", srv.ClientURL(), "agencies", len(agencies), "broker_key", keyFile)
+	nc, err := srv.Connect(NATSOptions("aperture-broker")...)
 	if err != nil {
 		return fmt.Errorf("connect to embedded NATS: %w", err)
 	}
 	b.nc, b.ownNC = nc, true
 	return nil
+}
+
+// EmbeddedNATSKeyFile is the broker's nkey seed for its embedded NATS server, in DataDir/nats.
+const EmbeddedNATSKeyFile = natsembed.KeyFile
+
+// anonymousProbeTimeout bounds each server's answer to the anonymous probe.
+const anonymousProbeTimeout = 10 * time.Second
+
+// ConnectExternalNATS connects to cfg.NATSURL with the broker's credentials (a .creds file or an nkey
+// seed) and, when a server asks for TLS, the broker's certificate. First it checks that the servers
+// refuse a client without credentials: a NATS that anyone can reach is no place for the broker's
+// state. cfg.InsecureNATS overrides that, loudly.
+func ConnectExternalNATS(cfg Config, certs mtls.Source, log *slog.Logger) (*nats.Conn, error) {
+	opts := NATSOptions("aperture-broker")
+	tc, err := ExternalNATSTLS(cfg.NATSCA, certs)
+	if err != nil {
+		return nil, err
+	}
+	switch err := natsembed.ProbeAnonymous(cfg.NATSURL, tc, anonymousProbeTimeout); {
+	case errors.Is(err, natsembed.ErrAnonymousAccepted) && cfg.InsecureNATS:
+		log.Error("INSECURE: the NATS server accepts anonymous connections and --insecure-nats is set: anyone who reaches it can read every case and rewrite consents, cases and the access log",
+			"nats_url", cfg.NATSURL, "probe", err.Error())
+	case errors.Is(err, natsembed.ErrAnonymousAccepted):
+		return nil, fmt.Errorf("refusing to use NATS at %s: %w; configure authentication on it (deploy/nats) or, for a throwaway setup only, pass --insecure-nats", cfg.NATSURL, err)
+	case err != nil && cfg.InsecureNATS:
+		log.Error("INSECURE: --insecure-nats is set and whether the NATS server requires authentication is unknown", "nats_url", cfg.NATSURL, "probe", err.Error())
+	case err != nil:
+		return nil, fmt.Errorf("refusing to use NATS at %s: cannot tell whether it requires authentication: %w", cfg.NATSURL, err)
+	case cfg.InsecureNATS:
+		log.Warn("--insecure-nats is set but the NATS server requires authentication; the flag is not needed", "nats_url", cfg.NATSURL)
+	}
+	auth, err := ExternalNATSAuth(cfg.NATSCredentials, cfg.NATSNKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, auth...)
+	// Not nats.Secure: TLS is used when the server requires it (its INFO says so), with these roots
+	// and the broker's client certificate; a tls:// URL demands it from the start.
+	opts = append(opts, func(o *nats.Options) error { o.TLSConfig = tc; return nil })
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+	}
+	if _, err := nc.TLSConnectionState(); err != nil {
+		// The nkey handshake does not reveal the seed, but cases and consents would cross the wire
+		// in clear: fine on one host, not across a network.
+		log.Warn("the connection to NATS is not encrypted: the server does not ask for TLS", "nats_url", nc.ConnectedUrlRedacted())
+	}
+	return nc, nil
+}
+
+// ExternalNATSAuth are the connection options that authenticate the broker to an external NATS: a
+// .creds file (decentralised JWT auth) or an nkey seed file, not both. With neither, the connection
+// is anonymous, which only an --insecure-nats server lets in.
+func ExternalNATSAuth(credsFile, nkeyFile string) ([]nats.Option, error) {
+	switch {
+	case credsFile != "" && nkeyFile != "":
+		return nil, errors.New("NATS credentials: give a .creds file or an nkey seed file, not both")
+	case credsFile != "":
+		return []nats.Option{nats.UserCredentials(credsFile)}, nil
+	case nkeyFile != "":
+		key, err := natsembed.ReadKey(nkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS nkey: %w", err)
+		}
+		return []nats.Option{natsembed.BrokerAuth(key)}, nil
+	}
+	return nil, nil
+}
+
+// ExternalNATSTLS is the client TLS configuration for an external NATS: the servers' certificates
+// chain to caFile (or, if empty, to the broker's roots) and are checked against the host name
+// dialled; the broker's certificate is presented when asked for. certs may be nil (no client
+// certificate).
+func ExternalNATSTLS(caFile string, certs mtls.Source) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if certs != nil {
+		tc.GetClientCertificate = certs.GetClientCertificate
+		tc.RootCAs = certs.Roots()
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("NATS CA %s: no PEM certificate", caFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
 }
 
 func (b *Broker) buildServer() error {

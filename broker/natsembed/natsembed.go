@@ -1,6 +1,12 @@
 // Package natsembed runs a NATS server with JetStream inside the broker process, so a single-machine
 // deployment needs nothing installed: the broker's state and its access log live in the data directory.
 //
+// The server is a closed room (see auth.go): every connection authenticates, the in-process ones
+// included. The broker is an nkey user with full access; agency systems connect over mutual TLS and
+// are mapped to a user by the SPIFFE ID in their certificate (nats-server's verify_and_map), which may
+// only subscribe to aperture.events.agency.<its id>.> — no publish, no JetStream API, no KV, no other
+// subject. Nobody else gets in: there is no anonymous user.
+//
 // The server fsyncs every JetStream write before acknowledging it (SyncAlways). JetStream's default is
 // to fsync every two minutes, which on a single node can lose writes that were already acknowledged
 // if the machine crashes; the access log promises "durable before answer", so that is not acceptable.
@@ -8,17 +14,25 @@ package natsembed
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/aperture-gov/aperture/services/kit/mtls"
 )
+
+// KeyFile is the broker's nkey seed in Options.Dir when Options.BrokerKey is not given.
+const KeyFile = "broker.nk"
 
 // readyTimeout bounds how long Start waits for the server to accept clients.
 const readyTimeout = 10 * time.Second
@@ -35,12 +49,27 @@ type Options struct {
 	Logger *slog.Logger
 	// ServerName names the server in logs and monitoring; default "aperture".
 	ServerName string
+	// BrokerKey is the nkey of the broker's user, the only user with access to streams and buckets.
+	// Nil uses the seed in Dir/KeyFile, created on first start (LoadOrCreateKey), so a server
+	// restarted on the same Dir takes the broker's connections back and tools on the machine that can
+	// read Dir can connect as the broker.
+	BrokerKey nkeys.KeyPair
+	// TLS, if set, makes the client port require TLS 1.3 with a client certificate that chains to the
+	// Source's roots; the server presents the Source's certificate. Agencies need it: they are
+	// identified by their certificate. Without it only the broker's nkey gets in.
+	TLS mtls.Source
+	// Agencies may connect with their client certificate and subscribe to their own events. Requires TLS.
+	Agencies []Agency
 }
 
 // Server is a running embedded NATS server.
 type Server struct {
 	srv  *server.Server
 	addr string // host:port clients dial, fixed at start so reconnects find a restarted server
+	key  nkeys.KeyPair
+	// clientTLS is how Connect's connections speak TLS when they fall back to TCP (see connProvider);
+	// nil when the server has no TLS.
+	clientTLS *tls.Config
 	// stopping is set before the server starts shutting down: a client that reconnects in-process
 	// to a server in mid-shutdown can be handed a connection that dies a moment later, taking the
 	// first request sent on it along.
@@ -58,6 +87,13 @@ func Start(opts Options) (*Server, error) {
 	if opts.ServerName == "" {
 		opts.ServerName = "aperture"
 	}
+	if opts.BrokerKey == nil {
+		k, err := LoadOrCreateKey(filepath.Join(opts.Dir, KeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("start embedded NATS: broker key: %w", err)
+		}
+		opts.BrokerKey = k
+	}
 	sopts := &server.Options{
 		ServerName: opts.ServerName,
 		Host:       opts.Host,
@@ -69,6 +105,10 @@ func Start(opts Options) (*Server, error) {
 		// The broker owns signal handling.
 		NoSigs: true,
 		NoLog:  opts.Logger == nil,
+	}
+	clientTLS, err := configureAuth(sopts, opts)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded NATS in %s: %w", opts.Dir, err)
 	}
 	srv, err := server.NewServer(sopts)
 	if err != nil {
@@ -85,22 +125,37 @@ func Start(opts Options) (*Server, error) {
 		srv.WaitForShutdown()
 		return nil, fmt.Errorf("start embedded NATS in %s: not ready for connections after %s", opts.Dir, readyTimeout)
 	}
-	s := &Server{srv: srv}
+	s := &Server{srv: srv, key: opts.BrokerKey, clientTLS: clientTLS}
 	if a, ok := srv.Addr().(*net.TCPAddr); ok {
 		s.addr = net.JoinHostPort(opts.Host, strconv.Itoa(a.Port))
 	}
 	return s, nil
 }
 
-// ClientURL is the URL clients (agency systems, the CLI) use to reach the server.
-func (s *Server) ClientURL() string { return "nats://" + s.addr }
+// ClientURL is the URL clients (agency systems, the CLI) use to reach the server: tls:// when the
+// client port requires TLS, nats:// otherwise.
+func (s *Server) ClientURL() string {
+	if s.clientTLS != nil {
+		return "tls://" + s.addr
+	}
+	return "nats://" + s.addr
+}
 
-// Connect opens a client connection. It is in-process (no TCP) while this server runs. If the
-// server shuts down, the client reconnects over TCP to the same address, so a server restarted on
-// the same port (and Dir) picks existing connections up again.
+// Connect opens a client connection authenticated as the broker. It is in-process (no TCP, no TLS)
+// while this server runs. If the server shuts down, the client reconnects over TCP (and TLS, with
+// the server's own certificate as client certificate) to the same address, so a server restarted on
+// the same port, Dir and key picks existing connections up again.
 func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	all := append([]nats.Option{nats.InProcessServer(&connProvider{s: s})}, opts...)
-	nc, err := nats.Connect(s.ClientURL(), all...)
+	all := append([]nats.Option{nats.InProcessServer(&connProvider{s: s}), BrokerAuth(s.key)}, opts...)
+	if s.clientTLS != nil {
+		// Not nats.Secure: that would wrap the in-process pipe in TLS as well. The client switches
+		// to TLS only when the server's INFO requires it, which it does on TCP and not in-process.
+		tc := s.clientTLS
+		all = append(all, func(o *nats.Options) error { o.TLSConfig = tc; return nil })
+	}
+	// The in-process connection is reached through the nats:// URL so that nats.go does not insist
+	// on TLS for it.
+	nc, err := nats.Connect("nats://"+s.addr, all...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to embedded NATS: %w", err)
 	}

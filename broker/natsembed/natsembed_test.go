@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aperture-gov/aperture/broker/natsembed"
+	"github.com/aperture-gov/aperture/services/kit/mtls"
 )
 
 func start(t *testing.T, opts natsembed.Options) *natsembed.Server {
@@ -25,30 +27,91 @@ func start(t *testing.T, opts natsembed.Options) *natsembed.Server {
 }
 
 func TestStartValidates(t *testing.T) {
-	if _, err := natsembed.Start(natsembed.Options{Port: -1}); err == nil || !strings.Contains(err.Error(), "Dir") {
-		t.Fatalf("Start without Dir: err = %v, want an error naming Dir", err)
+	ca, err := mtls.OpenDevCA(t.TempDir(), "aperture.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := ca.Source(mtls.KindBroker, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A made-up agency: what is validated is the shape of ids and identities, not the registry.
+	agency := natsembed.Agency{ID: "agency-a", Identity: mtls.ID("aperture.test", mtls.KindAgency, "agency-a")}
+	tests := []struct {
+		name string
+		opts natsembed.Options
+		want string
+	}{
+		{"no Dir", natsembed.Options{Port: -1}, "Dir"},
+		{"agencies without TLS", natsembed.Options{Dir: t.TempDir(), Port: -1, Agencies: []natsembed.Agency{agency}}, "TLS is required"},
+		{"agency id widens the subject", natsembed.Options{Dir: t.TempDir(), Port: -1, TLS: src,
+			Agencies: []natsembed.Agency{{ID: "agency-a.*", Identity: agency.Identity}}}, "single subject token"},
+		{"agency id is a wildcard", natsembed.Options{Dir: t.TempDir(), Port: -1, TLS: src,
+			Agencies: []natsembed.Agency{{ID: ">", Identity: agency.Identity}}}, "single subject token"},
+		{"authority identity as an agency", natsembed.Options{Dir: t.TempDir(), Port: -1, TLS: src,
+			Agencies: []natsembed.Agency{{ID: "agency-a", Identity: mtls.ID("aperture.test", mtls.KindAuthority, "agency-a")}}}, "not an agency SPIFFE ID"},
+		{"identity twice", natsembed.Options{Dir: t.TempDir(), Port: -1, TLS: src,
+			Agencies: []natsembed.Agency{agency, {ID: "agency-b", Identity: agency.Identity}}}, "twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := natsembed.Start(tt.opts)
+			if err == nil {
+				s.Shutdown()
+				t.Fatalf("Start succeeded, want an error mentioning %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Start: %v, want an error mentioning %q", err, tt.want)
+			}
+		})
 	}
 }
 
-// TestRestartKeepsStream writes to a stream, restarts the server on the same Dir and port, and
-// checks both that the messages survived and that the connection from before the restart (which
-// was in-process) reconnected to the new server.
+// TestRestartKeepsStream writes to a stream, restarts the server on the same Dir, port and broker
+// key, and checks both that the messages survived and that the connection from before the restart
+// (which was in-process) reconnected, over TCP (and TLS where the server has it), authenticated.
 func TestRestartKeepsStream(t *testing.T) {
+	ca, err := mtls.OpenDevCA(t.TempDir(), "aperture.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := ca.Source(mtls.KindBroker, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		tls    mtls.Source
+		scheme string
+	}{
+		{"plain", nil, "nats://127.0.0.1:"},
+		{"tls", src, "tls://127.0.0.1:"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testRestart(t, tt.tls, tt.scheme) })
+	}
+}
+
+func testRestart(t *testing.T, tlsSrc mtls.Source, scheme string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	dir := t.TempDir()
+	key, err := natsembed.LoadOrCreateKey(filepath.Join(dir, "broker.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var logs syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 
-	s := start(t, natsembed.Options{Dir: dir, Port: -1, Logger: logger, ServerName: "test"})
+	opts := natsembed.Options{Dir: dir, Port: -1, Logger: logger, ServerName: "test", BrokerKey: key, TLS: tlsSrc}
+	s := start(t, opts)
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
 			s.Shutdown()
 		}
 	})
-	if !strings.HasPrefix(s.ClientURL(), "nats://127.0.0.1:") {
-		t.Fatalf("ClientURL = %q", s.ClientURL())
+	if !strings.HasPrefix(s.ClientURL(), scheme) {
+		t.Fatalf("ClientURL = %q, want %s…", s.ClientURL(), scheme)
 	}
 	reconnected := make(chan struct{}, 1)
 	nc, err := s.Connect(nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
@@ -77,9 +140,9 @@ func TestRestartKeepsStream(t *testing.T) {
 	}
 
 	url := s.ClientURL()
-	port := mustPort(t, url)
 	s.Shutdown()
-	s = start(t, natsembed.Options{Dir: dir, Port: port, Logger: logger, ServerName: "test"})
+	opts.Port = mustPort(t, url)
+	s = start(t, opts)
 	if s.ClientURL() != url {
 		t.Fatalf("restarted on %s, want %s", s.ClientURL(), url)
 	}
@@ -87,6 +150,9 @@ func TestRestartKeepsStream(t *testing.T) {
 	case <-reconnected:
 	case <-ctx.Done():
 		t.Fatal("connection did not reconnect to the restarted server")
+	}
+	if tlsSrc != nil && !nc.TLSRequired() {
+		t.Error("the reconnected TCP connection does not use TLS")
 	}
 
 	st, err := js.Stream(ctx, "T")

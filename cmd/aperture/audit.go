@@ -62,6 +62,8 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	addConfigFlag(fs)
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server holding the access log")
 	natsCreds := fs.String("nats-creds", "", "NATS credentials file")
+	natsNKey := fs.String("nats-nkey", "", "NATS nkey seed file (default: the embedded server's, DATA/nats/broker.nk)")
+	natsCA := fs.String("nats-ca", "", "CA file of the NATS server's TLS certificate (default DATA/pki/ca.crt)")
 	data := fs.String("data", ".aperture", "data directory of `aperture dev`, for the verifier key")
 	vkey := fs.String("vkey", "", "checkpoint verifier key file (default DATA/keys/"+tlog.VerifierKeyFile+")")
 	trustedFlag := fs.String("trusted-checkpoint", "", "file with the newest checkpoint accepted before (default: under the user's config directory, per log origin)")
@@ -80,7 +82,11 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	nc, js, err := connectJetStream(*natsURL, *natsCreds, nats.Name("aperture-audit-verify"))
+	nopts, err := natsToolOptions(*data, *natsCreds, *natsNKey, *natsCA)
+	if err != nil {
+		return err
+	}
+	nc, js, err := connectJetStream(*natsURL, append(nopts, nats.Name("aperture-audit-verify"))...)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/keys/vaultkeys"
+	"github.com/aperture-gov/aperture/broker/natsembed"
 	"github.com/aperture-gov/aperture/broker/witness"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
 	"github.com/aperture-gov/aperture/services/kit/vault"
@@ -34,8 +35,11 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		data       = fs.String("data", ".aperture", "data directory (embedded NATS store, local keys)")
 		listen     = fs.String("listen", "127.0.0.1:7443", "gRPC address agencies call")
 		natsURL    = fs.String("nats-url", "", "external NATS server or cluster (empty: embedded)")
-		natsCreds  = fs.String("nats-creds", "", "NATS credentials file for --nats-url")
-		natsListen = fs.String("nats-listen", "", "client address of the embedded NATS server (empty: in-process only)")
+		natsCreds  = fs.String("nats-creds", "", "NATS .creds file (user JWT and seed) the broker authenticates with to --nats-url")
+		natsNKey   = fs.String("nats-nkey", "", "the broker's NATS nkey seed file (mode 0600): with --nats-url the key it authenticates with; embedded, where its key is kept (default DATA/nats/broker.nk)")
+		natsCA     = fs.String("nats-ca", "", "CA file of the --nats-url servers' TLS certificates (default: the broker's CA)")
+		insecNATS  = fs.Bool("insecure-nats", false, "use a --nats-url server that accepts anonymous connections (logged as an error); never in production")
+		natsListen = fs.String("nats-listen", "", "client address of the embedded NATS server for agency systems (TLS; agencies of the registry authenticate with their certificate and may only subscribe to their own events; empty: in-process only)")
 		replicas   = fs.Int("replicas", 1, "replicas of streams and buckets (3 on a cluster)")
 		policyDir  = fs.String("policies", "", "policy directory (default: built into the binary)")
 		certSource = fs.String("certs", "", `where the broker's certificate comes from: "files" (--cert/--key/--ca), "vault" (Vault PKI) or "dev" (the development CA in DATA/pki, only when asked for); default files if --cert is set`)
@@ -120,11 +124,17 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if *natsURL == "" {
 			return usagef("--keys vault needs --nats-url: the wrapped data keys live in the NATS cluster")
 		}
-		nc, js, err := connectJetStream(*natsURL, *natsCreds, broker.NATSOptions("aperture-broker")...)
+		// The same checked, authenticated connection the broker would open itself.
+		nc, err := broker.ConnectExternalNATS(broker.Config{NATSURL: *natsURL, NATSCredentials: *natsCreds,
+			NATSNKeyFile: *natsNKey, NATSCA: *natsCA, InsecureNATS: *insecNATS}, certs, logger)
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
 		deps.NATS = nc
 		p, err := vaultkeys.OpenConfig(ctx, kcfg, filepath.Join(*data, "keys"), js, *replicas, logger.With("component", "keys"))
 		if err != nil {
@@ -176,6 +186,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	b, err := broker.New(ctx, broker.Config{
 		DataDir: *data, Listen: *listen, NATSURL: *natsURL, NATSCredentials: *natsCreds,
+		NATSNKeyFile: *natsNKey, NATSCA: *natsCA, InsecureNATS: *insecNATS,
 		EmbeddedNATSListen: *natsListen, Replicas: *replicas, StartTimeout: *startWait,
 		CitizenListen: *citizenListen,
 	}, deps)
@@ -205,6 +216,9 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "public log on http://%s/log/checkpoint\n", ls.Addr())
 	}
 	fmt.Fprintf(stdout, "broker listening on %s (policy %s)\n", b.Addr(), b.Bundle().Version)
+	if u := b.NATSURL(); u != "" {
+		fmt.Fprintf(stdout, "NATS for agency systems on %s (client certificate of a registry agency; subscribe to %s only)\n", u, natsembed.EventSubject("<agency>"))
+	}
 	if addr := b.CitizenAddr(); addr != "" {
 		fmt.Fprintf(stdout, "citizen API on %s (ID tokens from %s)\n", addr, *oidcIssuer)
 	}
@@ -266,11 +280,8 @@ func brokerCerts(ctx context.Context, source, cert, key, ca, data, domain string
 const errNoTLSMaterial = "no TLS certificate: give --cert, --key and --ca (files), or --certs vault with --vault-addr, " +
 	"--vault-role-id-file and --vault-secret-id-file (Vault PKI), or --certs dev for the development CA in the data directory (development only)"
 
-// connectJetStream connects to an external NATS server, with a credentials file if one is given.
-func connectJetStream(url, creds string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
-	}
+// connectJetStream connects to an external NATS server with the given options (see natsToolOptions).
+func connectJetStream(url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
@@ -281,4 +292,42 @@ func connectJetStream(url, creds string, opts ...nats.Option) (*nats.Conn, jetst
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// natsToolOptions authenticate a command run on the broker's machine (audit verify) to the broker's
+// NATS as the broker: with the .creds or nkey file given, else with the embedded server's key in the
+// data directory; over TLS with the broker's certificate from DATA/pki when there is one, trusting
+// caFile (default DATA/pki/ca.crt). Whoever can read the data directory is the broker already.
+func natsToolOptions(data, creds, nkey, caFile string) ([]nats.Option, error) {
+	if creds == "" && nkey == "" {
+		if p := filepath.Join(data, "nats", broker.EmbeddedNATSKeyFile); fileExists(p) {
+			nkey = p
+		}
+	}
+	opts, err := broker.ExternalNATSAuth(creds, nkey)
+	if err != nil {
+		return nil, err
+	}
+	pki := filepath.Join(data, "pki")
+	if caFile == "" && fileExists(filepath.Join(pki, "ca.crt")) {
+		caFile = filepath.Join(pki, "ca.crt")
+	}
+	var certs mtls.Source
+	if fileExists(filepath.Join(pki, "broker.crt")) && caFile != "" {
+		src, err := mtls.LoadSource(filepath.Join(pki, "broker.crt"), filepath.Join(pki, "broker.key"), caFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker certificate for NATS: %w", err)
+		}
+		certs = src
+	}
+	tc, err := broker.ExternalNATSTLS(caFile, certs)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, func(o *nats.Options) error { o.TLSConfig = tc; return nil }), nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

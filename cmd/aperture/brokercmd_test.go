@@ -17,11 +17,17 @@ import (
 // login to switch on.
 func TestBrokerCommandRefusals(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := natsembed.Start(natsembed.Options{Dir: filepath.Join(dir, "nats"), Port: -1})
+	keyFile := filepath.Join(dir, "nats", "broker.nk")
+	key, err := natsembed.LoadOrCreateKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsembed.Start(natsembed.Options{Dir: filepath.Join(dir, "nats"), Port: -1, BrokerKey: key})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
+	anon := anonymousNATS(t)
 	secret := filepath.Join(dir, "secret")
 	if err := os.WriteFile(secret, []byte("x\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -33,7 +39,11 @@ func TestBrokerCommandRefusals(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"vault unreachable", append([]string{"--nats-url", srv.ClientURL()}, vault...), "refusing to start without them"},
+		{"vault unreachable", append([]string{"--nats-url", srv.ClientURL(), "--nats-nkey", keyFile}, vault...), "refusing to start without them"},
+		{"NATS without credentials", append([]string{"--nats-url", srv.ClientURL()}, vault...), "Authorization Violation"},
+		{"NATS that accepts anonymous clients", []string{"--data", filepath.Join(dir, "data-anon"), "--nats-url", anon}, "refusing to use NATS at " + anon + ": " + anon + ": NATS server accepts anonymous connections"},
+		{"NATS that accepts anonymous clients, vault keys", append([]string{"--nats-url", anon}, vault...), "NATS server accepts anonymous connections"},
+		{"creds and nkey", []string{"--data", filepath.Join(dir, "data-creds"), "--nats-url", srv.ClientURL(), "--nats-nkey", keyFile, "--nats-creds", keyFile}, "not both"},
 		{"vault needs the NATS cluster", vault, "--keys vault needs --nats-url"},
 		{"portal without OpenID Connect", []string{"--portal-listen", "127.0.0.1:0"}, "--portal-listen needs --oidc-issuer"},
 		{"no development login", []string{"--dev-login"}, "flag provided but not defined: -dev-login"},

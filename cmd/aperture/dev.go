@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/aperture-gov/aperture/broker/natsembed"
+	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/policies"
 )
 
@@ -81,7 +83,13 @@ func printDevBanner(w io.Writer, st *stack, data string) {
 	}
 	fmt.Fprintf(tw, "  broker (gRPC, mTLS)\t%s\n", st.Broker.Addr())
 	if u := st.Broker.NATSURL(); u != "" {
-		fmt.Fprintf(tw, "  NATS (case events)\t%s   subject aperture.events.agency.<agency>.>\n", u)
+		pki := filepath.Join(data, "pki")
+		fmt.Fprintf(tw, "  NATS (case events)\t%s   an agency may only subscribe to %s\n", u, natsembed.EventSubject("<agency>"))
+		fmt.Fprintf(tw, "\tmutual TLS with its certificate %s.{crt,key}, server CA %s\n",
+			filepath.Join(pki, "agency-<agency>"), filepath.Join(pki, "ca.crt"))
+		if a := firstStepAgency(b); a != "" {
+			fmt.Fprintf(tw, "\te.g. %s\n", natsSubCommand(u, pki, a))
+		}
 	}
 	ids := make([]string, 0, len(st.AuthorityAddrs))
 	for id := range st.AuthorityAddrs {
@@ -126,6 +134,24 @@ Try it in another terminal (README.md walks through it):
 
 `, id, id)
 	}
+}
+
+// firstStepAgency is the agency that learns of a new case first: the one acting at the first step of
+// the first journey, for the example subscription.
+func firstStepAgency(b *policy.Bundle) string {
+	for _, j := range b.Journeys() {
+		if len(j.Steps) > 0 {
+			return j.Steps[0].Agency
+		}
+	}
+	return ""
+}
+
+// natsSubCommand is how agency subscribes to its events with the nats CLI (github.com/nats-io/natscli).
+func natsSubCommand(url, pki, agency string) string {
+	base := filepath.Join(pki, "agency-"+agency)
+	return fmt.Sprintf("nats --tlscert %s.crt --tlskey %s.key --tlsca %s -s %s sub '%s'",
+		base, base, filepath.Join(pki, "ca.crt"), url, natsembed.EventSubject(agency))
 }
 
 func agencyList(st *stack) string {

@@ -97,14 +97,38 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// startNATS starts the test's NATS server as the broker would embed it: the broker's nkey in the
+// data directory (so a restarted server takes the broker's connection back, and `aperture audit
+// verify` finds it), TLS with the stack's development CA, and the registry's agencies admitted by
+// their certificates.
 func (ts *testStack) startNATS(port int) {
 	ts.t.Helper()
-	srv, err := natsembed.Start(natsembed.Options{Dir: ts.natsDir, Port: port, ServerName: "e2e"})
+	key, err := natsembed.LoadOrCreateKey(filepath.Join(ts.natsDir, broker.EmbeddedNATSKeyFile))
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	ca, err := mtls.OpenDevCA(filepath.Join(ts.dataDir, "pki"), trustDomain)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	certs, err := ca.Source(mtls.KindBroker, "")
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	reg, err := policy.LoadRegistry(policies.Files(), "registry.yaml")
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	var agencies []natsembed.Agency
+	for _, a := range reg.Agencies {
+		agencies = append(agencies, natsembed.Agency{ID: a.ID, Identity: a.Identity})
+	}
+	srv, err := natsembed.Start(natsembed.Options{Dir: ts.natsDir, Port: port, ServerName: "e2e", BrokerKey: key, TLS: certs, Agencies: agencies})
 	if err != nil {
 		ts.t.Fatalf("start NATS: %v", err)
 	}
 	ts.nats = srv
-	_, p, _ := net.SplitHostPort(strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	_, p, _ := net.SplitHostPort(srv.ClientURL()[strings.Index(srv.ClientURL(), "://")+3:])
 	ts.natsPort, _ = strconv.Atoi(p)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -98,14 +99,30 @@ func TestRestartKeepsCasesAndLog(t *testing.T) {
 	}
 }
 
-// TestExternalNATS runs the broker against a NATS server it does not embed, by URL.
+// TestExternalNATS runs the broker against a NATS server it does not embed, by URL: a server that
+// requires TLS and authentication, which the broker passes with its certificate and nkey seed file.
 func TestExternalNATS(t *testing.T) {
-	srv, err := natsembed.Start(natsembed.Options{Dir: t.TempDir(), Port: -1, ServerName: "external"})
+	data, natsDir := t.TempDir(), t.TempDir()
+	keyFile := filepath.Join(natsDir, "broker.nk")
+	key, err := natsembed.LoadOrCreateKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server's certificate comes from the CA the stack will use, so the broker trusts it.
+	ca, err := mtls.OpenDevCA(filepath.Join(data, "pki"), trustDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, err := ca.Source(mtls.KindBroker, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsembed.Start(natsembed.Options{Dir: natsDir, Port: -1, ServerName: "external", BrokerKey: key, TLS: serverCert})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown()
-	st, stop := runStack(t, stackOptions{DataDir: t.TempDir(), NATSURL: srv.ClientURL()})
+	st, stop := runStack(t, stackOptions{DataDir: data, NATSURL: srv.ClientURL(), NATSNKeyFile: keyFile})
 	defer stop()
 	bc, _ := clients(t, st)
 	opened, err := bc.OpenCase(cw("cw-1"), &brokerv1.OpenCaseRequest{Journey: "moving-house", CitizenId: st.Population.Featured()[1].ID})

@@ -38,8 +38,11 @@ type stackOptions struct {
 	RandomPorts bool
 	// NATS, if set, is used instead of an embedded server the broker owns.
 	NATS *nats.Conn
-	// NATSURL, if set, is an external NATS server the broker connects to.
-	NATSURL string
+	// NATSURL, if set, is an external NATS server the broker connects to, authenticated with the
+	// nkey seed in NATSNKeyFile; InsecureNATS lets it use a server that accepts anonymous clients.
+	NATSURL      string
+	NATSNKeyFile string
+	InsecureNATS bool
 	// Rewire, if set, may give the broker another address for an authority than the one it runs on
 	// (tests put a misbehaving proxy in between).
 	Rewire func(authority, addr string) string
@@ -196,6 +199,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	}
 	s.Broker, err = broker.New(ctx, broker.Config{
 		DataDir: o.DataDir, Listen: o.Listen, EmbeddedNATSListen: o.NATSListen, NATSURL: o.NATSURL,
+		NATSNKeyFile: o.NATSNKeyFile, InsecureNATS: o.InsecureNATS,
 		AuthorityAddresses: brokerAddrs, CitizenListen: o.CitizenListen,
 	}, deps)
 	if err != nil {
