@@ -464,7 +464,11 @@ func (b *Broker) buildServer() error {
 	registry := func() *policy.Registry { return b.bundle.Load().Registry }
 	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc"),
 		server.WithQuestions(b.Questions, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
-	auditv1.RegisterAuditServiceServer(b.grpc, server.NewAudit(b.access, b.tree, b.deps.Pseudonyms, b.log.With("component", "audit")))
+	audit := server.NewAudit(b.access, b.tree, b.deps.Pseudonyms, b.log.With("component", "audit"))
+	if b.cosigner != nil {
+		audit.WithCosigned(b.cosigner)
+	}
+	auditv1.RegisterAuditServiceServer(b.grpc, audit)
 	b.health = health.NewServer()
 	healthpb.RegisterHealthServer(b.grpc, b.health)
 	reflection.Register(b.grpc)

@@ -50,11 +50,23 @@ type Audit struct {
 	tree       TransparencyLog
 	pseudonyms keys.Pseudonymizer
 	logger     *slog.Logger
+	cosigned   CosignedSource // nil without witnesses
 }
 
 // NewAudit returns the AuditService implementation.
 func NewAudit(log AccessLister, tree TransparencyLog, pseudonyms keys.Pseudonymizer, logger *slog.Logger) *Audit {
 	return &Audit{log: log, tree: tree, pseudonyms: pseudonyms, logger: logger}
+}
+
+// CosignedSource is the newest witness-cosigned checkpoint (witness.Cosigner).
+type CosignedSource interface {
+	LatestCheckpoint(ctx context.Context) ([]byte, error)
+}
+
+// WithCosigned makes GetCheckpoint also return the newest checkpoint witnesses cosigned.
+func (a *Audit) WithCosigned(c CosignedSource) *Audit {
+	a.cosigned = c
+	return a
 }
 
 // ListAccessRecords implements AuditService.
@@ -107,7 +119,16 @@ func (a *Audit) GetCheckpoint(ctx context.Context, _ *auditv1.GetCheckpointReque
 	if err != nil {
 		return nil, toStatus(ctx, a.logger, method, treeRefusal(err))
 	}
-	return &auditv1.GetCheckpointResponse{Checkpoint: cp.Note, Origin: cp.Origin, TreeSize: cp.Size, RootHash: cp.Root}, nil
+	resp := &auditv1.GetCheckpointResponse{Checkpoint: cp.Note, Origin: cp.Origin, TreeSize: cp.Size, RootHash: cp.Root}
+	if a.cosigned != nil {
+		// None yet is not an error: the auditor's policy check says so in its own words.
+		if b, err := a.cosigned.LatestCheckpoint(ctx); err == nil {
+			resp.CosignedCheckpoint = b
+		} else {
+			a.logger.Debug("no cosigned checkpoint to return", "err", err)
+		}
+	}
+	return resp, nil
 }
 
 // GetInclusionProof implements AuditService.

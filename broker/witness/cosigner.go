@@ -478,3 +478,24 @@ func (c *Cosigner) Anchor(ctx context.Context) ([]byte, error) {
 
 // Policy is the cosigner's policy (with the log's keys).
 func (c *Cosigner) Policy() *Policy { return c.policy }
+
+// ReadCosigned reads the newest quorum-cosigned checkpoint from the COSIGNED bucket, for verifiers that
+// read the broker's storage directly (aperture audit verify). It does not verify it: that is the
+// caller's policy's job. ErrNotFound when there is none.
+func ReadCosigned(ctx context.Context, js jetstream.JetStream) ([]byte, error) {
+	kv, err := js.KeyValue(ctx, CosignedBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", CosignedBucket, err)
+	}
+	e, err := kv.Get(ctx, keyCheckpoint)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read cosigned checkpoint: %w", err)
+	}
+	return e.Value(), nil
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/aperture-gov/aperture/broker/tlog"
+	"github.com/aperture-gov/aperture/broker/witness"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
 
@@ -67,6 +69,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	data := fs.String("data", ".aperture", "data directory of `aperture dev`, for the verifier key")
 	vkey := fs.String("vkey", "", "checkpoint verifier key file (default DATA/keys/"+tlog.VerifierKeyFile+")")
 	trustedFlag := fs.String("trusted-checkpoint", "", "file with the newest checkpoint accepted before (default: under the user's config directory, per log origin)")
+	policyFlag := fs.String("witness-policy", "", "witness policy file (witness, group, quorum lines): the log must match a checkpoint cosigned by the quorum")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -95,6 +98,27 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if tr.cp != nil {
 		opts.Trusted = []tlog.TrustedCheckpoint{{Name: tr.path, Note: tr.cp.Note}}
 	}
+	var witnessed *witness.Cosigned
+	if *policyFlag != "" {
+		pol, err := loadWitnessPolicy(*policyFlag, v)
+		if err != nil {
+			return err
+		}
+		b, err := witness.ReadCosigned(ctx, js)
+		if errors.Is(err, witness.ErrNotFound) {
+			return fmt.Errorf("verification FAILED: no checkpoint is cosigned by the witnesses (%s) yet", pol.Describe())
+		}
+		if err != nil {
+			return err
+		}
+		c, err := pol.Open(b)
+		if err != nil {
+			return fmt.Errorf("verification FAILED: the stored cosigned checkpoint does not meet the witness policy: %w", err)
+		}
+		witnessed = &c
+		// The recomputed tree must have the witnessed root at the witnessed size.
+		opts.Trusted = append(opts.Trusted, tlog.TrustedCheckpoint{Name: "the witness-cosigned checkpoint", Note: b})
+	}
 	res, err := tlog.VerifyWith(ctx, js, opts)
 	if err != nil {
 		return fmt.Errorf("verification FAILED: %w", err)
@@ -103,6 +127,9 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "ALERT: %v (if the key was rotated, list the earlier verifier keys in the key file)\n", f)
 	}
 	fmt.Fprintf(stdout, "OK: %d access records match %d signed checkpoints; consecutive checkpoints are consistent\n", res.Records, res.Checkpoints)
+	if witnessed != nil {
+		fmt.Fprintf(stdout, "OK: the log extends the checkpoint of size %d cosigned by %s\n", witnessed.Size, strings.Join(witnessed.Cosigners, ", "))
+	}
 	if err := tr.accept(stdout, res.Latest); err != nil {
 		return err
 	}
@@ -200,6 +227,7 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cf.register(fs, "auditor", "dpo")
 	vkey := fs.String("vkey", "", "checkpoint verifier key file (default DATA/keys/"+tlog.VerifierKeyFile+")")
 	trustedFlag := fs.String("trusted-checkpoint", "", "file with the newest checkpoint accepted before (default: under the user's config directory, per log origin)")
+	policyFlag := fs.String("witness-policy", "", "witness policy file (witness, group, quorum lines): also prove the record in a checkpoint cosigned by the quorum")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -244,6 +272,16 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := tr.accept(status, cp); err != nil {
 		return err
 	}
+	var witnessed *witness.Cosigned
+	if *policyFlag != "" {
+		pol, err := loadWitnessPolicy(*policyFlag, v)
+		if err != nil {
+			return err
+		}
+		if witnessed, err = proveWitnessed(ctx, audit, pol, id, resp); err != nil {
+			return fmt.Errorf("access %s: %w", id, err)
+		}
+	}
 	if cf.json {
 		return printJSON(stdout, resp)
 	}
@@ -256,7 +294,49 @@ func runAuditProve(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fmt.Fprintf(stdout, "root       %x (%s)\n", cp.Root, base64.StdEncoding.EncodeToString(cp.Root))
 	fmt.Fprintf(stdout, "signed checkpoint:\n%s", resp.GetCheckpoint())
 	fmt.Fprintln(stdout, "OK: the record is included in the signed checkpoint")
+	if witnessed != nil {
+		fmt.Fprintf(stdout, "OK: the record is included in the checkpoint of size %d cosigned by %s\n", witnessed.Size, strings.Join(witnessed.Cosigners, ", "))
+	}
 	return nil
+}
+
+// loadWitnessPolicy reads a witness policy and adds the log's checkpoint keys to it.
+func loadWitnessPolicy(path string, v []tlog.Verifier) (*witness.Policy, error) {
+	pol, err := witness.LoadPolicy(path)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	return pol.WithLog(v...), nil
+}
+
+// proveWitnessed proves the record of resp (already checked to be the access asked for) in the newest
+// checkpoint the policy's witnesses cosigned: what the witnesses saw, not only what the broker signed.
+func proveWitnessed(ctx context.Context, audit auditv1.AuditServiceClient, pol *witness.Policy, id string, resp *auditv1.GetInclusionProofResponse) (*witness.Cosigned, error) {
+	cpr, err := audit.GetCheckpoint(ctx, &auditv1.GetCheckpointRequest{})
+	if err != nil {
+		return nil, refused(err)
+	}
+	b := cpr.GetCosignedCheckpoint()
+	if len(b) == 0 {
+		return nil, fmt.Errorf("the broker has no checkpoint cosigned by the witnesses (%s) yet", pol.Describe())
+	}
+	c, err := pol.Open(b)
+	if err != nil {
+		return nil, fmt.Errorf("the cosigned checkpoint does not meet the witness policy: %w", err)
+	}
+	if resp.GetLeafIndex() >= c.Size {
+		return nil, fmt.Errorf("leaf %d is not yet in a witnessed checkpoint (the newest has size %d); try again in a few seconds", resp.GetLeafIndex(), c.Size)
+	}
+	wp, err := audit.GetInclusionProof(ctx, &auditv1.GetInclusionProofRequest{
+		Leaf: &auditv1.GetInclusionProofRequest_LeafIndex{LeafIndex: resp.GetLeafIndex()}, TreeSize: c.Size,
+	})
+	if err != nil {
+		return nil, refused(err)
+	}
+	if _, err := pol.VerifyInclusion(b, resp.GetRecord(), resp.GetLeafIndex(), wp.GetHashes()); err != nil {
+		return nil, fmt.Errorf("leaf %d is NOT proven in the witnessed checkpoint of size %d: %w", resp.GetLeafIndex(), c.Size, err)
+	}
+	return &c, nil
 }
 
 // checkInclusion verifies the proof as an outside party would: the record is the one asked for

@@ -114,6 +114,12 @@ func printDevBanner(w io.Writer, st *stack, data string) {
 		}
 		fmt.Fprintf(tw, "%s\t%-13s %s   cosigns every checkpoint (key %s)\n", label, wt.Name, wt.URL, wt.VKey)
 	}
+	if len(st.Witnesses) > 0 {
+		fmt.Fprintf(tw, "\t%s   the witness policy (aperture audit verify --witness-policy …)\n", devWitnessPolicyFile(data))
+	}
+	if st.Portal != nil {
+		fmt.Fprintf(tw, "  public log\t%s/log/checkpoint   C2SP tlog-tiles: checkpoint and hash tiles, no record contents\n", st.Portal.base)
+	}
 	fmt.Fprintf(tw, "  journeys\t%s\n", strings.Join(js, ", "))
 	fmt.Fprintf(tw, "  policy version\t%s\n", b.Version)
 	fmt.Fprintf(tw, "  certificates\t%s/pki (agencies: %s)\n", data, agencyList(st))

@@ -285,5 +285,12 @@ func startDevWitnesses(data string, n int, logKey note.Verifier, logger *slog.Lo
 	if err != nil {
 		return nil, nil, fmt.Errorf("dev witness policy: %w", err)
 	}
+	// The same policy for verifiers: aperture audit verify/prove --witness-policy DATA/witness/policy.
+	if err := os.WriteFile(devWitnessPolicyFile(data), []byte(policy.String()), 0o644); err != nil {
+		return nil, nil, fmt.Errorf("dev witness policy: %w", err)
+	}
 	return ws, p, nil
 }
+
+// devWitnessPolicyFile is where aperture dev writes its witnesses' policy, for verifiers.
+func devWitnessPolicyFile(data string) string { return filepath.Join(data, "witness", "policy") }

@@ -620,9 +620,15 @@ type GetCheckpointResponse struct {
 	// Number of access records the checkpoint commits to.
 	TreeSize uint64 `protobuf:"varint,3,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
 	// RFC 6962 root hash (SHA-256) of the first tree_size records.
-	RootHash      []byte `protobuf:"bytes,4,opt,name=root_hash,json=rootHash,proto3" json:"root_hash,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RootHash []byte `protobuf:"bytes,4,opt,name=root_hash,json=rootHash,proto3" json:"root_hash,omitempty"`
+	// The newest checkpoint that witnesses cosigned, when the broker submits its checkpoints to
+	// witnesses (C2SP tlog-witness): the same signed note format, with one cosignature line per witness
+	// (C2SP tlog-cosignature) after the log's signature. It may be older than checkpoint; ask for an
+	// inclusion proof at its tree size to prove a record against what the witnesses saw. Empty when no
+	// witnesses are configured or none has cosigned yet.
+	CosignedCheckpoint []byte `protobuf:"bytes,5,opt,name=cosigned_checkpoint,json=cosignedCheckpoint,proto3" json:"cosigned_checkpoint,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *GetCheckpointResponse) Reset() {
@@ -679,6 +685,13 @@ func (x *GetCheckpointResponse) GetTreeSize() uint64 {
 func (x *GetCheckpointResponse) GetRootHash() []byte {
 	if x != nil {
 		return x.RootHash
+	}
+	return nil
+}
+
+func (x *GetCheckpointResponse) GetCosignedCheckpoint() []byte {
+	if x != nil {
+		return x.CosignedCheckpoint
 	}
 	return nil
 }
@@ -1045,14 +1058,15 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x19ListAccessRecordsResponse\x129\n" +
 	"\arecords\x18\x01 \x03(\v2\x1f.aperture.audit.v1.AccessRecordR\arecords\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x16\n" +
-	"\x14GetCheckpointRequest\"\x89\x01\n" +
+	"\x14GetCheckpointRequest\"\xba\x01\n" +
 	"\x15GetCheckpointResponse\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
 	"checkpoint\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x1b\n" +
 	"\ttree_size\x18\x03 \x01(\x04R\btreeSize\x12\x1b\n" +
-	"\troot_hash\x18\x04 \x01(\fR\brootHash\"\x92\x01\n" +
+	"\troot_hash\x18\x04 \x01(\fR\brootHash\x12/\n" +
+	"\x13cosigned_checkpoint\x18\x05 \x01(\fR\x12cosignedCheckpoint\"\x92\x01\n" +
 	"\x18GetInclusionProofRequest\x12)\n" +
 	"\taccess_id\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01H\x00R\baccessId\x12\x1f\n" +
