@@ -207,4 +207,3 @@ func TestAnonymousExternalNATS(t *testing.T) {
 		}
 	}
 }
-
