@@ -9,13 +9,24 @@
 // leaves of the log's Merkle tree, in (stream sequence, index in batch) order. The stream is never
 // trimmed and denies deletes and purges.
 //
-// The index holds one message per record, with the same bytes and the headers Aperture-Log-Seq and
-// Aperture-Log-Index pointing back into ACCESS, on the subject aperture.access.citizen.<shard>.<pseudonym>.
-// It answers "all accesses to this citizen" without reading the log. It is sharded over IndexShards
-// streams ACCESS_INDEX_<shard> (shard = FNV-1a of the pseudonym modulo the shard count, two hex
-// digits) because JetStream finds a subject's messages by walking the stream's blocks: one stream
-// would make a citizen's lookup cost grow with the whole log, a shard only with its share. It is
-// derived data: the streams can be deleted and are rebuilt from ACCESS.
+// The index holds one message per record, with the same bytes, on the subject
+// aperture.access.citizen.<shard>.<pseudonym>, and headers naming the record's place in ACCESS
+// (Aperture-Log-Seq, Aperture-Log-Index), its leaf index in the tree (Aperture-Leaf-Index), its
+// batch's first leaf and size (Aperture-Batch-Leaves) and a MAC by the broker over all of them
+// (Aperture-Entry-Mac). It answers "all accesses to this citizen" without reading the log. It is
+// sharded over IndexShards streams ACCESS_INDEX_<shard> (shard = FNV-1a of the pseudonym modulo the
+// shard count, two hex digits) because JetStream finds a subject's messages by walking the stream's
+// blocks: one stream would make a citizen's lookup cost grow with the whole log, a shard only with
+// its share. It is derived data: a background indexer on the durable consumer ACCESS_INDEXER writes
+// it in log order (one replica at a time), records its position in ACCESS_INDEX_POS, and Repair (run
+// after any fault) compares it entry by entry with the log and fixes it.
+//
+// # Authentication
+//
+// Every ACCESS message carries a MAC under the broker's sealing key (see OpenBatch); a message
+// without one is not the broker's, its records are not leaves, Records stops at it with a
+// *BatchError, and the indexer skips it. Index entries and the position marker carry MACs too, so
+// nothing written to NATS by anyone else is listed or trusted.
 //
 // # Group commit
 //
@@ -37,8 +48,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-)
+	"github.com/nats-io/nats.go/jetstream")
 
 // Stream names, subjects and headers. They are part of the on-disk format: audit tooling reads them.
 const (
@@ -51,6 +61,12 @@ const (
 	HeaderLogSeq = "Aperture-Log-Seq"
 	// HeaderLogIndex is the entry's index in that batch.
 	HeaderLogIndex = "Aperture-Log-Index"
+	// HeaderLeafIndex is the entry's leaf index in the Merkle tree.
+	HeaderLeafIndex = "Aperture-Leaf-Index"
+	// HeaderBatchLeaves is "<first leaf>+<records>" of the entry's batch.
+	HeaderBatchLeaves = "Aperture-Batch-Leaves"
+	// HeaderEntryMAC is the broker's MAC over an index entry (or the position marker).
+	HeaderEntryMAC = "Aperture-Entry-Mac"
 )
 
 // duplicateWindow is how long JetStream remembers message ids; a publish retried within it is not
@@ -68,8 +84,19 @@ var (
 	ErrInvalidPageToken = errors.New("invalid page token")
 )
 
+// Sealer is the broker's sealing key as the log uses it (keys.Sealer: AES-256-GCM, key-versioned,
+// local or a Vault data key). Sealing an empty plaintext with associated data gives a MAC (GMAC)
+// over that data; Open with the same associated data verifies it.
+type Sealer interface {
+	Seal(plaintext, associatedData []byte) ([]byte, error)
+	Open(ciphertext, associatedData []byte) ([]byte, error)
+}
+
 // Options configure the log. Zero values take the defaults below.
 type Options struct {
+	// Sealer authenticates ACCESS batches, index entries and the index position (keys.Provider's
+	// Sealer: a Vault data key with keys: vault). Required.
+	Sealer Sealer
 	// Replicas of the streams: 1 on the embedded server, 3 in a cluster. Default 1.
 	Replicas int
 	// IndexShards is the number of index streams, 1 to 256. Default 64. Changing it rebuilds the
@@ -82,6 +109,9 @@ type Options struct {
 	MaxBatchBytes int
 	// PublishTimeout bounds the wait for JetStream to acknowledge a write. Default 5s.
 	PublishTimeout time.Duration
+	// IndexMaxBytes limits each index shard's size; 0 is unlimited. A full shard refuses entries
+	// (the indexer retries, the log itself is unaffected). For tests of a full disk.
+	IndexMaxBytes int64
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -109,6 +139,8 @@ func (o *Options) setDefaults() {
 
 func (o *Options) validate(maxPayload int64) error {
 	switch {
+	case o.Sealer == nil:
+		return errors.New("a sealer is required to authenticate the log")
 	case o.Replicas < 1 || o.Replicas > 5:
 		return fmt.Errorf("replicas %d: want 1 to 5", o.Replicas)
 	case o.IndexShards < 1 || o.IndexShards > 256:
@@ -150,11 +182,12 @@ type Log struct {
 	done     chan struct{} // closed when the completer has stopped
 	closeMu  sync.Mutex
 
-	ix          indexer
-	stopCatchUp context.CancelFunc
-	catchUpDone chan struct{}
+	ix indexer
 
-	stats       struct{ records, batches, failed, indexFailures atomic.Uint64 }
+	stats struct {
+		records, batches, failed, indexFailures   atomic.Uint64
+		unauthenticBatches, unauthenticEntries, repaired atomic.Uint64
+	}
 	lastFailLog atomic.Int64 // unix nanoseconds
 }
 
@@ -164,23 +197,31 @@ type Stats struct {
 	Records, Batches uint64
 	// Failed is the number of records whose append failed (the callers got an error).
 	Failed uint64
-	// IndexFailures counts batches whose index entries could not be written at once (they are
-	// re-indexed in the background).
+	// IndexFailures counts failed indexer attempts (each is retried, then repaired).
 	IndexFailures uint64
+	// UnauthenticBatches counts ACCESS messages the indexer found without a valid broker MAC;
+	// UnauthenticEntries index entries (or position markers) without one that a reader met. Any
+	// non-zero value means something other than the broker wrote to NATS.
+	UnauthenticBatches, UnauthenticEntries uint64
+	// Repaired counts index entries Repair added or removed.
+	Repaired uint64
 }
 
 // Stats returns the log's counters.
 func (l *Log) Stats() Stats {
 	return Stats{
-		Records:       l.stats.records.Load(),
-		Batches:       l.stats.batches.Load(),
-		Failed:        l.stats.failed.Load(),
-		IndexFailures: l.stats.indexFailures.Load(),
+		Records:            l.stats.records.Load(),
+		Batches:            l.stats.batches.Load(),
+		Failed:             l.stats.failed.Load(),
+		IndexFailures:      l.stats.indexFailures.Load(),
+		UnauthenticBatches: l.stats.unauthenticBatches.Load(),
+		UnauthenticEntries: l.stats.unauthenticEntries.Load(),
+		Repaired:           l.stats.repaired.Load(),
 	}
 }
 
-// Open creates or updates the ACCESS stream and the index streams, re-indexes ACCESS batches missing
-// from the index (a bounded first step here, the rest in the background) and starts the committer.
+// Open creates or updates the ACCESS stream and the index streams, starts the background indexer
+// (which first repairs the index if it does not hold one entry per leaf) and the committer.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, error) {
 	opts.setDefaults()
 	nc := js.Conn()
@@ -197,7 +238,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 		slots:    make(chan struct{}, inFlight),
 		inflight: make(chan *batch, inFlight),
 		done:     make(chan struct{}),
-		ix:       indexer{wake: make(chan struct{}, 1)},
+		ix:       indexer{progress: make(chan struct{}), repairReq: make(chan chan repairResult)},
 	}
 	var err error
 	if l.pub, err = publisher(js, opts.PublishTimeout); err != nil {
@@ -216,25 +257,8 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if err := l.ensureIndexStreams(ctx); err != nil {
 		return fail(err)
 	}
-	l.ix.ensured = true
-
-	// Whatever the last run left unindexed (a crash between log write and index write, an index
-	// outage, a deleted index) is found and re-indexed now, or in the background if it is much.
-	l.ix.dirty = true
-	complete, cerr := l.catchUpStep(ctx)
-	switch {
-	case cerr != nil:
-		l.log.Warn("access index catch-up failed; retrying in the background", "err", cerr)
-	case !complete:
-		l.log.Info("access index is behind the log; catching up in the background")
-	}
-
-	var catchUpCtx context.Context
-	catchUpCtx, l.stopCatchUp = context.WithCancel(context.Background())
-	l.catchUpDone = make(chan struct{})
-	go l.catchUpLoop(catchUpCtx)
-	if !complete {
-		l.ix.wake <- struct{}{}
+	if err := l.startIndexer(ctx); err != nil {
+		return fail(fmt.Errorf("start access indexer: %w", err))
 	}
 	go l.commitLoop()
 	go l.completeLoop()
@@ -303,8 +327,7 @@ func (l *Log) Close() error {
 		l.wake()
 	}
 	<-l.done
-	l.stopCatchUp()
-	<-l.catchUpDone
+	l.stopIndexer()
 	if !already {
 		// Only fails if the connection is closed, which unsubscribed it anyway.
 		_ = l.replies.close()
