@@ -48,7 +48,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream")
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 // Stream names, subjects and headers. They are part of the on-disk format: audit tooling reads them.
 const (
@@ -185,7 +186,7 @@ type Log struct {
 	ix indexer
 
 	stats struct {
-		records, batches, failed, indexFailures   atomic.Uint64
+		records, batches, failed, indexFailures          atomic.Uint64
 		unauthenticBatches, unauthenticEntries, repaired atomic.Uint64
 	}
 	lastFailLog atomic.Int64 // unix nanoseconds

@@ -7,7 +7,8 @@ import (
 	"errors"
 	"fmt"
 
-	"google.golang.org/protobuf/encoding/protowire")
+	"google.golang.org/protobuf/encoding/protowire"
+)
 
 // ErrUnauthenticBatch means an ACCESS message does not carry a valid MAC under the broker's sealing
 // key: something other than a broker wrote it. Its records MUST NOT become leaves of the tree; the

@@ -311,6 +311,12 @@ func (l *Log) runIndexer(ctx context.Context) {
 			}
 			continue
 		}
+		if err := l.catchUp(ctx, cons); err != nil {
+			if !pause(err) {
+				return
+			}
+			continue
+		}
 		it, err := cons.Messages(jetstream.PullPriorityGroup(indexerGroup), jetstream.PullMaxMessages(256), jetstream.PullExpiry(time.Second))
 		if err != nil {
 			if !pause(fmt.Errorf("%w: pull from indexer consumer: %w", ErrUnavailable, err)) {
@@ -330,8 +336,37 @@ func (l *Log) runIndexer(ctx context.Context) {
 	}
 }
 
-// errRestart ends a pull loop so that runIndexer can repair before going on.
-var errRestart = errors.New("restart pulling")
+// catchUp indexes, straight from ACCESS, the batches the consumer has already delivered but the
+// index lacks (the index was rebuilt or lost entries, or another replica stopped mid-way): the
+// consumer will not deliver them again.
+func (l *Log) catchUp(ctx context.Context, cons jetstream.Consumer) error {
+	if !l.ix.pos.known {
+		if err := l.resume(ctx); err != nil {
+			return err
+		}
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: indexer consumer: %w", ErrUnavailable, err)
+	}
+	target := info.Delivered.Stream
+	if target < l.ix.pos.next {
+		return nil
+	}
+	l.log.Info("access indexer catching up with batches already delivered", "from_seq", l.ix.pos.next, "to_seq", target)
+	_, err = l.scan(ctx, AccessStream, l.ix.pos.next, "", 64, func(s uint64, m *nats.Msg) (bool, error) {
+		if s > target {
+			return true, nil
+		}
+		if s >= l.ix.pos.next {
+			if err := l.indexBatch(ctx, s, m.Data); err != nil {
+				return true, err
+			}
+		}
+		return s >= target, nil
+	})
+	return err
+}
 
 // pullLoop indexes what the iterator delivers until ctx ends, an error, or a repair is due.
 func (l *Log) pullLoop(ctx context.Context, it jetstream.MessagesContext) error {
