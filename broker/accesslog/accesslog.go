@@ -239,7 +239,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 		slots:    make(chan struct{}, inFlight),
 		inflight: make(chan *batch, inFlight),
 		done:     make(chan struct{}),
-		ix:       indexer{progress: make(chan struct{}), repairReq: make(chan chan repairResult)},
+		ix:       indexer{progress: make(chan struct{}), repairReq: make(chan chan repairResult, 1)},
 	}
 	var err error
 	if l.pub, err = publisher(js, opts.PublishTimeout); err != nil {

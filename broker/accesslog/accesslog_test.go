@@ -683,6 +683,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 		}
 	}
 	e.waitIndexed(testShards, 30)
+	caughtUp(t, l)
 	if rep, err := l.VerifyIndex(ctx(t)); err != nil || !rep.OK() || rep.Leaves != 30 {
 		t.Fatalf("VerifyIndex after restart: %+v, %v", rep, err)
 	}
@@ -737,6 +738,7 @@ func TestCatchUpOnOpen(t *testing.T) {
 
 	l = e.open(accesslog.Options{})
 	e.waitIndexed(testShards, 15)
+	caughtUp(t, l)
 	at, _ := logOrder(t, l)
 	if len(at) != 15 {
 		t.Fatalf("log holds %d records, want 15", len(at))

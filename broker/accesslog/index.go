@@ -699,7 +699,7 @@ func (l *Log) unauthenticEntry(shard int, m *nats.Msg, err error) {
 }
 
 // directSubject is the subject a direct get response's message was stored under.
-func directSubject(m *nats.Msg) string { return m.Header.Get("Nats-Subject") }
+func directSubject(m *nats.Msg) string { return serverHeader(m, "Nats-Subject") }
 
 // openEntryMsg checks an index message's MAC and returns the position it names.
 func (l *Log) openEntryMsg(subject string, h nats.Header, leaf []byte) (entryPosition, error) {

@@ -300,8 +300,19 @@ func (l *Log) countFrom(ctx context.Context, stream, subject string, seq uint64)
 	return pending + 1, nil
 }
 
+// serverHeader is a header a direct get response carries from the server. The server appends it
+// after the stored message's own headers, which a writer may have filled with the same names: the
+// last value is the server's.
+func serverHeader(m *nats.Msg, name string) string {
+	v := m.Header.Values(name)
+	if len(v) == 0 {
+		return ""
+	}
+	return v[len(v)-1]
+}
+
 func msgSeq(m *nats.Msg) (uint64, error) {
-	seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+	seq, err := strconv.ParseUint(serverHeader(m, "Nats-Sequence"), 10, 64)
 	if err != nil {
 		return 0, errors.New("direct get response without sequence")
 	}
