@@ -12,9 +12,9 @@ import (
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
 
-// AccessLister reads one citizen's access records, newest first.
+// AccessLister reads one citizen's access records with their Merkle leaves, newest first.
 type AccessLister interface {
-	List(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]*auditv1.AccessRecord, string, error)
+	ListEntries(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]accesslog.Entry, string, error)
 }
 
 // TransparencyLog serves the signed checkpoints and the Merkle proofs of the access log
@@ -54,15 +54,21 @@ func (a *Audit) ListAccessRecords(ctx context.Context, req *auditv1.ListAccessRe
 		size = 100
 	}
 	pn := a.pseudonyms.Pseudonym(req.GetCitizenId())
-	recs, next, err := a.log.List(ctx, pn.Value, size, req.GetPageToken())
+	entries, next, err := a.log.ListEntries(ctx, pn.Value, size, req.GetPageToken())
 	switch {
 	case errors.Is(err, accesslog.ErrInvalidPageToken):
 		return nil, toStatus(ctx, a.logger, method, refusal.New(refusal.InvalidArgument, "page_token is not a token this API returned"))
 	case err != nil:
 		return nil, toStatus(ctx, a.logger, method, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable"))
 	}
-	a.logger.Info("auditor listed access records", "auditor", c.ID, "pseudonym", pn.Value, "records", len(recs))
-	return &auditv1.ListAccessRecordsResponse{Records: recs, NextPageToken: next}, nil
+	a.logger.Info("auditor listed access records", "auditor", c.ID, "pseudonym", pn.Value, "records", len(entries))
+	resp := &auditv1.ListAccessRecordsResponse{NextPageToken: next}
+	for _, e := range entries {
+		// The leaf beside each record binds the listing to the tree (issue 11 §4).
+		resp.Records = append(resp.Records, e.Record)
+		resp.Leaves = append(resp.Leaves, &auditv1.ListedLeaf{LeafIndex: e.LeafIndex, Leaf: e.Leaf})
+	}
+	return resp, nil
 }
 
 // GetCheckpoint implements AuditService.
