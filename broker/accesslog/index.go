@@ -163,6 +163,8 @@ type indexer struct {
 	mode indexerMode
 	// lastBatch is when this process's indexer last received a batch.
 	lastBatch time.Time
+	// failing is set while the indexer retries a failed attempt: readers do not wait for it then.
+	failing bool
 
 	pos        position
 	needRepair bool
@@ -279,6 +281,9 @@ func (l *Log) runIndexer(ctx context.Context) {
 		backoff = min(max(2*backoff, 100*time.Millisecond), maxRetry)
 		l.stats.indexFailures.Add(1)
 		l.log.Warn("access indexer failed; retrying", "retry_in", backoff, "err", err)
+		l.ix.mu.Lock()
+		l.ix.failing = true
+		l.ix.mu.Unlock()
 		l.ix.pos.known = false // the failed write may have half happened: look at the index again
 		l.ix.ensure, l.ix.needRepair = true, true
 		select {
@@ -535,6 +540,7 @@ func (l *Log) unauthenticBatch(seq uint64, err error) {
 func (l *Log) advance(seq uint64, n int) {
 	l.ix.pos = position{known: true, next: seq + 1, leaves: l.ix.pos.leaves + uint64(n)}
 	l.ix.mu.Lock()
+	l.ix.failing = false
 	if seq > l.ix.through {
 		l.ix.through = seq
 		close(l.ix.progress)
@@ -735,18 +741,18 @@ func parseEntryHeaders(h nats.Header) (entryPosition, bool) {
 // replica indexes.
 func (l *Log) waitIndexed(ctx context.Context) {
 	l.ix.mu.Lock()
-	target, mode := l.ix.acked, l.ix.mode
+	target, mode, failing := l.ix.acked, l.ix.mode, l.ix.failing
 	l.ix.mu.Unlock()
-	if mode == modePassive {
+	if mode == modePassive || failing {
 		return
 	}
 	t := time.NewTimer(2 * time.Second)
 	defer t.Stop()
 	for {
 		l.ix.mu.Lock()
-		through, ch, mode := l.ix.through, l.ix.progress, l.ix.mode
+		through, ch, mode, failing := l.ix.through, l.ix.progress, l.ix.mode, l.ix.failing
 		l.ix.mu.Unlock()
-		if through >= target || mode == modePassive {
+		if through >= target || mode == modePassive || failing {
 			return
 		}
 		select {
