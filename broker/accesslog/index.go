@@ -200,12 +200,14 @@ func (p logPos) less(q logPos) bool { return p.seq < q.seq || p.seq == q.seq && 
 
 func (l *Log) indexerConsumerConfig(start uint64) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:        IndexerConsumer,
-		Description:    "Aperture access index: derives the per-citizen index from ACCESS in log order",
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    max(start, 1),
-		AckPolicy:      jetstream.AckAllPolicy,
-		AckWait:        30 * time.Second,
+		Durable:       IndexerConsumer,
+		Description:   "Aperture access index: derives the per-citizen index from ACCESS in log order",
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   max(start, 1),
+		AckPolicy:     jetstream.AckAllPolicy,
+		// A batch delivered to a replica that died is redelivered after this; the index position
+		// makes the redelivery harmless.
+		AckWait:        5 * time.Second,
 		MaxDeliver:     -1,
 		MaxAckPending:  4096,
 		FilterSubject:  LogSubject,
@@ -767,22 +769,26 @@ func (l *Log) waitIndexed(ctx context.Context) {
 
 // IndexLag is how far the per-citizen index is behind the log.
 type IndexLag struct {
-	// Batches is the number of ACCESS messages not yet indexed (by whichever replica indexes).
+	// Batches is the number of ACCESS messages after the last one indexed.
 	Batches uint64
 }
 
-// IndexLag reports how many ACCESS batches the indexer has yet to index, from its durable consumer:
-// the listing lags the log by these. For health checks.
+// IndexLag reports how many ACCESS batches the index has yet to take in (by whichever replica
+// indexes): the listing lags the log by these. It compares the index's position marker with the
+// end of ACCESS, not the consumer's bookkeeping. For health checks.
 func (l *Log) IndexLag(ctx context.Context) (IndexLag, error) {
-	c, err := l.access.Consumer(ctx, IndexerConsumer)
+	info, err := l.access.Info(ctx)
 	if err != nil {
-		return IndexLag{}, fmt.Errorf("%w: indexer consumer: %w", ErrUnavailable, err)
+		return IndexLag{}, fmt.Errorf("%w: read log state: %w", ErrUnavailable, err)
 	}
-	info, err := c.Info(ctx)
+	mk, _, err := l.readMarker(ctx)
 	if err != nil {
-		return IndexLag{}, fmt.Errorf("%w: indexer consumer: %w", ErrUnavailable, err)
+		return IndexLag{}, err
 	}
-	return IndexLag{Batches: info.NumPending + uint64(info.NumAckPending)}, nil
+	if info.State.LastSeq <= mk.seq {
+		return IndexLag{}, nil
+	}
+	return IndexLag{Batches: info.State.LastSeq - mk.seq}, nil
 }
 
 // stopIndexer stops the indexer goroutine, after giving it a bounded time to index what this
