@@ -528,3 +528,73 @@ func TestIndexFullThenRecovered(t *testing.T) {
 		t.Fatalf("%d records listed after recovery, want 30", total)
 	}
 }
+
+// TestTwoReplicas: two brokers on one NATS append concurrently; one indexes at a time (the pinned
+// one) and the index is exactly the log. When that broker stops, the other takes over where the
+// index stands.
+func TestTwoReplicas(t *testing.T) {
+	e := newEnv(t)
+	open := func() *accesslog.Log {
+		nc, err := e.srv.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := accesslog.Open(ctx(t), js, accesslog.Options{IndexShards: testShards, Sealer: e.sealer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	a, b := open(), open()
+	var wg sync.WaitGroup
+	for r, l := range []*accesslog.Log{a, b} {
+		for g := range 4 {
+			wg.Go(func() {
+				for i := range 25 {
+					c := (g + i) % 4
+					if err := l.Append(ctx(t), record(c, fmt.Sprintf("c%d-r%d-g%d-%d", c, r, g, i))); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	caughtUp(t, a)
+	e.waitIndexed(testShards, 200)
+	if rep, err := b.VerifyIndex(ctx(t)); err != nil || !rep.OK() || rep.Leaves != 200 || rep.Entries != 200 {
+		t.Fatalf("VerifyIndex with two replicas: %+v, %v", rep, err)
+	}
+
+	// Stop both in turn; whichever indexed, the survivor goes on.
+	a.Close()
+	for i := range 20 {
+		if err := b.Append(ctx(t), record(i%4, fmt.Sprintf("c%d-after-%d", i%4, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	caughtUp(t, b)
+	e.waitIndexed(testShards, 220)
+	if rep, err := b.VerifyIndex(ctx(t)); err != nil || !rep.OK() || rep.Leaves != 220 {
+		t.Fatalf("VerifyIndex after one replica stopped: %+v, %v", rep, err)
+	}
+	leaves, _ := treeLeaves(t, e)
+	seen := map[uint64]bool{}
+	for c := range 4 {
+		for _, en := range listEntries(t, b, pseudonym(c)) {
+			if !bytes.Equal(leaves[en.LeafIndex], en.Leaf) || seen[en.LeafIndex] {
+				t.Fatalf("record %s listed as leaf %d, which is not its leaf (or twice)", en.Record.GetId(), en.LeafIndex)
+			}
+			seen[en.LeafIndex] = true
+		}
+	}
+	if len(seen) != 220 {
+		t.Fatalf("%d leaves listed, want 220", len(seen))
+	}
+}
