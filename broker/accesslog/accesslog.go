@@ -6,8 +6,8 @@
 //
 // ACCESS (subject aperture.access.log) is the log itself. Each message is an AccessBatch whose
 // records are the deterministic protobuf encodings of AccessRecords; those exact bytes are the
-// leaves of the log's Merkle tree, in (stream sequence, index in batch) order. The stream is never
-// trimmed and denies deletes and purges.
+// leaves of the log's Merkle tree, numbered from 0 in (stream sequence, index in batch) order over
+// authentic batches only. The stream is never trimmed and denies deletes and purges.
 //
 // The index holds one message per record, with the same bytes, on the subject
 // aperture.access.citizen.<shard>.<pseudonym>, and headers naming the record's place in ACCESS
@@ -18,8 +18,10 @@
 // shard count, two hex digits) because JetStream finds a subject's messages by walking the stream's
 // blocks: one stream would make a citizen's lookup cost grow with the whole log, a shard only with
 // its share. It is derived data: a background indexer on the durable consumer ACCESS_INDEXER writes
-// it in log order (one replica at a time), records its position in ACCESS_INDEX_POS, and Repair (run
-// after any fault) compares it entry by entry with the log and fixes it.
+// it in log order (one replica at a time, the consumer's pinned client), records its position and
+// leaf count in ACCESS_INDEX_POS after every batch, and repairs it after any fault by comparing it
+// entry by entry with the log (Repair; VerifyIndex only reports). List lags the log by the
+// indexer's delay (IndexLag), except that a broker always lists what it wrote itself.
 //
 // # Authentication
 //
