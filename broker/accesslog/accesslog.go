@@ -45,6 +45,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,10 +176,11 @@ type Log struct {
 	replies *replies            // responses to batched direct gets
 	access  jetstream.Stream
 
-	mu      sync.Mutex
-	queue   []*waiter
-	closing bool
-	kick    chan struct{} // wakes the committer; buffered, one pending kick is enough
+	mu       sync.Mutex
+	queue    []*waiter
+	closing  bool
+	readOnly bool          // OpenReader
+	kick     chan struct{} // wakes the committer; buffered, one pending kick is enough
 
 	slots    chan struct{} // in-flight batch tokens
 	inflight chan *batch   // committer → completer, in publish order
@@ -268,6 +270,42 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	return l, nil
 }
 
+// OpenReader opens an existing log to read and check it (an auditor's tool): it creates and
+// changes nothing, starts neither committer nor indexer, and takes the index's shard count from the
+// index itself. Records, List, ListEntries, VerifyIndex and IndexLag work; Append fails with
+// ErrClosed and Repair with ErrReadOnly. opts.Sealer is required (MACs are checked with it).
+func OpenReader(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, error) {
+	opts.setDefaults()
+	nc := js.Conn()
+	if opts.Sealer == nil {
+		return nil, errors.New("access log options: a sealer is required to authenticate the log")
+	}
+	l := &Log{
+		opts: opts, log: opts.Logger, nc: nc, js: js, api: apiPrefix(js.Options()),
+		closing: true, readOnly: true, done: make(chan struct{}),
+		ix: indexer{progress: make(chan struct{}), mode: modePassive},
+	}
+	close(l.done)
+	var err error
+	if l.access, err = js.Stream(ctx, AccessStream); err != nil {
+		return nil, fmt.Errorf("%w: stream %s: %w", ErrUnavailable, AccessStream, err)
+	}
+	s, err := js.Stream(ctx, IndexStreamName(0))
+	if err != nil {
+		return nil, fmt.Errorf("%w: index: %w", ErrUnavailable, err)
+	}
+	if n, err := strconv.Atoi(s.CachedInfo().Config.Metadata[metaShards]); err == nil && n >= 1 && n <= 256 {
+		l.opts.IndexShards = n
+	}
+	if l.replies, err = newReplies(nc); err != nil {
+		return nil, fmt.Errorf("%w: subscribe for direct gets: %w", ErrUnavailable, err)
+	}
+	return l, nil
+}
+
+// ErrReadOnly is returned by Repair on a log opened with OpenReader.
+var ErrReadOnly = errors.New("access log opened read-only")
+
 func accessConfig(o Options) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        AccessStream,
@@ -331,7 +369,7 @@ func (l *Log) Close() error {
 	}
 	<-l.done
 	l.stopIndexer()
-	if !already {
+	if !already || l.readOnly {
 		// Only fails if the connection is closed, which unsubscribed it anyway.
 		_ = l.replies.close()
 	}

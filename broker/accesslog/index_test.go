@@ -413,6 +413,21 @@ func TestVerifyIndexNamesDifferences(t *testing.T) {
 	if rep.OK() || len(got) != len(want) || len(rep.Differences) != len(want) {
 		t.Fatalf("VerifyIndex found %v, want %v", got, want)
 	}
+	// An auditor's read-only view (no indexer, nothing created) finds the same.
+	r, err := accesslog.OpenReader(ctx(t), e.js, accesslog.Options{Sealer: e.sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if rrep, err := r.VerifyIndex(ctx(t)); err != nil || fmt.Sprint(rrep) != fmt.Sprint(rep) {
+		t.Fatalf("read-only VerifyIndex = %+v, %v; want %+v", rrep, err, rep)
+	}
+	if _, err := r.Repair(ctx(t)); !errors.Is(err, accesslog.ErrReadOnly) {
+		t.Fatalf("read-only Repair: %v", err)
+	}
+	if err := r.Append(ctx(t), record(0, "c0-reader")); !errors.Is(err, accesslog.ErrClosed) {
+		t.Fatalf("read-only Append: %v", err)
+	}
 	for k := range want {
 		if !got[k] {
 			t.Fatalf("VerifyIndex did not name %v; found %v", k, got)

@@ -115,6 +115,9 @@ func (l *Log) VerifyIndex(ctx context.Context) (Report, error) {
 // unauthentic, duplicate and altered entries and writes the missing ones. It runs in the indexer
 // (indexing pauses meanwhile) and returns what it found before fixing.
 func (l *Log) Repair(ctx context.Context) (Report, error) {
+	if l.readOnly {
+		return Report{}, ErrReadOnly
+	}
 	reply := make(chan repairResult, 1)
 	select {
 	case l.ix.repairReq <- reply:
