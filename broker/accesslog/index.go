@@ -381,6 +381,9 @@ func (l *Log) pullLoop(ctx context.Context, it jetstream.MessagesContext) error 
 		if l.ix.needRepair || len(l.ix.repairReq) > 0 {
 			return nil
 		}
+		l.ix.mu.Lock()
+		ackedBefore := l.ix.acked
+		l.ix.mu.Unlock()
 		nctx, cancel := context.WithTimeout(ctx, indexerWait)
 		msg, err := it.Next(jetstream.NextContext(nctx))
 		cancel()
@@ -389,8 +392,9 @@ func (l *Log) pullLoop(ctx context.Context, it jetstream.MessagesContext) error 
 			return nil
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 			l.ix.mu.Lock()
-			if l.ix.acked > l.ix.through {
-				// This process wrote batches that did not reach it: another replica holds the pin.
+			if ackedBefore > l.ix.through {
+				// This process wrote batches a whole wait ago that never reached it: another
+				// replica holds the pin.
 				l.ix.mode = modePassive
 			}
 			l.ix.mu.Unlock()
