@@ -216,7 +216,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if b.access, err = accesslog.Open(ctx, js, accesslog.Options{Replicas: cfg.Replicas, Logger: b.log.With("component", "accesslog")}); err != nil {
+	if b.access, err = accesslog.Open(ctx, js, accesslog.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "accesslog")}); err != nil {
 		return nil, fmt.Errorf("open access log: %w", err)
 	}
 	if err := b.openTransparency(ctx, js); err != nil {

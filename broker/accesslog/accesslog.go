@@ -6,16 +6,29 @@
 //
 // ACCESS (subject aperture.access.log) is the log itself. Each message is an AccessBatch whose
 // records are the deterministic protobuf encodings of AccessRecords; those exact bytes are the
-// leaves of the log's Merkle tree, in (stream sequence, index in batch) order. The stream is never
-// trimmed and denies deletes and purges.
+// leaves of the log's Merkle tree, numbered from 0 in (stream sequence, index in batch) order over
+// authentic batches only. The stream is never trimmed and denies deletes and purges.
 //
-// The index holds one message per record, with the same bytes and the headers Aperture-Log-Seq and
-// Aperture-Log-Index pointing back into ACCESS, on the subject aperture.access.citizen.<shard>.<pseudonym>.
-// It answers "all accesses to this citizen" without reading the log. It is sharded over IndexShards
-// streams ACCESS_INDEX_<shard> (shard = FNV-1a of the pseudonym modulo the shard count, two hex
-// digits) because JetStream finds a subject's messages by walking the stream's blocks: one stream
-// would make a citizen's lookup cost grow with the whole log, a shard only with its share. It is
-// derived data: the streams can be deleted and are rebuilt from ACCESS.
+// The index holds one message per record, with the same bytes, on the subject
+// aperture.access.citizen.<shard>.<pseudonym>, and headers naming the record's place in ACCESS
+// (Aperture-Log-Seq, Aperture-Log-Index), its leaf index in the tree (Aperture-Leaf-Index), its
+// batch's first leaf and size (Aperture-Batch-Leaves) and a MAC by the broker over all of them
+// (Aperture-Entry-Mac). It answers "all accesses to this citizen" without reading the log. It is
+// sharded over IndexShards streams ACCESS_INDEX_<shard> (shard = FNV-1a of the pseudonym modulo the
+// shard count, two hex digits) because JetStream finds a subject's messages by walking the stream's
+// blocks: one stream would make a citizen's lookup cost grow with the whole log, a shard only with
+// its share. It is derived data: a background indexer on the durable consumer ACCESS_INDEXER writes
+// it in log order (one replica at a time, the consumer's pinned client), records its position and
+// leaf count in ACCESS_INDEX_POS after every batch, and repairs it after any fault by comparing it
+// entry by entry with the log (Repair; VerifyIndex only reports). List lags the log by the
+// indexer's delay (IndexLag), except that a broker always lists what it wrote itself.
+//
+// # Authentication
+//
+// Every ACCESS message carries a MAC under the broker's sealing key (see OpenBatch); a message
+// without one is not the broker's, its records are not leaves, Records stops at it with a
+// *BatchError, and the indexer skips it. Index entries and the position marker carry MACs too, so
+// nothing written to NATS by anyone else is listed or trusted.
 //
 // # Group commit
 //
@@ -32,6 +45,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,7 +65,16 @@ const (
 	HeaderLogSeq = "Aperture-Log-Seq"
 	// HeaderLogIndex is the entry's index in that batch.
 	HeaderLogIndex = "Aperture-Log-Index"
+	// HeaderLeafIndex is the entry's leaf index in the Merkle tree.
+	HeaderLeafIndex = "Aperture-Leaf-Index"
+	// HeaderBatchLeaves is "<first leaf>+<records>" of the entry's batch.
+	HeaderBatchLeaves = "Aperture-Batch-Leaves"
+	// HeaderEntryMAC is the broker's MAC over an index entry (or the position marker).
+	HeaderEntryMAC = "Aperture-Entry-Mac"
 )
+
+// DefaultIndexShards is the number of index streams unless Options.IndexShards says otherwise.
+const DefaultIndexShards = 64
 
 // duplicateWindow is how long JetStream remembers message ids; a publish retried within it is not
 // stored twice.
@@ -68,8 +91,19 @@ var (
 	ErrInvalidPageToken = errors.New("invalid page token")
 )
 
+// Sealer is the broker's sealing key as the log uses it (keys.Sealer: AES-256-GCM, key-versioned,
+// local or a Vault data key). Sealing an empty plaintext with associated data gives a MAC (GMAC)
+// over that data; Open with the same associated data verifies it.
+type Sealer interface {
+	Seal(plaintext, associatedData []byte) ([]byte, error)
+	Open(ciphertext, associatedData []byte) ([]byte, error)
+}
+
 // Options configure the log. Zero values take the defaults below.
 type Options struct {
+	// Sealer authenticates ACCESS batches, index entries and the index position (keys.Provider's
+	// Sealer: a Vault data key with keys: vault). Required.
+	Sealer Sealer
 	// Replicas of the streams: 1 on the embedded server, 3 in a cluster. Default 1.
 	Replicas int
 	// IndexShards is the number of index streams, 1 to 256. Default 64. Changing it rebuilds the
@@ -82,6 +116,9 @@ type Options struct {
 	MaxBatchBytes int
 	// PublishTimeout bounds the wait for JetStream to acknowledge a write. Default 5s.
 	PublishTimeout time.Duration
+	// IndexMaxBytes limits each index shard's size; 0 is unlimited. A full shard refuses entries
+	// (the indexer retries, the log itself is unaffected). For tests of a full disk.
+	IndexMaxBytes int64
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -91,7 +128,7 @@ func (o *Options) setDefaults() {
 		o.Replicas = 1
 	}
 	if o.IndexShards == 0 {
-		o.IndexShards = 64
+		o.IndexShards = DefaultIndexShards
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 512
@@ -109,6 +146,8 @@ func (o *Options) setDefaults() {
 
 func (o *Options) validate(maxPayload int64) error {
 	switch {
+	case o.Sealer == nil:
+		return errors.New("a sealer is required to authenticate the log")
 	case o.Replicas < 1 || o.Replicas > 5:
 		return fmt.Errorf("replicas %d: want 1 to 5", o.Replicas)
 	case o.IndexShards < 1 || o.IndexShards > 256:
@@ -140,21 +179,23 @@ type Log struct {
 	replies *replies            // responses to batched direct gets
 	access  jetstream.Stream
 
-	mu      sync.Mutex
-	queue   []*waiter
-	closing bool
-	kick    chan struct{} // wakes the committer; buffered, one pending kick is enough
+	mu       sync.Mutex
+	queue    []*waiter
+	closing  bool
+	readOnly bool          // OpenReader
+	kick     chan struct{} // wakes the committer; buffered, one pending kick is enough
 
 	slots    chan struct{} // in-flight batch tokens
 	inflight chan *batch   // committer → completer, in publish order
 	done     chan struct{} // closed when the completer has stopped
 	closeMu  sync.Mutex
 
-	ix          indexer
-	stopCatchUp context.CancelFunc
-	catchUpDone chan struct{}
+	ix indexer
 
-	stats       struct{ records, batches, failed, indexFailures atomic.Uint64 }
+	stats struct {
+		records, batches, failed, indexFailures          atomic.Uint64
+		unauthenticBatches, unauthenticEntries, repaired atomic.Uint64
+	}
 	lastFailLog atomic.Int64 // unix nanoseconds
 }
 
@@ -164,23 +205,31 @@ type Stats struct {
 	Records, Batches uint64
 	// Failed is the number of records whose append failed (the callers got an error).
 	Failed uint64
-	// IndexFailures counts batches whose index entries could not be written at once (they are
-	// re-indexed in the background).
+	// IndexFailures counts failed indexer attempts (each is retried, then repaired).
 	IndexFailures uint64
+	// UnauthenticBatches counts ACCESS messages the indexer found without a valid broker MAC;
+	// UnauthenticEntries index entries (or position markers) without one that a reader met. Any
+	// non-zero value means something other than the broker wrote to NATS.
+	UnauthenticBatches, UnauthenticEntries uint64
+	// Repaired counts index entries Repair added or removed.
+	Repaired uint64
 }
 
 // Stats returns the log's counters.
 func (l *Log) Stats() Stats {
 	return Stats{
-		Records:       l.stats.records.Load(),
-		Batches:       l.stats.batches.Load(),
-		Failed:        l.stats.failed.Load(),
-		IndexFailures: l.stats.indexFailures.Load(),
+		Records:            l.stats.records.Load(),
+		Batches:            l.stats.batches.Load(),
+		Failed:             l.stats.failed.Load(),
+		IndexFailures:      l.stats.indexFailures.Load(),
+		UnauthenticBatches: l.stats.unauthenticBatches.Load(),
+		UnauthenticEntries: l.stats.unauthenticEntries.Load(),
+		Repaired:           l.stats.repaired.Load(),
 	}
 }
 
-// Open creates or updates the ACCESS stream and the index streams, re-indexes ACCESS batches missing
-// from the index (a bounded first step here, the rest in the background) and starts the committer.
+// Open creates or updates the ACCESS stream and the index streams, starts the background indexer
+// (which first repairs the index if it does not hold one entry per leaf) and the committer.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, error) {
 	opts.setDefaults()
 	nc := js.Conn()
@@ -197,7 +246,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 		slots:    make(chan struct{}, inFlight),
 		inflight: make(chan *batch, inFlight),
 		done:     make(chan struct{}),
-		ix:       indexer{wake: make(chan struct{}, 1)},
+		ix:       indexer{progress: make(chan struct{}), repairReq: make(chan chan repairResult, 1)},
 	}
 	var err error
 	if l.pub, err = publisher(js, opts.PublishTimeout); err != nil {
@@ -216,30 +265,49 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if err := l.ensureIndexStreams(ctx); err != nil {
 		return fail(err)
 	}
-	l.ix.ensured = true
-
-	// Whatever the last run left unindexed (a crash between log write and index write, an index
-	// outage, a deleted index) is found and re-indexed now, or in the background if it is much.
-	l.ix.dirty = true
-	complete, cerr := l.catchUpStep(ctx)
-	switch {
-	case cerr != nil:
-		l.log.Warn("access index catch-up failed; retrying in the background", "err", cerr)
-	case !complete:
-		l.log.Info("access index is behind the log; catching up in the background")
-	}
-
-	var catchUpCtx context.Context
-	catchUpCtx, l.stopCatchUp = context.WithCancel(context.Background())
-	l.catchUpDone = make(chan struct{})
-	go l.catchUpLoop(catchUpCtx)
-	if !complete {
-		l.ix.wake <- struct{}{}
+	if err := l.startIndexer(ctx); err != nil {
+		return fail(fmt.Errorf("start access indexer: %w", err))
 	}
 	go l.commitLoop()
 	go l.completeLoop()
 	return l, nil
 }
+
+// OpenReader opens an existing log to read and check it (an auditor's tool): it creates and
+// changes nothing, starts neither committer nor indexer, and takes the index's shard count from the
+// index itself. Records, List, ListEntries, VerifyIndex and IndexLag work; Append fails with
+// ErrClosed and Repair with ErrReadOnly. opts.Sealer is required (MACs are checked with it).
+func OpenReader(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, error) {
+	opts.setDefaults()
+	nc := js.Conn()
+	if opts.Sealer == nil {
+		return nil, errors.New("access log options: a sealer is required to authenticate the log")
+	}
+	l := &Log{
+		opts: opts, log: opts.Logger, nc: nc, js: js, api: apiPrefix(js.Options()),
+		closing: true, readOnly: true, done: make(chan struct{}),
+		ix: indexer{progress: make(chan struct{}), mode: modePassive},
+	}
+	close(l.done)
+	var err error
+	if l.access, err = js.Stream(ctx, AccessStream); err != nil {
+		return nil, fmt.Errorf("%w: stream %s: %w", ErrUnavailable, AccessStream, err)
+	}
+	s, err := js.Stream(ctx, IndexStreamName(0))
+	if err != nil {
+		return nil, fmt.Errorf("%w: index: %w", ErrUnavailable, err)
+	}
+	if n, err := strconv.Atoi(s.CachedInfo().Config.Metadata[metaShards]); err == nil && n >= 1 && n <= 256 {
+		l.opts.IndexShards = n
+	}
+	if l.replies, err = newReplies(nc); err != nil {
+		return nil, fmt.Errorf("%w: subscribe for direct gets: %w", ErrUnavailable, err)
+	}
+	return l, nil
+}
+
+// ErrReadOnly is returned by Repair on a log opened with OpenReader.
+var ErrReadOnly = errors.New("access log opened read-only")
 
 func accessConfig(o Options) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
@@ -303,9 +371,8 @@ func (l *Log) Close() error {
 		l.wake()
 	}
 	<-l.done
-	l.stopCatchUp()
-	<-l.catchUpDone
-	if !already {
+	l.stopIndexer()
+	if !already || l.readOnly {
 		// Only fails if the connection is closed, which unsubscribed it anyway.
 		_ = l.replies.close()
 	}

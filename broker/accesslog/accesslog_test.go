@@ -3,6 +3,7 @@ package accesslog_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/natsembed"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
@@ -33,11 +35,30 @@ type env struct {
 	srv  *natsembed.Server
 	nc   *nats.Conn
 	js   jetstream.JetStream
+	// sealer is the broker's sealing key, the same across restarts.
+	sealer *keys.AEADRing
+}
+
+// newSealer returns a sealing key ring with one random key.
+func newSealer(t testing.TB) *keys.AEADRing {
+	t.Helper()
+	key := make([]byte, keys.KeySize)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	r := keys.NewAEADRing()
+	if err := r.Add(1, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetCurrent(1); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), port: -1}
+	e := &env{t: t, dir: t.TempDir(), port: -1, sealer: newSealer(t)}
 	e.start()
 	var err error
 	e.nc, err = e.srv.Connect(nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
@@ -105,6 +126,9 @@ func (e *env) open(opts accesslog.Options) *accesslog.Log {
 	if opts.IndexShards == 0 {
 		opts.IndexShards = testShards
 	}
+	if opts.Sealer == nil {
+		opts.Sealer = e.sealer
+	}
 	if opts.Logger == nil && testing.Verbose() {
 		opts.Logger = slog.New(slog.NewTextHandler(tWriter{e.t}, nil))
 	}
@@ -124,6 +148,23 @@ func (e *env) indexMsgs(shards int) uint64 {
 		n += e.streamMsgs(accesslog.IndexStreamName(i))
 	}
 	return n
+}
+
+// waitIndexed waits until the index shards hold n entries, and fails if they hold more or never get
+// there: the indexer works in the background.
+func (e *env) waitIndexed(shards int, n uint64) {
+	e.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := e.indexMsgs(shards)
+		if got == n {
+			return
+		}
+		if got > n || time.Now().After(deadline) {
+			e.t.Fatalf("the index holds %d entries, want %d", got, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (e *env) streamMsgs(name string) uint64 {
@@ -304,9 +345,7 @@ func TestConcurrentAppendsGroupAndList(t *testing.T) {
 		t.Fatalf("ACCESS holds %d messages for %d records (%d batches counted): appends did not share writes", msgs, total, st.Batches)
 	}
 	t.Logf("%d records in %d durable writes (%.1f per write)", total, st.Batches, float64(total)/float64(st.Batches))
-	if n := e.indexMsgs(testShards); n != total {
-		t.Fatalf("the index holds %d entries, want %d", n, total)
-	}
+	e.waitIndexed(testShards, total)
 
 	at, _ := logOrder(t, l)
 	if len(at) != total {
@@ -439,9 +478,10 @@ func TestOpenValidatesOptions(t *testing.T) {
 		opts accesslog.Options
 		want string
 	}{
-		{"negative replicas", accesslog.Options{Replicas: -1}, "replicas"},
-		{"batch larger than max_payload", accesslog.Options{MaxBatchBytes: 2 << 20}, "max_payload"},
-		{"negative timeout", accesslog.Options{PublishTimeout: -time.Second}, "publish timeout"},
+		{"no sealer", accesslog.Options{}, "sealer"},
+		{"negative replicas", accesslog.Options{Sealer: e.sealer, Replicas: -1}, "replicas"},
+		{"batch larger than max_payload", accesslog.Options{Sealer: e.sealer, MaxBatchBytes: 2 << 20}, "max_payload"},
+		{"negative timeout", accesslog.Options{Sealer: e.sealer, PublishTimeout: -time.Second}, "publish timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -500,9 +540,7 @@ func TestShardCountChangeRebuilds(t *testing.T) {
 	if _, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(7)); err != nil {
 		t.Fatalf("shard 7 missing: %v", err)
 	}
-	if n := e.indexMsgs(8); n != 40 {
-		t.Fatalf("after the change the index holds %d entries, want 40", n)
-	}
+	e.waitIndexed(8, 40)
 	at, _ := logOrder(t, l)
 	for c := range 5 {
 		if n := checkListed(t, l, c, at, 3); n != 8 {
@@ -514,9 +552,7 @@ func TestShardCountChangeRebuilds(t *testing.T) {
 	if _, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(7)); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatalf("shard 7 of the old layout still there: %v", err)
 	}
-	if n := e.indexMsgs(2); n != 40 {
-		t.Fatalf("after shrinking the index holds %d entries, want 40", n)
-	}
+	e.waitIndexed(2, 40)
 }
 
 // TestUnavailable stops the server under load: callers get ErrUnavailable promptly, nothing hangs,
@@ -646,20 +682,22 @@ func TestRestartKeepsEverything(t *testing.T) {
 			t.Fatalf("citizen %d: %d records listed, want 10", c, n)
 		}
 	}
-	if n := e.indexMsgs(testShards); n != 30 {
-		t.Fatalf("reopening re-indexed what was indexed: the index holds %d entries, want 30", n)
+	e.waitIndexed(testShards, 30)
+	caughtUp(t, l)
+	if rep, err := l.VerifyIndex(ctx(t)); err != nil || !rep.OK() || rep.Leaves != 30 {
+		t.Fatalf("VerifyIndex after restart: %+v, %v", rep, err)
 	}
 }
 
-// publishBatch writes records to ACCESS behind the log's back, as a crash between the log write and
-// the index write would leave them.
+// publishBatch writes records to ACCESS behind the log's back, sealed as the broker seals them: what
+// a broker that died after its log write leaves for the indexer.
 func publishBatch(t *testing.T, e *env, recs ...*auditv1.AccessRecord) uint64 {
 	t.Helper()
-	b := &auditv1.AccessBatch{}
+	var leaves [][]byte
 	for _, r := range recs {
-		b.Records = append(b.Records, leaf(t, r))
+		leaves = append(leaves, leaf(t, r))
 	}
-	data, err := proto.Marshal(b)
+	data, err := accesslog.SealBatch(e.sealer, leaves)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -680,15 +718,18 @@ func TestCatchUpOnOpen(t *testing.T) {
 	}
 	l.Close()
 
-	// What a crash between the log write and the index write leaves: a batch the index saw only
-	// partly, then one it never saw.
+	// What brokers that died between their log write and their indexing leave: batches in the log
+	// no indexer saw; and an index entry for one of them written by someone without the broker's
+	// key, which must be neither listed nor trusted as a position.
 	seq := publishBatch(t, e, record(0, "c0-part-a"), record(1, "c1-part-b"), record(0, "c0-part-c"))
 	if _, err := e.js.PublishMsg(ctx(t), &nats.Msg{
 		Subject: accesslog.IndexSubject(testShards, pseudonym(1)),
 		Data:    leaf(t, record(1, "c1-part-b")),
 		Header: nats.Header{
-			accesslog.HeaderLogSeq:   {strconv.FormatUint(seq, 10)},
-			accesslog.HeaderLogIndex: {"1"},
+			accesslog.HeaderLogSeq:      {strconv.FormatUint(seq, 10)},
+			accesslog.HeaderLogIndex:    {"1"},
+			accesslog.HeaderLeafIndex:   {"11"},
+			accesslog.HeaderBatchLeaves: {"10+3"},
 		},
 	}); err != nil {
 		t.Fatal(err)
@@ -696,6 +737,8 @@ func TestCatchUpOnOpen(t *testing.T) {
 	publishBatch(t, e, record(0, "c0-lost-a"), record(1, "c1-lost-b"))
 
 	l = e.open(accesslog.Options{})
+	e.waitIndexed(testShards, 15)
+	caughtUp(t, l)
 	at, _ := logOrder(t, l)
 	if len(at) != 15 {
 		t.Fatalf("log holds %d records, want 15", len(at))
@@ -703,8 +746,8 @@ func TestCatchUpOnOpen(t *testing.T) {
 	if n := checkListed(t, l, 0, at, 3) + checkListed(t, l, 1, at, 3); n != 15 {
 		t.Fatalf("%d records listed, want 15", n)
 	}
-	if n := e.indexMsgs(testShards); n != 15 {
-		t.Fatalf("the index holds %d entries, want 15 (one per record, none twice)", n)
+	if rep, err := l.VerifyIndex(ctx(t)); err != nil || !rep.OK() || rep.Leaves != 15 {
+		t.Fatalf("VerifyIndex: %+v, %v", rep, err)
 	}
 }
 
@@ -723,6 +766,7 @@ func TestRebuildDeletedIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	l = e.open(accesslog.Options{PublishTimeout: time.Second})
+	e.waitIndexed(testShards, 20)
 	at, _ := logOrder(t, l)
 	if n := checkListed(t, l, 0, at, 7) + checkListed(t, l, 1, at, 7); n != 20 {
 		t.Fatalf("after reopening, %d records listed, want 20", n)
@@ -857,7 +901,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := accesslog.Open(context.Background(), js, accesslog.Options{})
+	l, err := accesslog.Open(context.Background(), js, accesslog.Options{Sealer: newSealer(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -946,7 +990,7 @@ func BenchmarkList(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := accesslog.Open(context.Background(), js, accesslog.Options{IndexShards: benchShards(b)})
+	l, err := accesslog.Open(context.Background(), js, accesslog.Options{IndexShards: benchShards(b), Sealer: newSealer(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -970,7 +1014,18 @@ func BenchmarkList(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	b.Logf("log of %d records built", total)
+	built := time.Now()
+	for {
+		lag, err := l.IndexLag(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if lag.Batches == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Logf("log of %d records built; the index caught up %s after the last append", total, time.Since(built).Round(time.Millisecond))
 
 	for _, size := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("page=%d", size), func(b *testing.B) {

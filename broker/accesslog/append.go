@@ -172,14 +172,20 @@ func (l *Log) publish(b *batch) error {
 	for _, w := range b.waiters {
 		size += protowire.SizeTag(1) + protowire.SizeBytes(len(w.leaf))
 	}
-	// The AccessBatch encoding, written directly: field 1, one length-delimited element per leaf.
-	data := make([]byte, 0, size)
+	// The AccessBatch encoding, written directly: field 1, one length-delimited element per leaf,
+	// then the broker's MAC over those bytes (field 2).
+	data := make([]byte, 0, size+64)
 	for _, w := range b.waiters {
 		data = protowire.AppendTag(data, 1, protowire.BytesType)
 		data = protowire.AppendBytes(data, w.leaf)
 	}
+	data, err := appendBatchMAC(l.opts.Sealer, data)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
 	msg := &nats.Msg{Subject: LogSubject, Data: data, Header: nats.Header{}}
-	f, err := l.pub.PublishMsgAsync(msg, jetstream.WithMsgID(b.id), jetstream.WithExpectStream(AccessStream))
+	var f jetstream.PubAckFuture
+	f, err = l.pub.PublishMsgAsync(msg, jetstream.WithMsgID(b.id), jetstream.WithExpectStream(AccessStream))
 	if err != nil {
 		return fmt.Errorf("%w: publish batch: %w", ErrUnavailable, err)
 	}
@@ -187,8 +193,7 @@ func (l *Log) publish(b *batch) error {
 	return nil
 }
 
-// completeLoop waits for each batch's ack in publish order, indexes it, then answers its waiters.
-// Indexing in log order is what lets catch-up find where the index stops (see indexer).
+// completeLoop waits for each batch's ack in publish order, then answers its waiters.
 func (l *Log) completeLoop() {
 	defer close(l.done)
 	for b := range l.inflight {
@@ -200,23 +205,17 @@ func (l *Log) completeLoop() {
 func (l *Log) complete(b *batch) {
 	seq, err := l.await(b)
 	if err != nil {
-		// The outcome is unknown (the message may have been stored before the ack was lost), so
-		// let catch-up look at the log.
-		l.ix.setDirty()
+		// The outcome is unknown (the message may have been stored before the ack was lost); if it
+		// was stored, the indexer indexes it like any other batch.
 		l.fail(b, err)
 		return
 	}
 	l.stats.batches.Add(1)
 	l.stats.records.Add(uint64(len(b.waiters)))
-	if l.ix.ackedLive(seq) {
-		_, err := l.indexBatch(seq, len(b.waiters), func(i int) (string, []byte) { return b.waiters[i].pseudonym, b.waiters[i].leaf }, nil)
-		if err != nil {
-			l.stats.indexFailures.Add(1)
-			l.log.Warn("index access batch failed; it will be re-indexed", "seq", seq, "records", len(b.waiters), "err", err)
-			l.ix.setDirty()
-		}
-	}
-	// The record is durable: the answer is nil even if indexing failed.
+	l.ix.mu.Lock()
+	l.ix.acked = max(l.ix.acked, seq)
+	l.ix.mu.Unlock()
+	// The record is durable; the indexer lists it by its citizen in the background.
 	for _, w := range b.waiters {
 		w.done <- nil
 	}

@@ -2,18 +2,19 @@ package accesslog
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
-
-	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // IndexStreamName is the name of index shard i.
@@ -47,16 +48,19 @@ func indexConfig(o Options, shard int) jetstream.StreamConfig {
 		Replicas:    o.Replicas,
 		Retention:   jetstream.LimitsPolicy,
 		MaxMsgs:     -1,
-		MaxBytes:    -1,
+		MaxBytes:    o.IndexMaxBytes,
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  duplicateWindow,
 		AllowDirect: true,
 		Metadata:    map[string]string{metaShards: strconv.Itoa(o.IndexShards)},
 	}
-	// The index is rebuilt from ACCESS after a crash, so it need not be fsynced per message. The
-	// server accepts async persistence only for unreplicated file streams; a replicated stream is
-	// backed by its Raft log and does not fsync per message anyway when the server's sync_always
-	// is off, which is the usual cluster setting.
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = -1
+	}
+	// The index is derived from ACCESS and repaired from it, so it need not be fsynced per message.
+	// The server accepts async persistence only for unreplicated file streams; a replicated stream is
+	// backed by its Raft log and does not fsync per message anyway when the server's sync_always is
+	// off, which is the usual cluster setting.
 	if o.Replicas == 1 {
 		cfg.PersistMode = jetstream.AsyncPersistMode
 	}
@@ -65,7 +69,7 @@ func indexConfig(o Options, shard int) jetstream.StreamConfig {
 
 // ensureIndexStreams creates or updates the index shards. If the index streams present do not
 // form exactly the configured layout (a shard missing or deleted, another shard count) it deletes
-// them all, so catch-up rebuilds the index from scratch rather than trusting a partial one.
+// them all, so the indexer rebuilds the index from scratch rather than trusting a partial one.
 func (l *Log) ensureIndexStreams(ctx context.Context) error {
 	want := map[string]bool{}
 	for i := range l.opts.IndexShards {
@@ -107,47 +111,84 @@ func (l *Log) ensureIndexStreams(ctx context.Context) error {
 			return fmt.Errorf("create stream %s: %w", IndexStreamName(i), err)
 		}
 	}
+	ms, err := l.js.CreateOrUpdateStream(ctx, markerConfig(l.opts))
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", MarkerStream, err)
+	}
+	if wipe {
+		if err := ms.Purge(ctx); err != nil {
+			return fmt.Errorf("%w: purge index position: %w", ErrUnavailable, err)
+		}
+	}
 	return nil
 }
 
-// catchUpBudget bounds the records one catch-up step re-indexes, so a large backlog never holds up
-// the batches waiting behind it for long.
-const catchUpBudget = 4096
+// The indexer's durable consumer of ACCESS. Every broker replica pulls from it in one priority group
+// with the pinned-client policy, so exactly one replica indexes at a time, in stream order; when it
+// stops pulling for pinnedTTL another replica takes over where the index stands.
+const (
+	IndexerConsumer = "ACCESS_INDEXER"
+	indexerGroup    = "indexer"
+	pinnedTTL       = 5 * time.Second
+	// indexerWait is how long the indexer waits for a batch before it looks at its other duties.
+	indexerWait = time.Second
+)
 
-// maxRetry bounds the pause between failed catch-up attempts.
-const maxRetry = 5 * time.Second
-
-// indexer is the state of index maintenance, owned by the completer goroutine.
+// indexer is the state of the background indexer. Fields under mu are shared with List (which waits
+// for this process's own writes to be indexed) and Close; pos and needRepair belong to the indexer
+// goroutine.
 //
-// The index is written in log order: live batches in ack order, each one's entries acknowledged
-// before the next one's are sent; catch-up in sequence order; and live indexing pauses (dirty) from
-// the first failure until catch-up has recovered. So with one writer, every batch older than the
-// newest batch with an index entry (in any shard) is fully indexed, and only that newest batch may
-// be partial. Catch-up starts there, checking each of its entries against its citizen's newest
-// entry (per-citizen order is log order too), and indexes every later batch whole.
-//
-// With several broker replicas writing one log, replicas index concurrently; the duplicate window
-// (2 minutes) keeps a batch indexed by two replicas from appearing twice, but a replica that dies
-// between its log write and its index write leaves that batch unindexed if other replicas indexed
-// later batches meanwhile. Scaled-out deployments need a backstop for that (an indexer on a durable
-// consumer of ACCESS); it is not built yet.
+// The index itself is the indexer's position: every entry names its batch (stream sequence), its
+// place in the batch, its leaf index and its batch's first leaf and size, under the broker's MAC. On
+// start, after a failed write and when it may have lost the pin to another replica, the indexer
+// reads each shard's newest entry: the newest batch named anywhere is where it resumes (re-indexing
+// in each shard only what that shard lacks of it), with the leaf count that batch names. The
+// consumer only delivers batches and wakes the indexer; what it delivers at or before that position
+// is acknowledged and skipped, and a gap before what it delivers (index lost, consumer ahead) is read
+// from ACCESS directly. So a crash between an index write and its ack neither counts a leaf twice
+// nor skips one.
 type indexer struct {
-	wake chan struct{} // starts catch-up; buffered, one pending wake is enough
+	cancel context.CancelFunc
+	done   chan struct{}
 
 	mu sync.Mutex
-	// dirty pauses live indexing until catch-up has recovered.
-	dirty bool
-	// restart tells catch-up to look for its starting point again (a new failure happened).
-	restart bool
-	// acked is the newest ACCESS sequence the completer saw acknowledged.
+	// acked is the newest ACCESS sequence this process's committer saw acknowledged.
 	acked uint64
-	// through is where catch-up stopped when it recovered: the completer skips batches up to it.
+	// through is the newest ACCESS sequence this process's indexer has indexed.
 	through uint64
+	// progress is closed (and replaced) whenever through moves.
+	progress chan struct{}
+	// mode says whether this process indexes: unknown until it receives a batch or learns another
+	// replica holds the pin.
+	mode indexerMode
+	// lastBatch is when this process's indexer last received a batch.
+	lastBatch time.Time
+	// failing is set while the indexer retries a failed attempt: readers do not wait for it then.
+	failing bool
 
-	// Owned by the catch-up goroutine, and by Open before that starts.
-	ensured       bool // the index streams were just checked (by Open)
-	next, partial uint64
-	backoff       time.Duration
+	pos        position
+	needRepair bool
+	ensure     bool // check the index streams before the next resume
+	// repairReq carries Repair calls to the indexer goroutine.
+	repairReq chan chan repairResult
+}
+
+type indexerMode int
+
+const (
+	modeUnknown indexerMode = iota
+	modeActive
+	modePassive
+)
+
+// position is where the indexer stands: the next ACCESS sequence to index and the leaf index of its
+// first record. partial, if set, names for each shard the newest entry already present of batch
+// next (which a crash may have left half indexed).
+type position struct {
+	known   bool
+	next    uint64
+	leaves  uint64
+	partial map[int]logPos
 }
 
 type logPos struct {
@@ -157,156 +198,398 @@ type logPos struct {
 
 func (p logPos) less(q logPos) bool { return p.seq < q.seq || p.seq == q.seq && p.idx < q.idx }
 
-// setDirty pauses live indexing and starts catch-up.
-func (ix *indexer) setDirty() {
-	ix.mu.Lock()
-	ix.dirty, ix.restart = true, true
-	ix.mu.Unlock()
-	select {
-	case ix.wake <- struct{}{}:
-	default:
+func (l *Log) indexerConsumerConfig(start uint64) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       IndexerConsumer,
+		Description:   "Aperture access index: derives the per-citizen index from ACCESS in log order",
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   max(start, 1),
+		AckPolicy:     jetstream.AckAllPolicy,
+		// A batch delivered to a replica that died is redelivered after this; the index position
+		// makes the redelivery harmless.
+		AckWait:        5 * time.Second,
+		MaxDeliver:     -1,
+		MaxAckPending:  4096,
+		FilterSubject:  LogSubject,
+		Replicas:       l.opts.Replicas,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{indexerGroup},
+		PinnedTTL:      pinnedTTL,
 	}
 }
 
-// ackedLive records that batch seq is durable and reports whether the completer should index it.
-func (ix *indexer) ackedLive(seq uint64) bool {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	ix.acked = max(ix.acked, seq)
-	return !ix.dirty && seq > ix.through
+// ensureConsumer returns the indexer's durable consumer, creating it (from start) if it is missing.
+// An existing consumer keeps its position: the index, not the consumer, is the truth.
+func (l *Log) ensureConsumer(ctx context.Context, start uint64) (jetstream.Consumer, error) {
+	c, err := l.access.Consumer(ctx, IndexerConsumer)
+	if err == nil {
+		return c, nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("%w: indexer consumer: %w", ErrUnavailable, err)
+	}
+	c, err = l.access.CreateConsumer(ctx, l.indexerConsumerConfig(start))
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		return l.access.Consumer(ctx, IndexerConsumer)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: create indexer consumer: %w", ErrUnavailable, err)
+	}
+	return c, nil
 }
 
-func (ix *indexer) isDirty() bool {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	return ix.dirty
+// startIndexer derives the position from the index, makes sure the consumer exists and starts the
+// indexer goroutine.
+func (l *Log) startIndexer(ctx context.Context) error {
+	if err := l.resume(ctx); err != nil {
+		return err
+	}
+	if _, err := l.ensureConsumer(ctx, l.ix.pos.next); err != nil {
+		return err
+	}
+	// A cheap first check of the index's contents against the log: if the number of entries is not
+	// the number of leaves before the position, something deleted or duplicated entries while no
+	// broker was looking; repair compares them entry by entry.
+	if n, err := l.indexEntries(ctx); err == nil && (n != l.ix.pos.leaves || len(l.ix.pos.partial) > 0) {
+		l.log.Warn("access index holds another number of entries than the log has leaves; repairing it",
+			"entries", n, "leaves", l.ix.pos.leaves)
+		l.ix.needRepair = true
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	l.ix.cancel, l.ix.done = cancel, make(chan struct{})
+	go l.runIndexer(rctx)
+	return nil
 }
 
-// catchUpLoop runs catch-up whenever the index is dirty, backing off after failures, until ctx
-// ends.
-func (l *Log) catchUpLoop(ctx context.Context) {
-	defer close(l.catchUpDone)
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	for {
+// indexEntries counts the messages in every index shard (JetStream keeps the count).
+func (l *Log) indexEntries(ctx context.Context) (uint64, error) {
+	var n uint64
+	for i := range l.opts.IndexShards {
+		s, err := l.js.Stream(ctx, IndexStreamName(i))
+		if err != nil {
+			return 0, fmt.Errorf("%w: index shard %d: %w", ErrUnavailable, i, err)
+		}
+		n += s.CachedInfo().State.Msgs
+	}
+	return n, nil
+}
+
+// runIndexer pulls batches from the consumer and indexes them until ctx ends. Failures are retried
+// with backoff on the same batch: the indexer never moves past a batch it could not index.
+func (l *Log) runIndexer(ctx context.Context) {
+	defer close(l.ix.done)
+	backoff := time.Duration(0)
+	pause := func(err error) bool {
+		backoff = min(max(2*backoff, 100*time.Millisecond), maxRetry)
+		l.stats.indexFailures.Add(1)
+		l.log.Warn("access indexer failed; retrying", "retry_in", backoff, "err", err)
+		l.ix.mu.Lock()
+		l.ix.failing = true
+		l.ix.mu.Unlock()
+		l.ix.pos.known = false // the failed write may have half happened: look at the index again
+		l.ix.ensure, l.ix.needRepair = true, true
 		select {
 		case <-ctx.Done():
-			return
-		case <-l.ix.wake:
-		case <-retry.C:
+			return false
+		case <-time.After(backoff):
+			return true
 		}
-		for l.ix.isDirty() && ctx.Err() == nil {
-			sctx, cancel := context.WithTimeout(ctx, 2*l.opts.PublishTimeout)
-			complete, err := l.catchUpStep(sctx)
-			cancel()
-			if err != nil {
-				if ctx.Err() != nil {
+	}
+	for ctx.Err() == nil {
+		if l.ix.needRepair {
+			if _, err := l.repair(ctx); err != nil {
+				if !pause(fmt.Errorf("repair: %w", err)) {
 					return
 				}
-				l.ix.backoff = min(max(2*l.ix.backoff, 100*time.Millisecond), maxRetry)
-				l.log.Warn("access index catch-up failed", "retry_in", l.ix.backoff, "err", err)
-				retry.Reset(l.ix.backoff)
-				break
-			}
-			if complete {
-				l.log.Info("access index caught up with the log", "next_seq", l.ix.next)
-			}
-		}
-	}
-}
-
-// catchUpStep re-indexes up to catchUpBudget records of the ACCESS batches the index may miss. It
-// reports whether the index has caught up with the end of ACCESS.
-func (l *Log) catchUpStep(ctx context.Context) (complete bool, err error) {
-	if st := l.nc.Status(); st != nats.CONNECTED {
-		return false, fmt.Errorf("%w: NATS connection is %s", ErrUnavailable, st)
-	}
-	l.ix.mu.Lock()
-	if l.ix.restart {
-		l.ix.restart, l.ix.next = false, 0
-	}
-	l.ix.mu.Unlock()
-	if l.ix.next == 0 {
-		if err := l.findResume(ctx); err != nil {
-			return false, err
-		}
-	}
-	read, indexed, dups, budgetSpent := 0, 0, 0, false
-	end, err := l.scan(ctx, AccessStream, l.ix.next, "", 64, func(seq uint64, m *nats.Msg) (bool, error) {
-		leaves, err := decodeBatch(m.Data)
-		if err != nil {
-			// Nothing can index a batch that does not decode; say so loudly and go on.
-			l.log.Error("access log batch does not decode; not indexed", "seq", seq, "err", err)
-			l.ix.next = seq + 1
-			return false, nil
-		}
-		pseudonyms := make([]string, len(leaves))
-		for i, leaf := range leaves {
-			var rec auditv1.AccessRecord
-			if err := proto.Unmarshal(leaf, &rec); err != nil || checkPseudonym(rec.GetCitizenPseudonym()) != nil {
-				l.log.Error("access record has no usable pseudonym; not indexed", "seq", seq, "index", i)
 				continue
 			}
-			pseudonyms[i] = rec.GetCitizenPseudonym()
+			l.ix.needRepair = false
 		}
-		skip := func(i int) bool { return pseudonyms[i] == "" }
-		if seq == l.ix.partial {
-			present, err := l.presentIn(ctx, seq, pseudonyms)
-			if err != nil {
-				return true, err
-			}
-			skip = func(i int) bool { return pseudonyms[i] == "" || present[i] }
+		select {
+		case reply := <-l.ix.repairReq:
+			rep, err := l.repair(ctx)
+			reply <- repairResult{rep, err}
+		default:
 		}
-		for i := range pseudonyms {
-			if !skip(i) {
-				indexed++
-			}
-		}
-		d, err := l.indexBatch(seq, len(leaves), func(i int) (string, []byte) { return pseudonyms[i], leaves[i] }, skip)
-		dups += d
+		cons, err := l.ensureConsumer(ctx, l.ix.pos.next)
 		if err != nil {
-			return true, err
+			if !pause(err) {
+				return
+			}
+			continue
 		}
-		l.ix.next = seq + 1
-		read += len(leaves)
-		budgetSpent = read >= catchUpBudget
-		return budgetSpent, nil
-	})
-	if err != nil {
-		return false, fmt.Errorf("re-index from log seq %d: %w", l.ix.next, err)
+		if err := l.catchUp(ctx, cons); err != nil {
+			if !pause(err) {
+				return
+			}
+			continue
+		}
+		it, err := cons.Messages(jetstream.PullPriorityGroup(indexerGroup), jetstream.PullMaxMessages(256), jetstream.PullExpiry(time.Second))
+		if err != nil {
+			if !pause(fmt.Errorf("%w: pull from indexer consumer: %w", ErrUnavailable, err)) {
+				return
+			}
+			continue
+		}
+		err = l.pullLoop(ctx, it)
+		it.Stop()
+		if err != nil && ctx.Err() == nil {
+			if !pause(err) {
+				return
+			}
+			continue
+		}
+		backoff = 0
 	}
-	if indexed > 0 {
-		// Duplicates are expected when another broker replica indexed the same batches; otherwise
-		// they are entries deleted from the index less than the duplicate window ago, which
-		// JetStream will not store again: delete the index streams to have them rebuilt.
-		l.log.Info("re-indexed access records", "records", indexed, "already_indexed", dups, "next_seq", l.ix.next)
-	}
-	if !end || budgetSpent {
-		return false, nil
-	}
-	l.ix.mu.Lock()
-	defer l.ix.mu.Unlock()
-	if l.ix.restart || l.ix.acked >= l.ix.next {
-		// Batches were acknowledged after the scan ended (or a new failure came): go on.
-		return false, nil
-	}
-	// Recovered: the completer indexes from here on, skipping what was just indexed.
-	l.ix.dirty, l.ix.through = false, l.ix.next-1
-	l.ix.partial, l.ix.backoff = 0, 0
-	return true, nil
 }
 
-// findResume sets where catch-up starts: the newest batch with any index entry, which may be
-// partial (see indexer), or the start of the log for an empty index.
-func (l *Log) findResume(ctx context.Context) error {
-	if !l.ix.ensured {
-		if err := l.ensureIndexStreams(ctx); err != nil {
+// catchUp indexes, straight from ACCESS, the batches the consumer has already delivered but the
+// index lacks (the index was rebuilt or lost entries, or another replica stopped mid-way): the
+// consumer will not deliver them again.
+func (l *Log) catchUp(ctx context.Context, cons jetstream.Consumer) error {
+	if !l.ix.pos.known {
+		if err := l.resume(ctx); err != nil {
 			return err
 		}
 	}
-	l.ix.ensured = false
-	var newest uint64
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: indexer consumer: %w", ErrUnavailable, err)
+	}
+	target := info.Delivered.Stream
+	if target < l.ix.pos.next {
+		return nil
+	}
+	l.log.Info("access indexer catching up with batches already delivered", "from_seq", l.ix.pos.next, "to_seq", target)
+	_, err = l.scan(ctx, AccessStream, l.ix.pos.next, "", 64, func(s uint64, m *nats.Msg) (bool, error) {
+		if s > target {
+			return true, nil
+		}
+		if s >= l.ix.pos.next {
+			if err := l.indexBatch(ctx, s, m.Data); err != nil {
+				return true, err
+			}
+		}
+		return s >= target, nil
+	})
+	return err
+}
+
+// pullLoop indexes what the iterator delivers until ctx ends, an error, or a repair is due.
+func (l *Log) pullLoop(ctx context.Context, it jetstream.MessagesContext) error {
+	for {
+		if l.ix.needRepair || len(l.ix.repairReq) > 0 {
+			return nil
+		}
+		l.ix.mu.Lock()
+		ackedBefore := l.ix.acked
+		l.ix.mu.Unlock()
+		nctx, cancel := context.WithTimeout(ctx, indexerWait)
+		msg, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+			l.ix.mu.Lock()
+			if ackedBefore > l.ix.through {
+				// This process wrote batches a whole wait ago that never reached it: another
+				// replica holds the pin.
+				l.ix.mode = modePassive
+			}
+			l.ix.mu.Unlock()
+			continue
+		case err != nil:
+			return fmt.Errorf("%w: pull from indexer consumer: %w", ErrUnavailable, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			_ = msg.Term()
+			continue
+		}
+		seq := meta.Sequence.Stream
+		l.ix.mu.Lock()
+		idle := time.Since(l.ix.lastBatch) > pinnedTTL/2
+		l.ix.mode, l.ix.lastBatch = modeActive, time.Now()
+		l.ix.mu.Unlock()
+		if idle {
+			// Another replica may have indexed meanwhile: where the index stands is the truth.
+			l.ix.pos.known = false
+		}
+		if err := l.indexThrough(ctx, seq, msg.Data()); err != nil {
+			return err
+		}
+		// With AckAll this acknowledges every batch up to seq. A lost ack only means a redelivery,
+		// which indexThrough skips.
+		_ = msg.Ack()
+	}
+}
+
+// indexThrough indexes every batch from the position up to and including seq, whose body is data.
+func (l *Log) indexThrough(ctx context.Context, seq uint64, data []byte) error {
+	if !l.ix.pos.known {
+		if err := l.resume(ctx); err != nil {
+			return err
+		}
+	}
+	if seq < l.ix.pos.next {
+		return nil // indexed already (a redelivery, or the index was ahead of the consumer)
+	}
+	if seq > l.ix.pos.next {
+		// A gap: the consumer is ahead of the index. Read the missing batches from the log itself.
+		from := l.ix.pos.next
+		l.log.Info("access indexer reading batches the index lacks from the log", "from_seq", from, "to_seq", seq-1)
+		_, err := l.scan(ctx, AccessStream, from, "", 64, func(s uint64, m *nats.Msg) (bool, error) {
+			if s >= seq {
+				return true, nil
+			}
+			return false, l.indexBatch(ctx, s, m.Data)
+		})
+		if err != nil {
+			return err
+		}
+		l.ix.pos.next = seq // ACCESS denies deletes, so there is nothing in between; if there were, it was not indexable
+	}
+	return l.indexBatch(ctx, seq, data)
+}
+
+// indexBatch indexes batch seq (the batch at the position) and advances the position.
+func (l *Log) indexBatch(ctx context.Context, seq uint64, data []byte) error {
+	leaves, err := OpenBatch(l.opts.Sealer, data)
+	if err != nil {
+		// Not the broker's: no leaves, nothing indexed, never listed. The integrator halts on it
+		// (Records reports it), so the tree and the index agree on numbering after it.
+		l.unauthenticBatch(seq, err)
+		if err := l.writeMarker(ctx, marker{seq: seq, leaves: l.ix.pos.leaves}); err != nil {
+			return err
+		}
+		l.advance(seq, 0)
+		return nil
+	}
+	first := l.ix.pos.leaves
+	partial := l.ix.pos.partial
+	if seq != l.ix.pos.next {
+		partial = nil
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(leaves))
+	seqStr := strconv.FormatUint(seq, 10)
+	for i, leaf := range leaves {
+		pseudonym := recordString(leaf, 3)
+		if checkPseudonym(pseudonym) != nil {
+			// Append never writes such a record; a broker bug would. It stays a leaf (the tree counts
+			// it) but cannot be indexed; VerifyIndex names it.
+			l.log.Error("access record in an authentic batch has no usable pseudonym; not indexed", "seq", seq, "index", i, "leaf", first+uint64(i))
+			continue
+		}
+		shard := shardOf(l.opts.IndexShards, pseudonym)
+		if have, ok := partial[shard]; ok && !have.less(logPos{seq, i}) {
+			continue // this shard already holds it
+		}
+		p := entryPosition{seq: seq, idx: i, leaf: first + uint64(i), batchFirst: first, batchCount: len(leaves)}
+		m, err := l.entryMsg(pseudonym, p, leaf, seqStr+"-"+strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		f, err := l.pub.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("%w: index entry %d of log seq %d: %w", ErrUnavailable, i, seq, err)
+		}
+		futures = append(futures, f)
+	}
+	t := time.NewTimer(l.opts.PublishTimeout + time.Second)
+	defer t.Stop()
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("%w: index log seq %d: %w", ErrUnavailable, seq, err)
+		case <-t.C:
+			return fmt.Errorf("%w: index log seq %d: no acknowledgement after %s", ErrUnavailable, seq, l.opts.PublishTimeout)
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	if err := l.writeMarker(ctx, marker{seq: seq, leaves: first + uint64(len(leaves))}); err != nil {
+		return err
+	}
+	l.advance(seq, len(leaves))
+	return nil
+}
+
+// entryMsg is the index message of one leaf.
+func (l *Log) entryMsg(pseudonym string, p entryPosition, leaf []byte, msgID string) (*nats.Msg, error) {
+	mac, err := sealEntry(l.opts.Sealer, pseudonym, p, leaf)
+	if err != nil {
+		return nil, err
+	}
+	h := nats.Header{
+		HeaderLogSeq:          {strconv.FormatUint(p.seq, 10)},
+		HeaderLogIndex:        {strconv.Itoa(p.idx)},
+		HeaderLeafIndex:       {strconv.FormatUint(p.leaf, 10)},
+		HeaderBatchLeaves:     {strconv.FormatUint(p.batchFirst, 10) + "+" + strconv.Itoa(p.batchCount)},
+		HeaderEntryMAC:        {mac},
+		jetstream.MsgIDHeader: {msgID},
+	}
+	if msgID == "" {
+		h.Del(jetstream.MsgIDHeader)
+	}
+	return &nats.Msg{Subject: IndexSubject(l.opts.IndexShards, pseudonym), Data: leaf, Header: h}, nil
+}
+
+func (l *Log) unauthenticBatch(seq uint64, err error) {
+	l.stats.unauthenticBatches.Add(1)
+	l.log.Error("ACCESS message is not authenticated by the broker: its records are not leaves and are not listed",
+		"seq", seq, "unauthentic_total", l.stats.unauthenticBatches.Load(), "err", err)
+}
+
+// advance moves the position past batch seq of n leaves and tells waiting readers.
+func (l *Log) advance(seq uint64, n int) {
+	l.ix.pos = position{known: true, next: seq + 1, leaves: l.ix.pos.leaves + uint64(n)}
+	l.ix.mu.Lock()
+	l.ix.failing = false
+	if seq > l.ix.through {
+		l.ix.through = seq
+		close(l.ix.progress)
+		l.ix.progress = make(chan struct{})
+	}
+	l.ix.mu.Unlock()
+}
+
+// resume sets the position from the index's position marker (the last batch fully indexed and
+// the leaf count after it), re-indexing in each shard only what it lacks of the batch after it,
+// which a crash may have left half indexed. An index without a valid marker is rebuilt from the
+// start of the log: entries nobody can place are not trusted.
+func (l *Log) resume(ctx context.Context) error {
+	if st := l.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("%w: NATS connection is %s", ErrUnavailable, st)
+	}
+	if l.ix.ensure {
+		// After a failure the streams themselves may be gone (deleted, or a fresh server).
+		if err := l.ensureIndexStreams(ctx); err != nil {
+			return err
+		}
+		l.ix.ensure = false
+	}
+	mark, found, err := l.readMarker(ctx)
+	if err != nil {
+		return err
+	}
+	if !found {
+		n, err := l.indexEntries(ctx)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			l.log.Error("access index has entries but no valid position marker; rebuilding it from the log", "entries", n)
+			if err := l.wipeIndex(ctx); err != nil {
+				return err
+			}
+		}
+		l.ix.pos = position{known: true, next: 1}
+		return nil
+	}
+	next := mark.seq + 1
+	partial := map[int]logPos{}
 	for i := range l.opts.IndexShards {
 		m, err := l.directLast(ctx, IndexStreamName(i), indexShardPrefix(i)+"*")
 		if err != nil {
@@ -315,98 +598,238 @@ func (l *Log) findResume(ctx context.Context) error {
 		if m == nil {
 			continue
 		}
-		if pos, ok := entryPos(m.Header); ok {
-			newest = max(newest, pos.seq)
+		p, err := l.openEntryMsg(directSubject(m), m.Header, m.Data)
+		if err != nil {
+			// Not the broker's: never trust a position someone else wrote. Repair removes it.
+			l.unauthenticEntry(i, m, err)
+			l.ix.needRepair = true
+			continue
+		}
+		if p.seq == next {
+			partial[i] = logPos{p.seq, p.idx}
 		}
 	}
-	if newest == 0 {
-		l.ix.next, l.ix.partial = 1, 0
-		return nil
-	}
-	l.ix.next, l.ix.partial = newest, newest
+	l.ix.pos = position{known: true, next: next, leaves: mark.leaves, partial: partial}
 	return nil
 }
 
-// presentIn reports which entries of batch seq are already indexed: an entry is if its citizen's
-// newest index entry is at or after it.
-func (l *Log) presentIn(ctx context.Context, seq uint64, pseudonyms []string) ([]bool, error) {
-	present := make([]bool, len(pseudonyms))
-	newest := map[string]logPos{}
-	for i, p := range pseudonyms {
-		if p == "" {
-			continue
-		}
-		pos, ok := newest[p]
-		if !ok {
-			shard := shardOf(l.opts.IndexShards, p)
-			m, err := l.directLast(ctx, IndexStreamName(shard), IndexSubject(l.opts.IndexShards, p))
-			if err != nil {
-				return nil, fmt.Errorf("check index entries of log seq %d: %w", seq, err)
-			}
-			if m != nil {
-				pos, _ = entryPos(m.Header)
-			}
-			newest[p] = pos
-		}
-		present[i] = !pos.less(logPos{seq, i})
+// The position marker: one message on MarkerSubject in stream MarkerStream, replaced after every
+// indexed batch, saying the newest ACCESS sequence fully indexed and how many leaves the log has up
+// to it, under the broker's MAC.
+const (
+	MarkerStream  = "ACCESS_INDEX_POS"
+	MarkerSubject = "aperture.access.indexpos"
+	markerDomain  = "aperture/access-index-position/v1\x00"
+)
+
+type marker struct{ seq, leaves uint64 }
+
+func markerConfig(o Options) jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
+		Name:              MarkerStream,
+		Description:       "Aperture access index position: last ACCESS batch indexed and the leaf count after it",
+		Subjects:          []string{MarkerSubject},
+		Storage:           jetstream.FileStorage,
+		Replicas:          o.Replicas,
+		MaxMsgsPerSubject: 1,
+		AllowDirect:       true,
 	}
-	return present, nil
+	if o.Replicas == 1 {
+		cfg.PersistMode = jetstream.AsyncPersistMode
+	}
+	return cfg
 }
 
-// indexBatch writes the index entries of batch seq (all n, except those skip names) and waits for
-// their acks. It returns how many JetStream acknowledged as duplicates of entries it already had.
-func (l *Log) indexBatch(seq uint64, n int, entry func(i int) (pseudonym string, leaf []byte), skip func(i int) bool) (dups int, err error) {
-	if st := l.nc.Status(); st != nats.CONNECTED {
-		return 0, fmt.Errorf("%w: NATS connection is %s", ErrUnavailable, st)
+func markerAD(m marker) []byte {
+	b := append([]byte(markerDomain), make([]byte, 0, 16)...)
+	b = binary.BigEndian.AppendUint64(b, m.seq)
+	return binary.BigEndian.AppendUint64(b, m.leaves)
+}
+
+// writeMarker records m and waits for it to be stored: the next batch is indexed only after it.
+func (l *Log) writeMarker(ctx context.Context, m marker) error {
+	mac, err := l.opts.Sealer.Seal(nil, markerAD(m))
+	if err != nil {
+		return fmt.Errorf("authenticate index position: %w", err)
 	}
-	seqStr := strconv.FormatUint(seq, 10)
-	futures := make([]jetstream.PubAckFuture, 0, n)
-	for i := range n {
-		if skip != nil && skip(i) {
-			continue
+	msg := &nats.Msg{Subject: MarkerSubject, Data: []byte(strconv.FormatUint(m.seq, 10) + " " + strconv.FormatUint(m.leaves, 10)),
+		Header: nats.Header{HeaderEntryMAC: {base64.RawStdEncoding.EncodeToString(mac)}}}
+	if _, err := l.pub.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("%w: write index position: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// readMarker returns the position marker, if there is one the broker wrote.
+func (l *Log) readMarker(ctx context.Context) (marker, bool, error) {
+	m, err := l.directLast(ctx, MarkerStream, MarkerSubject)
+	if err != nil || m == nil {
+		return marker{}, false, err
+	}
+	seqS, leavesS, _ := strings.Cut(string(m.Data), " ")
+	var mk marker
+	var err1, err2 error
+	mk.seq, err1 = strconv.ParseUint(seqS, 10, 64)
+	mk.leaves, err2 = strconv.ParseUint(leavesS, 10, 64)
+	mac, err3 := base64.RawStdEncoding.DecodeString(m.Header.Get(HeaderEntryMAC))
+	if errors.Join(err1, err2, err3) == nil {
+		if _, err := l.opts.Sealer.Open(mac, markerAD(mk)); err == nil {
+			return mk, true, nil
 		}
-		pseudonym, leaf := entry(i)
-		idx := strconv.Itoa(i)
-		m := &nats.Msg{
-			Subject: IndexSubject(l.opts.IndexShards, pseudonym),
-			Data:    leaf,
-			Header: nats.Header{
-				HeaderLogSeq:          {seqStr},
-				HeaderLogIndex:        {idx},
-				jetstream.MsgIDHeader: {seqStr + "-" + idx},
-			},
-		}
-		f, err := l.pub.PublishMsgAsync(m)
+	}
+	l.stats.unauthenticEntries.Add(1)
+	l.log.Error("access index position marker is not authenticated by the broker; ignored")
+	return marker{}, false, nil
+}
+
+// wipeIndex deletes every index entry and the marker, for a rebuild from the log.
+func (l *Log) wipeIndex(ctx context.Context) error {
+	for i := range l.opts.IndexShards {
+		s, err := l.js.Stream(ctx, IndexStreamName(i))
 		if err != nil {
-			return 0, fmt.Errorf("index entry %d of log seq %d: %w", i, seq, err)
+			return fmt.Errorf("%w: index shard %d: %w", ErrUnavailable, i, err)
 		}
-		futures = append(futures, f)
-	}
-	t := time.NewTimer(l.opts.PublishTimeout + time.Second)
-	defer t.Stop()
-	for _, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			if ack.Duplicate {
-				dups++
-			}
-		case err := <-f.Err():
-			return dups, fmt.Errorf("index log seq %d: %w", seq, err)
-		case <-t.C:
-			return dups, fmt.Errorf("index log seq %d: no acknowledgement after %s", seq, l.opts.PublishTimeout)
+		if err := s.Purge(ctx); err != nil {
+			return fmt.Errorf("%w: purge index shard %d: %w", ErrUnavailable, i, err)
 		}
 	}
-	return dups, nil
+	s, err := l.js.Stream(ctx, MarkerStream)
+	if err != nil {
+		return fmt.Errorf("%w: index position: %w", ErrUnavailable, err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		return fmt.Errorf("%w: purge index position: %w", ErrUnavailable, err)
+	}
+	return nil
 }
 
-// entryPos reads an index entry's position in the log from its headers.
-func entryPos(h nats.Header) (logPos, bool) {
+func (l *Log) unauthenticEntry(shard int, m *nats.Msg, err error) {
+	l.stats.unauthenticEntries.Add(1)
+	seq, _ := msgSeq(m)
+	l.log.Error("access index entry is not authenticated by the broker; ignored", "shard", shard, "index_seq", seq,
+		"unauthentic_total", l.stats.unauthenticEntries.Load(), "err", err)
+}
+
+// directSubject is the subject a direct get response's message was stored under.
+func directSubject(m *nats.Msg) string { return serverHeader(m, "Nats-Subject") }
+
+// openEntryMsg checks an index message's MAC and returns the position it names.
+func (l *Log) openEntryMsg(subject string, h nats.Header, leaf []byte) (entryPosition, error) {
+	p, ok := parseEntryHeaders(h)
+	if !ok {
+		return entryPosition{}, fmt.Errorf("%w: malformed headers", ErrUnauthenticEntry)
+	}
+	if !strings.HasPrefix(subject, IndexSubjectPrefix) {
+		return entryPosition{}, fmt.Errorf("%w: not an index subject", ErrUnauthenticEntry)
+	}
+	pseudonym := subject[strings.LastIndexByte(subject, '.')+1:]
+	if err := openEntry(l.opts.Sealer, pseudonym, p, leaf, h.Get(HeaderEntryMAC)); err != nil {
+		return entryPosition{}, err
+	}
+	return p, nil
+}
+
+func parseEntryHeaders(h nats.Header) (entryPosition, bool) {
 	seq, err1 := strconv.ParseUint(h.Get(HeaderLogSeq), 10, 64)
 	idx, err2 := strconv.Atoi(h.Get(HeaderLogIndex))
-	if err1 != nil || err2 != nil || seq == 0 || idx < 0 {
-		return logPos{}, false
+	leaf, err3 := strconv.ParseUint(h.Get(HeaderLeafIndex), 10, 64)
+	firstS, countS, ok := strings.Cut(h.Get(HeaderBatchLeaves), "+")
+	first, err4 := strconv.ParseUint(firstS, 10, 64)
+	count, err5 := strconv.Atoi(countS)
+	if !ok || errors.Join(err1, err2, err3, err4, err5) != nil || seq == 0 || idx < 0 || idx >= count || leaf != first+uint64(idx) {
+		return entryPosition{}, false
 	}
-	return logPos{seq, idx}, true
+	return entryPosition{seq: seq, idx: idx, leaf: leaf, batchFirst: first, batchCount: count}, true
+}
+
+// waitIndexed waits (bounded) until this process's indexer has indexed every batch this process
+// had written when it was called, so a caller reads its own writes. It does not wait when another
+// replica indexes.
+func (l *Log) waitIndexed(ctx context.Context) {
+	l.ix.mu.Lock()
+	target, mode, failing := l.ix.acked, l.ix.mode, l.ix.failing
+	l.ix.mu.Unlock()
+	if mode == modePassive || failing {
+		return
+	}
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	for {
+		l.ix.mu.Lock()
+		through, ch, mode, failing := l.ix.through, l.ix.progress, l.ix.mode, l.ix.failing
+		l.ix.mu.Unlock()
+		if through >= target || mode == modePassive || failing {
+			return
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// IndexLag is how far the per-citizen index is behind the log.
+type IndexLag struct {
+	// Batches is the number of ACCESS messages after the last one indexed.
+	Batches uint64
+}
+
+// IndexLag reports how many ACCESS batches the index has yet to take in (by whichever replica
+// indexes): the listing lags the log by these. It compares the index's position marker with the
+// end of ACCESS, not the consumer's bookkeeping. For health checks.
+func (l *Log) IndexLag(ctx context.Context) (IndexLag, error) {
+	info, err := l.access.Info(ctx)
+	if err != nil {
+		return IndexLag{}, fmt.Errorf("%w: read log state: %w", ErrUnavailable, err)
+	}
+	mk, _, err := l.readMarker(ctx)
+	if err != nil {
+		return IndexLag{}, err
+	}
+	if info.State.LastSeq <= mk.seq {
+		return IndexLag{}, nil
+	}
+	return IndexLag{Batches: info.State.LastSeq - mk.seq}, nil
+}
+
+// stopIndexer stops the indexer goroutine, after giving it a bounded time to index what this
+// process wrote.
+func (l *Log) stopIndexer() {
+	if l.ix.cancel == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.PublishTimeout)
+	l.waitIndexed(ctx)
+	cancel()
+	l.ix.cancel()
+	<-l.ix.done
+}
+
+// recordString returns string field num of an encoded AccessRecord (without decoding the rest), or
+// "" if absent or malformed.
+func recordString(rec []byte, num protowire.Number) string {
+	for len(rec) > 0 {
+		n, typ, k := protowire.ConsumeTag(rec)
+		if k < 0 {
+			return ""
+		}
+		rec = rec[k:]
+		if n == num && typ == protowire.BytesType {
+			v, k := protowire.ConsumeBytes(rec)
+			if k < 0 {
+				return ""
+			}
+			return string(v)
+		}
+		if k = protowire.ConsumeFieldValue(n, typ, rec); k < 0 {
+			return ""
+		}
+		rec = rec[k:]
+	}
+	return ""
 }
 
 // checkPseudonym accepts what can be one NATS subject token and nothing that could change the
@@ -423,3 +846,6 @@ func checkPseudonym(p string) error {
 	}
 	return nil
 }
+
+// maxRetry bounds the pause between failed indexing attempts.
+const maxRetry = 5 * time.Second

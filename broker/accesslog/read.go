@@ -10,7 +10,6 @@ import (
 	"strconv"
 
 	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
@@ -22,13 +21,43 @@ const (
 	MaxPageSize     = 1000
 )
 
+// Entry is one listed record bound to the log's Merkle tree.
+type Entry struct {
+	Record *auditv1.AccessRecord
+	// Leaf is the record's exact log bytes: its Merkle leaf is SHA-256(0x00 || Leaf).
+	Leaf []byte
+	// LeafIndex is the leaf's index in the tree.
+	LeafIndex uint64
+}
+
 // List returns one citizen's records, newest first: at most pageSize (default 100, at most 1000),
-// and a token for the next (older) page, empty on the last page. An empty pageToken starts at the
-// newest record. Pages are stable: records appended while paging appear on a new first page only.
+// and a token for the next (older) page, empty on the last page. See ListEntries.
+func (l *Log) List(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]*auditv1.AccessRecord, string, error) {
+	entries, next, err := l.ListEntries(ctx, pseudonym, pageSize, pageToken)
+	if err != nil {
+		return nil, "", err
+	}
+	recs := make([]*auditv1.AccessRecord, len(entries))
+	for i, e := range entries {
+		recs[i] = e.Record
+	}
+	return recs, next, nil
+}
+
+// ListEntries returns one citizen's records with their leaves, newest first: at most pageSize
+// (default 100, at most 1000), and a token for the next (older) page, empty on the last page. An
+// empty pageToken starts at the newest record. Pages are stable: records indexed while paging
+// appear on a new first page only.
+//
+// The listing comes from the per-citizen index, which the indexer derives from the log in the
+// background: it includes every record this broker made durable before the call (it waits for its
+// own indexer, boundedly), and may lag records other replicas wrote by the indexer's delay
+// (IndexLag). An index entry that does not carry the broker's MAC for this citizen and this leaf is
+// never listed: it is skipped, logged at error level and counted.
 //
 // It reads only the citizen's subject in the citizen's index shard, and only about as many of its
 // entries as the page needs: counts (which JetStream keeps per subject) locate the page.
-func (l *Log) List(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]*auditv1.AccessRecord, string, error) {
+func (l *Log) ListEntries(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]Entry, string, error) {
 	if err := checkPseudonym(pseudonym); err != nil {
 		return nil, "", fmt.Errorf("list access records: %w", err)
 	}
@@ -42,17 +71,20 @@ func (l *Log) List(ctx context.Context, pseudonym string, pageSize int, pageToke
 		if below, err = parsePageToken(pageToken); err != nil {
 			return nil, "", err
 		}
+	} else {
+		l.waitIndexed(ctx)
 	}
-	stream := IndexStreamName(shardOf(l.opts.IndexShards, pseudonym))
+	shard := shardOf(l.opts.IndexShards, pseudonym)
 	subject := IndexSubject(l.opts.IndexShards, pseudonym)
-	recs, next, err := l.list(ctx, stream, subject, n, below)
+	entries, next, err := l.list(ctx, shard, subject, pseudonym, n, below)
 	if err != nil {
 		return nil, "", fmt.Errorf("list access records: %w", err)
 	}
-	return recs, next, nil
+	return entries, next, nil
 }
 
-func (l *Log) list(ctx context.Context, stream, subject string, n, below uint64) ([]*auditv1.AccessRecord, string, error) {
+func (l *Log) list(ctx context.Context, shard int, subject, pseudonym string, n, below uint64) ([]Entry, string, error) {
+	stream := IndexStreamName(shard)
 	if below == 0 {
 		last, err := l.directLast(ctx, stream, subject)
 		if err != nil || last == nil {
@@ -98,8 +130,8 @@ func (l *Log) list(ctx context.Context, stream, subject string, n, below uint64)
 
 	// Keep the newest n of the entries read, in a ring.
 	type entry struct {
-		seq  uint64
-		data []byte
+		seq uint64
+		msg *nats.Msg
 	}
 	ring := make([]entry, n)
 	var read uint64
@@ -107,7 +139,7 @@ func (l *Log) list(ctx context.Context, stream, subject string, n, below uint64)
 		if seq >= below {
 			return true, nil
 		}
-		ring[read%n] = entry{seq, m.Data}
+		ring[read%n] = entry{seq, m}
 		read++
 		return false, nil
 	})
@@ -115,27 +147,38 @@ func (l *Log) list(ctx context.Context, stream, subject string, n, below uint64)
 		return nil, "", err
 	}
 	got := min(read, n)
-	recs := make([]*auditv1.AccessRecord, 0, got)
+	out := make([]Entry, 0, got)
 	var oldest uint64
 	for i := uint64(1); i <= got; i++ {
 		e := ring[(read-i)%n]
-		rec := new(auditv1.AccessRecord)
-		if err := proto.Unmarshal(e.data, rec); err != nil {
-			return nil, "", fmt.Errorf("index entry %d of %s does not decode: %w", e.seq, stream, err)
-		}
-		recs = append(recs, rec)
 		oldest = e.seq
+		p, err := l.openEntryMsg(subject, e.msg.Header, e.msg.Data)
+		if err != nil {
+			l.unauthenticEntry(shard, e.msg, err)
+			continue
+		}
+		rec := new(auditv1.AccessRecord)
+		if err := proto.Unmarshal(e.msg.Data, rec); err != nil || rec.GetCitizenPseudonym() != pseudonym {
+			// Authentic yet not this citizen's record: only a broker bug could write it.
+			l.log.Error("authentic access index entry does not decode as the citizen's record; not listed", "shard", shard, "index_seq", e.seq)
+			continue
+		}
+		out = append(out, Entry{Record: rec, Leaf: e.msg.Data, LeafIndex: p.leaf})
 	}
 	next := ""
 	if read > n || (from > 1 && avail > k) {
 		next = encodePageToken(oldest)
 	}
-	return recs, next, nil
+	return out, next, nil
 }
 
 // Records calls fn for every record of the log from ACCESS sequence fromSeq (1 is the first) up
 // to the last batch present when it is called, in log order: (sequence, index in batch). leaf is the
 // record's exact log bytes, its Merkle leaf. An error from fn stops the iteration and is returned.
+//
+// Every batch is authenticated before any of its records is passed on: at a batch without a valid
+// broker MAC, Records stops and returns a *BatchError naming it, wrapping ErrUnauthenticBatch. The
+// records of such a batch are never leaves; leaves are numbered over authentic batches only.
 func (l *Log) Records(ctx context.Context, fromSeq uint64, fn func(seq uint64, index int, leaf []byte) error) error {
 	info, err := l.access.Info(ctx)
 	if err != nil {
@@ -150,9 +193,9 @@ func (l *Log) Records(ctx context.Context, fromSeq uint64, fn func(seq uint64, i
 		if seq > last {
 			return true, nil
 		}
-		leaves, err := decodeBatch(m.Data)
+		leaves, err := OpenBatch(l.opts.Sealer, m.Data)
 		if err != nil {
-			return true, fmt.Errorf("log seq %d: %w", seq, err)
+			return true, &BatchError{Seq: seq, Err: err}
 		}
 		for i, leaf := range leaves {
 			if err := fn(seq, i, leaf); err != nil {
@@ -162,33 +205,6 @@ func (l *Log) Records(ctx context.Context, fromSeq uint64, fn func(seq uint64, i
 		return seq >= last, nil
 	})
 	return err
-}
-
-// decodeBatch returns the leaves of an AccessBatch without copying them.
-func decodeBatch(b []byte) ([][]byte, error) {
-	var leaves [][]byte
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, fmt.Errorf("decode access batch: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
-		if num == 1 && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil, fmt.Errorf("decode access batch: %w", protowire.ParseError(n))
-			}
-			leaves = append(leaves, v)
-			b = b[n:]
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return nil, fmt.Errorf("decode access batch: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
-	}
-	return leaves, nil
 }
 
 func encodePageToken(below uint64) string {
@@ -284,8 +300,19 @@ func (l *Log) countFrom(ctx context.Context, stream, subject string, seq uint64)
 	return pending + 1, nil
 }
 
+// serverHeader is a header a direct get response carries from the server. The server appends it
+// after the stored message's own headers, which a writer may have filled with the same names: the
+// last value is the server's.
+func serverHeader(m *nats.Msg, name string) string {
+	v := m.Header.Values(name)
+	if len(v) == 0 {
+		return ""
+	}
+	return v[len(v)-1]
+}
+
 func msgSeq(m *nats.Msg) (uint64, error) {
-	seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+	seq, err := strconv.ParseUint(serverHeader(m, "Nats-Sequence"), 10, 64)
 	if err != nil {
 		return 0, errors.New("direct get response without sequence")
 	}

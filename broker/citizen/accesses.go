@@ -63,7 +63,7 @@ func (s *Service) ListAccesses(ctx context.Context, req *citizenv1.ListAccessesR
 	if f != (filter{}) {
 		chunk = scanChunk
 	}
-	recs, next, err := s.scanAccesses(ctx, c.Pseudonym.Value, size, chunk, req.GetPageToken(), func(r *auditv1.AccessRecord) verdict {
+	entries, next, err := s.scanAccesses(ctx, c.Pseudonym.Value, size, chunk, req.GetPageToken(), func(r *auditv1.AccessRecord) verdict {
 		if hidden(r, now) {
 			return skip
 		}
@@ -74,8 +74,8 @@ func (s *Service) ListAccesses(ctx context.Context, req *citizenv1.ListAccessesR
 	}
 	n := names{s.cfg.Policies()}
 	resp := &citizenv1.ListAccessesResponse{NextPageToken: next}
-	for _, r := range recs {
-		resp.Accesses = append(resp.Accesses, n.access(r))
+	for _, e := range entries {
+		resp.Accesses = append(resp.Accesses, n.leafAccess(e))
 	}
 	return resp, nil
 }
@@ -148,7 +148,7 @@ func decodeCursor(tok string) (cursor, error) {
 //
 // chunk is the log page size read after the first page: the page size when (nearly) every record is
 // taken, larger for a selective filter.
-func (s *Service) scanAccesses(ctx context.Context, pseudonym string, want, chunk int, token string, keep func(*auditv1.AccessRecord) verdict) ([]*auditv1.AccessRecord, string, error) {
+func (s *Service) scanAccesses(ctx context.Context, pseudonym string, want, chunk int, token string, keep func(*auditv1.AccessRecord) verdict) ([]accesslog.Entry, string, error) {
 	// The first page (no log token) is read with exactly the page size: it is the one page that is not
 	// stable (new records land on it), so the scan never stops in its middle. If everything on it is
 	// taken, the page is complete; otherwise the scan goes on with the log's own (stable) token.
@@ -160,11 +160,11 @@ func (s *Service) scanAccesses(ctx context.Context, pseudonym string, want, chun
 		}
 	}
 	var (
-		out     []*auditv1.AccessRecord
+		out     []accesslog.Entry
 		scanned int
 	)
 	for {
-		recs, next, err := s.cfg.Log.List(ctx, pseudonym, cur.size, cur.logToken)
+		recs, next, err := s.cfg.Log.ListEntries(ctx, pseudonym, cur.size, cur.logToken)
 		switch {
 		case errors.Is(err, accesslog.ErrInvalidPageToken):
 			return nil, "", refusal.New(refusal.InvalidArgument, "page_token is not a token this API returned")
@@ -185,7 +185,7 @@ func (s *Service) scanAccesses(ctx context.Context, pseudonym string, want, chun
 		}
 		for i := cur.skip; i < len(recs); i++ {
 			scanned++
-			switch keep(recs[i]) {
+			switch keep(recs[i].Record) {
 			case done:
 				return out, "", nil
 			case take:
@@ -203,6 +203,14 @@ func (s *Service) scanAccesses(ctx context.Context, pseudonym string, want, chun
 		}
 		cur = cursor{logToken: next, size: chunk}
 	}
+}
+
+// leafAccess is e's record in the words of the policies, with the leaf that binds it to the log's
+// Merkle tree.
+func (n names) leafAccess(e accesslog.Entry) *citizenv1.Access {
+	a := n.access(e.Record)
+	a.LeafIndex, a.Leaf = e.LeafIndex, e.Leaf
+	return a
 }
 
 // access is rec in the words of the policies.
@@ -336,7 +344,7 @@ func (s *Service) WatchAccesses(_ *citizenv1.WatchAccessesRequest, stream grpc.S
 	// The index may publish a record twice (re-indexing after an outage); remember the recent ids.
 	seen := newRecent(256)
 	for {
-		rec, err := w.Next(ctx)
+		e, err := w.NextEntry(ctx)
 		switch {
 		case s.stopping.Err() != nil:
 			return refusal.New(refusal.Unavailable, "the broker is stopping; watch again")
@@ -346,10 +354,10 @@ func (s *Service) WatchAccesses(_ *citizenv1.WatchAccessesRequest, stream grpc.S
 			return unavailable(err, "the access log")
 		}
 		now := s.cfg.Now()
-		if hidden(rec, now) || !seen.add(rec.GetId()) {
+		if hidden(e.Record, now) || !seen.add(e.Record.GetId()) {
 			continue
 		}
-		if err := stream.Send(&citizenv1.WatchAccessesResponse{Access: names{s.cfg.Policies()}.access(rec)}); err != nil {
+		if err := stream.Send(&citizenv1.WatchAccessesResponse{Access: names{s.cfg.Policies()}.leafAccess(e)}); err != nil {
 			return err
 		}
 	}

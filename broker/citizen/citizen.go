@@ -44,6 +44,8 @@ type AccessLog interface {
 	// Append returns nil only once the record is durable.
 	Append(ctx context.Context, rec *auditv1.AccessRecord) error
 	List(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]*auditv1.AccessRecord, string, error)
+	// ListEntries is List with each record's Merkle leaf and leaf index.
+	ListEntries(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]accesslog.Entry, string, error)
 	Watch(ctx context.Context, pseudonym string) (*accesslog.Watcher, error)
 }
 

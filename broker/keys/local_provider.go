@@ -2,6 +2,7 @@ package keys
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -79,3 +80,21 @@ type localSigner struct {
 
 func (s *localSigner) Verifiers() []note.Verifier { return []note.Verifier{s.Verifier()} }
 func (s *localSigner) VerifierKeys() []string     { return []string{s.vkey} }
+
+// OpenLocalSealer loads only the local data key of dir, creating nothing: for tools that check what the
+// broker sealed or MACed (aperture audit verify on the broker's machine). fs.ErrNotExist when there is
+// no key.
+func OpenLocalSealer(dir string) (*AEADRing, error) {
+	key, err := loadKey(filepath.Join(dir, SealKeyFile), "seal key")
+	if err != nil {
+		return nil, err
+	}
+	ring := NewAEADRing()
+	if err := ring.Add(1, key); err != nil {
+		return nil, err
+	}
+	if err := ring.SetCurrent(1); err != nil {
+		return nil, err
+	}
+	return ring, nil
+}

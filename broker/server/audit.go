@@ -23,10 +23,11 @@ import (
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
 
-// AccessLister reads one citizen's access records, newest first, and appends the record of an
-// auditor's read (accesslog.Log implements it). Append MUST return nil only once the record is durable.
+// AccessLister reads one citizen's access records with their Merkle leaves, newest first, and appends
+// the record of an auditor's read (accesslog.Log implements it). Append MUST return nil only once the
+// record is durable.
 type AccessLister interface {
-	List(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]*auditv1.AccessRecord, string, error)
+	ListEntries(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]accesslog.Entry, string, error)
 	Append(ctx context.Context, rec *auditv1.AccessRecord) error
 }
 
@@ -81,7 +82,7 @@ func (a *Audit) ListAccessRecords(ctx context.Context, req *auditv1.ListAccessRe
 		size = 100
 	}
 	pn := a.pseudonyms.Pseudonym(req.GetCitizenId())
-	recs, next, err := a.log.List(ctx, pn.Value, size, req.GetPageToken())
+	entries, next, err := a.log.ListEntries(ctx, pn.Value, size, req.GetPageToken())
 	switch {
 	case errors.Is(err, accesslog.ErrInvalidPageToken):
 		return nil, toStatus(ctx, a.logger, method, refusal.New(refusal.InvalidArgument, "page_token is not a token this API returned"))
@@ -105,8 +106,14 @@ func (a *Audit) ListAccessRecords(ctx context.Context, req *auditv1.ListAccessRe
 	if err := a.log.Append(ctx, read); err != nil {
 		return nil, toStatus(ctx, a.logger, method, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was shown"))
 	}
-	a.logger.Info("auditor listed access records", "auditor", c.ID, "pseudonym", pn.Value, "records", len(recs), "access_id", read.Id)
-	return &auditv1.ListAccessRecordsResponse{Records: recs, NextPageToken: next}, nil
+	a.logger.Info("auditor listed access records", "auditor", c.ID, "pseudonym", pn.Value, "records", len(entries), "access_id", read.Id)
+	resp := &auditv1.ListAccessRecordsResponse{NextPageToken: next}
+	for _, e := range entries {
+		// The leaf beside each record binds the listing to the tree.
+		resp.Records = append(resp.Records, e.Record)
+		resp.Leaves = append(resp.Leaves, &auditv1.ListedLeaf{LeafIndex: e.LeafIndex, Leaf: e.Leaf})
+	}
+	return resp, nil
 }
 
 // GetCheckpoint implements AuditService.

@@ -48,7 +48,7 @@ func fill(b *testing.B, js jetstream.JetStream, from, n int) {
 			}
 			batch.Records = append(batch.Records, leaf)
 		}
-		data, err := proto.Marshal(&batch)
+		data, err := accesslog.SealBatch(testSealer, batch.Records)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package tlog_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
@@ -51,10 +53,23 @@ type env struct {
 	n      int
 }
 
+// testSealer is the broker's sealing key in these tests: the access log authenticates every ACCESS
+// batch with it.
+var testSealer = func() *keys.AEADRing {
+	r := keys.NewAEADRing()
+	if err := r.Add(1, bytes.Repeat([]byte{7}, keys.KeySize)); err != nil {
+		panic(err)
+	}
+	if err := r.SetCurrent(1); err != nil {
+		panic(err)
+	}
+	return r
+}()
+
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	js := natstest.JetStream(t)
-	l, err := accesslog.Open(ctx(t), js, accesslog.Options{IndexShards: 2})
+	l, err := accesslog.Open(ctx(t), js, accesslog.Options{IndexShards: 2, Sealer: testSealer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,10 @@ type VerifyOptions struct {
 	// Trusted are checkpoint notes the verifier accepted earlier and saved (trust on first use): the
 	// log's records must extend each of them, whatever the stored checkpoints say.
 	Trusted []TrustedCheckpoint
+	// Sealer, if set, checks every ACCESS batch's MAC (the broker's sealing key): a batch the broker
+	// did not write fails verification, as the integrator halts on it. Without it the MACs are not
+	// checked (an auditor without the key relies on the checkpoints and the witnesses).
+	Sealer accesslog.Sealer
 }
 
 // TrustedCheckpoint is a checkpoint a verifier saved, and where it came from (for the error).
@@ -185,11 +189,20 @@ func VerifyWith(ctx context.Context, js jetstream.JetStream, opts VerifyOptions)
 			firstBad = fmt.Sprintf("ACCESS messages %d to %d are missing before leaf %d", lastSeq+1, seq-1, rng.End())
 		}
 		lastSeq = seq
-		var batch auditv1.AccessBatch
-		if err := proto.Unmarshal(data, &batch); err != nil {
-			return fmt.Errorf("ACCESS message %d does not decode: %w", seq, err)
+		var leaves [][]byte
+		if opts.Sealer != nil {
+			var err error
+			if leaves, err = accesslog.OpenBatch(opts.Sealer, data); err != nil {
+				return fmt.Errorf("ACCESS message %d is not authenticated by the broker (a batch someone else wrote; the integrator halts there): %w", seq, err)
+			}
+		} else {
+			var batch auditv1.AccessBatch
+			if err := proto.Unmarshal(data, &batch); err != nil {
+				return fmt.Errorf("ACCESS message %d does not decode: %w", seq, err)
+			}
+			leaves = batch.GetRecords()
 		}
-		for pos, leaf := range batch.GetRecords() {
+		for pos, leaf := range leaves {
 			index := rng.End()
 			h := hasher.HashLeaf(leaf)
 			if firstBad == "" {

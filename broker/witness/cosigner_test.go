@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/keys/keystest"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	"github.com/aperture-gov/aperture/broker/witness"
@@ -48,7 +49,7 @@ type logEnv struct {
 func newLogEnv(t testing.TB, keyDir, tag string) *logEnv {
 	t.Helper()
 	js := natstest.JetStream(t)
-	l, err := accesslog.Open(testCtx(t), js, accesslog.Options{})
+	l, err := accesslog.Open(testCtx(t), js, accesslog.Options{Sealer: keystest.Sealer(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,15 +7,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	"github.com/aperture-gov/aperture/broker/witness"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
@@ -70,6 +74,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	vkey := fs.String("vkey", "", "checkpoint verifier key file (default DATA/keys/"+tlog.VerifierKeyFile+")")
 	trustedFlag := fs.String("trusted-checkpoint", "", "file with the newest checkpoint accepted before (default: under the user's config directory, per log origin)")
 	policyFlag := fs.String("witness-policy", "", "witness policy file (witness, group, quorum lines): the log must match a checkpoint cosigned by the quorum")
+	sealDir := fs.String("seal-key-dir", "", "directory of the broker's local data key ("+keys.SealKeyFile+"), to check every ACCESS batch's MAC and the per-citizen index against the log (default DATA/keys when it holds one)")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -97,6 +102,13 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	opts := tlog.VerifyOptions{Verifiers: v}
 	if tr.cp != nil {
 		opts.Trusted = []tlog.TrustedCheckpoint{{Name: tr.path, Note: tr.cp.Note}}
+	}
+	sealer, err := auditSealer(*sealDir, *data)
+	if err != nil {
+		return err
+	}
+	if sealer != nil {
+		opts.Sealer = sealer
 	}
 	var witnessed *witness.Cosigned
 	if *policyFlag != "" {
@@ -127,6 +139,13 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "ALERT: %v (if the key was rotated, list the earlier verifier keys in the key file)\n", f)
 	}
 	fmt.Fprintf(stdout, "OK: %d access records match %d signed checkpoints; consecutive checkpoints are consistent\n", res.Records, res.Checkpoints)
+	if sealer == nil {
+		fmt.Fprintln(stdout, "note: without the broker's data key (--seal-key-dir) the batches' MACs and the per-citizen index were not checked")
+	} else {
+		if err := verifyIndex(ctx, js, sealer, stdout); err != nil {
+			return err
+		}
+	}
 	if witnessed != nil {
 		fmt.Fprintf(stdout, "OK: the log extends the checkpoint of size %d cosigned by %s\n", witnessed.Size, strings.Join(witnessed.Cosigners, ", "))
 	}
@@ -365,5 +384,52 @@ func checkInclusion(resp *auditv1.GetInclusionProofResponse, wantID string, v []
 	if err := proof.VerifyInclusion(h, resp.GetLeafIndex(), cp.Size, leafHash, resp.GetHashes(), cp.Root); err != nil {
 		return fmt.Errorf("leaf %d is NOT proven in checkpoint of size %d: %w", resp.GetLeafIndex(), cp.Size, err)
 	}
+	return nil
+}
+
+// auditSealer loads the broker's local data key from dir, or from DATA/keys when dir is empty and
+// that holds one; nil when there is none to load (an auditor without the key).
+func auditSealer(dir, data string) (accesslog.Sealer, error) {
+	explicit := dir != ""
+	if !explicit {
+		dir = filepath.Join(data, "keys")
+	}
+	s, err := keys.OpenLocalSealer(dir)
+	switch {
+	case err == nil:
+		return s, nil
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("the broker's data key: %w", err)
+	}
+}
+
+// verifyIndex checks the per-citizen index (what citizens and auditors are shown) against the log:
+// every leaf listed exactly once, every listed entry equal to its leaf. It names each difference.
+func verifyIndex(ctx context.Context, js jetstream.JetStream, sealer accesslog.Sealer, stdout io.Writer) error {
+	l, err := accesslog.OpenReader(ctx, js, accesslog.Options{Sealer: sealer})
+	if err != nil {
+		return fmt.Errorf("open the access log index: %w", err)
+	}
+	defer l.Close()
+	rep, err := l.VerifyIndex(ctx)
+	if err != nil {
+		return fmt.Errorf("verification FAILED: check the per-citizen index: %w", err)
+	}
+	if !rep.OK() {
+		var b strings.Builder
+		for _, seq := range rep.UnauthenticBatches {
+			fmt.Fprintf(&b, "\n  ACCESS message %d is not authenticated by the broker", seq)
+		}
+		for _, d := range rep.Differences {
+			fmt.Fprintf(&b, "\n  %s", d)
+		}
+		if rep.Unlisted > 0 {
+			fmt.Fprintf(&b, "\n  … and %d more", rep.Unlisted)
+		}
+		return fmt.Errorf("verification FAILED: the per-citizen index does not match the log (what citizens are shown differs from the tree):%s", b.String())
+	}
+	fmt.Fprintf(stdout, "OK: every batch is authenticated by the broker; the per-citizen index lists each of the %d leaves exactly once, as logged\n", rep.Leaves)
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker"
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
@@ -120,14 +121,18 @@ func TestAuditTrustedCheckpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rewriteFirstRecord(t, js)
-
 	keyDir := filepath.Join(ts.dataDir, "keys")
+	rewriteFirstRecord(t, js, keyDir)
+
 	signer, err := tlog.OpenLocalSigner(keyDir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, err := accesslog.Open(ctx, js, accesslog.Options{})
+	sealer, err := keys.OpenLocalSealer(keyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := accesslog.Open(ctx, js, accesslog.Options{Sealer: sealer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,8 +188,14 @@ func TestAuditTrustedCheckpoint(t *testing.T) {
 
 // rewriteFirstRecord changes the purpose of the first access record, recreating ACCESS with the
 // same configuration (its deny-delete flag only guards single messages).
-func rewriteFirstRecord(t *testing.T, js jetstream.JetStream) {
+// The attacker holds every key of the broker (checkpoint and data key) and re-seals the batch: only
+// the verifiers' and the integrator's memory of earlier checkpoints can catch this.
+func rewriteFirstRecord(t *testing.T, js jetstream.JetStream, keyDir string) {
 	t.Helper()
+	sealer, err := keys.OpenLocalSealer(keyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	s, err := js.Stream(ctx, accesslog.AccessStream)
 	if err != nil {
@@ -212,7 +223,9 @@ func rewriteFirstRecord(t *testing.T, js jetstream.JetStream) {
 	}
 	rec.Purpose = "rewritten"
 	batch.Records[0], _ = proto.MarshalOptions{Deterministic: true}.Marshal(&rec)
-	msgs[0].Data, _ = proto.Marshal(&batch)
+	if msgs[0].Data, err = accesslog.SealBatch(sealer, batch.Records); err != nil {
+		t.Fatal(err)
+	}
 	if err := js.DeleteStream(ctx, accesslog.AccessStream); err != nil {
 		t.Fatal(err)
 	}

@@ -191,6 +191,16 @@ func (ts *testStack) accessRecords(citizen string) []*auditv1.AccessRecord {
 		if err != nil {
 			ts.t.Fatalf("list access records: %v", err)
 		}
+		// Every listed record comes with its leaf: the same record, as its exact log bytes.
+		if len(resp.GetLeaves()) != len(resp.GetRecords()) {
+			ts.t.Fatalf("list access records: %d records with %d leaves", len(resp.GetRecords()), len(resp.GetLeaves()))
+		}
+		for i, lf := range resp.GetLeaves() {
+			var rec auditv1.AccessRecord
+			if err := proto.Unmarshal(lf.GetLeaf(), &rec); err != nil || !proto.Equal(&rec, resp.GetRecords()[i]) {
+				ts.t.Fatalf("list access records: leaf %d is not record %s (%v)", lf.GetLeafIndex(), resp.GetRecords()[i].GetId(), err)
+			}
+		}
 		for _, r := range resp.GetRecords() {
 			if r.GetKind() != auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ {
 				out = append(out, r)

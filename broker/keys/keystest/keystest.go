@@ -224,3 +224,17 @@ func Run(t *testing.T, setup func(t *testing.T) Opener) {
 		wg.Wait()
 	})
 }
+
+// Sealer is a fixed local data key for tests that need the broker's sealing key (the access log MACs
+// every batch with it) but test something else.
+func Sealer(t testing.TB) keys.Sealer {
+	t.Helper()
+	r := keys.NewAEADRing()
+	if err := r.Add(1, bytes.Repeat([]byte{7}, keys.KeySize)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetCurrent(1); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/keys/keystest"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	"github.com/aperture-gov/aperture/broker/tlog/tlogweb"
@@ -41,7 +42,7 @@ func startLog(t testing.TB, n int) *logServer {
 	t.Helper()
 	ctx := context.Background()
 	js := natstest.JetStream(t)
-	l, err := accesslog.Open(ctx, js, accesslog.Options{IndexShards: 1})
+	l, err := accesslog.Open(ctx, js, accesslog.Options{IndexShards: 1, Sealer: keystest.Sealer(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

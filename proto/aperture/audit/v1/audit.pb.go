@@ -407,11 +407,22 @@ func (x *AccessRecord) GetHiddenReason() string {
 
 // AccessBatch is one message of the ACCESS stream: the records of concurrent decisions that share
 // one durable write (group commit). Records are kept as their exact leaf bytes.
+//
+// The broker writes a batch as its records (field 1, in order) followed by exactly one mac (field 2),
+// and nothing else. A batch is authentic only in that shape and when mac verifies; the records of a
+// batch that is not authentic are not leaves of the log's Merkle tree and are never listed.
 type AccessBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Each element is one deterministically encoded AccessRecord: one leaf of the Merkle tree, hashed
-	// exactly as stored (see AccessRecord for the leaf hash and the order of leaves).
-	Records       [][]byte `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// Each element is one deterministically encoded AccessRecord: the exact bytes of one Merkle leaf,
+	// hashed exactly as stored (see AccessRecord for the leaf hash and the order of leaves). Leaves
+	// count the records of authentic batches only (see mac).
+	Records [][]byte `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// mac authenticates the batch under the broker's sealing key (Vault data key with keys: vault):
+	// an AES-256-GCM seal of an empty plaintext (a GMAC tag, with the key version and nonce in front)
+	// whose associated data is "aperture/access-batch/v1", a zero byte, and the SHA-256 of every byte
+	// of the message before this field (the records as encoded). Only a holder of the broker's
+	// sealing key can produce or check it.
+	Mac           []byte `protobuf:"bytes,2,opt,name=mac,proto3" json:"mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -453,6 +464,71 @@ func (x *AccessBatch) GetRecords() [][]byte {
 	return nil
 }
 
+func (x *AccessBatch) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
+}
+
+// ListedLeaf binds one listed AccessRecord to the log's Merkle tree.
+type ListedLeaf struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index of the record's leaf in the tree (0-based, log order), as used by GetInclusionProof and by
+	// the C2SP tiles: a checkpoint of size > leaf_index commits to it.
+	LeafIndex uint64 `protobuf:"varint,1,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
+	// The exact leaf bytes (the AccessRecord as logged). Its leaf hash is SHA-256(0x00 || leaf); the
+	// record listed beside it is this encoding decoded, so a client can check the two agree and prove
+	// inclusion of the hash without trusting this server's decoding.
+	Leaf          []byte `protobuf:"bytes,2,opt,name=leaf,proto3" json:"leaf,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListedLeaf) Reset() {
+	*x = ListedLeaf{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListedLeaf) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListedLeaf) ProtoMessage() {}
+
+func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListedLeaf.ProtoReflect.Descriptor instead.
+func (*ListedLeaf) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListedLeaf) GetLeafIndex() uint64 {
+	if x != nil {
+		return x.LeafIndex
+	}
+	return 0
+}
+
+func (x *ListedLeaf) GetLeaf() []byte {
+	if x != nil {
+		return x.Leaf
+	}
+	return nil
+}
+
 // ListAccessRecordsRequest selects one citizen's records.
 type ListAccessRecordsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -468,7 +544,7 @@ type ListAccessRecordsRequest struct {
 
 func (x *ListAccessRecordsRequest) Reset() {
 	*x = ListAccessRecordsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +556,7 @@ func (x *ListAccessRecordsRequest) String() string {
 func (*ListAccessRecordsRequest) ProtoMessage() {}
 
 func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +569,7 @@ func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListAccessRecordsRequest) GetCitizenId() string {
@@ -523,13 +599,17 @@ type ListAccessRecordsResponse struct {
 	Records []*AccessRecord        `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
 	// Pass as page_token to get the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// leaves[i] is the Merkle leaf of records[i] (same length and order as records): its leaf index
+	// and exact bytes. Verify a listing against the tree by recomputing each leaf hash and asking
+	// GetInclusionProof(leaf_index) against a signed checkpoint.
+	Leaves        []*ListedLeaf `protobuf:"bytes,3,rep,name=leaves,proto3" json:"leaves,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAccessRecordsResponse) Reset() {
 	*x = ListAccessRecordsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +621,7 @@ func (x *ListAccessRecordsResponse) String() string {
 func (*ListAccessRecordsResponse) ProtoMessage() {}
 
 func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +634,7 @@ func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListAccessRecordsResponse) GetRecords() []*AccessRecord {
@@ -571,6 +651,13 @@ func (x *ListAccessRecordsResponse) GetNextPageToken() string {
 	return ""
 }
 
+func (x *ListAccessRecordsResponse) GetLeaves() []*ListedLeaf {
+	if x != nil {
+		return x.Leaves
+	}
+	return nil
+}
+
 // GetCheckpointRequest asks for the latest checkpoint.
 type GetCheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -580,7 +667,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +679,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +692,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 // GetCheckpointResponse is the latest checkpoint.
@@ -633,7 +720,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +732,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +745,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() []byte {
@@ -714,7 +801,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +813,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +826,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetInclusionProofRequest) GetLeaf() isGetInclusionProofRequest_Leaf {
@@ -814,7 +901,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +913,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +926,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetInclusionProofResponse) GetLeafIndex() uint64 {
@@ -897,7 +984,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +996,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1009,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetConsistencyProofRequest) GetFromSize() uint64 {
@@ -955,7 +1042,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1054,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1067,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetConsistencyProofResponse) GetFromSize() uint64 {
@@ -1045,19 +1132,26 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"violations\x18\x15 \x03(\tR\n" +
 	"violations\x12=\n" +
 	"\fhidden_until\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\vhiddenUntil\x12#\n" +
-	"\rhidden_reason\x18\x17 \x01(\tR\fhiddenReason\"'\n" +
+	"\rhidden_reason\x18\x17 \x01(\tR\fhiddenReason\"9\n" +
 	"\vAccessBatch\x12\x18\n" +
-	"\arecords\x18\x01 \x03(\fR\arecords\"\x95\x01\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\x12\x10\n" +
+	"\x03mac\x18\x02 \x01(\fR\x03mac\"?\n" +
+	"\n" +
+	"ListedLeaf\x12\x1d\n" +
+	"\n" +
+	"leaf_index\x18\x01 \x01(\x04R\tleafIndex\x12\x12\n" +
+	"\x04leaf\x18\x02 \x01(\fR\x04leaf\"\x95\x01\n" +
 	"\x18ListAccessRecordsRequest\x121\n" +
 	"\n" +
 	"citizen_id\x18\x01 \x01(\tB\x12\xbaH\x0fr\r2\v^[0-9]{10}$R\tcitizenId\x12'\n" +
 	"\tpage_size\x18\x02 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"~\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xb5\x01\n" +
 	"\x19ListAccessRecordsResponse\x129\n" +
 	"\arecords\x18\x01 \x03(\v2\x1f.aperture.audit.v1.AccessRecordR\arecords\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x16\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x125\n" +
+	"\x06leaves\x18\x03 \x03(\v2\x1d.aperture.audit.v1.ListedLeafR\x06leaves\"\x16\n" +
 	"\x14GetCheckpointRequest\"\xba\x01\n" +
 	"\x15GetCheckpointResponse\x12\x1e\n" +
 	"\n" +
@@ -1125,41 +1219,43 @@ func file_aperture_audit_v1_audit_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_aperture_audit_v1_audit_proto_goTypes = []any{
 	(Decision)(0),                       // 0: aperture.audit.v1.Decision
 	(AccessKind)(0),                     // 1: aperture.audit.v1.AccessKind
 	(*AccessRecord)(nil),                // 2: aperture.audit.v1.AccessRecord
 	(*AccessBatch)(nil),                 // 3: aperture.audit.v1.AccessBatch
-	(*ListAccessRecordsRequest)(nil),    // 4: aperture.audit.v1.ListAccessRecordsRequest
-	(*ListAccessRecordsResponse)(nil),   // 5: aperture.audit.v1.ListAccessRecordsResponse
-	(*GetCheckpointRequest)(nil),        // 6: aperture.audit.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),       // 7: aperture.audit.v1.GetCheckpointResponse
-	(*GetInclusionProofRequest)(nil),    // 8: aperture.audit.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),   // 9: aperture.audit.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),  // 10: aperture.audit.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil), // 11: aperture.audit.v1.GetConsistencyProofResponse
-	(*timestamppb.Timestamp)(nil),       // 12: google.protobuf.Timestamp
+	(*ListedLeaf)(nil),                  // 4: aperture.audit.v1.ListedLeaf
+	(*ListAccessRecordsRequest)(nil),    // 5: aperture.audit.v1.ListAccessRecordsRequest
+	(*ListAccessRecordsResponse)(nil),   // 6: aperture.audit.v1.ListAccessRecordsResponse
+	(*GetCheckpointRequest)(nil),        // 7: aperture.audit.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 8: aperture.audit.v1.GetCheckpointResponse
+	(*GetInclusionProofRequest)(nil),    // 9: aperture.audit.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 10: aperture.audit.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 11: aperture.audit.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 12: aperture.audit.v1.GetConsistencyProofResponse
+	(*timestamppb.Timestamp)(nil),       // 13: google.protobuf.Timestamp
 }
 var file_aperture_audit_v1_audit_proto_depIdxs = []int32{
-	12, // 0: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
+	13, // 0: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
 	0,  // 2: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
-	12, // 3: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
+	13, // 3: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
 	2,  // 4: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
-	4,  // 5: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
-	6,  // 6: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
-	8,  // 7: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
-	10, // 8: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
-	5,  // 9: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
-	7,  // 10: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
-	9,  // 11: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
-	11, // 12: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	4,  // 5: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
+	5,  // 6: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
+	7,  // 7: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
+	9,  // 8: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
+	11, // 9: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
+	6,  // 10: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
+	8,  // 11: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
+	10, // 12: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
+	12, // 13: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
+	10, // [10:14] is the sub-list for method output_type
+	6,  // [6:10] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_aperture_audit_v1_audit_proto_init() }
@@ -1167,7 +1263,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 	if File_aperture_audit_v1_audit_proto != nil {
 		return
 	}
-	file_aperture_audit_v1_audit_proto_msgTypes[6].OneofWrappers = []any{
+	file_aperture_audit_v1_audit_proto_msgTypes[7].OneofWrappers = []any{
 		(*GetInclusionProofRequest_AccessId)(nil),
 		(*GetInclusionProofRequest_LeafIndex)(nil),
 	}
@@ -1177,7 +1273,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_audit_v1_audit_proto_rawDesc), len(file_aperture_audit_v1_audit_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

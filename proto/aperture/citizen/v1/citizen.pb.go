@@ -347,7 +347,14 @@ type Access struct {
 	HiddenReason *Text                  `protobuf:"bytes,17,opt,name=hidden_reason,json=hiddenReason,proto3" json:"hidden_reason,omitempty"`
 	HiddenUntil  *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=hidden_until,json=hiddenUntil,proto3" json:"hidden_until,omitempty"`
 	// Field paths the authority sent beyond what was asked; they were removed and never released.
-	Violations    []string `protobuf:"bytes,19,rep,name=violations,proto3" json:"violations,omitempty"`
+	Violations []string `protobuf:"bytes,19,rep,name=violations,proto3" json:"violations,omitempty"`
+	// The access as it stands in the public, tamper-evident log: leaf is the exact record bytes the
+	// log's Merkle tree commits to (leaf hash SHA-256(0x00 || leaf), an aperture.audit.v1.AccessRecord)
+	// and leaf_index its position in the tree (0-based). With them I, or anyone I give them to, can
+	// check that this access is in a signed checkpoint of the log. leaf_index is meaningful only when
+	// leaf is set.
+	LeafIndex     uint64 `protobuf:"varint,20,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
+	Leaf          []byte `protobuf:"bytes,21,opt,name=leaf,proto3" json:"leaf,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -511,6 +518,20 @@ func (x *Access) GetHiddenUntil() *timestamppb.Timestamp {
 func (x *Access) GetViolations() []string {
 	if x != nil {
 		return x.Violations
+	}
+	return nil
+}
+
+func (x *Access) GetLeafIndex() uint64 {
+	if x != nil {
+		return x.LeafIndex
+	}
+	return 0
+}
+
+func (x *Access) GetLeaf() []byte {
+	if x != nil {
+		return x.Leaf
 	}
 	return nil
 }
@@ -2890,7 +2911,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x02da\x18\x02 \x01(\tR\x02da\"F\n" +
 	"\x05Party\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
-	"\x04name\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x04name\"\xb8\x06\n" +
+	"\x04name\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x04name\"\xeb\x06\n" +
 	"\x06Access\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
@@ -2916,7 +2937,10 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\fhidden_until\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\vhiddenUntil\x12\x1e\n" +
 	"\n" +
 	"violations\x18\x13 \x03(\tR\n" +
-	"violations\"W\n" +
+	"violations\x12\x1d\n" +
+	"\n" +
+	"leaf_index\x18\x14 \x01(\x04R\tleafIndex\x12\x12\n" +
+	"\x04leaf\x18\x15 \x01(\fR\x04leaf\"W\n" +
 	"\x04Fact\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\vdescription\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\vdescription\"M\n" +

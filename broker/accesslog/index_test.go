@@ -1,0 +1,615 @@
+package accesslog_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"github.com/transparency-dev/merkle/testonly"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/aperture-gov/aperture/broker/accesslog"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+)
+
+// treeLeaves reads ACCESS directly (not through the log) and returns the leaves of the authentic
+// batches in tree order, and the sequences of the others.
+func treeLeaves(t *testing.T, e *env) (leaves [][]byte, unauthentic []uint64) {
+	t.Helper()
+	s, err := e.js.Stream(ctx(t), accesslog.AccessStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := s.GetMsg(ctx(t), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls, err := accesslog.OpenBatch(e.sealer, m.Data)
+		if err != nil {
+			unauthentic = append(unauthentic, seq)
+			continue
+		}
+		leaves = append(leaves, ls...)
+	}
+	return leaves, unauthentic
+}
+
+// listEntries pages through a citizen's entries.
+func listEntries(t *testing.T, l *accesslog.Log, p string) []accesslog.Entry {
+	t.Helper()
+	var all []accesslog.Entry
+	token := ""
+	for range 1000 {
+		es, next, err := l.ListEntries(ctx(t), p, 7, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, es...)
+		if next == "" {
+			return all
+		}
+		token = next
+	}
+	t.Fatal("ListEntries never ended")
+	return nil
+}
+
+// caughtUp waits until the indexer has acknowledged every batch in ACCESS.
+func caughtUp(t *testing.T, l *accesslog.Log) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		lag, err := l.IndexLag(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lag.Batches == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("index lag stays at %d batches", lag.Batches)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rawConn is a connection of someone with write access to NATS but not the broker's keys.
+func rawConn(t *testing.T, e *env) jetstream.JetStream {
+	t.Helper()
+	nc, err := e.srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// TestForgedBatchIsNotALeaf publishes ACCESS messages that are valid AccessBatch encodings but not
+// authenticated by the broker: Records stops at each with a BatchError naming it, the indexer
+// counts but does not list them, and the leaves after them are numbered over authentic batches.
+func TestForgedBatchIsNotALeaf(t *testing.T) {
+	e := newEnv(t)
+	l := e.open(accesslog.Options{})
+	raw := rawConn(t, e)
+	appendN := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			if err := l.Append(ctx(t), record(i%2, fmt.Sprintf("c%d-%d", i%2, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN(0, 3)
+
+	forged := func(id string) []byte { return leaf(t, record(1, id)) }
+	tests := []struct {
+		name string
+		data func() []byte
+	}{
+		{"no MAC", func() []byte {
+			b, err := proto.Marshal(&auditv1.AccessBatch{Records: [][]byte{forged("c1-forged-nomac")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}},
+		{"MAC under another key", func() []byte {
+			b, err := accesslog.SealBatch(newSealer(t), [][]byte{forged("c1-forged-otherkey")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}},
+		{"MAC copied onto other records", func() []byte {
+			genuine, err := accesslog.SealBatch(e.sealer, [][]byte{forged("c1-forged-template")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, n := protowire.ConsumeField(genuine) // the one record
+			b := protowire.AppendTag(nil, 1, protowire.BytesType)
+			b = protowire.AppendBytes(b, forged("c1-forged-swapped"))
+			return append(b, genuine[n:]...)
+		}},
+		{"record after the MAC", func() []byte {
+			b, err := accesslog.SealBatch(e.sealer, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			return protowire.AppendBytes(b, forged("c1-forged-after"))
+		}},
+	}
+	var forgedSeqs []uint64
+	for _, tt := range tests {
+		ack, err := raw.Publish(ctx(t), accesslog.LogSubject, tt.data())
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		forgedSeqs = append(forgedSeqs, ack.Sequence)
+	}
+	appendN(3, 3)
+
+	// Records: the integrator's view. It stops at every forged batch, naming it.
+	from := uint64(1)
+	for i, want := range forgedSeqs {
+		n := 0
+		err := l.Records(ctx(t), from, func(uint64, int, []byte) error { n++; return nil })
+		var be *accesslog.BatchError
+		if !errors.As(err, &be) || be.Seq != want || !errors.Is(err, accesslog.ErrUnauthenticBatch) {
+			t.Fatalf("%s: Records from %d = %v, want BatchError{Seq: %d} wrapping ErrUnauthenticBatch", tests[i].name, from, err, want)
+		}
+		if i == 0 && n != 3 {
+			t.Fatalf("Records passed on %d records before the forged batch, want 3", n)
+		}
+		from = want + 1
+	}
+
+	// The indexer skips them: six records listed, none forged, leaves numbered 0..5.
+	e.waitIndexed(testShards, 6)
+	caughtUp(t, l)
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Stats().UnauthenticBatches != uint64(len(tests)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: want %d unauthentic batches counted", l.Stats(), len(tests))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	leaves, unauthentic := treeLeaves(t, e)
+	if !slices.Equal(unauthentic, forgedSeqs) || len(leaves) != 6 {
+		t.Fatalf("ACCESS: %d leaves, unauthentic %v; want 6 and %v", len(leaves), unauthentic, forgedSeqs)
+	}
+	seen := map[uint64]bool{}
+	for c := range 2 {
+		for _, en := range listEntries(t, l, pseudonym(c)) {
+			if bytes.Contains(en.Leaf, []byte("forged")) {
+				t.Fatalf("a forged record is listed: %s", en.Record.GetId())
+			}
+			if en.LeafIndex >= uint64(len(leaves)) || !bytes.Equal(leaves[en.LeafIndex], en.Leaf) || seen[en.LeafIndex] {
+				t.Fatalf("record %s listed as leaf %d, which is not its leaf (or listed twice)", en.Record.GetId(), en.LeafIndex)
+			}
+			seen[en.LeafIndex] = true
+		}
+	}
+	if len(seen) != 6 {
+		t.Fatalf("%d leaves listed, want 6", len(seen))
+	}
+
+	rep, err := l.VerifyIndex(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK() || !slices.Equal(rep.UnauthenticBatches, forgedSeqs) || len(rep.Differences) != 0 || rep.Leaves != 6 {
+		t.Fatalf("VerifyIndex = %+v: want the forged batches named and no index difference", rep)
+	}
+}
+
+// TestListingsBoundToTree: every listed record's leaf index and leaf bytes are its leaf in an RFC
+// 6962 tree built (with transparency-dev/merkle only) over the log's leaves, and each proves
+// inclusion against that tree's root.
+func TestListingsBoundToTree(t *testing.T) {
+	e := newEnv(t)
+	l := e.open(accesslog.Options{})
+	const citizens, perCitizen = 5, 12
+	var wg sync.WaitGroup
+	for c := range citizens {
+		wg.Go(func() {
+			for i := range perCitizen {
+				if err := l.Append(ctx(t), record(c, fmt.Sprintf("c%d-%d", c, i))); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	e.waitIndexed(testShards, citizens*perCitizen)
+
+	var leaves [][]byte
+	if err := l.Records(ctx(t), 1, func(_ uint64, _ int, lf []byte) error {
+		leaves = append(leaves, bytes.Clone(lf))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	direct, _ := treeLeaves(t, e)
+	if len(leaves) != citizens*perCitizen || len(direct) != len(leaves) {
+		t.Fatalf("Records gave %d leaves, ACCESS holds %d, want %d", len(leaves), len(direct), citizens*perCitizen)
+	}
+	h := rfc6962.DefaultHasher
+	tree := testonly.New(h)
+	tree.AppendData(leaves...)
+	size, root := tree.Size(), tree.Hash()
+
+	listed := map[uint64]string{}
+	for c := range citizens {
+		for _, en := range listEntries(t, l, pseudonym(c)) {
+			if en.LeafIndex >= size || !bytes.Equal(en.Leaf, leaves[en.LeafIndex]) {
+				t.Fatalf("record %s: leaf %d is not the listed leaf", en.Record.GetId(), en.LeafIndex)
+			}
+			var rec auditv1.AccessRecord
+			if err := proto.Unmarshal(en.Leaf, &rec); err != nil || !proto.Equal(&rec, en.Record) {
+				t.Fatalf("record %s: the listed record is not its leaf decoded", en.Record.GetId())
+			}
+			p, err := tree.InclusionProof(en.LeafIndex, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := proof.VerifyInclusion(h, en.LeafIndex, size, h.HashLeaf(en.Leaf), p, root); err != nil {
+				t.Fatalf("record %s as leaf %d: %v", en.Record.GetId(), en.LeafIndex, err)
+			}
+			if prev, dup := listed[en.LeafIndex]; dup {
+				t.Fatalf("leaf %d listed for %s and %s", en.LeafIndex, prev, en.Record.GetId())
+			}
+			listed[en.LeafIndex] = en.Record.GetId()
+		}
+	}
+	if uint64(len(listed)) != size {
+		t.Fatalf("%d leaves listed, the tree has %d", len(listed), size)
+	}
+}
+
+// indexMsg finds the index message of a leaf in its shard.
+func indexMsg(t *testing.T, e *env, en accesslog.Entry) (jetstream.Stream, *jetstream.RawStreamMsg) {
+	t.Helper()
+	subj := accesslog.IndexSubject(testShards, en.Record.GetCitizenPseudonym())
+	shard, err := strconv.ParseInt(subj[len(accesslog.IndexSubjectPrefix):len(accesslog.IndexSubjectPrefix)+2], 16, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(int(shard)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx(t), seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get(accesslog.HeaderLeafIndex) == strconv.FormatUint(en.LeafIndex, 10) {
+			return s, m
+		}
+	}
+	t.Fatalf("no index message for leaf %d", en.LeafIndex)
+	return nil, nil
+}
+
+// TestVerifyIndexNamesDifferences deletes one index entry, alters another and copies a third:
+// VerifyIndex names each (kind, leaf, access id, shard), the listing never shows the altered one,
+// and Repair makes the index equal to the log again.
+func TestVerifyIndexNamesDifferences(t *testing.T) {
+	e := newEnv(t)
+	l := e.open(accesslog.Options{})
+	for i := range 12 {
+		if err := l.Append(ctx(t), record(i%3, fmt.Sprintf("c%d-%d", i%3, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitIndexed(testShards, 12)
+	caughtUp(t, l)
+	if rep, err := l.VerifyIndex(ctx(t)); err != nil || !rep.OK() || rep.Leaves != 12 || rep.Entries != 12 {
+		t.Fatalf("VerifyIndex before tampering: %+v, %v", rep, err)
+	}
+	ents := listEntries(t, l, pseudonym(0))
+	if len(ents) != 4 {
+		t.Fatalf("citizen 0 has %d entries, want 4", len(ents))
+	}
+	del, alt, dup := ents[0], ents[1], ents[2]
+	raw := rawConn(t, e)
+
+	// Delete.
+	s, m := indexMsg(t, e, del)
+	if err := s.DeleteMsg(ctx(t), m.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	// Alter: same headers (MAC included, and the server's own headers of the copy, which a reader
+	// must not take for the server's), one field changed, the original removed.
+	s, m = indexMsg(t, e, alt)
+	changed := proto.Clone(alt.Record).(*auditv1.AccessRecord)
+	changed.Caseworker = "someone-else"
+	h := nats.Header{}
+	for k, v := range m.Header {
+		if k != jetstream.MsgIDHeader {
+			h[k] = v
+		}
+	}
+	if _, err := raw.PublishMsg(ctx(t), &nats.Msg{Subject: m.Subject, Header: h, Data: leaf(t, changed)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMsg(ctx(t), m.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	// Copy a genuine entry.
+	_, m = indexMsg(t, e, dup)
+	h = nats.Header{}
+	for k, v := range m.Header {
+		if k != jetstream.MsgIDHeader {
+			h[k] = v
+		}
+	}
+	if _, err := raw.PublishMsg(ctx(t), &nats.Msg{Subject: m.Subject, Header: h, Data: m.Data}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, en := range listEntries(t, l, pseudonym(0)) {
+		if en.Record.GetCaseworker() == "someone-else" {
+			t.Fatal("the altered entry is listed")
+		}
+	}
+	if l.Stats().UnauthenticEntries == 0 {
+		t.Fatalf("stats %+v: the altered entry was not counted", l.Stats())
+	}
+
+	rep, err := l.VerifyIndex(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard := func(en accesslog.Entry) int {
+		v, _ := strconv.ParseInt(accesslog.IndexSubject(testShards, pseudonym(0))[len(accesslog.IndexSubjectPrefix):][:2], 16, 0)
+		return int(v)
+	}
+	type key struct {
+		kind accesslog.DifferenceKind
+		leaf uint64
+		id   string
+	}
+	want := map[key]bool{
+		{accesslog.DiffMissing, del.LeafIndex, del.Record.GetId()}:     true,
+		{accesslog.DiffMissing, alt.LeafIndex, alt.Record.GetId()}:     true,
+		{accesslog.DiffUnauthentic, alt.LeafIndex, alt.Record.GetId()}: true,
+		{accesslog.DiffDuplicate, dup.LeafIndex, dup.Record.GetId()}:   true,
+	}
+	got := map[key]bool{}
+	for _, d := range rep.Differences {
+		got[key{d.Kind, d.LeafIndex, d.AccessID}] = true
+		if d.Shard != shard(del) {
+			t.Errorf("%s: shard %d, want %d", d, d.Shard, shard(del))
+		}
+		t.Log(d)
+	}
+	if rep.OK() || len(got) != len(want) || len(rep.Differences) != len(want) {
+		t.Fatalf("VerifyIndex found %v, want %v", got, want)
+	}
+	// An auditor's read-only view (no indexer, nothing created) finds the same.
+	r, err := accesslog.OpenReader(ctx(t), e.js, accesslog.Options{Sealer: e.sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if rrep, err := r.VerifyIndex(ctx(t)); err != nil || fmt.Sprint(rrep) != fmt.Sprint(rep) {
+		t.Fatalf("read-only VerifyIndex = %+v, %v; want %+v", rrep, err, rep)
+	}
+	if _, err := r.Repair(ctx(t)); !errors.Is(err, accesslog.ErrReadOnly) {
+		t.Fatalf("read-only Repair: %v", err)
+	}
+	if err := r.Append(ctx(t), record(0, "c0-reader")); !errors.Is(err, accesslog.ErrClosed) {
+		t.Fatalf("read-only Append: %v", err)
+	}
+	for k := range want {
+		if !got[k] {
+			t.Fatalf("VerifyIndex did not name %v; found %v", k, got)
+		}
+	}
+
+	if _, err := l.Repair(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := l.VerifyIndex(ctx(t)); err != nil || !rep.OK() || rep.Entries != 12 {
+		t.Fatalf("VerifyIndex after Repair: %+v, %v", rep, err)
+	}
+	var ids []string
+	for _, en := range listEntries(t, l, pseudonym(0)) {
+		ids = append(ids, en.Record.GetId())
+	}
+	slices.Sort(ids)
+	if fmt.Sprint(ids) != "[c0-0 c0-3 c0-6 c0-9]" {
+		t.Fatalf("after Repair citizen 0 sees %v", ids)
+	}
+}
+
+// TestIndexSurvivesRestart restarts the server and the log with the indexer's consumer reset to
+// the start of ACCESS (as if every ack had been lost): nothing is indexed twice, nothing skipped,
+// and leaf numbering goes on where it stood.
+func TestIndexSurvivesRestart(t *testing.T) {
+	e := newEnv(t)
+	l := e.open(accesslog.Options{})
+	for i := range 20 {
+		if err := l.Append(ctx(t), record(i%4, fmt.Sprintf("c%d-%d", i%4, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitIndexed(testShards, 20)
+	l.Close()
+	e.stop()
+	e.restart()
+
+	s, err := e.js.Stream(ctx(t), accesslog.AccessStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteConsumer(ctx(t), accesslog.IndexerConsumer); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateConsumer(ctx(t), jetstream.ConsumerConfig{
+		Durable: accesslog.IndexerConsumer, DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckAllPolicy,
+		FilterSubject: accesslog.LogSubject, PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{"indexer"}, PinnedTTL: 5 * time.Second,
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	l = e.open(accesslog.Options{})
+	for i := 20; i < 30; i++ {
+		if err := l.Append(ctx(t), record(i%4, fmt.Sprintf("c%d-%d", i%4, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitIndexed(testShards, 30)
+	// Let the consumer redeliver everything it has; the index must not grow.
+	caughtUp(t, l)
+	e.waitIndexed(testShards, 30)
+	rep, err := l.VerifyIndex(ctx(t))
+	if err != nil || !rep.OK() || rep.Leaves != 30 || rep.Entries != 30 {
+		t.Fatalf("VerifyIndex after restart: %+v, %v", rep, err)
+	}
+	at, _ := logOrder(t, l)
+	for c := range 4 {
+		if n := checkListed(t, l, c, at, 3); n != map[int]int{0: 8, 1: 8, 2: 7, 3: 7}[c] {
+			t.Fatalf("citizen %d: %d listed", c, n)
+		}
+	}
+}
+
+// TestIndexFullThenRecovered fills the index (a byte limit on its stream: what a full disk does to
+// it) while releases go on: every append still succeeds, the listing misses records meanwhile, and
+// once there is room again every acknowledged record is listed, once, and VerifyIndex agrees.
+func TestIndexFullThenRecovered(t *testing.T) {
+	e := newEnv(t)
+	opts := accesslog.Options{IndexShards: 1, IndexMaxBytes: 4096, PublishTimeout: time.Second}
+	l := e.open(opts)
+	for i := range 30 {
+		if err := l.Append(ctx(t), record(i%3, fmt.Sprintf("c%d-%d", i%3, i))); err != nil {
+			t.Fatalf("Append with the index full: %v", err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Stats().IndexFailures == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: the full index never refused a write; the test proves nothing", l.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := e.indexMsgs(1); n >= 30 {
+		t.Fatalf("the full index holds %d entries", n)
+	}
+	l.Close()
+
+	opts.IndexMaxBytes = 0
+	l = e.open(opts)
+	e.waitIndexed(1, 30)
+	caughtUp(t, l)
+	rep, err := l.VerifyIndex(ctx(t))
+	if err != nil || !rep.OK() || rep.Leaves != 30 {
+		t.Fatalf("VerifyIndex after recovery: %+v, %v", rep, err)
+	}
+	total := 0
+	for c := range 3 {
+		total += len(listEntries(t, l, pseudonym(c)))
+	}
+	if total != 30 {
+		t.Fatalf("%d records listed after recovery, want 30", total)
+	}
+}
+
+// TestTwoReplicas: two brokers on one NATS append concurrently; one indexes at a time (the pinned
+// one) and the index is exactly the log. When that broker stops, the other takes over where the
+// index stands.
+func TestTwoReplicas(t *testing.T) {
+	e := newEnv(t)
+	open := func() *accesslog.Log {
+		nc, err := e.srv.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := accesslog.Open(ctx(t), js, accesslog.Options{IndexShards: testShards, Sealer: e.sealer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	a, b := open(), open()
+	var wg sync.WaitGroup
+	for r, l := range []*accesslog.Log{a, b} {
+		for g := range 4 {
+			wg.Go(func() {
+				for i := range 25 {
+					c := (g + i) % 4
+					if err := l.Append(ctx(t), record(c, fmt.Sprintf("c%d-r%d-g%d-%d", c, r, g, i))); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	caughtUp(t, a)
+	e.waitIndexed(testShards, 200)
+	if rep, err := b.VerifyIndex(ctx(t)); err != nil || !rep.OK() || rep.Leaves != 200 || rep.Entries != 200 {
+		t.Fatalf("VerifyIndex with two replicas: %+v, %v", rep, err)
+	}
+
+	// Stop both in turn; whichever indexed, the survivor goes on.
+	a.Close()
+	for i := range 20 {
+		if err := b.Append(ctx(t), record(i%4, fmt.Sprintf("c%d-after-%d", i%4, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	caughtUp(t, b)
+	e.waitIndexed(testShards, 220)
+	if rep, err := b.VerifyIndex(ctx(t)); err != nil || !rep.OK() || rep.Leaves != 220 {
+		t.Fatalf("VerifyIndex after one replica stopped: %+v, %v", rep, err)
+	}
+	leaves, _ := treeLeaves(t, e)
+	seen := map[uint64]bool{}
+	for c := range 4 {
+		for _, en := range listEntries(t, b, pseudonym(c)) {
+			if !bytes.Equal(leaves[en.LeafIndex], en.Leaf) || seen[en.LeafIndex] {
+				t.Fatalf("record %s listed as leaf %d, which is not its leaf (or twice)", en.Record.GetId(), en.LeafIndex)
+			}
+			seen[en.LeafIndex] = true
+		}
+	}
+	if len(seen) != 220 {
+		t.Fatalf("%d leaves listed, want 220", len(seen))
+	}
+}
