@@ -318,6 +318,9 @@ func (b *Broker) connectNATS() error {
 	if keyFile == "" {
 		keyFile = filepath.Join(dir, EmbeddedNATSKeyFile)
 	}
+	if err := refuseUnauthenticatedStore(dir, keyFile); err != nil {
+		return err
+	}
 	key, err := natsembed.LoadOrCreateKey(keyFile)
 	if err != nil {
 		return fmt.Errorf("embedded NATS broker key: %w", err)
@@ -593,4 +596,23 @@ func (b *Broker) close() {
 	if b.embed != nil {
 		b.embed.Shutdown()
 	}
+}
+
+// ErrOldDataDir means the data directory holds a NATS store written before stored state was
+// authenticated: its cases, consents, questions and ACCESS batches carry no broker seal or MAC, so
+// this broker would treat every one of them as forged.
+var ErrOldDataDir = errors.New("the data directory was written by an earlier Aperture whose stored records are not authenticated")
+
+// refuseUnauthenticatedStore refuses an embedded store that has data but no broker NATS key: the key
+// is created on the first start of a broker that seals and MACs everything it stores, so a store
+// without one was written before. Starting on it would halt the log's integration at its first batch
+// and show every case as absent; saying so at once is kinder than a screen of alarms.
+func refuseUnauthenticatedStore(natsDir, keyFile string) error {
+	if _, err := os.Stat(filepath.Join(natsDir, "jetstream")); err != nil {
+		return nil // no store yet
+	}
+	if _, err := os.Stat(keyFile); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return fmt.Errorf("%w: move %s away (or delete it) and start again for a fresh store", ErrOldDataDir, filepath.Dir(natsDir))
 }
