@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"expvar"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -170,9 +169,6 @@ type Alarms struct {
 type alarmCounters struct {
 	unauthentic, forged, anchors atomic.Uint64
 }
-
-// metrics are the process-wide alarm counters, under /debug/vars where expvar is served.
-var metrics = expvar.NewMap("aperture_tlog_alarms")
 
 // Alarms returns the integrator's alarm counters.
 func (in *Integrator) Alarms() Alarms {
@@ -354,7 +350,6 @@ func (in *Integrator) round(ctx context.Context) error {
 	var haltErr error
 	if be := (*accesslog.BatchError)(nil); errors.As(err, &be) && errors.Is(err, accesslog.ErrUnauthenticBatch) {
 		in.alarms.unauthentic.Add(1)
-		metrics.Add("unauthentic_batches", 1)
 		haltErr = fmt.Errorf("ACCESS message %d was not written by the broker; its records are not made leaves: %w", be.Seq, err)
 		if be.Seq <= lastSeq {
 			// Part of the batch was taken: integrate nothing of this round.
@@ -536,7 +531,6 @@ func (in *Integrator) checkpoint(ctx context.Context, rng *compact.Range) error 
 
 func (in *Integrator) reportForged(e *ForgedCheckpointError) {
 	in.alarms.forged.Add(1)
-	metrics.Add("forged_checkpoints", 1)
 	in.log.Error("ALARM: a message in CHECKPOINTS is not signed by the log's key; skipped, signing continues",
 		"checkpoint_seq", e.Seq, "err", e.Err)
 }
@@ -568,7 +562,6 @@ func (in *Integrator) anchors(ctx context.Context) ([]anchored, error) {
 		cp, err := in.tree.OpenCheckpoint(b)
 		if err != nil {
 			in.alarms.anchors.Add(1)
-			metrics.Add("inconsistent_anchors", 1)
 			return nil, in.halt(fmt.Errorf("%s: %w", a.Name, err), "anchor", a.Name)
 		}
 		out = append(out, anchored{a.Name, cp})
@@ -611,7 +604,6 @@ func (in *Integrator) checkAnchors(ctx context.Context, size uint64, root []byte
 		}
 		if fail != nil {
 			in.alarms.anchors.Add(1)
-			metrics.Add("inconsistent_anchors", 1)
 			return false, in.halt(fmt.Errorf("refusing to sign: %w", fail), "anchor", a.name, "anchor_size", a.cp.Size, "tree_size", size)
 		}
 	}
