@@ -1,7 +1,6 @@
 package citizenauth_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/citizenauth/devissuer"
 	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/keys/keystest"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -66,22 +66,9 @@ func newEnv(t *testing.T, opts ...func(*devissuer.Options)) *env {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	e := &env{srv: srv, mux: mux, base: base, iss: iss, clock: clk}
-	e.js, e.sealer = natstest.JetStream(t), newSealer(t)
+	e.js, e.sealer = natstest.JetStream(t), keystest.Sealer(t)
 	e.sessions = e.sessionStore(t, e.sealer, nil)
 	return e
-}
-
-// newSealer is a sealing key as the broker has one.
-func newSealer(t *testing.T) *keys.AEADRing {
-	t.Helper()
-	r := keys.NewAEADRing()
-	if err := r.Add(1, bytes.Repeat([]byte{9}, keys.KeySize)); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.SetCurrent(1); err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 // sessionStore opens the session bucket on the env's NATS server with sealer; several stores on

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/aperture-gov/aperture/broker/citizenauth"
+
+	"github.com/aperture-gov/aperture/broker/keys/keystest"
 )
 
 // portal is an env with the sign-in routes and a page that shows the session.
@@ -353,7 +355,7 @@ func TestCallbackRefusals(t *testing.T) {
 		}},
 		{"sign-in cookie from another deployment", "sign-in cookie does not open", func(t *testing.T) attempt {
 			// Same issuer, other Login sealing with another broker's key.
-			o := newSealer(t)
+			o := keystest.Sealer(t)
 			if err := o.Add(2, bytes.Repeat([]byte{3}, 32)); err != nil {
 				t.Fatal(err)
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/keys/keystest"
 )
 
 // signIn runs a whole sign-in for citizen in a fresh browser and returns it.
@@ -122,7 +123,7 @@ func TestSessionCookieIsOpaque(t *testing.T) {
 func TestSessionRecordForgery(t *testing.T) {
 	p := newPortal(t)
 	ctx := context.Background()
-	other := newSealer(t)
+	other := keystest.Sealer(t)
 	if err := other.Add(2, []byte(strings.Repeat("k", keys.KeySize))); err != nil {
 		t.Fatal(err)
 	}

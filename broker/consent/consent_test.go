@@ -3,7 +3,6 @@ package consent_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -15,27 +14,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aperture-gov/aperture/broker/consent"
-	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/keys/keystest"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/sealedkv"
 )
-
-// sealer is a fresh AES-256 data key, as keys.Provider.Sealer hands out.
-func sealer(t testing.TB) keys.Sealer {
-	t.Helper()
-	key := make([]byte, keys.KeySize)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	r := keys.NewAEADRing()
-	if err := r.Add(1, key); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.SetCurrent(1); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 // logBuffer collects log lines written from any goroutine.
 type logBuffer struct {
@@ -66,7 +48,7 @@ func open(t *testing.T) env {
 	ctx := context.Background()
 	js := natstest.JetStream(t)
 	lb := &logBuffer{}
-	s, err := consent.Open(ctx, js, consent.Options{Sealer: sealer(t), Logger: slog.New(slog.NewJSONHandler(lb, nil))})
+	s, err := consent.Open(ctx, js, consent.Options{Sealer: keystest.Sealer(t), Logger: slog.New(slog.NewJSONHandler(lb, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +222,7 @@ func TestUnauthenticReadsAsAbsent(t *testing.T) {
 			put(t, e.kv, k, granted)
 		}, "written back"},
 		{"sealed with a key that is not the broker's", func(t *testing.T, e env) {
-			s := sealer(t)
+			s := keystest.Sealer(t)
 			v, err := s.Seal(forged, []byte("aperture/kv/"+consent.Bucket+"/"+k))
 			if err != nil {
 				t.Fatal(err)
@@ -327,7 +309,7 @@ func TestOpenNeedsSealer(t *testing.T) {
 // sealed record and the one history lookup that finds a record written back.
 func BenchmarkGet(b *testing.B) {
 	ctx := context.Background()
-	s, err := consent.Open(ctx, natstest.JetStream(b), consent.Options{Sealer: sealer(b)})
+	s, err := consent.Open(ctx, natstest.JetStream(b), consent.Options{Sealer: keystest.Sealer(b)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package questions_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -14,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/keys/keystest"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/questions"
 	"github.com/aperture-gov/aperture/broker/sealedkv"
@@ -28,28 +27,11 @@ func open(t *testing.T) (*questions.Store, jetstream.JetStream) {
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"aperture.events.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := questions.Open(ctx, js, questions.Options{Sealer: sealer(t)})
+	s, err := questions.Open(ctx, js, questions.Options{Sealer: keystest.Sealer(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, js
-}
-
-// sealer is a fresh AES-256 data key, as keys.Provider.Sealer hands out.
-func sealer(t *testing.T) keys.Sealer {
-	t.Helper()
-	key := make([]byte, keys.KeySize)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	r := keys.NewAEADRing()
-	if err := r.Add(1, key); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.SetCurrent(1); err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 func TestAskListAnswer(t *testing.T) {
@@ -214,7 +196,7 @@ func TestUnauthenticQuestionReadsAsAbsent(t *testing.T) {
 			if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"aperture.events.>"}}); err != nil {
 				t.Fatal(err)
 			}
-			s, err := questions.Open(ctx, js, questions.Options{Sealer: sealer(t), Logger: log})
+			s, err := questions.Open(ctx, js, questions.Options{Sealer: keystest.Sealer(t), Logger: log})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,7 +2,6 @@ package sealedkv_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"log/slog"
 	"strings"
@@ -12,25 +11,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/keys/keystest"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/sealedkv"
 )
-
-func ring(t *testing.T) *keys.AEADRing {
-	t.Helper()
-	key := make([]byte, keys.KeySize)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	r := keys.NewAEADRing()
-	if err := r.Add(1, key); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.SetCurrent(1); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 type record struct {
 	Step string `json:"step"`
@@ -72,7 +56,7 @@ func newFixture(t *testing.T, bucket string) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := fixture{js: js, kv: kv, key: ring(t), logged: &lines{}}
+	f := fixture{js: js, kv: kv, key: keystest.Sealer(t), logged: &lines{}}
 	f.codec, err = sealedkv.New(ctx, js, bucket, f.key, slog.New(slog.NewTextHandler(f.logged, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +125,7 @@ func TestOpen(t *testing.T) {
 			return f.put(t, "p.j.s", e.Value())
 		}, "does not open"},
 		{"sealed with another data key", func(t *testing.T, f fixture) jetstream.KeyValueEntry {
-			foreign, err := ring(t).Seal([]byte(`{"prev":0,"record":{"step":"s"}}`), []byte("aperture/kv/consents/p.j.s"))
+			foreign, err := keystest.Sealer(t).Seal([]byte(`{"prev":0,"record":{"step":"s"}}`), []byte("aperture/kv/consents/p.j.s"))
 			if err != nil {
 				t.Fatal(err)
 			}

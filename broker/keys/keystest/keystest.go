@@ -4,6 +4,7 @@ package keystest
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"regexp"
@@ -225,12 +226,16 @@ func Run(t *testing.T, setup func(t *testing.T) Opener) {
 	})
 }
 
-// Sealer is a fixed local data key for tests that need the broker's sealing key (the access log MACs
-// every batch with it) but test something else.
-func Sealer(t testing.TB) keys.Sealer {
+// Sealer is a fresh random data key (AES-256) for tests that need the broker's sealing key — the
+// access log MACs every batch with it, the stores seal their records with it — but test something else.
+func Sealer(t testing.TB) *keys.AEADRing {
 	t.Helper()
+	key := make([]byte, keys.KeySize)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
 	r := keys.NewAEADRing()
-	if err := r.Add(1, bytes.Repeat([]byte{7}, keys.KeySize)); err != nil {
+	if err := r.Add(1, key); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.SetCurrent(1); err != nil {
