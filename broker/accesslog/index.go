@@ -307,6 +307,7 @@ func (l *Log) runIndexer(ctx context.Context) {
 		}
 		select {
 		case reply := <-l.ix.repairReq:
+			l.ix.pos.known = false // another replica may have indexed since: compare up to where the index stands
 			rep, err := l.repair(ctx)
 			reply <- repairResult{rep, err}
 		default:
@@ -346,11 +347,13 @@ func (l *Log) runIndexer(ctx context.Context) {
 // catchUp indexes, straight from ACCESS, the batches the consumer has already delivered but the
 // index lacks (the index was rebuilt or lost entries, or another replica stopped mid-way): the
 // consumer will not deliver them again.
+//
+// It always reads the position from the index first: this replica may have been passive while
+// another indexed, and re-indexing from a stale position would add entries the index already holds
+// once the duplicate window no longer covers them.
 func (l *Log) catchUp(ctx context.Context, cons jetstream.Consumer) error {
-	if !l.ix.pos.known {
-		if err := l.resume(ctx); err != nil {
-			return err
-		}
+	if err := l.resume(ctx); err != nil {
+		return err
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
@@ -570,30 +573,54 @@ func (l *Log) resume(ctx context.Context) error {
 		}
 		l.ix.ensure = false
 	}
-	mark, found, err := l.readMarker(ctx)
-	if err != nil {
-		return err
-	}
-	if !found {
+	for attempt := 1; ; attempt++ {
+		mark, found, err := l.readMarker(ctx)
+		if err != nil {
+			return err
+		}
+		// Without a marker the index stands before the first batch (next 1, no leaves).
+		next := mark.seq + 1
+		partial, unplaced, err := l.shardPositions(ctx, next)
+		if err != nil {
+			return err
+		}
+		if found || !unplaced {
+			// Entries of batch 1 without a marker are not a reason to rebuild: they are what a
+			// replica wrote before its first marker (another replica holding the pin right now, or
+			// this one before a crash), a partial batch like any batch after a marker.
+			l.ix.pos = position{known: true, next: next, leaves: mark.leaves, partial: partial}
+			return nil
+		}
+		// Entries no marker accounts for. A writer stores the marker of a batch before any entry
+		// of the next, so if a marker exists now it was written while the shards were read: read
+		// the position again rather than destroy what another replica is writing.
+		if _, found, err := l.readMarker(ctx); err != nil {
+			return err
+		} else if found && attempt < 3 {
+			continue
+		}
 		n, err := l.indexEntries(ctx)
 		if err != nil {
 			return err
 		}
-		if n > 0 {
-			l.log.Error("access index has entries but no valid position marker; rebuilding it from the log", "entries", n)
-			if err := l.wipeIndex(ctx); err != nil {
-				return err
-			}
+		l.log.Error("access index has entries but no valid position marker; rebuilding it from the log", "entries", n)
+		if err := l.wipeIndex(ctx); err != nil {
+			return err
 		}
 		l.ix.pos = position{known: true, next: 1}
 		return nil
 	}
-	next := mark.seq + 1
-	partial := map[int]logPos{}
+}
+
+// shardPositions reads each shard's newest entry. partial names, for each shard whose newest
+// entry is of batch next, that entry's place in the batch. unplaced says some shard's newest entry
+// is of a later batch, or (without a marker, next 1) not the broker's: entries no position explains.
+func (l *Log) shardPositions(ctx context.Context, next uint64) (partial map[int]logPos, unplaced bool, err error) {
+	partial = map[int]logPos{}
 	for i := range l.opts.IndexShards {
 		m, err := l.directLast(ctx, IndexStreamName(i), indexShardPrefix(i)+"*")
 		if err != nil {
-			return fmt.Errorf("read index shard %d: %w", i, err)
+			return nil, false, fmt.Errorf("read index shard %d: %w", i, err)
 		}
 		if m == nil {
 			continue
@@ -603,14 +630,17 @@ func (l *Log) resume(ctx context.Context) error {
 			// Not the broker's: never trust a position someone else wrote. Repair removes it.
 			l.unauthenticEntry(i, m, err)
 			l.ix.needRepair = true
+			unplaced = unplaced || next == 1
 			continue
 		}
-		if p.seq == next {
+		switch {
+		case p.seq == next:
 			partial[i] = logPos{p.seq, p.idx}
+		case p.seq > next && next == 1:
+			unplaced = true
 		}
 	}
-	l.ix.pos = position{known: true, next: next, leaves: mark.leaves, partial: partial}
-	return nil
+	return partial, unplaced, nil
 }
 
 // The position marker: one message on MarkerSubject in stream MarkerStream, replaced after every
@@ -682,25 +712,20 @@ func (l *Log) readMarker(ctx context.Context) (marker, bool, error) {
 	return marker{}, false, nil
 }
 
-// wipeIndex deletes every index entry and the marker, for a rebuild from the log.
+// wipeIndex deletes every index entry and the marker, for a rebuild from the log. It deletes and
+// recreates the streams rather than purging them: a purged stream keeps its duplicate window, which
+// would silently drop the rebuilt entries (they carry the message ids of the entries they replace)
+// while the marker moved past them, so they would be missing for good.
 func (l *Log) wipeIndex(ctx context.Context) error {
 	for i := range l.opts.IndexShards {
-		s, err := l.js.Stream(ctx, IndexStreamName(i))
-		if err != nil {
-			return fmt.Errorf("%w: index shard %d: %w", ErrUnavailable, i, err)
-		}
-		if err := s.Purge(ctx); err != nil {
-			return fmt.Errorf("%w: purge index shard %d: %w", ErrUnavailable, i, err)
+		if err := l.js.DeleteStream(ctx, IndexStreamName(i)); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("%w: delete index shard %d: %w", ErrUnavailable, i, err)
 		}
 	}
-	s, err := l.js.Stream(ctx, MarkerStream)
-	if err != nil {
-		return fmt.Errorf("%w: index position: %w", ErrUnavailable, err)
+	if err := l.js.DeleteStream(ctx, MarkerStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("%w: delete index position: %w", ErrUnavailable, err)
 	}
-	if err := s.Purge(ctx); err != nil {
-		return fmt.Errorf("%w: purge index position: %w", ErrUnavailable, err)
-	}
-	return nil
+	return l.ensureIndexStreams(ctx)
 }
 
 func (l *Log) unauthenticEntry(shard int, m *nats.Msg, err error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"sync"
@@ -559,7 +560,11 @@ func TestTwoReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := accesslog.Open(ctx(t), js, accesslog.Options{IndexShards: testShards, Sealer: e.sealer})
+		opts := accesslog.Options{IndexShards: testShards, Sealer: e.sealer}
+		if testing.Verbose() {
+			opts.Logger = slog.New(slog.NewTextHandler(tWriter{t}, nil))
+		}
+		l, err := accesslog.Open(ctx(t), js, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -611,5 +616,81 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	if len(seen) != 220 {
 		t.Fatalf("%d leaves listed, want 220", len(seen))
+	}
+}
+
+// TestMissingMarker opens a log whose index has entries but no position marker. Entries of the
+// first batch alone are what a replica writes before its first marker (the other replica of
+// TestTwoReplicas, mid-way through it): they are kept, not wiped under that replica's feet.
+// Entries of later batches mean the marker was lost: the index is rebuilt from the log. Either way
+// every leaf ends up listed exactly once, well within the streams' duplicate window (a rebuild
+// whose entries the window swallowed would leave them missing while the marker moved past them).
+func TestMissingMarker(t *testing.T) {
+	tests := []struct {
+		name    string
+		batches int // written before the marker is lost, one record each
+		rebuilt bool
+	}{
+		{"first batch without its marker is kept", 1, false},
+		{"later batches without a marker are rebuilt", 5, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			l := e.open(accesslog.Options{})
+			for i := range tc.batches {
+				if err := l.Append(ctx(t), record(i%4, fmt.Sprintf("c%d-%d", i%4, i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.waitIndexed(testShards, uint64(tc.batches))
+			caughtUp(t, l)
+			l.Close()
+			created := func() []time.Time {
+				var ts []time.Time
+				for i := range testShards {
+					s, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(i))
+					if err != nil {
+						t.Fatal(err)
+					}
+					ts = append(ts, s.CachedInfo().Created)
+				}
+				return ts
+			}
+			before := created()
+			ms, err := e.js.Stream(ctx(t), accesslog.MarkerStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ms.Purge(ctx(t)); err != nil {
+				t.Fatal(err)
+			}
+
+			l = e.open(accesslog.Options{})
+			caughtUp(t, l)
+			e.waitIndexed(testShards, uint64(tc.batches))
+			if rebuilt := !slices.Equal(before, created()); rebuilt != tc.rebuilt {
+				t.Fatalf("index rebuilt: %v, want %v", rebuilt, tc.rebuilt)
+			}
+			for i := tc.batches; i < tc.batches+8; i++ {
+				if err := l.Append(ctx(t), record(i%4, fmt.Sprintf("c%d-%d", i%4, i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			total := uint64(tc.batches + 8)
+			caughtUp(t, l)
+			e.waitIndexed(testShards, total)
+			rep, err := l.VerifyIndex(ctx(t))
+			if err != nil || !rep.OK() || rep.Leaves != total || rep.Entries != total {
+				t.Fatalf("VerifyIndex after the marker was lost: %+v, %v", rep, err)
+			}
+			listed := 0
+			for c := range 4 {
+				listed += len(listEntries(t, l, pseudonym(c)))
+			}
+			if listed != int(total) {
+				t.Fatalf("%d records listed, want %d", listed, total)
+			}
+		})
 	}
 }
