@@ -455,16 +455,15 @@ func (b *Broker) buildServer() error {
 		return err
 	}
 	cs := cases.NewService(b.Cases, policies, b.deps.Pseudonyms, b.deps.Now, b.log.With("component", "cases"))
-	icpt, err := server.Interceptors(func() *policy.Registry { return b.bundle.Load().Registry }, b.log.With("component", "grpc"))
+	registry := func() *policy.Registry { return b.bundle.Load().Registry }
+	edge, err := server.NewEdge(server.EdgeConfig{Identity: server.AgencyIdentity(registry), Logger: b.log.With("component", "grpc")})
 	if err != nil {
 		return err
 	}
-	b.grpc = grpc.NewServer(
+	b.grpc = grpc.NewServer(append(edge.ServerOptions(),
 		grpc.Creds(credentials.NewTLS(mtls.ServerConfig(b.deps.Certs))),
-		grpc.ChainUnaryInterceptor(icpt...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute}),
-	)
-	registry := func() *policy.Registry { return b.bundle.Load().Registry }
+	)...)
 	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc"),
 		server.WithQuestions(b.Questions, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
 	audit := server.NewAudit(b.access, b.tree, b.deps.Pseudonyms, b.log.With("component", "audit"))

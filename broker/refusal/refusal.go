@@ -32,6 +32,16 @@ const (
 
 var kindNames = [...]string{"Internal", "PermissionDenied", "FailedPrecondition", "NotFound", "InvalidArgument", "Unavailable", "Unauthenticated", "Aborted"}
 
+// Kinds are all the kinds there are, so that a table meant to cover each (the edge's gRPC codes) can be
+// checked to.
+func Kinds() []Kind {
+	ks := make([]Kind, len(kindNames))
+	for i := range ks {
+		ks[i] = Kind(i)
+	}
+	return ks
+}
+
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
 		return kindNames[k]

@@ -72,10 +72,9 @@ func (a *Audit) WithCosigned(c CosignedSource) *Audit {
 
 // ListAccessRecords implements AuditService.
 func (a *Audit) ListAccessRecords(ctx context.Context, req *auditv1.ListAccessRecordsRequest) (*auditv1.ListAccessRecordsResponse, error) {
-	const method = "/aperture.audit.v1.AuditService/ListAccessRecords"
 	c, err := requireRole(ctx, RoleAuditor)
 	if err != nil {
-		return nil, toStatus(ctx, a.logger, method, err)
+		return nil, err
 	}
 	size := int(req.GetPageSize())
 	if size == 0 {
@@ -85,9 +84,9 @@ func (a *Audit) ListAccessRecords(ctx context.Context, req *auditv1.ListAccessRe
 	entries, next, err := a.log.ListEntries(ctx, pn.Value, size, req.GetPageToken())
 	switch {
 	case errors.Is(err, accesslog.ErrInvalidPageToken):
-		return nil, toStatus(ctx, a.logger, method, refusal.New(refusal.InvalidArgument, "page_token is not a token this API returned"))
+		return nil, refusal.New(refusal.InvalidArgument, "page_token is not a token this API returned")
 	case err != nil:
-		return nil, toStatus(ctx, a.logger, method, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable"))
+		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable")
 	}
 	// An auditor reading a citizen's log is itself an access the citizen sees. It is recorded once per
 	// call, after the page is read and before it is answered: the page shows the log as it was, and the
@@ -104,7 +103,7 @@ func (a *Audit) ListAccessRecords(ctx context.Context, req *auditv1.ListAccessRe
 		Decision:         auditv1.Decision_DECISION_RELEASED,
 	}
 	if err := a.log.Append(ctx, read); err != nil {
-		return nil, toStatus(ctx, a.logger, method, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was shown"))
+		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was shown")
 	}
 	a.logger.Info("auditor listed access records", "auditor", c.ID, "pseudonym", pn.Value, "records", len(entries), "access_id", read.Id)
 	resp := &auditv1.ListAccessRecordsResponse{NextPageToken: next}
@@ -118,13 +117,12 @@ func (a *Audit) ListAccessRecords(ctx context.Context, req *auditv1.ListAccessRe
 
 // GetCheckpoint implements AuditService.
 func (a *Audit) GetCheckpoint(ctx context.Context, _ *auditv1.GetCheckpointRequest) (*auditv1.GetCheckpointResponse, error) {
-	const method = "/aperture.audit.v1.AuditService/GetCheckpoint"
 	if _, err := requireRole(ctx, RoleAuditor); err != nil {
-		return nil, toStatus(ctx, a.logger, method, err)
+		return nil, err
 	}
 	cp, err := a.tree.LatestCheckpoint(ctx)
 	if err != nil {
-		return nil, toStatus(ctx, a.logger, method, treeRefusal(err))
+		return nil, treeRefusal(err)
 	}
 	resp := &auditv1.GetCheckpointResponse{Checkpoint: cp.Note, Origin: cp.Origin, TreeSize: cp.Size, RootHash: cp.Root}
 	if a.cosigned != nil {
@@ -143,12 +141,12 @@ func (a *Audit) GetInclusionProof(ctx context.Context, req *auditv1.GetInclusion
 	const method = "/aperture.audit.v1.AuditService/GetInclusionProof"
 	c, err := requireRole(ctx, RoleAuditor)
 	if err != nil {
-		return nil, toStatus(ctx, a.logger, method, err)
+		return nil, err
 	}
 	// Every proof is checked against the newest signed checkpoint, also one for an older size.
 	cp, err := a.tree.LatestCheckpoint(ctx)
 	if err != nil {
-		return nil, a.treeStatus(ctx, method, err)
+		return nil, a.treeStatus(method, err)
 	}
 	resp := &auditv1.GetInclusionProofResponse{TreeSize: req.GetTreeSize()}
 	if resp.TreeSize == 0 {
@@ -159,10 +157,10 @@ func (a *Audit) GetInclusionProof(ctx context.Context, req *auditv1.GetInclusion
 	case *auditv1.GetInclusionProofRequest_AccessId:
 		l, err := a.tree.LeafByID(ctx, leaf.AccessId)
 		if err != nil {
-			return nil, a.treeStatus(ctx, method, err)
+			return nil, a.treeStatus(method, err)
 		}
 		if resp.Record, err = a.tree.Record(ctx, l); err != nil {
-			return nil, a.treeStatus(ctx, method, err)
+			return nil, a.treeStatus(method, err)
 		}
 		resp.LeafIndex = l.Index
 		var rec auditv1.AccessRecord
@@ -176,15 +174,15 @@ func (a *Audit) GetInclusionProof(ctx context.Context, req *auditv1.GetInclusion
 	}
 	if resp.LeafIndex >= resp.TreeSize {
 		// Not yet in a checkpoint (or not in the size asked for): say so rather than fail a proof.
-		return nil, toStatus(ctx, a.logger, method, refusal.New(refusal.FailedPrecondition,
-			"leaf %d is not in the tree of size %d yet", resp.LeafIndex, resp.TreeSize))
+		return nil, refusal.New(refusal.FailedPrecondition,
+			"leaf %d is not in the tree of size %d yet", resp.LeafIndex, resp.TreeSize)
 	}
 	if resp.TreeSize > cp.Size {
-		return nil, toStatus(ctx, a.logger, method, refusal.New(refusal.FailedPrecondition,
-			"tree size %d is not signed yet: the latest checkpoint has %d", resp.TreeSize, cp.Size))
+		return nil, refusal.New(refusal.FailedPrecondition,
+			"tree size %d is not signed yet: the latest checkpoint has %d", resp.TreeSize, cp.Size)
 	}
 	if resp.LeafHash, err = a.tree.LeafHash(ctx, resp.LeafIndex); err != nil {
-		return nil, a.treeStatus(ctx, method, err)
+		return nil, a.treeStatus(method, err)
 	}
 	if leafHash != nil && !bytes.Equal(leafHash, resp.LeafHash) {
 		return nil, a.corruptStatus(method, fmt.Errorf("the record of leaf %d does not hash to the leaf hash stored in tile 0/%d: the record or the tile was changed", resp.LeafIndex, resp.LeafIndex/256))
@@ -193,7 +191,7 @@ func (a *Audit) GetInclusionProof(ctx context.Context, req *auditv1.GetInclusion
 		leafHash = resp.LeafHash
 	}
 	if resp.Hashes, err = a.tree.CheckedInclusionProof(ctx, resp.LeafIndex, resp.TreeSize, leafHash, cp); err != nil {
-		return nil, a.treeStatus(ctx, method, err)
+		return nil, a.treeStatus(method, err)
 	}
 	a.logger.Info("auditor fetched an inclusion proof", "auditor", c.ID, "leaf", resp.LeafIndex, "tree_size", resp.TreeSize)
 	return resp, nil
@@ -203,22 +201,22 @@ func (a *Audit) GetInclusionProof(ctx context.Context, req *auditv1.GetInclusion
 func (a *Audit) GetConsistencyProof(ctx context.Context, req *auditv1.GetConsistencyProofRequest) (*auditv1.GetConsistencyProofResponse, error) {
 	const method = "/aperture.audit.v1.AuditService/GetConsistencyProof"
 	if _, err := requireRole(ctx, RoleAuditor); err != nil {
-		return nil, toStatus(ctx, a.logger, method, err)
+		return nil, err
 	}
 	cp, err := a.tree.LatestCheckpoint(ctx)
 	if err != nil {
-		return nil, a.treeStatus(ctx, method, err)
+		return nil, a.treeStatus(method, err)
 	}
 	resp := &auditv1.GetConsistencyProofResponse{FromSize: req.GetFromSize(), ToSize: req.GetToSize()}
 	if resp.ToSize == 0 {
 		resp.ToSize, resp.Checkpoint = cp.Size, cp.Note
 	}
 	if resp.FromSize > resp.ToSize {
-		return nil, toStatus(ctx, a.logger, method, refusal.New(refusal.InvalidArgument,
-			"from_size %d is larger than the tree size %d", resp.FromSize, resp.ToSize))
+		return nil, refusal.New(refusal.InvalidArgument,
+			"from_size %d is larger than the tree size %d", resp.FromSize, resp.ToSize)
 	}
 	if resp.Hashes, err = a.tree.CheckedConsistencyProof(ctx, resp.FromSize, resp.ToSize, cp); err != nil {
-		return nil, a.treeStatus(ctx, method, err)
+		return nil, a.treeStatus(method, err)
 	}
 	return resp, nil
 }
@@ -226,7 +224,7 @@ func (a *Audit) GetConsistencyProof(ctx context.Context, req *auditv1.GetConsist
 // treeStatus converts an error of the transparency log to the caller's status. A tree that does not
 // match its signed checkpoint is an Internal error that names the tile: the auditor needs to know
 // which stored data is wrong, and a tile's coordinates say nothing about anyone.
-func (a *Audit) treeStatus(ctx context.Context, method string, err error) error {
+func (a *Audit) treeStatus(method string, err error) error {
 	if errors.Is(err, tlog.ErrCorrupt) {
 		msg := "the stored tree does not match the signed checkpoint"
 		if te := (*tlog.TileError)(nil); errors.As(err, &te) {
@@ -234,7 +232,7 @@ func (a *Audit) treeStatus(ctx context.Context, method string, err error) error 
 		}
 		return a.corruptStatus(method, errors.New(msg))
 	}
-	return toStatus(ctx, a.logger, method, treeRefusal(err))
+	return treeRefusal(err)
 }
 
 // corruptStatus raises the alarm for stored log data that contradicts the signed tree, and tells the

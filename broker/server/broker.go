@@ -67,11 +67,7 @@ func NewBroker(c *cases.Service, r *release.Service, log *slog.Logger, opts ...B
 
 func (b *Broker) agency(ctx context.Context) (Caller, error) { return requireRole(ctx, RoleAgency) }
 
-func (b *Broker) fail(ctx context.Context, method string, err error) error {
-	return toStatus(ctx, b.log, "/aperture.broker.v1.BrokerService/"+method, err)
-}
-
-// failCase is fail for a call about one case. An agency that takes no part in the case gets the answer
+// failCase is the error of a call about one case. An agency that takes no part in the case gets the answer
 // for an unknown case; the attempt goes to the operator's security log only (agency and case id, never
 // the citizen: it is not an access to the citizen's data, and attaching it to the citizen would tell
 // whoever reads their log that the id was probed).
@@ -83,18 +79,18 @@ func (b *Broker) failCase(ctx context.Context, method, caseID string, err error)
 		}
 		b.security.Warn("agency asked about a case it takes no part in", "method", method, "agency", agency, "case", caseID)
 	}
-	return b.fail(ctx, method, err)
+	return err
 }
 
 // OpenCase implements BrokerService.
 func (b *Broker) OpenCase(ctx context.Context, req *brokerv1.OpenCaseRequest) (*brokerv1.OpenCaseResponse, error) {
 	c, err := b.agency(ctx)
 	if err != nil {
-		return nil, b.fail(ctx, "OpenCase", err)
+		return nil, err
 	}
 	cs, err := b.cases.Open(ctx, c.ID, req.GetJourney(), req.GetCitizenId())
 	if err != nil {
-		return nil, b.fail(ctx, "OpenCase", err)
+		return nil, err
 	}
 	return &brokerv1.OpenCaseResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
 }
@@ -103,7 +99,7 @@ func (b *Broker) OpenCase(ctx context.Context, req *brokerv1.OpenCaseRequest) (*
 func (b *Broker) GetCase(ctx context.Context, req *brokerv1.GetCaseRequest) (*brokerv1.GetCaseResponse, error) {
 	c, err := b.agency(ctx)
 	if err != nil {
-		return nil, b.fail(ctx, "GetCase", err)
+		return nil, err
 	}
 	cs, err := b.cases.Get(ctx, c.ID, req.GetCaseId())
 	if err != nil {
@@ -111,7 +107,7 @@ func (b *Broker) GetCase(ctx context.Context, req *brokerv1.GetCaseRequest) (*br
 	}
 	// The case names the citizen: no answer without a durable record of the read.
 	if err := b.release.LogCaseReads(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, cs); err != nil {
-		return nil, b.fail(ctx, "GetCase", err)
+		return nil, err
 	}
 	return &brokerv1.GetCaseResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
 }
@@ -120,15 +116,15 @@ func (b *Broker) GetCase(ctx context.Context, req *brokerv1.GetCaseRequest) (*br
 func (b *Broker) ListCases(ctx context.Context, req *brokerv1.ListCasesRequest) (*brokerv1.ListCasesResponse, error) {
 	c, err := b.agency(ctx)
 	if err != nil {
-		return nil, b.fail(ctx, "ListCases", err)
+		return nil, err
 	}
 	offset, err := pagetoken.ParseOffset(req.GetPageToken())
 	if err != nil {
-		return nil, b.fail(ctx, "ListCases", err)
+		return nil, err
 	}
 	all, err := b.cases.List(ctx, c.ID, req.GetOnlyCurrent())
 	if err != nil {
-		return nil, b.fail(ctx, "ListCases", err)
+		return nil, err
 	}
 	size := int(req.GetPageSize())
 	if size == 0 {
@@ -140,7 +136,7 @@ func (b *Broker) ListCases(ctx context.Context, req *brokerv1.ListCasesRequest) 
 		page := all[offset:end]
 		// Every case on the page names its citizen: each is a read, durably logged before the answer.
 		if err := b.release.LogCaseReads(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, page...); err != nil {
-			return nil, b.fail(ctx, "ListCases", err)
+			return nil, err
 		}
 		for _, cs := range page {
 			resp.Cases = append(resp.Cases, cs.Proto(b.cases.Journey(cs.Journey)))
@@ -156,7 +152,7 @@ func (b *Broker) ListCases(ctx context.Context, req *brokerv1.ListCasesRequest) 
 func (b *Broker) Release(ctx context.Context, req *brokerv1.ReleaseRequest) (*brokerv1.ReleaseResponse, error) {
 	c, err := b.agency(ctx)
 	if err != nil {
-		return nil, b.fail(ctx, "Release", err)
+		return nil, err
 	}
 	rr := release.Request{
 		CaseID: req.GetCaseId(), Authority: req.GetAuthority(), Dataset: req.GetDataset(),
@@ -180,7 +176,7 @@ func (b *Broker) Release(ctx context.Context, req *brokerv1.ReleaseRequest) (*br
 func (b *Broker) CompleteStep(ctx context.Context, req *brokerv1.CompleteStepRequest) (*brokerv1.CompleteStepResponse, error) {
 	c, err := b.agency(ctx)
 	if err != nil {
-		return nil, b.fail(ctx, "CompleteStep", err)
+		return nil, err
 	}
 	cs, err := b.cases.Complete(ctx, c.ID, c.Caseworker, req.GetCaseId(), req.GetStep())
 	if err != nil {
@@ -193,7 +189,7 @@ func (b *Broker) CompleteStep(ctx context.Context, req *brokerv1.CompleteStepReq
 func (b *Broker) CloseCase(ctx context.Context, req *brokerv1.CloseCaseRequest) (*brokerv1.CloseCaseResponse, error) {
 	c, err := b.agency(ctx)
 	if err != nil {
-		return nil, b.fail(ctx, "CloseCase", err)
+		return nil, err
 	}
 	cs, err := b.cases.Close(ctx, c.ID, req.GetCaseId(), req.GetReason())
 	if err != nil {
@@ -206,7 +202,7 @@ func (b *Broker) CloseCase(ctx context.Context, req *brokerv1.CloseCaseRequest) 
 func (b *Broker) ExplainStep(ctx context.Context, req *brokerv1.ExplainStepRequest) (*brokerv1.ExplainStepResponse, error) {
 	c, err := b.agency(ctx)
 	if err != nil {
-		return nil, b.fail(ctx, "ExplainStep", err)
+		return nil, err
 	}
 	out, err := b.release.Explain(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, req.GetCaseId())
 	if err != nil {
@@ -230,14 +226,14 @@ func (b *Broker) agencyParty(id string) *citizenv1.Party {
 func (b *Broker) ListQuestions(ctx context.Context, req *brokerv1.ListQuestionsRequest) (*brokerv1.ListQuestionsResponse, error) {
 	c, err := b.agency(ctx)
 	if err != nil {
-		return nil, b.fail(ctx, "ListQuestions", err)
+		return nil, err
 	}
 	if b.questions == nil {
-		return nil, b.fail(ctx, "ListQuestions", refusal.New(refusal.Unavailable, "questions are not enabled on this broker"))
+		return nil, refusal.New(refusal.Unavailable, "questions are not enabled on this broker")
 	}
 	qs, err := b.questions.ListByAgency(ctx, c.ID, req.GetOnlyOpen())
 	if err != nil {
-		return nil, b.fail(ctx, "ListQuestions", refusal.Wrap(refusal.Unavailable, err, "the question store is unavailable"))
+		return nil, refusal.Wrap(refusal.Unavailable, err, "the question store is unavailable")
 	}
 	resp := &brokerv1.ListQuestionsResponse{}
 	party := b.agencyParty(c.ID)
@@ -252,21 +248,21 @@ func (b *Broker) ListQuestions(ctx context.Context, req *brokerv1.ListQuestionsR
 func (b *Broker) AnswerQuestion(ctx context.Context, req *brokerv1.AnswerQuestionRequest) (*brokerv1.AnswerQuestionResponse, error) {
 	c, err := b.agency(ctx)
 	if err != nil {
-		return nil, b.fail(ctx, "AnswerQuestion", err)
+		return nil, err
 	}
 	if b.questions == nil {
-		return nil, b.fail(ctx, "AnswerQuestion", refusal.New(refusal.Unavailable, "questions are not enabled on this broker"))
+		return nil, refusal.New(refusal.Unavailable, "questions are not enabled on this broker")
 	}
 	q, err := b.questions.Answer(ctx, c.ID, req.GetQuestionId(), req.GetAnswer(), c.Caseworker, b.now())
 	switch {
 	case errors.Is(err, questions.ErrNotFound):
-		return nil, b.fail(ctx, "AnswerQuestion", refusal.New(refusal.NotFound, "question %s does not exist", req.GetQuestionId()))
+		return nil, refusal.New(refusal.NotFound, "question %s does not exist", req.GetQuestionId())
 	case errors.Is(err, questions.ErrAnswered):
-		return nil, b.fail(ctx, "AnswerQuestion", refusal.New(refusal.FailedPrecondition, "question %s has been answered already", req.GetQuestionId()))
+		return nil, refusal.New(refusal.FailedPrecondition, "question %s has been answered already", req.GetQuestionId())
 	case errors.Is(err, questions.ErrInvalid):
-		return nil, b.fail(ctx, "AnswerQuestion", refusal.New(refusal.InvalidArgument, "the answer must not be empty"))
+		return nil, refusal.New(refusal.InvalidArgument, "the answer must not be empty")
 	case err != nil:
-		return nil, b.fail(ctx, "AnswerQuestion", refusal.Wrap(refusal.Unavailable, err, "the question store is unavailable"))
+		return nil, refusal.Wrap(refusal.Unavailable, err, "the question store is unavailable")
 	}
 	b.log.Info("question answered", "question", q.ID, "agency", c.ID, "caseworker", c.Caseworker)
 	return &brokerv1.AnswerQuestionResponse{Question: q.Proto(b.agencyParty(c.ID))}, nil

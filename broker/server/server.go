@@ -1,24 +1,15 @@
-// Package server is the broker's gRPC edge: it authenticates the caller from its client certificate,
-// validates every request against its protovalidate rules, calls the domain services and converts their
-// refusals into gRPC status codes — in this one place, so domain code never speaks gRPC and no internal
-// cause reaches a caller.
+// Package server is the broker's gRPC edge. Every gRPC server of the broker — the agency and audit API
+// and the citizen API — runs one interceptor chain (Edge): panic recovery, error mapping, a pluggable
+// identity stage (the agency's client certificate here, the citizen's ID token in package citizen) and
+// protovalidate. Handlers return domain errors; the chain converts them into gRPC status codes in this
+// one place, so domain code never speaks gRPC and no internal cause reaches a caller.
 package server
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"log/slog"
 	"regexp"
-	"runtime/debug"
-	"strings"
 
-	"buf.build/go/protovalidate"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
@@ -55,45 +46,17 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 	return c, ok
 }
 
-// Interceptors returns the unary interceptors of the broker: panic recovery, caller authentication
-// against the registry, and request validation. registry is read per call, so a reload takes effect.
-func Interceptors(registry func() *policy.Registry, log *slog.Logger) ([]grpc.UnaryServerInterceptor, error) {
-	v, err := protovalidate.New()
-	if err != nil {
-		return nil, fmt.Errorf("request validator: %w", err)
-	}
-	recoverer := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				log.Error("panic in handler", "method", info.FullMethod, "panic", clipped(fmt.Sprint(r)), "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
-			}
-		}()
-		return h(ctx, req)
-	}
-	authn := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if !strings.HasPrefix(info.FullMethod, "/aperture.") {
-			return h(ctx, req) // health and reflection carry no case data
-		}
+// AgencyIdentity is the identity stage of the agency and audit API: the caller is the registered
+// agency or auditor its client certificate names (an agency also names its caseworker in metadata).
+// registry is read per call, so a reload takes effect.
+func AgencyIdentity(registry func() *policy.Registry) Identity {
+	return func(ctx context.Context, _ string) (context.Context, error) {
 		c, err := authenticate(ctx, registry())
 		if err != nil {
-			return nil, toStatus(ctx, log, info.FullMethod, err)
+			return nil, err
 		}
-		return h(context.WithValue(ctx, callerKey{}, c), req)
+		return context.WithValue(ctx, callerKey{}, c), nil
 	}
-	validate := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if m, ok := req.(proto.Message); ok {
-			if err := v.Validate(m); err != nil {
-				var verr *protovalidate.ValidationError
-				if errors.As(err, &verr) {
-					return nil, status.Error(codes.InvalidArgument, "invalid request: "+verr.Error())
-				}
-				return nil, status.Error(codes.Internal, "internal error")
-			}
-		}
-		return h(ctx, req)
-	}
-	return []grpc.UnaryServerInterceptor{recoverer, authn, validate}, nil
 }
 
 func authenticate(ctx context.Context, reg *policy.Registry) (Caller, error) {
@@ -127,45 +90,4 @@ func requireRole(ctx context.Context, role Role) (Caller, error) {
 		return Caller{}, refusal.New(refusal.PermissionDenied, "%s may not call this method", c.ID)
 	}
 	return c, nil
-}
-
-var codeOf = map[refusal.Kind]codes.Code{
-	refusal.Internal:           codes.Internal,
-	refusal.PermissionDenied:   codes.PermissionDenied,
-	refusal.FailedPrecondition: codes.FailedPrecondition,
-	refusal.NotFound:           codes.NotFound,
-	refusal.InvalidArgument:    codes.InvalidArgument,
-	refusal.Unavailable:        codes.Unavailable,
-	refusal.Unauthenticated:    codes.Unauthenticated,
-	refusal.Aborted:            codes.Aborted,
-}
-
-// toStatus converts a domain error to a gRPC status. The reason is shown; the cause only logged.
-func toStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
-		// The caller gave up; whatever failed after that is not the broker's failure.
-		log.Debug("request abandoned by caller", "method", method, "err", ctx.Err())
-		return status.FromContextError(ctx.Err()).Err()
-	}
-	r := refusal.As(err)
-	code := codeOf[r.Kind]
-	switch r.Kind {
-	case refusal.Internal, refusal.Unavailable:
-		log.Error("request failed", "method", method, "code", code.String(), "reason", clipped(r.Reason), "err", clippedErr{r.Cause})
-	default:
-		log.Info("request refused", "method", method, "code", code.String(), "reason", clipped(r.Reason))
-	}
-	if r.Kind == refusal.Internal {
-		return status.Error(codes.Internal, "internal error")
-	}
-	return status.Error(code, clip(r.Reason, MaxStatusText))
-}
-
-// ToStatus converts a domain error to a gRPC status at an edge other than the agency API (the citizen
-// API): the refusal's reason is shown, its cause only logged, an Internal error hidden.
-func ToStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
-	return toStatus(ctx, log, method, err)
 }
