@@ -32,6 +32,7 @@ const (
 	citizen   = "1403871237"
 	noCitizen = "0101010000"
 	failing   = "0202020000"
+	panicking = "0303030000"
 )
 
 var (
@@ -64,7 +65,8 @@ func services() *municipalityv1.Services {
 	}
 }
 
-// testAuthority serves one citizen; a lookup of `failing` fails with an internal error.
+// testAuthority serves one citizen; a lookup of `failing` fails with an internal error, one of
+// `panicking` panics.
 func testAuthority() *kit.Authority {
 	return &kit.Authority{ID: "testauth", DisplayName: "Test authority", Datasets: []kit.Dataset{
 		kit.NewDataset("person", "A person.", func(_ context.Context, id string) (*populationv1.Person, error) {
@@ -73,6 +75,8 @@ func testAuthority() *kit.Authority {
 				return person(), nil
 			case failing:
 				return nil, errors.New("register offline")
+			case panicking:
+				panic("no record layout for " + id) // an architect's bug
 			}
 			return nil, kit.ErrNotFound
 		}),
@@ -402,5 +406,27 @@ func TestServeStopsWhenContextEnds(t *testing.T) {
 	}
 	if err := srv.Serve(context.Background(), lis, nil); err == nil {
 		t.Fatal("Serve without TLS configuration succeeded")
+	}
+}
+
+// A panic in an architect's lookup answers that call Internal, shows and logs nothing of the panic's
+// value, and the authority goes on serving.
+func TestLookupPanicIsInternal(t *testing.T) {
+	srv, logs := start(t)
+	_, err := srv.Client.Fetch(context.Background(), kittest.Request(panicking, "person", "name"))
+	if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != "internal error" {
+		t.Fatalf("Fetch with a panicking lookup = %v %q, want Internal \"internal error\"", st.Code(), st.Message())
+	}
+	if _, err := srv.Client.Fetch(context.Background(), kittest.Request(citizen, "person", "name")); err != nil {
+		t.Fatalf("after the panic the authority does not serve: %v", err)
+	}
+	out := logs.String()
+	for _, want := range []string{"panic in a call", `"panic_type":"string"`, "testAuthority", `"code":"Internal"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, panicking) {
+		t.Errorf("log shows the citizen id from the panic:\n%s", out)
 	}
 }

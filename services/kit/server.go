@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"runtime"
+	"strings"
 	"sync"
 	"time"
 
 	"buf.build/go/protovalidate"
 	"cel.dev/cel-go/cel"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -193,6 +196,55 @@ func (s *Server) Register(g *grpc.Server) {
 	s.health.SetServingStatus(authorityv1.AuthorityService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 }
 
+// ServerOptions are the interceptors an authority's gRPC server needs: panic recovery, so that a
+// panic anywhere in a call (an architect's lookup, a derived fact) answers Internal for that call and
+// is logged by type and stack frames, and the process lives on. Serve uses them; a caller that builds
+// its own grpc.Server for Register should too.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	h := recovery.WithRecoveryHandlerContext(s.panicked)
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(h)),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(h)),
+	}
+}
+
+// panicked logs a recovered panic and answers Internal. The panic's value is not logged, nor shown:
+// it may be anything the lookup held, a citizen's record included.
+func (s *Server) panicked(ctx context.Context, p any) error {
+	method, _ := grpc.Method(ctx)
+	s.log.ErrorContext(ctx, "panic in a call: answered Internal", "method", method, "panic_type", fmt.Sprintf("%T", p), "stack", stackFrames(4))
+	return errPanicked
+}
+
+// errPanicked is the answer to a call that panicked.
+var errPanicked = status.Error(codes.Internal, "internal error")
+
+// stackFrames is the calling goroutine's stack as "function file:line" lines, without the argument
+// words a runtime stack trace prints (which may be a record's bytes).
+func stackFrames(skip int) string {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(skip, pcs)])
+	var sb strings.Builder
+	for {
+		f, more := frames.Next()
+		fmt.Fprintf(&sb, "%s %s:%d\n", f.Function, f.File, f.Line)
+		if !more {
+			return sb.String()
+		}
+	}
+}
+
+// lookup runs the dataset's lookup; a panic in it is the call's Internal error, so the one line of
+// the call (logFetch) and the answer say so.
+func (s *Server) lookup(ctx context.Context, ds *dataset, citizenID string) (rec proto.Message, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = s.panicked(ctx, p)
+		}
+	}()
+	return ds.Lookup(ctx, citizenID)
+}
+
 // Serve serves on lis with tlsConf (normally mtls.ServerConfig) until ctx is done, then reports
 // NOT_SERVING, lets running calls finish (at most 10 s) and returns nil. It returns an error if the
 // listener fails.
@@ -200,7 +252,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, tlsConf *tls.Confi
 	if tlsConf == nil {
 		return fmt.Errorf("serve authority %s: TLS configuration required", s.a.ID)
 	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsConf)))
+	g := grpc.NewServer(append(s.ServerOptions(), grpc.Creds(credentials.NewTLS(tlsConf)))...)
 	s.Register(g)
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
@@ -283,8 +335,10 @@ func (s *Server) Fetch(ctx context.Context, req *authorityv1.FetchRequest) (resp
 		}
 	}
 
-	rec, err := ds.Lookup(ctx, req.GetCitizenId())
+	rec, err := s.lookup(ctx, ds, req.GetCitizenId())
 	switch {
+	case err == errPanicked:
+		return nil, err
 	case errors.Is(err, ErrNotFound) || err == nil && (rec == nil || !rec.ProtoReflect().IsValid()):
 		return nil, status.Errorf(codes.NotFound, "no record of this citizen in dataset %s.%s", s.a.ID, ds.Name)
 	case ctx.Err() != nil:
