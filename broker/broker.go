@@ -32,6 +32,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/citizen"
 	"github.com/aperture-gov/aperture/broker/consent"
 	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/lifecycle"
 	"github.com/aperture-gov/aperture/broker/natsembed"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/questions"
@@ -181,6 +182,8 @@ type Broker struct {
 	citizenGRPC   *grpc.Server
 	citizenHealth *health.Server
 	citizenLis    net.Listener
+
+	extra []lifecycle.Component // added with Go
 }
 
 // New connects to (or embeds) NATS, opens the stores, loads the registry, waits for every authority to
@@ -529,52 +532,99 @@ func (b *Broker) NATSURL() string {
 	return b.embed.ClientURL()
 }
 
-// Run serves until ctx ends, then stops gracefully: in-flight releases finish (and are logged) first.
+// Lifecycle stages of a broker, in the order they stop.
+const (
+	// StageServe is the gRPC servers: they stop accepting and drain in-flight calls (releases are
+	// logged before they answer) before anything they rely on stops.
+	StageServe = "serve"
+	// StageBackground is the loops: transparency health, checkpoint integration, witness cosigning,
+	// the case cache's watch, and components added with Go.
+	StageBackground = "background"
+)
+
+// gracePeriod is how long a server drains in-flight calls before it closes the rest.
+const gracePeriod = 10 * time.Second
+
+// Go adds c to the components Run supervises (in StageBackground): a loop the broker's process runs,
+// such as Vault token or certificate renewal. Call it before Run.
+func (b *Broker) Go(c lifecycle.Component) { b.extra = append(b.extra, c) }
+
+// Run serves until ctx ends or a component fails, under one supervisor (package lifecycle): the
+// first component to fail or panic stops the others, and Run returns that failure. Shutdown keeps its
+// order: the servers stop accepting and drain in-flight releases, then the background loops stop,
+// then the access log is closed, then NATS.
 func (b *Broker) Run(ctx context.Context) error {
-	defer b.close()
-	errc := make(chan error, 2)
-	go func() { errc <- b.grpc.Serve(b.lis) }()
+	sup := lifecycle.New(lifecycle.Options{StopTimeout: 2 * gracePeriod, Logger: b.log.With("component", "lifecycle")}, StageServe, StageBackground)
+	sup.OnStop("close stores", func() error { b.closeStores(); return nil })
+	for _, c := range b.loops() {
+		sup.Go(StageBackground, c)
+	}
+	sup.Go(StageServe, serveGRPC("grpc", b.grpc, b.lis, b.health, nil))
 	b.log.Info("broker serving", "addr", b.Addr())
 	if b.citizenGRPC != nil {
-		go func() {
-			if err := b.citizenGRPC.Serve(b.citizenLis); err != nil {
-				errc <- fmt.Errorf("citizen API: %w", err)
-			}
-		}()
+		// Stopping the citizen service ends the open access watches, which a graceful stop would wait for.
+		sup.Go(StageServe, serveGRPC("citizen API", b.citizenGRPC, b.citizenLis, b.citizenHealth, b.citizenSvc.Stop))
 		b.log.Info("citizen API serving", "addr", b.CitizenAddr())
 	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go b.watchTransparency(watchCtx, time.Second)
-	var serveErr error
-	select {
-	case err := <-errc:
-		serveErr = fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	b.health.Shutdown()
-	servers := []*grpc.Server{b.grpc}
-	if b.citizenGRPC != nil {
-		b.citizenHealth.Shutdown()
-		b.citizenSvc.Stop() // ends the open access watches, which a graceful stop would wait for
-		servers = append(servers, b.citizenGRPC)
-	}
-	for _, srv := range servers {
+	return sup.Wait(ctx)
+}
+
+// serveGRPC is a gRPC server as a component: it serves on lis until ctx ends, then reports
+// NOT_SERVING, runs beforeStop, and stops gracefully (at most gracePeriod, then hard).
+func serveGRPC(name string, srv *grpc.Server, lis net.Listener, hs *health.Server, beforeStop func()) lifecycle.Component {
+	return lifecycle.Component{Name: name, Run: func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(lis) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve: %w", err)
+		case <-ctx.Done():
+		}
+		hs.Shutdown()
+		if beforeStop != nil {
+			beforeStop()
+		}
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
-		case <-time.After(10 * time.Second):
+		case <-time.After(gracePeriod):
 			srv.Stop()
+			<-stopped
 		}
-	}
-	return serveErr
+		<-errc
+		return nil
+	}}
 }
 
-func (b *Broker) close() {
-	if b.pool != nil {
-		b.pool.Close()
+// loops are the broker's background loops as components. Those started by New (the integrator, the
+// cosigner, the case watch) run on their own goroutines; here they are stopped in their stage.
+func (b *Broker) loops() []lifecycle.Component {
+	cs := []lifecycle.Component{{Name: "transparency health", Run: func(ctx context.Context) error {
+		b.watchTransparency(ctx, time.Second)
+		return nil
+	}}}
+	stopAt := func(name string, stop func()) lifecycle.Component {
+		return lifecycle.Component{Name: name, Run: func(ctx context.Context) error {
+			<-ctx.Done()
+			stop()
+			return nil
+		}}
 	}
+	if b.Cases != nil {
+		cs = append(cs, stopAt("case watch", b.Cases.Close))
+	}
+	if b.cosigner != nil {
+		cs = append(cs, stopAt("witness cosigner", b.cosigner.Close))
+	}
+	if b.integr != nil {
+		cs = append(cs, stopAt("checkpoint integrator", b.integr.Close))
+	}
+	return append(cs, b.extra...)
+}
+
+// close stops what New started, when New fails.
+func (b *Broker) close() {
 	if b.Cases != nil {
 		b.Cases.Close()
 	}
@@ -583,6 +633,15 @@ func (b *Broker) close() {
 	}
 	if b.integr != nil {
 		b.integr.Close()
+	}
+	b.closeStores()
+}
+
+// closeStores closes the authority connections, the access log (flushing what it holds) and then
+// NATS: after every loop that writes them has stopped.
+func (b *Broker) closeStores() {
+	if b.pool != nil {
+		b.pool.Close()
 	}
 	if b.access != nil {
 		if err := b.access.Close(); err != nil {

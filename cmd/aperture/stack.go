@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"github.com/aperture-gov/aperture/broker"
 	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/lifecycle"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/services/catalog"
 	"github.com/aperture-gov/aperture/services/demo"
@@ -71,10 +71,18 @@ type stack struct {
 	// Witnesses are the local witnesses, when stackOptions.Witnesses > 0.
 	Witnesses []*devWitness
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	errc   chan error
+	// sup runs the authorities from the start and the portal and the broker from Run, and stops them
+	// in that order: the portal, then the broker, then the authorities it fetches from.
+	sup        *lifecycle.Supervisor
+	brokerOnce sync.Once
 }
+
+// Stages of the stack, in the order they stop.
+const (
+	stagePortal      = "portal"
+	stageBroker      = "broker"
+	stageAuthorities = "authorities"
+)
 
 // startStack starts the authorities and the broker and returns once the broker is ready to serve.
 // Stop it with Close after Run returns, or just cancel the context given to Run.
@@ -113,9 +121,8 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	ref := o.Now().UTC()
 	ref = time.Date(ref.Year(), ref.Month(), 1, 0, 0, 0, 0, time.UTC)
 	pop := demo.New(o.Citizens, ref)
-	s := &stack{CA: ca, Population: pop, Pseudonyms: pseudonyms, Registry: reg, AuthorityAddrs: map[string]string{}, errc: make(chan error, 8)}
-	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	s := &stack{CA: ca, Population: pop, Pseudonyms: pseudonyms, Registry: reg, AuthorityAddrs: map[string]string{},
+		sup: lifecycle.New(lifecycle.Options{Logger: o.Logger.With("component", "lifecycle")}, stagePortal, stageBroker, stageAuthorities)}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -147,13 +154,9 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 			lis.Close()
 			return nil, fmt.Errorf("authority %q: %w", a.ID, err)
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := srv.Serve(runCtx, lis, mtls.ServerConfig(src)); err != nil {
-				s.errc <- fmt.Errorf("authority %q: %w", a.ID, err)
-			}
-		}()
+		s.sup.Go(stageAuthorities, lifecycle.Component{Name: "authority " + a.ID, Run: func(ctx context.Context) error {
+			return srv.Serve(ctx, lis, mtls.ServerConfig(src))
+		}})
 	}
 	for _, a := range reg.Authorities {
 		if _, ok := s.AuthorityAddrs[a.ID]; !ok {
@@ -218,32 +221,44 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	return s, nil
 }
 
-// Run serves the broker until ctx ends or an authority fails, then stops everything.
+// Run serves the broker until ctx ends or a component (the broker, an authority) fails, then stops
+// everything in order and returns the failure.
 func (s *stack) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	brokerErr := make(chan error, 1)
-	go func() { brokerErr <- s.Broker.Run(ctx) }()
-	var err error
-	select {
-	case err = <-brokerErr:
-	case err = <-s.errc:
-		cancel()
-		if berr := <-brokerErr; berr != nil {
-			err = errors.Join(err, berr)
-		}
-	}
-	s.Close()
+	s.startBroker()
+	err := s.sup.Wait(ctx)
+	s.closeWitnesses()
 	return err
 }
 
-// Close stops the portal and the authorities.
+// startBroker puts the portal and the broker under the supervisor, once.
+func (s *stack) startBroker() {
+	s.brokerOnce.Do(func() {
+		if s.Portal != nil {
+			s.sup.Go(stagePortal, lifecycle.Component{Name: "portal", Run: func(ctx context.Context) error {
+				<-ctx.Done()
+				s.Portal.Close()
+				return nil
+			}})
+		}
+		if s.Broker != nil {
+			s.sup.Go(stageBroker, lifecycle.Component{Name: "broker", Run: s.Broker.Run})
+		}
+	})
+}
+
+// Close stops whatever runs, in order: also a stack whose Run was never called (the broker is run
+// only to be stopped, which closes its stores).
 func (s *stack) Close() {
+	s.startBroker()
+	s.sup.Stop()
+	_ = s.sup.Wait(context.Background())
 	if s.Portal != nil {
 		s.Portal.Close()
 	}
-	s.cancel()
-	s.wg.Wait()
+	s.closeWitnesses()
+}
+
+func (s *stack) closeWitnesses() {
 	for _, w := range s.Witnesses {
 		w.Close()
 	}
