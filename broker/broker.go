@@ -174,6 +174,7 @@ type Broker struct {
 	pool      *authorities.Pool
 	bundle    atomic.Pointer[policy.Bundle]
 	Cases     *cases.Store
+	events    *cases.Relay
 	Consent   *consent.Store
 	Questions *questions.Store
 
@@ -229,6 +230,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		return nil, err
 	}
 	if b.Cases, err = cases.Open(ctx, js, cases.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log}); err != nil {
+		return nil, err
+	}
+	if b.events, err = b.Cases.Relay(ctx); err != nil {
 		return nil, err
 	}
 	if b.Consent, err = consent.Open(ctx, js, consent.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "consent")}); err != nil {
@@ -538,7 +542,7 @@ const (
 	// logged before they answer) before anything they rely on stops.
 	StageServe = "serve"
 	// StageBackground is the loops: transparency health, checkpoint integration, witness cosigning,
-	// the case cache's watch, and components added with Go.
+	// the case cache's watch, the case events relay, and components added with Go.
 	StageBackground = "background"
 )
 
@@ -613,6 +617,9 @@ func (b *Broker) loops() []lifecycle.Component {
 	}
 	if b.Cases != nil {
 		cs = append(cs, stopAt("case watch", b.Cases.Close))
+	}
+	if b.events != nil {
+		cs = append(cs, lifecycle.Component{Name: "case events relay", Run: b.events.Run})
 	}
 	if b.cosigner != nil {
 		cs = append(cs, stopAt("witness cosigner", b.cosigner.Close))

@@ -1,7 +1,8 @@
 // Package cases keeps case state in the JetStream KV bucket "cases" and moves cases through their
 // journey's steps. Every transition is a compare-and-set on the key's revision, so two broker replicas
 // cannot both advance the same step: the loser gets ErrConflict and nothing changes. After a transition
-// the store publishes a CaseEvent to the agencies concerned.
+// the agencies concerned get a CaseEvent: the transition's events are written in the same sealed record
+// and published from there by a relay that retries until JetStream acknowledges them (outbox.go).
 //
 // Every case record — step, state, agencies, the citizen id, everything a decision reads — is stored
 // sealed with the broker's sealing key and bound to its case id (package sealedkv), so a copy of the
@@ -21,7 +22,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/ids"
@@ -78,6 +78,9 @@ type Case struct {
 	UpdatedAt     time.Time `json:"updated_at"`
 	CloseReason   string    `json:"close_reason,omitempty"`
 	PolicyVersion string    `json:"policy_version"`
+	// Events are the events of the transition that wrote this revision, published from the outbox
+	// (see Relay): stored with the transition in one write, so neither exists without the other.
+	Events []Event `json:"events,omitempty"`
 
 	// Revision is the KV revision the case was read at; Update succeeds only if it is still current.
 	Revision uint64 `json:"-"`
@@ -278,9 +281,11 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Aperture case state, one key per case",
-		History:     8,
-		Storage:     jetstream.FileStorage,
-		Replicas:    opts.Replicas,
+		// The relay reads transitions from this history (outbox.go): a case may move this many times
+		// while the relay is behind before it loses the events of the oldest. 64 is JetStream's most.
+		History:  64,
+		Storage:  jetstream.FileStorage,
+		Replicas: opts.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
@@ -296,9 +301,13 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 		Storage:     jetstream.FileStorage,
 		Replicas:    opts.Replicas,
 		MaxAge:      30 * 24 * time.Hour,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  eventDedupWindow,
 	}); err != nil {
 		return nil, fmt.Errorf("open stream %q: %w", EventStream, err)
+	}
+	// The outbox's consumer exists before this store writes anything, so no transition is missed.
+	if _, err := js.CreateOrUpdateConsumer(ctx, "KV_"+Bucket, relayConsumerConfig()); err != nil {
+		return nil, fmt.Errorf("case events outbox: consumer %s: %w", RelayConsumer, err)
 	}
 	s := &Store{kv: kv, js: js, codec: codec, log: opts.Logger, cache: map[string]cached{}}
 	w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly())
@@ -380,8 +389,9 @@ func (c *Case) clone() *Case {
 	return &out
 }
 
-// Create stores a new case.
-func (s *Store) Create(ctx context.Context, c *Case) error {
+// Create stores a new case, with the events of its opening (published from the outbox).
+func (s *Store) Create(ctx context.Context, c *Case, events ...Event) error {
+	c.Events = events
 	rev, err := s.codec.Write(ctx, s.kv, c.ID, 0, c) // 0: a new case id has no history
 	if err != nil {
 		return fmt.Errorf("create case %s: %w", c.ID, err)
@@ -437,8 +447,10 @@ func (s *Store) decode(ctx context.Context, e jetstream.KeyValueEntry) (*Case, e
 	return &c, nil
 }
 
-// Update writes c if the stored case is still at c.Revision, else ErrConflict.
-func (s *Store) Update(ctx context.Context, c *Case) error {
+// Update writes c, with the events of this transition (published from the outbox), if the stored
+// case is still at c.Revision, else ErrConflict.
+func (s *Store) Update(ctx context.Context, c *Case, events ...Event) error {
+	c.Events = events
 	rev, err := s.codec.Write(ctx, s.kv, c.ID, c.Revision, c)
 	if err != nil {
 		if sealedkv.IsConflict(err) {
@@ -484,27 +496,3 @@ const (
 	EventStepCompleted = "step_completed"
 	EventCaseClosed    = "case_closed"
 )
-
-// Publish sends a case event to agency. Events are notifications: the case state in KV is authoritative,
-// so a failed publish is logged, not returned. (case, revision, type, agency) dedupes retries.
-func (s *Store) Publish(ctx context.Context, agency, typ string, c *Case, step Step, now time.Time) {
-	ev := &brokerv1.CaseEvent{
-		Type:     typ,
-		CaseId:   c.ID,
-		Journey:  c.Journey,
-		Step:     step.ID,
-		Agency:   step.Agency,
-		Time:     timestamppb.New(now),
-		Revision: c.Revision,
-	}
-	b, err := proto.Marshal(ev)
-	if err != nil {
-		s.log.Error("encode case event", "case", c.ID, "err", err)
-		return
-	}
-	subject := "aperture.events.agency." + agency + "." + typ
-	msgID := fmt.Sprintf("%s:%d:%s:%s", c.ID, c.Revision, typ, agency)
-	if _, err := s.js.Publish(ctx, subject, b, jetstream.WithMsgID(msgID)); err != nil {
-		s.log.Warn("publish case event", "case", c.ID, "type", typ, "agency", agency, "err", err)
-	}
-}

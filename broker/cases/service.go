@@ -51,12 +51,11 @@ func (s *Service) Open(ctx context.Context, agency, journey, citizenID string) (
 	}
 	now := s.now()
 	c := New(j, citizenID, s.pseudonyms.Pseudonym(citizenID).Value, agency, b.Version, now)
-	if err := s.store.Create(ctx, c); err != nil {
+	events := []Event{NewEvent(EventCaseOpened, agency, c.Steps[0], now), NewEvent(EventStepStarted, first.Agency, c.Steps[0], now)}
+	if err := s.store.Create(ctx, c, events...); err != nil {
 		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; no case was opened")
 	}
 	s.log.Info("case opened", "case", c.ID, "journey", j.ID, "agency", agency)
-	s.store.Publish(ctx, agency, EventCaseOpened, c, c.Steps[0], now)
-	s.store.Publish(ctx, first.Agency, EventStepStarted, c, c.Steps[0], now)
 	return c, nil
 }
 
@@ -143,16 +142,16 @@ func (s *Service) Complete(ctx context.Context, agency, caseworker, id, step str
 	if err := c.Complete(step, caseworker, now); err != nil {
 		return nil, refusal.Wrap(refusal.Internal, err, "complete step")
 	}
-	if err := s.update(ctx, c); err != nil {
+	events := []Event{NewEvent(EventStepCompleted, agency, c.Steps[doneIdx], now)}
+	if next, ok := c.CurrentStep(); ok {
+		events = append(events, NewEvent(EventStepStarted, next.Agency, next, now))
+	} else {
+		events = append(events, closedEvents(c, now)...)
+	}
+	if err := s.update(ctx, c, events); err != nil {
 		return nil, err
 	}
 	s.log.Info("step completed", "case", c.ID, "step", step, "agency", agency)
-	s.store.Publish(ctx, agency, EventStepCompleted, c, c.Steps[doneIdx], now)
-	if next, ok := c.CurrentStep(); ok {
-		s.store.Publish(ctx, next.Agency, EventStepStarted, c, next, now)
-	} else {
-		s.publishClosed(ctx, c, now)
-	}
 	return c, nil
 }
 
@@ -173,16 +172,15 @@ func (s *Service) Close(ctx context.Context, agency, id, reason string) (*Case, 
 	if err := c.Close(reason, now); err != nil {
 		return nil, refusal.Wrap(refusal.Internal, err, "close case")
 	}
-	if err := s.update(ctx, c); err != nil {
+	if err := s.update(ctx, c, closedEvents(c, now)); err != nil {
 		return nil, err
 	}
 	s.log.Info("case closed", "case", c.ID, "agency", agency)
-	s.publishClosed(ctx, c, now)
 	return c, nil
 }
 
-func (s *Service) update(ctx context.Context, c *Case) error {
-	err := s.store.Update(ctx, c)
+func (s *Service) update(ctx context.Context, c *Case, events []Event) error {
+	err := s.store.Update(ctx, c, events...)
 	switch {
 	case errors.Is(err, ErrConflict):
 		return refusal.Wrap(refusal.Aborted, err, "case %s changed at the same time; read it again and retry", c.ID)
@@ -192,13 +190,15 @@ func (s *Service) update(ctx context.Context, c *Case) error {
 	return nil
 }
 
-// publishClosed tells every agency of the case that it closed.
-func (s *Service) publishClosed(ctx context.Context, c *Case, now time.Time) {
+// closedEvents tell every agency of the case that it closed.
+func closedEvents(c *Case, now time.Time) []Event {
+	var out []Event
 	seen := map[string]bool{}
 	for _, st := range c.Steps {
 		if !seen[st.Agency] {
 			seen[st.Agency] = true
-			s.store.Publish(ctx, st.Agency, EventCaseClosed, c, st, now)
+			out = append(out, NewEvent(EventCaseClosed, st.Agency, st, now))
 		}
 	}
+	return out
 }
