@@ -253,6 +253,7 @@ type Store struct {
 	kv    jetstream.KeyValue
 	js    jetstream.JetStream
 	codec *sealedkv.Codec
+	index *index
 	log   *slog.Logger
 
 	mu      sync.RWMutex
@@ -309,7 +310,14 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if _, err := js.CreateOrUpdateConsumer(ctx, "KV_"+Bucket, relayConsumerConfig()); err != nil {
 		return nil, fmt.Errorf("case events outbox: consumer %s: %w", RelayConsumer, err)
 	}
-	s := &Store{kv: kv, js: js, codec: codec, log: opts.Logger, cache: map[string]cached{}}
+	idx, err := openIndex(ctx, js, opts.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{kv: kv, js: js, codec: codec, index: idx, log: opts.Logger, cache: map[string]cached{}}
+	if err := s.backfill(ctx); err != nil {
+		return nil, err
+	}
 	w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly())
 	if err != nil {
 		return nil, fmt.Errorf("watch KV bucket %q: %w", Bucket, err)
@@ -391,6 +399,9 @@ func (c *Case) clone() *Case {
 
 // Create stores a new case, with the events of its opening (published from the outbox).
 func (s *Store) Create(ctx context.Context, c *Case, events ...Event) error {
+	if err := s.index.add(ctx, c); err != nil {
+		return fmt.Errorf("create case %s: %w", c.ID, err)
+	}
 	c.Events = events
 	rev, err := s.codec.Write(ctx, s.kv, c.ID, 0, c) // 0: a new case id has no history
 	if err != nil {
@@ -450,6 +461,9 @@ func (s *Store) decode(ctx context.Context, e jetstream.KeyValueEntry) (*Case, e
 // Update writes c, with the events of this transition (published from the outbox), if the stored
 // case is still at c.Revision, else ErrConflict.
 func (s *Store) Update(ctx context.Context, c *Case, events ...Event) error {
+	if err := s.index.add(ctx, c); err != nil {
+		return fmt.Errorf("update case %s: %w", c.ID, err)
+	}
 	c.Events = events
 	rev, err := s.codec.Write(ctx, s.kv, c.ID, c.Revision, c)
 	if err != nil {
@@ -464,8 +478,8 @@ func (s *Store) Update(ctx context.Context, c *Case, events ...Event) error {
 	return nil
 }
 
-// List returns the cases for which keep is true, newest first. It reads every case: fine for one
-// agency's working set at the scale of the demo; a per-agency index is the next step at national scale.
+// List returns the cases for which keep is true, newest first. It reads every case: for the citizen's
+// listing (no index by citizen yet) and to build the agencies' index; agencies page with Page.
 func (s *Store) List(ctx context.Context, keep func(*Case) bool) ([]*Case, error) {
 	lister, err := s.kv.ListKeys(ctx)
 	if err != nil {

@@ -105,20 +105,21 @@ func (s *Service) Get(ctx context.Context, agency, id string) (*Case, error) {
 	return c, nil
 }
 
-// List returns the cases the agency may see (Reached), newest first; with onlyCurrent, only those
-// waiting for the agency.
-func (s *Service) List(ctx context.Context, agency string, onlyCurrent bool) ([]*Case, error) {
-	out, err := s.store.List(ctx, func(c *Case) bool {
+// List returns a page of the cases the agency may see (Reached), newest first, after the case with id
+// after ("" for the first page); with onlyCurrent, only those waiting for the agency. more says whether
+// another page may follow (it may turn out empty).
+func (s *Service) List(ctx context.Context, agency string, onlyCurrent bool, after string, limit int) (page []*Case, more bool, err error) {
+	page, more, err = s.store.Page(ctx, agency, after, limit, func(c *Case) bool {
 		if onlyCurrent {
 			cur, ok := c.CurrentStep()
 			return ok && cur.Agency == agency
 		}
-		return Reached(c, agency)
+		return true
 	})
 	if err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable")
+		return nil, false, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable")
 	}
-	return out, nil
+	return page, more, nil
 }
 
 // Complete finishes the current step, which must be step and belong to agency.

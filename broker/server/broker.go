@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/aperture-gov/aperture/broker/cases"
@@ -112,17 +113,15 @@ func (b *Broker) GetCase(ctx context.Context, req *brokerv1.GetCaseRequest) (*br
 	return &brokerv1.GetCaseResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
 }
 
-// ListCases implements BrokerService. The page token is an opaque offset into the newest-first list.
+// ListCases implements BrokerService. The page token is a keyset cursor — the last case shown — bound
+// to the caller and the filter, so paging while cases are opened never shows a case twice or skips one.
 func (b *Broker) ListCases(ctx context.Context, req *brokerv1.ListCasesRequest) (*brokerv1.ListCasesResponse, error) {
 	c, err := b.agency(ctx)
 	if err != nil {
 		return nil, err
 	}
-	offset, err := pagetoken.ParseOffset(req.GetPageToken())
-	if err != nil {
-		return nil, err
-	}
-	all, err := b.cases.List(ctx, c.ID, req.GetOnlyCurrent())
+	query := pagetoken.Query{"ListCases", c.ID, strconv.FormatBool(req.GetOnlyCurrent())}
+	after, err := pagetoken.ParseKeyset(req.GetPageToken(), query)
 	if err != nil {
 		return nil, err
 	}
@@ -130,10 +129,12 @@ func (b *Broker) ListCases(ctx context.Context, req *brokerv1.ListCasesRequest) 
 	if size == 0 {
 		size = 50
 	}
+	page, more, err := b.cases.List(ctx, c.ID, req.GetOnlyCurrent(), after, size)
+	if err != nil {
+		return nil, err
+	}
 	resp := &brokerv1.ListCasesResponse{}
-	if offset < len(all) {
-		end := min(offset+size, len(all))
-		page := all[offset:end]
+	if len(page) > 0 {
 		// Every case on the page names its citizen: each is a read, durably logged before the answer.
 		if err := b.release.LogCaseReads(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, page...); err != nil {
 			return nil, err
@@ -141,8 +142,8 @@ func (b *Broker) ListCases(ctx context.Context, req *brokerv1.ListCasesRequest) 
 		for _, cs := range page {
 			resp.Cases = append(resp.Cases, cs.Proto(b.cases.Journey(cs.Journey)))
 		}
-		if end < len(all) {
-			resp.NextPageToken = pagetoken.Offset(end)
+		if more {
+			resp.NextPageToken = pagetoken.Keyset(query, page[len(page)-1].ID)
 		}
 	}
 	return resp, nil
