@@ -19,6 +19,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -31,6 +33,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/citizen"
 	"github.com/aperture-gov/aperture/broker/consent"
+	brokerhealth "github.com/aperture-gov/aperture/broker/health"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/natsembed"
 	"github.com/aperture-gov/aperture/broker/policy"
@@ -83,6 +86,13 @@ type Config struct {
 	// CheckpointInterval is how often the access log's Merkle tree is extended and, if it grew, a
 	// signed checkpoint published. Default 1s.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// AppendTimeout bounds the wait for the access log to acknowledge a write; the first write that
+	// fails or times out opens the log's breaker, and releases answer Unavailable at once until a
+	// probe write succeeds. Default 250ms.
+	AppendTimeout time.Duration `yaml:"append_timeout"`
+	// HealthInterval is how often health is checked (log writable, ACCESS leader, NATS, authorities).
+	// Default 1s.
+	HealthInterval time.Duration `yaml:"health_interval"`
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -104,6 +114,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = time.Second
+	}
+	if c.AppendTimeout == 0 {
+		c.AppendTimeout = 250 * time.Millisecond
+	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = time.Second
 	}
 	return c
 }
@@ -149,6 +165,10 @@ type Deps struct {
 	// Witnesses, if set, is the witness policy: every new checkpoint is submitted to its witnesses
 	// and the cosigned checkpoint is what the citizen API proves against.
 	Witnesses *witness.Policy
+	// Meter receives the broker's metrics (telemetry.Telemetry's provider); nil records none.
+	Meter metric.MeterProvider
+	// Tracer, if set, traces the gRPC edges and the authority calls (otelgrpc).
+	Tracer trace.TracerProvider
 	// NATS, if set, is used instead of connecting or embedding (tests control the server).
 	NATS   *nats.Conn
 	Logger *slog.Logger
@@ -181,6 +201,10 @@ type Broker struct {
 	citizenGRPC   *grpc.Server
 	citizenHealth *health.Server
 	citizenLis    net.Listener
+
+	js      jetstream.JetStream
+	monitor *brokerhealth.Monitor
+	observe observers
 }
 
 // New connects to (or embeds) NATS, opens the stores, loads the registry, waits for every authority to
@@ -216,7 +240,13 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if b.access, err = accesslog.Open(ctx, js, accesslog.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "accesslog")}); err != nil {
+	b.js = js
+	if err := b.waitForJetStream(ctx); err != nil {
+		return nil, err
+	}
+	if b.access, err = accesslog.Open(ctx, js, accesslog.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer,
+		AppendTimeout: cfg.AppendTimeout, Meter: deps.Meter, OnBreaker: b.breakerChanged,
+		Logger: b.log.With("component", "accesslog")}); err != nil {
 		return nil, fmt.Errorf("open access log: %w", err)
 	}
 	if err := b.openTransparency(ctx, js); err != nil {
@@ -246,7 +276,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		}
 		a.Address = addr
 	}
-	if b.pool, err = authorities.Dial(reg, deps.Certs, b.log.With("component", "authorities")); err != nil {
+	if b.pool, err = authorities.Dial(reg, deps.Certs, b.log.With("component", "authorities"), authorities.Options{
+		Meter: deps.Meter, DialOptions: b.clientTracing()}); err != nil {
 		return nil, err
 	}
 	if err := b.pool.Describe(ctx, reg); err != nil {
@@ -260,6 +291,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	b.log.Info("policies loaded", "version", bundle.Version, "journeys", len(bundle.Journeys()), "authorities", len(reg.Authorities))
 
 	if err := b.buildServer(); err != nil {
+		return nil, err
+	}
+	if err := b.startObserving(ctx); err != nil {
 		return nil, err
 	}
 	if b.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -450,6 +484,7 @@ func (b *Broker) buildServer() error {
 	rel, err := release.New(release.Config{
 		Policies: policies, Cases: b.Cases, Consents: b.Consent, Log: b.access, Authorities: b.pool,
 		Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now, Logger: b.log.With("component", "release"),
+		Meter: b.deps.Meter,
 	})
 	if err != nil {
 		return err
@@ -459,11 +494,11 @@ func (b *Broker) buildServer() error {
 	if err != nil {
 		return err
 	}
-	b.grpc = grpc.NewServer(
+	b.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(mtls.ServerConfig(b.deps.Certs))),
 		grpc.ChainUnaryInterceptor(icpt...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute}),
-	)
+	}, b.serverTelemetry()...)...)
 	registry := func() *policy.Registry { return b.bundle.Load().Registry }
 	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc"),
 		server.WithQuestions(b.Questions, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
@@ -573,6 +608,7 @@ func (b *Broker) Run(ctx context.Context) error {
 }
 
 func (b *Broker) close() {
+	b.stopObserving()
 	if b.pool != nil {
 		b.pool.Close()
 	}

@@ -124,6 +124,9 @@ type Options struct {
 	AppendTimeout time.Duration
 	// Meter records the log's metrics (aperture_accesslog_*); nil records none.
 	Meter metric.MeterProvider
+	// OnBreaker, if set, is called (from the log's goroutines; it must not block) when the breaker
+	// opens (true) or closes (false), so health is updated at once.
+	OnBreaker func(open bool)
 	// IndexMaxBytes limits each index shard's size; 0 is unlimited. A full shard refuses entries
 	// (the indexer retries, the log itself is unaffected). For tests of a full disk.
 	IndexMaxBytes int64

@@ -105,6 +105,9 @@ func (l *Log) trip(cause error) {
 	l.brk.prober = prober
 	l.brk.mu.Unlock()
 	l.metrics.trips.Add(bgCtx, 1)
+	if l.opts.OnBreaker != nil {
+		l.opts.OnBreaker(true)
+	}
 	l.log.Error("access log breaker open: releases are refused at once until a probe write succeeds", "err", cause)
 
 	// Records queued behind the failed write would meet the same fate after a full timeout each.
@@ -139,6 +142,9 @@ func (l *Log) reset() {
 	l.brk.open, l.brk.cause = false, nil
 	l.brk.opened = make(chan struct{})
 	l.brk.mu.Unlock()
+	if l.opts.OnBreaker != nil {
+		l.opts.OnBreaker(false)
+	}
 	l.log.Info("access log breaker closed: a probe write is durable, releases resume", "open_for", time.Since(since).Round(time.Millisecond).String())
 }
 
