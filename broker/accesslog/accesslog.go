@@ -315,7 +315,7 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts Options) (*Log
 		opts: opts, log: opts.Logger, nc: nc, js: js, api: apiPrefix(js.Options()),
 		closing: true, readOnly: true, done: make(chan struct{}), closed: make(chan struct{}),
 		brk: breaker{opened: make(chan struct{})}, metrics: noLogMetrics(),
-		ix:  indexer{progress: make(chan struct{}), mode: modePassive},
+		ix: indexer{progress: make(chan struct{}), mode: modePassive},
 	}
 	close(l.done)
 	close(l.closed)
