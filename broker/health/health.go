@@ -151,18 +151,30 @@ func (m *Monitor) Run(ctx context.Context) {
 	}
 }
 
-// Round runs every check once, in parallel, and publishes the verdicts.
+// Round runs every check once, in parallel, and publishes the verdicts. A failure is published as
+// soon as its check returns, not when the slowest check (often one waiting out its timeout against
+// the same outage) does; recovery is published when the whole round passed.
 func (m *Monitor) Round(ctx context.Context) {
 	errs := make([]error, len(m.checks))
-	var wg sync.WaitGroup
+	type result struct {
+		i   int
+		err error
+	}
+	results := make(chan result, len(m.checks))
 	for i, c := range m.checks {
-		wg.Go(func() {
+		go func() {
 			cctx, cancel := context.WithTimeout(ctx, m.opts.Timeout)
 			defer cancel()
-			errs[i] = c.Run(cctx)
-		})
+			results <- result{i, c.Run(cctx)}
+		}()
 	}
-	wg.Wait()
+	for range m.checks {
+		r := <-results
+		errs[r.i] = r.err
+		if r.err != nil && ctx.Err() == nil {
+			m.markDown(m.checks[r.i])
+		}
+	}
 	if ctx.Err() != nil {
 		return
 	}
@@ -200,6 +212,18 @@ func (m *Monitor) Round(ctx context.Context) {
 		if m.status[s] != st {
 			m.status[s] = st
 			m.set(s, st)
+		}
+	}
+}
+
+// markDown turns the services c gates NOT_SERVING at once.
+func (m *Monitor) markDown(c Check) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range append([]string{""}, c.Services...) {
+		if m.status[s] != healthpb.HealthCheckResponse_NOT_SERVING {
+			m.status[s] = healthpb.HealthCheckResponse_NOT_SERVING
+			m.set(s, healthpb.HealthCheckResponse_NOT_SERVING)
 		}
 	}
 }

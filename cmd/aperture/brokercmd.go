@@ -82,6 +82,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		tracing       = fs.String("tracing", "", `export OpenTelemetry traces of the gRPC calls: "otlp" (OTLP/gRPC to --otlp-endpoint) or "stdout"; empty: off`)
 		otlpEndpoint  = fs.String("otlp-endpoint", "", "host:port of the OTLP/gRPC trace collector (default: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317)")
 		otlpInsecure  = fs.Bool("otlp-insecure", false, "send traces to --otlp-endpoint without TLS (a collector on the same host)")
+		healthEvery   = fs.Duration("health-interval", time.Second, "how often health is checked: access log writable, ACCESS leader, NATS, authorities")
 		appendTimeout = fs.Duration("append-timeout", 250*time.Millisecond, "how long a release waits for the access log to acknowledge its record; the first write that fails or times out opens the log's breaker and releases answer Unavailable at once until a probe write succeeds")
 	)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
@@ -216,7 +217,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		DataDir: *data, Listen: *listen, NATSURL: *natsURL, NATSCredentials: *natsCreds,
 		NATSNKeyFile: *natsNKey, NATSCA: *natsCA, InsecureNATS: *insecNATS,
 		EmbeddedNATSListen: *natsListen, Replicas: *replicas, StartTimeout: *startWait,
-		CitizenListen: *citizenListen, AppendTimeout: *appendTimeout,
+		CitizenListen: *citizenListen, AppendTimeout: *appendTimeout, HealthInterval: *healthEvery,
 	}, deps)
 	if err != nil {
 		return err
