@@ -56,14 +56,20 @@ func freePort(t *testing.T) int {
 }
 
 func startNATSCluster(t *testing.T, n int) *natsCluster {
+	c := newNATSCluster(t, n)
+	for i := range n {
+		c.start(i)
+	}
+	return c
+}
+
+// newNATSCluster lays out a cluster of n nodes without starting any.
+func newNATSCluster(t *testing.T, n int) *natsCluster {
 	c := &natsCluster{t: t, servers: make([]*server.Server, n)}
 	for range n {
 		c.dirs = append(c.dirs, t.TempDir())
 		c.ports = append(c.ports, freePort(t))
 		c.routes = append(c.routes, freePort(t))
-	}
-	for i := range n {
-		c.start(i)
 	}
 	t.Cleanup(func() {
 		for _, s := range c.servers {
@@ -404,5 +410,82 @@ func TestClusterQuorumLossFailsPromptly(t *testing.T) {
 			t.Fatalf("verification after the fault: %+v, %v", res, err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestStartWaitsForClusterLeader starts the broker against a cluster of which only one node of
+// three runs, so JetStream has no metadata leader and every stream creation would go unanswered.
+// The broker waits, saying so, and starts once the other nodes join, instead of failing at its
+// first deadline.
+func TestStartWaitsForClusterLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a three-node NATS cluster")
+	}
+	cl := newNATSCluster(t, 3)
+	cl.start(0)
+	nc, err := nats.Connect(cl.url(), append(broker.NATSOptions("start-test"), nats.ReconnectWait(50*time.Millisecond))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	data := t.TempDir()
+	type started struct {
+		st  *stack
+		err error
+	}
+	done := make(chan started, 1)
+	begin := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+		defer cancel()
+		st, err := startStack(ctx, stackOptions{
+			DataDir: data, Listen: "127.0.0.1:0", Citizens: 10, Policies: policies.Files(), RandomPorts: true,
+			NATS: nc, NATSURL: cl.url(), Replicas: 3, Logger: logger,
+		})
+		done <- started{st, err}
+	}()
+	// Long enough for a first attempt to have gone unanswered.
+	const alone = 3 * time.Second
+	select {
+	case r := <-done:
+		t.Fatalf("the broker started (err %v) on a single node of three, with no metadata leader", r.err)
+	case <-time.After(alone):
+	}
+	if !strings.Contains(logs.String(), "waiting for JetStream") {
+		t.Fatalf("no progress line while waiting for the cluster; log:\n%s", logs.String())
+	}
+	cl.start(1)
+	cl.start(2)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("the broker did not start once the cluster had a leader: %v\nlog:\n%s", r.err, logs.String())
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- r.st.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-runDone; err != nil {
+			t.Errorf("stack run: %v", err)
+		}
+	}()
+	if took := time.Since(begin); took < alone {
+		t.Fatalf("started after %s, before the cluster could have had a leader", took)
+	}
+	if !strings.Contains(logs.String(), "JetStream is available") {
+		t.Errorf("no line saying the wait is over; log:\n%s", logs.String())
+	}
+	s, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Stream(context.Background(), "ACCESS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.CachedInfo().Config.Replicas; got != 3 {
+		t.Fatalf("ACCESS has %d replicas, want 3", got)
 	}
 }
