@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/aperture-gov/aperture/broker"
 	"github.com/aperture-gov/aperture/broker/citizenauth"
@@ -56,6 +57,8 @@ type stackOptions struct {
 	// MetricsListen, if set, serves /metrics, /healthz and /readyz there ("127.0.0.1:0" for a free
 	// port).
 	MetricsListen string
+	// Tracer, if set, traces the broker's gRPC calls (and its calls to the authorities).
+	Tracer trace.TracerProvider
 	// AppendTimeout is the broker's access log append timeout (0: the broker's default).
 	AppendTimeout time.Duration
 	// Replicas of the broker's streams (0: 1); more than one needs NATSURL or NATS on a cluster.
@@ -193,7 +196,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	}
 	deps := broker.Deps{
 		Policies: o.Policies, Certs: certs, Pseudonyms: pseudonyms, Checkpoints: localKeys.Checkpoints(), Sealer: localKeys.Sealer(),
-		NATS: o.NATS, Logger: o.Logger, Now: o.Now, Meter: s.telemetry.MeterProvider(),
+		NATS: o.NATS, Logger: o.Logger, Now: o.Now, Meter: s.telemetry.MeterProvider(), Tracer: o.Tracer,
 	}
 	if o.Witnesses > 0 {
 		if s.Witnesses, deps.Witnesses, err = startDevWitnesses(o.DataDir, o.Witnesses, localKeys.Checkpoints().Verifier(), o.Logger); err != nil {
