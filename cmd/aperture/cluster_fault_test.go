@@ -303,8 +303,12 @@ func TestClusterQuorumLossFailsPromptly(t *testing.T) {
 
 	// Quorum loss: two of the three nodes die.
 	faultAt := time.Now()
-	cl.stop(1)
-	cl.stop(2)
+	var kill sync.WaitGroup
+	for _, n := range []int{1, 2} {
+		kill.Go(func() { cl.stop(n) })
+	}
+	kill.Wait()
+	lostAt := time.Now() // both nodes are gone: no stream has a quorum from here on
 	waitStatus(healthpb.HealthCheckResponse_NOT_SERVING, 10*time.Second)
 	toNotServing := time.Since(faultAt) // from the first kill, both nodes' shutdown included
 	if code := readyz(t, metricsAddr); code != http.StatusServiceUnavailable {
@@ -313,7 +317,7 @@ func TestClusterQuorumLossFailsPromptly(t *testing.T) {
 	if v, ok := scrape(t, metricsAddr, "aperture_accesslog_breaker_open"); !ok || v != 1 {
 		t.Errorf("aperture_accesslog_breaker_open during the fault: %v (present %v), want 1", v, ok)
 	}
-	time.Sleep(2 * time.Second) // refusals under load
+	time.Sleep(3 * time.Second) // refusals under load
 	if trips, _ := scrape(t, metricsAddr, "aperture_accesslog_breaker_trips_total"); trips <= trips0 {
 		t.Errorf("aperture_accesslog_breaker_trips_total %v after the fault, %v before: the outage does not show", trips, trips0)
 	}
@@ -350,11 +354,17 @@ func TestClusterQuorumLossFailsPromptly(t *testing.T) {
 		t.Errorf("/readyz after recovery: %d, want 200 (failing %v)", code, st.Broker.HealthFailing())
 	}
 
-	// Promptness, over the refusals during the fault (from the kill until the nodes were back).
+	// Promptness, over the refusals while the quorum was lost (from when both nodes were gone until
+	// they were restarted). Refusals while the nodes were going down are a leader failover, not
+	// quorum loss; they are reported, not asserted.
 	var lat []time.Duration
+	var failover time.Duration
 	for _, r := range refused {
-		if r.at.After(faultAt) && r.at.Before(healAt) {
+		switch {
+		case r.at.After(lostAt) && r.at.Before(healAt):
 			lat = append(lat, r.took)
+		case r.at.After(faultAt) && r.at.Before(lostAt):
+			failover = max(failover, r.took)
 		}
 	}
 	if len(lat) < 100 {
@@ -362,8 +372,8 @@ func TestClusterQuorumLossFailsPromptly(t *testing.T) {
 	}
 	slices.Sort(lat)
 	p50, p99, worst := lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
-	t.Logf("fault: %d releases before, %d refusals during (p50 %s, p99 %s, max %s); NOT_SERVING %s after the first kill, SERVING %s after the first restart",
-		before, len(lat), p50, p99, worst, toNotServing.Round(time.Millisecond), toServing.Round(time.Millisecond))
+	t.Logf("fault: %d releases before, %d refusals during quorum loss (p50 %s, p99 %s, max %s; slowest while the nodes went down %s); killing took %s; NOT_SERVING %s after the kill began, SERVING %s after the restart began",
+		before, len(lat), p50, p99, worst, failover, lostAt.Sub(faultAt).Round(time.Millisecond), toNotServing.Round(time.Millisecond), toServing.Round(time.Millisecond))
 	if p99 > 250*time.Millisecond {
 		t.Errorf("p99 time to Unavailable under quorum loss is %s, want at most 250ms", p99)
 	}
