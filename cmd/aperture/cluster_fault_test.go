@@ -333,10 +333,6 @@ func TestClusterQuorumLossFailsPromptly(t *testing.T) {
 	toServing := time.Since(healAt) // from the first restart, both nodes' start included
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		n := len(released)
-		mu.Lock()
-		n = len(released) - n
-		mu.Unlock()
 		rctx, rcancel := context.WithTimeout(cw("after"), 5*time.Second)
 		_, err := client.Release(rctx, req)
 		rcancel()

@@ -40,7 +40,7 @@ func TestReleaseSpanCarriesAccessID(t *testing.T) {
 	spans := exp.GetSpans()
 	for i, s := range spans {
 		for _, a := range s.Attributes {
-			if strings.Contains(a.Value.Emit(), citizen) {
+			if strings.Contains(a.Value.String(), citizen) {
 				t.Errorf("span %q attribute %s holds the citizen id", s.Name, a.Key)
 			}
 			if a.Key == "aperture.access_id" && a.Value.AsString() == resp.GetAccessId() {
