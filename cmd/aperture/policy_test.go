@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/aperture-gov/aperture/broker/policy/policytest"
 )
 
 // copyPolicies copies the repository's policy tree (registry, journeys, tests) into a temporary
@@ -154,7 +156,7 @@ func TestPolicyTest(t *testing.T) {
 	}
 	out = aperture(t, 1, "policy", "test", "--json", dir)
 	var res struct {
-		Results        []policyTestResult
+		Results        []policytest.Result
 		Passed, Failed int
 	}
 	if err := json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &res); err != nil {
@@ -304,5 +306,42 @@ func TestPolicyExplainDiffChangedFact(t *testing.T) {
 	// explain prints why a value-disclosing fact is released.
 	if out := aperture(t, 0, "policy", "explain", "--dir", cur, "fact-fixture"); !strings.Contains(out, "DISCLOSES A VALUE, because: A test needs it.") {
 		t.Errorf("explain of a string fact:\n%s", out)
+	}
+}
+
+// TestPolicyTestFacts: a fact's truth table is evaluated as the authority evaluates it; a wrong value,
+// a record field the schema lacks, a value outside the declared type and a fact without a truth table
+// all fail.
+func TestPolicyTestFacts(t *testing.T) {
+	dir := copyPolicies(t)
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("journeys/fact-fixture.yaml", factJourney(t, dir, "            type: int\n            range: {min: 2000, max: 2030}\n            expression: now.getFullYear()"))
+	out := aperture(t, 1, "policy", "test", dir)
+	if !strings.Contains(out, "truth table of fact f (step one)") || !strings.Contains(out, `add rows for fact "f" under facts: in tests/fact-fixture.yaml`) {
+		t.Errorf("a fact without a truth table:\n%s", out)
+	}
+	table := "journey: fact-fixture\nnow: 2026-03-10T12:00:00Z\nfacts:\n  - name: this year\n    fact: f\n    record: {}\n    want: %s\n" +
+		"  - name: next year\n    fact: f\n    now: 2027-01-01T00:00:00Z\n    record: {}\n    want: 2027\n"
+	write("tests/fact-fixture.yaml", fmt.Sprintf(table, "2026"))
+	if out := aperture(t, 0, "policy", "test", "-v", dir); !strings.Contains(out, "ok    "+filepath.Join(dir, "tests/fact-fixture.yaml")+":4  fact-fixture: this year") {
+		t.Errorf("a passing truth table:\n%s", out)
+	}
+	write("tests/fact-fixture.yaml", fmt.Sprintf(table, "2025"))
+	if out := aperture(t, 1, "policy", "test", dir); !strings.Contains(out, "got:  f = 2026") || !strings.Contains(out, "want: f = 2025") {
+		t.Errorf("a wrong value:\n%s", out)
+	}
+	write("tests/fact-fixture.yaml", strings.Replace(fmt.Sprintf(table, "2026"), "record: {}", "record: {no_such_field_here: 1}", 1))
+	if out := aperture(t, 1, "policy", "test", dir); !strings.Contains(out, "no_such_field_here") {
+		t.Errorf("a record field the schema lacks:\n%s", out)
+	}
+	write("journeys/fact-fixture.yaml", factJourney(t, dir, "            type: int\n            range: {min: 2000, max: 2026}\n            expression: now.getFullYear()"))
+	write("tests/fact-fixture.yaml", fmt.Sprintf(table, "2026"))
+	if out := aperture(t, 1, "policy", "test", dir); !strings.Contains(out, "want: a value of the declared type int 2000..2026") {
+		t.Errorf("a value outside the declared type:\n%s", out)
 	}
 }
