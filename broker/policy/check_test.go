@@ -3,15 +3,86 @@ package policy_test
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"testing"
+	"testing/fstest"
 
 	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/policies"
 )
 
+// checkJourney is the journey the Check tests decide on: a fixture, so that a change to a shipped
+// journey is proved by its own policy tests and never breaks these.
+const checkJourney = `id: check-fixture
+title: {en: Fixture}
+description: {en: A journey for tests.}
+steps:
+  - id: register-absence
+    title: {en: Register}
+    agency: municipality
+    role: caseworker
+    purpose: {en: Because.}
+    legal_basis: Testloven § 1
+    releases:
+      - dataset: employment.history
+        fields: [employments.employer_name, employments.start_date]
+        derived:
+          - name: currently_employed
+            description: {en: Employed.}
+            type: bool
+            expression: record.employments.exists(e, !has(e.end_date) || e.end_date > now)
+      - dataset: population.person
+        fields: [name.given_names]
+  - id: check-employment-requirement
+    title: {en: Check}
+    agency: municipality
+    role: caseworker
+    purpose: {en: Because.}
+    legal_basis: Testloven § 2
+    releases:
+      - dataset: tax.income
+        derived:
+          - name: earned_above_threshold_6_of_12
+            description: {en: Earned.}
+            type: bool
+            expression: record.months.filter(m, m.gross_dkk >= 20000).size() >= 6
+  - id: assess-work-capacity
+    title: {en: Assess}
+    agency: municipality
+    role: caseworker
+    purpose: {en: Because.}
+    legal_basis: Testloven § 3
+    consent: {required: true, default_days: 30, max_days: 90}
+    releases:
+      - dataset: health.patient
+        fields: [sick_notes.issued_on, sick_notes.expected_duration_days, sick_notes.work_capacity_percent]
+`
+
+// checkFixture loads checkJourney against the shipped registry and the catalog's schemas.
+func checkFixture() (*policy.Journey, error) {
+	reg, err := fs.ReadFile(policies.Files(), "registry.yaml")
+	if err != nil {
+		return nil, err
+	}
+	fsys := fstest.MapFS{"registry.yaml": {Data: reg}, "journeys/check-fixture.yaml": {Data: []byte(checkJourney)}}
+	r, err := policy.LoadRegistry(fsys, "registry.yaml")
+	if err != nil {
+		return nil, err
+	}
+	b, err := policy.LoadBundle(fsys, r, exampleDescriptors())
+	if err != nil {
+		return nil, err
+	}
+	j, _ := b.Journey("check-fixture")
+	return j, nil
+}
+
 func TestCheck(t *testing.T) {
-	b := loadReal(t)
-	j, _ := b.Journey("sickness-benefit")
+	j, err := checkFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
 	assess, _, _ := j.Step("assess-work-capacity")
 	register, _, _ := j.Step("register-absence")
 	eligibility, _, _ := j.Step("check-employment-requirement")
@@ -38,17 +109,17 @@ func TestCheck(t *testing.T) {
 			name: "diagnosis refused", step: assess, authority: "health", dataset: "patient",
 			fields:  []string{"sick_notes.issued_on", "sick_notes.diagnosis_code"},
 			wantErr: policy.ErrNotAllowed,
-			wantMsg: `field "sick_notes.diagnosis_code" of health.patient is not released at step "assess-work-capacity" of journey "sickness-benefit"`,
+			wantMsg: `field "sick_notes.diagnosis_code" of health.patient is not released at step "assess-work-capacity" of journey "check-fixture"`,
 		},
 		{
 			name: "parent of allowed paths refused", step: assess, authority: "health", dataset: "patient",
 			fields: []string{"sick_notes"}, wantErr: policy.ErrNotAllowed,
-			wantMsg: `field "sick_notes" of health.patient is not released at step "assess-work-capacity" of journey "sickness-benefit"`,
+			wantMsg: `field "sick_notes" of health.patient is not released at step "assess-work-capacity" of journey "check-fixture"`,
 		},
 		{
 			name: "dataset not in step", step: register, authority: "health", dataset: "patient",
 			wantErr: policy.ErrDatasetNotAllowed,
-			wantMsg: `dataset health.patient is not released at step "register-absence" of journey "sickness-benefit"`,
+			wantMsg: `dataset health.patient is not released at step "register-absence" of journey "check-fixture"`,
 		},
 		{
 			name: "typo is invalid, not refused", step: assess, authority: "health", dataset: "patient",
@@ -68,12 +139,12 @@ func TestCheck(t *testing.T) {
 		{
 			name: "raw income refused where only the fact is released", step: eligibility, authority: "tax", dataset: "income",
 			fields: []string{"months.gross_dkk"}, wantErr: policy.ErrNotAllowed,
-			wantMsg: `field "months.gross_dkk" of tax.income is not released at step "check-employment-requirement" of journey "sickness-benefit"`,
+			wantMsg: `field "months.gross_dkk" of tax.income is not released at step "check-employment-requirement" of journey "check-fixture"`,
 		},
 		{
 			name: "unknown derived fact", step: eligibility, authority: "tax", dataset: "income",
 			derived: []string{"earned_above_threshold_6_of_12", "annual_income"}, wantErr: policy.ErrNotAllowed,
-			wantMsg: `derived fact "annual_income" of tax.income is not released at step "check-employment-requirement" of journey "sickness-benefit"`,
+			wantMsg: `derived fact "annual_income" of tax.income is not released at step "check-employment-requirement" of journey "check-fixture"`,
 		},
 		{
 			name: "fields without the facts", step: register, authority: "employment", dataset: "history",
@@ -124,7 +195,10 @@ func TestCheck(t *testing.T) {
 
 // A grant must not alias the policy: a caller that appends to it cannot widen the rule.
 func TestGrantDoesNotAliasRule(t *testing.T) {
-	j, _ := loadReal(t).Journey("sickness-benefit")
+	j, err := checkFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, _, _ := j.Step("assess-work-capacity")
 	g, err := s.Check("health", "patient", nil, nil)
 	if err != nil {
@@ -217,13 +291,15 @@ func TestTextIn(t *testing.T) {
 
 // The refusal a caseworker sees when asking for a diagnosis.
 func ExampleStep_Check() {
-	b := mustLoadReal()
-	j, _ := b.Journey("sickness-benefit")
+	j, err := checkFixture()
+	if err != nil {
+		panic(err)
+	}
 	step, _, _ := j.Step("assess-work-capacity")
-	_, err := step.Check("health", "patient", []string{"sick_notes.diagnosis_code"}, nil)
+	_, err = step.Check("health", "patient", []string{"sick_notes.diagnosis_code"}, nil)
 	fmt.Println(err)
 	fmt.Println(errors.Is(err, policy.ErrNotAllowed))
 	// Output:
-	// field "sick_notes.diagnosis_code" of health.patient is not released at step "assess-work-capacity" of journey "sickness-benefit"
+	// field "sick_notes.diagnosis_code" of health.patient is not released at step "assess-work-capacity" of journey "check-fixture"
 	// true
 }

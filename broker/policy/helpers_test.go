@@ -47,15 +47,3 @@ func loadReal(t testing.TB) *policy.Bundle {
 	}
 	return b
 }
-
-func mustLoadReal() *policy.Bundle {
-	reg, err := policy.LoadRegistry(policies.Files(), "registry.yaml")
-	if err != nil {
-		panic(err)
-	}
-	b, err := policy.LoadBundle(policies.Files(), reg, exampleDescriptors())
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
