@@ -10,8 +10,9 @@ import (
 
 // files is the embedded policy tree. embed needs a package variable; it is read-only.
 //
-//go:embed registry.yaml journeys
+//go:embed registry.yaml journeys tests
 var files embed.FS
 
-// Files returns the embedded policy tree: registry.yaml and journeys/*.yaml.
+// Files returns the embedded policy tree: registry.yaml, journeys/*.yaml and the policy tests,
+// tests/*.yaml (which the broker does not load, but its tests run).
 func Files() fs.FS { return files }

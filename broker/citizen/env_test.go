@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"path/filepath"
@@ -18,7 +19,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/aperture-gov/aperture/broker"
 	"github.com/aperture-gov/aperture/broker/keys"
@@ -26,12 +29,7 @@ import (
 	"github.com/aperture-gov/aperture/policies"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
-	educationv1 "github.com/aperture-gov/aperture/proto/aperture/education/v1"
-	employmentv1 "github.com/aperture-gov/aperture/proto/aperture/employment/v1"
-	healthv1 "github.com/aperture-gov/aperture/proto/aperture/health/v1"
-	municipalityv1 "github.com/aperture-gov/aperture/proto/aperture/municipality/v1"
-	populationv1 "github.com/aperture-gov/aperture/proto/aperture/population/v1"
-	taxv1 "github.com/aperture-gov/aperture/proto/aperture/tax/v1"
+	"github.com/aperture-gov/aperture/services/catalog"
 	"github.com/aperture-gov/aperture/services/kit"
 	"github.com/aperture-gov/aperture/services/kit/kittest"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
@@ -103,7 +101,7 @@ func (l *logBuffer) String() string {
 	return l.buf.String()
 }
 
-// env is a whole broker over real sockets: six authorities built with the kit (test data, real mTLS),
+// env is a whole broker over real sockets: the catalog's authorities built with the kit (test data, real mTLS),
 // the broker from broker.New with its embedded NATS server, the agency API over mTLS and the citizen
 // API over TLS with bearer tokens.
 type env struct {
@@ -122,68 +120,47 @@ type env struct {
 	broker map[string]brokerv1.BrokerServiceClient
 }
 
-func person(id, given string) *populationv1.Person {
-	return &populationv1.Person{
-		CitizenId: id,
-		Name:      &populationv1.Name{GivenNames: given, FamilyName: "Testesen"},
-		Address:   &populationv1.Address{Street: "Testvej", HouseNumber: "1", PostalCode: "2100", City: "København Ø", MunicipalityCode: "0101"},
-	}
+// fixtures are the records the tests read, by "authority.dataset", as protojson with %[1]s for the
+// citizen id, %[2]s for their given name and %[3]s for last month. Every other dataset of every
+// authority answers its empty record for Anna and Bo.
+var fixtures = map[string]string{
+	"population.person": `{"citizenId": "%[1]s", "name": {"givenNames": "%[2]s", "familyName": "Testesen"},
+		"address": {"street": "Testvej", "houseNumber": "1", "postalCode": "2100", "city": "København Ø", "municipalityCode": "0101"}}`,
+	"tax.income": `{"citizenId": "%[1]s", "months": [{"periodStart": "%[3]s", "grossDkk": "31000"}]}`,
 }
 
-// authorities are the six registry authorities with a small fixed population.
-func authorities() []*kit.Authority {
+// authorities are those of services/catalog — every one the registry can name, including one an
+// architect has just added — with the catalog's schemas and a small fixed population: Anna and Bo have
+// a record everywhere (the fixture, or an empty record with their id), Cai nowhere.
+func authorities(t testing.TB) []*kit.Authority {
 	people := map[string]string{anna: "Anna", bo: "Bo"}
-	found := func(id string) error {
-		if _, ok := people[id]; !ok {
-			return kit.ErrNotFound
+	month := time.Now().UTC().AddDate(0, -1, 0).Format(time.RFC3339)
+	var out []*kit.Authority
+	for _, a := range catalog.Examples(nil) { // the catalog's own lookups are replaced, never called
+		ta := &kit.Authority{ID: a.ID, DisplayName: a.DisplayName + " (test)"}
+		for _, ds := range a.Datasets {
+			fixture, key := fixtures[a.ID+"."+ds.Name], a.ID+"."+ds.Name
+			ds.Lookup = func(_ context.Context, id string) (proto.Message, error) {
+				given, ok := people[id]
+				if !ok {
+					return nil, kit.ErrNotFound
+				}
+				rec := ds.Message.ProtoReflect().New()
+				if fixture != "" {
+					if err := protojson.Unmarshal([]byte(fmt.Sprintf(fixture, id, given, month)), rec.Interface()); err != nil {
+						t.Errorf("fixture %s: %v", key, err)
+						return nil, err
+					}
+				} else if f := rec.Descriptor().Fields().ByName("citizen_id"); f != nil && f.Kind() == protoreflect.StringKind {
+					rec.Set(f, protoreflect.ValueOfString(id))
+				}
+				return rec.Interface(), nil
+			}
+			ta.Datasets = append(ta.Datasets, ds)
 		}
-		return nil
+		out = append(out, ta)
 	}
-	month := timestamppb.New(time.Now().UTC().AddDate(0, -1, 0))
-	return []*kit.Authority{
-		{ID: "population", DisplayName: "Population (test)", Datasets: []kit.Dataset{
-			kit.NewDataset("person", "Person.", func(_ context.Context, id string) (*populationv1.Person, error) {
-				if err := found(id); err != nil {
-					return nil, err
-				}
-				return person(id, people[id]), nil
-			})}},
-		{ID: "tax", DisplayName: "Tax (test)", Datasets: []kit.Dataset{
-			kit.NewDataset("income", "Income.", func(_ context.Context, id string) (*taxv1.Income, error) {
-				if err := found(id); err != nil {
-					return nil, err
-				}
-				return &taxv1.Income{CitizenId: id, Months: []*taxv1.MonthlyIncome{{PeriodStart: month, GrossDkk: 31000}}}, nil
-			})}},
-		{ID: "health", DisplayName: "Health (test)", Datasets: []kit.Dataset{
-			kit.NewDataset("patient", "Patient.", func(_ context.Context, id string) (*healthv1.Patient, error) {
-				if err := found(id); err != nil {
-					return nil, err
-				}
-				return &healthv1.Patient{CitizenId: id}, nil
-			})}},
-		{ID: "employment", DisplayName: "Employment (test)", Datasets: []kit.Dataset{
-			kit.NewDataset("history", "History.", func(_ context.Context, id string) (*employmentv1.EmploymentHistory, error) {
-				if err := found(id); err != nil {
-					return nil, err
-				}
-				return &employmentv1.EmploymentHistory{CitizenId: id}, nil
-			})}},
-		{ID: "municipality", DisplayName: "Municipality (test)", Datasets: []kit.Dataset{
-			kit.NewDataset("services", "Services.", func(_ context.Context, id string) (*municipalityv1.Services, error) {
-				if err := found(id); err != nil {
-					return nil, err
-				}
-				return &municipalityv1.Services{CitizenId: id}, nil
-			})}},
-		{ID: "education", DisplayName: "Education (test)", Datasets: []kit.Dataset{
-			kit.NewDataset("enrolment", "Enrolment.", func(_ context.Context, id string) (*educationv1.Enrolment, error) {
-				if err := found(id); err != nil {
-					return nil, err
-				}
-				return &educationv1.Enrolment{}, nil
-			})}},
-	}
+	return out
 }
 
 func newEnv(t testing.TB) *env {
@@ -198,7 +175,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	addrs := map[string]string{}
-	for _, a := range authorities() {
+	for _, a := range authorities(t) {
 		srv := kittest.StartWithCA(t, ca, a, kit.WithLogger(slog.New(slog.DiscardHandler)))
 		addrs[a.ID] = srv.Addr
 	}

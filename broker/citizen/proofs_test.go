@@ -77,7 +77,7 @@ func newWitnessedEnv(t testing.TB) (*env, *witness.Policy) {
 	}
 
 	addrs := map[string]string{}
-	for _, a := range authorities() {
+	for _, a := range authorities(t) {
 		srv := kittest.StartWithCA(t, ca, a, kit.WithLogger(slog.New(slog.DiscardHandler)))
 		addrs[a.ID] = srv.Addr
 	}

@@ -3,15 +3,86 @@ package policy_test
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"testing"
+	"testing/fstest"
 
 	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/policies"
 )
 
+// checkJourney is the journey the Check tests decide on: a fixture, so that a change to a shipped
+// journey is proved by its own policy tests and never breaks these.
+const checkJourney = `id: check-fixture
+title: {en: Fixture}
+description: {en: A journey for tests.}
+steps:
+  - id: register-absence
+    title: {en: Register}
+    agency: municipality
+    role: caseworker
+    purpose: {en: Because.}
+    legal_basis: Testloven § 1
+    releases:
+      - dataset: employment.history
+        fields: [employments.employer_name, employments.start_date]
+        derived:
+          - name: currently_employed
+            description: {en: Employed.}
+            type: bool
+            expression: record.employments.exists(e, !has(e.end_date) || e.end_date > now)
+      - dataset: population.person
+        fields: [name.given_names]
+  - id: check-employment-requirement
+    title: {en: Check}
+    agency: municipality
+    role: caseworker
+    purpose: {en: Because.}
+    legal_basis: Testloven § 2
+    releases:
+      - dataset: tax.income
+        derived:
+          - name: earned_above_threshold_6_of_12
+            description: {en: Earned.}
+            type: bool
+            expression: record.months.filter(m, m.gross_dkk >= 20000).size() >= 6
+  - id: assess-work-capacity
+    title: {en: Assess}
+    agency: municipality
+    role: caseworker
+    purpose: {en: Because.}
+    legal_basis: Testloven § 3
+    consent: {required: true, default_days: 30, max_days: 90}
+    releases:
+      - dataset: health.patient
+        fields: [sick_notes.issued_on, sick_notes.expected_duration_days, sick_notes.work_capacity_percent]
+`
+
+// checkFixture loads checkJourney against the shipped registry and the catalog's schemas.
+func checkFixture() (*policy.Journey, error) {
+	reg, err := fs.ReadFile(policies.Files(), "registry.yaml")
+	if err != nil {
+		return nil, err
+	}
+	fsys := fstest.MapFS{"registry.yaml": {Data: reg}, "journeys/check-fixture.yaml": {Data: []byte(checkJourney)}}
+	r, err := policy.LoadRegistry(fsys, "registry.yaml")
+	if err != nil {
+		return nil, err
+	}
+	b, err := policy.LoadBundle(fsys, r, exampleDescriptors())
+	if err != nil {
+		return nil, err
+	}
+	j, _ := b.Journey("check-fixture")
+	return j, nil
+}
+
 func TestCheck(t *testing.T) {
-	b := loadReal(t)
-	j, _ := b.Journey("sickness-benefit")
+	j, err := checkFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
 	assess, _, _ := j.Step("assess-work-capacity")
 	register, _, _ := j.Step("register-absence")
 	eligibility, _, _ := j.Step("check-employment-requirement")
@@ -38,17 +109,17 @@ func TestCheck(t *testing.T) {
 			name: "diagnosis refused", step: assess, authority: "health", dataset: "patient",
 			fields:  []string{"sick_notes.issued_on", "sick_notes.diagnosis_code"},
 			wantErr: policy.ErrNotAllowed,
-			wantMsg: `field "sick_notes.diagnosis_code" of health.patient is not released at step "assess-work-capacity" of journey "sickness-benefit"`,
+			wantMsg: `field "sick_notes.diagnosis_code" of health.patient is not released at step "assess-work-capacity" of journey "check-fixture"`,
 		},
 		{
 			name: "parent of allowed paths refused", step: assess, authority: "health", dataset: "patient",
 			fields: []string{"sick_notes"}, wantErr: policy.ErrNotAllowed,
-			wantMsg: `field "sick_notes" of health.patient is not released at step "assess-work-capacity" of journey "sickness-benefit"`,
+			wantMsg: `field "sick_notes" of health.patient is not released at step "assess-work-capacity" of journey "check-fixture"`,
 		},
 		{
 			name: "dataset not in step", step: register, authority: "health", dataset: "patient",
 			wantErr: policy.ErrDatasetNotAllowed,
-			wantMsg: `dataset health.patient is not released at step "register-absence" of journey "sickness-benefit"`,
+			wantMsg: `dataset health.patient is not released at step "register-absence" of journey "check-fixture"`,
 		},
 		{
 			name: "typo is invalid, not refused", step: assess, authority: "health", dataset: "patient",
@@ -68,12 +139,12 @@ func TestCheck(t *testing.T) {
 		{
 			name: "raw income refused where only the fact is released", step: eligibility, authority: "tax", dataset: "income",
 			fields: []string{"months.gross_dkk"}, wantErr: policy.ErrNotAllowed,
-			wantMsg: `field "months.gross_dkk" of tax.income is not released at step "check-employment-requirement" of journey "sickness-benefit"`,
+			wantMsg: `field "months.gross_dkk" of tax.income is not released at step "check-employment-requirement" of journey "check-fixture"`,
 		},
 		{
 			name: "unknown derived fact", step: eligibility, authority: "tax", dataset: "income",
 			derived: []string{"earned_above_threshold_6_of_12", "annual_income"}, wantErr: policy.ErrNotAllowed,
-			wantMsg: `derived fact "annual_income" of tax.income is not released at step "check-employment-requirement" of journey "sickness-benefit"`,
+			wantMsg: `derived fact "annual_income" of tax.income is not released at step "check-employment-requirement" of journey "check-fixture"`,
 		},
 		{
 			name: "fields without the facts", step: register, authority: "employment", dataset: "history",
@@ -124,7 +195,10 @@ func TestCheck(t *testing.T) {
 
 // A grant must not alias the policy: a caller that appends to it cannot widen the rule.
 func TestGrantDoesNotAliasRule(t *testing.T) {
-	j, _ := loadReal(t).Journey("sickness-benefit")
+	j, err := checkFixture()
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, _, _ := j.Step("assess-work-capacity")
 	g, err := s.Check("health", "patient", nil, nil)
 	if err != nil {
@@ -137,44 +211,60 @@ func TestGrantDoesNotAliasRule(t *testing.T) {
 	}
 }
 
+// TestLookups finds what the registry and the bundle hold, whatever the shipped policies contain.
 func TestLookups(t *testing.T) {
 	b := loadReal(t)
 	reg := b.Registry
-	if a, ok := reg.Authority("tax"); !ok || a.Address != "127.0.0.1:7102" || !slices.Equal(a.Datasets, []string{"income"}) {
-		t.Errorf("Authority(tax) = %+v, %v", a, ok)
+	for _, want := range reg.Authorities {
+		if a, ok := reg.Authority(want.ID); !ok || a != want || a.Address == "" || len(a.Datasets) == 0 {
+			t.Errorf("Authority(%s) = %+v, %v", want.ID, a, ok)
+		}
 	}
 	if _, ok := reg.Authority("nope"); ok {
 		t.Error("Authority(nope) found")
 	}
-	if a, ok := reg.Agency("payments"); !ok || a.Name.In("da") != "Udbetaling Danmark" {
-		t.Errorf("Agency(payments) = %+v", a)
+	for _, want := range reg.Agencies {
+		if a, ok := reg.Agency(want.ID); !ok || a != want || a.Name.In("da") == "" {
+			t.Errorf("Agency(%s) = %+v, %v", want.ID, a, ok)
+		}
+		if a, ok := reg.AgencyByIdentity(want.Identity); !ok || a != want {
+			t.Errorf("AgencyByIdentity(%s) = %+v, %v", want.Identity, a, ok)
+		}
+		if _, ok := reg.AuditorByIdentity(want.Identity); ok {
+			t.Errorf("agency %s is an auditor", want.ID)
+		}
 	}
-	if a, ok := reg.AgencyByIdentity("spiffe://aperture.local/agency/municipality"); !ok || a.ID != "municipality" {
-		t.Errorf("AgencyByIdentity = %+v, %v", a, ok)
+	if len(reg.Auditors) == 0 {
+		t.Fatal("no auditors in the registry")
 	}
-	for _, id := range []string{"", "spiffe://aperture.local/auditor/dpo", "spiffe://aperture.local/authority/tax"} {
+	for _, want := range reg.Auditors {
+		if a, ok := reg.AuditorByIdentity(want.Identity); !ok || a != want {
+			t.Errorf("AuditorByIdentity(%s) = %+v, %v", want.Identity, a, ok)
+		}
+		if _, ok := reg.AgencyByIdentity(want.Identity); ok {
+			t.Errorf("auditor %s is an agency", want.ID)
+		}
+	}
+	for _, id := range []string{"", reg.Authorities[0].Identity} {
 		if _, ok := reg.AgencyByIdentity(id); ok {
 			t.Errorf("AgencyByIdentity(%q) found an agency", id)
 		}
 	}
-	if a, ok := reg.AuditorByIdentity("spiffe://aperture.local/auditor/dpo"); !ok || a.ID != "dpo" {
-		t.Errorf("AuditorByIdentity = %+v, %v", a, ok)
-	}
-	if _, ok := reg.AuditorByIdentity("spiffe://aperture.local/agency/municipality"); ok {
-		t.Error("an agency is an auditor")
-	}
 	if _, ok := b.Journey("nope"); ok {
 		t.Error("Journey(nope) found")
 	}
-	j, ok := b.Journey("new-child")
-	if !ok || j.File != "journeys/new-child.yaml" {
-		t.Fatalf("Journey(new-child) = %+v", j)
-	}
-	if s, i, ok := j.Step(j.Steps[2].ID); !ok || i != 2 || s != j.Steps[2] {
-		t.Errorf("Step = %v, %d, %v", s, i, ok)
-	}
-	if _, i, ok := j.Step("nope"); ok || i != -1 {
-		t.Errorf("Step(nope) = %d, %v", i, ok)
+	for _, want := range b.Journeys() {
+		j, ok := b.Journey(want.ID)
+		if !ok || j != want || j.File != "journeys/"+j.ID+".yaml" {
+			t.Fatalf("Journey(%s) = %+v", want.ID, j)
+		}
+		last := len(j.Steps) - 1
+		if s, i, ok := j.Step(j.Steps[last].ID); !ok || i != last || s != j.Steps[last] {
+			t.Errorf("Step = %v, %d, %v", s, i, ok)
+		}
+		if _, i, ok := j.Step("nope"); ok || i != -1 {
+			t.Errorf("Step(nope) = %d, %v", i, ok)
+		}
 	}
 	js := b.Journeys()
 	js[0] = nil
@@ -201,13 +291,15 @@ func TestTextIn(t *testing.T) {
 
 // The refusal a caseworker sees when asking for a diagnosis.
 func ExampleStep_Check() {
-	b := mustLoadReal()
-	j, _ := b.Journey("sickness-benefit")
+	j, err := checkFixture()
+	if err != nil {
+		panic(err)
+	}
 	step, _, _ := j.Step("assess-work-capacity")
-	_, err := step.Check("health", "patient", []string{"sick_notes.diagnosis_code"}, nil)
+	_, err = step.Check("health", "patient", []string{"sick_notes.diagnosis_code"}, nil)
 	fmt.Println(err)
 	fmt.Println(errors.Is(err, policy.ErrNotAllowed))
 	// Output:
-	// field "sick_notes.diagnosis_code" of health.patient is not released at step "assess-work-capacity" of journey "sickness-benefit"
+	// field "sick_notes.diagnosis_code" of health.patient is not released at step "assess-work-capacity" of journey "check-fixture"
 	// true
 }

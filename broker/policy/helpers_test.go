@@ -8,16 +8,10 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/policies"
-	educationv1 "github.com/aperture-gov/aperture/proto/aperture/education/v1"
-	employmentv1 "github.com/aperture-gov/aperture/proto/aperture/employment/v1"
-	healthv1 "github.com/aperture-gov/aperture/proto/aperture/health/v1"
-	municipalityv1 "github.com/aperture-gov/aperture/proto/aperture/municipality/v1"
-	populationv1 "github.com/aperture-gov/aperture/proto/aperture/population/v1"
-	taxv1 "github.com/aperture-gov/aperture/proto/aperture/tax/v1"
+	"github.com/aperture-gov/aperture/services/catalog"
 )
 
-// generated resolves the example datasets to their generated message types, as the example
-// authorities describe them.
+// generated resolves datasets to their generated message types, as the authorities describe them.
 type generated map[string]protoreflect.MessageDescriptor
 
 func (g generated) Dataset(authority, dataset string) (protoreflect.MessageDescriptor, error) {
@@ -28,15 +22,16 @@ func (g generated) Dataset(authority, dataset string) (protoreflect.MessageDescr
 	return md, nil
 }
 
+// exampleDescriptors describes every dataset of every authority in services/catalog, so that the tests
+// know each authority an architect adds without being edited.
 func exampleDescriptors() generated {
-	return generated{
-		"population.person":     (&populationv1.Person{}).ProtoReflect().Descriptor(),
-		"tax.income":            (&taxv1.Income{}).ProtoReflect().Descriptor(),
-		"health.patient":        (&healthv1.Patient{}).ProtoReflect().Descriptor(),
-		"employment.history":    (&employmentv1.EmploymentHistory{}).ProtoReflect().Descriptor(),
-		"municipality.services": (&municipalityv1.Services{}).ProtoReflect().Descriptor(),
-		"education.enrolment":   (&educationv1.Enrolment{}).ProtoReflect().Descriptor(),
+	g := generated{}
+	for _, a := range catalog.Examples(nil) { // the lookups are never called
+		for _, ds := range a.Datasets {
+			g[a.ID+"."+ds.Name] = ds.Message.ProtoReflect().Descriptor()
+		}
 	}
+	return g
 }
 
 // loadReal loads the real policy tree.
@@ -49,18 +44,6 @@ func loadReal(t testing.TB) *policy.Bundle {
 	b, err := policy.LoadBundle(policies.Files(), reg, exampleDescriptors())
 	if err != nil {
 		t.Fatalf("policies:\n%v", err)
-	}
-	return b
-}
-
-func mustLoadReal() *policy.Bundle {
-	reg, err := policy.LoadRegistry(policies.Files(), "registry.yaml")
-	if err != nil {
-		panic(err)
-	}
-	b, err := policy.LoadBundle(policies.Files(), reg, exampleDescriptors())
-	if err != nil {
-		panic(err)
 	}
 	return b
 }

@@ -25,10 +25,21 @@ const (
 	SeverityWarning Severity = "warning"
 )
 
+// Checks that produce warnings, so that a caller can tell them apart without parsing messages.
+const (
+	// CheckStepReleasesNothing is a step that releases nothing.
+	CheckStepReleasesNothing = "step-releases-nothing"
+	// CheckUnusedAuthority is an authority that no step uses: the state of a freshly scaffolded
+	// authority (`aperture new authority`) until a journey releases one of its datasets.
+	CheckUnusedAuthority = "unused-authority"
+)
+
 // LintFinding is one finding of Lint with its severity.
 type LintFinding struct {
 	Finding
 	Severity Severity
+	// Check names the check of a warning (Check… constants); it is empty for errors.
+	Check string
 }
 
 func (f LintFinding) String() string {
@@ -101,9 +112,9 @@ func lintWarnings(fsys fs.FS, registry string) ([]LintFinding, error) {
 		return nil, fmt.Errorf("lint: %w", err)
 	}
 	var out []LintFinding
-	warn := func(src *source, path []any, format string, args ...any) {
+	warn := func(src *source, check string, path []any, format string, args ...any) {
 		n := src.node(path...)
-		out = append(out, LintFinding{Severity: SeverityWarning, Finding: Finding{
+		out = append(out, LintFinding{Severity: SeverityWarning, Check: check, Finding: Finding{
 			File: src.name, Line: n.Line, Column: n.Column, Message: oneLine(fmt.Sprintf(format, args...)),
 		}})
 	}
@@ -136,7 +147,7 @@ func lintWarnings(fsys fs.FS, registry string) ([]LintFinding, error) {
 				if s.GetConsent().GetRequired() {
 					extra = ", yet it asks the citizen for consent"
 				}
-				warn(src, []any{"steps", i, "id"}, "step %q releases nothing%s: add the fields or facts its agency needs, or say in a comment why it needs none", s.GetId(), extra)
+				warn(src, CheckStepReleasesNothing, []any{"steps", i, "id"}, "step %q releases nothing%s: add the fields or facts its agency needs, or say in a comment why it needs none", s.GetId(), extra)
 			}
 		}
 	}
@@ -152,7 +163,7 @@ func lintWarnings(fsys fs.FS, registry string) ([]LintFinding, error) {
 	}
 	for i, a := range reg.GetAuthorities() {
 		if a.GetId() != "" && !used[a.GetId()] {
-			warn(src, []any{"authorities", i, "id"}, "authority %q is used by no step of any journey: release one of its datasets in a journey, or remove it", a.GetId())
+			warn(src, CheckUnusedAuthority, []any{"authorities", i, "id"}, "authority %q is used by no step of any journey: release one of its datasets in a journey, or remove it", a.GetId())
 		}
 	}
 	return out, nil

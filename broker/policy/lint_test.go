@@ -129,13 +129,19 @@ agencies:`, 1),
 	}
 }
 
-// TestLintRealPolicies: the shipped policies lint clean, without warnings.
+// TestLintRealPolicies: the shipped policies lint clean. The one warning allowed is an authority no
+// journey uses yet, which is where `aperture new authority` leaves a new authority until a journey
+// releases its data; the repository must pass its tests in that state too.
 func TestLintRealPolicies(t *testing.T) {
 	got, err := policy.Lint(policies.Files(), "registry.yaml", exampleDescriptors())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range got {
+		if f.Severity == policy.SeverityWarning && f.Check == policy.CheckUnusedAuthority {
+			t.Logf("allowed: %s", f)
+			continue
+		}
 		t.Errorf("finding in the shipped policies: %s", f)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"net/url"
 	"path"
@@ -263,6 +264,94 @@ func (l *loader) step(src *source, journey string, i int, sp *policyv1.Step, ste
 	return s
 }
 
+// checkFactType reports a fact whose declared type is missing, incomplete or not what its expression
+// yields. Only a bool, a bounded int or an enum is a fact; a string or a record discloses a value, and
+// the policy must say why (value_reason), so that a reviewer sees it.
+func checkFactType(src *source, p []any, dp *policyv1.Derived, out *cel.Type) {
+	at := func(rest ...any) []any { return append(slices.Clone(p), rest...) }
+	name := dp.GetName()
+	isInt := out.IsExactType(cel.IntType) || out.IsExactType(cel.UintType)
+	isString := out.IsExactType(cel.StringType)
+	switch dp.GetType() {
+	case "":
+		suggest := "bool, int with a range, or enum with values"
+		switch {
+		case out.IsExactType(cel.BoolType):
+			suggest = "type: bool"
+		case isInt:
+			suggest = "type: int and its range: {min: …, max: …}"
+		case isString:
+			suggest = "type: enum and its values: […], or type: string with a value_reason"
+		}
+		src.at(at("expression"), "derived fact %q has no type: its expression yields %s; declare %s", name, out, suggest)
+		return
+	case FactBool:
+		if !out.IsExactType(cel.BoolType) {
+			src.at(at("type"), "derived fact %q is declared bool, but its expression yields %s", name, out)
+		}
+	case FactInt:
+		if !isInt {
+			src.at(at("type"), "derived fact %q is declared int, but its expression yields %s", name, out)
+		}
+		if dp.GetRange() == nil {
+			src.at(at("type"), "derived fact %q is an int without a range: declare range: {min: …, max: …}, the values the step may learn", name)
+		}
+	case FactEnum:
+		if !isString {
+			src.at(at("type"), "derived fact %q is declared enum, but its expression yields %s (an enum fact is a string, one of its values)", name, out)
+		}
+		if len(dp.GetValues()) == 0 {
+			src.at(at("type"), "derived fact %q is an enum without values: list the values it can take", name)
+		}
+	case FactString:
+		if !isString {
+			src.at(at("type"), "derived fact %q is declared string, but its expression yields %s", name, out)
+		}
+	case FactRecord:
+		if !derive.Record(out) {
+			src.at(at("type"), "derived fact %q is declared record, but its expression yields %s (a record is a list, map or message)", name, out)
+		}
+	}
+	switch kind := dp.GetType(); {
+	case (kind == FactString || kind == FactRecord) && dp.GetValueReason() == nil:
+		src.at(at("type"), "derived fact %q is %s-valued: it discloses a value, not a fact; make it a bool, a bounded int or an enum, or say why the step needs the value in value_reason", name, kind)
+	case kind != FactString && kind != FactRecord && dp.GetValueReason() != nil:
+		src.at(at("value_reason"), "derived fact %q has a value_reason but is a %s: only a string or record fact needs one", name, kind)
+	}
+	if dp.GetRange() != nil && dp.GetType() != FactInt {
+		src.at(at("range"), "derived fact %q has a range but is not an int", name)
+	}
+	if len(dp.GetValues()) > 0 && dp.GetType() != FactEnum {
+		src.at(at("values"), "derived fact %q has values but is not an enum", name)
+	}
+}
+
+// fieldNames lists every field name of md and the messages it contains, for "did you mean" on a
+// misspelt field in an expression.
+func fieldNames(md protoreflect.MessageDescriptor) []string {
+	seen := map[protoreflect.FullName]bool{}
+	names := map[string]bool{}
+	var walk func(md protoreflect.MessageDescriptor)
+	walk = func(md protoreflect.MessageDescriptor) {
+		if seen[md.FullName()] {
+			return
+		}
+		seen[md.FullName()] = true
+		for i := range md.Fields().Len() {
+			f := md.Fields().Get(i)
+			names[string(f.Name())] = true
+			if f.IsMap() {
+				f = f.MapValue()
+			}
+			if f.Message() != nil && !strings.HasPrefix(string(f.Message().FullName()), "google.protobuf.") {
+				walk(f.Message())
+			}
+		}
+	}
+	walk(md)
+	return slices.Sorted(maps.Keys(names))
+}
+
 // rule checks one release rule; it returns nil when the dataset itself cannot be resolved.
 func (l *loader) rule(src *source, p []any, rp *policyv1.ReleaseRule) *Rule {
 	at := func(rest ...any) []any { return append(slices.Clone(p), rest...) }
@@ -308,13 +397,19 @@ func (l *loader) rule(src *source, p []any, rp *policyv1.ReleaseRule) *Rule {
 		} else {
 			nameAt[dp.GetName()] = k
 		}
+		d := &Derived{Name: dp.GetName(), Description: text(dp.GetDescription()), Expression: dp.GetExpression(),
+			Type: FactType{Kind: dp.GetType(), Min: dp.GetRange().GetMin(), Max: dp.GetRange().GetMax(),
+				Values: slices.Clone(dp.GetValues()), ValueReason: text(dp.GetValueReason())}}
 		if dp.GetExpression() != "" {
-			if _, err := derive.Compile(de.env, dp.GetExpression()); err != nil {
+			if c, err := derive.Check(de.env, dp.GetExpression()); err != nil {
 				src.celFindings(at("derived", k, "expression"), dp.GetExpression(), err,
-					fmt.Sprintf("derived fact %q: ", dp.GetName()))
+					fmt.Sprintf("derived fact %q: ", dp.GetName()), fieldNames(de.md))
+			} else {
+				d.ResultType, d.Reads = c.Type.String(), c.Reads
+				checkFactType(src, at("derived", k), dp, c.Type)
 			}
 		}
-		r.Derived = append(r.Derived, &Derived{Name: dp.GetName(), Description: text(dp.GetDescription()), Expression: dp.GetExpression()})
+		r.Derived = append(r.Derived, d)
 	}
 	return r
 }

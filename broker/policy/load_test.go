@@ -185,12 +185,93 @@ func TestJourneyFindings(t *testing.T) {
 			want: `derived fact "f": undefined field 'relashun'`, at: ".relashun",
 		},
 		{
-			name: "CEL result type",
+			name: "did you mean on a misspelt field",
+			yaml: header + strings.Replace(step, "fields: [name]", `derived:
+          - name: f
+            description: {en: F.}
+            type: bool
+            expression: record.household.exists(h, h.relaton == 3) `+marker, 1),
+			want: `derived fact "f": undefined field 'relaton' (did you mean "relation"?)`,
+		},
+		{
+			name: "a fact without a type",
 			yaml: header + strings.Replace(step, "fields: [name]", `derived:
           - name: f
             description: {en: F.}
             expression: record.household `+marker, 1),
-			want: `derived fact "f": result type is list(aperture.population.v1.HouseholdMember), want bool, int, uint, double or string`,
+			want: `derived fact "f" has no type: its expression yields list(aperture.population.v1.HouseholdMember)`,
+		},
+		{
+			name: "a bool fact without a type",
+			yaml: header + strings.Replace(step, "fields: [name]", `derived:
+          - name: f
+            description: {en: F.}
+            expression: record.household.size() > 1 `+marker, 1),
+			want: `derived fact "f" has no type: its expression yields bool; declare type: bool`,
+		},
+		{
+			name: "declared bool, yields int",
+			yaml: header + strings.Replace(step, "fields: [name]", `derived:
+          - name: f
+            description: {en: F.}
+            type: bool `+marker+`
+            expression: record.household.size()`, 1),
+			want: `derived fact "f" is declared bool, but its expression yields int`,
+		},
+		{
+			name: "an int without a range",
+			yaml: header + strings.Replace(step, "fields: [name]", `derived:
+          - name: f
+            description: {en: F.}
+            type: int `+marker+`
+            expression: record.household.size()`, 1),
+			want: `derived fact "f" is an int without a range`,
+		},
+		{
+			name: "an enum without values",
+			yaml: header + strings.Replace(step, "fields: [name]", `derived:
+          - name: f
+            description: {en: F.}
+            type: enum `+marker+`
+            expression: record.name.family_name`, 1),
+			want: `derived fact "f" is an enum without values`,
+		},
+		{
+			name: "a string fact without a reason",
+			yaml: header + strings.Replace(step, "fields: [name]", `derived:
+          - name: f
+            description: {en: F.}
+            type: string `+marker+`
+            expression: record.name.family_name`, 1),
+			want: `derived fact "f" is string-valued: it discloses a value, not a fact`,
+		},
+		{
+			name: "a record fact without a reason",
+			yaml: header + strings.Replace(step, "fields: [name]", `derived:
+          - name: f
+            description: {en: F.}
+            type: record `+marker+`
+            expression: record.household`, 1),
+			want: `derived fact "f" is record-valued: it discloses a value, not a fact`,
+		},
+		{
+			name: "a reason on a bool",
+			yaml: header + strings.Replace(step, "fields: [name]", `derived:
+          - name: f
+            description: {en: F.}
+            type: bool
+            value_reason: {en: Because.} `+marker+`
+            expression: record.household.size() > 1`, 1),
+			want: `derived fact "f" has a value_reason but is a bool`,
+		},
+		{
+			name: "an unknown type",
+			yaml: header + strings.Replace(step, "fields: [name]", `derived:
+          - name: f
+            description: {en: F.}
+            type: text `+marker+`
+            expression: record.name.family_name`, 1),
+			want: `type: must be in list [bool, int, enum, string, record]`,
 		},
 		{
 			name: "consent required without days",

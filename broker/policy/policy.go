@@ -11,10 +11,14 @@ package policy
 
 import (
 	"cmp"
+	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Text is a short text shown to citizens and caseworkers, in English and Danish.
@@ -198,6 +202,73 @@ type Derived struct {
 	Name        string
 	Description Text
 	Expression  string
+	// Type is what the policy declares the fact can be; ResultType is the type CEL infers from the
+	// schema ("bool", "int", "string", "list(…)"), which the loader has checked against Type.
+	Type       FactType
+	ResultType string
+	// Reads are the record's field paths the expression reads, from the checked expression: what
+	// the authority looks at to compute the fact (none of it is released).
+	Reads []string
+}
+
+// Kinds of FactType.
+const (
+	FactBool   = "bool"
+	FactInt    = "int"
+	FactEnum   = "enum"
+	FactString = "string"
+	FactRecord = "record"
+)
+
+// FactType is the declared type of a derived fact, and so what it can disclose: a yes/no, a number in
+// a range, one of a few values — or, only when the policy says why, a string or a record (values, not
+// a fact).
+type FactType struct {
+	Kind string // one of the Fact… constants
+	// Min and Max bound an int fact, both included.
+	Min, Max int64
+	// Values are the values an enum fact can take.
+	Values []string
+	// ValueReason says why a string or record fact is needed as a value.
+	ValueReason Text
+}
+
+// String is the type as a reviewer reads it: "bool", "int 0..10", "enum {diesel, electric}",
+// "string", "record".
+func (t FactType) String() string {
+	switch t.Kind {
+	case FactInt:
+		return fmt.Sprintf("int %d..%d", t.Min, t.Max)
+	case FactEnum:
+		return "enum {" + strings.Join(t.Values, ", ") + "}"
+	}
+	return t.Kind
+}
+
+// Admits reports whether v, a value an authority computed, is of the type. The broker releases no fact
+// that is not: an int out of its range or a string outside an enum's values discloses more than the
+// policy says.
+func (t FactType) Admits(v *structpb.Value) bool {
+	switch t.Kind {
+	case FactBool:
+		_, ok := v.GetKind().(*structpb.Value_BoolValue)
+		return ok
+	case FactInt:
+		n, ok := v.GetKind().(*structpb.Value_NumberValue)
+		return ok && n.NumberValue == math.Trunc(n.NumberValue) && n.NumberValue >= float64(t.Min) && n.NumberValue <= float64(t.Max)
+	case FactEnum:
+		s, ok := v.GetKind().(*structpb.Value_StringValue)
+		return ok && slices.Contains(t.Values, s.StringValue)
+	case FactString:
+		_, ok := v.GetKind().(*structpb.Value_StringValue)
+		return ok
+	case FactRecord:
+		switch v.GetKind().(type) {
+		case *structpb.Value_ListValue, *structpb.Value_StructValue, *structpb.Value_NullValue:
+			return true
+		}
+	}
+	return false
 }
 
 // Covert keeps a step's accesses out of the citizen's view for at most MaxDays after each access;

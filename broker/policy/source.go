@@ -237,9 +237,13 @@ func lowerCamel(name string) string {
 // celPosRE finds positions in CEL's messages: "ERROR: <input>:2:19: undefined field 'gross'".
 var celPosRE = regexp.MustCompile(`<input>:(\d+):(\d+): (.*)`)
 
+// celUndefinedRE finds the field name in CEL's "undefined field 'gros_dkk'".
+var celUndefinedRE = regexp.MustCompile(`undefined field '([^']*)'`)
+
 // celFindings reports a CEL compile error at the position it names inside the expression, translated
 // to the file when the expression's text can be found there (plain, quoted or literal-block style).
-func (s *source) celFindings(path []any, expr string, err error, prefix string) {
+// fields are the field names of the record's messages: a CEL "undefined field" gets a "did you mean".
+func (s *source) celFindings(path []any, expr string, err error, prefix string, fields []string) {
 	n := s.node(path...)
 	found := false
 	for line := range strings.SplitSeq(err.Error(), "\n") {
@@ -250,6 +254,9 @@ func (s *source) celFindings(path []any, expr string, err error, prefix string) 
 		found = true
 		el, _ := strconv.Atoi(m[1])
 		ec, _ := strconv.Atoi(m[2])
+		if f := celUndefinedRE.FindStringSubmatch(m[3]); f != nil {
+			m[3] += didYouMean(f[1], fields)
+		}
 		if fl, fc, ok := s.exprPos(n, expr, el, ec); ok {
 			s.atPos(fl, fc, prefix+m[3])
 		} else {

@@ -16,12 +16,8 @@ import (
 	"github.com/aperture-gov/aperture/broker/release"
 	"github.com/aperture-gov/aperture/broker/sealedkv"
 	"github.com/aperture-gov/aperture/policies"
-	educationv1 "github.com/aperture-gov/aperture/proto/aperture/education/v1"
-	employmentv1 "github.com/aperture-gov/aperture/proto/aperture/employment/v1"
-	healthv1 "github.com/aperture-gov/aperture/proto/aperture/health/v1"
-	municipalityv1 "github.com/aperture-gov/aperture/proto/aperture/municipality/v1"
-	populationv1 "github.com/aperture-gov/aperture/proto/aperture/population/v1"
-	taxv1 "github.com/aperture-gov/aperture/proto/aperture/tax/v1"
+	"github.com/aperture-gov/aperture/services/catalog"
+	"github.com/aperture-gov/aperture/services/kit/fieldmask"
 )
 
 type generated map[string]protoreflect.MessageDescriptor
@@ -33,66 +29,113 @@ func (g generated) Dataset(authority, dataset string) (protoreflect.MessageDescr
 	return nil, fmt.Errorf("no dataset %s.%s", authority, dataset)
 }
 
+// realBundle loads the shipped policies against every authority in services/catalog.
 func realBundle(t *testing.T) *policy.Bundle {
 	t.Helper()
 	reg, err := policy.LoadRegistry(policies.Files(), "registry.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := policy.LoadBundle(policies.Files(), reg, generated{
-		"population.person":     (&populationv1.Person{}).ProtoReflect().Descriptor(),
-		"tax.income":            (&taxv1.Income{}).ProtoReflect().Descriptor(),
-		"health.patient":        (&healthv1.Patient{}).ProtoReflect().Descriptor(),
-		"employment.history":    (&employmentv1.EmploymentHistory{}).ProtoReflect().Descriptor(),
-		"municipality.services": (&municipalityv1.Services{}).ProtoReflect().Descriptor(),
-		"education.enrolment":   (&educationv1.Enrolment{}).ProtoReflect().Descriptor(),
-	})
+	g := generated{}
+	for _, a := range catalog.Examples(nil) { // the lookups are never called
+		for _, ds := range a.Datasets {
+			g[a.ID+"."+ds.Name] = ds.Message.ProtoReflect().Descriptor()
+		}
+	}
+	b, err := policy.LoadBundle(policies.Files(), reg, g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
 
-// TestDecide covers each way the policy part of a release ends, on the real sickness-benefit journey.
-func TestDecide(t *testing.T) {
-	b := realBundle(t)
-	j, _ := b.Journey("sickness-benefit")
-	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	atStep := func(n int) *cases.Case {
-		c := cases.New(j, "1403871237", "pn", "municipality", b.Version, now)
-		for _, s := range j.Steps[:n] {
-			if err := c.Complete(s.ID, "cw", now); err != nil {
-				t.Fatal(err)
+// decideCase is one request at one step of a journey and how Decide must end.
+type decideCase struct {
+	name         string
+	c            *cases.Case
+	agency       string
+	req          release.Request
+	kind         refusal.Kind // Internal means allowed
+	reason       string
+	step         string
+	fields       []string
+	needsConsent bool
+}
+
+// decideCases finds, in the shipped policies, an example of every way the policy part of a release
+// ends. It names no journey, authority or field: the examples are whatever the policies hold, so the
+// test holds for any policy set that has each kind of step.
+func decideCases(t *testing.T, b *policy.Bundle, now time.Time) map[string]decideCase {
+	out := map[string]decideCase{}
+	add := func(tc decideCase) {
+		if _, ok := out[tc.name]; !ok {
+			out[tc.name] = tc
+		}
+	}
+	for _, j := range b.Journeys() {
+		atStep := func(n int) *cases.Case {
+			c := cases.New(j, "1403871237", "pn", j.Steps[0].Agency, b.Version, now)
+			for _, s := range j.Steps[:n] {
+				if err := c.Complete(s.ID, "cw", now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return c
+		}
+		involved := map[string]bool{}
+		for _, s := range j.Steps {
+			involved[s.Agency] = true
+		}
+		for i, s := range j.Steps {
+			for _, r := range s.Rules {
+				req := func(fields ...string) release.Request {
+					return release.Request{Authority: r.Authority, Dataset: r.Dataset, Fields: fields}
+				}
+				ds := r.Authority + "." + r.Dataset
+				if len(r.Fields) > 0 {
+					add(decideCase{"allowed", atStep(i), s.Agency, req(r.Fields[0]), refusal.Internal, "", s.ID, r.Fields[:1], s.Consent != nil})
+					add(decideCase{"malformed path", atStep(i), s.Agency, req("no_such_field_anywhere"), refusal.InvalidArgument, "no_such_field_anywhere", s.ID, nil, s.Consent != nil})
+				}
+				for _, leaf := range fieldmask.Leaves(r.Message) {
+					if !fieldmask.Covers(r.Fields, leaf) {
+						add(decideCase{"field not allowed", atStep(i), s.Agency, req(leaf), refusal.PermissionDenied,
+							fmt.Sprintf("field %q of %s is not released", leaf, ds), s.ID, nil, s.Consent != nil})
+						break
+					}
+				}
+				if s.Consent != nil {
+					add(decideCase{"consent step", atStep(i), s.Agency, req(), refusal.Internal, "", s.ID, r.Fields, true})
+				}
+				for _, a := range b.Registry.Agencies {
+					if !involved[a.ID] {
+						add(decideCase{"agency not in the case", atStep(i), a.ID, req(), refusal.PermissionDenied,
+							fmt.Sprintf("agency %q takes no part in case", a.ID), "", nil, false})
+						break
+					}
+				}
+				for _, other := range j.Steps {
+					if other.Agency != s.Agency {
+						add(decideCase{"not the step's agency", atStep(i), other.Agency, req(), refusal.PermissionDenied,
+							fmt.Sprintf("is for agency %q, not %q", s.Agency, other.Agency), s.ID, nil, s.Consent != nil})
+						break
+					}
+				}
+				add(decideCase{"closed case", atStep(len(j.Steps)), s.Agency, req(), refusal.FailedPrecondition, "is closed", "", nil, false})
 			}
 		}
-		return c
 	}
-	closed := atStep(len(j.Steps))
-	tests := []struct {
-		name         string
-		c            *cases.Case
-		agency       string
-		req          release.Request
-		kind         refusal.Kind // Internal means allowed
-		reason       string
-		step         string
-		fields       []string
-		needsConsent bool
-	}{
-		{"allowed", atStep(0), "municipality", release.Request{Authority: "population", Dataset: "person", Fields: []string{"name.given_names"}},
-			refusal.Internal, "", "register-absence", []string{"name.given_names"}, false},
-		{"agency not in the case", atStep(0), "tax", release.Request{Authority: "population", Dataset: "person"},
-			refusal.PermissionDenied, `agency "tax" takes no part in case`, "", nil, false},
-		{"not the step's agency", atStep(4), "municipality", release.Request{Authority: "population", Dataset: "person"},
-			refusal.PermissionDenied, `is for agency "payments", not "municipality"`, "pay-benefit", nil, false},
-		{"field not allowed", atStep(0), "municipality", release.Request{Authority: "population", Dataset: "person", Fields: []string{"civil_status"}},
-			refusal.PermissionDenied, `field "civil_status" of population.person is not released`, "register-absence", nil, false},
-		{"malformed path", atStep(0), "municipality", release.Request{Authority: "population", Dataset: "person", Fields: []string{"no_such"}},
-			refusal.InvalidArgument, "no_such", "register-absence", nil, false},
-		{"closed case", closed, "municipality", release.Request{Authority: "population", Dataset: "person"},
-			refusal.FailedPrecondition, "is closed", "", nil, false},
-		{"consent step", atStep(2), "municipality", release.Request{Authority: "health", Dataset: "patient"},
-			refusal.Internal, "", "assess-work-capacity", []string{"sick_notes.expected_duration_days", "sick_notes.issued_on", "sick_notes.work_capacity_percent"}, true},
+	return out
+}
+
+// TestDecide covers each way the policy part of a release ends, on the shipped journeys.
+func TestDecide(t *testing.T) {
+	b := realBundle(t)
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	tests := decideCases(t, b, now)
+	for _, name := range []string{"allowed", "agency not in the case", "not the step's agency", "field not allowed", "malformed path", "closed case", "consent step"} {
+		if _, ok := tests[name]; !ok {
+			t.Errorf("the shipped policies have no example of %q", name)
+		}
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -384,7 +384,7 @@ func (s *Service) fetch(ctx context.Context, c *cases.Case, caller Caller, step 
 	}
 	facts, extraFacts, err := matchDerived(grant, resp.GetDerived())
 	if err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q answered without a requested fact; nothing was released", rule.Authority)
+		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q answered without a requested fact, or with one outside its declared type; nothing was released", rule.Authority)
 	}
 	violations = append(violations, extraFacts...)
 	if len(violations) > 0 {
@@ -484,6 +484,10 @@ func matchDerived(grant policy.Grant, got []*authorityv1.DerivedValue) ([]*broke
 		v, ok := byName[d.Name]
 		if !ok || v.GetValue() == nil {
 			return nil, nil, fmt.Errorf("fact %q missing", d.Name)
+		}
+		if !d.Type.Admits(v.GetValue()) {
+			// Fail closed: a value outside the declared type discloses more than the policy says.
+			return nil, nil, fmt.Errorf("fact %q is not of its declared type %s", d.Name, d.Type)
 		}
 		delete(byName, d.Name)
 		facts = append(facts, &brokerv1.DerivedFact{Name: d.Name, Description: d.Description.EN, Value: v.GetValue()})

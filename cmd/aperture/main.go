@@ -25,7 +25,7 @@ Usage:
   aperture audit verify|prove ID     verify the access log against its signed checkpoints; prove one access is in it
   aperture bench [--json]            direct authority fetches versus brokered, audited releases
   aperture policy lint|test|explain  check, test and explain the policy files (no running services needed)
-  aperture new authority NAME        scaffold an authority: proto, kit-based service, registry entry, policy test
+  aperture new authority NAME        scaffold an authority: proto, kit-based service, catalog, registry entry, policy test
   aperture witness keygen|serve      run a witness that cosigns the access log's checkpoints (C2SP tlog-witness)
 
 Every command takes -h. Flags can also be set as APERTURE_<FLAG> environment variables (dashes become

@@ -6,11 +6,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"go/format"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 )
@@ -23,7 +27,7 @@ var datasetNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 
 // runNew scaffolds new parts of the repository; `new authority` is the only kind so far.
 func runNew(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "usage: aperture new authority NAME [--dataset DATASET] [--port PORT] [--repo DIR]"
+	const usage = "usage: aperture new authority NAME --name-en 'English name' --name-da 'Danish name' [--dataset DATASET] [--port PORT] [--repo DIR] [--no-generate]"
 	if len(args) == 0 || args[0] != "authority" {
 		return usagef("%s", usage)
 	}
@@ -31,6 +35,9 @@ func runNew(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dataset := fs.String("dataset", "record", "name of the authority's first dataset")
 	port := fs.Int("port", 7199, "port the development stack lists for the authority in the registry")
 	repo := fs.String("repo", ".", "root of the Aperture repository")
+	nameEN := fs.String("name-en", "", "the authority's name in English, as citizens read it (required)")
+	nameDA := fs.String("name-da", "", "the authority's name in Danish, as citizens read it (required)")
+	noGenerate := fs.Bool("no-generate", false, "do not run `go tool buf generate` for the new proto")
 	pos, err := parseFlags(fs, args[1:], stderr)
 	if err != nil {
 		return err
@@ -38,23 +45,35 @@ func runNew(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(pos) != 1 {
 		return usagef("%s", usage)
 	}
-	sc := scaffold{Name: pos[0], Dataset: *dataset, Port: *port}
-	files, err := sc.write(*repo)
-	if err != nil {
-		return err
+	if strings.TrimSpace(*nameEN) == "" || strings.TrimSpace(*nameDA) == "" {
+		return usagef("the citizen portal shows the authority's name in English and Danish: give --name-en and --name-da\n%s", usage)
 	}
+	sc := scaffold{Name: pos[0], Dataset: *dataset, Port: *port, NameEN: yamlQuote(*nameEN), NameDA: yamlQuote(*nameDA), GoNameEN: strconv.Quote(*nameEN)}
+	files, err := sc.write(*repo)
 	for _, f := range files {
 		fmt.Fprintf(stdout, "wrote %s\n", f)
 	}
+	if err != nil {
+		return err
+	}
+	if !*noGenerate {
+		// The service imports the generated package, so nothing builds until it exists.
+		cmd := exec.CommandContext(ctx, "go", "tool", "buf", "generate", "--path", filepath.Join("proto", "aperture", sc.Name))
+		cmd.Dir = *repo
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go tool buf generate failed (%v); the new service does not build until it succeeds: fix the proto and run, in %s,\n  go tool buf generate --path proto/aperture/%s\n%s", err, *repo, sc.Name, out)
+		}
+		fmt.Fprintf(stdout, "generated proto/aperture/%[1]s/v1/%[1]s.pb.go (go tool buf generate)\n", sc.Name)
+	}
 	fmt.Fprintf(stdout, `
-Next:
+It builds and go test ./... passes now. Next:
   1. describe the dataset in proto/aperture/%[1]s/v1/%[1]s.proto, then
        go tool buf lint && go tool buf generate
-  2. connect the lookup in services/%[1]s/%[1]s.go to the data (it answers Unimplemented until then)
-     and list %[1]s.New in services/catalog
-  3. release %[1]s.%[2]s fields in a journey under policies/journeys/, and write its policy tests in
-     policies/tests/, then
-       aperture policy lint && aperture policy test
+  2. connect the lookup in services/%[1]s/%[1]s.go to the data (it answers Unimplemented until then;
+     services/catalog already lists it)
+  3. release %[1]s.%[2]s fields or facts in a journey under policies/journeys/, and write its policy
+     tests and fact truth tables in policies/tests/, then
+       go run ./cmd/aperture policy lint && go run ./cmd/aperture policy test && go test ./...
   The guide: services/ADDING_AN_AUTHORITY.md
 `, sc.Name, sc.Dataset)
 	return nil
@@ -64,6 +83,8 @@ Next:
 type scaffold struct {
 	Name, Dataset string
 	Port          int
+	// NameEN and NameDA are the display names, quoted for YAML; GoNameEN the English one for Go.
+	NameEN, NameDA, GoNameEN string
 	// Message is the dataset's message name (CamelCase of Dataset); Journey, Step and Agency are
 	// an existing step at which the policy test proves the new dataset is not released yet.
 	Message, Journey, Step, Agency string
@@ -109,6 +130,14 @@ func (sc *scaffold) write(repo string) ([]string, error) {
 		if err := template.Must(template.New(filepath.Base(f.path)).Parse(f.tmpl)).Execute(&b, sc); err != nil {
 			return written, fmt.Errorf("render %s: %w", f.path, err)
 		}
+		if strings.HasSuffix(f.path, ".go") {
+			src, err := format.Source(b.Bytes())
+			if err != nil {
+				return written, fmt.Errorf("format %s: %w", f.path, err)
+			}
+			b.Reset()
+			b.Write(src)
+		}
 		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
 			return written, err
 		}
@@ -130,8 +159,38 @@ func (sc *scaffold) write(repo string) ([]string, error) {
 	if err := os.WriteFile(registry, out, 0o644); err != nil {
 		return written, err
 	}
-	return append(written, registry+" (entry added)"), nil
+	written = append(written, registry+" (entry added)")
+	catalogFile := filepath.Join(repo, "services", "catalog", "catalog.go")
+	if err := sc.addToCatalog(catalogFile); err != nil {
+		return written, err
+	}
+	return append(written, catalogFile+" (listed)"), nil
 }
+
+// addToCatalog lists the authority in services/catalog, so that `aperture dev` serves it and the policy
+// tools know its schema: the import and one line in Examples, which passes the demo population.
+func (sc *scaffold) addToCatalog(name string) error {
+	src, err := os.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("read the catalog: %w", err)
+	}
+	imp := fmt.Sprintf("\t\"github.com/aperture-gov/aperture/services/%s\"\n", sc.Name)
+	const importMarker, listMarker = "\t\"github.com/aperture-gov/aperture/services/kit\"\n", ".New(pop),\n"
+	i, j := bytes.Index(src, []byte(importMarker)), bytes.LastIndex(src, []byte(listMarker))
+	if i < 0 || j < 0 {
+		return fmt.Errorf("%s does not look as expected: add the import %s and the line %s.New(pop), to Examples yourself", name, strings.TrimSpace(imp), sc.Name)
+	}
+	j += len(listMarker)
+	out := slices.Concat(src[:i], []byte(imp), src[i:j], []byte("\t\t"+sc.Name+".New(pop),\n"), src[j:])
+	formatted, err := format.Source(out)
+	if err != nil {
+		return fmt.Errorf("format %s: %w", name, err)
+	}
+	return os.WriteFile(name, formatted, 0o644)
+}
+
+// yamlQuote quotes s as a YAML double-quoted scalar (JSON strings are valid YAML).
+func yamlQuote(s string) string { return strconv.Quote(s) }
 
 // pickStep finds the first step of the first journey, for the policy test that proves the new
 // dataset is released nowhere until a journey names it.
@@ -186,15 +245,18 @@ import (
 	"fmt"
 
 	{{.Name}}v1 "github.com/aperture-gov/aperture/proto/aperture/{{.Name}}/v1"
+	"github.com/aperture-gov/aperture/services/demo"
 	"github.com/aperture-gov/aperture/services/kit"
 )
 
 // ID is the authority's slug, as policies and certificates name it.
 const ID = "{{.Name}}"
 
-// New returns the authority.
-func New() *kit.Authority {
-	return &kit.Authority{ID: ID, DisplayName: "{{.Name}} (scaffolded)", Datasets: []kit.Dataset{
+// New returns the authority serving pop, the development population that services/catalog passes to
+// every authority (a deployment connects the lookup to the authority's own data instead).
+func New(pop *demo.Population) *kit.Authority {
+	_ = pop // TODO: derive each citizen's record from pop, or read the authority's data
+	return &kit.Authority{ID: ID, DisplayName: {{.GoNameEN}}, Datasets: []kit.Dataset{
 		kit.NewDataset("{{.Dataset}}", "TODO: say in one sentence what the dataset holds.",
 			func(_ context.Context, citizenID string) (*{{.Name}}v1.{{.Message}}, error) {
 				// Return the full record; the kit masks it to what the step may see. Return
@@ -211,18 +273,20 @@ const serviceTestTemplate = `package {{.Name}}_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/aperture-gov/aperture/services/{{.Name}}"
+	"github.com/aperture-gov/aperture/services/demo"
 	"github.com/aperture-gov/aperture/services/kit/kittest"
+	"github.com/aperture-gov/aperture/services/{{.Name}}"
 )
 
 // TestLookupIsUnimplemented: until the lookup is connected, the authority says so. Replace this test
 // with one that fetches a known citizen's record through kittest.
 func TestLookupIsUnimplemented(t *testing.T) {
-	srv := kittest.Start(t, {{.Name}}.New())
+	srv := kittest.Start(t, {{.Name}}.New(demo.New(10, time.Now())))
 	_, err := srv.Client.Fetch(context.Background(), kittest.Request("0101010101", "{{.Dataset}}"))
 	if status.Code(err) != codes.Unimplemented {
 		t.Fatalf("Fetch: %v, want Unimplemented", err)
@@ -232,7 +296,8 @@ func TestLookupIsUnimplemented(t *testing.T) {
 
 const registryTemplate = `  - id: {{.Name}}
     name:
-      en: {{.Name}} (TODO — the authority's name)
+      en: {{.NameEN}}
+      da: {{.NameDA}}
     address: 127.0.0.1:{{.Port}}
     identity: spiffe://aperture.local/authority/{{.Name}}
     datasets:

@@ -3,26 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/aperture-gov/aperture/broker/cases"
-	"github.com/aperture-gov/aperture/broker/consent"
 	"github.com/aperture-gov/aperture/broker/policy"
-	"github.com/aperture-gov/aperture/broker/release"
+	"github.com/aperture-gov/aperture/broker/policy/policytest"
 	"github.com/aperture-gov/aperture/services/catalog"
-	"github.com/aperture-gov/aperture/services/kit/fieldmask"
 )
 
 const policyUsage = `usage:
@@ -103,7 +96,9 @@ type lintFindingJSON struct {
 	Line     int    `json:"line,omitempty"`
 	Column   int    `json:"column,omitempty"`
 	Severity string `json:"severity"`
-	Message  string `json:"message"`
+	// Check names the check of a warning (e.g. "unused-authority"), so CI can allow some.
+	Check   string `json:"check,omitempty"`
+	Message string `json:"message"`
 }
 
 func runPolicyLint(args []string, stdout, stderr io.Writer) error {
@@ -125,7 +120,7 @@ func runPolicyLint(args []string, stdout, stderr io.Writer) error {
 	for _, f := range findings {
 		f.File = filepath.Join(dir, f.File)
 		out.Findings = append(out.Findings, lintFindingJSON{
-			File: f.File, Line: f.Line, Column: f.Column, Severity: string(f.Severity), Message: f.Message,
+			File: f.File, Line: f.Line, Column: f.Column, Severity: string(f.Severity), Check: f.Check, Message: f.Message,
 		})
 		if f.Severity == policy.SeverityError {
 			out.Errors++
@@ -174,55 +169,6 @@ func loadPolicyTree(fsys fs.FS, descs policy.Descriptors) (*policy.Bundle, error
 	return policy.LoadBundle(fsys, reg, descs)
 }
 
-// policyTestFile is one file of policy tests (policies/tests/*.yaml): cases of one journey.
-type policyTestFile struct {
-	Journey string           `yaml:"journey"`
-	Tests   []policyTestCase `yaml:"tests"`
-}
-
-// policyTestCase is one request at one step and what the broker must answer.
-type policyTestCase struct {
-	Name   string `yaml:"name"`
-	Step   string `yaml:"step"`
-	Agency string `yaml:"agency"`
-	// Consent is the citizen's consent to the step: none (default), given, revoked or expired.
-	Consent string            `yaml:"consent"`
-	Request policyTestRequest `yaml:"request"`
-	Expect  policyTestExpect  `yaml:"expect"`
-
-	line int
-}
-
-type policyTestRequest struct {
-	Dataset string   `yaml:"dataset"` // "authority.dataset"
-	Fields  []string `yaml:"fields"`
-	Derived []string `yaml:"derived"`
-}
-
-// policyTestExpect holds exactly one of Released and Refused.
-type policyTestExpect struct {
-	Released *struct {
-		Fields  []string `yaml:"fields"`
-		Derived []string `yaml:"derived"`
-	} `yaml:"released"`
-	Refused *struct {
-		Code   string `yaml:"code"`
-		Reason string `yaml:"reason"` // a substring of the refusal's reason
-	} `yaml:"refused"`
-}
-
-// policyTestResult is the outcome of one case.
-type policyTestResult struct {
-	File    string `json:"file"`
-	Line    int    `json:"line"`
-	Journey string `json:"journey"`
-	Name    string `json:"name"`
-	Pass    bool   `json:"pass"`
-	// Got is what the broker decided, in words; Problem what differs from the expectation.
-	Got     string `json:"got"`
-	Problem string `json:"problem,omitempty"`
-}
-
 func runPolicyTest(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("policy test", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the results as JSON")
@@ -235,7 +181,7 @@ func runPolicyTest(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	results, err := runPolicyTests(os.DirFS(dir), newCatalogDescriptors(), time.Now())
+	results, err := policytest.Run(os.DirFS(dir), newCatalogDescriptors(), time.Now())
 	if err != nil {
 		return fmt.Errorf("policy test %s: %w", dir, err)
 	}
@@ -254,9 +200,9 @@ func runPolicyTest(args []string, stdout, stderr io.Writer) error {
 		for _, r := range results {
 			switch {
 			case !r.Pass:
-				fmt.Fprintf(stdout, "FAIL  %s:%d  %s: %s\n        got:  %s\n        want: %s\n", r.File, r.Line, r.Journey, r.Name, r.Got, r.Problem)
+				fmt.Fprintf(stdout, "FAIL  %s  %s: %s\n        got:  %s\n        want: %s\n", filePos(r.File, r.Line), r.Journey, r.Name, r.Got, r.Problem)
 			case *verbose:
-				fmt.Fprintf(stdout, "ok    %s:%d  %s: %s\n", r.File, r.Line, r.Journey, r.Name)
+				fmt.Fprintf(stdout, "ok    %s  %s: %s\n", filePos(r.File, r.Line), r.Journey, r.Name)
 			}
 		}
 		fmt.Fprintf(stdout, "%s: %d passed, %d failed\n", dir, len(results)-failed, failed)
@@ -267,168 +213,10 @@ func runPolicyTest(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// runPolicyTests loads the policy tree in fsys and runs every tests/*.yaml against it with the
-// broker's own decision (release.Decide, release.ConsentRefusal). A tree that does not load, or a
-// test file that is malformed, is an error; a failing test is a result.
-func runPolicyTests(fsys fs.FS, descs policy.Descriptors, now time.Time) ([]policyTestResult, error) {
-	b, err := loadPolicyTree(fsys, descs)
-	if err != nil {
-		return nil, fmt.Errorf("load policies (run `aperture policy lint`):\n%w", err)
+// filePos is "file:line", or the file alone when the result has no line (a fact without a truth table).
+func filePos(file string, line int) string {
+	if line <= 0 {
+		return file
 	}
-	names, err := fs.Glob(fsys, "tests/*.yaml")
-	if err != nil {
-		return nil, err
-	}
-	if len(names) == 0 {
-		return nil, errors.New("no policy tests (tests/*.yaml)")
-	}
-	var results []policyTestResult
-	for _, name := range names {
-		tf, err := readPolicyTestFile(fsys, name)
-		if err != nil {
-			return nil, err
-		}
-		for _, tc := range tf.Tests {
-			r := policyTestResult{File: name, Line: tc.line, Journey: tf.Journey, Name: tc.Name}
-			r.Got, r.Problem = runPolicyTestCase(b, tf.Journey, tc, now)
-			r.Pass = r.Problem == ""
-			results = append(results, r)
-		}
-	}
-	return results, nil
-}
-
-func readPolicyTestFile(fsys fs.FS, name string) (*policyTestFile, error) {
-	data, err := fs.ReadFile(fsys, name)
-	if err != nil {
-		return nil, err
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	dec.KnownFields(true)
-	var tf policyTestFile
-	if err := dec.Decode(&tf); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if tf.Journey == "" || len(tf.Tests) == 0 {
-		return nil, fmt.Errorf("%s: a test file needs a journey and at least one test", name)
-	}
-	// The lines of the tests, so that a failure points at its case.
-	if len(doc.Content) > 0 {
-		m := doc.Content[0]
-		for i := 0; i+1 < len(m.Content); i += 2 {
-			if m.Content[i].Value == "tests" {
-				for k, n := range m.Content[i+1].Content {
-					if k < len(tf.Tests) {
-						tf.Tests[k].line = n.Line
-					}
-				}
-			}
-		}
-	}
-	for _, tc := range tf.Tests {
-		if tc.Name == "" || tc.Step == "" || tc.Agency == "" || tc.Request.Dataset == "" {
-			return nil, fmt.Errorf("%s:%d: a test needs name, step, agency and request.dataset", name, tc.line)
-		}
-		if (tc.Expect.Released == nil) == (tc.Expect.Refused == nil) {
-			return nil, fmt.Errorf("%s:%d: test %q must expect either released or refused", name, tc.line, tc.Name)
-		}
-		if !slices.Contains([]string{"", "none", "given", "revoked", "expired"}, tc.Consent) {
-			return nil, fmt.Errorf("%s:%d: consent %q: want none, given, revoked or expired", name, tc.line, tc.Consent)
-		}
-	}
-	return &tf, nil
-}
-
-// runPolicyTestCase decides one case the way the broker does for a case of the journey at the
-// test's step, and compares. It returns what happened in words and, if it is not what the test
-// expects, why.
-func runPolicyTestCase(b *policy.Bundle, journey string, tc policyTestCase, now time.Time) (got, problem string) {
-	j, ok := b.Journey(journey)
-	if !ok {
-		return "no such journey", fmt.Sprintf("journey %q is not in the policies", journey)
-	}
-	_, idx, ok := j.Step(tc.Step)
-	if !ok {
-		return "no such step", fmt.Sprintf("step %q is not in journey %q", tc.Step, journey)
-	}
-	// A case opened by the first step's agency and advanced to the test's step, as the broker keeps it.
-	c := cases.New(j, "policy-test", "policy-test", j.Steps[0].Agency, b.Version, now)
-	for _, s := range j.Steps[:idx] {
-		if err := c.Complete(s.ID, "policy-test", now); err != nil {
-			return "cannot advance the case", err.Error()
-		}
-	}
-	authority, dataset, _ := strings.Cut(tc.Request.Dataset, ".")
-	req := release.Request{CaseID: c.ID, Authority: authority, Dataset: dataset, Fields: tc.Request.Fields, Derived: tc.Request.Derived}
-	d, ref := release.Decide(b, c, tc.Agency, req)
-	if ref == nil && d.NeedsConsent {
-		cn, err := testConsent(tc.Consent, journey, d.Step, now)
-		ref = release.ConsentRefusal(cn, err, journey, d.Step, now)
-	}
-	if ref != nil {
-		got = fmt.Sprintf("refused (%s): %s", ref.Kind, ref.Reason)
-		want := tc.Expect.Refused
-		switch {
-		case want == nil:
-			return got, "released"
-		case want.Code != "" && want.Code != ref.Kind.String():
-			return got, fmt.Sprintf("refused with code %s", want.Code)
-		case !strings.Contains(ref.Reason, want.Reason):
-			return got, fmt.Sprintf("refused with a reason containing %q", want.Reason)
-		}
-		return got, ""
-	}
-	var facts []string
-	for _, f := range d.Grant.Derived {
-		facts = append(facts, f.Name)
-	}
-	got = "released " + describeRelease(d.Grant.Fields, facts)
-	want := tc.Expect.Released
-	if want == nil {
-		return got, fmt.Sprintf("refused (%s)", tc.Expect.Refused.Code)
-	}
-	wantFacts := slices.Sorted(slices.Values(want.Derived))
-	if !slices.Equal(d.Grant.Fields, fieldmask.Normalize(want.Fields)) || !slices.Equal(slices.Sorted(slices.Values(facts)), wantFacts) {
-		return got, "released " + describeRelease(fieldmask.Normalize(want.Fields), wantFacts)
-	}
-	return got, ""
-}
-
-// testConsent returns what the consent store would answer for a test's consent state. A given consent
-// lasts the step's maximum (the broker checks the duration at every release), a third of it gone.
-func testConsent(state, journey string, step *policy.Step, now time.Time) (*consent.Consent, error) {
-	validity := consent.MaxValidity(step.Consent.MaxDays)
-	granted := now.Add(-validity / 3)
-	cn := &consent.Consent{Pseudonym: "policy-test", Journey: journey, Step: step.ID,
-		GrantedAt: granted, ExpiresAt: granted.Add(validity)}
-	switch state {
-	case "given":
-	case "revoked":
-		at := now.AddDate(0, 0, -1)
-		cn.RevokedAt = &at
-	case "expired":
-		cn.GrantedAt = now.AddDate(0, 0, -1).Add(-validity)
-		cn.ExpiresAt = cn.GrantedAt.Add(validity)
-	default:
-		return nil, consent.ErrNotFound
-	}
-	return cn, nil
-}
-
-func describeRelease(fields, facts []string) string {
-	var parts []string
-	if len(fields) > 0 {
-		parts = append(parts, "fields "+strings.Join(fields, ", "))
-	}
-	if len(facts) > 0 {
-		parts = append(parts, "facts "+strings.Join(facts, ", "))
-	}
-	if len(parts) == 0 {
-		return "nothing"
-	}
-	return strings.Join(parts, "; ")
+	return fmt.Sprintf("%s:%d", file, line)
 }

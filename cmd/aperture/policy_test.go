@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/aperture-gov/aperture/broker/policy/policytest"
 )
 
 // copyPolicies copies the repository's policy tree (registry, journeys, tests) into a temporary
@@ -154,7 +156,7 @@ func TestPolicyTest(t *testing.T) {
 	}
 	out = aperture(t, 1, "policy", "test", "--json", dir)
 	var res struct {
-		Results        []policyTestResult
+		Results        []policytest.Result
 		Passed, Failed int
 	}
 	if err := json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &res); err != nil {
@@ -185,9 +187,12 @@ func TestPolicyExplain(t *testing.T) {
 		format string
 		want   []string
 	}{
-		{"text", []string{"3. assess-work-capacity — Assess your work capacity", "consent      required", "fact  earned_above_threshold_6_of_12"}},
-		{"markdown", []string{"## 3. Assess your work capacity (`assess-work-capacity`)", "| legal basis | Sygedagpengeloven", "fact `earned_above_threshold_6_of_12`"}},
-		{"json", []string{`"id": "assess-work-capacity"`, `"default_days"`, `"name": "earned_above_threshold_6_of_12"`}},
+		{"text", []string{"3. assess-work-capacity — Assess your work capacity", "consent      required", "fact  earned_above_threshold_6_of_12",
+			"type     bool (the expression yields bool)", "computes record.months.filter(m,", "reads    months.gross_dkk, months.period_start"}},
+		{"markdown", []string{"## 3. Assess your work capacity (`assess-work-capacity`)", "| legal basis | Sygedagpengeloven", "fact `earned_above_threshold_6_of_12` (bool)",
+			"computes `record.months.filter(m,", "reads months.gross_dkk, months.period_start"}},
+		{"json", []string{`"id": "assess-work-capacity"`, `"default_days"`, `"name": "earned_above_threshold_6_of_12"`, `"type": "bool"`, `"result_type": "bool"`,
+			`"reads": [`, `"months.gross_dkk"`, `"expression": "record.months.filter(m,`}},
 	} {
 		out := aperture(t, 0, "policy", "explain", "--dir", dir, "--format", tc.format, "sickness-benefit")
 		for _, w := range tc.want {
@@ -232,5 +237,111 @@ func TestPolicyExplainDiff(t *testing.T) {
 	}
 	if out := aperture(t, 0, "policy", "explain", "--diff", "--format", "markdown", old, dir); !strings.Contains(out, "| **newly disclosed** | `moving-house/update-tax-municipality` | `tax` | `population.person` | field `address.street` |") {
 		t.Fatalf("markdown diff:\n%s", out)
+	}
+}
+
+// factJourney is a one-step journey releasing one derived fact of the first dataset of the registry's
+// first authority to its first agency: a fixture that names nothing of the shipped policies.
+func factJourney(t *testing.T, dir, fact string) string {
+	t.Helper()
+	b, err := loadPolicyTree(os.DirFS(dir), newCatalogDescriptors())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ag := b.Registry.Authorities[0], b.Registry.Agencies[0]
+	return fmt.Sprintf(`id: fact-fixture
+title: {en: Fixture, da: Fixture}
+description: {en: A journey for a test., da: En rejse til en test.}
+steps:
+  - id: one
+    title: {en: One, da: En}
+    agency: %s
+    role: caseworker
+    purpose: {en: Because., da: Fordi.}
+    legal_basis: Testloven § 1
+    releases:
+      - dataset: %s.%s
+        derived:
+          - name: f
+            description: {en: F.}
+%s
+`, ag.ID, a.ID, a.Datasets[0], fact)
+}
+
+// TestPolicyExplainDiffChangedFact: a fact that keeps its name but computes something else, or has
+// another type, is a change in every format, with both expressions and types.
+func TestPolicyExplainDiffChangedFact(t *testing.T) {
+	old, cur := copyPolicies(t), copyPolicies(t)
+	write := func(dir, fact string) {
+		if err := os.WriteFile(filepath.Join(dir, "journeys", "fact-fixture.yaml"), []byte(factJourney(t, dir, fact)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(old, "            type: bool\n            expression: now > timestamp('2000-01-01T00:00:00Z')")
+	write(cur, "            type: int\n            range: {min: 2000, max: 3000}\n            expression: now.getFullYear()")
+	want := "~ fact-fixture/one → "
+	out := aperture(t, 0, "policy", "explain", "--diff", old, cur)
+	for _, w := range []string{want, "fact f changed", "was: bool = now > timestamp('2000-01-01T00:00:00Z')", "now: int 2000..3000 = now.getFullYear()", "0 newly disclosed, 0 withdrawn, 1 changed"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("text diff lacks %q:\n%s", w, out)
+		}
+	}
+	out = aperture(t, 0, "policy", "explain", "--diff", "--format", "markdown", old, cur)
+	if !strings.Contains(out, "| **changed** | `fact-fixture/one` |") || !strings.Contains(out, "int 2000..3000: `now.getFullYear()`") {
+		t.Errorf("markdown diff:\n%s", out)
+	}
+	var d policyDiff
+	if err := json.Unmarshal([]byte(aperture(t, 0, "policy", "explain", "--diff", "--format", "json", old, cur)), &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Changed) != 1 || d.Changed[0].OldType != "bool" || d.Changed[0].NewType != "int 2000..3000" || len(d.Disclosed)+len(d.Withdrawn) != 0 {
+		t.Fatalf("json diff: %+v", d)
+	}
+	// The same expression with a changed type alone is a change too.
+	write(cur, "            type: string\n            value_reason: {en: A test needs it.}\n            expression: string(now.getFullYear())")
+	write(old, "            type: enum\n            values: ['2025', '2026']\n            expression: string(now.getFullYear())")
+	if out := aperture(t, 0, "policy", "explain", "--diff", old, cur); !strings.Contains(out, "was: enum {2025, 2026} = string(now.getFullYear())") || !strings.Contains(out, "now: string = ") {
+		t.Errorf("type-only change:\n%s", out)
+	}
+	// explain prints why a value-disclosing fact is released.
+	if out := aperture(t, 0, "policy", "explain", "--dir", cur, "fact-fixture"); !strings.Contains(out, "DISCLOSES A VALUE, because: A test needs it.") {
+		t.Errorf("explain of a string fact:\n%s", out)
+	}
+}
+
+// TestPolicyTestFacts: a fact's truth table is evaluated as the authority evaluates it; a wrong value,
+// a record field the schema lacks, a value outside the declared type and a fact without a truth table
+// all fail.
+func TestPolicyTestFacts(t *testing.T) {
+	dir := copyPolicies(t)
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("journeys/fact-fixture.yaml", factJourney(t, dir, "            type: int\n            range: {min: 2000, max: 2030}\n            expression: now.getFullYear()"))
+	out := aperture(t, 1, "policy", "test", dir)
+	if !strings.Contains(out, "truth table of fact f (step one)") || !strings.Contains(out, `add rows for fact "f" under facts: in tests/fact-fixture.yaml`) {
+		t.Errorf("a fact without a truth table:\n%s", out)
+	}
+	table := "journey: fact-fixture\nnow: 2026-03-10T12:00:00Z\nfacts:\n  - name: this year\n    fact: f\n    record: {}\n    want: %s\n" +
+		"  - name: next year\n    fact: f\n    now: 2027-01-01T00:00:00Z\n    record: {}\n    want: 2027\n"
+	write("tests/fact-fixture.yaml", fmt.Sprintf(table, "2026"))
+	if out := aperture(t, 0, "policy", "test", "-v", dir); !strings.Contains(out, "ok    "+filepath.Join(dir, "tests/fact-fixture.yaml")+":4  fact-fixture: this year") {
+		t.Errorf("a passing truth table:\n%s", out)
+	}
+	write("tests/fact-fixture.yaml", fmt.Sprintf(table, "2025"))
+	if out := aperture(t, 1, "policy", "test", dir); !strings.Contains(out, "got:  f = 2026") || !strings.Contains(out, "want: f = 2025") {
+		t.Errorf("a wrong value:\n%s", out)
+	}
+	write("tests/fact-fixture.yaml", strings.Replace(fmt.Sprintf(table, "2026"), "record: {}", "record: {no_such_field_here: 1}", 1))
+	if out := aperture(t, 1, "policy", "test", dir); !strings.Contains(out, "no_such_field_here") {
+		t.Errorf("a record field the schema lacks:\n%s", out)
+	}
+	write("journeys/fact-fixture.yaml", factJourney(t, dir, "            type: int\n            range: {min: 2000, max: 2026}\n            expression: now.getFullYear()"))
+	write("tests/fact-fixture.yaml", fmt.Sprintf(table, "2026"))
+	if out := aperture(t, 1, "policy", "test", dir); !strings.Contains(out, "want: a value of the declared type int 2000..2026") {
+		t.Errorf("a value outside the declared type:\n%s", out)
 	}
 }

@@ -58,10 +58,35 @@ type explainedRelease struct {
 	Derived       []explainedFact `json:"derived,omitempty"`
 }
 
+// explainedFact is what a reviewer needs to judge a derived fact: what it means, how it is computed,
+// what it can be, and what it reads at the authority.
 type explainedFact struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
 	Expression  string `json:"expression"`
+	// Type is the declared type ("bool", "int 0..10", "enum {a, b}", "string", "record"), ResultType
+	// the type CEL infers from the schema.
+	Type       string `json:"type"`
+	ResultType string `json:"result_type"`
+	// Reads are the record's field paths the expression reads (computed from the checked expression).
+	Reads []string `json:"reads"`
+	// ValueReason is why a string or record fact is released as a value.
+	ValueReason string `json:"value_reason,omitempty"`
+}
+
+func explainFact(d *policy.Derived) explainedFact {
+	return explainedFact{Name: d.Name, Description: d.Description.EN, Expression: d.Expression, Type: d.Type.String(),
+		ResultType: d.ResultType, Reads: append([]string{}, d.Reads...), ValueReason: d.Type.ValueReason.EN}
+}
+
+// oneLineExpr folds an expression's whitespace, for a table cell or a diff line.
+func oneLineExpr(e string) string { return strings.Join(strings.Fields(e), " ") }
+
+func readsText(reads []string) string {
+	if len(reads) == 0 {
+		return "no field of the record"
+	}
+	return strings.Join(reads, ", ")
 }
 
 func explainJourney(b *policy.Bundle, j *policy.Journey) explainedJourney {
@@ -84,7 +109,7 @@ func explainJourney(b *policy.Bundle, j *policy.Journey) explainedJourney {
 				er.AuthorityName = a.Name.EN
 			}
 			for _, d := range r.Derived {
-				er.Derived = append(er.Derived, explainedFact{Name: d.Name, Description: d.Description.EN, Expression: d.Expression})
+				er.Derived = append(er.Derived, explainFact(d))
 			}
 			es.Releases = append(es.Releases, er)
 		}
@@ -117,7 +142,14 @@ func writeExplainText(w io.Writer, j explainedJourney) {
 				fmt.Fprintf(w, "                  field %s\n", f)
 			}
 			for _, d := range r.Derived {
-				fmt.Fprintf(w, "                  fact  %s: %s\n", d.Name, d.Description)
+				const indent = "                        "
+				fmt.Fprintf(w, "                  fact  %s: %s\n", d.Name, wrap(d.Description, indent, 100))
+				fmt.Fprintf(w, "%stype     %s (the expression yields %s)\n", indent, d.Type, d.ResultType)
+				fmt.Fprintf(w, "%scomputes %s\n", indent, wrap(oneLineExpr(d.Expression), indent+"         ", 100))
+				fmt.Fprintf(w, "%sreads    %s\n", indent, wrap(readsText(d.Reads), indent+"         ", 100))
+				if d.ValueReason != "" {
+					fmt.Fprintf(w, "%sDISCLOSES A VALUE, because: %s\n", indent, wrap(d.ValueReason, indent+"  ", 100))
+				}
 			}
 		}
 	}
@@ -143,7 +175,12 @@ func writeExplainMarkdown(w io.Writer, j explainedJourney) {
 				items = append(items, "field `"+f+"`")
 			}
 			for _, d := range r.Derived {
-				items = append(items, "fact `"+d.Name+"`: "+mdCell(d.Description))
+				item := fmt.Sprintf("fact `%s` (%s): %s<br>computes `%s`<br>reads %s", d.Name, mdCell(d.Type), mdCell(d.Description),
+					mdCell(oneLineExpr(d.Expression)), mdCell(readsText(d.Reads)))
+				if d.ValueReason != "" {
+					item += "<br>**discloses a value**, because: " + mdCell(d.ValueReason)
+				}
+				items = append(items, item)
 			}
 			fmt.Fprintf(w, "| `%s` (%s) | %s |\n", r.Dataset, mdCell(r.AuthorityName), strings.Join(items, "<br>"))
 		}
@@ -185,8 +222,30 @@ type disclosure struct {
 	Dataset string `json:"dataset"`
 	Field   string `json:"field,omitempty"`
 	Fact    string `json:"fact,omitempty"`
-	// Expression is the fact's CEL expression: a fact whose expression changes discloses something new.
+	// Expression and Type are the fact's CEL expression and declared type: a fact whose expression or
+	// type changes is listed as changed.
 	Expression string `json:"expression,omitempty"`
+	Type       string `json:"type,omitempty"`
+}
+
+// factChange is a fact that both sides release at the same step to the same agency, computed
+// differently or with another type: the same name may now disclose something else.
+type factChange struct {
+	Journey string `json:"journey"`
+	Step    string `json:"step"`
+	Agency  string `json:"agency"`
+	Dataset string `json:"dataset"`
+	Fact    string `json:"fact"`
+	OldType string `json:"old_type"`
+	NewType string `json:"new_type"`
+	// OldExpression and NewExpression are the CEL expressions, as written.
+	OldExpression string `json:"old_expression"`
+	NewExpression string `json:"new_expression"`
+}
+
+func (c factChange) String() string {
+	return fmt.Sprintf("%s/%s → %s: %s fact %s changed\n    was: %s = %s\n    now: %s = %s", c.Journey, c.Step, c.Agency, c.Dataset, c.Fact,
+		c.OldType, oneLineExpr(c.OldExpression), c.NewType, oneLineExpr(c.NewExpression))
 }
 
 func (d disclosure) String() string {
@@ -203,7 +262,9 @@ func (d disclosure) String() string {
 type policyDiff struct {
 	Disclosed []disclosure `json:"disclosed"`
 	Withdrawn []disclosure `json:"withdrawn"`
-	Consent   []string     `json:"consent_changes"`
+	// Changed are facts with the same name whose expression or type changed.
+	Changed []factChange `json:"changed"`
+	Consent []string     `json:"consent_changes"`
 }
 
 func disclosures(b *policy.Bundle) map[string][]disclosure {
@@ -220,7 +281,7 @@ func disclosures(b *policy.Bundle) map[string][]disclosure {
 				}
 				for _, f := range r.Derived {
 					d := base
-					d.Fact, d.Expression = f.Name, f.Expression
+					d.Fact, d.Expression, d.Type = f.Name, f.Expression, f.Type.String()
 					out[key] = append(out[key], d)
 				}
 			}
@@ -242,7 +303,7 @@ func only(a, b map[string][]disclosure) []disclosure {
 		for _, d := range ds {
 			switch {
 			case d.Fact == "" && fieldmask.Covers(fields, d.Field):
-			case d.Fact != "" && containsFact(b[key], d):
+			case d.Fact != "" && sameFact(b[key], d) != nil:
 			default:
 				out = append(out, d)
 			}
@@ -252,13 +313,36 @@ func only(a, b map[string][]disclosure) []disclosure {
 	return out
 }
 
-func containsFact(ds []disclosure, f disclosure) bool {
-	for _, d := range ds {
-		if d.Fact == f.Fact && d.Expression == f.Expression {
-			return true
+// sameFact returns the fact of ds with f's name, whatever its expression: a fact that changed is
+// reported as changed, not as withdrawn and disclosed.
+func sameFact(ds []disclosure, f disclosure) *disclosure {
+	for i, d := range ds {
+		if d.Fact != "" && d.Fact == f.Fact {
+			return &ds[i]
 		}
 	}
-	return false
+	return nil
+}
+
+// changedFacts lists the facts of cur whose expression or type differs from old's fact of that name.
+func changedFacts(old, cur map[string][]disclosure) []factChange {
+	out := []factChange{}
+	for key, ds := range cur {
+		for _, d := range ds {
+			if d.Fact == "" {
+				continue
+			}
+			if o := sameFact(old[key], d); o != nil && (o.Expression != d.Expression || o.Type != d.Type) {
+				out = append(out, factChange{Journey: d.Journey, Step: d.Step, Agency: d.Agency, Dataset: d.Dataset, Fact: d.Fact,
+					OldType: o.Type, NewType: d.Type, OldExpression: o.Expression, NewExpression: d.Expression})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b factChange) int {
+		return cmp.Or(cmp.Compare(a.Journey, b.Journey), cmp.Compare(a.Step, b.Step), cmp.Compare(a.Agency, b.Agency),
+			cmp.Compare(a.Dataset, b.Dataset), cmp.Compare(a.Fact, b.Fact))
+	})
+	return out
 }
 
 func sortDisclosures(ds []disclosure) {
@@ -270,7 +354,7 @@ func sortDisclosures(ds []disclosure) {
 
 func diffPolicies(old, cur *policy.Bundle) policyDiff {
 	o, n := disclosures(old), disclosures(cur)
-	d := policyDiff{Disclosed: only(n, o), Withdrawn: only(o, n), Consent: []string{}}
+	d := policyDiff{Disclosed: only(n, o), Withdrawn: only(o, n), Changed: changedFacts(o, n), Consent: []string{}}
 	if d.Disclosed == nil {
 		d.Disclosed = []disclosure{}
 	}
@@ -304,7 +388,7 @@ func writeDiff(w io.Writer, d policyDiff, format string) error {
 		return writeJSON(w, d)
 	case "markdown":
 		fmt.Fprintf(w, "## Disclosure changes\n\n")
-		if len(d.Disclosed)+len(d.Withdrawn)+len(d.Consent) == 0 {
+		if len(d.Disclosed)+len(d.Withdrawn)+len(d.Changed)+len(d.Consent) == 0 {
 			fmt.Fprintf(w, "None: the change discloses nothing new and withdraws nothing.\n")
 			return nil
 		}
@@ -324,12 +408,19 @@ func writeDiff(w io.Writer, d policyDiff, format string) error {
 				row("withdrawn", x)
 			}
 		}
+		if len(d.Changed) > 0 {
+			fmt.Fprintf(w, "\n| | journey/step | agency | dataset | fact | was | now |\n|---|---|---|---|---|---|---|\n")
+			for _, c := range d.Changed {
+				fmt.Fprintf(w, "| **changed** | `%s/%s` | `%s` | `%s` | `%s` | %s: `%s` | %s: `%s` |\n", c.Journey, c.Step, c.Agency, c.Dataset, c.Fact,
+					mdCell(c.OldType), mdCell(oneLineExpr(c.OldExpression)), mdCell(c.NewType), mdCell(oneLineExpr(c.NewExpression)))
+			}
+		}
 		for _, c := range d.Consent {
 			fmt.Fprintf(w, "\n- %s\n", c)
 		}
 		return nil
 	}
-	if len(d.Disclosed)+len(d.Withdrawn)+len(d.Consent) == 0 {
+	if len(d.Disclosed)+len(d.Withdrawn)+len(d.Changed)+len(d.Consent) == 0 {
 		fmt.Fprintln(w, "no disclosure changes")
 		return nil
 	}
@@ -339,10 +430,17 @@ func writeDiff(w io.Writer, d policyDiff, format string) error {
 	for _, x := range d.Withdrawn {
 		fmt.Fprintf(w, "- %s\n", x)
 	}
+	for _, c := range d.Changed {
+		fmt.Fprintf(w, "~ %s\n", c)
+	}
 	for _, c := range d.Consent {
 		fmt.Fprintf(w, "! %s\n", c)
 	}
-	fmt.Fprintf(w, "%d newly disclosed, %d withdrawn\n", len(d.Disclosed), len(d.Withdrawn))
+	fmt.Fprintf(w, "%d newly disclosed, %d withdrawn", len(d.Disclosed), len(d.Withdrawn))
+	if len(d.Changed) > 0 {
+		fmt.Fprintf(w, ", %d changed", len(d.Changed))
+	}
+	fmt.Fprintln(w)
 	return nil
 }
 

@@ -259,7 +259,7 @@ func TestFetchErrors(t *testing.T) {
 		{"malformed citizen id", nil, kittest.Request("12345", "person", "name"), codes.InvalidArgument, []string{"citizen_id"}},
 		{"no access context", nil, noContext, codes.InvalidArgument, []string{"context"}},
 		{"expression does not compile", nil, withDerived(kittest.Request(citizen, "person"), "bad", "record.salary > 1"), codes.InvalidArgument, []string{`"bad"`}},
-		{"expression of wrong type", nil, withDerived(kittest.Request(citizen, "person"), "addr", "record.address"), codes.InvalidArgument, []string{`"addr"`}},
+		{"expression of wrong type", nil, withDerived(kittest.Request(citizen, "person"), "born", "record.birth_date"), codes.InvalidArgument, []string{`"born"`}},
 		{"runtime error", nil, withDerived(kittest.Request(citizen, "person"), "third", "record.household[2].given_names"), codes.InvalidArgument, []string{"index out of range"}},
 		{"duplicate derived name", nil, withDerived(withDerived(kittest.Request(citizen, "person"), "x", "true"), "x", "false"), codes.InvalidArgument, []string{`"x"`}},
 		{"not the broker", agency, kittest.Request(citizen, "person", "name"), codes.PermissionDenied, []string{"agency/municipality"}},

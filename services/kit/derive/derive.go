@@ -15,11 +15,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"google.golang.org/protobuf/proto"
@@ -78,20 +82,57 @@ func NewEnv(md protoreflect.MessageDescriptor) (*cel.Env, error) {
 	return env, nil
 }
 
-// Compile parses and type-checks expr; the output type must be bool, int, uint, double or string.
-// Errors are CEL's messages (they name line:column inside the expression).
-func Compile(env *cel.Env, expr string) (cel.Program, error) {
+// Checked is a parsed and type-checked expression: what a reviewer needs to know about a fact
+// without running it.
+type Checked struct {
+	AST *cel.Ast
+	// Type is the result type CEL infers from the schema ("bool", "int", "string", "list(…)").
+	Type *cel.Type
+	// Reads are the field paths of the record the expression reads, sorted, each as a policy would
+	// write it (a path through a repeated field names the element's field: "months.gross_dkk"). A
+	// path read only on the way to a deeper one is not listed on its own.
+	Reads []string
+}
+
+// Check parses and type-checks expr against env and reports its result type and the record fields it
+// reads. It puts no limit on the result type; Compile does.
+func Check(env *cel.Env, expr string) (*Checked, error) {
 	ast, iss := env.Compile(expr)
 	if iss.Err() != nil {
 		return nil, fmt.Errorf("compile derived fact: %w", iss.Err())
 	}
-	switch out := ast.OutputType(); {
-	case out.IsExactType(cel.BoolType), out.IsExactType(cel.IntType), out.IsExactType(cel.UintType),
-		out.IsExactType(cel.DoubleType), out.IsExactType(cel.StringType):
-	default:
-		return nil, fmt.Errorf("compile derived fact: result type is %s, want bool, int, uint, double or string", out)
+	return &Checked{AST: ast, Type: ast.OutputType(), Reads: reads(ast)}, nil
+}
+
+// Scalar reports whether t is one of the scalar result types: bool, int, uint, double or string.
+func Scalar(t *cel.Type) bool {
+	return t.IsExactType(cel.BoolType) || t.IsExactType(cel.IntType) || t.IsExactType(cel.UintType) ||
+		t.IsExactType(cel.DoubleType) || t.IsExactType(cel.StringType)
+}
+
+// Record reports whether t is a record-valued result: a list, a map or a message, returned as JSON.
+// Such a fact discloses values, not a fact; the broker's policy loader refuses it unless the policy
+// says why the step needs it.
+func Record(t *cel.Type) bool {
+	switch t.Kind() {
+	case types.ListKind, types.MapKind, types.StructKind:
+		return true
 	}
-	prg, err := env.Program(ast,
+	return false
+}
+
+// Compile parses and type-checks expr; the output type must be bool, int, uint, double or string, or
+// a list, map or message (see Record). Errors are CEL's messages (they name line:column inside the
+// expression).
+func Compile(env *cel.Env, expr string) (cel.Program, error) {
+	c, err := Check(env, expr)
+	if err != nil {
+		return nil, err
+	}
+	if !Scalar(c.Type) && !Record(c.Type) {
+		return nil, fmt.Errorf("compile derived fact: result type is %s, want bool, int, uint, double or string, or a list, map or message", c.Type)
+	}
+	prg, err := env.Program(c.AST,
 		cel.CostLimit(CostLimit),
 		cel.InterruptCheckFrequency(interruptEvery),
 	)
@@ -99,6 +140,104 @@ func Compile(env *cel.Env, expr string) (cel.Program, error) {
 		return nil, fmt.Errorf("compile derived fact: %w", err)
 	}
 	return prg, nil
+}
+
+// reads walks a checked expression for selections rooted at `record`, following comprehension
+// variables to the path they iterate over.
+func reads(a *cel.Ast) []string {
+	seen := map[string]bool{}
+	var path func(e celast.Expr, scope map[string]string) (string, bool)
+	path = func(e celast.Expr, scope map[string]string) (string, bool) {
+		switch e.Kind() {
+		case celast.IdentKind:
+			if e.AsIdent() == "record" {
+				return "", true
+			}
+			p, ok := scope[e.AsIdent()]
+			return p, ok
+		case celast.SelectKind:
+			s := e.AsSelect()
+			if p, ok := path(s.Operand(), scope); ok {
+				if p == "" {
+					return s.FieldName(), true
+				}
+				return p + "." + s.FieldName(), true
+			}
+		}
+		return "", false
+	}
+	var walk func(e celast.Expr, scope map[string]string)
+	walk = func(e celast.Expr, scope map[string]string) {
+		if e == nil {
+			return
+		}
+		switch e.Kind() {
+		case celast.SelectKind:
+			if p, ok := path(e, scope); ok {
+				seen[p] = true
+				return
+			}
+			walk(e.AsSelect().Operand(), scope)
+		case celast.CallKind:
+			c := e.AsCall()
+			if c.IsMemberFunction() {
+				walk(c.Target(), scope)
+			}
+			for _, arg := range c.Args() {
+				walk(arg, scope)
+			}
+		case celast.ListKind:
+			for _, el := range e.AsList().Elements() {
+				walk(el, scope)
+			}
+		case celast.MapKind:
+			for _, en := range e.AsMap().Entries() {
+				walk(en.AsMapEntry().Key(), scope)
+				walk(en.AsMapEntry().Value(), scope)
+			}
+		case celast.StructKind:
+			for _, f := range e.AsStruct().Fields() {
+				walk(f.AsStructField().Value(), scope)
+			}
+		case celast.ComprehensionKind:
+			c := e.AsComprehension()
+			walk(c.IterRange(), scope)
+			walk(c.AccuInit(), scope)
+			inner := maps.Clone(scope)
+			delete(inner, c.AccuVar())
+			delete(inner, c.IterVar())
+			delete(inner, c.IterVar2())
+			if p, ok := path(c.IterRange(), scope); ok {
+				// One variable: the element (list) or key (map). Two: index or key, then the value.
+				if c.HasIterVar2() {
+					inner[c.IterVar2()] = p
+				} else {
+					inner[c.IterVar()] = p
+				}
+			}
+			walk(c.LoopCondition(), inner)
+			walk(c.LoopStep(), inner)
+			result := maps.Clone(scope)
+			delete(result, c.AccuVar())
+			walk(c.Result(), result)
+		}
+	}
+	walk(a.NativeRep().Expr(), map[string]string{})
+	var out []string
+	for p := range seen {
+		covered := false
+		for q := range seen {
+			if strings.HasPrefix(q, p+".") {
+				covered = true
+				break
+			}
+		}
+		if p != "" && !covered {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Eval evaluates prg for record at now and returns the value as a structpb.Value (ints as numbers). A
@@ -142,9 +281,17 @@ func toValue(out ref.Val) (*structpb.Value, error) {
 		return structpb.NewNumberValue(float64(o)), nil
 	case types.String:
 		return structpb.NewStringValue(string(o)), nil
-	default:
-		return nil, fmt.Errorf("%w: result type %s, want bool, int, uint, double or string", ErrEvaluation, out.Type().TypeName())
 	}
+	if k := out.Type().(*types.Type).Kind(); k == types.ListKind || k == types.MapKind || k == types.StructKind {
+		v, err := out.ConvertToNative(reflect.TypeFor[*structpb.Value]())
+		if err != nil {
+			return nil, fmt.Errorf("%w: result cannot be represented as JSON", ErrEvaluation)
+		}
+		if pv, ok := v.(*structpb.Value); ok {
+			return pv, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: result type %s, want bool, int, uint, double or string, or a list, map or message", ErrEvaluation, out.Type().TypeName())
 }
 
 // safeCategories are fragments of CEL runtime errors that describe what went wrong without quoting

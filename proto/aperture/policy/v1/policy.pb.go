@@ -399,9 +399,20 @@ type Derived struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// What the fact means.
 	Description *Text `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
-	// CEL over `record` (the dataset message) and `now` (a timestamp). Must yield bool, int, uint,
-	// double or string; checked against the authority's schema when the policy loads.
-	Expression    string `protobuf:"bytes,3,opt,name=expression,proto3" json:"expression,omitempty"`
+	// CEL over `record` (the dataset message) and `now` (a timestamp); checked against the authority's
+	// schema when the policy loads, and its result against the declared type.
+	Expression string `protobuf:"bytes,3,opt,name=expression,proto3" json:"expression,omitempty"`
+	// What the fact can be, and so what it can disclose: "bool"; "int" within `range`; "enum", a string
+	// that is one of `values`; or, only with a `value_reason`, "string" or "record" (a list, map or
+	// message), which disclose values rather than a fact.
+	Type string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	// For type "int": the values it can take, both ends included.
+	Range *IntRange `protobuf:"bytes,5,opt,name=range,proto3" json:"range,omitempty"`
+	// For type "enum": the values it can take.
+	Values []string `protobuf:"bytes,6,rep,name=values,proto3" json:"values,omitempty"`
+	// For type "string" or "record": why the step needs the value itself and not a fact about it.
+	// Reviewers read it in `aperture policy explain`.
+	ValueReason   *Text `protobuf:"bytes,7,opt,name=value_reason,json=valueReason,proto3" json:"value_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +468,87 @@ func (x *Derived) GetExpression() string {
 	return ""
 }
 
+func (x *Derived) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Derived) GetRange() *IntRange {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+func (x *Derived) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *Derived) GetValueReason() *Text {
+	if x != nil {
+		return x.ValueReason
+	}
+	return nil
+}
+
+// IntRange is an inclusive range of integers.
+type IntRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Min           int64                  `protobuf:"varint,1,opt,name=min,proto3" json:"min,omitempty"`
+	Max           int64                  `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntRange) Reset() {
+	*x = IntRange{}
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntRange) ProtoMessage() {}
+
+func (x *IntRange) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntRange.ProtoReflect.Descriptor instead.
+func (*IntRange) Descriptor() ([]byte, []int) {
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *IntRange) GetMin() int64 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *IntRange) GetMax() int64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
 // Consent makes a step wait for the citizen's explicit, time-limited consent.
 type Consent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -472,7 +564,7 @@ type Consent struct {
 
 func (x *Consent) Reset() {
 	*x = Consent{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +576,7 @@ func (x *Consent) String() string {
 func (*Consent) ProtoMessage() {}
 
 func (x *Consent) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +589,7 @@ func (x *Consent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consent.ProtoReflect.Descriptor instead.
 func (*Consent) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Consent) GetRequired() bool {
@@ -536,7 +628,7 @@ type Registry struct {
 
 func (x *Registry) Reset() {
 	*x = Registry{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +640,7 @@ func (x *Registry) String() string {
 func (*Registry) ProtoMessage() {}
 
 func (x *Registry) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +653,7 @@ func (x *Registry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registry.ProtoReflect.Descriptor instead.
 func (*Registry) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Registry) GetAuthorities() []*Authority {
@@ -603,7 +695,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +707,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +720,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Authority) GetId() string {
@@ -680,7 +772,7 @@ type Agency struct {
 
 func (x *Agency) Reset() {
 	*x = Agency{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +784,7 @@ func (x *Agency) String() string {
 func (*Agency) ProtoMessage() {}
 
 func (x *Agency) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +797,7 @@ func (x *Agency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agency.ProtoReflect.Descriptor instead.
 func (*Agency) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Agency) GetId() string {
@@ -763,14 +855,22 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\vReleaseRule\x12M\n" +
 	"\adataset\x18\x01 \x01(\tB3\xbaH0r.2,^[a-z][a-z0-9_]{0,31}\\.[a-z][a-z0-9_]{0,62}$R\adataset\x12N\n" +
 	"\x06fields\x18\x02 \x03(\tB6\xbaH3\x92\x010\x10\x80\x02\x18\x01\")r'2%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x06fields\x12?\n" +
-	"\aderived\x18\x03 \x03(\v2\x1b.aperture.policy.v1.DerivedB\b\xbaH\x05\x92\x01\x02\x10 R\aderived\"\xac\x01\n" +
+	"\aderived\x18\x03 \x03(\v2\x1b.aperture.policy.v1.DerivedB\b\xbaH\x05\x92\x01\x02\x10 R\aderived\"\x88\x03\n" +
 	"\aDerived\x121\n" +
 	"\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12B\n" +
 	"\vdescription\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\vdescription\x12*\n" +
 	"\n" +
 	"expression\x18\x03 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80 R\n" +
-	"expression\"\xdb\x01\n" +
+	"expression\x12=\n" +
+	"\x04type\x18\x04 \x01(\tB)\xbaH&\xd8\x01\x01r!R\x04boolR\x03intR\x04enumR\x06stringR\x06recordR\x04type\x122\n" +
+	"\x05range\x18\x05 \x01(\v2\x1c.aperture.policy.v1.IntRangeR\x05range\x12*\n" +
+	"\x06values\x18\x06 \x03(\tB\x12\xbaH\x0f\x92\x01\f\x10@\x18\x01\"\x06r\x04\x10\x01\x18dR\x06values\x12;\n" +
+	"\fvalue_reason\x18\a \x01(\v2\x18.aperture.policy.v1.TextR\vvalueReason\"u\n" +
+	"\bIntRange\x12\x10\n" +
+	"\x03min\x18\x01 \x01(\x03R\x03min\x12\x10\n" +
+	"\x03max\x18\x02 \x01(\x03R\x03max:E\xbaHB\x1a@\n" +
+	"\x0fint_range.order\x12\x17min must not exceed max\x1a\x14this.min <= this.max\"\xdb\x01\n" +
 	"\aConsent\x12\x1a\n" +
 	"\brequired\x18\x01 \x01(\bR\brequired\x12-\n" +
 	"\fdefault_days\x18\x02 \x01(\x05B\n" +
@@ -805,7 +905,7 @@ func file_aperture_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_aperture_policy_v1_policy_proto_rawDescData
 }
 
-var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_aperture_policy_v1_policy_proto_goTypes = []any{
 	(*Text)(nil),        // 0: aperture.policy.v1.Text
 	(*Journey)(nil),     // 1: aperture.policy.v1.Journey
@@ -813,10 +913,11 @@ var file_aperture_policy_v1_policy_proto_goTypes = []any{
 	(*Covert)(nil),      // 3: aperture.policy.v1.Covert
 	(*ReleaseRule)(nil), // 4: aperture.policy.v1.ReleaseRule
 	(*Derived)(nil),     // 5: aperture.policy.v1.Derived
-	(*Consent)(nil),     // 6: aperture.policy.v1.Consent
-	(*Registry)(nil),    // 7: aperture.policy.v1.Registry
-	(*Authority)(nil),   // 8: aperture.policy.v1.Authority
-	(*Agency)(nil),      // 9: aperture.policy.v1.Agency
+	(*IntRange)(nil),    // 6: aperture.policy.v1.IntRange
+	(*Consent)(nil),     // 7: aperture.policy.v1.Consent
+	(*Registry)(nil),    // 8: aperture.policy.v1.Registry
+	(*Authority)(nil),   // 9: aperture.policy.v1.Authority
+	(*Agency)(nil),      // 10: aperture.policy.v1.Agency
 }
 var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 0: aperture.policy.v1.Journey.title:type_name -> aperture.policy.v1.Text
@@ -825,21 +926,23 @@ var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 3: aperture.policy.v1.Step.title:type_name -> aperture.policy.v1.Text
 	0,  // 4: aperture.policy.v1.Step.purpose:type_name -> aperture.policy.v1.Text
 	4,  // 5: aperture.policy.v1.Step.releases:type_name -> aperture.policy.v1.ReleaseRule
-	6,  // 6: aperture.policy.v1.Step.consent:type_name -> aperture.policy.v1.Consent
+	7,  // 6: aperture.policy.v1.Step.consent:type_name -> aperture.policy.v1.Consent
 	3,  // 7: aperture.policy.v1.Step.covert:type_name -> aperture.policy.v1.Covert
 	0,  // 8: aperture.policy.v1.Covert.reason:type_name -> aperture.policy.v1.Text
 	5,  // 9: aperture.policy.v1.ReleaseRule.derived:type_name -> aperture.policy.v1.Derived
 	0,  // 10: aperture.policy.v1.Derived.description:type_name -> aperture.policy.v1.Text
-	8,  // 11: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
-	9,  // 12: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
-	9,  // 13: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
-	0,  // 14: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
-	0,  // 15: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	6,  // 11: aperture.policy.v1.Derived.range:type_name -> aperture.policy.v1.IntRange
+	0,  // 12: aperture.policy.v1.Derived.value_reason:type_name -> aperture.policy.v1.Text
+	9,  // 13: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
+	10, // 14: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
+	10, // 15: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
+	0,  // 16: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
+	0,  // 17: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_aperture_policy_v1_policy_proto_init() }
@@ -853,7 +956,7 @@ func file_aperture_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_policy_v1_policy_proto_rawDesc), len(file_aperture_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
