@@ -248,12 +248,6 @@ func (l *Log) fail(b *batch, err error) {
 	}
 }
 
-func (l *Log) closingNow() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.closing
-}
-
 // newBatchID is the batch's Nats-Msg-Id: random, so a retried publish of the same batch is
 // recognised and different batches never collide.
 func newBatchID() string {
