@@ -296,6 +296,7 @@ func (l *Log) fail(b *batch, err error) {
 	}
 }
 
+// closingNow reports whether Close has begun (the breaker's prober stops then).
 func (l *Log) closingNow() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -297,7 +297,7 @@ func TestLoginRefusesOpenRedirects(t *testing.T) {
 	t.Run("no return goes home", func(t *testing.T) {
 		c := browser(t, false)
 		resp, _ := get(t, c, p.base+"/login")
-		resp, page := get(t, c, resp.Header.Get("Location"))
+		_, page := get(t, c, resp.Header.Get("Location"))
 		resp = pick(t, c, page, demo[0].ID)
 		resp.Body.Close()
 		resp, _ = get(t, c, resp.Header.Get("Location"))

@@ -209,7 +209,7 @@ func TestWriteIsCompareAndSet(t *testing.T) {
 		t.Fatalf("create over an existing key: %v", err)
 	}
 	stale := rev
-	rev = write(t, f, "k", rev, "b")
+	write(t, f, "k", rev, "b")
 	if _, err := f.codec.Write(ctx, f.kv, "k", stale, record{Step: "c"}); !sealedkv.IsConflict(err) {
 		t.Fatalf("write over a stale revision: %v", err)
 	}

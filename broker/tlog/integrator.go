@@ -238,15 +238,40 @@ func (in *Integrator) Close() {
 	in.once.Do(func() {
 		in.cancel()
 		<-in.done
-		if in.leader.Load() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			if err := in.lease.Delete(ctx, LeaseKey, jetstream.LastRevision(in.leaseRev)); err != nil {
-				in.log.Warn("release integrator lease", "err", err)
-			}
-			in.leader.Store(false)
-		}
+		in.releaseLease()
+		in.leader.Store(false)
 	})
+}
+
+// releaseLease gives the lease up if it still names this integrator. It does not go by Leader or the
+// revision this integrator last saw: the cancel that stops the loop can cut a renewal short on this
+// side after the server applied it, leaving this integrator named at a newer revision while it
+// believes it lost the lease, and the next replica would wait out the whole TTL.
+//
+// That renewal can also reach the server only after this reads the lease, so a delete refused for a
+// changed revision is tried again with the new one.
+func (in *Integrator) releaseLease() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var err error
+	for range 3 {
+		var e jetstream.KeyValueEntry
+		e, err = in.lease.Get(ctx, LeaseKey)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return
+		case err != nil:
+			in.log.Warn("release integrator lease", "err", err)
+			return
+		case string(e.Value()) != in.opts.ID:
+			return
+		}
+		// LastRevision: never delete a lease another replica took meanwhile.
+		if err = in.lease.Delete(ctx, LeaseKey, jetstream.LastRevision(e.Revision())); err == nil {
+			return
+		}
+	}
+	in.log.Warn("release integrator lease", "err", err)
 }
 
 func (in *Integrator) run(ctx context.Context) {

@@ -2,6 +2,7 @@ package tlog_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,33 @@ func rewriteStream(t *testing.T, js jetstream.JetStream, name string, edit func(
 			t.Fatal(err)
 		}
 	}
+}
+
+// signedCheckpoints returns the checkpoints in CHECKPOINTS, oldest first, each verified.
+func signedCheckpoints(t *testing.T, e *env) []tlog.Checkpoint {
+	t.Helper()
+	s, err := e.js.Stream(ctx(t), tlog.CheckpointStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cps []tlog.Checkpoint
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx(t), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp, err := tlog.OpenCheckpoint(m.Data, e.signer.Verifier())
+		if err != nil {
+			t.Fatalf("CHECKPOINTS message %d: %v", seq, err)
+		}
+		cp.Seq = seq
+		cps = append(cps, cp)
+	}
+	return cps
 }
 
 func batchRecords(t *testing.T, b []byte) [][]byte {
@@ -148,6 +176,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			return want
 		}},
 		{"truncated tail", func(t *testing.T, e *env) string {
+			cps := signedCheckpoints(t, e)
 			var want string
 			rewriteStream(t, e.js, accesslog.AccessStream, func(msgs [][]byte) [][]byte {
 				kept := msgs[:len(msgs)-2]
@@ -155,9 +184,15 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				for _, m := range kept {
 					n += len(batchRecords(t, m))
 				}
-				// The integrator may have signed sizes between the last two appends: the first
-				// checkpoint beyond the kept records is the one named, not necessarily the last.
-				want = fmt.Sprintf("the log holds %d records but checkpoint ", n)
+				// Verify names the first checkpoint beyond the kept records. Which one that is
+				// depends on scheduling (the integrator signs whatever size it finds every 20 ms,
+				// so there may be sizes between the appends' 100, 200 and 300): look it up rather
+				// than assume the last, which is what made this case fail now and then under load.
+				i := slices.IndexFunc(cps, func(cp tlog.Checkpoint) bool { return cp.Size > uint64(n) })
+				if i < 0 {
+					t.Fatalf("no checkpoint beyond the %d kept records: %+v", n, cps)
+				}
+				want = fmt.Sprintf("the log holds %d records but checkpoint %d (size %d) commits to %d: records are missing", n, cps[i].Seq, cps[i].Size, cps[i].Size)
 				return kept
 			})
 			return want

@@ -57,7 +57,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/compact"
@@ -419,14 +418,6 @@ func (t *Tree) fetchWith(ctx context.Context, c *tiles, nodes proof.Nodes) ([][]
 		hashes[i] = h
 	}
 	return nodes.Rehash(hashes, hasher.HashChildren)
-}
-
-// withTimeout bounds one storage call that has no deadline of its own.
-func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeout(ctx, d)
 }
 
 // Record returns the exact log bytes of the record at leaf.

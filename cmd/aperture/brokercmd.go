@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,6 +87,8 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		healthEvery   = fs.Duration("health-interval", time.Second, "how often health is checked: access log writable, ACCESS leader, NATS, authorities")
 		appendTimeout = fs.Duration("append-timeout", 250*time.Millisecond, "how long a release waits for the access log to acknowledge its record; the first write that fails or times out opens the log's breaker and releases answer Unavailable at once until a probe write succeeds")
 	)
+	var authorityAddrs authorityAddresses
+	fs.Var(&authorityAddrs, "authority-addresses", "where each authority is reached when not at its registry address: ID=HOST:PORT, comma-separated (e.g. a Kubernetes Service per authority)")
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
 	}
@@ -218,6 +222,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		NATSNKeyFile: *natsNKey, NATSCA: *natsCA, InsecureNATS: *insecNATS,
 		EmbeddedNATSListen: *natsListen, Replicas: *replicas, StartTimeout: *startWait,
 		CitizenListen: *citizenListen, AppendTimeout: *appendTimeout, HealthInterval: *healthEvery,
+		AuthorityAddresses: authorityAddrs,
 	}, deps)
 	if err != nil {
 		return err
@@ -363,4 +368,36 @@ func natsToolOptions(data, creds, nkey, caFile string) ([]nats.Option, error) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// authorityAddresses is the value of --authority-addresses: ID=HOST:PORT pairs, comma-separated.
+type authorityAddresses map[string]string
+
+func (a authorityAddresses) String() string {
+	pairs := make([]string, 0, len(a))
+	for id, addr := range a {
+		pairs = append(pairs, id+"="+addr)
+	}
+	slices.Sort(pairs)
+	return strings.Join(pairs, ",")
+}
+
+func (a *authorityAddresses) Set(v string) error {
+	if *a == nil {
+		*a = authorityAddresses{}
+	}
+	for _, pair := range strings.Split(v, ",") {
+		if pair = strings.TrimSpace(pair); pair == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(pair, "=")
+		if !ok || id == "" || addr == "" {
+			return fmt.Errorf("%q: want ID=HOST:PORT", pair)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%q: %w", pair, err)
+		}
+		(*a)[id] = addr
+	}
+	return nil
 }

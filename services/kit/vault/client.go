@@ -167,9 +167,16 @@ func (c *Client) maintain(ctx context.Context) {
 			c.log.Error("vault token watcher", "err", err)
 			return
 		}
-		go w.Start()
+		exited := make(chan struct{})
+		go func() {
+			defer close(exited)
+			w.Start()
+		}()
 		reason := c.watch(ctx, w)
 		w.Stop()
+		// Stop only signals: wait for the watcher's goroutine, so none outlives Close. A renewal in
+		// flight ends within the client's request timeout.
+		<-exited
 		switch reason {
 		case watchStopped:
 			return
