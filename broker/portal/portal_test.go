@@ -123,7 +123,7 @@ func TestPagesRender(t *testing.T) {
 		{"/consents", []string{"Your consents", "Given", "Withdrawn", "Withdraw consent", "Steps that ask for your consent", "/consents/sickness-benefit/assess-work-capacity"},
 			[]string{"Dine samtykker", "Givet", "Trukket tilbage", "Træk samtykke tilbage"}},
 		{"/consents/sickness-benefit/assess-work-capacity", []string{"What you would agree to", "Copenhagen Municipality (Jobcentre) may see", "sick notes › work capacity percent",
-			"Valid until", "12 June 2026", "Usually 90 days. At most 180 days.", `name="days" value="90"`, `max="180"`, "Yes, I give my consent", "Withdraw your consent"},
+			"Valid until", "12 June 2026", "Usually 90 days. At most 180 days.", `name="days" value="90"`, `max="180"`, "Yes, I give my consent", "Withdrawn"},
 			[]string{"Hvad du siger ja til", "må Københavns Kommune (Jobcenter) se", "12. juni 2026", "Normalt 90 dage. Højst 180 dage.", "Ja, jeg giver mit samtykke"}},
 		{"/data", []string{"My data", "Civil Registration System (CPR)", "/data/population/person", "/data/health/patient", "/data/tax/income", "written down"},
 			[]string{"Mine data", "Det Centrale Personregister (CPR)"}},
@@ -292,7 +292,9 @@ func TestFormErrors(t *testing.T) {
 		{"days not a number", "/consents/sickness-benefit/assess-work-capacity/grant", url.Values{"days": {"thirty"}},
 			[]string{"There is a problem", "whole number", `aria-invalid="true"`, `value="thirty"`}, "GrantConsent"},
 		{"days above maximum", "/consents/sickness-benefit/assess-work-capacity/grant", url.Values{"days": {"365"}},
-			[]string{"There is a problem", "no higher than the maximum", `value="365"`, "At most 180 days"}, ""},
+			[]string{"There is a problem", "The most you can choose is 180 days", `value="365"`, "At most 180 days"}, ""},
+		{"far too many days", "/consents/sickness-benefit/assess-work-capacity/grant", url.Values{"days": {"99999999999"}},
+			[]string{"There is a problem", "The most you can choose is 180 days", `value="99999999999"`}, ""},
 		{"empty question", "/questions", url.Values{"access": {accID(6)}, "message": {"   "}},
 			[]string{"There is a problem", "Write your question.", `aria-invalid="true"`}, "QuestionAccess"},
 		{"long question", "/questions", url.Values{"access": {accID(6)}, "message": {strings.Repeat("ø", 2001)}},
@@ -532,5 +534,46 @@ func TestNewChecksConfig(t *testing.T) {
 	}
 	if _, err := New(Config{Citizen: citizenv1.NewCitizenServiceClient(nil)}); err == nil {
 		t.Error("New without sessions succeeded")
+	}
+}
+
+// TestConsentPageAfterGrant: once consent is given, its page says until when and offers withdrawing it,
+// not the grant form or the "what you would agree to" preview again; after withdrawing, it offers giving.
+func TestConsentPageAfterGrant(t *testing.T) {
+	s := newStack(t)
+	const page = "/consents/sickness-benefit/assess-work-capacity"
+	if r := s.post(t, page+"/grant", url.Values{"days": {"14"}}); r.code != http.StatusSeeOther {
+		t.Fatalf("grant: status %d", r.code)
+	}
+	for _, tc := range []struct {
+		lang       string
+		want, lack []string
+	}{
+		{"en", []string{"Your consent", "Given until 10 June 2026", "You gave it on 12 March 2026.", "Withdraw consent", "What you agreed to share"},
+			[]string{"What you would agree to", "Yes, I give my consent", "Valid until", `name="days"`}},
+		{"da", []string{"Dit samtykke", "Givet indtil 10. juni 2026", "Træk samtykke tilbage"},
+			[]string{"Hvad du siger ja til", "Ja, jeg giver mit samtykke", `name="days"`}},
+	} {
+		r := s.get(t, page+"?lang="+tc.lang, nil)
+		if r.code != http.StatusOK {
+			t.Fatalf("%s: status %d", tc.lang, r.code)
+		}
+		checkPage(t, r, tc.lang)
+		for _, w := range tc.want {
+			if !strings.Contains(r.body, w) {
+				t.Errorf("%s: page lacks %q", tc.lang, w)
+			}
+		}
+		for _, w := range tc.lack {
+			if strings.Contains(r.body, w) {
+				t.Errorf("%s: page has %q", tc.lang, w)
+			}
+		}
+	}
+	if r := s.post(t, page+"/revoke", url.Values{}); r.code != http.StatusSeeOther {
+		t.Fatalf("revoke: status %d", r.code)
+	}
+	if r := s.get(t, page, nil); !strings.Contains(r.body, "Yes, I give my consent") || strings.Contains(r.body, "Given until") {
+		t.Errorf("after withdrawing, the page does not offer giving consent again")
 	}
 }
