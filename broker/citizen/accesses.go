@@ -225,7 +225,10 @@ func (n names) access(rec *auditv1.AccessRecord) *citizenv1.Access {
 		Decision:   rec.GetDecision(),
 		Reason:     rec.GetReason(),
 		Violations: rec.GetViolations(),
-		Purpose:    &citizenv1.Text{En: rec.GetPurpose()},
+
+		RefusalReason:  rec.GetRefusalReason(),
+		RefusalSubject: rec.GetRefusalSubject(),
+		Purpose:        &citizenv1.Text{En: rec.GetPurpose()},
 	}
 	var j *policy.Journey
 	a.Journey, j = n.journey(rec.GetJourney())

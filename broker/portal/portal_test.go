@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -104,10 +105,10 @@ func TestPagesRender(t *testing.T) {
 		en, da []string
 	}{
 		{"/", []string{"Who has seen my data", "Danish Tax Agency (caseworker 4411)", "saw:", "your income was above the threshold in 6 of the last 12 months",
-			"sick notes › diagnosis", "asked for:", "and was refused:", "the field sick_notes.diagnosis is not allowed at this step",
+			"sick notes › diagnosis", "asked for:", "and was refused:", "This step does not allow them to see sick notes › diagnosis, so nothing was shared.",
 			"Sickness benefit, step 2: Check the employment requirement", "Sygedagpengeloven § 7", "Question this access", "/questions/new?access=" + accID(6),
 			"sick notes › work capacity percent", "more than was asked for", `data-live="on"`, `href="/?page=p2"`},
-			[]string{"Hvem har set mine data", "Skattestyrelsen (sagsbehandler 4411)", "så:", "din indkomst var over grænsen", "og fik afslag:", "Sygedagpenge, trin 2: Tjek beskæftigelseskravet", "Spørg ind til opslaget"}},
+			[]string{"Hvem har set mine data", "Skattestyrelsen (sagsbehandler 4411)", "så:", "din indkomst var over grænsen", "og fik afslag:", "Dette trin giver ikke lov til at se", "Sygedagpenge, trin 2: Tjek beskæftigelseskravet", "Spørg ind til opslaget"}},
 		{"/?page=p2", []string{"You looked at:", "name", "address", "Kept from you until 12 March 2026", "because telling you early could harm an investigation", "Back to the newest", `data-live="off"`},
 			[]string{"Du så på:", "Holdt skjult for dig indtil 12. marts 2026", "fordi det kan skade"}},
 		{"/cases", []string{"My cases", "Sickness benefit", "In progress", "2 of 4 steps done", "Now with", "Copenhagen Municipality (Jobcentre)", "Closed", `href="/cases?page=c2"`},
@@ -575,5 +576,27 @@ func TestConsentPageAfterGrant(t *testing.T) {
 	}
 	if r := s.get(t, page, nil); !strings.Contains(r.body, "Yes, I give my consent") || strings.Contains(r.body, "Given until") {
 		t.Errorf("after withdrawing, the page does not offer giving consent again")
+	}
+}
+
+// TestEveryRefusalReasonIsWorded: each machine-readable refusal reason the broker can give has a plain
+// sentence in both languages, never the broker's English text or the code itself.
+func TestEveryRefusalReasonIsWorded(t *testing.T) {
+	for n := range auditv1.RefusalReason_name {
+		why := auditv1.RefusalReason(n)
+		a := &citizenv1.Access{Decision: auditv1.Decision_DECISION_REFUSED, RefusalReason: why, RefusalSubject: "address.postal_code", Reason: "broker text for caseworkers"}
+		en := (&view{Lang: "en"}).refusal(a)
+		da := (&view{Lang: "da"}).refusal(a)
+		for _, s := range []string{en, da} {
+			if s == "" || strings.Contains(s, "⟦") || strings.Contains(s, "REFUSAL") || strings.Contains(s, "_") || strings.Contains(s, "broker text") {
+				t.Errorf("%v: %q", why, s)
+			}
+		}
+		if en == da {
+			t.Errorf("%v: the Danish sentence is the English one: %q", why, da)
+		}
+		if why != auditv1.RefusalReason_REFUSAL_REASON_UNSPECIFIED && en == (&view{Lang: "en"}).refusal(&citizenv1.Access{Decision: auditv1.Decision_DECISION_REFUSED}) {
+			t.Errorf("%v has no sentence of its own: %q", why, en)
+		}
 	}
 }

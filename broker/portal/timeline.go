@@ -82,7 +82,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		Refused:     a.GetDecision() == auditv1.Decision_DECISION_REFUSED,
 		Purpose:     v.Tx(a.GetPurpose()),
 		Law:         a.GetLegalBasis(),
-		Reason:      a.GetReason(),
+		Reason:      v.refusal(a),
 	}
 	switch {
 	case it.CaseRead:
@@ -326,4 +326,24 @@ func (p *Portal) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// refusal words why a is refused, from its machine-readable reason: the broker's own text is English
+// for caseworkers and names policy ids, so it is never shown to the citizen.
+func (v *view) refusal(a *citizenv1.Access) string {
+	if a.GetDecision() != auditv1.Decision_DECISION_REFUSED {
+		return ""
+	}
+	key := "refusal." + strings.TrimPrefix(a.GetRefusalReason().String(), "REFUSAL_REASON_")
+	if _, ok := messages[key]; !ok {
+		key = "refusal.UNSPECIFIED"
+	}
+	if strings.Contains(messages[key].en, "%s") {
+		subject := a.GetRefusalSubject()
+		if subject == "" {
+			return v.T("refusal.UNSPECIFIED")
+		}
+		return v.T(key, humanField(subject))
+	}
+	return v.T(key)
 }

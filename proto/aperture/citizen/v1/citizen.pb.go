@@ -411,10 +411,14 @@ type Access struct {
 	// and leaf_index its position in the tree (0-based). With them I, or anyone I give them to, can
 	// check that this access is in a signed checkpoint of the log. leaf_index is meaningful only when
 	// leaf is set.
-	LeafIndex     uint64 `protobuf:"varint,20,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
-	Leaf          []byte `protobuf:"bytes,21,opt,name=leaf,proto3" json:"leaf,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LeafIndex uint64 `protobuf:"varint,20,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
+	Leaf      []byte `protobuf:"bytes,21,opt,name=leaf,proto3" json:"leaf,omitempty"`
+	// For a refusal: why, as a code to word in my language (reason above is the broker's English text
+	// for caseworkers), and the field path or fact it is about when there is one.
+	RefusalReason  v1.RefusalReason `protobuf:"varint,22,opt,name=refusal_reason,json=refusalReason,proto3,enum=aperture.audit.v1.RefusalReason" json:"refusal_reason,omitempty"`
+	RefusalSubject string           `protobuf:"bytes,23,opt,name=refusal_subject,json=refusalSubject,proto3" json:"refusal_subject,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Access) Reset() {
@@ -592,6 +596,20 @@ func (x *Access) GetLeaf() []byte {
 		return x.Leaf
 	}
 	return nil
+}
+
+func (x *Access) GetRefusalReason() v1.RefusalReason {
+	if x != nil {
+		return x.RefusalReason
+	}
+	return v1.RefusalReason(0)
+}
+
+func (x *Access) GetRefusalSubject() string {
+	if x != nil {
+		return x.RefusalSubject
+	}
+	return ""
 }
 
 // Fact names one derived fact.
@@ -2978,7 +2996,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x02da\x18\x02 \x01(\tR\x02da\"F\n" +
 	"\x05Party\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
-	"\x04name\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x04name\"\xeb\x06\n" +
+	"\x04name\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x04name\"\xdd\a\n" +
 	"\x06Access\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
@@ -3007,7 +3025,9 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"violations\x12\x1d\n" +
 	"\n" +
 	"leaf_index\x18\x14 \x01(\x04R\tleafIndex\x12\x12\n" +
-	"\x04leaf\x18\x15 \x01(\fR\x04leaf\"W\n" +
+	"\x04leaf\x18\x15 \x01(\fR\x04leaf\x12G\n" +
+	"\x0erefusal_reason\x18\x16 \x01(\x0e2 .aperture.audit.v1.RefusalReasonR\rrefusalReason\x12'\n" +
+	"\x0frefusal_subject\x18\x17 \x01(\tR\x0erefusalSubject\"W\n" +
 	"\x04Fact\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\vdescription\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\vdescription\"M\n" +
@@ -3282,7 +3302,8 @@ var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil),  // 45: google.protobuf.Timestamp
 	(v1.AccessKind)(0),             // 46: aperture.audit.v1.AccessKind
 	(v1.Decision)(0),               // 47: aperture.audit.v1.Decision
-	(*structpb.Struct)(nil),        // 48: google.protobuf.Struct
+	(v1.RefusalReason)(0),          // 48: aperture.audit.v1.RefusalReason
+	(*structpb.Struct)(nil),        // 49: google.protobuf.Struct
 }
 var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
 	4,  // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
@@ -3297,95 +3318,96 @@ var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
 	47, // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
 	4,  // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
 	45, // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
-	4,  // 12: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
-	4,  // 13: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
-	4,  // 14: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
-	45, // 15: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
-	45, // 16: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
-	6,  // 17: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
-	6,  // 18: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
-	8,  // 19: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
-	1,  // 20: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
-	9,  // 21: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 22: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
-	15, // 23: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
-	5,  // 24: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
-	45, // 25: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	45, // 26: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 27: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 28: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
-	0,  // 29: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
-	45, // 30: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	45, // 31: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
-	14, // 32: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
-	14, // 33: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
-	22, // 34: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
-	8,  // 35: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,  // 36: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
-	8,  // 37: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,  // 38: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
-	25, // 39: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
-	9,  // 40: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 41: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
-	4,  // 42: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
-	26, // 43: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
-	4,  // 44: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
-	2,  // 45: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
-	5,  // 46: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
-	7,  // 47: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
-	8,  // 48: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
-	9,  // 49: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 50: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
-	45, // 51: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	45, // 52: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 53: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
-	27, // 54: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
-	25, // 55: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
-	45, // 56: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	27, // 57: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
-	27, // 58: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	27, // 59: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	5,  // 60: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
-	48, // 61: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
-	40, // 62: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
-	5,  // 63: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
-	45, // 64: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
-	3,  // 65: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
-	45, // 66: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
-	40, // 67: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
-	10, // 68: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
-	12, // 69: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
-	16, // 70: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
-	18, // 71: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
-	20, // 72: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
-	23, // 73: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
-	28, // 74: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
-	30, // 75: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
-	32, // 76: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
-	34, // 77: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
-	36, // 78: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
-	38, // 79: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
-	41, // 80: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
-	43, // 81: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
-	11, // 82: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
-	13, // 83: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
-	17, // 84: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
-	19, // 85: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
-	21, // 86: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
-	24, // 87: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
-	29, // 88: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
-	31, // 89: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
-	33, // 90: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
-	35, // 91: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
-	37, // 92: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
-	39, // 93: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
-	42, // 94: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
-	44, // 95: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
-	82, // [82:96] is the sub-list for method output_type
-	68, // [68:82] is the sub-list for method input_type
-	68, // [68:68] is the sub-list for extension type_name
-	68, // [68:68] is the sub-list for extension extendee
-	0,  // [0:68] is the sub-list for field type_name
+	48, // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	4,  // 13: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
+	4,  // 14: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
+	4,  // 15: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
+	45, // 16: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
+	45, // 17: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
+	6,  // 18: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
+	6,  // 19: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
+	8,  // 20: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
+	1,  // 21: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
+	9,  // 22: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 23: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
+	15, // 24: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
+	5,  // 25: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
+	45, // 26: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	45, // 27: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 28: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 29: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
+	0,  // 30: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
+	45, // 31: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	45, // 32: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	14, // 33: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
+	14, // 34: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
+	22, // 35: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
+	8,  // 36: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
+	4,  // 37: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
+	8,  // 38: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
+	4,  // 39: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
+	25, // 40: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
+	9,  // 41: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 42: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
+	4,  // 43: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
+	26, // 44: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
+	4,  // 45: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
+	2,  // 46: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
+	5,  // 47: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
+	7,  // 48: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
+	8,  // 49: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
+	9,  // 50: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 51: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
+	45, // 52: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	45, // 53: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 54: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
+	27, // 55: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
+	25, // 56: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
+	45, // 57: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 58: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
+	27, // 59: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	27, // 60: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	5,  // 61: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
+	49, // 62: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
+	40, // 63: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
+	5,  // 64: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
+	45, // 65: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
+	3,  // 66: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
+	45, // 67: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
+	40, // 68: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	10, // 69: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
+	12, // 70: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
+	16, // 71: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
+	18, // 72: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
+	20, // 73: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
+	23, // 74: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
+	28, // 75: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
+	30, // 76: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
+	32, // 77: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
+	34, // 78: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
+	36, // 79: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
+	38, // 80: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
+	41, // 81: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
+	43, // 82: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
+	11, // 83: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
+	13, // 84: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
+	17, // 85: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
+	19, // 86: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
+	21, // 87: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
+	24, // 88: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
+	29, // 89: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
+	31, // 90: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
+	33, // 91: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
+	35, // 92: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
+	37, // 93: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
+	39, // 94: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
+	42, // 95: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
+	44, // 96: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
+	83, // [83:97] is the sub-list for method output_type
+	69, // [69:83] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_aperture_citizen_v1_citizen_proto_init() }
