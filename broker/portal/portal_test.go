@@ -104,11 +104,11 @@ func TestPagesRender(t *testing.T) {
 		path   string
 		en, da []string
 	}{
-		{"/", []string{"Who has seen my data", "Danish Tax Agency (caseworker 4411)", "saw:", "your income was above the threshold in 6 of the last 12 months",
+		{"/", []string{"Who has seen my data", "Danish Tax Agency (caseworker 4411)", "saw:", "checked whether:", "your income was above the threshold in 6 of the last 12 months", "not the data behind it",
 			"sick notes › diagnosis", "asked for:", "and was refused:", "This step does not allow them to see sick notes › diagnosis, so nothing was shared.",
 			"Sickness benefit, step 2: Check the employment requirement", "Sygedagpengeloven § 7", "Question this access", "/questions/new?access=" + accID(6),
 			"sick notes › work capacity percent", "more than was asked for", `data-live="on"`, `href="/?page=p2"`},
-			[]string{"Hvem har set mine data", "Skattestyrelsen (sagsbehandler 4411)", "så:", "din indkomst var over grænsen", "og fik afslag:", "Dette trin giver ikke lov til at se", "Sygedagpenge, trin 2: Tjek beskæftigelseskravet", "Spørg ind til opslaget"}},
+			[]string{"Hvem har set mine data", "Skattestyrelsen (sagsbehandler 4411)", "så:", "tjekkede, om:", "din indkomst var over grænsen", "og fik afslag:", "Dette trin giver ikke lov til at se", "Sygedagpenge, trin 2: Tjek beskæftigelseskravet", "Spørg ind til opslaget"}},
 		{"/?page=p2", []string{"You looked at:", "name", "address", "Kept from you until 12 March 2026", "because telling you early could harm an investigation", "Back to the newest", `data-live="off"`},
 			[]string{"Du så på:", "Holdt skjult for dig indtil 12. marts 2026", "fordi det kan skade"}},
 		{"/cases", []string{"My cases", "Sickness benefit", "In progress", "2 of 4 steps done", "Now with", "Copenhagen Municipality (Jobcentre)", "Closed", `href="/cases?page=c2"`},
