@@ -436,6 +436,10 @@ func newStack(t testing.TB) *stack {
 	}
 	mux := http.NewServeMux()
 	p.Routes(mux)
+	// A stand-in for the login package's error handler (citizenauth.WithErrorHandler).
+	mux.HandleFunc("GET /signin-problem/{problem}", func(w http.ResponseWriter, r *http.Request) {
+		p.SigninError(w, r, http.StatusBadRequest, r.PathValue("problem"))
+	})
 	// A stand-in for the login package: GET /login signs in and goes back.
 	mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
 		http.SetCookie(w, &http.Cookie{Name: "aperture_session", Value: testToken, Path: "/", HttpOnly: true})

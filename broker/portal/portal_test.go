@@ -392,7 +392,7 @@ func TestAPIErrors(t *testing.T) {
 		{"unknown case", "", "/cases/" + caseID(9), nil, http.StatusNotFound, "Page not found"},
 		{"unknown journey", "", "/journeys/no-such", nil, http.StatusNotFound, "Page not found"},
 		{"permission denied", "GetMyData", "/data/population/person", status.Error(codes.PermissionDenied, "self-access to this dataset is not allowed"), http.StatusForbidden, "You cannot do this"},
-		{"failed precondition", "RevokeConsent", "/consents/sickness-benefit/assess-work-capacity/revoke", status.Error(codes.FailedPrecondition, "no consent to revoke"), http.StatusConflict, "no consent to revoke"},
+		{"failed precondition", "RevokeConsent", "/consents/sickness-benefit/assess-work-capacity/revoke", status.Error(codes.FailedPrecondition, "no consent to revoke"), http.StatusConflict, "This cannot be done right now"},
 		{"unavailable", "ListConsents", "/consents", status.Error(codes.Unavailable, "log down"), http.StatusServiceUnavailable, "not available right now"},
 		{"internal", "ListQuestions", "/questions", status.Error(codes.Internal, "boom"), http.StatusInternalServerError, "something went wrong"},
 		{"unknown page", "", "/no/such/page", nil, http.StatusNotFound, "Page not found"},
@@ -426,8 +426,8 @@ func TestAPIErrors(t *testing.T) {
 			if !strings.Contains(r.body, tc.want) {
 				t.Errorf("page lacks %q", tc.want)
 			}
-			if strings.Contains(r.body, "boom") || strings.Contains(r.body, "log down") {
-				t.Error("internal error text shown to the citizen")
+			if tc.err != nil && strings.Contains(r.body, status.Convert(tc.err).Message()) {
+				t.Error("the service's own text (English, for developers) shown to the citizen")
 			}
 		})
 	}
@@ -598,5 +598,38 @@ func TestEveryRefusalReasonIsWorded(t *testing.T) {
 		if why != auditv1.RefusalReason_REFUSAL_REASON_UNSPECIFIED && en == (&view{Lang: "en"}).refusal(&citizenv1.Access{Decision: auditv1.Decision_DECISION_REFUSED}) {
 			t.Errorf("%v has no sentence of its own: %q", why, en)
 		}
+	}
+}
+
+// TestSigninProblemPages: a cancelled or failed sign-in ends on a styled page in the citizen's language
+// with a way back (sign in again where that helps, and the start page), never the login package's
+// English plain text.
+func TestSigninProblemPages(t *testing.T) {
+	s := newStack(t)
+	for _, tc := range []struct {
+		problem, lang, want string
+		again              bool
+	}{
+		{"cancelled", "en", "You did not sign in", true},
+		{"cancelled", "da", "Du blev ikke logget ind", true},
+		{"expired", "da", "Dit login tog for lang tid", true},
+		{"retry", "en", "We could not finish your sign-in", true},
+		{"unavailable", "da", "Login er ikke muligt lige nu", false},
+		{"bad-return", "en", "That link does not lead to this site", true},
+		{"something-new", "en", "We could not finish your sign-in", true},
+	} {
+		t.Run(tc.problem+"/"+tc.lang, func(t *testing.T) {
+			r := s.do(t, "GET", "/signin-problem/"+tc.problem+"?lang="+tc.lang, "", nil, nil)
+			if r.code != http.StatusBadRequest {
+				t.Fatalf("status %d", r.code)
+			}
+			checkPage(t, r, tc.lang)
+			if !strings.Contains(r.body, tc.want) || !strings.Contains(r.body, `href="/"`) {
+				t.Errorf("page lacks %q or the way back to the start", tc.want)
+			}
+			if got := strings.Contains(r.body, `href="/login"`); got != tc.again {
+				t.Errorf("offers signing in again: %v, want %v", got, tc.again)
+			}
+		})
 	}
 }
