@@ -81,8 +81,18 @@ func TestCLIWalkthrough(t *testing.T) {
 	}
 	out = aperture(0, "log", "--citizen", citizen)
 	// Two releases, one refusal, and the case read `case complete` made to find the current step.
-	if !strings.Contains(out, "4 records") || !strings.Contains(out, "REFUSED (PermissionDenied)") {
+	if !strings.Contains(out, "4 records") || !strings.Contains(out, "REFUSED DATASET_NOT_RELEASED [1]") || !strings.Contains(out, "[1] why: ") {
 		t.Fatalf("log printed:\n%s", out)
+	}
+	// The table stays aligned: the agency column starts at the same place on every row.
+	col := -1
+	for _, line := range strings.Split(out, "\n") {
+		if i := strings.Index(line, "municipality/"); i > 0 && regexp.MustCompile(`^\d{4}-\d{2}-\d{2} `).MatchString(line) {
+			if col >= 0 && i != col {
+				t.Fatalf("log columns misaligned:\n%s", out)
+			}
+			col = i
+		}
 	}
 	out = aperture(0, "case", "list")
 	if !strings.Contains(out, caseID) {
