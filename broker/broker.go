@@ -19,6 +19,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -31,6 +33,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/citizen"
 	"github.com/aperture-gov/aperture/broker/consent"
+	brokerhealth "github.com/aperture-gov/aperture/broker/health"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/lifecycle"
 	"github.com/aperture-gov/aperture/broker/natsembed"
@@ -84,6 +87,13 @@ type Config struct {
 	// CheckpointInterval is how often the access log's Merkle tree is extended and, if it grew, a
 	// signed checkpoint published. Default 1s.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// AppendTimeout bounds the wait for the access log to acknowledge a write; the first write that
+	// fails or times out opens the log's breaker, and releases answer Unavailable at once until a
+	// probe write succeeds. Default 250ms.
+	AppendTimeout time.Duration `yaml:"append_timeout"`
+	// HealthInterval is how often health is checked (log writable, ACCESS leader, NATS, authorities).
+	// Default 1s.
+	HealthInterval time.Duration `yaml:"health_interval"`
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -105,6 +115,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = time.Second
+	}
+	if c.AppendTimeout == 0 {
+		c.AppendTimeout = 250 * time.Millisecond
+	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = time.Second
 	}
 	return c
 }
@@ -150,6 +166,10 @@ type Deps struct {
 	// Witnesses, if set, is the witness policy: every new checkpoint is submitted to its witnesses
 	// and the cosigned checkpoint is what the citizen API proves against.
 	Witnesses *witness.Policy
+	// Meter receives the broker's metrics (telemetry.Telemetry's provider); nil records none.
+	Meter metric.MeterProvider
+	// Tracer, if set, traces the gRPC edges and the authority calls (otelgrpc).
+	Tracer trace.TracerProvider
 	// NATS, if set, is used instead of connecting or embedding (tests control the server).
 	NATS   *nats.Conn
 	Logger *slog.Logger
@@ -185,6 +205,10 @@ type Broker struct {
 	citizenLis    net.Listener
 
 	extra []lifecycle.Component // added with Go
+
+	js      jetstream.JetStream
+	monitor *brokerhealth.Monitor
+	observe observers
 }
 
 // New connects to (or embeds) NATS, opens the stores, loads the registry, waits for every authority to
@@ -220,7 +244,13 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if b.access, err = accesslog.Open(ctx, js, accesslog.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "accesslog")}); err != nil {
+	b.js = js
+	if err := b.waitForJetStream(ctx); err != nil {
+		return nil, err
+	}
+	if b.access, err = accesslog.Open(ctx, js, accesslog.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer,
+		AppendTimeout: cfg.AppendTimeout, Meter: deps.Meter, OnBreaker: b.breakerChanged,
+		Logger: b.log.With("component", "accesslog")}); err != nil {
 		return nil, fmt.Errorf("open access log: %w", err)
 	}
 	if err := b.openTransparency(ctx, js); err != nil {
@@ -253,7 +283,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		}
 		a.Address = addr
 	}
-	if b.pool, err = authorities.Dial(reg, deps.Certs, b.log.With("component", "authorities")); err != nil {
+	if b.pool, err = authorities.Dial(reg, deps.Certs, b.log.With("component", "authorities"), authorities.Options{
+		Meter: deps.Meter, DialOptions: b.clientTracing()}); err != nil {
 		return nil, err
 	}
 	if err := b.pool.Describe(ctx, reg); err != nil {
@@ -267,6 +298,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	b.log.Info("policies loaded", "version", bundle.Version, "journeys", len(bundle.Journeys()), "authorities", len(reg.Authorities))
 
 	if err := b.buildServer(); err != nil {
+		return nil, err
+	}
+	if err := b.startObserving(ctx); err != nil {
 		return nil, err
 	}
 	if b.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -457,6 +491,7 @@ func (b *Broker) buildServer() error {
 	rel, err := release.New(release.Config{
 		Policies: policies, Cases: b.Cases, Consents: b.Consent, Log: b.access, Authorities: b.pool,
 		Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now, Logger: b.log.With("component", "release"),
+		Meter: b.deps.Meter,
 	})
 	if err != nil {
 		return err
@@ -467,10 +502,11 @@ func (b *Broker) buildServer() error {
 	if err != nil {
 		return err
 	}
-	b.grpc = grpc.NewServer(append(edge.ServerOptions(),
+	opts := append(edge.ServerOptions(),
 		grpc.Creds(credentials.NewTLS(mtls.ServerConfig(b.deps.Certs))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute}),
-	)...)
+	)
+	b.grpc = grpc.NewServer(append(opts, b.serverTelemetry()...)...)
 	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc"),
 		server.WithQuestions(b.Questions, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
 	audit := server.NewAudit(b.access, b.tree, b.deps.Pseudonyms, b.log.With("component", "audit"))
@@ -615,6 +651,7 @@ func (b *Broker) loops() []lifecycle.Component {
 			return nil
 		}}
 	}
+	cs = append(cs, stopAt("health monitor", b.stopObserving))
 	if b.Cases != nil {
 		cs = append(cs, stopAt("case watch", b.Cases.Close))
 	}
@@ -632,6 +669,7 @@ func (b *Broker) loops() []lifecycle.Component {
 
 // close stops what New started, when New fails.
 func (b *Broker) close() {
+	b.stopObserving()
 	if b.Cases != nil {
 		b.Cases.Close()
 	}

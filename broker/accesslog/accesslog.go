@@ -52,6 +52,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Stream names, subjects and headers. They are part of the on-disk format: audit tooling reads them.
@@ -114,8 +115,18 @@ type Options struct {
 	// MaxBatchBytes is the most record bytes in one durable write; it must fit the server's
 	// max_payload. Default 512 KiB.
 	MaxBatchBytes int
-	// PublishTimeout bounds the wait for JetStream to acknowledge a write. Default 5s.
+	// PublishTimeout bounds the wait for JetStream to acknowledge an index write. Default 5s.
 	PublishTimeout time.Duration
+	// AppendTimeout bounds the wait for JetStream to acknowledge a batch of records, counted from
+	// when it is sent; a batch not acknowledged by then fails and opens the breaker. A stream without
+	// quorum never answers, so this is how long the first caller waits to hear Unavailable.
+	// Default PublishTimeout; the broker sets 250ms.
+	AppendTimeout time.Duration
+	// Meter records the log's metrics (aperture_accesslog_*); nil records none.
+	Meter metric.MeterProvider
+	// OnBreaker, if set, is called (from the log's goroutines; it must not block) when the breaker
+	// opens (true) or closes (false), so health is updated at once.
+	OnBreaker func(open bool)
 	// IndexMaxBytes limits each index shard's size; 0 is unlimited. A full shard refuses entries
 	// (the indexer retries, the log itself is unaffected). For tests of a full disk.
 	IndexMaxBytes int64
@@ -139,6 +150,9 @@ func (o *Options) setDefaults() {
 	if o.PublishTimeout == 0 {
 		o.PublishTimeout = 5 * time.Second
 	}
+	if o.AppendTimeout == 0 {
+		o.AppendTimeout = o.PublishTimeout
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -160,6 +174,8 @@ func (o *Options) validate(maxPayload int64) error {
 		return fmt.Errorf("max batch bytes %d does not fit the server's max_payload %d", o.MaxBatchBytes, maxPayload)
 	case o.PublishTimeout <= 0:
 		return fmt.Errorf("publish timeout %s: want a positive duration", o.PublishTimeout)
+	case o.AppendTimeout <= 0:
+		return fmt.Errorf("append timeout %s: want a positive duration", o.AppendTimeout)
 	}
 	return nil
 }
@@ -188,12 +204,16 @@ type Log struct {
 	slots    chan struct{} // in-flight batch tokens
 	inflight chan *batch   // committer → completer, in publish order
 	done     chan struct{} // closed when the completer has stopped
+	closed   chan struct{} // closed when Close is first called
 	closeMu  sync.Mutex
+
+	brk     breaker
+	metrics *logMetrics
 
 	ix indexer
 
 	stats struct {
-		records, batches, failed, indexFailures          atomic.Uint64
+		records, batches, failed, refused, indexFailures atomic.Uint64
 		unauthenticBatches, unauthenticEntries, repaired atomic.Uint64
 	}
 	lastFailLog atomic.Int64 // unix nanoseconds
@@ -205,6 +225,8 @@ type Stats struct {
 	Records, Batches uint64
 	// Failed is the number of records whose append failed (the callers got an error).
 	Failed uint64
+	// Refused is the number of appends refused at once because the breaker was open.
+	Refused uint64
 	// IndexFailures counts failed indexer attempts (each is retried, then repaired).
 	IndexFailures uint64
 	// UnauthenticBatches counts ACCESS messages the indexer found without a valid broker MAC;
@@ -221,6 +243,7 @@ func (l *Log) Stats() Stats {
 		Records:            l.stats.records.Load(),
 		Batches:            l.stats.batches.Load(),
 		Failed:             l.stats.failed.Load(),
+		Refused:            l.stats.refused.Load(),
 		IndexFailures:      l.stats.indexFailures.Load(),
 		UnauthenticBatches: l.stats.unauthenticBatches.Load(),
 		UnauthenticEntries: l.stats.unauthenticEntries.Load(),
@@ -246,9 +269,14 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 		slots:    make(chan struct{}, inFlight),
 		inflight: make(chan *batch, inFlight),
 		done:     make(chan struct{}),
+		closed:   make(chan struct{}),
+		brk:      breaker{opened: make(chan struct{})},
 		ix:       indexer{progress: make(chan struct{}), repairReq: make(chan chan repairResult, 1)},
 	}
 	var err error
+	if l.metrics, err = newLogMetrics(opts.Meter, l); err != nil {
+		return nil, fmt.Errorf("access log metrics: %w", err)
+	}
 	if l.pub, err = publisher(js, opts.PublishTimeout); err != nil {
 		return nil, fmt.Errorf("access log publisher: %w", err)
 	}
@@ -285,10 +313,12 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts Options) (*Log
 	}
 	l := &Log{
 		opts: opts, log: opts.Logger, nc: nc, js: js, api: apiPrefix(js.Options()),
-		closing: true, readOnly: true, done: make(chan struct{}),
+		closing: true, readOnly: true, done: make(chan struct{}), closed: make(chan struct{}),
+		brk: breaker{opened: make(chan struct{})}, metrics: noLogMetrics(),
 		ix: indexer{progress: make(chan struct{}), mode: modePassive},
 	}
 	close(l.done)
+	close(l.closed)
 	var err error
 	if l.access, err = js.Stream(ctx, AccessStream); err != nil {
 		return nil, fmt.Errorf("%w: stream %s: %w", ErrUnavailable, AccessStream, err)
@@ -368,10 +398,20 @@ func (l *Log) Close() error {
 	l.closing = true
 	l.mu.Unlock()
 	if !already {
+		close(l.closed)
 		l.wake()
 	}
 	<-l.done
+	l.brk.mu.Lock()
+	prober := l.brk.prober
+	l.brk.mu.Unlock()
+	if prober != nil {
+		<-prober
+	}
 	l.stopIndexer()
+	if !already {
+		l.metrics.unregister()
+	}
 	if !already || l.readOnly {
 		// Only fails if the connection is closed, which unsubscribed it anyway.
 		_ = l.replies.close()

@@ -618,6 +618,9 @@ func TestUnavailable(t *testing.T) {
 	}
 
 	e.restart()
+	// The breaker opened with the first failed write and refuses appends until a probe write is
+	// durable: wait for that rather than for the connection.
+	waitWritable(t, l)
 	if err := l.Append(ctx(t), record(1, "c1-after")); err != nil {
 		t.Fatalf("Append after restart: %v", err)
 	}

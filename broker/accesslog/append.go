@@ -28,6 +28,8 @@ type waiter struct {
 	// abandoned is set when the caller gave up; a record not yet taken into a batch is then dropped,
 	// so a request that was not answered leaves no "released" record behind when that can be helped.
 	abandoned atomic.Bool
+	// probe marks the breaker's probe: an empty batch of its own, no record.
+	probe bool
 }
 
 // batch is one ACCESS message in flight.
@@ -35,6 +37,9 @@ type batch struct {
 	id      string
 	waiters []*waiter
 	future  jetstream.PubAckFuture
+	probe   bool
+	// sent is when it was published; past deadline its outcome counts as failed.
+	sent, deadline time.Time
 }
 
 // Append writes rec to the log and returns once it is durable: stored and acknowledged by JetStream
@@ -64,6 +69,11 @@ func (l *Log) Append(ctx context.Context, rec *auditv1.AccessRecord) error {
 	}
 	w := &waiter{leaf: leaf, pseudonym: rec.GetCitizenPseudonym(), done: make(chan error, 1)}
 
+	if err := l.Writable(); err != nil {
+		l.stats.refused.Add(1)
+		l.metrics.refused.Add(bgCtx, 1)
+		return err
+	}
 	l.mu.Lock()
 	if l.closing {
 		l.mu.Unlock()
@@ -141,10 +151,19 @@ func (l *Log) takeBatch() *batch {
 		bytes int
 		i     int
 	)
+	probe := false
 	for ; i < len(l.queue) && len(ws) < l.opts.MaxBatch; i++ {
 		w := l.queue[i]
 		if w.abandoned.Load() {
 			continue
+		}
+		if w.probe {
+			// A probe travels alone, so its batch holds no record.
+			if len(ws) == 0 {
+				ws, probe = append(ws, w), true
+				i++
+			}
+			break
 		}
 		if len(ws) > 0 && bytes+len(w.leaf) > l.opts.MaxBatchBytes {
 			break
@@ -158,7 +177,7 @@ func (l *Log) takeBatch() *batch {
 	if len(ws) == 0 {
 		return nil
 	}
-	return &batch{id: newBatchID(), waiters: ws}
+	return &batch{id: newBatchID(), waiters: ws, probe: probe}
 }
 
 // publish sends the batch as one ACCESS message without waiting for the ack.
@@ -176,6 +195,9 @@ func (l *Log) publish(b *batch) error {
 	// then the broker's MAC over those bytes (field 2).
 	data := make([]byte, 0, size+64)
 	for _, w := range b.waiters {
+		if w.probe {
+			continue // no record: the batch is the MAC alone, which adds no leaf
+		}
 		data = protowire.AppendTag(data, 1, protowire.BytesType)
 		data = protowire.AppendBytes(data, w.leaf)
 	}
@@ -184,6 +206,8 @@ func (l *Log) publish(b *batch) error {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	msg := &nats.Msg{Subject: LogSubject, Data: data, Header: nats.Header{}}
+	b.sent = time.Now()
+	b.deadline = b.sent.Add(l.opts.AppendTimeout)
 	var f jetstream.PubAckFuture
 	f, err = l.pub.PublishMsgAsync(msg, jetstream.WithMsgID(b.id), jetstream.WithExpectStream(AccessStream))
 	if err != nil {
@@ -210,8 +234,11 @@ func (l *Log) complete(b *batch) {
 		l.fail(b, err)
 		return
 	}
-	l.stats.batches.Add(1)
-	l.stats.records.Add(uint64(len(b.waiters)))
+	l.metrics.durable(b, time.Since(b.sent))
+	if !b.probe {
+		l.stats.batches.Add(1)
+		l.stats.records.Add(uint64(len(b.waiters)))
+	}
 	l.ix.mu.Lock()
 	l.ix.acked = max(l.ix.acked, seq)
 	l.ix.mu.Unlock()
@@ -221,22 +248,43 @@ func (l *Log) complete(b *batch) {
 	}
 }
 
-// await returns the ACCESS sequence of the batch once JetStream acknowledged it.
+// await returns the ACCESS sequence of the batch once JetStream acknowledged it. It gives up at the
+// batch's deadline (AppendTimeout after it was sent: a stream without quorum never answers) and,
+// for a batch of records, as soon as the breaker opens on an earlier batch: the caller hears
+// Unavailable now rather than after its own timeout.
 func (l *Log) await(b *batch) (uint64, error) {
-	// The publisher times out on its own after PublishTimeout; this is a backstop.
-	t := time.NewTimer(l.opts.PublishTimeout + time.Second)
+	t := time.NewTimer(time.Until(b.deadline))
 	defer t.Stop()
+	var opened <-chan struct{}
+	if !b.probe {
+		opened = l.openedCh()
+	}
 	select {
 	case ack := <-b.future.Ok():
 		return ack.Sequence, nil
 	case err := <-b.future.Err():
 		return 0, fmt.Errorf("%w: write batch of %d records: %w", ErrUnavailable, len(b.waiters), err)
 	case <-t.C:
-		return 0, fmt.Errorf("%w: write batch of %d records: no acknowledgement after %s", ErrUnavailable, len(b.waiters), l.opts.PublishTimeout)
+		return 0, fmt.Errorf("%w: write batch of %d records: no acknowledgement after %s", ErrUnavailable, len(b.waiters), l.opts.AppendTimeout)
+	case <-opened:
+		select { // an ack that is already here still counts
+		case ack := <-b.future.Ok():
+			return ack.Sequence, nil
+		default:
+		}
+		return 0, fmt.Errorf("%w: write batch of %d records: an earlier write failed", ErrBreakerOpen, len(b.waiters))
 	}
 }
 
 func (l *Log) fail(b *batch, err error) {
+	if b.probe {
+		for _, w := range b.waiters {
+			w.done <- err
+		}
+		return
+	}
+	l.metrics.failed(len(b.waiters))
+	l.trip(err)
 	l.stats.failed.Add(uint64(len(b.waiters)))
 	// During an outage every batch fails at once; one line a second is enough to tell.
 	if now := time.Now().UnixNano(); now-l.lastFailLog.Load() >= int64(time.Second) {

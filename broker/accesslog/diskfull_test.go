@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -56,7 +57,7 @@ func TestDiskFullMidLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	sealer := newSealer(t)
-	opts := accesslog.Options{IndexShards: testShards, Sealer: sealer, PublishTimeout: time.Second}
+	opts := accesslog.Options{IndexShards: testShards, Sealer: sealer, PublishTimeout: time.Second, AppendTimeout: 250 * time.Millisecond}
 	if testing.Verbose() {
 		opts.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -69,6 +70,7 @@ func TestDiskFullMidLoad(t *testing.T) {
 		mu     sync.Mutex
 		acked  = map[string]int{} // id → citizen
 		failed int
+		failAt []time.Duration // how long each failed append took to fail
 		wg     sync.WaitGroup
 	)
 	for g := range 8 {
@@ -77,7 +79,9 @@ func TestDiskFullMidLoad(t *testing.T) {
 			for i := 0; fails < 20 && i < 100_000; i++ {
 				c := (g + i) % 4
 				id := fmt.Sprintf("c%d-g%d-%d", c, g, i)
+				begin := time.Now()
 				err := l.Append(context.Background(), record(c, id))
+				took := time.Since(begin)
 				mu.Lock()
 				switch {
 				case err == nil:
@@ -85,6 +89,7 @@ func TestDiskFullMidLoad(t *testing.T) {
 				case errors.Is(err, accesslog.ErrUnavailable):
 					failed++
 					fails++
+					failAt = append(failAt, took)
 				default:
 					t.Errorf("Append: %v", err)
 					fails = 20
@@ -97,7 +102,15 @@ func TestDiskFullMidLoad(t *testing.T) {
 	if len(acked) == 0 || failed == 0 {
 		t.Fatalf("%d appends acknowledged, %d failed: the store never filled (or never worked)", len(acked), failed)
 	}
-	t.Logf("store full after %d acknowledged appends (%d refused); stats %+v", len(acked), failed, l.Stats())
+	slices.Sort(failAt)
+	p99 := failAt[len(failAt)*99/100]
+	t.Logf("store full after %d acknowledged appends (%d refused, p99 time to fail %s, max %s); stats %+v",
+		len(acked), failed, p99, failAt[len(failAt)-1], l.Stats())
+	// A full store refuses at once and the breaker keeps later appends from trying: no caller waits
+	// for a write that cannot be made.
+	if p99 > 250*time.Millisecond {
+		t.Errorf("p99 time to fail with the store full is %s, want at most 250ms", p99)
+	}
 	l.Close()
 	srv.Shutdown()
 	srv.WaitForShutdown()

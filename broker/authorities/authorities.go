@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -38,23 +39,40 @@ var (
 type Pool struct {
 	log   *slog.Logger
 	conns map[string]*grpc.ClientConn
+	m     *metrics
 
 	mu       sync.RWMutex
+	reach    map[string]error // authority → result of the last reachability check
 	clients  map[string]authorityv1.AuthorityServiceClient
 	datasets map[string]map[string]protoreflect.MessageDescriptor // authority → dataset → message
 }
 
+// Options are the pool's optional collaborators.
+type Options struct {
+	// Meter records fetch latency and errors per authority and reachability (aperture_authority_*);
+	// nil records none.
+	Meter metric.MeterProvider
+	// DialOptions are added to every connection (e.g. tracing's stats handler).
+	DialOptions []grpc.DialOption
+}
+
 // Dial creates a connection per registry authority. Connections are lazy: nothing is sent until Describe.
-func Dial(reg *policy.Registry, src mtls.Source, log *slog.Logger) (*Pool, error) {
+func Dial(reg *policy.Registry, src mtls.Source, log *slog.Logger, opts Options) (*Pool, error) {
 	p := &Pool{
 		log:      log,
 		conns:    map[string]*grpc.ClientConn{},
 		clients:  map[string]authorityv1.AuthorityServiceClient{},
 		datasets: map[string]map[string]protoreflect.MessageDescriptor{},
+		reach:    map[string]error{},
+	}
+	var err error
+	if p.m, err = newMetrics(opts.Meter, p); err != nil {
+		return nil, fmt.Errorf("authority metrics: %w", err)
 	}
 	for _, a := range reg.Authorities {
 		creds := credentials.NewTLS(mtls.ClientConfig(src, a.Identity))
-		cc, err := grpc.NewClient(a.Address, grpc.WithTransportCredentials(creds))
+		dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts.DialOptions...)
+		cc, err := grpc.NewClient(a.Address, dopts...)
 		if err != nil {
 			p.Close()
 			return nil, fmt.Errorf("dial authority %q at %s: %w", a.ID, a.Address, err)
@@ -158,21 +176,27 @@ func (p *Pool) Fetch(ctx context.Context, authority string, req *authorityv1.Fet
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknown, authority)
 	}
+	start := time.Now()
 	resp, err := c.Fetch(ctx, req)
 	if err == nil {
+		p.m.fetched(ctx, authority, resultOK, start)
 		return resp, nil
 	}
 	switch status.Code(err) {
 	case codes.NotFound:
+		p.m.fetched(ctx, authority, resultNotFound, start)
 		return nil, fmt.Errorf("fetch %s.%s: %w", authority, req.GetDataset(), ErrNotFound)
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		p.m.fetched(ctx, authority, resultUnavailable, start)
 		return nil, fmt.Errorf("fetch %s.%s: %w: %s", authority, req.GetDataset(), ErrUnavailable, status.Convert(err).Message())
 	}
+	p.m.fetched(ctx, authority, resultError, start)
 	return nil, fmt.Errorf("fetch %s.%s: %w", authority, req.GetDataset(), err)
 }
 
 // Close closes every connection.
 func (p *Pool) Close() {
+	p.m.unregister()
 	for _, cc := range p.conns {
 		cc.Close()
 	}

@@ -12,6 +12,9 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
@@ -90,10 +93,19 @@ type Config struct {
 	Now          func() time.Time
 	Logger       *slog.Logger
 	FetchTimeout time.Duration // default 5s
+	// Meter records the release path's metrics (aperture_release_*); nil records none.
+	Meter metric.MeterProvider
 }
 
 // Service runs the release path.
-type Service struct{ cfg Config }
+type Service struct {
+	cfg Config
+	m   *metrics
+}
+
+// writable is what a Log may also offer: whether it takes writes now. A release it would refuse is
+// refused before the citizen's data is fetched.
+type writable interface{ Writable() error }
 
 // New returns a Service. Every dependency is required.
 func New(cfg Config) (*Service, error) {
@@ -109,17 +121,31 @@ func New(cfg Config) (*Service, error) {
 	if cfg.FetchTimeout <= 0 {
 		cfg.FetchTimeout = 5 * time.Second
 	}
-	return &Service{cfg: cfg}, nil
+	m, err := newMetrics(cfg.Meter)
+	if err != nil {
+		return nil, fmt.Errorf("release metrics: %w", err)
+	}
+	return &Service{cfg: cfg, m: m}, nil
 }
 
 // Release decides, fetches, logs and answers. Every refusal that concerns an identified case is logged
 // before it is returned; a refusal the log cannot take becomes Unavailable.
-func (s *Service) Release(ctx context.Context, caller Caller, req Request) (*Result, error) {
+func (s *Service) Release(ctx context.Context, caller Caller, req Request) (_ *Result, err error) {
+	start := time.Now()
 	now := s.cfg.Now()
+	bundle := s.cfg.Policies()
+	o := outcome{agency: caller.Agency, authority: authorityLabel(bundle, req.Authority)}
+	defer func() { s.m.record(ctx, o, err) }()
 	if req.HiddenUntil != nil && !req.HiddenUntil.After(now) {
 		return nil, refusal.New(refusal.InvalidArgument, "hidden_until must be in the future").Because(auditv1.RefusalReason_REFUSAL_REASON_INVALID_REQUEST)
 	}
-	bundle := s.cfg.Policies()
+	// The breaker of the log is open: the answer will be Unavailable whatever happens, so nothing
+	// is read or fetched for it (and the refusal cannot be logged).
+	if w, ok := s.cfg.Log.(writable); ok {
+		if err := w.Writable(); err != nil {
+			return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
+		}
+	}
 	c, err := s.cfg.Cases.Get(ctx, req.CaseID)
 	if errors.Is(err, cases.ErrNotFound) {
 		return nil, refusal.New(refusal.NotFound, "case %s does not exist", req.CaseID).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
@@ -132,6 +158,7 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (*Res
 		// id, and no record in the citizen's log (the edge writes the probe to the security log).
 		return nil, refusal.Wrap(refusal.NotFound, cases.ErrNotParticipant, "case %s does not exist", req.CaseID).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
 	}
+	o.journey = c.Journey
 	pn := s.cfg.Pseudonyms.Pseudonym(c.CitizenID)
 	rec := &auditv1.AccessRecord{
 		Id:               ids.New("acc", now),
@@ -149,7 +176,9 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (*Res
 		Derived:          req.Derived,
 		PolicyVersion:    bundle.Version,
 	}
-	res, ref := s.decideAndFetch(ctx, bundle, c, caller, req, rec, now)
+	// The access id ties a trace to the citizen's log entry without naming the citizen.
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("aperture.access_id", rec.Id))
+	res, ref := s.decideAndFetch(ctx, bundle, c, caller, req, rec, now, start)
 	if ref != nil {
 		if ref.Kind == refusal.InvalidArgument {
 			return nil, ref // malformed input changes nothing, not even the log
@@ -158,22 +187,27 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (*Res
 		rec.Reason = ref.Reason
 		rec.Code = ref.Kind.String()
 		rec.RefusalReason, rec.RefusalSubject = ref.Why, ref.Subject()
-		if err := s.cfg.Log.Append(ctx, rec); err != nil {
+		if err := s.appendRecord(ctx, rec); err != nil {
 			return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 		}
 		return nil, ref
 	}
 	rec.Decision = auditv1.Decision_DECISION_RELEASED
-	if err := s.cfg.Log.Append(ctx, rec); err != nil {
+	if err := s.appendRecord(ctx, rec); err != nil {
 		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	}
 	res.AccessID = rec.Id
 	return res, nil
 }
 
+func (s *Service) appendRecord(ctx context.Context, rec *auditv1.AccessRecord) error {
+	defer s.m.since(ctx, StageLogAppend, time.Now())
+	return s.cfg.Log.Append(ctx, rec)
+}
+
 // decideAndFetch fills rec with the step, purpose, legal basis and exact grant, and returns either the
 // result or a refusal.
-func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases.Case, caller Caller, req Request, rec *auditv1.AccessRecord, now time.Time) (*Result, *refusal.Error) {
+func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases.Case, caller Caller, req Request, rec *auditv1.AccessRecord, now, start time.Time) (*Result, *refusal.Error) {
 	d, ref := Decide(b, c, caller.Agency, req)
 	if d.Step != nil {
 		rec.Step, rec.Purpose, rec.LegalBasis = d.Step.ID, d.Step.Purpose.EN, d.Step.LegalBasis
@@ -199,6 +233,8 @@ func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases
 			return nil, ref
 		}
 	}
+	s.m.since(ctx, StageDecide, start)
+	defer s.m.since(ctx, StageFetch, time.Now())
 	return s.fetch(ctx, c, caller, d.Step, d.Grant, rec)
 }
 

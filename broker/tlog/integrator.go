@@ -124,6 +124,10 @@ type Integrator struct {
 	checked  uint64 // tree size last checked against the anchors (run goroutine only)
 	tofu     bool   // "signing from scratch" was said (run goroutine only)
 
+	// For metrics: unix nanoseconds of the last round that succeeded and of the last checkpoint
+	// signed, and the tree size then.
+	lastRound, lastSigned, lastSize atomic.Int64
+
 	haltMu     sync.Mutex
 	halted     error
 	haltLogged time.Time
@@ -182,6 +186,28 @@ func (in *Integrator) Err() error {
 	in.haltMu.Lock()
 	defer in.haltMu.Unlock()
 	return in.halted
+}
+
+// Progress is what the integrator last achieved, for metrics.
+type Progress struct {
+	// Leader is whether this replica holds the lease (only the leader integrates and signs).
+	Leader bool
+	// LastRound is when a round last completed (zero if none did here): the tree was brought up to
+	// the log's end then. LastSigned is when this replica last signed a checkpoint, of TreeSize.
+	LastRound, LastSigned time.Time
+	TreeSize              uint64
+}
+
+// Progress returns the integrator's progress.
+func (in *Integrator) Progress() Progress {
+	p := Progress{Leader: in.leader.Load(), TreeSize: uint64(in.lastSize.Load())}
+	if n := in.lastRound.Load(); n != 0 {
+		p.LastRound = time.Unix(0, n)
+	}
+	if n := in.lastSigned.Load(); n != 0 {
+		p.LastSigned = time.Unix(0, n)
+	}
+	return p
 }
 
 // Halted reports whether integration halted (see Err).
@@ -261,7 +287,11 @@ func (in *Integrator) tick(ctx context.Context) {
 		}
 		return
 	}
-	if err := in.round(ctx); err != nil {
+	err := in.round(ctx)
+	if err == nil {
+		in.lastRound.Store(time.Now().UnixNano())
+	}
+	if err != nil {
 		if errors.Is(err, ErrHalted) {
 			return
 		}
@@ -519,6 +549,8 @@ func (in *Integrator) checkpoint(ctx context.Context, rng *compact.Range) error 
 	}
 	in.cpSeq = ack.Sequence
 	in.cpLast = &Checkpoint{Note: cp, Origin: in.signer.Name(), Size: size, Root: root, Seq: ack.Sequence}
+	in.lastSigned.Store(time.Now().UnixNano())
+	in.lastSize.Store(int64(size))
 	in.log.Info("signed checkpoint", "tree_size", size, "seq", ack.Sequence)
 	if in.opts.AnchorFile != "" {
 		if err := writeFileAtomic(in.opts.AnchorFile, cp); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/keys/vaultkeys"
 	"github.com/aperture-gov/aperture/broker/natsembed"
+	"github.com/aperture-gov/aperture/broker/telemetry"
 	"github.com/aperture-gov/aperture/broker/witness"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
 	"github.com/aperture-gov/aperture/services/kit/vault"
@@ -76,6 +77,13 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 		witnessPolicy = fs.String("witness-policy", "", "witness policy file (witness, group and quorum lines): submit every checkpoint to these witnesses and serve only checkpoints that meet the quorum")
 		logListen     = fs.String("log-listen", "", "HTTP address of the public read-only log (/log/checkpoint, /log/tile/…) when there is no portal (the portal serves it too)")
+
+		metricsListen = fs.String("metrics-listen", "", "HTTP address of /metrics (Prometheus), /healthz and /readyz; no citizen data, but bind it to the monitoring network only (empty: none)")
+		tracing       = fs.String("tracing", "", `export OpenTelemetry traces of the gRPC calls: "otlp" (OTLP/gRPC to --otlp-endpoint) or "stdout"; empty: off`)
+		otlpEndpoint  = fs.String("otlp-endpoint", "", "host:port of the OTLP/gRPC trace collector (default: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317)")
+		otlpInsecure  = fs.Bool("otlp-insecure", false, "send traces to --otlp-endpoint without TLS (a collector on the same host)")
+		healthEvery   = fs.Duration("health-interval", time.Second, "how often health is checked: access log writable, ACCESS leader, NATS, authorities")
+		appendTimeout = fs.Duration("append-timeout", 250*time.Millisecond, "how long a release waits for the access log to acknowledge its record; the first write that fails or times out opens the log's breaker and releases answer Unavailable at once until a probe write succeeds")
 	)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
@@ -112,7 +120,28 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer closeCerts()
 
-	deps := broker.Deps{Policies: pfs, Certs: certs, Logger: logger}
+	tel, err := telemetry.New(ctx, telemetry.Options{Tracing: *tracing, OTLPEndpoint: *otlpEndpoint, OTLPInsecure: *otlpInsecure, Stdout: stdout})
+	if err != nil {
+		return usagef("telemetry: %v", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			logger.Warn("telemetry shutdown", "err", err)
+		}
+	}()
+	var metricsSrv *metricsServer
+	if *metricsListen != "" {
+		if metricsSrv, err = listenMetrics(*metricsListen, logger); err != nil {
+			return err
+		}
+		defer metricsSrv.Close()
+	}
+	deps := broker.Deps{Policies: pfs, Certs: certs, Logger: logger, Meter: tel.MeterProvider()}
+	if tel.Tracing() {
+		deps.Tracer = tel.TracerProvider()
+	}
 	if *witnessPolicy != "" {
 		if deps.Witnesses, err = witness.LoadPolicy(*witnessPolicy); err != nil {
 			return usagef("%v", err)
@@ -188,7 +217,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		DataDir: *data, Listen: *listen, NATSURL: *natsURL, NATSCredentials: *natsCreds,
 		NATSNKeyFile: *natsNKey, NATSCA: *natsCA, InsecureNATS: *insecNATS,
 		EmbeddedNATSListen: *natsListen, Replicas: *replicas, StartTimeout: *startWait,
-		CitizenListen: *citizenListen,
+		CitizenListen: *citizenListen, AppendTimeout: *appendTimeout, HealthInterval: *healthEvery,
 	}, deps)
 	if err != nil {
 		return err
@@ -214,6 +243,10 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		defer ls.Close()
 		fmt.Fprintf(stdout, "public log on http://%s/log/checkpoint\n", ls.Addr())
+	}
+	if metricsSrv != nil {
+		metricsSrv.serve(tel, b, logger)
+		fmt.Fprintf(stdout, "metrics on http://%s/metrics, health on /healthz and /readyz\n", metricsSrv.Addr())
 	}
 	fmt.Fprintf(stdout, "broker listening on %s (policy %s)\n", b.Addr(), b.Bundle().Version)
 	if u := b.NATSURL(); u != "" {

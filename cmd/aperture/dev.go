@@ -30,6 +30,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		policyDir  = fs.String("policies", "", "policy directory (default: the policies built into the binary)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		witnesses  = fs.Int("witnesses", 1, "local witnesses cosigning every checkpoint (keys and state in DATA/witness; 0 for none)")
+		metrics    = fs.String("metrics-listen", "127.0.0.1:9464", `HTTP address of /metrics (Prometheus), /healthz and /readyz ("" for none)`)
 	)
 	addConfigFlag(fs)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
@@ -46,7 +47,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	st, err := startStack(ctx, stackOptions{
 		DataDir: *data, Listen: *listen, NATSListen: *natsListen, Citizens: *citizens,
 		Policies: pfs, Logger: logger, PortalListen: *portalAddr, CitizenListen: *citizenAPI,
-		Witnesses: *witnesses,
+		Witnesses: *witnesses, MetricsListen: *metrics,
 	})
 	if err != nil {
 		return err
@@ -119,6 +120,9 @@ func printDevBanner(w io.Writer, st *stack, data string) {
 	}
 	if st.Portal != nil {
 		fmt.Fprintf(tw, "  public log\t%s/log/checkpoint   C2SP tlog-tiles: checkpoint and hash tiles, no record contents\n", st.Portal.base)
+	}
+	if st.Metrics != nil {
+		fmt.Fprintf(tw, "  metrics\thttp://%s/metrics   Prometheus; health on /healthz and /readyz (deploy/grafana has a dashboard)\n", st.Metrics.Addr())
 	}
 	fmt.Fprintf(tw, "  journeys\t%s\n", strings.Join(js, ", "))
 	fmt.Fprintf(tw, "  policy version\t%s\n", b.Version)

@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/aperture-gov/aperture/broker"
 	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/lifecycle"
 	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/telemetry"
 	"github.com/aperture-gov/aperture/services/catalog"
 	"github.com/aperture-gov/aperture/services/demo"
 	"github.com/aperture-gov/aperture/services/kit"
@@ -52,6 +54,15 @@ type stackOptions struct {
 	CitizenListen string
 	Logger        *slog.Logger
 	Now           func() time.Time
+	// MetricsListen, if set, serves /metrics, /healthz and /readyz there ("127.0.0.1:0" for a free
+	// port).
+	MetricsListen string
+	// Tracer, if set, traces the broker's gRPC calls (and its calls to the authorities).
+	Tracer trace.TracerProvider
+	// AppendTimeout is the broker's access log append timeout (0: the broker's default).
+	AppendTimeout time.Duration
+	// Replicas of the broker's streams (0: 1); more than one needs NATSURL or NATS on a cluster.
+	Replicas int
 	// Witnesses is the number of local witnesses (in-process HTTP servers on loopback ports, keys and
 	// state under DATA/witness) that cosign every checkpoint; 0 for none.
 	Witnesses int
@@ -70,6 +81,9 @@ type stack struct {
 	Portal *portalServer
 	// Witnesses are the local witnesses, when stackOptions.Witnesses > 0.
 	Witnesses []*devWitness
+	// Metrics serves /metrics, /healthz and /readyz, when stackOptions.MetricsListen was set.
+	Metrics   *metricsServer
+	telemetry *telemetry.Telemetry
 
 	// sup runs the authorities from the start and the portal and the broker from Run, and stops them
 	// in that order: the portal, then the broker, then the authorities it fetches from.
@@ -175,9 +189,17 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker certificate: %w", err)
 	}
+	if s.telemetry, err = telemetry.New(ctx, telemetry.Options{}); err != nil {
+		return nil, err
+	}
+	if o.MetricsListen != "" {
+		if s.Metrics, err = listenMetrics(o.MetricsListen, o.Logger); err != nil {
+			return nil, err
+		}
+	}
 	deps := broker.Deps{
 		Policies: o.Policies, Certs: certs, Pseudonyms: pseudonyms, Checkpoints: localKeys.Checkpoints(), Sealer: localKeys.Sealer(),
-		NATS: o.NATS, Logger: o.Logger, Now: o.Now,
+		NATS: o.NATS, Logger: o.Logger, Now: o.Now, Meter: s.telemetry.MeterProvider(), Tracer: o.Tracer,
 	}
 	if o.Witnesses > 0 {
 		if s.Witnesses, deps.Witnesses, err = startDevWitnesses(o.DataDir, o.Witnesses, localKeys.Checkpoints().Verifier(), o.Logger); err != nil {
@@ -204,9 +226,13 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		DataDir: o.DataDir, Listen: o.Listen, EmbeddedNATSListen: o.NATSListen, NATSURL: o.NATSURL,
 		NATSNKeyFile: o.NATSNKeyFile, InsecureNATS: o.InsecureNATS,
 		AuthorityAddresses: brokerAddrs, CitizenListen: o.CitizenListen,
+		AppendTimeout: o.AppendTimeout, Replicas: o.Replicas,
 	}, deps)
 	if err != nil {
 		return nil, err
+	}
+	if s.Metrics != nil {
+		s.Metrics.serve(s.telemetry, s.Broker, o.Logger)
 	}
 	if s.Portal != nil {
 		if c := s.Broker.Witnessing(); c != nil {
@@ -261,5 +287,11 @@ func (s *stack) Close() {
 func (s *stack) closeWitnesses() {
 	for _, w := range s.Witnesses {
 		w.Close()
+	}
+	if s.Metrics != nil {
+		s.Metrics.Close()
+	}
+	if s.telemetry != nil {
+		_ = s.telemetry.Shutdown(context.Background()) // metrics only: nothing to flush
 	}
 }

@@ -1,0 +1,141 @@
+package accesslog
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+)
+
+// bgCtx is the context metrics are recorded with: the log's metrics carry no request context.
+var bgCtx = context.Background()
+
+// Metric names: part of the operator's interface (README "Metrics", deploy/grafana).
+const (
+	MetricBatchSize     = "aperture.accesslog.batch.size"
+	MetricAppendLatency = "aperture.accesslog.append.duration"
+	MetricRecords       = "aperture.accesslog.records"
+	MetricBreakerOpen   = "aperture.accesslog.breaker.open"
+	MetricBreakerTrips  = "aperture.accesslog.breaker.trips"
+	MetricProbes        = "aperture.accesslog.probes"
+	MetricIndexFailures = "aperture.accesslog.index.failures"
+	MetricUnauthentic   = "aperture.accesslog.unauthentic"
+)
+
+// LatencyBuckets are the histogram bounds (seconds) of durable writes: from a fast fsync to the
+// timeouts of a cluster without quorum.
+var LatencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+
+var (
+	resultDurable = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "durable")))
+	resultFailed  = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "failed")))
+	resultRefused = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "refused")))
+	probeOK       = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok")))
+	probeFailed   = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "failed")))
+	kindBatch     = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "batch")))
+	kindEntry     = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "entry")))
+)
+
+type logMetrics struct {
+	batchSize metric.Int64Histogram
+	latency   metric.Float64Histogram
+	records   metric.Int64Counter
+	refused   refusedCounter
+	trips     metric.Int64Counter
+	probes    metric.Int64Counter
+	reg       metric.Registration
+}
+
+// refusedCounter counts appends the breaker refused.
+type refusedCounter struct{ c metric.Int64Counter }
+
+func (r refusedCounter) Add(ctx context.Context, n int64) { r.c.Add(ctx, n, resultRefused) }
+
+func noLogMetrics() *logMetrics {
+	m, _ := newLogMetrics(nil, nil) // the no-op provider never fails
+	return m
+}
+
+func newLogMetrics(mp metric.MeterProvider, l *Log) (*logMetrics, error) {
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	meter := mp.Meter("github.com/aperture-gov/aperture/broker/accesslog")
+	m := &logMetrics{}
+	var err, e error
+	m.batchSize, e = meter.Int64Histogram(MetricBatchSize, metric.WithUnit("{record}"),
+		metric.WithDescription("Records per durable ACCESS write (the group-commit factor)."),
+		metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+	err = errors.Join(err, e)
+	m.latency, e = meter.Float64Histogram(MetricAppendLatency, metric.WithUnit("s"),
+		metric.WithDescription("Time from sending an ACCESS batch to JetStream's acknowledgement (fsync or replication)."),
+		metric.WithExplicitBucketBoundaries(LatencyBuckets...))
+	err = errors.Join(err, e)
+	m.records, e = meter.Int64Counter(MetricRecords, metric.WithUnit("{record}"),
+		metric.WithDescription("Access records by outcome: durable, failed (write error or timeout), refused (breaker open)."))
+	err = errors.Join(err, e)
+	m.refused = refusedCounter{m.records}
+	m.trips, e = meter.Int64Counter(MetricBreakerTrips,
+		metric.WithDescription("Times the access log's breaker opened after a failed write."))
+	err = errors.Join(err, e)
+	m.probes, e = meter.Int64Counter(MetricProbes,
+		metric.WithDescription("Probe writes while the breaker is open, by result."))
+	err = errors.Join(err, e)
+	open, e := meter.Int64ObservableGauge(MetricBreakerOpen,
+		metric.WithDescription("1 while the access log's breaker is open: releases are refused with Unavailable."))
+	err = errors.Join(err, e)
+	idx, e := meter.Int64ObservableCounter(MetricIndexFailures,
+		metric.WithDescription("Failed attempts of the per-citizen indexer (each is retried)."))
+	err = errors.Join(err, e)
+	unauth, e := meter.Int64ObservableCounter(MetricUnauthentic,
+		metric.WithDescription("ACCESS batches or index entries without a valid broker MAC: something other than the broker wrote to NATS."))
+	err = errors.Join(err, e)
+	if err != nil {
+		return nil, err
+	}
+	if l != nil {
+		m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			var v int64
+			if l.breakerOpen() {
+				v = 1
+			}
+			o.ObserveInt64(open, v)
+			o.ObserveInt64(idx, int64(l.stats.indexFailures.Load()))
+			o.ObserveInt64(unauth, int64(l.stats.unauthenticBatches.Load()), kindBatch)
+			o.ObserveInt64(unauth, int64(l.stats.unauthenticEntries.Load()), kindEntry)
+			return nil
+		}, open, idx, unauth)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *logMetrics) durable(b *batch, took time.Duration) {
+	if b.probe {
+		return
+	}
+	m.batchSize.Record(bgCtx, int64(len(b.waiters)))
+	m.latency.Record(bgCtx, took.Seconds())
+	m.records.Add(bgCtx, int64(len(b.waiters)), resultDurable)
+}
+
+func (m *logMetrics) failed(n int) { m.records.Add(bgCtx, int64(n), resultFailed) }
+
+func (m *logMetrics) probe(err error) {
+	if err == nil {
+		m.probes.Add(bgCtx, 1, probeOK)
+	} else {
+		m.probes.Add(bgCtx, 1, probeFailed)
+	}
+}
+
+func (m *logMetrics) unregister() {
+	if m.reg != nil {
+		_ = m.reg.Unregister() // fails only if already unregistered
+	}
+}

@@ -1,0 +1,307 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+
+	"github.com/aperture-gov/aperture/broker/accesslog"
+	brokerhealth "github.com/aperture-gov/aperture/broker/health"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
+)
+
+// Metric names of the broker's own observations (README "Metrics").
+const (
+	MetricNATSConnected   = "aperture.nats.connected"
+	MetricNATSReconnects  = "aperture.nats.reconnects"
+	MetricIndexLag        = "aperture.accesslog.index.lag"
+	MetricIntegratorLag   = "aperture.tlog.integration.age"
+	MetricCheckpointAge   = "aperture.tlog.checkpoint.age"
+	MetricTreeSize        = "aperture.tlog.tree.size"
+	MetricIntegratorLead  = "aperture.tlog.leader"
+	MetricWitnessRounds   = "aperture.witness.rounds"
+	MetricWitnessCosigned = "aperture.witness.cosigned"
+	MetricWitnessRefusals = "aperture.witness.refusals"
+	MetricWitnessDown     = "aperture.witness.unavailable"
+	MetricWitnessLatency  = "aperture.witness.latency"
+)
+
+// Health check names (in /readyz, the logs and aperture_health_check).
+const (
+	CheckNATS         = "nats"
+	CheckAccessLog    = "accesslog"
+	CheckAccessStream = "access-stream"
+	checkAuthority    = "authority:"
+)
+
+// observers are the broker's metric callbacks and health monitor.
+type observers struct {
+	reg    metric.Registration
+	stop   context.CancelFunc
+	done   chan struct{}
+	idxLag atomic.Uint64 // latest index lag, written by the access stream's health check
+}
+
+// serverTelemetry are the gRPC server options that trace and measure every call (otelgrpc).
+func (b *Broker) serverTelemetry() []grpc.ServerOption {
+	if b.deps.Meter == nil && b.deps.Tracer == nil {
+		return nil
+	}
+	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(b.otelgrpcOptions()...))}
+}
+
+// clientTracing are the dial options that trace and measure calls to the authorities.
+func (b *Broker) clientTracing() []grpc.DialOption {
+	if b.deps.Meter == nil && b.deps.Tracer == nil {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(b.otelgrpcOptions()...))}
+}
+
+func (b *Broker) otelgrpcOptions() []otelgrpc.Option {
+	var mp metric.MeterProvider = metricnoop.NewMeterProvider()
+	if b.deps.Meter != nil {
+		mp = b.deps.Meter
+	}
+	o := []otelgrpc.Option{otelgrpc.WithMeterProvider(mp)}
+	if b.deps.Tracer != nil {
+		o = append(o, otelgrpc.WithTracerProvider(b.deps.Tracer))
+	} else {
+		o = append(o, otelgrpc.WithTracerProvider(tracenoop.NewTracerProvider()))
+	}
+	return o
+}
+
+// waitForJetStream waits until JetStream answers an account info request, which in a cluster only
+// the metadata leader does: a stream created before the cluster has elected one is a request
+// nobody answers. Each attempt has its own short deadline and the attempts back off, so a broker
+// started with its cluster waits for it (saying so) instead of failing at the first deadline.
+func (b *Broker) waitForJetStream(ctx context.Context) error {
+	start := time.Now()
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := b.js.AccountInfo(actx)
+		cancel()
+		switch {
+		case err == nil:
+			if attempt > 1 {
+				b.log.Info("JetStream is available", "waited", time.Since(start).Round(time.Millisecond).String())
+			}
+			return nil
+		case errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount), errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+			return fmt.Errorf("NATS: %w", err)
+		case ctx.Err() != nil:
+			return fmt.Errorf("JetStream did not become available within the start timeout (%s; no metadata leader in the cluster?): %w", b.cfg.StartTimeout, err)
+		}
+		if attempt == 1 || attempt%5 == 0 {
+			b.log.Info("waiting for JetStream (the NATS cluster has no metadata leader yet?)", "attempt", attempt,
+				"waited", time.Since(start).Round(time.Millisecond).String(), "start_timeout", b.cfg.StartTimeout.String(), "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// breakerChanged runs a health round at once when the access log's breaker opens or closes.
+func (b *Broker) breakerChanged(bool) {
+	if b.monitor != nil {
+		b.monitor.Poke()
+	}
+}
+
+// startObserving registers the broker's metric callbacks and starts the health monitor.
+func (b *Broker) startObserving(ctx context.Context) error {
+	var err error
+	if b.observe.reg, err = b.registerMetrics(); err != nil {
+		return fmt.Errorf("broker metrics: %w", err)
+	}
+	servers := []*health.Server{b.health}
+	if b.citizenHealth != nil {
+		servers = append(servers, b.citizenHealth)
+	}
+	b.monitor, err = brokerhealth.New(brokerhealth.Options{
+		Interval: b.cfg.HealthInterval, Servers: servers, Meter: b.deps.Meter,
+		Logger: b.log.With("component", "health"),
+	}, b.healthChecks()...)
+	if err != nil {
+		return fmt.Errorf("health monitor: %w", err)
+	}
+	b.monitor.Round(ctx)
+	mctx, stop := context.WithCancel(context.Background())
+	b.observe.stop, b.observe.done = stop, make(chan struct{})
+	go func() {
+		defer close(b.observe.done)
+		b.monitor.Run(mctx)
+	}()
+	return nil
+}
+
+func (b *Broker) stopObserving() {
+	if b.observe.stop != nil {
+		b.observe.stop()
+		<-b.observe.done
+		b.observe.stop = nil
+	}
+	if b.observe.reg != nil {
+		_ = b.observe.reg.Unregister() // fails only if already unregistered
+		b.observe.reg = nil
+	}
+}
+
+// Health serves /healthz (liveness) and /readyz (readiness) from the health monitor.
+func (b *Broker) Health() http.Handler { return b.monitor.Handler() }
+
+// HealthFailing names the health checks failing now, with why (empty while ready).
+func (b *Broker) HealthFailing() map[string]string { return b.monitor.Failing() }
+
+// healthChecks are what the broker needs to do its job, and which gRPC services each gates.
+func (b *Broker) healthChecks() []brokerhealth.Check {
+	releases := brokerv1.BrokerService_ServiceDesc.ServiceName
+	audit := auditv1.AuditService_ServiceDesc.ServiceName
+	citizens := citizenv1.CitizenService_ServiceDesc.ServiceName
+	checks := []brokerhealth.Check{
+		{Name: CheckNATS, Services: []string{releases, audit, citizens}, Run: func(context.Context) error {
+			if st := b.nc.Status(); st != nats.CONNECTED {
+				return fmt.Errorf("NATS connection is %s", st)
+			}
+			return nil
+		}},
+		{Name: CheckAccessLog, Services: []string{releases, citizens}, Run: func(context.Context) error {
+			return b.access.Writable()
+		}},
+		{Name: CheckAccessStream, Services: []string{releases, audit, citizens}, Run: b.checkAccessStream},
+	}
+	for _, id := range b.neededAuthorities() {
+		checks = append(checks, brokerhealth.Check{Name: checkAuthority + id, Services: []string{releases}, Run: func(ctx context.Context) error {
+			return b.pool.CheckReachable(ctx, []string{id}, time.Second)[id]
+		}})
+	}
+	return checks
+}
+
+// checkAccessStream asks for the ACCESS stream's state: in a cluster it must have a leader (a
+// stream without one takes no write), and the index lag is noted for the metrics.
+func (b *Broker) checkAccessStream(ctx context.Context) error {
+	s, err := b.js.Stream(ctx, accesslog.AccessStream)
+	if err != nil {
+		return fmt.Errorf("ACCESS stream: %w", err)
+	}
+	info := s.CachedInfo()
+	if info.Cluster != nil && info.Cluster.Leader == "" {
+		return fmt.Errorf("ACCESS stream has no leader")
+	}
+	if lag, err := b.access.IndexLag(ctx); err == nil {
+		b.observe.idxLag.Store(lag.Batches)
+	}
+	return nil
+}
+
+// neededAuthorities are the authorities some journey's step releases from: one that is down makes
+// those releases fail.
+func (b *Broker) neededAuthorities() []string {
+	var ids []string
+	for _, j := range b.bundle.Load().Journeys() {
+		for _, st := range j.Steps {
+			for _, r := range st.Rules {
+				if !slices.Contains(ids, r.Authority) {
+					ids = append(ids, r.Authority)
+				}
+			}
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// registerMetrics observes what other components only count: NATS, the index, the tree and the
+// witnesses.
+func (b *Broker) registerMetrics() (metric.Registration, error) {
+	if b.deps.Meter == nil {
+		return nil, nil
+	}
+	m := b.deps.Meter.Meter("github.com/aperture-gov/aperture/broker")
+	var errs []error
+	gauge := func(name, unit, desc string) metric.Int64ObservableGauge {
+		g, err := m.Int64ObservableGauge(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return g
+	}
+	fgauge := func(name, desc string) metric.Float64ObservableGauge {
+		g, err := m.Float64ObservableGauge(name, metric.WithUnit("s"), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return g
+	}
+	counter := func(name, desc string) metric.Int64ObservableCounter {
+		c, err := m.Int64ObservableCounter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	natsUp := gauge(MetricNATSConnected, "", "1 while the broker's NATS connection is connected.")
+	reconnects := counter(MetricNATSReconnects, "Reconnections of the broker's NATS connection.")
+	idxLag := gauge(MetricIndexLag, "{batch}", "ACCESS batches the per-citizen index has yet to take in (checked with health).")
+	roundAge := fgauge(MetricIntegratorLag, "Seconds since this replica's integrator last brought the tree up to the log (leader only).")
+	cpAge := fgauge(MetricCheckpointAge, "Seconds since this replica last signed a checkpoint (leader only; grows while nothing is logged).")
+	size := gauge(MetricTreeSize, "{leaf}", "Leaves in the tree at the last checkpoint this replica signed.")
+	leader := gauge(MetricIntegratorLead, "", "1 while this replica holds the integrator's lease.")
+	wRounds := counter(MetricWitnessRounds, "Checkpoints submitted to the witnesses.")
+	wCosigned := counter(MetricWitnessCosigned, "Checkpoints that reached the witness quorum.")
+	wRefusals := counter(MetricWitnessRefusals, "Witness refusals (each raises the transparency alarm).")
+	wDown := counter(MetricWitnessDown, "Witness submissions that did not reach the witness.")
+	wLatency := fgauge(MetricWitnessLatency, "From a new checkpoint to storing it cosigned, in the last round that reached the quorum.")
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	observables := []metric.Observable{natsUp, reconnects, idxLag, roundAge, cpAge, size, leader, wRounds, wCosigned, wRefusals, wDown, wLatency}
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		up := int64(0)
+		if b.nc.Status() == nats.CONNECTED {
+			up = 1
+		}
+		o.ObserveInt64(natsUp, up)
+		o.ObserveInt64(reconnects, int64(b.nc.Stats().Reconnects))
+		o.ObserveInt64(idxLag, int64(b.observe.idxLag.Load()))
+		if b.integr != nil {
+			p := b.integr.Progress()
+			lead := int64(0)
+			if p.Leader {
+				lead = 1
+				if !p.LastRound.IsZero() {
+					o.ObserveFloat64(roundAge, time.Since(p.LastRound).Seconds())
+				}
+				if !p.LastSigned.IsZero() {
+					o.ObserveFloat64(cpAge, time.Since(p.LastSigned).Seconds())
+					o.ObserveInt64(size, int64(p.TreeSize))
+				}
+			}
+			o.ObserveInt64(leader, lead)
+		}
+		if b.cosigner != nil {
+			s := b.cosigner.Stats()
+			o.ObserveInt64(wRounds, int64(s.Rounds))
+			o.ObserveInt64(wCosigned, int64(s.Cosigned))
+			o.ObserveInt64(wRefusals, int64(s.Refusals))
+			o.ObserveInt64(wDown, int64(s.Unavailable))
+			o.ObserveFloat64(wLatency, s.LastLatency.Seconds())
+		}
+		return nil
+	}, observables...)
+}
