@@ -9,6 +9,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
 
 // Service runs case operations for agencies: it checks who may do what and turns store errors into
@@ -53,7 +54,7 @@ func (s *Service) Open(ctx context.Context, agency, journey, citizenID string) (
 	c := New(j, citizenID, s.pseudonyms.Pseudonym(citizenID).Value, agency, b.Version, now)
 	events := []Event{NewEvent(EventCaseOpened, agency, c.Steps[0], now), NewEvent(EventStepStarted, first.Agency, c.Steps[0], now)}
 	if err := s.store.Create(ctx, c, events...); err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; no case was opened")
+		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; no case was opened").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	}
 	s.log.Info("case opened", "case", c.ID, "journey", j.ID, "agency", agency)
 	return c, nil
@@ -69,13 +70,13 @@ var ErrNotParticipant = errors.New("agency takes no part in the case")
 func (s *Service) load(ctx context.Context, agency, id string) (*Case, error) {
 	c, err := s.store.Get(ctx, id)
 	if errors.Is(err, ErrNotFound) {
-		return nil, refusal.New(refusal.NotFound, "case %s does not exist", id)
+		return nil, refusal.New(refusal.NotFound, "case %s does not exist", id).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
 	}
 	if err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable")
+		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	}
 	if !c.Involves(agency) {
-		return nil, refusal.Wrap(refusal.NotFound, ErrNotParticipant, "case %s does not exist", id)
+		return nil, refusal.Wrap(refusal.NotFound, ErrNotParticipant, "case %s does not exist", id).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
 	}
 	return c, nil
 }
@@ -100,7 +101,7 @@ func (s *Service) Get(ctx context.Context, agency, id string) (*Case, error) {
 		return nil, err
 	}
 	if !Reached(c, agency) {
-		return nil, refusal.New(refusal.NotFound, "case %s does not exist", id)
+		return nil, refusal.New(refusal.NotFound, "case %s does not exist", id).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
 	}
 	return c, nil
 }
@@ -117,7 +118,7 @@ func (s *Service) List(ctx context.Context, agency string, onlyCurrent bool, aft
 		return true
 	})
 	if err != nil {
-		return nil, false, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable")
+		return nil, false, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	}
 	return page, more, nil
 }
@@ -130,13 +131,13 @@ func (s *Service) Complete(ctx context.Context, agency, caseworker, id, step str
 	}
 	cur, ok := c.CurrentStep()
 	if !ok {
-		return nil, refusal.New(refusal.FailedPrecondition, "case %s is closed", id)
+		return nil, refusal.New(refusal.FailedPrecondition, "case %s is closed", id).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_CLOSED, "case", id)
 	}
 	if cur.ID != step {
-		return nil, refusal.New(refusal.FailedPrecondition, "step %q is not current; case %s is at step %q", step, id, cur.ID)
+		return nil, refusal.New(refusal.FailedPrecondition, "step %q is not current; case %s is at step %q", step, id, cur.ID).Because(auditv1.RefusalReason_REFUSAL_REASON_STEP_NOT_CURRENT, "step", cur.ID)
 	}
 	if cur.Agency != agency {
-		return nil, refusal.New(refusal.PermissionDenied, "step %q is for agency %q, not %q", step, cur.Agency, agency)
+		return nil, refusal.New(refusal.PermissionDenied, "step %q is for agency %q, not %q", step, cur.Agency, agency).Because(auditv1.RefusalReason_REFUSAL_REASON_STEP_NOT_CURRENT, "step", step, "agency", cur.Agency)
 	}
 	now := s.now()
 	doneIdx := c.Current
@@ -164,7 +165,7 @@ func (s *Service) Close(ctx context.Context, agency, id, reason string) (*Case, 
 	}
 	cur, ok := c.CurrentStep()
 	if !ok {
-		return nil, refusal.New(refusal.FailedPrecondition, "case %s is already closed", id)
+		return nil, refusal.New(refusal.FailedPrecondition, "case %s is already closed", id).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_CLOSED, "case", id)
 	}
 	if agency != c.OpenedBy && agency != cur.Agency {
 		return nil, refusal.New(refusal.PermissionDenied, "only the opening agency %q or the current step's agency %q may close case %s", c.OpenedBy, cur.Agency, id)
@@ -186,7 +187,7 @@ func (s *Service) update(ctx context.Context, c *Case, events []Event) error {
 	case errors.Is(err, ErrConflict):
 		return refusal.Wrap(refusal.Aborted, err, "case %s changed at the same time; read it again and retry", c.ID)
 	case err != nil:
-		return refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; nothing changed")
+		return refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; nothing changed").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	}
 	return nil
 }

@@ -33,11 +33,6 @@ const (
 	clockSlack = time.Minute
 )
 
-// hidden reports whether rec is still kept from the citizen at now (an access at a covert step).
-func hidden(rec *auditv1.AccessRecord, now time.Time) bool {
-	return rec.GetHiddenUntil() != nil && rec.GetHiddenUntil().AsTime().After(now)
-}
-
 // ListAccesses implements CitizenService: the citizen's accesses, newest first, filtered while paging.
 func (s *Service) ListAccesses(ctx context.Context, req *citizenv1.ListAccessesRequest) (*citizenv1.ListAccessesResponse, error) {
 	c, err := citizenOf(ctx)
@@ -63,8 +58,9 @@ func (s *Service) ListAccesses(ctx context.Context, req *citizenv1.ListAccessesR
 	if f != (filter{}) {
 		chunk = scanChunk
 	}
+	cv := s.covertView(now)
 	entries, next, err := s.scanAccesses(ctx, c.Pseudonym.Value, size, chunk, req.GetPageToken(), func(r *auditv1.AccessRecord) verdict {
-		if hidden(r, now) {
+		if cv.hidden(ctx, r) {
 			return skip
 		}
 		return f.match(r)
@@ -229,7 +225,10 @@ func (n names) access(rec *auditv1.AccessRecord) *citizenv1.Access {
 		Decision:   rec.GetDecision(),
 		Reason:     rec.GetReason(),
 		Violations: rec.GetViolations(),
-		Purpose:    &citizenv1.Text{En: rec.GetPurpose()},
+
+		RefusalReason:  rec.GetRefusalReason(),
+		RefusalSubject: rec.GetRefusalSubject(),
+		Purpose:        &citizenv1.Text{En: rec.GetPurpose()},
 	}
 	var j *policy.Journey
 	a.Journey, j = n.journey(rec.GetJourney())
@@ -353,8 +352,7 @@ func (s *Service) WatchAccesses(_ *citizenv1.WatchAccessesRequest, stream grpc.S
 		case err != nil:
 			return unavailable(err, "the access log")
 		}
-		now := s.cfg.Now()
-		if hidden(e.Record, now) || !seen.add(e.Record.GetId()) {
+		if s.covertView(s.cfg.Now()).hidden(ctx, e.Record) || !seen.add(e.Record.GetId()) {
 			continue
 		}
 		if err := stream.Send(&citizenv1.WatchAccessesResponse{Access: names{s.cfg.Policies()}.leafAccess(e)}); err != nil {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/ids"
+	"github.com/aperture-gov/aperture/broker/policy"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
@@ -236,15 +237,27 @@ func TestHiddenUntil(t *testing.T) {
 	_, err = c.GetCase(as(tokAnna), &citizenv1.GetCaseRequest{CaseId: cs.GetId()})
 	wantCode(t, err, codes.NotFound)
 
-	// The next step is open: the case shows, the covert step as if not reached.
+	// The next step is open: the case shows. The covert step shows as done, with its accesses, if the
+	// policy reveals it when the next step begins; otherwise as if not reached.
 	e.complete("municipality", cs.GetId(), "check-reported-income")
 	gc, err := c.GetCase(as(tokAnna), &citizenv1.GetCaseRequest{CaseId: cs.GetId()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	steps := gc.GetCase().GetSteps()
-	if steps[0].GetStatus() != citizenv1.StepStatus_STEP_STATUS_PENDING || steps[0].GetStartedAt() != nil || steps[0].GetCompletedAt() != nil ||
-		steps[1].GetStatus() != citizenv1.StepStatus_STEP_STATUS_CURRENT || gc.GetCase().GetCurrentStep().GetId() != "hear-the-citizen" ||
+	if steps[1].GetStatus() != citizenv1.StepStatus_STEP_STATUS_CURRENT || gc.GetCase().GetCurrentStep().GetId() != "hear-the-citizen" {
+		t.Fatalf("case after its covert step: %v", gc.GetCase())
+	}
+	j, _ := e.b.Bundle().Journey("benefit-control")
+	st, _, _ := j.Step("check-reported-income")
+	if st.Covert.Reveal == policy.RevealNextStep {
+		if steps[0].GetStatus() != citizenv1.StepStatus_STEP_STATUS_COMPLETED || steps[0].GetStartedAt() == nil {
+			t.Fatalf("covert step revealed by the next step: %v", steps[0])
+		}
+		if got := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}); len(got) != 2 {
+			t.Fatalf("after the next step began: %v, want the covert access too", accessIDs(got))
+		}
+	} else if steps[0].GetStatus() != citizenv1.StepStatus_STEP_STATUS_PENDING || steps[0].GetStartedAt() != nil || steps[0].GetCompletedAt() != nil ||
 		!gc.GetCase().GetOpenedAt().AsTime().Equal(steps[1].GetStartedAt().AsTime()) {
 		t.Fatalf("case with a masked covert step: %v", gc.GetCase())
 	}

@@ -84,20 +84,24 @@ func (s *Service) GetCase(ctx context.Context, req *citizenv1.GetCaseRequest) (*
 	return &citizenv1.GetCaseResponse{Case: pc}, nil
 }
 
-// masked reports whether the citizen must not yet see that a covert step of their case has begun.
+// masked reports whether the citizen must not yet see that covert step idx of their case has begun.
 //
-// A covert step keeps its accesses from the citizen for up to the step's maximum delay, so showing the
-// step as current (or as done, with its dates) while those accesses are hidden would give the check
-// away. The choice made here: a covert step is shown exactly like a step not reached yet (pending, no
-// dates) while it is current and until its maximum delay has passed since it started — by then every
-// access it made is visible in the access list, with the reason. A case in which nothing is visible
-// but such masked steps is not shown at all, because its mere existence would give the check away.
-// The data path of the journey, including that it has a covert step and why, stays public.
-func masked(st *policy.Step, cs cases.Step, now time.Time) bool {
-	if st == nil || st.Covert == nil || cs.StartedAt == nil {
+// A covert step keeps its accesses from the citizen until its policy's reveal point (by default the
+// case closing) or its maximum delay, so showing the step as current (or as done, with its dates) while
+// those accesses are hidden would give the check away. The choice made here: while masked, a covert
+// step is shown exactly like a step not reached yet (pending, no dates); once revealed, it is shown as
+// it is, and every access it made is in the access list with the reason. A case in which nothing is
+// visible but such masked steps is not shown at all, because its mere existence would give the check
+// away. The data path of the journey, including that it has a covert step and why, stays public.
+func masked(st *policy.Step, cs *cases.Case, idx int, now time.Time) bool {
+	step := cs.Steps[idx]
+	if st == nil || st.Covert == nil || step.StartedAt == nil {
 		return false
 	}
-	return cs.State == cases.StepCurrent || now.Before(cs.StartedAt.Add(st.Covert.MaxDelay()))
+	if at := revealedAt(st, cs, idx); !at.IsZero() && !at.After(now) {
+		return false
+	}
+	return step.State == cases.StepCurrent || now.Before(step.StartedAt.Add(st.Covert.MaxDelay()))
 }
 
 // caseView is cs as the citizen may see it at now, or nil when the citizen may not see it at all yet.
@@ -118,12 +122,16 @@ func (s *Service) caseView(ctx context.Context, n names, c Citizen, cs *cases.Ca
 		firstVisible  time.Time // the earliest visible step start
 		latestVisible time.Time // the latest visible change
 	)
-	for _, st := range cs.Steps {
+	for i, st := range cs.Steps {
 		ref, pst := stepRef(j, st.ID)
 		step := &citizenv1.CaseStep{Step: ref, Agency: n.agency(st.Agency), Status: stepStatus(st.State)}
-		if masked(pst, st, now) {
+		if masked(pst, cs, i, now) {
 			anyMasked = true
 			step.Status = citizenv1.StepStatus_STEP_STATUS_PENDING
+			if cs.State == cases.StateClosed {
+				// A closed case has nothing to come; "not done" is as much as may be said yet.
+				step.Status = citizenv1.StepStatus_STEP_STATUS_SKIPPED
+			}
 		} else {
 			if st.StartedAt != nil {
 				step.StartedAt = ts(*st.StartedAt)

@@ -76,6 +76,11 @@ func (n names) dataPathStep(st *policy.Step, index int) *citizenv1.DataPathStep 
 	}
 	if st.Covert != nil {
 		out.CovertReason, out.CovertMaxDays = text(st.Covert.Reason), int32(st.Covert.MaxDays)
+		out.CovertReveal = map[policy.Reveal]citizenv1.CovertReveal{
+			policy.RevealCaseClosed: citizenv1.CovertReveal_COVERT_REVEAL_CASE_CLOSED,
+			policy.RevealNextStep:   citizenv1.CovertReveal_COVERT_REVEAL_NEXT_STEP,
+			policy.RevealMaxDays:    citizenv1.CovertReveal_COVERT_REVEAL_MAX_DAYS,
+		}[st.Covert.Reveal]
 	}
 	return out
 }

@@ -69,6 +69,7 @@ func (s *Service) findAccess(ctx context.Context, pseudonym, id string, now time
 		return nil, notFound
 	}
 	token, scanned := "", 0
+	cv := s.covertView(now)
 	for {
 		recs, next, err := s.cfg.Log.List(ctx, pseudonym, accesslog.MaxPageSize, token)
 		if err != nil {
@@ -77,7 +78,7 @@ func (s *Service) findAccess(ctx context.Context, pseudonym, id string, now time
 		for _, r := range recs {
 			scanned++
 			if r.GetId() == id {
-				if hidden(r, now) {
+				if cv.hidden(ctx, r) {
 					return nil, notFound
 				}
 				return r, nil

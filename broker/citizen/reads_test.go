@@ -108,8 +108,8 @@ func refused(as []*citizenv1.Access) []*citizenv1.Access {
 
 // TestCovertRefusalHiddenUntilDate: a refusal about a case at a covert step — by another agency of the
 // journey, or after the case closed at that step — is kept from the citizen exactly like the step's own
-// accesses (until the step's maximum delay has passed, then shown with the policy's reason in both
-// languages). An agency outside the journey is told the case does not exist and the citizen's log gets
+// accesses (until the step's maximum delay has passed or the closed case reveals it, then shown with the
+// policy's reason in both languages). An agency outside the journey is told the case does not exist and the citizen's log gets
 // nothing at all.
 func TestCovertRefusalHiddenUntilDate(t *testing.T) {
 	t.Parallel()
@@ -146,10 +146,13 @@ func TestCovertRefusalHiddenUntilDate(t *testing.T) {
 	}
 	wantCode(t, ask(covert.Agency, cb.GetId()), codes.FailedPrecondition, "closed")
 
-	for _, tok := range []string{tokAnna, tokBo} {
-		if got := e.accesses(tok, &citizenv1.ListAccessesRequest{}); len(got) != 0 {
-			t.Fatalf("refusals at a covert step are shown at once: %v", got)
-		}
+	if got := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}); len(got) != 0 {
+		t.Fatalf("refusals at the current covert step are shown at once: %v", got)
+	}
+	// A closed case reveals its covert step unless its policy waits for the maximum delay.
+	gotBo := e.accesses(tokBo, &citizenv1.ListAccessesRequest{})
+	if wantShown := covert.Covert.Reveal != policy.RevealMaxDays; (len(gotBo) != 0) != wantShown {
+		t.Fatalf("after the case closed (reveal %s): %v, want shown=%v", covert.Covert.Reveal, gotBo, wantShown)
 	}
 
 	e.clock.advance(covert.Covert.MaxDelay() + day)

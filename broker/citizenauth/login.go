@@ -40,7 +40,7 @@ type loginOptions struct {
 	key         []byte
 	signinTTL   time.Duration
 	logger      *slog.Logger
-	errorPage   func(w http.ResponseWriter, r *http.Request, status int, message string)
+	errorPage   func(w http.ResponseWriter, r *http.Request, status int, problem Problem, message string)
 	afterLogout string
 }
 
@@ -61,9 +61,10 @@ func WithLogger(l *slog.Logger) LoginOption {
 	return func(o *loginOptions) { o.logger = l }
 }
 
-// WithErrorHandler renders refused or failed sign-ins (default: plain text via http.Error).
-// message is a fixed English sentence meant for the citizen; it never contains request input.
-func WithErrorHandler(fn func(w http.ResponseWriter, r *http.Request, status int, message string)) LoginOption {
+// WithErrorHandler renders refused or failed sign-ins (default: plain text via http.Error): problem
+// says what the citizen can do next, message is a fixed English sentence for the default page; neither
+// contains request input.
+func WithErrorHandler(fn func(w http.ResponseWriter, r *http.Request, status int, problem Problem, message string)) LoginOption {
 	return func(o *loginOptions) { o.errorPage = fn }
 }
 
@@ -84,7 +85,7 @@ type Login struct {
 	callbackPath string
 	signinTTL    time.Duration
 	log          *slog.Logger
-	errorPage    func(w http.ResponseWriter, r *http.Request, status int, message string)
+	errorPage    func(w http.ResponseWriter, r *http.Request, status int, problem Problem, message string)
 	afterLogout  string
 }
 
@@ -141,7 +142,7 @@ func NewLogin(cfg Config, v *Verifier, store *SessionStore, opts ...LoginOption)
 		o.logger = slog.Default()
 	}
 	if o.errorPage == nil {
-		o.errorPage = func(w http.ResponseWriter, _ *http.Request, status int, message string) {
+		o.errorPage = func(w http.ResponseWriter, _ *http.Request, status int, _ Problem, message string) {
 			http.Error(w, message, status)
 		}
 	}
@@ -222,7 +223,7 @@ func (l *Login) Session(r *http.Request) (Session, bool) {
 func (l *Login) login(w http.ResponseWriter, r *http.Request) {
 	ret, ok := localPath(r.URL.Query().Get("return"))
 	if !ok {
-		l.fail(w, r, http.StatusBadRequest, "The return address must be a page on this site.", "return path is not a local path")
+		l.fail(w, r, http.StatusBadRequest, ProblemBadReturn, "The return address must be a page on this site.", "return path is not a local path")
 		return
 	}
 	p := pending{
@@ -234,12 +235,12 @@ func (l *Login) login(w http.ResponseWriter, r *http.Request) {
 	}
 	b, err := json.Marshal(p)
 	if err != nil {
-		l.fail(w, r, http.StatusInternalServerError, "Sign-in could not be started.", "encode pending sign-in")
+		l.fail(w, r, http.StatusInternalServerError, ProblemUnavailable, "Sign-in could not be started.", "encode pending sign-in")
 		return
 	}
 	sealed, err := l.sealer.seal(SigninCookie, b)
 	if err != nil {
-		l.fail(w, r, http.StatusServiceUnavailable, "Sign-in could not be started.", "seal pending sign-in", "err", err.Error())
+		l.fail(w, r, http.StatusServiceUnavailable, ProblemUnavailable, "Sign-in could not be started.", "seal pending sign-in", "err", err.Error())
 		return
 	}
 	http.SetCookie(w, l.cookie(SigninCookie, sealed, int(l.signinTTL/time.Second)))
@@ -253,7 +254,7 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 	// The pending sign-in is single-use whatever happens next.
 	http.SetCookie(w, l.cookie(SigninCookie, "", -1))
 	if err != nil {
-		l.fail(w, r, http.StatusBadRequest, "Your sign-in was not found or has expired. Please sign in again.", "no sign-in cookie")
+		l.fail(w, r, http.StatusBadRequest, ProblemExpired, "Your sign-in was not found or has expired. Please sign in again.", "no sign-in cookie")
 		return
 	}
 	var p pending
@@ -262,30 +263,30 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 		err = json.Unmarshal(plain, &p)
 	}
 	if err != nil {
-		l.fail(w, r, http.StatusBadRequest, "Your sign-in was not found or has expired. Please sign in again.", "sign-in cookie does not open")
+		l.fail(w, r, http.StatusBadRequest, ProblemExpired, "Your sign-in was not found or has expired. Please sign in again.", "sign-in cookie does not open")
 		return
 	}
 	if l.v.now().Unix() > p.Expires {
-		l.fail(w, r, http.StatusBadRequest, "Your sign-in took too long. Please sign in again.", "sign-in cookie expired")
+		l.fail(w, r, http.StatusBadRequest, ProblemExpired, "Your sign-in took too long. Please sign in again.", "sign-in cookie expired")
 		return
 	}
 	q := r.URL.Query()
 	if q.Get("error") != "" {
-		l.fail(w, r, http.StatusBadRequest, "The sign-in was cancelled or refused by the identity provider.", "identity provider returned an error")
+		l.fail(w, r, http.StatusBadRequest, ProblemCancelled, "The sign-in was cancelled or refused by the identity provider.", "identity provider returned an error")
 		return
 	}
 	if p.State == "" || subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(p.State)) != 1 {
-		l.fail(w, r, http.StatusBadRequest, "This sign-in does not match the one started in this browser. Please sign in again.", "state mismatch")
+		l.fail(w, r, http.StatusBadRequest, ProblemRetry, "This sign-in does not match the one started in this browser. Please sign in again.", "state mismatch")
 		return
 	}
 	// RFC 9207: an authorization response naming another issuer is a mix-up attack.
 	if iss := q.Get("iss"); iss != "" && iss != l.issuer {
-		l.fail(w, r, http.StatusBadRequest, "The sign-in came back from an unexpected identity provider.", "issuer mismatch in authorization response")
+		l.fail(w, r, http.StatusBadRequest, ProblemRetry, "The sign-in came back from an unexpected identity provider.", "issuer mismatch in authorization response")
 		return
 	}
 	code := q.Get("code")
 	if code == "" {
-		l.fail(w, r, http.StatusBadRequest, "The sign-in response is incomplete. Please sign in again.", "no code")
+		l.fail(w, r, http.StatusBadRequest, ProblemRetry, "The sign-in response is incomplete. Please sign in again.", "no code")
 		return
 	}
 	ctx := oidc.ClientContext(r.Context(), l.v.client)
@@ -293,16 +294,16 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
-			l.fail(w, r, http.StatusBadRequest, "The sign-in could not be completed. Please sign in again.",
+			l.fail(w, r, http.StatusBadRequest, ProblemRetry, "The sign-in could not be completed. Please sign in again.",
 				"code exchange refused", "oauth_error", safeErrorCode(re.ErrorCode))
 			return
 		}
-		l.fail(w, r, http.StatusBadGateway, "The identity provider could not be reached. Please try again later.", "code exchange failed")
+		l.fail(w, r, http.StatusBadGateway, ProblemUnavailable, "The identity provider could not be reached. Please try again later.", "code exchange failed")
 		return
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
-		l.fail(w, r, http.StatusBadGateway, "The identity provider did not return an ID token.", "no id_token in token response")
+		l.fail(w, r, http.StatusBadGateway, ProblemUnavailable, "The identity provider did not return an ID token.", "no id_token in token response")
 		return
 	}
 	id, nonce, err := l.v.verify(ctx, raw)
@@ -311,20 +312,20 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, ErrIssuerUnavailable) {
 			status = http.StatusBadGateway
 		}
-		l.fail(w, r, status, "The sign-in could not be verified. Please sign in again.", err.Error())
+		l.fail(w, r, status, ProblemRetry, "The sign-in could not be verified. Please sign in again.", err.Error())
 		return
 	}
 	if subtle.ConstantTimeCompare([]byte(nonce), []byte(p.Nonce)) != 1 {
-		l.fail(w, r, http.StatusBadRequest, "The sign-in could not be verified. Please sign in again.", "nonce mismatch")
+		l.fail(w, r, http.StatusBadRequest, ProblemRetry, "The sign-in could not be verified. Please sign in again.", "nonce mismatch")
 		return
 	}
 	if id.Expiry.Sub(l.v.now()) < time.Second {
-		l.fail(w, r, http.StatusBadRequest, "The sign-in expired. Please sign in again.", "id token expires now")
+		l.fail(w, r, http.StatusBadRequest, ProblemExpired, "The sign-in expired. Please sign in again.", "id token expires now")
 		return
 	}
 	sid, ends, err := l.sessions.create(r.Context(), raw, id.Expiry)
 	if err != nil {
-		l.fail(w, r, http.StatusServiceUnavailable, "The sign-in could not be completed. Please try again later.", "session not stored", "err", err.Error())
+		l.fail(w, r, http.StatusServiceUnavailable, ProblemUnavailable, "The sign-in could not be completed. Please try again later.", "session not stored", "err", err.Error())
 		return
 	}
 	maxAge := int((ends.Sub(l.v.now()) + time.Second - 1) / time.Second)
@@ -345,7 +346,7 @@ func (l *Login) logout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(SessionCookie); err == nil && c.Value != "" {
 		if err := l.sessions.end(r.Context(), c.Value); err != nil {
 			l.log.Error("sign-out failed: session not ended", "err", err)
-			l.errorPage(w, r, http.StatusServiceUnavailable, "You could not be signed out. Please try again.")
+			l.errorPage(w, r, http.StatusServiceUnavailable, ProblemSignOut, "You could not be signed out. Please try again.")
 			return
 		}
 	}
@@ -367,10 +368,28 @@ func (l *Login) cookie(name, value string, maxAge int) *http.Cookie {
 	}
 }
 
-func (l *Login) fail(w http.ResponseWriter, r *http.Request, status int, message, reason string, attrs ...any) {
-	l.log.Warn("sign-in refused", append([]any{"reason", reason, "status", status}, attrs...)...)
-	l.errorPage(w, r, status, message)
+func (l *Login) fail(w http.ResponseWriter, r *http.Request, status int, problem Problem, message, reason string, attrs ...any) {
+	l.log.Warn("sign-in refused", append([]any{"reason", reason, "status", status, "problem", string(problem)}, attrs...)...)
+	l.errorPage(w, r, status, problem, message)
 }
+
+// Problem is what went wrong with a sign-in, for the page that tells the citizen what to do next.
+type Problem string
+
+const (
+	// ProblemCancelled: the citizen (or the identity provider) cancelled the sign-in.
+	ProblemCancelled Problem = "cancelled"
+	// ProblemExpired: the sign-in took too long or its cookie is gone; start again.
+	ProblemExpired Problem = "expired"
+	// ProblemRetry: the sign-in did not check out (another tab, an incomplete answer); start again.
+	ProblemRetry Problem = "retry"
+	// ProblemUnavailable: the identity provider or the session store failed; try again later.
+	ProblemUnavailable Problem = "unavailable"
+	// ProblemBadReturn: the page to return to is not on this site.
+	ProblemBadReturn Problem = "bad-return"
+	// ProblemSignOut: the sign-out could not be recorded, so the citizen is still signed in.
+	ProblemSignOut Problem = "sign-out"
+)
 
 // redirectLocal answers 303 See Other to a path already checked by localPath. It sets Location
 // as is, because http.Redirect rewrites relative targets and cleans paths.

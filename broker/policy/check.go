@@ -22,8 +22,9 @@ var (
 // checkError carries a message in plain words (meant for the caseworker) and the sentinel it is a
 // case of, without repeating the sentinel's text.
 type checkError struct {
-	kind error
-	msg  string
+	kind        error
+	msg         string
+	field, fact string // what the refusal is about, when it is one field or fact
 }
 
 func (e *checkError) Error() string { return e.msg }
@@ -31,6 +32,19 @@ func (e *checkError) Unwrap() error { return e.kind }
 
 func refuse(kind error, format string, args ...any) error {
 	return &checkError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+func refuseField(kind error, field, format string, args ...any) error {
+	return &checkError{kind: kind, msg: fmt.Sprintf(format, args...), field: field}
+}
+
+// CheckSubject is the field path or derived fact a Step.Check error is about, if it is about one.
+func CheckSubject(err error) (field, fact string) {
+	var ce *checkError
+	if errors.As(err, &ce) {
+		return ce.field, ce.fact
+	}
+	return "", ""
 }
 
 // Grant is what a request may receive: exactly the requested (or, if the request names nothing, all
@@ -54,7 +68,7 @@ func (s *Step) Check(authority, dataset string, fields, derived []string) (Grant
 	if !ok {
 		if len(fields) > 0 {
 			// Name what was asked for, so the caseworker sees which field the refusal is about.
-			return Grant{}, refuse(ErrDatasetNotAllowed, "field %q of %s.%s is not released at step %q of journey %q: the step releases nothing from %s.%s",
+			return Grant{}, refuseField(ErrDatasetNotAllowed, fields[0], "field %q of %s.%s is not released at step %q of journey %q: the step releases nothing from %s.%s",
 				fields[0], authority, dataset, s.ID, s.journey, authority, dataset)
 		}
 		return Grant{}, refuse(ErrDatasetNotAllowed, "dataset %s.%s is not released at step %q of journey %q",
@@ -68,13 +82,13 @@ func (s *Step) Check(authority, dataset string, fields, derived []string) (Grant
 	if rule.Message != nil {
 		for _, f := range fields {
 			if err := fieldmask.Validate(rule.Message, f); err != nil {
-				return Grant{}, refuse(ErrInvalidPath, "%s.%s: %v", authority, dataset, err)
+				return Grant{}, refuseField(ErrInvalidPath, f, "%s.%s: %v", authority, dataset, err)
 			}
 		}
 	}
 	for _, f := range fields {
 		if !fieldmask.Covers(rule.Fields, f) {
-			return Grant{}, refuse(ErrNotAllowed, "field %q of %s.%s is not released at step %q of journey %q",
+			return Grant{}, refuseField(ErrNotAllowed, f, "field %q of %s.%s is not released at step %q of journey %q",
 				f, authority, dataset, s.ID, s.journey)
 		}
 	}
@@ -87,8 +101,8 @@ func (s *Step) Check(authority, dataset string, fields, derived []string) (Grant
 		seen[name] = true
 		i := slices.IndexFunc(rule.Derived, func(d *Derived) bool { return d.Name == name })
 		if i < 0 {
-			return Grant{}, refuse(ErrNotAllowed, "derived fact %q of %s.%s is not released at step %q of journey %q",
-				name, authority, dataset, s.ID, s.journey)
+			return Grant{}, &checkError{kind: ErrNotAllowed, fact: name, msg: fmt.Sprintf("derived fact %q of %s.%s is not released at step %q of journey %q",
+				name, authority, dataset, s.ID, s.journey)}
 		}
 		g.Derived = append(g.Derived, rule.Derived[i])
 	}

@@ -243,7 +243,10 @@ func (l *loader) step(src *source, journey string, i int, sp *policyv1.Step, ste
 		s.Consent = &Consent{DefaultDays: int(c.GetDefaultDays()), MaxDays: int(c.GetMaxDays())}
 	}
 	if c := sp.GetCovert(); c != nil {
-		s.Covert = &Covert{Reason: text(c.GetReason()), MaxDays: int(c.GetMaxDays())}
+		s.Covert = &Covert{Reason: text(c.GetReason()), MaxDays: int(c.GetMaxDays()), Reveal: Reveal(c.GetReveal())}
+		if s.Covert.Reveal == "" {
+			s.Covert.Reveal = RevealCaseClosed
+		}
 		if s.Consent != nil {
 			src.at(p("covert"), "step %q is covert and requires consent: asking the citizen would reveal it; drop one of the two", s.ID)
 		}

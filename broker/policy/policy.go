@@ -277,7 +277,23 @@ type Covert struct {
 	// Reason is shown to the citizen with the accesses once they become visible.
 	Reason  Text
 	MaxDays int
+	// Reveal is the point in the case at which the citizen is shown the step's accesses, if that
+	// comes before MaxDays.
+	Reveal Reveal
 }
+
+// Reveal is when a covert step's accesses are shown before their maximum delay has passed.
+type Reveal string
+
+const (
+	// RevealCaseClosed shows them when the case closes (the default: a closed case hides nothing).
+	RevealCaseClosed Reveal = "case-closed"
+	// RevealNextStep shows them when a later step that is not covert begins (the citizen is told,
+	// e.g. heard before a decision), or the case closes.
+	RevealNextStep Reveal = "next-step"
+	// RevealMaxDays shows them only when the maximum delay has passed, even after the case closed.
+	RevealMaxDays Reveal = "max-days"
+)
 
 // MaxDelay is the longest an access at the step may stay hidden.
 func (c *Covert) MaxDelay() time.Duration { return time.Duration(c.MaxDays) * 24 * time.Hour }

@@ -110,7 +110,8 @@ func testAccesses() []*citizenv1.Access {
 			Agency: partyMunicipal, Caseworker: "jc-207", Authority: partyHealth, Dataset: "patient",
 			Fields: []string{"sick_notes.diagnosis"}, CaseId: caseID(1), Journey: journeySick, Step: stepCapacity,
 			Purpose: txt("The jobcentre follows up on how much you can work.", ""), LegalBasis: "Sygedagpengeloven § 13",
-			Decision: auditv1.Decision_DECISION_REFUSED, Reason: "the field sick_notes.diagnosis is not allowed at this step"},
+			Decision: auditv1.Decision_DECISION_REFUSED, Reason: "the field sick_notes.diagnosis is not allowed at this step",
+			RefusalReason: auditv1.RefusalReason_REFUSAL_REASON_FIELD_NOT_RELEASED, RefusalSubject: "sick_notes.diagnosis"},
 		{Id: accID(4), Time: ts(testNow.Add(-26 * time.Hour)), Kind: auditv1.AccessKind_ACCESS_KIND_CASEWORKER,
 			Agency: partyMunicipal, Caseworker: "jc-207", Authority: partyHealth, Dataset: "patient",
 			Fields: []string{"sick_notes.work_capacity_percent"}, CaseId: caseID(1), Journey: journeySick, Step: stepCapacity,
@@ -156,6 +157,9 @@ type fakeCitizen struct {
 	fail     map[string]error
 	watch    chan *citizenv1.Access
 	watching chan struct{}
+	// given is whether the consent of the assess-work-capacity step is given now (GrantConsent sets
+	// it, RevokeConsent clears it); before, the step has a consent withdrawn long ago.
+	given bool
 }
 
 func newFake() *fakeCitizen {
@@ -320,7 +324,7 @@ func (f *fakeCitizen) PreviewConsent(ctx context.Context, r *citizenv1.PreviewCo
 	return &citizenv1.PreviewConsentResponse{
 		Step:      sickPath().GetSteps()[2],
 		ExpiresAt: ts(testNow.Add(time.Duration(days) * 24 * time.Hour)),
-		Current:   &citizenv1.Consent{Journey: journeySick, Step: stepCapacity, Agency: partyMunicipal, GrantedAt: ts(testNow.Add(-2 * 24 * time.Hour)), ExpiresAt: ts(testNow.Add(88 * 24 * time.Hour)), Valid: true},
+		Current:   f.current(),
 	}, nil
 }
 
@@ -331,14 +335,20 @@ func (f *fakeCitizen) GrantConsent(ctx context.Context, r *citizenv1.GrantConsen
 	if r.GetDays() > 180 {
 		return nil, status.Error(codes.InvalidArgument, "days: at most 180")
 	}
-	return &citizenv1.GrantConsentResponse{Consent: &citizenv1.Consent{Journey: journeySick, Step: stepCapacity, Valid: true}}, nil
+	f.mu.Lock()
+	f.given = true
+	f.mu.Unlock()
+	return &citizenv1.GrantConsentResponse{Consent: f.current()}, nil
 }
 
 func (f *fakeCitizen) RevokeConsent(ctx context.Context, r *citizenv1.RevokeConsentRequest) (*citizenv1.RevokeConsentResponse, error) {
 	if err := f.enter(ctx, "RevokeConsent", r); err != nil {
 		return nil, err
 	}
-	return &citizenv1.RevokeConsentResponse{Consent: &citizenv1.Consent{Journey: journeySick, Step: stepCapacity}}, nil
+	f.mu.Lock()
+	f.given = false
+	f.mu.Unlock()
+	return &citizenv1.RevokeConsentResponse{Consent: f.current()}, nil
 }
 
 func (f *fakeCitizen) GetMyData(ctx context.Context, r *citizenv1.GetMyDataRequest) (*citizenv1.GetMyDataResponse, error) {
@@ -426,6 +436,10 @@ func newStack(t testing.TB) *stack {
 	}
 	mux := http.NewServeMux()
 	p.Routes(mux)
+	// A stand-in for the login package's error handler (citizenauth.WithErrorHandler).
+	mux.HandleFunc("GET /signin-problem/{problem}", func(w http.ResponseWriter, r *http.Request) {
+		p.SigninError(w, r, http.StatusBadRequest, r.PathValue("problem"))
+	})
 	// A stand-in for the login package: GET /login signs in and goes back.
 	mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
 		http.SetCookie(w, &http.Cookie{Name: "aperture_session", Value: testToken, Path: "/", HttpOnly: true})
@@ -447,4 +461,14 @@ func newStack(t testing.TB) *stack {
 		gs.Stop()
 	})
 	return &stack{fake: fake, srv: srv, portal: p}
+}
+
+// current is the consent of the assess-work-capacity step as it stands.
+func (f *fakeCitizen) current() *citizenv1.Consent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.given {
+		return &citizenv1.Consent{Journey: journeySick, Step: stepCapacity, Agency: partyMunicipal, GrantedAt: ts(testNow.Add(-2 * 24 * time.Hour)), ExpiresAt: ts(testNow.Add(88 * 24 * time.Hour)), Valid: true}
+	}
+	return &citizenv1.Consent{Journey: journeySick, Step: stepCapacity, Agency: partyMunicipal, GrantedAt: ts(testNow.Add(-200 * 24 * time.Hour)), ExpiresAt: ts(testNow.Add(-110 * 24 * time.Hour)), RevokedAt: ts(testNow.Add(-150 * 24 * time.Hour))}
 }

@@ -1,7 +1,9 @@
 package portal
 
 import (
+	"errors"
 	"html/template"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -339,7 +341,7 @@ func (p *Portal) preview(w http.ResponseWriter, r *http.Request, v *view, days i
 	res, err := p.cfg.Citizen.PreviewConsent(v.ctx(r), &citizenv1.PreviewConsentRequest{Journey: j, Step: s, Days: days})
 	if isCode(err, codes.InvalidArgument) && days != 0 {
 		// The days asked for are out of range: show the default, and say so.
-		formErr = v.T("consent.days.range")
+		formErr = daysTooMany
 		res, err = p.cfg.Citizen.PreviewConsent(v.ctx(r), &citizenv1.PreviewConsentRequest{Journey: j, Step: s})
 	}
 	if isCode(err, codes.InvalidArgument) {
@@ -359,6 +361,9 @@ func (p *Portal) preview(w http.ResponseWriter, r *http.Request, v *view, days i
 	}
 	if page.Days == "" {
 		page.Days = strconv.Itoa(int(page.Step.DefaultDays))
+	}
+	if formErr == daysTooMany {
+		page.DaysError = v.T("consent.days.range", page.Step.MaxDays)
 	}
 	if cat, err := p.catalog(r, v); err == nil {
 		if dp, ok := cat.paths[j]; ok {
@@ -380,17 +385,29 @@ func (p *Portal) preview(w http.ResponseWriter, r *http.Request, v *view, days i
 	p.render(w, r, v, code, "consent")
 }
 
-// parseDays reads the days field: empty is the policy's default (0).
+// parseDays reads the days field: empty is the policy's default (0). Any whole number above zero is
+// read (one beyond int32 as the largest int32), so that too many days is answered with the maximum
+// rather than called not a number; the API refuses what is above the policy's maximum.
 func parseDays(s string) (int32, bool) {
 	if s == "" {
 		return 0, true
 	}
+	if strings.Trim(s, "0123456789") != "" {
+		return 0, false
+	}
 	n, err := strconv.ParseInt(s, 10, 32)
-	if err != nil || n < 1 || n > 3650 {
+	if errors.Is(err, strconv.ErrRange) {
+		return math.MaxInt32, true
+	}
+	if err != nil || n < 1 {
 		return 0, false
 	}
 	return int32(n), true
 }
+
+// daysTooMany marks the form error "more days than the policy allows", which preview words with the
+// step's maximum.
+const daysTooMany = "\x00too-many"
 
 func (p *Portal) consentGrant(w http.ResponseWriter, r *http.Request, v *view) {
 	j, s := r.PathValue("journey"), r.PathValue("step")
@@ -402,7 +419,7 @@ func (p *Portal) consentGrant(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	_, err := p.cfg.Citizen.GrantConsent(v.ctx(r), &citizenv1.GrantConsentRequest{Journey: j, Step: s, Days: n})
 	if isCode(err, codes.InvalidArgument) {
-		p.preview(w, r, v, 0, days, v.T("consent.days.range"))
+		p.preview(w, r, v, 0, days, daysTooMany)
 		return
 	}
 	if err != nil {

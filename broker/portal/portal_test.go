@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -103,11 +104,11 @@ func TestPagesRender(t *testing.T) {
 		path   string
 		en, da []string
 	}{
-		{"/", []string{"Who has seen my data", "Danish Tax Agency (caseworker 4411)", "saw:", "your income was above the threshold in 6 of the last 12 months",
-			"sick notes › diagnosis", "asked for:", "and was refused:", "the field sick_notes.diagnosis is not allowed at this step",
+		{"/", []string{"Who has seen my data", "Danish Tax Agency (caseworker 4411)", "saw:", "checked whether:", "your income was above the threshold in 6 of the last 12 months", "not the data behind it",
+			"sick notes › diagnosis", "asked for:", "and was refused:", "This step does not allow them to see sick notes › diagnosis, so nothing was shared.",
 			"Sickness benefit, step 2: Check the employment requirement", "Sygedagpengeloven § 7", "Question this access", "/questions/new?access=" + accID(6),
 			"sick notes › work capacity percent", "more than was asked for", `data-live="on"`, `href="/?page=p2"`},
-			[]string{"Hvem har set mine data", "Skattestyrelsen (sagsbehandler 4411)", "så:", "din indkomst var over grænsen", "og fik afslag:", "Sygedagpenge, trin 2: Tjek beskæftigelseskravet", "Spørg ind til opslaget"}},
+			[]string{"Hvem har set mine data", "Skattestyrelsen (sagsbehandler 4411)", "så:", "tjekkede, om:", "din indkomst var over grænsen", "og fik afslag:", "Dette trin giver ikke lov til at se", "Sygedagpenge, trin 2: Tjek beskæftigelseskravet", "Spørg ind til opslaget"}},
 		{"/?page=p2", []string{"You looked at:", "name", "address", "Kept from you until 12 March 2026", "because telling you early could harm an investigation", "Back to the newest", `data-live="off"`},
 			[]string{"Du så på:", "Holdt skjult for dig indtil 12. marts 2026", "fordi det kan skade"}},
 		{"/cases", []string{"My cases", "Sickness benefit", "In progress", "2 of 4 steps done", "Now with", "Copenhagen Municipality (Jobcentre)", "Closed", `href="/cases?page=c2"`},
@@ -123,7 +124,7 @@ func TestPagesRender(t *testing.T) {
 		{"/consents", []string{"Your consents", "Given", "Withdrawn", "Withdraw consent", "Steps that ask for your consent", "/consents/sickness-benefit/assess-work-capacity"},
 			[]string{"Dine samtykker", "Givet", "Trukket tilbage", "Træk samtykke tilbage"}},
 		{"/consents/sickness-benefit/assess-work-capacity", []string{"What you would agree to", "Copenhagen Municipality (Jobcentre) may see", "sick notes › work capacity percent",
-			"Valid until", "12 June 2026", "Usually 90 days. At most 180 days.", `name="days" value="90"`, `max="180"`, "Yes, I give my consent", "Withdraw your consent"},
+			"Valid until", "12 June 2026", "Usually 90 days. At most 180 days.", `name="days" value="90"`, `max="180"`, "Yes, I give my consent", "Withdrawn"},
 			[]string{"Hvad du siger ja til", "må Københavns Kommune (Jobcenter) se", "12. juni 2026", "Normalt 90 dage. Højst 180 dage.", "Ja, jeg giver mit samtykke"}},
 		{"/data", []string{"My data", "Civil Registration System (CPR)", "/data/population/person", "/data/health/patient", "/data/tax/income", "written down"},
 			[]string{"Mine data", "Det Centrale Personregister (CPR)"}},
@@ -292,7 +293,9 @@ func TestFormErrors(t *testing.T) {
 		{"days not a number", "/consents/sickness-benefit/assess-work-capacity/grant", url.Values{"days": {"thirty"}},
 			[]string{"There is a problem", "whole number", `aria-invalid="true"`, `value="thirty"`}, "GrantConsent"},
 		{"days above maximum", "/consents/sickness-benefit/assess-work-capacity/grant", url.Values{"days": {"365"}},
-			[]string{"There is a problem", "no higher than the maximum", `value="365"`, "At most 180 days"}, ""},
+			[]string{"There is a problem", "The most you can choose is 180 days", `value="365"`, "At most 180 days"}, ""},
+		{"far too many days", "/consents/sickness-benefit/assess-work-capacity/grant", url.Values{"days": {"99999999999"}},
+			[]string{"There is a problem", "The most you can choose is 180 days", `value="99999999999"`}, ""},
 		{"empty question", "/questions", url.Values{"access": {accID(6)}, "message": {"   "}},
 			[]string{"There is a problem", "Write your question.", `aria-invalid="true"`}, "QuestionAccess"},
 		{"long question", "/questions", url.Values{"access": {accID(6)}, "message": {strings.Repeat("ø", 2001)}},
@@ -389,7 +392,7 @@ func TestAPIErrors(t *testing.T) {
 		{"unknown case", "", "/cases/" + caseID(9), nil, http.StatusNotFound, "Page not found"},
 		{"unknown journey", "", "/journeys/no-such", nil, http.StatusNotFound, "Page not found"},
 		{"permission denied", "GetMyData", "/data/population/person", status.Error(codes.PermissionDenied, "self-access to this dataset is not allowed"), http.StatusForbidden, "You cannot do this"},
-		{"failed precondition", "RevokeConsent", "/consents/sickness-benefit/assess-work-capacity/revoke", status.Error(codes.FailedPrecondition, "no consent to revoke"), http.StatusConflict, "no consent to revoke"},
+		{"failed precondition", "RevokeConsent", "/consents/sickness-benefit/assess-work-capacity/revoke", status.Error(codes.FailedPrecondition, "no consent to revoke"), http.StatusConflict, "This cannot be done right now"},
 		{"unavailable", "ListConsents", "/consents", status.Error(codes.Unavailable, "log down"), http.StatusServiceUnavailable, "not available right now"},
 		{"internal", "ListQuestions", "/questions", status.Error(codes.Internal, "boom"), http.StatusInternalServerError, "something went wrong"},
 		{"unknown page", "", "/no/such/page", nil, http.StatusNotFound, "Page not found"},
@@ -423,8 +426,8 @@ func TestAPIErrors(t *testing.T) {
 			if !strings.Contains(r.body, tc.want) {
 				t.Errorf("page lacks %q", tc.want)
 			}
-			if strings.Contains(r.body, "boom") || strings.Contains(r.body, "log down") {
-				t.Error("internal error text shown to the citizen")
+			if tc.err != nil && strings.Contains(r.body, status.Convert(tc.err).Message()) {
+				t.Error("the service's own text (English, for developers) shown to the citizen")
 			}
 		})
 	}
@@ -532,5 +535,101 @@ func TestNewChecksConfig(t *testing.T) {
 	}
 	if _, err := New(Config{Citizen: citizenv1.NewCitizenServiceClient(nil)}); err == nil {
 		t.Error("New without sessions succeeded")
+	}
+}
+
+// TestConsentPageAfterGrant: once consent is given, its page says until when and offers withdrawing it,
+// not the grant form or the "what you would agree to" preview again; after withdrawing, it offers giving.
+func TestConsentPageAfterGrant(t *testing.T) {
+	s := newStack(t)
+	const page = "/consents/sickness-benefit/assess-work-capacity"
+	if r := s.post(t, page+"/grant", url.Values{"days": {"14"}}); r.code != http.StatusSeeOther {
+		t.Fatalf("grant: status %d", r.code)
+	}
+	for _, tc := range []struct {
+		lang       string
+		want, lack []string
+	}{
+		{"en", []string{"Your consent", "Given until 10 June 2026", "You gave it on 12 March 2026.", "Withdraw consent", "What you agreed to share"},
+			[]string{"What you would agree to", "Yes, I give my consent", "Valid until", `name="days"`}},
+		{"da", []string{"Dit samtykke", "Givet indtil 10. juni 2026", "Træk samtykke tilbage"},
+			[]string{"Hvad du siger ja til", "Ja, jeg giver mit samtykke", `name="days"`}},
+	} {
+		r := s.get(t, page+"?lang="+tc.lang, nil)
+		if r.code != http.StatusOK {
+			t.Fatalf("%s: status %d", tc.lang, r.code)
+		}
+		checkPage(t, r, tc.lang)
+		for _, w := range tc.want {
+			if !strings.Contains(r.body, w) {
+				t.Errorf("%s: page lacks %q", tc.lang, w)
+			}
+		}
+		for _, w := range tc.lack {
+			if strings.Contains(r.body, w) {
+				t.Errorf("%s: page has %q", tc.lang, w)
+			}
+		}
+	}
+	if r := s.post(t, page+"/revoke", url.Values{}); r.code != http.StatusSeeOther {
+		t.Fatalf("revoke: status %d", r.code)
+	}
+	if r := s.get(t, page, nil); !strings.Contains(r.body, "Yes, I give my consent") || strings.Contains(r.body, "Given until") {
+		t.Errorf("after withdrawing, the page does not offer giving consent again")
+	}
+}
+
+// TestEveryRefusalReasonIsWorded: each machine-readable refusal reason the broker can give has a plain
+// sentence in both languages, never the broker's English text or the code itself.
+func TestEveryRefusalReasonIsWorded(t *testing.T) {
+	for n := range auditv1.RefusalReason_name {
+		why := auditv1.RefusalReason(n)
+		a := &citizenv1.Access{Decision: auditv1.Decision_DECISION_REFUSED, RefusalReason: why, RefusalSubject: "address.postal_code", Reason: "broker text for caseworkers"}
+		en := (&view{Lang: "en"}).refusal(a)
+		da := (&view{Lang: "da"}).refusal(a)
+		for _, s := range []string{en, da} {
+			if s == "" || strings.Contains(s, "⟦") || strings.Contains(s, "REFUSAL") || strings.Contains(s, "_") || strings.Contains(s, "broker text") {
+				t.Errorf("%v: %q", why, s)
+			}
+		}
+		if en == da {
+			t.Errorf("%v: the Danish sentence is the English one: %q", why, da)
+		}
+		if why != auditv1.RefusalReason_REFUSAL_REASON_UNSPECIFIED && en == (&view{Lang: "en"}).refusal(&citizenv1.Access{Decision: auditv1.Decision_DECISION_REFUSED}) {
+			t.Errorf("%v has no sentence of its own: %q", why, en)
+		}
+	}
+}
+
+// TestSigninProblemPages: a cancelled or failed sign-in ends on a styled page in the citizen's language
+// with a way back (sign in again where that helps, and the start page), never the login package's
+// English plain text.
+func TestSigninProblemPages(t *testing.T) {
+	s := newStack(t)
+	for _, tc := range []struct {
+		problem, lang, want string
+		again              bool
+	}{
+		{"cancelled", "en", "You did not sign in", true},
+		{"cancelled", "da", "Du blev ikke logget ind", true},
+		{"expired", "da", "Dit login tog for lang tid", true},
+		{"retry", "en", "We could not finish your sign-in", true},
+		{"unavailable", "da", "Login er ikke muligt lige nu", false},
+		{"bad-return", "en", "That link does not lead to this site", true},
+		{"something-new", "en", "We could not finish your sign-in", true},
+	} {
+		t.Run(tc.problem+"/"+tc.lang, func(t *testing.T) {
+			r := s.do(t, "GET", "/signin-problem/"+tc.problem+"?lang="+tc.lang, "", nil, nil)
+			if r.code != http.StatusBadRequest {
+				t.Fatalf("status %d", r.code)
+			}
+			checkPage(t, r, tc.lang)
+			if !strings.Contains(r.body, tc.want) || !strings.Contains(r.body, `href="/"`) {
+				t.Errorf("page lacks %q or the way back to the start", tc.want)
+			}
+			if got := strings.Contains(r.body, `href="/login"`); got != tc.again {
+				t.Errorf("offers signing in again: %v, want %v", got, tc.again)
+			}
+		})
 	}
 }

@@ -81,6 +81,26 @@ type errorPage struct {
 	Body    string
 	Detail  string // what the service said, when it is meant for the citizen
 	Back    string // a link to go on from
+	Again   string // where to sign in again, when that is the way on
+}
+
+// SigninError renders a failed or cancelled sign-in as a page in the citizen's language, with a way
+// back: to sign in again where that helps, and to the start page. problem is the sign-in's own word
+// for what happened (citizenauth.Problem): cancelled, expired, retry, unavailable, bad-return,
+// sign-out.
+func (p *Portal) SigninError(w http.ResponseWriter, r *http.Request, status int, problem string) {
+	securityHeaders(w.Header()) // the login package's routes are not wrapped by the portal
+	v := p.newView(w, r)
+	key := "signin." + problem
+	if _, ok := messages[key+".h"]; !ok {
+		key = "signin.retry"
+	}
+	ep := errorPage{Heading: v.T(key + ".h"), Body: v.T(key + ".p"), Back: "/"}
+	if problem != "unavailable" && problem != "sign-out" {
+		ep.Again = p.cfg.LoginPath
+	}
+	v.Title, v.Data = ep.Heading, ep
+	p.render(w, r, v, status, "error")
 }
 
 // fail answers a failed API call with a page that explains it in plain words, by gRPC code.
@@ -99,13 +119,13 @@ func (p *Portal) fail(w http.ResponseWriter, r *http.Request, v *view, err error
 		return
 	case codes.InvalidArgument, codes.OutOfRange:
 		code = http.StatusBadRequest
-		ep.Heading, ep.Body, ep.Detail = v.T("err.invalid.h"), v.T("err.invalid.p"), st.Message()
+		ep.Heading, ep.Body = v.T("err.invalid.h"), v.T("err.invalid.p")
 	case codes.PermissionDenied:
 		code = http.StatusForbidden
-		ep.Heading, ep.Body, ep.Detail = v.T("err.denied.h"), v.T("err.denied.p"), st.Message()
+		ep.Heading, ep.Body = v.T("err.denied.h"), v.T("err.denied.p")
 	case codes.FailedPrecondition:
 		code = http.StatusConflict
-		ep.Heading, ep.Body, ep.Detail = v.T("err.precondition.h"), v.T("err.precondition.p"), st.Message()
+		ep.Heading, ep.Body = v.T("err.precondition.h"), v.T("err.precondition.p")
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Canceled:
 		code = http.StatusServiceUnavailable
 		ep.Heading, ep.Body = v.T("err.unavailable.h"), v.T("err.unavailable.p")

@@ -47,10 +47,13 @@ type timelinePage struct {
 
 // accessItem is one access in the words of the timeline.
 type accessItem struct {
-	ID           string
-	Time         time.Time
-	Self         bool
-	Refused      bool
+	ID      string
+	Time    time.Time
+	Self    bool
+	Refused bool
+	// Checks are the derived facts, worded as what was checked; OnlyChecks: Items are checks too.
+	Checks       []string
+	OnlyChecks   bool
 	CaseRead     bool   // an agency read my case (which names me), no authority data
 	AuditorRead  bool   // an auditor looked at my access log
 	Who          string // the agency and caseworker (or the auditor); empty for my own accesses
@@ -82,7 +85,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		Refused:     a.GetDecision() == auditv1.Decision_DECISION_REFUSED,
 		Purpose:     v.Tx(a.GetPurpose()),
 		Law:         a.GetLegalBasis(),
-		Reason:      a.GetReason(),
+		Reason:      v.refusal(a),
 	}
 	switch {
 	case it.CaseRead:
@@ -106,12 +109,14 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 			}
 		}
 	}
+	// A fact is a question the authority answered (yes/no, a number), not data the agency saw: worded
+	// as what was checked, so a fact that came out false does not read as a statement about the citizen.
 	for _, f := range a.GetFacts() {
 		d := v.Tx(f.GetDescription())
 		if d == "" {
 			d = humanField(f.GetName())
 		}
-		it.Items = append(it.Items, lowerFirst(d))
+		it.Checks = append(it.Checks, lowerFirst(strings.TrimSuffix(d, ".")))
 	}
 	for _, f := range a.GetFields() {
 		it.Items = append(it.Items, humanField(f))
@@ -126,6 +131,14 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		}
 	case it.AuditorRead:
 		it.Items = []string{v.T("entry.auditor_read.item")}
+	case len(it.Items) == 0 && len(it.Checks) > 0:
+		// Only checks: the summary says so.
+		it.Did = v.T("entry.checked")
+		if it.Refused {
+			it.Did = v.T("entry.asked_check")
+		}
+		it.Items, it.Checks = it.Checks, nil
+		it.OnlyChecks = true
 	case len(it.Items) == 0:
 		it.Items = []string{v.T("entry.whole_record", humanField(a.GetDataset()))}
 	}
@@ -326,4 +339,24 @@ func (p *Portal) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// refusal words why a is refused, from its machine-readable reason: the broker's own text is English
+// for caseworkers and names policy ids, so it is never shown to the citizen.
+func (v *view) refusal(a *citizenv1.Access) string {
+	if a.GetDecision() != auditv1.Decision_DECISION_REFUSED {
+		return ""
+	}
+	key := "refusal." + strings.TrimPrefix(a.GetRefusalReason().String(), "REFUSAL_REASON_")
+	if _, ok := messages[key]; !ok {
+		key = "refusal.UNSPECIFIED"
+	}
+	if strings.Contains(messages[key].en, "%s") {
+		subject := a.GetRefusalSubject()
+		if subject == "" {
+			return v.T("refusal.UNSPECIFIED")
+		}
+		return v.T(key, humanField(subject))
+	}
+	return v.T(key)
 }

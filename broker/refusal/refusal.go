@@ -6,6 +6,9 @@ package refusal
 import (
 	"errors"
 	"fmt"
+	"strings"
+
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
 
 // Kind is the class of a refusal. Each maps to exactly one gRPC code at the edge.
@@ -55,6 +58,42 @@ type Error struct {
 	Kind   Kind
 	Reason string
 	Cause  error
+	// Why is the machine-readable reason, for the google.rpc.ErrorInfo of the status and the access
+	// record; unspecified for refusals that are not about a request's substance.
+	Why auditv1.RefusalReason
+	// Meta says what the refusal is about ("field", "step", …), for ErrorInfo.metadata. It names
+	// policy terms only, never a citizen id or a value.
+	Meta map[string]string
+}
+
+// Because sets the machine-readable reason and metadata (key, value pairs) and returns e.
+func (e *Error) Because(why auditv1.RefusalReason, kv ...string) *Error {
+	e.Why = why
+	if len(kv) > 0 && e.Meta == nil {
+		e.Meta = make(map[string]string, len(kv)/2)
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			e.Meta[kv[i]] = kv[i+1]
+		}
+	}
+	return e
+}
+
+// Subject is what the refusal is about within the request: the field path or fact named in Meta.
+func (e *Error) Subject() string {
+	if f := e.Meta["field"]; f != "" {
+		return f
+	}
+	return e.Meta["fact"]
+}
+
+// ErrorInfoDomain is the domain of the google.rpc.ErrorInfo the broker attaches to refusals.
+const ErrorInfoDomain = "aperture.broker.v1"
+
+// ErrorInfoReason is the ErrorInfo reason for why: the enum value's name without its prefix.
+func ErrorInfoReason(why auditv1.RefusalReason) string {
+	return strings.TrimPrefix(why.String(), "REFUSAL_REASON_")
 }
 
 func (e *Error) Error() string {

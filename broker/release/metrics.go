@@ -51,7 +51,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	var err, e error
 	m := &metrics{stageAttr: map[string]metric.MeasurementOption{}}
 	m.decisions, e = meter.Int64Counter(MetricDecisions, metric.WithUnit("{request}"),
-		metric.WithDescription("Release requests by decision, refusal kind (reason), agency, journey and authority. Never a citizen or a value."))
+		metric.WithDescription("Release requests by decision, refusal reason (aperture.audit.v1.RefusalReason, else the refusal kind), agency, journey and authority. Never a citizen or a value."))
 	err = errors.Join(err, e)
 	m.stage, e = meter.Float64Histogram(MetricStage, metric.WithUnit("s"),
 		metric.WithDescription("Time spent in each stage of the release path: decide, fetch, log_append."),
@@ -82,6 +82,9 @@ func (m *metrics) record(ctx context.Context, o outcome, err error) {
 			kind = ref.Kind
 		}
 		reason = kind.String()
+		if ref != nil && ref.Why != 0 {
+			reason = refusal.ErrorInfoReason(ref.Why) // the bounded, machine-readable reason
+		}
 		switch kind {
 		case refusal.Unavailable:
 			decision = DecisionUnavailable

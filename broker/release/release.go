@@ -137,26 +137,26 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (_ *R
 	o := outcome{agency: caller.Agency, authority: authorityLabel(bundle, req.Authority)}
 	defer func() { s.m.record(ctx, o, err) }()
 	if req.HiddenUntil != nil && !req.HiddenUntil.After(now) {
-		return nil, refusal.New(refusal.InvalidArgument, "hidden_until must be in the future")
+		return nil, refusal.New(refusal.InvalidArgument, "hidden_until must be in the future").Because(auditv1.RefusalReason_REFUSAL_REASON_INVALID_REQUEST)
 	}
 	// The breaker of the log is open: the answer will be Unavailable whatever happens, so nothing
 	// is read or fetched for it (and the refusal cannot be logged).
 	if w, ok := s.cfg.Log.(writable); ok {
 		if err := w.Writable(); err != nil {
-			return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released")
+			return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 		}
 	}
 	c, err := s.cfg.Cases.Get(ctx, req.CaseID)
 	if errors.Is(err, cases.ErrNotFound) {
-		return nil, refusal.New(refusal.NotFound, "case %s does not exist", req.CaseID)
+		return nil, refusal.New(refusal.NotFound, "case %s does not exist", req.CaseID).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
 	}
 	if err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; nothing was released")
+		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	}
 	if !c.Involves(caller.Agency) {
 		// To an agency with no step in the journey the case does not exist: the same answer as an unknown
 		// id, and no record in the citizen's log (the edge writes the probe to the security log).
-		return nil, refusal.Wrap(refusal.NotFound, cases.ErrNotParticipant, "case %s does not exist", req.CaseID)
+		return nil, refusal.Wrap(refusal.NotFound, cases.ErrNotParticipant, "case %s does not exist", req.CaseID).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
 	}
 	o.journey = c.Journey
 	pn := s.cfg.Pseudonyms.Pseudonym(c.CitizenID)
@@ -186,14 +186,15 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (_ *R
 		rec.Decision = auditv1.Decision_DECISION_REFUSED
 		rec.Reason = ref.Reason
 		rec.Code = ref.Kind.String()
+		rec.RefusalReason, rec.RefusalSubject = ref.Why, ref.Subject()
 		if err := s.appendRecord(ctx, rec); err != nil {
-			return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released")
+			return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 		}
 		return nil, ref
 	}
 	rec.Decision = auditv1.Decision_DECISION_RELEASED
 	if err := s.appendRecord(ctx, rec); err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released")
+		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	}
 	res.AccessID = rec.Id
 	return res, nil
@@ -245,7 +246,7 @@ func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases
 func hiding(step *policy.Step, asked *time.Time, now time.Time, rec *auditv1.AccessRecord) *refusal.Error {
 	if step.Covert == nil {
 		if asked != nil {
-			return refusal.New(refusal.PermissionDenied, "step %q is not covert: its accesses cannot be hidden from the citizen", step.ID)
+			return refusal.New(refusal.PermissionDenied, "step %q is not covert: its accesses cannot be hidden from the citizen", step.ID).Because(auditv1.RefusalReason_REFUSAL_REASON_HIDING_NOT_ALLOWED, "step", step.ID)
 		}
 		return nil
 	}
@@ -257,7 +258,7 @@ func hiding(step *policy.Step, asked *time.Time, now time.Time, rec *auditv1.Acc
 	rec.HiddenUntil = timestamppb.New(until)
 	rec.HiddenReason = step.Covert.Reason.EN
 	if asked != nil && asked.After(limit) {
-		return refusal.New(refusal.PermissionDenied, "step %q hides accesses for at most %d days", step.ID, step.Covert.MaxDays)
+		return refusal.New(refusal.PermissionDenied, "step %q hides accesses for at most %d days", step.ID, step.Covert.MaxDays).Because(auditv1.RefusalReason_REFUSAL_REASON_HIDING_NOT_ALLOWED, "step", step.ID)
 	}
 	return nil
 }
@@ -287,7 +288,7 @@ type Decision struct {
 func Decide(b *policy.Bundle, c *cases.Case, agency string, req Request) (Decision, *refusal.Error) {
 	var d Decision
 	if !c.Involves(agency) {
-		return d, refusal.New(refusal.PermissionDenied, "agency %q takes no part in case %s", agency, c.ID)
+		return d, refusal.New(refusal.PermissionDenied, "agency %q takes no part in case %s", agency, c.ID).Because(auditv1.RefusalReason_REFUSAL_REASON_NOT_A_PARTICIPANT, "agency", agency)
 	}
 	j, step, ref := currentStep(b, c)
 	d.Journey, d.Step = j, step
@@ -297,14 +298,23 @@ func Decide(b *policy.Bundle, c *cases.Case, agency string, req Request) (Decisi
 	d.NeedsConsent = step.Consent != nil
 	if step.Agency != agency {
 		return d, refusal.New(refusal.PermissionDenied,
-			"the current step %q of journey %q is for agency %q, not %q", step.ID, j.ID, step.Agency, agency)
+			"the current step %q of journey %q is for agency %q, not %q", step.ID, j.ID, step.Agency, agency).
+			Because(auditv1.RefusalReason_REFUSAL_REASON_STEP_NOT_CURRENT, "journey", j.ID, "step", step.ID, "agency", step.Agency)
 	}
 	grant, err := step.Check(req.Authority, req.Dataset, req.Fields, req.Derived)
-	switch {
-	case errors.Is(err, policy.ErrInvalidPath):
-		return d, refusal.New(refusal.InvalidArgument, "%s", err)
-	case err != nil:
-		return d, refusal.New(refusal.PermissionDenied, "%s", err)
+	if err != nil {
+		field, fact := policy.CheckSubject(err)
+		why := auditv1.RefusalReason_REFUSAL_REASON_FIELD_NOT_RELEASED
+		switch {
+		case errors.Is(err, policy.ErrInvalidPath):
+			return d, refusal.New(refusal.InvalidArgument, "%s", err).Because(auditv1.RefusalReason_REFUSAL_REASON_INVALID_FIELD_PATH, "dataset", req.Authority+"."+req.Dataset, "field", field)
+		case errors.Is(err, policy.ErrDatasetNotAllowed):
+			why = auditv1.RefusalReason_REFUSAL_REASON_DATASET_NOT_RELEASED
+		case fact != "":
+			why = auditv1.RefusalReason_REFUSAL_REASON_FACT_NOT_RELEASED
+		}
+		return d, refusal.New(refusal.PermissionDenied, "%s", err).
+			Because(why, "journey", j.ID, "step", step.ID, "dataset", req.Authority+"."+req.Dataset, "field", field, "fact", fact)
 	}
 	d.Grant = grant
 	return d, nil
@@ -315,15 +325,15 @@ func Decide(b *policy.Bundle, c *cases.Case, agency string, req Request) (Decisi
 func currentStep(b *policy.Bundle, c *cases.Case) (j *policy.Journey, step *policy.Step, _ *refusal.Error) {
 	cur, ok := c.CurrentStep()
 	if !ok {
-		return nil, nil, refusal.New(refusal.FailedPrecondition, "case %s is closed; nothing more can be released for it", c.ID)
+		return nil, nil, refusal.New(refusal.FailedPrecondition, "case %s is closed; nothing more can be released for it", c.ID).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_CLOSED, "case", c.ID)
 	}
 	j, ok = b.Journey(c.Journey)
 	if !ok {
-		return nil, nil, refusal.New(refusal.FailedPrecondition, "journey %q is no longer in the policy", c.Journey)
+		return nil, nil, refusal.New(refusal.FailedPrecondition, "journey %q is no longer in the policy", c.Journey).Because(auditv1.RefusalReason_REFUSAL_REASON_POLICY_CHANGED, "journey", c.Journey)
 	}
 	step, _, ok = j.Step(cur.ID)
 	if !ok {
-		return j, nil, refusal.New(refusal.FailedPrecondition, "step %q is no longer in journey %q", cur.ID, j.ID)
+		return j, nil, refusal.New(refusal.FailedPrecondition, "step %q is no longer in journey %q", cur.ID, j.ID).Because(auditv1.RefusalReason_REFUSAL_REASON_POLICY_CHANGED, "journey", j.ID, "step", cur.ID)
 	}
 	return j, step, nil
 }
@@ -339,15 +349,15 @@ func ConsentRefusal(cn *consent.Consent, err error, journey string, st *policy.S
 	}
 	switch {
 	case errors.Is(err, consent.ErrNotFound):
-		return refusal.New(refusal.FailedPrecondition, "step %q of journey %q needs the citizen's consent, and the citizen has not given it", step, journey)
+		return refusal.New(refusal.FailedPrecondition, "step %q of journey %q needs the citizen's consent, and the citizen has not given it", step, journey).Because(auditv1.RefusalReason_REFUSAL_REASON_CONSENT_MISSING, "journey", journey, "step", step)
 	case err != nil:
-		return refusal.Wrap(refusal.Unavailable, err, "consent state is unavailable; nothing was released")
+		return refusal.Wrap(refusal.Unavailable, err, "consent state is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	case cn.RevokedAt != nil:
-		return refusal.New(refusal.FailedPrecondition, "the citizen revoked consent for step %q of journey %q on %s", step, journey, cn.RevokedAt.UTC().Format(time.DateOnly))
+		return refusal.New(refusal.FailedPrecondition, "the citizen revoked consent for step %q of journey %q on %s", step, journey, cn.RevokedAt.UTC().Format(time.DateOnly)).Because(auditv1.RefusalReason_REFUSAL_REASON_CONSENT_REVOKED, "journey", journey, "step", step)
 	case !cn.WithinMax(maxDays):
-		return refusal.New(refusal.FailedPrecondition, "the citizen's consent for step %q of journey %q lasts longer than the policy allows (%d days); it is not valid", step, journey, maxDays)
+		return refusal.New(refusal.FailedPrecondition, "the citizen's consent for step %q of journey %q lasts longer than the policy allows (%d days); it is not valid", step, journey, maxDays).Because(auditv1.RefusalReason_REFUSAL_REASON_CONSENT_EXPIRED, "journey", journey, "step", step)
 	case !cn.ValidAt(now, maxDays):
-		return refusal.New(refusal.FailedPrecondition, "the citizen's consent for step %q of journey %q expired on %s", step, journey, cn.ExpiresAt.UTC().Format(time.DateOnly))
+		return refusal.New(refusal.FailedPrecondition, "the citizen's consent for step %q of journey %q expired on %s", step, journey, cn.ExpiresAt.UTC().Format(time.DateOnly)).Because(auditv1.RefusalReason_REFUSAL_REASON_CONSENT_EXPIRED, "journey", journey, "step", step)
 	}
 	return nil
 }
@@ -371,20 +381,20 @@ func (s *Service) fetch(ctx context.Context, c *cases.Case, caller Caller, step 
 	cancel()
 	switch {
 	case errors.Is(err, authorities.ErrNotFound):
-		return nil, refusal.New(refusal.NotFound, "%s holds no %s record for this citizen", rule.Authority, rule.Dataset)
+		return nil, refusal.New(refusal.NotFound, "%s holds no %s record for this citizen", rule.Authority, rule.Dataset).Because(auditv1.RefusalReason_REFUSAL_REASON_RECORD_NOT_FOUND, "authority", rule.Authority, "dataset", rule.Authority+"."+rule.Dataset)
 	case errors.Is(err, authorities.ErrUnavailable):
-		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q is unavailable; nothing was released", rule.Authority)
+		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q is unavailable; nothing was released", rule.Authority).Because(auditv1.RefusalReason_REFUSAL_REASON_AUTHORITY_UNAVAILABLE, "authority", rule.Authority)
 	case err != nil:
-		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q failed to answer; nothing was released", rule.Authority)
+		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q failed to answer; nothing was released", rule.Authority).Because(auditv1.RefusalReason_REFUSAL_REASON_AUTHORITY_UNAVAILABLE, "authority", rule.Authority)
 	}
 
 	record, violations, err := s.minimise(rule, grant, resp)
 	if err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q answered with a malformed record; nothing was released", rule.Authority)
+		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q answered with a malformed record; nothing was released", rule.Authority).Because(auditv1.RefusalReason_REFUSAL_REASON_AUTHORITY_UNAVAILABLE, "authority", rule.Authority)
 	}
 	facts, extraFacts, err := matchDerived(grant, resp.GetDerived())
 	if err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q answered without a requested fact, or with one outside its declared type; nothing was released", rule.Authority)
+		return nil, refusal.Wrap(refusal.Unavailable, err, "authority %q answered without a requested fact, or with one outside its declared type; nothing was released", rule.Authority).Because(auditv1.RefusalReason_REFUSAL_REASON_AUTHORITY_UNAVAILABLE, "authority", rule.Authority)
 	}
 	violations = append(violations, extraFacts...)
 	if len(violations) > 0 {

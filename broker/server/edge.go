@@ -14,11 +14,13 @@ import (
 	validation "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/protovalidate"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/aperture-gov/aperture/broker/refusal"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
 
 // Identity is the pluggable stage of the edge that says who is calling: it authenticates the caller of
@@ -162,7 +164,13 @@ func (e *Edge) mapStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerI
 // by its reason) or an internal error (hidden). A status found deeper in an error chain — an
 // authority's answer wrapped by the domain — is not the caller's business and is Internal.
 func (e *Edge) mapError(ctx context.Context, method string, err error) error {
-	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
+	if se, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
+		if st := se.GRPCStatus(); st.Code() == codes.InvalidArgument && !hasErrorInfo(st) {
+			// Request validation answers with a bare status; agencies still get a reason to branch on.
+			if with, err := st.WithDetails(&errdetails.ErrorInfo{Reason: refusal.ErrorInfoReason(auditv1.RefusalReason_REFUSAL_REASON_INVALID_REQUEST), Domain: refusal.ErrorInfoDomain}); err == nil {
+				return with.Err()
+			}
+		}
 		return err
 	}
 	return toStatus(ctx, e.log, method, err)
@@ -230,5 +238,21 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 	if code == codes.Internal {
 		return status.Error(codes.Internal, "internal error")
 	}
-	return status.Error(code, clip(r.Reason, MaxStatusText))
+	st := status.New(code, clip(r.Reason, MaxStatusText))
+	if r.Why != auditv1.RefusalReason_REFUSAL_REASON_UNSPECIFIED {
+		// Agency systems branch on the reason, never on the text.
+		if with, err := st.WithDetails(&errdetails.ErrorInfo{Reason: refusal.ErrorInfoReason(r.Why), Domain: refusal.ErrorInfoDomain, Metadata: r.Meta}); err == nil {
+			st = with
+		}
+	}
+	return st.Err()
+}
+
+func hasErrorInfo(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.ErrorInfo); ok {
+			return true
+		}
+	}
+	return false
 }

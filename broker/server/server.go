@@ -13,6 +13,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
 )
 
@@ -62,7 +63,7 @@ func AgencyIdentity(registry func() *policy.Registry) Identity {
 func authenticate(ctx context.Context, reg *policy.Registry) (Caller, error) {
 	id, err := mtls.PeerID(ctx)
 	if err != nil {
-		return Caller{}, refusal.Wrap(refusal.Unauthenticated, err, "a client certificate with an identity is required")
+		return Caller{}, refusal.Wrap(refusal.Unauthenticated, err, "a client certificate with an identity is required").Because(auditv1.RefusalReason_REFUSAL_REASON_UNAUTHENTICATED)
 	}
 	if a, ok := reg.AgencyByIdentity(id); ok {
 		c := Caller{Role: RoleAgency, ID: a.ID}
@@ -70,21 +71,21 @@ func authenticate(ctx context.Context, reg *policy.Registry) (Caller, error) {
 		if vals := md.Get(CaseworkerHeader); len(vals) == 1 && caseworkerPattern.MatchString(vals[0]) {
 			c.Caseworker = vals[0]
 		} else {
-			return Caller{}, refusal.New(refusal.InvalidArgument, "metadata %q must name exactly one caseworker (letters, digits, . _ @ -, at most 64)", CaseworkerHeader)
+			return Caller{}, refusal.New(refusal.InvalidArgument, "metadata %q must name exactly one caseworker (letters, digits, . _ @ -, at most 64)", CaseworkerHeader).Because(auditv1.RefusalReason_REFUSAL_REASON_INVALID_REQUEST)
 		}
 		return c, nil
 	}
 	if a, ok := reg.AuditorByIdentity(id); ok {
 		return Caller{Role: RoleAuditor, ID: a.ID}, nil
 	}
-	return Caller{}, refusal.New(refusal.PermissionDenied, "certificate identity %s is not a registered agency or auditor", id)
+	return Caller{}, refusal.New(refusal.PermissionDenied, "certificate identity %s is not a registered agency or auditor", id).Because(auditv1.RefusalReason_REFUSAL_REASON_UNAUTHENTICATED)
 }
 
 // requireRole returns the caller if it has role.
 func requireRole(ctx context.Context, role Role) (Caller, error) {
 	c, ok := CallerFrom(ctx)
 	if !ok {
-		return Caller{}, refusal.New(refusal.Unauthenticated, "no authenticated caller")
+		return Caller{}, refusal.New(refusal.Unauthenticated, "no authenticated caller").Because(auditv1.RefusalReason_REFUSAL_REASON_UNAUTHENTICATED)
 	}
 	if c.Role != role {
 		return Caller{}, refusal.New(refusal.PermissionDenied, "%s may not call this method", c.ID)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,7 +64,7 @@ func verifierKey(vkey, data string) ([]tlog.Verifier, error) {
 
 // runAuditVerify reads the storage directly, not through the broker: the point is to check what
 // is stored, trusting only the verifier key.
-func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	addConfigFlag(fs)
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server holding the access log")
@@ -75,12 +76,30 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	trustedFlag := fs.String("trusted-checkpoint", "", "file with the newest checkpoint accepted before (default: under the user's config directory, per log origin)")
 	policyFlag := fs.String("witness-policy", "", "witness policy file (witness, group, quorum lines): the log must match a checkpoint cosigned by the quorum")
 	sealDir := fs.String("seal-key-dir", "", "directory of the broker's local data key ("+keys.SealKeyFile+"), to check every ACCESS batch's MAC and the per-citizen index against the log (default DATA/keys when it holds one)")
+	asJSON := fs.Bool("json", false, "print the result as one JSON object for machines (also when verification fails)")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		return usagef("%s", auditUsage)
+	}
+	var report verifyReport
+	if *asJSON {
+		out := stdout
+		stdout = io.Discard
+		defer func() {
+			report.OK = err == nil
+			if err != nil {
+				report.Error = err.Error()
+			}
+			b, merr := json.MarshalIndent(report, "", "  ")
+			if merr != nil {
+				err = errors.Join(err, merr)
+				return
+			}
+			fmt.Fprintf(out, "%s\n", b)
+		}()
 	}
 	v, err := verifierKey(*vkey, *data)
 	if err != nil {
@@ -135,7 +154,10 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("verification FAILED: %w", err)
 	}
+	report.Records, report.Checkpoints, report.IndexChecked = res.Records, res.Checkpoints, sealer != nil
+	report.Latest = &verifiedCheckpoint{Size: res.Latest.Size, Root: fmt.Sprintf("%x", res.Latest.Root), Note: string(res.Latest.Note)}
 	for _, f := range res.Forged {
+		report.Forged = append(report.Forged, fmt.Sprint(f))
 		fmt.Fprintf(stderr, "ALERT: %v (if the key was rotated, list the earlier verifier keys in the key file)\n", f)
 	}
 	fmt.Fprintf(stdout, "OK: %d access records match %d signed checkpoints; consecutive checkpoints are consistent\n", res.Records, res.Checkpoints)
@@ -147,13 +169,41 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 	}
 	if witnessed != nil {
+		report.Witnessed = &witnessedCheckpoint{Size: witnessed.Size, Cosigners: witnessed.Cosigners}
 		fmt.Fprintf(stdout, "OK: the log extends the checkpoint of size %d cosigned by %s\n", witnessed.Size, strings.Join(witnessed.Cosigners, ", "))
 	}
+	report.Trusted = tr.path
 	if err := tr.accept(stdout, res.Latest); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "latest checkpoint (%d):\n%s", res.Latest.Seq, res.Latest.Note)
 	return nil
+}
+
+// verifyReport is `audit verify --json`: what was checked and found.
+type verifyReport struct {
+	OK bool `json:"ok"`
+	// Error is why verification failed; empty when OK.
+	Error       string `json:"error,omitempty"`
+	Records     uint64 `json:"records"`
+	Checkpoints int    `json:"checkpoints"`
+	// IndexChecked: the batches' MACs and the per-citizen index were checked (the data key was given).
+	IndexChecked bool                 `json:"index_checked"`
+	Forged       []string             `json:"forged,omitempty"`
+	Witnessed    *witnessedCheckpoint `json:"witnessed,omitempty"`
+	Trusted      string               `json:"trusted_checkpoint_file,omitempty"`
+	Latest       *verifiedCheckpoint  `json:"latest,omitempty"`
+}
+
+type witnessedCheckpoint struct {
+	Size      uint64   `json:"size"`
+	Cosigners []string `json:"cosigners"`
+}
+
+type verifiedCheckpoint struct {
+	Size uint64 `json:"size"`
+	Root string `json:"root_hex"`
+	Note string `json:"note"`
 }
 
 // trusted is the verifier's own memory of the log, as Go's checksum database client keeps one: the

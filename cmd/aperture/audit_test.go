@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -58,6 +59,18 @@ func TestAuditCLI(t *testing.T) {
 		t.Fatalf("audit verify: exit %d\n%s", code, out)
 	}
 	t.Logf("aperture audit verify:\n%s", out)
+	code, out = aperture("audit", "verify", "--json", "--nats-url", ts.nats.ClientURL(), "--trusted-checkpoint", trustedFile)
+	var rep struct {
+		OK      bool   `json:"ok"`
+		Records uint64 `json:"records"`
+		Latest  struct {
+			Size uint64 `json:"size"`
+			Root string `json:"root_hex"`
+		} `json:"latest"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || !rep.OK || rep.Records == 0 || rep.Latest.Size == 0 || len(rep.Latest.Root) != 64 {
+		t.Fatalf("audit verify --json: exit %d, %v\n%s", code, err, out)
+	}
 
 	// The API, as a third party uses it.
 	audit := ts.auditor()

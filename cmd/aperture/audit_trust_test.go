@@ -178,6 +178,10 @@ func TestAuditTrustedCheckpoint(t *testing.T) {
 		t.Fatalf("audit verify of the rewritten log: exit %d\n%s", code, out)
 	}
 	t.Logf("audit verify: %s", out)
+	code, out = ts.cli("audit", "verify", "--json", "--nats-url", ts.nats.ClientURL(), "--trusted-checkpoint", trustedFile)
+	if code == 0 || !strings.Contains(out, `"ok": false`) || !strings.Contains(out, `"error": "`) {
+		t.Fatalf("audit verify --json of the rewritten log: exit %d\n%s", code, out)
+	}
 	code, out = ts.cli("audit", "prove", more[1], "--broker", ts.Broker.Addr(), "--trusted-checkpoint", trustedFile)
 	if code == 0 || !strings.Contains(out, "NOT consistent with the trusted checkpoint "+trustedFile) {
 		t.Fatalf("audit prove against the rewritten log: exit %d\n%s", code, out)

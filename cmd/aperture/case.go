@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
 
 const caseUsage = `Usage:
@@ -26,8 +27,11 @@ const caseUsage = `Usage:
   aperture case release CASE_ID AUTHORITY.DATASET [--fields PATH,…] [--derived NAME,…]
   aperture case complete CASE_ID [STEP]
   aperture case close CASE_ID --reason TEXT
+  aperture case questions [--open]
+  aperture case answer QUESTION_ID --text TEXT
 
 Common flags: --as AGENCY (default municipality) --caseworker ID --broker ADDR --data DIR --json
+Times are local, with their zone; run with TZ=UTC for UTC.
 `
 
 func runCase(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -47,12 +51,14 @@ func runCase(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fields  = fs.String("fields", "", "comma-separated field paths (release; default: all the step allows)")
 		derived = fs.String("derived", "", "comma-separated derived facts (release)")
 		reason  = fs.String("reason", "", "why the case is closed (close)")
+		open    = fs.Bool("open", false, "only questions not answered yet (questions)")
+		text    = fs.String("text", "", "the answer, in plain words the citizen understands (answer)")
 	)
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
 	}
-	want := map[string][2]int{"open": {0, 0}, "show": {1, 1}, "list": {0, 0}, "explain": {1, 1}, "release": {2, 2}, "complete": {1, 2}, "close": {1, 1}}
+	want := map[string][2]int{"open": {0, 0}, "show": {1, 1}, "list": {0, 0}, "explain": {1, 1}, "release": {2, 2}, "complete": {1, 2}, "close": {1, 1}, "questions": {0, 0}, "answer": {1, 1}}
 	n, ok := want[sub]
 	if !ok {
 		return usagef("unknown subcommand %q\n%s", sub, caseUsage)
@@ -105,6 +111,13 @@ func runCase(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		resp, err = client.CompleteStep(ctx, &brokerv1.CompleteStepRequest{CaseId: pos[0], Step: step})
 	case "close":
 		resp, err = client.CloseCase(ctx, &brokerv1.CloseCaseRequest{CaseId: pos[0], Reason: *reason})
+	case "questions":
+		resp, err = client.ListQuestions(ctx, &brokerv1.ListQuestionsRequest{OnlyOpen: *open})
+	case "answer":
+		if strings.TrimSpace(*text) == "" {
+			return usagef("answer needs --text")
+		}
+		resp, err = client.AnswerQuestion(ctx, &brokerv1.AnswerQuestionRequest{QuestionId: pos[0], Answer: *text})
 	}
 	if err != nil {
 		return refused(err)
@@ -127,8 +140,40 @@ func runCase(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		printExplain(stdout, r)
 	case *brokerv1.ReleaseResponse:
 		return printRelease(stdout, r)
+	case *brokerv1.ListQuestionsResponse:
+		printQuestions(stdout, r.GetQuestions())
+	case *brokerv1.AnswerQuestionResponse:
+		printQuestions(stdout, []*citizenv1.Question{r.GetQuestion()})
 	}
 	return nil
+}
+
+// printQuestions lists citizens' questions about the agency's accesses: the access is how the
+// caseworker finds the case (the citizen is not named).
+func printQuestions(w io.Writer, qs []*citizenv1.Question) {
+	if len(qs) == 0 {
+		fmt.Fprintln(w, "no questions")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "QUESTION\tASKED\tSTATUS\tACCESS\tQUESTION TEXT")
+	for _, q := range qs {
+		st := "open"
+		if q.GetStatus() == citizenv1.QuestionStatus_QUESTION_STATUS_ANSWERED {
+			st = "answered " + ts(q.GetAnsweredAt())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", q.GetId(), ts(q.GetAskedAt()), st, q.GetAccessId(), oneLine(q.GetMessage(), 60))
+	}
+	tw.Flush()
+}
+
+// oneLine is s on one line, cut to at most n runes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
 
 // refused turns a gRPC status into an error that shows the code and the broker's reason.
@@ -174,7 +219,7 @@ func ts(t *timestamppb.Timestamp) string {
 	if t == nil {
 		return ""
 	}
-	return t.AsTime().Local().Format("2006-01-02 15:04")
+	return t.AsTime().Local().Format("2006-01-02 15:04 MST")
 }
 
 var stepStateWords = map[brokerv1.StepState]string{

@@ -6,6 +6,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/aperture-gov/aperture/broker/questions"
 )
 
 // TestCLIWalkthrough drives the `aperture` commands the way the README walk-through does: open a
@@ -40,6 +43,30 @@ func TestCLIWalkthrough(t *testing.T) {
 	if !strings.Contains(out, "acc_") || !strings.Contains(out, `"familyName"`) || strings.Contains(out, "civilStatus") {
 		t.Fatalf("release printed:\n%s", out)
 	}
+	accessID := regexp.MustCompile(`acc_[0-9a-z]{26}`).FindString(out)
+
+	// The citizen questions the release (in the portal; here straight into the store, as the citizen
+	// API would); the caseworker lists and answers it.
+	q, err := ts.Broker.Questions.Ask(context.Background(), "municipality", ts.Pseudonyms.Pseudonym(citizen).Value, accessID, "Why did you need my name?", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = aperture(0, "case", "questions", "--open")
+	if !strings.Contains(out, q.ID) || !strings.Contains(out, accessID) || !strings.Contains(out, "Why did you need my name?") || !strings.Contains(out, "open") {
+		t.Fatalf("questions printed:\n%s", out)
+	}
+	aperture(2, "case", "answer", q.ID)
+	out = aperture(0, "case", "answer", q.ID, "--text", "To write to you about your sickness benefit.")
+	if !strings.Contains(out, "answered") {
+		t.Fatalf("answer printed:\n%s", out)
+	}
+	if out = aperture(0, "case", "questions", "--open"); !strings.Contains(out, "no questions") {
+		t.Fatalf("after answering, open questions:\n%s", out)
+	}
+	if got, err := ts.Broker.Questions.GetForAgency(context.Background(), "municipality", q.ID); err != nil || got.AnsweredBy != "municipality-cw-1" {
+		t.Fatalf("answer recorded by %q (%v), want the agency's default demo caseworker", answeredBy(got), err)
+	}
+
 	out = aperture(1, "case", "release", caseID, "health.patient", "--fields", "sick_notes.work_capacity_percent")
 	if !strings.Contains(out, "PermissionDenied") || !strings.Contains(out, "health.patient") {
 		t.Fatalf("refusal printed:\n%s", out)
@@ -54,8 +81,18 @@ func TestCLIWalkthrough(t *testing.T) {
 	}
 	out = aperture(0, "log", "--citizen", citizen)
 	// Two releases, one refusal, and the case read `case complete` made to find the current step.
-	if !strings.Contains(out, "4 records") || !strings.Contains(out, "REFUSED (PermissionDenied)") {
+	if !strings.Contains(out, "4 records") || !strings.Contains(out, "REFUSED DATASET_NOT_RELEASED [1]") || !strings.Contains(out, "[1] why: ") {
 		t.Fatalf("log printed:\n%s", out)
+	}
+	// The table stays aligned: the agency column starts at the same place on every row.
+	col := -1
+	for _, line := range strings.Split(out, "\n") {
+		if i := strings.Index(line, "municipality/"); i > 0 && regexp.MustCompile(`^\d{4}-\d{2}-\d{2} `).MatchString(line) {
+			if col >= 0 && i != col {
+				t.Fatalf("log columns misaligned:\n%s", out)
+			}
+			col = i
+		}
 	}
 	out = aperture(0, "case", "list")
 	if !strings.Contains(out, caseID) {
@@ -67,4 +104,11 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Fatalf("show as tax printed:\n%s", out)
 	}
 	aperture(2, "case", "release", caseID)
+}
+
+func answeredBy(q *questions.Question) string {
+	if q == nil {
+		return ""
+	}
+	return q.AnsweredBy
 }

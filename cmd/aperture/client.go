@@ -39,7 +39,7 @@ func (c *clientFlags) register(fs *flag.FlagSet, kind, defaultAs string) {
 	fs.StringVar(&c.data, "data", ".aperture", "data directory of `aperture dev`, for the demo certificates")
 	fs.StringVar(&c.as, "as", defaultAs, "act as this demo "+kind+" (its certificate in DATA/pki)")
 	if kind == "agency" {
-		fs.StringVar(&c.caseworker, "caseworker", "cw-4411", "caseworker id the agency asserts (logged)")
+		fs.StringVar(&c.caseworker, "caseworker", "", "caseworker id the agency asserts (logged; default `AGENCY-cw-1`, the demo agency's first caseworker)")
 	}
 	fs.StringVar(&c.cert, "cert", "", "client certificate file (instead of the demo certificate)")
 	fs.StringVar(&c.key, "key", "", "client key file")
@@ -72,8 +72,13 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 // callContext bounds a call and, for agencies, names the caseworker.
 func (c *clientFlags) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	if c.caseworker != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, server.CaseworkerHeader, c.caseworker)
+	if c.kind == "agency" {
+		cw := c.caseworker
+		if cw == "" {
+			// Each demo agency has its own caseworker, so the citizen's log tells agencies' people apart.
+			cw = c.as + "-cw-1"
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, server.CaseworkerHeader, cw)
 	}
 	return ctx, cancel
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -28,6 +29,7 @@ import (
 	"github.com/aperture-gov/aperture/broker"
 	"github.com/aperture-gov/aperture/broker/natsembed"
 	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/broker/server"
 	"github.com/aperture-gov/aperture/policies"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
@@ -224,6 +226,28 @@ func wantCode(t *testing.T, err error, code codes.Code, contains ...string) {
 	}
 }
 
+// wantReason checks the google.rpc.ErrorInfo of a refusal: the reason agency systems branch on, in the
+// broker's domain, with the metadata given (key, value pairs).
+func wantReason(t *testing.T, err error, reason string, kv ...string) {
+	t.Helper()
+	for _, d := range status.Convert(err).Details() {
+		info, ok := d.(*errdetails.ErrorInfo)
+		if !ok {
+			continue
+		}
+		if info.GetReason() != reason || info.GetDomain() != refusal.ErrorInfoDomain {
+			t.Fatalf("ErrorInfo %s/%s, want %s/%s", info.GetDomain(), info.GetReason(), refusal.ErrorInfoDomain, reason)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if got := info.GetMetadata()[kv[i]]; got != kv[i+1] {
+				t.Fatalf("ErrorInfo metadata %s = %q, want %q (all: %v)", kv[i], got, kv[i+1], info.GetMetadata())
+			}
+		}
+		return
+	}
+	t.Fatalf("%v carries no ErrorInfo, want reason %s", err, reason)
+}
+
 // citizenFor picks a featured citizen whose story suits the journey.
 func (ts *testStack) citizenFor(journey string) string {
 	f := ts.Population.Featured()
@@ -308,6 +332,7 @@ func TestJourneysEndToEnd(t *testing.T) {
 			rule := last.Rules[0]
 			_, err = ts.agency(last.Agency).Release(cw("cw-7"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: rule.Authority, Dataset: rule.Dataset})
 			wantCode(t, err, codes.FailedPrecondition, "closed")
+			wantReason(t, err, "CASE_CLOSED", "case", c.GetId())
 
 			logged := map[string]*auditv1.AccessRecord{}
 			for _, r := range ts.accessRecords(citizen) {
@@ -406,6 +431,7 @@ func TestRefusals(t *testing.T) {
 	t.Run("wrong agency", func(t *testing.T) {
 		_, err := ts.agency(other).Release(cw("x1"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: rule.Authority, Dataset: rule.Dataset})
 		wantCode(t, err, codes.PermissionDenied)
+		wantReason(t, err, "STEP_NOT_CURRENT", "step", first.ID, "agency", first.Agency)
 	})
 	t.Run("mixed request is refused whole", func(t *testing.T) {
 		md := rule.Message
@@ -418,16 +444,31 @@ func TestRefusals(t *testing.T) {
 		}
 		_, err := ts.agency(first.Agency).Release(cw("x1"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: rule.Authority, Dataset: rule.Dataset, Fields: []string{rule.Fields[0], disallowed}})
 		wantCode(t, err, codes.PermissionDenied, disallowed)
+		wantReason(t, err, "FIELD_NOT_RELEASED", "field", disallowed, "step", first.ID, "dataset", rule.Authority+"."+rule.Dataset)
+		if !slices.ContainsFunc(ts.accessRecords(citizen), func(r *auditv1.AccessRecord) bool {
+			return r.GetRefusalReason() == auditv1.RefusalReason_REFUSAL_REASON_FIELD_NOT_RELEASED && r.GetRefusalSubject() == disallowed
+		}) {
+			t.Fatalf("no access record of the refusal says FIELD_NOT_RELEASED about %q", disallowed)
+		}
 	})
 	t.Run("dataset not in step", func(t *testing.T) {
 		_, err := ts.agency(first.Agency).Release(cw("x1"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: "health", Dataset: "patient"})
 		wantCode(t, err, codes.PermissionDenied, "health.patient")
+		wantReason(t, err, "DATASET_NOT_RELEASED", "dataset", "health.patient")
 	})
 	t.Run("malformed path changes nothing", func(t *testing.T) {
 		before := len(ts.accessRecords(citizen))
-		for _, f := range []string{"Address", "address..city", "no_such_field", "address.no_such"} {
-			_, err := ts.agency(first.Agency).Release(cw("x1"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: rule.Authority, Dataset: rule.Dataset, Fields: []string{f}})
+		for _, tc := range []struct{ field, reason string }{
+			{"Address", "INVALID_REQUEST"}, {"address..city", "INVALID_REQUEST"}, // not a path at all
+			{"no_such_field", "INVALID_FIELD_PATH"}, {"address.no_such", "INVALID_FIELD_PATH"}, // no such field
+		} {
+			_, err := ts.agency(first.Agency).Release(cw("x1"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: rule.Authority, Dataset: rule.Dataset, Fields: []string{tc.field}})
 			wantCode(t, err, codes.InvalidArgument)
+			if tc.reason == "INVALID_FIELD_PATH" {
+				wantReason(t, err, tc.reason, "field", tc.field)
+			} else {
+				wantReason(t, err, tc.reason)
+			}
 		}
 		if after := len(ts.accessRecords(citizen)); after != before {
 			t.Fatalf("invalid requests wrote %d access records", after-before)
@@ -440,6 +481,7 @@ func TestRefusals(t *testing.T) {
 		wantCode(t, err, codes.InvalidArgument)
 		_, err = ts.agency(first.Agency).Release(cw("x1"), &brokerv1.ReleaseRequest{CaseId: "case_00000000000000000000000000", Authority: rule.Authority, Dataset: rule.Dataset})
 		wantCode(t, err, codes.NotFound)
+		wantReason(t, err, "CASE_NOT_FOUND")
 	})
 	t.Run("no caseworker", func(t *testing.T) {
 		_, err := ts.agency(first.Agency).GetCase(context.Background(), &brokerv1.GetCaseRequest{CaseId: c.GetId()})
@@ -452,6 +494,7 @@ func TestRefusals(t *testing.T) {
 	t.Run("step not current", func(t *testing.T) {
 		_, err := ts.agency(first.Agency).CompleteStep(cw("x1"), &brokerv1.CompleteStepRequest{CaseId: c.GetId(), Step: j.Steps[1].ID})
 		wantCode(t, err, codes.FailedPrecondition, "not current")
+		wantReason(t, err, "STEP_NOT_CURRENT", "step", first.ID)
 	})
 	t.Run("auditor API refuses agencies", func(t *testing.T) {
 		_, err := auditv1.NewAuditServiceClient(ts.conn("agency", first.Agency)).ListAccessRecords(cw("x1"), &auditv1.ListAccessRecordsRequest{CitizenId: citizen})

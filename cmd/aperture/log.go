@@ -53,12 +53,29 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stdout, "no access records")
 		return nil
 	}
+	// Reasons and over-sharing go below the table as numbered notes: a line with fewer cells would end
+	// the tabwriter's column block and misalign the rows after it.
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tDECISION\tAGENCY/CASEWORKER\tDATA\tJOURNEY/STEP\tFIELDS AND FACTS")
+	var notes []string
+	note := func(text string) string {
+		notes = append(notes, text)
+		return fmt.Sprintf("[%d]", len(notes))
+	}
 	for _, r := range recs {
 		decision := "released"
 		if r.GetDecision() == auditv1.Decision_DECISION_REFUSED {
-			decision = "REFUSED (" + r.GetCode() + ")"
+			why := strings.TrimPrefix(r.GetRefusalReason().String(), "REFUSAL_REASON_")
+			if r.GetRefusalReason() == auditv1.RefusalReason_REFUSAL_REASON_UNSPECIFIED {
+				why = r.GetCode()
+			}
+			decision = "REFUSED " + why + " " + note("why: "+r.GetReason())
+		}
+		if len(r.GetViolations()) > 0 {
+			decision += " " + note("authority over-shared (stripped): "+strings.Join(r.GetViolations(), ", "))
+		}
+		if r.GetHiddenUntil() != nil {
+			decision += " COVERT " + note("covert: kept from the citizen until "+ts(r.GetHiddenUntil())+" at the latest")
 		}
 		what := append(append([]string{}, r.GetFields()...), r.GetDerived()...)
 		data := r.GetAuthority() + "." + r.GetDataset()
@@ -70,14 +87,11 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s/%s\t%s\n", ts(r.GetTime()), decision, r.GetAgency(), r.GetCaseworker(),
 			data, r.GetJourney(), r.GetStep(), strings.Join(what, ", "))
-		if r.GetDecision() == auditv1.Decision_DECISION_REFUSED {
-			fmt.Fprintf(tw, "\t  why: %s\n", r.GetReason())
-		}
-		if len(r.GetViolations()) > 0 {
-			fmt.Fprintf(tw, "\t  authority over-shared (stripped): %s\n", strings.Join(r.GetViolations(), ", "))
-		}
 	}
 	tw.Flush()
+	for i, n := range notes {
+		fmt.Fprintf(stdout, "[%d] %s\n", i+1, n)
+	}
 	fmt.Fprintf(stdout, "%d records, newest first\n", len(recs))
 	return nil
 }

@@ -103,7 +103,13 @@ func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifi
 	if err != nil {
 		return fmt.Errorf("portal sessions: %w", err)
 	}
-	login, err := citizenauth.NewLogin(cfg, v, store, citizenauth.WithLogger(logger.With("component", "login")))
+	// The portal renders the sign-in's problems in the citizen's language; it is built after the login,
+	// which it uses, and before anything is served.
+	var pt *portal.Portal
+	login, err := citizenauth.NewLogin(cfg, v, store, citizenauth.WithLogger(logger.With("component", "login")),
+		citizenauth.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, status int, problem citizenauth.Problem, _ string) {
+			pt.SigninError(w, r, status, string(problem))
+		}))
 	if err != nil {
 		return fmt.Errorf("portal sign-in: %w", err)
 	}
@@ -111,7 +117,7 @@ func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifi
 	if err != nil {
 		return fmt.Errorf("portal: citizen API at %s: %w", apiAddr, err)
 	}
-	pt, err := portal.New(portal.Config{
+	pt, err = portal.New(portal.Config{
 		Citizen: citizenv1.NewCitizenServiceClient(conn), Sessions: sessions{login}, DevBanner: dev,
 		Logger: logger.With("component", "portal"), Now: now, Witnesses: p.witnesses,
 	})

@@ -79,6 +79,127 @@ func (Decision) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
 }
 
+// RefusalReason says why the broker refused, for programs: an agency's case system branches on it (it
+// is also the reason of the google.rpc.ErrorInfo on the gRPC status, without the REFUSAL_REASON_
+// prefix, in domain "aperture.broker.v1"), and the citizen portal words it for the citizen. The
+// ErrorInfo metadata names what the refusal is about: "journey", "step", "dataset", "field", "fact",
+// "authority", "agency", "case" as they apply, never a citizen id or a value.
+type RefusalReason int32
+
+const (
+	RefusalReason_REFUSAL_REASON_UNSPECIFIED RefusalReason = 0
+	// A requested field is not released at the case's current step (metadata: field, dataset, step).
+	RefusalReason_REFUSAL_REASON_FIELD_NOT_RELEASED RefusalReason = 1
+	// A requested derived fact is not released at the current step (metadata: fact, dataset, step).
+	RefusalReason_REFUSAL_REASON_FACT_NOT_RELEASED RefusalReason = 2
+	// The current step releases nothing from the requested dataset (metadata: dataset, step).
+	RefusalReason_REFUSAL_REASON_DATASET_NOT_RELEASED RefusalReason = 3
+	// The case's current step is another agency's (metadata: step, agency: the step's agency).
+	RefusalReason_REFUSAL_REASON_STEP_NOT_CURRENT RefusalReason = 4
+	// The calling agency takes no part in the case. Agencies get NotFound (as for an unknown case);
+	// the reason is recorded for auditors.
+	RefusalReason_REFUSAL_REASON_NOT_A_PARTICIPANT RefusalReason = 5
+	// The case is closed; nothing more is released for it (metadata: case).
+	RefusalReason_REFUSAL_REASON_CASE_CLOSED RefusalReason = 6
+	// No such case (or not one the caller takes part in).
+	RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND RefusalReason = 7
+	// The step needs the citizen's consent and the citizen has not given it (metadata: step).
+	RefusalReason_REFUSAL_REASON_CONSENT_MISSING RefusalReason = 8
+	// The citizen withdrew the consent the step needs (metadata: step).
+	RefusalReason_REFUSAL_REASON_CONSENT_REVOKED RefusalReason = 9
+	// The consent the step needs has run out, or lasts longer than the policy now allows.
+	RefusalReason_REFUSAL_REASON_CONSENT_EXPIRED RefusalReason = 10
+	// The case's journey or step is no longer in the policy (metadata: journey, step).
+	RefusalReason_REFUSAL_REASON_POLICY_CHANGED RefusalReason = 11
+	// A requested field path is malformed or names no field of the dataset (metadata: field, dataset).
+	RefusalReason_REFUSAL_REASON_INVALID_FIELD_PATH RefusalReason = 12
+	// The request asks to hide the access at a step that is not covert, or for longer than it allows.
+	RefusalReason_REFUSAL_REASON_HIDING_NOT_ALLOWED RefusalReason = 13
+	// The authority holds no such record about the citizen (metadata: authority, dataset).
+	RefusalReason_REFUSAL_REASON_RECORD_NOT_FOUND RefusalReason = 14
+	// The authority did not answer, or answered wrongly; nothing was released (metadata: authority).
+	RefusalReason_REFUSAL_REASON_AUTHORITY_UNAVAILABLE RefusalReason = 15
+	// The access log (or the state it rests on) cannot take the record; nothing was released.
+	RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE RefusalReason = 16
+	// The request is malformed (the status message says which field).
+	RefusalReason_REFUSAL_REASON_INVALID_REQUEST RefusalReason = 17
+	// The caller's certificate or token names no agency (or citizen) the broker knows.
+	RefusalReason_REFUSAL_REASON_UNAUTHENTICATED RefusalReason = 18
+)
+
+// Enum value maps for RefusalReason.
+var (
+	RefusalReason_name = map[int32]string{
+		0:  "REFUSAL_REASON_UNSPECIFIED",
+		1:  "REFUSAL_REASON_FIELD_NOT_RELEASED",
+		2:  "REFUSAL_REASON_FACT_NOT_RELEASED",
+		3:  "REFUSAL_REASON_DATASET_NOT_RELEASED",
+		4:  "REFUSAL_REASON_STEP_NOT_CURRENT",
+		5:  "REFUSAL_REASON_NOT_A_PARTICIPANT",
+		6:  "REFUSAL_REASON_CASE_CLOSED",
+		7:  "REFUSAL_REASON_CASE_NOT_FOUND",
+		8:  "REFUSAL_REASON_CONSENT_MISSING",
+		9:  "REFUSAL_REASON_CONSENT_REVOKED",
+		10: "REFUSAL_REASON_CONSENT_EXPIRED",
+		11: "REFUSAL_REASON_POLICY_CHANGED",
+		12: "REFUSAL_REASON_INVALID_FIELD_PATH",
+		13: "REFUSAL_REASON_HIDING_NOT_ALLOWED",
+		14: "REFUSAL_REASON_RECORD_NOT_FOUND",
+		15: "REFUSAL_REASON_AUTHORITY_UNAVAILABLE",
+		16: "REFUSAL_REASON_LOG_UNAVAILABLE",
+		17: "REFUSAL_REASON_INVALID_REQUEST",
+		18: "REFUSAL_REASON_UNAUTHENTICATED",
+	}
+	RefusalReason_value = map[string]int32{
+		"REFUSAL_REASON_UNSPECIFIED":           0,
+		"REFUSAL_REASON_FIELD_NOT_RELEASED":    1,
+		"REFUSAL_REASON_FACT_NOT_RELEASED":     2,
+		"REFUSAL_REASON_DATASET_NOT_RELEASED":  3,
+		"REFUSAL_REASON_STEP_NOT_CURRENT":      4,
+		"REFUSAL_REASON_NOT_A_PARTICIPANT":     5,
+		"REFUSAL_REASON_CASE_CLOSED":           6,
+		"REFUSAL_REASON_CASE_NOT_FOUND":        7,
+		"REFUSAL_REASON_CONSENT_MISSING":       8,
+		"REFUSAL_REASON_CONSENT_REVOKED":       9,
+		"REFUSAL_REASON_CONSENT_EXPIRED":       10,
+		"REFUSAL_REASON_POLICY_CHANGED":        11,
+		"REFUSAL_REASON_INVALID_FIELD_PATH":    12,
+		"REFUSAL_REASON_HIDING_NOT_ALLOWED":    13,
+		"REFUSAL_REASON_RECORD_NOT_FOUND":      14,
+		"REFUSAL_REASON_AUTHORITY_UNAVAILABLE": 15,
+		"REFUSAL_REASON_LOG_UNAVAILABLE":       16,
+		"REFUSAL_REASON_INVALID_REQUEST":       17,
+		"REFUSAL_REASON_UNAUTHENTICATED":       18,
+	}
+)
+
+func (x RefusalReason) Enum() *RefusalReason {
+	p := new(RefusalReason)
+	*p = x
+	return p
+}
+
+func (x RefusalReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RefusalReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_audit_v1_audit_proto_enumTypes[1].Descriptor()
+}
+
+func (RefusalReason) Type() protoreflect.EnumType {
+	return &file_aperture_audit_v1_audit_proto_enumTypes[1]
+}
+
+func (x RefusalReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RefusalReason.Descriptor instead.
+func (RefusalReason) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+}
+
 // AccessKind says who accessed the data.
 type AccessKind int32
 
@@ -126,11 +247,11 @@ func (x AccessKind) String() string {
 }
 
 func (AccessKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_audit_v1_audit_proto_enumTypes[1].Descriptor()
+	return file_aperture_audit_v1_audit_proto_enumTypes[2].Descriptor()
 }
 
 func (AccessKind) Type() protoreflect.EnumType {
-	return &file_aperture_audit_v1_audit_proto_enumTypes[1]
+	return &file_aperture_audit_v1_audit_proto_enumTypes[2]
 }
 
 func (x AccessKind) Number() protoreflect.EnumNumber {
@@ -139,7 +260,7 @@ func (x AccessKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AccessKind.Descriptor instead.
 func (AccessKind) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
 }
 
 // AccessRecord is one entry of the access log. Its deterministic protobuf encoding is the log leaf.
@@ -208,10 +329,13 @@ type AccessRecord struct {
 	Violations []string `protobuf:"bytes,21,rep,name=violations,proto3" json:"violations,omitempty"`
 	// Set for an access at a covert step: the citizen is shown the access only from this time on, then
 	// with hidden_reason (the policy's reason, in English).
-	HiddenUntil   *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=hidden_until,json=hiddenUntil,proto3" json:"hidden_until,omitempty"`
-	HiddenReason  string                 `protobuf:"bytes,23,opt,name=hidden_reason,json=hiddenReason,proto3" json:"hidden_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HiddenUntil  *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=hidden_until,json=hiddenUntil,proto3" json:"hidden_until,omitempty"`
+	HiddenReason string                 `protobuf:"bytes,23,opt,name=hidden_reason,json=hiddenReason,proto3" json:"hidden_reason,omitempty"`
+	// For a refusal: why, for programs, and the field path or fact it is about when there is one.
+	RefusalReason  RefusalReason `protobuf:"varint,24,opt,name=refusal_reason,json=refusalReason,proto3,enum=aperture.audit.v1.RefusalReason" json:"refusal_reason,omitempty"`
+	RefusalSubject string        `protobuf:"bytes,25,opt,name=refusal_subject,json=refusalSubject,proto3" json:"refusal_subject,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AccessRecord) Reset() {
@@ -401,6 +525,20 @@ func (x *AccessRecord) GetHiddenUntil() *timestamppb.Timestamp {
 func (x *AccessRecord) GetHiddenReason() string {
 	if x != nil {
 		return x.HiddenReason
+	}
+	return ""
+}
+
+func (x *AccessRecord) GetRefusalReason() RefusalReason {
+	if x != nil {
+		return x.RefusalReason
+	}
+	return RefusalReason_REFUSAL_REASON_UNSPECIFIED
+}
+
+func (x *AccessRecord) GetRefusalSubject() string {
+	if x != nil {
+		return x.RefusalSubject
 	}
 	return ""
 }
@@ -1102,7 +1240,7 @@ var File_aperture_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x06\n" +
+	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x06\n" +
 	"\fAccessRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -1132,7 +1270,9 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"violations\x18\x15 \x03(\tR\n" +
 	"violations\x12=\n" +
 	"\fhidden_until\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\vhiddenUntil\x12#\n" +
-	"\rhidden_reason\x18\x17 \x01(\tR\fhiddenReason\"9\n" +
+	"\rhidden_reason\x18\x17 \x01(\tR\fhiddenReason\x12G\n" +
+	"\x0erefusal_reason\x18\x18 \x01(\x0e2 .aperture.audit.v1.RefusalReasonR\rrefusalReason\x12'\n" +
+	"\x0frefusal_subject\x18\x19 \x01(\tR\x0erefusalSubject\"9\n" +
 	"\vAccessBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\fR\x03mac\"?\n" +
@@ -1192,7 +1332,28 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DECISION_RELEASED\x10\x01\x12\x14\n" +
-	"\x10DECISION_REFUSED\x10\x02*\x9c\x01\n" +
+	"\x10DECISION_REFUSED\x10\x02*\xcb\x05\n" +
+	"\rRefusalReason\x12\x1e\n" +
+	"\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12%\n" +
+	"!REFUSAL_REASON_FIELD_NOT_RELEASED\x10\x01\x12$\n" +
+	" REFUSAL_REASON_FACT_NOT_RELEASED\x10\x02\x12'\n" +
+	"#REFUSAL_REASON_DATASET_NOT_RELEASED\x10\x03\x12#\n" +
+	"\x1fREFUSAL_REASON_STEP_NOT_CURRENT\x10\x04\x12$\n" +
+	" REFUSAL_REASON_NOT_A_PARTICIPANT\x10\x05\x12\x1e\n" +
+	"\x1aREFUSAL_REASON_CASE_CLOSED\x10\x06\x12!\n" +
+	"\x1dREFUSAL_REASON_CASE_NOT_FOUND\x10\a\x12\"\n" +
+	"\x1eREFUSAL_REASON_CONSENT_MISSING\x10\b\x12\"\n" +
+	"\x1eREFUSAL_REASON_CONSENT_REVOKED\x10\t\x12\"\n" +
+	"\x1eREFUSAL_REASON_CONSENT_EXPIRED\x10\n" +
+	"\x12!\n" +
+	"\x1dREFUSAL_REASON_POLICY_CHANGED\x10\v\x12%\n" +
+	"!REFUSAL_REASON_INVALID_FIELD_PATH\x10\f\x12%\n" +
+	"!REFUSAL_REASON_HIDING_NOT_ALLOWED\x10\r\x12#\n" +
+	"\x1fREFUSAL_REASON_RECORD_NOT_FOUND\x10\x0e\x12(\n" +
+	"$REFUSAL_REASON_AUTHORITY_UNAVAILABLE\x10\x0f\x12\"\n" +
+	"\x1eREFUSAL_REASON_LOG_UNAVAILABLE\x10\x10\x12\"\n" +
+	"\x1eREFUSAL_REASON_INVALID_REQUEST\x10\x11\x12\"\n" +
+	"\x1eREFUSAL_REASON_UNAUTHENTICATED\x10\x12*\x9c\x01\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -1218,44 +1379,46 @@ func file_aperture_audit_v1_audit_proto_rawDescGZIP() []byte {
 	return file_aperture_audit_v1_audit_proto_rawDescData
 }
 
-var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_aperture_audit_v1_audit_proto_goTypes = []any{
 	(Decision)(0),                       // 0: aperture.audit.v1.Decision
-	(AccessKind)(0),                     // 1: aperture.audit.v1.AccessKind
-	(*AccessRecord)(nil),                // 2: aperture.audit.v1.AccessRecord
-	(*AccessBatch)(nil),                 // 3: aperture.audit.v1.AccessBatch
-	(*ListedLeaf)(nil),                  // 4: aperture.audit.v1.ListedLeaf
-	(*ListAccessRecordsRequest)(nil),    // 5: aperture.audit.v1.ListAccessRecordsRequest
-	(*ListAccessRecordsResponse)(nil),   // 6: aperture.audit.v1.ListAccessRecordsResponse
-	(*GetCheckpointRequest)(nil),        // 7: aperture.audit.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),       // 8: aperture.audit.v1.GetCheckpointResponse
-	(*GetInclusionProofRequest)(nil),    // 9: aperture.audit.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),   // 10: aperture.audit.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),  // 11: aperture.audit.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil), // 12: aperture.audit.v1.GetConsistencyProofResponse
-	(*timestamppb.Timestamp)(nil),       // 13: google.protobuf.Timestamp
+	(RefusalReason)(0),                  // 1: aperture.audit.v1.RefusalReason
+	(AccessKind)(0),                     // 2: aperture.audit.v1.AccessKind
+	(*AccessRecord)(nil),                // 3: aperture.audit.v1.AccessRecord
+	(*AccessBatch)(nil),                 // 4: aperture.audit.v1.AccessBatch
+	(*ListedLeaf)(nil),                  // 5: aperture.audit.v1.ListedLeaf
+	(*ListAccessRecordsRequest)(nil),    // 6: aperture.audit.v1.ListAccessRecordsRequest
+	(*ListAccessRecordsResponse)(nil),   // 7: aperture.audit.v1.ListAccessRecordsResponse
+	(*GetCheckpointRequest)(nil),        // 8: aperture.audit.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 9: aperture.audit.v1.GetCheckpointResponse
+	(*GetInclusionProofRequest)(nil),    // 10: aperture.audit.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 11: aperture.audit.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 12: aperture.audit.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 13: aperture.audit.v1.GetConsistencyProofResponse
+	(*timestamppb.Timestamp)(nil),       // 14: google.protobuf.Timestamp
 }
 var file_aperture_audit_v1_audit_proto_depIdxs = []int32{
-	13, // 0: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
-	1,  // 1: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
+	14, // 0: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
+	2,  // 1: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
 	0,  // 2: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
-	13, // 3: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
-	2,  // 4: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
-	4,  // 5: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
-	5,  // 6: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
-	7,  // 7: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
-	9,  // 8: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
-	11, // 9: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
-	6,  // 10: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
-	8,  // 11: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
-	10, // 12: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
-	12, // 13: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	14, // 3: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
+	1,  // 4: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	3,  // 5: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
+	5,  // 6: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
+	6,  // 7: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
+	8,  // 8: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
+	10, // 9: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
+	12, // 10: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
+	7,  // 11: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
+	9,  // 12: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
+	11, // 13: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
+	13, // 14: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_aperture_audit_v1_audit_proto_init() }
@@ -1272,7 +1435,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_audit_v1_audit_proto_rawDesc), len(file_aperture_audit_v1_audit_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -149,6 +149,64 @@ func (CaseStatus) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{1}
 }
 
+// CovertReveal is the point in a case at which a covert step's accesses are shown to me, if that
+// comes before the step's maximum delay.
+type CovertReveal int32
+
+const (
+	CovertReveal_COVERT_REVEAL_UNSPECIFIED CovertReveal = 0
+	// When the case closes.
+	CovertReveal_COVERT_REVEAL_CASE_CLOSED CovertReveal = 1
+	// When a later step that is not covert begins (I am told, e.g. asked for my comments), or the case
+	// closes.
+	CovertReveal_COVERT_REVEAL_NEXT_STEP CovertReveal = 2
+	// Only when the maximum delay has passed.
+	CovertReveal_COVERT_REVEAL_MAX_DAYS CovertReveal = 3
+)
+
+// Enum value maps for CovertReveal.
+var (
+	CovertReveal_name = map[int32]string{
+		0: "COVERT_REVEAL_UNSPECIFIED",
+		1: "COVERT_REVEAL_CASE_CLOSED",
+		2: "COVERT_REVEAL_NEXT_STEP",
+		3: "COVERT_REVEAL_MAX_DAYS",
+	}
+	CovertReveal_value = map[string]int32{
+		"COVERT_REVEAL_UNSPECIFIED": 0,
+		"COVERT_REVEAL_CASE_CLOSED": 1,
+		"COVERT_REVEAL_NEXT_STEP":   2,
+		"COVERT_REVEAL_MAX_DAYS":    3,
+	}
+)
+
+func (x CovertReveal) Enum() *CovertReveal {
+	p := new(CovertReveal)
+	*p = x
+	return p
+}
+
+func (x CovertReveal) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CovertReveal) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_citizen_v1_citizen_proto_enumTypes[2].Descriptor()
+}
+
+func (CovertReveal) Type() protoreflect.EnumType {
+	return &file_aperture_citizen_v1_citizen_proto_enumTypes[2]
+}
+
+func (x CovertReveal) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CovertReveal.Descriptor instead.
+func (CovertReveal) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{2}
+}
+
 // QuestionStatus is where a question is.
 type QuestionStatus int32
 
@@ -185,11 +243,11 @@ func (x QuestionStatus) String() string {
 }
 
 func (QuestionStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_citizen_v1_citizen_proto_enumTypes[2].Descriptor()
+	return file_aperture_citizen_v1_citizen_proto_enumTypes[3].Descriptor()
 }
 
 func (QuestionStatus) Type() protoreflect.EnumType {
-	return &file_aperture_citizen_v1_citizen_proto_enumTypes[2]
+	return &file_aperture_citizen_v1_citizen_proto_enumTypes[3]
 }
 
 func (x QuestionStatus) Number() protoreflect.EnumNumber {
@@ -198,7 +256,7 @@ func (x QuestionStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use QuestionStatus.Descriptor instead.
 func (QuestionStatus) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{2}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{3}
 }
 
 // Text is a text from the policies, in every language it is written in.
@@ -353,10 +411,14 @@ type Access struct {
 	// and leaf_index its position in the tree (0-based). With them I, or anyone I give them to, can
 	// check that this access is in a signed checkpoint of the log. leaf_index is meaningful only when
 	// leaf is set.
-	LeafIndex     uint64 `protobuf:"varint,20,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
-	Leaf          []byte `protobuf:"bytes,21,opt,name=leaf,proto3" json:"leaf,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LeafIndex uint64 `protobuf:"varint,20,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
+	Leaf      []byte `protobuf:"bytes,21,opt,name=leaf,proto3" json:"leaf,omitempty"`
+	// For a refusal: why, as a code to word in my language (reason above is the broker's English text
+	// for caseworkers), and the field path or fact it is about when there is one.
+	RefusalReason  v1.RefusalReason `protobuf:"varint,22,opt,name=refusal_reason,json=refusalReason,proto3,enum=aperture.audit.v1.RefusalReason" json:"refusal_reason,omitempty"`
+	RefusalSubject string           `protobuf:"bytes,23,opt,name=refusal_subject,json=refusalSubject,proto3" json:"refusal_subject,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Access) Reset() {
@@ -534,6 +596,20 @@ func (x *Access) GetLeaf() []byte {
 		return x.Leaf
 	}
 	return nil
+}
+
+func (x *Access) GetRefusalReason() v1.RefusalReason {
+	if x != nil {
+		return x.RefusalReason
+	}
+	return v1.RefusalReason(0)
+}
+
+func (x *Access) GetRefusalSubject() string {
+	if x != nil {
+		return x.RefusalSubject
+	}
+	return ""
 }
 
 // Fact names one derived fact.
@@ -1626,6 +1702,8 @@ type DataPathStep struct {
 	// and for at most how many days.
 	CovertReason  *Text `protobuf:"bytes,10,opt,name=covert_reason,json=covertReason,proto3" json:"covert_reason,omitempty"`
 	CovertMaxDays int32 `protobuf:"varint,11,opt,name=covert_max_days,json=covertMaxDays,proto3" json:"covert_max_days,omitempty"`
+	// When I am told of the covert step's accesses before covert_max_days have passed.
+	CovertReveal  CovertReveal `protobuf:"varint,12,opt,name=covert_reveal,json=covertReveal,proto3,enum=aperture.citizen.v1.CovertReveal" json:"covert_reveal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1735,6 +1813,13 @@ func (x *DataPathStep) GetCovertMaxDays() int32 {
 		return x.CovertMaxDays
 	}
 	return 0
+}
+
+func (x *DataPathStep) GetCovertReveal() CovertReveal {
+	if x != nil {
+		return x.CovertReveal
+	}
+	return CovertReveal_COVERT_REVEAL_UNSPECIFIED
 }
 
 // DataPathRelease is what one step may see of one dataset.
@@ -2911,7 +2996,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x02da\x18\x02 \x01(\tR\x02da\"F\n" +
 	"\x05Party\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
-	"\x04name\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x04name\"\xeb\x06\n" +
+	"\x04name\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x04name\"\xdd\a\n" +
 	"\x06Access\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
@@ -2940,7 +3025,9 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"violations\x12\x1d\n" +
 	"\n" +
 	"leaf_index\x18\x14 \x01(\x04R\tleafIndex\x12\x12\n" +
-	"\x04leaf\x18\x15 \x01(\fR\x04leaf\"W\n" +
+	"\x04leaf\x18\x15 \x01(\fR\x04leaf\x12G\n" +
+	"\x0erefusal_reason\x18\x16 \x01(\x0e2 .aperture.audit.v1.RefusalReasonR\rrefusalReason\x12'\n" +
+	"\x0frefusal_subject\x18\x17 \x01(\tR\x0erefusalSubject\"W\n" +
 	"\x04Fact\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\vdescription\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\vdescription\"M\n" +
@@ -3014,7 +3101,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\ajourney\x18\x01 \x01(\v2\x1f.aperture.citizen.v1.JourneyRefR\ajourney\x12;\n" +
 	"\vdescription\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\vdescription\x127\n" +
 	"\x05steps\x18\x03 \x03(\v2!.aperture.citizen.v1.DataPathStepR\x05steps\x12%\n" +
-	"\x0epolicy_version\x18\x04 \x01(\tR\rpolicyVersion\"\x8f\x04\n" +
+	"\x0epolicy_version\x18\x04 \x01(\tR\rpolicyVersion\"\xd7\x04\n" +
 	"\fDataPathStep\x120\n" +
 	"\x04step\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.StepRefR\x04step\x122\n" +
 	"\x06agency\x18\x02 \x01(\v2\x1a.aperture.citizen.v1.PartyR\x06agency\x12\x12\n" +
@@ -3028,7 +3115,8 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x10consent_max_days\x18\t \x01(\x05R\x0econsentMaxDays\x12>\n" +
 	"\rcovert_reason\x18\n" +
 	" \x01(\v2\x19.aperture.citizen.v1.TextR\fcovertReason\x12&\n" +
-	"\x0fcovert_max_days\x18\v \x01(\x05R\rcovertMaxDays\"\xae\x01\n" +
+	"\x0fcovert_max_days\x18\v \x01(\x05R\rcovertMaxDays\x12F\n" +
+	"\rcovert_reveal\x18\f \x01(\x0e2!.aperture.citizen.v1.CovertRevealR\fcovertReveal\"\xae\x01\n" +
 	"\x0fDataPathRelease\x128\n" +
 	"\tauthority\x18\x01 \x01(\v2\x1a.aperture.citizen.v1.PartyR\tauthority\x12\x18\n" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12\x16\n" +
@@ -3125,7 +3213,12 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"CaseStatus\x12\x1b\n" +
 	"\x17CASE_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CASE_STATUS_OPEN\x10\x01\x12\x16\n" +
-	"\x12CASE_STATUS_CLOSED\x10\x02*i\n" +
+	"\x12CASE_STATUS_CLOSED\x10\x02*\x85\x01\n" +
+	"\fCovertReveal\x12\x1d\n" +
+	"\x19COVERT_REVEAL_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19COVERT_REVEAL_CASE_CLOSED\x10\x01\x12\x1b\n" +
+	"\x17COVERT_REVEAL_NEXT_STEP\x10\x02\x12\x1a\n" +
+	"\x16COVERT_REVEAL_MAX_DAYS\x10\x03*i\n" +
 	"\x0eQuestionStatus\x12\x1f\n" +
 	"\x1bQUESTION_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14QUESTION_STATUS_OPEN\x10\x01\x12\x1c\n" +
@@ -3158,159 +3251,163 @@ func file_aperture_citizen_v1_citizen_proto_rawDescGZIP() []byte {
 	return file_aperture_citizen_v1_citizen_proto_rawDescData
 }
 
-var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(StepStatus)(0),                // 0: aperture.citizen.v1.StepStatus
 	(CaseStatus)(0),                // 1: aperture.citizen.v1.CaseStatus
-	(QuestionStatus)(0),            // 2: aperture.citizen.v1.QuestionStatus
-	(*Text)(nil),                   // 3: aperture.citizen.v1.Text
-	(*Party)(nil),                  // 4: aperture.citizen.v1.Party
-	(*Access)(nil),                 // 5: aperture.citizen.v1.Access
-	(*Fact)(nil),                   // 6: aperture.citizen.v1.Fact
-	(*JourneyRef)(nil),             // 7: aperture.citizen.v1.JourneyRef
-	(*StepRef)(nil),                // 8: aperture.citizen.v1.StepRef
-	(*ListAccessesRequest)(nil),    // 9: aperture.citizen.v1.ListAccessesRequest
-	(*ListAccessesResponse)(nil),   // 10: aperture.citizen.v1.ListAccessesResponse
-	(*WatchAccessesRequest)(nil),   // 11: aperture.citizen.v1.WatchAccessesRequest
-	(*WatchAccessesResponse)(nil),  // 12: aperture.citizen.v1.WatchAccessesResponse
-	(*Case)(nil),                   // 13: aperture.citizen.v1.Case
-	(*CaseStep)(nil),               // 14: aperture.citizen.v1.CaseStep
-	(*ListCasesRequest)(nil),       // 15: aperture.citizen.v1.ListCasesRequest
-	(*ListCasesResponse)(nil),      // 16: aperture.citizen.v1.ListCasesResponse
-	(*GetCaseRequest)(nil),         // 17: aperture.citizen.v1.GetCaseRequest
-	(*GetCaseResponse)(nil),        // 18: aperture.citizen.v1.GetCaseResponse
-	(*ListJourneysRequest)(nil),    // 19: aperture.citizen.v1.ListJourneysRequest
-	(*ListJourneysResponse)(nil),   // 20: aperture.citizen.v1.ListJourneysResponse
-	(*JourneySummary)(nil),         // 21: aperture.citizen.v1.JourneySummary
-	(*GetDataPathRequest)(nil),     // 22: aperture.citizen.v1.GetDataPathRequest
-	(*GetDataPathResponse)(nil),    // 23: aperture.citizen.v1.GetDataPathResponse
-	(*DataPathStep)(nil),           // 24: aperture.citizen.v1.DataPathStep
-	(*DataPathRelease)(nil),        // 25: aperture.citizen.v1.DataPathRelease
-	(*Consent)(nil),                // 26: aperture.citizen.v1.Consent
-	(*ListConsentsRequest)(nil),    // 27: aperture.citizen.v1.ListConsentsRequest
-	(*ListConsentsResponse)(nil),   // 28: aperture.citizen.v1.ListConsentsResponse
-	(*PreviewConsentRequest)(nil),  // 29: aperture.citizen.v1.PreviewConsentRequest
-	(*PreviewConsentResponse)(nil), // 30: aperture.citizen.v1.PreviewConsentResponse
-	(*GrantConsentRequest)(nil),    // 31: aperture.citizen.v1.GrantConsentRequest
-	(*GrantConsentResponse)(nil),   // 32: aperture.citizen.v1.GrantConsentResponse
-	(*RevokeConsentRequest)(nil),   // 33: aperture.citizen.v1.RevokeConsentRequest
-	(*RevokeConsentResponse)(nil),  // 34: aperture.citizen.v1.RevokeConsentResponse
-	(*GetMyDataRequest)(nil),       // 35: aperture.citizen.v1.GetMyDataRequest
-	(*GetMyDataResponse)(nil),      // 36: aperture.citizen.v1.GetMyDataResponse
-	(*QuestionAccessRequest)(nil),  // 37: aperture.citizen.v1.QuestionAccessRequest
-	(*QuestionAccessResponse)(nil), // 38: aperture.citizen.v1.QuestionAccessResponse
-	(*Question)(nil),               // 39: aperture.citizen.v1.Question
-	(*ListQuestionsRequest)(nil),   // 40: aperture.citizen.v1.ListQuestionsRequest
-	(*ListQuestionsResponse)(nil),  // 41: aperture.citizen.v1.ListQuestionsResponse
-	(*GetAccessProofRequest)(nil),  // 42: aperture.citizen.v1.GetAccessProofRequest
-	(*GetAccessProofResponse)(nil), // 43: aperture.citizen.v1.GetAccessProofResponse
-	(*timestamppb.Timestamp)(nil),  // 44: google.protobuf.Timestamp
-	(v1.AccessKind)(0),             // 45: aperture.audit.v1.AccessKind
-	(v1.Decision)(0),               // 46: aperture.audit.v1.Decision
-	(*structpb.Struct)(nil),        // 47: google.protobuf.Struct
+	(CovertReveal)(0),              // 2: aperture.citizen.v1.CovertReveal
+	(QuestionStatus)(0),            // 3: aperture.citizen.v1.QuestionStatus
+	(*Text)(nil),                   // 4: aperture.citizen.v1.Text
+	(*Party)(nil),                  // 5: aperture.citizen.v1.Party
+	(*Access)(nil),                 // 6: aperture.citizen.v1.Access
+	(*Fact)(nil),                   // 7: aperture.citizen.v1.Fact
+	(*JourneyRef)(nil),             // 8: aperture.citizen.v1.JourneyRef
+	(*StepRef)(nil),                // 9: aperture.citizen.v1.StepRef
+	(*ListAccessesRequest)(nil),    // 10: aperture.citizen.v1.ListAccessesRequest
+	(*ListAccessesResponse)(nil),   // 11: aperture.citizen.v1.ListAccessesResponse
+	(*WatchAccessesRequest)(nil),   // 12: aperture.citizen.v1.WatchAccessesRequest
+	(*WatchAccessesResponse)(nil),  // 13: aperture.citizen.v1.WatchAccessesResponse
+	(*Case)(nil),                   // 14: aperture.citizen.v1.Case
+	(*CaseStep)(nil),               // 15: aperture.citizen.v1.CaseStep
+	(*ListCasesRequest)(nil),       // 16: aperture.citizen.v1.ListCasesRequest
+	(*ListCasesResponse)(nil),      // 17: aperture.citizen.v1.ListCasesResponse
+	(*GetCaseRequest)(nil),         // 18: aperture.citizen.v1.GetCaseRequest
+	(*GetCaseResponse)(nil),        // 19: aperture.citizen.v1.GetCaseResponse
+	(*ListJourneysRequest)(nil),    // 20: aperture.citizen.v1.ListJourneysRequest
+	(*ListJourneysResponse)(nil),   // 21: aperture.citizen.v1.ListJourneysResponse
+	(*JourneySummary)(nil),         // 22: aperture.citizen.v1.JourneySummary
+	(*GetDataPathRequest)(nil),     // 23: aperture.citizen.v1.GetDataPathRequest
+	(*GetDataPathResponse)(nil),    // 24: aperture.citizen.v1.GetDataPathResponse
+	(*DataPathStep)(nil),           // 25: aperture.citizen.v1.DataPathStep
+	(*DataPathRelease)(nil),        // 26: aperture.citizen.v1.DataPathRelease
+	(*Consent)(nil),                // 27: aperture.citizen.v1.Consent
+	(*ListConsentsRequest)(nil),    // 28: aperture.citizen.v1.ListConsentsRequest
+	(*ListConsentsResponse)(nil),   // 29: aperture.citizen.v1.ListConsentsResponse
+	(*PreviewConsentRequest)(nil),  // 30: aperture.citizen.v1.PreviewConsentRequest
+	(*PreviewConsentResponse)(nil), // 31: aperture.citizen.v1.PreviewConsentResponse
+	(*GrantConsentRequest)(nil),    // 32: aperture.citizen.v1.GrantConsentRequest
+	(*GrantConsentResponse)(nil),   // 33: aperture.citizen.v1.GrantConsentResponse
+	(*RevokeConsentRequest)(nil),   // 34: aperture.citizen.v1.RevokeConsentRequest
+	(*RevokeConsentResponse)(nil),  // 35: aperture.citizen.v1.RevokeConsentResponse
+	(*GetMyDataRequest)(nil),       // 36: aperture.citizen.v1.GetMyDataRequest
+	(*GetMyDataResponse)(nil),      // 37: aperture.citizen.v1.GetMyDataResponse
+	(*QuestionAccessRequest)(nil),  // 38: aperture.citizen.v1.QuestionAccessRequest
+	(*QuestionAccessResponse)(nil), // 39: aperture.citizen.v1.QuestionAccessResponse
+	(*Question)(nil),               // 40: aperture.citizen.v1.Question
+	(*ListQuestionsRequest)(nil),   // 41: aperture.citizen.v1.ListQuestionsRequest
+	(*ListQuestionsResponse)(nil),  // 42: aperture.citizen.v1.ListQuestionsResponse
+	(*GetAccessProofRequest)(nil),  // 43: aperture.citizen.v1.GetAccessProofRequest
+	(*GetAccessProofResponse)(nil), // 44: aperture.citizen.v1.GetAccessProofResponse
+	(*timestamppb.Timestamp)(nil),  // 45: google.protobuf.Timestamp
+	(v1.AccessKind)(0),             // 46: aperture.audit.v1.AccessKind
+	(v1.Decision)(0),               // 47: aperture.audit.v1.Decision
+	(v1.RefusalReason)(0),          // 48: aperture.audit.v1.RefusalReason
+	(*structpb.Struct)(nil),        // 49: google.protobuf.Struct
 }
 var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
-	3,  // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
-	44, // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
-	45, // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
-	4,  // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
-	4,  // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
-	6,  // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
-	7,  // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
-	8,  // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
-	3,  // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
-	46, // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
-	3,  // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
-	44, // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
-	3,  // 12: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
-	3,  // 13: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
-	3,  // 14: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
-	44, // 15: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
-	44, // 16: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
-	5,  // 17: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
-	5,  // 18: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
-	7,  // 19: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
-	1,  // 20: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
-	8,  // 21: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
-	4,  // 22: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
-	14, // 23: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
-	4,  // 24: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
-	44, // 25: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	44, // 26: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
-	8,  // 27: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
-	4,  // 28: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
-	0,  // 29: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
-	44, // 30: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	44, // 31: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
-	13, // 32: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
-	13, // 33: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
-	21, // 34: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
-	7,  // 35: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
-	3,  // 36: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
-	7,  // 37: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
-	3,  // 38: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
-	24, // 39: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
-	8,  // 40: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
-	4,  // 41: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
-	3,  // 42: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
-	25, // 43: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
-	3,  // 44: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
-	4,  // 45: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
-	6,  // 46: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
-	7,  // 47: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
-	8,  // 48: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
-	4,  // 49: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
-	44, // 50: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	44, // 51: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	44, // 52: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
-	26, // 53: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
-	24, // 54: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
-	44, // 55: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	26, // 56: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
-	26, // 57: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	26, // 58: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	4,  // 59: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
-	47, // 60: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
-	39, // 61: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
-	4,  // 62: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
-	44, // 63: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
-	2,  // 64: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
-	44, // 65: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
-	39, // 66: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
-	9,  // 67: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
-	11, // 68: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
-	15, // 69: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
-	17, // 70: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
-	19, // 71: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
-	22, // 72: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
-	27, // 73: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
-	29, // 74: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
-	31, // 75: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
-	33, // 76: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
-	35, // 77: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
-	37, // 78: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
-	40, // 79: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
-	42, // 80: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
-	10, // 81: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
-	12, // 82: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
-	16, // 83: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
-	18, // 84: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
-	20, // 85: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
-	23, // 86: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
-	28, // 87: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
-	30, // 88: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
-	32, // 89: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
-	34, // 90: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
-	36, // 91: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
-	38, // 92: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
-	41, // 93: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
-	43, // 94: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
-	81, // [81:95] is the sub-list for method output_type
-	67, // [67:81] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	4,  // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
+	45, // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
+	46, // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
+	5,  // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
+	5,  // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
+	7,  // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
+	8,  // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
+	9,  // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
+	4,  // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
+	47, // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
+	4,  // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
+	45, // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
+	48, // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	4,  // 13: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
+	4,  // 14: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
+	4,  // 15: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
+	45, // 16: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
+	45, // 17: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
+	6,  // 18: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
+	6,  // 19: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
+	8,  // 20: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
+	1,  // 21: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
+	9,  // 22: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 23: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
+	15, // 24: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
+	5,  // 25: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
+	45, // 26: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	45, // 27: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 28: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 29: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
+	0,  // 30: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
+	45, // 31: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	45, // 32: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	14, // 33: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
+	14, // 34: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
+	22, // 35: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
+	8,  // 36: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
+	4,  // 37: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
+	8,  // 38: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
+	4,  // 39: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
+	25, // 40: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
+	9,  // 41: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 42: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
+	4,  // 43: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
+	26, // 44: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
+	4,  // 45: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
+	2,  // 46: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
+	5,  // 47: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
+	7,  // 48: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
+	8,  // 49: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
+	9,  // 50: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 51: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
+	45, // 52: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	45, // 53: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 54: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
+	27, // 55: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
+	25, // 56: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
+	45, // 57: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 58: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
+	27, // 59: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	27, // 60: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	5,  // 61: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
+	49, // 62: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
+	40, // 63: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
+	5,  // 64: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
+	45, // 65: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
+	3,  // 66: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
+	45, // 67: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
+	40, // 68: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	10, // 69: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
+	12, // 70: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
+	16, // 71: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
+	18, // 72: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
+	20, // 73: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
+	23, // 74: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
+	28, // 75: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
+	30, // 76: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
+	32, // 77: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
+	34, // 78: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
+	36, // 79: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
+	38, // 80: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
+	41, // 81: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
+	43, // 82: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
+	11, // 83: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
+	13, // 84: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
+	17, // 85: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
+	19, // 86: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
+	21, // 87: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
+	24, // 88: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
+	29, // 89: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
+	31, // 90: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
+	33, // 91: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
+	35, // 92: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
+	37, // 93: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
+	39, // 94: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
+	42, // 95: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
+	44, // 96: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
+	83, // [83:97] is the sub-list for method output_type
+	69, // [69:83] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_aperture_citizen_v1_citizen_proto_init() }
@@ -3323,7 +3420,7 @@ func file_aperture_citizen_v1_citizen_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_citizen_v1_citizen_proto_rawDesc), len(file_aperture_citizen_v1_citizen_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -54,7 +54,8 @@ const (
 // CitizenService is the API of the citizen portal and of any app a citizen uses.
 type CitizenServiceClient interface {
 	// ListAccesses lists every access to my data, newest first: releases and refusals, by caseworkers
-	// and by myself. Accesses of a covert step appear only once their hidden-until time has passed.
+	// and by myself. Accesses of a covert step appear once the case reaches the point its policy reveals
+	// them at (see CovertReveal), or at the latest when their hidden-until time has passed.
 	ListAccesses(ctx context.Context, in *ListAccessesRequest, opts ...grpc.CallOption) (*ListAccessesResponse, error)
 	// WatchAccesses streams my new accesses as they are logged (after the durable write), until the
 	// caller cancels. Covert accesses are not streamed.
@@ -258,7 +259,8 @@ func (c *citizenServiceClient) GetAccessProof(ctx context.Context, in *GetAccess
 // CitizenService is the API of the citizen portal and of any app a citizen uses.
 type CitizenServiceServer interface {
 	// ListAccesses lists every access to my data, newest first: releases and refusals, by caseworkers
-	// and by myself. Accesses of a covert step appear only once their hidden-until time has passed.
+	// and by myself. Accesses of a covert step appear once the case reaches the point its policy reveals
+	// them at (see CovertReveal), or at the latest when their hidden-until time has passed.
 	ListAccesses(context.Context, *ListAccessesRequest) (*ListAccessesResponse, error)
 	// WatchAccesses streams my new accesses as they are logged (after the durable write), until the
 	// caller cancels. Covert accesses are not streamed.

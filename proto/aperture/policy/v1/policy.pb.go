@@ -277,7 +277,16 @@ type Covert struct {
 	// Why the accesses are hidden, shown to the citizen with them once they become visible.
 	Reason *Text `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The longest an access may stay hidden (days). A caseworker may ask for a shorter delay.
-	MaxDays       int32 `protobuf:"varint,2,opt,name=max_days,json=maxDays,proto3" json:"max_days,omitempty"`
+	MaxDays int32 `protobuf:"varint,2,opt,name=max_days,json=maxDays,proto3" json:"max_days,omitempty"`
+	// When the citizen is shown the step's accesses before max_days have passed:
+	//
+	//	"case-closed" (the default): when the case closes;
+	//	"next-step": when a later step that is not covert begins (the citizen is told, e.g. heard),
+	//	             or the case closes;
+	//	"max-days": only when max_days have passed.
+	//
+	// Whichever comes first of that point and max_days after the access.
+	Reveal        string `protobuf:"bytes,3,opt,name=reveal,proto3" json:"reveal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +333,13 @@ func (x *Covert) GetMaxDays() int32 {
 		return x.MaxDays
 	}
 	return 0
+}
+
+func (x *Covert) GetReveal() string {
+	if x != nil {
+		return x.Reveal
+	}
+	return ""
 }
 
 // ReleaseRule is what a step may see of one authority dataset.
@@ -847,11 +863,12 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"legalBasis\x12E\n" +
 	"\breleases\x18\a \x03(\v2\x1f.aperture.policy.v1.ReleaseRuleB\b\xbaH\x05\x92\x01\x02\x10 R\breleases\x125\n" +
 	"\aconsent\x18\b \x01(\v2\x1b.aperture.policy.v1.ConsentR\aconsent\x122\n" +
-	"\x06covert\x18\t \x01(\v2\x1a.aperture.policy.v1.CovertR\x06covert\"i\n" +
+	"\x06covert\x18\t \x01(\v2\x1a.aperture.policy.v1.CovertR\x06covert\"\xad\x01\n" +
 	"\x06Covert\x128\n" +
 	"\x06reason\x18\x01 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x06reason\x12%\n" +
 	"\bmax_days\x18\x02 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xee\x02(\x01R\amaxDays\"\xed\x01\n" +
+	"\xbaH\a\x1a\x05\x18\xee\x02(\x01R\amaxDays\x12B\n" +
+	"\x06reveal\x18\x03 \x01(\tB*\xbaH'\xd8\x01\x01r\"R\vcase-closedR\tnext-stepR\bmax-daysR\x06reveal\"\xed\x01\n" +
 	"\vReleaseRule\x12M\n" +
 	"\adataset\x18\x01 \x01(\tB3\xbaH0r.2,^[a-z][a-z0-9_]{0,31}\\.[a-z][a-z0-9_]{0,62}$R\adataset\x12N\n" +
 	"\x06fields\x18\x02 \x03(\tB6\xbaH3\x92\x010\x10\x80\x02\x18\x01\")r'2%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x06fields\x12?\n" +
