@@ -40,12 +40,12 @@ require (
 	go.yaml.in/yaml/v3 v3.0.5
 	golang.org/x/mod v0.42.0
 	golang.org/x/oauth2 v0.37.0
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261012220534-4341edf3f941
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.13-0.20261016172727-e9ee2a76ab8e
 	honnef.co/go/tools v0.8.2 // indirect
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
-	google.golang.org/genproto/googleapis/rpc v0.0.0-20261012220534-4341edf3f941
 	sigs.k8s.io/yaml v1.6.0
 )
 

@@ -608,7 +608,7 @@ func TestSigninProblemPages(t *testing.T) {
 	s := newStack(t)
 	for _, tc := range []struct {
 		problem, lang, want string
-		again              bool
+		again               bool
 	}{
 		{"cancelled", "en", "You did not sign in", true},
 		{"cancelled", "da", "Du blev ikke logget ind", true},
