@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/aperture-gov/aperture/broker"
 	"github.com/aperture-gov/aperture/broker/citizenauth"
@@ -118,12 +119,6 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return usagef("citizen login: %v", err)
 		}
 	}
-	certs, closeCerts, err := brokerCerts(ctx, *certSource, *cert, *key, *ca, *data, *trustDom, vcfg, logger)
-	if err != nil {
-		return err
-	}
-	defer closeCerts()
-
 	tel, err := telemetry.New(ctx, telemetry.Options{Tracing: *tracing, OTLPEndpoint: *otlpEndpoint, OTLPInsecure: *otlpInsecure, Stdout: stdout})
 	if err != nil {
 		return usagef("telemetry: %v", err)
@@ -135,6 +130,13 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			logger.Warn("telemetry shutdown", "err", err)
 		}
 	}()
+	meter := tel.MeterProvider().Meter("github.com/aperture-gov/aperture/cmd/aperture")
+	certs, closeCerts, err := brokerCerts(ctx, *certSource, *cert, *key, *ca, *data, *trustDom, vcfg, meter, logger)
+	if err != nil {
+		return err
+	}
+	defer closeCerts()
+
 	var metricsSrv *metricsServer
 	if *metricsListen != "" {
 		if metricsSrv, err = listenMetrics(*metricsListen, logger); err != nil {
@@ -174,6 +176,13 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("keys from Vault (refusing to start without them): %w", err)
 		}
 		defer p.Close()
+		if vp, ok := p.(interface{ Vault() *vault.Client }); ok {
+			reg, err := vp.Vault().Instrument(meter, "keys")
+			if err != nil {
+				return err
+			}
+			defer func() { _ = reg.Unregister() }()
+		}
 		setKeys(&deps, p)
 	} else {
 		p, err := keys.OpenLocalProvider(filepath.Join(*data, "keys"), *origin)
@@ -272,7 +281,7 @@ func setKeys(deps *broker.Deps, p keys.Provider) {
 }
 
 // brokerCerts returns the broker's certificate source and a function that stops its renewal.
-func brokerCerts(ctx context.Context, source, cert, key, ca, data, domain string, vcfg vault.Config, logger *slog.Logger) (mtls.Source, func(), error) {
+func brokerCerts(ctx context.Context, source, cert, key, ca, data, domain string, vcfg vault.Config, meter metric.Meter, logger *slog.Logger) (mtls.Source, func(), error) {
 	if source == "" {
 		// No silent development CA: a broker that made its own CA would serve agencies a
 		// certificate nobody outside this machine trusts, and trust certificates nobody issued.
@@ -301,7 +310,13 @@ func brokerCerts(ctx context.Context, source, cert, key, ca, data, domain string
 			c.Close()
 			return nil, nil, fmt.Errorf("broker certificate from Vault PKI: %w", err)
 		}
-		return src, func() { src.Close(); c.Close() }, nil
+		reg, err := c.Instrument(meter, "certificates")
+		if err != nil {
+			src.Close()
+			c.Close()
+			return nil, nil, err
+		}
+		return src, func() { _ = reg.Unregister(); src.Close(); c.Close() }, nil
 	case "dev":
 		devca, err := mtls.OpenDevCA(filepath.Join(data, "pki"), trustDomain)
 		if err != nil {

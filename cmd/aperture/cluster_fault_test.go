@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/aperture-gov/aperture/broker"
+	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	"github.com/aperture-gov/aperture/policies"
@@ -292,6 +294,28 @@ func TestClusterQuorumLossFailsPromptly(t *testing.T) {
 			}
 		})
 	}
+	// Case transitions under the same fault: every case whose opening was acknowledged must have its
+	// case_opened event in EVENTS, exactly once, after recovery (the outbox relays what the fault held up).
+	var openedCases []string
+	wg.Go(func() {
+		citizens := st.Population.Featured()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			octx, ocancel := context.WithTimeout(cw("opener"), 5*time.Second)
+			resp, err := client.OpenCase(octx, &brokerv1.OpenCaseRequest{Journey: j.ID, CitizenId: citizens[i%len(citizens)].ID})
+			ocancel()
+			if err == nil {
+				mu.Lock()
+				openedCases = append(openedCases, resp.GetCase().GetId())
+				mu.Unlock()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	time.Sleep(time.Second)
 	mu.Lock()
 	before := len(released)
@@ -392,6 +416,40 @@ func TestClusterQuorumLossFailsPromptly(t *testing.T) {
 		if !inLog[id] {
 			t.Fatalf("access %s was released but is not in the log", id)
 		}
+	}
+
+	// No event lost: each acknowledged opening's case_opened event is in EVENTS once.
+	if len(openedCases) == 0 {
+		t.Fatal("no case was opened; the event check proves nothing")
+	}
+	ejs, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edeadline := time.Now().Add(30 * time.Second)
+	for {
+		seen, err := openedEvents(ejs)
+		missing, dup := 0, 0
+		for _, id := range openedCases {
+			switch seen[id] {
+			case 0:
+				missing++
+			case 1:
+			default:
+				dup++
+			}
+		}
+		if err == nil && missing == 0 {
+			if dup > 0 {
+				t.Fatalf("%d cases have their case_opened event more than once", dup)
+			}
+			t.Logf("events: all %d acknowledged openings have their case_opened event once", len(openedCases))
+			break
+		}
+		if time.Now().After(edeadline) {
+			t.Fatalf("%d of %d acknowledged openings have no case_opened event in %s (%v)", missing, len(openedCases), cases.EventStream, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	// What `aperture audit verify` checks: every checkpoint is the log's key's, the tree and tiles
@@ -496,4 +554,35 @@ func TestStartWaitsForClusterLeader(t *testing.T) {
 	if got := info.CachedInfo().Config.Replicas; got != 3 {
 		t.Fatalf("ACCESS has %d replicas, want 3", got)
 	}
+}
+
+// openedEvents counts the case_opened events in EVENTS by case id (the first part of their
+// Nats-Msg-Id, "<case>:<revision>:<type>:<agency>").
+func openedEvents(js jetstream.JetStream) (map[string]int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, cases.EventStream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]int{}
+	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !strings.HasSuffix(m.Subject, "."+cases.EventCaseOpened) {
+			continue
+		}
+		id, _, _ := strings.Cut(m.Header.Get(nats.MsgIdHdr), ":")
+		seen[id]++
+	}
+	return seen, nil
 }

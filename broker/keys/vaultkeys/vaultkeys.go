@@ -176,6 +176,9 @@ func (p *Provider) Signer() *Signer { return p.signer }
 // in KEYS (loading versions another replica added on first use).
 func (p *Provider) Sealer() keys.Sealer { return p.sealer }
 
+// Vault is the Vault client the provider uses (for its metrics).
+func (p *Provider) Vault() *vault.Client { return p.c }
+
 // Close implements keys.Provider. It closes the Vault client only if OpenConfig created it.
 func (p *Provider) Close() error {
 	if p.own {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Client is a logged-in Vault client. Its token is renewed in the background with the api's
@@ -34,6 +36,8 @@ type Client struct {
 	relogged chan struct{} // poked after a login outside the maintenance loop
 
 	logins, renewals atomic.Int64
+	failures         atomic.Int64 // failed requests, renewals and logins
+	expires          atomic.Int64 // Unix nanoseconds at which the current token's lease ends
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -99,6 +103,43 @@ func (c *Client) Config() Config { return c.cfg }
 func (c *Client) Logins() int64   { return c.logins.Load() }
 func (c *Client) Renewals() int64 { return c.renewals.Load() }
 
+// leased notes when the token of s (a login or renewal answer) expires.
+func (c *Client) leased(s *api.Secret) {
+	if s != nil && s.Auth != nil {
+		c.expires.Store(time.Now().Add(time.Duration(s.Auth.LeaseDuration) * time.Second).UnixNano())
+	}
+}
+
+// TokenTTL is how long the current token lasts unless renewed (0 once expired).
+func (c *Client) TokenTTL() time.Duration {
+	return max(time.Until(time.Unix(0, c.expires.Load())), 0)
+}
+
+// Failures counts failed requests (a missing path aside), renewals and logins.
+func (c *Client) Failures() int64 { return c.failures.Load() }
+
+// Instrument reports the client's token TTL, logins, renewals and failures as OpenTelemetry
+// metrics, labelled with role (what the client is for, e.g. "keys" or "certificates").
+// Unregister the returned registration when the client closes.
+func (c *Client) Instrument(m metric.Meter, role string) (metric.Registration, error) {
+	ttl, err1 := m.Float64ObservableGauge("aperture_vault_token_ttl_seconds", metric.WithUnit("s"),
+		metric.WithDescription("Seconds until the Vault token expires unless renewed; near 0 means renewal and login are failing."))
+	logins, err2 := m.Int64ObservableCounter("aperture_vault_logins_total", metric.WithDescription("Successful AppRole logins."))
+	renewals, err3 := m.Int64ObservableCounter("aperture_vault_renewals_total", metric.WithDescription("Successful token renewals."))
+	failures, err4 := m.Int64ObservableCounter("aperture_vault_failures_total", metric.WithDescription("Failed Vault requests, renewals and logins."))
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return nil, fmt.Errorf("vault metrics: %w", err)
+	}
+	attrs := metric.WithAttributes(attribute.String("role", role))
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveFloat64(ttl, c.TokenTTL().Seconds(), attrs)
+		o.ObserveInt64(logins, c.Logins(), attrs)
+		o.ObserveInt64(renewals, c.Renewals(), attrs)
+		o.ObserveInt64(failures, c.Failures(), attrs)
+		return nil
+	}, ttl, logins, renewals, failures)
+}
+
 // Accessor is the accessor of the current token: not a secret, it names the token for an operator
 // who wants to revoke it.
 func (c *Client) Accessor() string {
@@ -129,6 +170,7 @@ func (c *Client) login(ctx context.Context) error {
 	}
 	c.api.SetToken(s.Auth.ClientToken)
 	c.secret.Store(s)
+	c.leased(s)
 	c.gen.Add(1)
 	c.logins.Add(1)
 	c.log.Info("vault login", "mount", c.cfg.AppRole.Mount, "ttl", time.Duration(s.Auth.LeaseDuration)*time.Second, "renewable", s.Auth.Renewable)
@@ -193,6 +235,7 @@ func (c *Client) maintain(ctx context.Context) {
 				backoff = 500 * time.Millisecond
 				break
 			}
+			c.failures.Add(1)
 			c.log.Error("vault re-login failed; retrying", "err", err, "in", backoff)
 			select {
 			case <-ctx.Done():
@@ -226,6 +269,7 @@ func (c *Client) watch(ctx context.Context, w *api.LifetimeWatcher) watchResult 
 			return watchRelogged
 		case err := <-w.DoneCh():
 			if err != nil {
+				c.failures.Add(1)
 				c.log.Warn("vault token renewal failed; logging in again", "err", err)
 			} else {
 				c.log.Info("vault token reached the end of its lifetime; logging in again")
@@ -233,6 +277,7 @@ func (c *Client) watch(ctx context.Context, w *api.LifetimeWatcher) watchResult 
 			return watchDone
 		case r := <-w.RenewCh():
 			c.renewals.Add(1)
+			c.leased(r.Secret)
 			if r.Secret != nil && r.Secret.Auth != nil {
 				c.log.Debug("vault token renewed", "ttl", time.Duration(r.Secret.Auth.LeaseDuration)*time.Second)
 			}
@@ -275,6 +320,9 @@ func (c *Client) do(ctx context.Context, path string, op func(context.Context) (
 		cancel()
 		if err == nil {
 			return s, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			c.failures.Add(1)
 		}
 		if !isForbidden(err) {
 			return nil, fmt.Errorf("vault %s: %w", path, err)

@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"io"
 	"net"
 	"net/http"
@@ -358,5 +360,44 @@ func TestRequestFailsWhenVaultDown(t *testing.T) {
 	e.Double.SetDown(false)
 	if _, _, err := c.Transit("").Sign(ctx(t), e.Transit.CheckpointKey, 0, []byte("m")); err != nil {
 		t.Fatalf("sign after Vault came back: %v", err)
+	}
+}
+
+// TestInstrument: the token's TTL, logins and renewals are metrics an operator can alert on, and a
+// failed request counts.
+func TestInstrument(t *testing.T) {
+	e := vaulttest.NewDoubleEnv(t, vaulttest.Options{TokenTTL: time.Hour})
+	c := open(t, e.Config("broker"))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	reg, err := c.Instrument(mp.Meter("test"), "keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = reg.Unregister() }()
+	if _, err := c.Read(ctx(t), "no-such-mount/thing"); err == nil {
+		t.Fatal("reading an unmounted path succeeded")
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Gauge[float64]:
+				got[m.Name] = d.DataPoints[0].Value
+			case metricdata.Sum[int64]:
+				got[m.Name] = float64(d.DataPoints[0].Value)
+			}
+		}
+	}
+	if ttl := got["aperture_vault_token_ttl_seconds"]; ttl < 3500 || ttl > 3600 {
+		t.Errorf("token TTL %v s, want about an hour", ttl)
+	}
+	if got["aperture_vault_logins_total"] < 1 || got["aperture_vault_failures_total"] < 1 {
+		t.Errorf("metrics %v: want the login and the failed read counted", got)
 	}
 }
