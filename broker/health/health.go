@@ -172,7 +172,7 @@ func (m *Monitor) Round(ctx context.Context) {
 		r := <-results
 		errs[r.i] = r.err
 		if r.err != nil && ctx.Err() == nil {
-			m.markDown(m.checks[r.i])
+			m.markDown(m.checks[r.i], r.err)
 		}
 	}
 	if ctx.Err() != nil {
@@ -216,10 +216,17 @@ func (m *Monitor) Round(ctx context.Context) {
 	}
 }
 
-// markDown turns the services c gates NOT_SERVING at once.
-func (m *Monitor) markDown(c Check) {
+// markDown turns the services c gates NOT_SERVING at once, and /readyz with them: readiness must
+// not lag behind gRPC health until the round's slowest check returns.
+func (m *Monitor) markDown(c Check, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if _, was := m.failing[c.Name]; !was {
+		failing := maps.Clone(m.failing) // the published map is replaced, never changed in place
+		failing[c.Name] = err.Error()
+		m.failing = failing
+		m.opts.Logger.Error("health check failing", "check", c.Name, "err", err.Error())
+	}
 	for _, s := range append([]string{""}, c.Services...) {
 		if m.status[s] != healthpb.HealthCheckResponse_NOT_SERVING {
 			m.status[s] = healthpb.HealthCheckResponse_NOT_SERVING
