@@ -748,6 +748,14 @@ func TestOverSharingAuthorityIsStripped(t *testing.T) {
 // startOverSharingProxy serves AuthorityService with the population authority's identity, forwarding to
 // the real one but widening every field mask to the whole record.
 func startOverSharingProxy(t *testing.T, dataDir, upstream string) string {
+	return startPopulationProxy(t, dataDir, upstream, func(up authorityv1.AuthorityServiceClient) authorityv1.AuthorityServiceServer {
+		return &overSharer{up: up}
+	})
+}
+
+// startPopulationProxy serves AuthorityService with the population authority's identity (dev CA in
+// dataDir), with the server serve makes around a client of the real authority at upstream.
+func startPopulationProxy(t *testing.T, dataDir, upstream string, serve func(up authorityv1.AuthorityServiceClient) authorityv1.AuthorityServiceServer) string {
 	ca, err := mtls.OpenDevCA(filepath.Join(dataDir, "pki"), trustDomain)
 	if err != nil {
 		t.Fatal(err)
@@ -765,7 +773,7 @@ func startOverSharingProxy(t *testing.T, dataDir, upstream string) string {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(mtls.ServerConfig(asPopulation))))
-	authorityv1.RegisterAuthorityServiceServer(srv, &overSharer{up: authorityv1.NewAuthorityServiceClient(cc)})
+	authorityv1.RegisterAuthorityServiceServer(srv, serve(authorityv1.NewAuthorityServiceClient(cc)))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -6,18 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/aperture-gov/aperture/broker/lifecycle"
 	"github.com/aperture-gov/aperture/policies"
 	authorityv1 "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
-	"github.com/aperture-gov/aperture/services/kit/mtls"
 )
 
 // A component of the broker that fails — with an error or a panic — stops the whole stack (broker,
@@ -146,31 +141,9 @@ func TestShutdownDrainsInFlightRelease(t *testing.T) {
 // startHoldingProxy serves AuthorityService as the population authority, forwarding to the real one,
 // but holds each Fetch (saying so on arrived, once) until proceed is closed.
 func startHoldingProxy(t *testing.T, dataDir, upstream string, arrived, proceed chan struct{}) string {
-	ca, err := mtls.OpenDevCA(filepath.Join(dataDir, "pki"), trustDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	asBroker, err := ca.Source("broker", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient(upstream, grpc.WithTransportCredentials(credentials.NewTLS(mtls.ClientConfig(asBroker, mtls.ID(trustDomain, "authority", "population")))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	asPopulation, err := ca.Source("authority", "population")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(mtls.ServerConfig(asPopulation))))
-	authorityv1.RegisterAuthorityServiceServer(srv, &holder{up: authorityv1.NewAuthorityServiceClient(cc), arrived: arrived, proceed: proceed})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(func() { srv.Stop(); cc.Close() })
-	return lis.Addr().String()
+	return startPopulationProxy(t, dataDir, upstream, func(up authorityv1.AuthorityServiceClient) authorityv1.AuthorityServiceServer {
+		return &holder{up: up, arrived: arrived, proceed: proceed}
+	})
 }
 
 type holder struct {
