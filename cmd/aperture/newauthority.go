@@ -164,8 +164,71 @@ func (sc *scaffold) write(repo string) ([]string, error) {
 	if err := sc.addToCatalog(catalogFile); err != nil {
 		return written, err
 	}
-	return append(written, catalogFile+" (listed)"), nil
+	written = append(written, catalogFile+" (listed)")
+	deployed, err := sc.addToDeploy(filepath.Join(repo, "deploy", "k8s"))
+	return append(written, deployed...), err
 }
+
+// addToDeploy adds the authority to the Kubernetes manifests, the way the example authorities are
+// there: a Service and Deployment like the first authority's, its TLS Secret in the example Secrets,
+// and its address in the broker's --authority-addresses. A repository without deploy/k8s is left be.
+func (sc *scaffold) addToDeploy(dir string) ([]string, error) {
+	authFile, brokerFile, secretsFile := filepath.Join(dir, "authorities.yaml"), filepath.Join(dir, "broker.yaml"), filepath.Join(dir, "secrets.example.yaml")
+	auth, err := os.ReadFile(authFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	brk, err := os.ReadFile(brokerFile)
+	if err != nil {
+		return nil, err
+	}
+	secrets, err := os.ReadFile(secretsFile)
+	if err != nil {
+		return nil, err
+	}
+	docs := strings.Split(string(auth), "\n---\n")
+	m := firstAuthorityRE.FindStringSubmatch(string(auth))
+	if m == nil || len(docs) < 2 {
+		return nil, fmt.Errorf("%s does not look as expected: add a Service and Deployment for authority %s yourself", authFile, sc.Name)
+	}
+	model := m[1]
+	rename := strings.NewReplacer("authority-"+model, "authority-"+sc.Name, "- "+model+"\n", "- "+sc.Name+"\n", "authority/"+model, "authority/"+sc.Name)
+	var pair []string
+	for _, d := range docs {
+		if strings.Contains(d, "name: authority-"+model+"\n") {
+			pair = append(pair, rename.Replace(strings.TrimPrefix(d, docs[0][:strings.Index(docs[0], "apiVersion:")])))
+		}
+	}
+	auth = append(bytes.TrimRight(auth, "\n"), []byte("\n---\n"+strings.Join(pair, "\n---\n")+"\n")...)
+	const flag = "--authority-addresses="
+	i := bytes.Index(brk, []byte(flag))
+	if i < 0 {
+		return nil, fmt.Errorf("%s has no %s: add %s=authority-%s:8443 to the broker's flags yourself", brokerFile, flag, sc.Name, sc.Name)
+	}
+	end := i + bytes.IndexByte(brk[i:], '\n')
+	brk = slices.Concat(brk[:end], []byte(","+sc.Name+"=authority-"+sc.Name+":8443"), brk[end:])
+	for _, d := range strings.Split(string(secrets), "\n---\n") {
+		if strings.Contains(d, "name: authority-"+model+"-tls\n") {
+			secrets = append(bytes.TrimRight(secrets, "\n"), []byte("\n---\n"+rename.Replace(d[strings.Index(d, "apiVersion:"):])+"\n")...)
+			break
+		}
+	}
+	for _, f := range []struct {
+		name string
+		b    []byte
+	}{{authFile, auth}, {brokerFile, brk}, {secretsFile, secrets}} {
+		if err := os.WriteFile(f.name, f.b, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return []string{authFile + " (Service and Deployment added)", brokerFile + " (--authority-addresses)", secretsFile + " (TLS Secret)"}, nil
+}
+
+// firstAuthorityRE finds the id of the first authority in deploy/k8s/authorities.yaml.
+var firstAuthorityRE = regexp.MustCompile(`(?m)^  name: authority-([a-z][a-z0-9]*)$`)
 
 // addToCatalog lists the authority in services/catalog, so that `aperture dev` serves it and the policy
 // tools know its schema: the import and one line in Examples, which passes the demo population.

@@ -121,7 +121,8 @@ func TestNewAuthority(t *testing.T) {
 	out := aperture(t, 0, "new", "authority", "vehicles", "--dataset", "register", "--port", "7107", "--repo", repo,
 		"--name-en", "Motor Vehicle Register (Danish Motor Vehicle Agency)", "--name-da", "Motorregistret (Motorstyrelsen)")
 	for _, want := range []string{"proto/aperture/vehicles/v1/vehicles.proto", "services/vehicles/vehicles.go", "policies/tests/vehicles.yaml",
-		"registry.yaml (entry added)", "catalog.go (listed)", "generated proto/aperture/vehicles/v1/vehicles.pb.go"} {
+		"registry.yaml (entry added)", "catalog.go (listed)", "generated proto/aperture/vehicles/v1/vehicles.pb.go",
+		"deploy/k8s/authorities.yaml (Service and Deployment added)", "deploy/k8s/broker.yaml (--authority-addresses)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("new authority output lacks %q:\n%s", want, out)
 		}
