@@ -387,7 +387,7 @@ func (f *fakeCitizen) ListQuestions(ctx context.Context, r *citizenv1.ListQuesti
 	return &citizenv1.ListQuestionsResponse{Questions: []*citizenv1.Question{
 		{Id: "qst_2", AccessId: accID(5), Agency: partyMunicipal, Message: "Why did the jobcentre ask for my diagnosis?", AskedAt: ts(testNow.Add(-2 * time.Hour)), Status: citizenv1.QuestionStatus_QUESTION_STATUS_OPEN},
 		{Id: "qst_1", AccessId: accID(6), Agency: partyTax, Message: "Why does the tax agency need my income?", AskedAt: ts(testNow.Add(-30 * time.Hour)),
-			Status: citizenv1.QuestionStatus_QUESTION_STATUS_ANSWERED, Answer: "We only received a yes/no about your income, to check the employment requirement.", AnsweredBy: "Danish Tax Agency, caseworker 4411", AnsweredAt: ts(testNow.Add(-20 * time.Hour))},
+			Status: citizenv1.QuestionStatus_QUESTION_STATUS_ANSWERED, Answer: "We only received a yes/no about your income, to check the employment requirement.", AnsweredBy: "tax-cw-1", AnsweredAt: ts(testNow.Add(-20 * time.Hour))},
 	}}, nil
 }
 
