@@ -42,13 +42,15 @@ func revealedAt(st *policy.Step, cs *cases.Case, idx int) time.Time {
 // covertView tells whether an access is still kept from the citizen, looking up each case at most
 // once per request.
 type covertView struct {
-	s     *Service
-	now   time.Time
-	cases map[string]*cases.Case // nil: the case is gone (or never verified), so nothing is revealed early
+	s   *Service
+	now time.Time
+	// cases read so far (made on the first hidden access); a nil value: the case is gone (or never
+	// verified), so nothing is revealed early.
+	cases map[string]*cases.Case
 }
 
 func (s *Service) covertView(now time.Time) *covertView {
-	return &covertView{s: s, now: now, cases: map[string]*cases.Case{}}
+	return &covertView{s: s, now: now}
 }
 
 // hidden reports whether rec is still kept from the citizen: it was made at a covert step, its maximum
@@ -59,6 +61,9 @@ func (s *Service) covertView(now time.Time) *covertView {
 func (v *covertView) hidden(ctx context.Context, rec *auditv1.AccessRecord) bool {
 	if rec.GetHiddenUntil() == nil || !rec.GetHiddenUntil().AsTime().After(v.now) {
 		return false
+	}
+	if v.cases == nil {
+		v.cases = map[string]*cases.Case{}
 	}
 	cs, ok := v.cases[rec.GetCaseId()]
 	if !ok {

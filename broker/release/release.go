@@ -143,7 +143,7 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (_ *R
 	// is read or fetched for it (and the refusal cannot be logged).
 	if w, ok := s.cfg.Log.(writable); ok {
 		if err := w.Writable(); err != nil {
-			return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
+			return nil, logUnavailable(err)
 		}
 	}
 	c, err := s.cfg.Cases.Get(ctx, req.CaseID)
@@ -188,16 +188,22 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (_ *R
 		rec.Code = ref.Kind.String()
 		rec.RefusalReason, rec.RefusalSubject = ref.Why, ref.Subject()
 		if err := s.appendRecord(ctx, rec); err != nil {
-			return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
+			return nil, logUnavailable(err)
 		}
 		return nil, ref
 	}
 	rec.Decision = auditv1.Decision_DECISION_RELEASED
 	if err := s.appendRecord(ctx, rec); err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
+		return nil, logUnavailable(err)
 	}
 	res.AccessID = rec.Id
 	return res, nil
+}
+
+// logUnavailable is the refusal when the access log cannot take the record: nothing is released.
+func logUnavailable(err error) *refusal.Error {
+	return refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was released").
+		Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 }
 
 func (s *Service) appendRecord(ctx context.Context, rec *auditv1.AccessRecord) error {

@@ -199,7 +199,7 @@ func (sc *scaffold) addToDeploy(dir string) ([]string, error) {
 	var pair []string
 	for _, d := range docs {
 		if strings.Contains(d, "name: authority-"+model+"\n") {
-			pair = append(pair, rename.Replace(strings.TrimPrefix(d, docs[0][:strings.Index(docs[0], "apiVersion:")])))
+			pair = append(pair, rename.Replace(d[strings.Index(d, "apiVersion:"):])) // not the file's header comment
 		}
 	}
 	auth = append(bytes.TrimRight(auth, "\n"), []byte("\n---\n"+strings.Join(pair, "\n---\n")+"\n")...)
