@@ -190,6 +190,10 @@ func newEnv(t testing.TB) *env {
 	e.b, err = broker.New(ctx, broker.Config{
 		DataDir: dir, Listen: "127.0.0.1:0", CitizenListen: "127.0.0.1:0", AuthorityAddresses: addrs,
 		StartTimeout: 30 * time.Second,
+		// These tests are about what citizens see, not about failing fast (the access log's breaker
+		// and the cluster fault test are): under -race and parallel tests one durable write can take
+		// longer than the production 250 ms, which would open the breaker mid-test.
+		AppendTimeout: 10 * time.Second,
 	}, broker.Deps{
 		Policies: policyFiles(), Certs: certs, Pseudonyms: pn, Sealer: sealer(t, dir),
 		Citizens: tokens{tokAnna: anna, tokBo: bo, tokCai: cai},

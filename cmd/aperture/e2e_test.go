@@ -66,7 +66,10 @@ func newTestStack(t *testing.T, opts ...testOption) *testStack {
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	o := stackOptions{DataDir: dir, Listen: "127.0.0.1:0", Citizens: 1000, Policies: policies.Files(), RandomPorts: true, NATS: nc, Logger: logger}
+	// AppendTimeout: these tests are not about failing fast (the fault and full-disk tests are); on a
+	// loaded machine one durable write can take longer than the production 250 ms.
+	o := stackOptions{DataDir: dir, Listen: "127.0.0.1:0", Citizens: 1000, Policies: policies.Files(), RandomPorts: true, NATS: nc, Logger: logger,
+		AppendTimeout: 10 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
