@@ -223,11 +223,22 @@ func TestClusterFromConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	subject := natsembed.EventSubjectPrefix + agency + ".step_started"
-	if _, err := js.Publish(ctx, subject, []byte("{}")); err != nil {
-		t.Fatal(err)
+	// Flush only proves the agency's own node has the subscription; the node the broker
+	// publishes to learns of it over the route a moment later, and core delivery drops what
+	// arrives before that. So publish until one arrives, as a live event stream would.
+	received := false
+	for deadline := time.Now().Add(30 * time.Second); !received && time.Now().Before(deadline); {
+		if _, err := js.Publish(ctx, subject, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sub.NextMsg(time.Second); err == nil {
+			received = true
+		} else if !errors.Is(err, nats.ErrTimeout) {
+			t.Fatalf("agency subscription: %v", err)
+		}
 	}
-	if _, err := sub.NextMsg(20 * time.Second); err != nil {
-		t.Fatalf("agency did not receive its event: %v", err)
+	if !received {
+		t.Fatal("agency did not receive its event within 30 s")
 	}
 	if err := anc.Publish("$KV.consents.forged", []byte("{}")); err != nil {
 		t.Fatal(err)
