@@ -1,0 +1,333 @@
+// Package report computes the yearly data-responsibility report: per agency and journey, how many
+// releases and refusals (by reason) the broker decided, how many field paths and derived facts it
+// disclosed, how many covert accesses were made and later shown to the citizen, and how often an
+// authority answered more than the broker asked for (over-sharing, stripped before release).
+//
+// Every figure is computed from the access log and nothing else, over exactly the leaves of one
+// signed checkpoint (tlog.Replay checks the recomputed root), and the report names that checkpoint:
+// anyone with read access to the log recomputes the same figures from the same leaves and compares
+// ([Diff]). Figures the log does not record are not in the report; [NotCovered] says which and why.
+//
+// Records hold no citizen id and no field value, and the report keeps none of what they do hold per
+// citizen (pseudonyms, case ids, caseworkers): only counts per agency, journey, authority and field
+// path. Small counts can still point at individuals; [Suppress] is the rule the public page applies.
+package report
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+)
+
+// Format names this version of the report's JSON form.
+const Format = "aperture.report.v1"
+
+// Period is the half-open interval [From, To) of access times a report covers.
+type Period struct {
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
+}
+
+// Contains reports whether t is in the period.
+func (p Period) Contains(t time.Time) bool { return !t.Before(p.From) && t.Before(p.To) }
+
+// Validate says what is wrong with the period, if anything.
+func (p Period) Validate() error {
+	if p.From.IsZero() || p.To.IsZero() {
+		return errors.New("report period: both from and to are required")
+	}
+	if !p.From.Before(p.To) {
+		return fmt.Errorf("report period: from (%s) must be before to (%s)", p.From.Format(time.RFC3339), p.To.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Checkpoint is the signed checkpoint a report was computed over.
+type Checkpoint struct {
+	Origin   string `json:"origin"`
+	TreeSize uint64 `json:"tree_size"`
+	// RootHash is the tree's root, base64 as in the checkpoint body.
+	RootHash string `json:"root_hash"`
+	// Note is the whole signed note (C2SP tlog-checkpoint), so the signature can be checked.
+	Note string `json:"signed_note"`
+}
+
+// Report is one data-responsibility report.
+type Report struct {
+	Format     string     `json:"format"`
+	Period     Period     `json:"period"`
+	Checkpoint Checkpoint `json:"checkpoint"`
+	Figures    Figures    `json:"figures"`
+	// NotCovered lists what the report cannot say because the log does not record it.
+	NotCovered []Gap `json:"not_covered"`
+	// Labels name the agencies, authorities and journeys for readers (from the policies at the time
+	// the report was made). They are not figures: verification does not compare them.
+	Labels *Labels `json:"labels,omitempty"`
+}
+
+// Gap is one figure the report leaves out, and why.
+type Gap struct {
+	Figure string `json:"figure"`
+	Why    string `json:"why"`
+}
+
+// NotCovered is what the issue asks a report to count that the access log does not record (yet).
+// Counting it from the broker's other state (the consents and questions buckets) would give figures
+// nobody can recompute from the signed log, so they are left out rather than mixed in.
+func NotCovered() []Gap {
+	return []Gap{
+		{"consents granted, revoked, expired", "consents are kept in the consents bucket, not in the access log; the log shows only refusals for a missing, revoked or expired consent (counted under refusals by reason)"},
+		{"questions asked and answered, time to answer", "questions and answers are kept in the questions bucket, not in the access log"},
+		{"correction requests and outcomes", "the access record has no field for a correction request"},
+		{"break-glass uses and review outcomes", "the access record has no field for a break-glass release"},
+	}
+}
+
+// Labels are display names.
+type Labels struct {
+	Agencies    map[string]Text `json:"agencies,omitempty"`
+	Authorities map[string]Text `json:"authorities,omitempty"`
+	Journeys    map[string]Text `json:"journeys,omitempty"`
+}
+
+// Text is a name in English and Danish.
+type Text struct {
+	EN string `json:"en"`
+	DA string `json:"da,omitempty"`
+}
+
+// In returns the text in lang, English when there is no Danish.
+func (t Text) In(lang string) string {
+	if lang == "da" && t.DA != "" {
+		return t.DA
+	}
+	return t.EN
+}
+
+// Figures are the counts of a report.
+type Figures struct {
+	// Leaves is how many log records were read (the checkpoint's tree size); InPeriod how many of
+	// them were decided within the period.
+	Leaves   uint64 `json:"leaves"`
+	InPeriod int64  `json:"in_period"`
+	// Rows are the caseworker accesses per agency and journey, sorted by agency then journey.
+	Rows []Row `json:"rows"`
+	// Authorities are the data holders' side, sorted by authority.
+	Authorities []AuthorityRow `json:"authorities"`
+	// CitizenSelf counts citizens looking at their own data ("My data").
+	CitizenSelf Decisions `json:"citizen_self"`
+	// AuditorReads counts auditors listing a citizen's access records.
+	AuditorReads int64 `json:"auditor_reads"`
+}
+
+// Decisions counts released and refused decisions.
+type Decisions struct {
+	Released int64 `json:"released"`
+	Refused  int64 `json:"refused"`
+}
+
+// Row is one agency's accesses in one journey.
+type Row struct {
+	Agency  string `json:"agency"`
+	Journey string `json:"journey"`
+	Decisions
+	// RefusedBy counts refusals by aperture.audit.v1.RefusalReason, without the REFUSAL_REASON_ prefix
+	// (UNSPECIFIED for records written before reasons were recorded).
+	RefusedBy map[string]int64 `json:"refused_by,omitempty"`
+	// FieldsDisclosed and FactsDisclosed are field paths and derived facts released, summed over
+	// releases; Disclosed counts them per "authority.dataset:field" and "authority.dataset:fact()".
+	FieldsDisclosed int64            `json:"fields_disclosed"`
+	FactsDisclosed  int64            `json:"facts_disclosed"`
+	Disclosed       map[string]int64 `json:"disclosed,omitempty"`
+	// CaseReads counts reads of a case (its state, no authority data).
+	CaseReads int64 `json:"case_reads"`
+	// Covert counts accesses in the period hidden from the citizen for a while; CovertRevealed counts
+	// covert accesses (made at any time) whose hiding ended in the period, so the citizen now sees them.
+	Covert         int64 `json:"covert"`
+	CovertRevealed int64 `json:"covert_revealed"`
+	// OverSharing counts releases where the authority answered more than the mask (stripped, logged).
+	OverSharing int64 `json:"over_sharing"`
+}
+
+// AuthorityRow is one authority's side.
+type AuthorityRow struct {
+	Authority string `json:"authority"`
+	// Released counts releases of its data (to caseworkers and to citizens themselves).
+	Released int64 `json:"released"`
+	// OverSharing counts its answers that held fields beyond the mask; Stripped counts those fields per
+	// "dataset:field".
+	OverSharing int64            `json:"over_sharing"`
+	Stripped    map[string]int64 `json:"stripped,omitempty"`
+}
+
+// Builder adds up log records. Add the leaves in log order, then call Figures.
+type Builder struct {
+	period Period
+	leaves uint64
+	in     int64
+	rows   map[[2]string]*Row
+	auths  map[string]*AuthorityRow
+	self   Decisions
+	audits int64
+}
+
+// NewBuilder starts the figures of period.
+func NewBuilder(p Period) (*Builder, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &Builder{period: p, rows: map[[2]string]*Row{}, auths: map[string]*AuthorityRow{}}, nil
+}
+
+// Add counts one leaf: the exact bytes of one AccessRecord. A leaf that does not decode is an error
+// (the log's leaves are the broker's records; a recomputation must not skip any).
+func (b *Builder) Add(leaf []byte) error {
+	var rec auditv1.AccessRecord
+	if err := proto.Unmarshal(leaf, &rec); err != nil {
+		return fmt.Errorf("leaf %d does not decode as an access record: %w", b.leaves, err)
+	}
+	b.leaves++
+	b.AddRecord(&rec)
+	return nil
+}
+
+// AddRecord counts one decoded record.
+func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
+	in := rec.GetTime() != nil && b.period.Contains(rec.GetTime().AsTime())
+	revealed := rec.GetHiddenUntil() != nil && b.period.Contains(rec.GetHiddenUntil().AsTime())
+	if in {
+		b.in++
+	}
+	released := rec.GetDecision() == auditv1.Decision_DECISION_RELEASED
+	switch rec.GetKind() {
+	case auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF:
+		if !in {
+			return
+		}
+		if released {
+			b.self.Released++
+			b.auth(rec.GetAuthority()).Released++
+		} else {
+			b.self.Refused++
+		}
+		return
+	case auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ:
+		if in {
+			b.audits++
+		}
+		return
+	}
+	if !in && !revealed {
+		return
+	}
+	r := b.row(rec.GetAgency(), rec.GetJourney())
+	if revealed {
+		r.CovertRevealed++
+	}
+	if !in {
+		return
+	}
+	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_CASE_READ {
+		r.CaseReads++
+		return
+	}
+	// A caseworker's access (or a record from before kinds were recorded).
+	if rec.GetHiddenUntil() != nil {
+		r.Covert++
+	}
+	if !released {
+		r.Refused++
+		reason := strings.TrimPrefix(rec.GetRefusalReason().String(), "REFUSAL_REASON_")
+		if r.RefusedBy == nil {
+			r.RefusedBy = map[string]int64{}
+		}
+		r.RefusedBy[reason]++
+		return
+	}
+	r.Released++
+	set := rec.GetAuthority() + "." + rec.GetDataset()
+	if len(rec.GetFields())+len(rec.GetDerived()) > 0 && r.Disclosed == nil {
+		r.Disclosed = map[string]int64{}
+	}
+	for _, f := range rec.GetFields() {
+		r.FieldsDisclosed++
+		r.Disclosed[set+":"+f]++
+	}
+	for _, f := range rec.GetDerived() {
+		r.FactsDisclosed++
+		r.Disclosed[set+":"+f+"()"]++
+	}
+	a := b.auth(rec.GetAuthority())
+	a.Released++
+	if len(rec.GetViolations()) > 0 {
+		r.OverSharing++
+		a.OverSharing++
+		if a.Stripped == nil {
+			a.Stripped = map[string]int64{}
+		}
+		for _, v := range rec.GetViolations() {
+			a.Stripped[rec.GetDataset()+":"+v]++
+		}
+	}
+}
+
+func (b *Builder) row(agency, journey string) *Row {
+	k := [2]string{agency, journey}
+	r, ok := b.rows[k]
+	if !ok {
+		r = &Row{Agency: agency, Journey: journey}
+		b.rows[k] = r
+	}
+	return r
+}
+
+func (b *Builder) auth(id string) *AuthorityRow {
+	a, ok := b.auths[id]
+	if !ok {
+		a = &AuthorityRow{Authority: id}
+		b.auths[id] = a
+	}
+	return a
+}
+
+// Figures returns the counts so far, rows sorted.
+func (b *Builder) Figures() Figures {
+	f := Figures{Leaves: b.leaves, InPeriod: b.in, CitizenSelf: b.self, AuditorReads: b.audits,
+		Rows: []Row{}, Authorities: []AuthorityRow{}}
+	for _, k := range slices.SortedFunc(maps.Keys(b.rows), func(a, b [2]string) int {
+		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+	}) {
+		f.Rows = append(f.Rows, *b.rows[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(b.auths)) {
+		f.Authorities = append(f.Authorities, *b.auths[k])
+	}
+	return f
+}
+
+// Total adds up the rows.
+func (f Figures) Total() Row {
+	t := Row{RefusedBy: map[string]int64{}}
+	for _, r := range f.Rows {
+		t.Released += r.Released
+		t.Refused += r.Refused
+		for k, n := range r.RefusedBy {
+			t.RefusedBy[k] += n
+		}
+		t.FieldsDisclosed += r.FieldsDisclosed
+		t.FactsDisclosed += r.FactsDisclosed
+		t.CaseReads += r.CaseReads
+		t.Covert += r.Covert
+		t.CovertRevealed += r.CovertRevealed
+		t.OverSharing += r.OverSharing
+	}
+	return t
+}
