@@ -27,6 +27,7 @@ Usage:
   aperture policy lint|test|explain  check, test and explain the policy files (no running services needed)
   aperture new authority NAME        scaffold an authority: proto, kit-based service, catalog, registry entry, policy test
   aperture witness keygen|serve      run a witness that cosigns the access log's checkpoints (C2SP tlog-witness)
+  aperture report [verify]           the yearly data-responsibility report from the access log, and its verification
 
 Every command takes -h. Flags can also be set as APERTURE_<FLAG> environment variables (dashes become
 underscores) or in a YAML file named by --config; a flag on the command line wins, then the environment,
@@ -53,6 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"policy":    runPolicy,
 		"new":       runNew,
 		"witness":   runWitness,
+		"report":    runReport,
 	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, usage)

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/report"
+	"github.com/aperture-gov/aperture/broker/tlog"
+	"github.com/aperture-gov/aperture/policies"
+)
+
+const reportUsage = `usage:
+  aperture report --from DATE --to DATE [--format md|json|csv] [--out FILE] [--policies DIR]
+                        the data-responsibility report: per agency and journey, releases and refusals by
+                        reason, fields and facts disclosed, covert accesses and those revealed, over-sharing
+                        caught from authorities; computed from the access log over its newest signed
+                        checkpoint, which the report names (DATE: YYYY-MM-DD, midnight UTC, or RFC 3339;
+                        --to is exclusive)
+  aperture report verify REPORT.json
+                        check the report's signed checkpoint, that the stored log matches it and every
+                        checkpoint is consistent (as audit verify), recompute every figure from the log
+                        up to that checkpoint, and fail naming each figure that differs
+
+Both read the log's storage directly (NATS flags as for audit verify), trusting only the verifier key.
+Put the JSON form in the portal's --reports directory to publish it on the public page /report.`
+
+func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "verify":
+			return runReportVerify(ctx, args[1:], stdout, stderr)
+		case "-h", "--help", "help":
+			fmt.Fprintln(stdout, reportUsage)
+			return nil
+		}
+	}
+	return runReportMake(ctx, args, stdout, stderr)
+}
+
+// logAccess are the flags that reach the log's storage, as audit verify has them.
+type logAccess struct {
+	natsURL, natsCreds, natsNKey, natsCA, data, vkey, sealDir *string
+}
+
+func (l *logAccess) register(fs *flag.FlagSet) {
+	addConfigFlag(fs)
+	l.natsURL = fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server holding the access log")
+	l.natsCreds = fs.String("nats-creds", "", "NATS credentials file")
+	l.natsNKey = fs.String("nats-nkey", "", "NATS nkey seed file (default: the embedded server's, DATA/nats/broker.nk)")
+	l.natsCA = fs.String("nats-ca", "", "CA file of the NATS server's TLS certificate (default DATA/pki/ca.crt)")
+	l.data = fs.String("data", ".aperture", "data directory of `aperture dev`, for the verifier key")
+	l.vkey = fs.String("vkey", "", "checkpoint verifier key file (default DATA/keys/"+tlog.VerifierKeyFile+")")
+	l.sealDir = fs.String("seal-key-dir", "", "directory of the broker's local data key ("+keys.SealKeyFile+"), to authenticate every ACCESS batch too (default DATA/keys when it holds one)")
+}
+
+// open loads the verifier keys and the data key and connects to NATS; close the connection after.
+func (l *logAccess) open(name string) ([]tlog.Verifier, accesslog.Sealer, *nats.Conn, jetstream.JetStream, error) {
+	v, err := verifierKey(*l.vkey, *l.data)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	sealer, err := auditSealer(*l.sealDir, *l.data)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	nopts, err := natsToolOptions(*l.data, *l.natsCreds, *l.natsNKey, *l.natsCA)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	nc, js, err := connectJetStream(*l.natsURL, append(nopts, nats.Name(name))...)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return v, sealer, nc, js, nil
+}
+
+// parseReportTime reads a report boundary: a date (midnight UTC) or an RFC 3339 time.
+func parseReportTime(flagName, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, usagef("--%s is required\n%s", flagName, reportUsage)
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, usagef("--%s %q: want YYYY-MM-DD or an RFC 3339 time", flagName, s)
+	}
+	return t.UTC(), nil
+}
+
+func runReportMake(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	var la logAccess
+	la.register(fs)
+	fromFlag := fs.String("from", "", "first day of the period (YYYY-MM-DD, UTC) or RFC 3339 time")
+	toFlag := fs.String("to", "", "end of the period, exclusive (YYYY-MM-DD, UTC) or RFC 3339 time")
+	format := fs.String("format", "md", "md (Markdown), json (the verifiable form) or csv")
+	out := fs.String("out", "", "write the report to this file instead of standard output")
+	policyDir := fs.String("policies", "", "policy tree the agency, authority and journey names are taken from (default: the built-in policies)")
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q\n%s", pos[0], reportUsage)
+	}
+	if *format != "md" && *format != "json" && *format != "csv" {
+		return usagef("--format %q: want md, json or csv", *format)
+	}
+	from, err := parseReportTime("from", *fromFlag)
+	if err != nil {
+		return err
+	}
+	to, err := parseReportTime("to", *toFlag)
+	if err != nil {
+		return err
+	}
+	period := report.Period{From: from, To: to}
+	if err := period.Validate(); err != nil {
+		return usagef("%v", err)
+	}
+	labels, err := reportLabels(*policyDir)
+	if err != nil {
+		return err
+	}
+	v, sealer, nc, js, err := la.open("aperture-report")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	// The log is verified first, as audit verify does, so the report rests on a checkpoint whose
+	// records, tiles and predecessors all check out.
+	res, err := tlog.VerifyWith(ctx, js, tlog.VerifyOptions{Verifiers: v, Sealer: sealer})
+	if err != nil {
+		return fmt.Errorf("the access log does not verify, so no report is made over it: %w", err)
+	}
+	for _, f := range res.Forged {
+		fmt.Fprintf(stderr, "ALERT: %v\n", f)
+	}
+	r, err := report.New(ctx, js, res.Latest, period, sealer)
+	if err != nil {
+		return err
+	}
+	r.Labels = labels
+	w := stdout
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	switch *format {
+	case "json":
+		err = r.WriteJSON(w)
+	case "csv":
+		err = r.WriteCSV(w)
+	default:
+		err = r.WriteMarkdown(w)
+	}
+	if err != nil {
+		return err
+	}
+	if f, ok := w.(*os.File); ok && *out != "" {
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		fmt.Fprintf(stderr, "report of %s to %s over the checkpoint of size %d written to %s\n",
+			period.From.Format(time.DateOnly), period.To.Format(time.DateOnly), r.Checkpoint.TreeSize, *out)
+	}
+	return nil
+}
+
+// reportLabels names agencies, authorities and journeys from a policy tree (the built-in one when dir
+// is empty).
+func reportLabels(dir string) (*report.Labels, error) {
+	var fsys fs.FS = policies.Files()
+	if dir != "" {
+		fsys = os.DirFS(dir)
+	}
+	b, err := loadPolicyTree(fsys, newCatalogDescriptors())
+	if err != nil {
+		return nil, fmt.Errorf("report: names from the policies: %w", err)
+	}
+	l := &report.Labels{Agencies: map[string]report.Text{}, Authorities: map[string]report.Text{}, Journeys: map[string]report.Text{}}
+	for _, a := range b.Registry.Agencies {
+		l.Agencies[a.ID] = report.Text{EN: a.Name.EN, DA: a.Name.DA}
+	}
+	for _, a := range b.Registry.Authorities {
+		l.Authorities[a.ID] = report.Text{EN: a.Name.EN, DA: a.Name.DA}
+	}
+	for _, j := range b.Journeys() {
+		l.Journeys[j.ID] = report.Text{EN: j.Title.EN, DA: j.Title.DA}
+	}
+	return l, nil
+}
+
+func runReportVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("report verify", flag.ContinueOnError)
+	var la logAccess
+	la.register(fs)
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("%s", reportUsage)
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	r, err := report.Decode(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w (only the JSON form can be verified)", pos[0], err)
+	}
+	v, sealer, nc, js, err := la.open("aperture-report-verify")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if _, err := r.OpenCheckpoint(v); err != nil {
+		return fmt.Errorf("verification FAILED: %w", err)
+	}
+	// The stored log must produce the report's checkpoint, and every stored checkpoint must be
+	// consistent with the others: the report's checkpoint is a trusted target, as a saved one is for
+	// audit verify.
+	res, err := tlog.VerifyWith(ctx, js, tlog.VerifyOptions{Verifiers: v, Sealer: sealer,
+		Trusted: []tlog.TrustedCheckpoint{{Name: "of the report", Note: []byte(r.Checkpoint.Note)}}})
+	if err != nil {
+		return fmt.Errorf("verification FAILED: %w", err)
+	}
+	for _, f := range res.Forged {
+		fmt.Fprintf(stderr, "ALERT: %v\n", f)
+	}
+	fmt.Fprintf(stdout, "OK: the report's checkpoint (origin %s, size %d, root %s) is signed by the log's key, and the log's %d records match it and %d signed checkpoints\n",
+		r.Checkpoint.Origin, r.Checkpoint.TreeSize, r.Checkpoint.RootHash, res.Records, res.Checkpoints)
+	fig, err := r.Recompute(ctx, js, v, sealer)
+	var me *report.MismatchError
+	if errors.As(err, &me) {
+		return fmt.Errorf("verification FAILED: %d figure(s) of the report differ from the log:\n  %s", len(me.Differences), strings.Join(me.Differences, "\n  "))
+	}
+	if err != nil {
+		return fmt.Errorf("verification FAILED: %w", err)
+	}
+	fmt.Fprintf(stdout, "OK: all %d figures recomputed from the first %d records of the log (%s to %s) equal the report's\n",
+		len(fig.Cells()), r.Checkpoint.TreeSize, r.Period.From.Format(time.RFC3339), r.Period.To.Format(time.RFC3339))
+	if sealer == nil {
+		fmt.Fprintln(stdout, "note: without the broker's data key (--seal-key-dir) the batches' MACs were not checked; the signed root was")
+	}
+	return nil
+}
