@@ -71,6 +71,9 @@ type Config struct {
 	// Witnesses is the witness policy, with the log's checkpoint key (witness.Policy.WithLog): the
 	// portal verifies every access proof itself with it. Nil: the proof page says it cannot check.
 	Witnesses *witness.Policy
+	// Reports are the published data-responsibility reports, shown to everyone at /report. Nil: the
+	// page says that none is published.
+	Reports Reports
 }
 
 // Portal serves the citizen web portal.
@@ -147,6 +150,7 @@ func New(cfg Config) (*Portal, error) {
 //	GET  /questions, /questions/new?access= my questions, the form to question an access
 //	POST /questions                        question an access (access, message)
 //	GET  /accesses/{id}/proof              check one access in the public, witnessed log
+//	GET  /report, /report/{id}             the public data-responsibility report (no sign-in; aggregates only)
 //	GET  /static/…                         CSS, script, icon
 //
 // Every other path under "/" is answered with the portal's 404 page. The sign-in routes of the
@@ -171,6 +175,8 @@ func (p *Portal) Routes(mux *http.ServeMux) {
 	page("GET /questions/new", p.questionForm)
 	page("POST /questions", p.questionAsk)
 	page("GET /accesses/{id}/proof", p.accessProof)
+	mux.Handle("GET /report", p.wrap(http.HandlerFunc(p.publicReport)))
+	mux.Handle("GET /report/{id}", p.wrap(http.HandlerFunc(p.publicReport)))
 	mux.Handle("GET /static/", p.wrap(p.staticFiles()))
 	mux.Handle("/", p.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v := p.newView(w, r)
