@@ -76,6 +76,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		oidcCA        = fs.String("oidc-ca", "", "extra CA certificate file to trust for the issuer")
 		oidcInsecure  = fs.Bool("oidc-insecure-loopback", false, "development only: accept a plain-http --oidc-issuer on 127.0.0.1, ::1 or localhost")
 		portalListen  = fs.String("portal-listen", "", "citizen portal HTTP address (empty: no portal)")
+		reportsDir    = fs.String("reports", "", "directory of published data-responsibility reports (JSON of `aperture report`) the portal shows at /report (empty: none)")
 		portalURL     = fs.String("portal-url", "", "public URL of the portal, e.g. https://minside.example; its /auth/callback is the OAuth redirect URL")
 
 		witnessPolicy = fs.String("witness-policy", "", "witness policy file (witness, group and quorum lines): submit every checkpoint to these witnesses and serve only checkpoints that meet the quorum")
@@ -244,6 +245,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if c := b.Witnessing(); c != nil {
 			ps.witnesses = c.Policy()
 		}
+		ps.reports = *reportsDir
 		sess := portalSessions{NATS: b.NATSConn(), Sealer: deps.Sealer, Replicas: *replicas}
 		if err := ps.mountPortal(login, verifier, sess, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
 			return err

@@ -81,6 +81,8 @@ func printDevBanner(w io.Writer, st *stack, data string) {
 	if st.Portal != nil {
 		fmt.Fprintf(tw, "  citizen portal\t%s/   (development login: pick a demo citizen)\n", st.Portal.base)
 		fmt.Fprintf(tw, "  citizen API (gRPC, TLS)\t%s   OpenID Connect ID tokens from %s/dev-oidc\n", st.Broker.CitizenAddr(), st.Portal.base)
+		fmt.Fprintf(tw, "  data report (public)\t%s/report   publish with: aperture report --from YYYY-MM-DD --to YYYY-MM-DD --format json --out %s\n",
+			st.Portal.base, filepath.Join(st.Portal.reports, "YEAR.json"))
 	}
 	fmt.Fprintf(tw, "  broker (gRPC, mTLS)\t%s\n", st.Broker.Addr())
 	if u := st.Broker.NATSURL(); u != "" {

@@ -18,6 +18,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/citizenauth"
 	"github.com/aperture-gov/aperture/broker/citizenauth/devissuer"
 	"github.com/aperture-gov/aperture/broker/portal"
+	"github.com/aperture-gov/aperture/broker/report"
 	"github.com/aperture-gov/aperture/broker/witness"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"github.com/aperture-gov/aperture/services/demo"
@@ -43,6 +44,9 @@ type portalServer struct {
 	once     sync.Once
 	// witnesses, if set before mountPortal, is the policy the portal checks access proofs with.
 	witnesses *witness.Policy
+	// reports, if set before mountPortal, is the directory of published data-responsibility reports
+	// (JSON files of `aperture report`) shown at /report.
+	reports string
 }
 
 func listenPortal(addr string, logger *slog.Logger) (*portalServer, error) {
@@ -120,6 +124,7 @@ func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifi
 	pt, err = portal.New(portal.Config{
 		Citizen: citizenv1.NewCitizenServiceClient(conn), Sessions: sessions{login}, DevBanner: dev,
 		Logger: logger.With("component", "portal"), Now: now, Witnesses: p.witnesses,
+		Reports: publishedReports(p.reports),
 	})
 	if err != nil {
 		conn.Close()
@@ -158,3 +163,11 @@ func (s sessions) Session(r *http.Request) (token, name string, ok bool) {
 }
 
 func brokerID() string { return mtls.ID(trustDomain, "broker", "") }
+
+// publishedReports is the portal's source of published reports: the directory, or none.
+func publishedReports(dir string) portal.Reports {
+	if dir == "" {
+		return nil
+	}
+	return report.Dir(dir)
+}

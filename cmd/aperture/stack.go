@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io/fs"
@@ -50,7 +51,10 @@ type stackOptions struct {
 	Rewire func(authority, addr string) string
 	// PortalListen, if set, serves the citizen portal there with the development login, and the
 	// citizen API on CitizenListen ("127.0.0.1:0" for a free port).
-	PortalListen  string
+	PortalListen string
+	// ReportsDir is the directory of published data-responsibility reports the portal shows at
+	// /report; default DATA/reports.
+	ReportsDir    string
 	CitizenListen string
 	Logger        *slog.Logger
 	Now           func() time.Time
@@ -238,6 +242,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		if c := s.Broker.Witnessing(); c != nil {
 			s.Portal.witnesses = c.Policy()
 		}
+		s.Portal.reports = cmp.Or(o.ReportsDir, filepath.Join(o.DataDir, "reports"))
 		sess := portalSessions{NATS: s.Broker.NATSConn(), Sealer: localKeys.Sealer()}
 		if err := s.Portal.mountPortal(login, verifier, sess, s.Broker.CitizenAddr(), certs, true, o.Now, o.Logger); err != nil {
 			return nil, err
