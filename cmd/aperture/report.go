@@ -248,8 +248,8 @@ func runReportVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	for _, f := range res.Forged {
 		fmt.Fprintf(stderr, "ALERT: %v\n", f)
 	}
-	fmt.Fprintf(stdout, "OK: the report's checkpoint (origin %s, size %d, root %s) is signed by the log's key, and the log's %d records match it and %d signed checkpoints\n",
-		r.Checkpoint.Origin, r.Checkpoint.TreeSize, r.Checkpoint.RootHash, res.Records, res.Checkpoints)
+	fmt.Fprintf(stdout, "OK: the report's checkpoint (origin %s, size %d, root %s) is signed by the log's key, and the log's %d records match it and %s\n",
+		r.Checkpoint.Origin, r.Checkpoint.TreeSize, r.Checkpoint.RootHash, res.Records, plural(res.Checkpoints, "stored signed checkpoint"))
 	fig, err := r.Recompute(ctx, js, v, sealer)
 	var me *report.MismatchError
 	if errors.As(err, &me) {

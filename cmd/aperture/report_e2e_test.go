@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/report"
+	"github.com/aperture-gov/aperture/policies"
+	authorityv1 "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
+	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	"github.com/aperture-gov/aperture/services/kit/fieldmask"
+	"github.com/aperture-gov/aperture/services/kit/mtls"
+)
+
+// reportPlan is what the test does in one journey: releases at the first step, and one request for a
+// dataset the step does not release.
+type reportPlan struct {
+	journey *policy.Journey
+	step    *policy.Step
+	rule    *policy.Rule
+	// refuse is an authority dataset of the registry that the step has no rule for ("" if none).
+	refuseAuthority, refuseDataset string
+	releases                       int
+}
+
+// reportPlans derives the plan from the policies: every journey whose first step releases something
+// without consent, with 1, 2, 3, … releases so that every row's count differs.
+func reportPlans(t *testing.T, b *policy.Bundle) []reportPlan {
+	t.Helper()
+	var out []reportPlan
+	for _, j := range b.Journeys() {
+		s := j.Steps[0]
+		if s.Consent != nil || s.Covert != nil || len(s.Rules) == 0 {
+			continue
+		}
+		p := reportPlan{journey: j, step: s, rule: s.Rules[0], releases: len(out) + 1}
+	find:
+		for _, a := range b.Registry.Authorities {
+			for _, d := range a.Datasets {
+				if _, ok := s.Rule(a.ID, d); !ok {
+					p.refuseAuthority, p.refuseDataset = a.ID, d
+					break find
+				}
+			}
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		t.Fatal("no journey whose first step releases without consent")
+	}
+	return out
+}
+
+// TestReportE2E runs a real stack (gRPC over TLS, embedded NATS, the authorities, an authority that
+// over-shares behind a proxy), makes releases and refusals in every journey the policies allow it in,
+// then makes the data-responsibility report with the CLI, checks every figure against what it did,
+// verifies the report against the log, tampers with a figure and with the checkpoint and sees
+// verification fail, and finds the report on the public portal page.
+func TestReportE2E(t *testing.T) {
+	bundle, err := loadPolicyTree(policies.Files(), newCatalogDescriptors())
+	if err != nil {
+		t.Fatal(err)
+	}
+	plans := reportPlans(t, bundle)
+	// The first plan's authority answers more than asked: every field of the dataset that the rule
+	// does not allow is added to the mask on the way.
+	over := plans[0].rule
+	var extra []string
+	for _, l := range fieldmask.Leaves(over.Message) {
+		if !fieldmask.Covers(over.Fields, l) {
+			extra = append(extra, l)
+		}
+	}
+	ts := newTestStack(t, func(o *stackOptions) {
+		o.PortalListen, o.CitizenListen = "127.0.0.1:0", "127.0.0.1:0"
+		o.Rewire = func(id, addr string) string {
+			if id != over.Authority || len(extra) == 0 {
+				return addr
+			}
+			return startWideningProxy(t, o.DataDir, id, addr, extra)
+		}
+	})
+
+	type rowKey struct{ agency, journey string }
+	type rowWant struct {
+		released, refused int64
+		reasons           map[string]int64
+	}
+	want := map[rowKey]*rowWant{}
+	outcome := func(agency, journey string, err error) {
+		k := rowKey{agency, journey}
+		if want[k] == nil {
+			want[k] = &rowWant{reasons: map[string]int64{}}
+		}
+		if err == nil {
+			want[k].released++
+			return
+		}
+		want[k].refused++
+		for _, d := range status.Convert(err).Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				want[k].reasons[info.GetReason()]++
+				return
+			}
+		}
+		t.Fatalf("refusal without ErrorInfo: %v", err)
+	}
+	start := time.Now().UTC()
+	for _, p := range plans {
+		c := ts.open(p.step.Agency, p.journey.ID, ts.citizenFor(p.journey.ID))
+		client := ts.agency(p.step.Agency)
+		for range p.releases {
+			_, err := client.Release(cw("cw-report"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: p.rule.Authority, Dataset: p.rule.Dataset})
+			outcome(p.step.Agency, p.journey.ID, err)
+		}
+		if p.refuseDataset != "" {
+			_, err := client.Release(cw("cw-report"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: p.refuseAuthority, Dataset: p.refuseDataset})
+			if err == nil {
+				t.Fatalf("%s: a dataset the step has no rule for was released", p.journey.ID)
+			}
+			outcome(p.step.Agency, p.journey.ID, err)
+		}
+	}
+	var actions uint64
+	for _, w := range want {
+		actions += uint64(w.released + w.refused)
+	}
+	ts.waitSigned(actions)
+	end := time.Now().UTC().Add(time.Minute)
+	from, to := start.Add(-time.Minute).Format(time.RFC3339), end.Format(time.RFC3339)
+
+	dir := t.TempDir()
+	out := filepath.Join(dir, "report.json")
+	nats := []string{"--nats-url", ts.nats.ClientURL()}
+	code, msg := ts.cli(append([]string{"report", "--from", from, "--to", to, "--format", "json", "--out", out}, nats...)...)
+	if code != 0 {
+		t.Fatalf("aperture report: exit %d\n%s", code, msg)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := report.Decode(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Checkpoint.TreeSize < actions || rep.Figures.Leaves != rep.Checkpoint.TreeSize || !strings.Contains(rep.Checkpoint.Note, rep.Checkpoint.RootHash) {
+		t.Fatalf("checkpoint %+v over %d leaves; %d actions", rep.Checkpoint, rep.Figures.Leaves, actions)
+	}
+	t.Logf("%d journeys, %d rows wanted, report over %d leaves: %+v", len(plans), len(want), rep.Figures.Leaves, rep.Figures.Authorities)
+	// Every figure the test can know: releases, refusals and their reasons, per agency and journey.
+	got := map[rowKey]*rowWant{}
+	for _, r := range rep.Figures.Rows {
+		if r.Released+r.Refused == 0 {
+			continue
+		}
+		got[rowKey{r.Agency, r.Journey}] = &rowWant{released: r.Released, refused: r.Refused, reasons: r.RefusedBy}
+		if r.RefusedBy == nil {
+			got[rowKey{r.Agency, r.Journey}].reasons = map[string]int64{}
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("report has %d rows with decisions, want %d", len(got), len(want))
+	}
+	for k, w := range want {
+		g := got[k]
+		if g == nil || g.released != w.released || g.refused != w.refused || !maps.Equal(g.reasons, w.reasons) {
+			t.Errorf("%v: report %+v, want %+v", k, g, w)
+		}
+	}
+	// Fields disclosed: each release discloses the rule's fields.
+	for _, p := range plans {
+		for _, r := range rep.Figures.Rows {
+			if r.Agency == p.step.Agency && r.Journey == p.journey.ID && r.FieldsDisclosed != r.Released*int64(len(p.rule.Fields)) {
+				t.Errorf("%s: %d fields disclosed in %d releases of %d fields", p.journey.ID, r.FieldsDisclosed, r.Released, len(p.rule.Fields))
+			}
+		}
+	}
+	// Over-sharing: the proxied authority's answers held fields beyond the mask; they were stripped and
+	// counted, and no other authority over-shared.
+	if len(extra) > 0 {
+		for _, a := range rep.Figures.Authorities {
+			switch {
+			case a.Authority == over.Authority && (a.OverSharing == 0 || len(a.Stripped) == 0):
+				t.Errorf("authority %s over-shared but the report counts %d (%v)", a.Authority, a.OverSharing, a.Stripped)
+			case a.Authority != over.Authority && a.OverSharing != 0:
+				t.Errorf("authority %s did not over-share but the report counts %d", a.Authority, a.OverSharing)
+			}
+			for k := range a.Stripped {
+				if f := k[strings.Index(k, ":")+1:]; fieldmask.Covers(over.Fields, f) && a.Authority == over.Authority {
+					t.Errorf("stripped %q is an allowed field", k)
+				}
+			}
+		}
+	}
+	if rep.Labels == nil || rep.Labels.Journeys[plans[0].journey.ID].EN != plans[0].journey.Title.EN {
+		t.Errorf("labels: %+v", rep.Labels)
+	}
+
+	// More accesses after the report: verification recomputes up to the report's checkpoint only.
+	ts.releaseN(2)
+	code, msg = ts.cli(append([]string{"report", "verify", out}, nats...)...)
+	if code != 0 || !strings.Contains(msg, "OK: all ") {
+		t.Fatalf("report verify: exit %d\n%s", code, msg)
+	}
+	t.Logf("aperture report verify:\n%s", msg)
+
+	// Tampering: a figure, then the checkpoint the report claims.
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tamper := func(name string, edit func(m map[string]any)) string {
+		t.Helper()
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		edit(m)
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name+".json")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, msg := ts.cli(append([]string{"report", "verify", p}, nats...)...)
+		if code != 1 || !strings.Contains(msg, "verification FAILED") {
+			t.Fatalf("verify of a report with %s tampered: exit %d\n%s", name, code, msg)
+		}
+		return msg
+	}
+	firstRow := func(m map[string]any) map[string]any {
+		return m["figures"].(map[string]any)["rows"].([]any)[0].(map[string]any)
+	}
+	msg = tamper("released", func(m map[string]any) { firstRow(m)["released"] = firstRow(m)["released"].(float64) + 1 })
+	if r := rep.Figures.Rows[0]; !strings.Contains(msg, "agency_journey[agency="+r.Agency+" journey="+r.Journey+"].released") {
+		t.Errorf("the failure does not name the figure:\n%s", msg)
+	}
+	tamper("row dropped", func(m map[string]any) {
+		fig := m["figures"].(map[string]any)
+		fig["rows"] = fig["rows"].([]any)[1:]
+	})
+	tamper("tree size", func(m map[string]any) { m["checkpoint"].(map[string]any)["tree_size"] = float64(rep.Checkpoint.TreeSize - 1) })
+	tamper("signed note", func(m map[string]any) {
+		cp := m["checkpoint"].(map[string]any)
+		cp["signed_note"] = strings.Replace(cp["signed_note"].(string), "\n"+cp["root_hash"].(string), "\nAAAA"+cp["root_hash"].(string)[4:], 1)
+	})
+
+	// The other forms.
+	code, msg = ts.cli(append([]string{"report", "--from", from, "--to", to, "--format", "csv"}, nats...)...)
+	if code != 0 || !strings.HasPrefix(msg, "period_from,") || !strings.Contains(msg, ",agency_journey,"+plans[0].step.Agency+","+plans[0].journey.ID+",") {
+		t.Errorf("csv: exit %d\n%s", code, msg)
+	}
+	code, msg = ts.cli(append([]string{"report", "--from", from, "--to", to}, nats...)...)
+	if code != 0 || !strings.Contains(msg, "# Data-responsibility report") || !strings.Contains(msg, plans[0].journey.Title.EN) {
+		t.Errorf("markdown: exit %d\n%s", code, msg)
+	}
+	if code, msg = ts.cli("report", "--from", to, "--to", from); code != 2 {
+		t.Errorf("a period that ends before it starts: exit %d\n%s", code, msg)
+	}
+
+	// Published: the portal shows it to anyone, without signing in, with names from the policies and
+	// no citizen id.
+	pub := ts.Portal.reports
+	if err := os.MkdirAll(pub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pub, "report.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(ts.Portal.base + "/report?lang=da")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "Rapport om dataansvar") || !strings.Contains(page, `id="chart-decisions"`) {
+		t.Fatalf("GET /report: %s\n%s", resp.Status, page)
+	}
+	if title := plans[len(plans)-1].journey.Title.In("da"); !strings.Contains(page, title) {
+		t.Errorf("the page does not name the journey %q", title)
+	}
+	for _, p := range plans {
+		if id := ts.citizenFor(p.journey.ID); strings.Contains(page, id) || strings.Contains(page, ts.Pseudonyms.Pseudonym(id).Value) {
+			t.Errorf("the public page shows a citizen id or pseudonym")
+		}
+	}
+}
+
+// startWideningProxy serves AuthorityService with the authority's identity (dev CA in dataDir),
+// forwarding to the real one with extra field paths added to every mask: an authority that answers
+// more than the broker asked for.
+func startWideningProxy(t *testing.T, dataDir, authority, upstream string, extra []string) string {
+	ca, err := mtls.OpenDevCA(filepath.Join(dataDir, "pki"), trustDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asBroker, err := ca.Source("broker", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(upstream, grpc.WithTransportCredentials(credentials.NewTLS(mtls.ClientConfig(asBroker, mtls.ID(trustDomain, "authority", authority)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := ca.Source("authority", authority)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(mtls.ServerConfig(as))))
+	authorityv1.RegisterAuthorityServiceServer(srv, &widener{up: authorityv1.NewAuthorityServiceClient(cc), extra: extra})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(func() { srv.Stop(); cc.Close() })
+	return lis.Addr().String()
+}
+
+type widener struct {
+	authorityv1.UnimplementedAuthorityServiceServer
+	up    authorityv1.AuthorityServiceClient
+	extra []string
+}
+
+func (w *widener) Describe(ctx context.Context, req *authorityv1.DescribeRequest) (*authorityv1.DescribeResponse, error) {
+	return w.up.Describe(ctx, req)
+}
+
+func (w *widener) Fetch(ctx context.Context, req *authorityv1.FetchRequest) (*authorityv1.FetchResponse, error) {
+	wide := proto.Clone(req).(*authorityv1.FetchRequest)
+	if wide.GetFieldMask() != nil {
+		for _, e := range w.extra {
+			if !slices.Contains(wide.FieldMask.Paths, e) {
+				wide.FieldMask.Paths = append(wide.FieldMask.Paths, e)
+			}
+		}
+	}
+	return w.up.Fetch(ctx, wide)
+}
