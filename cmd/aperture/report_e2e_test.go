@@ -275,6 +275,7 @@ func TestReportE2E(t *testing.T) {
 	if code != 0 || !strings.Contains(msg, "# Data-responsibility report") || !strings.Contains(msg, plans[0].journey.Title.EN) {
 		t.Errorf("markdown: exit %d\n%s", code, msg)
 	}
+	t.Logf("aperture report:\n%s", msg)
 	if code, msg = ts.cli("report", "--from", to, "--to", from); code != 2 {
 		t.Errorf("a period that ends before it starts: exit %d\n%s", code, msg)
 	}
