@@ -30,6 +30,8 @@ import (
 	"time"
 	_ "time/tzdata" // the portal shows Danish time wherever it runs
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/aperture-gov/aperture/broker/witness"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"google.golang.org/grpc/metadata"
@@ -74,6 +76,8 @@ type Config struct {
 	// Reports are the published data-responsibility reports, shown to everyone at /report. Nil: the
 	// page says that none is published.
 	Reports Reports
+	// Meter records the public report page's views and unreadable published reports; nil: none.
+	Meter metric.MeterProvider
 }
 
 // Portal serves the citizen web portal.
@@ -83,6 +87,8 @@ type Portal struct {
 	pages  map[string]*pageTemplate
 	static http.Handler
 	csrf   *http.CrossOriginProtection
+
+	reportMetrics reportMetrics
 
 	catMu sync.Mutex
 	cat   *catalog
@@ -127,12 +133,17 @@ func New(cfg Config) (*Portal, error) {
 	if err != nil {
 		return nil, err
 	}
+	rm, err := newReportMetrics(cfg.Meter)
+	if err != nil {
+		return nil, err
+	}
 	return &Portal{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		pages:  pages,
-		static: http.StripPrefix("/static/", http.FileServerFS(staticFS)),
-		csrf:   http.NewCrossOriginProtection(),
+		reportMetrics: rm,
+		cfg:           cfg,
+		log:           cfg.Logger,
+		pages:         pages,
+		static:        http.StripPrefix("/static/", http.FileServerFS(staticFS)),
+		csrf:          http.NewCrossOriginProtection(),
 	}, nil
 }
 

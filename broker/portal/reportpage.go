@@ -2,14 +2,64 @@ package portal
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"html/template"
 	"maps"
 	"net/http"
 	"slices"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+
 	"github.com/aperture-gov/aperture/broker/report"
 )
+
+// Metric names of the public report page (README "Metrics").
+const (
+	MetricReportViews      = "aperture.portal.report.views"
+	MetricReportUnreadable = "aperture.portal.report.unreadable"
+)
+
+// reportMetrics count the report page's views by result (shown, none, not_found) and how many
+// published report files could not be read at the last view (an operator's alarm: a report the
+// public cannot see).
+type reportMetrics struct {
+	views      metric.Int64Counter
+	unreadable metric.Int64Gauge
+}
+
+func newReportMetrics(mp metric.MeterProvider) (reportMetrics, error) {
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	m := mp.Meter("github.com/aperture-gov/aperture/broker/portal")
+	var rm reportMetrics
+	var err error
+	if rm.views, err = m.Int64Counter(MetricReportViews, metric.WithDescription("Views of the public data-responsibility report page, by result")); err != nil {
+		return rm, fmt.Errorf("portal metrics: %w", err)
+	}
+	if rm.unreadable, err = m.Int64Gauge(MetricReportUnreadable, metric.WithDescription("Published report files the portal could not read at the last view")); err != nil {
+		return rm, fmt.Errorf("portal metrics: %w", err)
+	}
+	return rm, nil
+}
+
+func (m reportMetrics) view(ctx context.Context, result string) {
+	m.views.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
+}
+
+// countErrors is how many errors err joins (errors.Join), 1 for a plain error, 0 for nil.
+func countErrors(err error) int64 {
+	if err == nil {
+		return 0
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return int64(len(j.Unwrap()))
+	}
+	return 1
+}
 
 // Reports gives the portal the published data-responsibility reports (the JSON form of
 // `aperture report`). They hold aggregate figures only; the page suppresses small counts.
@@ -109,6 +159,7 @@ func (p *Portal) publicReport(w http.ResponseWriter, r *http.Request) {
 	if p.cfg.Reports != nil {
 		var err error
 		all, err = p.cfg.Reports.Reports()
+		p.reportMetrics.unreadable.Record(r.Context(), countErrors(err))
 		if err != nil {
 			// The published files are the operator's: no citizen data in the error.
 			p.log.Error("portal: a published report could not be read", "route", r.Pattern, "err", err)
@@ -126,11 +177,13 @@ func (p *Portal) publicReport(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if cur == nil && id != "" {
+		p.reportMetrics.view(r.Context(), "not_found")
 		p.notFound(w, r, v)
 		return
 	}
 	if cur == nil {
 		page.None = true
+		p.reportMetrics.view(r.Context(), "none")
 		v.Data = &page
 		p.render(w, r, v, http.StatusOK, "report")
 		return
@@ -139,6 +192,7 @@ func (p *Portal) publicReport(w http.ResponseWriter, r *http.Request) {
 		page.Others = append(page.Others, reportLink{ID: reportID(rep), Label: v.Day(rep.Period.From) + " – " + v.Day(rep.Period.To.AddDate(0, 0, -1)), Current: rep == cur})
 	}
 	page.fill(v, cur)
+	p.reportMetrics.view(r.Context(), "shown")
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	v.Data = &page
 	p.render(w, r, v, http.StatusOK, "report")

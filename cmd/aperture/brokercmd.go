@@ -245,7 +245,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if c := b.Witnessing(); c != nil {
 			ps.witnesses = c.Policy()
 		}
-		ps.reports = *reportsDir
+		ps.reports, ps.meter = *reportsDir, tel.MeterProvider()
 		sess := portalSessions{NATS: b.NATSConn(), Sealer: deps.Sealer, Replicas: *replicas}
 		if err := ps.mountPortal(login, verifier, sess, b.CitizenAddr(), certs, false, time.Now, logger); err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/metric"
 	"log/slog"
 	"net"
 	"net/http"
@@ -47,6 +48,8 @@ type portalServer struct {
 	// reports, if set before mountPortal, is the directory of published data-responsibility reports
 	// (JSON files of `aperture report`) shown at /report.
 	reports string
+	// meter, if set before mountPortal, records the portal's metrics.
+	meter metric.MeterProvider
 }
 
 func listenPortal(addr string, logger *slog.Logger) (*portalServer, error) {
@@ -124,7 +127,7 @@ func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifi
 	pt, err = portal.New(portal.Config{
 		Citizen: citizenv1.NewCitizenServiceClient(conn), Sessions: sessions{login}, DevBanner: dev,
 		Logger: logger.With("component", "portal"), Now: now, Witnesses: p.witnesses,
-		Reports: publishedReports(p.reports),
+		Reports: publishedReports(p.reports), Meter: p.meter,
 	})
 	if err != nil {
 		conn.Close()

@@ -89,7 +89,7 @@ func TestReportE2E(t *testing.T) {
 		}
 	}
 	ts := newTestStack(t, func(o *stackOptions) {
-		o.PortalListen, o.CitizenListen = "127.0.0.1:0", "127.0.0.1:0"
+		o.PortalListen, o.CitizenListen, o.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		o.Rewire = func(id, addr string) string {
 			if id != over.Authority || len(extra) == 0 {
 				return addr
@@ -260,7 +260,9 @@ func TestReportE2E(t *testing.T) {
 		fig := m["figures"].(map[string]any)
 		fig["rows"] = fig["rows"].([]any)[1:]
 	})
-	tamper("tree size", func(m map[string]any) { m["checkpoint"].(map[string]any)["tree_size"] = float64(rep.Checkpoint.TreeSize - 1) })
+	tamper("tree size", func(m map[string]any) {
+		m["checkpoint"].(map[string]any)["tree_size"] = float64(rep.Checkpoint.TreeSize - 1)
+	})
 	tamper("signed note", func(m map[string]any) {
 		cp := m["checkpoint"].(map[string]any)
 		cp["signed_note"] = strings.Replace(cp["signed_note"].(string), "\n"+cp["root_hash"].(string), "\nAAAA"+cp["root_hash"].(string)[4:], 1)
@@ -306,6 +308,21 @@ func TestReportE2E(t *testing.T) {
 		if id := ts.citizenFor(p.journey.ID); strings.Contains(page, id) || strings.Contains(page, ts.Pseudonyms.Pseudonym(id).Value) {
 			t.Errorf("the public page shows a citizen id or pseudonym")
 		}
+	}
+	// Metrics: the view is counted; a published file the portal cannot read is an operator's alarm.
+	if err := os.WriteFile(filepath.Join(pub, "broken.json"), []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.Get(ts.Portal.base + "/report"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /report with a broken file beside the good one: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if n, ok := scrape(t, ts.Metrics.Addr(), "aperture_portal_report_views_total", `result="shown"`); !ok || n != 2 {
+		t.Errorf("aperture_portal_report_views_total{result=shown} = %v (%v), want 2", n, ok)
+	}
+	if n, ok := scrape(t, ts.Metrics.Addr(), "aperture_portal_report_unreadable"); !ok || n != 1 {
+		t.Errorf("aperture_portal_report_unreadable = %v (%v), want 1", n, ok)
 	}
 }
 

@@ -243,6 +243,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 			s.Portal.witnesses = c.Policy()
 		}
 		s.Portal.reports = cmp.Or(o.ReportsDir, filepath.Join(o.DataDir, "reports"))
+		s.Portal.meter = s.telemetry.MeterProvider()
 		sess := portalSessions{NATS: s.Broker.NATSConn(), Sealer: localKeys.Sealer()}
 		if err := s.Portal.mountPortal(login, verifier, sess, s.Broker.CitizenAddr(), certs, true, o.Now, o.Logger); err != nil {
 			return nil, err
