@@ -46,7 +46,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}{
 		{"releases to caseworkers", t.Released}, {"refusals", t.Refused}, {"field paths disclosed", t.FieldsDisclosed},
 		{"derived facts disclosed", t.FactsDisclosed}, {"case reads", t.CaseReads}, {"covert accesses", t.Covert},
-		{"covert accesses revealed in the period", t.CovertRevealed}, {"releases where an authority over-shared", t.OverSharing},
+		{"covert accesses whose hidden_until fell in the period", t.CovertRevealed}, {"releases where an authority over-shared", t.OverSharing},
 		{"citizens looking at their own data", f.CitizenSelf.Released}, {"citizens' own looks refused", f.CitizenSelf.Refused},
 		{"auditor reads of a citizen's log", f.AuditorReads},
 	} {

@@ -86,6 +86,7 @@ func NotCovered() []Gap {
 	return []Gap{
 		{"consents granted, revoked, expired", "consents are kept in the consents bucket, not in the access log; the log shows only refusals for a missing, revoked or expired consent (counted under refusals by reason)"},
 		{"questions asked and answered, time to answer", "questions and answers are kept in the questions bucket, not in the access log"},
+		{"covert accesses shown before their hidden_until", "an early reveal (the case closed, or reached the step that tells the citizen) follows from the case's state in the cases bucket, not from the access log; such an access is counted as revealed in the period its hidden_until falls in"},
 		{"correction requests and outcomes", "the access record has no field for a correction request"},
 		{"break-glass uses and review outcomes", "the access record has no field for a break-glass release"},
 	}
@@ -150,7 +151,10 @@ type Row struct {
 	// CaseReads counts reads of a case (its state, no authority data).
 	CaseReads int64 `json:"case_reads"`
 	// Covert counts accesses in the period hidden from the citizen for a while; CovertRevealed counts
-	// covert accesses (made at any time) whose hiding ended in the period, so the citizen now sees them.
+	// covert accesses (made at any time) whose hidden_until — the latest time the log commits to showing
+	// them — fell in the period. One shown earlier because its case closed or reached the step that
+	// tells the citizen is counted when its hidden_until passes: that reveal follows from the case's
+	// state, which the log does not hold (see NotCovered).
 	Covert         int64 `json:"covert"`
 	CovertRevealed int64 `json:"covert_revealed"`
 	// OverSharing counts releases where the authority answered more than the mask (stripped, logged).
