@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -155,33 +157,43 @@ func runReportMake(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	r.Labels = labels
-	w := stdout
-	if *out != "" {
-		f, err := os.Create(*out)
-		if err != nil {
-			return fmt.Errorf("report: %w", err)
-		}
-		defer f.Close()
-		w = f
-	}
+	var buf bytes.Buffer
 	switch *format {
 	case "json":
-		err = r.WriteJSON(w)
+		err = r.WriteJSON(&buf)
 	case "csv":
-		err = r.WriteCSV(w)
+		err = r.WriteCSV(&buf)
 	default:
-		err = r.WriteMarkdown(w)
+		err = r.WriteMarkdown(&buf)
 	}
 	if err != nil {
 		return err
 	}
-	if f, ok := w.(*os.File); ok && *out != "" {
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("report: %w", err)
-		}
-		fmt.Fprintf(stderr, "report of %s to %s over the checkpoint of size %d written to %s\n",
-			period.From.Format(time.DateOnly), period.To.Format(time.DateOnly), r.Checkpoint.TreeSize, *out)
+	if *out == "" {
+		_, err = stdout.Write(buf.Bytes())
+		return err
 	}
+	// Written whole or not at all: a portal may be reading the directory.
+	tmp, err := os.CreateTemp(filepath.Dir(*out), ".report-*")
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		return fmt.Errorf("report: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), *out); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	fmt.Fprintf(stderr, "report of %s to %s over the checkpoint of size %d written to %s\n",
+		period.From.Format(time.RFC3339), period.To.Format(time.RFC3339), r.Checkpoint.TreeSize, *out)
 	return nil
 }
 
