@@ -20,17 +20,18 @@ import (
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/report"
 	"github.com/aperture-gov/aperture/broker/tlog"
+	"github.com/aperture-gov/aperture/broker/witness"
 	"github.com/aperture-gov/aperture/policies"
 )
 
 const reportUsage = `usage:
-  aperture report --from DATE --to DATE [--format md|json|csv] [--out FILE] [--policies DIR]
+  aperture report --from DATE --to DATE [--format md|json|csv] [--out FILE] [--policies DIR] [--witness-policy FILE]
                         the data-responsibility report: per agency and journey, releases and refusals by
                         reason, fields and facts disclosed, covert accesses and those revealed, over-sharing
                         caught from authorities; computed from the access log over its newest signed
-                        checkpoint, which the report names (DATE: YYYY-MM-DD, midnight UTC, or RFC 3339;
-                        --to is exclusive)
-  aperture report verify REPORT.json
+                        checkpoint (with --witness-policy: the newest one the witnesses cosigned), which the
+                        report names (DATE: YYYY-MM-DD, midnight UTC, or RFC 3339; --to is exclusive)
+  aperture report verify REPORT.json [--witness-policy FILE]
                         check the report's signed checkpoint, that the stored log matches it and every
                         checkpoint is consistent (as audit verify), recompute every figure from the log
                         up to that checkpoint, and fail naming each figure that differs
@@ -53,7 +54,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // logAccess are the flags that reach the log's storage, as audit verify has them.
 type logAccess struct {
-	natsURL, natsCreds, natsNKey, natsCA, data, vkey, sealDir *string
+	natsURL, natsCreds, natsNKey, natsCA, data, vkey, sealDir, witnessPolicy *string
 }
 
 func (l *logAccess) register(fs *flag.FlagSet) {
@@ -64,6 +65,7 @@ func (l *logAccess) register(fs *flag.FlagSet) {
 	l.natsCA = fs.String("nats-ca", "", "CA file of the NATS server's TLS certificate (default DATA/pki/ca.crt)")
 	l.data = fs.String("data", ".aperture", "data directory of `aperture dev`, for the verifier key")
 	l.vkey = fs.String("vkey", "", "checkpoint verifier key file (default DATA/keys/"+tlog.VerifierKeyFile+")")
+	l.witnessPolicy = fs.String("witness-policy", "", "witness policy file (witness, group, quorum lines): the report's checkpoint must be one the quorum cosigned")
 	l.sealDir = fs.String("seal-key-dir", "", "directory of the broker's local data key ("+keys.SealKeyFile+"), to authenticate every ACCESS batch too (default DATA/keys when it holds one)")
 }
 
@@ -143,16 +145,31 @@ func runReportMake(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	defer nc.Close()
+	// With witnesses the report rests on the checkpoint they cosigned: what the public saw.
+	var cosigned *tlog.Checkpoint
+	opts := tlog.VerifyOptions{Verifiers: v, Sealer: sealer}
+	if *la.witnessPolicy != "" {
+		cp, note, err := cosignedCheckpoint(ctx, js, *la.witnessPolicy, v)
+		if err != nil {
+			return err
+		}
+		cosigned = &cp
+		opts.Trusted = []tlog.TrustedCheckpoint{{Name: "the witness-cosigned checkpoint", Note: note}}
+	}
 	// The log is verified first, as audit verify does, so the report rests on a checkpoint whose
 	// records, tiles and predecessors all check out.
-	res, err := tlog.VerifyWith(ctx, js, tlog.VerifyOptions{Verifiers: v, Sealer: sealer})
+	res, err := tlog.VerifyWith(ctx, js, opts)
 	if err != nil {
 		return fmt.Errorf("the access log does not verify, so no report is made over it: %w", err)
 	}
 	for _, f := range res.Forged {
 		fmt.Fprintf(stderr, "ALERT: %v\n", f)
 	}
-	r, err := report.New(ctx, js, res.Latest, period, sealer)
+	cp := res.Latest
+	if cosigned != nil {
+		cp = *cosigned
+	}
+	r, err := report.New(ctx, js, cp, period, sealer)
 	if err != nil {
 		return err
 	}
@@ -249,6 +266,17 @@ func runReportVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	if _, err := r.OpenCheckpoint(v); err != nil {
 		return fmt.Errorf("verification FAILED: %w", err)
 	}
+	if *la.witnessPolicy != "" {
+		pol, err := loadWitnessPolicy(*la.witnessPolicy, v)
+		if err != nil {
+			return err
+		}
+		c, err := pol.Open([]byte(r.Checkpoint.Note))
+		if err != nil {
+			return fmt.Errorf("verification FAILED: the report's checkpoint is not cosigned as the witness policy asks: %w", err)
+		}
+		fmt.Fprintf(stdout, "OK: the report's checkpoint is cosigned by %s\n", strings.Join(c.Cosigners, ", "))
+	}
 	// The stored log must produce the report's checkpoint, and every stored checkpoint must be
 	// consistent with the others: the report's checkpoint is a trusted target, as a saved one is for
 	// audit verify.
@@ -276,4 +304,28 @@ func runReportVerify(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stdout, "note: without the broker's data key (--seal-key-dir) the batches' MACs were not checked; the signed root was")
 	}
 	return nil
+}
+
+// cosignedCheckpoint reads the stored witness-cosigned checkpoint, checks it meets the witness policy
+// and carries the log's signature, and returns it with its note (log and witness signatures).
+func cosignedCheckpoint(ctx context.Context, js jetstream.JetStream, policyFile string, v []tlog.Verifier) (tlog.Checkpoint, []byte, error) {
+	pol, err := loadWitnessPolicy(policyFile, v)
+	if err != nil {
+		return tlog.Checkpoint{}, nil, err
+	}
+	b, err := witness.ReadCosigned(ctx, js)
+	if errors.Is(err, witness.ErrNotFound) {
+		return tlog.Checkpoint{}, nil, fmt.Errorf("no checkpoint is cosigned by the witnesses (%s) yet", pol.Describe())
+	}
+	if err != nil {
+		return tlog.Checkpoint{}, nil, err
+	}
+	if _, err := pol.Open(b); err != nil {
+		return tlog.Checkpoint{}, nil, fmt.Errorf("the stored cosigned checkpoint does not meet the witness policy: %w", err)
+	}
+	cp, err := tlog.OpenCheckpoint(b, v[0], v[1:]...)
+	if err != nil {
+		return tlog.Checkpoint{}, nil, fmt.Errorf("the cosigned checkpoint: %w", err)
+	}
+	return cp, b, nil
 }

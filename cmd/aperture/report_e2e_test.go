@@ -378,3 +378,56 @@ func (w *widener) Fetch(ctx context.Context, req *authorityv1.FetchRequest) (*au
 	}
 	return w.up.Fetch(ctx, wide)
 }
+
+// TestReportWitnessed: with --witness-policy the report rests on the checkpoint the witnesses cosigned
+// (what the public log serves), and verification with the policy accepts it; a report over a checkpoint
+// only the broker signed does not pass verification with the policy.
+func TestReportWitnessed(t *testing.T) {
+	ts := newTestStack(t, func(o *stackOptions) { o.Witnesses = 1 })
+	ts.releaseN(3)
+	ts.waitSigned(3)
+	policy := devWitnessPolicyFile(ts.dataDir)
+	dir := t.TempDir()
+	from, to := time.Now().UTC().Add(-time.Hour).Format(time.RFC3339), time.Now().UTC().Add(time.Hour).Format(time.RFC3339)
+	nats := []string{"--nats-url", ts.nats.ClientURL()}
+	mkReport := func(name string, extra ...string) string {
+		t.Helper()
+		out := filepath.Join(dir, name)
+		// The witnesses cosign right after the broker signs: poll with a generous deadline.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			code, msg := ts.cli(append(append([]string{"report", "--from", from, "--to", to, "--format", "json", "--out", out}, nats...), extra...)...)
+			if code == 0 {
+				f, err := os.Open(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rep, err := report.Decode(f)
+				f.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rep.Checkpoint.TreeSize >= 3 {
+					return out
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("aperture report %v: exit %d\n%s", extra, code, msg)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	witnessed := mkReport("witnessed.json", "--witness-policy", policy)
+	code, msg := ts.cli(append([]string{"report", "verify", witnessed, "--witness-policy", policy}, nats...)...)
+	if code != 0 || !strings.Contains(msg, "OK: the report's checkpoint is cosigned by "+ts.Witnesses[0].Name) || !strings.Contains(msg, "OK: all ") {
+		t.Fatalf("report verify --witness-policy: exit %d\n%s", code, msg)
+	}
+	plain := mkReport("plain.json")
+	if code, msg = ts.cli(append([]string{"report", "verify", plain}, nats...)...); code != 0 {
+		t.Fatalf("report verify of the broker-signed report: exit %d\n%s", code, msg)
+	}
+	code, msg = ts.cli(append([]string{"report", "verify", plain, "--witness-policy", policy}, nats...)...)
+	if code != 1 || !strings.Contains(msg, "not cosigned as the witness policy asks") {
+		t.Fatalf("report verify --witness-policy of a report over a checkpoint the witnesses did not cosign: exit %d\n%s", code, msg)
+	}
+}
