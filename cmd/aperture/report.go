@@ -191,6 +191,9 @@ func runReportMake(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	// Written whole or not at all: a portal may be reading the directory.
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(*out), ".report-*")
 	if err != nil {
 		return fmt.Errorf("report: %w", err)
