@@ -88,15 +88,20 @@ func (f Figures) Cells() []Cell {
 // Diff compares the figures a report states (got) with recomputed ones (want) and describes every
 // difference: a figure with another value, a figure only one side has. Empty means they agree.
 func Diff(got, want Figures) []string {
-	index := func(cs []Cell) map[string]int64 {
+	var out []string
+	index := func(cs []Cell, dup func(string)) map[string]int64 {
 		m := make(map[string]int64, len(cs))
 		for _, c := range cs {
+			if _, ok := m[c.Name()]; ok && dup != nil {
+				dup(c.Name())
+			}
 			m[c.Name()] += c.Value
 		}
 		return m
 	}
-	g, w := index(got.Cells()), index(want.Cells())
-	var out []string
+	// A figure stated twice (a row split in two) is a difference even when the parts add up.
+	g := index(got.Cells(), func(name string) { out = append(out, fmt.Sprintf("%s: the report states it more than once", name)) })
+	w := index(want.Cells(), nil)
 	for _, k := range slices.Sorted(maps.Keys(w)) {
 		gv, ok := g[k]
 		switch {

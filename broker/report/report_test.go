@@ -195,6 +195,11 @@ func TestDiff(t *testing.T) {
 			"agency_journey[agency=zz journey=].released: the report says 3; the log has no such figure"},
 		{"over-sharing hidden", func(f *report.Figures) { f.Authorities[0].OverSharing = 0 }, "authority[authority=auth1].over_sharing: the report says 0; the log gives 1"},
 		{"leaves", func(f *report.Figures) { f.Leaves-- }, "total.leaves: the report says 2; the log gives 3"},
+		{"row split in two", func(f *report.Figures) {
+			r := f.Rows[0]
+			r.Released, r.Refused, r.RefusedBy = 0, 0, nil
+			f.Rows = append(f.Rows, r)
+		}, "agency_journey[agency=a1 journey=j1].released: the report states it more than once"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := figures(t, rec(), rec(refused(auditv1.RefusalReason_REFUSAL_REASON_CASE_CLOSED)), rec(agency("a2"), violations("x")))
