@@ -121,6 +121,22 @@ func TestReportPage(t *testing.T) {
 	if !strings.Contains(body, `data-figure="over_sharing">7<`) || !strings.Contains(body, `data-figure="released">123<`) {
 		t.Errorf("key figures missing")
 	}
+	// Signed in, the page names the citizen: no shared cache may keep it.
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/report", nil)
+	req.AddCookie(&http.Cookie{Name: "aperture_session", Value: testToken})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cc := resp.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
+		t.Errorf("signed in: Cache-Control %q", cc)
+	}
+	if resp, err := http.Get(srv.URL + "/report"); err != nil || resp.Header.Get("Cache-Control") != "public, max-age=300" {
+		t.Errorf("signed out: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	if code, _ := get(t, srv.URL+"/report/20250101-20260101"); code != http.StatusOK {
 		t.Errorf("an earlier year: %d", code)
 	}

@@ -193,7 +193,13 @@ func (p *Portal) publicReport(w http.ResponseWriter, r *http.Request) {
 	}
 	page.fill(v, cur)
 	p.reportMetrics.view(r.Context(), "shown")
-	w.Header().Set("Cache-Control", "public, max-age=300")
+	// Shared caches may keep the page for a signed-out visitor only: a signed-in one names the citizen.
+	w.Header().Add("Vary", "Cookie")
+	if v.SignedIn {
+		w.Header().Set("Cache-Control", "private, no-store")
+	} else {
+		w.Header().Set("Cache-Control", "public, max-age=300")
+	}
 	v.Data = &page
 	p.render(w, r, v, http.StatusOK, "report")
 }
