@@ -138,12 +138,12 @@ func New(cfg Config) (*Portal, error) {
 		return nil, err
 	}
 	return &Portal{
-		reportMetrics: rm,
 		cfg:           cfg,
 		log:           cfg.Logger,
 		pages:         pages,
 		static:        http.StripPrefix("/static/", http.FileServerFS(staticFS)),
 		csrf:          http.NewCrossOriginProtection(),
+		reportMetrics: rm,
 	}, nil
 }
 
