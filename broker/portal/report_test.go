@@ -224,4 +224,12 @@ func TestReportBrowser(t *testing.T) {
 	if !strings.Contains(other, "2025") {
 		t.Errorf("earlier year: %q", other)
 	}
+	// On a phone the page does not scroll sideways: wide tables and charts scroll in their own box.
+	portaltest.SetViewport(t, ctx, portaltest.Phone)
+	portaltest.Do(t, ctx, "open the report on a phone", chromedp.Navigate(srv.URL+"/report?lang=da"), chromedp.WaitVisible(chromedp.CSS("#report-key")))
+	if over := portaltest.Eval[bool](t, ctx, `document.documentElement.scrollWidth > window.innerWidth`); over {
+		t.Errorf("the report page scrolls sideways on a phone: %v > %v",
+			portaltest.Eval[float64](t, ctx, `document.documentElement.scrollWidth`), portaltest.Eval[float64](t, ctx, `window.innerWidth`))
+	}
+	portaltest.ScreenshotViewport(t, ctx, "report-phone")
 }
