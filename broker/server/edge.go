@@ -79,7 +79,7 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 	return &Edge{
 		identity:  cfg.Identity,
 		guarded:   selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool { return guarded(c.FullMethod()) }),
-		validator: v,
+		validator: fastValidator{full: v},
 		log:       cfg.Logger,
 	}, nil
 }

@@ -72,6 +72,8 @@ type benchOptions struct {
 	Citizens, CasesPer int
 	CPUProfile         string
 	MemProfile         string
+	// BrokeredOnly skips the direct and proxy runs (for profiling the broker).
+	BrokeredOnly bool
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -85,7 +87,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		casesPer    = fs.Int("cases", 1, "open cases per citizen; every call goes to the next case, round robin")
 		data        = fs.String("data", "", "data directory (default: a new temporary directory, removed after)")
 		cpuProfile  = fs.String("cpuprofile", "", "write a CPU profile of the brokered run to this file")
-		memProfile  = fs.String("memprofile", "", "write an allocation profile of the brokered run to this file")
+		memProfile  = fs.String("memprofile", "", "write an allocation profile of the brokered run to this file (and of everything before it to FILE.before: go tool pprof -diff_base FILE.before FILE)")
+		onlyBroker  = fs.Bool("brokered-only", false, "skip the direct and proxy runs (for profiling the broker)")
 	)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
@@ -126,7 +129,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	res, err := bench(ctx, st, benchOptions{
 		Concurrency: *concurrency, Warmup: *warmup, Duration: *duration,
-		Citizens: *citizens, CasesPer: *casesPer, CPUProfile: *cpuProfile, MemProfile: *memProfile,
+		Citizens: *citizens, CasesPer: *casesPer, CPUProfile: *cpuProfile, MemProfile: *memProfile, BrokeredOnly: *onlyBroker,
 	})
 	if err != nil {
 		return err
@@ -239,9 +242,18 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 	}
 
 	cpu0 := processCPU()
-	dRate, dLat, dErr := load(ctx, directOp, o.Concurrency, o.Warmup, o.Duration)
+	var (
+		dRate, pRate float64
+		dLat, pLat   []time.Duration
+		dErr, pErr   uint64
+	)
+	if !o.BrokeredOnly {
+		dRate, dLat, dErr = load(ctx, directOp, o.Concurrency, o.Warmup, o.Duration)
+	}
 	cpu1 := processCPU()
-	pRate, pLat, pErr := load(ctx, proxyOp, o.Concurrency, o.Warmup, o.Duration)
+	if !o.BrokeredOnly {
+		pRate, pLat, pErr = load(ctx, proxyOp, o.Concurrency, o.Warmup, o.Duration)
+	}
 	cpu2 := processCPU()
 	stopProfile, err := startProfiles(o.CPUProfile, o.MemProfile)
 	if err != nil {
@@ -318,9 +330,9 @@ func openBenchCases(ctx context.Context, bc brokerv1.BrokerServiceClient, citize
 	return targets, nil
 }
 
-// startProfiles starts the CPU profile and arranges the allocation profile (all allocations since the
-// start, sampled at the default rate, as pprof's -sample_index=alloc_space reads them); the returned
-// function stops and writes them.
+// startProfiles starts the CPU profile and writes the allocation profile so far to memFile.before;
+// the returned function stops the CPU profile and writes the allocation profile again to memFile, so
+// that pprof -diff_base shows the allocations of what ran in between.
 func startProfiles(cpuFile, memFile string) (func() error, error) {
 	var cpu *os.File
 	if cpuFile != "" {
@@ -334,6 +346,11 @@ func startProfiles(cpuFile, memFile string) (func() error, error) {
 		}
 		cpu = f
 	}
+	if memFile != "" {
+		if err := writeAllocs(memFile + ".before"); err != nil {
+			return nil, err
+		}
+	}
 	return func() error {
 		if cpu != nil {
 			pprof.StopCPUProfile()
@@ -344,16 +361,21 @@ func startProfiles(cpuFile, memFile string) (func() error, error) {
 		if memFile == "" {
 			return nil
 		}
-		f, err := os.Create(memFile)
-		if err != nil {
-			return err
-		}
-		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
+		return writeAllocs(memFile)
 	}, nil
+}
+
+// writeAllocs writes the allocation profile so far (every allocation since the process started).
+func writeAllocs(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // load runs op from concurrency goroutines for warmup, then measures for duration. It returns
