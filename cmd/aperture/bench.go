@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"sync"
@@ -61,6 +62,14 @@ type benchResult struct {
 	DirectCPUMicros   float64 `json:"direct_cpu_us_per_op"`
 	ProxyCPUMicros    float64 `json:"proxy_cpu_us_per_op"`
 	BrokeredCPUMicros float64 `json:"brokered_cpu_us_per_op"`
+	// Heap allocations of the whole process per successful call (objects and bytes), warm-up included
+	// at the same rate: exact counts (runtime.MemStats), steadier than CPU on a shared host.
+	DirectAllocs       float64 `json:"direct_allocs_per_op"`
+	ProxyAllocs        float64 `json:"proxy_allocs_per_op"`
+	BrokeredAllocs     float64 `json:"brokered_allocs_per_op"`
+	DirectAllocBytes   float64 `json:"direct_alloc_bytes_per_op"`
+	ProxyAllocBytes    float64 `json:"proxy_alloc_bytes_per_op"`
+	BrokeredAllocBytes float64 `json:"brokered_alloc_bytes_per_op"`
 }
 
 // benchOptions are the flags of `aperture bench` that shape the load.
@@ -142,10 +151,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(stdout, "Aperture bench: %s, %d fields, %d cases of %d citizens, %d concurrent callers, %.0fs per run, every brokered call durably logged\n\n",
 		res.Dataset, res.Fields, res.Cases, res.Citizens, res.Concurrency, res.DurationS)
-	fmt.Fprintln(tw, "\tops/s\tp50 ms\tp99 ms\tCPU µs/op\terrors\t")
-	fmt.Fprintf(tw, "direct authority Fetch\t%.0f\t%.2f\t%.2f\t%.0f\t%d\t\n", res.DirectOpsPerSec, res.DirectP50Ms, res.DirectP99Ms, res.DirectCPUMicros, res.DirectErrors)
-	fmt.Fprintf(tw, "bare mTLS proxy to the authority\t%.0f\t%.2f\t%.2f\t%.0f\t%d\t\n", res.ProxyOpsPerSec, res.ProxyP50Ms, res.ProxyP99Ms, res.ProxyCPUMicros, res.ProxyErrors)
-	fmt.Fprintf(tw, "brokered Release\t%.0f\t%.2f\t%.2f\t%.0f\t%d\t\n", res.BrokeredOpsPerSec, res.BrokeredP50Ms, res.BrokeredP99Ms, res.BrokeredCPUMicros, res.BrokeredErrors)
+	fmt.Fprintln(tw, "\tops/s\tp50 ms\tp99 ms\tCPU µs/op\tallocs/op\tKiB/op\terrors\t")
+	fmt.Fprintf(tw, "direct authority Fetch\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%d\t\n", res.DirectOpsPerSec, res.DirectP50Ms, res.DirectP99Ms, res.DirectCPUMicros, res.DirectAllocs, res.DirectAllocBytes/1024, res.DirectErrors)
+	fmt.Fprintf(tw, "bare mTLS proxy to the authority\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%d\t\n", res.ProxyOpsPerSec, res.ProxyP50Ms, res.ProxyP99Ms, res.ProxyCPUMicros, res.ProxyAllocs, res.ProxyAllocBytes/1024, res.ProxyErrors)
+	fmt.Fprintf(tw, "brokered Release\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%d\t\n", res.BrokeredOpsPerSec, res.BrokeredP50Ms, res.BrokeredP99Ms, res.BrokeredCPUMicros, res.BrokeredAllocs, res.BrokeredAllocBytes/1024, res.BrokeredErrors)
 	tw.Flush()
 	fmt.Fprintf(stdout, "\nbrokered/proxy: %.2f   brokered/direct: %.2f   proxy/direct: %.2f\naccess log: %d records in %d durable writes (%.1f per write)\n",
 		res.BrokeredOverProxy, res.Ratio, res.ProxyOverDirect, res.AccessLogRecords, res.AccessLogBatches, res.RecordsPerDurable)
@@ -241,7 +250,7 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		return err
 	}
 
-	cpu0 := processCPU()
+	cpu0, mem0 := processCPU(), heapAllocs()
 	var (
 		dRate, pRate float64
 		dLat, pLat   []time.Duration
@@ -250,19 +259,19 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 	if !o.BrokeredOnly {
 		dRate, dLat, dErr = load(ctx, directOp, o.Concurrency, o.Warmup, o.Duration)
 	}
-	cpu1 := processCPU()
+	cpu1, mem1 := processCPU(), heapAllocs()
 	if !o.BrokeredOnly {
 		pRate, pLat, pErr = load(ctx, proxyOp, o.Concurrency, o.Warmup, o.Duration)
 	}
-	cpu2 := processCPU()
+	cpu2, mem2 := processCPU(), heapAllocs()
 	stopProfile, err := startProfiles(o.CPUProfile, o.MemProfile)
 	if err != nil {
 		return nil, err
 	}
 	before := st.Broker.AccessLog().Stats()
-	cpu3 := processCPU()
+	cpu3, mem3 := processCPU(), heapAllocs()
 	bRate, bLat, bErr := load(cctx, brokeredOp, o.Concurrency, o.Warmup, o.Duration)
-	cpu4 := processCPU()
+	cpu4, mem4 := processCPU(), heapAllocs()
 	after := st.Broker.AccessLog().Stats()
 	if err := stopProfile(); err != nil {
 		return nil, err
@@ -284,13 +293,16 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		res.Ratio = bRate / dRate
 		res.ProxyOverDirect = pRate / dRate
 		res.DirectCPUMicros = perOp(cpu1-cpu0, dRate, wall)
+		res.DirectAllocs, res.DirectAllocBytes = mem1.perOp(mem0, dRate, wall)
 	}
 	if pRate > 0 {
 		res.BrokeredOverProxy = bRate / pRate
 		res.ProxyCPUMicros = perOp(cpu2-cpu1, pRate, wall)
+		res.ProxyAllocs, res.ProxyAllocBytes = mem2.perOp(mem1, pRate, wall)
 	}
 	if bRate > 0 {
 		res.BrokeredCPUMicros = perOp(cpu4-cpu3, bRate, wall)
+		res.BrokeredAllocs, res.BrokeredAllocBytes = mem4.perOp(mem3, bRate, wall)
 	}
 	if res.AccessLogBatches > 0 {
 		res.RecordsPerDurable = float64(res.AccessLogRecords) / float64(res.AccessLogBatches)
@@ -436,6 +448,21 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// allocCount is the process's heap allocations so far.
+type allocCount struct{ objects, bytes uint64 }
+
+func heapAllocs() allocCount {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return allocCount{objects: ms.Mallocs, bytes: ms.TotalAlloc}
+}
+
+// perOp spreads the allocations since before over the operations of a run, like perOp.
+func (a allocCount) perOp(before allocCount, rate float64, wall time.Duration) (objects, bytes float64) {
+	n := rate * wall.Seconds()
+	return float64(a.objects-before.objects) / n, float64(a.bytes-before.bytes) / n
 }
 
 // perOp spreads the CPU of a run (warm-up included, at the same rate) over its operations.
