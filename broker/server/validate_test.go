@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -196,5 +197,29 @@ func BenchmarkValidateReleaseRequest(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestValidCaseworker holds the hand check of the caseworker header to its documented pattern.
+func TestValidCaseworker(t *testing.T) {
+	pattern := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+	check := func(s string) {
+		t.Helper()
+		if got, want := validCaseworker(s), pattern.MatchString(s); got != want {
+			t.Fatalf("validCaseworker(%q) = %v, the pattern says %v", s, got, want)
+		}
+	}
+	for _, s := range []string{"", "a", "jane.doe@kommune.dk", "-a", ".a", "a-", "A9_.@-", "æ", "a b", "a\n",
+		strings.Repeat("a", 64), strings.Repeat("a", 65), "a" + strings.Repeat("-", 63), "a/b", "a+b", "Z"} {
+		check(s)
+	}
+	rng := rand.New(rand.NewPCG(5, 8))
+	const alphabet = "aZ09._@- /+\x00ø"
+	for range 20000 {
+		b := make([]byte, rng.IntN(70))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		check(string(b))
 	}
 }
