@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/aperture-gov/aperture/broker/server"
@@ -323,7 +325,7 @@ func openBenchCases(ctx context.Context, bc brokerv1.BrokerServiceClient, citize
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				opened, err := bc.OpenCase(ctx, &brokerv1.OpenCaseRequest{Journey: journey, CitizenId: citizen})
+				opened, err := openCaseRetrying(ctx, bc, journey, citizen)
 				if err != nil {
 					cancel(fmt.Errorf("open a %s case for demo citizen %d: %w", journey, i+1, err))
 					return
@@ -340,6 +342,23 @@ func openBenchCases(ctx context.Context, bc brokerv1.BrokerServiceClient, citize
 		return nil, err
 	}
 	return targets, nil
+}
+
+// openCaseRetrying opens a case, trying again a few times while the broker answers Unavailable: on a
+// loaded host a durable write can outlast the broker's append timeout, which opens the access log's
+// breaker until a probe write succeeds (fail closed, as it should).
+func openCaseRetrying(ctx context.Context, bc brokerv1.BrokerServiceClient, journey, citizen string) (*brokerv1.OpenCaseResponse, error) {
+	for attempt := 1; ; attempt++ {
+		opened, err := bc.OpenCase(ctx, &brokerv1.OpenCaseRequest{Journey: journey, CitizenId: citizen})
+		if err == nil || status.Code(err) != codes.Unavailable || attempt == 10 {
+			return opened, err
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
 }
 
 // startProfiles starts the CPU profile and writes the allocation profile so far to memFile.before;
