@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -119,7 +120,14 @@ type entryPosition struct {
 // header, and the leaf bytes. Moving an entry to another citizen or leaf, or changing any header or
 // byte, breaks it.
 func entryAD(pseudonym string, p entryPosition, leaf []byte) []byte {
-	b := make([]byte, 0, len(entryMACDomain)+len(pseudonym)+1+4*8+len(leaf))
+	return appendEntryAD(make([]byte, 0, len(entryMACDomain)+len(pseudonym)+1+5*8+len(leaf)), pseudonym, p, leaf)
+}
+
+// adBuffers holds the buffers sealEntry writes associated data into: the indexer seals one entry per
+// record, and the AD (a whole leaf) is garbage as soon as the MAC is made.
+var adBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func appendEntryAD(b []byte, pseudonym string, p entryPosition, leaf []byte) []byte {
 	b = append(b, entryMACDomain...)
 	b = append(b, pseudonym...)
 	b = append(b, 0)
@@ -132,7 +140,13 @@ func entryAD(pseudonym string, p entryPosition, leaf []byte) []byte {
 }
 
 func sealEntry(s Sealer, pseudonym string, p entryPosition, leaf []byte) (string, error) {
-	mac, err := s.Seal(nil, entryAD(pseudonym, p, leaf))
+	bp := adBuffers.Get().(*[]byte)
+	ad := appendEntryAD((*bp)[:0], pseudonym, p, leaf)
+	mac, err := s.Seal(nil, ad) // Seal keeps nothing of ad
+	if cap(ad) <= 64<<10 {
+		*bp = ad[:0]
+		adBuffers.Put(bp)
+	}
 	if err != nil {
 		return "", fmt.Errorf("authenticate index entry: %w", err)
 	}

@@ -3,6 +3,7 @@ package release
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -41,6 +42,14 @@ type metrics struct {
 	decisions metric.Int64Counter
 	stage     metric.Float64Histogram
 	stageAttr map[string]metric.MeasurementOption
+	// decided caches the attribute set of each decisionKey: building and sorting a set per request
+	// was most of the metric's cost. The keys are bounded like the labels (registry and policy).
+	decided sync.Map // decisionKey → metric.MeasurementOption
+}
+
+// decisionKey is the attributes of one decision count.
+type decisionKey struct {
+	decision, reason, agency, journey, authority string
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
@@ -94,10 +103,15 @@ func (m *metrics) record(ctx context.Context, o outcome, err error) {
 			decision = DecisionRefused
 		}
 	}
-	m.decisions.Add(ctx, 1, metric.WithAttributes(
-		attribute.String("decision", decision), attribute.String("reason", reason),
-		attribute.String("agency", o.agency), attribute.String("journey", o.journey),
-		attribute.String("authority", o.authority)))
+	k := decisionKey{decision: decision, reason: reason, agency: o.agency, journey: o.journey, authority: o.authority}
+	opt, ok := m.decided.Load(k)
+	if !ok {
+		opt, _ = m.decided.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("decision", decision), attribute.String("reason", reason),
+			attribute.String("agency", o.agency), attribute.String("journey", o.journey),
+			attribute.String("authority", o.authority))))
+	}
+	m.decisions.Add(ctx, 1, opt.(metric.MeasurementOption))
 }
 
 // authorityLabel is the requested authority if the registry has it, else "other": the request's
