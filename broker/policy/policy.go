@@ -213,6 +213,10 @@ func (bg *BreakGlass) Check(authority, dataset string, fields, derived []string)
 	return bg.step.Check(authority, dataset, fields, derived)
 }
 
+// Step is the rule as a step (id "break-glass", the rule's agency, purpose, legal basis and releases),
+// for the code that fetches and logs a grant at a step.
+func (bg *BreakGlass) Step() *Step { return bg.step }
+
 // BreakGlassReason is one emergency a break-glass rule is for.
 type BreakGlassReason struct {
 	Code  string

@@ -95,6 +95,12 @@ type Config struct {
 	FetchTimeout time.Duration // default 5s
 	// Meter records the release path's metrics (aperture_release_*); nil records none.
 	Meter metric.MeterProvider
+	// Switches reads the citizens' switch-offs of optional steps; nil refuses every optional step
+	// (fail closed: the citizen's choice cannot be read).
+	Switches Switches
+	// BreakGlass keeps the break-glass review queue and use counts; nil refuses every break-glass
+	// release.
+	BreakGlass BreakGlassStore
 }
 
 // Service runs the release path.
@@ -232,6 +238,11 @@ func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases
 	rec.Derived = make([]string, len(d.Grant.Derived))
 	for i, f := range d.Grant.Derived {
 		rec.Derived[i] = f.Name
+	}
+	if d.Journey.OptionalAt(d.Step) != nil {
+		if ref := s.switchedOff(ctx, rec.CitizenPseudonym, d.Journey.ID, d.Step.ID); ref != nil {
+			return nil, ref
+		}
 	}
 	if d.NeedsConsent {
 		cn, err := s.cfg.Consents.Get(ctx, rec.CitizenPseudonym, d.Journey.ID, d.Step.ID)
