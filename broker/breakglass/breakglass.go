@@ -52,6 +52,10 @@ type Review struct {
 	Derived       []string  `json:"derived,omitempty"`
 	ReasonCode    string    `json:"reason_code"`
 	Justification string    `json:"justification"`
+	// Pseudonym and PseudonymKeyID name the citizen as the access log does, so that the closure is
+	// written to the citizen's log.
+	Pseudonym      string `json:"pseudonym"`
+	PseudonymKeyID string `json:"pseudonym_key_id"`
 
 	Outcome         auditv1.BreakGlassOutcome `json:"outcome,omitempty"`
 	Auditor         string                    `json:"auditor,omitempty"`

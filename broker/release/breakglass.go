@@ -196,6 +196,7 @@ func (s *Service) breakGlass(ctx context.Context, b *policy.Bundle, c *cases.Cas
 		AccessID: rec.Id, Time: now, Agency: caller.Agency, Caseworker: caller.Caseworker, CaseID: c.ID, Journey: c.Journey,
 		Authority: req.Authority, Dataset: req.Dataset, Fields: rec.Fields, Derived: rec.Derived,
 		ReasonCode: rec.BreakGlass.ReasonCode, Justification: rec.BreakGlass.Justification,
+		Pseudonym: rec.CitizenPseudonym, PseudonymKeyID: rec.PseudonymKeyId,
 	}
 	if err := s.cfg.BreakGlass.Queue(ctx, review); err != nil {
 		return nil, refusal.Wrap(refusal.Unavailable, err, "the break-glass review queue is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
