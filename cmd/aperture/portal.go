@@ -43,6 +43,8 @@ type portalServer struct {
 	once     sync.Once
 	// witnesses, if set before mountPortal, is the policy the portal checks access proofs with.
 	witnesses *witness.Policy
+	// issuer is the development OpenID provider, when mounted (tests mint citizens' tokens with it).
+	issuer *devissuer.Issuer
 }
 
 func listenPortal(addr string, logger *slog.Logger) (*portalServer, error) {
@@ -77,6 +79,7 @@ func (p *portalServer) mountDevIssuer(pop *demo.Population, now func() time.Time
 		return citizenauth.Config{}, err
 	}
 	p.mux.Handle(iss.MountPath(), iss.Handler())
+	p.issuer = iss
 	// The development issuer is served over plain http on the portal's loopback address.
 	return citizenauth.Config{Issuer: iss.IssuerURL(), ClientID: devClientID, RedirectURL: p.base + "/auth/callback", InsecureLoopbackIssuer: true}, nil
 }
