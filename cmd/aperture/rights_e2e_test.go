@@ -187,3 +187,185 @@ func TestSwitchOffEndToEnd(t *testing.T) {
 	_, err = api.SetSwitch(context.Background(), &citizenv1.SetSwitchRequest{Journey: j.ID, Off: true})
 	wantCode(t, err, codes.Unauthenticated)
 }
+
+// breakGlassJourney is the first journey (by id) with a break-glass rule, and the rule.
+func breakGlassJourney(t *testing.T, b *policy.Bundle) (*policy.Journey, *policy.BreakGlass) {
+	t.Helper()
+	for _, j := range b.Journeys() {
+		if len(j.BreakGlass) > 0 {
+			return j, j.BreakGlass[0]
+		}
+	}
+	t.Skip("no journey has a break-glass rule")
+	return nil, nil
+}
+
+// TestBreakGlassEndToEnd: an agency a journey's break-glass rule names releases, outside the case's
+// current step, exactly what the rule names, with a reason code and a justification; the release is
+// flagged in the access log and the citizen sees it at once with the justification; it waits in the
+// auditors' review queue until an auditor closes it (the closure is logged too, once); the caseworker's
+// limit is enforced (RESOURCE_EXHAUSTED, BREAK_GLASS_RATE_LIMITED) while another caseworker is not
+// affected; agencies outside the rule, reason codes and fields outside it, and journeys without a rule
+// get nothing.
+func TestBreakGlassEndToEnd(t *testing.T) {
+	ts := newTestStack(t, func(o *stackOptions) { o.PortalListen, o.CitizenListen = "127.0.0.1:0", "127.0.0.1:0" })
+	b := ts.Broker.Bundle()
+	j, bg := breakGlassJourney(t, b)
+	rule := bg.Rules[0]
+	citizen := ts.citizenFor(j.ID)
+	c := ts.open(j.Steps[0].Agency, j.ID, citizen)
+	if j.Steps[0].Agency == bg.Agency {
+		t.Skip("the break-glass agency acts at the first step; the test needs a case at another agency's step")
+	}
+	justification := "The newborn was taken to intensive care and the parents left before we could reach them."
+	req := func(mut ...func(*brokerv1.BreakGlassReleaseRequest)) *brokerv1.BreakGlassReleaseRequest {
+		r := &brokerv1.BreakGlassReleaseRequest{CaseId: c.GetId(), Authority: rule.Authority, Dataset: rule.Dataset,
+			ReasonCode: bg.Reasons[0].Code, Justification: justification}
+		for _, m := range mut {
+			m(r)
+		}
+		return r
+	}
+	agency := ts.agency(bg.Agency)
+
+	// An ordinary release outside the step is still refused: break-glass is a separate, explicit call.
+	_, err := agency.Release(cw("doc-1"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: rule.Authority, Dataset: rule.Dataset})
+	wantCode(t, err, codes.PermissionDenied)
+
+	// Outside the rule: a reason code it does not list, a field it does not name, no caseworker.
+	_, err = agency.BreakGlassRelease(cw("doc-1"), req(func(r *brokerv1.BreakGlassReleaseRequest) { r.ReasonCode = "curious" }))
+	wantCode(t, err, codes.PermissionDenied, "reason code")
+	wantReason(t, err, "BREAK_GLASS_NOT_ALLOWED", "journey", j.ID, "reason_code", "curious")
+	md := rule.Message
+	var outside string
+	for i := range md.Fields().Len() {
+		if f := string(md.Fields().Get(i).Name()); !slices.ContainsFunc(rule.Fields, func(p string) bool { return p == f || len(p) > len(f) && p[:len(f)+1] == f+"." }) {
+			outside = f
+			break
+		}
+	}
+	if outside != "" {
+		_, err = agency.BreakGlassRelease(cw("doc-1"), req(func(r *brokerv1.BreakGlassReleaseRequest) { r.Fields = []string{outside} }))
+		wantCode(t, err, codes.PermissionDenied, outside)
+		wantReason(t, err, "BREAK_GLASS_NOT_ALLOWED", "field", outside)
+	}
+	_, err = agency.BreakGlassRelease(context.Background(), req())
+	wantCode(t, err, codes.InvalidArgument, "caseworker")
+	_, err = agency.BreakGlassRelease(cw("doc-1"), req(func(r *brokerv1.BreakGlassReleaseRequest) { r.Justification = "urgent" }))
+	wantCode(t, err, codes.InvalidArgument)
+
+	// BOLA: every other agency gets nothing — NotFound when it takes no part in the journey,
+	// BREAK_GLASS_NOT_ALLOWED when it does but the rule does not name it.
+	for _, a := range b.Registry.Agencies {
+		if a.ID == bg.Agency {
+			continue
+		}
+		_, err := ts.agency(a.ID).BreakGlassRelease(cw("x-1"), req())
+		if slices.ContainsFunc(j.Steps, func(s *policy.Step) bool { return s.Agency == a.ID }) {
+			wantCode(t, err, codes.PermissionDenied)
+			wantReason(t, err, "BREAK_GLASS_NOT_ALLOWED", "agency", a.ID)
+		} else {
+			wantCode(t, err, codes.NotFound)
+		}
+	}
+	// A journey without a break-glass rule: default deny, even for the same agency.
+	for _, other := range b.Journeys() {
+		if len(other.BreakGlass) > 0 || !slices.ContainsFunc(other.Steps, func(s *policy.Step) bool { return s.Agency == bg.Agency }) {
+			continue
+		}
+		oc := ts.open(other.Steps[0].Agency, other.ID, ts.citizenFor(other.ID))
+		_, err := agency.BreakGlassRelease(cw("doc-1"), req(func(r *brokerv1.BreakGlassReleaseRequest) { r.CaseId = oc.GetId() }))
+		wantReason(t, err, "BREAK_GLASS_NOT_ALLOWED", "journey", other.ID)
+		break
+	}
+
+	// The release: exactly the rule's fields, flagged, visible to the citizen at once.
+	resp, err := agency.BreakGlassRelease(cw("doc-1"), req())
+	if err != nil {
+		t.Fatalf("break-glass release: %v", err)
+	}
+	if !slices.Equal(resp.GetFields(), rule.Fields) || resp.GetLegalBasis() != bg.LegalBasis || int(resp.GetRemaining()) != bg.Limit-1 {
+		t.Fatalf("released %v under %q, %d remaining; want %v under %q, %d", resp.GetFields(), resp.GetLegalBasis(), resp.GetRemaining(), rule.Fields, bg.LegalBasis, bg.Limit-1)
+	}
+	var rec *auditv1.AccessRecord
+	for _, r := range ts.accessRecords(citizen) {
+		if r.GetId() == resp.GetAccessId() {
+			rec = r
+		}
+	}
+	if rec == nil || rec.GetBreakGlass().GetJustification() != justification || rec.GetBreakGlass().GetReasonCode() != bg.Reasons[0].Code ||
+		rec.GetStep() != policy.BreakGlassStep || rec.GetHiddenUntil() != nil || rec.GetDecision() != auditv1.Decision_DECISION_RELEASED {
+		t.Fatalf("access record of the break-glass release: %v", rec)
+	}
+	api, actx := ts.citizenAPI(citizen)
+	mine, err := api.ListAccesses(actx, &citizenv1.ListAccessesRequest{PageSize: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(mine.GetAccesses(), func(a *citizenv1.Access) bool { return a.GetId() == resp.GetAccessId() })
+	if i < 0 {
+		t.Fatal("the citizen does not see the break-glass access at once")
+	}
+	if a := mine.GetAccesses()[i]; a.GetBreakGlass().GetJustification() != justification || a.GetBreakGlassReason().GetEn() != bg.Reasons[0].Title.EN || a.GetPurpose().GetEn() != bg.Purpose.EN {
+		t.Errorf("the citizen's view of the break-glass access: %v", a)
+	}
+
+	// The review queue: the auditor sees it; an agency cannot read or close it.
+	audit := ts.auditor()
+	q, err := audit.ListBreakGlassReviews(context.Background(), &auditv1.ListBreakGlassReviewsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q.GetReviews()) != 1 || q.GetReviews()[0].GetAccessId() != resp.GetAccessId() || q.GetReviews()[0].GetJustification() != justification {
+		t.Fatalf("review queue: %v", q.GetReviews())
+	}
+	asAgency := auditv1.NewAuditServiceClient(ts.conn("agency", bg.Agency))
+	_, err = asAgency.ListBreakGlassReviews(cw("doc-1"), &auditv1.ListBreakGlassReviewsRequest{})
+	wantCode(t, err, codes.PermissionDenied)
+	closeReq := &auditv1.CloseBreakGlassReviewRequest{AccessId: resp.GetAccessId(), Outcome: auditv1.BreakGlassOutcome_BREAK_GLASS_OUTCOME_JUSTIFIED, Note: "Confirmed with the ward."}
+	_, err = asAgency.CloseBreakGlassReview(cw("doc-1"), closeReq)
+	wantCode(t, err, codes.PermissionDenied)
+	closed, err := audit.CloseBreakGlassReview(context.Background(), closeReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if closed.GetReview().GetAuditor() == "" || closed.GetReview().GetClosureAccessId() == "" {
+		t.Fatalf("closed review: %v", closed.GetReview())
+	}
+	_, err = audit.CloseBreakGlassReview(context.Background(), closeReq)
+	wantCode(t, err, codes.FailedPrecondition, "already closed")
+	if q, _ := audit.ListBreakGlassReviews(context.Background(), &auditv1.ListBreakGlassReviewsRequest{}); len(q.GetReviews()) != 0 {
+		t.Errorf("closed review still open: %v", q.GetReviews())
+	}
+	reviews := 0
+	for _, r := range ts.accessRecords(citizen) {
+		if r.GetKind() == auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW {
+			reviews++
+			if r.GetBreakGlass().GetReviewedAccessId() != resp.GetAccessId() || r.GetBreakGlass().GetOutcome() != closeReq.Outcome {
+				t.Errorf("review record: %v", r)
+			}
+		}
+	}
+	if reviews != 1 {
+		t.Errorf("%d review records in the citizen's log, want 1", reviews)
+	}
+
+	// The limit per caseworker.
+	for n := 1; n < bg.Limit; n++ {
+		if _, err := agency.BreakGlassRelease(cw("doc-1"), req()); err != nil {
+			t.Fatalf("use %d of %d: %v", n+1, bg.Limit, err)
+		}
+	}
+	_, err = agency.BreakGlassRelease(cw("doc-1"), req())
+	wantCode(t, err, codes.ResourceExhausted)
+	wantReason(t, err, "BREAK_GLASS_RATE_LIMITED", "journey", j.ID, "agency", bg.Agency)
+	if _, err := agency.BreakGlassRelease(cw("doc-2"), req()); err != nil {
+		t.Fatalf("another caseworker is limited by doc-1's uses: %v", err)
+	}
+	last := ts.accessRecords(citizen)
+	if n := slices.IndexFunc(last, func(r *auditv1.AccessRecord) bool {
+		return r.GetRefusalReason() == auditv1.RefusalReason_REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED && r.GetBreakGlass() != nil
+	}); n < 0 {
+		t.Error("the rate-limited attempt is not in the access log")
+	}
+}
