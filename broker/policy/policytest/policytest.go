@@ -37,7 +37,9 @@ import (
 	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/consent"
 	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/broker/release"
+	"github.com/aperture-gov/aperture/broker/switchoff"
 	"github.com/aperture-gov/aperture/services/kit/fieldmask"
 )
 
@@ -72,11 +74,24 @@ type Case struct {
 	Step   string `yaml:"step"`
 	Agency string `yaml:"agency"`
 	// Consent is the citizen's consent to the step: none (default), given, revoked or expired.
-	Consent string  `yaml:"consent"`
-	Request Request `yaml:"request"`
+	Consent string `yaml:"consent"`
+	// SwitchedOff is the citizen's switch for the journey's optional steps: on (default), journey
+	// (switched off for this journey), all (for all journeys) or unverified (a stored switch that does
+	// not authenticate).
+	SwitchedOff string `yaml:"switched_off"`
+	// BreakGlass, when set, makes the request an emergency release (BrokerService.BreakGlassRelease)
+	// by Agency while the case is at Step.
+	BreakGlass *BreakGlass `yaml:"break_glass"`
+	Request    Request     `yaml:"request"`
 	Expect  Expect  `yaml:"expect"`
 
 	line int
+}
+
+// BreakGlass is what an emergency release names besides the data.
+type BreakGlass struct {
+	ReasonCode    string `yaml:"reason_code"`
+	Justification string `yaml:"justification"`
 }
 
 type Request struct {
@@ -204,6 +219,12 @@ func readFile(fsys fs.FS, name string) (*file, error) {
 		if !slices.Contains([]string{"", "none", "given", "revoked", "expired"}, tc.Consent) {
 			return nil, fmt.Errorf("%s:%d: consent %q: want none, given, revoked or expired", name, tc.line, tc.Consent)
 		}
+		if !slices.Contains([]string{"", "on", "journey", "all", "unverified"}, tc.SwitchedOff) {
+			return nil, fmt.Errorf("%s:%d: switched_off %q: want on, journey, all or unverified", name, tc.line, tc.SwitchedOff)
+		}
+		if tc.BreakGlass != nil && tc.BreakGlass.ReasonCode == "" {
+			return nil, fmt.Errorf("%s:%d: break_glass needs a reason_code", name, tc.line)
+		}
 	}
 	for _, fc := range tf.Facts {
 		if fc.Name == "" || fc.Fact == "" || fc.Want.Kind == 0 {
@@ -234,10 +255,31 @@ func runCase(b *policy.Bundle, journey string, tc Case, now time.Time) (got, pro
 	}
 	authority, dataset, _ := strings.Cut(tc.Request.Dataset, ".")
 	req := release.Request{CaseID: c.ID, Authority: authority, Dataset: dataset, Fields: tc.Request.Fields, Derived: tc.Request.Derived}
-	d, ref := release.Decide(b, c, tc.Agency, req)
-	if ref == nil && d.NeedsConsent {
-		cn, err := testConsent(tc.Consent, journey, d.Step, now)
-		ref = release.ConsentRefusal(cn, err, journey, d.Step, now)
+	var grant policy.Grant
+	var ref *refusal.Error
+	if tc.BreakGlass != nil {
+		justification := tc.BreakGlass.Justification
+		if justification == "" {
+			justification = "policy test: an emergency that needs the data now"
+		}
+		var d release.BreakGlassDecision
+		d, ref = release.DecideBreakGlass(b, c, tc.Agency, release.BreakGlassRequest{
+			CaseID: c.ID, Authority: authority, Dataset: dataset, Fields: tc.Request.Fields, Derived: tc.Request.Derived,
+			ReasonCode: tc.BreakGlass.ReasonCode, Justification: justification,
+		})
+		grant = d.Grant
+	} else {
+		var d release.Decision
+		d, ref = release.Decide(b, c, tc.Agency, req)
+		if ref == nil && d.Journey.OptionalAt(d.Step) != nil {
+			scope, err := testSwitch(tc.SwitchedOff)
+			ref = release.SwitchRefusal(scope, err, journey, d.Step.ID)
+		}
+		if ref == nil && d.NeedsConsent {
+			cn, err := testConsent(tc.Consent, journey, d.Step, now)
+			ref = release.ConsentRefusal(cn, err, journey, d.Step, now)
+		}
+		grant = d.Grant
 	}
 	if ref != nil {
 		got = fmt.Sprintf("refused (%s): %s", ref.Kind, ref.Reason)
@@ -253,19 +295,32 @@ func runCase(b *policy.Bundle, journey string, tc Case, now time.Time) (got, pro
 		return got, ""
 	}
 	var facts []string
-	for _, f := range d.Grant.Derived {
+	for _, f := range grant.Derived {
 		facts = append(facts, f.Name)
 	}
-	got = "released " + describeRelease(d.Grant.Fields, facts)
+	got = "released " + describeRelease(grant.Fields, facts)
 	want := tc.Expect.Released
 	if want == nil {
 		return got, fmt.Sprintf("refused (%s)", tc.Expect.Refused.Code)
 	}
 	wantFacts := slices.Sorted(slices.Values(want.Derived))
-	if !slices.Equal(d.Grant.Fields, fieldmask.Normalize(want.Fields)) || !slices.Equal(slices.Sorted(slices.Values(facts)), wantFacts) {
+	if !slices.Equal(grant.Fields, fieldmask.Normalize(want.Fields)) || !slices.Equal(slices.Sorted(slices.Values(facts)), wantFacts) {
 		return got, "released " + describeRelease(fieldmask.Normalize(want.Fields), wantFacts)
 	}
 	return got, ""
+}
+
+// testSwitch returns what the switch-off store would answer for a test's switch state.
+func testSwitch(state string) (switchoff.Scope, error) {
+	switch state {
+	case "journey":
+		return switchoff.ScopeJourney, nil
+	case "all":
+		return switchoff.ScopeAll, nil
+	case "unverified":
+		return switchoff.ScopeNone, fmt.Errorf("policy test: %w", switchoff.ErrUnverified)
+	}
+	return switchoff.ScopeNone, nil
 }
 
 // testConsent returns what the consent store would answer for a test's consent state. A given consent
