@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -103,7 +105,7 @@ func (s *Service) BreakGlass(ctx context.Context, caller Caller, req BreakGlassR
 	now := s.cfg.Now()
 	bundle := s.cfg.Policies()
 	o := outcome{agency: caller.Agency}
-	defer func() { s.m.recordBreakGlass(ctx, o, err) }()
+	defer func() { s.bgm.record(ctx, o, err) }()
 	if strings.TrimSpace(caller.Caseworker) == "" {
 		return nil, refusal.New(refusal.InvalidArgument, "a break-glass release must name the caseworker (the limit is per caseworker)").Because(auditv1.RefusalReason_REFUSAL_REASON_INVALID_REQUEST)
 	}
@@ -208,4 +210,41 @@ func (s *Service) breakGlass(ctx context.Context, b *policy.Bundle, c *cases.Cas
 		return nil, ref
 	}
 	return &BreakGlassResult{Result: *res, Remaining: remaining}, nil
+}
+
+// MetricBreakGlass counts break-glass requests by decision, reason, agency and journey.
+const MetricBreakGlass = "aperture.breakglass.decisions"
+
+// breakGlassMetrics are the break-glass path's metrics, apart from the release path's own.
+type breakGlassMetrics struct{ decisions metric.Int64Counter }
+
+func newBreakGlassMetrics(mp metric.MeterProvider) (*breakGlassMetrics, error) {
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	c, err := mp.Meter("github.com/aperture-gov/aperture/broker/release").Int64Counter(MetricBreakGlass, metric.WithUnit("{request}"),
+		metric.WithDescription("Break-glass (emergency) release requests by decision, refusal reason, agency and journey. Never a citizen, caseworker or value."))
+	return &breakGlassMetrics{decisions: c}, err
+}
+
+func (m *breakGlassMetrics) record(ctx context.Context, o outcome, err error) {
+	decision, reason := DecisionReleased, ""
+	if err != nil {
+		ref := refusal.As(err)
+		reason = ref.Kind.String()
+		if ref.Why != 0 {
+			reason = refusal.ErrorInfoReason(ref.Why)
+		}
+		switch ref.Kind {
+		case refusal.Unavailable, refusal.Internal:
+			decision = DecisionUnavailable
+		case refusal.InvalidArgument:
+			decision = DecisionInvalid
+		default:
+			decision = DecisionRefused
+		}
+	}
+	m.decisions.Add(ctx, 1, metric.WithAttributes(
+		attribute.String("decision", decision), attribute.String("reason", reason),
+		attribute.String("agency", o.agency), attribute.String("journey", o.journey)))
 }

@@ -17,8 +17,6 @@ import (
 const (
 	MetricDecisions = "aperture.release.decisions"
 	MetricStage     = "aperture.release.stage.duration"
-	// MetricBreakGlass counts break-glass requests by decision, reason, agency and journey.
-	MetricBreakGlass = "aperture.breakglass.decisions"
 )
 
 // Stages of the release path, the values of the "stage" attribute of MetricStage.
@@ -40,8 +38,7 @@ const (
 var stageBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
 
 type metrics struct {
-	decisions  metric.Int64Counter
-	breakGlass metric.Int64Counter
+	decisions metric.Int64Counter
 	stage     metric.Float64Histogram
 	stageAttr map[string]metric.MeasurementOption
 }
@@ -55,9 +52,6 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m := &metrics{stageAttr: map[string]metric.MeasurementOption{}}
 	m.decisions, e = meter.Int64Counter(MetricDecisions, metric.WithUnit("{request}"),
 		metric.WithDescription("Release requests by decision, refusal reason (aperture.audit.v1.RefusalReason, else the refusal kind), agency, journey and authority. Never a citizen or a value."))
-	err = errors.Join(err, e)
-	m.breakGlass, e = meter.Int64Counter(MetricBreakGlass, metric.WithUnit("{request}"),
-		metric.WithDescription("Break-glass (emergency) release requests by decision, refusal reason, agency and journey. Never a citizen, caseworker or value."))
 	err = errors.Join(err, e)
 	m.stage, e = meter.Float64Histogram(MetricStage, metric.WithUnit("s"),
 		metric.WithDescription("Time spent in each stage of the release path: decide, fetch, log_append."),
@@ -80,23 +74,7 @@ type outcome struct {
 }
 
 func (m *metrics) record(ctx context.Context, o outcome, err error) {
-	decision, reason := decisionOf(err)
-	m.decisions.Add(ctx, 1, metric.WithAttributes(
-		attribute.String("decision", decision), attribute.String("reason", reason),
-		attribute.String("agency", o.agency), attribute.String("journey", o.journey),
-		attribute.String("authority", o.authority)))
-}
-
-func (m *metrics) recordBreakGlass(ctx context.Context, o outcome, err error) {
-	decision, reason := decisionOf(err)
-	m.breakGlass.Add(ctx, 1, metric.WithAttributes(
-		attribute.String("decision", decision), attribute.String("reason", reason),
-		attribute.String("agency", o.agency), attribute.String("journey", o.journey)))
-}
-
-// decisionOf is the decision and bounded reason label of a request's outcome.
-func decisionOf(err error) (decision, reason string) {
-	decision = DecisionReleased
+	decision, reason := DecisionReleased, ""
 	if err != nil {
 		kind := refusal.Unavailable
 		var ref *refusal.Error
@@ -116,7 +94,10 @@ func decisionOf(err error) (decision, reason string) {
 			decision = DecisionRefused
 		}
 	}
-	return decision, reason
+	m.decisions.Add(ctx, 1, metric.WithAttributes(
+		attribute.String("decision", decision), attribute.String("reason", reason),
+		attribute.String("agency", o.agency), attribute.String("journey", o.journey),
+		attribute.String("authority", o.authority)))
 }
 
 // authorityLabel is the requested authority if the registry has it, else "other": the request's

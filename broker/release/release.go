@@ -107,6 +107,7 @@ type Config struct {
 type Service struct {
 	cfg Config
 	m   *metrics
+	bgm *breakGlassMetrics
 }
 
 // writable is what a Log may also offer: whether it takes writes now. A release it would refuse is
@@ -131,7 +132,11 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("release metrics: %w", err)
 	}
-	return &Service{cfg: cfg, m: m}, nil
+	bgm, err := newBreakGlassMetrics(cfg.Meter)
+	if err != nil {
+		return nil, fmt.Errorf("release metrics: %w", err)
+	}
+	return &Service{cfg: cfg, m: m, bgm: bgm}, nil
 }
 
 // Release decides, fetches, logs and answers. Every refusal that concerns an identified case is logged
