@@ -268,6 +268,9 @@ func TestBreakGlassEndToEnd(t *testing.T) {
 			wantCode(t, err, codes.NotFound)
 		}
 	}
+	// An auditor's certificate is not an agency's: no break-glass release.
+	_, err = brokerv1.NewBrokerServiceClient(ts.conn("auditor", "dpo")).BreakGlassRelease(cw("dpo-1"), req())
+	wantCode(t, err, codes.PermissionDenied)
 	// A journey without a break-glass rule: default deny, even for the same agency.
 	for _, other := range b.Journeys() {
 		if len(other.BreakGlass) > 0 || !slices.ContainsFunc(other.Steps, func(s *policy.Step) bool { return s.Agency == bg.Agency }) {
