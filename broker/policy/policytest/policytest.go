@@ -25,6 +25,7 @@
 package policytest
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -83,7 +84,7 @@ type Case struct {
 	// by Agency while the case is at Step.
 	BreakGlass *BreakGlass `yaml:"break_glass"`
 	Request    Request     `yaml:"request"`
-	Expect  Expect  `yaml:"expect"`
+	Expect     Expect      `yaml:"expect"`
 
 	line int
 }
@@ -145,6 +146,7 @@ func Run(fsys fs.FS, descs policy.Descriptors, now time.Time) ([]Result, error) 
 	}
 	var results []Result
 	cov := coverage{}
+	rights := rightsCoverage{}
 	fileOf := map[string]string{}
 	for _, name := range names {
 		tf, err := readFile(fsys, name)
@@ -159,6 +161,9 @@ func Run(fsys fs.FS, descs policy.Descriptors, now time.Time) ([]Result, error) 
 			r.Got, r.Problem = runCase(b, tf.Journey, tc, now)
 			r.Pass = r.Problem == ""
 			results = append(results, r)
+			if r.Pass {
+				rights.cover(tf.Journey, tc)
+			}
 		}
 		for _, fc := range tf.Facts {
 			at := now
@@ -174,7 +179,8 @@ func Run(fsys fs.FS, descs policy.Descriptors, now time.Time) ([]Result, error) 
 			results = append(results, r)
 		}
 	}
-	return append(results, cov.missing(b, fileOf)...), nil
+	results = append(results, cov.missing(b, fileOf)...)
+	return append(results, rights.missing(b, fileOf)...), nil
 }
 
 func readFile(fsys fs.FS, name string) (*file, error) {
@@ -356,4 +362,44 @@ func describeRelease(fields, facts []string) string {
 		return "nothing"
 	}
 	return strings.Join(parts, "; ")
+}
+
+// rightsCoverage records which switch-off and break-glass behaviour the passing tests show: for every
+// optional step, a test that the citizen's switch refuses it; for every break-glass rule, a test that
+// it releases and one that it refuses (a field or agency outside it).
+type rightsCoverage map[string]bool
+
+func (rc rightsCoverage) cover(journey string, tc Case) {
+	switch {
+	case tc.BreakGlass != nil && tc.Expect.Released != nil:
+		rc["bg-released/"+journey+"/"+tc.Agency] = true
+	case tc.BreakGlass != nil:
+		rc["bg-refused/"+journey] = true
+	case (tc.SwitchedOff == "journey" || tc.SwitchedOff == "all") && tc.Expect.Refused != nil:
+		rc["switch/"+journey+"/"+tc.Step] = true
+	}
+}
+
+func (rc rightsCoverage) missing(b *policy.Bundle, fileOf map[string]string) []Result {
+	var out []Result
+	for _, j := range b.Journeys() {
+		file := cmp.Or(fileOf[j.ID], "tests/"+j.ID+".yaml")
+		for _, s := range j.Steps {
+			if j.OptionalAt(s) != nil && !rc["switch/"+j.ID+"/"+s.ID] {
+				out = append(out, Result{File: file, Journey: j.ID, Name: "switch-off of optional step " + s.ID, Got: "no test",
+					Problem: fmt.Sprintf("a test at step %q with switched_off: journey (or all) that expects the release refused", s.ID)})
+			}
+		}
+		for _, bg := range j.BreakGlass {
+			if !rc["bg-released/"+j.ID+"/"+bg.Agency] {
+				out = append(out, Result{File: file, Journey: j.ID, Name: "break-glass rule for " + bg.Agency, Got: "no test",
+					Problem: fmt.Sprintf("a test with agency %s and break_glass: {reason_code: …} that expects what the rule releases", bg.Agency)})
+			}
+		}
+		if len(j.BreakGlass) > 0 && !rc["bg-refused/"+j.ID] {
+			out = append(out, Result{File: file, Journey: j.ID, Name: "break-glass refusals", Got: "no test",
+				Problem: "a break_glass test that expects a refusal (a field, reason code or agency outside the rules)"})
+		}
+	}
+	return out
 }
