@@ -99,3 +99,30 @@ func TestSwitchOffFailsClosed(t *testing.T) {
 		t.Errorf("after setting again: %q, %v", scope, err)
 	}
 }
+
+// BenchmarkOff is what a release at an optional step adds: the two reads (all journeys, the journey)
+// with their authentication.
+func BenchmarkOff(b *testing.B) {
+	ctx := context.Background()
+	js := natstest.JetStream(b)
+	s, err := switchoff.Open(ctx, js, switchoff.Options{Sealer: keystest.Sealer(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	if _, err := s.Set(ctx, "pnA", "", false, now); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.Set(ctx, "pnA", "j1", false, now); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct{ name, pn string }{{"set", "pnA"}, {"never-set", "pnB"}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := s.Off(ctx, c.pn, "j1"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
