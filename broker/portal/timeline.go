@@ -381,7 +381,8 @@ func (v *view) breakGlassItem(a *citizenv1.Access, it *accessItem) {
 		it.Review, it.ReviewOf, it.ReviewNote = true, bg.GetReviewedAccessId(), bg.GetReviewNote()
 		it.Did = v.T("entry.breakglass.review")
 		it.Items = []string{v.T("entry.breakglass.review." + strings.TrimPrefix(bg.GetOutcome().String(), "BREAK_GLASS_OUTCOME_"))}
-		it.Source, it.Law = "", ""
+		// Who, what and the outcome are the summary; the API's sentence would say it again.
+		it.Source, it.Law, it.Purpose = "", "", ""
 		if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
 			it.For = j
 		}
