@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/aperture-gov/aperture/broker/portal/portaltest"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 )
 
@@ -111,6 +113,22 @@ func TestPortalSwitchOffAndBreakGlass(t *testing.T) {
 		}
 		portaltest.Screenshot(t, ctx, "breakglass-timeline-"+lang)
 	}
+	// The auditor's review of it is shown too, with the note and a link to the access reviewed.
+	note := "Confirmed with the neonatal ward."
+	closed, err := ts.auditor().CloseBreakGlassReview(context.Background(), &auditv1.CloseBreakGlassReviewRequest{
+		AccessId: rel.GetAccessId(), Outcome: auditv1.BreakGlassOutcome_BREAK_GLASS_OUTCOME_NOT_JUSTIFIED, Note: note})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do("timeline with the review", chromedp.Navigate(base+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS("#"+closed.GetReview().GetClosureAccessId())))
+	review := section(closed.GetReview().GetClosureAccessId())
+	if !strings.Contains(review, note) || !strings.Contains(review, "not justified") || strings.Contains(review, "Question this access") {
+		t.Errorf("the review entry:\n%s", review)
+	}
+	if href := portaltest.Eval[string](t, ctx, `document.querySelector("#`+closed.GetReview().GetClosureAccessId()+` .entry__review a").getAttribute("href")`); href != "/#"+rel.GetAccessId() {
+		t.Errorf("the review links to %q, want the access reviewed", href)
+	}
+	portaltest.Screenshot(t, ctx, "breakglass-review-en")
 	if errs := portaltest.ConsoleErrors(ctx); len(errs) > 0 {
 		t.Errorf("console errors: %v", errs)
 	}
