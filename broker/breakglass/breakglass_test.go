@@ -69,6 +69,9 @@ func TestReviewClosesOnce(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	if rs, err := s.List(ctx, true); err != nil || len(rs) != 0 {
+		t.Fatalf("empty queue: %v, %v", rs, err)
+	}
 	if err := s.Queue(ctx, &breakglass.Review{AccessID: "acc_1", Time: now, Agency: "health", ReasonCode: "urgent", Justification: "j"}); err != nil {
 		t.Fatal(err)
 	}
