@@ -62,6 +62,8 @@ type Review struct {
 	ClosedAt        *time.Time                `json:"closed_at,omitempty"`
 	Note            string                    `json:"note,omitempty"`
 	ClosureAccessID string                    `json:"closure_access_id,omitempty"`
+	// ClaimedAt is set while an auditor's closure is being logged (see Close).
+	ClaimedAt *time.Time `json:"claimed_at,omitempty"`
 
 	// Unverified is set by List for a stored review that does not authenticate (only AccessID is set).
 	Unverified bool `json:"-"`
@@ -224,8 +226,15 @@ func (s *Store) List(ctx context.Context, includeClosed bool) ([]*Review, error)
 	return out, nil
 }
 
-// Close records the auditor's outcome. log is called with the closed review before it is stored, to
-// append the closure to the access log (and set ClosureAccessID); when it fails nothing is stored.
+// claimFor is how long a claim on a review (an auditor closing it) keeps other auditors out. A claim
+// older than that was left by a broker that stopped mid-close and may be taken over.
+const claimFor = time.Minute
+
+// Close records the auditor's outcome. The review is first claimed with a compare-and-set, so that of
+// two auditors closing it at once exactly one goes on (the other gets ErrClosed); then log is called
+// with the closed review, to append the closure to the access log (and set ClosureAccessID); only then
+// is the review stored closed. When log fails the claim is released and nothing is closed: a closed
+// review is always in the log, and in the log once.
 func (s *Store) Close(ctx context.Context, accessID, auditor string, outcome auditv1.BreakGlassOutcome, note string, now time.Time, log func(*Review) error) (*Review, error) {
 	r, err := s.Get(ctx, accessID)
 	if err != nil {
@@ -234,15 +243,30 @@ func (s *Store) Close(ctx context.Context, accessID, auditor string, outcome aud
 	if r.Closed() {
 		return r, ErrClosed
 	}
+	if r.ClaimedAt != nil && now.Sub(*r.ClaimedAt) < claimFor {
+		return nil, fmt.Errorf("%w (another auditor is closing it)", ErrClosed)
+	}
+	open := *r
+	k := reviewKey(accessID)
+	r.ClaimedAt = &now
+	claimed, err := s.codec.Write(ctx, s.kv, k, r.revision, r)
+	if sealedkv.IsConflict(err) {
+		return nil, fmt.Errorf("%w (by another auditor at the same time)", ErrClosed)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("close break-glass review: %w", err)
+	}
 	r.Outcome, r.Auditor, r.ClosedAt, r.Note = outcome, auditor, &now, note
 	if err := log(r); err != nil {
+		open.ClaimedAt = nil
+		if _, rerr := s.codec.Write(ctx, s.kv, k, claimed, &open); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("release the claim (it lapses after %s): %w", claimFor, rerr))
+		}
 		return nil, err
 	}
-	if _, err := s.codec.Write(ctx, s.kv, reviewKey(accessID), r.revision, r); err != nil {
-		if sealedkv.IsConflict(err) {
-			return nil, fmt.Errorf("%w (by another auditor at the same time)", ErrClosed)
-		}
-		return nil, fmt.Errorf("close break-glass review: %w", err)
+	r.ClaimedAt = nil
+	if r.revision, err = s.codec.Write(ctx, s.kv, k, claimed, r); err != nil {
+		return nil, fmt.Errorf("the closure is logged as %s but the review could not be stored closed: %w", r.ClosureAccessID, err)
 	}
 	return r, nil
 }

@@ -107,3 +107,46 @@ func TestReviewClosesOnce(t *testing.T) {
 		t.Errorf("closed review not listed with include closed")
 	}
 }
+
+// TestConcurrentCloseLogsOnce: auditors closing one review at the same time: one closes it and logs
+// the closure, the others get ErrClosed and log nothing.
+func TestConcurrentCloseLogsOnce(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	if err := s.Queue(ctx, &breakglass.Review{AccessID: "acc_1", Time: now}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	logged, closed, refused := 0, 0, 0
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			_, err := s.Close(ctx, "acc_1", "dpo", auditv1.BreakGlassOutcome_BREAK_GLASS_OUTCOME_JUSTIFIED, "n", now, func(r *breakglass.Review) error {
+				mu.Lock()
+				defer mu.Unlock()
+				logged++
+				r.ClosureAccessID = "acc_2"
+				return nil
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				closed++
+			case errors.Is(err, breakglass.ErrClosed):
+				refused++
+			default:
+				t.Errorf("close: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if logged != 1 || closed != 1 || refused != 5 {
+		t.Fatalf("logged %d, closed %d, refused %d; want 1, 1, 5", logged, closed, refused)
+	}
+	r, err := s.Get(ctx, "acc_1")
+	if err != nil || !r.Closed() || r.ClaimedAt != nil || r.ClosureAccessID != "acc_2" {
+		t.Fatalf("stored: %+v, %v", r, err)
+	}
+}
