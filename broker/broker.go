@@ -30,6 +30,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
 	"github.com/aperture-gov/aperture/broker/authorities"
+	"github.com/aperture-gov/aperture/broker/breakglass"
 	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/citizen"
 	"github.com/aperture-gov/aperture/broker/consent"
@@ -41,6 +42,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/questions"
 	"github.com/aperture-gov/aperture/broker/release"
 	"github.com/aperture-gov/aperture/broker/server"
+	"github.com/aperture-gov/aperture/broker/switchoff"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	"github.com/aperture-gov/aperture/broker/tlog/tlogweb"
 	"github.com/aperture-gov/aperture/broker/witness"
@@ -197,6 +199,10 @@ type Broker struct {
 	events    *cases.Relay
 	Consent   *consent.Store
 	Questions *questions.Store
+	// Switches are the citizens' switch-offs of optional steps; BreakGlass the break-glass review queue
+	// and per-caseworker use counts.
+	Switches   *switchoff.Store
+	BreakGlass *breakglass.Store
 
 	// The citizen API, when Deps.Citizens is set.
 	citizenSvc    *citizen.Service
@@ -269,6 +275,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		return nil, err
 	}
 	if b.Questions, err = questions.Open(ctx, js, questions.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "questions")}); err != nil {
+		return nil, err
+	}
+	if b.Switches, err = switchoff.Open(ctx, js, switchoff.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "switchoff")}); err != nil {
+		return nil, err
+	}
+	if b.BreakGlass, err = breakglass.Open(ctx, js, breakglass.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "breakglass")}); err != nil {
 		return nil, err
 	}
 
@@ -491,7 +503,7 @@ func (b *Broker) buildServer() error {
 	rel, err := release.New(release.Config{
 		Policies: policies, Cases: b.Cases, Consents: b.Consent, Log: b.access, Authorities: b.pool,
 		Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now, Logger: b.log.With("component", "release"),
-		Meter: b.deps.Meter,
+		Meter: b.deps.Meter, Switches: b.Switches, BreakGlass: b.BreakGlass,
 	})
 	if err != nil {
 		return err
@@ -513,6 +525,7 @@ func (b *Broker) buildServer() error {
 	if b.cosigner != nil {
 		audit.WithCosigned(b.cosigner)
 	}
+	audit.WithBreakGlass(b.BreakGlass, b.deps.Now, b.observe.reviewClosed)
 	auditv1.RegisterAuditServiceServer(b.grpc, audit)
 	b.health = health.NewServer()
 	healthpb.RegisterHealthServer(b.grpc, b.health)
@@ -528,7 +541,7 @@ func (b *Broker) buildCitizenServer(policies func() *policy.Bundle) error {
 	svc, err := citizen.New(citizen.Config{
 		Policies: policies, Log: b.access, Cases: b.Cases, Consents: b.Consent, Authorities: b.pool,
 		Questions: b.Questions, Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now,
-		Logger: b.log.With("component", "citizen"),
+		Logger: b.log.With("component", "citizen"), Switches: b.Switches,
 	}.WithProofs(b.tree, b.cosigner))
 	if err != nil {
 		return err

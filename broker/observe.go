@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
@@ -39,6 +40,11 @@ const (
 	MetricWitnessRefusals = "aperture.witness.refusals"
 	MetricWitnessDown     = "aperture.witness.unavailable"
 	MetricWitnessLatency  = "aperture.witness.latency"
+	// MetricReviewsClosed counts break-glass reviews auditors closed, by outcome.
+	MetricReviewsClosed = "aperture.breakglass.reviews.closed"
+	// MetricUnverified counts reads of a stored switch-off or break-glass record that did not
+	// authenticate (each refused what it would have allowed), by store.
+	MetricUnverified = "aperture.store.unverified"
 )
 
 // Health check names (in /readyz, the logs and aperture_health_check).
@@ -55,6 +61,18 @@ type observers struct {
 	stop   context.CancelFunc
 	done   chan struct{}
 	idxLag atomic.Uint64 // latest index lag, written by the access stream's health check
+	// Break-glass reviews closed since start, by outcome.
+	justified, notJustified atomic.Uint64
+}
+
+// reviewClosed counts a closed break-glass review.
+func (o *observers) reviewClosed(_ context.Context, outcome auditv1.BreakGlassOutcome) {
+	switch outcome {
+	case auditv1.BreakGlassOutcome_BREAK_GLASS_OUTCOME_JUSTIFIED:
+		o.justified.Add(1)
+	case auditv1.BreakGlassOutcome_BREAK_GLASS_OUTCOME_NOT_JUSTIFIED:
+		o.notJustified.Add(1)
+	}
 }
 
 // serverTelemetry are the gRPC server options that trace and measure every call (otelgrpc).
@@ -267,10 +285,12 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 	wRefusals := counter(MetricWitnessRefusals, "Witness refusals (each raises the transparency alarm).")
 	wDown := counter(MetricWitnessDown, "Witness submissions that did not reach the witness.")
 	wLatency := fgauge(MetricWitnessLatency, "From a new checkpoint to storing it cosigned, in the last round that reached the quorum.")
+	reviews := counter(MetricReviewsClosed, "Break-glass reviews closed by auditors, by outcome (justified, not_justified).")
+	unverified := counter(MetricUnverified, "Reads of a stored switch-off or break-glass record that did not authenticate, by store; each refused.")
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	observables := []metric.Observable{natsUp, reconnects, idxLag, roundAge, cpAge, size, leader, wRounds, wCosigned, wRefusals, wDown, wLatency}
+	observables := []metric.Observable{natsUp, reconnects, idxLag, roundAge, cpAge, size, leader, wRounds, wCosigned, wRefusals, wDown, wLatency, reviews, unverified}
 	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		up := int64(0)
 		if b.nc.Status() == nats.CONNECTED {
@@ -279,6 +299,14 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 		o.ObserveInt64(natsUp, up)
 		o.ObserveInt64(reconnects, int64(b.nc.Stats().Reconnects))
 		o.ObserveInt64(idxLag, int64(b.observe.idxLag.Load()))
+		o.ObserveInt64(reviews, int64(b.observe.justified.Load()), metric.WithAttributes(attribute.String("outcome", "justified")))
+		o.ObserveInt64(reviews, int64(b.observe.notJustified.Load()), metric.WithAttributes(attribute.String("outcome", "not_justified")))
+		if b.Switches != nil {
+			o.ObserveInt64(unverified, int64(b.Switches.Unauthentic()), metric.WithAttributes(attribute.String("store", "switchoffs")))
+		}
+		if b.BreakGlass != nil {
+			o.ObserveInt64(unverified, int64(b.BreakGlass.Unauthentic()), metric.WithAttributes(attribute.String("store", "breakglass")))
+		}
 		if b.integr != nil {
 			p := b.integr.Progress()
 			lead := int64(0)

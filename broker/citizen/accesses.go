@@ -269,6 +269,9 @@ func (n names) access(rec *auditv1.AccessRecord) *citizenv1.Access {
 		}
 		a.Facts = append(a.Facts, f)
 	}
+	if rec.GetBreakGlass() != nil {
+		n.breakGlassAccess(a, rec, j)
+	}
 	if rec.GetHiddenUntil() != nil {
 		a.HiddenUntil = rec.GetHiddenUntil()
 		a.HiddenReason = &citizenv1.Text{En: rec.GetHiddenReason()}

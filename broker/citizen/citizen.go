@@ -92,6 +92,8 @@ type Config struct {
 	// them that call is Unavailable.
 	Tree      LogTree
 	Witnessed Witnessed
+	// Switches keeps the citizens' switch-offs; without it ListSwitches and SetSwitch are Unavailable.
+	Switches Switches
 }
 
 // Service implements citizenv1.CitizenServiceServer. Its methods expect the citizen in the context

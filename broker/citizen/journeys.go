@@ -33,15 +33,22 @@ func (s *Service) ListJourneys(ctx context.Context, _ *citizenv1.ListJourneysReq
 }
 
 // GetDataPath implements CitizenService. The policy is public: the data path, covert steps included,
-// is the same for every citizen.
+// is the same for every citizen; only whether the caller switched its optional steps off is theirs.
 func (s *Service) GetDataPath(ctx context.Context, req *citizenv1.GetDataPathRequest) (*citizenv1.GetDataPathResponse, error) {
-	if _, err := citizenOf(ctx); err != nil {
+	c, err := citizenOf(ctx)
+	if err != nil {
 		return nil, err
 	}
 	b := s.cfg.Policies()
 	j, ok := b.Journey(req.GetJourney())
 	if !ok {
 		return nil, refusal.New(refusal.NotFound, "there is no journey %q", req.GetJourney())
+	}
+	off := false
+	if j.HasOptional() {
+		if off, err = s.switchedOff(ctx, c, j.ID); err != nil {
+			return nil, err
+		}
 	}
 	n := names{b}
 	resp := &citizenv1.GetDataPathResponse{
@@ -50,7 +57,11 @@ func (s *Service) GetDataPath(ctx context.Context, req *citizenv1.GetDataPathReq
 		PolicyVersion: b.Version,
 	}
 	for i, st := range j.Steps {
-		resp.Steps = append(resp.Steps, n.dataPathStep(st, i))
+		ps := n.dataPathStep(st, i)
+		if o := j.OptionalAt(st); o != nil {
+			ps.Optional, ps.OptionalWhy, ps.SwitchedOff = true, text(o.Why), off
+		}
+		resp.Steps = append(resp.Steps, ps)
 	}
 	return resp, nil
 }

@@ -13,6 +13,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 
 	"buf.build/go/protovalidate"
 	"cel.dev/cel-go/cel"
@@ -205,12 +206,33 @@ func (l *loader) journey(f file) *Journey {
 		return nil
 	}
 	j := &Journey{ID: pb.GetId(), Title: text(pb.GetTitle()), Description: text(pb.GetDescription()), File: f.name}
+	if o := pb.GetOptional(); o != nil {
+		j.Optional = &Optional{Why: text(o.GetWhy())}
+	}
 	if want := strings.TrimSuffix(path.Base(f.name), ".yaml"); pb.GetId() != want {
 		src.at([]any{"id"}, "journey id %q does not match the file name: want %q", pb.GetId(), want)
 	}
 	stepAt := map[string]int{}
 	for i, sp := range pb.GetSteps() {
 		j.Steps = append(j.Steps, l.step(src, j.ID, i, sp, stepAt))
+	}
+	if j.Optional != nil {
+		for i, s := range j.Steps {
+			if s.Covert != nil {
+				src.at([]any{"steps", i, "covert"}, "journey %q is optional and step %q is covert: switching the journey off would stop an investigation, and the switch would reveal it; make the step mandatory in a journey of its own", j.ID, s.ID)
+			}
+		}
+	}
+	agencyAt := map[string]int{}
+	for i, bp := range pb.GetBreakGlass() {
+		if bg := l.breakGlass(src, j.ID, i, bp); bg != nil {
+			if first, dup := agencyAt[bg.Agency]; dup {
+				src.at([]any{"break_glass", i, "agency"}, "agency %q has two break-glass rules (first at line %d): merge them", bg.Agency, src.node("break_glass", first, "agency").Line)
+				continue
+			}
+			agencyAt[bg.Agency] = i
+			j.BreakGlass = append(j.BreakGlass, bg)
+		}
 	}
 	if len(*l.findings) > before {
 		return nil
@@ -251,6 +273,12 @@ func (l *loader) step(src *source, journey string, i int, sp *policyv1.Step, ste
 			src.at(p("covert"), "step %q is covert and requires consent: asking the citizen would reveal it; drop one of the two", s.ID)
 		}
 	}
+	if o := sp.GetOptional(); o != nil {
+		s.Optional = &Optional{Why: text(o.GetWhy())}
+		if s.Covert != nil {
+			src.at(p("optional"), "step %q is covert and optional: switching it off would stop an investigation, and the switch would reveal it; drop one of the two", s.ID)
+		}
+	}
 	ruleAt := map[string]int{}
 	for k, rp := range sp.GetReleases() {
 		if r := l.rule(src, p("releases", k), rp); r != nil {
@@ -265,6 +293,53 @@ func (l *loader) step(src *source, journey string, i int, sp *policyv1.Step, ste
 		}
 	}
 	return s
+}
+
+// breakGlass checks one break-glass rule of journey; it returns nil when it has findings.
+func (l *loader) breakGlass(src *source, journey string, i int, bp *policyv1.BreakGlass) *BreakGlass {
+	before := len(*l.findings)
+	p := func(rest ...any) []any { return append([]any{"break_glass", i}, rest...) }
+	bg := &BreakGlass{
+		Agency: bp.GetAgency(), Purpose: text(bp.GetPurpose()), LegalBasis: bp.GetLegalBasis(),
+		Limit: int(bp.GetMaxPerCaseworker()), Window: time.Duration(bp.GetWindowHours()) * time.Hour,
+	}
+	if _, ok := l.reg.Agency(bg.Agency); !ok && bg.Agency != "" {
+		ids := make([]string, len(l.reg.Agencies))
+		for k, a := range l.reg.Agencies {
+			ids[k] = a.ID
+		}
+		src.at(p("agency"), "agency %q is not in the registry%s", bg.Agency, didYouMean(bg.Agency, ids))
+	}
+	codeAt := map[string]int{}
+	for k, rp := range bp.GetReasons() {
+		if first, dup := codeAt[rp.GetCode()]; dup {
+			src.at(p("reasons", k, "code"), "reason code %q is used twice (first at line %d)", rp.GetCode(), src.node(p("reasons", first, "code")...).Line)
+			continue
+		}
+		codeAt[rp.GetCode()] = k
+		bg.Reasons = append(bg.Reasons, &BreakGlassReason{Code: rp.GetCode(), Title: text(rp.GetTitle())})
+	}
+	ruleAt := map[string]int{}
+	for k, rp := range bp.GetReleases() {
+		r := l.rule(src, p("releases", k), rp)
+		if r == nil {
+			continue
+		}
+		key := r.Authority + "." + r.Dataset
+		if first, dup := ruleAt[key]; dup {
+			src.at(p("releases", k, "dataset"), "dataset %s has two break-glass rules for agency %q (first at line %d): merge them",
+				key, bg.Agency, src.node(p("releases", first, "dataset")...).Line)
+			continue
+		}
+		ruleAt[key] = k
+		bg.Rules = append(bg.Rules, r)
+	}
+	if len(*l.findings) > before {
+		return nil
+	}
+	bg.step = &Step{ID: BreakGlassStep, Title: Text{EN: "Break-glass", DA: "Nødadgang"}, Agency: bg.Agency,
+		Purpose: bg.Purpose, LegalBasis: bg.LegalBasis, Rules: bg.Rules, journey: journey}
+	return bg
 }
 
 // checkFactType reports a fact whose declared type is missing, incomplete or not what its expression

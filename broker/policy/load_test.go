@@ -299,6 +299,47 @@ func TestJourneyFindings(t *testing.T) {
 			want: `steps[0].covert.max_days: must be greater than or equal to 1 and less than or equal to 366`,
 		},
 		{
+			name: "covert step that is optional",
+			yaml: header + step + "    covert: {reason: {en: R.}, max_days: 30}\n    optional: {why: {en: W.}} " + marker + "\n",
+			want: `step "one" is covert and optional`,
+		},
+		{
+			name: "optional journey with a covert step",
+			yaml: strings.Replace(header, "steps:\n", "optional: {why: {en: W.}}\nsteps:\n", 1) + step + "    covert: {reason: {en: R.}, max_days: 30} " + marker + "\n",
+			want: `journey "fixture" is optional and step "one" is covert`,
+		},
+		{
+			name: "optional step without a reason",
+			yaml: header + step + "    optional: {} " + marker + "\n",
+			want: `steps[0].optional.why: value is required`,
+		},
+		{
+			name: "break-glass for an unknown agency",
+			yaml: header + step + breakGlass("agency: helth "+marker, ""),
+			want: `agency "helth" is not in the registry (did you mean "health"?)`,
+			at:   "helth",
+		},
+		{
+			name: "break-glass field outside the schema",
+			yaml: header + step + breakGlass("agency: health", "fields: [name, adress] "+marker),
+			want: `field path "adress": no field "adress"`,
+		},
+		{
+			name: "break-glass without a limit",
+			yaml: header + step + strings.Replace(breakGlass("agency: health "+marker, ""), "    max_per_caseworker: 3\n", "", 1),
+			want: `break_glass[0].max_per_caseworker: must be greater than or equal to 1`,
+		},
+		{
+			name: "two break-glass rules for one agency",
+			yaml: header + step + breakGlass("agency: health", "") + strings.TrimPrefix(breakGlass("agency: health "+marker, ""), "break_glass:\n"),
+			want: `agency "health" has two break-glass rules (first at line`,
+		},
+		{
+			name: "break-glass reason code used twice",
+			yaml: header + step + strings.Replace(breakGlass("agency: health", ""), "      - code: urgent\n", "      - code: urgent\n        title: {en: U.}\n      - code: urgent "+marker+"\n", 1),
+			want: `reason code "urgent" is used twice`,
+		},
+		{
 			name: "rule releases nothing",
 			yaml: header + step + "      - dataset: tax.income " + marker + "\n",
 			want: `the rule for tax.income releases nothing: list fields or derived facts, or remove it`,
@@ -540,4 +581,25 @@ func TestVersion(t *testing.T) {
 	if a, b := loadReal(t).Version, loadReal(t).Version; a != b {
 		t.Errorf("real policies: versions %s and %s", a, b)
 	}
+}
+
+// breakGlass is a valid break-glass rule with agency (a YAML "agency: …" line) and, when fields is
+// set, that "fields: […]" line instead of the default.
+func breakGlass(agency, fields string) string {
+	if fields == "" {
+		fields = "fields: [name]"
+	}
+	return `break_glass:
+  - ` + agency + `
+    purpose: {en: An emergency.}
+    legal_basis: Testloven § 2
+    reasons:
+      - code: urgent
+        title: {en: Urgent.}
+    releases:
+      - dataset: population.person
+        ` + fields + `
+    max_per_caseworker: 3
+    window_hours: 24
+`
 }

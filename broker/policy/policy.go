@@ -144,6 +144,83 @@ type Journey struct {
 	Steps              []*Step
 	// File is the policy file the journey was loaded from, e.g. "journeys/sickness-benefit.yaml".
 	File string
+	// Optional is set when the whole journey is optional: the citizen may switch it off.
+	Optional *Optional
+	// BreakGlass are the emergency releases the journey allows, at most one rule per agency.
+	BreakGlass []*BreakGlass
+}
+
+// OptionalAt is why step s of the journey may be switched off by the citizen (the step's own reason,
+// else the journey's), or nil when the step is mandatory.
+func (j *Journey) OptionalAt(s *Step) *Optional {
+	if s != nil && s.Optional != nil {
+		return s.Optional
+	}
+	return j.Optional
+}
+
+// HasOptional reports whether the citizen can switch anything off in the journey.
+func (j *Journey) HasOptional() bool {
+	return j.Optional != nil || slices.ContainsFunc(j.Steps, func(s *Step) bool { return s.Optional != nil })
+}
+
+// BreakGlassFor returns the journey's break-glass rule for agency.
+func (j *Journey) BreakGlassFor(agency string) (*BreakGlass, bool) {
+	i := slices.IndexFunc(j.BreakGlass, func(bg *BreakGlass) bool { return bg.Agency == agency })
+	if i < 0 {
+		return nil, false
+	}
+	return j.BreakGlass[i], true
+}
+
+// Optional says a journey or step may be switched off by the citizen, and what that means.
+type Optional struct {
+	// Why is what the citizen loses by switching it off.
+	Why Text
+}
+
+// BreakGlass lets one agency release what its rules name from a case of the journey in an emergency,
+// whatever the case's current step.
+type BreakGlass struct {
+	Agency     string
+	Purpose    Text
+	LegalBasis string
+	Reasons    []*BreakGlassReason
+	Rules      []*Rule
+	// Limit is how many break-glass releases one caseworker may make within Window.
+	Limit  int
+	Window time.Duration
+
+	// step carries the rules for Check, named "break-glass" in refusals.
+	step *Step
+}
+
+// BreakGlassStep is the step name refusals and access records use for a break-glass release.
+const BreakGlassStep = "break-glass"
+
+// Reason returns the rule's reason with the code.
+func (bg *BreakGlass) Reason(code string) (*BreakGlassReason, bool) {
+	i := slices.IndexFunc(bg.Reasons, func(r *BreakGlassReason) bool { return r.Code == code })
+	if i < 0 {
+		return nil, false
+	}
+	return bg.Reasons[i], true
+}
+
+// Check decides a break-glass request against the rule exactly as [Step.Check] decides one at a step:
+// every field and fact asked for must be named by the rule, nothing is trimmed.
+func (bg *BreakGlass) Check(authority, dataset string, fields, derived []string) (Grant, error) {
+	return bg.step.Check(authority, dataset, fields, derived)
+}
+
+// Step is the rule as a step (id "break-glass", the rule's agency, purpose, legal basis and releases),
+// for the code that fetches and logs a grant at a step.
+func (bg *BreakGlass) Step() *Step { return bg.step }
+
+// BreakGlassReason is one emergency a break-glass rule is for.
+type BreakGlassReason struct {
+	Code  string
+	Title Text
 }
 
 // Step returns the step with the given id and its index in the journey.
@@ -170,6 +247,8 @@ type Step struct {
 	Consent *Consent
 	// Covert is nil unless the step's accesses are kept from the citizen for a while.
 	Covert *Covert
+	// Optional is set when the citizen may switch this step off (see also Journey.Optional).
+	Optional *Optional
 
 	// journey is the id of the journey the step belongs to, for messages.
 	journey string

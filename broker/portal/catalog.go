@@ -54,6 +54,9 @@ func (p *Portal) catalog(r *http.Request, v *view) (*catalog, error) {
 		}
 		c.paths[id] = dp
 		for _, s := range dp.GetSteps() {
+			// The one thing in a data path that is the citizen's own: the catalog is shared, so it
+			// keeps the policy only (the journey page asks for the citizen's path itself).
+			s.SwitchedOff = false
 			if s.GetConsentRequired() {
 				c.consentable = append(c.consentable, consentStep{Journey: dp.GetJourney(), Step: s})
 			}

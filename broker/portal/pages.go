@@ -151,6 +151,10 @@ type pathStep struct {
 	DefaultDays, MaxDays int32
 	CovertReason         string
 	CovertDays           int32
+	// Optional: the citizen may switch the step off (OptionalWhy says what that means); SwitchedOff:
+	// they have, or their choice cannot be verified.
+	Optional, SwitchedOff bool
+	OptionalWhy           string
 }
 
 type pathRelease struct {
@@ -173,6 +177,9 @@ func (v *view) pathStep(journeyID string, s *citizenv1.DataPathStep) pathStep {
 		MaxDays:         s.GetConsentMaxDays(),
 		CovertReason:    v.Tx(s.GetCovertReason()),
 		CovertDays:      s.GetCovertMaxDays(),
+		Optional:        s.GetOptional(),
+		SwitchedOff:     s.GetSwitchedOff(),
+		OptionalWhy:     v.Tx(s.GetOptionalWhy()),
 	}
 	if ps.Title == "" {
 		ps.Title = ps.StepID

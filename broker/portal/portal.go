@@ -154,6 +154,8 @@ func New(cfg Config) (*Portal, error) {
 //	GET  /cases, /cases/{id}               my cases, one case
 //	GET  /journeys, /journeys/{id}         journeys, the data path of one journey
 //	GET  /consents                         my consents and the steps that ask for consent
+//	GET  /switches                         what I can switch off (and what the law requires), my switches
+//	POST /switches                         switch a journey's optional steps (journey=, or all) off or on (off=1|0)
 //	GET  /consents/{journey}/{step}        preview of a consent (?days=)
 //	POST /consents/{journey}/{step}/grant  give consent (days)
 //	POST /consents/{journey}/{step}/revoke withdraw consent
@@ -180,6 +182,8 @@ func (p *Portal) Routes(mux *http.ServeMux) {
 	page("GET /consents/{journey}/{step}", p.consentPreview)
 	page("POST /consents/{journey}/{step}/grant", p.consentGrant)
 	page("POST /consents/{journey}/{step}/revoke", p.consentRevoke)
+	page("GET /switches", p.switches)
+	page("POST /switches", p.setSwitch)
 	page("GET /data", p.myData)
 	page("GET /data/{authority}/{dataset}", p.myDataset)
 	page("GET /questions", p.questions)

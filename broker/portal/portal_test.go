@@ -596,6 +596,11 @@ func TestEveryRefusalReasonIsWorded(t *testing.T) {
 		if en == da {
 			t.Errorf("%v: the Danish sentence is the English one: %q", why, da)
 		}
+		// The public report names the same reasons as a short label.
+		key := "report.reason." + strings.TrimPrefix(why.String(), "REFUSAL_REASON_")
+		if _, ok := messages[key]; !ok {
+			t.Errorf("%v: no report label %s", why, key)
+		}
 		if why != auditv1.RefusalReason_REFUSAL_REASON_UNSPECIFIED && en == (&view{Lang: "en"}).refusal(&citizenv1.Access{Decision: auditv1.Decision_DECISION_REFUSED}) {
 			t.Errorf("%v has no sentence of its own: %q", why, en)
 		}

@@ -23,6 +23,9 @@ var funcs = template.FuncMap{
 	"node":       func(v *view, n recordNode) nodeData { return nodeData{V: v, N: n} },
 	"humanField": humanField,
 	"add":        func(a, b int) int { return a + b },
+	"switchForm": func(v *view, journey, title string, s switchState) switchFormData {
+		return switchFormData{V: v, Journey: journey, Title: title, S: s}
+	},
 }
 
 // parseTemplates parses every page in templates/pages with the layout and the partials.

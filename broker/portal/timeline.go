@@ -68,7 +68,16 @@ type accessItem struct {
 	HiddenReason string
 	Violations   []string
 	Announce     string // one plain sentence for screen readers when the entry appears live
+	// BreakGlass is set for an emergency release outside the case's steps; Review for an auditor's
+	// review of one (ReviewOf is the reviewed access, ReviewNote the auditor's note).
+	BreakGlass           *breakGlassItem
+	Review               bool
+	ReviewOf, ReviewNote string
 }
+
+// breakGlassItem is what the citizen is told about an emergency access: the emergency, in the policy's
+// words, and the caseworker's own explanation.
+type breakGlassItem struct{ Reason, Justification string }
 
 type entryData struct {
 	V *view
@@ -161,6 +170,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	for _, f := range a.GetViolations() {
 		it.Violations = append(it.Violations, humanField(f))
 	}
+	v.breakGlassItem(a, &it)
 	who := it.Who
 	if it.Self {
 		who = v.T("entry.you")
@@ -359,4 +369,24 @@ func (v *view) refusal(a *citizenv1.Access) string {
 		return v.T(key, humanField(subject))
 	}
 	return v.T(key)
+}
+
+// breakGlassItem words an emergency access, or an auditor's review of one.
+func (v *view) breakGlassItem(a *citizenv1.Access, it *accessItem) {
+	bg := a.GetBreakGlass()
+	if bg == nil {
+		return
+	}
+	if a.GetKind() == auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW {
+		it.Review, it.ReviewOf, it.ReviewNote = true, bg.GetReviewedAccessId(), bg.GetReviewNote()
+		it.Did = v.T("entry.breakglass.review")
+		it.Items = []string{v.T("entry.breakglass.review." + strings.TrimPrefix(bg.GetOutcome().String(), "BREAK_GLASS_OUTCOME_"))}
+		// Who, what and the outcome are the summary; the API's sentence would say it again.
+		it.Source, it.Law, it.Purpose = "", "", ""
+		if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
+			it.For = j
+		}
+		return
+	}
+	it.BreakGlass = &breakGlassItem{Reason: v.Tx(a.GetBreakGlassReason()), Justification: bg.GetJustification()}
 }

@@ -31,9 +31,11 @@ const (
 	Unauthenticated
 	// Aborted: a concurrent change won (e.g. two replicas advancing the same step); retry.
 	Aborted
+	// ResourceExhausted: a limit the policy sets was reached (break-glass uses per caseworker).
+	ResourceExhausted
 )
 
-var kindNames = [...]string{"Internal", "PermissionDenied", "FailedPrecondition", "NotFound", "InvalidArgument", "Unavailable", "Unauthenticated", "Aborted"}
+var kindNames = [...]string{"Internal", "PermissionDenied", "FailedPrecondition", "NotFound", "InvalidArgument", "Unavailable", "Unauthenticated", "Aborted", "ResourceExhausted"}
 
 // Kinds are all the kinds there are, so that a table meant to cover each (the edge's gRPC codes) can be
 // checked to.

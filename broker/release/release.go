@@ -95,12 +95,19 @@ type Config struct {
 	FetchTimeout time.Duration // default 5s
 	// Meter records the release path's metrics (aperture_release_*); nil records none.
 	Meter metric.MeterProvider
+	// Switches reads the citizens' switch-offs of optional steps; nil refuses every optional step
+	// (fail closed: the citizen's choice cannot be read).
+	Switches Switches
+	// BreakGlass keeps the break-glass review queue and use counts; nil refuses every break-glass
+	// release.
+	BreakGlass BreakGlassStore
 }
 
 // Service runs the release path.
 type Service struct {
 	cfg Config
 	m   *metrics
+	bgm *breakGlassMetrics
 }
 
 // writable is what a Log may also offer: whether it takes writes now. A release it would refuse is
@@ -125,7 +132,11 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("release metrics: %w", err)
 	}
-	return &Service{cfg: cfg, m: m}, nil
+	bgm, err := newBreakGlassMetrics(cfg.Meter)
+	if err != nil {
+		return nil, fmt.Errorf("release metrics: %w", err)
+	}
+	return &Service{cfg: cfg, m: m, bgm: bgm}, nil
 }
 
 // Release decides, fetches, logs and answers. Every refusal that concerns an identified case is logged
@@ -232,6 +243,11 @@ func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases
 	rec.Derived = make([]string, len(d.Grant.Derived))
 	for i, f := range d.Grant.Derived {
 		rec.Derived[i] = f.Name
+	}
+	if d.Journey.OptionalAt(d.Step) != nil {
+		if ref := s.switchedOff(ctx, rec.CitizenPseudonym, d.Journey.ID, d.Step.ID); ref != nil {
+			return nil, ref
+		}
 	}
 	if d.NeedsConsent {
 		cn, err := s.cfg.Consents.Get(ctx, rec.CitizenPseudonym, d.Journey.ID, d.Step.ID)

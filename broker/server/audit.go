@@ -52,6 +52,9 @@ type Audit struct {
 	pseudonyms keys.Pseudonymizer
 	logger     *slog.Logger
 	cosigned   CosignedSource // nil without witnesses
+	reviews    Reviews        // nil without a break-glass review queue
+	now        func() time.Time
+	onClose    func(context.Context, auditv1.BreakGlassOutcome)
 }
 
 // NewAudit returns the AuditService implementation.

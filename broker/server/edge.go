@@ -238,6 +238,7 @@ var codeOf = map[refusal.Kind]codes.Code{
 	refusal.Unavailable:        codes.Unavailable,
 	refusal.Unauthenticated:    codes.Unauthenticated,
 	refusal.Aborted:            codes.Aborted,
+	refusal.ResourceExhausted:  codes.ResourceExhausted,
 }
 
 // Code is the gRPC code of a refusal kind. A kind without one is a bug and answers Internal: a

@@ -41,6 +41,7 @@ func TestCodeOfEveryKind(t *testing.T) {
 		refusal.Unavailable:        codes.Unavailable,
 		refusal.Unauthenticated:    codes.Unauthenticated,
 		refusal.Aborted:            codes.Aborted,
+		refusal.ResourceExhausted:  codes.ResourceExhausted,
 	}
 	for _, k := range refusal.Kinds() {
 		t.Run(k.String(), func(t *testing.T) {

@@ -33,6 +33,10 @@ const auditUsage = `usage:
   aperture audit prove ACCESS_ID [--vkey FILE] [--trusted-checkpoint FILE] [--json]
                         fetch, print and verify the inclusion proof of one access record, and that the
                         log extends the checkpoint trusted before
+  aperture audit review list [--all] [--json]
+                        the break-glass (emergency) releases waiting for an auditor's review
+  aperture audit review close ACCESS_ID --outcome justified|not-justified --note TEXT
+                        close one review; the outcome is written to the citizen's access log
 
 Both keep the newest checkpoint they accepted in the trusted-checkpoint file (default: one per log
 origin under the user's config directory) and from then on fail on a log that does not extend it.`
@@ -46,6 +50,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAuditVerify(ctx, args[1:], stdout, stderr)
 	case "prove":
 		return runAuditProve(ctx, args[1:], stdout, stderr)
+	case "review":
+		return runAuditReview(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprintln(stdout, auditUsage)
 		return nil

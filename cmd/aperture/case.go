@@ -25,6 +25,9 @@ const caseUsage = `Usage:
   aperture case list [--current]
   aperture case explain CASE_ID
   aperture case release CASE_ID AUTHORITY.DATASET [--fields PATH,…] [--derived NAME,…]
+  aperture case break-glass CASE_ID AUTHORITY.DATASET --reason-code CODE --justification TEXT [--fields PATH,…]
+                        emergency release outside the current step, where the journey's policy has a
+                        break-glass rule for the agency: flagged, shown to the citizen at once, reviewed
   aperture case complete CASE_ID [STEP]
   aperture case close CASE_ID --reason TEXT
   aperture case questions [--open]
@@ -53,12 +56,14 @@ func runCase(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		reason  = fs.String("reason", "", "why the case is closed (close)")
 		open    = fs.Bool("open", false, "only questions not answered yet (questions)")
 		text    = fs.String("text", "", "the answer, in plain words the citizen understands (answer)")
+		code    = fs.String("reason-code", "", "one of the break-glass rule's reason codes (break-glass)")
+		justify = fs.String("justification", "", "why the emergency needs the data now; the citizen reads it (break-glass)")
 	)
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
 	}
-	want := map[string][2]int{"open": {0, 0}, "show": {1, 1}, "list": {0, 0}, "explain": {1, 1}, "release": {2, 2}, "complete": {1, 2}, "close": {1, 1}, "questions": {0, 0}, "answer": {1, 1}}
+	want := map[string][2]int{"open": {0, 0}, "show": {1, 1}, "list": {0, 0}, "explain": {1, 1}, "release": {2, 2}, "complete": {1, 2}, "close": {1, 1}, "questions": {0, 0}, "answer": {1, 1}, "break-glass": {2, 2}}
 	n, ok := want[sub]
 	if !ok {
 		return usagef("unknown subcommand %q\n%s", sub, caseUsage)
@@ -94,6 +99,16 @@ func runCase(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return usagef("dataset must be AUTHORITY.DATASET, e.g. population.person")
 		}
 		resp, err = client.Release(ctx, &brokerv1.ReleaseRequest{CaseId: pos[0], Authority: auth, Dataset: ds, Fields: splitList(*fields), Derived: splitList(*derived)})
+	case "break-glass":
+		auth, ds, ok := strings.Cut(pos[1], ".")
+		if !ok {
+			return usagef("dataset must be AUTHORITY.DATASET, e.g. population.person")
+		}
+		if *code == "" || strings.TrimSpace(*justify) == "" {
+			return usagef("break-glass needs --reason-code and --justification")
+		}
+		resp, err = client.BreakGlassRelease(ctx, &brokerv1.BreakGlassReleaseRequest{CaseId: pos[0], Authority: auth, Dataset: ds,
+			Fields: splitList(*fields), Derived: splitList(*derived), ReasonCode: *code, Justification: *justify})
 	case "complete":
 		step := ""
 		if len(pos) == 2 {
@@ -140,6 +155,10 @@ func runCase(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		printExplain(stdout, r)
 	case *brokerv1.ReleaseResponse:
 		return printRelease(stdout, r)
+	case *brokerv1.BreakGlassReleaseResponse:
+		fmt.Fprintf(stdout, "BREAK-GLASS release: the citizen sees it now, and an auditor must review it; %d more allowed for you in the rule's window\n", r.GetRemaining())
+		return printRelease(stdout, &brokerv1.ReleaseResponse{AccessId: r.GetAccessId(), Record: r.GetRecord(), Derived: r.GetDerived(),
+			Fields: r.GetFields(), Step: "break-glass", Purpose: r.GetPurpose(), LegalBasis: r.GetLegalBasis()})
 	case *brokerv1.ListQuestionsResponse:
 		printQuestions(stdout, r.GetQuestions())
 	case *brokerv1.AnswerQuestionResponse:

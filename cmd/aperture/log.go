@@ -74,6 +74,9 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if len(r.GetViolations()) > 0 {
 			decision += " " + note("authority over-shared (stripped): "+strings.Join(r.GetViolations(), ", "))
 		}
+		if bg := r.GetBreakGlass(); bg != nil && r.GetKind() == auditv1.AccessKind_ACCESS_KIND_CASEWORKER {
+			decision += " BREAK-GLASS " + note("break-glass ("+bg.GetReasonCode()+"): "+bg.GetJustification())
+		}
 		if r.GetHiddenUntil() != nil {
 			decision += " COVERT " + note("covert: kept from the citizen until "+ts(r.GetHiddenUntil())+" at the latest")
 		}
@@ -84,6 +87,10 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			data = "(case read)"
 		case auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ:
 			data = "(access log read)"
+		case auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW:
+			bg := r.GetBreakGlass()
+			decision = "REVIEWED " + outcomeWord(bg.GetOutcome()) + " " + note("review of break-glass "+bg.GetReviewedAccessId()+": "+bg.GetReviewNote())
+			data = "(break-glass review)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s/%s\t%s\n", ts(r.GetTime()), decision, r.GetAgency(), r.GetCaseworker(),
 			data, r.GetJourney(), r.GetStep(), strings.Join(what, ", "))

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/aperture-gov/aperture/broker/policy"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -237,6 +239,62 @@ func TestPolicyExplainDiff(t *testing.T) {
 	}
 	if out := aperture(t, 0, "policy", "explain", "--diff", "--format", "markdown", old, dir); !strings.Contains(out, "| **newly disclosed** | `moving-house/update-tax-municipality` | `tax` | `population.person` | field `address.street` |") {
 		t.Fatalf("markdown diff:\n%s", out)
+	}
+}
+
+// TestPolicyExplainBreakGlassAndOptional: explain shows whether each step can be switched off and the
+// journeys' break-glass rules; a field added to a break-glass rule is a new disclosure in the diff.
+func TestPolicyExplainBreakGlassAndOptional(t *testing.T) {
+	old := filepath.Join("..", "..", "policies")
+	b, err := loadPolicyTree(os.DirFS(old), newCatalogDescriptors())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j *policy.Journey
+	for _, c := range b.Journeys() {
+		if len(c.BreakGlass) > 0 {
+			j = c
+		}
+	}
+	if j == nil {
+		t.Skip("no journey has a break-glass rule")
+	}
+	bg := j.BreakGlass[0]
+	out := aperture(t, 0, "policy", "explain", "--dir", old, j.ID)
+	for _, w := range []string{"BREAK-GLASS for " + bg.Agency, bg.LegalBasis, bg.Reasons[0].Code, "optional     no: mandatory"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("explain lacks %q:\n%s", w, out)
+		}
+	}
+	dir := copyPolicies(t)
+	file := filepath.Join(dir, j.File)
+	r := bg.Rules[0]
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Append a field to the break-glass rule's field list (the last "fields:" list of the file).
+	i := strings.LastIndex(string(data), "        fields:\n")
+	if i < 0 {
+		t.Fatal("no block fields list in the break-glass rule")
+	}
+	added := ""
+	for k := range r.Message.Fields().Len() {
+		if f := string(r.Message.Fields().Get(k).Name()); !slices.ContainsFunc(r.Fields, func(p string) bool { return p == f || strings.HasPrefix(p, f+".") }) {
+			added = f
+			break
+		}
+	}
+	if added == "" {
+		t.Skip("the break-glass rule releases every field of its dataset")
+	}
+	edited := string(data[:i]) + "        fields:\n          - " + added + "\n" + string(data[i+len("        fields:\n"):])
+	if err := os.WriteFile(file, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := "+ " + j.ID + "/break-glass → " + bg.Agency + ": " + r.Authority + "." + r.Dataset + " field " + added + "\n1 newly disclosed, 0 withdrawn\n"
+	if out := aperture(t, 0, "policy", "explain", "--diff", old, dir); out != want {
+		t.Fatalf("diff printed:\n%s\nwant:\n%s", out, want)
 	}
 }
 

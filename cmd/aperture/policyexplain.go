@@ -26,6 +26,20 @@ type explainedJourney struct {
 	Description string          `json:"description"`
 	File        string          `json:"file"`
 	Steps       []explainedStep `json:"steps"`
+	// Optional is set when the citizen may switch the whole journey off: what that means.
+	Optional   string                `json:"optional,omitempty"`
+	BreakGlass []explainedBreakGlass `json:"break_glass,omitempty"`
+}
+
+// explainedBreakGlass is one emergency release rule: who, why, under which law, what, how often.
+type explainedBreakGlass struct {
+	Agency      string             `json:"agency"`
+	Purpose     string             `json:"purpose"`
+	LegalBasis  string             `json:"legal_basis"`
+	Reasons     []string           `json:"reasons"`
+	Releases    []explainedRelease `json:"releases"`
+	Limit       int                `json:"max_per_caseworker"`
+	WindowHours int                `json:"window_hours"`
 }
 
 type explainedStep struct {
@@ -39,6 +53,9 @@ type explainedStep struct {
 	Consent    *explainedConsent  `json:"consent,omitempty"`
 	Covert     *explainedCovert   `json:"covert,omitempty"`
 	Releases   []explainedRelease `json:"releases"`
+	// Optional is set when the citizen may switch the step off: what that means. A step without it
+	// is mandatory, by its legal basis.
+	Optional string `json:"optional,omitempty"`
 }
 
 type explainedConsent struct {
@@ -103,17 +120,37 @@ func explainJourney(b *policy.Bundle, j *policy.Journey) explainedJourney {
 		if s.Covert != nil {
 			es.Covert = &explainedCovert{Reason: s.Covert.Reason.EN, MaxDays: s.Covert.MaxDays}
 		}
-		for _, r := range s.Rules {
-			er := explainedRelease{Dataset: r.Authority + "." + r.Dataset, Fields: append([]string{}, r.Fields...)}
-			if a, ok := b.Registry.Authority(r.Authority); ok {
-				er.AuthorityName = a.Name.EN
-			}
-			for _, d := range r.Derived {
-				er.Derived = append(er.Derived, explainFact(d))
-			}
-			es.Releases = append(es.Releases, er)
+		if o := j.OptionalAt(s); o != nil {
+			es.Optional = o.Why.EN
 		}
+		es.Releases = explainRules(b, s.Rules)
 		out.Steps = append(out.Steps, es)
+	}
+	if j.Optional != nil {
+		out.Optional = j.Optional.Why.EN
+	}
+	for _, bg := range j.BreakGlass {
+		eb := explainedBreakGlass{Agency: bg.Agency, Purpose: bg.Purpose.EN, LegalBasis: bg.LegalBasis,
+			Releases: explainRules(b, bg.Rules), Limit: bg.Limit, WindowHours: int(bg.Window.Hours())}
+		for _, r := range bg.Reasons {
+			eb.Reasons = append(eb.Reasons, r.Code+" ("+r.Title.EN+")")
+		}
+		out.BreakGlass = append(out.BreakGlass, eb)
+	}
+	return out
+}
+
+func explainRules(b *policy.Bundle, rules []*policy.Rule) []explainedRelease {
+	out := []explainedRelease{}
+	for _, r := range rules {
+		er := explainedRelease{Dataset: r.Authority + "." + r.Dataset, Fields: append([]string{}, r.Fields...)}
+		if a, ok := b.Registry.Authority(r.Authority); ok {
+			er.AuthorityName = a.Name.EN
+		}
+		for _, d := range r.Derived {
+			er.Derived = append(er.Derived, explainFact(d))
+		}
+		out = append(out, er)
 	}
 	return out
 }
@@ -126,6 +163,11 @@ func writeExplainText(w io.Writer, j explainedJourney) {
 		fmt.Fprintf(w, "   purpose      %s\n", wrap(s.Purpose, "                ", 100))
 		fmt.Fprintf(w, "   legal basis  %s\n", s.LegalBasis)
 		fmt.Fprintf(w, "   consent      %s\n", consentText(s.Consent))
+		if s.Optional != "" {
+			fmt.Fprintf(w, "   optional     the citizen may switch it off: %s\n", wrap(s.Optional, "                ", 100))
+		} else {
+			fmt.Fprintf(w, "   optional     no: mandatory by its legal basis\n")
+		}
 		if s.Covert != nil {
 			fmt.Fprintf(w, "   covert       accesses hidden from the citizen for up to %d days, then shown with:\n                %s\n", s.Covert.MaxDays, wrap(s.Covert.Reason, "                ", 100))
 		}
@@ -153,6 +195,23 @@ func writeExplainText(w io.Writer, j explainedJourney) {
 			}
 		}
 	}
+	writeBreakGlassText(w, j)
+}
+
+// writeBreakGlassText lists the journey's emergency release rules after its steps.
+func writeBreakGlassText(w io.Writer, j explainedJourney) {
+	for _, bg := range j.BreakGlass {
+		fmt.Fprintf(w, "\nBREAK-GLASS for %s: outside the current step, at most %d per caseworker in %d hours\n", bg.Agency, bg.Limit, bg.WindowHours)
+		fmt.Fprintf(w, "   purpose      %s\n", wrap(bg.Purpose, "                ", 100))
+		fmt.Fprintf(w, "   legal basis  %s\n", bg.LegalBasis)
+		fmt.Fprintf(w, "   reasons      %s\n", strings.Join(bg.Reasons, "; "))
+		for _, r := range bg.Releases {
+			fmt.Fprintf(w, "   releases     %s (%s): %s\n", r.Dataset, r.AuthorityName, strings.Join(r.Fields, ", "))
+			for _, d := range r.Derived {
+				fmt.Fprintf(w, "                fact %s: %s\n", d.Name, d.Description)
+			}
+		}
+	}
 }
 
 func writeExplainMarkdown(w io.Writer, j explainedJourney) {
@@ -163,6 +222,9 @@ func writeExplainMarkdown(w io.Writer, j explainedJourney) {
 			s.Agency, mdCell(s.AgencyName), s.Role, mdCell(s.Purpose), mdCell(s.LegalBasis), consentText(s.Consent))
 		if s.Covert != nil {
 			fmt.Fprintf(w, "Covert: accesses are hidden from the citizen for up to %d days, then shown with this reason: %s\n\n", s.Covert.MaxDays, mdCell(s.Covert.Reason))
+		}
+		if s.Optional != "" {
+			fmt.Fprintf(w, "Optional: the citizen may switch it off. %s\n\n", mdCell(s.Optional))
 		}
 		if len(s.Releases) == 0 {
 			fmt.Fprintf(w, "Releases nothing.\n")
@@ -183,6 +245,13 @@ func writeExplainMarkdown(w io.Writer, j explainedJourney) {
 				items = append(items, item)
 			}
 			fmt.Fprintf(w, "| `%s` (%s) | %s |\n", r.Dataset, mdCell(r.AuthorityName), strings.Join(items, "<br>"))
+		}
+	}
+	for _, bg := range j.BreakGlass {
+		fmt.Fprintf(w, "\n## Break-glass: `%s`\n\nOutside the current step, at most %d per caseworker in %d hours; flagged, shown to the citizen at once, reviewed by an auditor.\n\n", bg.Agency, bg.Limit, bg.WindowHours)
+		fmt.Fprintf(w, "| | |\n|---|---|\n| purpose | %s |\n| legal basis | %s |\n| reasons | %s |\n", mdCell(bg.Purpose), mdCell(bg.LegalBasis), mdCell(strings.Join(bg.Reasons, "; ")))
+		for _, r := range bg.Releases {
+			fmt.Fprintf(w, "| `%s` | %s |\n", r.Dataset, mdCell(strings.Join(r.Fields, ", ")))
 		}
 	}
 }
@@ -274,6 +343,23 @@ func disclosures(b *policy.Bundle) map[string][]disclosure {
 			for _, r := range s.Rules {
 				key := strings.Join([]string{j.ID, s.ID, s.Agency, r.Authority + "." + r.Dataset}, "\x00")
 				base := disclosure{Journey: j.ID, Step: s.ID, Agency: s.Agency, Dataset: r.Authority + "." + r.Dataset}
+				for _, f := range r.Fields {
+					d := base
+					d.Field = f
+					out[key] = append(out[key], d)
+				}
+				for _, f := range r.Derived {
+					d := base
+					d.Fact, d.Expression, d.Type = f.Name, f.Expression, f.Type.String()
+					out[key] = append(out[key], d)
+				}
+			}
+		}
+		// A break-glass rule discloses too: a new one, or a new field in one, is a new disclosure.
+		for _, bg := range j.BreakGlass {
+			for _, r := range bg.Rules {
+				key := strings.Join([]string{j.ID, policy.BreakGlassStep, bg.Agency, r.Authority + "." + r.Dataset}, "\x00")
+				base := disclosure{Journey: j.ID, Step: policy.BreakGlassStep, Agency: bg.Agency, Dataset: r.Authority + "." + r.Dataset}
 				for _, f := range r.Fields {
 					d := base
 					d.Field = f

@@ -50,6 +50,8 @@ type portalServer struct {
 	reports string
 	// meter, if set before mountPortal, records the portal's metrics.
 	meter metric.MeterProvider
+	// issuer is the development OpenID provider, when mounted (tests mint citizens' tokens with it).
+	issuer *devissuer.Issuer
 }
 
 func listenPortal(addr string, logger *slog.Logger) (*portalServer, error) {
@@ -84,6 +86,7 @@ func (p *portalServer) mountDevIssuer(pop *demo.Population, now func() time.Time
 		return citizenauth.Config{}, err
 	}
 	p.mux.Handle(iss.MountPath(), iss.Handler())
+	p.issuer = iss
 	// The development issuer is served over plain http on the portal's loopback address.
 	return citizenauth.Config{Issuer: iss.IssuerURL(), ClientID: devClientID, RedirectURL: p.base + "/auth/callback", InsecureLoopbackIssuer: true}, nil
 }

@@ -25,6 +25,7 @@
 package policytest
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -37,7 +38,9 @@ import (
 	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/consent"
 	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/broker/release"
+	"github.com/aperture-gov/aperture/broker/switchoff"
 	"github.com/aperture-gov/aperture/services/kit/fieldmask"
 )
 
@@ -72,11 +75,24 @@ type Case struct {
 	Step   string `yaml:"step"`
 	Agency string `yaml:"agency"`
 	// Consent is the citizen's consent to the step: none (default), given, revoked or expired.
-	Consent string  `yaml:"consent"`
-	Request Request `yaml:"request"`
-	Expect  Expect  `yaml:"expect"`
+	Consent string `yaml:"consent"`
+	// SwitchedOff is the citizen's switch for the journey's optional steps: on (default), journey
+	// (switched off for this journey), all (for all journeys) or unverified (a stored switch that does
+	// not authenticate).
+	SwitchedOff string `yaml:"switched_off"`
+	// BreakGlass, when set, makes the request an emergency release (BrokerService.BreakGlassRelease)
+	// by Agency while the case is at Step.
+	BreakGlass *BreakGlass `yaml:"break_glass"`
+	Request    Request     `yaml:"request"`
+	Expect     Expect      `yaml:"expect"`
 
 	line int
+}
+
+// BreakGlass is what an emergency release names besides the data.
+type BreakGlass struct {
+	ReasonCode    string `yaml:"reason_code"`
+	Justification string `yaml:"justification"`
 }
 
 type Request struct {
@@ -130,6 +146,7 @@ func Run(fsys fs.FS, descs policy.Descriptors, now time.Time) ([]Result, error) 
 	}
 	var results []Result
 	cov := coverage{}
+	rights := rightsCoverage{}
 	fileOf := map[string]string{}
 	for _, name := range names {
 		tf, err := readFile(fsys, name)
@@ -144,6 +161,9 @@ func Run(fsys fs.FS, descs policy.Descriptors, now time.Time) ([]Result, error) 
 			r.Got, r.Problem = runCase(b, tf.Journey, tc, now)
 			r.Pass = r.Problem == ""
 			results = append(results, r)
+			if r.Pass {
+				rights.cover(tf.Journey, tc)
+			}
 		}
 		for _, fc := range tf.Facts {
 			at := now
@@ -159,7 +179,8 @@ func Run(fsys fs.FS, descs policy.Descriptors, now time.Time) ([]Result, error) 
 			results = append(results, r)
 		}
 	}
-	return append(results, cov.missing(b, fileOf)...), nil
+	results = append(results, cov.missing(b, fileOf)...)
+	return append(results, rights.missing(b, fileOf)...), nil
 }
 
 func readFile(fsys fs.FS, name string) (*file, error) {
@@ -204,6 +225,12 @@ func readFile(fsys fs.FS, name string) (*file, error) {
 		if !slices.Contains([]string{"", "none", "given", "revoked", "expired"}, tc.Consent) {
 			return nil, fmt.Errorf("%s:%d: consent %q: want none, given, revoked or expired", name, tc.line, tc.Consent)
 		}
+		if !slices.Contains([]string{"", "on", "journey", "all", "unverified"}, tc.SwitchedOff) {
+			return nil, fmt.Errorf("%s:%d: switched_off %q: want on, journey, all or unverified", name, tc.line, tc.SwitchedOff)
+		}
+		if tc.BreakGlass != nil && tc.BreakGlass.ReasonCode == "" {
+			return nil, fmt.Errorf("%s:%d: break_glass needs a reason_code", name, tc.line)
+		}
 	}
 	for _, fc := range tf.Facts {
 		if fc.Name == "" || fc.Fact == "" || fc.Want.Kind == 0 {
@@ -234,10 +261,31 @@ func runCase(b *policy.Bundle, journey string, tc Case, now time.Time) (got, pro
 	}
 	authority, dataset, _ := strings.Cut(tc.Request.Dataset, ".")
 	req := release.Request{CaseID: c.ID, Authority: authority, Dataset: dataset, Fields: tc.Request.Fields, Derived: tc.Request.Derived}
-	d, ref := release.Decide(b, c, tc.Agency, req)
-	if ref == nil && d.NeedsConsent {
-		cn, err := testConsent(tc.Consent, journey, d.Step, now)
-		ref = release.ConsentRefusal(cn, err, journey, d.Step, now)
+	var grant policy.Grant
+	var ref *refusal.Error
+	if tc.BreakGlass != nil {
+		justification := tc.BreakGlass.Justification
+		if justification == "" {
+			justification = "policy test: an emergency that needs the data now"
+		}
+		var d release.BreakGlassDecision
+		d, ref = release.DecideBreakGlass(b, c, tc.Agency, release.BreakGlassRequest{
+			CaseID: c.ID, Authority: authority, Dataset: dataset, Fields: tc.Request.Fields, Derived: tc.Request.Derived,
+			ReasonCode: tc.BreakGlass.ReasonCode, Justification: justification,
+		})
+		grant = d.Grant
+	} else {
+		var d release.Decision
+		d, ref = release.Decide(b, c, tc.Agency, req)
+		if ref == nil && d.Journey.OptionalAt(d.Step) != nil {
+			scope, err := testSwitch(tc.SwitchedOff)
+			ref = release.SwitchRefusal(scope, err, journey, d.Step.ID)
+		}
+		if ref == nil && d.NeedsConsent {
+			cn, err := testConsent(tc.Consent, journey, d.Step, now)
+			ref = release.ConsentRefusal(cn, err, journey, d.Step, now)
+		}
+		grant = d.Grant
 	}
 	if ref != nil {
 		got = fmt.Sprintf("refused (%s): %s", ref.Kind, ref.Reason)
@@ -253,19 +301,32 @@ func runCase(b *policy.Bundle, journey string, tc Case, now time.Time) (got, pro
 		return got, ""
 	}
 	var facts []string
-	for _, f := range d.Grant.Derived {
+	for _, f := range grant.Derived {
 		facts = append(facts, f.Name)
 	}
-	got = "released " + describeRelease(d.Grant.Fields, facts)
+	got = "released " + describeRelease(grant.Fields, facts)
 	want := tc.Expect.Released
 	if want == nil {
 		return got, fmt.Sprintf("refused (%s)", tc.Expect.Refused.Code)
 	}
 	wantFacts := slices.Sorted(slices.Values(want.Derived))
-	if !slices.Equal(d.Grant.Fields, fieldmask.Normalize(want.Fields)) || !slices.Equal(slices.Sorted(slices.Values(facts)), wantFacts) {
+	if !slices.Equal(grant.Fields, fieldmask.Normalize(want.Fields)) || !slices.Equal(slices.Sorted(slices.Values(facts)), wantFacts) {
 		return got, "released " + describeRelease(fieldmask.Normalize(want.Fields), wantFacts)
 	}
 	return got, ""
+}
+
+// testSwitch returns what the switch-off store would answer for a test's switch state.
+func testSwitch(state string) (switchoff.Scope, error) {
+	switch state {
+	case "journey":
+		return switchoff.ScopeJourney, nil
+	case "all":
+		return switchoff.ScopeAll, nil
+	case "unverified":
+		return switchoff.ScopeNone, fmt.Errorf("policy test: %w", switchoff.ErrUnverified)
+	}
+	return switchoff.ScopeNone, nil
 }
 
 // testConsent returns what the consent store would answer for a test's consent state. A given consent
@@ -301,4 +362,44 @@ func describeRelease(fields, facts []string) string {
 		return "nothing"
 	}
 	return strings.Join(parts, "; ")
+}
+
+// rightsCoverage records which switch-off and break-glass behaviour the passing tests show: for every
+// optional step, a test that the citizen's switch refuses it; for every break-glass rule, a test that
+// it releases and one that it refuses (a field or agency outside it).
+type rightsCoverage map[string]bool
+
+func (rc rightsCoverage) cover(journey string, tc Case) {
+	switch {
+	case tc.BreakGlass != nil && tc.Expect.Released != nil:
+		rc["bg-released/"+journey+"/"+tc.Agency] = true
+	case tc.BreakGlass != nil:
+		rc["bg-refused/"+journey] = true
+	case (tc.SwitchedOff == "journey" || tc.SwitchedOff == "all") && tc.Expect.Refused != nil:
+		rc["switch/"+journey+"/"+tc.Step] = true
+	}
+}
+
+func (rc rightsCoverage) missing(b *policy.Bundle, fileOf map[string]string) []Result {
+	var out []Result
+	for _, j := range b.Journeys() {
+		file := cmp.Or(fileOf[j.ID], "tests/"+j.ID+".yaml")
+		for _, s := range j.Steps {
+			if j.OptionalAt(s) != nil && !rc["switch/"+j.ID+"/"+s.ID] {
+				out = append(out, Result{File: file, Journey: j.ID, Name: "switch-off of optional step " + s.ID, Got: "no test",
+					Problem: fmt.Sprintf("a test at step %q with switched_off: journey (or all) that expects the release refused", s.ID)})
+			}
+		}
+		for _, bg := range j.BreakGlass {
+			if !rc["bg-released/"+j.ID+"/"+bg.Agency] {
+				out = append(out, Result{File: file, Journey: j.ID, Name: "break-glass rule for " + bg.Agency, Got: "no test",
+					Problem: fmt.Sprintf("a test with agency %s and break_glass: {reason_code: …} that expects what the rule releases", bg.Agency)})
+			}
+		}
+		if len(j.BreakGlass) > 0 && !rc["bg-refused/"+j.ID] {
+			out = append(out, Result{File: file, Journey: j.ID, Name: "break-glass refusals", Got: "no test",
+				Problem: "a break_glass test that expects a refusal (a field, reason code or agency outside the rules)"})
+		}
+	}
+	return out
 }

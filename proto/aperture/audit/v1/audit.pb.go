@@ -125,6 +125,18 @@ const (
 	RefusalReason_REFUSAL_REASON_INVALID_REQUEST RefusalReason = 17
 	// The caller's certificate or token names no agency (or citizen) the broker knows.
 	RefusalReason_REFUSAL_REASON_UNAUTHENTICATED RefusalReason = 18
+	// The step (or its whole journey) is optional and the citizen switched it off, for this journey or
+	// for all journeys (metadata: journey, step, scope "journey" or "all").
+	RefusalReason_REFUSAL_REASON_SWITCHED_OFF RefusalReason = 19
+	// The step is optional and the citizen's switch-off choice could not be verified (the stored record
+	// does not authenticate); fail closed: nothing was released (metadata: journey, step).
+	RefusalReason_REFUSAL_REASON_SWITCH_UNVERIFIED RefusalReason = 20
+	// A break-glass release that no break-glass rule of the case's journey allows for the agency, reason
+	// code or data asked (metadata: journey, agency, dataset, field, fact, reason_code).
+	RefusalReason_REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED RefusalReason = 21
+	// The caseworker has used break-glass as often as the rule allows in its window (metadata: journey,
+	// agency, limit, window_hours).
+	RefusalReason_REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED RefusalReason = 22
 )
 
 // Enum value maps for RefusalReason.
@@ -149,27 +161,35 @@ var (
 		16: "REFUSAL_REASON_LOG_UNAVAILABLE",
 		17: "REFUSAL_REASON_INVALID_REQUEST",
 		18: "REFUSAL_REASON_UNAUTHENTICATED",
+		19: "REFUSAL_REASON_SWITCHED_OFF",
+		20: "REFUSAL_REASON_SWITCH_UNVERIFIED",
+		21: "REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED",
+		22: "REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED",
 	}
 	RefusalReason_value = map[string]int32{
-		"REFUSAL_REASON_UNSPECIFIED":           0,
-		"REFUSAL_REASON_FIELD_NOT_RELEASED":    1,
-		"REFUSAL_REASON_FACT_NOT_RELEASED":     2,
-		"REFUSAL_REASON_DATASET_NOT_RELEASED":  3,
-		"REFUSAL_REASON_STEP_NOT_CURRENT":      4,
-		"REFUSAL_REASON_NOT_A_PARTICIPANT":     5,
-		"REFUSAL_REASON_CASE_CLOSED":           6,
-		"REFUSAL_REASON_CASE_NOT_FOUND":        7,
-		"REFUSAL_REASON_CONSENT_MISSING":       8,
-		"REFUSAL_REASON_CONSENT_REVOKED":       9,
-		"REFUSAL_REASON_CONSENT_EXPIRED":       10,
-		"REFUSAL_REASON_POLICY_CHANGED":        11,
-		"REFUSAL_REASON_INVALID_FIELD_PATH":    12,
-		"REFUSAL_REASON_HIDING_NOT_ALLOWED":    13,
-		"REFUSAL_REASON_RECORD_NOT_FOUND":      14,
-		"REFUSAL_REASON_AUTHORITY_UNAVAILABLE": 15,
-		"REFUSAL_REASON_LOG_UNAVAILABLE":       16,
-		"REFUSAL_REASON_INVALID_REQUEST":       17,
-		"REFUSAL_REASON_UNAUTHENTICATED":       18,
+		"REFUSAL_REASON_UNSPECIFIED":              0,
+		"REFUSAL_REASON_FIELD_NOT_RELEASED":       1,
+		"REFUSAL_REASON_FACT_NOT_RELEASED":        2,
+		"REFUSAL_REASON_DATASET_NOT_RELEASED":     3,
+		"REFUSAL_REASON_STEP_NOT_CURRENT":         4,
+		"REFUSAL_REASON_NOT_A_PARTICIPANT":        5,
+		"REFUSAL_REASON_CASE_CLOSED":              6,
+		"REFUSAL_REASON_CASE_NOT_FOUND":           7,
+		"REFUSAL_REASON_CONSENT_MISSING":          8,
+		"REFUSAL_REASON_CONSENT_REVOKED":          9,
+		"REFUSAL_REASON_CONSENT_EXPIRED":          10,
+		"REFUSAL_REASON_POLICY_CHANGED":           11,
+		"REFUSAL_REASON_INVALID_FIELD_PATH":       12,
+		"REFUSAL_REASON_HIDING_NOT_ALLOWED":       13,
+		"REFUSAL_REASON_RECORD_NOT_FOUND":         14,
+		"REFUSAL_REASON_AUTHORITY_UNAVAILABLE":    15,
+		"REFUSAL_REASON_LOG_UNAVAILABLE":          16,
+		"REFUSAL_REASON_INVALID_REQUEST":          17,
+		"REFUSAL_REASON_UNAUTHENTICATED":          18,
+		"REFUSAL_REASON_SWITCHED_OFF":             19,
+		"REFUSAL_REASON_SWITCH_UNVERIFIED":        20,
+		"REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED":  21,
+		"REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED": 22,
 	}
 )
 
@@ -216,6 +236,9 @@ const (
 	// (AuditService.ListAccessRecords). agency holds the auditor's id. Logged once per call, before the
 	// answer; the records listed are not logged again one by one.
 	AccessKind_ACCESS_KIND_AUDITOR_READ AccessKind = 4
+	// An auditor closed the review of a break-glass access: agency holds the auditor's id, case_id and
+	// journey the reviewed access's, break_glass the reviewed access id and the outcome. No data.
+	AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW AccessKind = 5
 )
 
 // Enum value maps for AccessKind.
@@ -226,13 +249,15 @@ var (
 		2: "ACCESS_KIND_CITIZEN_SELF",
 		3: "ACCESS_KIND_CASE_READ",
 		4: "ACCESS_KIND_AUDITOR_READ",
+		5: "ACCESS_KIND_BREAK_GLASS_REVIEW",
 	}
 	AccessKind_value = map[string]int32{
-		"ACCESS_KIND_UNSPECIFIED":  0,
-		"ACCESS_KIND_CASEWORKER":   1,
-		"ACCESS_KIND_CITIZEN_SELF": 2,
-		"ACCESS_KIND_CASE_READ":    3,
-		"ACCESS_KIND_AUDITOR_READ": 4,
+		"ACCESS_KIND_UNSPECIFIED":        0,
+		"ACCESS_KIND_CASEWORKER":         1,
+		"ACCESS_KIND_CITIZEN_SELF":       2,
+		"ACCESS_KIND_CASE_READ":          3,
+		"ACCESS_KIND_AUDITOR_READ":       4,
+		"ACCESS_KIND_BREAK_GLASS_REVIEW": 5,
 	}
 )
 
@@ -261,6 +286,140 @@ func (x AccessKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use AccessKind.Descriptor instead.
 func (AccessKind) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+// BreakGlassOutcome is an auditor's conclusion on a break-glass access.
+type BreakGlassOutcome int32
+
+const (
+	BreakGlassOutcome_BREAK_GLASS_OUTCOME_UNSPECIFIED BreakGlassOutcome = 0
+	// The emergency and the data released were justified.
+	BreakGlassOutcome_BREAK_GLASS_OUTCOME_JUSTIFIED BreakGlassOutcome = 1
+	// Not justified: the agency is told, and the citizen sees the outcome.
+	BreakGlassOutcome_BREAK_GLASS_OUTCOME_NOT_JUSTIFIED BreakGlassOutcome = 2
+)
+
+// Enum value maps for BreakGlassOutcome.
+var (
+	BreakGlassOutcome_name = map[int32]string{
+		0: "BREAK_GLASS_OUTCOME_UNSPECIFIED",
+		1: "BREAK_GLASS_OUTCOME_JUSTIFIED",
+		2: "BREAK_GLASS_OUTCOME_NOT_JUSTIFIED",
+	}
+	BreakGlassOutcome_value = map[string]int32{
+		"BREAK_GLASS_OUTCOME_UNSPECIFIED":   0,
+		"BREAK_GLASS_OUTCOME_JUSTIFIED":     1,
+		"BREAK_GLASS_OUTCOME_NOT_JUSTIFIED": 2,
+	}
+)
+
+func (x BreakGlassOutcome) Enum() *BreakGlassOutcome {
+	p := new(BreakGlassOutcome)
+	*p = x
+	return p
+}
+
+func (x BreakGlassOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BreakGlassOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_audit_v1_audit_proto_enumTypes[3].Descriptor()
+}
+
+func (BreakGlassOutcome) Type() protoreflect.EnumType {
+	return &file_aperture_audit_v1_audit_proto_enumTypes[3]
+}
+
+func (x BreakGlassOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BreakGlassOutcome.Descriptor instead.
+func (BreakGlassOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+}
+
+// BreakGlass marks an emergency release outside the case's current step (or an auditor's review of
+// one). Shown to the citizen at once, never hidden.
+type BreakGlass struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy's reason code the caseworker chose, e.g. "life-threatening".
+	ReasonCode string `protobuf:"bytes,1,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
+	// The caseworker's justification, in their words (no citizen data values belong in it).
+	Justification string `protobuf:"bytes,2,opt,name=justification,proto3" json:"justification,omitempty"`
+	// For a review (ACCESS_KIND_BREAK_GLASS_REVIEW): the access reviewed, the outcome and the auditor's
+	// note.
+	ReviewedAccessId string            `protobuf:"bytes,3,opt,name=reviewed_access_id,json=reviewedAccessId,proto3" json:"reviewed_access_id,omitempty"`
+	Outcome          BreakGlassOutcome `protobuf:"varint,4,opt,name=outcome,proto3,enum=aperture.audit.v1.BreakGlassOutcome" json:"outcome,omitempty"`
+	ReviewNote       string            `protobuf:"bytes,5,opt,name=review_note,json=reviewNote,proto3" json:"review_note,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *BreakGlass) Reset() {
+	*x = BreakGlass{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakGlass) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakGlass) ProtoMessage() {}
+
+func (x *BreakGlass) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakGlass.ProtoReflect.Descriptor instead.
+func (*BreakGlass) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BreakGlass) GetReasonCode() string {
+	if x != nil {
+		return x.ReasonCode
+	}
+	return ""
+}
+
+func (x *BreakGlass) GetJustification() string {
+	if x != nil {
+		return x.Justification
+	}
+	return ""
+}
+
+func (x *BreakGlass) GetReviewedAccessId() string {
+	if x != nil {
+		return x.ReviewedAccessId
+	}
+	return ""
+}
+
+func (x *BreakGlass) GetOutcome() BreakGlassOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return BreakGlassOutcome_BREAK_GLASS_OUTCOME_UNSPECIFIED
+}
+
+func (x *BreakGlass) GetReviewNote() string {
+	if x != nil {
+		return x.ReviewNote
+	}
+	return ""
 }
 
 // AccessRecord is one entry of the access log. Its deterministic protobuf encoding is the log leaf.
@@ -334,13 +493,15 @@ type AccessRecord struct {
 	// For a refusal: why, for programs, and the field path or fact it is about when there is one.
 	RefusalReason  RefusalReason `protobuf:"varint,24,opt,name=refusal_reason,json=refusalReason,proto3,enum=aperture.audit.v1.RefusalReason" json:"refusal_reason,omitempty"`
 	RefusalSubject string        `protobuf:"bytes,25,opt,name=refusal_subject,json=refusalSubject,proto3" json:"refusal_subject,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set for a break-glass release (released or refused) and for the review of one.
+	BreakGlass    *BreakGlass `protobuf:"bytes,26,opt,name=break_glass,json=breakGlass,proto3" json:"break_glass,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AccessRecord) Reset() {
 	*x = AccessRecord{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +513,7 @@ func (x *AccessRecord) String() string {
 func (*AccessRecord) ProtoMessage() {}
 
 func (x *AccessRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +526,7 @@ func (x *AccessRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessRecord.ProtoReflect.Descriptor instead.
 func (*AccessRecord) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *AccessRecord) GetId() string {
@@ -543,6 +704,13 @@ func (x *AccessRecord) GetRefusalSubject() string {
 	return ""
 }
 
+func (x *AccessRecord) GetBreakGlass() *BreakGlass {
+	if x != nil {
+		return x.BreakGlass
+	}
+	return nil
+}
+
 // AccessBatch is one message of the ACCESS stream: the records of concurrent decisions that share
 // one durable write (group commit). Records are kept as their exact leaf bytes.
 //
@@ -567,7 +735,7 @@ type AccessBatch struct {
 
 func (x *AccessBatch) Reset() {
 	*x = AccessBatch{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +747,7 @@ func (x *AccessBatch) String() string {
 func (*AccessBatch) ProtoMessage() {}
 
 func (x *AccessBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +760,7 @@ func (x *AccessBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessBatch.ProtoReflect.Descriptor instead.
 func (*AccessBatch) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AccessBatch) GetRecords() [][]byte {
@@ -625,7 +793,7 @@ type ListedLeaf struct {
 
 func (x *ListedLeaf) Reset() {
 	*x = ListedLeaf{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +805,7 @@ func (x *ListedLeaf) String() string {
 func (*ListedLeaf) ProtoMessage() {}
 
 func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +818,7 @@ func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListedLeaf.ProtoReflect.Descriptor instead.
 func (*ListedLeaf) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListedLeaf) GetLeafIndex() uint64 {
@@ -682,7 +850,7 @@ type ListAccessRecordsRequest struct {
 
 func (x *ListAccessRecordsRequest) Reset() {
 	*x = ListAccessRecordsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +862,7 @@ func (x *ListAccessRecordsRequest) String() string {
 func (*ListAccessRecordsRequest) ProtoMessage() {}
 
 func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +875,7 @@ func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListAccessRecordsRequest) GetCitizenId() string {
@@ -747,7 +915,7 @@ type ListAccessRecordsResponse struct {
 
 func (x *ListAccessRecordsResponse) Reset() {
 	*x = ListAccessRecordsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +927,7 @@ func (x *ListAccessRecordsResponse) String() string {
 func (*ListAccessRecordsResponse) ProtoMessage() {}
 
 func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +940,7 @@ func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListAccessRecordsResponse) GetRecords() []*AccessRecord {
@@ -805,7 +973,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +985,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +998,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 // GetCheckpointResponse is the latest checkpoint.
@@ -858,7 +1026,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1038,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1051,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() []byte {
@@ -939,7 +1107,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1119,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1132,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetInclusionProofRequest) GetLeaf() isGetInclusionProofRequest_Leaf {
@@ -1039,7 +1207,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1219,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1232,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetInclusionProofResponse) GetLeafIndex() uint64 {
@@ -1122,7 +1290,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1302,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1315,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetConsistencyProofRequest) GetFromSize() uint64 {
@@ -1180,7 +1348,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1360,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1373,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetConsistencyProofResponse) GetFromSize() uint64 {
@@ -1236,11 +1404,395 @@ func (x *GetConsistencyProofResponse) GetCheckpoint() []byte {
 	return nil
 }
 
+// BreakGlassReview is one break-glass release in the auditors' review queue.
+type BreakGlassReview struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The access record of the release.
+	AccessId   string                 `protobuf:"bytes,1,opt,name=access_id,json=accessId,proto3" json:"access_id,omitempty"`
+	Time       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Agency     string                 `protobuf:"bytes,3,opt,name=agency,proto3" json:"agency,omitempty"`
+	Caseworker string                 `protobuf:"bytes,4,opt,name=caseworker,proto3" json:"caseworker,omitempty"`
+	CaseId     string                 `protobuf:"bytes,5,opt,name=case_id,json=caseId,proto3" json:"case_id,omitempty"`
+	Journey    string                 `protobuf:"bytes,6,opt,name=journey,proto3" json:"journey,omitempty"`
+	Authority  string                 `protobuf:"bytes,7,opt,name=authority,proto3" json:"authority,omitempty"`
+	Dataset    string                 `protobuf:"bytes,8,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	// Field paths and derived facts released. Never values.
+	Fields        []string `protobuf:"bytes,9,rep,name=fields,proto3" json:"fields,omitempty"`
+	Derived       []string `protobuf:"bytes,10,rep,name=derived,proto3" json:"derived,omitempty"`
+	ReasonCode    string   `protobuf:"bytes,11,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
+	Justification string   `protobuf:"bytes,12,opt,name=justification,proto3" json:"justification,omitempty"`
+	// Set once closed: the outcome, by which auditor, when, their note, and the access record of the
+	// closure.
+	Outcome         BreakGlassOutcome      `protobuf:"varint,13,opt,name=outcome,proto3,enum=aperture.audit.v1.BreakGlassOutcome" json:"outcome,omitempty"`
+	Auditor         string                 `protobuf:"bytes,14,opt,name=auditor,proto3" json:"auditor,omitempty"`
+	ClosedAt        *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=closed_at,json=closedAt,proto3" json:"closed_at,omitempty"`
+	Note            string                 `protobuf:"bytes,16,opt,name=note,proto3" json:"note,omitempty"`
+	ClosureAccessId string                 `protobuf:"bytes,17,opt,name=closure_access_id,json=closureAccessId,proto3" json:"closure_access_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *BreakGlassReview) Reset() {
+	*x = BreakGlassReview{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakGlassReview) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakGlassReview) ProtoMessage() {}
+
+func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakGlassReview.ProtoReflect.Descriptor instead.
+func (*BreakGlassReview) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BreakGlassReview) GetAccessId() string {
+	if x != nil {
+		return x.AccessId
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *BreakGlassReview) GetAgency() string {
+	if x != nil {
+		return x.Agency
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetCaseworker() string {
+	if x != nil {
+		return x.Caseworker
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetCaseId() string {
+	if x != nil {
+		return x.CaseId
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetJourney() string {
+	if x != nil {
+		return x.Journey
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *BreakGlassReview) GetDerived() []string {
+	if x != nil {
+		return x.Derived
+	}
+	return nil
+}
+
+func (x *BreakGlassReview) GetReasonCode() string {
+	if x != nil {
+		return x.ReasonCode
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetJustification() string {
+	if x != nil {
+		return x.Justification
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetOutcome() BreakGlassOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return BreakGlassOutcome_BREAK_GLASS_OUTCOME_UNSPECIFIED
+}
+
+func (x *BreakGlassReview) GetAuditor() string {
+	if x != nil {
+		return x.Auditor
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetClosedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClosedAt
+	}
+	return nil
+}
+
+func (x *BreakGlassReview) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *BreakGlassReview) GetClosureAccessId() string {
+	if x != nil {
+		return x.ClosureAccessId
+	}
+	return ""
+}
+
+// ListBreakGlassReviewsRequest filters the review queue.
+type ListBreakGlassReviewsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also list closed reviews.
+	IncludeClosed bool `protobuf:"varint,1,opt,name=include_closed,json=includeClosed,proto3" json:"include_closed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBreakGlassReviewsRequest) Reset() {
+	*x = ListBreakGlassReviewsRequest{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBreakGlassReviewsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBreakGlassReviewsRequest) ProtoMessage() {}
+
+func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBreakGlassReviewsRequest.ProtoReflect.Descriptor instead.
+func (*ListBreakGlassReviewsRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListBreakGlassReviewsRequest) GetIncludeClosed() bool {
+	if x != nil {
+		return x.IncludeClosed
+	}
+	return false
+}
+
+// ListBreakGlassReviewsResponse is the review queue, oldest first.
+type ListBreakGlassReviewsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reviews       []*BreakGlassReview    `protobuf:"bytes,1,rep,name=reviews,proto3" json:"reviews,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBreakGlassReviewsResponse) Reset() {
+	*x = ListBreakGlassReviewsResponse{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBreakGlassReviewsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBreakGlassReviewsResponse) ProtoMessage() {}
+
+func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBreakGlassReviewsResponse.ProtoReflect.Descriptor instead.
+func (*ListBreakGlassReviewsResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListBreakGlassReviewsResponse) GetReviews() []*BreakGlassReview {
+	if x != nil {
+		return x.Reviews
+	}
+	return nil
+}
+
+// CloseBreakGlassReviewRequest closes one review with an outcome.
+type CloseBreakGlassReviewRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	AccessId string                 `protobuf:"bytes,1,opt,name=access_id,json=accessId,proto3" json:"access_id,omitempty"`
+	Outcome  BreakGlassOutcome      `protobuf:"varint,2,opt,name=outcome,proto3,enum=aperture.audit.v1.BreakGlassOutcome" json:"outcome,omitempty"`
+	// Why, in the auditor's words; shown to the citizen.
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseBreakGlassReviewRequest) Reset() {
+	*x = CloseBreakGlassReviewRequest{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseBreakGlassReviewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseBreakGlassReviewRequest) ProtoMessage() {}
+
+func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseBreakGlassReviewRequest.ProtoReflect.Descriptor instead.
+func (*CloseBreakGlassReviewRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CloseBreakGlassReviewRequest) GetAccessId() string {
+	if x != nil {
+		return x.AccessId
+	}
+	return ""
+}
+
+func (x *CloseBreakGlassReviewRequest) GetOutcome() BreakGlassOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return BreakGlassOutcome_BREAK_GLASS_OUTCOME_UNSPECIFIED
+}
+
+func (x *CloseBreakGlassReviewRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// CloseBreakGlassReviewResponse is the closed review.
+type CloseBreakGlassReviewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Review        *BreakGlassReview      `protobuf:"bytes,1,opt,name=review,proto3" json:"review,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseBreakGlassReviewResponse) Reset() {
+	*x = CloseBreakGlassReviewResponse{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseBreakGlassReviewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseBreakGlassReviewResponse) ProtoMessage() {}
+
+func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseBreakGlassReviewResponse.ProtoReflect.Descriptor instead.
+func (*CloseBreakGlassReviewResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CloseBreakGlassReviewResponse) GetReview() *BreakGlassReview {
+	if x != nil {
+		return x.Review
+	}
+	return nil
+}
+
 var File_aperture_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x06\n" +
+	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x01\n" +
+	"\n" +
+	"BreakGlass\x12\x1f\n" +
+	"\vreason_code\x18\x01 \x01(\tR\n" +
+	"reasonCode\x12$\n" +
+	"\rjustification\x18\x02 \x01(\tR\rjustification\x12,\n" +
+	"\x12reviewed_access_id\x18\x03 \x01(\tR\x10reviewedAccessId\x12>\n" +
+	"\aoutcome\x18\x04 \x01(\x0e2$.aperture.audit.v1.BreakGlassOutcomeR\aoutcome\x12\x1f\n" +
+	"\vreview_note\x18\x05 \x01(\tR\n" +
+	"reviewNote\"\xbe\a\n" +
 	"\fAccessRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -1272,7 +1824,9 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\fhidden_until\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\vhiddenUntil\x12#\n" +
 	"\rhidden_reason\x18\x17 \x01(\tR\fhiddenReason\x12G\n" +
 	"\x0erefusal_reason\x18\x18 \x01(\x0e2 .aperture.audit.v1.RefusalReasonR\rrefusalReason\x12'\n" +
-	"\x0frefusal_subject\x18\x19 \x01(\tR\x0erefusalSubject\"9\n" +
+	"\x0frefusal_subject\x18\x19 \x01(\tR\x0erefusalSubject\x12>\n" +
+	"\vbreak_glass\x18\x1a \x01(\v2\x1d.aperture.audit.v1.BreakGlassR\n" +
+	"breakGlass\"9\n" +
 	"\vAccessBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\fR\x03mac\"?\n" +
@@ -1328,11 +1882,45 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x06hashes\x18\x03 \x03(\fR\x06hashes\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x04 \x01(\fR\n" +
-	"checkpoint*Q\n" +
+	"checkpoint\"\xce\x04\n" +
+	"\x10BreakGlassReview\x12\x1b\n" +
+	"\taccess_id\x18\x01 \x01(\tR\baccessId\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06agency\x18\x03 \x01(\tR\x06agency\x12\x1e\n" +
+	"\n" +
+	"caseworker\x18\x04 \x01(\tR\n" +
+	"caseworker\x12\x17\n" +
+	"\acase_id\x18\x05 \x01(\tR\x06caseId\x12\x18\n" +
+	"\ajourney\x18\x06 \x01(\tR\ajourney\x12\x1c\n" +
+	"\tauthority\x18\a \x01(\tR\tauthority\x12\x18\n" +
+	"\adataset\x18\b \x01(\tR\adataset\x12\x16\n" +
+	"\x06fields\x18\t \x03(\tR\x06fields\x12\x18\n" +
+	"\aderived\x18\n" +
+	" \x03(\tR\aderived\x12\x1f\n" +
+	"\vreason_code\x18\v \x01(\tR\n" +
+	"reasonCode\x12$\n" +
+	"\rjustification\x18\f \x01(\tR\rjustification\x12>\n" +
+	"\aoutcome\x18\r \x01(\x0e2$.aperture.audit.v1.BreakGlassOutcomeR\aoutcome\x12\x18\n" +
+	"\aauditor\x18\x0e \x01(\tR\aauditor\x127\n" +
+	"\tclosed_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\bclosedAt\x12\x12\n" +
+	"\x04note\x18\x10 \x01(\tR\x04note\x12*\n" +
+	"\x11closure_access_id\x18\x11 \x01(\tR\x0fclosureAccessId\"E\n" +
+	"\x1cListBreakGlassReviewsRequest\x12%\n" +
+	"\x0einclude_closed\x18\x01 \x01(\bR\rincludeClosed\"^\n" +
+	"\x1dListBreakGlassReviewsResponse\x12=\n" +
+	"\areviews\x18\x01 \x03(\v2#.aperture.audit.v1.BreakGlassReviewR\areviews\"\xc2\x01\n" +
+	"\x1cCloseBreakGlassReviewRequest\x126\n" +
+	"\taccess_id\x18\x01 \x01(\tB\x19\xbaH\x16r\x142\x12^acc_[0-9a-z]{26}$R\baccessId\x12J\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2$.aperture.audit.v1.BreakGlassOutcomeB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\aoutcome\x12\x1e\n" +
+	"\x04note\x18\x03 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xd0\x0fR\x04note\"\\\n" +
+	"\x1dCloseBreakGlassReviewResponse\x12;\n" +
+	"\x06review\x18\x01 \x01(\v2#.aperture.audit.v1.BreakGlassReviewR\x06review*Q\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DECISION_RELEASED\x10\x01\x12\x14\n" +
-	"\x10DECISION_REFUSED\x10\x02*\xcb\x05\n" +
+	"\x10DECISION_REFUSED\x10\x02*\xeb\x06\n" +
 	"\rRefusalReason\x12\x1e\n" +
 	"\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!REFUSAL_REASON_FIELD_NOT_RELEASED\x10\x01\x12$\n" +
@@ -1353,19 +1941,30 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"$REFUSAL_REASON_AUTHORITY_UNAVAILABLE\x10\x0f\x12\"\n" +
 	"\x1eREFUSAL_REASON_LOG_UNAVAILABLE\x10\x10\x12\"\n" +
 	"\x1eREFUSAL_REASON_INVALID_REQUEST\x10\x11\x12\"\n" +
-	"\x1eREFUSAL_REASON_UNAUTHENTICATED\x10\x12*\x9c\x01\n" +
+	"\x1eREFUSAL_REASON_UNAUTHENTICATED\x10\x12\x12\x1f\n" +
+	"\x1bREFUSAL_REASON_SWITCHED_OFF\x10\x13\x12$\n" +
+	" REFUSAL_REASON_SWITCH_UNVERIFIED\x10\x14\x12*\n" +
+	"&REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED\x10\x15\x12+\n" +
+	"'REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED\x10\x16*\xc0\x01\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ACCESS_KIND_CASEWORKER\x10\x01\x12\x1c\n" +
 	"\x18ACCESS_KIND_CITIZEN_SELF\x10\x02\x12\x19\n" +
 	"\x15ACCESS_KIND_CASE_READ\x10\x03\x12\x1c\n" +
-	"\x18ACCESS_KIND_AUDITOR_READ\x10\x042\xc8\x03\n" +
+	"\x18ACCESS_KIND_AUDITOR_READ\x10\x04\x12\"\n" +
+	"\x1eACCESS_KIND_BREAK_GLASS_REVIEW\x10\x05*\x82\x01\n" +
+	"\x11BreakGlassOutcome\x12#\n" +
+	"\x1fBREAK_GLASS_OUTCOME_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dBREAK_GLASS_OUTCOME_JUSTIFIED\x10\x01\x12%\n" +
+	"!BREAK_GLASS_OUTCOME_NOT_JUSTIFIED\x10\x022\xc0\x05\n" +
 	"\fAuditService\x12n\n" +
 	"\x11ListAccessRecords\x12+.aperture.audit.v1.ListAccessRecordsRequest\x1a,.aperture.audit.v1.ListAccessRecordsResponse\x12b\n" +
 	"\rGetCheckpoint\x12'.aperture.audit.v1.GetCheckpointRequest\x1a(.aperture.audit.v1.GetCheckpointResponse\x12n\n" +
 	"\x11GetInclusionProof\x12+.aperture.audit.v1.GetInclusionProofRequest\x1a,.aperture.audit.v1.GetInclusionProofResponse\x12t\n" +
-	"\x13GetConsistencyProof\x12-.aperture.audit.v1.GetConsistencyProofRequest\x1a..aperture.audit.v1.GetConsistencyProofResponseBBZ@github.com/aperture-gov/aperture/proto/aperture/audit/v1;auditv1b\x06proto3"
+	"\x13GetConsistencyProof\x12-.aperture.audit.v1.GetConsistencyProofRequest\x1a..aperture.audit.v1.GetConsistencyProofResponse\x12z\n" +
+	"\x15ListBreakGlassReviews\x12/.aperture.audit.v1.ListBreakGlassReviewsRequest\x1a0.aperture.audit.v1.ListBreakGlassReviewsResponse\x12z\n" +
+	"\x15CloseBreakGlassReview\x12/.aperture.audit.v1.CloseBreakGlassReviewRequest\x1a0.aperture.audit.v1.CloseBreakGlassReviewResponseBBZ@github.com/aperture-gov/aperture/proto/aperture/audit/v1;auditv1b\x06proto3"
 
 var (
 	file_aperture_audit_v1_audit_proto_rawDescOnce sync.Once
@@ -1379,46 +1978,65 @@ func file_aperture_audit_v1_audit_proto_rawDescGZIP() []byte {
 	return file_aperture_audit_v1_audit_proto_rawDescData
 }
 
-var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_aperture_audit_v1_audit_proto_goTypes = []any{
-	(Decision)(0),                       // 0: aperture.audit.v1.Decision
-	(RefusalReason)(0),                  // 1: aperture.audit.v1.RefusalReason
-	(AccessKind)(0),                     // 2: aperture.audit.v1.AccessKind
-	(*AccessRecord)(nil),                // 3: aperture.audit.v1.AccessRecord
-	(*AccessBatch)(nil),                 // 4: aperture.audit.v1.AccessBatch
-	(*ListedLeaf)(nil),                  // 5: aperture.audit.v1.ListedLeaf
-	(*ListAccessRecordsRequest)(nil),    // 6: aperture.audit.v1.ListAccessRecordsRequest
-	(*ListAccessRecordsResponse)(nil),   // 7: aperture.audit.v1.ListAccessRecordsResponse
-	(*GetCheckpointRequest)(nil),        // 8: aperture.audit.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),       // 9: aperture.audit.v1.GetCheckpointResponse
-	(*GetInclusionProofRequest)(nil),    // 10: aperture.audit.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),   // 11: aperture.audit.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),  // 12: aperture.audit.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil), // 13: aperture.audit.v1.GetConsistencyProofResponse
-	(*timestamppb.Timestamp)(nil),       // 14: google.protobuf.Timestamp
+	(Decision)(0),                         // 0: aperture.audit.v1.Decision
+	(RefusalReason)(0),                    // 1: aperture.audit.v1.RefusalReason
+	(AccessKind)(0),                       // 2: aperture.audit.v1.AccessKind
+	(BreakGlassOutcome)(0),                // 3: aperture.audit.v1.BreakGlassOutcome
+	(*BreakGlass)(nil),                    // 4: aperture.audit.v1.BreakGlass
+	(*AccessRecord)(nil),                  // 5: aperture.audit.v1.AccessRecord
+	(*AccessBatch)(nil),                   // 6: aperture.audit.v1.AccessBatch
+	(*ListedLeaf)(nil),                    // 7: aperture.audit.v1.ListedLeaf
+	(*ListAccessRecordsRequest)(nil),      // 8: aperture.audit.v1.ListAccessRecordsRequest
+	(*ListAccessRecordsResponse)(nil),     // 9: aperture.audit.v1.ListAccessRecordsResponse
+	(*GetCheckpointRequest)(nil),          // 10: aperture.audit.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),         // 11: aperture.audit.v1.GetCheckpointResponse
+	(*GetInclusionProofRequest)(nil),      // 12: aperture.audit.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),     // 13: aperture.audit.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),    // 14: aperture.audit.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil),   // 15: aperture.audit.v1.GetConsistencyProofResponse
+	(*BreakGlassReview)(nil),              // 16: aperture.audit.v1.BreakGlassReview
+	(*ListBreakGlassReviewsRequest)(nil),  // 17: aperture.audit.v1.ListBreakGlassReviewsRequest
+	(*ListBreakGlassReviewsResponse)(nil), // 18: aperture.audit.v1.ListBreakGlassReviewsResponse
+	(*CloseBreakGlassReviewRequest)(nil),  // 19: aperture.audit.v1.CloseBreakGlassReviewRequest
+	(*CloseBreakGlassReviewResponse)(nil), // 20: aperture.audit.v1.CloseBreakGlassReviewResponse
+	(*timestamppb.Timestamp)(nil),         // 21: google.protobuf.Timestamp
 }
 var file_aperture_audit_v1_audit_proto_depIdxs = []int32{
-	14, // 0: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
-	2,  // 1: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
-	0,  // 2: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
-	14, // 3: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
-	1,  // 4: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	3,  // 5: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
-	5,  // 6: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
-	6,  // 7: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
-	8,  // 8: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
-	10, // 9: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
-	12, // 10: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
-	7,  // 11: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
-	9,  // 12: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
-	11, // 13: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
-	13, // 14: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	3,  // 0: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	21, // 1: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
+	2,  // 2: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
+	0,  // 3: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
+	21, // 4: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
+	1,  // 5: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	4,  // 6: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
+	5,  // 7: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
+	7,  // 8: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
+	21, // 9: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
+	3,  // 10: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	21, // 11: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
+	16, // 12: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
+	3,  // 13: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	16, // 14: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
+	8,  // 15: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
+	10, // 16: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
+	12, // 17: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
+	14, // 18: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
+	17, // 19: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
+	19, // 20: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
+	9,  // 21: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
+	11, // 22: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
+	13, // 23: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
+	15, // 24: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
+	18, // 25: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
+	20, // 26: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
+	21, // [21:27] is the sub-list for method output_type
+	15, // [15:21] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_aperture_audit_v1_audit_proto_init() }
@@ -1426,7 +2044,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 	if File_aperture_audit_v1_audit_proto != nil {
 		return
 	}
-	file_aperture_audit_v1_audit_proto_msgTypes[7].OneofWrappers = []any{
+	file_aperture_audit_v1_audit_proto_msgTypes[8].OneofWrappers = []any{
 		(*GetInclusionProofRequest_AccessId)(nil),
 		(*GetInclusionProofRequest_LeafIndex)(nil),
 	}
@@ -1435,8 +2053,8 @@ func file_aperture_audit_v1_audit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_audit_v1_audit_proto_rawDesc), len(file_aperture_audit_v1_audit_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   11,
+			NumEnums:      4,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

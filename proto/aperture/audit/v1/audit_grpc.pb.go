@@ -23,10 +23,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuditService_ListAccessRecords_FullMethodName   = "/aperture.audit.v1.AuditService/ListAccessRecords"
-	AuditService_GetCheckpoint_FullMethodName       = "/aperture.audit.v1.AuditService/GetCheckpoint"
-	AuditService_GetInclusionProof_FullMethodName   = "/aperture.audit.v1.AuditService/GetInclusionProof"
-	AuditService_GetConsistencyProof_FullMethodName = "/aperture.audit.v1.AuditService/GetConsistencyProof"
+	AuditService_ListAccessRecords_FullMethodName     = "/aperture.audit.v1.AuditService/ListAccessRecords"
+	AuditService_GetCheckpoint_FullMethodName         = "/aperture.audit.v1.AuditService/GetCheckpoint"
+	AuditService_GetInclusionProof_FullMethodName     = "/aperture.audit.v1.AuditService/GetInclusionProof"
+	AuditService_GetConsistencyProof_FullMethodName   = "/aperture.audit.v1.AuditService/GetConsistencyProof"
+	AuditService_ListBreakGlassReviews_FullMethodName = "/aperture.audit.v1.AuditService/ListBreakGlassReviews"
+	AuditService_CloseBreakGlassReview_FullMethodName = "/aperture.audit.v1.AuditService/CloseBreakGlassReview"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -43,6 +45,13 @@ type AuditServiceClient interface {
 	GetInclusionProof(ctx context.Context, in *GetInclusionProofRequest, opts ...grpc.CallOption) (*GetInclusionProofResponse, error)
 	// GetConsistencyProof proves that the tree of one size is a prefix of the tree of a larger size.
 	GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error)
+	// ListBreakGlassReviews lists the break-glass releases awaiting an auditor's review (and, when
+	// asked, the closed ones), oldest first.
+	ListBreakGlassReviews(ctx context.Context, in *ListBreakGlassReviewsRequest, opts ...grpc.CallOption) (*ListBreakGlassReviewsResponse, error)
+	// CloseBreakGlassReview records an auditor's outcome for one break-glass release. The closure is
+	// written to the access log (ACCESS_KIND_BREAK_GLASS_REVIEW), so the citizen sees it. A review
+	// closes once; closing it again is FAILED_PRECONDITION.
+	CloseBreakGlassReview(ctx context.Context, in *CloseBreakGlassReviewRequest, opts ...grpc.CallOption) (*CloseBreakGlassReviewResponse, error)
 }
 
 type auditServiceClient struct {
@@ -93,6 +102,26 @@ func (c *auditServiceClient) GetConsistencyProof(ctx context.Context, in *GetCon
 	return out, nil
 }
 
+func (c *auditServiceClient) ListBreakGlassReviews(ctx context.Context, in *ListBreakGlassReviewsRequest, opts ...grpc.CallOption) (*ListBreakGlassReviewsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBreakGlassReviewsResponse)
+	err := c.cc.Invoke(ctx, AuditService_ListBreakGlassReviews_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) CloseBreakGlassReview(ctx context.Context, in *CloseBreakGlassReviewRequest, opts ...grpc.CallOption) (*CloseBreakGlassReviewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CloseBreakGlassReviewResponse)
+	err := c.cc.Invoke(ctx, AuditService_CloseBreakGlassReview_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
@@ -107,6 +136,13 @@ type AuditServiceServer interface {
 	GetInclusionProof(context.Context, *GetInclusionProofRequest) (*GetInclusionProofResponse, error)
 	// GetConsistencyProof proves that the tree of one size is a prefix of the tree of a larger size.
 	GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error)
+	// ListBreakGlassReviews lists the break-glass releases awaiting an auditor's review (and, when
+	// asked, the closed ones), oldest first.
+	ListBreakGlassReviews(context.Context, *ListBreakGlassReviewsRequest) (*ListBreakGlassReviewsResponse, error)
+	// CloseBreakGlassReview records an auditor's outcome for one break-glass release. The closure is
+	// written to the access log (ACCESS_KIND_BREAK_GLASS_REVIEW), so the citizen sees it. A review
+	// closes once; closing it again is FAILED_PRECONDITION.
+	CloseBreakGlassReview(context.Context, *CloseBreakGlassReviewRequest) (*CloseBreakGlassReviewResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -128,6 +164,12 @@ func (UnimplementedAuditServiceServer) GetInclusionProof(context.Context, *GetIn
 }
 func (UnimplementedAuditServiceServer) GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetConsistencyProof not implemented")
+}
+func (UnimplementedAuditServiceServer) ListBreakGlassReviews(context.Context, *ListBreakGlassReviewsRequest) (*ListBreakGlassReviewsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBreakGlassReviews not implemented")
+}
+func (UnimplementedAuditServiceServer) CloseBreakGlassReview(context.Context, *CloseBreakGlassReviewRequest) (*CloseBreakGlassReviewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CloseBreakGlassReview not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -222,6 +264,42 @@ func _AuditService_GetConsistencyProof_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_ListBreakGlassReviews_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBreakGlassReviewsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).ListBreakGlassReviews(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_ListBreakGlassReviews_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).ListBreakGlassReviews(ctx, req.(*ListBreakGlassReviewsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_CloseBreakGlassReview_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CloseBreakGlassReviewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).CloseBreakGlassReview(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_CloseBreakGlassReview_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).CloseBreakGlassReview(ctx, req.(*CloseBreakGlassReviewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -244,6 +322,14 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetConsistencyProof",
 			Handler:    _AuditService_GetConsistencyProof_Handler,
+		},
+		{
+			MethodName: "ListBreakGlassReviews",
+			Handler:    _AuditService_ListBreakGlassReviews_Handler,
+		},
+		{
+			MethodName: "CloseBreakGlassReview",
+			Handler:    _AuditService_CloseBreakGlassReview_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

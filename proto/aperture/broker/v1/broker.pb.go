@@ -1750,6 +1750,199 @@ func (x *AnswerQuestionResponse) GetQuestion() *v1.Question {
 	return nil
 }
 
+// BreakGlassReleaseRequest asks for one authority dataset in an emergency.
+type BreakGlassReleaseRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CaseId    string                 `protobuf:"bytes,1,opt,name=case_id,json=caseId,proto3" json:"case_id,omitempty"`
+	Authority string                 `protobuf:"bytes,2,opt,name=authority,proto3" json:"authority,omitempty"`
+	Dataset   string                 `protobuf:"bytes,3,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	// As in ReleaseRequest: empty fields and derived mean everything the break-glass rule allows from
+	// the dataset; anything beyond it refuses the whole request.
+	Fields  []string `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
+	Derived []string `protobuf:"bytes,5,rep,name=derived,proto3" json:"derived,omitempty"`
+	// One of the reason codes of the break-glass rule, e.g. "life-threatening".
+	ReasonCode string `protobuf:"bytes,6,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
+	// Why the emergency needs the data now, in the caseworker's words. The citizen reads it.
+	Justification string `protobuf:"bytes,7,opt,name=justification,proto3" json:"justification,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BreakGlassReleaseRequest) Reset() {
+	*x = BreakGlassReleaseRequest{}
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakGlassReleaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakGlassReleaseRequest) ProtoMessage() {}
+
+func (x *BreakGlassReleaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakGlassReleaseRequest.ProtoReflect.Descriptor instead.
+func (*BreakGlassReleaseRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_broker_v1_broker_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *BreakGlassReleaseRequest) GetCaseId() string {
+	if x != nil {
+		return x.CaseId
+	}
+	return ""
+}
+
+func (x *BreakGlassReleaseRequest) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *BreakGlassReleaseRequest) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *BreakGlassReleaseRequest) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *BreakGlassReleaseRequest) GetDerived() []string {
+	if x != nil {
+		return x.Derived
+	}
+	return nil
+}
+
+func (x *BreakGlassReleaseRequest) GetReasonCode() string {
+	if x != nil {
+		return x.ReasonCode
+	}
+	return ""
+}
+
+func (x *BreakGlassReleaseRequest) GetJustification() string {
+	if x != nil {
+		return x.Justification
+	}
+	return ""
+}
+
+// BreakGlassReleaseResponse is what the break-glass rule released.
+type BreakGlassReleaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the access record (flagged break-glass); the citizen sees the same id, and the auditors'
+	// review queue holds it.
+	AccessId   string         `protobuf:"bytes,1,opt,name=access_id,json=accessId,proto3" json:"access_id,omitempty"`
+	Record     *anypb.Any     `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	Derived    []*DerivedFact `protobuf:"bytes,3,rep,name=derived,proto3" json:"derived,omitempty"`
+	Fields     []string       `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
+	Purpose    string         `protobuf:"bytes,5,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	LegalBasis string         `protobuf:"bytes,6,opt,name=legal_basis,json=legalBasis,proto3" json:"legal_basis,omitempty"`
+	// How many more break-glass releases the caseworker may make in the rule's window.
+	Remaining     int32 `protobuf:"varint,7,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BreakGlassReleaseResponse) Reset() {
+	*x = BreakGlassReleaseResponse{}
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakGlassReleaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakGlassReleaseResponse) ProtoMessage() {}
+
+func (x *BreakGlassReleaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_broker_v1_broker_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakGlassReleaseResponse.ProtoReflect.Descriptor instead.
+func (*BreakGlassReleaseResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_broker_v1_broker_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BreakGlassReleaseResponse) GetAccessId() string {
+	if x != nil {
+		return x.AccessId
+	}
+	return ""
+}
+
+func (x *BreakGlassReleaseResponse) GetRecord() *anypb.Any {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *BreakGlassReleaseResponse) GetDerived() []*DerivedFact {
+	if x != nil {
+		return x.Derived
+	}
+	return nil
+}
+
+func (x *BreakGlassReleaseResponse) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *BreakGlassReleaseResponse) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *BreakGlassReleaseResponse) GetLegalBasis() string {
+	if x != nil {
+		return x.LegalBasis
+	}
+	return ""
+}
+
+func (x *BreakGlassReleaseResponse) GetRemaining() int32 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
 var File_aperture_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_aperture_broker_v1_broker_proto_rawDesc = "" +
@@ -1874,7 +2067,26 @@ const file_aperture_broker_v1_broker_proto_rawDesc = "" +
 	"\x06answer\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xa0\x1fR\x06answer\"S\n" +
 	"\x16AnswerQuestionResponse\x129\n" +
-	"\bquestion\x18\x01 \x01(\v2\x1d.aperture.citizen.v1.QuestionR\bquestion*S\n" +
+	"\bquestion\x18\x01 \x01(\v2\x1d.aperture.citizen.v1.QuestionR\bquestion\"\xcc\x03\n" +
+	"\x18BreakGlassReleaseRequest\x123\n" +
+	"\acase_id\x18\x01 \x01(\tB\x1a\xbaH\x17r\x152\x13^case_[0-9a-z]{26}$R\x06caseId\x12;\n" +
+	"\tauthority\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,31}$R\tauthority\x127\n" +
+	"\adataset\x18\x03 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\adataset\x12Q\n" +
+	"\x06fields\x18\x04 \x03(\tB9\xbaH6\x92\x013\x10\x80\x02\x18\x01\",r*\x18\x80\x022%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x06fields\x12@\n" +
+	"\aderived\x18\x05 \x03(\tB&\xbaH#\x92\x01 \x10@\x18\x01\"\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\aderived\x12>\n" +
+	"\vreason_code\x18\x06 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\n" +
+	"reasonCode\x120\n" +
+	"\rjustification\x18\a \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x14\x18\xd0\x0fR\rjustification\"\x92\x02\n" +
+	"\x19BreakGlassReleaseResponse\x12\x1b\n" +
+	"\taccess_id\x18\x01 \x01(\tR\baccessId\x12,\n" +
+	"\x06record\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x06record\x129\n" +
+	"\aderived\x18\x03 \x03(\v2\x1f.aperture.broker.v1.DerivedFactR\aderived\x12\x16\n" +
+	"\x06fields\x18\x04 \x03(\tR\x06fields\x12\x18\n" +
+	"\apurpose\x18\x05 \x01(\tR\apurpose\x12\x1f\n" +
+	"\vlegal_basis\x18\x06 \x01(\tR\n" +
+	"legalBasis\x12\x1c\n" +
+	"\tremaining\x18\a \x01(\x05R\tremaining*S\n" +
 	"\tCaseState\x12\x1a\n" +
 	"\x16CASE_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCASE_STATE_OPEN\x10\x01\x12\x15\n" +
@@ -1884,12 +2096,13 @@ const file_aperture_broker_v1_broker_proto_rawDesc = "" +
 	"\x12STEP_STATE_PENDING\x10\x01\x12\x16\n" +
 	"\x12STEP_STATE_CURRENT\x10\x02\x12\x18\n" +
 	"\x14STEP_STATE_COMPLETED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\xd4\x06\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\xc6\a\n" +
 	"\rBrokerService\x12U\n" +
 	"\bOpenCase\x12#.aperture.broker.v1.OpenCaseRequest\x1a$.aperture.broker.v1.OpenCaseResponse\x12R\n" +
 	"\aGetCase\x12\".aperture.broker.v1.GetCaseRequest\x1a#.aperture.broker.v1.GetCaseResponse\x12X\n" +
 	"\tListCases\x12$.aperture.broker.v1.ListCasesRequest\x1a%.aperture.broker.v1.ListCasesResponse\x12R\n" +
-	"\aRelease\x12\".aperture.broker.v1.ReleaseRequest\x1a#.aperture.broker.v1.ReleaseResponse\x12a\n" +
+	"\aRelease\x12\".aperture.broker.v1.ReleaseRequest\x1a#.aperture.broker.v1.ReleaseResponse\x12p\n" +
+	"\x11BreakGlassRelease\x12,.aperture.broker.v1.BreakGlassReleaseRequest\x1a-.aperture.broker.v1.BreakGlassReleaseResponse\x12a\n" +
 	"\fCompleteStep\x12'.aperture.broker.v1.CompleteStepRequest\x1a(.aperture.broker.v1.CompleteStepResponse\x12X\n" +
 	"\tCloseCase\x12$.aperture.broker.v1.CloseCaseRequest\x1a%.aperture.broker.v1.CloseCaseResponse\x12^\n" +
 	"\vExplainStep\x12&.aperture.broker.v1.ExplainStepRequest\x1a'.aperture.broker.v1.ExplainStepResponse\x12d\n" +
@@ -1909,85 +2122,91 @@ func file_aperture_broker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_aperture_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_aperture_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_aperture_broker_v1_broker_proto_goTypes = []any{
-	(CaseState)(0),                 // 0: aperture.broker.v1.CaseState
-	(StepState)(0),                 // 1: aperture.broker.v1.StepState
-	(*Case)(nil),                   // 2: aperture.broker.v1.Case
-	(*CaseStep)(nil),               // 3: aperture.broker.v1.CaseStep
-	(*OpenCaseRequest)(nil),        // 4: aperture.broker.v1.OpenCaseRequest
-	(*OpenCaseResponse)(nil),       // 5: aperture.broker.v1.OpenCaseResponse
-	(*GetCaseRequest)(nil),         // 6: aperture.broker.v1.GetCaseRequest
-	(*GetCaseResponse)(nil),        // 7: aperture.broker.v1.GetCaseResponse
-	(*ListCasesRequest)(nil),       // 8: aperture.broker.v1.ListCasesRequest
-	(*ListCasesResponse)(nil),      // 9: aperture.broker.v1.ListCasesResponse
-	(*ReleaseRequest)(nil),         // 10: aperture.broker.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),        // 11: aperture.broker.v1.ReleaseResponse
-	(*DerivedFact)(nil),            // 12: aperture.broker.v1.DerivedFact
-	(*CompleteStepRequest)(nil),    // 13: aperture.broker.v1.CompleteStepRequest
-	(*CompleteStepResponse)(nil),   // 14: aperture.broker.v1.CompleteStepResponse
-	(*CloseCaseRequest)(nil),       // 15: aperture.broker.v1.CloseCaseRequest
-	(*CloseCaseResponse)(nil),      // 16: aperture.broker.v1.CloseCaseResponse
-	(*ExplainStepRequest)(nil),     // 17: aperture.broker.v1.ExplainStepRequest
-	(*ExplainStepResponse)(nil),    // 18: aperture.broker.v1.ExplainStepResponse
-	(*AllowedRelease)(nil),         // 19: aperture.broker.v1.AllowedRelease
-	(*DerivedFactInfo)(nil),        // 20: aperture.broker.v1.DerivedFactInfo
-	(*CaseEvent)(nil),              // 21: aperture.broker.v1.CaseEvent
-	(*ListQuestionsRequest)(nil),   // 22: aperture.broker.v1.ListQuestionsRequest
-	(*ListQuestionsResponse)(nil),  // 23: aperture.broker.v1.ListQuestionsResponse
-	(*AnswerQuestionRequest)(nil),  // 24: aperture.broker.v1.AnswerQuestionRequest
-	(*AnswerQuestionResponse)(nil), // 25: aperture.broker.v1.AnswerQuestionResponse
-	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
-	(*anypb.Any)(nil),              // 27: google.protobuf.Any
-	(*structpb.Value)(nil),         // 28: google.protobuf.Value
-	(*v1.Question)(nil),            // 29: aperture.citizen.v1.Question
+	(CaseState)(0),                    // 0: aperture.broker.v1.CaseState
+	(StepState)(0),                    // 1: aperture.broker.v1.StepState
+	(*Case)(nil),                      // 2: aperture.broker.v1.Case
+	(*CaseStep)(nil),                  // 3: aperture.broker.v1.CaseStep
+	(*OpenCaseRequest)(nil),           // 4: aperture.broker.v1.OpenCaseRequest
+	(*OpenCaseResponse)(nil),          // 5: aperture.broker.v1.OpenCaseResponse
+	(*GetCaseRequest)(nil),            // 6: aperture.broker.v1.GetCaseRequest
+	(*GetCaseResponse)(nil),           // 7: aperture.broker.v1.GetCaseResponse
+	(*ListCasesRequest)(nil),          // 8: aperture.broker.v1.ListCasesRequest
+	(*ListCasesResponse)(nil),         // 9: aperture.broker.v1.ListCasesResponse
+	(*ReleaseRequest)(nil),            // 10: aperture.broker.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),           // 11: aperture.broker.v1.ReleaseResponse
+	(*DerivedFact)(nil),               // 12: aperture.broker.v1.DerivedFact
+	(*CompleteStepRequest)(nil),       // 13: aperture.broker.v1.CompleteStepRequest
+	(*CompleteStepResponse)(nil),      // 14: aperture.broker.v1.CompleteStepResponse
+	(*CloseCaseRequest)(nil),          // 15: aperture.broker.v1.CloseCaseRequest
+	(*CloseCaseResponse)(nil),         // 16: aperture.broker.v1.CloseCaseResponse
+	(*ExplainStepRequest)(nil),        // 17: aperture.broker.v1.ExplainStepRequest
+	(*ExplainStepResponse)(nil),       // 18: aperture.broker.v1.ExplainStepResponse
+	(*AllowedRelease)(nil),            // 19: aperture.broker.v1.AllowedRelease
+	(*DerivedFactInfo)(nil),           // 20: aperture.broker.v1.DerivedFactInfo
+	(*CaseEvent)(nil),                 // 21: aperture.broker.v1.CaseEvent
+	(*ListQuestionsRequest)(nil),      // 22: aperture.broker.v1.ListQuestionsRequest
+	(*ListQuestionsResponse)(nil),     // 23: aperture.broker.v1.ListQuestionsResponse
+	(*AnswerQuestionRequest)(nil),     // 24: aperture.broker.v1.AnswerQuestionRequest
+	(*AnswerQuestionResponse)(nil),    // 25: aperture.broker.v1.AnswerQuestionResponse
+	(*BreakGlassReleaseRequest)(nil),  // 26: aperture.broker.v1.BreakGlassReleaseRequest
+	(*BreakGlassReleaseResponse)(nil), // 27: aperture.broker.v1.BreakGlassReleaseResponse
+	(*timestamppb.Timestamp)(nil),     // 28: google.protobuf.Timestamp
+	(*anypb.Any)(nil),                 // 29: google.protobuf.Any
+	(*structpb.Value)(nil),            // 30: google.protobuf.Value
+	(*v1.Question)(nil),               // 31: aperture.citizen.v1.Question
 }
 var file_aperture_broker_v1_broker_proto_depIdxs = []int32{
 	0,  // 0: aperture.broker.v1.Case.state:type_name -> aperture.broker.v1.CaseState
 	3,  // 1: aperture.broker.v1.Case.steps:type_name -> aperture.broker.v1.CaseStep
-	26, // 2: aperture.broker.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	26, // 3: aperture.broker.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	28, // 2: aperture.broker.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	28, // 3: aperture.broker.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 4: aperture.broker.v1.CaseStep.state:type_name -> aperture.broker.v1.StepState
-	26, // 5: aperture.broker.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	26, // 6: aperture.broker.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	28, // 5: aperture.broker.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	28, // 6: aperture.broker.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
 	2,  // 7: aperture.broker.v1.OpenCaseResponse.case:type_name -> aperture.broker.v1.Case
 	2,  // 8: aperture.broker.v1.GetCaseResponse.case:type_name -> aperture.broker.v1.Case
 	2,  // 9: aperture.broker.v1.ListCasesResponse.cases:type_name -> aperture.broker.v1.Case
-	26, // 10: aperture.broker.v1.ReleaseRequest.hidden_until:type_name -> google.protobuf.Timestamp
-	27, // 11: aperture.broker.v1.ReleaseResponse.record:type_name -> google.protobuf.Any
+	28, // 10: aperture.broker.v1.ReleaseRequest.hidden_until:type_name -> google.protobuf.Timestamp
+	29, // 11: aperture.broker.v1.ReleaseResponse.record:type_name -> google.protobuf.Any
 	12, // 12: aperture.broker.v1.ReleaseResponse.derived:type_name -> aperture.broker.v1.DerivedFact
-	28, // 13: aperture.broker.v1.DerivedFact.value:type_name -> google.protobuf.Value
+	30, // 13: aperture.broker.v1.DerivedFact.value:type_name -> google.protobuf.Value
 	2,  // 14: aperture.broker.v1.CompleteStepResponse.case:type_name -> aperture.broker.v1.Case
 	2,  // 15: aperture.broker.v1.CloseCaseResponse.case:type_name -> aperture.broker.v1.Case
-	26, // 16: aperture.broker.v1.ExplainStepResponse.consent_expires_at:type_name -> google.protobuf.Timestamp
+	28, // 16: aperture.broker.v1.ExplainStepResponse.consent_expires_at:type_name -> google.protobuf.Timestamp
 	19, // 17: aperture.broker.v1.ExplainStepResponse.releases:type_name -> aperture.broker.v1.AllowedRelease
 	20, // 18: aperture.broker.v1.AllowedRelease.derived:type_name -> aperture.broker.v1.DerivedFactInfo
-	26, // 19: aperture.broker.v1.CaseEvent.time:type_name -> google.protobuf.Timestamp
-	29, // 20: aperture.broker.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
-	29, // 21: aperture.broker.v1.AnswerQuestionResponse.question:type_name -> aperture.citizen.v1.Question
-	4,  // 22: aperture.broker.v1.BrokerService.OpenCase:input_type -> aperture.broker.v1.OpenCaseRequest
-	6,  // 23: aperture.broker.v1.BrokerService.GetCase:input_type -> aperture.broker.v1.GetCaseRequest
-	8,  // 24: aperture.broker.v1.BrokerService.ListCases:input_type -> aperture.broker.v1.ListCasesRequest
-	10, // 25: aperture.broker.v1.BrokerService.Release:input_type -> aperture.broker.v1.ReleaseRequest
-	13, // 26: aperture.broker.v1.BrokerService.CompleteStep:input_type -> aperture.broker.v1.CompleteStepRequest
-	15, // 27: aperture.broker.v1.BrokerService.CloseCase:input_type -> aperture.broker.v1.CloseCaseRequest
-	17, // 28: aperture.broker.v1.BrokerService.ExplainStep:input_type -> aperture.broker.v1.ExplainStepRequest
-	22, // 29: aperture.broker.v1.BrokerService.ListQuestions:input_type -> aperture.broker.v1.ListQuestionsRequest
-	24, // 30: aperture.broker.v1.BrokerService.AnswerQuestion:input_type -> aperture.broker.v1.AnswerQuestionRequest
-	5,  // 31: aperture.broker.v1.BrokerService.OpenCase:output_type -> aperture.broker.v1.OpenCaseResponse
-	7,  // 32: aperture.broker.v1.BrokerService.GetCase:output_type -> aperture.broker.v1.GetCaseResponse
-	9,  // 33: aperture.broker.v1.BrokerService.ListCases:output_type -> aperture.broker.v1.ListCasesResponse
-	11, // 34: aperture.broker.v1.BrokerService.Release:output_type -> aperture.broker.v1.ReleaseResponse
-	14, // 35: aperture.broker.v1.BrokerService.CompleteStep:output_type -> aperture.broker.v1.CompleteStepResponse
-	16, // 36: aperture.broker.v1.BrokerService.CloseCase:output_type -> aperture.broker.v1.CloseCaseResponse
-	18, // 37: aperture.broker.v1.BrokerService.ExplainStep:output_type -> aperture.broker.v1.ExplainStepResponse
-	23, // 38: aperture.broker.v1.BrokerService.ListQuestions:output_type -> aperture.broker.v1.ListQuestionsResponse
-	25, // 39: aperture.broker.v1.BrokerService.AnswerQuestion:output_type -> aperture.broker.v1.AnswerQuestionResponse
-	31, // [31:40] is the sub-list for method output_type
-	22, // [22:31] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	28, // 19: aperture.broker.v1.CaseEvent.time:type_name -> google.protobuf.Timestamp
+	31, // 20: aperture.broker.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	31, // 21: aperture.broker.v1.AnswerQuestionResponse.question:type_name -> aperture.citizen.v1.Question
+	29, // 22: aperture.broker.v1.BreakGlassReleaseResponse.record:type_name -> google.protobuf.Any
+	12, // 23: aperture.broker.v1.BreakGlassReleaseResponse.derived:type_name -> aperture.broker.v1.DerivedFact
+	4,  // 24: aperture.broker.v1.BrokerService.OpenCase:input_type -> aperture.broker.v1.OpenCaseRequest
+	6,  // 25: aperture.broker.v1.BrokerService.GetCase:input_type -> aperture.broker.v1.GetCaseRequest
+	8,  // 26: aperture.broker.v1.BrokerService.ListCases:input_type -> aperture.broker.v1.ListCasesRequest
+	10, // 27: aperture.broker.v1.BrokerService.Release:input_type -> aperture.broker.v1.ReleaseRequest
+	26, // 28: aperture.broker.v1.BrokerService.BreakGlassRelease:input_type -> aperture.broker.v1.BreakGlassReleaseRequest
+	13, // 29: aperture.broker.v1.BrokerService.CompleteStep:input_type -> aperture.broker.v1.CompleteStepRequest
+	15, // 30: aperture.broker.v1.BrokerService.CloseCase:input_type -> aperture.broker.v1.CloseCaseRequest
+	17, // 31: aperture.broker.v1.BrokerService.ExplainStep:input_type -> aperture.broker.v1.ExplainStepRequest
+	22, // 32: aperture.broker.v1.BrokerService.ListQuestions:input_type -> aperture.broker.v1.ListQuestionsRequest
+	24, // 33: aperture.broker.v1.BrokerService.AnswerQuestion:input_type -> aperture.broker.v1.AnswerQuestionRequest
+	5,  // 34: aperture.broker.v1.BrokerService.OpenCase:output_type -> aperture.broker.v1.OpenCaseResponse
+	7,  // 35: aperture.broker.v1.BrokerService.GetCase:output_type -> aperture.broker.v1.GetCaseResponse
+	9,  // 36: aperture.broker.v1.BrokerService.ListCases:output_type -> aperture.broker.v1.ListCasesResponse
+	11, // 37: aperture.broker.v1.BrokerService.Release:output_type -> aperture.broker.v1.ReleaseResponse
+	27, // 38: aperture.broker.v1.BrokerService.BreakGlassRelease:output_type -> aperture.broker.v1.BreakGlassReleaseResponse
+	14, // 39: aperture.broker.v1.BrokerService.CompleteStep:output_type -> aperture.broker.v1.CompleteStepResponse
+	16, // 40: aperture.broker.v1.BrokerService.CloseCase:output_type -> aperture.broker.v1.CloseCaseResponse
+	18, // 41: aperture.broker.v1.BrokerService.ExplainStep:output_type -> aperture.broker.v1.ExplainStepResponse
+	23, // 42: aperture.broker.v1.BrokerService.ListQuestions:output_type -> aperture.broker.v1.ListQuestionsResponse
+	25, // 43: aperture.broker.v1.BrokerService.AnswerQuestion:output_type -> aperture.broker.v1.AnswerQuestionResponse
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_aperture_broker_v1_broker_proto_init() }
@@ -2001,7 +2220,7 @@ func file_aperture_broker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_broker_v1_broker_proto_rawDesc), len(file_aperture_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,15 +33,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	BrokerService_OpenCase_FullMethodName       = "/aperture.broker.v1.BrokerService/OpenCase"
-	BrokerService_GetCase_FullMethodName        = "/aperture.broker.v1.BrokerService/GetCase"
-	BrokerService_ListCases_FullMethodName      = "/aperture.broker.v1.BrokerService/ListCases"
-	BrokerService_Release_FullMethodName        = "/aperture.broker.v1.BrokerService/Release"
-	BrokerService_CompleteStep_FullMethodName   = "/aperture.broker.v1.BrokerService/CompleteStep"
-	BrokerService_CloseCase_FullMethodName      = "/aperture.broker.v1.BrokerService/CloseCase"
-	BrokerService_ExplainStep_FullMethodName    = "/aperture.broker.v1.BrokerService/ExplainStep"
-	BrokerService_ListQuestions_FullMethodName  = "/aperture.broker.v1.BrokerService/ListQuestions"
-	BrokerService_AnswerQuestion_FullMethodName = "/aperture.broker.v1.BrokerService/AnswerQuestion"
+	BrokerService_OpenCase_FullMethodName          = "/aperture.broker.v1.BrokerService/OpenCase"
+	BrokerService_GetCase_FullMethodName           = "/aperture.broker.v1.BrokerService/GetCase"
+	BrokerService_ListCases_FullMethodName         = "/aperture.broker.v1.BrokerService/ListCases"
+	BrokerService_Release_FullMethodName           = "/aperture.broker.v1.BrokerService/Release"
+	BrokerService_BreakGlassRelease_FullMethodName = "/aperture.broker.v1.BrokerService/BreakGlassRelease"
+	BrokerService_CompleteStep_FullMethodName      = "/aperture.broker.v1.BrokerService/CompleteStep"
+	BrokerService_CloseCase_FullMethodName         = "/aperture.broker.v1.BrokerService/CloseCase"
+	BrokerService_ExplainStep_FullMethodName       = "/aperture.broker.v1.BrokerService/ExplainStep"
+	BrokerService_ListQuestions_FullMethodName     = "/aperture.broker.v1.BrokerService/ListQuestions"
+	BrokerService_AnswerQuestion_FullMethodName    = "/aperture.broker.v1.BrokerService/AnswerQuestion"
 )
 
 // BrokerServiceClient is the client API for BrokerService service.
@@ -67,6 +68,13 @@ type BrokerServiceClient interface {
 	// that takes no part in the case, the case does not exist: NOT_FOUND exactly as for an unknown id,
 	// recorded only in the operator's security log, never in the citizen's access log.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
+	// BreakGlassRelease is an emergency release outside the case's current step, allowed only where the
+	// journey's policy has a break-glass rule for the calling agency. It needs a reason code from the
+	// rule and a justification, releases only what the rule names, is flagged in the access log, shown
+	// to the citizen at once, queued for an auditor's review, and limited per caseworker
+	// (RESOURCE_EXHAUSTED with reason BREAK_GLASS_RATE_LIMITED once the limit is reached). An agency
+	// without a rule for the case's journey gets NOT_FOUND, as for an unknown case.
+	BreakGlassRelease(ctx context.Context, in *BreakGlassReleaseRequest, opts ...grpc.CallOption) (*BreakGlassReleaseResponse, error)
 	// CompleteStep finishes the current step; the next step becomes current (and its agency is notified)
 	// or, after the last step, the case closes.
 	CompleteStep(ctx context.Context, in *CompleteStepRequest, opts ...grpc.CallOption) (*CompleteStepResponse, error)
@@ -124,6 +132,16 @@ func (c *brokerServiceClient) Release(ctx context.Context, in *ReleaseRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReleaseResponse)
 	err := c.cc.Invoke(ctx, BrokerService_Release_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *brokerServiceClient) BreakGlassRelease(ctx context.Context, in *BreakGlassReleaseRequest, opts ...grpc.CallOption) (*BreakGlassReleaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BreakGlassReleaseResponse)
+	err := c.cc.Invoke(ctx, BrokerService_BreakGlassRelease_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -203,6 +221,13 @@ type BrokerServiceServer interface {
 	// that takes no part in the case, the case does not exist: NOT_FOUND exactly as for an unknown id,
 	// recorded only in the operator's security log, never in the citizen's access log.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
+	// BreakGlassRelease is an emergency release outside the case's current step, allowed only where the
+	// journey's policy has a break-glass rule for the calling agency. It needs a reason code from the
+	// rule and a justification, releases only what the rule names, is flagged in the access log, shown
+	// to the citizen at once, queued for an auditor's review, and limited per caseworker
+	// (RESOURCE_EXHAUSTED with reason BREAK_GLASS_RATE_LIMITED once the limit is reached). An agency
+	// without a rule for the case's journey gets NOT_FOUND, as for an unknown case.
+	BreakGlassRelease(context.Context, *BreakGlassReleaseRequest) (*BreakGlassReleaseResponse, error)
 	// CompleteStep finishes the current step; the next step becomes current (and its agency is notified)
 	// or, after the last step, the case closes.
 	CompleteStep(context.Context, *CompleteStepRequest) (*CompleteStepResponse, error)
@@ -237,6 +262,9 @@ func (UnimplementedBrokerServiceServer) ListCases(context.Context, *ListCasesReq
 }
 func (UnimplementedBrokerServiceServer) Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Release not implemented")
+}
+func (UnimplementedBrokerServiceServer) BreakGlassRelease(context.Context, *BreakGlassReleaseRequest) (*BreakGlassReleaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BreakGlassRelease not implemented")
 }
 func (UnimplementedBrokerServiceServer) CompleteStep(context.Context, *CompleteStepRequest) (*CompleteStepResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CompleteStep not implemented")
@@ -342,6 +370,24 @@ func _BrokerService_Release_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(BrokerServiceServer).Release(ctx, req.(*ReleaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BrokerService_BreakGlassRelease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BreakGlassReleaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BrokerServiceServer).BreakGlassRelease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BrokerService_BreakGlassRelease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BrokerServiceServer).BreakGlassRelease(ctx, req.(*BreakGlassReleaseRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -458,6 +504,10 @@ var BrokerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Release",
 			Handler:    _BrokerService_Release_Handler,
+		},
+		{
+			MethodName: "BreakGlassRelease",
+			Handler:    _BrokerService_BreakGlassRelease_Handler,
 		},
 		{
 			MethodName: "CompleteStep",

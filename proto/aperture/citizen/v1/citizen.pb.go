@@ -417,8 +417,13 @@ type Access struct {
 	// for caseworkers), and the field path or fact it is about when there is one.
 	RefusalReason  v1.RefusalReason `protobuf:"varint,22,opt,name=refusal_reason,json=refusalReason,proto3,enum=aperture.audit.v1.RefusalReason" json:"refusal_reason,omitempty"`
 	RefusalSubject string           `protobuf:"bytes,23,opt,name=refusal_subject,json=refusalSubject,proto3" json:"refusal_subject,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set for an emergency (break-glass) release outside the case's current step, and for an auditor's
+	// review of one: the reason code, the caseworker's justification, and for a review its outcome.
+	BreakGlass *v1.BreakGlass `protobuf:"bytes,24,opt,name=break_glass,json=breakGlass,proto3" json:"break_glass,omitempty"`
+	// The policy's words for break_glass.reason_code.
+	BreakGlassReason *Text `protobuf:"bytes,25,opt,name=break_glass_reason,json=breakGlassReason,proto3" json:"break_glass_reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Access) Reset() {
@@ -610,6 +615,20 @@ func (x *Access) GetRefusalSubject() string {
 		return x.RefusalSubject
 	}
 	return ""
+}
+
+func (x *Access) GetBreakGlass() *v1.BreakGlass {
+	if x != nil {
+		return x.BreakGlass
+	}
+	return nil
+}
+
+func (x *Access) GetBreakGlassReason() *Text {
+	if x != nil {
+		return x.BreakGlassReason
+	}
+	return nil
 }
 
 // Fact names one derived fact.
@@ -1703,7 +1722,14 @@ type DataPathStep struct {
 	CovertReason  *Text `protobuf:"bytes,10,opt,name=covert_reason,json=covertReason,proto3" json:"covert_reason,omitempty"`
 	CovertMaxDays int32 `protobuf:"varint,11,opt,name=covert_max_days,json=covertMaxDays,proto3" json:"covert_max_days,omitempty"`
 	// When I am told of the covert step's accesses before covert_max_days have passed.
-	CovertReveal  CovertReveal `protobuf:"varint,12,opt,name=covert_reveal,json=covertReveal,proto3,enum=aperture.citizen.v1.CovertReveal" json:"covert_reveal,omitempty"`
+	CovertReveal CovertReveal `protobuf:"varint,12,opt,name=covert_reveal,json=covertReveal,proto3,enum=aperture.citizen.v1.CovertReveal" json:"covert_reveal,omitempty"`
+	// Whether I may switch the step off (it, or its whole journey, is optional) and what I lose by
+	// doing so; a mandatory step's legal_basis is why it cannot be switched off.
+	Optional    bool  `protobuf:"varint,13,opt,name=optional,proto3" json:"optional,omitempty"`
+	OptionalWhy *Text `protobuf:"bytes,14,opt,name=optional_why,json=optionalWhy,proto3" json:"optional_why,omitempty"`
+	// Whether I have switched it off (for this journey or all journeys), or my choice could not be
+	// verified (then it is refused as if off).
+	SwitchedOff   bool `protobuf:"varint,15,opt,name=switched_off,json=switchedOff,proto3" json:"switched_off,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1820,6 +1846,27 @@ func (x *DataPathStep) GetCovertReveal() CovertReveal {
 		return x.CovertReveal
 	}
 	return CovertReveal_COVERT_REVEAL_UNSPECIFIED
+}
+
+func (x *DataPathStep) GetOptional() bool {
+	if x != nil {
+		return x.Optional
+	}
+	return false
+}
+
+func (x *DataPathStep) GetOptionalWhy() *Text {
+	if x != nil {
+		return x.OptionalWhy
+	}
+	return nil
+}
+
+func (x *DataPathStep) GetSwitchedOff() bool {
+	if x != nil {
+		return x.SwitchedOff
+	}
+	return false
 }
 
 // DataPathRelease is what one step may see of one dataset.
@@ -2986,6 +3033,416 @@ func (x *GetAccessProofResponse) GetWitnesses() uint32 {
 	return 0
 }
 
+// Switch is my choice for the optional steps of one journey, or of all journeys.
+type Switch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The journey; unset for the switch that covers all journeys.
+	Journey *JourneyRef `protobuf:"bytes,1,opt,name=journey,proto3" json:"journey,omitempty"`
+	Off     bool        `protobuf:"varint,2,opt,name=off,proto3" json:"off,omitempty"`
+	// When I last changed it; unset if I never did.
+	ChangedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
+	// The stored choice could not be verified: the broker refuses the optional steps until I set it
+	// again.
+	Unverified    bool `protobuf:"varint,4,opt,name=unverified,proto3" json:"unverified,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Switch) Reset() {
+	*x = Switch{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Switch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Switch) ProtoMessage() {}
+
+func (x *Switch) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Switch.ProtoReflect.Descriptor instead.
+func (*Switch) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *Switch) GetJourney() *JourneyRef {
+	if x != nil {
+		return x.Journey
+	}
+	return nil
+}
+
+func (x *Switch) GetOff() bool {
+	if x != nil {
+		return x.Off
+	}
+	return false
+}
+
+func (x *Switch) GetChangedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangedAt
+	}
+	return nil
+}
+
+func (x *Switch) GetUnverified() bool {
+	if x != nil {
+		return x.Unverified
+	}
+	return false
+}
+
+// SwitchStep is one step as the switch page shows it.
+type SwitchStep struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Step   *StepRef               `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	Agency *Party                 `protobuf:"bytes,2,opt,name=agency,proto3" json:"agency,omitempty"`
+	// Optional steps: what switching off means. Mandatory steps: the law that requires the step.
+	Optional      bool   `protobuf:"varint,3,opt,name=optional,proto3" json:"optional,omitempty"`
+	OptionalWhy   *Text  `protobuf:"bytes,4,opt,name=optional_why,json=optionalWhy,proto3" json:"optional_why,omitempty"`
+	LegalBasis    string `protobuf:"bytes,5,opt,name=legal_basis,json=legalBasis,proto3" json:"legal_basis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchStep) Reset() {
+	*x = SwitchStep{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwitchStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwitchStep) ProtoMessage() {}
+
+func (x *SwitchStep) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwitchStep.ProtoReflect.Descriptor instead.
+func (*SwitchStep) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *SwitchStep) GetStep() *StepRef {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+func (x *SwitchStep) GetAgency() *Party {
+	if x != nil {
+		return x.Agency
+	}
+	return nil
+}
+
+func (x *SwitchStep) GetOptional() bool {
+	if x != nil {
+		return x.Optional
+	}
+	return false
+}
+
+func (x *SwitchStep) GetOptionalWhy() *Text {
+	if x != nil {
+		return x.OptionalWhy
+	}
+	return nil
+}
+
+func (x *SwitchStep) GetLegalBasis() string {
+	if x != nil {
+		return x.LegalBasis
+	}
+	return ""
+}
+
+// SwitchableJourney is one journey, its steps and my switch for it.
+type SwitchableJourney struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Journey *JourneyRef            `protobuf:"bytes,1,opt,name=journey,proto3" json:"journey,omitempty"`
+	// Set when the whole journey is optional.
+	OptionalWhy   *Text         `protobuf:"bytes,2,opt,name=optional_why,json=optionalWhy,proto3" json:"optional_why,omitempty"`
+	Steps         []*SwitchStep `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	Switch        *Switch       `protobuf:"bytes,4,opt,name=switch,proto3" json:"switch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchableJourney) Reset() {
+	*x = SwitchableJourney{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwitchableJourney) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwitchableJourney) ProtoMessage() {}
+
+func (x *SwitchableJourney) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwitchableJourney.ProtoReflect.Descriptor instead.
+func (*SwitchableJourney) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *SwitchableJourney) GetJourney() *JourneyRef {
+	if x != nil {
+		return x.Journey
+	}
+	return nil
+}
+
+func (x *SwitchableJourney) GetOptionalWhy() *Text {
+	if x != nil {
+		return x.OptionalWhy
+	}
+	return nil
+}
+
+func (x *SwitchableJourney) GetSteps() []*SwitchStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *SwitchableJourney) GetSwitch() *Switch {
+	if x != nil {
+		return x.Switch
+	}
+	return nil
+}
+
+// ListSwitchesRequest asks for my switches.
+type ListSwitchesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSwitchesRequest) Reset() {
+	*x = ListSwitchesRequest{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSwitchesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSwitchesRequest) ProtoMessage() {}
+
+func (x *ListSwitchesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSwitchesRequest.ProtoReflect.Descriptor instead.
+func (*ListSwitchesRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{44}
+}
+
+// ListSwitchesResponse is the global switch and every journey.
+type ListSwitchesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	All           *Switch                `protobuf:"bytes,1,opt,name=all,proto3" json:"all,omitempty"`
+	Journeys      []*SwitchableJourney   `protobuf:"bytes,2,rep,name=journeys,proto3" json:"journeys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSwitchesResponse) Reset() {
+	*x = ListSwitchesResponse{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSwitchesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSwitchesResponse) ProtoMessage() {}
+
+func (x *ListSwitchesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSwitchesResponse.ProtoReflect.Descriptor instead.
+func (*ListSwitchesResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListSwitchesResponse) GetAll() *Switch {
+	if x != nil {
+		return x.All
+	}
+	return nil
+}
+
+func (x *ListSwitchesResponse) GetJourneys() []*SwitchableJourney {
+	if x != nil {
+		return x.Journeys
+	}
+	return nil
+}
+
+// SetSwitchRequest switches a journey's optional steps (or all journeys') off or on.
+type SetSwitchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The journey; empty for all journeys. A journey with nothing optional is FAILED_PRECONDITION.
+	Journey       string `protobuf:"bytes,1,opt,name=journey,proto3" json:"journey,omitempty"`
+	Off           bool   `protobuf:"varint,2,opt,name=off,proto3" json:"off,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSwitchRequest) Reset() {
+	*x = SetSwitchRequest{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSwitchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSwitchRequest) ProtoMessage() {}
+
+func (x *SetSwitchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSwitchRequest.ProtoReflect.Descriptor instead.
+func (*SetSwitchRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *SetSwitchRequest) GetJourney() string {
+	if x != nil {
+		return x.Journey
+	}
+	return ""
+}
+
+func (x *SetSwitchRequest) GetOff() bool {
+	if x != nil {
+		return x.Off
+	}
+	return false
+}
+
+// SetSwitchResponse is the switch as stored.
+type SetSwitchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Switch        *Switch                `protobuf:"bytes,1,opt,name=switch,proto3" json:"switch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSwitchResponse) Reset() {
+	*x = SetSwitchResponse{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSwitchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSwitchResponse) ProtoMessage() {}
+
+func (x *SetSwitchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSwitchResponse.ProtoReflect.Descriptor instead.
+func (*SetSwitchResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *SetSwitchResponse) GetSwitch() *Switch {
+	if x != nil {
+		return x.Switch
+	}
+	return nil
+}
+
 var File_aperture_citizen_v1_citizen_proto protoreflect.FileDescriptor
 
 const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
@@ -2996,7 +3453,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x02da\x18\x02 \x01(\tR\x02da\"F\n" +
 	"\x05Party\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
-	"\x04name\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x04name\"\xdd\a\n" +
+	"\x04name\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x04name\"\xe6\b\n" +
 	"\x06Access\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
@@ -3027,7 +3484,10 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"leaf_index\x18\x14 \x01(\x04R\tleafIndex\x12\x12\n" +
 	"\x04leaf\x18\x15 \x01(\fR\x04leaf\x12G\n" +
 	"\x0erefusal_reason\x18\x16 \x01(\x0e2 .aperture.audit.v1.RefusalReasonR\rrefusalReason\x12'\n" +
-	"\x0frefusal_subject\x18\x17 \x01(\tR\x0erefusalSubject\"W\n" +
+	"\x0frefusal_subject\x18\x17 \x01(\tR\x0erefusalSubject\x12>\n" +
+	"\vbreak_glass\x18\x18 \x01(\v2\x1d.aperture.audit.v1.BreakGlassR\n" +
+	"breakGlass\x12G\n" +
+	"\x12break_glass_reason\x18\x19 \x01(\v2\x19.aperture.citizen.v1.TextR\x10breakGlassReason\"W\n" +
 	"\x04Fact\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\vdescription\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\vdescription\"M\n" +
@@ -3101,7 +3561,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\ajourney\x18\x01 \x01(\v2\x1f.aperture.citizen.v1.JourneyRefR\ajourney\x12;\n" +
 	"\vdescription\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\vdescription\x127\n" +
 	"\x05steps\x18\x03 \x03(\v2!.aperture.citizen.v1.DataPathStepR\x05steps\x12%\n" +
-	"\x0epolicy_version\x18\x04 \x01(\tR\rpolicyVersion\"\xd7\x04\n" +
+	"\x0epolicy_version\x18\x04 \x01(\tR\rpolicyVersion\"\xd4\x05\n" +
 	"\fDataPathStep\x120\n" +
 	"\x04step\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.StepRefR\x04step\x122\n" +
 	"\x06agency\x18\x02 \x01(\v2\x1a.aperture.citizen.v1.PartyR\x06agency\x12\x12\n" +
@@ -3116,7 +3576,10 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\rcovert_reason\x18\n" +
 	" \x01(\v2\x19.aperture.citizen.v1.TextR\fcovertReason\x12&\n" +
 	"\x0fcovert_max_days\x18\v \x01(\x05R\rcovertMaxDays\x12F\n" +
-	"\rcovert_reveal\x18\f \x01(\x0e2!.aperture.citizen.v1.CovertRevealR\fcovertReveal\"\xae\x01\n" +
+	"\rcovert_reveal\x18\f \x01(\x0e2!.aperture.citizen.v1.CovertRevealR\fcovertReveal\x12\x1a\n" +
+	"\boptional\x18\r \x01(\bR\boptional\x12<\n" +
+	"\foptional_why\x18\x0e \x01(\v2\x19.aperture.citizen.v1.TextR\voptionalWhy\x12!\n" +
+	"\fswitched_off\x18\x0f \x01(\bR\vswitchedOff\"\xae\x01\n" +
 	"\x0fDataPathRelease\x128\n" +
 	"\tauthority\x18\x01 \x01(\v2\x1a.aperture.citizen.v1.PartyR\tauthority\x12\x18\n" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12\x16\n" +
@@ -3201,7 +3664,37 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\ttree_size\x18\x05 \x01(\x04R\btreeSize\x12\x1c\n" +
 	"\tcosigners\x18\x06 \x03(\tR\tcosigners\x12\x16\n" +
 	"\x06quorum\x18\a \x01(\rR\x06quorum\x12\x1c\n" +
-	"\twitnesses\x18\b \x01(\rR\twitnesses*\x8f\x01\n" +
+	"\twitnesses\x18\b \x01(\rR\twitnesses\"\xb0\x01\n" +
+	"\x06Switch\x129\n" +
+	"\ajourney\x18\x01 \x01(\v2\x1f.aperture.citizen.v1.JourneyRefR\ajourney\x12\x10\n" +
+	"\x03off\x18\x02 \x01(\bR\x03off\x129\n" +
+	"\n" +
+	"changed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\x12\x1e\n" +
+	"\n" +
+	"unverified\x18\x04 \x01(\bR\n" +
+	"unverified\"\xed\x01\n" +
+	"\n" +
+	"SwitchStep\x120\n" +
+	"\x04step\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.StepRefR\x04step\x122\n" +
+	"\x06agency\x18\x02 \x01(\v2\x1a.aperture.citizen.v1.PartyR\x06agency\x12\x1a\n" +
+	"\boptional\x18\x03 \x01(\bR\boptional\x12<\n" +
+	"\foptional_why\x18\x04 \x01(\v2\x19.aperture.citizen.v1.TextR\voptionalWhy\x12\x1f\n" +
+	"\vlegal_basis\x18\x05 \x01(\tR\n" +
+	"legalBasis\"\xf8\x01\n" +
+	"\x11SwitchableJourney\x129\n" +
+	"\ajourney\x18\x01 \x01(\v2\x1f.aperture.citizen.v1.JourneyRefR\ajourney\x12<\n" +
+	"\foptional_why\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\voptionalWhy\x125\n" +
+	"\x05steps\x18\x03 \x03(\v2\x1f.aperture.citizen.v1.SwitchStepR\x05steps\x123\n" +
+	"\x06switch\x18\x04 \x01(\v2\x1b.aperture.citizen.v1.SwitchR\x06switch\"\x15\n" +
+	"\x13ListSwitchesRequest\"\x89\x01\n" +
+	"\x14ListSwitchesResponse\x12-\n" +
+	"\x03all\x18\x01 \x01(\v2\x1b.aperture.citizen.v1.SwitchR\x03all\x12B\n" +
+	"\bjourneys\x18\x02 \x03(\v2&.aperture.citizen.v1.SwitchableJourneyR\bjourneys\"`\n" +
+	"\x10SetSwitchRequest\x12:\n" +
+	"\ajourney\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^([a-z][a-z0-9-]{0,62})?$R\ajourney\x12\x10\n" +
+	"\x03off\x18\x02 \x01(\bR\x03off\"H\n" +
+	"\x11SetSwitchResponse\x123\n" +
+	"\x06switch\x18\x01 \x01(\v2\x1b.aperture.citizen.v1.SwitchR\x06switch*\x8f\x01\n" +
 	"\n" +
 	"StepStatus\x12\x1b\n" +
 	"\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -3222,7 +3715,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x0eQuestionStatus\x12\x1f\n" +
 	"\x1bQUESTION_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14QUESTION_STATUS_OPEN\x10\x01\x12\x1c\n" +
-	"\x18QUESTION_STATUS_ANSWERED\x10\x022\x8f\v\n" +
+	"\x18QUESTION_STATUS_ANSWERED\x10\x022\xd0\f\n" +
 	"\x0eCitizenService\x12c\n" +
 	"\fListAccesses\x12(.aperture.citizen.v1.ListAccessesRequest\x1a).aperture.citizen.v1.ListAccessesResponse\x12h\n" +
 	"\rWatchAccesses\x12).aperture.citizen.v1.WatchAccessesRequest\x1a*.aperture.citizen.v1.WatchAccessesResponse0\x01\x12Z\n" +
@@ -3237,7 +3730,9 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\tGetMyData\x12%.aperture.citizen.v1.GetMyDataRequest\x1a&.aperture.citizen.v1.GetMyDataResponse\x12i\n" +
 	"\x0eQuestionAccess\x12*.aperture.citizen.v1.QuestionAccessRequest\x1a+.aperture.citizen.v1.QuestionAccessResponse\x12f\n" +
 	"\rListQuestions\x12).aperture.citizen.v1.ListQuestionsRequest\x1a*.aperture.citizen.v1.ListQuestionsResponse\x12i\n" +
-	"\x0eGetAccessProof\x12*.aperture.citizen.v1.GetAccessProofRequest\x1a+.aperture.citizen.v1.GetAccessProofResponseBFZDgithub.com/aperture-gov/aperture/proto/aperture/citizen/v1;citizenv1b\x06proto3"
+	"\x0eGetAccessProof\x12*.aperture.citizen.v1.GetAccessProofRequest\x1a+.aperture.citizen.v1.GetAccessProofResponse\x12c\n" +
+	"\fListSwitches\x12(.aperture.citizen.v1.ListSwitchesRequest\x1a).aperture.citizen.v1.ListSwitchesResponse\x12Z\n" +
+	"\tSetSwitch\x12%.aperture.citizen.v1.SetSwitchRequest\x1a&.aperture.citizen.v1.SetSwitchResponseBFZDgithub.com/aperture-gov/aperture/proto/aperture/citizen/v1;citizenv1b\x06proto3"
 
 var (
 	file_aperture_citizen_v1_citizen_proto_rawDescOnce sync.Once
@@ -3252,7 +3747,7 @@ func file_aperture_citizen_v1_citizen_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(StepStatus)(0),                // 0: aperture.citizen.v1.StepStatus
 	(CaseStatus)(0),                // 1: aperture.citizen.v1.CaseStatus
@@ -3299,115 +3794,142 @@ var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(*ListQuestionsResponse)(nil),  // 42: aperture.citizen.v1.ListQuestionsResponse
 	(*GetAccessProofRequest)(nil),  // 43: aperture.citizen.v1.GetAccessProofRequest
 	(*GetAccessProofResponse)(nil), // 44: aperture.citizen.v1.GetAccessProofResponse
-	(*timestamppb.Timestamp)(nil),  // 45: google.protobuf.Timestamp
-	(v1.AccessKind)(0),             // 46: aperture.audit.v1.AccessKind
-	(v1.Decision)(0),               // 47: aperture.audit.v1.Decision
-	(v1.RefusalReason)(0),          // 48: aperture.audit.v1.RefusalReason
-	(*structpb.Struct)(nil),        // 49: google.protobuf.Struct
+	(*Switch)(nil),                 // 45: aperture.citizen.v1.Switch
+	(*SwitchStep)(nil),             // 46: aperture.citizen.v1.SwitchStep
+	(*SwitchableJourney)(nil),      // 47: aperture.citizen.v1.SwitchableJourney
+	(*ListSwitchesRequest)(nil),    // 48: aperture.citizen.v1.ListSwitchesRequest
+	(*ListSwitchesResponse)(nil),   // 49: aperture.citizen.v1.ListSwitchesResponse
+	(*SetSwitchRequest)(nil),       // 50: aperture.citizen.v1.SetSwitchRequest
+	(*SetSwitchResponse)(nil),      // 51: aperture.citizen.v1.SetSwitchResponse
+	(*timestamppb.Timestamp)(nil),  // 52: google.protobuf.Timestamp
+	(v1.AccessKind)(0),             // 53: aperture.audit.v1.AccessKind
+	(v1.Decision)(0),               // 54: aperture.audit.v1.Decision
+	(v1.RefusalReason)(0),          // 55: aperture.audit.v1.RefusalReason
+	(*v1.BreakGlass)(nil),          // 56: aperture.audit.v1.BreakGlass
+	(*structpb.Struct)(nil),        // 57: google.protobuf.Struct
 }
 var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
-	4,  // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
-	45, // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
-	46, // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
-	5,  // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
-	5,  // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
-	7,  // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
-	8,  // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
-	9,  // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
-	4,  // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
-	47, // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
-	4,  // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
-	45, // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
-	48, // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	4,  // 13: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
-	4,  // 14: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
-	4,  // 15: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
-	45, // 16: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
-	45, // 17: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
-	6,  // 18: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
-	6,  // 19: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
-	8,  // 20: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
-	1,  // 21: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
-	9,  // 22: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 23: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
-	15, // 24: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
-	5,  // 25: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
-	45, // 26: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	45, // 27: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 28: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 29: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
-	0,  // 30: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
-	45, // 31: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	45, // 32: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
-	14, // 33: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
-	14, // 34: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
-	22, // 35: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
-	8,  // 36: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,  // 37: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
-	8,  // 38: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,  // 39: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
-	25, // 40: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
-	9,  // 41: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 42: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
-	4,  // 43: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
-	26, // 44: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
-	4,  // 45: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
-	2,  // 46: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
-	5,  // 47: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
-	7,  // 48: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
-	8,  // 49: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
-	9,  // 50: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 51: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
-	45, // 52: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	45, // 53: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 54: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
-	27, // 55: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
-	25, // 56: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
-	45, // 57: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	27, // 58: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
-	27, // 59: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	27, // 60: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	5,  // 61: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
-	49, // 62: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
-	40, // 63: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
-	5,  // 64: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
-	45, // 65: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
-	3,  // 66: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
-	45, // 67: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
-	40, // 68: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
-	10, // 69: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
-	12, // 70: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
-	16, // 71: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
-	18, // 72: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
-	20, // 73: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
-	23, // 74: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
-	28, // 75: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
-	30, // 76: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
-	32, // 77: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
-	34, // 78: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
-	36, // 79: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
-	38, // 80: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
-	41, // 81: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
-	43, // 82: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
-	11, // 83: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
-	13, // 84: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
-	17, // 85: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
-	19, // 86: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
-	21, // 87: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
-	24, // 88: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
-	29, // 89: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
-	31, // 90: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
-	33, // 91: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
-	35, // 92: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
-	37, // 93: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
-	39, // 94: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
-	42, // 95: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
-	44, // 96: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
-	83, // [83:97] is the sub-list for method output_type
-	69, // [69:83] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	4,   // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
+	52,  // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
+	53,  // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
+	5,   // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
+	5,   // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
+	7,   // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
+	8,   // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
+	9,   // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
+	4,   // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
+	54,  // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
+	4,   // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
+	52,  // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
+	55,  // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	56,  // 13: aperture.citizen.v1.Access.break_glass:type_name -> aperture.audit.v1.BreakGlass
+	4,   // 14: aperture.citizen.v1.Access.break_glass_reason:type_name -> aperture.citizen.v1.Text
+	4,   // 15: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
+	4,   // 16: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
+	4,   // 17: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
+	52,  // 18: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
+	52,  // 19: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
+	6,   // 20: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
+	6,   // 21: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
+	8,   // 22: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
+	1,   // 23: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
+	9,   // 24: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
+	5,   // 25: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
+	15,  // 26: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
+	5,   // 27: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
+	52,  // 28: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	52,  // 29: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	9,   // 30: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
+	5,   // 31: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
+	0,   // 32: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
+	52,  // 33: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	52,  // 34: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	14,  // 35: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
+	14,  // 36: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
+	22,  // 37: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
+	8,   // 38: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
+	4,   // 39: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
+	8,   // 40: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
+	4,   // 41: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
+	25,  // 42: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
+	9,   // 43: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
+	5,   // 44: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
+	4,   // 45: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
+	26,  // 46: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
+	4,   // 47: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
+	2,   // 48: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
+	4,   // 49: aperture.citizen.v1.DataPathStep.optional_why:type_name -> aperture.citizen.v1.Text
+	5,   // 50: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
+	7,   // 51: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
+	8,   // 52: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
+	9,   // 53: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
+	5,   // 54: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
+	52,  // 55: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	52,  // 56: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	52,  // 57: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
+	27,  // 58: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
+	25,  // 59: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
+	52,  // 60: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	27,  // 61: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
+	27,  // 62: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	27,  // 63: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	5,   // 64: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
+	57,  // 65: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
+	40,  // 66: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
+	5,   // 67: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
+	52,  // 68: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
+	3,   // 69: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
+	52,  // 70: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
+	40,  // 71: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	8,   // 72: aperture.citizen.v1.Switch.journey:type_name -> aperture.citizen.v1.JourneyRef
+	52,  // 73: aperture.citizen.v1.Switch.changed_at:type_name -> google.protobuf.Timestamp
+	9,   // 74: aperture.citizen.v1.SwitchStep.step:type_name -> aperture.citizen.v1.StepRef
+	5,   // 75: aperture.citizen.v1.SwitchStep.agency:type_name -> aperture.citizen.v1.Party
+	4,   // 76: aperture.citizen.v1.SwitchStep.optional_why:type_name -> aperture.citizen.v1.Text
+	8,   // 77: aperture.citizen.v1.SwitchableJourney.journey:type_name -> aperture.citizen.v1.JourneyRef
+	4,   // 78: aperture.citizen.v1.SwitchableJourney.optional_why:type_name -> aperture.citizen.v1.Text
+	46,  // 79: aperture.citizen.v1.SwitchableJourney.steps:type_name -> aperture.citizen.v1.SwitchStep
+	45,  // 80: aperture.citizen.v1.SwitchableJourney.switch:type_name -> aperture.citizen.v1.Switch
+	45,  // 81: aperture.citizen.v1.ListSwitchesResponse.all:type_name -> aperture.citizen.v1.Switch
+	47,  // 82: aperture.citizen.v1.ListSwitchesResponse.journeys:type_name -> aperture.citizen.v1.SwitchableJourney
+	45,  // 83: aperture.citizen.v1.SetSwitchResponse.switch:type_name -> aperture.citizen.v1.Switch
+	10,  // 84: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
+	12,  // 85: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
+	16,  // 86: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
+	18,  // 87: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
+	20,  // 88: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
+	23,  // 89: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
+	28,  // 90: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
+	30,  // 91: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
+	32,  // 92: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
+	34,  // 93: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
+	36,  // 94: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
+	38,  // 95: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
+	41,  // 96: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
+	43,  // 97: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
+	48,  // 98: aperture.citizen.v1.CitizenService.ListSwitches:input_type -> aperture.citizen.v1.ListSwitchesRequest
+	50,  // 99: aperture.citizen.v1.CitizenService.SetSwitch:input_type -> aperture.citizen.v1.SetSwitchRequest
+	11,  // 100: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
+	13,  // 101: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
+	17,  // 102: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
+	19,  // 103: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
+	21,  // 104: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
+	24,  // 105: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
+	29,  // 106: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
+	31,  // 107: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
+	33,  // 108: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
+	35,  // 109: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
+	37,  // 110: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
+	39,  // 111: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
+	42,  // 112: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
+	44,  // 113: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
+	49,  // 114: aperture.citizen.v1.CitizenService.ListSwitches:output_type -> aperture.citizen.v1.ListSwitchesResponse
+	51,  // 115: aperture.citizen.v1.CitizenService.SetSwitch:output_type -> aperture.citizen.v1.SetSwitchResponse
+	100, // [100:116] is the sub-list for method output_type
+	84,  // [84:100] is the sub-list for method input_type
+	84,  // [84:84] is the sub-list for extension type_name
+	84,  // [84:84] is the sub-list for extension extendee
+	0,   // [0:84] is the sub-list for field type_name
 }
 
 func init() { file_aperture_citizen_v1_citizen_proto_init() }
@@ -3421,7 +3943,7 @@ func file_aperture_citizen_v1_citizen_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_citizen_v1_citizen_proto_rawDesc), len(file_aperture_citizen_v1_citizen_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   41,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

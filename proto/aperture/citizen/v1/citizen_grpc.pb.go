@@ -45,6 +45,8 @@ const (
 	CitizenService_QuestionAccess_FullMethodName = "/aperture.citizen.v1.CitizenService/QuestionAccess"
 	CitizenService_ListQuestions_FullMethodName  = "/aperture.citizen.v1.CitizenService/ListQuestions"
 	CitizenService_GetAccessProof_FullMethodName = "/aperture.citizen.v1.CitizenService/GetAccessProof"
+	CitizenService_ListSwitches_FullMethodName   = "/aperture.citizen.v1.CitizenService/ListSwitches"
+	CitizenService_SetSwitch_FullMethodName      = "/aperture.citizen.v1.CitizenService/SetSwitch"
 )
 
 // CitizenServiceClient is the client API for CitizenService service.
@@ -93,6 +95,12 @@ type CitizenServiceClient interface {
 	// alone. An access that is not mine (or not visible to me yet) is NOT_FOUND; one logged after the
 	// newest cosigned checkpoint is UNAVAILABLE until the next one (seconds).
 	GetAccessProof(ctx context.Context, in *GetAccessProofRequest, opts ...grpc.CallOption) (*GetAccessProofResponse, error)
+	// ListSwitches lists every journey with what I can switch off in it (optional steps, or the whole
+	// journey) and what I cannot (mandatory steps, with their legal basis), and my switches.
+	ListSwitches(ctx context.Context, in *ListSwitchesRequest, opts ...grpc.CallOption) (*ListSwitchesResponse, error)
+	// SetSwitch switches the optional steps of one journey (or of all journeys) off or on again for me.
+	// While off, the broker refuses releases at those steps.
+	SetSwitch(ctx context.Context, in *SetSwitchRequest, opts ...grpc.CallOption) (*SetSwitchResponse, error)
 }
 
 type citizenServiceClient struct {
@@ -252,6 +260,26 @@ func (c *citizenServiceClient) GetAccessProof(ctx context.Context, in *GetAccess
 	return out, nil
 }
 
+func (c *citizenServiceClient) ListSwitches(ctx context.Context, in *ListSwitchesRequest, opts ...grpc.CallOption) (*ListSwitchesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSwitchesResponse)
+	err := c.cc.Invoke(ctx, CitizenService_ListSwitches_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *citizenServiceClient) SetSwitch(ctx context.Context, in *SetSwitchRequest, opts ...grpc.CallOption) (*SetSwitchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetSwitchResponse)
+	err := c.cc.Invoke(ctx, CitizenService_SetSwitch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CitizenServiceServer is the server API for CitizenService service.
 // All implementations must embed UnimplementedCitizenServiceServer
 // for forward compatibility.
@@ -298,6 +326,12 @@ type CitizenServiceServer interface {
 	// alone. An access that is not mine (or not visible to me yet) is NOT_FOUND; one logged after the
 	// newest cosigned checkpoint is UNAVAILABLE until the next one (seconds).
 	GetAccessProof(context.Context, *GetAccessProofRequest) (*GetAccessProofResponse, error)
+	// ListSwitches lists every journey with what I can switch off in it (optional steps, or the whole
+	// journey) and what I cannot (mandatory steps, with their legal basis), and my switches.
+	ListSwitches(context.Context, *ListSwitchesRequest) (*ListSwitchesResponse, error)
+	// SetSwitch switches the optional steps of one journey (or of all journeys) off or on again for me.
+	// While off, the broker refuses releases at those steps.
+	SetSwitch(context.Context, *SetSwitchRequest) (*SetSwitchResponse, error)
 	mustEmbedUnimplementedCitizenServiceServer()
 }
 
@@ -349,6 +383,12 @@ func (UnimplementedCitizenServiceServer) ListQuestions(context.Context, *ListQue
 }
 func (UnimplementedCitizenServiceServer) GetAccessProof(context.Context, *GetAccessProofRequest) (*GetAccessProofResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAccessProof not implemented")
+}
+func (UnimplementedCitizenServiceServer) ListSwitches(context.Context, *ListSwitchesRequest) (*ListSwitchesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSwitches not implemented")
+}
+func (UnimplementedCitizenServiceServer) SetSwitch(context.Context, *SetSwitchRequest) (*SetSwitchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetSwitch not implemented")
 }
 func (UnimplementedCitizenServiceServer) mustEmbedUnimplementedCitizenServiceServer() {}
 func (UnimplementedCitizenServiceServer) testEmbeddedByValue()                        {}
@@ -616,6 +656,42 @@ func _CitizenService_GetAccessProof_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CitizenService_ListSwitches_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSwitchesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CitizenServiceServer).ListSwitches(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CitizenService_ListSwitches_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CitizenServiceServer).ListSwitches(ctx, req.(*ListSwitchesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CitizenService_SetSwitch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSwitchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CitizenServiceServer).SetSwitch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CitizenService_SetSwitch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CitizenServiceServer).SetSwitch(ctx, req.(*SetSwitchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CitizenService_ServiceDesc is the grpc.ServiceDesc for CitizenService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -674,6 +750,14 @@ var CitizenService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetAccessProof",
 			Handler:    _CitizenService_GetAccessProof_Handler,
+		},
+		{
+			MethodName: "ListSwitches",
+			Handler:    _CitizenService_ListSwitches_Handler,
+		},
+		{
+			MethodName: "SetSwitch",
+			Handler:    _CitizenService_SetSwitch_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

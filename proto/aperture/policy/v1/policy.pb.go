@@ -89,7 +89,12 @@ type Journey struct {
 	Title       *Text  `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
 	Description *Text  `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	// The steps, in order. A case is at exactly one of them.
-	Steps         []*Step `protobuf:"bytes,4,rep,name=steps,proto3" json:"steps,omitempty"`
+	Steps []*Step `protobuf:"bytes,4,rep,name=steps,proto3" json:"steps,omitempty"`
+	// Set when the whole journey is optional (a proactive offer, data reuse beyond the legal minimum):
+	// the citizen may switch it off, and then no step of it releases anything.
+	Optional *Optional `protobuf:"bytes,5,opt,name=optional,proto3" json:"optional,omitempty"`
+	// Emergency releases outside the current step, one rule per agency. Without a rule, none.
+	BreakGlass    []*BreakGlass `protobuf:"bytes,6,rep,name=break_glass,json=breakGlass,proto3" json:"break_glass,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -152,6 +157,217 @@ func (x *Journey) GetSteps() []*Step {
 	return nil
 }
 
+func (x *Journey) GetOptional() *Optional {
+	if x != nil {
+		return x.Optional
+	}
+	return nil
+}
+
+func (x *Journey) GetBreakGlass() []*BreakGlass {
+	if x != nil {
+		return x.BreakGlass
+	}
+	return nil
+}
+
+// Optional marks a journey or step the citizen may switch off.
+type Optional struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the citizen loses by switching it off, shown next to the switch.
+	Why           *Text `protobuf:"bytes,1,opt,name=why,proto3" json:"why,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Optional) Reset() {
+	*x = Optional{}
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Optional) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Optional) ProtoMessage() {}
+
+func (x *Optional) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Optional.ProtoReflect.Descriptor instead.
+func (*Optional) Descriptor() ([]byte, []int) {
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Optional) GetWhy() *Text {
+	if x != nil {
+		return x.Why
+	}
+	return nil
+}
+
+// BreakGlass lets one named agency release data of a case in an emergency, whatever the case's current
+// step. Every use is logged and flagged, shown to the citizen at once with the caseworker's
+// justification, and queued for an auditor's review; a caseworker may use it at most
+// max_per_caseworker times in window_hours.
+type BreakGlass struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Agency     string                 `protobuf:"bytes,1,opt,name=agency,proto3" json:"agency,omitempty"`
+	Purpose    *Text                  `protobuf:"bytes,2,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	LegalBasis string                 `protobuf:"bytes,3,opt,name=legal_basis,json=legalBasis,proto3" json:"legal_basis,omitempty"`
+	// The emergencies the rule is for; a release names one of them.
+	Reasons []*BreakGlassReason `protobuf:"bytes,4,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	// Exactly what may be released, per authority dataset (minimal disclosure applies as at a step).
+	Releases         []*ReleaseRule `protobuf:"bytes,5,rep,name=releases,proto3" json:"releases,omitempty"`
+	MaxPerCaseworker int32          `protobuf:"varint,6,opt,name=max_per_caseworker,json=maxPerCaseworker,proto3" json:"max_per_caseworker,omitempty"`
+	WindowHours      int32          `protobuf:"varint,7,opt,name=window_hours,json=windowHours,proto3" json:"window_hours,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *BreakGlass) Reset() {
+	*x = BreakGlass{}
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakGlass) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakGlass) ProtoMessage() {}
+
+func (x *BreakGlass) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakGlass.ProtoReflect.Descriptor instead.
+func (*BreakGlass) Descriptor() ([]byte, []int) {
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BreakGlass) GetAgency() string {
+	if x != nil {
+		return x.Agency
+	}
+	return ""
+}
+
+func (x *BreakGlass) GetPurpose() *Text {
+	if x != nil {
+		return x.Purpose
+	}
+	return nil
+}
+
+func (x *BreakGlass) GetLegalBasis() string {
+	if x != nil {
+		return x.LegalBasis
+	}
+	return ""
+}
+
+func (x *BreakGlass) GetReasons() []*BreakGlassReason {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *BreakGlass) GetReleases() []*ReleaseRule {
+	if x != nil {
+		return x.Releases
+	}
+	return nil
+}
+
+func (x *BreakGlass) GetMaxPerCaseworker() int32 {
+	if x != nil {
+		return x.MaxPerCaseworker
+	}
+	return 0
+}
+
+func (x *BreakGlass) GetWindowHours() int32 {
+	if x != nil {
+		return x.WindowHours
+	}
+	return 0
+}
+
+// BreakGlassReason is one emergency a break-glass rule is for.
+type BreakGlassReason struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	Title         *Text                  `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BreakGlassReason) Reset() {
+	*x = BreakGlassReason{}
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakGlassReason) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakGlassReason) ProtoMessage() {}
+
+func (x *BreakGlassReason) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakGlassReason.ProtoReflect.Descriptor instead.
+func (*BreakGlassReason) Descriptor() ([]byte, []int) {
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BreakGlassReason) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *BreakGlassReason) GetTitle() *Text {
+	if x != nil {
+		return x.Title
+	}
+	return nil
+}
+
 // Step names who acts and what they may see.
 type Step struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -172,14 +388,17 @@ type Step struct {
 	Consent *Consent `protobuf:"bytes,8,opt,name=consent,proto3" json:"consent,omitempty"`
 	// Set when the step's accesses must be kept from the citizen for a while (e.g. a fraud
 	// investigation). They are logged at once, as always, and shown to the citizen after the delay.
-	Covert        *Covert `protobuf:"bytes,9,opt,name=covert,proto3" json:"covert,omitempty"`
+	Covert *Covert `protobuf:"bytes,9,opt,name=covert,proto3" json:"covert,omitempty"`
+	// Set when the citizen may switch the step off. A step without it is mandatory: the portal shows
+	// its legal basis as the reason it cannot be switched off.
+	Optional      *Optional `protobuf:"bytes,10,opt,name=optional,proto3" json:"optional,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[2]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +410,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[2]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +423,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Step) GetId() string {
@@ -270,6 +489,13 @@ func (x *Step) GetCovert() *Covert {
 	return nil
 }
 
+func (x *Step) GetOptional() *Optional {
+	if x != nil {
+		return x.Optional
+	}
+	return nil
+}
+
 // Covert keeps a step's accesses out of the citizen's view for a limited time. The data path of the
 // journey still shows that the step exists, why, and for how long it may be hidden.
 type Covert struct {
@@ -293,7 +519,7 @@ type Covert struct {
 
 func (x *Covert) Reset() {
 	*x = Covert{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +531,7 @@ func (x *Covert) String() string {
 func (*Covert) ProtoMessage() {}
 
 func (x *Covert) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +544,7 @@ func (x *Covert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Covert.ProtoReflect.Descriptor instead.
 func (*Covert) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Covert) GetReason() *Text {
@@ -358,7 +584,7 @@ type ReleaseRule struct {
 
 func (x *ReleaseRule) Reset() {
 	*x = ReleaseRule{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +596,7 @@ func (x *ReleaseRule) String() string {
 func (*ReleaseRule) ProtoMessage() {}
 
 func (x *ReleaseRule) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +609,7 @@ func (x *ReleaseRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRule.ProtoReflect.Descriptor instead.
 func (*ReleaseRule) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReleaseRule) GetDataset() string {
@@ -435,7 +661,7 @@ type Derived struct {
 
 func (x *Derived) Reset() {
 	*x = Derived{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +673,7 @@ func (x *Derived) String() string {
 func (*Derived) ProtoMessage() {}
 
 func (x *Derived) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +686,7 @@ func (x *Derived) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Derived.ProtoReflect.Descriptor instead.
 func (*Derived) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Derived) GetName() string {
@@ -523,7 +749,7 @@ type IntRange struct {
 
 func (x *IntRange) Reset() {
 	*x = IntRange{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +761,7 @@ func (x *IntRange) String() string {
 func (*IntRange) ProtoMessage() {}
 
 func (x *IntRange) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +774,7 @@ func (x *IntRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntRange.ProtoReflect.Descriptor instead.
 func (*IntRange) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *IntRange) GetMin() int64 {
@@ -580,7 +806,7 @@ type Consent struct {
 
 func (x *Consent) Reset() {
 	*x = Consent{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +818,7 @@ func (x *Consent) String() string {
 func (*Consent) ProtoMessage() {}
 
 func (x *Consent) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +831,7 @@ func (x *Consent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consent.ProtoReflect.Descriptor instead.
 func (*Consent) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Consent) GetRequired() bool {
@@ -644,7 +870,7 @@ type Registry struct {
 
 func (x *Registry) Reset() {
 	*x = Registry{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +882,7 @@ func (x *Registry) String() string {
 func (*Registry) ProtoMessage() {}
 
 func (x *Registry) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +895,7 @@ func (x *Registry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registry.ProtoReflect.Descriptor instead.
 func (*Registry) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Registry) GetAuthorities() []*Authority {
@@ -711,7 +937,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +949,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +962,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Authority) GetId() string {
@@ -788,7 +1014,7 @@ type Agency struct {
 
 func (x *Agency) Reset() {
 	*x = Agency{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +1026,7 @@ func (x *Agency) String() string {
 func (*Agency) ProtoMessage() {}
 
 func (x *Agency) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +1039,7 @@ func (x *Agency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agency.ProtoReflect.Descriptor instead.
 func (*Agency) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Agency) GetId() string {
@@ -845,13 +1071,35 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\x04Text\x12\x1a\n" +
 	"\x02en\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xd0\x0fR\x02en\x12\x18\n" +
-	"\x02da\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\x02da\"\xf0\x01\n" +
+	"\x02da\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\x02da\"\xf5\x02\n" +
 	"\aJourney\x12-\n" +
 	"\x02id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\x02id\x126\n" +
 	"\x05title\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x05title\x12B\n" +
 	"\vdescription\x18\x03 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\vdescription\x12:\n" +
 	"\x05steps\x18\x04 \x03(\v2\x18.aperture.policy.v1.StepB\n" +
-	"\xbaH\a\x92\x01\x04\b\x01\x102R\x05steps\"\xdc\x03\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x102R\x05steps\x128\n" +
+	"\boptional\x18\x05 \x01(\v2\x1c.aperture.policy.v1.OptionalR\boptional\x12I\n" +
+	"\vbreak_glass\x18\x06 \x03(\v2\x1e.aperture.policy.v1.BreakGlassB\b\xbaH\x05\x92\x01\x02\x10\x10R\n" +
+	"breakGlass\">\n" +
+	"\bOptional\x122\n" +
+	"\x03why\x18\x01 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x03why\"\xa9\x03\n" +
+	"\n" +
+	"BreakGlass\x125\n" +
+	"\x06agency\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,31}$R\x06agency\x12:\n" +
+	"\apurpose\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\apurpose\x12+\n" +
+	"\vlegal_basis\x18\x03 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xf4\x03R\n" +
+	"legalBasis\x12J\n" +
+	"\areasons\x18\x04 \x03(\v2$.aperture.policy.v1.BreakGlassReasonB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x10\x10R\areasons\x12G\n" +
+	"\breleases\x18\x05 \x03(\v2\x1f.aperture.policy.v1.ReleaseRuleB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x10 R\breleases\x127\n" +
+	"\x12max_per_caseworker\x18\x06 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x01R\x10maxPerCaseworker\x12-\n" +
+	"\fwindow_hours\x18\a \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xb8D(\x01R\vwindowHours\"}\n" +
+	"\x10BreakGlassReason\x121\n" +
+	"\x04code\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\x04code\x126\n" +
+	"\x05title\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x05title\"\x96\x04\n" +
 	"\x04Step\x12-\n" +
 	"\x02id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\x02id\x126\n" +
 	"\x05title\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x05title\x125\n" +
@@ -863,7 +1111,9 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"legalBasis\x12E\n" +
 	"\breleases\x18\a \x03(\v2\x1f.aperture.policy.v1.ReleaseRuleB\b\xbaH\x05\x92\x01\x02\x10 R\breleases\x125\n" +
 	"\aconsent\x18\b \x01(\v2\x1b.aperture.policy.v1.ConsentR\aconsent\x122\n" +
-	"\x06covert\x18\t \x01(\v2\x1a.aperture.policy.v1.CovertR\x06covert\"\xad\x01\n" +
+	"\x06covert\x18\t \x01(\v2\x1a.aperture.policy.v1.CovertR\x06covert\x128\n" +
+	"\boptional\x18\n" +
+	" \x01(\v2\x1c.aperture.policy.v1.OptionalR\boptional\"\xad\x01\n" +
 	"\x06Covert\x128\n" +
 	"\x06reason\x18\x01 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x06reason\x12%\n" +
 	"\bmax_days\x18\x02 \x01(\x05B\n" +
@@ -922,44 +1172,55 @@ func file_aperture_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_aperture_policy_v1_policy_proto_rawDescData
 }
 
-var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_aperture_policy_v1_policy_proto_goTypes = []any{
-	(*Text)(nil),        // 0: aperture.policy.v1.Text
-	(*Journey)(nil),     // 1: aperture.policy.v1.Journey
-	(*Step)(nil),        // 2: aperture.policy.v1.Step
-	(*Covert)(nil),      // 3: aperture.policy.v1.Covert
-	(*ReleaseRule)(nil), // 4: aperture.policy.v1.ReleaseRule
-	(*Derived)(nil),     // 5: aperture.policy.v1.Derived
-	(*IntRange)(nil),    // 6: aperture.policy.v1.IntRange
-	(*Consent)(nil),     // 7: aperture.policy.v1.Consent
-	(*Registry)(nil),    // 8: aperture.policy.v1.Registry
-	(*Authority)(nil),   // 9: aperture.policy.v1.Authority
-	(*Agency)(nil),      // 10: aperture.policy.v1.Agency
+	(*Text)(nil),             // 0: aperture.policy.v1.Text
+	(*Journey)(nil),          // 1: aperture.policy.v1.Journey
+	(*Optional)(nil),         // 2: aperture.policy.v1.Optional
+	(*BreakGlass)(nil),       // 3: aperture.policy.v1.BreakGlass
+	(*BreakGlassReason)(nil), // 4: aperture.policy.v1.BreakGlassReason
+	(*Step)(nil),             // 5: aperture.policy.v1.Step
+	(*Covert)(nil),           // 6: aperture.policy.v1.Covert
+	(*ReleaseRule)(nil),      // 7: aperture.policy.v1.ReleaseRule
+	(*Derived)(nil),          // 8: aperture.policy.v1.Derived
+	(*IntRange)(nil),         // 9: aperture.policy.v1.IntRange
+	(*Consent)(nil),          // 10: aperture.policy.v1.Consent
+	(*Registry)(nil),         // 11: aperture.policy.v1.Registry
+	(*Authority)(nil),        // 12: aperture.policy.v1.Authority
+	(*Agency)(nil),           // 13: aperture.policy.v1.Agency
 }
 var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 0: aperture.policy.v1.Journey.title:type_name -> aperture.policy.v1.Text
 	0,  // 1: aperture.policy.v1.Journey.description:type_name -> aperture.policy.v1.Text
-	2,  // 2: aperture.policy.v1.Journey.steps:type_name -> aperture.policy.v1.Step
-	0,  // 3: aperture.policy.v1.Step.title:type_name -> aperture.policy.v1.Text
-	0,  // 4: aperture.policy.v1.Step.purpose:type_name -> aperture.policy.v1.Text
-	4,  // 5: aperture.policy.v1.Step.releases:type_name -> aperture.policy.v1.ReleaseRule
-	7,  // 6: aperture.policy.v1.Step.consent:type_name -> aperture.policy.v1.Consent
-	3,  // 7: aperture.policy.v1.Step.covert:type_name -> aperture.policy.v1.Covert
-	0,  // 8: aperture.policy.v1.Covert.reason:type_name -> aperture.policy.v1.Text
-	5,  // 9: aperture.policy.v1.ReleaseRule.derived:type_name -> aperture.policy.v1.Derived
-	0,  // 10: aperture.policy.v1.Derived.description:type_name -> aperture.policy.v1.Text
-	6,  // 11: aperture.policy.v1.Derived.range:type_name -> aperture.policy.v1.IntRange
-	0,  // 12: aperture.policy.v1.Derived.value_reason:type_name -> aperture.policy.v1.Text
-	9,  // 13: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
-	10, // 14: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
-	10, // 15: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
-	0,  // 16: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
-	0,  // 17: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	5,  // 2: aperture.policy.v1.Journey.steps:type_name -> aperture.policy.v1.Step
+	2,  // 3: aperture.policy.v1.Journey.optional:type_name -> aperture.policy.v1.Optional
+	3,  // 4: aperture.policy.v1.Journey.break_glass:type_name -> aperture.policy.v1.BreakGlass
+	0,  // 5: aperture.policy.v1.Optional.why:type_name -> aperture.policy.v1.Text
+	0,  // 6: aperture.policy.v1.BreakGlass.purpose:type_name -> aperture.policy.v1.Text
+	4,  // 7: aperture.policy.v1.BreakGlass.reasons:type_name -> aperture.policy.v1.BreakGlassReason
+	7,  // 8: aperture.policy.v1.BreakGlass.releases:type_name -> aperture.policy.v1.ReleaseRule
+	0,  // 9: aperture.policy.v1.BreakGlassReason.title:type_name -> aperture.policy.v1.Text
+	0,  // 10: aperture.policy.v1.Step.title:type_name -> aperture.policy.v1.Text
+	0,  // 11: aperture.policy.v1.Step.purpose:type_name -> aperture.policy.v1.Text
+	7,  // 12: aperture.policy.v1.Step.releases:type_name -> aperture.policy.v1.ReleaseRule
+	10, // 13: aperture.policy.v1.Step.consent:type_name -> aperture.policy.v1.Consent
+	6,  // 14: aperture.policy.v1.Step.covert:type_name -> aperture.policy.v1.Covert
+	2,  // 15: aperture.policy.v1.Step.optional:type_name -> aperture.policy.v1.Optional
+	0,  // 16: aperture.policy.v1.Covert.reason:type_name -> aperture.policy.v1.Text
+	8,  // 17: aperture.policy.v1.ReleaseRule.derived:type_name -> aperture.policy.v1.Derived
+	0,  // 18: aperture.policy.v1.Derived.description:type_name -> aperture.policy.v1.Text
+	9,  // 19: aperture.policy.v1.Derived.range:type_name -> aperture.policy.v1.IntRange
+	0,  // 20: aperture.policy.v1.Derived.value_reason:type_name -> aperture.policy.v1.Text
+	12, // 21: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
+	13, // 22: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
+	13, // 23: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
+	0,  // 24: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
+	0,  // 25: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_aperture_policy_v1_policy_proto_init() }
@@ -973,7 +1234,7 @@ func file_aperture_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_policy_v1_policy_proto_rawDesc), len(file_aperture_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
