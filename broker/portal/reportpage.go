@@ -83,13 +83,15 @@ type reportPage struct {
 	Others []reportLink
 	// Key figures, suppressed.
 	Released, Refused, OverSharing, CovertRevealed, Fields, Facts publicCount
-	Rows                                                          []reportRow
-	Reasons                                                       []reasonRow
-	Authorities                                                   []authorityRow
-	ChartDecisions, ChartReasons                                  template.HTML
-	MinPublic                                                     int
-	RootHash, Origin                                              string
-	TreeSize                                                      uint64
+	// BreakGlass is emergency releases; Justified and NotJustified the auditors' reviews of them.
+	BreakGlass, Justified, NotJustified publicCount
+	Rows                                []reportRow
+	Reasons                             []reasonRow
+	Authorities                         []authorityRow
+	ChartDecisions, ChartReasons        template.HTML
+	MinPublic                           int
+	RootHash, Origin                    string
+	TreeSize                            uint64
 }
 
 type reportLink struct {
@@ -106,6 +108,7 @@ type publicCount struct {
 type reportRow struct {
 	Agency, Journey                                               string
 	Released, Refused, Fields, Facts, CovertRevealed, OverSharing publicCount
+	BreakGlass                                                    publicCount
 }
 
 type reasonRow struct {
@@ -225,13 +228,18 @@ func (page *reportPage) fill(v *view, rep *report.Report) {
 	fct, fctT := col(func(r report.Row) int64 { return r.FactsDisclosed })
 	cov, covT := col(func(r report.Row) int64 { return r.CovertRevealed })
 	ovr, ovrT := col(func(r report.Row) int64 { return r.OverSharing })
+	brk, brkT := col(func(r report.Row) int64 { return r.BreakGlass })
 	page.Released, page.Refused, page.Fields, page.Facts, page.CovertRevealed, page.OverSharing = relT, refT, fldT, fctT, covT, ovrT
+	page.BreakGlass = brkT
 	for i, r := range f.Rows {
 		page.Rows = append(page.Rows, reportRow{
 			Agency: label(v, labels.Agencies, r.Agency), Journey: label(v, labels.Journeys, r.Journey),
 			Released: rel[i], Refused: ref[i], Fields: fld[i], Facts: fct[i], CovertRevealed: cov[i], OverSharing: ovr[i],
+			BreakGlass: brk[i],
 		})
 	}
+	reviews, _ := publicColumn([]int64{f.BreakGlassReviews["JUSTIFIED"], f.BreakGlassReviews["NOT_JUSTIFIED"]})
+	page.Justified, page.NotJustified = reviews[0], reviews[1]
 	total := f.Total()
 	reasons := slices.Sorted(maps.Keys(total.RefusedBy))
 	vals := make([]int64, len(reasons))

@@ -49,6 +49,9 @@ func (f Figures) Cells() []Cell {
 	add(Cell{Section: "total", Measure: "auditor_reads", Value: f.AuditorReads})
 	add(Cell{Section: "citizen_self", Measure: "released", Value: f.CitizenSelf.Released})
 	add(Cell{Section: "citizen_self", Measure: "refused", Value: f.CitizenSelf.Refused})
+	for _, k := range slices.Sorted(maps.Keys(f.BreakGlassReviews)) {
+		add(Cell{Section: "total", Measure: "break_glass_reviews", Key: k, Value: f.BreakGlassReviews[k]})
+	}
 	for _, r := range f.Rows {
 		c := Cell{Section: "agency_journey", Agency: r.Agency, Journey: r.Journey}
 		for _, m := range []struct {
@@ -57,7 +60,7 @@ func (f Figures) Cells() []Cell {
 		}{
 			{"released", r.Released}, {"refused", r.Refused}, {"fields_disclosed", r.FieldsDisclosed},
 			{"facts_disclosed", r.FactsDisclosed}, {"case_reads", r.CaseReads}, {"covert", r.Covert},
-			{"covert_revealed", r.CovertRevealed}, {"over_sharing", r.OverSharing},
+			{"covert_revealed", r.CovertRevealed}, {"over_sharing", r.OverSharing}, {"break_glass", r.BreakGlass},
 		} {
 			c.Measure, c.Value = m.name, m.v
 			add(c)

@@ -49,6 +49,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		{"covert accesses whose hidden_until fell in the period", t.CovertRevealed}, {"releases where an authority over-shared", t.OverSharing},
 		{"citizens looking at their own data", f.CitizenSelf.Released}, {"citizens' own looks refused", f.CitizenSelf.Refused},
 		{"auditor reads of a citizen's log", f.AuditorReads},
+		{"emergency (break-glass) releases", t.BreakGlass},
+		{"break-glass reviews found justified", f.BreakGlassReviews["JUSTIFIED"]},
+		{"break-glass reviews found not justified", f.BreakGlassReviews["NOT_JUSTIFIED"]},
 	} {
 		p("| %s | %d |\n", row.k, row.v)
 	}
@@ -57,10 +60,10 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if len(f.Rows) == 0 {
 		p("No agency accessed data in the period.\n")
 	} else {
-		p("| agency | journey | released | refused | fields | facts | case reads | covert | covert revealed | over-sharing |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| agency | journey | released | refused | fields | facts | case reads | covert | covert revealed | over-sharing | break-glass |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, row := range f.Rows {
-			p("| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d |\n", r.name(agencies, row.Agency), r.name(journeys, row.Journey),
-				row.Released, row.Refused, row.FieldsDisclosed, row.FactsDisclosed, row.CaseReads, row.Covert, row.CovertRevealed, row.OverSharing)
+			p("| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d | %d |\n", r.name(agencies, row.Agency), r.name(journeys, row.Journey),
+				row.Released, row.Refused, row.FieldsDisclosed, row.FactsDisclosed, row.CaseReads, row.Covert, row.CovertRevealed, row.OverSharing, row.BreakGlass)
 		}
 	}
 

@@ -88,7 +88,6 @@ func NotCovered() []Gap {
 		{"questions asked and answered, time to answer", "questions and answers are kept in the questions bucket, not in the access log"},
 		{"covert accesses shown before their hidden_until", "an early reveal (the case closed, or reached the step that tells the citizen) follows from the case's state in the cases bucket, not from the access log; such an access is counted as revealed in the period its hidden_until falls in"},
 		{"correction requests and outcomes", "the access record has no field for a correction request"},
-		{"break-glass uses and review outcomes", "the access record has no field for a break-glass release"},
 	}
 }
 
@@ -127,6 +126,10 @@ type Figures struct {
 	CitizenSelf Decisions `json:"citizen_self"`
 	// AuditorReads counts auditors listing a citizen's access records.
 	AuditorReads int64 `json:"auditor_reads"`
+	// BreakGlassReviews counts auditors' closed reviews of emergency accesses in the period, by
+	// aperture.audit.v1.BreakGlassOutcome without the BREAK_GLASS_OUTCOME_ prefix. A review record
+	// names the auditor, not the agency that broke glass, so reviews are counted in total only.
+	BreakGlassReviews map[string]int64 `json:"break_glass_reviews,omitempty"`
 }
 
 // Decisions counts released and refused decisions.
@@ -159,6 +162,8 @@ type Row struct {
 	CovertRevealed int64 `json:"covert_revealed"`
 	// OverSharing counts releases where the authority answered more than the mask (stripped, logged).
 	OverSharing int64 `json:"over_sharing"`
+	// BreakGlass counts emergency releases outside the case's current step (also in Released).
+	BreakGlass int64 `json:"break_glass"`
 }
 
 // AuthorityRow is one authority's side.
@@ -181,6 +186,7 @@ type Builder struct {
 	auths  map[string]*AuthorityRow
 	self   Decisions
 	audits int64
+	review map[string]int64
 }
 
 // NewBuilder starts the figures of period.
@@ -228,6 +234,14 @@ func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 			b.audits++
 		}
 		return
+	case auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW:
+		if in {
+			if b.review == nil {
+				b.review = map[string]int64{}
+			}
+			b.review[strings.TrimPrefix(rec.GetBreakGlass().GetOutcome().String(), "BREAK_GLASS_OUTCOME_")]++
+		}
+		return
 	}
 	if !in && !revealed {
 		return
@@ -257,6 +271,9 @@ func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 		return
 	}
 	r.Released++
+	if rec.GetBreakGlass() != nil {
+		r.BreakGlass++
+	}
 	set := rec.GetAuthority() + "." + rec.GetDataset()
 	if len(rec.GetFields())+len(rec.GetDerived()) > 0 && r.Disclosed == nil {
 		r.Disclosed = map[string]int64{}
@@ -305,7 +322,7 @@ func (b *Builder) auth(id string) *AuthorityRow {
 // Figures returns the counts so far, rows sorted.
 func (b *Builder) Figures() Figures {
 	f := Figures{Leaves: b.leaves, InPeriod: b.in, CitizenSelf: b.self, AuditorReads: b.audits,
-		Rows: []Row{}, Authorities: []AuthorityRow{}}
+		BreakGlassReviews: maps.Clone(b.review), Rows: []Row{}, Authorities: []AuthorityRow{}}
 	for _, k := range slices.SortedFunc(maps.Keys(b.rows), func(a, b [2]string) int {
 		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
 	}) {
@@ -332,6 +349,7 @@ func (f Figures) Total() Row {
 		t.Covert += r.Covert
 		t.CovertRevealed += r.CovertRevealed
 		t.OverSharing += r.OverSharing
+		t.BreakGlass += r.BreakGlass
 	}
 	return t
 }

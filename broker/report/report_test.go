@@ -49,6 +49,9 @@ func derived(f ...string) recOpt { return func(r *auditv1.AccessRecord) { r.Deri
 func hidden(until time.Time) recOpt {
 	return func(r *auditv1.AccessRecord) { r.HiddenUntil = timestamppb.New(until) }
 }
+func breakGlass(b *auditv1.BreakGlass) recOpt {
+	return func(r *auditv1.AccessRecord) { r.BreakGlass = b }
+}
 func violations(v ...string) recOpt { return func(r *auditv1.AccessRecord) { r.Violations = v } }
 
 func figures(t *testing.T, recs ...*auditv1.AccessRecord) report.Figures {
@@ -106,6 +109,19 @@ func TestBuilder(t *testing.T) {
 			recs: []*auditv1.AccessRecord{rec(at(before)), rec(at(to)), rec(agency("a2"))},
 			want: report.Figures{Leaves: 3, InPeriod: 1,
 				Rows:        []report.Row{{Agency: "a2", Journey: "j1", Decisions: released, FieldsDisclosed: 1, Disclosed: map[string]int64{"auth1.ds:f1": 1}}},
+				Authorities: []report.AuthorityRow{{Authority: "auth1", Released: 1}}},
+		},
+		{
+			name: "break-glass releases per row; auditors' reviews in total only, never as an agency's access",
+			recs: []*auditv1.AccessRecord{
+				rec(breakGlass(&auditv1.BreakGlass{ReasonCode: "r1", Justification: "j"})),
+				rec(breakGlass(&auditv1.BreakGlass{ReasonCode: "r1"}), refused(auditv1.RefusalReason_REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED)),
+				rec(kind(auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW), agency("auditor-1"), fields(), breakGlass(&auditv1.BreakGlass{ReviewedAccessId: "acc_x", Outcome: auditv1.BreakGlassOutcome_BREAK_GLASS_OUTCOME_NOT_JUSTIFIED})),
+				rec(kind(auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW), at(before), fields(), breakGlass(&auditv1.BreakGlass{Outcome: auditv1.BreakGlassOutcome_BREAK_GLASS_OUTCOME_JUSTIFIED})),
+			},
+			want: report.Figures{Leaves: 4, InPeriod: 3, BreakGlassReviews: map[string]int64{"NOT_JUSTIFIED": 1},
+				Rows: []report.Row{{Agency: "a1", Journey: "j1", Decisions: report.Decisions{Released: 1, Refused: 1}, BreakGlass: 1,
+					RefusedBy: map[string]int64{"BREAK_GLASS_RATE_LIMITED": 1}, FieldsDisclosed: 1, Disclosed: map[string]int64{"auth1.ds:f1": 1}}},
 				Authorities: []report.AuthorityRow{{Authority: "auth1", Released: 1}}},
 		},
 		{

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/aperture-gov/aperture/broker/policy"
+	"github.com/aperture-gov/aperture/broker/report"
 	"github.com/aperture-gov/aperture/broker/switchoff"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
@@ -370,5 +373,45 @@ func TestBreakGlassEndToEnd(t *testing.T) {
 		return r.GetRefusalReason() == auditv1.RefusalReason_REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED && r.GetBreakGlass() != nil
 	}); n < 0 {
 		t.Error("the rate-limited attempt is not in the access log")
+	}
+
+	// The data-responsibility report counts the emergency releases and the review from the log alone.
+	var size uint64
+	var emergencies int64
+	for _, r := range ts.accessRecords(citizen) {
+		if r.GetBreakGlass() != nil && r.GetKind() != auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW && r.GetDecision() == auditv1.Decision_DECISION_RELEASED {
+			emergencies++
+		}
+	}
+	lr, err := audit.ListAccessRecords(context.Background(), &auditv1.ListAccessRecordsRequest{CitizenId: citizen, PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lf := range lr.GetLeaves() {
+		size = max(size, lf.GetLeafIndex()+1)
+	}
+	ts.waitSigned(size)
+	out := filepath.Join(t.TempDir(), "report.json")
+	from, to := time.Now().UTC().Add(-time.Hour).Format(time.RFC3339), time.Now().UTC().Add(time.Hour).Format(time.RFC3339)
+	if code, msg := ts.cli("report", "--from", from, "--to", to, "--format", "json", "--out", out, "--nats-url", ts.nats.ClientURL()); code != 0 {
+		t.Fatalf("aperture report: exit %d\n%s", code, msg)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := report.Decode(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rep.Figures.Total().BreakGlass; got != emergencies || emergencies < int64(bg.Limit) {
+		t.Errorf("report: %d break-glass releases, the log lists %d (limit %d)", got, emergencies, bg.Limit)
+	}
+	if got := rep.Figures.BreakGlassReviews["JUSTIFIED"]; got != 1 {
+		t.Errorf("report: %d justified break-glass reviews, want 1 (%v)", got, rep.Figures.BreakGlassReviews)
+	}
+	if code, msg := ts.cli("report", "verify", out, "--nats-url", ts.nats.ClientURL()); code != 0 {
+		t.Fatalf("aperture report verify: exit %d\n%s", code, msg)
 	}
 }
