@@ -197,14 +197,22 @@ func TestListAccessesScanBound(t *testing.T) {
 	// 10,050 records takes longer, and a partial index would be scanned to its end within the bound.
 	e.waitIndexCaughtUp()
 	c := e.citizen()
-	first, err := c.ListAccesses(as(tokCai), &citizenv1.ListAccessesRequest{Authority: "health"})
+	// Each call scans up to the bound (10,000 index entries, each read and authenticated): under the race
+	// detector on a busy machine that can take longer than as()'s 20 s. The test is about the bound,
+	// not the latency.
+	slow := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		t.Cleanup(cancel)
+		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tokCai)
+	}
+	first, err := c.ListAccesses(slow(), &citizenv1.ListAccessesRequest{Authority: "health"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(first.GetAccesses()) != 0 || first.GetNextPageToken() == "" {
 		t.Fatalf("first call: %d accesses, token %q; want none and a token (scan bound)", len(first.GetAccesses()), first.GetNextPageToken())
 	}
-	second, err := c.ListAccesses(as(tokCai), &citizenv1.ListAccessesRequest{Authority: "health", PageToken: first.GetNextPageToken()})
+	second, err := c.ListAccesses(slow(), &citizenv1.ListAccessesRequest{Authority: "health", PageToken: first.GetNextPageToken()})
 	if err != nil {
 		t.Fatal(err)
 	}
