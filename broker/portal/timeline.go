@@ -100,7 +100,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	if !it.Self {
 		it.Who = v.Party(a.GetAgency())
 		if a.GetCaseworker() != "" {
-			it.Who += " (" + v.T("entry.caseworker", a.GetCaseworker()) + ")"
+			it.Who += ", " + v.T("entry.caseworker", a.GetCaseworker())
 		}
 		if it.Who == "" {
 			it.Who = v.T("entry.unknown_agency")
@@ -118,8 +118,13 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		}
 		it.Checks = append(it.Checks, lowerFirst(strings.TrimSuffix(d, ".")))
 	}
+	auth, ds := a.GetAuthority().GetId(), a.GetDataset()
 	for _, f := range a.GetFields() {
-		it.Items = append(it.Items, humanField(f))
+		it.Items = append(it.Items, v.FieldName(auth, ds, f))
+	}
+	if it.Self && !it.Refused && len(it.Items) > 0 {
+		// A look at my own data covers the whole record: one line, not every field of it.
+		it.Items = []string{v.T("entry.self.whole", v.DatasetName(auth, ds), len(it.Items))}
 	}
 	switch {
 	case it.CaseRead:
@@ -140,12 +145,12 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		it.Items, it.Checks = it.Checks, nil
 		it.OnlyChecks = true
 	case len(it.Items) == 0:
-		it.Items = []string{v.T("entry.whole_record", humanField(a.GetDataset()))}
+		it.Items = []string{v.T("entry.whole_record", lowerFirst(v.DatasetName(auth, ds)))}
 	}
 	if a.GetAuthority() != nil {
 		it.Source = v.Party(a.GetAuthority())
-		if a.GetDataset() != "" {
-			it.Source += " (" + humanField(a.GetDataset()) + ")"
+		if ds != "" {
+			it.Source = v.T("entry.source.dataset", v.DatasetName(auth, ds), it.Source)
 		}
 	}
 	if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
@@ -159,7 +164,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		it.HiddenReason = v.Tx(a.GetHiddenReason())
 	}
 	for _, f := range a.GetViolations() {
-		it.Violations = append(it.Violations, humanField(f))
+		it.Violations = append(it.Violations, v.FieldName(auth, ds, f))
 	}
 	who := it.Who
 	if it.Self {
@@ -251,6 +256,7 @@ func (p *Portal) events(w http.ResponseWriter, r *http.Request) {
 	}
 	v := p.newView(w, r)
 	v.token = token
+	v.lab = p.labels(r, v)
 	stream, err := p.cfg.Citizen.WatchAccesses(v.ctx(r), &citizenv1.WatchAccessesRequest{})
 	if err == nil {
 		// The API sends its headers once it has subscribed; only then is the page told it is live,
@@ -356,7 +362,15 @@ func (v *view) refusal(a *citizenv1.Access) string {
 		if subject == "" {
 			return v.T("refusal.UNSPECIFIED")
 		}
-		return v.T(key, humanField(subject))
+		if a.GetRefusalReason() == auditv1.RefusalReason_REFUSAL_REASON_FACT_NOT_RELEASED {
+			for _, f := range a.GetFacts() {
+				if f.GetName() == subject && v.Tx(f.GetDescription()) != "" {
+					return v.T(key, lowerFirst(strings.TrimSuffix(v.Tx(f.GetDescription()), ".")))
+				}
+			}
+			return v.T(key, humanField(subject))
+		}
+		return v.T(key, lowerFirst(v.FieldName(a.GetAuthority().GetId(), a.GetDataset(), subject)))
 	}
 	return v.T(key)
 }

@@ -259,6 +259,74 @@ func (QuestionStatus) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{3}
 }
 
+// FieldKind is what a field holds, as far as writing it for a reader goes.
+type FieldKind int32
+
+const (
+	FieldKind_FIELD_KIND_UNSPECIFIED FieldKind = 0
+	// Text, bytes or an identifier.
+	FieldKind_FIELD_KIND_TEXT FieldKind = 1
+	// A whole or decimal number.
+	FieldKind_FIELD_KIND_NUMBER FieldKind = 2
+	// Yes or no.
+	FieldKind_FIELD_KIND_BOOL FieldKind = 3
+	// A point in time (google.protobuf.Timestamp); a date when it falls at midnight UTC.
+	FieldKind_FIELD_KIND_TIME FieldKind = 4
+	// One of a fixed set of values; see values.
+	FieldKind_FIELD_KIND_ENUM FieldKind = 5
+	// A record of further fields.
+	FieldKind_FIELD_KIND_RECORD FieldKind = 6
+)
+
+// Enum value maps for FieldKind.
+var (
+	FieldKind_name = map[int32]string{
+		0: "FIELD_KIND_UNSPECIFIED",
+		1: "FIELD_KIND_TEXT",
+		2: "FIELD_KIND_NUMBER",
+		3: "FIELD_KIND_BOOL",
+		4: "FIELD_KIND_TIME",
+		5: "FIELD_KIND_ENUM",
+		6: "FIELD_KIND_RECORD",
+	}
+	FieldKind_value = map[string]int32{
+		"FIELD_KIND_UNSPECIFIED": 0,
+		"FIELD_KIND_TEXT":        1,
+		"FIELD_KIND_NUMBER":      2,
+		"FIELD_KIND_BOOL":        3,
+		"FIELD_KIND_TIME":        4,
+		"FIELD_KIND_ENUM":        5,
+		"FIELD_KIND_RECORD":      6,
+	}
+)
+
+func (x FieldKind) Enum() *FieldKind {
+	p := new(FieldKind)
+	*p = x
+	return p
+}
+
+func (x FieldKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FieldKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_citizen_v1_citizen_proto_enumTypes[4].Descriptor()
+}
+
+func (FieldKind) Type() protoreflect.EnumType {
+	return &file_aperture_citizen_v1_citizen_proto_enumTypes[4]
+}
+
+func (x FieldKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FieldKind.Descriptor instead.
+func (FieldKind) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{4}
+}
+
 // Text is a text from the policies, in every language it is written in.
 type Text struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2986,6 +3054,299 @@ func (x *GetAccessProofResponse) GetWitnesses() uint32 {
 	return 0
 }
 
+// ListDatasetsRequest takes no parameters.
+type ListDatasetsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDatasetsRequest) Reset() {
+	*x = ListDatasetsRequest{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDatasetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDatasetsRequest) ProtoMessage() {}
+
+func (x *ListDatasetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDatasetsRequest.ProtoReflect.Descriptor instead.
+func (*ListDatasetsRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{41}
+}
+
+// ListDatasetsResponse lists every dataset of every authority, by authority and dataset.
+type ListDatasetsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Datasets      []*DatasetLabels       `protobuf:"bytes,1,rep,name=datasets,proto3" json:"datasets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDatasetsResponse) Reset() {
+	*x = ListDatasetsResponse{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDatasetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDatasetsResponse) ProtoMessage() {}
+
+func (x *ListDatasetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDatasetsResponse.ProtoReflect.Descriptor instead.
+func (*ListDatasetsResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListDatasetsResponse) GetDatasets() []*DatasetLabels {
+	if x != nil {
+		return x.Datasets
+	}
+	return nil
+}
+
+// DatasetLabels is how to name one authority dataset and everything in it.
+type DatasetLabels struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Authority *Party                 `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
+	// Dataset name within the authority, e.g. "person".
+	Dataset string `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	// What the dataset is called, e.g. "Personal details"; empty when the authority gave no label.
+	Label *Text `protobuf:"bytes,3,opt,name=label,proto3" json:"label,omitempty"`
+	// Every field path of the dataset, each level of a path on its own ("address", then
+	// "address.city"), a parent before its children. A path through a list or map names the field in
+	// every element, as in field masks and access records.
+	Fields        []*FieldLabel `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DatasetLabels) Reset() {
+	*x = DatasetLabels{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DatasetLabels) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DatasetLabels) ProtoMessage() {}
+
+func (x *DatasetLabels) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DatasetLabels.ProtoReflect.Descriptor instead.
+func (*DatasetLabels) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DatasetLabels) GetAuthority() *Party {
+	if x != nil {
+		return x.Authority
+	}
+	return nil
+}
+
+func (x *DatasetLabels) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *DatasetLabels) GetLabel() *Text {
+	if x != nil {
+		return x.Label
+	}
+	return nil
+}
+
+func (x *DatasetLabels) GetFields() []*FieldLabel {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+// FieldLabel names one field.
+type FieldLabel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The field path, e.g. "address.city".
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// The field's own label (its last segment), e.g. "Town"; empty when the authority gave none.
+	Label *Text `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	// What the field holds, to write its values the reader's way.
+	Kind FieldKind `protobuf:"varint,3,opt,name=kind,proto3,enum=aperture.citizen.v1.FieldKind" json:"kind,omitempty"`
+	// For an enum field: the label of each value, by the value's name.
+	Values []*ValueLabel `protobuf:"bytes,4,rep,name=values,proto3" json:"values,omitempty"`
+	// Whether the field holds a list (or a map) of its kind.
+	List          bool `protobuf:"varint,5,opt,name=list,proto3" json:"list,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldLabel) Reset() {
+	*x = FieldLabel{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldLabel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldLabel) ProtoMessage() {}
+
+func (x *FieldLabel) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldLabel.ProtoReflect.Descriptor instead.
+func (*FieldLabel) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *FieldLabel) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FieldLabel) GetLabel() *Text {
+	if x != nil {
+		return x.Label
+	}
+	return nil
+}
+
+func (x *FieldLabel) GetKind() FieldKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FieldKind_FIELD_KIND_UNSPECIFIED
+}
+
+func (x *FieldLabel) GetValues() []*ValueLabel {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *FieldLabel) GetList() bool {
+	if x != nil {
+		return x.List
+	}
+	return false
+}
+
+// ValueLabel names one enum value.
+type ValueLabel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The value's name as in the proto, e.g. "CIVIL_STATUS_MARRIED".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its label, e.g. "Married"; empty when the authority gave none.
+	Label         *Text `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValueLabel) Reset() {
+	*x = ValueLabel{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValueLabel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValueLabel) ProtoMessage() {}
+
+func (x *ValueLabel) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValueLabel.ProtoReflect.Descriptor instead.
+func (*ValueLabel) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ValueLabel) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ValueLabel) GetLabel() *Text {
+	if x != nil {
+		return x.Label
+	}
+	return nil
+}
+
 var File_aperture_citizen_v1_citizen_proto protoreflect.FileDescriptor
 
 const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
@@ -3201,7 +3562,26 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\ttree_size\x18\x05 \x01(\x04R\btreeSize\x12\x1c\n" +
 	"\tcosigners\x18\x06 \x03(\tR\tcosigners\x12\x16\n" +
 	"\x06quorum\x18\a \x01(\rR\x06quorum\x12\x1c\n" +
-	"\twitnesses\x18\b \x01(\rR\twitnesses*\x8f\x01\n" +
+	"\twitnesses\x18\b \x01(\rR\twitnesses\"\x15\n" +
+	"\x13ListDatasetsRequest\"V\n" +
+	"\x14ListDatasetsResponse\x12>\n" +
+	"\bdatasets\x18\x01 \x03(\v2\".aperture.citizen.v1.DatasetLabelsR\bdatasets\"\xcd\x01\n" +
+	"\rDatasetLabels\x128\n" +
+	"\tauthority\x18\x01 \x01(\v2\x1a.aperture.citizen.v1.PartyR\tauthority\x12\x18\n" +
+	"\adataset\x18\x02 \x01(\tR\adataset\x12/\n" +
+	"\x05label\x18\x03 \x01(\v2\x19.aperture.citizen.v1.TextR\x05label\x127\n" +
+	"\x06fields\x18\x04 \x03(\v2\x1f.aperture.citizen.v1.FieldLabelR\x06fields\"\xd2\x01\n" +
+	"\n" +
+	"FieldLabel\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12/\n" +
+	"\x05label\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x05label\x122\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1e.aperture.citizen.v1.FieldKindR\x04kind\x127\n" +
+	"\x06values\x18\x04 \x03(\v2\x1f.aperture.citizen.v1.ValueLabelR\x06values\x12\x12\n" +
+	"\x04list\x18\x05 \x01(\bR\x04list\"Q\n" +
+	"\n" +
+	"ValueLabel\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
+	"\x05label\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x05label*\x8f\x01\n" +
 	"\n" +
 	"StepStatus\x12\x1b\n" +
 	"\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -3222,7 +3602,15 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x0eQuestionStatus\x12\x1f\n" +
 	"\x1bQUESTION_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14QUESTION_STATUS_OPEN\x10\x01\x12\x1c\n" +
-	"\x18QUESTION_STATUS_ANSWERED\x10\x022\x8f\v\n" +
+	"\x18QUESTION_STATUS_ANSWERED\x10\x02*\xa9\x01\n" +
+	"\tFieldKind\x12\x1a\n" +
+	"\x16FIELD_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fFIELD_KIND_TEXT\x10\x01\x12\x15\n" +
+	"\x11FIELD_KIND_NUMBER\x10\x02\x12\x13\n" +
+	"\x0fFIELD_KIND_BOOL\x10\x03\x12\x13\n" +
+	"\x0fFIELD_KIND_TIME\x10\x04\x12\x13\n" +
+	"\x0fFIELD_KIND_ENUM\x10\x05\x12\x15\n" +
+	"\x11FIELD_KIND_RECORD\x10\x062\xf4\v\n" +
 	"\x0eCitizenService\x12c\n" +
 	"\fListAccesses\x12(.aperture.citizen.v1.ListAccessesRequest\x1a).aperture.citizen.v1.ListAccessesResponse\x12h\n" +
 	"\rWatchAccesses\x12).aperture.citizen.v1.WatchAccessesRequest\x1a*.aperture.citizen.v1.WatchAccessesResponse0\x01\x12Z\n" +
@@ -3237,7 +3625,8 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\tGetMyData\x12%.aperture.citizen.v1.GetMyDataRequest\x1a&.aperture.citizen.v1.GetMyDataResponse\x12i\n" +
 	"\x0eQuestionAccess\x12*.aperture.citizen.v1.QuestionAccessRequest\x1a+.aperture.citizen.v1.QuestionAccessResponse\x12f\n" +
 	"\rListQuestions\x12).aperture.citizen.v1.ListQuestionsRequest\x1a*.aperture.citizen.v1.ListQuestionsResponse\x12i\n" +
-	"\x0eGetAccessProof\x12*.aperture.citizen.v1.GetAccessProofRequest\x1a+.aperture.citizen.v1.GetAccessProofResponseBFZDgithub.com/aperture-gov/aperture/proto/aperture/citizen/v1;citizenv1b\x06proto3"
+	"\x0eGetAccessProof\x12*.aperture.citizen.v1.GetAccessProofRequest\x1a+.aperture.citizen.v1.GetAccessProofResponse\x12c\n" +
+	"\fListDatasets\x12(.aperture.citizen.v1.ListDatasetsRequest\x1a).aperture.citizen.v1.ListDatasetsResponseBFZDgithub.com/aperture-gov/aperture/proto/aperture/citizen/v1;citizenv1b\x06proto3"
 
 var (
 	file_aperture_citizen_v1_citizen_proto_rawDescOnce sync.Once
@@ -3251,163 +3640,179 @@ func file_aperture_citizen_v1_citizen_proto_rawDescGZIP() []byte {
 	return file_aperture_citizen_v1_citizen_proto_rawDescData
 }
 
-var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(StepStatus)(0),                // 0: aperture.citizen.v1.StepStatus
 	(CaseStatus)(0),                // 1: aperture.citizen.v1.CaseStatus
 	(CovertReveal)(0),              // 2: aperture.citizen.v1.CovertReveal
 	(QuestionStatus)(0),            // 3: aperture.citizen.v1.QuestionStatus
-	(*Text)(nil),                   // 4: aperture.citizen.v1.Text
-	(*Party)(nil),                  // 5: aperture.citizen.v1.Party
-	(*Access)(nil),                 // 6: aperture.citizen.v1.Access
-	(*Fact)(nil),                   // 7: aperture.citizen.v1.Fact
-	(*JourneyRef)(nil),             // 8: aperture.citizen.v1.JourneyRef
-	(*StepRef)(nil),                // 9: aperture.citizen.v1.StepRef
-	(*ListAccessesRequest)(nil),    // 10: aperture.citizen.v1.ListAccessesRequest
-	(*ListAccessesResponse)(nil),   // 11: aperture.citizen.v1.ListAccessesResponse
-	(*WatchAccessesRequest)(nil),   // 12: aperture.citizen.v1.WatchAccessesRequest
-	(*WatchAccessesResponse)(nil),  // 13: aperture.citizen.v1.WatchAccessesResponse
-	(*Case)(nil),                   // 14: aperture.citizen.v1.Case
-	(*CaseStep)(nil),               // 15: aperture.citizen.v1.CaseStep
-	(*ListCasesRequest)(nil),       // 16: aperture.citizen.v1.ListCasesRequest
-	(*ListCasesResponse)(nil),      // 17: aperture.citizen.v1.ListCasesResponse
-	(*GetCaseRequest)(nil),         // 18: aperture.citizen.v1.GetCaseRequest
-	(*GetCaseResponse)(nil),        // 19: aperture.citizen.v1.GetCaseResponse
-	(*ListJourneysRequest)(nil),    // 20: aperture.citizen.v1.ListJourneysRequest
-	(*ListJourneysResponse)(nil),   // 21: aperture.citizen.v1.ListJourneysResponse
-	(*JourneySummary)(nil),         // 22: aperture.citizen.v1.JourneySummary
-	(*GetDataPathRequest)(nil),     // 23: aperture.citizen.v1.GetDataPathRequest
-	(*GetDataPathResponse)(nil),    // 24: aperture.citizen.v1.GetDataPathResponse
-	(*DataPathStep)(nil),           // 25: aperture.citizen.v1.DataPathStep
-	(*DataPathRelease)(nil),        // 26: aperture.citizen.v1.DataPathRelease
-	(*Consent)(nil),                // 27: aperture.citizen.v1.Consent
-	(*ListConsentsRequest)(nil),    // 28: aperture.citizen.v1.ListConsentsRequest
-	(*ListConsentsResponse)(nil),   // 29: aperture.citizen.v1.ListConsentsResponse
-	(*PreviewConsentRequest)(nil),  // 30: aperture.citizen.v1.PreviewConsentRequest
-	(*PreviewConsentResponse)(nil), // 31: aperture.citizen.v1.PreviewConsentResponse
-	(*GrantConsentRequest)(nil),    // 32: aperture.citizen.v1.GrantConsentRequest
-	(*GrantConsentResponse)(nil),   // 33: aperture.citizen.v1.GrantConsentResponse
-	(*RevokeConsentRequest)(nil),   // 34: aperture.citizen.v1.RevokeConsentRequest
-	(*RevokeConsentResponse)(nil),  // 35: aperture.citizen.v1.RevokeConsentResponse
-	(*GetMyDataRequest)(nil),       // 36: aperture.citizen.v1.GetMyDataRequest
-	(*GetMyDataResponse)(nil),      // 37: aperture.citizen.v1.GetMyDataResponse
-	(*QuestionAccessRequest)(nil),  // 38: aperture.citizen.v1.QuestionAccessRequest
-	(*QuestionAccessResponse)(nil), // 39: aperture.citizen.v1.QuestionAccessResponse
-	(*Question)(nil),               // 40: aperture.citizen.v1.Question
-	(*ListQuestionsRequest)(nil),   // 41: aperture.citizen.v1.ListQuestionsRequest
-	(*ListQuestionsResponse)(nil),  // 42: aperture.citizen.v1.ListQuestionsResponse
-	(*GetAccessProofRequest)(nil),  // 43: aperture.citizen.v1.GetAccessProofRequest
-	(*GetAccessProofResponse)(nil), // 44: aperture.citizen.v1.GetAccessProofResponse
-	(*timestamppb.Timestamp)(nil),  // 45: google.protobuf.Timestamp
-	(v1.AccessKind)(0),             // 46: aperture.audit.v1.AccessKind
-	(v1.Decision)(0),               // 47: aperture.audit.v1.Decision
-	(v1.RefusalReason)(0),          // 48: aperture.audit.v1.RefusalReason
-	(*structpb.Struct)(nil),        // 49: google.protobuf.Struct
+	(FieldKind)(0),                 // 4: aperture.citizen.v1.FieldKind
+	(*Text)(nil),                   // 5: aperture.citizen.v1.Text
+	(*Party)(nil),                  // 6: aperture.citizen.v1.Party
+	(*Access)(nil),                 // 7: aperture.citizen.v1.Access
+	(*Fact)(nil),                   // 8: aperture.citizen.v1.Fact
+	(*JourneyRef)(nil),             // 9: aperture.citizen.v1.JourneyRef
+	(*StepRef)(nil),                // 10: aperture.citizen.v1.StepRef
+	(*ListAccessesRequest)(nil),    // 11: aperture.citizen.v1.ListAccessesRequest
+	(*ListAccessesResponse)(nil),   // 12: aperture.citizen.v1.ListAccessesResponse
+	(*WatchAccessesRequest)(nil),   // 13: aperture.citizen.v1.WatchAccessesRequest
+	(*WatchAccessesResponse)(nil),  // 14: aperture.citizen.v1.WatchAccessesResponse
+	(*Case)(nil),                   // 15: aperture.citizen.v1.Case
+	(*CaseStep)(nil),               // 16: aperture.citizen.v1.CaseStep
+	(*ListCasesRequest)(nil),       // 17: aperture.citizen.v1.ListCasesRequest
+	(*ListCasesResponse)(nil),      // 18: aperture.citizen.v1.ListCasesResponse
+	(*GetCaseRequest)(nil),         // 19: aperture.citizen.v1.GetCaseRequest
+	(*GetCaseResponse)(nil),        // 20: aperture.citizen.v1.GetCaseResponse
+	(*ListJourneysRequest)(nil),    // 21: aperture.citizen.v1.ListJourneysRequest
+	(*ListJourneysResponse)(nil),   // 22: aperture.citizen.v1.ListJourneysResponse
+	(*JourneySummary)(nil),         // 23: aperture.citizen.v1.JourneySummary
+	(*GetDataPathRequest)(nil),     // 24: aperture.citizen.v1.GetDataPathRequest
+	(*GetDataPathResponse)(nil),    // 25: aperture.citizen.v1.GetDataPathResponse
+	(*DataPathStep)(nil),           // 26: aperture.citizen.v1.DataPathStep
+	(*DataPathRelease)(nil),        // 27: aperture.citizen.v1.DataPathRelease
+	(*Consent)(nil),                // 28: aperture.citizen.v1.Consent
+	(*ListConsentsRequest)(nil),    // 29: aperture.citizen.v1.ListConsentsRequest
+	(*ListConsentsResponse)(nil),   // 30: aperture.citizen.v1.ListConsentsResponse
+	(*PreviewConsentRequest)(nil),  // 31: aperture.citizen.v1.PreviewConsentRequest
+	(*PreviewConsentResponse)(nil), // 32: aperture.citizen.v1.PreviewConsentResponse
+	(*GrantConsentRequest)(nil),    // 33: aperture.citizen.v1.GrantConsentRequest
+	(*GrantConsentResponse)(nil),   // 34: aperture.citizen.v1.GrantConsentResponse
+	(*RevokeConsentRequest)(nil),   // 35: aperture.citizen.v1.RevokeConsentRequest
+	(*RevokeConsentResponse)(nil),  // 36: aperture.citizen.v1.RevokeConsentResponse
+	(*GetMyDataRequest)(nil),       // 37: aperture.citizen.v1.GetMyDataRequest
+	(*GetMyDataResponse)(nil),      // 38: aperture.citizen.v1.GetMyDataResponse
+	(*QuestionAccessRequest)(nil),  // 39: aperture.citizen.v1.QuestionAccessRequest
+	(*QuestionAccessResponse)(nil), // 40: aperture.citizen.v1.QuestionAccessResponse
+	(*Question)(nil),               // 41: aperture.citizen.v1.Question
+	(*ListQuestionsRequest)(nil),   // 42: aperture.citizen.v1.ListQuestionsRequest
+	(*ListQuestionsResponse)(nil),  // 43: aperture.citizen.v1.ListQuestionsResponse
+	(*GetAccessProofRequest)(nil),  // 44: aperture.citizen.v1.GetAccessProofRequest
+	(*GetAccessProofResponse)(nil), // 45: aperture.citizen.v1.GetAccessProofResponse
+	(*ListDatasetsRequest)(nil),    // 46: aperture.citizen.v1.ListDatasetsRequest
+	(*ListDatasetsResponse)(nil),   // 47: aperture.citizen.v1.ListDatasetsResponse
+	(*DatasetLabels)(nil),          // 48: aperture.citizen.v1.DatasetLabels
+	(*FieldLabel)(nil),             // 49: aperture.citizen.v1.FieldLabel
+	(*ValueLabel)(nil),             // 50: aperture.citizen.v1.ValueLabel
+	(*timestamppb.Timestamp)(nil),  // 51: google.protobuf.Timestamp
+	(v1.AccessKind)(0),             // 52: aperture.audit.v1.AccessKind
+	(v1.Decision)(0),               // 53: aperture.audit.v1.Decision
+	(v1.RefusalReason)(0),          // 54: aperture.audit.v1.RefusalReason
+	(*structpb.Struct)(nil),        // 55: google.protobuf.Struct
 }
 var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
-	4,  // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
-	45, // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
-	46, // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
-	5,  // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
-	5,  // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
-	7,  // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
-	8,  // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
-	9,  // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
-	4,  // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
-	47, // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
-	4,  // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
-	45, // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
-	48, // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	4,  // 13: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
-	4,  // 14: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
-	4,  // 15: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
-	45, // 16: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
-	45, // 17: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
-	6,  // 18: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
-	6,  // 19: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
-	8,  // 20: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,  // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
+	51, // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
+	52, // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
+	6,  // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
+	6,  // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
+	8,  // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
+	9,  // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
+	10, // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
+	53, // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
+	5,  // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
+	51, // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
+	54, // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	5,  // 13: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
+	5,  // 14: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
+	5,  // 15: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
+	51, // 16: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
+	51, // 17: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
+	7,  // 18: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
+	7,  // 19: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
+	9,  // 20: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
 	1,  // 21: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
-	9,  // 22: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 23: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
-	15, // 24: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
-	5,  // 25: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
-	45, // 26: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	45, // 27: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 28: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 29: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
+	10, // 22: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
+	6,  // 23: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
+	16, // 24: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
+	6,  // 25: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
+	51, // 26: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	51, // 27: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	10, // 28: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,  // 29: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
 	0,  // 30: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
-	45, // 31: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	45, // 32: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
-	14, // 33: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
-	14, // 34: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
-	22, // 35: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
-	8,  // 36: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,  // 37: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
-	8,  // 38: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,  // 39: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
-	25, // 40: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
-	9,  // 41: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 42: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
-	4,  // 43: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
-	26, // 44: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
-	4,  // 45: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
+	51, // 31: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	51, // 32: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	15, // 33: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
+	15, // 34: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
+	23, // 35: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
+	9,  // 36: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,  // 37: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
+	9,  // 38: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,  // 39: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
+	26, // 40: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
+	10, // 41: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,  // 42: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
+	5,  // 43: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
+	27, // 44: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
+	5,  // 45: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
 	2,  // 46: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
-	5,  // 47: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
-	7,  // 48: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
-	8,  // 49: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
-	9,  // 50: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 51: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
-	45, // 52: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	45, // 53: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 54: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
-	27, // 55: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
-	25, // 56: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
-	45, // 57: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	27, // 58: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
-	27, // 59: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	27, // 60: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	5,  // 61: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
-	49, // 62: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
-	40, // 63: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
-	5,  // 64: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
-	45, // 65: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
+	6,  // 47: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
+	8,  // 48: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
+	9,  // 49: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
+	10, // 50: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
+	6,  // 51: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
+	51, // 52: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	51, // 53: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	51, // 54: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
+	28, // 55: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
+	26, // 56: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
+	51, // 57: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 58: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
+	28, // 59: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	28, // 60: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	6,  // 61: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
+	55, // 62: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
+	41, // 63: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
+	6,  // 64: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
+	51, // 65: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
 	3,  // 66: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
-	45, // 67: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
-	40, // 68: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
-	10, // 69: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
-	12, // 70: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
-	16, // 71: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
-	18, // 72: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
-	20, // 73: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
-	23, // 74: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
-	28, // 75: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
-	30, // 76: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
-	32, // 77: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
-	34, // 78: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
-	36, // 79: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
-	38, // 80: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
-	41, // 81: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
-	43, // 82: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
-	11, // 83: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
-	13, // 84: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
-	17, // 85: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
-	19, // 86: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
-	21, // 87: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
-	24, // 88: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
-	29, // 89: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
-	31, // 90: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
-	33, // 91: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
-	35, // 92: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
-	37, // 93: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
-	39, // 94: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
-	42, // 95: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
-	44, // 96: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
-	83, // [83:97] is the sub-list for method output_type
-	69, // [69:83] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	51, // 67: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
+	41, // 68: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	48, // 69: aperture.citizen.v1.ListDatasetsResponse.datasets:type_name -> aperture.citizen.v1.DatasetLabels
+	6,  // 70: aperture.citizen.v1.DatasetLabels.authority:type_name -> aperture.citizen.v1.Party
+	5,  // 71: aperture.citizen.v1.DatasetLabels.label:type_name -> aperture.citizen.v1.Text
+	49, // 72: aperture.citizen.v1.DatasetLabels.fields:type_name -> aperture.citizen.v1.FieldLabel
+	5,  // 73: aperture.citizen.v1.FieldLabel.label:type_name -> aperture.citizen.v1.Text
+	4,  // 74: aperture.citizen.v1.FieldLabel.kind:type_name -> aperture.citizen.v1.FieldKind
+	50, // 75: aperture.citizen.v1.FieldLabel.values:type_name -> aperture.citizen.v1.ValueLabel
+	5,  // 76: aperture.citizen.v1.ValueLabel.label:type_name -> aperture.citizen.v1.Text
+	11, // 77: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
+	13, // 78: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
+	17, // 79: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
+	19, // 80: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
+	21, // 81: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
+	24, // 82: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
+	29, // 83: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
+	31, // 84: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
+	33, // 85: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
+	35, // 86: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
+	37, // 87: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
+	39, // 88: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
+	42, // 89: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
+	44, // 90: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
+	46, // 91: aperture.citizen.v1.CitizenService.ListDatasets:input_type -> aperture.citizen.v1.ListDatasetsRequest
+	12, // 92: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
+	14, // 93: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
+	18, // 94: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
+	20, // 95: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
+	22, // 96: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
+	25, // 97: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
+	30, // 98: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
+	32, // 99: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
+	34, // 100: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
+	36, // 101: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
+	38, // 102: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
+	40, // 103: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
+	43, // 104: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
+	45, // 105: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
+	47, // 106: aperture.citizen.v1.CitizenService.ListDatasets:output_type -> aperture.citizen.v1.ListDatasetsResponse
+	92, // [92:107] is the sub-list for method output_type
+	77, // [77:92] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_aperture_citizen_v1_citizen_proto_init() }
@@ -3420,8 +3825,8 @@ func file_aperture_citizen_v1_citizen_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_citizen_v1_citizen_proto_rawDesc), len(file_aperture_citizen_v1_citizen_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   41,
+			NumEnums:      5,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

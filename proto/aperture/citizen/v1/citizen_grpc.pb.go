@@ -45,6 +45,7 @@ const (
 	CitizenService_QuestionAccess_FullMethodName = "/aperture.citizen.v1.CitizenService/QuestionAccess"
 	CitizenService_ListQuestions_FullMethodName  = "/aperture.citizen.v1.CitizenService/ListQuestions"
 	CitizenService_GetAccessProof_FullMethodName = "/aperture.citizen.v1.CitizenService/GetAccessProof"
+	CitizenService_ListDatasets_FullMethodName   = "/aperture.citizen.v1.CitizenService/ListDatasets"
 )
 
 // CitizenServiceClient is the client API for CitizenService service.
@@ -93,6 +94,11 @@ type CitizenServiceClient interface {
 	// alone. An access that is not mine (or not visible to me yet) is NOT_FOUND; one logged after the
 	// newest cosigned checkpoint is UNAVAILABLE until the next one (seconds).
 	GetAccessProof(ctx context.Context, in *GetAccessProofRequest, opts ...grpc.CallOption) (*GetAccessProofResponse, error)
+	// ListDatasets names every authority dataset in my words: its label and the label of each of its
+	// fields and enum values, in English and Danish, as the authority declares them in its protos
+	// (aperture.authority.v1 labels), with each field's kind, so that an app shows "Date of birth:
+	// 2. december 1990" instead of a field path and a timestamp. It holds no data about me.
+	ListDatasets(ctx context.Context, in *ListDatasetsRequest, opts ...grpc.CallOption) (*ListDatasetsResponse, error)
 }
 
 type citizenServiceClient struct {
@@ -252,6 +258,16 @@ func (c *citizenServiceClient) GetAccessProof(ctx context.Context, in *GetAccess
 	return out, nil
 }
 
+func (c *citizenServiceClient) ListDatasets(ctx context.Context, in *ListDatasetsRequest, opts ...grpc.CallOption) (*ListDatasetsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDatasetsResponse)
+	err := c.cc.Invoke(ctx, CitizenService_ListDatasets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CitizenServiceServer is the server API for CitizenService service.
 // All implementations must embed UnimplementedCitizenServiceServer
 // for forward compatibility.
@@ -298,6 +314,11 @@ type CitizenServiceServer interface {
 	// alone. An access that is not mine (or not visible to me yet) is NOT_FOUND; one logged after the
 	// newest cosigned checkpoint is UNAVAILABLE until the next one (seconds).
 	GetAccessProof(context.Context, *GetAccessProofRequest) (*GetAccessProofResponse, error)
+	// ListDatasets names every authority dataset in my words: its label and the label of each of its
+	// fields and enum values, in English and Danish, as the authority declares them in its protos
+	// (aperture.authority.v1 labels), with each field's kind, so that an app shows "Date of birth:
+	// 2. december 1990" instead of a field path and a timestamp. It holds no data about me.
+	ListDatasets(context.Context, *ListDatasetsRequest) (*ListDatasetsResponse, error)
 	mustEmbedUnimplementedCitizenServiceServer()
 }
 
@@ -349,6 +370,9 @@ func (UnimplementedCitizenServiceServer) ListQuestions(context.Context, *ListQue
 }
 func (UnimplementedCitizenServiceServer) GetAccessProof(context.Context, *GetAccessProofRequest) (*GetAccessProofResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAccessProof not implemented")
+}
+func (UnimplementedCitizenServiceServer) ListDatasets(context.Context, *ListDatasetsRequest) (*ListDatasetsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDatasets not implemented")
 }
 func (UnimplementedCitizenServiceServer) mustEmbedUnimplementedCitizenServiceServer() {}
 func (UnimplementedCitizenServiceServer) testEmbeddedByValue()                        {}
@@ -616,6 +640,24 @@ func _CitizenService_GetAccessProof_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CitizenService_ListDatasets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDatasetsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CitizenServiceServer).ListDatasets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CitizenService_ListDatasets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CitizenServiceServer).ListDatasets(ctx, req.(*ListDatasetsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CitizenService_ServiceDesc is the grpc.ServiceDesc for CitizenService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -674,6 +716,10 @@ var CitizenService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetAccessProof",
 			Handler:    _CitizenService_GetAccessProof_Handler,
+		},
+		{
+			MethodName: "ListDatasets",
+			Handler:    _CitizenService_ListDatasets_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
