@@ -72,7 +72,7 @@ func TestBrowser(t *testing.T) {
 	if first := portaltest.Eval[string](t, ctx, `document.querySelector('#timeline > li').id`); first != accID(42) {
 		t.Errorf("first entry = %s, want the live one", first)
 	}
-	if got := text("#live-status"); !strings.Contains(got, "New access: Copenhagen Municipality (Jobcentre) (caseworker jc-207) looked at your data") {
+	if got := text("#live-status"); !strings.Contains(got, "New access: Copenhagen Municipality (Jobcentre), caseworker jc-207 looked at your data") {
 		t.Errorf("live announcement = %q", got)
 	}
 	if n := portaltest.Eval[int](t, ctx, `document.querySelectorAll('#timeline > li').length`); n != 4 {

@@ -263,7 +263,7 @@ var messages = map[string]msg{
 	"question.see":       {"See the access you asked about", "Se det opslag, du spurgte om"},
 	"ask.title":          {"Question this access", "Spørg ind til opslaget"},
 	"ask.lead":           {"Ask the agency why it looked at your data. It is told at once and must answer you. The answer will appear under My questions.", "Spørg myndigheden, hvorfor den så på dine data. Den får besked med det samme og skal svare dig. Svaret vises under Mine spørgsmål."},
-	"ask.access":         {"The access you are asking about (%s)", "Opslaget du spørger om (%s)"},
+	"ask.access":         {"See the access you are asking about", "Se det opslag, du spørger om"},
 	"ask.label":          {"Your question", "Dit spørgsmål"},
 	"ask.hint":           {"Write in your own words. At most 2000 characters.", "Skriv med dine egne ord. Højst 2000 tegn."},
 	"ask.send":           {"Send the question", "Send spørgsmålet"},

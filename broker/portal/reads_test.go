@@ -27,9 +27,9 @@ func TestReadEntries(t *testing.T) {
 		a         *citizenv1.Access
 		want, not []string
 	}{
-		{"en", caseRead, []string{"Copenhagen Municipality (Jobcentre) (caseworker jc-207)", "looked at your case:", "your case “Sickness benefit”, which shows your CPR number",
+		{"en", caseRead, []string{"Copenhagen Municipality (Jobcentre), caseworker jc-207", "looked at your case:", "your case “Sickness benefit”, which shows your CPR number",
 			"Sickness benefit, step 2", "/questions/new?access=" + accID(40)}, []string{"Data from", "saw:", "⟦"}},
-		{"da", caseRead, []string{"Københavns Kommune (Jobcenter) (sagsbehandler jc-207)", "så din sag:", "din sag “Sygedagpenge”, som viser dit CPR-nummer",
+		{"da", caseRead, []string{"Københavns Kommune (Jobcenter), sagsbehandler jc-207", "så din sag:", "din sag “Sygedagpenge”, som viser dit CPR-nummer",
 			"Spørg ind til opslaget"}, []string{"Data fra", "⟦"}},
 		{"en", auditorRead, []string{"Data Protection Officer", "looked at your access log:", "the list of who has seen your data"},
 			[]string{"Data from", "/questions/new", "⟦"}},
