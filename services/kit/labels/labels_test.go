@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	authorityv1 "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
 	populationv1 "github.com/aperture-gov/aperture/proto/aperture/population/v1"
 	"github.com/aperture-gov/aperture/services/kit/labels"
@@ -86,6 +87,10 @@ func TestMissing(t *testing.T) {
 	}
 	if _, err := labels.Missing(md, "contxt"); err == nil || !strings.Contains(err.Error(), "context") {
 		t.Errorf("misspelt path: %v", err)
+	}
+	got, err = labels.Missing((&auditv1.AccessRecord{}).ProtoReflect().Descriptor(), "decision")
+	if err != nil || !slices.Contains(got, "enum value decision = DECISION_RELEASED (no English label, no Danish label)") {
+		t.Errorf("Missing(decision) = %v, %v", got, err)
 	}
 	if labels.Complete(&authorityv1.Label{En: "Date of birth", Da: " "}) {
 		t.Error("a label without Danish is complete")
