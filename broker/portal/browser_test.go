@@ -193,6 +193,18 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("%s: the page scrolls sideways on a phone (%v > %v)", pg.path,
 				portaltest.Eval[float64](t, ctx, `document.documentElement.scrollWidth`), portaltest.Eval[float64](t, ctx, `window.innerWidth`))
 		}
+		if strings.HasPrefix(pg.path, "/journeys/") {
+			// The diagram is stacked for the phone: the wide one is hidden, the narrow one fits.
+			if w := portaltest.Eval[float64](t, ctx, `document.querySelector("svg.datapath--wide").getBoundingClientRect().width`); w != 0 {
+				t.Errorf("the wide diagram shows on a phone (%vpx)", w)
+			}
+			if w := portaltest.Eval[float64](t, ctx, `document.querySelector("svg.datapath--narrow").getBoundingClientRect().width`); w < 300 {
+				t.Errorf("the stacked diagram is %vpx wide on a phone", w)
+			}
+			if over := portaltest.Eval[float64](t, ctx, `(d => d.scrollWidth - d.clientWidth)(document.querySelector(".diagram"))`); over > 0 {
+				t.Errorf("the diagram scrolls sideways on a phone by %vpx", over)
+			}
+		}
 		portaltest.Screenshot(t, ctx, pg.name)
 		do("scroll", chromedp.ScrollIntoView(chromedp.CSS(pg.top)))
 		portaltest.ScreenshotViewport(t, ctx, pg.name+"-top")

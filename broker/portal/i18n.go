@@ -101,6 +101,7 @@ var messages = map[string]msg{
 	"entry.law":                     {"Law", "Lov"},
 	"entry.source":                  {"Data from", "Data fra"},
 	"entry.hidden":                  {"Kept from you until %s", "Holdt skjult for dig indtil %s"},
+	"entry.hidden.early":            {"This was kept from you for a while", "Dette blev holdt skjult for dig i en periode"},
 	"entry.hidden.because":          {"because", "fordi"},
 	"entry.violations":              {"The authority sent more than was asked for. This was removed and never passed on:", "Myndigheden sendte mere end der blev bedt om. Det blev fjernet og aldrig sendt videre:"},
 	"entry.question":                {"Question this access", "Spørg ind til opslaget"},

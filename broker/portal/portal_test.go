@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	"github.com/aperture-gov/aperture/broker/portal/portaltest"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

@@ -65,6 +65,7 @@ type accessItem struct {
 	Law          string
 	Reason       string
 	HiddenUntil  time.Time
+	HiddenEarly  bool // shown before HiddenUntil, when the case closed or the citizen was heard
 	HiddenReason string
 	Violations   []string
 	Announce     string // one plain sentence for screen readers when the entry appears live
@@ -161,6 +162,8 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	}
 	if a.GetHiddenUntil() != nil {
 		it.HiddenUntil = a.GetHiddenUntil().AsTime()
+		// Shown before its date: the case reached the point the policy reveals it at.
+		it.HiddenEarly = it.HiddenUntil.After(v.now)
 		it.HiddenReason = v.Tx(a.GetHiddenReason())
 	}
 	for _, f := range a.GetViolations() {
