@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aperture-gov/aperture/broker/portal/portaltest"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"github.com/chromedp/chromedp"
 )
@@ -212,5 +213,58 @@ func TestBrowser(t *testing.T) {
 
 	if errs := portaltest.ConsoleErrors(ctx); len(errs) > 0 {
 		t.Errorf("browser errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestBrowserRefusals: every kind of refusal reads as its own plain sentence in English and Danish,
+// on a desktop and a phone, in a real browser — never the broker's text for caseworkers, a field path
+// or a reason code. Screenshots go to portaltest.ArtifactsDir.
+func TestBrowserRefusals(t *testing.T) {
+	s := newStack(t)
+	ctx := portaltest.NewBrowser(t)
+	var datasets []string
+	for _, d := range testLabels().GetDatasets() {
+		datasets = append(datasets, d.GetDataset())
+	}
+	for _, lang := range []string{"en", "da"} {
+		// The sentences the portal words from each reason, with the labels the API gives.
+		v := &view{Lang: lang, lab: labelSet{}}
+		for _, d := range testLabels().GetDatasets() {
+			dl := &datasetLabels{label: d.GetLabel(), fields: map[string]*citizenv1.FieldLabel{}, order: d.GetFields()}
+			for _, f := range d.GetFields() {
+				dl.fields[f.GetPath()] = f
+			}
+			v.lab[labelKey(d.GetAuthority().GetId(), d.GetDataset())] = dl
+		}
+		for _, vp := range []struct {
+			name string
+			v    portaltest.Viewport
+		}{{"desktop", portaltest.Desktop}, {"phone", portaltest.Phone}} {
+			portaltest.SetViewport(t, ctx, vp.v)
+			portaltest.Do(t, ctx, "refusals", chromedp.Navigate(s.srv.URL+"/?page=refusals&lang="+lang), chromedp.WaitVisible(chromedp.CSS("#timeline")))
+			seen := map[string]auditv1.RefusalReason{}
+			for _, a := range refusalAccesses() {
+				want := v.refusal(a)
+				got := portaltest.Eval[string](t, ctx, fmt.Sprintf(`((document.getElementById(%q) || {querySelector: () => null}).querySelector(".entry__reason") || {}).textContent || ""`, a.GetId()))
+				if got != want || got == "" {
+					t.Errorf("%s %s: %v reads %q, want %q", lang, vp.name, a.GetRefusalReason(), got, want)
+				}
+				if other, dup := seen[got]; dup && a.GetRefusalReason() != auditv1.RefusalReason_REFUSAL_REASON_UNSPECIFIED && other != auditv1.RefusalReason_REFUSAL_REASON_UNSPECIFIED {
+					t.Errorf("%s: %v and %v read the same: %q", lang, other, a.GetRefusalReason(), got)
+				}
+				seen[got] = a.GetRefusalReason()
+			}
+			body := portaltest.Eval[string](t, ctx, `document.body.innerText`)
+			for _, leak := range portaltest.Leaks(body, datasets...) {
+				t.Errorf("%s %s: the page shows %s", lang, vp.name, leak)
+			}
+			if strings.Contains(body, "is not released at step") {
+				t.Errorf("%s %s: the broker's text for caseworkers is shown", lang, vp.name)
+			}
+			if over := portaltest.Eval[bool](t, ctx, `document.documentElement.scrollWidth > window.innerWidth`); over {
+				t.Errorf("%s: the refusals scroll sideways on a phone", lang)
+			}
+			portaltest.Screenshot(t, ctx, "refusals-"+lang+"-"+vp.name)
+		}
 	}
 }

@@ -218,6 +218,9 @@ func (f *fakeCitizen) ListAccesses(ctx context.Context, r *citizenv1.ListAccesse
 		return nil, err
 	}
 	all := testAccesses()
+	if r.GetPageToken() == "refusals" {
+		return &citizenv1.ListAccessesResponse{Accesses: refusalAccesses()}, nil
+	}
 	if r.GetPageToken() == "p2" {
 		return &citizenv1.ListAccessesResponse{Accesses: all[3:]}, nil
 	}
@@ -373,6 +376,26 @@ func (f *fakeCitizen) GetMyData(ctx context.Context, r *citizenv1.GetMyDataReque
 		return nil, err
 	}
 	return &citizenv1.GetMyDataResponse{Authority: partyPopulation, Dataset: r.GetDataset(), Record: rec, AccessId: accID(7), Found: true}, nil
+}
+
+// refusalAccesses are one refused access of every refusal reason, about a labelled field (or, for a
+// fact, a fact), as an agency would meet them.
+func refusalAccesses() []*citizenv1.Access {
+	var out []*citizenv1.Access
+	for n := range int32(len(auditv1.RefusalReason_name)) {
+		why := auditv1.RefusalReason(n)
+		a := &citizenv1.Access{Id: accID(100 + int(n)), Time: ts(testNow.Add(-time.Duration(n) * time.Minute)),
+			Agency: partyMunicipal, Caseworker: "jc-207", Authority: partyHealth, Dataset: "patient",
+			Fields: []string{"sick_notes.diagnosis"}, CaseId: caseID(1), Journey: journeySick, Step: stepCapacity,
+			Purpose: txt("The jobcentre follows up on how much you can work.", "Jobcentret følger op på, hvor meget du kan arbejde."), LegalBasis: "Sygedagpengeloven § 13",
+			Decision: auditv1.Decision_DECISION_REFUSED, RefusalReason: why, RefusalSubject: "sick_notes.diagnosis",
+			Reason: `field "sick_notes.diagnosis" of health.patient is not released at step "assess-work-capacity"`}
+		if why == auditv1.RefusalReason_REFUSAL_REASON_FACT_NOT_RELEASED {
+			a.Authority, a.Dataset, a.Fields, a.Facts, a.RefusalSubject = partyTaxIncome, "income", nil, []*citizenv1.Fact{factThreshold}, factThreshold.GetName()
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // testLabels are the labels the test authorities declare (the real ones come from their protos).
