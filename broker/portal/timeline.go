@@ -164,7 +164,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		it.HiddenUntil = a.GetHiddenUntil().AsTime()
 		// Shown before its date: the case reached the point the policy reveals it at.
 		it.HiddenEarly = it.HiddenUntil.After(v.now)
-		it.HiddenReason = v.Tx(a.GetHiddenReason())
+		it.HiddenReason = lowerFirst(v.Tx(a.GetHiddenReason()))
 	}
 	for _, f := range a.GetViolations() {
 		it.Violations = append(it.Violations, v.FieldName(auth, ds, f))
