@@ -224,9 +224,12 @@ func (f *fakeCitizen) ListAccesses(ctx context.Context, r *citizenv1.ListAccesse
 	if r.GetPageToken() == "p2" {
 		return &citizenv1.ListAccessesResponse{Accesses: all[3:]}, nil
 	}
-	if r.GetAuthority() != "" || r.GetJourney() != "" {
+	if r.GetAuthority() != "" || r.GetJourney() != "" || r.GetExcludeSelf() {
 		var out []*citizenv1.Access
 		for _, a := range all {
+			if r.GetExcludeSelf() && a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF {
+				continue
+			}
 			if (r.GetAuthority() == "" || a.GetAuthority().GetId() == r.GetAuthority()) && (r.GetJourney() == "" || a.GetJourney().GetId() == r.GetJourney()) {
 				out = append(out, a)
 			}

@@ -240,6 +240,17 @@ func TestTimelineFiltersAndPaging(t *testing.T) {
 	if !strings.Contains(r.body, `href="/?page=p2&amp;period=7d"`) {
 		t.Error("next page link does not keep the period")
 	}
+	// Only the authorities' looks: the API leaves out the citizen's own, the choice is kept.
+	r = s.get(t, "/?who=others", nil)
+	if req := s.fake.last("ListAccesses").req.(*citizenv1.ListAccessesRequest); !req.GetExcludeSelf() {
+		t.Errorf("who=others: request = %v", req)
+	}
+	if !strings.Contains(r.body, `<option value="others" selected>`) || strings.Contains(r.body, "entry--self") || !strings.Contains(r.body, "Clear filters") {
+		t.Error("who=others: the choice is not kept, or my own looks are listed")
+	}
+	if s.get(t, "/", nil); s.fake.last("ListAccesses").req.(*citizenv1.ListAccessesRequest).GetExcludeSelf() {
+		t.Error("my own looks are left out without asking")
+	}
 	// A filter the API refuses is a form error, not a crash.
 	s.fake.setFail("ListAccesses", status.Error(codes.InvalidArgument, "authority: bad pattern"))
 	r = s.get(t, "/?authority=BAD", nil)

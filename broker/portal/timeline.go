@@ -36,6 +36,7 @@ type option struct {
 
 type timelinePage struct {
 	Authorities, Journeys, Periods []option
+	Who                            []option // everyone's looks, or only the authorities' (not mine)
 	Filtered                       bool
 	Paged                          bool
 	Entries                        []accessItem
@@ -190,6 +191,8 @@ func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
 		PageSize:  timelinePageSize,
 		PageToken: q.Get("page"),
 	}
+	// who=others leaves out the citizen's own looks at their data.
+	req.ExcludeSelf = q.Get("who") == "others"
 	period := q.Get("period")
 	for _, pr := range periods {
 		if pr.Value == period && pr.Back > 0 {
@@ -202,7 +205,7 @@ func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
 		return
 	}
 	page := &timelinePage{
-		Filtered: req.Authority != "" || req.Journey != "" || req.Since != nil,
+		Filtered: req.Authority != "" || req.Journey != "" || req.Since != nil || req.ExcludeSelf,
 		Paged:    req.PageToken != "",
 	}
 	page.Authorities = append(page.Authorities, option{Value: "", Label: v.T("filter.authority.any")})
@@ -216,6 +219,10 @@ func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	for _, pr := range periods {
 		page.Periods = append(page.Periods, option{Value: pr.Value, Label: v.T(pr.Key), Selected: pr.Value == period})
+	}
+	page.Who = []option{
+		{Value: "", Label: v.T("filter.who.any"), Selected: !req.ExcludeSelf},
+		{Value: "others", Label: v.T("filter.who.others"), Selected: req.ExcludeSelf},
 	}
 	page.Live = !page.Filtered && !page.Paged
 	v.Data = page
@@ -235,7 +242,7 @@ func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
 		page.Entries = append(page.Entries, v.accessItem(a))
 	}
 	keep := url.Values{}
-	for _, k := range []string{"authority", "journey", "period"} {
+	for _, k := range []string{"authority", "journey", "period", "who"} {
 		if s := q.Get(k); s != "" {
 			keep.Set(k, s)
 		}

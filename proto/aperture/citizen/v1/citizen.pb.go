@@ -864,7 +864,9 @@ type ListAccessesRequest struct {
 	// Maximum accesses to return (default 50, at most 500).
 	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response, to continue.
-	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Leave out my own looks at my data (My data), to see only what others did.
+	ExcludeSelf   bool `protobuf:"varint,7,opt,name=exclude_self,json=excludeSelf,proto3" json:"exclude_self,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -939,6 +941,13 @@ func (x *ListAccessesRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListAccessesRequest) GetExcludeSelf() bool {
+	if x != nil {
+		return x.ExcludeSelf
+	}
+	return false
 }
 
 // ListAccessesResponse is one page of my accesses, newest first.
@@ -3399,7 +3408,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\aStepRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x05title\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x05title\x12\x16\n" +
-	"\x06number\x18\x03 \x01(\x05R\x06number\"\xc7\x02\n" +
+	"\x06number\x18\x03 \x01(\x05R\x06number\"\xea\x02\n" +
 	"\x13ListAccessesRequest\x12>\n" +
 	"\tauthority\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^([a-z][a-z0-9_]{0,31})?$R\tauthority\x12:\n" +
 	"\ajourney\x18\x02 \x01(\tB \xbaH\x1dr\x1b2\x19^([a-z][a-z0-9-]{0,62})?$R\ajourney\x120\n" +
@@ -3408,7 +3417,8 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\tpage_size\x18\x05 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\"w\n" +
+	"page_token\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\x12!\n" +
+	"\fexclude_self\x18\a \x01(\bR\vexcludeSelf\"w\n" +
 	"\x14ListAccessesResponse\x127\n" +
 	"\baccesses\x18\x01 \x03(\v2\x1b.aperture.citizen.v1.AccessR\baccesses\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x16\n" +
