@@ -40,7 +40,7 @@ func (s *Service) ListAccesses(ctx context.Context, req *citizenv1.ListAccessesR
 		return nil, err
 	}
 	now := s.cfg.Now()
-	f := filter{authority: req.GetAuthority(), journey: req.GetJourney()}
+	f := filter{authority: req.GetAuthority(), journey: req.GetJourney(), excludeSelf: req.GetExcludeSelf()}
 	if req.GetSince() != nil {
 		f.since = req.GetSince().AsTime()
 	}
@@ -88,6 +88,7 @@ const (
 type filter struct {
 	authority, journey string
 	since, until       time.Time
+	excludeSelf        bool
 }
 
 func (f filter) match(r *auditv1.AccessRecord) verdict {
@@ -102,6 +103,8 @@ func (f filter) match(r *auditv1.AccessRecord) verdict {
 	case f.authority != "" && r.GetAuthority() != f.authority:
 		return skip
 	case f.journey != "" && r.GetJourney() != f.journey:
+		return skip
+	case f.excludeSelf && r.GetKind() == auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF:
 		return skip
 	}
 	return take

@@ -430,6 +430,10 @@ func TestGetMyData(t *testing.T) {
 		a.GetDecision() != auditv1.Decision_DECISION_RELEASED || a.GetAuthority().GetId() != "population" {
 		t.Fatalf("self-access %v", a)
 	}
+	// Asked to leave out my own looks, the list has none of them.
+	if others := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{ExcludeSelf: true}); len(others) != 0 {
+		t.Fatalf("without my own looks: %v", others)
+	}
 	// A self-access has no agency to ask.
 	_, err = c.QuestionAccess(as(tokAnna), &citizenv1.QuestionAccessRequest{AccessId: a.GetId(), Message: "Why?"})
 	wantCode(t, err, codes.FailedPrecondition)

@@ -9,6 +9,8 @@ import (
 
 	"buf.build/go/protovalidate"
 
+	"github.com/aperture-gov/aperture/services/kit/labels"
+
 	policyv1 "github.com/aperture-gov/aperture/proto/aperture/policy/v1"
 )
 
@@ -32,6 +34,10 @@ const (
 	// CheckUnusedAuthority is an authority that no step uses: the state of a freshly scaffolded
 	// authority (`aperture new authority`) until a journey releases one of its datasets.
 	CheckUnusedAuthority = "unused-authority"
+	// CheckMissingLabel is a dataset, field or enum value a step releases that its authority gives
+	// no display name in English and Danish (aperture.authority.v1 labels), so a citizen would read a
+	// field path or an enum constant.
+	CheckMissingLabel = "missing-label"
 )
 
 // LintFinding is one finding of Lint with its severity.
@@ -61,7 +67,10 @@ func (f LintFinding) String() string {
 //     more often a rule that was forgotten, and a consent on such a step would ask the citizen for
 //     nothing;
 //   - an authority in the registry that no step of any journey uses: the broker would keep a
-//     connection open to a data holder no journey needs.
+//     connection open to a data holder no journey needs;
+//   - a released dataset, field (or a field below a released record) or enum value without a label
+//     in English and Danish in the authority's proto: the citizen would read a field path or an enum
+//     constant where a name belongs. Each is reported once, at its first release.
 //
 // Warnings are computed from the files as written, so they are reported even when the tree has
 // errors.
@@ -87,7 +96,7 @@ func Lint(fsys fs.FS, registry string, descs Descriptors) ([]LintFinding, error)
 			return nil, err
 		}
 	}
-	warnings, err := lintWarnings(fsys, registry)
+	warnings, err := lintWarnings(fsys, registry, descs)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +115,7 @@ func Lint(fsys fs.FS, registry string, descs Descriptors) ([]LintFinding, error)
 
 // lintWarnings decodes the files without failing on schema findings (those are LoadBundle's to
 // report) and looks for steps that release nothing and authorities no step uses.
-func lintWarnings(fsys fs.FS, registry string) ([]LintFinding, error) {
+func lintWarnings(fsys fs.FS, registry string, descs Descriptors) ([]LintFinding, error) {
 	v, err := protovalidate.New()
 	if err != nil {
 		return nil, fmt.Errorf("lint: %w", err)
@@ -123,6 +132,7 @@ func lintWarnings(fsys fs.FS, registry string) ([]LintFinding, error) {
 		return nil, fmt.Errorf("lint: %w", err)
 	}
 	used := map[string]bool{}
+	labelled := map[string]bool{} // dataset and dataset+path already checked
 	for _, name := range names {
 		data, err := fs.ReadFile(fsys, name)
 		if err != nil {
@@ -136,7 +146,10 @@ func lintWarnings(fsys fs.FS, registry string) ([]LintFinding, error) {
 		}
 		for i, s := range pb.GetSteps() {
 			released := false
-			for _, r := range s.GetReleases() {
+			for j, r := range s.GetReleases() {
+				for _, f := range missingLabels(descs, r, labelled) {
+					warn(src, CheckMissingLabel, append([]any{"steps", i, "releases", j}, f.at...), "%s", f.msg)
+				}
 				if a, _, ok := strings.Cut(r.GetDataset(), "."); ok {
 					used[a] = true
 				}
@@ -167,4 +180,45 @@ func lintWarnings(fsys fs.FS, registry string) ([]LintFinding, error) {
 		}
 	}
 	return out, nil
+}
+
+type labelFinding struct {
+	at  []any // below the release rule
+	msg string
+}
+
+// missingLabels checks the labels of what r releases, skipping what seen says was checked already.
+// A dataset or path the descriptors do not know is LoadBundle's to report.
+func missingLabels(descs Descriptors, r *policyv1.ReleaseRule, seen map[string]bool) []labelFinding {
+	authority, dataset, ok := strings.Cut(r.GetDataset(), ".")
+	if !ok || descs == nil {
+		return nil
+	}
+	md, err := descs.Dataset(authority, dataset)
+	if err != nil {
+		return nil
+	}
+	var out []labelFinding
+	if !seen[r.GetDataset()] {
+		seen[r.GetDataset()] = true
+		if !labels.Complete(labels.Message(md)) {
+			out = append(out, labelFinding{[]any{"dataset"}, fmt.Sprintf(
+				"dataset %s (%s) has no display name in English and Danish: add option (aperture.authority.v1.message_label) to the message, or citizens read %q", r.GetDataset(), md.FullName(), dataset)})
+		}
+	}
+	for k, path := range r.GetFields() {
+		key := r.GetDataset() + " " + path
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		missing, err := labels.Missing(md, path)
+		if err != nil || len(missing) == 0 {
+			continue
+		}
+		out = append(out, labelFinding{[]any{"fields", k}, fmt.Sprintf(
+			"%s %s: citizens would read field paths or constants: %s; add (aperture.authority.v1.field_label) or value_label options in the authority's proto",
+			r.GetDataset(), path, strings.Join(missing, "; "))})
+	}
+	return out
 }

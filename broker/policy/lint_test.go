@@ -7,6 +7,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/policies"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
 
 // lintRegistry is a registry with one authority and one agency, so that a fixture journey using
@@ -28,7 +29,8 @@ agencies:
 func TestLintFindingKinds(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		registry string // lintRegistry when empty
+		registry string             // lintRegistry when empty
+		descs    policy.Descriptors // exampleDescriptors() when nil
 		journey  string
 		severity policy.Severity
 		message  string
@@ -94,6 +96,19 @@ agencies:`, 1),
 		journey:  header + step,
 		severity: policy.SeverityWarning,
 		message:  `authority "tax" is used by no step of any journey`,
+	}, {
+		// A schema without display names: the citizen would read "name" and "name.en".
+		name:     "field without a label",
+		descs:    generated{"population.person": (&citizenv1.Party{}).ProtoReflect().Descriptor()},
+		journey:  header + strings.Replace(step, "fields: [name]", "fields: [name] # <-", 1),
+		severity: policy.SeverityWarning,
+		message:  `population.person name: citizens would read field paths or constants: field name (no English label, no Danish label); field name.en (no English label, no Danish label)`,
+	}, {
+		name:     "dataset without a label",
+		descs:    generated{"population.person": (&citizenv1.Party{}).ProtoReflect().Descriptor()},
+		journey:  header + strings.Replace(step, "dataset: population.person", "dataset: population.person # <-", 1),
+		severity: policy.SeverityWarning,
+		message:  `dataset population.person (aperture.citizen.v1.Party) has no display name in English and Danish`,
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := lintRegistry
@@ -104,7 +119,11 @@ agencies:`, 1),
 				"registry.yaml":         {Data: []byte(reg)},
 				"journeys/fixture.yaml": {Data: []byte(tc.journey)},
 			}
-			got, err := policy.Lint(fsys, "registry.yaml", exampleDescriptors())
+			descs := tc.descs
+			if descs == nil {
+				descs = exampleDescriptors()
+			}
+			got, err := policy.Lint(fsys, "registry.yaml", descs)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aperture-gov/aperture/broker/portal/portaltest"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"github.com/chromedp/chromedp"
 )
@@ -72,7 +73,7 @@ func TestBrowser(t *testing.T) {
 	if first := portaltest.Eval[string](t, ctx, `document.querySelector('#timeline > li').id`); first != accID(42) {
 		t.Errorf("first entry = %s, want the live one", first)
 	}
-	if got := text("#live-status"); !strings.Contains(got, "New access: Copenhagen Municipality (Jobcentre) (caseworker jc-207) looked at your data") {
+	if got := text("#live-status"); !strings.Contains(got, "New access: Copenhagen Municipality (Jobcentre), caseworker jc-207 looked at your data") {
 		t.Errorf("live announcement = %q", got)
 	}
 	if n := portaltest.Eval[int](t, ctx, `document.querySelectorAll('#timeline > li').length`); n != 4 {
@@ -153,9 +154,10 @@ func TestBrowser(t *testing.T) {
 	// Consent: preview with another duration, grant, revoke.
 	do("consent preview", chromedp.Navigate(base+"/consents/sickness-benefit/assess-work-capacity"), chromedp.WaitVisible(chromedp.CSS("#days")))
 	do("ask for 45 days", chromedp.SetValue(chromedp.CSS("#days"), "45"), chromedp.Click(chromedp.CSS(`button[formmethod="get"]`)))
-	waitFor("preview for 45 days", `location.search.includes("days=45")`)
-	if !strings.Contains(text("dl.summary"), "28 April 2026") {
-		t.Errorf("preview for 45 days does not show 28 April 2026: %q", text("dl.summary"))
+	// The new page may still be loading when its address changes: wait for its content.
+	waitFor("preview for 45 days", `location.search.includes("days=45") && document.readyState === "complete" && !!document.querySelector("dl.summary")`)
+	if got := text("dl.summary"); !strings.Contains(got, "28 April 2026") {
+		t.Errorf("preview for 45 days does not show 28 April 2026: %q", got)
 	}
 	portaltest.Screenshot(t, ctx, "07-consent-preview")
 	do("grant", chromedp.Click(chromedp.CSS(`form.form button:not([formmethod])`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
@@ -193,6 +195,18 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("%s: the page scrolls sideways on a phone (%v > %v)", pg.path,
 				portaltest.Eval[float64](t, ctx, `document.documentElement.scrollWidth`), portaltest.Eval[float64](t, ctx, `window.innerWidth`))
 		}
+		if strings.HasPrefix(pg.path, "/journeys/") {
+			// The diagram is stacked for the phone: the wide one is hidden, the narrow one fits.
+			if w := portaltest.Eval[float64](t, ctx, `document.querySelector("svg.datapath--wide").getBoundingClientRect().width`); w != 0 {
+				t.Errorf("the wide diagram shows on a phone (%vpx)", w)
+			}
+			if w := portaltest.Eval[float64](t, ctx, `document.querySelector("svg.datapath--narrow").getBoundingClientRect().width`); w < 300 {
+				t.Errorf("the stacked diagram is %vpx wide on a phone", w)
+			}
+			if over := portaltest.Eval[float64](t, ctx, `(d => d.scrollWidth - d.clientWidth)(document.querySelector(".diagram"))`); over > 0 {
+				t.Errorf("the diagram scrolls sideways on a phone by %vpx", over)
+			}
+		}
 		portaltest.Screenshot(t, ctx, pg.name)
 		do("scroll", chromedp.ScrollIntoView(chromedp.CSS(pg.top)))
 		portaltest.ScreenshotViewport(t, ctx, pg.name+"-top")
@@ -200,5 +214,59 @@ func TestBrowser(t *testing.T) {
 
 	if errs := portaltest.ConsoleErrors(ctx); len(errs) > 0 {
 		t.Errorf("browser errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestBrowserRefusals: every kind of refusal reads as its own plain sentence in English and Danish,
+// on a desktop and a phone, in a real browser — never the broker's text for caseworkers, a field path
+// or a reason code. Screenshots go to portaltest.ArtifactsDir.
+func TestBrowserRefusals(t *testing.T) {
+	s := newStack(t)
+	ctx := portaltest.NewBrowser(t)
+	var datasets []string
+	for _, d := range testLabels().GetDatasets() {
+		datasets = append(datasets, d.GetDataset())
+	}
+	for _, lang := range []string{"en", "da"} {
+		// The sentences the portal words from each reason, with the labels the API gives.
+		v := &view{Lang: lang, lab: labelSet{}}
+		for _, d := range testLabels().GetDatasets() {
+			dl := &datasetLabels{label: d.GetLabel(), fields: map[string]*citizenv1.FieldLabel{}, order: d.GetFields()}
+			for _, f := range d.GetFields() {
+				dl.fields[f.GetPath()] = f
+			}
+			v.lab[labelKey(d.GetAuthority().GetId(), d.GetDataset())] = dl
+		}
+		for _, vp := range []struct {
+			name string
+			v    portaltest.Viewport
+		}{{"desktop", portaltest.Desktop}, {"phone", portaltest.Phone}} {
+			portaltest.SetViewport(t, ctx, vp.v)
+			portaltest.Do(t, ctx, "refusals", chromedp.Navigate(s.srv.URL+"/?page=refusals&lang="+lang), chromedp.WaitVisible(chromedp.CSS("#timeline")))
+			seen := map[string]auditv1.RefusalReason{}
+			for _, a := range refusalAccesses() {
+				want := v.refusal(a)
+				got := portaltest.Eval[string](t, ctx, fmt.Sprintf(`((document.getElementById(%q) || {querySelector: () => null}).querySelector(".entry__reason") || {}).textContent || ""`, a.GetId()))
+				if got != want || got == "" {
+					t.Errorf("%s %s: %v reads %q, want %q", lang, vp.name, a.GetRefusalReason(), got, want)
+				}
+				if other, dup := seen[got]; dup && a.GetRefusalReason() != auditv1.RefusalReason_REFUSAL_REASON_UNSPECIFIED && other != auditv1.RefusalReason_REFUSAL_REASON_UNSPECIFIED {
+					t.Errorf("%s: %v and %v read the same: %q", lang, other, a.GetRefusalReason(), got)
+				}
+				seen[got] = a.GetRefusalReason()
+			}
+			body := portaltest.Eval[string](t, ctx, `document.body.innerText`)
+			for _, leak := range portaltest.Leaks(body, datasets...) {
+				t.Errorf("%s %s: the page shows %s", lang, vp.name, leak)
+			}
+			if strings.Contains(body, "is not released at step") {
+				t.Errorf("%s %s: the broker's text for caseworkers is shown", lang, vp.name)
+			}
+			if over := portaltest.Eval[bool](t, ctx, `document.documentElement.scrollWidth > window.innerWidth`); over {
+				t.Errorf("%s: the refusals scroll sideways on a phone", lang)
+			}
+			// The first screenful: a full-page shot of 20 entries is slow enough to time out on a busy machine.
+			portaltest.ScreenshotViewport(t, ctx, "refusals-"+lang+"-"+vp.name)
+		}
 	}
 }

@@ -218,12 +218,18 @@ func (f *fakeCitizen) ListAccesses(ctx context.Context, r *citizenv1.ListAccesse
 		return nil, err
 	}
 	all := testAccesses()
+	if r.GetPageToken() == "refusals" {
+		return &citizenv1.ListAccessesResponse{Accesses: refusalAccesses()}, nil
+	}
 	if r.GetPageToken() == "p2" {
 		return &citizenv1.ListAccessesResponse{Accesses: all[3:]}, nil
 	}
-	if r.GetAuthority() != "" || r.GetJourney() != "" {
+	if r.GetAuthority() != "" || r.GetJourney() != "" || r.GetExcludeSelf() {
 		var out []*citizenv1.Access
 		for _, a := range all {
+			if r.GetExcludeSelf() && a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF {
+				continue
+			}
 			if (r.GetAuthority() == "" || a.GetAuthority().GetId() == r.GetAuthority()) && (r.GetJourney() == "" || a.GetJourney().GetId() == r.GetJourney()) {
 				out = append(out, a)
 			}
@@ -359,18 +365,106 @@ func (f *fakeCitizen) GetMyData(ctx context.Context, r *citizenv1.GetMyDataReque
 		return &citizenv1.GetMyDataResponse{Authority: partyEmployment, Dataset: r.GetDataset(), AccessId: accID(8), Found: false}, nil
 	}
 	rec, err := structpb.NewStruct(map[string]any{
+		// As the broker sends it: the protobuf JSON mapping, which leaves out a false and writes a
+		// 64-bit number as a string.
 		"name":    map[string]any{"given_names": "Karen Marie", "family_name": "Jensen"},
-		"address": map[string]any{"street": "Nørrebrogade 12, 2. th.", "postcode": "2200", "municipality_code": 101, "moved_in_on": "2021-08-01"},
+		"address": map[string]any{"street": "Nørrebrogade 12, 2. th.", "postcode": "2200", "municipality_code": "0101", "moved_in_on": "2021-08-01T00:00:00Z"},
 		"household": []any{
-			map[string]any{"given_names": "Ole", "relation": "spouse"},
-			map[string]any{"given_names": "Ida", "relation": "child"},
+			map[string]any{"given_names": "Ole", "relation": "RELATION_SPOUSE"},
+			map[string]any{"given_names": "Ida", "relation": "RELATION_CHILD"},
 		},
-		"protected_address": false,
+		"assessed_income_dkk": "412500",
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &citizenv1.GetMyDataResponse{Authority: partyPopulation, Dataset: r.GetDataset(), Record: rec, AccessId: accID(7), Found: true}, nil
+}
+
+// refusalAccesses are one refused access of every refusal reason, about a labelled field (or, for a
+// fact, a fact), as an agency would meet them.
+func refusalAccesses() []*citizenv1.Access {
+	var out []*citizenv1.Access
+	for n := range int32(len(auditv1.RefusalReason_name)) {
+		why := auditv1.RefusalReason(n)
+		a := &citizenv1.Access{Id: accID(100 + int(n)), Time: ts(testNow.Add(-time.Duration(n) * time.Minute)),
+			Agency: partyMunicipal, Caseworker: "jc-207", Authority: partyHealth, Dataset: "patient",
+			Fields: []string{"sick_notes.diagnosis"}, CaseId: caseID(1), Journey: journeySick, Step: stepCapacity,
+			Purpose: txt("The jobcentre follows up on how much you can work.", "Jobcentret følger op på, hvor meget du kan arbejde."), LegalBasis: "Sygedagpengeloven § 13",
+			Decision: auditv1.Decision_DECISION_REFUSED, RefusalReason: why, RefusalSubject: "sick_notes.diagnosis",
+			Reason: `field "sick_notes.diagnosis" of health.patient is not released at step "assess-work-capacity"`}
+		if why == auditv1.RefusalReason_REFUSAL_REASON_FACT_NOT_RELEASED {
+			a.Authority, a.Dataset, a.Fields, a.Facts, a.RefusalSubject = partyTaxIncome, "income", nil, []*citizenv1.Fact{factThreshold}, factThreshold.GetName()
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// testLabels are the labels the test authorities declare (the real ones come from their protos).
+func testLabels() *citizenv1.ListDatasetsResponse {
+	fl := func(path, en, da string, kind citizenv1.FieldKind, values ...*citizenv1.ValueLabel) *citizenv1.FieldLabel {
+		return &citizenv1.FieldLabel{Path: path, Label: txt(en, da), Kind: kind, Values: values}
+	}
+	const (
+		text   = citizenv1.FieldKind_FIELD_KIND_TEXT
+		number = citizenv1.FieldKind_FIELD_KIND_NUMBER
+		when   = citizenv1.FieldKind_FIELD_KIND_TIME
+		record = citizenv1.FieldKind_FIELD_KIND_RECORD
+		yesNo  = citizenv1.FieldKind_FIELD_KIND_BOOL
+		enum   = citizenv1.FieldKind_FIELD_KIND_ENUM
+	)
+	relation := fl("household.relation", "Relation to you", "Relation til dig", enum,
+		&citizenv1.ValueLabel{Name: "RELATION_UNSPECIFIED", Label: txt("Not registered", "Ikke registreret")},
+		&citizenv1.ValueLabel{Name: "RELATION_SPOUSE", Label: txt("Spouse", "Ægtefælle")},
+		&citizenv1.ValueLabel{Name: "RELATION_CHILD", Label: txt("Child", "Barn")})
+	household := fl("household", "People living at your address", "Personer på din adresse", record)
+	household.List = true
+	months := fl("monthly", "Income month by month", "Indkomst måned for måned", record)
+	months.List = true
+	notes := fl("sick_notes", "Sick notes", "Lægeerklæringer", record)
+	notes.List = true
+	return &citizenv1.ListDatasetsResponse{Datasets: []*citizenv1.DatasetLabels{
+		{Authority: partyPopulation, Dataset: "person", Label: txt("Personal details", "Personoplysninger"), Fields: []*citizenv1.FieldLabel{
+			fl("name", "Name", "Navn", record),
+			fl("name.given_names", "First names", "Fornavne", text),
+			fl("name.family_name", "Surname", "Efternavn", text),
+			fl("address", "Address", "Adresse", record),
+			fl("address.street", "Street", "Vej", text),
+			fl("address.postcode", "Postcode", "Postnummer", text),
+			fl("address.municipality_code", "Municipality number", "Kommunenummer", text),
+			fl("address.moved_in_on", "Moved in on", "Indflyttet den", when),
+			household,
+			fl("household.given_names", "First names", "Fornavne", text),
+			relation,
+			fl("protected_address", "Protected address", "Beskyttet adresse", yesNo),
+			fl("assessed_income_dkk", "Assessed yearly income (DKK)", "Årsopgjort indkomst (kr.)", number),
+		}},
+		{Authority: partyHealth, Dataset: "patient", Label: txt("Doctor and sick notes", "Læge og lægeerklæringer"), Fields: []*citizenv1.FieldLabel{
+			notes,
+			fl("sick_notes.diagnosis", "Diagnosis", "Diagnose", text),
+			fl("sick_notes.work_capacity_percent", "How much you can work (percent)", "Hvor meget du kan arbejde (procent)", number),
+			fl("sick_notes.expected_return_on", "Expected back at work", "Forventet tilbage på arbejde", when),
+		}},
+		{Authority: partyTaxIncome, Dataset: "income", Label: txt("Income", "Indkomst"), Fields: []*citizenv1.FieldLabel{
+			months,
+			fl("monthly.amount", "Income before tax (DKK)", "Indkomst før skat (kr.)", number),
+			fl("monthly.employer", "Employer", "Arbejdsgiver", text),
+		}},
+		{Authority: partyEmployment, Dataset: "history", Label: txt("Jobs and sick leave", "Job og sygefravær"), Fields: []*citizenv1.FieldLabel{
+			fl("employer", "Employer", "Arbejdsgiver", record),
+			fl("employer.name", "Name", "Navn", text),
+			fl("sick_leave_reports", "Sick leave reported by your employer", "Sygemeldinger fra din arbejdsgiver", record),
+			fl("sick_leave_reports.first_day", "First day of sickness", "Første sygedag", when),
+		}},
+	}}
+}
+
+func (f *fakeCitizen) ListDatasets(ctx context.Context, r *citizenv1.ListDatasetsRequest) (*citizenv1.ListDatasetsResponse, error) {
+	if err := f.enter(ctx, "ListDatasets", r); err != nil {
+		return nil, err
+	}
+	return testLabels(), nil
 }
 
 func (f *fakeCitizen) QuestionAccess(ctx context.Context, r *citizenv1.QuestionAccessRequest) (*citizenv1.QuestionAccessResponse, error) {

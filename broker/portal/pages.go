@@ -185,7 +185,8 @@ func (v *view) pathStep(journeyID string, s *citizenv1.DataPathStep) pathStep {
 		ps.Title = ps.StepID
 	}
 	for _, rel := range s.GetReleases() {
-		pr := pathRelease{AuthorityID: rel.GetAuthority().GetId(), Authority: v.Party(rel.GetAuthority()), Dataset: humanField(rel.GetDataset())}
+		auth, ds := rel.GetAuthority().GetId(), rel.GetDataset()
+		pr := pathRelease{AuthorityID: auth, Authority: v.Party(rel.GetAuthority()), Dataset: v.DatasetName(auth, ds)}
 		for _, f := range rel.GetFacts() {
 			d := v.Tx(f.GetDescription())
 			if d == "" {
@@ -194,7 +195,7 @@ func (v *view) pathStep(journeyID string, s *citizenv1.DataPathStep) pathStep {
 			pr.Facts = append(pr.Facts, d)
 		}
 		for _, f := range rel.GetFields() {
-			pr.Fields = append(pr.Fields, humanField(f))
+			pr.Fields = append(pr.Fields, v.FieldName(auth, ds, f))
 		}
 		ps.Releases = append(ps.Releases, pr)
 	}
@@ -482,7 +483,7 @@ func (p *Portal) myData(w http.ResponseWriter, r *http.Request, v *view) {
 			groups = append(groups, dataGroup{AuthorityID: id, Authority: v.Party(d.Authority)})
 		}
 		g := &groups[len(groups)-1]
-		g.Datasets = append(g.Datasets, dataLink{ID: d.Dataset, Name: humanField(d.Dataset)})
+		g.Datasets = append(g.Datasets, dataLink{ID: d.Dataset, Name: v.DatasetName(id, d.Dataset)})
 	}
 	v.Data = groups
 	p.render(w, r, v, http.StatusOK, "data")
@@ -501,14 +502,14 @@ func (p *Portal) myDataset(w http.ResponseWriter, r *http.Request, v *view) {
 		return
 	}
 	page := &datasetPage{
-		AuthorityID: a, Authority: v.Party(res.GetAuthority()), Dataset: humanField(d),
+		AuthorityID: a, Authority: v.Party(res.GetAuthority()), Dataset: v.DatasetName(a, d),
 		Found: res.GetFound(), AccessID: res.GetAccessId(),
 	}
 	if page.Authority == "" {
 		page.Authority = a
 	}
 	if res.GetFound() {
-		page.Record = v.recordNodes(res.GetRecord())
+		page.Record = v.recordNodes(a, d, "", res.GetRecord())
 	}
 	v.Title, v.Data = v.T("dataset.title", page.Authority), page
 	p.render(w, r, v, http.StatusOK, "dataset")

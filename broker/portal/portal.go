@@ -93,6 +93,10 @@ type Portal struct {
 	catMu sync.Mutex
 	cat   *catalog
 	catAt time.Time
+
+	labMu sync.Mutex
+	lab   labelSet
+	labAt time.Time
 }
 
 // New checks the configuration and parses the templates.
@@ -239,6 +243,7 @@ func (p *Portal) signedIn(h func(http.ResponseWriter, *http.Request, *view)) htt
 		v := p.newView(w, r)
 		v.Name, v.SignedIn = name, true
 		v.token = token
+		v.lab = p.labels(r, v)
 		w.Header().Set("Cache-Control", "no-store")
 		h(w, r, v)
 	})

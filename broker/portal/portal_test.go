@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aperture-gov/aperture/broker/portal/portaltest"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"google.golang.org/grpc/codes"
@@ -86,6 +87,14 @@ func checkPage(t *testing.T, r response, lang string) {
 			t.Errorf("page lacks %q", want)
 		}
 	}
+	// Every page speaks the citizen's words: no field path, dataset id, enum constant or ISO time.
+	var datasets []string
+	for _, d := range testLabels().GetDatasets() {
+		datasets = append(datasets, d.GetDataset())
+	}
+	for _, leak := range portaltest.Leaks(portaltest.VisibleText(r.body), datasets...) {
+		t.Errorf("page shows %s", leak)
+	}
 	csp := r.header.Get("Content-Security-Policy")
 	if !strings.Contains(csp, "frame-ancestors 'none'") || strings.Contains(csp, "unsafe-inline") || !strings.Contains(csp, "script-src 'self'") {
 		t.Errorf("Content-Security-Policy = %q", csp)
@@ -104,32 +113,32 @@ func TestPagesRender(t *testing.T) {
 		path   string
 		en, da []string
 	}{
-		{"/", []string{"Who has seen my data", "Danish Tax Agency (caseworker 4411)", "saw:", "checked whether:", "your income was above the threshold in 6 of the last 12 months", "not the data behind it",
-			"sick notes › diagnosis", "asked for:", "and was refused:", "This step does not allow them to see sick notes › diagnosis, so nothing was shared.",
+		{"/", []string{"Who has seen my data", "Danish Tax Agency, caseworker 4411", "saw:", "checked whether:", "your income was above the threshold in 6 of the last 12 months", "not the data behind it",
+			"Sick notes › diagnosis", "asked for:", "and was refused:", "This step does not allow them to see sick notes › diagnosis, so nothing was shared.",
 			"Sickness benefit, step 2: Check the employment requirement", "Sygedagpengeloven § 7", "Question this access", "/questions/new?access=" + accID(6),
-			"sick notes › work capacity percent", "more than was asked for", `data-live="on"`, `href="/?page=p2"`},
-			[]string{"Hvem har set mine data", "Skattestyrelsen (sagsbehandler 4411)", "så:", "tjekkede, om:", "din indkomst var over grænsen", "og fik afslag:", "Dette trin giver ikke lov til at se", "Sygedagpenge, trin 2: Tjek beskæftigelseskravet", "Spørg ind til opslaget"}},
-		{"/?page=p2", []string{"You looked at:", "name", "address", "Kept from you until 12 March 2026", "because telling you early could harm an investigation", "Back to the newest", `data-live="off"`},
-			[]string{"Du så på:", "Holdt skjult for dig indtil 12. marts 2026", "fordi det kan skade"}},
+			"Sick notes › how much you can work (percent)", "more than was asked for", "Doctor and sick notes, from Health data (general practice and sick notes)", `data-live="on"`, `href="/?page=p2"`},
+			[]string{"Hvem har set mine data", "Skattestyrelsen, sagsbehandler 4411", "så:", "tjekkede, om:", "din indkomst var over grænsen", "og fik afslag:", "Dette trin giver ikke lov til at se lægeerklæringer › diagnose", "Lægeerklæringer › hvor meget du kan arbejde (procent)", "Sygedagpenge, trin 2: Tjek beskæftigelseskravet", "Spørg ind til opslaget"}},
+		{"/?page=p2", []string{"You looked at:", "your whole Personal details record (2 items)", "Kept from you until 12 March 2026", "because telling you early could harm an investigation", "Back to the newest", `data-live="off"`},
+			[]string{"Du så på:", "alle dine oplysninger: Personoplysninger (2 punkter)", "Holdt skjult for dig indtil 12. marts 2026", "fordi det kan skade"}},
 		{"/cases", []string{"My cases", "Sickness benefit", "In progress", "2 of 4 steps done", "Now with", "Copenhagen Municipality (Jobcentre)", "Closed", `href="/cases?page=c2"`},
 			[]string{"Mine sager", "Sygedagpenge", "I gang", "2 af 4 trin færdige", "Afsluttet"}},
 		{"/cases/" + caseID(1), []string{"Who has your case now", "Step 3: Assess work capacity", "Being handled now", "Done", "To come", "Consent given", "/journeys/sickness-benefit"},
 			[]string{"Hvem har din sag nu", "Behandles nu", "Færdig", "Kommer senere", "Samtykke givet"}},
 		{"/journeys", []string{"Journeys and data paths", "Sickness benefit", "4 steps", "Moving house"}, []string{"Forløb og dataveje", "Sygedagpenge", "4 trin", "Flytning"}},
 		{"/journeys/sickness-benefit", []string{"<svg", `<title id="dp-title">Data path of Sickness benefit</title>`, "<desc", "aria-labelledby=\"dp-title dp-desc\"",
-			"Danish Tax Agency — income register", "Your income was above the threshold", "sick notes › work capacity percent", "Sygedagpengeloven § 32",
+			"Danish Tax Agency — income register", "Your income was above the threshold", "Sick notes › how much you can work (percent)", "Sygedagpengeloven § 32",
 			"may be kept from you for up to 90 days", "telling you early could harm an investigation", "Needed. It lasts 90 days", "<table", `scope="col"`},
-			[]string{"Datavej for Sygedagpenge", "Skatteforvaltningen — indkomstregistret", "Din indkomst var over grænsen", "kan holdes skjult for dig i op til 90 dage", "Nødvendigt. Det gælder i 90 dage"}},
+			[]string{"Datavej for Sygedagpenge", "Lægeerklæringer › hvor meget du kan arbejde (procent)", "Personoplysninger", "Skatteforvaltningen — indkomstregistret", "Din indkomst var over grænsen", "kan holdes skjult for dig i op til 90 dage", "Nødvendigt. Det gælder i 90 dage"}},
 		{"/journeys/moving-house", []string{"You move to a new address."}, []string{"You move to a new address.", "Flytning"}},
 		{"/consents", []string{"Your consents", "Given", "Withdrawn", "Withdraw consent", "Steps that ask for your consent", "/consents/sickness-benefit/assess-work-capacity"},
 			[]string{"Dine samtykker", "Givet", "Trukket tilbage", "Træk samtykke tilbage"}},
-		{"/consents/sickness-benefit/assess-work-capacity", []string{"What you would agree to", "Copenhagen Municipality (Jobcentre) may see", "sick notes › work capacity percent",
+		{"/consents/sickness-benefit/assess-work-capacity", []string{"What you would agree to", "Copenhagen Municipality (Jobcentre) may see", "Sick notes › how much you can work (percent)",
 			"Valid until", "12 June 2026", "Usually 90 days. At most 180 days.", `name="days" value="90"`, `max="180"`, "Yes, I give my consent", "Withdrawn"},
 			[]string{"Hvad du siger ja til", "må Københavns Kommune (Jobcenter) se", "12. juni 2026", "Normalt 90 dage. Højst 180 dage.", "Ja, jeg giver mit samtykke"}},
-		{"/data", []string{"My data", "Civil Registration System (CPR)", "/data/population/person", "/data/health/patient", "/data/tax/income", "written down"},
-			[]string{"Mine data", "Det Centrale Personregister (CPR)"}},
-		{"/data/population/person", []string{"What Civil Registration System (CPR) holds about you", "Given names", "Karen Marie", "Municipality code", "101", "Nørrebrogade 12, 2. th.", "Protected address", "No", "written down as your own access", "/#" + accID(7)},
-			[]string{"Hvad Det Centrale Personregister (CPR) har om dig", "Karen Marie", "Nej", "skrevet ned som dit eget"}},
+		{"/data", []string{"My data", "Civil Registration System (CPR)", "See your data: Personal details", "/data/population/person", "/data/health/patient", "/data/tax/income", "written down"},
+			[]string{"Mine data", "Det Centrale Personregister (CPR)", "Se dine data: Personoplysninger"}},
+		{"/data/population/person", []string{"What Civil Registration System (CPR) holds about you", "First names", "Karen Marie", "Municipality number", "0101", "Nørrebrogade 12, 2. th.", "1 August 2021", "Spouse", "Child", "Protected address", "No", "412,500", "written down as your own access", "/#" + accID(7)},
+			[]string{"Hvad Det Centrale Personregister (CPR) har om dig", "Karen Marie", "Fornavne", "1. august 2021", "Ægtefælle", "Barn", "Beskyttet adresse", "Nej", "412.500", "skrevet ned som dit eget"}},
 		{"/data/employment/history", []string{"holds no record about you"}, []string{"har ingen oplysninger om dig"}},
 		{"/questions", []string{"My questions", "Waiting for an answer", "Answered", "We only received a yes/no", "Why did the jobcentre ask for my diagnosis?",
 			"Answer from Danish Tax Agency", "Written by caseworker tax-cw-1.", "See the access you asked about", `href="/accesses/` + accID(6) + `/proof"`},
@@ -230,6 +239,17 @@ func TestTimelineFiltersAndPaging(t *testing.T) {
 	r = s.get(t, "/?period=7d", nil)
 	if !strings.Contains(r.body, `href="/?page=p2&amp;period=7d"`) {
 		t.Error("next page link does not keep the period")
+	}
+	// Only the authorities' looks: the API leaves out the citizen's own, the choice is kept.
+	r = s.get(t, "/?who=others", nil)
+	if req := s.fake.last("ListAccesses").req.(*citizenv1.ListAccessesRequest); !req.GetExcludeSelf() {
+		t.Errorf("who=others: request = %v", req)
+	}
+	if !strings.Contains(r.body, `<option value="others" selected>`) || strings.Contains(r.body, "entry--self") || !strings.Contains(r.body, "Clear filters") {
+		t.Error("who=others: the choice is not kept, or my own looks are listed")
+	}
+	if s.get(t, "/", nil); s.fake.last("ListAccesses").req.(*citizenv1.ListAccessesRequest).GetExcludeSelf() {
+		t.Error("my own looks are left out without asking")
 	}
 	// A filter the API refuses is a form error, not a crash.
 	s.fake.setFail("ListAccesses", status.Error(codes.InvalidArgument, "authority: bad pattern"))
@@ -481,7 +501,7 @@ func TestEventsStreamsAnEntry(t *testing.T) {
 	if event != "access" || id != accID(99) {
 		t.Errorf("event %q id %q", event, id)
 	}
-	for _, w := range []string{`<li class="entry" id="` + accID(99) + `"`, "Skattestyrelsen (sagsbehandler 4411)", "din indkomst var over grænsen", "data-announce=\"Nyt opslag: Skattestyrelsen"} {
+	for _, w := range []string{`<li class="entry" id="` + accID(99) + `"`, "Skattestyrelsen, sagsbehandler 4411", "din indkomst var over grænsen", "data-announce=\"Nyt opslag: Skattestyrelsen"} {
 		if !strings.Contains(html, w) {
 			t.Errorf("entry lacks %q:\n%s", w, html)
 		}

@@ -22,19 +22,26 @@ func TestReadEntries(t *testing.T) {
 	auditorRead := &citizenv1.Access{Id: accID(41), Time: ts(testNow.Add(-2 * time.Hour)), Kind: auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ,
 		Agency: dpo, Purpose: txt("Data Protection Officer looked at your access log", "Databeskyttelsesrådgiver så din adgangslog"),
 		Decision: auditv1.Decision_DECISION_RELEASED}
+	// A covert access shown before its date (the case closed): it was kept back, and is not still.
+	revealed := &citizenv1.Access{Id: accID(42), Time: ts(testNow.Add(-3 * time.Hour)), Agency: partyMunicipal, Caseworker: "ctl-9",
+		Authority: partyTaxIncome, Dataset: "income", Fields: []string{"monthly.amount"}, CaseId: caseID(1), Journey: journeySick, Step: stepFraud,
+		HiddenUntil: ts(testNow.Add(80 * 24 * time.Hour)), HiddenReason: txt("Telling you early could harm an investigation.", "Det kan skade en undersøgelse at fortælle dig det tidligt."),
+		Decision: auditv1.Decision_DECISION_RELEASED}
 	for _, tc := range []struct {
 		lang      string
 		a         *citizenv1.Access
 		want, not []string
 	}{
-		{"en", caseRead, []string{"Copenhagen Municipality (Jobcentre) (caseworker jc-207)", "looked at your case:", "your case “Sickness benefit”, which shows your CPR number",
+		{"en", caseRead, []string{"Copenhagen Municipality (Jobcentre), caseworker jc-207", "looked at your case:", "your case “Sickness benefit”, which shows your CPR number",
 			"Sickness benefit, step 2", "/questions/new?access=" + accID(40)}, []string{"Data from", "saw:", "⟦"}},
-		{"da", caseRead, []string{"Københavns Kommune (Jobcenter) (sagsbehandler jc-207)", "så din sag:", "din sag “Sygedagpenge”, som viser dit CPR-nummer",
+		{"da", caseRead, []string{"Københavns Kommune (Jobcenter), sagsbehandler jc-207", "så din sag:", "din sag “Sygedagpenge”, som viser dit CPR-nummer",
 			"Spørg ind til opslaget"}, []string{"Data fra", "⟦"}},
 		{"en", auditorRead, []string{"Data Protection Officer", "looked at your access log:", "the list of who has seen your data"},
 			[]string{"Data from", "/questions/new", "⟦"}},
 		{"da", auditorRead, []string{"Databeskyttelsesrådgiver", "så din adgangslog:", "listen over, hvem der har set dine data"},
 			[]string{"Data fra", "/questions/new", "⟦"}},
+		{"en", revealed, []string{"This was kept from you for a while", "because telling you early"}, []string{"Kept from you until", "June 2026"}},
+		{"da", revealed, []string{"Dette blev holdt skjult for dig i en periode", "fordi det kan skade"}, []string{"Holdt skjult for dig indtil", "juni 2026"}},
 	} {
 		t.Run(tc.lang+"/"+tc.a.GetKind().String(), func(t *testing.T) {
 			v := &view{Lang: tc.lang, loc: time.UTC, now: testNow}

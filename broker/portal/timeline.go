@@ -36,6 +36,7 @@ type option struct {
 
 type timelinePage struct {
 	Authorities, Journeys, Periods []option
+	Who                            []option // everyone's looks, or only the authorities' (not mine)
 	Filtered                       bool
 	Paged                          bool
 	Entries                        []accessItem
@@ -65,6 +66,7 @@ type accessItem struct {
 	Law          string
 	Reason       string
 	HiddenUntil  time.Time
+	HiddenEarly  bool // shown before HiddenUntil, when the case closed or the citizen was heard
 	HiddenReason string
 	Violations   []string
 	Announce     string // one plain sentence for screen readers when the entry appears live
@@ -109,7 +111,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	if !it.Self {
 		it.Who = v.Party(a.GetAgency())
 		if a.GetCaseworker() != "" {
-			it.Who += " (" + v.T("entry.caseworker", a.GetCaseworker()) + ")"
+			it.Who += ", " + v.T("entry.caseworker", a.GetCaseworker())
 		}
 		if it.Who == "" {
 			it.Who = v.T("entry.unknown_agency")
@@ -127,8 +129,13 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		}
 		it.Checks = append(it.Checks, lowerFirst(strings.TrimSuffix(d, ".")))
 	}
+	auth, ds := a.GetAuthority().GetId(), a.GetDataset()
 	for _, f := range a.GetFields() {
-		it.Items = append(it.Items, humanField(f))
+		it.Items = append(it.Items, v.FieldName(auth, ds, f))
+	}
+	if it.Self && !it.Refused && len(it.Items) > 0 {
+		// A look at my own data covers the whole record: one line, not every field of it.
+		it.Items = []string{v.T("entry.self.whole", v.DatasetName(auth, ds), len(it.Items))}
 	}
 	switch {
 	case it.CaseRead:
@@ -149,12 +156,12 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		it.Items, it.Checks = it.Checks, nil
 		it.OnlyChecks = true
 	case len(it.Items) == 0:
-		it.Items = []string{v.T("entry.whole_record", humanField(a.GetDataset()))}
+		it.Items = []string{v.T("entry.whole_record", lowerFirst(v.DatasetName(auth, ds)))}
 	}
 	if a.GetAuthority() != nil {
 		it.Source = v.Party(a.GetAuthority())
-		if a.GetDataset() != "" {
-			it.Source += " (" + humanField(a.GetDataset()) + ")"
+		if ds != "" {
+			it.Source = v.T("entry.source.dataset", v.DatasetName(auth, ds), it.Source)
 		}
 	}
 	if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
@@ -165,10 +172,12 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	}
 	if a.GetHiddenUntil() != nil {
 		it.HiddenUntil = a.GetHiddenUntil().AsTime()
-		it.HiddenReason = v.Tx(a.GetHiddenReason())
+		// Shown before its date: the case reached the point the policy reveals it at.
+		it.HiddenEarly = it.HiddenUntil.After(v.now)
+		it.HiddenReason = lowerFirst(v.Tx(a.GetHiddenReason()))
 	}
 	for _, f := range a.GetViolations() {
-		it.Violations = append(it.Violations, humanField(f))
+		it.Violations = append(it.Violations, v.FieldName(auth, ds, f))
 	}
 	v.breakGlassItem(a, &it)
 	who := it.Who
@@ -192,6 +201,8 @@ func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
 		PageSize:  timelinePageSize,
 		PageToken: q.Get("page"),
 	}
+	// who=others leaves out the citizen's own looks at their data.
+	req.ExcludeSelf = q.Get("who") == "others"
 	period := q.Get("period")
 	for _, pr := range periods {
 		if pr.Value == period && pr.Back > 0 {
@@ -204,7 +215,7 @@ func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
 		return
 	}
 	page := &timelinePage{
-		Filtered: req.Authority != "" || req.Journey != "" || req.Since != nil,
+		Filtered: req.Authority != "" || req.Journey != "" || req.Since != nil || req.ExcludeSelf,
 		Paged:    req.PageToken != "",
 	}
 	page.Authorities = append(page.Authorities, option{Value: "", Label: v.T("filter.authority.any")})
@@ -218,6 +229,10 @@ func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	for _, pr := range periods {
 		page.Periods = append(page.Periods, option{Value: pr.Value, Label: v.T(pr.Key), Selected: pr.Value == period})
+	}
+	page.Who = []option{
+		{Value: "", Label: v.T("filter.who.any"), Selected: !req.ExcludeSelf},
+		{Value: "others", Label: v.T("filter.who.others"), Selected: req.ExcludeSelf},
 	}
 	page.Live = !page.Filtered && !page.Paged
 	v.Data = page
@@ -237,7 +252,7 @@ func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
 		page.Entries = append(page.Entries, v.accessItem(a))
 	}
 	keep := url.Values{}
-	for _, k := range []string{"authority", "journey", "period"} {
+	for _, k := range []string{"authority", "journey", "period", "who"} {
 		if s := q.Get(k); s != "" {
 			keep.Set(k, s)
 		}
@@ -261,6 +276,7 @@ func (p *Portal) events(w http.ResponseWriter, r *http.Request) {
 	}
 	v := p.newView(w, r)
 	v.token = token
+	v.lab = p.labels(r, v)
 	stream, err := p.cfg.Citizen.WatchAccesses(v.ctx(r), &citizenv1.WatchAccessesRequest{})
 	if err == nil {
 		// The API sends its headers once it has subscribed; only then is the page told it is live,
@@ -366,7 +382,15 @@ func (v *view) refusal(a *citizenv1.Access) string {
 		if subject == "" {
 			return v.T("refusal.UNSPECIFIED")
 		}
-		return v.T(key, humanField(subject))
+		if a.GetRefusalReason() == auditv1.RefusalReason_REFUSAL_REASON_FACT_NOT_RELEASED {
+			for _, f := range a.GetFacts() {
+				if f.GetName() == subject && v.Tx(f.GetDescription()) != "" {
+					return v.T(key, lowerFirst(strings.TrimSuffix(v.Tx(f.GetDescription()), ".")))
+				}
+			}
+			return v.T(key, humanField(subject))
+		}
+		return v.T(key, lowerFirst(v.FieldName(a.GetAuthority().GetId(), a.GetDataset(), subject)))
 	}
 	return v.T(key)
 }

@@ -33,6 +33,7 @@ type view struct {
 	Data       any
 
 	token string
+	lab   labelSet
 	loc   *time.Location
 	now   time.Time
 	path  string

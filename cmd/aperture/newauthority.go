@@ -67,7 +67,8 @@ func runNew(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, `
 It builds and go test ./... passes now. Next:
-  1. describe the dataset in proto/aperture/%[1]s/v1/%[1]s.proto, then
+  1. describe the dataset in proto/aperture/%[1]s/v1/%[1]s.proto, with a label in English and
+     Danish on the message, every field and every enum value (what citizens read), then
        go tool buf lint && go tool buf generate
   2. connect the lookup in services/%[1]s/%[1]s.go to the data (it answers Unimplemented until then;
      services/catalog already lists it)
@@ -287,13 +288,25 @@ const protoTemplate = `syntax = "proto3";
 // TODO: say what the authority holds and what it never releases.
 package aperture.{{.Name}}.v1;
 
+import "aperture/authority/v1/labels.proto";
+
 option go_package = "github.com/aperture-gov/aperture/proto/aperture/{{.Name}}/v1;{{.Name}}v1";
 
 // {{.Message}} is dataset "{{.Name}}.{{.Dataset}}": the full record of one citizen. Journeys release
-// single fields of it by path, so give every field a comment that says what it means.
+// single fields of it by path, so give every field a comment that says what it means, and a label in
+// English and Danish: that label, never the field name, is what the citizen reads in the portal
+// (aperture policy lint warns about a released field without one).
 message {{.Message}} {
+  // TODO: name the dataset the way a citizen would ("Registered vehicles").
+  option (aperture.authority.v1.message_label) = {
+    en: {{.NameEN}}
+    da: {{.NameDA}}
+  };
   // National identity number (10 digits).
-  string citizen_id = 1;
+  string citizen_id = 1 [(aperture.authority.v1.field_label) = {
+    en: "CPR number"
+    da: "CPR-nummer"
+  }];
 }
 `
 

@@ -202,30 +202,56 @@ const vehiclesProto = `syntax = "proto3";
 // citizen owns. Registration numbers identify a car and its owner, so journeys ask facts about them.
 package aperture.vehicles.v1;
 
+import "aperture/authority/v1/labels.proto";
 import "google/protobuf/timestamp.proto";
 
 option go_package = "github.com/aperture-gov/aperture/proto/aperture/vehicles/v1;vehiclesv1";
 
 // Register is dataset "vehicles.register": the vehicles registered to one citizen.
 message Register {
+  option (aperture.authority.v1.message_label) = {
+    en: "Registered vehicles"
+    da: "Registrerede køretøjer"
+  };
   // National identity number (10 digits) of the owner.
-  string citizen_id = 1;
+  string citizen_id = 1 [(aperture.authority.v1.field_label) = {
+    en: "CPR number"
+    da: "CPR-nummer"
+  }];
   // The vehicles the citizen owns or has owned.
-  repeated Vehicle vehicles = 2;
+  repeated Vehicle vehicles = 2 [(aperture.authority.v1.field_label) = {
+    en: "Vehicles"
+    da: "Køretøjer"
+  }];
 }
 
 // Vehicle is one registered vehicle.
 message Vehicle {
   // The number plate, e.g. "AB 12 345".
-  string registration_number = 1;
+  string registration_number = 1 [(aperture.authority.v1.field_label) = {
+    en: "Registration number"
+    da: "Registreringsnummer"
+  }];
   // Make and model, e.g. "Volkswagen Caddy".
-  string make_and_model = 2;
+  string make_and_model = 2 [(aperture.authority.v1.field_label) = {
+    en: "Make and model"
+    da: "Mærke og model"
+  }];
   // The first registration in Denmark.
-  google.protobuf.Timestamp first_registered = 3;
+  google.protobuf.Timestamp first_registered = 3 [(aperture.authority.v1.field_label) = {
+    en: "First registered"
+    da: "Første registrering"
+  }];
   // Set when the vehicle left the register (sold abroad, scrapped); unset while registered.
-  google.protobuf.Timestamp deregistered_on = 4;
+  google.protobuf.Timestamp deregistered_on = 4 [(aperture.authority.v1.field_label) = {
+    en: "Deregistered on"
+    da: "Afmeldt den"
+  }];
   // The vehicle is adapted for a driver or passenger with a disability.
-  bool adapted_for_disability = 5;
+  bool adapted_for_disability = 5 [(aperture.authority.v1.field_label) = {
+    en: "Adapted for a disability"
+    da: "Indrettet til et handicap"
+  }];
 }
 `
 

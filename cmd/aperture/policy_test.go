@@ -207,6 +207,42 @@ func TestPolicyExplain(t *testing.T) {
 	aperture(t, 2, "policy", "explain", "--format", "html", "sickness-benefit")
 }
 
+// TestPolicyExplainLabels: explain shows, for every field of every journey, what the citizen reads
+// for it in English and Danish, from the authorities' proto labels (derived from the policies).
+func TestPolicyExplainLabels(t *testing.T) {
+	dir := filepath.Join("..", "..", "policies")
+	b, err := loadPolicyTree(os.DirFS(dir), newCatalogDescriptors())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := 0
+	for _, j := range b.Journeys() {
+		var got explainedJourney
+		if err := json.Unmarshal([]byte(aperture(t, 0, "policy", "explain", "--dir", dir, "--format", "json", j.ID)), &got); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range got.Steps {
+			for _, r := range s.Releases {
+				if r.DatasetLabel.EN == "" || r.DatasetLabel.DA == "" {
+					t.Errorf("%s/%s: %s has no dataset label: %+v", j.ID, s.ID, r.Dataset, r.DatasetLabel)
+				}
+				for _, f := range r.Fields {
+					fields++
+					if l := r.FieldLabels[f]; l.EN == "" || l.DA == "" || strings.Contains(l.EN+l.DA, "_") {
+						t.Errorf("%s/%s: %s %s reads as %+v", j.ID, s.ID, r.Dataset, f, l)
+					}
+				}
+			}
+		}
+		if out := aperture(t, 0, "policy", "explain", "--dir", dir, j.ID); strings.Contains(out, "NO ENGLISH LABEL") || strings.Contains(out, "NO DANISH LABEL") {
+			t.Errorf("explain %s shows a field without a label:\n%s", j.ID, out)
+		}
+	}
+	if fields == 0 {
+		t.Fatal("no journey releases a field: the test checks nothing")
+	}
+}
+
 // TestPolicyExplainDiff: a change that adds one field shows exactly that field as newly disclosed,
 // whether the two sides are directories or single journey files.
 func TestPolicyExplainDiff(t *testing.T) {

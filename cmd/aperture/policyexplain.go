@@ -14,9 +14,11 @@ import (
 	"testing/fstest"
 
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/services/kit/fieldmask"
+	"github.com/aperture-gov/aperture/services/kit/labels"
 )
 
 // explainedJourney is the data path of one journey: who sees what, why, and under which law.
@@ -73,6 +75,48 @@ type explainedRelease struct {
 	AuthorityName string          `json:"authority_name"`
 	Fields        []string        `json:"fields"`
 	Derived       []explainedFact `json:"derived,omitempty"`
+	// DatasetLabel and FieldLabels are what the citizen reads for the dataset and each field path
+	// (by path), from the authority's proto labels; a missing language is empty.
+	DatasetLabel explainedLabel            `json:"dataset_label"`
+	FieldLabels  map[string]explainedLabel `json:"field_labels"`
+}
+
+// explainedLabel is a display name in the citizen's languages.
+type explainedLabel struct {
+	EN string `json:"en"`
+	DA string `json:"da"`
+}
+
+func (l explainedLabel) String() string {
+	en, da := l.EN, l.DA
+	if en == "" {
+		en = "NO ENGLISH LABEL"
+	}
+	if da == "" {
+		da = "NO DANISH LABEL"
+	}
+	return "“" + en + "” / “" + da + "”"
+}
+
+// pathLabel is how the citizen reads a field path: the labels of its segments, record first
+// ("Address › Town"); a language is empty when any segment lacks it.
+func pathLabel(md protoreflect.MessageDescriptor, path string) explainedLabel {
+	fds, err := labels.Fields(md, path)
+	if err != nil {
+		return explainedLabel{}
+	}
+	var en, da []string
+	for _, fd := range fds {
+		l := labels.Field(fd)
+		en, da = append(en, l.GetEn()), append(da, l.GetDa())
+	}
+	join := func(parts []string) string {
+		if slices.Contains(parts, "") {
+			return ""
+		}
+		return strings.Join(parts, " › ")
+	}
+	return explainedLabel{EN: join(en), DA: join(da)}
 }
 
 // explainedFact is what a reviewer needs to judge a derived fact: what it means, how it is computed,
@@ -143,7 +187,14 @@ func explainJourney(b *policy.Bundle, j *policy.Journey) explainedJourney {
 func explainRules(b *policy.Bundle, rules []*policy.Rule) []explainedRelease {
 	out := []explainedRelease{}
 	for _, r := range rules {
-		er := explainedRelease{Dataset: r.Authority + "." + r.Dataset, Fields: append([]string{}, r.Fields...)}
+		er := explainedRelease{Dataset: r.Authority + "." + r.Dataset, Fields: append([]string{}, r.Fields...), FieldLabels: map[string]explainedLabel{}}
+		if r.Message != nil {
+			dl := labels.Message(r.Message)
+			er.DatasetLabel = explainedLabel{EN: dl.GetEn(), DA: dl.GetDa()}
+			for _, f := range r.Fields {
+				er.FieldLabels[f] = pathLabel(r.Message, f)
+			}
+		}
 		if a, ok := b.Registry.Authority(r.Authority); ok {
 			er.AuthorityName = a.Name.EN
 		}
@@ -179,9 +230,9 @@ func writeExplainText(w io.Writer, j explainedJourney) {
 			if k > 0 {
 				label = "            "
 			}
-			fmt.Fprintf(w, "   %s %s (%s)\n", label, r.Dataset, r.AuthorityName)
+			fmt.Fprintf(w, "   %s %s (%s), citizens read %s\n", label, r.Dataset, r.AuthorityName, r.DatasetLabel)
 			for _, f := range r.Fields {
-				fmt.Fprintf(w, "                  field %s\n", f)
+				fmt.Fprintf(w, "                  field %s  %s\n", f, r.FieldLabels[f])
 			}
 			for _, d := range r.Derived {
 				const indent = "                        "
@@ -234,7 +285,7 @@ func writeExplainMarkdown(w io.Writer, j explainedJourney) {
 		for _, r := range s.Releases {
 			var items []string
 			for _, f := range r.Fields {
-				items = append(items, "field `"+f+"`")
+				items = append(items, "field `"+f+"` "+mdCell(r.FieldLabels[f].String()))
 			}
 			for _, d := range r.Derived {
 				item := fmt.Sprintf("fact `%s` (%s): %s<br>computes `%s`<br>reads %s", d.Name, mdCell(d.Type), mdCell(d.Description),
@@ -244,7 +295,7 @@ func writeExplainMarkdown(w io.Writer, j explainedJourney) {
 				}
 				items = append(items, item)
 			}
-			fmt.Fprintf(w, "| `%s` (%s) | %s |\n", r.Dataset, mdCell(r.AuthorityName), strings.Join(items, "<br>"))
+			fmt.Fprintf(w, "| `%s` (%s)<br>%s | %s |\n", r.Dataset, mdCell(r.AuthorityName), mdCell(r.DatasetLabel.String()), strings.Join(items, "<br>"))
 		}
 	}
 	for _, bg := range j.BreakGlass {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -9,6 +11,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/portal/portaltest"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	"github.com/aperture-gov/aperture/services/kit/labels"
 )
 
 // TestPortalEndToEnd is the citizen's side of the whole system in a real headless Chromium, against
@@ -77,11 +80,40 @@ func TestPortalEndToEnd(t *testing.T) {
 
 	// Preview, then grant consent in the browser; the consent step releases.
 	do("consent preview", chromedp.Navigate(base+"/consents/sickness-benefit/assess-work-capacity"), chromedp.WaitVisible(chromedp.CSS("#days")))
-	if txt := pageText(); !strings.Contains(txt, "work capacity percent") {
-		t.Errorf("preview does not list the fields:\n%s", txt)
+	// Every field the step may see is listed by the label its authority gives it (read from the
+	// policies and the authorities' protos), never by its path.
+	bundle, err := loadPolicyTree(os.DirFS(filepath.Join("..", "..", "policies")), newCatalogDescriptors())
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := bundle.Journey("sickness-benefit")
+	txt := strings.ToLower(pageText())
+	for _, st := range j.Steps {
+		if st.ID != "assess-work-capacity" {
+			continue
+		}
+		for _, r := range st.Rules {
+			for _, f := range r.Fields {
+				fds, err := labels.Fields(r.Message, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if l := labels.Field(fds[len(fds)-1]).GetEn(); l == "" || !strings.Contains(txt, strings.ToLower(l)) || strings.Contains(txt, f) {
+					t.Errorf("preview does not list %s as %q:\n%s", f, l, txt)
+				}
+			}
+		}
 	}
 	portaltest.Screenshot(t, ctx, "04-consent-preview")
 	do("grant", chromedp.Click(chromedp.CSS(`form.form button:not([formmethod])`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	// After the grant the page shows the consent given, with its end date and a way to withdraw it,
+	// and no longer offers to give it.
+	if n := portaltest.Eval[int](t, ctx, `document.querySelectorAll('form[action$="/grant"]').length`); n != 0 {
+		t.Errorf("the consent page still offers the grant form after the grant")
+	}
+	if n := portaltest.Eval[int](t, ctx, `document.querySelectorAll('form[action$="/revoke"] button').length`); n != 1 {
+		t.Errorf("the consent page offers %d ways to withdraw, want 1", n)
+	}
 	portaltest.Screenshot(t, ctx, "05-consent-granted")
 	health, err := releaseHealth()
 	if err != nil {

@@ -16,10 +16,14 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	authorityv1 "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
 	"github.com/aperture-gov/aperture/services/catalog"
 	"github.com/aperture-gov/aperture/services/demo"
 	"github.com/aperture-gov/aperture/services/kit/kittest"
+	"github.com/aperture-gov/aperture/services/kit/labels"
 )
 
 // registry is what this test reads of policies/registry.yaml: the authorities and their datasets.
@@ -125,5 +129,44 @@ func TestServicesDoNotImportBrokerOrCmd(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Every dataset, field and enum value of every example authority has a label in English and Danish,
+// read the way the broker reads them: from the descriptors the authority sends in Describe, over
+// gRPC. A citizen never reads a field path or an enum constant.
+func TestExamplesLabelEverything(t *testing.T) {
+	for _, a := range catalog.Examples(demo.New(1, time.Now())) {
+		t.Run(a.ID, func(t *testing.T) {
+			srv := kittest.Start(t, a)
+			resp, err := srv.Client.Describe(context.Background(), &authorityv1.DescribeRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			files, err := protodesc.NewFiles(resp.GetDescriptors())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ds := range resp.GetDatasets() {
+				d, err := files.FindDescriptorByName(protoreflect.FullName(ds.GetMessage()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				md := d.(protoreflect.MessageDescriptor)
+				if !labels.Complete(labels.Message(md)) {
+					t.Errorf("dataset %s.%s (%s) has no message_label in English and Danish", a.ID, ds.GetName(), md.FullName())
+				}
+				fields := md.Fields()
+				for i := range fields.Len() {
+					missing, err := labels.Missing(md, string(fields.Get(i).Name()))
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, m := range missing {
+						t.Errorf("%s.%s: %s", a.ID, ds.GetName(), m)
+					}
+				}
+			}
+		})
 	}
 }

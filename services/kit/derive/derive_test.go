@@ -43,10 +43,7 @@ func income(gross func(i int) int64) *taxv1.Income {
 // (what an authority's Describe sends), not the generated one.
 func dynamicIncome(t testing.TB) protoreflect.MessageDescriptor {
 	t.Helper()
-	set := &descriptorpb.FileDescriptorSet{File: []*descriptorpb.FileDescriptorProto{
-		protodesc.ToFileDescriptorProto(timestamppb.File_google_protobuf_timestamp_proto),
-		protodesc.ToFileDescriptorProto(taxv1.File_aperture_tax_v1_tax_proto),
-	}}
+	set := fileSet(taxv1.File_aperture_tax_v1_tax_proto)
 	raw, err := proto.Marshal(set)
 	if err != nil {
 		t.Fatal(err)
@@ -367,4 +364,24 @@ func TestRealisticCost(t *testing.T) {
 	if _, err := derive.Eval(context.Background(), prg, big, now); err != nil {
 		t.Fatalf("threshold over %d months: %v", len(big.Months), err)
 	}
+}
+
+// fileSet is fd and everything it imports, each file after its imports, as an authority's Describe
+// sends it (an authority's proto imports the label options as well as the well-known types).
+func fileSet(fd protoreflect.FileDescriptor) *descriptorpb.FileDescriptorSet {
+	set := &descriptorpb.FileDescriptorSet{}
+	seen := map[string]bool{}
+	var add func(fd protoreflect.FileDescriptor)
+	add = func(fd protoreflect.FileDescriptor) {
+		if seen[fd.Path()] {
+			return
+		}
+		seen[fd.Path()] = true
+		for i := range fd.Imports().Len() {
+			add(fd.Imports().Get(i).FileDescriptor)
+		}
+		set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
+	}
+	add(fd)
+	return set
 }

@@ -452,9 +452,7 @@ func TestApplyAndExtra(t *testing.T) {
 // TestApplyDynamic checks that a dynamic message (how the broker sees an authority's answer) is
 // reduced exactly like the generated one.
 func TestApplyDynamic(t *testing.T) {
-	fdp := protodesc.ToFileDescriptorProto(personMD.ParentFile())
-	tsFile := protodesc.ToFileDescriptorProto(timestamppb.File_google_protobuf_timestamp_proto)
-	files, err := protodesc.NewFiles(&descriptorpb.FileDescriptorSet{File: []*descriptorpb.FileDescriptorProto{tsFile, fdp}})
+	files, err := protodesc.NewFiles(fileSet(personMD.ParentFile()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -510,4 +508,24 @@ func TestApplyDropsUnknownFields(t *testing.T) {
 
 func fieldmaskMDs() []protoreflect.MessageDescriptor {
 	return []protoreflect.MessageDescriptor{personMD, servicesMD, patientMD}
+}
+
+// fileSet is fd and everything it imports, each file after its imports, as an authority's Describe
+// sends it (an authority's proto imports the label options as well as the well-known types).
+func fileSet(fd protoreflect.FileDescriptor) *descriptorpb.FileDescriptorSet {
+	set := &descriptorpb.FileDescriptorSet{}
+	seen := map[string]bool{}
+	var add func(fd protoreflect.FileDescriptor)
+	add = func(fd protoreflect.FileDescriptor) {
+		if seen[fd.Path()] {
+			return
+		}
+		seen[fd.Path()] = true
+		for i := range fd.Imports().Len() {
+			add(fd.Imports().Get(i).FileDescriptor)
+		}
+		set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
+	}
+	add(fd)
+	return set
 }

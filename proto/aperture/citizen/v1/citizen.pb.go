@@ -259,6 +259,74 @@ func (QuestionStatus) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{3}
 }
 
+// FieldKind is what a field holds, as far as writing it for a reader goes.
+type FieldKind int32
+
+const (
+	FieldKind_FIELD_KIND_UNSPECIFIED FieldKind = 0
+	// Text, bytes or an identifier.
+	FieldKind_FIELD_KIND_TEXT FieldKind = 1
+	// A whole or decimal number.
+	FieldKind_FIELD_KIND_NUMBER FieldKind = 2
+	// Yes or no.
+	FieldKind_FIELD_KIND_BOOL FieldKind = 3
+	// A point in time (google.protobuf.Timestamp); a date when it falls at midnight UTC.
+	FieldKind_FIELD_KIND_TIME FieldKind = 4
+	// One of a fixed set of values; see values.
+	FieldKind_FIELD_KIND_ENUM FieldKind = 5
+	// A record of further fields.
+	FieldKind_FIELD_KIND_RECORD FieldKind = 6
+)
+
+// Enum value maps for FieldKind.
+var (
+	FieldKind_name = map[int32]string{
+		0: "FIELD_KIND_UNSPECIFIED",
+		1: "FIELD_KIND_TEXT",
+		2: "FIELD_KIND_NUMBER",
+		3: "FIELD_KIND_BOOL",
+		4: "FIELD_KIND_TIME",
+		5: "FIELD_KIND_ENUM",
+		6: "FIELD_KIND_RECORD",
+	}
+	FieldKind_value = map[string]int32{
+		"FIELD_KIND_UNSPECIFIED": 0,
+		"FIELD_KIND_TEXT":        1,
+		"FIELD_KIND_NUMBER":      2,
+		"FIELD_KIND_BOOL":        3,
+		"FIELD_KIND_TIME":        4,
+		"FIELD_KIND_ENUM":        5,
+		"FIELD_KIND_RECORD":      6,
+	}
+)
+
+func (x FieldKind) Enum() *FieldKind {
+	p := new(FieldKind)
+	*p = x
+	return p
+}
+
+func (x FieldKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FieldKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_citizen_v1_citizen_proto_enumTypes[4].Descriptor()
+}
+
+func (FieldKind) Type() protoreflect.EnumType {
+	return &file_aperture_citizen_v1_citizen_proto_enumTypes[4]
+}
+
+func (x FieldKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FieldKind.Descriptor instead.
+func (FieldKind) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{4}
+}
+
 // Text is a text from the policies, in every language it is written in.
 type Text struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -815,7 +883,9 @@ type ListAccessesRequest struct {
 	// Maximum accesses to return (default 50, at most 500).
 	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response, to continue.
-	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Leave out my own looks at my data (My data), to see only what others did.
+	ExcludeSelf   bool `protobuf:"varint,7,opt,name=exclude_self,json=excludeSelf,proto3" json:"exclude_self,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -890,6 +960,13 @@ func (x *ListAccessesRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListAccessesRequest) GetExcludeSelf() bool {
+	if x != nil {
+		return x.ExcludeSelf
+	}
+	return false
 }
 
 // ListAccessesResponse is one page of my accesses, newest first.
@@ -3443,6 +3520,299 @@ func (x *SetSwitchResponse) GetSwitch() *Switch {
 	return nil
 }
 
+// ListDatasetsRequest takes no parameters.
+type ListDatasetsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDatasetsRequest) Reset() {
+	*x = ListDatasetsRequest{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDatasetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDatasetsRequest) ProtoMessage() {}
+
+func (x *ListDatasetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDatasetsRequest.ProtoReflect.Descriptor instead.
+func (*ListDatasetsRequest) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{48}
+}
+
+// ListDatasetsResponse lists every dataset of every authority, by authority and dataset.
+type ListDatasetsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Datasets      []*DatasetLabels       `protobuf:"bytes,1,rep,name=datasets,proto3" json:"datasets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDatasetsResponse) Reset() {
+	*x = ListDatasetsResponse{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDatasetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDatasetsResponse) ProtoMessage() {}
+
+func (x *ListDatasetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDatasetsResponse.ProtoReflect.Descriptor instead.
+func (*ListDatasetsResponse) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ListDatasetsResponse) GetDatasets() []*DatasetLabels {
+	if x != nil {
+		return x.Datasets
+	}
+	return nil
+}
+
+// DatasetLabels is how to name one authority dataset and everything in it.
+type DatasetLabels struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Authority *Party                 `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
+	// Dataset name within the authority, e.g. "person".
+	Dataset string `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	// What the dataset is called, e.g. "Personal details"; empty when the authority gave no label.
+	Label *Text `protobuf:"bytes,3,opt,name=label,proto3" json:"label,omitempty"`
+	// Every field path of the dataset, each level of a path on its own ("address", then
+	// "address.city"), a parent before its children. A path through a list or map names the field in
+	// every element, as in field masks and access records.
+	Fields        []*FieldLabel `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DatasetLabels) Reset() {
+	*x = DatasetLabels{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DatasetLabels) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DatasetLabels) ProtoMessage() {}
+
+func (x *DatasetLabels) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DatasetLabels.ProtoReflect.Descriptor instead.
+func (*DatasetLabels) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DatasetLabels) GetAuthority() *Party {
+	if x != nil {
+		return x.Authority
+	}
+	return nil
+}
+
+func (x *DatasetLabels) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *DatasetLabels) GetLabel() *Text {
+	if x != nil {
+		return x.Label
+	}
+	return nil
+}
+
+func (x *DatasetLabels) GetFields() []*FieldLabel {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+// FieldLabel names one field.
+type FieldLabel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The field path, e.g. "address.city".
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// The field's own label (its last segment), e.g. "Town"; empty when the authority gave none.
+	Label *Text `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	// What the field holds, to write its values the reader's way.
+	Kind FieldKind `protobuf:"varint,3,opt,name=kind,proto3,enum=aperture.citizen.v1.FieldKind" json:"kind,omitempty"`
+	// For an enum field: the label of each value, by the value's name.
+	Values []*ValueLabel `protobuf:"bytes,4,rep,name=values,proto3" json:"values,omitempty"`
+	// Whether the field holds a list (or a map) of its kind.
+	List          bool `protobuf:"varint,5,opt,name=list,proto3" json:"list,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldLabel) Reset() {
+	*x = FieldLabel{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldLabel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldLabel) ProtoMessage() {}
+
+func (x *FieldLabel) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldLabel.ProtoReflect.Descriptor instead.
+func (*FieldLabel) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *FieldLabel) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FieldLabel) GetLabel() *Text {
+	if x != nil {
+		return x.Label
+	}
+	return nil
+}
+
+func (x *FieldLabel) GetKind() FieldKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FieldKind_FIELD_KIND_UNSPECIFIED
+}
+
+func (x *FieldLabel) GetValues() []*ValueLabel {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *FieldLabel) GetList() bool {
+	if x != nil {
+		return x.List
+	}
+	return false
+}
+
+// ValueLabel names one enum value.
+type ValueLabel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The value's name as in the proto, e.g. "CIVIL_STATUS_MARRIED".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its label, e.g. "Married"; empty when the authority gave none.
+	Label         *Text `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValueLabel) Reset() {
+	*x = ValueLabel{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValueLabel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValueLabel) ProtoMessage() {}
+
+func (x *ValueLabel) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValueLabel.ProtoReflect.Descriptor instead.
+func (*ValueLabel) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ValueLabel) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ValueLabel) GetLabel() *Text {
+	if x != nil {
+		return x.Label
+	}
+	return nil
+}
+
 var File_aperture_citizen_v1_citizen_proto protoreflect.FileDescriptor
 
 const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
@@ -3498,7 +3868,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\aStepRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x05title\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x05title\x12\x16\n" +
-	"\x06number\x18\x03 \x01(\x05R\x06number\"\xc7\x02\n" +
+	"\x06number\x18\x03 \x01(\x05R\x06number\"\xea\x02\n" +
 	"\x13ListAccessesRequest\x12>\n" +
 	"\tauthority\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^([a-z][a-z0-9_]{0,31})?$R\tauthority\x12:\n" +
 	"\ajourney\x18\x02 \x01(\tB \xbaH\x1dr\x1b2\x19^([a-z][a-z0-9-]{0,62})?$R\ajourney\x120\n" +
@@ -3507,7 +3877,8 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\tpage_size\x18\x05 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\"w\n" +
+	"page_token\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\x12!\n" +
+	"\fexclude_self\x18\a \x01(\bR\vexcludeSelf\"w\n" +
 	"\x14ListAccessesResponse\x127\n" +
 	"\baccesses\x18\x01 \x03(\v2\x1b.aperture.citizen.v1.AccessR\baccesses\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x16\n" +
@@ -3694,7 +4065,26 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\ajourney\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^([a-z][a-z0-9-]{0,62})?$R\ajourney\x12\x10\n" +
 	"\x03off\x18\x02 \x01(\bR\x03off\"H\n" +
 	"\x11SetSwitchResponse\x123\n" +
-	"\x06switch\x18\x01 \x01(\v2\x1b.aperture.citizen.v1.SwitchR\x06switch*\x8f\x01\n" +
+	"\x06switch\x18\x01 \x01(\v2\x1b.aperture.citizen.v1.SwitchR\x06switch\"\x15\n" +
+	"\x13ListDatasetsRequest\"V\n" +
+	"\x14ListDatasetsResponse\x12>\n" +
+	"\bdatasets\x18\x01 \x03(\v2\".aperture.citizen.v1.DatasetLabelsR\bdatasets\"\xcd\x01\n" +
+	"\rDatasetLabels\x128\n" +
+	"\tauthority\x18\x01 \x01(\v2\x1a.aperture.citizen.v1.PartyR\tauthority\x12\x18\n" +
+	"\adataset\x18\x02 \x01(\tR\adataset\x12/\n" +
+	"\x05label\x18\x03 \x01(\v2\x19.aperture.citizen.v1.TextR\x05label\x127\n" +
+	"\x06fields\x18\x04 \x03(\v2\x1f.aperture.citizen.v1.FieldLabelR\x06fields\"\xd2\x01\n" +
+	"\n" +
+	"FieldLabel\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12/\n" +
+	"\x05label\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x05label\x122\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1e.aperture.citizen.v1.FieldKindR\x04kind\x127\n" +
+	"\x06values\x18\x04 \x03(\v2\x1f.aperture.citizen.v1.ValueLabelR\x06values\x12\x12\n" +
+	"\x04list\x18\x05 \x01(\bR\x04list\"Q\n" +
+	"\n" +
+	"ValueLabel\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
+	"\x05label\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x05label*\x8f\x01\n" +
 	"\n" +
 	"StepStatus\x12\x1b\n" +
 	"\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -3715,7 +4105,15 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x0eQuestionStatus\x12\x1f\n" +
 	"\x1bQUESTION_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14QUESTION_STATUS_OPEN\x10\x01\x12\x1c\n" +
-	"\x18QUESTION_STATUS_ANSWERED\x10\x022\xd0\f\n" +
+	"\x18QUESTION_STATUS_ANSWERED\x10\x02*\xa9\x01\n" +
+	"\tFieldKind\x12\x1a\n" +
+	"\x16FIELD_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fFIELD_KIND_TEXT\x10\x01\x12\x15\n" +
+	"\x11FIELD_KIND_NUMBER\x10\x02\x12\x13\n" +
+	"\x0fFIELD_KIND_BOOL\x10\x03\x12\x13\n" +
+	"\x0fFIELD_KIND_TIME\x10\x04\x12\x13\n" +
+	"\x0fFIELD_KIND_ENUM\x10\x05\x12\x15\n" +
+	"\x11FIELD_KIND_RECORD\x10\x062\xb5\r\n" +
 	"\x0eCitizenService\x12c\n" +
 	"\fListAccesses\x12(.aperture.citizen.v1.ListAccessesRequest\x1a).aperture.citizen.v1.ListAccessesResponse\x12h\n" +
 	"\rWatchAccesses\x12).aperture.citizen.v1.WatchAccessesRequest\x1a*.aperture.citizen.v1.WatchAccessesResponse0\x01\x12Z\n" +
@@ -3732,7 +4130,8 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\rListQuestions\x12).aperture.citizen.v1.ListQuestionsRequest\x1a*.aperture.citizen.v1.ListQuestionsResponse\x12i\n" +
 	"\x0eGetAccessProof\x12*.aperture.citizen.v1.GetAccessProofRequest\x1a+.aperture.citizen.v1.GetAccessProofResponse\x12c\n" +
 	"\fListSwitches\x12(.aperture.citizen.v1.ListSwitchesRequest\x1a).aperture.citizen.v1.ListSwitchesResponse\x12Z\n" +
-	"\tSetSwitch\x12%.aperture.citizen.v1.SetSwitchRequest\x1a&.aperture.citizen.v1.SetSwitchResponseBFZDgithub.com/aperture-gov/aperture/proto/aperture/citizen/v1;citizenv1b\x06proto3"
+	"\tSetSwitch\x12%.aperture.citizen.v1.SetSwitchRequest\x1a&.aperture.citizen.v1.SetSwitchResponse\x12c\n" +
+	"\fListDatasets\x12(.aperture.citizen.v1.ListDatasetsRequest\x1a).aperture.citizen.v1.ListDatasetsResponseBFZDgithub.com/aperture-gov/aperture/proto/aperture/citizen/v1;citizenv1b\x06proto3"
 
 var (
 	file_aperture_citizen_v1_citizen_proto_rawDescOnce sync.Once
@@ -3746,190 +4145,206 @@ func file_aperture_citizen_v1_citizen_proto_rawDescGZIP() []byte {
 	return file_aperture_citizen_v1_citizen_proto_rawDescData
 }
 
-var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(StepStatus)(0),                // 0: aperture.citizen.v1.StepStatus
 	(CaseStatus)(0),                // 1: aperture.citizen.v1.CaseStatus
 	(CovertReveal)(0),              // 2: aperture.citizen.v1.CovertReveal
 	(QuestionStatus)(0),            // 3: aperture.citizen.v1.QuestionStatus
-	(*Text)(nil),                   // 4: aperture.citizen.v1.Text
-	(*Party)(nil),                  // 5: aperture.citizen.v1.Party
-	(*Access)(nil),                 // 6: aperture.citizen.v1.Access
-	(*Fact)(nil),                   // 7: aperture.citizen.v1.Fact
-	(*JourneyRef)(nil),             // 8: aperture.citizen.v1.JourneyRef
-	(*StepRef)(nil),                // 9: aperture.citizen.v1.StepRef
-	(*ListAccessesRequest)(nil),    // 10: aperture.citizen.v1.ListAccessesRequest
-	(*ListAccessesResponse)(nil),   // 11: aperture.citizen.v1.ListAccessesResponse
-	(*WatchAccessesRequest)(nil),   // 12: aperture.citizen.v1.WatchAccessesRequest
-	(*WatchAccessesResponse)(nil),  // 13: aperture.citizen.v1.WatchAccessesResponse
-	(*Case)(nil),                   // 14: aperture.citizen.v1.Case
-	(*CaseStep)(nil),               // 15: aperture.citizen.v1.CaseStep
-	(*ListCasesRequest)(nil),       // 16: aperture.citizen.v1.ListCasesRequest
-	(*ListCasesResponse)(nil),      // 17: aperture.citizen.v1.ListCasesResponse
-	(*GetCaseRequest)(nil),         // 18: aperture.citizen.v1.GetCaseRequest
-	(*GetCaseResponse)(nil),        // 19: aperture.citizen.v1.GetCaseResponse
-	(*ListJourneysRequest)(nil),    // 20: aperture.citizen.v1.ListJourneysRequest
-	(*ListJourneysResponse)(nil),   // 21: aperture.citizen.v1.ListJourneysResponse
-	(*JourneySummary)(nil),         // 22: aperture.citizen.v1.JourneySummary
-	(*GetDataPathRequest)(nil),     // 23: aperture.citizen.v1.GetDataPathRequest
-	(*GetDataPathResponse)(nil),    // 24: aperture.citizen.v1.GetDataPathResponse
-	(*DataPathStep)(nil),           // 25: aperture.citizen.v1.DataPathStep
-	(*DataPathRelease)(nil),        // 26: aperture.citizen.v1.DataPathRelease
-	(*Consent)(nil),                // 27: aperture.citizen.v1.Consent
-	(*ListConsentsRequest)(nil),    // 28: aperture.citizen.v1.ListConsentsRequest
-	(*ListConsentsResponse)(nil),   // 29: aperture.citizen.v1.ListConsentsResponse
-	(*PreviewConsentRequest)(nil),  // 30: aperture.citizen.v1.PreviewConsentRequest
-	(*PreviewConsentResponse)(nil), // 31: aperture.citizen.v1.PreviewConsentResponse
-	(*GrantConsentRequest)(nil),    // 32: aperture.citizen.v1.GrantConsentRequest
-	(*GrantConsentResponse)(nil),   // 33: aperture.citizen.v1.GrantConsentResponse
-	(*RevokeConsentRequest)(nil),   // 34: aperture.citizen.v1.RevokeConsentRequest
-	(*RevokeConsentResponse)(nil),  // 35: aperture.citizen.v1.RevokeConsentResponse
-	(*GetMyDataRequest)(nil),       // 36: aperture.citizen.v1.GetMyDataRequest
-	(*GetMyDataResponse)(nil),      // 37: aperture.citizen.v1.GetMyDataResponse
-	(*QuestionAccessRequest)(nil),  // 38: aperture.citizen.v1.QuestionAccessRequest
-	(*QuestionAccessResponse)(nil), // 39: aperture.citizen.v1.QuestionAccessResponse
-	(*Question)(nil),               // 40: aperture.citizen.v1.Question
-	(*ListQuestionsRequest)(nil),   // 41: aperture.citizen.v1.ListQuestionsRequest
-	(*ListQuestionsResponse)(nil),  // 42: aperture.citizen.v1.ListQuestionsResponse
-	(*GetAccessProofRequest)(nil),  // 43: aperture.citizen.v1.GetAccessProofRequest
-	(*GetAccessProofResponse)(nil), // 44: aperture.citizen.v1.GetAccessProofResponse
-	(*Switch)(nil),                 // 45: aperture.citizen.v1.Switch
-	(*SwitchStep)(nil),             // 46: aperture.citizen.v1.SwitchStep
-	(*SwitchableJourney)(nil),      // 47: aperture.citizen.v1.SwitchableJourney
-	(*ListSwitchesRequest)(nil),    // 48: aperture.citizen.v1.ListSwitchesRequest
-	(*ListSwitchesResponse)(nil),   // 49: aperture.citizen.v1.ListSwitchesResponse
-	(*SetSwitchRequest)(nil),       // 50: aperture.citizen.v1.SetSwitchRequest
-	(*SetSwitchResponse)(nil),      // 51: aperture.citizen.v1.SetSwitchResponse
-	(*timestamppb.Timestamp)(nil),  // 52: google.protobuf.Timestamp
-	(v1.AccessKind)(0),             // 53: aperture.audit.v1.AccessKind
-	(v1.Decision)(0),               // 54: aperture.audit.v1.Decision
-	(v1.RefusalReason)(0),          // 55: aperture.audit.v1.RefusalReason
-	(*v1.BreakGlass)(nil),          // 56: aperture.audit.v1.BreakGlass
-	(*structpb.Struct)(nil),        // 57: google.protobuf.Struct
+	(FieldKind)(0),                 // 4: aperture.citizen.v1.FieldKind
+	(*Text)(nil),                   // 5: aperture.citizen.v1.Text
+	(*Party)(nil),                  // 6: aperture.citizen.v1.Party
+	(*Access)(nil),                 // 7: aperture.citizen.v1.Access
+	(*Fact)(nil),                   // 8: aperture.citizen.v1.Fact
+	(*JourneyRef)(nil),             // 9: aperture.citizen.v1.JourneyRef
+	(*StepRef)(nil),                // 10: aperture.citizen.v1.StepRef
+	(*ListAccessesRequest)(nil),    // 11: aperture.citizen.v1.ListAccessesRequest
+	(*ListAccessesResponse)(nil),   // 12: aperture.citizen.v1.ListAccessesResponse
+	(*WatchAccessesRequest)(nil),   // 13: aperture.citizen.v1.WatchAccessesRequest
+	(*WatchAccessesResponse)(nil),  // 14: aperture.citizen.v1.WatchAccessesResponse
+	(*Case)(nil),                   // 15: aperture.citizen.v1.Case
+	(*CaseStep)(nil),               // 16: aperture.citizen.v1.CaseStep
+	(*ListCasesRequest)(nil),       // 17: aperture.citizen.v1.ListCasesRequest
+	(*ListCasesResponse)(nil),      // 18: aperture.citizen.v1.ListCasesResponse
+	(*GetCaseRequest)(nil),         // 19: aperture.citizen.v1.GetCaseRequest
+	(*GetCaseResponse)(nil),        // 20: aperture.citizen.v1.GetCaseResponse
+	(*ListJourneysRequest)(nil),    // 21: aperture.citizen.v1.ListJourneysRequest
+	(*ListJourneysResponse)(nil),   // 22: aperture.citizen.v1.ListJourneysResponse
+	(*JourneySummary)(nil),         // 23: aperture.citizen.v1.JourneySummary
+	(*GetDataPathRequest)(nil),     // 24: aperture.citizen.v1.GetDataPathRequest
+	(*GetDataPathResponse)(nil),    // 25: aperture.citizen.v1.GetDataPathResponse
+	(*DataPathStep)(nil),           // 26: aperture.citizen.v1.DataPathStep
+	(*DataPathRelease)(nil),        // 27: aperture.citizen.v1.DataPathRelease
+	(*Consent)(nil),                // 28: aperture.citizen.v1.Consent
+	(*ListConsentsRequest)(nil),    // 29: aperture.citizen.v1.ListConsentsRequest
+	(*ListConsentsResponse)(nil),   // 30: aperture.citizen.v1.ListConsentsResponse
+	(*PreviewConsentRequest)(nil),  // 31: aperture.citizen.v1.PreviewConsentRequest
+	(*PreviewConsentResponse)(nil), // 32: aperture.citizen.v1.PreviewConsentResponse
+	(*GrantConsentRequest)(nil),    // 33: aperture.citizen.v1.GrantConsentRequest
+	(*GrantConsentResponse)(nil),   // 34: aperture.citizen.v1.GrantConsentResponse
+	(*RevokeConsentRequest)(nil),   // 35: aperture.citizen.v1.RevokeConsentRequest
+	(*RevokeConsentResponse)(nil),  // 36: aperture.citizen.v1.RevokeConsentResponse
+	(*GetMyDataRequest)(nil),       // 37: aperture.citizen.v1.GetMyDataRequest
+	(*GetMyDataResponse)(nil),      // 38: aperture.citizen.v1.GetMyDataResponse
+	(*QuestionAccessRequest)(nil),  // 39: aperture.citizen.v1.QuestionAccessRequest
+	(*QuestionAccessResponse)(nil), // 40: aperture.citizen.v1.QuestionAccessResponse
+	(*Question)(nil),               // 41: aperture.citizen.v1.Question
+	(*ListQuestionsRequest)(nil),   // 42: aperture.citizen.v1.ListQuestionsRequest
+	(*ListQuestionsResponse)(nil),  // 43: aperture.citizen.v1.ListQuestionsResponse
+	(*GetAccessProofRequest)(nil),  // 44: aperture.citizen.v1.GetAccessProofRequest
+	(*GetAccessProofResponse)(nil), // 45: aperture.citizen.v1.GetAccessProofResponse
+	(*Switch)(nil),                 // 46: aperture.citizen.v1.Switch
+	(*SwitchStep)(nil),             // 47: aperture.citizen.v1.SwitchStep
+	(*SwitchableJourney)(nil),      // 48: aperture.citizen.v1.SwitchableJourney
+	(*ListSwitchesRequest)(nil),    // 49: aperture.citizen.v1.ListSwitchesRequest
+	(*ListSwitchesResponse)(nil),   // 50: aperture.citizen.v1.ListSwitchesResponse
+	(*SetSwitchRequest)(nil),       // 51: aperture.citizen.v1.SetSwitchRequest
+	(*SetSwitchResponse)(nil),      // 52: aperture.citizen.v1.SetSwitchResponse
+	(*ListDatasetsRequest)(nil),    // 53: aperture.citizen.v1.ListDatasetsRequest
+	(*ListDatasetsResponse)(nil),   // 54: aperture.citizen.v1.ListDatasetsResponse
+	(*DatasetLabels)(nil),          // 55: aperture.citizen.v1.DatasetLabels
+	(*FieldLabel)(nil),             // 56: aperture.citizen.v1.FieldLabel
+	(*ValueLabel)(nil),             // 57: aperture.citizen.v1.ValueLabel
+	(*timestamppb.Timestamp)(nil),  // 58: google.protobuf.Timestamp
+	(v1.AccessKind)(0),             // 59: aperture.audit.v1.AccessKind
+	(v1.Decision)(0),               // 60: aperture.audit.v1.Decision
+	(v1.RefusalReason)(0),          // 61: aperture.audit.v1.RefusalReason
+	(*v1.BreakGlass)(nil),          // 62: aperture.audit.v1.BreakGlass
+	(*structpb.Struct)(nil),        // 63: google.protobuf.Struct
 }
 var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
-	4,   // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
-	52,  // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
-	53,  // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
-	5,   // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
-	5,   // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
-	7,   // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
-	8,   // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
-	9,   // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
-	4,   // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
-	54,  // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
-	4,   // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
-	52,  // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
-	55,  // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	56,  // 13: aperture.citizen.v1.Access.break_glass:type_name -> aperture.audit.v1.BreakGlass
-	4,   // 14: aperture.citizen.v1.Access.break_glass_reason:type_name -> aperture.citizen.v1.Text
-	4,   // 15: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
-	4,   // 16: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
-	4,   // 17: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
-	52,  // 18: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
-	52,  // 19: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
-	6,   // 20: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
-	6,   // 21: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
-	8,   // 22: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,   // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
+	58,  // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
+	59,  // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
+	6,   // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
+	6,   // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
+	8,   // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
+	9,   // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
+	10,  // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
+	5,   // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
+	60,  // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
+	5,   // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
+	58,  // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
+	61,  // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	62,  // 13: aperture.citizen.v1.Access.break_glass:type_name -> aperture.audit.v1.BreakGlass
+	5,   // 14: aperture.citizen.v1.Access.break_glass_reason:type_name -> aperture.citizen.v1.Text
+	5,   // 15: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
+	5,   // 16: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
+	5,   // 17: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
+	58,  // 18: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
+	58,  // 19: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
+	7,   // 20: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
+	7,   // 21: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
+	9,   // 22: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
 	1,   // 23: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
-	9,   // 24: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
-	5,   // 25: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
-	15,  // 26: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
-	5,   // 27: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
-	52,  // 28: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	52,  // 29: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
-	9,   // 30: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,   // 31: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
+	10,  // 24: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 25: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
+	16,  // 26: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
+	6,   // 27: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
+	58,  // 28: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	58,  // 29: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	10,  // 30: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 31: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
 	0,   // 32: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
-	52,  // 33: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	52,  // 34: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
-	14,  // 35: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
-	14,  // 36: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
-	22,  // 37: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
-	8,   // 38: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,   // 39: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
-	8,   // 40: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,   // 41: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
-	25,  // 42: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
-	9,   // 43: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,   // 44: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
-	4,   // 45: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
-	26,  // 46: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
-	4,   // 47: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
+	58,  // 33: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	58,  // 34: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	15,  // 35: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
+	15,  // 36: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
+	23,  // 37: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
+	9,   // 38: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,   // 39: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
+	9,   // 40: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,   // 41: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
+	26,  // 42: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
+	10,  // 43: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 44: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
+	5,   // 45: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
+	27,  // 46: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
+	5,   // 47: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
 	2,   // 48: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
-	4,   // 49: aperture.citizen.v1.DataPathStep.optional_why:type_name -> aperture.citizen.v1.Text
-	5,   // 50: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
-	7,   // 51: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
-	8,   // 52: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
-	9,   // 53: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
-	5,   // 54: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
-	52,  // 55: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	52,  // 56: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	52,  // 57: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
-	27,  // 58: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
-	25,  // 59: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
-	52,  // 60: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	27,  // 61: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
-	27,  // 62: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	27,  // 63: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	5,   // 64: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
-	57,  // 65: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
-	40,  // 66: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
-	5,   // 67: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
-	52,  // 68: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
+	5,   // 49: aperture.citizen.v1.DataPathStep.optional_why:type_name -> aperture.citizen.v1.Text
+	6,   // 50: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
+	8,   // 51: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
+	9,   // 52: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
+	10,  // 53: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 54: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
+	58,  // 55: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	58,  // 56: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	58,  // 57: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
+	28,  // 58: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
+	26,  // 59: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
+	58,  // 60: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28,  // 61: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
+	28,  // 62: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	28,  // 63: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	6,   // 64: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
+	63,  // 65: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
+	41,  // 66: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
+	6,   // 67: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
+	58,  // 68: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
 	3,   // 69: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
-	52,  // 70: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
-	40,  // 71: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
-	8,   // 72: aperture.citizen.v1.Switch.journey:type_name -> aperture.citizen.v1.JourneyRef
-	52,  // 73: aperture.citizen.v1.Switch.changed_at:type_name -> google.protobuf.Timestamp
-	9,   // 74: aperture.citizen.v1.SwitchStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,   // 75: aperture.citizen.v1.SwitchStep.agency:type_name -> aperture.citizen.v1.Party
-	4,   // 76: aperture.citizen.v1.SwitchStep.optional_why:type_name -> aperture.citizen.v1.Text
-	8,   // 77: aperture.citizen.v1.SwitchableJourney.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,   // 78: aperture.citizen.v1.SwitchableJourney.optional_why:type_name -> aperture.citizen.v1.Text
-	46,  // 79: aperture.citizen.v1.SwitchableJourney.steps:type_name -> aperture.citizen.v1.SwitchStep
-	45,  // 80: aperture.citizen.v1.SwitchableJourney.switch:type_name -> aperture.citizen.v1.Switch
-	45,  // 81: aperture.citizen.v1.ListSwitchesResponse.all:type_name -> aperture.citizen.v1.Switch
-	47,  // 82: aperture.citizen.v1.ListSwitchesResponse.journeys:type_name -> aperture.citizen.v1.SwitchableJourney
-	45,  // 83: aperture.citizen.v1.SetSwitchResponse.switch:type_name -> aperture.citizen.v1.Switch
-	10,  // 84: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
-	12,  // 85: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
-	16,  // 86: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
-	18,  // 87: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
-	20,  // 88: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
-	23,  // 89: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
-	28,  // 90: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
-	30,  // 91: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
-	32,  // 92: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
-	34,  // 93: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
-	36,  // 94: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
-	38,  // 95: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
-	41,  // 96: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
-	43,  // 97: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
-	48,  // 98: aperture.citizen.v1.CitizenService.ListSwitches:input_type -> aperture.citizen.v1.ListSwitchesRequest
-	50,  // 99: aperture.citizen.v1.CitizenService.SetSwitch:input_type -> aperture.citizen.v1.SetSwitchRequest
-	11,  // 100: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
-	13,  // 101: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
-	17,  // 102: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
-	19,  // 103: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
-	21,  // 104: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
-	24,  // 105: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
-	29,  // 106: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
-	31,  // 107: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
-	33,  // 108: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
-	35,  // 109: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
-	37,  // 110: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
-	39,  // 111: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
-	42,  // 112: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
-	44,  // 113: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
-	49,  // 114: aperture.citizen.v1.CitizenService.ListSwitches:output_type -> aperture.citizen.v1.ListSwitchesResponse
-	51,  // 115: aperture.citizen.v1.CitizenService.SetSwitch:output_type -> aperture.citizen.v1.SetSwitchResponse
-	100, // [100:116] is the sub-list for method output_type
-	84,  // [84:100] is the sub-list for method input_type
-	84,  // [84:84] is the sub-list for extension type_name
-	84,  // [84:84] is the sub-list for extension extendee
-	0,   // [0:84] is the sub-list for field type_name
+	58,  // 70: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
+	41,  // 71: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	9,   // 72: aperture.citizen.v1.Switch.journey:type_name -> aperture.citizen.v1.JourneyRef
+	58,  // 73: aperture.citizen.v1.Switch.changed_at:type_name -> google.protobuf.Timestamp
+	10,  // 74: aperture.citizen.v1.SwitchStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 75: aperture.citizen.v1.SwitchStep.agency:type_name -> aperture.citizen.v1.Party
+	5,   // 76: aperture.citizen.v1.SwitchStep.optional_why:type_name -> aperture.citizen.v1.Text
+	9,   // 77: aperture.citizen.v1.SwitchableJourney.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,   // 78: aperture.citizen.v1.SwitchableJourney.optional_why:type_name -> aperture.citizen.v1.Text
+	47,  // 79: aperture.citizen.v1.SwitchableJourney.steps:type_name -> aperture.citizen.v1.SwitchStep
+	46,  // 80: aperture.citizen.v1.SwitchableJourney.switch:type_name -> aperture.citizen.v1.Switch
+	46,  // 81: aperture.citizen.v1.ListSwitchesResponse.all:type_name -> aperture.citizen.v1.Switch
+	48,  // 82: aperture.citizen.v1.ListSwitchesResponse.journeys:type_name -> aperture.citizen.v1.SwitchableJourney
+	46,  // 83: aperture.citizen.v1.SetSwitchResponse.switch:type_name -> aperture.citizen.v1.Switch
+	55,  // 84: aperture.citizen.v1.ListDatasetsResponse.datasets:type_name -> aperture.citizen.v1.DatasetLabels
+	6,   // 85: aperture.citizen.v1.DatasetLabels.authority:type_name -> aperture.citizen.v1.Party
+	5,   // 86: aperture.citizen.v1.DatasetLabels.label:type_name -> aperture.citizen.v1.Text
+	56,  // 87: aperture.citizen.v1.DatasetLabels.fields:type_name -> aperture.citizen.v1.FieldLabel
+	5,   // 88: aperture.citizen.v1.FieldLabel.label:type_name -> aperture.citizen.v1.Text
+	4,   // 89: aperture.citizen.v1.FieldLabel.kind:type_name -> aperture.citizen.v1.FieldKind
+	57,  // 90: aperture.citizen.v1.FieldLabel.values:type_name -> aperture.citizen.v1.ValueLabel
+	5,   // 91: aperture.citizen.v1.ValueLabel.label:type_name -> aperture.citizen.v1.Text
+	11,  // 92: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
+	13,  // 93: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
+	17,  // 94: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
+	19,  // 95: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
+	21,  // 96: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
+	24,  // 97: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
+	29,  // 98: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
+	31,  // 99: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
+	33,  // 100: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
+	35,  // 101: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
+	37,  // 102: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
+	39,  // 103: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
+	42,  // 104: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
+	44,  // 105: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
+	49,  // 106: aperture.citizen.v1.CitizenService.ListSwitches:input_type -> aperture.citizen.v1.ListSwitchesRequest
+	51,  // 107: aperture.citizen.v1.CitizenService.SetSwitch:input_type -> aperture.citizen.v1.SetSwitchRequest
+	53,  // 108: aperture.citizen.v1.CitizenService.ListDatasets:input_type -> aperture.citizen.v1.ListDatasetsRequest
+	12,  // 109: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
+	14,  // 110: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
+	18,  // 111: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
+	20,  // 112: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
+	22,  // 113: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
+	25,  // 114: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
+	30,  // 115: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
+	32,  // 116: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
+	34,  // 117: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
+	36,  // 118: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
+	38,  // 119: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
+	40,  // 120: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
+	43,  // 121: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
+	45,  // 122: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
+	50,  // 123: aperture.citizen.v1.CitizenService.ListSwitches:output_type -> aperture.citizen.v1.ListSwitchesResponse
+	52,  // 124: aperture.citizen.v1.CitizenService.SetSwitch:output_type -> aperture.citizen.v1.SetSwitchResponse
+	54,  // 125: aperture.citizen.v1.CitizenService.ListDatasets:output_type -> aperture.citizen.v1.ListDatasetsResponse
+	109, // [109:126] is the sub-list for method output_type
+	92,  // [92:109] is the sub-list for method input_type
+	92,  // [92:92] is the sub-list for extension type_name
+	92,  // [92:92] is the sub-list for extension extendee
+	0,   // [0:92] is the sub-list for field type_name
 }
 
 func init() { file_aperture_citizen_v1_citizen_proto_init() }
@@ -3942,8 +4357,8 @@ func file_aperture_citizen_v1_citizen_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_citizen_v1_citizen_proto_rawDesc), len(file_aperture_citizen_v1_citizen_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   48,
+			NumEnums:      5,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -47,6 +47,7 @@ const (
 	CitizenService_GetAccessProof_FullMethodName = "/aperture.citizen.v1.CitizenService/GetAccessProof"
 	CitizenService_ListSwitches_FullMethodName   = "/aperture.citizen.v1.CitizenService/ListSwitches"
 	CitizenService_SetSwitch_FullMethodName      = "/aperture.citizen.v1.CitizenService/SetSwitch"
+	CitizenService_ListDatasets_FullMethodName   = "/aperture.citizen.v1.CitizenService/ListDatasets"
 )
 
 // CitizenServiceClient is the client API for CitizenService service.
@@ -101,6 +102,11 @@ type CitizenServiceClient interface {
 	// SetSwitch switches the optional steps of one journey (or of all journeys) off or on again for me.
 	// While off, the broker refuses releases at those steps.
 	SetSwitch(ctx context.Context, in *SetSwitchRequest, opts ...grpc.CallOption) (*SetSwitchResponse, error)
+	// ListDatasets names every authority dataset in my words: its label and the label of each of its
+	// fields and enum values, in English and Danish, as the authority declares them in its protos
+	// (aperture.authority.v1 labels), with each field's kind, so that an app shows "Date of birth:
+	// 2. december 1990" instead of a field path and a timestamp. It holds no data about me.
+	ListDatasets(ctx context.Context, in *ListDatasetsRequest, opts ...grpc.CallOption) (*ListDatasetsResponse, error)
 }
 
 type citizenServiceClient struct {
@@ -280,6 +286,16 @@ func (c *citizenServiceClient) SetSwitch(ctx context.Context, in *SetSwitchReque
 	return out, nil
 }
 
+func (c *citizenServiceClient) ListDatasets(ctx context.Context, in *ListDatasetsRequest, opts ...grpc.CallOption) (*ListDatasetsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDatasetsResponse)
+	err := c.cc.Invoke(ctx, CitizenService_ListDatasets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CitizenServiceServer is the server API for CitizenService service.
 // All implementations must embed UnimplementedCitizenServiceServer
 // for forward compatibility.
@@ -332,6 +348,11 @@ type CitizenServiceServer interface {
 	// SetSwitch switches the optional steps of one journey (or of all journeys) off or on again for me.
 	// While off, the broker refuses releases at those steps.
 	SetSwitch(context.Context, *SetSwitchRequest) (*SetSwitchResponse, error)
+	// ListDatasets names every authority dataset in my words: its label and the label of each of its
+	// fields and enum values, in English and Danish, as the authority declares them in its protos
+	// (aperture.authority.v1 labels), with each field's kind, so that an app shows "Date of birth:
+	// 2. december 1990" instead of a field path and a timestamp. It holds no data about me.
+	ListDatasets(context.Context, *ListDatasetsRequest) (*ListDatasetsResponse, error)
 	mustEmbedUnimplementedCitizenServiceServer()
 }
 
@@ -389,6 +410,9 @@ func (UnimplementedCitizenServiceServer) ListSwitches(context.Context, *ListSwit
 }
 func (UnimplementedCitizenServiceServer) SetSwitch(context.Context, *SetSwitchRequest) (*SetSwitchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetSwitch not implemented")
+}
+func (UnimplementedCitizenServiceServer) ListDatasets(context.Context, *ListDatasetsRequest) (*ListDatasetsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDatasets not implemented")
 }
 func (UnimplementedCitizenServiceServer) mustEmbedUnimplementedCitizenServiceServer() {}
 func (UnimplementedCitizenServiceServer) testEmbeddedByValue()                        {}
@@ -692,6 +716,24 @@ func _CitizenService_SetSwitch_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CitizenService_ListDatasets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDatasetsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CitizenServiceServer).ListDatasets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CitizenService_ListDatasets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CitizenServiceServer).ListDatasets(ctx, req.(*ListDatasetsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CitizenService_ServiceDesc is the grpc.ServiceDesc for CitizenService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -758,6 +800,10 @@ var CitizenService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetSwitch",
 			Handler:    _CitizenService_SetSwitch_Handler,
+		},
+		{
+			MethodName: "ListDatasets",
+			Handler:    _CitizenService_ListDatasets_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -12,6 +12,7 @@
 package educationv1
 
 import (
+	_ "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -257,26 +258,46 @@ var File_aperture_education_v1_education_proto protoreflect.FileDescriptor
 
 const file_aperture_education_v1_education_proto_rawDesc = "" +
 	"\n" +
-	"%aperture/education/v1/education.proto\x12\x15aperture.education.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n" +
-	"\tEnrolment\x12\x1d\n" +
+	"%aperture/education/v1/education.proto\x12\x15aperture.education.v1\x1a\"aperture/authority/v1/labels.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x01\n" +
+	"\tEnrolment\x12;\n" +
 	"\n" +
-	"citizen_id\x18\x01 \x01(\tR\tcitizenId\x12A\n" +
-	"\bchildren\x18\x02 \x03(\v2%.aperture.education.v1.ChildEnrolmentR\bchildren\"\xec\x02\n" +
-	"\x0eChildEnrolment\x12(\n" +
-	"\x10child_citizen_id\x18\x01 \x01(\tR\x0echildCitizenId\x12\x1b\n" +
-	"\tschool_id\x18\x02 \x01(\tR\bschoolId\x12\x1f\n" +
-	"\vschool_name\x18\x03 \x01(\tR\n" +
-	"schoolName\x128\n" +
-	"\x18school_municipality_code\x18\x04 \x01(\tR\x16schoolMunicipalityCode\x12\x14\n" +
-	"\x05grade\x18\x05 \x01(\x05R\x05grade\x12;\n" +
-	"\venrolled_on\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"enrolledOn\x122\n" +
-	"\x15special_needs_support\x18\a \x01(\bR\x13specialNeedsSupport\x121\n" +
-	"\x05marks\x18\b \x03(\v2\x1b.aperture.education.v1.MarkR\x05marks\"k\n" +
-	"\x04Mark\x12\x18\n" +
-	"\asubject\x18\x01 \x01(\tR\asubject\x12\x12\n" +
-	"\x04mark\x18\x02 \x01(\x05R\x04mark\x125\n" +
-	"\bgiven_on\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\agivenOnBJZHgithub.com/aperture-gov/aperture/proto/aperture/education/v1;educationv1b\x06proto3"
+	"citizen_id\x18\x01 \x01(\tB\x1c\xca\xf3\x18\x18\n" +
+	"\n" +
+	"CPR number\x12\n" +
+	"CPR-nummerR\tcitizenId\x12t\n" +
+	"\bchildren\x18\x02 \x03(\v2%.aperture.education.v1.ChildEnrolmentB1\xca\xf3\x18-\n" +
+	"\x17Your children at school\x12\x12Dine børn i skoleR\bchildren:6\xca\xf3\x182\n" +
+	"\x19Your children's schooling\x12\x15Dine børns skolegang\"\xe6\x05\n" +
+	"\x0eChildEnrolment\x12V\n" +
+	"\x10child_citizen_id\x18\x01 \x01(\tB,\xca\xf3\x18(\n" +
+	"\x12Child's CPR number\x12\x12Barnets CPR-nummerR\x0echildCitizenId\x12=\n" +
+	"\tschool_id\x18\x02 \x01(\tB \xca\xf3\x18\x1c\n" +
+	"\rSchool number\x12\vSkolenummerR\bschoolId\x124\n" +
+	"\vschool_name\x18\x03 \x01(\tB\x13\xca\xf3\x18\x0f\n" +
+	"\x06School\x12\x05SkoleR\n" +
+	"schoolName\x12x\n" +
+	"\x18school_municipality_code\x18\x04 \x01(\tB>\xca\xf3\x18:\n" +
+	"!Municipality number of the school\x12\x15Skolens kommunenummerR\x16schoolMunicipalityCode\x125\n" +
+	"\x05grade\x18\x05 \x01(\x05B\x1f\xca\xf3\x18\x1b\n" +
+	"\rClass (grade)\x12\n" +
+	"KlassetrinR\x05grade\x12k\n" +
+	"\venrolled_on\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB.\xca\xf3\x18*\n" +
+	"\x11Started school on\x12\x15Startede i skolen denR\n" +
+	"enrolledOn\x12u\n" +
+	"\x15special_needs_support\x18\a \x01(\bBA\xca\xf3\x18=\n" +
+	"\x1aGets special needs support\x12\x1fFår specialpædagogisk støtteR\x13specialNeedsSupport\x12J\n" +
+	"\x05marks\x18\b \x03(\v2\x1b.aperture.education.v1.MarkB\x17\xca\xf3\x18\x13\n" +
+	"\x05Marks\x12\n" +
+	"KaraktererR\x05marks:&\xca\xf3\x18\"\n" +
+	"\x10A child's school\x12\x0eEt barns skole\"\xc6\x01\n" +
+	"\x04Mark\x12,\n" +
+	"\asubject\x18\x01 \x01(\tB\x12\xca\xf3\x18\x0e\n" +
+	"\aSubject\x12\x03FagR\asubject\x12(\n" +
+	"\x04mark\x18\x02 \x01(\x05B\x14\xca\xf3\x18\x10\n" +
+	"\x04Mark\x12\bKarakterR\x04mark\x12P\n" +
+	"\bgiven_on\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x19\xca\xf3\x18\x15\n" +
+	"\bGiven on\x12\tGivet denR\agivenOn:\x14\xca\xf3\x18\x10\n" +
+	"\x04Mark\x12\bKarakterBJZHgithub.com/aperture-gov/aperture/proto/aperture/education/v1;educationv1b\x06proto3"
 
 var (
 	file_aperture_education_v1_education_proto_rawDescOnce sync.Once

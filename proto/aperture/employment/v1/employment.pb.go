@@ -10,6 +10,7 @@
 package employmentv1
 
 import (
+	_ "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -253,29 +254,49 @@ var File_aperture_employment_v1_employment_proto protoreflect.FileDescriptor
 
 const file_aperture_employment_v1_employment_proto_rawDesc = "" +
 	"\n" +
-	"'aperture/employment/v1/employment.proto\x12\x16aperture.employment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x01\n" +
-	"\x11EmploymentHistory\x12\x1d\n" +
+	"'aperture/employment/v1/employment.proto\x12\x16aperture.employment.v1\x1a\"aperture/authority/v1/labels.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x02\n" +
+	"\x11EmploymentHistory\x12;\n" +
 	"\n" +
-	"citizen_id\x18\x01 \x01(\tR\tcitizenId\x12D\n" +
-	"\vemployments\x18\x02 \x03(\v2\".aperture.employment.v1.EmploymentR\vemployments\x12U\n" +
-	"\x12sick_leave_reports\x18\x03 \x03(\v2'.aperture.employment.v1.SickLeaveReportR\x10sickLeaveReports\"\x90\x02\n" +
+	"citizen_id\x18\x01 \x01(\tB\x1c\xca\xf3\x18\x18\n" +
 	"\n" +
-	"Employment\x12\x1f\n" +
-	"\vemployer_id\x18\x01 \x01(\tR\n" +
-	"employerId\x12#\n" +
-	"\remployer_name\x18\x02 \x01(\tR\femployerName\x129\n" +
+	"CPR number\x12\n" +
+	"CPR-nummerR\tcitizenId\x12U\n" +
+	"\vemployments\x18\x02 \x03(\v2\".aperture.employment.v1.EmploymentB\x0f\xca\xf3\x18\v\n" +
+	"\x04Jobs\x12\x03JobR\vemployments\x12\xa5\x01\n" +
+	"\x12sick_leave_reports\x18\x03 \x03(\v2'.aperture.employment.v1.SickLeaveReportBN\xca\xf3\x18J\n" +
+	"$Sick leave reported by your employer\x12\"Sygemeldinger fra din arbejdsgiverR\x10sickLeaveReports:-\xca\xf3\x18)\n" +
+	"\x13Jobs and sick leave\x12\x12Job og sygefravær\"\xfd\x03\n" +
 	"\n" +
-	"start_date\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartDate\x125\n" +
-	"\bend_date\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendDate\x12!\n" +
-	"\fweekly_hours\x18\x05 \x01(\x01R\vweeklyHours\x12'\n" +
-	"\x0foccupation_code\x18\x06 \x01(\tR\x0eoccupationCode\"\xe3\x01\n" +
-	"\x0fSickLeaveReport\x12\x1f\n" +
-	"\vemployer_id\x18\x01 \x01(\tR\n" +
-	"employerId\x12@\n" +
-	"\x0efirst_sick_day\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\ffirstSickDay\x12;\n" +
-	"\vreported_on\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"reportedOn\x120\n" +
-	"\x14employer_pays_salary\x18\x04 \x01(\bR\x12employerPaysSalaryBLZJgithub.com/aperture-gov/aperture/proto/aperture/employment/v1;employmentv1b\x06proto3"
+	"Employment\x12W\n" +
+	"\vemployer_id\x18\x01 \x01(\tB6\xca\xf3\x182\n" +
+	"\x15Employer (CVR number)\x12\x19Arbejdsgiver (CVR-nummer)R\n" +
+	"employerId\x12A\n" +
+	"\remployer_name\x18\x02 \x01(\tB\x1c\xca\xf3\x18\x18\n" +
+	"\bEmployer\x12\fArbejdsgiverR\femployerName\x12Y\n" +
+	"\n" +
+	"start_date\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x1e\xca\xf3\x18\x1a\n" +
+	"\n" +
+	"Started on\x12\fStartede denR\tstartDate\x12S\n" +
+	"\bend_date\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xca\xf3\x18\x18\n" +
+	"\bEnded on\x12\fSluttede denR\aendDate\x12D\n" +
+	"\fweekly_hours\x18\x05 \x01(\x01B!\xca\xf3\x18\x1d\n" +
+	"\fHours a week\x12\rTimer om ugenR\vweeklyHours\x12M\n" +
+	"\x0foccupation_code\x18\x06 \x01(\tB$\xca\xf3\x18 \n" +
+	"\x0fOccupation code\x12\rStillingskodeR\x0eoccupationCode:\x0e\xca\xf3\x18\n" +
+	"\n" +
+	"\x03Job\x12\x03Job\"\xf5\x03\n" +
+	"\x0fSickLeaveReport\x12W\n" +
+	"\vemployer_id\x18\x01 \x01(\tB6\xca\xf3\x182\n" +
+	"\x15Employer (CVR number)\x12\x19Arbejdsgiver (CVR-nummer)R\n" +
+	"employerId\x12n\n" +
+	"\x0efirst_sick_day\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB,\xca\xf3\x18(\n" +
+	"\x15First day of sickness\x12\x0fFørste sygedagR\ffirstSickDay\x12[\n" +
+	"\vreported_on\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x1e\xca\xf3\x18\x1a\n" +
+	"\vReported on\x12\vAnmeldt denR\n" +
+	"reportedOn\x12\x95\x01\n" +
+	"\x14employer_pays_salary\x18\x04 \x01(\bBc\xca\xf3\x18_\n" +
+	"1Your employer pays your salary while you are sick\x12*Din arbejdsgiver betaler løn under sygdomR\x12employerPaysSalary:$\xca\xf3\x18 \n" +
+	"\x11Sick leave report\x12\vSygemeldingBLZJgithub.com/aperture-gov/aperture/proto/aperture/employment/v1;employmentv1b\x06proto3"
 
 var (
 	file_aperture_employment_v1_employment_proto_rawDescOnce sync.Once

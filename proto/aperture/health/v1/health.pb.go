@@ -10,6 +10,7 @@
 package healthv1
 
 import (
+	_ "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -244,25 +245,43 @@ var File_aperture_health_v1_health_proto protoreflect.FileDescriptor
 
 const file_aperture_health_v1_health_proto_rawDesc = "" +
 	"\n" +
-	"\x1faperture/health/v1/health.proto\x12\x12aperture.health.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n" +
-	"\aPatient\x12\x1d\n" +
+	"\x1faperture/health/v1/health.proto\x12\x12aperture.health.v1\x1a\"aperture/authority/v1/labels.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x02\n" +
+	"\aPatient\x12;\n" +
 	"\n" +
-	"citizen_id\x18\x01 \x01(\tR\tcitizenId\x127\n" +
-	"\x02gp\x18\x02 \x01(\v2'.aperture.health.v1.GeneralPractitionerR\x02gp\x12;\n" +
+	"citizen_id\x18\x01 \x01(\tB\x1c\xca\xf3\x18\x18\n" +
 	"\n" +
-	"sick_notes\x18\x03 \x03(\v2\x1c.aperture.health.v1.SickNoteR\tsickNotes\"\x80\x01\n" +
-	"\x13GeneralPractitioner\x12\x1b\n" +
-	"\tclinic_id\x18\x01 \x01(\tR\bclinicId\x12\x1f\n" +
-	"\vclinic_name\x18\x02 \x01(\tR\n" +
-	"clinicName\x12+\n" +
-	"\x11municipality_code\x18\x03 \x01(\tR\x10municipalityCode\"\x81\x02\n" +
-	"\bSickNote\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
-	"\tissued_on\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedOn\x12%\n" +
-	"\x0ediagnosis_code\x18\x03 \x01(\tR\rdiagnosisCode\x124\n" +
-	"\x16expected_duration_days\x18\x04 \x01(\x05R\x14expectedDurationDays\x122\n" +
-	"\x15work_capacity_percent\x18\x05 \x01(\x05R\x13workCapacityPercent\x12\x1b\n" +
-	"\tclinic_id\x18\x06 \x01(\tR\bclinicIdBDZBgithub.com/aperture-gov/aperture/proto/aperture/health/v1;healthv1b\x06proto3"
+	"CPR number\x12\n" +
+	"CPR-nummerR\tcitizenId\x12v\n" +
+	"\x02gp\x18\x02 \x01(\v2'.aperture.health.v1.GeneralPractitionerB=\xca\xf3\x189\n" +
+	"\x1eYour doctor (general practice)\x12\x17Din praktiserende lægeR\x02gp\x12`\n" +
+	"\n" +
+	"sick_notes\x18\x03 \x03(\v2\x1c.aperture.health.v1.SickNoteB#\xca\xf3\x18\x1f\n" +
+	"\n" +
+	"Sick notes\x12\x11LægeerklæringerR\tsickNotes:7\xca\xf3\x183\n" +
+	"\x15Doctor and sick notes\x12\x1aLæge og lægeerklæringer\"\x9a\x02\n" +
+	"\x13GeneralPractitioner\x12>\n" +
+	"\tclinic_id\x18\x01 \x01(\tB!\xca\xf3\x18\x1d\n" +
+	"\rClinic number\x12\fKliniknummerR\bclinicId\x125\n" +
+	"\vclinic_name\x18\x02 \x01(\tB\x14\xca\xf3\x18\x10\n" +
+	"\x06Clinic\x12\x06KlinikR\n" +
+	"clinicName\x12n\n" +
+	"\x11municipality_code\x18\x03 \x01(\tBA\xca\xf3\x18=\n" +
+	"!Municipality number of the clinic\x12\x18Klinikkens kommunenummerR\x10municipalityCode:\x1c\xca\xf3\x18\x18\n" +
+	"\vYour doctor\x12\tDin læge\"\xcf\x04\n" +
+	"\bSickNote\x129\n" +
+	"\x02id\x18\x01 \x01(\tB)\xca\xf3\x18%\n" +
+	"\x10Sick note number\x12\x11ErklæringsnummerR\x02id\x12U\n" +
+	"\tissued_on\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xca\xf3\x18\x18\n" +
+	"\tIssued on\x12\vUdstedt denR\bissuedOn\x12I\n" +
+	"\x0ediagnosis_code\x18\x03 \x01(\tB\"\xca\xf3\x18\x1e\n" +
+	"\x0eDiagnosis code\x12\fDiagnosekodeR\rdiagnosisCode\x12\x83\x01\n" +
+	"\x16expected_duration_days\x18\x04 \x01(\x05BM\xca\xf3\x18I\n" +
+	"\"Expected length of sickness (days)\x12#Forventet varighed af sygdom (dage)R\x14expectedDurationDays\x12~\n" +
+	"\x15work_capacity_percent\x18\x05 \x01(\x05BJ\xca\xf3\x18F\n" +
+	"\x1fHow much you can work (percent)\x12#Hvor meget du kan arbejde (procent)R\x13workCapacityPercent\x12>\n" +
+	"\tclinic_id\x18\x06 \x01(\tB!\xca\xf3\x18\x1d\n" +
+	"\rClinic number\x12\fKliniknummerR\bclinicId: \xca\xf3\x18\x1c\n" +
+	"\tSick note\x12\x0fLægeerklæringBDZBgithub.com/aperture-gov/aperture/proto/aperture/health/v1;healthv1b\x06proto3"
 
 var (
 	file_aperture_health_v1_health_proto_rawDescOnce sync.Once

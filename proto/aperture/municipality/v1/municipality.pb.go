@@ -10,6 +10,7 @@
 package municipalityv1
 
 import (
+	_ "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -379,40 +380,72 @@ var File_aperture_municipality_v1_municipality_proto protoreflect.FileDescriptor
 
 const file_aperture_municipality_v1_municipality_proto_rawDesc = "" +
 	"\n" +
-	"+aperture/municipality/v1/municipality.proto\x12\x18aperture.municipality.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x03\n" +
-	"\bServices\x12\x1d\n" +
+	"+aperture/municipality/v1/municipality.proto\x12\x18aperture.municipality.v1\x1a\"aperture/authority/v1/labels.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x05\n" +
+	"\bServices\x12;\n" +
 	"\n" +
-	"citizen_id\x18\x01 \x01(\tR\tcitizenId\x12+\n" +
-	"\x11municipality_code\x18\x02 \x01(\tR\x10municipalityCode\x12Y\n" +
-	"\rbenefit_cases\x18\x03 \x03(\v24.aperture.municipality.v1.Services.BenefitCasesEntryR\fbenefitCases\x12D\n" +
-	"\adaycare\x18\x04 \x03(\v2*.aperture.municipality.v1.DaycarePlacementR\adaycare\x12C\n" +
-	"\aschools\x18\x05 \x03(\v2).aperture.municipality.v1.SchoolEnrolmentR\aschools\x1af\n" +
+	"citizen_id\x18\x01 \x01(\tB\x1c\xca\xf3\x18\x18\n" +
+	"\n" +
+	"CPR number\x12\n" +
+	"CPR-nummerR\tcitizenId\x12U\n" +
+	"\x11municipality_code\x18\x02 \x01(\tB(\xca\xf3\x18$\n" +
+	"\x13Municipality number\x12\rKommunenummerR\x10municipalityCode\x12|\n" +
+	"\rbenefit_cases\x18\x03 \x03(\v24.aperture.municipality.v1.Services.BenefitCasesEntryB!\xca\xf3\x18\x1d\n" +
+	"\rBenefit cases\x12\fYdelsessagerR\fbenefitCases\x12\x7f\n" +
+	"\adaycare\x18\x04 \x03(\v2*.aperture.municipality.v1.DaycarePlacementB9\xca\xf3\x185\n" +
+	"\x19Daycare for your children\x12\x18Dagtilbud til dine børnR\adaycare\x12v\n" +
+	"\aschools\x18\x05 \x03(\v2).aperture.municipality.v1.SchoolEnrolmentB1\xca\xf3\x18-\n" +
+	"\x17Your children's schools\x12\x12Dine børns skolerR\aschools\x1af\n" +
 	"\x11BenefitCasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12;\n" +
-	"\x05value\x18\x02 \x01(\v2%.aperture.municipality.v1.BenefitCaseR\x05value:\x028\x01\"\xdd\x01\n" +
-	"\vBenefitCase\x129\n" +
-	"\x04kind\x18\x01 \x01(\x0e2%.aperture.municipality.v1.BenefitKindR\x04kind\x127\n" +
-	"\topened_on\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bopenedOn\x12\x16\n" +
-	"\x06status\x18\x03 \x01(\tR\x06status\x12,\n" +
-	"\x12monthly_amount_dkk\x18\x04 \x01(\x03R\x10monthlyAmountDkk\x12\x14\n" +
-	"\x05notes\x18\x05 \x01(\tR\x05notes\"\xc5\x01\n" +
-	"\x10DaycarePlacement\x12(\n" +
-	"\x10child_citizen_id\x18\x01 \x01(\tR\x0echildCitizenId\x12)\n" +
-	"\x10institution_name\x18\x02 \x01(\tR\x0finstitutionName\x129\n" +
+	"\x05value\x18\x02 \x01(\v2%.aperture.municipality.v1.BenefitCaseR\x05value:\x028\x01:>\xca\xf3\x18:\n" +
+	"\x1fServices from your municipality\x12\x17Ydelser fra din kommune\"\xb3\x03\n" +
+	"\vBenefitCase\x12P\n" +
+	"\x04kind\x18\x01 \x01(\x0e2%.aperture.municipality.v1.BenefitKindB\x15\xca\xf3\x18\x11\n" +
+	"\aBenefit\x12\x06YdelseR\x04kind\x12V\n" +
+	"\topened_on\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x1d\xca\xf3\x18\x19\n" +
+	"\tOpened on\x12\fOprettet denR\bopenedOn\x12,\n" +
+	"\x06status\x18\x03 \x01(\tB\x14\xca\xf3\x18\x10\n" +
+	"\x06Status\x12\x06StatusR\x06status\x12b\n" +
+	"\x12monthly_amount_dkk\x18\x04 \x01(\x03B4\xca\xf3\x180\n" +
+	"\x14Amount a month (DKK)\x12\x18Beløb om måneden (kr.)R\x10monthlyAmountDkk\x12H\n" +
+	"\x05notes\x18\x05 \x01(\tB2\xca\xf3\x18.\n" +
+	"\x12Caseworker's notes\x12\x18Sagsbehandlerens notaterR\x05notes:\x1e\xca\xf3\x18\x1a\n" +
+	"\fBenefit case\x12\n" +
+	"Ydelsessag\"\xf0\x02\n" +
+	"\x10DaycarePlacement\x12V\n" +
+	"\x10child_citizen_id\x18\x01 \x01(\tB,\xca\xf3\x18(\n" +
+	"\x12Child's CPR number\x12\x12Barnets CPR-nummerR\x0echildCitizenId\x12C\n" +
+	"\x10institution_name\x18\x02 \x01(\tB\x18\xca\xf3\x18\x14\n" +
+	"\aDaycare\x12\tDagtilbudR\x0finstitutionName\x12Y\n" +
 	"\n" +
-	"start_date\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartDate\x12!\n" +
-	"\fweekly_hours\x18\x04 \x01(\x05R\vweeklyHours\"r\n" +
-	"\x0fSchoolEnrolment\x12(\n" +
-	"\x10child_citizen_id\x18\x01 \x01(\tR\x0echildCitizenId\x12\x1f\n" +
-	"\vschool_name\x18\x02 \x01(\tR\n" +
-	"schoolName\x12\x14\n" +
-	"\x05grade\x18\x03 \x01(\x05R\x05grade*\x8f\x01\n" +
-	"\vBenefitKind\x12\x1c\n" +
-	"\x18BENEFIT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
-	"\x15BENEFIT_KIND_SICKNESS\x10\x01\x12\x15\n" +
-	"\x11BENEFIT_KIND_CASH\x10\x02\x12\x18\n" +
-	"\x14BENEFIT_KIND_HOUSING\x10\x03\x12\x16\n" +
-	"\x12BENEFIT_KIND_CHILD\x10\x04BPZNgithub.com/aperture-gov/aperture/proto/aperture/municipality/v1;municipalityv1b\x06proto3"
+	"start_date\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x1e\xca\xf3\x18\x1a\n" +
+	"\n" +
+	"Started on\x12\fStartede denR\tstartDate\x12D\n" +
+	"\fweekly_hours\x18\x04 \x01(\x05B!\xca\xf3\x18\x1d\n" +
+	"\fHours a week\x12\rTimer om ugenR\vweeklyHours:\x1e\xca\xf3\x18\x1a\n" +
+	"\rDaycare place\x12\tDagtilbud\"\xeb\x01\n" +
+	"\x0fSchoolEnrolment\x12V\n" +
+	"\x10child_citizen_id\x18\x01 \x01(\tB,\xca\xf3\x18(\n" +
+	"\x12Child's CPR number\x12\x12Barnets CPR-nummerR\x0echildCitizenId\x124\n" +
+	"\vschool_name\x18\x02 \x01(\tB\x13\xca\xf3\x18\x0f\n" +
+	"\x06School\x12\x05SkoleR\n" +
+	"schoolName\x125\n" +
+	"\x05grade\x18\x03 \x01(\x05B\x1f\xca\xf3\x18\x1b\n" +
+	"\rClass (grade)\x12\n" +
+	"KlassetrinR\x05grade:\x13\xca\xf3\x18\x0f\n" +
+	"\x06School\x12\x05Skole*\xc0\x02\n" +
+	"\vBenefitKind\x12<\n" +
+	"\x18BENEFIT_KIND_UNSPECIFIED\x10\x00\x1a\x1e\xca\xf3\x18\x1a\n" +
+	"\n" +
+	"Not stated\x12\fIkke angivet\x12?\n" +
+	"\x15BENEFIT_KIND_SICKNESS\x10\x01\x1a$\xca\xf3\x18 \n" +
+	"\x10Sickness benefit\x12\fSygedagpenge\x128\n" +
+	"\x11BENEFIT_KIND_CASH\x10\x02\x1a!\xca\xf3\x18\x1d\n" +
+	"\fCash benefit\x12\rKontanthjælp\x12=\n" +
+	"\x14BENEFIT_KIND_HOUSING\x10\x03\x1a#\xca\xf3\x18\x1f\n" +
+	"\x0fHousing benefit\x12\fBoligstøtte\x129\n" +
+	"\x12BENEFIT_KIND_CHILD\x10\x04\x1a!\xca\xf3\x18\x1d\n" +
+	"\rChild benefit\x12\fBørneydelseBPZNgithub.com/aperture-gov/aperture/proto/aperture/municipality/v1;municipalityv1b\x06proto3"
 
 var (
 	file_aperture_municipality_v1_municipality_proto_rawDescOnce sync.Once

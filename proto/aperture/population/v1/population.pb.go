@@ -10,6 +10,7 @@
 package populationv1
 
 import (
+	_ "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -469,53 +470,96 @@ var File_aperture_population_v1_population_proto protoreflect.FileDescriptor
 
 const file_aperture_population_v1_population_proto_rawDesc = "" +
 	"\n" +
-	"'aperture/population/v1/population.proto\x12\x16aperture.population.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x03\n" +
-	"\x06Person\x12\x1d\n" +
+	"'aperture/population/v1/population.proto\x12\x16aperture.population.v1\x1a\"aperture/authority/v1/labels.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x05\n" +
+	"\x06Person\x12;\n" +
 	"\n" +
-	"citizen_id\x18\x01 \x01(\tR\tcitizenId\x120\n" +
-	"\x04name\x18\x02 \x01(\v2\x1c.aperture.population.v1.NameR\x04name\x129\n" +
+	"citizen_id\x18\x01 \x01(\tB\x1c\xca\xf3\x18\x18\n" +
 	"\n" +
-	"birth_date\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tbirthDate\x129\n" +
-	"\aaddress\x18\x04 \x01(\v2\x1f.aperture.population.v1.AddressR\aaddress\x12F\n" +
-	"\fcivil_status\x18\x05 \x01(\x0e2#.aperture.population.v1.CivilStatusR\vcivilStatus\x12E\n" +
-	"\thousehold\x18\x06 \x03(\v2'.aperture.population.v1.HouseholdMemberR\thousehold\x12N\n" +
-	"\x12previous_addresses\x18\a \x03(\v2\x1f.aperture.population.v1.AddressR\x11previousAddresses\"H\n" +
-	"\x04Name\x12\x1f\n" +
-	"\vgiven_names\x18\x01 \x01(\tR\n" +
-	"givenNames\x12\x1f\n" +
-	"\vfamily_name\x18\x02 \x01(\tR\n" +
-	"familyName\"\xa3\x02\n" +
-	"\aAddress\x12\x16\n" +
-	"\x06street\x18\x01 \x01(\tR\x06street\x12!\n" +
-	"\fhouse_number\x18\x02 \x01(\tR\vhouseNumber\x12\x12\n" +
-	"\x04unit\x18\x03 \x01(\tR\x04unit\x12\x1f\n" +
-	"\vpostal_code\x18\x04 \x01(\tR\n" +
-	"postalCode\x12\x12\n" +
-	"\x04city\x18\x05 \x01(\tR\x04city\x12+\n" +
-	"\x11municipality_code\x18\x06 \x01(\tR\x10municipalityCode\x12+\n" +
-	"\x11municipality_name\x18\a \x01(\tR\x10municipalityName\x12:\n" +
-	"\vmoved_in_on\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tmovedInOn\"\xca\x01\n" +
-	"\x0fHouseholdMember\x12\x1d\n" +
+	"CPR number\x12\n" +
+	"CPR-nummerR\tcitizenId\x12B\n" +
+	"\x04name\x18\x02 \x01(\v2\x1c.aperture.population.v1.NameB\x10\xca\xf3\x18\f\n" +
+	"\x04Name\x12\x04NavnR\x04name\x12\\\n" +
 	"\n" +
-	"citizen_id\x18\x01 \x01(\tR\tcitizenId\x12\x1f\n" +
-	"\vgiven_names\x18\x02 \x01(\tR\n" +
-	"givenNames\x12<\n" +
-	"\brelation\x18\x03 \x01(\x0e2 .aperture.population.v1.RelationR\brelation\x129\n" +
+	"birth_date\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB!\xca\xf3\x18\x1d\n" +
+	"\rDate of birth\x12\fFødselsdatoR\tbirthDate\x12Q\n" +
+	"\aaddress\x18\x04 \x01(\v2\x1f.aperture.population.v1.AddressB\x16\xca\xf3\x18\x12\n" +
+	"\aAddress\x12\aAdresseR\aaddress\x12f\n" +
+	"\fcivil_status\x18\x05 \x01(\x0e2#.aperture.population.v1.CivilStatusB\x1e\xca\xf3\x18\x1a\n" +
+	"\fCivil status\x12\n" +
+	"CivilstandR\vcivilStatus\x12\x84\x01\n" +
+	"\thousehold\x18\x06 \x03(\v2'.aperture.population.v1.HouseholdMemberB=\xca\xf3\x189\n" +
+	"\x1dPeople living at your address\x12\x18Personer på din adresseR\thousehold\x12{\n" +
+	"\x12previous_addresses\x18\a \x03(\v2\x1f.aperture.population.v1.AddressB+\xca\xf3\x18'\n" +
+	"\x11Earlier addresses\x12\x12Tidligere adresserR\x11previousAddresses:)\xca\xf3\x18%\n" +
+	"\x10Personal details\x12\x11Personoplysninger\"\x9c\x01\n" +
+	"\x04Name\x12G\n" +
+	"\vgiven_names\x18\x01 \x01(\tB&\xca\xf3\x18\"\n" +
+	"\x16First and middle names\x12\bFornavneR\n" +
+	"givenNames\x129\n" +
+	"\vfamily_name\x18\x02 \x01(\tB\x18\xca\xf3\x18\x14\n" +
+	"\aSurname\x12\tEfternavnR\n" +
+	"familyName:\x10\xca\xf3\x18\f\n" +
+	"\x04Name\x12\x04Navn\"\xa8\x04\n" +
+	"\aAddress\x12)\n" +
+	"\x06street\x18\x01 \x01(\tB\x11\xca\xf3\x18\r\n" +
+	"\x06Street\x12\x03VejR\x06street\x12@\n" +
+	"\fhouse_number\x18\x02 \x01(\tB\x1d\xca\xf3\x18\x19\n" +
+	"\fHouse number\x12\tHusnummerR\vhouseNumber\x127\n" +
+	"\x04unit\x18\x03 \x01(\tB#\xca\xf3\x18\x1f\n" +
+	"\x0eFloor and door\x12\rEtage og dørR\x04unit\x12;\n" +
+	"\vpostal_code\x18\x04 \x01(\tB\x1a\xca\xf3\x18\x16\n" +
+	"\bPostcode\x12\n" +
+	"PostnummerR\n" +
+	"postalCode\x12\"\n" +
+	"\x04city\x18\x05 \x01(\tB\x0e\xca\xf3\x18\n" +
 	"\n" +
-	"birth_date\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tbirthDate*\xbf\x01\n" +
-	"\vCivilStatus\x12\x1c\n" +
-	"\x18CIVIL_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
-	"\x16CIVIL_STATUS_UNMARRIED\x10\x01\x12\x18\n" +
-	"\x14CIVIL_STATUS_MARRIED\x10\x02\x12'\n" +
-	"#CIVIL_STATUS_REGISTERED_PARTNERSHIP\x10\x03\x12\x19\n" +
-	"\x15CIVIL_STATUS_DIVORCED\x10\x04\x12\x18\n" +
-	"\x14CIVIL_STATUS_WIDOWED\x10\x05*w\n" +
-	"\bRelation\x12\x18\n" +
-	"\x14RELATION_UNSPECIFIED\x10\x00\x12\x13\n" +
-	"\x0fRELATION_SPOUSE\x10\x01\x12\x14\n" +
-	"\x10RELATION_PARTNER\x10\x02\x12\x12\n" +
-	"\x0eRELATION_CHILD\x10\x03\x12\x12\n" +
-	"\x0eRELATION_OTHER\x10\x04BLZJgithub.com/aperture-gov/aperture/proto/aperture/population/v1;populationv1b\x06proto3"
+	"\x04Town\x12\x02ByR\x04city\x12U\n" +
+	"\x11municipality_code\x18\x06 \x01(\tB(\xca\xf3\x18$\n" +
+	"\x13Municipality number\x12\rKommunenummerR\x10municipalityCode\x12H\n" +
+	"\x11municipality_name\x18\a \x01(\tB\x1b\xca\xf3\x18\x17\n" +
+	"\fMunicipality\x12\aKommuneR\x10municipalityName\x12]\n" +
+	"\vmoved_in_on\x18\b \x01(\v2\x1a.google.protobuf.TimestampB!\xca\xf3\x18\x1d\n" +
+	"\vMoved in on\x12\x0eIndflyttet denR\tmovedInOn:\x16\xca\xf3\x18\x12\n" +
+	"\aAddress\x12\aAdresse\"\xfa\x02\n" +
+	"\x0fHouseholdMember\x12;\n" +
+	"\n" +
+	"citizen_id\x18\x01 \x01(\tB\x1c\xca\xf3\x18\x18\n" +
+	"\n" +
+	"CPR number\x12\n" +
+	"CPR-nummerR\tcitizenId\x12<\n" +
+	"\vgiven_names\x18\x02 \x01(\tB\x1b\xca\xf3\x18\x17\n" +
+	"\vFirst names\x12\bFornavneR\n" +
+	"givenNames\x12e\n" +
+	"\brelation\x18\x03 \x01(\x0e2 .aperture.population.v1.RelationB'\xca\xf3\x18#\n" +
+	"\x0fRelation to you\x12\x10Relation til digR\brelation\x12\\\n" +
+	"\n" +
+	"birth_date\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB!\xca\xf3\x18\x1d\n" +
+	"\rDate of birth\x12\fFødselsdatoR\tbirthDate:'\xca\xf3\x18#\n" +
+	"\x10Household member\x12\x0fHusstandsmedlem*\x89\x03\n" +
+	"\vCivilStatus\x12D\n" +
+	"\x18CIVIL_STATUS_UNSPECIFIED\x10\x00\x1a&\xca\xf3\x18\"\n" +
+	"\x0eNot registered\x12\x10Ikke registreret\x122\n" +
+	"\x16CIVIL_STATUS_UNMARRIED\x10\x01\x1a\x16\xca\xf3\x18\x12\n" +
+	"\tUnmarried\x12\x05Ugift\x12-\n" +
+	"\x14CIVIL_STATUS_MARRIED\x10\x02\x1a\x13\xca\xf3\x18\x0f\n" +
+	"\aMarried\x12\x04Gift\x12^\n" +
+	"#CIVIL_STATUS_REGISTERED_PARTNERSHIP\x10\x03\x1a5\xca\xf3\x181\n" +
+	"\x16Registered partnership\x12\x17Registreret partnerskab\x123\n" +
+	"\x15CIVIL_STATUS_DIVORCED\x10\x04\x1a\x18\xca\xf3\x18\x14\n" +
+	"\bDivorced\x12\bFraskilt\x12<\n" +
+	"\x14CIVIL_STATUS_WIDOWED\x10\x05\x1a\"\xca\xf3\x18\x1e\n" +
+	"\aWidowed\x12\x13Enke eller enkemand*\xfa\x01\n" +
+	"\bRelation\x12@\n" +
+	"\x14RELATION_UNSPECIFIED\x10\x00\x1a&\xca\xf3\x18\"\n" +
+	"\x0eNot registered\x12\x10Ikke registreret\x12.\n" +
+	"\x0fRELATION_SPOUSE\x10\x01\x1a\x19\xca\xf3\x18\x15\n" +
+	"\x06Spouse\x12\vÆgtefælle\x12-\n" +
+	"\x10RELATION_PARTNER\x10\x02\x1a\x17\xca\xf3\x18\x13\n" +
+	"\aPartner\x12\bSamlever\x12%\n" +
+	"\x0eRELATION_CHILD\x10\x03\x1a\x11\xca\xf3\x18\r\n" +
+	"\x05Child\x12\x04Barn\x12&\n" +
+	"\x0eRELATION_OTHER\x10\x04\x1a\x12\xca\xf3\x18\x0e\n" +
+	"\x05Other\x12\x05AndenBLZJgithub.com/aperture-gov/aperture/proto/aperture/population/v1;populationv1b\x06proto3"
 
 var (
 	file_aperture_population_v1_population_proto_rawDescOnce sync.Once

@@ -10,6 +10,7 @@
 package taxv1
 
 import (
+	_ "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -193,21 +194,35 @@ var File_aperture_tax_v1_tax_proto protoreflect.FileDescriptor
 
 const file_aperture_tax_v1_tax_proto_rawDesc = "" +
 	"\n" +
-	"\x19aperture/tax/v1/tax.proto\x12\x0faperture.tax.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n" +
-	"\x06Income\x12\x1d\n" +
+	"\x19aperture/tax/v1/tax.proto\x12\x0faperture.tax.v1\x1a\"aperture/authority/v1/labels.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x04\n" +
+	"\x06Income\x12;\n" +
 	"\n" +
-	"citizen_id\x18\x01 \x01(\tR\tcitizenId\x126\n" +
-	"\x06months\x18\x02 \x03(\v2\x1e.aperture.tax.v1.MonthlyIncomeR\x06months\x12!\n" +
-	"\femployer_ids\x18\x03 \x03(\tR\vemployerIds\x122\n" +
-	"\x15tax_municipality_code\x18\x04 \x01(\tR\x13taxMunicipalityCode\x12;\n" +
-	"\x1aassessed_annual_income_dkk\x18\x05 \x01(\x03R\x17assessedAnnualIncomeDkk\"\xcc\x01\n" +
-	"\rMonthlyIncome\x12=\n" +
-	"\fperiod_start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vperiodStart\x12\x1b\n" +
-	"\tgross_dkk\x18\x02 \x01(\x03R\bgrossDkk\x12(\n" +
-	"\x10tax_withheld_dkk\x18\x03 \x01(\x03R\x0etaxWithheldDkk\x12\x1f\n" +
-	"\vemployer_id\x18\x04 \x01(\tR\n" +
-	"employerId\x12\x14\n" +
-	"\x05hours\x18\x05 \x01(\x01R\x05hoursB>Z<github.com/aperture-gov/aperture/proto/aperture/tax/v1;taxv1b\x06proto3"
+	"citizen_id\x18\x01 \x01(\tB\x1c\xca\xf3\x18\x18\n" +
+	"\n" +
+	"CPR number\x12\n" +
+	"CPR-nummerR\tcitizenId\x12o\n" +
+	"\x06months\x18\x02 \x03(\v2\x1e.aperture.tax.v1.MonthlyIncomeB7\xca\xf3\x183\n" +
+	"\x15Income month by month\x12\x1aIndkomst måned for månedR\x06months\x12[\n" +
+	"\femployer_ids\x18\x03 \x03(\tB8\xca\xf3\x184\n" +
+	"\x17Employers (CVR numbers)\x12\x19Arbejdsgivere (CVR-numre)R\vemployerIds\x12v\n" +
+	"\x15tax_municipality_code\x18\x04 \x01(\tBB\xca\xf3\x18>\n" +
+	"$Municipality you pay tax to (number)\x12\x16Skattekommune (nummer)R\x13taxMunicipalityCode\x12{\n" +
+	"\x1aassessed_annual_income_dkk\x18\x05 \x01(\x03B>\xca\xf3\x18:\n" +
+	"\x1cAssessed yearly income (DKK)\x12\x1aÅrsopgjort indkomst (kr.)R\x17assessedAnnualIncomeDkk:\x16\xca\xf3\x18\x12\n" +
+	"\x06Income\x12\bIndkomst\"\xd8\x03\n" +
+	"\rMonthlyIncome\x12R\n" +
+	"\fperiod_start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampB\x13\xca\xf3\x18\x0f\n" +
+	"\x05Month\x12\x06MånedR\vperiodStart\x12T\n" +
+	"\tgross_dkk\x18\x02 \x01(\x03B7\xca\xf3\x183\n" +
+	"\x17Income before tax (DKK)\x12\x18Indkomst før skat (kr.)R\bgrossDkk\x12X\n" +
+	"\x10tax_withheld_dkk\x18\x03 \x01(\x03B.\xca\xf3\x18*\n" +
+	"\x12Tax withheld (DKK)\x12\x14Indeholdt skat (kr.)R\x0etaxWithheldDkk\x12W\n" +
+	"\vemployer_id\x18\x04 \x01(\tB6\xca\xf3\x182\n" +
+	"\x15Employer (CVR number)\x12\x19Arbejdsgiver (CVR-nummer)R\n" +
+	"employerId\x126\n" +
+	"\x05hours\x18\x05 \x01(\x01B \xca\xf3\x18\x1c\n" +
+	"\fHours worked\x12\fArbejdstimerR\x05hours:2\xca\xf3\x18.\n" +
+	"\x14Income for one month\x12\x16Indkomst for en månedB>Z<github.com/aperture-gov/aperture/proto/aperture/tax/v1;taxv1b\x06proto3"
 
 var (
 	file_aperture_tax_v1_tax_proto_rawDescOnce sync.Once
