@@ -1026,7 +1026,10 @@ type Case struct {
 	OpenedAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=opened_at,json=openedAt,proto3" json:"opened_at,omitempty"`
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// Why the case was closed before its last step, if it was.
-	CloseReason   string `protobuf:"bytes,10,opt,name=close_reason,json=closeReason,proto3" json:"close_reason,omitempty"`
+	CloseReason string `protobuf:"bytes,10,opt,name=close_reason,json=closeReason,proto3" json:"close_reason,omitempty"`
+	// Set when an authority's life event started the case (a proactive journey): the citizen has
+	// nothing to fill in.
+	Proactive     *ProactiveStart `protobuf:"bytes,11,opt,name=proactive,proto3" json:"proactive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1131,6 +1134,76 @@ func (x *Case) GetCloseReason() string {
 	return ""
 }
 
+func (x *Case) GetProactive() *ProactiveStart {
+	if x != nil {
+		return x.Proactive
+	}
+	return nil
+}
+
+// ProactiveStart says which life event, registered by which authority, started a case.
+type ProactiveStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened, e.g. "Birth registered".
+	Event *Text `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// The authority that registered it.
+	Authority     *Party                 `protobuf:"bytes,2,opt,name=authority,proto3" json:"authority,omitempty"`
+	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProactiveStart) Reset() {
+	*x = ProactiveStart{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProactiveStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProactiveStart) ProtoMessage() {}
+
+func (x *ProactiveStart) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProactiveStart.ProtoReflect.Descriptor instead.
+func (*ProactiveStart) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ProactiveStart) GetEvent() *Text {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *ProactiveStart) GetAuthority() *Party {
+	if x != nil {
+		return x.Authority
+	}
+	return nil
+}
+
+func (x *ProactiveStart) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
 // CaseStep is one step of my case.
 type CaseStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1149,7 +1222,7 @@ type CaseStep struct {
 
 func (x *CaseStep) Reset() {
 	*x = CaseStep{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[11]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1234,7 @@ func (x *CaseStep) String() string {
 func (*CaseStep) ProtoMessage() {}
 
 func (x *CaseStep) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[11]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1247,7 @@ func (x *CaseStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaseStep.ProtoReflect.Descriptor instead.
 func (*CaseStep) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{11}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CaseStep) GetStep() *StepRef {
@@ -1239,7 +1312,7 @@ type ListCasesRequest struct {
 
 func (x *ListCasesRequest) Reset() {
 	*x = ListCasesRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[12]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1324,7 @@ func (x *ListCasesRequest) String() string {
 func (*ListCasesRequest) ProtoMessage() {}
 
 func (x *ListCasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[12]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1337,7 @@ func (x *ListCasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCasesRequest.ProtoReflect.Descriptor instead.
 func (*ListCasesRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{12}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListCasesRequest) GetPageSize() int32 {
@@ -1292,7 +1365,7 @@ type ListCasesResponse struct {
 
 func (x *ListCasesResponse) Reset() {
 	*x = ListCasesResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[13]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1377,7 @@ func (x *ListCasesResponse) String() string {
 func (*ListCasesResponse) ProtoMessage() {}
 
 func (x *ListCasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[13]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1390,7 @@ func (x *ListCasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCasesResponse.ProtoReflect.Descriptor instead.
 func (*ListCasesResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{13}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListCasesResponse) GetCases() []*Case {
@@ -1344,7 +1417,7 @@ type GetCaseRequest struct {
 
 func (x *GetCaseRequest) Reset() {
 	*x = GetCaseRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[14]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1429,7 @@ func (x *GetCaseRequest) String() string {
 func (*GetCaseRequest) ProtoMessage() {}
 
 func (x *GetCaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[14]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1442,7 @@ func (x *GetCaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaseRequest.ProtoReflect.Descriptor instead.
 func (*GetCaseRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{14}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetCaseRequest) GetCaseId() string {
@@ -1389,7 +1462,7 @@ type GetCaseResponse struct {
 
 func (x *GetCaseResponse) Reset() {
 	*x = GetCaseResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[15]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1474,7 @@ func (x *GetCaseResponse) String() string {
 func (*GetCaseResponse) ProtoMessage() {}
 
 func (x *GetCaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[15]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1487,7 @@ func (x *GetCaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaseResponse.ProtoReflect.Descriptor instead.
 func (*GetCaseResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{15}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetCaseResponse) GetCase() *Case {
@@ -1433,7 +1506,7 @@ type ListJourneysRequest struct {
 
 func (x *ListJourneysRequest) Reset() {
 	*x = ListJourneysRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[16]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1518,7 @@ func (x *ListJourneysRequest) String() string {
 func (*ListJourneysRequest) ProtoMessage() {}
 
 func (x *ListJourneysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[16]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1531,7 @@ func (x *ListJourneysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJourneysRequest.ProtoReflect.Descriptor instead.
 func (*ListJourneysRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{16}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{17}
 }
 
 // ListJourneysResponse lists the journeys.
@@ -1471,7 +1544,7 @@ type ListJourneysResponse struct {
 
 func (x *ListJourneysResponse) Reset() {
 	*x = ListJourneysResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[17]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1556,7 @@ func (x *ListJourneysResponse) String() string {
 func (*ListJourneysResponse) ProtoMessage() {}
 
 func (x *ListJourneysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[17]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1569,7 @@ func (x *ListJourneysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJourneysResponse.ProtoReflect.Descriptor instead.
 func (*ListJourneysResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{17}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListJourneysResponse) GetJourneys() []*JourneySummary {
@@ -1519,7 +1592,7 @@ type JourneySummary struct {
 
 func (x *JourneySummary) Reset() {
 	*x = JourneySummary{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[18]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1604,7 @@ func (x *JourneySummary) String() string {
 func (*JourneySummary) ProtoMessage() {}
 
 func (x *JourneySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[18]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1617,7 @@ func (x *JourneySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JourneySummary.ProtoReflect.Descriptor instead.
 func (*JourneySummary) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{18}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JourneySummary) GetJourney() *JourneyRef {
@@ -1578,7 +1651,7 @@ type GetDataPathRequest struct {
 
 func (x *GetDataPathRequest) Reset() {
 	*x = GetDataPathRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[19]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1663,7 @@ func (x *GetDataPathRequest) String() string {
 func (*GetDataPathRequest) ProtoMessage() {}
 
 func (x *GetDataPathRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[19]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1676,7 @@ func (x *GetDataPathRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDataPathRequest.ProtoReflect.Descriptor instead.
 func (*GetDataPathRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{19}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetDataPathRequest) GetJourney() string {
@@ -1627,7 +1700,7 @@ type GetDataPathResponse struct {
 
 func (x *GetDataPathResponse) Reset() {
 	*x = GetDataPathResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[20]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1712,7 @@ func (x *GetDataPathResponse) String() string {
 func (*GetDataPathResponse) ProtoMessage() {}
 
 func (x *GetDataPathResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[20]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1725,7 @@ func (x *GetDataPathResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDataPathResponse.ProtoReflect.Descriptor instead.
 func (*GetDataPathResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{20}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetDataPathResponse) GetJourney() *JourneyRef {
@@ -1710,7 +1783,7 @@ type DataPathStep struct {
 
 func (x *DataPathStep) Reset() {
 	*x = DataPathStep{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[21]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1795,7 @@ func (x *DataPathStep) String() string {
 func (*DataPathStep) ProtoMessage() {}
 
 func (x *DataPathStep) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[21]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1808,7 @@ func (x *DataPathStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPathStep.ProtoReflect.Descriptor instead.
 func (*DataPathStep) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{21}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DataPathStep) GetStep() *StepRef {
@@ -1835,7 +1908,7 @@ type DataPathRelease struct {
 
 func (x *DataPathRelease) Reset() {
 	*x = DataPathRelease{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[22]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +1920,7 @@ func (x *DataPathRelease) String() string {
 func (*DataPathRelease) ProtoMessage() {}
 
 func (x *DataPathRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[22]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +1933,7 @@ func (x *DataPathRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPathRelease.ProtoReflect.Descriptor instead.
 func (*DataPathRelease) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{22}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DataPathRelease) GetAuthority() *Party {
@@ -1910,7 +1983,7 @@ type Consent struct {
 
 func (x *Consent) Reset() {
 	*x = Consent{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[23]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +1995,7 @@ func (x *Consent) String() string {
 func (*Consent) ProtoMessage() {}
 
 func (x *Consent) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[23]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2008,7 @@ func (x *Consent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consent.ProtoReflect.Descriptor instead.
 func (*Consent) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{23}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Consent) GetJourney() *JourneyRef {
@@ -1996,7 +2069,7 @@ type ListConsentsRequest struct {
 
 func (x *ListConsentsRequest) Reset() {
 	*x = ListConsentsRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[24]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2081,7 @@ func (x *ListConsentsRequest) String() string {
 func (*ListConsentsRequest) ProtoMessage() {}
 
 func (x *ListConsentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[24]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2094,7 @@ func (x *ListConsentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsentsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsentsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{24}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{25}
 }
 
 // ListConsentsResponse lists my consents, newest first.
@@ -2034,7 +2107,7 @@ type ListConsentsResponse struct {
 
 func (x *ListConsentsResponse) Reset() {
 	*x = ListConsentsResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[25]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2119,7 @@ func (x *ListConsentsResponse) String() string {
 func (*ListConsentsResponse) ProtoMessage() {}
 
 func (x *ListConsentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[25]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2132,7 @@ func (x *ListConsentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsentsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsentsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{25}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListConsentsResponse) GetConsents() []*Consent {
@@ -2082,7 +2155,7 @@ type PreviewConsentRequest struct {
 
 func (x *PreviewConsentRequest) Reset() {
 	*x = PreviewConsentRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[26]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2167,7 @@ func (x *PreviewConsentRequest) String() string {
 func (*PreviewConsentRequest) ProtoMessage() {}
 
 func (x *PreviewConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[26]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2180,7 @@ func (x *PreviewConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewConsentRequest.ProtoReflect.Descriptor instead.
 func (*PreviewConsentRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{26}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PreviewConsentRequest) GetJourney() string {
@@ -2146,7 +2219,7 @@ type PreviewConsentResponse struct {
 
 func (x *PreviewConsentResponse) Reset() {
 	*x = PreviewConsentResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[27]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2231,7 @@ func (x *PreviewConsentResponse) String() string {
 func (*PreviewConsentResponse) ProtoMessage() {}
 
 func (x *PreviewConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[27]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2244,7 @@ func (x *PreviewConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewConsentResponse.ProtoReflect.Descriptor instead.
 func (*PreviewConsentResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{27}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PreviewConsentResponse) GetStep() *DataPathStep {
@@ -2209,7 +2282,7 @@ type GrantConsentRequest struct {
 
 func (x *GrantConsentRequest) Reset() {
 	*x = GrantConsentRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[28]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2294,7 @@ func (x *GrantConsentRequest) String() string {
 func (*GrantConsentRequest) ProtoMessage() {}
 
 func (x *GrantConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[28]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2307,7 @@ func (x *GrantConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantConsentRequest.ProtoReflect.Descriptor instead.
 func (*GrantConsentRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{28}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GrantConsentRequest) GetJourney() string {
@@ -2268,7 +2341,7 @@ type GrantConsentResponse struct {
 
 func (x *GrantConsentResponse) Reset() {
 	*x = GrantConsentResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[29]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2353,7 @@ func (x *GrantConsentResponse) String() string {
 func (*GrantConsentResponse) ProtoMessage() {}
 
 func (x *GrantConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[29]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2366,7 @@ func (x *GrantConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantConsentResponse.ProtoReflect.Descriptor instead.
 func (*GrantConsentResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{29}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GrantConsentResponse) GetConsent() *Consent {
@@ -2314,7 +2387,7 @@ type RevokeConsentRequest struct {
 
 func (x *RevokeConsentRequest) Reset() {
 	*x = RevokeConsentRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[30]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2326,7 +2399,7 @@ func (x *RevokeConsentRequest) String() string {
 func (*RevokeConsentRequest) ProtoMessage() {}
 
 func (x *RevokeConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[30]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2339,7 +2412,7 @@ func (x *RevokeConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeConsentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeConsentRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{30}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeConsentRequest) GetJourney() string {
@@ -2366,7 +2439,7 @@ type RevokeConsentResponse struct {
 
 func (x *RevokeConsentResponse) Reset() {
 	*x = RevokeConsentResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[31]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2451,7 @@ func (x *RevokeConsentResponse) String() string {
 func (*RevokeConsentResponse) ProtoMessage() {}
 
 func (x *RevokeConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[31]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2464,7 @@ func (x *RevokeConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeConsentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeConsentResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{31}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeConsentResponse) GetConsent() *Consent {
@@ -2412,7 +2485,7 @@ type GetMyDataRequest struct {
 
 func (x *GetMyDataRequest) Reset() {
 	*x = GetMyDataRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[32]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2497,7 @@ func (x *GetMyDataRequest) String() string {
 func (*GetMyDataRequest) ProtoMessage() {}
 
 func (x *GetMyDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[32]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2510,7 @@ func (x *GetMyDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMyDataRequest.ProtoReflect.Descriptor instead.
 func (*GetMyDataRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{32}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetMyDataRequest) GetAuthority() string {
@@ -2471,7 +2544,7 @@ type GetMyDataResponse struct {
 
 func (x *GetMyDataResponse) Reset() {
 	*x = GetMyDataResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[33]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2483,7 +2556,7 @@ func (x *GetMyDataResponse) String() string {
 func (*GetMyDataResponse) ProtoMessage() {}
 
 func (x *GetMyDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[33]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2496,7 +2569,7 @@ func (x *GetMyDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMyDataResponse.ProtoReflect.Descriptor instead.
 func (*GetMyDataResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{33}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetMyDataResponse) GetAuthority() *Party {
@@ -2546,7 +2619,7 @@ type QuestionAccessRequest struct {
 
 func (x *QuestionAccessRequest) Reset() {
 	*x = QuestionAccessRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[34]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2558,7 +2631,7 @@ func (x *QuestionAccessRequest) String() string {
 func (*QuestionAccessRequest) ProtoMessage() {}
 
 func (x *QuestionAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[34]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2571,7 +2644,7 @@ func (x *QuestionAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuestionAccessRequest.ProtoReflect.Descriptor instead.
 func (*QuestionAccessRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{34}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *QuestionAccessRequest) GetAccessId() string {
@@ -2598,7 +2671,7 @@ type QuestionAccessResponse struct {
 
 func (x *QuestionAccessResponse) Reset() {
 	*x = QuestionAccessResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[35]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2610,7 +2683,7 @@ func (x *QuestionAccessResponse) String() string {
 func (*QuestionAccessResponse) ProtoMessage() {}
 
 func (x *QuestionAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[35]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2623,7 +2696,7 @@ func (x *QuestionAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuestionAccessResponse.ProtoReflect.Descriptor instead.
 func (*QuestionAccessResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{35}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *QuestionAccessResponse) GetQuestion() *Question {
@@ -2654,7 +2727,7 @@ type Question struct {
 
 func (x *Question) Reset() {
 	*x = Question{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[36]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2739,7 @@ func (x *Question) String() string {
 func (*Question) ProtoMessage() {}
 
 func (x *Question) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[36]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2752,7 @@ func (x *Question) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Question.ProtoReflect.Descriptor instead.
 func (*Question) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{36}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Question) GetId() string {
@@ -2754,7 +2827,7 @@ type ListQuestionsRequest struct {
 
 func (x *ListQuestionsRequest) Reset() {
 	*x = ListQuestionsRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[37]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2839,7 @@ func (x *ListQuestionsRequest) String() string {
 func (*ListQuestionsRequest) ProtoMessage() {}
 
 func (x *ListQuestionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[37]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +2852,7 @@ func (x *ListQuestionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuestionsRequest.ProtoReflect.Descriptor instead.
 func (*ListQuestionsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{37}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{38}
 }
 
 // ListQuestionsResponse lists my questions, newest first.
@@ -2792,7 +2865,7 @@ type ListQuestionsResponse struct {
 
 func (x *ListQuestionsResponse) Reset() {
 	*x = ListQuestionsResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[38]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +2877,7 @@ func (x *ListQuestionsResponse) String() string {
 func (*ListQuestionsResponse) ProtoMessage() {}
 
 func (x *ListQuestionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[38]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +2890,7 @@ func (x *ListQuestionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuestionsResponse.ProtoReflect.Descriptor instead.
 func (*ListQuestionsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{38}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListQuestionsResponse) GetQuestions() []*Question {
@@ -2837,7 +2910,7 @@ type GetAccessProofRequest struct {
 
 func (x *GetAccessProofRequest) Reset() {
 	*x = GetAccessProofRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[39]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2849,7 +2922,7 @@ func (x *GetAccessProofRequest) String() string {
 func (*GetAccessProofRequest) ProtoMessage() {}
 
 func (x *GetAccessProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[39]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2862,7 +2935,7 @@ func (x *GetAccessProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccessProofRequest.ProtoReflect.Descriptor instead.
 func (*GetAccessProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{39}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetAccessProofRequest) GetAccessId() string {
@@ -2902,7 +2975,7 @@ type GetAccessProofResponse struct {
 
 func (x *GetAccessProofResponse) Reset() {
 	*x = GetAccessProofResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[40]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2914,7 +2987,7 @@ func (x *GetAccessProofResponse) String() string {
 func (*GetAccessProofResponse) ProtoMessage() {}
 
 func (x *GetAccessProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[40]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2927,7 +3000,7 @@ func (x *GetAccessProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccessProofResponse.ProtoReflect.Descriptor instead.
 func (*GetAccessProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{40}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetAccessProofResponse) GetLeaf() []byte {
@@ -3053,7 +3126,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x16\n" +
 	"\x14WatchAccessesRequest\"L\n" +
 	"\x15WatchAccessesResponse\x123\n" +
-	"\x06access\x18\x01 \x01(\v2\x1b.aperture.citizen.v1.AccessR\x06access\"\x93\x04\n" +
+	"\x06access\x18\x01 \x01(\v2\x1b.aperture.citizen.v1.AccessR\x06access\"\xd6\x04\n" +
 	"\x04Case\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\ajourney\x18\x02 \x01(\v2\x1f.aperture.citizen.v1.JourneyRefR\ajourney\x127\n" +
@@ -3066,7 +3139,13 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12!\n" +
 	"\fclose_reason\x18\n" +
-	" \x01(\tR\vcloseReason\"\xf3\x02\n" +
+	" \x01(\tR\vcloseReason\x12A\n" +
+	"\tproactive\x18\v \x01(\v2#.aperture.citizen.v1.ProactiveStartR\tproactive\"\xb8\x01\n" +
+	"\x0eProactiveStart\x12/\n" +
+	"\x05event\x18\x01 \x01(\v2\x19.aperture.citizen.v1.TextR\x05event\x128\n" +
+	"\tauthority\x18\x02 \x01(\v2\x1a.aperture.citizen.v1.PartyR\tauthority\x12;\n" +
+	"\voccurred_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\"\xf3\x02\n" +
 	"\bCaseStep\x120\n" +
 	"\x04step\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.StepRefR\x04step\x122\n" +
 	"\x06agency\x18\x02 \x01(\v2\x1a.aperture.citizen.v1.PartyR\x06agency\x127\n" +
@@ -3252,7 +3331,7 @@ func file_aperture_citizen_v1_citizen_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(StepStatus)(0),                // 0: aperture.citizen.v1.StepStatus
 	(CaseStatus)(0),                // 1: aperture.citizen.v1.CaseStatus
@@ -3269,145 +3348,150 @@ var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(*WatchAccessesRequest)(nil),   // 12: aperture.citizen.v1.WatchAccessesRequest
 	(*WatchAccessesResponse)(nil),  // 13: aperture.citizen.v1.WatchAccessesResponse
 	(*Case)(nil),                   // 14: aperture.citizen.v1.Case
-	(*CaseStep)(nil),               // 15: aperture.citizen.v1.CaseStep
-	(*ListCasesRequest)(nil),       // 16: aperture.citizen.v1.ListCasesRequest
-	(*ListCasesResponse)(nil),      // 17: aperture.citizen.v1.ListCasesResponse
-	(*GetCaseRequest)(nil),         // 18: aperture.citizen.v1.GetCaseRequest
-	(*GetCaseResponse)(nil),        // 19: aperture.citizen.v1.GetCaseResponse
-	(*ListJourneysRequest)(nil),    // 20: aperture.citizen.v1.ListJourneysRequest
-	(*ListJourneysResponse)(nil),   // 21: aperture.citizen.v1.ListJourneysResponse
-	(*JourneySummary)(nil),         // 22: aperture.citizen.v1.JourneySummary
-	(*GetDataPathRequest)(nil),     // 23: aperture.citizen.v1.GetDataPathRequest
-	(*GetDataPathResponse)(nil),    // 24: aperture.citizen.v1.GetDataPathResponse
-	(*DataPathStep)(nil),           // 25: aperture.citizen.v1.DataPathStep
-	(*DataPathRelease)(nil),        // 26: aperture.citizen.v1.DataPathRelease
-	(*Consent)(nil),                // 27: aperture.citizen.v1.Consent
-	(*ListConsentsRequest)(nil),    // 28: aperture.citizen.v1.ListConsentsRequest
-	(*ListConsentsResponse)(nil),   // 29: aperture.citizen.v1.ListConsentsResponse
-	(*PreviewConsentRequest)(nil),  // 30: aperture.citizen.v1.PreviewConsentRequest
-	(*PreviewConsentResponse)(nil), // 31: aperture.citizen.v1.PreviewConsentResponse
-	(*GrantConsentRequest)(nil),    // 32: aperture.citizen.v1.GrantConsentRequest
-	(*GrantConsentResponse)(nil),   // 33: aperture.citizen.v1.GrantConsentResponse
-	(*RevokeConsentRequest)(nil),   // 34: aperture.citizen.v1.RevokeConsentRequest
-	(*RevokeConsentResponse)(nil),  // 35: aperture.citizen.v1.RevokeConsentResponse
-	(*GetMyDataRequest)(nil),       // 36: aperture.citizen.v1.GetMyDataRequest
-	(*GetMyDataResponse)(nil),      // 37: aperture.citizen.v1.GetMyDataResponse
-	(*QuestionAccessRequest)(nil),  // 38: aperture.citizen.v1.QuestionAccessRequest
-	(*QuestionAccessResponse)(nil), // 39: aperture.citizen.v1.QuestionAccessResponse
-	(*Question)(nil),               // 40: aperture.citizen.v1.Question
-	(*ListQuestionsRequest)(nil),   // 41: aperture.citizen.v1.ListQuestionsRequest
-	(*ListQuestionsResponse)(nil),  // 42: aperture.citizen.v1.ListQuestionsResponse
-	(*GetAccessProofRequest)(nil),  // 43: aperture.citizen.v1.GetAccessProofRequest
-	(*GetAccessProofResponse)(nil), // 44: aperture.citizen.v1.GetAccessProofResponse
-	(*timestamppb.Timestamp)(nil),  // 45: google.protobuf.Timestamp
-	(v1.AccessKind)(0),             // 46: aperture.audit.v1.AccessKind
-	(v1.Decision)(0),               // 47: aperture.audit.v1.Decision
-	(v1.RefusalReason)(0),          // 48: aperture.audit.v1.RefusalReason
-	(*structpb.Struct)(nil),        // 49: google.protobuf.Struct
+	(*ProactiveStart)(nil),         // 15: aperture.citizen.v1.ProactiveStart
+	(*CaseStep)(nil),               // 16: aperture.citizen.v1.CaseStep
+	(*ListCasesRequest)(nil),       // 17: aperture.citizen.v1.ListCasesRequest
+	(*ListCasesResponse)(nil),      // 18: aperture.citizen.v1.ListCasesResponse
+	(*GetCaseRequest)(nil),         // 19: aperture.citizen.v1.GetCaseRequest
+	(*GetCaseResponse)(nil),        // 20: aperture.citizen.v1.GetCaseResponse
+	(*ListJourneysRequest)(nil),    // 21: aperture.citizen.v1.ListJourneysRequest
+	(*ListJourneysResponse)(nil),   // 22: aperture.citizen.v1.ListJourneysResponse
+	(*JourneySummary)(nil),         // 23: aperture.citizen.v1.JourneySummary
+	(*GetDataPathRequest)(nil),     // 24: aperture.citizen.v1.GetDataPathRequest
+	(*GetDataPathResponse)(nil),    // 25: aperture.citizen.v1.GetDataPathResponse
+	(*DataPathStep)(nil),           // 26: aperture.citizen.v1.DataPathStep
+	(*DataPathRelease)(nil),        // 27: aperture.citizen.v1.DataPathRelease
+	(*Consent)(nil),                // 28: aperture.citizen.v1.Consent
+	(*ListConsentsRequest)(nil),    // 29: aperture.citizen.v1.ListConsentsRequest
+	(*ListConsentsResponse)(nil),   // 30: aperture.citizen.v1.ListConsentsResponse
+	(*PreviewConsentRequest)(nil),  // 31: aperture.citizen.v1.PreviewConsentRequest
+	(*PreviewConsentResponse)(nil), // 32: aperture.citizen.v1.PreviewConsentResponse
+	(*GrantConsentRequest)(nil),    // 33: aperture.citizen.v1.GrantConsentRequest
+	(*GrantConsentResponse)(nil),   // 34: aperture.citizen.v1.GrantConsentResponse
+	(*RevokeConsentRequest)(nil),   // 35: aperture.citizen.v1.RevokeConsentRequest
+	(*RevokeConsentResponse)(nil),  // 36: aperture.citizen.v1.RevokeConsentResponse
+	(*GetMyDataRequest)(nil),       // 37: aperture.citizen.v1.GetMyDataRequest
+	(*GetMyDataResponse)(nil),      // 38: aperture.citizen.v1.GetMyDataResponse
+	(*QuestionAccessRequest)(nil),  // 39: aperture.citizen.v1.QuestionAccessRequest
+	(*QuestionAccessResponse)(nil), // 40: aperture.citizen.v1.QuestionAccessResponse
+	(*Question)(nil),               // 41: aperture.citizen.v1.Question
+	(*ListQuestionsRequest)(nil),   // 42: aperture.citizen.v1.ListQuestionsRequest
+	(*ListQuestionsResponse)(nil),  // 43: aperture.citizen.v1.ListQuestionsResponse
+	(*GetAccessProofRequest)(nil),  // 44: aperture.citizen.v1.GetAccessProofRequest
+	(*GetAccessProofResponse)(nil), // 45: aperture.citizen.v1.GetAccessProofResponse
+	(*timestamppb.Timestamp)(nil),  // 46: google.protobuf.Timestamp
+	(v1.AccessKind)(0),             // 47: aperture.audit.v1.AccessKind
+	(v1.Decision)(0),               // 48: aperture.audit.v1.Decision
+	(v1.RefusalReason)(0),          // 49: aperture.audit.v1.RefusalReason
+	(*structpb.Struct)(nil),        // 50: google.protobuf.Struct
 }
 var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
 	4,  // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
-	45, // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
-	46, // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
+	46, // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
+	47, // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
 	5,  // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
 	5,  // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
 	7,  // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
 	8,  // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
 	9,  // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
 	4,  // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
-	47, // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
+	48, // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
 	4,  // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
-	45, // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
-	48, // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	46, // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
+	49, // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
 	4,  // 13: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
 	4,  // 14: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
 	4,  // 15: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
-	45, // 16: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
-	45, // 17: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
+	46, // 16: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
+	46, // 17: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
 	6,  // 18: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
 	6,  // 19: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
 	8,  // 20: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
 	1,  // 21: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
 	9,  // 22: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
 	5,  // 23: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
-	15, // 24: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
+	16, // 24: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
 	5,  // 25: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
-	45, // 26: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	45, // 27: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
-	9,  // 28: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 29: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
-	0,  // 30: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
-	45, // 31: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	45, // 32: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
-	14, // 33: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
-	14, // 34: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
-	22, // 35: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
-	8,  // 36: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,  // 37: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
-	8,  // 38: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
-	4,  // 39: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
-	25, // 40: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
-	9,  // 41: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 42: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
-	4,  // 43: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
-	26, // 44: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
-	4,  // 45: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
-	2,  // 46: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
-	5,  // 47: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
-	7,  // 48: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
-	8,  // 49: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
-	9,  // 50: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
-	5,  // 51: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
-	45, // 52: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	45, // 53: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 54: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
-	27, // 55: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
-	25, // 56: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
-	45, // 57: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	27, // 58: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
-	27, // 59: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	27, // 60: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	5,  // 61: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
-	49, // 62: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
-	40, // 63: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
-	5,  // 64: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
-	45, // 65: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
-	3,  // 66: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
-	45, // 67: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
-	40, // 68: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
-	10, // 69: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
-	12, // 70: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
-	16, // 71: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
-	18, // 72: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
-	20, // 73: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
-	23, // 74: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
-	28, // 75: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
-	30, // 76: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
-	32, // 77: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
-	34, // 78: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
-	36, // 79: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
-	38, // 80: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
-	41, // 81: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
-	43, // 82: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
-	11, // 83: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
-	13, // 84: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
-	17, // 85: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
-	19, // 86: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
-	21, // 87: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
-	24, // 88: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
-	29, // 89: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
-	31, // 90: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
-	33, // 91: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
-	35, // 92: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
-	37, // 93: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
-	39, // 94: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
-	42, // 95: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
-	44, // 96: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
-	83, // [83:97] is the sub-list for method output_type
-	69, // [69:83] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	46, // 26: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	46, // 27: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	15, // 28: aperture.citizen.v1.Case.proactive:type_name -> aperture.citizen.v1.ProactiveStart
+	4,  // 29: aperture.citizen.v1.ProactiveStart.event:type_name -> aperture.citizen.v1.Text
+	5,  // 30: aperture.citizen.v1.ProactiveStart.authority:type_name -> aperture.citizen.v1.Party
+	46, // 31: aperture.citizen.v1.ProactiveStart.occurred_at:type_name -> google.protobuf.Timestamp
+	9,  // 32: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 33: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
+	0,  // 34: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
+	46, // 35: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	46, // 36: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	14, // 37: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
+	14, // 38: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
+	23, // 39: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
+	8,  // 40: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
+	4,  // 41: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
+	8,  // 42: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
+	4,  // 43: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
+	26, // 44: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
+	9,  // 45: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 46: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
+	4,  // 47: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
+	27, // 48: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
+	4,  // 49: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
+	2,  // 50: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
+	5,  // 51: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
+	7,  // 52: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
+	8,  // 53: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
+	9,  // 54: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
+	5,  // 55: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
+	46, // 56: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	46, // 57: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	46, // 58: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
+	28, // 59: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
+	26, // 60: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
+	46, // 61: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 62: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
+	28, // 63: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	28, // 64: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	5,  // 65: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
+	50, // 66: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
+	41, // 67: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
+	5,  // 68: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
+	46, // 69: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
+	3,  // 70: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
+	46, // 71: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
+	41, // 72: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	10, // 73: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
+	12, // 74: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
+	17, // 75: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
+	19, // 76: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
+	21, // 77: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
+	24, // 78: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
+	29, // 79: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
+	31, // 80: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
+	33, // 81: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
+	35, // 82: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
+	37, // 83: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
+	39, // 84: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
+	42, // 85: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
+	44, // 86: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
+	11, // 87: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
+	13, // 88: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
+	18, // 89: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
+	20, // 90: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
+	22, // 91: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
+	25, // 92: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
+	30, // 93: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
+	32, // 94: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
+	34, // 95: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
+	36, // 96: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
+	38, // 97: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
+	40, // 98: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
+	43, // 99: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
+	45, // 100: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
+	87, // [87:101] is the sub-list for method output_type
+	73, // [73:87] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_aperture_citizen_v1_citizen_proto_init() }
@@ -3421,7 +3505,7 @@ func file_aperture_citizen_v1_citizen_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_citizen_v1_citizen_proto_rawDesc), len(file_aperture_citizen_v1_citizen_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
