@@ -120,7 +120,8 @@ type Bundle struct {
 	Version  string
 	Registry *Registry
 
-	journeys []*Journey // sorted by id
+	journeys []*Journey   // sorted by id
+	events   []*LifeEvent // policy order (events.yaml)
 }
 
 // Journey returns the journey with the given id.
