@@ -90,6 +90,7 @@ var messages = map[string]msg{
 	"refusal.LOG_UNAVAILABLE":       {"It could not be written down in your log at that moment, so nothing was shared.", "Det kunne ikke skrives ned i din log i det øjeblik, så intet blev delt."},
 	"refusal.INVALID_REQUEST":       {"The request was not made correctly, so nothing was shared.", "Forespørgslen var ikke lavet korrekt, så intet blev delt."},
 	"refusal.UNAUTHENTICATED":       {"The caller could not be identified, so nothing was shared.", "Den, der spurgte, kunne ikke identificeres, så intet blev delt."},
+	"refusal.EVENT_NOT_ALLOWED":     {"The authority may not report this life event, so nothing was started.", "Myndigheden må ikke indberette denne livsbegivenhed, så intet blev sat i gang."},
 	"entry.refused":                 {"…and was refused:", "…og fik afslag:"},
 	"entry.refused.tag":             {"Refused", "Afslået"},
 	"entry.noreason":                {"no reason was given.", "der blev ikke givet en grund."},
@@ -379,4 +380,5 @@ var messages = map[string]msg{
 	"report.reason.LOG_UNAVAILABLE":       {"The access log could not write it down", "Adgangsloggen kunne ikke skrive det ned"},
 	"report.reason.INVALID_REQUEST":       {"The request was malformed", "Forespørgslen var forkert udformet"},
 	"report.reason.UNAUTHENTICATED":       {"The caller was not recognised", "Afsenderen blev ikke genkendt"},
+	"report.reason.EVENT_NOT_ALLOWED":     {"The authority may not report this life event", "Myndigheden må ikke indberette denne livsbegivenhed"},
 }

@@ -125,6 +125,9 @@ const (
 	RefusalReason_REFUSAL_REASON_INVALID_REQUEST RefusalReason = 17
 	// The caller's certificate or token names no agency (or citizen) the broker knows.
 	RefusalReason_REFUSAL_REASON_UNAUTHENTICATED RefusalReason = 18
+	// The authority may not publish this life event type (policies/events.yaml), or the type is not
+	// declared. Numbered apart from the others so that reasons added alongside do not collide.
+	RefusalReason_REFUSAL_REASON_EVENT_NOT_ALLOWED RefusalReason = 30
 )
 
 // Enum value maps for RefusalReason.
@@ -149,6 +152,7 @@ var (
 		16: "REFUSAL_REASON_LOG_UNAVAILABLE",
 		17: "REFUSAL_REASON_INVALID_REQUEST",
 		18: "REFUSAL_REASON_UNAUTHENTICATED",
+		30: "REFUSAL_REASON_EVENT_NOT_ALLOWED",
 	}
 	RefusalReason_value = map[string]int32{
 		"REFUSAL_REASON_UNSPECIFIED":           0,
@@ -170,6 +174,7 @@ var (
 		"REFUSAL_REASON_LOG_UNAVAILABLE":       16,
 		"REFUSAL_REASON_INVALID_REQUEST":       17,
 		"REFUSAL_REASON_UNAUTHENTICATED":       18,
+		"REFUSAL_REASON_EVENT_NOT_ALLOWED":     30,
 	}
 )
 
@@ -1332,7 +1337,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DECISION_RELEASED\x10\x01\x12\x14\n" +
-	"\x10DECISION_REFUSED\x10\x02*\xcb\x05\n" +
+	"\x10DECISION_REFUSED\x10\x02*\xf1\x05\n" +
 	"\rRefusalReason\x12\x1e\n" +
 	"\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!REFUSAL_REASON_FIELD_NOT_RELEASED\x10\x01\x12$\n" +
@@ -1353,7 +1358,8 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"$REFUSAL_REASON_AUTHORITY_UNAVAILABLE\x10\x0f\x12\"\n" +
 	"\x1eREFUSAL_REASON_LOG_UNAVAILABLE\x10\x10\x12\"\n" +
 	"\x1eREFUSAL_REASON_INVALID_REQUEST\x10\x11\x12\"\n" +
-	"\x1eREFUSAL_REASON_UNAUTHENTICATED\x10\x12*\x9c\x01\n" +
+	"\x1eREFUSAL_REASON_UNAUTHENTICATED\x10\x12\x12$\n" +
+	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x1e*\x9c\x01\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
