@@ -98,6 +98,12 @@ func (c *claims) get(ctx context.Context, key string) (*claim, error) {
 	return &cl, nil
 }
 
+// KnownEvent reports whether the policies declare the life event type.
+func (s *Service) KnownEvent(typ string) bool {
+	_, ok := s.policies().Event(typ)
+	return ok
+}
+
 // OpenFromEvent opens the journeys that a life event starts (policies/events.yaml), once per event:
 // authority must be allowed to publish the event type, and an event id published again opens nothing
 // and returns the cases of the first delivery with duplicate set. before is called with each case
