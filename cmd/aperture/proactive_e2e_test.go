@@ -145,6 +145,7 @@ func TestProactiveJourneyEndToEnd(t *testing.T) {
 	unchanged("duplicate event")
 
 	// An authority may publish only the event types the policies give it.
+	refused := false
 	for _, a := range ts.Registry.Authorities {
 		if ev.MayPublish(a.ID) {
 			continue
@@ -153,7 +154,11 @@ func TestProactiveJourneyEndToEnd(t *testing.T) {
 		wantCode(t, err, codes.PermissionDenied, ev.Type)
 		wantReason(t, err, "EVENT_NOT_ALLOWED", "type", ev.Type)
 		unchanged("event from " + a.ID)
+		refused = true
 		break
+	}
+	if !refused {
+		t.Fatalf("every authority may publish %s: the test needs one that may not", ev.Type)
 	}
 	// Nor an undeclared type.
 	_, err = publish(mtls.KindAuthority, publisher, "no_such_event", "ev-3")
