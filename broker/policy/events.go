@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"slices"
+	"strings"
 
 	policyv1 "github.com/aperture-gov/aperture/proto/aperture/policy/v1"
 )
@@ -49,7 +51,9 @@ func (b *Bundle) Events() []*LifeEvent { return slices.Clone(b.events) }
 // loadEvents reads events.yaml, if the tree has one, and checks every name in it against the registry
 // and the journeys already loaded: an unknown authority, event, journey or agency is an error, and so
 // is an agency that is not the one of the journey's first step (only that agency may open the journey).
-func (l *loader) loadEvents(fsys fs.FS, journeys []*Journey) (*file, []*LifeEvent) {
+//
+// files are the journey files; a journey whose file has findings of its own is not reported again here.
+func (l *loader) loadEvents(fsys fs.FS, journeys []*Journey, files []string) (*file, []*LifeEvent) {
 	data, err := fs.ReadFile(fsys, EventsFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -72,9 +76,9 @@ func (l *loader) loadEvents(fsys fs.FS, journeys []*Journey) (*file, []*LifeEven
 	for i, a := range l.reg.Agencies {
 		agencyIDs[i] = a.ID
 	}
-	journeyIDs := make([]string, len(journeys))
-	for i, j := range journeys {
-		journeyIDs[i] = j.ID
+	journeyIDs := make([]string, len(files))
+	for i, f := range files {
+		journeyIDs[i] = strings.TrimSuffix(path.Base(f), ".yaml") // a journey's id is its file's name
 	}
 	var out []*LifeEvent
 	byType := map[string]*LifeEvent{}
@@ -106,7 +110,7 @@ func (l *loader) loadEvents(fsys fs.FS, journeys []*Journey) (*file, []*LifeEven
 			src.at(p("event"), "event %q is not declared under events%s", sp.GetEvent(), didYouMean(sp.GetEvent(), types))
 		}
 		ji := slices.IndexFunc(journeys, func(j *Journey) bool { return j.ID == sp.GetJourney() })
-		if ji < 0 {
+		if !slices.Contains(journeyIDs, sp.GetJourney()) {
 			src.at(p("journey"), "journey %q does not exist%s", sp.GetJourney(), didYouMean(sp.GetJourney(), journeyIDs))
 		}
 		if !slices.Contains(agencyIDs, sp.GetAgency()) {

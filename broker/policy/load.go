@@ -139,7 +139,7 @@ func LoadBundle(fsys fs.FS, reg *Registry, descs Descriptors) (*Bundle, error) {
 			b.journeys = append(b.journeys, j)
 		}
 	}
-	if ef, events := l.loadEvents(fsys, b.journeys); ef != nil {
+	if ef, events := l.loadEvents(fsys, b.journeys, names); ef != nil {
 		files = append(files, *ef)
 		b.events = events
 	}
