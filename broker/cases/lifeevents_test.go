@@ -11,6 +11,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/policies"
@@ -28,7 +29,7 @@ func (d descriptors) Dataset(authority, dataset string) (protoreflect.MessageDes
 }
 
 // realBundle is the shipped policy tree, so that the event and its journeys come from events.yaml.
-func realBundle(t *testing.T) *policy.Bundle {
+func realBundle(t testing.TB) *policy.Bundle {
 	t.Helper()
 	reg, err := policy.LoadRegistry(policies.Files(), "registry.yaml")
 	if err != nil {
@@ -123,5 +124,35 @@ func TestOpenFromEventOncePerEvent(t *testing.T) {
 	}
 	if all, _ := store.List(ctx, func(*cases.Case) bool { return true }); len(all) != len(ev.Starts) {
 		t.Fatalf("%d cases stored, want %d", len(all), len(ev.Starts))
+	}
+}
+
+// BenchmarkOpenFromEvent is one life event opening its journeys on embedded JetStream: a claim read,
+// a claim write and one sealed case write per journey.
+func BenchmarkOpenFromEvent(b *testing.B) {
+	bundle := realBundle(b)
+	var ev *policy.LifeEvent
+	for _, e := range bundle.Events() {
+		if len(e.Starts) > 0 {
+			ev = e
+			break
+		}
+	}
+	store, err := cases.Open(context.Background(), natstest.JetStream(b), cases.Options{Sealer: sharedSealer(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(store.Close)
+	pn, err := keys.NewHMACPseudonymizer("k1", make([]byte, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc := cases.NewService(store, func() *policy.Bundle { return bundle }, pn, nil, nil)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, _, err := svc.OpenFromEvent(ctx, ev.PublishedBy[0], cases.LifeEvent{ID: fmt.Sprintf("e%d", i), Type: ev.Type, CitizenID: "c1"}, nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
