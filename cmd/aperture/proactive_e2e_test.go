@@ -29,7 +29,7 @@ import (
 // its publisher and its journeys come from policies/events.yaml.
 func TestProactiveJourneyEndToEnd(t *testing.T) {
 	ts := newTestStack(t, func(o *stackOptions) {
-		o.PortalListen, o.CitizenListen = "127.0.0.1:0", "127.0.0.1:0"
+		o.PortalListen, o.CitizenListen, o.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	})
 	b := ts.Broker.Bundle()
 	var ev *policy.LifeEvent
@@ -179,6 +179,16 @@ func TestProactiveJourneyEndToEnd(t *testing.T) {
 		&brokerv1.OpenCaseRequest{Journey: start.Journey, CitizenId: citizen})
 	wantCode(t, err, codes.PermissionDenied)
 	unchanged("an authority opening a case")
+
+	// Counted by outcome, with the declared type or "unknown", never a citizen.
+	for outcome, want := range map[string]float64{"opened": 1, "duplicate": 1} {
+		if n, ok := scrape(t, ts.Metrics.Addr(), "aperture_life_events_total", `outcome="`+outcome+`"`, `type="`+ev.Type+`"`); !ok || n != want {
+			t.Errorf("aperture_life_events_total{outcome=%q}: %v (found %v), want %v", outcome, n, ok, want)
+		}
+	}
+	if n, ok := scrape(t, ts.Metrics.Addr(), "aperture_life_events_total", `outcome="refused"`, `type="unknown"`); !ok || n < 1 {
+		t.Errorf("undeclared event type not counted as unknown: %v %v", n, ok)
+	}
 
 	// The citizen sees the case was started for them, with the journey's title, in both languages.
 	ctx := portaltest.NewBrowser(t)
