@@ -521,6 +521,11 @@ func (b *Broker) buildServer() error {
 	b.grpc = grpc.NewServer(append(opts, b.serverTelemetry()...)...)
 	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc"),
 		server.WithQuestions(b.Questions, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
+	events, err := server.NewLifeEvents(cs, rel, b.deps.Meter, b.log.With("component", "life-events"))
+	if err != nil {
+		return err
+	}
+	brokerv1.RegisterLifeEventServiceServer(b.grpc, events)
 	audit := server.NewAudit(b.access, b.tree, b.deps.Pseudonyms, b.log.With("component", "audit"))
 	if b.cosigner != nil {
 		audit.WithCosigned(b.cosigner)

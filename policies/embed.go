@@ -10,7 +10,7 @@ import (
 
 // files is the embedded policy tree. embed needs a package variable; it is read-only.
 //
-//go:embed registry.yaml journeys tests
+//go:embed registry.yaml events.yaml journeys tests
 var files embed.FS
 
 // Files returns the embedded policy tree: registry.yaml, journeys/*.yaml and the policy tests,

@@ -78,6 +78,8 @@ type Case struct {
 	UpdatedAt     time.Time `json:"updated_at"`
 	CloseReason   string    `json:"close_reason,omitempty"`
 	PolicyVersion string    `json:"policy_version"`
+	// Proactive is set when an authority's life event opened the case (policies/events.yaml).
+	Proactive *Proactive `json:"proactive,omitempty"`
 	// Events are the events of the transition that wrote this revision, published from the outbox
 	// (see Relay): stored with the transition in one write, so neither exists without the other.
 	Events []Event `json:"events,omitempty"`
@@ -254,7 +256,9 @@ type Store struct {
 	js    jetstream.JetStream
 	codec *sealedkv.Codec
 	index *index
-	log   *slog.Logger
+	// claims records which life events opened which cases (lifeevents.go).
+	claims *claims
+	log    *slog.Logger
 
 	mu      sync.RWMutex
 	cache   map[string]cached
@@ -314,7 +318,11 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{kv: kv, js: js, codec: codec, index: idx, log: opts.Logger, cache: map[string]cached{}}
+	claims, err := openClaims(ctx, js, opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{kv: kv, js: js, codec: codec, index: idx, claims: claims, log: opts.Logger, cache: map[string]cached{}}
 	if err := s.backfill(ctx); err != nil {
 		return nil, err
 	}

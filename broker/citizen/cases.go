@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/pagetoken"
 	"github.com/aperture-gov/aperture/broker/policy"
@@ -113,6 +115,12 @@ func (s *Service) caseView(ctx context.Context, n names, c Citizen, cs *cases.Ca
 		Status:      citizenv1.CaseStatus_CASE_STATUS_OPEN,
 		OpenedBy:    n.agency(cs.OpenedBy),
 		CloseReason: cs.CloseReason,
+	}
+	if p := cs.Proactive; p != nil {
+		out.Proactive = &citizenv1.ProactiveStart{Event: n.event(p.Event), Authority: n.authority(p.Authority)}
+		if !p.OccurredAt.IsZero() {
+			out.Proactive.OccurredAt = timestamppb.New(p.OccurredAt)
+		}
 	}
 	if cs.State == cases.StateClosed {
 		out.Status = citizenv1.CaseStatus_CASE_STATUS_CLOSED

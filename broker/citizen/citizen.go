@@ -198,6 +198,14 @@ func (n names) authority(id string) *citizenv1.Party {
 	return &citizenv1.Party{Id: id, Name: &citizenv1.Text{En: id}}
 }
 
+// event is a life event type as the citizen reads it (policies/events.yaml).
+func (n names) event(typ string) *citizenv1.Text {
+	if e, ok := n.b.Event(typ); ok {
+		return text(e.Label)
+	}
+	return &citizenv1.Text{En: "A registration by a public authority", Da: "En registrering hos en offentlig myndighed"}
+}
+
 func (n names) journey(id string) (*citizenv1.JourneyRef, *policy.Journey) {
 	if id == "" {
 		return nil, nil

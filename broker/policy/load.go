@@ -140,6 +140,10 @@ func LoadBundle(fsys fs.FS, reg *Registry, descs Descriptors) (*Bundle, error) {
 			b.journeys = append(b.journeys, j)
 		}
 	}
+	if ef, events := l.loadEvents(fsys, b.journeys, names); ef != nil {
+		files = append(files, *ef)
+		b.events = events
+	}
 	if err := fnd.err(); err != nil {
 		return nil, err
 	}

@@ -71,6 +71,18 @@ func (r *Registry) AgencyByIdentity(spiffeID string) (*Agency, bool) {
 	return find(r.Agencies, func(a *Agency) bool { return a.Identity == spiffeID })
 }
 
+// AuthorityByIdentity returns the authority whose certificate carries spiffeID.
+func (r *Registry) AuthorityByIdentity(spiffeID string) (*Authority, bool) {
+	if spiffeID == "" {
+		return nil, false
+	}
+	i := slices.IndexFunc(r.Authorities, func(a *Authority) bool { return a.Identity == spiffeID })
+	if i < 0 {
+		return nil, false
+	}
+	return r.Authorities[i], true
+}
+
 // AuditorByIdentity returns the auditor whose client certificate carries spiffeID.
 func (r *Registry) AuditorByIdentity(spiffeID string) (*Agency, bool) {
 	if spiffeID == "" {
@@ -120,7 +132,8 @@ type Bundle struct {
 	Version  string
 	Registry *Registry
 
-	journeys []*Journey // sorted by id
+	journeys []*Journey   // sorted by id
+	events   []*LifeEvent // policy order (events.yaml)
 }
 
 // Journey returns the journey with the given id.

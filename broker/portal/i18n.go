@@ -93,6 +93,7 @@ var messages = map[string]msg{
 	"refusal.LOG_UNAVAILABLE":       {"It could not be written down in your log at that moment, so nothing was shared.", "Det kunne ikke skrives ned i din log i det øjeblik, så intet blev delt."},
 	"refusal.INVALID_REQUEST":       {"The request was not made correctly, so nothing was shared.", "Forespørgslen var ikke lavet korrekt, så intet blev delt."},
 	"refusal.UNAUTHENTICATED":       {"The caller could not be identified, so nothing was shared.", "Den, der spurgte, kunne ikke identificeres, så intet blev delt."},
+	"refusal.EVENT_NOT_ALLOWED":     {"The authority may not report this life event, so nothing was started.", "Myndigheden må ikke indberette denne livsbegivenhed, så intet blev sat i gang."},
 	"entry.refused":                 {"…and was refused:", "…og fik afslag:"},
 	"entry.refused.tag":             {"Refused", "Afslået"},
 	"entry.noreason":                {"no reason was given.", "der blev ikke givet en grund."},
@@ -143,6 +144,9 @@ var messages = map[string]msg{
 	"case.now.h":           {"Who has your case now", "Hvem har din sag nu"},
 	"case.opened":          {"Opened %s", "Oprettet %s"},
 	"case.by":              {"by %s", "af %s"},
+	"case.proactive":       {"We have started “%s” for you. You have nothing to fill in.", "Vi har sat “%s” i gang for dig. Du skal ikke udfylde noget."},
+	"case.proactive.why":   {"Started because %s registered: %s.", "Sat i gang, fordi %s har registreret: %s."},
+	"case.proactive.on":    {"Started because %s registered: %s (%s).", "Sat i gang, fordi %s har registreret: %s (%s)."},
 	"case.since":           {"since %s", "siden %s"},
 	"case.closereason":     {"The case was closed early:", "Sagen blev afsluttet før tid:"},
 	"case.steps":           {"The steps of your case", "Trinene i din sag"},
@@ -428,4 +432,5 @@ var messages = map[string]msg{
 	"entry.breakglass.review.NOT_JUSTIFIED": {"found it not justified", "fandt den ikke berettiget"},
 	"entry.breakglass.review.note":          {"Their note", "Deres bemærkning"},
 	"entry.breakglass.review.link":          {"See the emergency access", "Se nødadgangen"},
+	"report.reason.EVENT_NOT_ALLOWED":       {"The authority may not report this life event", "Myndigheden må ikke indberette denne livsbegivenhed"},
 }

@@ -29,8 +29,16 @@ type caseItem struct {
 	Opened, Updated        time.Time
 	OpenedBy               string
 	CloseReason            string
-	Steps                  []caseStepItem
-	Done, Total            int
+	// Proactive is set when an authority's life event started the case: the citizen fills in nothing.
+	Proactive   *proactiveItem
+	Steps       []caseStepItem
+	Done, Total int
+}
+
+// proactiveItem is the life event that started a case, as the citizen reads it.
+type proactiveItem struct {
+	Event, Authority string
+	On               time.Time
 }
 
 type caseStepItem struct {
@@ -56,6 +64,9 @@ func (v *view) caseItem(c *citizenv1.Case) caseItem {
 	}
 	if c.GetOpenedBy() != nil {
 		it.OpenedBy = v.Party(c.GetOpenedBy())
+	}
+	if p := c.GetProactive(); p != nil {
+		it.Proactive = &proactiveItem{Event: v.Tx(p.GetEvent()), Authority: v.Party(p.GetAuthority()), On: v.TS(p.GetOccurredAt())}
 	}
 	if it.Journey == "" {
 		it.Journey = it.JourneyID

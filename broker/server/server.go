@@ -43,6 +43,8 @@ const (
 	RoleAgency Role = iota + 1
 	// RoleAuditor is an auditor or data-protection officer.
 	RoleAuditor
+	// RoleAuthority is an authority (data holder) publishing life events with its authority certificate.
+	RoleAuthority
 )
 
 // Caller is the authenticated caller of an RPC.
@@ -91,7 +93,10 @@ func authenticate(ctx context.Context, reg *policy.Registry) (Caller, error) {
 	if a, ok := reg.AuditorByIdentity(id); ok {
 		return Caller{Role: RoleAuditor, ID: a.ID}, nil
 	}
-	return Caller{}, refusal.New(refusal.PermissionDenied, "certificate identity %s is not a registered agency or auditor", id).Because(auditv1.RefusalReason_REFUSAL_REASON_UNAUTHENTICATED)
+	if a, ok := reg.AuthorityByIdentity(id); ok {
+		return Caller{Role: RoleAuthority, ID: a.ID}, nil
+	}
+	return Caller{}, refusal.New(refusal.PermissionDenied, "certificate identity %s is not a registered agency, auditor or authority", id).Because(auditv1.RefusalReason_REFUSAL_REASON_UNAUTHENTICATED)
 }
 
 // requireRole returns the caller if it has role.

@@ -18,6 +18,9 @@ import (
 
 // runAuthority runs one example authority service on its own, as it would run at the authority.
 func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "event" {
+		return runAuthorityEvent(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("authority", flag.ContinueOnError)
 	addConfigFlag(fs)
 	var (

@@ -146,6 +146,22 @@ Try it in another terminal (README.md walks through it):
 
 `, id, id)
 	}
+	// Proactive journeys: each life event of the policies, published as its first authority would.
+	if ft := st.Population.Featured(); len(ft) > 1 && len(b.Events()) > 0 {
+		fmt.Fprintf(w, "Proactive journeys (policies/events.yaml): an authority reports a life event, the broker opens the journey:\n")
+		for _, e := range b.Events() {
+			if len(e.Starts) == 0 || len(e.PublishedBy) == 0 {
+				continue
+			}
+			journeys := make([]string, len(e.Starts))
+			for i, s := range e.Starts {
+				journeys[i] = s.Journey
+			}
+			fmt.Fprintf(w, "  go run ./cmd/aperture authority event --as %s --type %s --citizen %s   # opens %s\n",
+				e.PublishedBy[0], e.Type, ft[1].ID, strings.Join(journeys, ", "))
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 // firstStepAgency is the agency that learns of a new case first: the one acting at the first step of

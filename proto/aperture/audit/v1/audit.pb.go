@@ -137,6 +137,9 @@ const (
 	// The caseworker has used break-glass as often as the rule allows in its window (metadata: journey,
 	// agency, limit, window_hours).
 	RefusalReason_REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED RefusalReason = 22
+	// The authority may not publish this life event type (policies/events.yaml), or the type is not
+	// declared.
+	RefusalReason_REFUSAL_REASON_EVENT_NOT_ALLOWED RefusalReason = 23
 )
 
 // Enum value maps for RefusalReason.
@@ -165,6 +168,7 @@ var (
 		20: "REFUSAL_REASON_SWITCH_UNVERIFIED",
 		21: "REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED",
 		22: "REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED",
+		23: "REFUSAL_REASON_EVENT_NOT_ALLOWED",
 	}
 	RefusalReason_value = map[string]int32{
 		"REFUSAL_REASON_UNSPECIFIED":              0,
@@ -190,6 +194,7 @@ var (
 		"REFUSAL_REASON_SWITCH_UNVERIFIED":        20,
 		"REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED":  21,
 		"REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED": 22,
+		"REFUSAL_REASON_EVENT_NOT_ALLOWED":        23,
 	}
 )
 
@@ -1920,7 +1925,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DECISION_RELEASED\x10\x01\x12\x14\n" +
-	"\x10DECISION_REFUSED\x10\x02*\xeb\x06\n" +
+	"\x10DECISION_REFUSED\x10\x02*\x91\a\n" +
 	"\rRefusalReason\x12\x1e\n" +
 	"\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!REFUSAL_REASON_FIELD_NOT_RELEASED\x10\x01\x12$\n" +
@@ -1945,7 +1950,8 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x1bREFUSAL_REASON_SWITCHED_OFF\x10\x13\x12$\n" +
 	" REFUSAL_REASON_SWITCH_UNVERIFIED\x10\x14\x12*\n" +
 	"&REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED\x10\x15\x12+\n" +
-	"'REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED\x10\x16*\xc0\x01\n" +
+	"'REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED\x10\x16\x12$\n" +
+	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\xc0\x01\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +

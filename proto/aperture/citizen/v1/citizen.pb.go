@@ -1122,7 +1122,10 @@ type Case struct {
 	OpenedAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=opened_at,json=openedAt,proto3" json:"opened_at,omitempty"`
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// Why the case was closed before its last step, if it was.
-	CloseReason   string `protobuf:"bytes,10,opt,name=close_reason,json=closeReason,proto3" json:"close_reason,omitempty"`
+	CloseReason string `protobuf:"bytes,10,opt,name=close_reason,json=closeReason,proto3" json:"close_reason,omitempty"`
+	// Set when an authority's life event started the case (a proactive journey): the citizen has
+	// nothing to fill in.
+	Proactive     *ProactiveStart `protobuf:"bytes,11,opt,name=proactive,proto3" json:"proactive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1227,6 +1230,76 @@ func (x *Case) GetCloseReason() string {
 	return ""
 }
 
+func (x *Case) GetProactive() *ProactiveStart {
+	if x != nil {
+		return x.Proactive
+	}
+	return nil
+}
+
+// ProactiveStart says which life event, registered by which authority, started a case.
+type ProactiveStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened, e.g. "Birth registered".
+	Event *Text `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// The authority that registered it.
+	Authority     *Party                 `protobuf:"bytes,2,opt,name=authority,proto3" json:"authority,omitempty"`
+	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProactiveStart) Reset() {
+	*x = ProactiveStart{}
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProactiveStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProactiveStart) ProtoMessage() {}
+
+func (x *ProactiveStart) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProactiveStart.ProtoReflect.Descriptor instead.
+func (*ProactiveStart) Descriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ProactiveStart) GetEvent() *Text {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *ProactiveStart) GetAuthority() *Party {
+	if x != nil {
+		return x.Authority
+	}
+	return nil
+}
+
+func (x *ProactiveStart) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
 // CaseStep is one step of my case.
 type CaseStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1245,7 +1318,7 @@ type CaseStep struct {
 
 func (x *CaseStep) Reset() {
 	*x = CaseStep{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[11]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1330,7 @@ func (x *CaseStep) String() string {
 func (*CaseStep) ProtoMessage() {}
 
 func (x *CaseStep) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[11]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1343,7 @@ func (x *CaseStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaseStep.ProtoReflect.Descriptor instead.
 func (*CaseStep) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{11}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CaseStep) GetStep() *StepRef {
@@ -1335,7 +1408,7 @@ type ListCasesRequest struct {
 
 func (x *ListCasesRequest) Reset() {
 	*x = ListCasesRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[12]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1420,7 @@ func (x *ListCasesRequest) String() string {
 func (*ListCasesRequest) ProtoMessage() {}
 
 func (x *ListCasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[12]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1433,7 @@ func (x *ListCasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCasesRequest.ProtoReflect.Descriptor instead.
 func (*ListCasesRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{12}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListCasesRequest) GetPageSize() int32 {
@@ -1388,7 +1461,7 @@ type ListCasesResponse struct {
 
 func (x *ListCasesResponse) Reset() {
 	*x = ListCasesResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[13]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1473,7 @@ func (x *ListCasesResponse) String() string {
 func (*ListCasesResponse) ProtoMessage() {}
 
 func (x *ListCasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[13]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1486,7 @@ func (x *ListCasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCasesResponse.ProtoReflect.Descriptor instead.
 func (*ListCasesResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{13}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListCasesResponse) GetCases() []*Case {
@@ -1440,7 +1513,7 @@ type GetCaseRequest struct {
 
 func (x *GetCaseRequest) Reset() {
 	*x = GetCaseRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[14]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1525,7 @@ func (x *GetCaseRequest) String() string {
 func (*GetCaseRequest) ProtoMessage() {}
 
 func (x *GetCaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[14]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1538,7 @@ func (x *GetCaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaseRequest.ProtoReflect.Descriptor instead.
 func (*GetCaseRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{14}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetCaseRequest) GetCaseId() string {
@@ -1485,7 +1558,7 @@ type GetCaseResponse struct {
 
 func (x *GetCaseResponse) Reset() {
 	*x = GetCaseResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[15]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1570,7 @@ func (x *GetCaseResponse) String() string {
 func (*GetCaseResponse) ProtoMessage() {}
 
 func (x *GetCaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[15]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1583,7 @@ func (x *GetCaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaseResponse.ProtoReflect.Descriptor instead.
 func (*GetCaseResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{15}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetCaseResponse) GetCase() *Case {
@@ -1529,7 +1602,7 @@ type ListJourneysRequest struct {
 
 func (x *ListJourneysRequest) Reset() {
 	*x = ListJourneysRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[16]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1614,7 @@ func (x *ListJourneysRequest) String() string {
 func (*ListJourneysRequest) ProtoMessage() {}
 
 func (x *ListJourneysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[16]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1627,7 @@ func (x *ListJourneysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJourneysRequest.ProtoReflect.Descriptor instead.
 func (*ListJourneysRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{16}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{17}
 }
 
 // ListJourneysResponse lists the journeys.
@@ -1567,7 +1640,7 @@ type ListJourneysResponse struct {
 
 func (x *ListJourneysResponse) Reset() {
 	*x = ListJourneysResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[17]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1652,7 @@ func (x *ListJourneysResponse) String() string {
 func (*ListJourneysResponse) ProtoMessage() {}
 
 func (x *ListJourneysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[17]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1665,7 @@ func (x *ListJourneysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJourneysResponse.ProtoReflect.Descriptor instead.
 func (*ListJourneysResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{17}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListJourneysResponse) GetJourneys() []*JourneySummary {
@@ -1615,7 +1688,7 @@ type JourneySummary struct {
 
 func (x *JourneySummary) Reset() {
 	*x = JourneySummary{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[18]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1700,7 @@ func (x *JourneySummary) String() string {
 func (*JourneySummary) ProtoMessage() {}
 
 func (x *JourneySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[18]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1713,7 @@ func (x *JourneySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JourneySummary.ProtoReflect.Descriptor instead.
 func (*JourneySummary) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{18}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JourneySummary) GetJourney() *JourneyRef {
@@ -1674,7 +1747,7 @@ type GetDataPathRequest struct {
 
 func (x *GetDataPathRequest) Reset() {
 	*x = GetDataPathRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[19]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1759,7 @@ func (x *GetDataPathRequest) String() string {
 func (*GetDataPathRequest) ProtoMessage() {}
 
 func (x *GetDataPathRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[19]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1772,7 @@ func (x *GetDataPathRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDataPathRequest.ProtoReflect.Descriptor instead.
 func (*GetDataPathRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{19}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetDataPathRequest) GetJourney() string {
@@ -1723,7 +1796,7 @@ type GetDataPathResponse struct {
 
 func (x *GetDataPathResponse) Reset() {
 	*x = GetDataPathResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[20]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1808,7 @@ func (x *GetDataPathResponse) String() string {
 func (*GetDataPathResponse) ProtoMessage() {}
 
 func (x *GetDataPathResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[20]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1821,7 @@ func (x *GetDataPathResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDataPathResponse.ProtoReflect.Descriptor instead.
 func (*GetDataPathResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{20}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetDataPathResponse) GetJourney() *JourneyRef {
@@ -1813,7 +1886,7 @@ type DataPathStep struct {
 
 func (x *DataPathStep) Reset() {
 	*x = DataPathStep{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[21]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +1898,7 @@ func (x *DataPathStep) String() string {
 func (*DataPathStep) ProtoMessage() {}
 
 func (x *DataPathStep) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[21]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +1911,7 @@ func (x *DataPathStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPathStep.ProtoReflect.Descriptor instead.
 func (*DataPathStep) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{21}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DataPathStep) GetStep() *StepRef {
@@ -1959,7 +2032,7 @@ type DataPathRelease struct {
 
 func (x *DataPathRelease) Reset() {
 	*x = DataPathRelease{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[22]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2044,7 @@ func (x *DataPathRelease) String() string {
 func (*DataPathRelease) ProtoMessage() {}
 
 func (x *DataPathRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[22]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2057,7 @@ func (x *DataPathRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPathRelease.ProtoReflect.Descriptor instead.
 func (*DataPathRelease) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{22}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DataPathRelease) GetAuthority() *Party {
@@ -2034,7 +2107,7 @@ type Consent struct {
 
 func (x *Consent) Reset() {
 	*x = Consent{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[23]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2119,7 @@ func (x *Consent) String() string {
 func (*Consent) ProtoMessage() {}
 
 func (x *Consent) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[23]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2132,7 @@ func (x *Consent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consent.ProtoReflect.Descriptor instead.
 func (*Consent) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{23}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Consent) GetJourney() *JourneyRef {
@@ -2120,7 +2193,7 @@ type ListConsentsRequest struct {
 
 func (x *ListConsentsRequest) Reset() {
 	*x = ListConsentsRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[24]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2205,7 @@ func (x *ListConsentsRequest) String() string {
 func (*ListConsentsRequest) ProtoMessage() {}
 
 func (x *ListConsentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[24]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2218,7 @@ func (x *ListConsentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsentsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsentsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{24}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{25}
 }
 
 // ListConsentsResponse lists my consents, newest first.
@@ -2158,7 +2231,7 @@ type ListConsentsResponse struct {
 
 func (x *ListConsentsResponse) Reset() {
 	*x = ListConsentsResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[25]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2243,7 @@ func (x *ListConsentsResponse) String() string {
 func (*ListConsentsResponse) ProtoMessage() {}
 
 func (x *ListConsentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[25]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2256,7 @@ func (x *ListConsentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsentsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsentsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{25}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListConsentsResponse) GetConsents() []*Consent {
@@ -2206,7 +2279,7 @@ type PreviewConsentRequest struct {
 
 func (x *PreviewConsentRequest) Reset() {
 	*x = PreviewConsentRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[26]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2291,7 @@ func (x *PreviewConsentRequest) String() string {
 func (*PreviewConsentRequest) ProtoMessage() {}
 
 func (x *PreviewConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[26]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2304,7 @@ func (x *PreviewConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewConsentRequest.ProtoReflect.Descriptor instead.
 func (*PreviewConsentRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{26}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PreviewConsentRequest) GetJourney() string {
@@ -2270,7 +2343,7 @@ type PreviewConsentResponse struct {
 
 func (x *PreviewConsentResponse) Reset() {
 	*x = PreviewConsentResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[27]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2355,7 @@ func (x *PreviewConsentResponse) String() string {
 func (*PreviewConsentResponse) ProtoMessage() {}
 
 func (x *PreviewConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[27]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2368,7 @@ func (x *PreviewConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewConsentResponse.ProtoReflect.Descriptor instead.
 func (*PreviewConsentResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{27}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PreviewConsentResponse) GetStep() *DataPathStep {
@@ -2333,7 +2406,7 @@ type GrantConsentRequest struct {
 
 func (x *GrantConsentRequest) Reset() {
 	*x = GrantConsentRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[28]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2418,7 @@ func (x *GrantConsentRequest) String() string {
 func (*GrantConsentRequest) ProtoMessage() {}
 
 func (x *GrantConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[28]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2431,7 @@ func (x *GrantConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantConsentRequest.ProtoReflect.Descriptor instead.
 func (*GrantConsentRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{28}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GrantConsentRequest) GetJourney() string {
@@ -2392,7 +2465,7 @@ type GrantConsentResponse struct {
 
 func (x *GrantConsentResponse) Reset() {
 	*x = GrantConsentResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[29]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2404,7 +2477,7 @@ func (x *GrantConsentResponse) String() string {
 func (*GrantConsentResponse) ProtoMessage() {}
 
 func (x *GrantConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[29]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2417,7 +2490,7 @@ func (x *GrantConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantConsentResponse.ProtoReflect.Descriptor instead.
 func (*GrantConsentResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{29}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GrantConsentResponse) GetConsent() *Consent {
@@ -2438,7 +2511,7 @@ type RevokeConsentRequest struct {
 
 func (x *RevokeConsentRequest) Reset() {
 	*x = RevokeConsentRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[30]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2450,7 +2523,7 @@ func (x *RevokeConsentRequest) String() string {
 func (*RevokeConsentRequest) ProtoMessage() {}
 
 func (x *RevokeConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[30]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2463,7 +2536,7 @@ func (x *RevokeConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeConsentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeConsentRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{30}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeConsentRequest) GetJourney() string {
@@ -2490,7 +2563,7 @@ type RevokeConsentResponse struct {
 
 func (x *RevokeConsentResponse) Reset() {
 	*x = RevokeConsentResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[31]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2575,7 @@ func (x *RevokeConsentResponse) String() string {
 func (*RevokeConsentResponse) ProtoMessage() {}
 
 func (x *RevokeConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[31]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2588,7 @@ func (x *RevokeConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeConsentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeConsentResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{31}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeConsentResponse) GetConsent() *Consent {
@@ -2536,7 +2609,7 @@ type GetMyDataRequest struct {
 
 func (x *GetMyDataRequest) Reset() {
 	*x = GetMyDataRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[32]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2548,7 +2621,7 @@ func (x *GetMyDataRequest) String() string {
 func (*GetMyDataRequest) ProtoMessage() {}
 
 func (x *GetMyDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[32]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2561,7 +2634,7 @@ func (x *GetMyDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMyDataRequest.ProtoReflect.Descriptor instead.
 func (*GetMyDataRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{32}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetMyDataRequest) GetAuthority() string {
@@ -2595,7 +2668,7 @@ type GetMyDataResponse struct {
 
 func (x *GetMyDataResponse) Reset() {
 	*x = GetMyDataResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[33]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2680,7 @@ func (x *GetMyDataResponse) String() string {
 func (*GetMyDataResponse) ProtoMessage() {}
 
 func (x *GetMyDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[33]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2693,7 @@ func (x *GetMyDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMyDataResponse.ProtoReflect.Descriptor instead.
 func (*GetMyDataResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{33}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetMyDataResponse) GetAuthority() *Party {
@@ -2670,7 +2743,7 @@ type QuestionAccessRequest struct {
 
 func (x *QuestionAccessRequest) Reset() {
 	*x = QuestionAccessRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[34]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2682,7 +2755,7 @@ func (x *QuestionAccessRequest) String() string {
 func (*QuestionAccessRequest) ProtoMessage() {}
 
 func (x *QuestionAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[34]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2695,7 +2768,7 @@ func (x *QuestionAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuestionAccessRequest.ProtoReflect.Descriptor instead.
 func (*QuestionAccessRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{34}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *QuestionAccessRequest) GetAccessId() string {
@@ -2722,7 +2795,7 @@ type QuestionAccessResponse struct {
 
 func (x *QuestionAccessResponse) Reset() {
 	*x = QuestionAccessResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[35]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +2807,7 @@ func (x *QuestionAccessResponse) String() string {
 func (*QuestionAccessResponse) ProtoMessage() {}
 
 func (x *QuestionAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[35]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +2820,7 @@ func (x *QuestionAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuestionAccessResponse.ProtoReflect.Descriptor instead.
 func (*QuestionAccessResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{35}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *QuestionAccessResponse) GetQuestion() *Question {
@@ -2778,7 +2851,7 @@ type Question struct {
 
 func (x *Question) Reset() {
 	*x = Question{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[36]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2790,7 +2863,7 @@ func (x *Question) String() string {
 func (*Question) ProtoMessage() {}
 
 func (x *Question) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[36]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2803,7 +2876,7 @@ func (x *Question) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Question.ProtoReflect.Descriptor instead.
 func (*Question) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{36}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Question) GetId() string {
@@ -2878,7 +2951,7 @@ type ListQuestionsRequest struct {
 
 func (x *ListQuestionsRequest) Reset() {
 	*x = ListQuestionsRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[37]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +2963,7 @@ func (x *ListQuestionsRequest) String() string {
 func (*ListQuestionsRequest) ProtoMessage() {}
 
 func (x *ListQuestionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[37]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +2976,7 @@ func (x *ListQuestionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuestionsRequest.ProtoReflect.Descriptor instead.
 func (*ListQuestionsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{37}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{38}
 }
 
 // ListQuestionsResponse lists my questions, newest first.
@@ -2916,7 +2989,7 @@ type ListQuestionsResponse struct {
 
 func (x *ListQuestionsResponse) Reset() {
 	*x = ListQuestionsResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[38]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2928,7 +3001,7 @@ func (x *ListQuestionsResponse) String() string {
 func (*ListQuestionsResponse) ProtoMessage() {}
 
 func (x *ListQuestionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[38]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2941,7 +3014,7 @@ func (x *ListQuestionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuestionsResponse.ProtoReflect.Descriptor instead.
 func (*ListQuestionsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{38}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListQuestionsResponse) GetQuestions() []*Question {
@@ -2961,7 +3034,7 @@ type GetAccessProofRequest struct {
 
 func (x *GetAccessProofRequest) Reset() {
 	*x = GetAccessProofRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[39]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2973,7 +3046,7 @@ func (x *GetAccessProofRequest) String() string {
 func (*GetAccessProofRequest) ProtoMessage() {}
 
 func (x *GetAccessProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[39]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2986,7 +3059,7 @@ func (x *GetAccessProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccessProofRequest.ProtoReflect.Descriptor instead.
 func (*GetAccessProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{39}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetAccessProofRequest) GetAccessId() string {
@@ -3026,7 +3099,7 @@ type GetAccessProofResponse struct {
 
 func (x *GetAccessProofResponse) Reset() {
 	*x = GetAccessProofResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[40]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3038,7 +3111,7 @@ func (x *GetAccessProofResponse) String() string {
 func (*GetAccessProofResponse) ProtoMessage() {}
 
 func (x *GetAccessProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[40]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3051,7 +3124,7 @@ func (x *GetAccessProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccessProofResponse.ProtoReflect.Descriptor instead.
 func (*GetAccessProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{40}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetAccessProofResponse) GetLeaf() []byte {
@@ -3127,7 +3200,7 @@ type Switch struct {
 
 func (x *Switch) Reset() {
 	*x = Switch{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[41]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3139,7 +3212,7 @@ func (x *Switch) String() string {
 func (*Switch) ProtoMessage() {}
 
 func (x *Switch) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[41]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3152,7 +3225,7 @@ func (x *Switch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Switch.ProtoReflect.Descriptor instead.
 func (*Switch) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{41}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Switch) GetJourney() *JourneyRef {
@@ -3198,7 +3271,7 @@ type SwitchStep struct {
 
 func (x *SwitchStep) Reset() {
 	*x = SwitchStep{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[42]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3210,7 +3283,7 @@ func (x *SwitchStep) String() string {
 func (*SwitchStep) ProtoMessage() {}
 
 func (x *SwitchStep) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[42]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3223,7 +3296,7 @@ func (x *SwitchStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchStep.ProtoReflect.Descriptor instead.
 func (*SwitchStep) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{42}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SwitchStep) GetStep() *StepRef {
@@ -3275,7 +3348,7 @@ type SwitchableJourney struct {
 
 func (x *SwitchableJourney) Reset() {
 	*x = SwitchableJourney{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[43]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3287,7 +3360,7 @@ func (x *SwitchableJourney) String() string {
 func (*SwitchableJourney) ProtoMessage() {}
 
 func (x *SwitchableJourney) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[43]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3300,7 +3373,7 @@ func (x *SwitchableJourney) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchableJourney.ProtoReflect.Descriptor instead.
 func (*SwitchableJourney) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{43}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SwitchableJourney) GetJourney() *JourneyRef {
@@ -3340,7 +3413,7 @@ type ListSwitchesRequest struct {
 
 func (x *ListSwitchesRequest) Reset() {
 	*x = ListSwitchesRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[44]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3352,7 +3425,7 @@ func (x *ListSwitchesRequest) String() string {
 func (*ListSwitchesRequest) ProtoMessage() {}
 
 func (x *ListSwitchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[44]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3365,7 +3438,7 @@ func (x *ListSwitchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSwitchesRequest.ProtoReflect.Descriptor instead.
 func (*ListSwitchesRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{44}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{45}
 }
 
 // ListSwitchesResponse is the global switch and every journey.
@@ -3379,7 +3452,7 @@ type ListSwitchesResponse struct {
 
 func (x *ListSwitchesResponse) Reset() {
 	*x = ListSwitchesResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[45]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3391,7 +3464,7 @@ func (x *ListSwitchesResponse) String() string {
 func (*ListSwitchesResponse) ProtoMessage() {}
 
 func (x *ListSwitchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[45]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3404,7 +3477,7 @@ func (x *ListSwitchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSwitchesResponse.ProtoReflect.Descriptor instead.
 func (*ListSwitchesResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{45}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListSwitchesResponse) GetAll() *Switch {
@@ -3433,7 +3506,7 @@ type SetSwitchRequest struct {
 
 func (x *SetSwitchRequest) Reset() {
 	*x = SetSwitchRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[46]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3445,7 +3518,7 @@ func (x *SetSwitchRequest) String() string {
 func (*SetSwitchRequest) ProtoMessage() {}
 
 func (x *SetSwitchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[46]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3458,7 +3531,7 @@ func (x *SetSwitchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSwitchRequest.ProtoReflect.Descriptor instead.
 func (*SetSwitchRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{46}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SetSwitchRequest) GetJourney() string {
@@ -3485,7 +3558,7 @@ type SetSwitchResponse struct {
 
 func (x *SetSwitchResponse) Reset() {
 	*x = SetSwitchResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[47]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3497,7 +3570,7 @@ func (x *SetSwitchResponse) String() string {
 func (*SetSwitchResponse) ProtoMessage() {}
 
 func (x *SetSwitchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[47]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3510,7 +3583,7 @@ func (x *SetSwitchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSwitchResponse.ProtoReflect.Descriptor instead.
 func (*SetSwitchResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{47}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SetSwitchResponse) GetSwitch() *Switch {
@@ -3529,7 +3602,7 @@ type ListDatasetsRequest struct {
 
 func (x *ListDatasetsRequest) Reset() {
 	*x = ListDatasetsRequest{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[48]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3541,7 +3614,7 @@ func (x *ListDatasetsRequest) String() string {
 func (*ListDatasetsRequest) ProtoMessage() {}
 
 func (x *ListDatasetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[48]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3554,7 +3627,7 @@ func (x *ListDatasetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDatasetsRequest.ProtoReflect.Descriptor instead.
 func (*ListDatasetsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{48}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{49}
 }
 
 // ListDatasetsResponse lists every dataset of every authority, by authority and dataset.
@@ -3567,7 +3640,7 @@ type ListDatasetsResponse struct {
 
 func (x *ListDatasetsResponse) Reset() {
 	*x = ListDatasetsResponse{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[49]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3579,7 +3652,7 @@ func (x *ListDatasetsResponse) String() string {
 func (*ListDatasetsResponse) ProtoMessage() {}
 
 func (x *ListDatasetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[49]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3592,7 +3665,7 @@ func (x *ListDatasetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDatasetsResponse.ProtoReflect.Descriptor instead.
 func (*ListDatasetsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{49}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListDatasetsResponse) GetDatasets() []*DatasetLabels {
@@ -3620,7 +3693,7 @@ type DatasetLabels struct {
 
 func (x *DatasetLabels) Reset() {
 	*x = DatasetLabels{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[50]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3632,7 +3705,7 @@ func (x *DatasetLabels) String() string {
 func (*DatasetLabels) ProtoMessage() {}
 
 func (x *DatasetLabels) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[50]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3645,7 +3718,7 @@ func (x *DatasetLabels) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetLabels.ProtoReflect.Descriptor instead.
 func (*DatasetLabels) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{50}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DatasetLabels) GetAuthority() *Party {
@@ -3695,7 +3768,7 @@ type FieldLabel struct {
 
 func (x *FieldLabel) Reset() {
 	*x = FieldLabel{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[51]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3707,7 +3780,7 @@ func (x *FieldLabel) String() string {
 func (*FieldLabel) ProtoMessage() {}
 
 func (x *FieldLabel) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[51]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3720,7 +3793,7 @@ func (x *FieldLabel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldLabel.ProtoReflect.Descriptor instead.
 func (*FieldLabel) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{51}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *FieldLabel) GetPath() string {
@@ -3771,7 +3844,7 @@ type ValueLabel struct {
 
 func (x *ValueLabel) Reset() {
 	*x = ValueLabel{}
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[52]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3783,7 +3856,7 @@ func (x *ValueLabel) String() string {
 func (*ValueLabel) ProtoMessage() {}
 
 func (x *ValueLabel) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[52]
+	mi := &file_aperture_citizen_v1_citizen_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3796,7 +3869,7 @@ func (x *ValueLabel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueLabel.ProtoReflect.Descriptor instead.
 func (*ValueLabel) Descriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{52}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ValueLabel) GetName() string {
@@ -3884,7 +3957,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x16\n" +
 	"\x14WatchAccessesRequest\"L\n" +
 	"\x15WatchAccessesResponse\x123\n" +
-	"\x06access\x18\x01 \x01(\v2\x1b.aperture.citizen.v1.AccessR\x06access\"\x93\x04\n" +
+	"\x06access\x18\x01 \x01(\v2\x1b.aperture.citizen.v1.AccessR\x06access\"\xd6\x04\n" +
 	"\x04Case\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\ajourney\x18\x02 \x01(\v2\x1f.aperture.citizen.v1.JourneyRefR\ajourney\x127\n" +
@@ -3897,7 +3970,13 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12!\n" +
 	"\fclose_reason\x18\n" +
-	" \x01(\tR\vcloseReason\"\xf3\x02\n" +
+	" \x01(\tR\vcloseReason\x12A\n" +
+	"\tproactive\x18\v \x01(\v2#.aperture.citizen.v1.ProactiveStartR\tproactive\"\xb8\x01\n" +
+	"\x0eProactiveStart\x12/\n" +
+	"\x05event\x18\x01 \x01(\v2\x19.aperture.citizen.v1.TextR\x05event\x128\n" +
+	"\tauthority\x18\x02 \x01(\v2\x1a.aperture.citizen.v1.PartyR\tauthority\x12;\n" +
+	"\voccurred_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\"\xf3\x02\n" +
 	"\bCaseStep\x120\n" +
 	"\x04step\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.StepRefR\x04step\x122\n" +
 	"\x06agency\x18\x02 \x01(\v2\x1a.aperture.citizen.v1.PartyR\x06agency\x127\n" +
@@ -4146,7 +4225,7 @@ func file_aperture_citizen_v1_citizen_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(StepStatus)(0),                // 0: aperture.citizen.v1.StepStatus
 	(CaseStatus)(0),                // 1: aperture.citizen.v1.CaseStatus
@@ -4164,187 +4243,192 @@ var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(*WatchAccessesRequest)(nil),   // 13: aperture.citizen.v1.WatchAccessesRequest
 	(*WatchAccessesResponse)(nil),  // 14: aperture.citizen.v1.WatchAccessesResponse
 	(*Case)(nil),                   // 15: aperture.citizen.v1.Case
-	(*CaseStep)(nil),               // 16: aperture.citizen.v1.CaseStep
-	(*ListCasesRequest)(nil),       // 17: aperture.citizen.v1.ListCasesRequest
-	(*ListCasesResponse)(nil),      // 18: aperture.citizen.v1.ListCasesResponse
-	(*GetCaseRequest)(nil),         // 19: aperture.citizen.v1.GetCaseRequest
-	(*GetCaseResponse)(nil),        // 20: aperture.citizen.v1.GetCaseResponse
-	(*ListJourneysRequest)(nil),    // 21: aperture.citizen.v1.ListJourneysRequest
-	(*ListJourneysResponse)(nil),   // 22: aperture.citizen.v1.ListJourneysResponse
-	(*JourneySummary)(nil),         // 23: aperture.citizen.v1.JourneySummary
-	(*GetDataPathRequest)(nil),     // 24: aperture.citizen.v1.GetDataPathRequest
-	(*GetDataPathResponse)(nil),    // 25: aperture.citizen.v1.GetDataPathResponse
-	(*DataPathStep)(nil),           // 26: aperture.citizen.v1.DataPathStep
-	(*DataPathRelease)(nil),        // 27: aperture.citizen.v1.DataPathRelease
-	(*Consent)(nil),                // 28: aperture.citizen.v1.Consent
-	(*ListConsentsRequest)(nil),    // 29: aperture.citizen.v1.ListConsentsRequest
-	(*ListConsentsResponse)(nil),   // 30: aperture.citizen.v1.ListConsentsResponse
-	(*PreviewConsentRequest)(nil),  // 31: aperture.citizen.v1.PreviewConsentRequest
-	(*PreviewConsentResponse)(nil), // 32: aperture.citizen.v1.PreviewConsentResponse
-	(*GrantConsentRequest)(nil),    // 33: aperture.citizen.v1.GrantConsentRequest
-	(*GrantConsentResponse)(nil),   // 34: aperture.citizen.v1.GrantConsentResponse
-	(*RevokeConsentRequest)(nil),   // 35: aperture.citizen.v1.RevokeConsentRequest
-	(*RevokeConsentResponse)(nil),  // 36: aperture.citizen.v1.RevokeConsentResponse
-	(*GetMyDataRequest)(nil),       // 37: aperture.citizen.v1.GetMyDataRequest
-	(*GetMyDataResponse)(nil),      // 38: aperture.citizen.v1.GetMyDataResponse
-	(*QuestionAccessRequest)(nil),  // 39: aperture.citizen.v1.QuestionAccessRequest
-	(*QuestionAccessResponse)(nil), // 40: aperture.citizen.v1.QuestionAccessResponse
-	(*Question)(nil),               // 41: aperture.citizen.v1.Question
-	(*ListQuestionsRequest)(nil),   // 42: aperture.citizen.v1.ListQuestionsRequest
-	(*ListQuestionsResponse)(nil),  // 43: aperture.citizen.v1.ListQuestionsResponse
-	(*GetAccessProofRequest)(nil),  // 44: aperture.citizen.v1.GetAccessProofRequest
-	(*GetAccessProofResponse)(nil), // 45: aperture.citizen.v1.GetAccessProofResponse
-	(*Switch)(nil),                 // 46: aperture.citizen.v1.Switch
-	(*SwitchStep)(nil),             // 47: aperture.citizen.v1.SwitchStep
-	(*SwitchableJourney)(nil),      // 48: aperture.citizen.v1.SwitchableJourney
-	(*ListSwitchesRequest)(nil),    // 49: aperture.citizen.v1.ListSwitchesRequest
-	(*ListSwitchesResponse)(nil),   // 50: aperture.citizen.v1.ListSwitchesResponse
-	(*SetSwitchRequest)(nil),       // 51: aperture.citizen.v1.SetSwitchRequest
-	(*SetSwitchResponse)(nil),      // 52: aperture.citizen.v1.SetSwitchResponse
-	(*ListDatasetsRequest)(nil),    // 53: aperture.citizen.v1.ListDatasetsRequest
-	(*ListDatasetsResponse)(nil),   // 54: aperture.citizen.v1.ListDatasetsResponse
-	(*DatasetLabels)(nil),          // 55: aperture.citizen.v1.DatasetLabels
-	(*FieldLabel)(nil),             // 56: aperture.citizen.v1.FieldLabel
-	(*ValueLabel)(nil),             // 57: aperture.citizen.v1.ValueLabel
-	(*timestamppb.Timestamp)(nil),  // 58: google.protobuf.Timestamp
-	(v1.AccessKind)(0),             // 59: aperture.audit.v1.AccessKind
-	(v1.Decision)(0),               // 60: aperture.audit.v1.Decision
-	(v1.RefusalReason)(0),          // 61: aperture.audit.v1.RefusalReason
-	(*v1.BreakGlass)(nil),          // 62: aperture.audit.v1.BreakGlass
-	(*structpb.Struct)(nil),        // 63: google.protobuf.Struct
+	(*ProactiveStart)(nil),         // 16: aperture.citizen.v1.ProactiveStart
+	(*CaseStep)(nil),               // 17: aperture.citizen.v1.CaseStep
+	(*ListCasesRequest)(nil),       // 18: aperture.citizen.v1.ListCasesRequest
+	(*ListCasesResponse)(nil),      // 19: aperture.citizen.v1.ListCasesResponse
+	(*GetCaseRequest)(nil),         // 20: aperture.citizen.v1.GetCaseRequest
+	(*GetCaseResponse)(nil),        // 21: aperture.citizen.v1.GetCaseResponse
+	(*ListJourneysRequest)(nil),    // 22: aperture.citizen.v1.ListJourneysRequest
+	(*ListJourneysResponse)(nil),   // 23: aperture.citizen.v1.ListJourneysResponse
+	(*JourneySummary)(nil),         // 24: aperture.citizen.v1.JourneySummary
+	(*GetDataPathRequest)(nil),     // 25: aperture.citizen.v1.GetDataPathRequest
+	(*GetDataPathResponse)(nil),    // 26: aperture.citizen.v1.GetDataPathResponse
+	(*DataPathStep)(nil),           // 27: aperture.citizen.v1.DataPathStep
+	(*DataPathRelease)(nil),        // 28: aperture.citizen.v1.DataPathRelease
+	(*Consent)(nil),                // 29: aperture.citizen.v1.Consent
+	(*ListConsentsRequest)(nil),    // 30: aperture.citizen.v1.ListConsentsRequest
+	(*ListConsentsResponse)(nil),   // 31: aperture.citizen.v1.ListConsentsResponse
+	(*PreviewConsentRequest)(nil),  // 32: aperture.citizen.v1.PreviewConsentRequest
+	(*PreviewConsentResponse)(nil), // 33: aperture.citizen.v1.PreviewConsentResponse
+	(*GrantConsentRequest)(nil),    // 34: aperture.citizen.v1.GrantConsentRequest
+	(*GrantConsentResponse)(nil),   // 35: aperture.citizen.v1.GrantConsentResponse
+	(*RevokeConsentRequest)(nil),   // 36: aperture.citizen.v1.RevokeConsentRequest
+	(*RevokeConsentResponse)(nil),  // 37: aperture.citizen.v1.RevokeConsentResponse
+	(*GetMyDataRequest)(nil),       // 38: aperture.citizen.v1.GetMyDataRequest
+	(*GetMyDataResponse)(nil),      // 39: aperture.citizen.v1.GetMyDataResponse
+	(*QuestionAccessRequest)(nil),  // 40: aperture.citizen.v1.QuestionAccessRequest
+	(*QuestionAccessResponse)(nil), // 41: aperture.citizen.v1.QuestionAccessResponse
+	(*Question)(nil),               // 42: aperture.citizen.v1.Question
+	(*ListQuestionsRequest)(nil),   // 43: aperture.citizen.v1.ListQuestionsRequest
+	(*ListQuestionsResponse)(nil),  // 44: aperture.citizen.v1.ListQuestionsResponse
+	(*GetAccessProofRequest)(nil),  // 45: aperture.citizen.v1.GetAccessProofRequest
+	(*GetAccessProofResponse)(nil), // 46: aperture.citizen.v1.GetAccessProofResponse
+	(*Switch)(nil),                 // 47: aperture.citizen.v1.Switch
+	(*SwitchStep)(nil),             // 48: aperture.citizen.v1.SwitchStep
+	(*SwitchableJourney)(nil),      // 49: aperture.citizen.v1.SwitchableJourney
+	(*ListSwitchesRequest)(nil),    // 50: aperture.citizen.v1.ListSwitchesRequest
+	(*ListSwitchesResponse)(nil),   // 51: aperture.citizen.v1.ListSwitchesResponse
+	(*SetSwitchRequest)(nil),       // 52: aperture.citizen.v1.SetSwitchRequest
+	(*SetSwitchResponse)(nil),      // 53: aperture.citizen.v1.SetSwitchResponse
+	(*ListDatasetsRequest)(nil),    // 54: aperture.citizen.v1.ListDatasetsRequest
+	(*ListDatasetsResponse)(nil),   // 55: aperture.citizen.v1.ListDatasetsResponse
+	(*DatasetLabels)(nil),          // 56: aperture.citizen.v1.DatasetLabels
+	(*FieldLabel)(nil),             // 57: aperture.citizen.v1.FieldLabel
+	(*ValueLabel)(nil),             // 58: aperture.citizen.v1.ValueLabel
+	(*timestamppb.Timestamp)(nil),  // 59: google.protobuf.Timestamp
+	(v1.AccessKind)(0),             // 60: aperture.audit.v1.AccessKind
+	(v1.Decision)(0),               // 61: aperture.audit.v1.Decision
+	(v1.RefusalReason)(0),          // 62: aperture.audit.v1.RefusalReason
+	(*v1.BreakGlass)(nil),          // 63: aperture.audit.v1.BreakGlass
+	(*structpb.Struct)(nil),        // 64: google.protobuf.Struct
 }
 var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
 	5,   // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
-	58,  // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
-	59,  // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
+	59,  // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
+	60,  // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
 	6,   // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
 	6,   // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
 	8,   // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
 	9,   // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
 	10,  // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
 	5,   // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
-	60,  // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
+	61,  // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
 	5,   // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
-	58,  // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
-	61,  // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	62,  // 13: aperture.citizen.v1.Access.break_glass:type_name -> aperture.audit.v1.BreakGlass
+	59,  // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
+	62,  // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	63,  // 13: aperture.citizen.v1.Access.break_glass:type_name -> aperture.audit.v1.BreakGlass
 	5,   // 14: aperture.citizen.v1.Access.break_glass_reason:type_name -> aperture.citizen.v1.Text
 	5,   // 15: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
 	5,   // 16: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
 	5,   // 17: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
-	58,  // 18: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
-	58,  // 19: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
+	59,  // 18: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
+	59,  // 19: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
 	7,   // 20: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
 	7,   // 21: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
 	9,   // 22: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
 	1,   // 23: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
 	10,  // 24: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
 	6,   // 25: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
-	16,  // 26: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
+	17,  // 26: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
 	6,   // 27: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
-	58,  // 28: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	58,  // 29: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
-	10,  // 30: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 31: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
-	0,   // 32: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
-	58,  // 33: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	58,  // 34: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
-	15,  // 35: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
-	15,  // 36: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
-	23,  // 37: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
-	9,   // 38: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
-	5,   // 39: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
-	9,   // 40: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
-	5,   // 41: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
-	26,  // 42: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
-	10,  // 43: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 44: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
-	5,   // 45: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
-	27,  // 46: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
-	5,   // 47: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
-	2,   // 48: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
-	5,   // 49: aperture.citizen.v1.DataPathStep.optional_why:type_name -> aperture.citizen.v1.Text
-	6,   // 50: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
-	8,   // 51: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
-	9,   // 52: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
-	10,  // 53: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 54: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
-	58,  // 55: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	58,  // 56: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	58,  // 57: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
-	28,  // 58: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
-	26,  // 59: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
-	58,  // 60: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	28,  // 61: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
-	28,  // 62: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	28,  // 63: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	6,   // 64: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
-	63,  // 65: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
-	41,  // 66: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
-	6,   // 67: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
-	58,  // 68: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
-	3,   // 69: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
-	58,  // 70: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
-	41,  // 71: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
-	9,   // 72: aperture.citizen.v1.Switch.journey:type_name -> aperture.citizen.v1.JourneyRef
-	58,  // 73: aperture.citizen.v1.Switch.changed_at:type_name -> google.protobuf.Timestamp
-	10,  // 74: aperture.citizen.v1.SwitchStep.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 75: aperture.citizen.v1.SwitchStep.agency:type_name -> aperture.citizen.v1.Party
-	5,   // 76: aperture.citizen.v1.SwitchStep.optional_why:type_name -> aperture.citizen.v1.Text
-	9,   // 77: aperture.citizen.v1.SwitchableJourney.journey:type_name -> aperture.citizen.v1.JourneyRef
-	5,   // 78: aperture.citizen.v1.SwitchableJourney.optional_why:type_name -> aperture.citizen.v1.Text
-	47,  // 79: aperture.citizen.v1.SwitchableJourney.steps:type_name -> aperture.citizen.v1.SwitchStep
-	46,  // 80: aperture.citizen.v1.SwitchableJourney.switch:type_name -> aperture.citizen.v1.Switch
-	46,  // 81: aperture.citizen.v1.ListSwitchesResponse.all:type_name -> aperture.citizen.v1.Switch
-	48,  // 82: aperture.citizen.v1.ListSwitchesResponse.journeys:type_name -> aperture.citizen.v1.SwitchableJourney
-	46,  // 83: aperture.citizen.v1.SetSwitchResponse.switch:type_name -> aperture.citizen.v1.Switch
-	55,  // 84: aperture.citizen.v1.ListDatasetsResponse.datasets:type_name -> aperture.citizen.v1.DatasetLabels
-	6,   // 85: aperture.citizen.v1.DatasetLabels.authority:type_name -> aperture.citizen.v1.Party
-	5,   // 86: aperture.citizen.v1.DatasetLabels.label:type_name -> aperture.citizen.v1.Text
-	56,  // 87: aperture.citizen.v1.DatasetLabels.fields:type_name -> aperture.citizen.v1.FieldLabel
-	5,   // 88: aperture.citizen.v1.FieldLabel.label:type_name -> aperture.citizen.v1.Text
-	4,   // 89: aperture.citizen.v1.FieldLabel.kind:type_name -> aperture.citizen.v1.FieldKind
-	57,  // 90: aperture.citizen.v1.FieldLabel.values:type_name -> aperture.citizen.v1.ValueLabel
-	5,   // 91: aperture.citizen.v1.ValueLabel.label:type_name -> aperture.citizen.v1.Text
-	11,  // 92: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
-	13,  // 93: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
-	17,  // 94: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
-	19,  // 95: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
-	21,  // 96: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
-	24,  // 97: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
-	29,  // 98: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
-	31,  // 99: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
-	33,  // 100: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
-	35,  // 101: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
-	37,  // 102: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
-	39,  // 103: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
-	42,  // 104: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
-	44,  // 105: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
-	49,  // 106: aperture.citizen.v1.CitizenService.ListSwitches:input_type -> aperture.citizen.v1.ListSwitchesRequest
-	51,  // 107: aperture.citizen.v1.CitizenService.SetSwitch:input_type -> aperture.citizen.v1.SetSwitchRequest
-	53,  // 108: aperture.citizen.v1.CitizenService.ListDatasets:input_type -> aperture.citizen.v1.ListDatasetsRequest
-	12,  // 109: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
-	14,  // 110: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
-	18,  // 111: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
-	20,  // 112: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
-	22,  // 113: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
-	25,  // 114: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
-	30,  // 115: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
-	32,  // 116: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
-	34,  // 117: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
-	36,  // 118: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
-	38,  // 119: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
-	40,  // 120: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
-	43,  // 121: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
-	45,  // 122: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
-	50,  // 123: aperture.citizen.v1.CitizenService.ListSwitches:output_type -> aperture.citizen.v1.ListSwitchesResponse
-	52,  // 124: aperture.citizen.v1.CitizenService.SetSwitch:output_type -> aperture.citizen.v1.SetSwitchResponse
-	54,  // 125: aperture.citizen.v1.CitizenService.ListDatasets:output_type -> aperture.citizen.v1.ListDatasetsResponse
-	109, // [109:126] is the sub-list for method output_type
-	92,  // [92:109] is the sub-list for method input_type
-	92,  // [92:92] is the sub-list for extension type_name
-	92,  // [92:92] is the sub-list for extension extendee
-	0,   // [0:92] is the sub-list for field type_name
+	59,  // 28: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	59,  // 29: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	16,  // 30: aperture.citizen.v1.Case.proactive:type_name -> aperture.citizen.v1.ProactiveStart
+	5,   // 31: aperture.citizen.v1.ProactiveStart.event:type_name -> aperture.citizen.v1.Text
+	6,   // 32: aperture.citizen.v1.ProactiveStart.authority:type_name -> aperture.citizen.v1.Party
+	59,  // 33: aperture.citizen.v1.ProactiveStart.occurred_at:type_name -> google.protobuf.Timestamp
+	10,  // 34: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 35: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
+	0,   // 36: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
+	59,  // 37: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	59,  // 38: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	15,  // 39: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
+	15,  // 40: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
+	24,  // 41: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
+	9,   // 42: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,   // 43: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
+	9,   // 44: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,   // 45: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
+	27,  // 46: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
+	10,  // 47: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 48: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
+	5,   // 49: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
+	28,  // 50: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
+	5,   // 51: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
+	2,   // 52: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
+	5,   // 53: aperture.citizen.v1.DataPathStep.optional_why:type_name -> aperture.citizen.v1.Text
+	6,   // 54: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
+	8,   // 55: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
+	9,   // 56: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
+	10,  // 57: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 58: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
+	59,  // 59: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	59,  // 60: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	59,  // 61: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
+	29,  // 62: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
+	27,  // 63: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
+	59,  // 64: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	29,  // 65: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
+	29,  // 66: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	29,  // 67: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	6,   // 68: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
+	64,  // 69: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
+	42,  // 70: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
+	6,   // 71: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
+	59,  // 72: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
+	3,   // 73: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
+	59,  // 74: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
+	42,  // 75: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	9,   // 76: aperture.citizen.v1.Switch.journey:type_name -> aperture.citizen.v1.JourneyRef
+	59,  // 77: aperture.citizen.v1.Switch.changed_at:type_name -> google.protobuf.Timestamp
+	10,  // 78: aperture.citizen.v1.SwitchStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 79: aperture.citizen.v1.SwitchStep.agency:type_name -> aperture.citizen.v1.Party
+	5,   // 80: aperture.citizen.v1.SwitchStep.optional_why:type_name -> aperture.citizen.v1.Text
+	9,   // 81: aperture.citizen.v1.SwitchableJourney.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,   // 82: aperture.citizen.v1.SwitchableJourney.optional_why:type_name -> aperture.citizen.v1.Text
+	48,  // 83: aperture.citizen.v1.SwitchableJourney.steps:type_name -> aperture.citizen.v1.SwitchStep
+	47,  // 84: aperture.citizen.v1.SwitchableJourney.switch:type_name -> aperture.citizen.v1.Switch
+	47,  // 85: aperture.citizen.v1.ListSwitchesResponse.all:type_name -> aperture.citizen.v1.Switch
+	49,  // 86: aperture.citizen.v1.ListSwitchesResponse.journeys:type_name -> aperture.citizen.v1.SwitchableJourney
+	47,  // 87: aperture.citizen.v1.SetSwitchResponse.switch:type_name -> aperture.citizen.v1.Switch
+	56,  // 88: aperture.citizen.v1.ListDatasetsResponse.datasets:type_name -> aperture.citizen.v1.DatasetLabels
+	6,   // 89: aperture.citizen.v1.DatasetLabels.authority:type_name -> aperture.citizen.v1.Party
+	5,   // 90: aperture.citizen.v1.DatasetLabels.label:type_name -> aperture.citizen.v1.Text
+	57,  // 91: aperture.citizen.v1.DatasetLabels.fields:type_name -> aperture.citizen.v1.FieldLabel
+	5,   // 92: aperture.citizen.v1.FieldLabel.label:type_name -> aperture.citizen.v1.Text
+	4,   // 93: aperture.citizen.v1.FieldLabel.kind:type_name -> aperture.citizen.v1.FieldKind
+	58,  // 94: aperture.citizen.v1.FieldLabel.values:type_name -> aperture.citizen.v1.ValueLabel
+	5,   // 95: aperture.citizen.v1.ValueLabel.label:type_name -> aperture.citizen.v1.Text
+	11,  // 96: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
+	13,  // 97: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
+	18,  // 98: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
+	20,  // 99: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
+	22,  // 100: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
+	25,  // 101: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
+	30,  // 102: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
+	32,  // 103: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
+	34,  // 104: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
+	36,  // 105: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
+	38,  // 106: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
+	40,  // 107: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
+	43,  // 108: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
+	45,  // 109: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
+	50,  // 110: aperture.citizen.v1.CitizenService.ListSwitches:input_type -> aperture.citizen.v1.ListSwitchesRequest
+	52,  // 111: aperture.citizen.v1.CitizenService.SetSwitch:input_type -> aperture.citizen.v1.SetSwitchRequest
+	54,  // 112: aperture.citizen.v1.CitizenService.ListDatasets:input_type -> aperture.citizen.v1.ListDatasetsRequest
+	12,  // 113: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
+	14,  // 114: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
+	19,  // 115: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
+	21,  // 116: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
+	23,  // 117: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
+	26,  // 118: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
+	31,  // 119: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
+	33,  // 120: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
+	35,  // 121: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
+	37,  // 122: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
+	39,  // 123: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
+	41,  // 124: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
+	44,  // 125: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
+	46,  // 126: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
+	51,  // 127: aperture.citizen.v1.CitizenService.ListSwitches:output_type -> aperture.citizen.v1.ListSwitchesResponse
+	53,  // 128: aperture.citizen.v1.CitizenService.SetSwitch:output_type -> aperture.citizen.v1.SetSwitchResponse
+	55,  // 129: aperture.citizen.v1.CitizenService.ListDatasets:output_type -> aperture.citizen.v1.ListDatasetsResponse
+	113, // [113:130] is the sub-list for method output_type
+	96,  // [96:113] is the sub-list for method input_type
+	96,  // [96:96] is the sub-list for extension type_name
+	96,  // [96:96] is the sub-list for extension extendee
+	0,   // [0:96] is the sub-list for field type_name
 }
 
 func init() { file_aperture_citizen_v1_citizen_proto_init() }
@@ -4358,7 +4442,7 @@ func file_aperture_citizen_v1_citizen_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_citizen_v1_citizen_proto_rawDesc), len(file_aperture_citizen_v1_citizen_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   53,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
