@@ -508,7 +508,7 @@ func (b *Broker) buildServer() error {
 	if err != nil {
 		return err
 	}
-	cs := cases.NewService(b.Cases, policies, b.deps.Pseudonyms, b.deps.Now, b.log.With("component", "cases"))
+	cs := cases.NewService(b.Cases, policies, b.deps.Pseudonyms, b.Switches, b.deps.Now, b.log.With("component", "cases"))
 	registry := func() *policy.Registry { return b.bundle.Load().Registry }
 	edge, err := server.NewEdge(server.EdgeConfig{Identity: server.AgencyIdentity(registry), Logger: b.log.With("component", "grpc")})
 	if err != nil {

@@ -11,10 +11,39 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aperture-gov/aperture/broker/ids"
+	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/broker/sealedkv"
+	"github.com/aperture-gov/aperture/broker/switchoff"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
+
+// Switches reads citizens' switch-offs (switchoff.Store).
+type Switches interface {
+	Off(ctx context.Context, pseudonym, journey string) (switchoff.Scope, error)
+}
+
+// declined says whether the citizen declined journey j, which a life event would start: only a
+// whole-optional journey can be declined. A switch that does not authenticate counts as declined (the
+// citizen may have said no, and an offer not made harms nobody); one that cannot be read is an error.
+func (s *Service) declined(ctx context.Context, pseudonym string, j *policy.Journey) (bool, error) {
+	if j.Optional == nil {
+		return false, nil
+	}
+	if s.switches == nil {
+		s.log.Warn("no switch-off store: an optional journey is not opened by a life event", "journey", j.ID)
+		return true, nil
+	}
+	scope, err := s.switches.Off(ctx, pseudonym, j.ID)
+	switch {
+	case errors.Is(err, switchoff.ErrUnverified):
+		s.log.Warn("a citizen's switch-off does not verify: the optional journey is not opened", "journey", j.ID, "err", err)
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("switch-offs of journey %q: %w", j.ID, err)
+	}
+	return scope != switchoff.ScopeNone, nil
+}
 
 // ClaimBucket is the KV bucket that records, per published life event, the cases it opened: the event
 // id is claimed before any case is opened, so an event delivered twice opens its cases once.
@@ -158,6 +187,14 @@ func (s *Service) OpenFromEvent(ctx context.Context, authority string, ev LifeEv
 		j, ok := b.Journey(cc.Journey)
 		if !ok || j.Steps[0].Agency != cc.Agency {
 			s.log.Warn("life event names a journey the policies no longer start", "journey", cc.Journey, "agency", cc.Agency, "event_type", ev.Type)
+			continue
+		}
+		// The citizen may decline an optional journey before it starts (issue 15, switch-off). Declined
+		// now, it stays claimed: a later delivery of the same event opens it if they switched it on.
+		if no, err := s.declined(ctx, pn, j); err != nil {
+			return nil, false, refusal.Wrap(refusal.Unavailable, err, "the citizen's switch-offs are unavailable; retry the event").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
+		} else if no {
+			s.log.Info("life event: the citizen switched the optional journey off; not opened", "journey", j.ID, "agency", cc.Agency, "event_type", ev.Type)
 			continue
 		}
 		c = New(j, ev.CitizenID, pn, cc.Agency, b.Version, now)

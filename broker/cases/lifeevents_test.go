@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
+	"github.com/aperture-gov/aperture/broker/switchoff"
 	"github.com/aperture-gov/aperture/policies"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	"github.com/aperture-gov/aperture/services/catalog"
@@ -68,7 +70,7 @@ func TestOpenFromEventOncePerEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := cases.NewService(store, func() *policy.Bundle { return b }, pn, func() time.Time { return t0 }, nil)
+	svc := cases.NewService(store, func() *policy.Bundle { return b }, pn, nil, func() time.Time { return t0 }, nil)
 	ctx := context.Background()
 	publisher := ev.PublishedBy[0]
 
@@ -147,12 +149,98 @@ func BenchmarkOpenFromEvent(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	svc := cases.NewService(store, func() *policy.Bundle { return bundle }, pn, nil, nil)
+	svc := cases.NewService(store, func() *policy.Bundle { return bundle }, pn, nil, nil, nil)
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := range b.N {
 		if _, _, err := svc.OpenFromEvent(ctx, ev.PublishedBy[0], cases.LifeEvent{ID: fmt.Sprintf("e%d", i), Type: ev.Type, CitizenID: "c1"}, nil); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestOpenFromEventDeclined: a life event does not open a whole-optional journey the citizen switched
+// off (for that journey or for all), nor one whose switch does not authenticate; the claim stays, so the
+// same event redelivered after the citizen switched it on again opens it. A mandatory journey opens
+// whatever the switches say.
+func TestOpenFromEventDeclined(t *testing.T) {
+	b := realBundle(t)
+	var ev *policy.LifeEvent
+	for _, e := range b.Events() {
+		if len(e.Starts) > 0 {
+			ev = e
+			break
+		}
+	}
+	if ev == nil {
+		t.Fatal("no life event starts a journey")
+	}
+	j, ok := b.Journey(ev.Starts[0].Journey)
+	if !ok {
+		t.Fatalf("journey %q", ev.Starts[0].Journey)
+	}
+	// This test's own bundle: the journey is made optional (later mandatory) here; the shipped policies
+	// decide nothing about it.
+	j.Optional = &policy.Optional{Why: policy.Text{EN: "An offer."}}
+
+	store, js := newStore(t)
+	sw, err := switchoff.Open(context.Background(), js, switchoff.Options{Sealer: sharedSealer(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pn, err := keys.NewHMACPseudonymizer("k1", make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := cases.NewService(store, func() *policy.Bundle { return b }, pn, sw, nil, nil)
+	ctx := context.Background()
+	publisher := ev.PublishedBy[0]
+	opens := func(id, citizen string) bool {
+		t.Helper()
+		opened, _, err := svc.OpenFromEvent(ctx, publisher, cases.LifeEvent{ID: id, Type: ev.Type, CitizenID: citizen}, nil)
+		if err != nil {
+			t.Fatalf("event %s: %v", id, err)
+		}
+		return slices.ContainsFunc(opened, func(c *cases.Case) bool { return c.Journey == j.ID })
+	}
+	ps := func(citizen string) string { return pn.Pseudonym(citizen).Value }
+
+	if !opens("e-on", "c-on") {
+		t.Error("an optional journey nobody switched off was not opened")
+	}
+	if _, err := sw.Set(ctx, ps("c-off"), j.ID, true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if opens("e-off", "c-off") {
+		t.Error("a journey the citizen switched off was opened")
+	}
+	if _, err := sw.Set(ctx, ps("c-all"), "", true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if opens("e-all", "c-all") {
+		t.Error("a journey the citizen switched off with all journeys was opened")
+	}
+	// A forged switch (not sealed by the broker) counts as declined, never as consent to the offer.
+	kv, err := js.KeyValue(ctx, switchoff.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, ps("c-forged")+"."+j.ID, []byte(`{"off":false}`)); err != nil {
+		t.Fatal(err)
+	}
+	if opens("e-forged", "c-forged") {
+		t.Error("a journey whose switch does not verify was opened")
+	}
+	// Switched on again: the same event, redelivered, opens it.
+	if _, err := sw.Set(ctx, ps("c-off"), j.ID, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if !opens("e-off", "c-off") {
+		t.Error("the redelivered event did not open the journey switched on again")
+	}
+	// Mandatory: switches do not decide.
+	j.Optional = nil
+	if !opens("e-mandatory", "c-all") {
+		t.Error("a mandatory journey was not opened for a citizen who switched off all optional steps")
 	}
 }

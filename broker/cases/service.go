@@ -18,19 +18,21 @@ type Service struct {
 	store      *Store
 	policies   func() *policy.Bundle
 	pseudonyms keys.Pseudonymizer
+	switches   Switches
 	now        func() time.Time
 	log        *slog.Logger
 }
 
-// NewService returns a Service over store.
-func NewService(store *Store, policies func() *policy.Bundle, pseudonyms keys.Pseudonymizer, now func() time.Time, log *slog.Logger) *Service {
+// NewService returns a Service over store. switches is asked before a life event opens a journey the
+// citizen may decline (a whole-optional journey); without it such a journey is not opened.
+func NewService(store *Store, policies func() *policy.Bundle, pseudonyms keys.Pseudonymizer, switches Switches, now func() time.Time, log *slog.Logger) *Service {
 	if now == nil {
 		now = time.Now
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Service{store: store, policies: policies, pseudonyms: pseudonyms, now: now, log: log}
+	return &Service{store: store, policies: policies, pseudonyms: pseudonyms, switches: switches, now: now, log: log}
 }
 
 // Journey returns the journey of a case, if it is still in the policy.
