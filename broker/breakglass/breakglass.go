@@ -96,17 +96,12 @@ type Store struct {
 
 // Open creates or binds the bucket.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, codec, err := sealedkv.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Aperture break-glass review queue and per-caseworker use counts",
 		History:     8,
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(opts.Replicas, 1),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
-	}
-	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, opts.Logger)
+		Replicas:    opts.Replicas,
+	}, opts.Sealer, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("breakglass: %w", err)
 	}

@@ -283,19 +283,14 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, codec, err := sealedkv.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Aperture case state, one key per case",
 		// The relay reads transitions from this history (outbox.go): a case may move this many times
 		// while the relay is behind before it loses the events of the oldest. 64 is JetStream's most.
 		History:  64,
-		Storage:  jetstream.FileStorage,
 		Replicas: opts.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
-	}
-	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, opts.Logger)
+	}, opts.Sealer, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("cases: %w", err)
 	}

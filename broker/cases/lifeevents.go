@@ -86,16 +86,11 @@ type claimedCase struct {
 }
 
 func openClaims(ctx context.Context, js jetstream.JetStream, opts Options) (*claims, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, codec, err := sealedkv.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      ClaimBucket,
 		Description: "Aperture: the cases each published life event opened, one key per event",
-		Storage:     jetstream.FileStorage,
 		Replicas:    opts.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %q: %w", ClaimBucket, err)
-	}
-	codec, err := sealedkv.New(ctx, js, ClaimBucket, opts.Sealer, opts.Logger)
+	}, opts.Sealer, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("life events: %w", err)
 	}

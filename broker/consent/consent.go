@@ -80,18 +80,12 @@ type Store struct {
 
 // Open creates or binds the consents bucket.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
-	replicas := max(opts.Replicas, 1)
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, codec, err := sealedkv.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Aperture citizen consents, one key per citizen pseudonym, journey and step",
 		History:     16, // the citizen can see their consent history
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
-	}
-	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, opts.Logger)
+		Replicas:    opts.Replicas,
+	}, opts.Sealer, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("consents: %w", err)
 	}

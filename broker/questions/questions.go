@@ -116,22 +116,16 @@ type Options struct {
 // Open creates or binds the questions bucket. The events stream must exist (cases.Open creates it);
 // without it notifications fail and are logged, the questions are still stored.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
-	replicas := max(opts.Replicas, 1)
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, codec, err := sealedkv.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Aperture citizens' questions about accesses: <agency>.<pseudonym>.<question id>",
 		History:     4,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
-	}
-	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, log)
+		Replicas:    opts.Replicas,
+	}, opts.Sealer, log)
 	if err != nil {
 		return nil, fmt.Errorf("questions: %w", err)
 	}

@@ -55,6 +55,22 @@ type Codec struct {
 	bad    atomic.Uint64
 }
 
+// Open creates (or binds and updates) the KV bucket cfg describes, on file storage with at least one
+// replica, and returns it with its Codec: what every store of sealed records starts with.
+func Open(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, sealer Sealer, log *slog.Logger) (jetstream.KeyValue, *Codec, error) {
+	cfg.Storage = jetstream.FileStorage
+	cfg.Replicas = max(cfg.Replicas, 1)
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open KV bucket %q: %w", cfg.Bucket, err)
+	}
+	codec, err := New(ctx, js, cfg.Bucket, sealer, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kv, codec, nil
+}
+
 // New returns a Codec for the KV bucket, which must exist. sealer is required; log nil discards.
 func New(ctx context.Context, js jetstream.JetStream, bucket string, sealer Sealer, log *slog.Logger) (*Codec, error) {
 	if sealer == nil {

@@ -63,17 +63,12 @@ type Store struct {
 
 // Open creates or binds the switchoffs bucket.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, codec, err := sealedkv.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Aperture citizens' switch-offs of optional journeys and steps, one key per citizen pseudonym and journey",
 		History:     16,
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(opts.Replicas, 1),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
-	}
-	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, opts.Logger)
+		Replicas:    opts.Replicas,
+	}, opts.Sealer, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("switchoffs: %w", err)
 	}
