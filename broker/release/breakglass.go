@@ -109,17 +109,9 @@ func (s *Service) BreakGlass(ctx context.Context, caller Caller, req BreakGlassR
 	if strings.TrimSpace(caller.Caseworker) == "" {
 		return nil, refusal.New(refusal.InvalidArgument, "a break-glass release must name the caseworker (the limit is per caseworker)").Because(auditv1.RefusalReason_REFUSAL_REASON_INVALID_REQUEST)
 	}
-	if w, ok := s.cfg.Log.(writable); ok {
-		if err := w.Writable(); err != nil {
-			return nil, logUnavailable(err)
-		}
-	}
-	c, err := s.cfg.Cases.Get(ctx, req.CaseID)
-	if errors.Is(err, cases.ErrNotFound) {
-		return nil, refusal.New(refusal.NotFound, "case %s does not exist", req.CaseID).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
-	}
+	c, err := s.writableCase(ctx, req.CaseID)
 	if err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
+		return nil, err
 	}
 	if j, ok := bundle.Journey(c.Journey); !c.Involves(caller.Agency) && (!ok || !hasBreakGlass(j, caller.Agency)) {
 		return nil, refusal.Wrap(refusal.NotFound, cases.ErrNotParticipant, "case %s does not exist", req.CaseID).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)

@@ -150,19 +150,9 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (_ *R
 	if req.HiddenUntil != nil && !req.HiddenUntil.After(now) {
 		return nil, refusal.New(refusal.InvalidArgument, "hidden_until must be in the future").Because(auditv1.RefusalReason_REFUSAL_REASON_INVALID_REQUEST)
 	}
-	// The breaker of the log is open: the answer will be Unavailable whatever happens, so nothing
-	// is read or fetched for it (and the refusal cannot be logged).
-	if w, ok := s.cfg.Log.(writable); ok {
-		if err := w.Writable(); err != nil {
-			return nil, logUnavailable(err)
-		}
-	}
-	c, err := s.cfg.Cases.Get(ctx, req.CaseID)
-	if errors.Is(err, cases.ErrNotFound) {
-		return nil, refusal.New(refusal.NotFound, "case %s does not exist", req.CaseID).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
-	}
+	c, err := s.writableCase(ctx, req.CaseID)
 	if err != nil {
-		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
+		return nil, err
 	}
 	if !c.Involves(caller.Agency) {
 		// To an agency with no step in the journey the case does not exist: the same answer as an unknown
@@ -534,4 +524,23 @@ func matchDerived(grant policy.Grant, got []*authorityv1.DerivedValue) ([]*broke
 	}
 	slices.Sort(extra)
 	return facts, extra, nil
+}
+
+// writableCase reads the case a release is for, once the log can take its record. While the log's
+// breaker is open the answer is Unavailable whatever happens, so nothing is read or fetched for it
+// (and the refusal cannot be logged).
+func (s *Service) writableCase(ctx context.Context, id string) (*cases.Case, error) {
+	if w, ok := s.cfg.Log.(writable); ok {
+		if err := w.Writable(); err != nil {
+			return nil, logUnavailable(err)
+		}
+	}
+	c, err := s.cfg.Cases.Get(ctx, id)
+	if errors.Is(err, cases.ErrNotFound) {
+		return nil, refusal.New(refusal.NotFound, "case %s does not exist", id).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
+	}
+	if err != nil {
+		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
+	}
+	return c, nil
 }

@@ -389,39 +389,29 @@ type policyDiff struct {
 
 func disclosures(b *policy.Bundle) map[string][]disclosure {
 	out := map[string][]disclosure{} // by journey/step/agency/dataset
+	add := func(journey, step, agency string, rules []*policy.Rule) {
+		for _, r := range rules {
+			key := strings.Join([]string{journey, step, agency, r.Authority + "." + r.Dataset}, "\x00")
+			base := disclosure{Journey: journey, Step: step, Agency: agency, Dataset: r.Authority + "." + r.Dataset}
+			for _, f := range r.Fields {
+				d := base
+				d.Field = f
+				out[key] = append(out[key], d)
+			}
+			for _, f := range r.Derived {
+				d := base
+				d.Fact, d.Expression, d.Type = f.Name, f.Expression, f.Type.String()
+				out[key] = append(out[key], d)
+			}
+		}
+	}
 	for _, j := range b.Journeys() {
 		for _, s := range j.Steps {
-			for _, r := range s.Rules {
-				key := strings.Join([]string{j.ID, s.ID, s.Agency, r.Authority + "." + r.Dataset}, "\x00")
-				base := disclosure{Journey: j.ID, Step: s.ID, Agency: s.Agency, Dataset: r.Authority + "." + r.Dataset}
-				for _, f := range r.Fields {
-					d := base
-					d.Field = f
-					out[key] = append(out[key], d)
-				}
-				for _, f := range r.Derived {
-					d := base
-					d.Fact, d.Expression, d.Type = f.Name, f.Expression, f.Type.String()
-					out[key] = append(out[key], d)
-				}
-			}
+			add(j.ID, s.ID, s.Agency, s.Rules)
 		}
 		// A break-glass rule discloses too: a new one, or a new field in one, is a new disclosure.
 		for _, bg := range j.BreakGlass {
-			for _, r := range bg.Rules {
-				key := strings.Join([]string{j.ID, policy.BreakGlassStep, bg.Agency, r.Authority + "." + r.Dataset}, "\x00")
-				base := disclosure{Journey: j.ID, Step: policy.BreakGlassStep, Agency: bg.Agency, Dataset: r.Authority + "." + r.Dataset}
-				for _, f := range r.Fields {
-					d := base
-					d.Field = f
-					out[key] = append(out[key], d)
-				}
-				for _, f := range r.Derived {
-					d := base
-					d.Fact, d.Expression, d.Type = f.Name, f.Expression, f.Type.String()
-					out[key] = append(out[key], d)
-				}
-			}
+			add(j.ID, policy.BreakGlassStep, bg.Agency, bg.Rules)
 		}
 	}
 	return out
