@@ -8,8 +8,8 @@ PLAIN_PKGS = $(shell go list ./... | grep -v -e '/aperture/broker$$' -e '/apertu
 
 test: check
 	.ci/deps
-	go test $(PLAIN_PKGS)
-	go test -race ./broker/...
+	go test -timeout 25m $(PLAIN_PKGS)
+	go test -timeout 25m -race ./broker/...
 
 check: vet staticcheck tidy breaking
 
