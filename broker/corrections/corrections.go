@@ -67,16 +67,17 @@ const (
 
 // Request is one correction request as stored. CitizenID, Reason and Proposed are citizen data.
 type Request struct {
-	ID          string    `json:"id"`
-	Authority   string    `json:"authority"`
-	Pseudonym   string    `json:"pseudonym"`
-	CitizenID   string    `json:"citizen_id"`
-	Dataset     string    `json:"dataset"`
-	Field       string    `json:"field"`
-	Reason      string    `json:"reason"`
-	Proposed    string    `json:"proposed,omitempty"`
-	RequestedAt time.Time `json:"requested_at"`
-	Status      Status    `json:"status"`
+	ID             string    `json:"id"`
+	Authority      string    `json:"authority"`
+	Pseudonym      string    `json:"pseudonym"`
+	CitizenID      string    `json:"citizen_id"`
+	PseudonymKeyID string    `json:"pseudonym_key_id,omitempty"`
+	Dataset        string    `json:"dataset"`
+	Field          string    `json:"field"`
+	Reason         string    `json:"reason"`
+	Proposed       string    `json:"proposed,omitempty"`
+	RequestedAt    time.Time `json:"requested_at"`
+	Status         Status    `json:"status"`
 	// Set once decided.
 	DecidedBy      string     `json:"decided_by,omitempty"`
 	DecisionReason string     `json:"decision_reason,omitempty"`
