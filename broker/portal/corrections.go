@@ -155,7 +155,7 @@ func (p *Portal) correctionFile(w http.ResponseWriter, r *http.Request, v *view)
 		}
 	}
 	v.Data = page
-	p.render(w, r, v, http.StatusUnprocessableEntity, "correct")
+	p.render(w, r, v, http.StatusBadRequest, "correct")
 }
 
 // correctLink is the form's address for one dataset.
