@@ -157,3 +157,15 @@ func (c *Corrections) view(b *policy.Bundle, r *corrections.Request, uses []corr
 	}
 	return out
 }
+
+// correctionAccess words a correction request or decision in the citizen's log: the deciding authority
+// by its name (not as an agency), and the purpose in both languages.
+func (n names) correctionAccess(rec *auditv1.AccessRecord, a *citizenv1.Access) {
+	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED {
+		a.Agency = n.authority(rec.GetAgency())
+		a.Purpose = &citizenv1.Text{En: "To answer your request to correct your data", Da: "For at svare på din anmodning om at rette dine data"}
+		return
+	}
+	a.Agency = nil
+	a.Purpose = &citizenv1.Text{En: "Your request to correct your data", Da: "Din anmodning om at rette dine data"}
+}

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
 
@@ -161,4 +162,15 @@ func (p *Portal) correctionFile(w http.ResponseWriter, r *http.Request, v *view)
 // correctLink is the form's address for one dataset.
 func correctLink(authority, dataset string) string {
 	return "/corrections/new?authority=" + url.QueryEscape(authority) + "&dataset=" + url.QueryEscape(dataset)
+}
+
+// correctionEntry words a correction request ("You asked … to correct:") or the authority's decision
+// ("… answered your request to correct:") in the timeline; the outcome itself is on /corrections.
+func (v *view) correctionEntry(a *citizenv1.Access, it *accessItem) {
+	it.Correction = true
+	if a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED {
+		it.Who, it.Did = v.Party(a.GetAgency()), v.T("entry.correction.decided")
+		return
+	}
+	it.Who, it.Did = v.T("entry.correction.you"), v.T("entry.correction.requested", v.Party(a.GetAuthority()))
 }

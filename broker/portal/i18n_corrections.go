@@ -36,6 +36,10 @@ var correctionMessages = map[string]msg{
 	"correct.error.value_long":     {"Please keep the right value under 1,000 characters.", "Hold venligst den rigtige værdi under 1.000 tegn."},
 	"dataset.correct":              {"Something is wrong", "Noget er forkert"},
 	"dataset.correct.p":            {"If something here is wrong, ask the authority to correct it.", "Hvis noget her er forkert, så bed myndigheden om at rette det."},
+	"entry.correction.you":         {"You", "Du"},
+	"entry.correction.requested":   {"asked %s to correct:", "bad %s om at rette:"},
+	"entry.correction.decided":     {"answered your request to correct:", "svarede på din anmodning om at rette:"},
+	"entry.correction.follow":      {"See the answer", "Se svaret"},
 	"data.corrections":             {"My correction requests", "Mine anmodninger om rettelse"},
 }
 

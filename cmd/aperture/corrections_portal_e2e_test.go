@@ -8,6 +8,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/aperture-gov/aperture/broker/portal/portaltest"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 	"github.com/aperture-gov/aperture/services/kit"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
@@ -79,6 +80,19 @@ func TestPortalCorrectMyData(t *testing.T) {
 		t.Errorf("the case that used the field links to %q", href)
 	}
 	portaltest.Screenshot(t, ctx, "correct-02-waiting-en")
+
+	// The request is in the timeline, as the citizen's own act, with the way to the answer.
+	var reqID string
+	for _, r := range ts.accessRecords(citizen) {
+		if r.GetKind() == auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED {
+			reqID = r.GetId()
+		}
+	}
+	do("timeline", chromedp.Navigate(base+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS("#"+reqID)))
+	if entry := text("#" + reqID); !strings.Contains(entry, "You asked") ||
+		!strings.Contains(entry, "See the answer") || strings.Contains(entry, "Question this access") {
+		t.Errorf("the request's timeline entry:\n%s", entry)
+	}
 
 	// The authority's staff reject it; the citizen reads the answer, in Danish too.
 	q := kit.NewCorrections(ts.conn(mtls.KindAuthority, rule.Authority))
