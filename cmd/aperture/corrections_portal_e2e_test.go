@@ -119,6 +119,23 @@ func TestPortalCorrectMyData(t *testing.T) {
 	if list = text("#corrections"); !strings.Contains(list, "Not accepted") || !strings.Contains(list, answer) {
 		t.Errorf("the English request list after the decision:\n%s", list)
 	}
+	// No machine words on the correction pages, in either language.
+	var datasetIDs []string
+	for _, a := range ts.Broker.Bundle().Registry.Authorities {
+		datasetIDs = append(datasetIDs, a.Datasets...)
+	}
+	for _, lang := range []string{"en", "da"} {
+		for _, pg := range []string{"/corrections?", "/corrections/new?authority=" + rule.Authority + "&dataset=" + rule.Dataset + "&", "/?"} {
+			do(lang+" "+pg, chromedp.Navigate(base+pg+"lang="+lang), chromedp.WaitVisible(chromedp.CSS("main h1")))
+			body := portaltest.Eval[string](t, ctx, `document.body.innerText`)
+			for _, leak := range portaltest.Leaks(body, datasetIDs...) {
+				t.Errorf("%s %s: shows %s", lang, pg, leak)
+			}
+			if strings.Contains(body, "⟦") {
+				t.Errorf("%s %s: a message has no translation", lang, pg)
+			}
+		}
+	}
 	// The one expected: the form sent without a reason is answered 400 with the form and the error.
 	for _, e := range portaltest.ConsoleErrors(ctx) {
 		if !strings.Contains(e, "status of 400") || !strings.HasSuffix(e, "/corrections)") {
