@@ -42,8 +42,8 @@ func NewCorrections(s *Service, store CorrectionStore, count *corrections.Counte
 	return &Corrections{s: s, store: store, count: count}, nil
 }
 
-// RequestCorrection implements CitizenCorrectionService. The request is stored (sealed) and logged in
-// the citizen's access log; the citizen is answered only once it is logged. The agencies whose cases
+// RequestCorrection implements CitizenCorrectionService. The request is logged in the citizen's access
+// log, then stored (sealed). The agencies whose cases
 // used the field are told (case and field, never the citizen or the proposed value).
 func (c *Corrections) RequestCorrection(ctx context.Context, req *citizenv1.RequestCorrectionRequest) (*citizenv1.RequestCorrectionResponse, error) {
 	cz, err := citizenOf(ctx)
@@ -63,25 +63,28 @@ func (c *Corrections) RequestCorrection(ctx context.Context, req *citizenv1.Requ
 		return nil, refusal.New(refusal.InvalidArgument, "%s.%s has no field %q", a.ID, req.GetDataset(), req.GetField())
 	}
 	now := c.s.cfg.Now()
-	stored, err := c.store.Create(ctx, &corrections.Request{
-		Authority: a.ID, Pseudonym: cz.Pseudonym.Value, PseudonymKeyID: cz.Pseudonym.KeyID, CitizenID: cz.id,
-		Dataset: req.GetDataset(), Field: req.GetField(), Reason: req.GetReason(), Proposed: req.GetProposedValue(),
-	}, now)
-	if err != nil {
-		c.count.Add(ctx, a.ID, corrections.OutcomeFailed)
-		return nil, unavailable(err, "filing a correction request")
-	}
+	id := corrections.NewID(now)
+	// Logged first, like every access: the authority never sees a request the citizen's log does not show.
 	rec := &auditv1.AccessRecord{
 		Id: ids.New("acc", now), Time: timestamppb.New(now), CitizenPseudonym: cz.Pseudonym.Value, PseudonymKeyId: cz.Pseudonym.KeyID,
 		Kind: auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED, Authority: a.ID, Dataset: req.GetDataset(),
 		Fields: []string{req.GetField()}, Decision: auditv1.Decision_DECISION_RELEASED,
 		Purpose: "The citizen's request to correct their data", LegalBasis: corrections.RightToRectification,
-		PolicyVersion: b.Version, Correction: &auditv1.Correction{RequestId: stored.ID},
+		PolicyVersion: b.Version, Correction: &auditv1.Correction{RequestId: id},
 	}
 	if err := c.s.cfg.Log.Append(ctx, rec); err != nil {
 		c.count.Add(ctx, a.ID, corrections.OutcomeFailed)
-		c.s.log.Error("correction request stored but not logged", "request", stored.ID, "authority", a.ID, "err", err)
 		return nil, unavailable(err, "the access log")
+	}
+	stored, err := c.store.Create(ctx, &corrections.Request{
+		ID: id, Authority: a.ID, Pseudonym: cz.Pseudonym.Value, PseudonymKeyID: cz.Pseudonym.KeyID, CitizenID: cz.id,
+		Dataset: req.GetDataset(), Field: req.GetField(), Reason: req.GetReason(), Proposed: req.GetProposedValue(),
+	}, now)
+	if err != nil {
+		// The log shows a request that was not filed; the citizen is told to try again.
+		c.count.Add(ctx, a.ID, corrections.OutcomeFailed)
+		c.s.log.Error("correction request logged but not stored", "request", id, "authority", a.ID, "err", err)
+		return nil, unavailable(err, "filing a correction request")
 	}
 	c.count.Add(ctx, a.ID, corrections.OutcomeRequested)
 	uses, err := corrections.FindUses(ctx, c.s.cfg.Log, cz.Pseudonym.Value, a.ID, stored.Dataset, stored.Field)

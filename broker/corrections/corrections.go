@@ -193,13 +193,20 @@ func token(s string) bool {
 	return true
 }
 
-// Create stores a new open request. r.ID, Status and RequestedAt are set here.
+// NewID returns a new request id, for a caller that logs the request before it stores it.
+func NewID(now time.Time) string { return ids.New(IDPrefix, now) }
+
+// Create stores a new open request under r.ID (a new id when it is not one); Status and RequestedAt
+// are set here. An id that exists already is a conflict and changes nothing.
 func (s *Store) Create(ctx context.Context, r *Request, now time.Time) (*Request, error) {
 	if !token(r.Authority) || !token(r.Pseudonym) || r.CitizenID == "" || r.Dataset == "" || r.Field == "" || r.Reason == "" {
 		return nil, fmt.Errorf("%w: authority, citizen, dataset, field and reason are required", ErrInvalid)
 	}
 	c := *r
-	c.ID, c.Status, c.RequestedAt = ids.New(IDPrefix, now), StatusOpen, now.UTC()
+	if !ids.Valid(IDPrefix, c.ID) {
+		c.ID = NewID(now)
+	}
+	c.Status, c.RequestedAt = StatusOpen, now.UTC()
 	c.DecidedBy, c.DecisionReason, c.DecidedAt = "", "", nil
 	rev, err := s.codec.Write(ctx, s.kv, key(c.Authority, c.Pseudonym, c.ID), 0, &c)
 	if err != nil {

@@ -122,22 +122,21 @@ func (s *AuthorityService) DecideCorrectionRequest(ctx context.Context, req *bro
 		return nil, err
 	}
 	now := s.now()
-	r, err := s.store.Decide(ctx, authority, req.GetRequestId(), req.GetAccept(), req.GetReason(), req.GetDecidedBy(), now)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return nil, refusal.New(refusal.NotFound, "there is no correction request %s about your data", req.GetRequestId())
-	case errors.Is(err, ErrDecided):
-		return nil, refusal.New(refusal.FailedPrecondition, "correction request %s was decided already", req.GetRequestId())
-	case errors.Is(err, ErrInvalid):
-		return nil, refusal.New(refusal.InvalidArgument, "a decision needs a reason and the staff member deciding")
-	case err != nil:
-		s.count.Add(ctx, authority, OutcomeFailed)
-		return nil, refusal.Wrap(refusal.Unavailable, err, "correction requests are unavailable; please try again")
+	r, err := s.store.GetForAuthority(ctx, authority, req.GetRequestId())
+	if err == nil && r.Status != StatusOpen {
+		err = ErrDecided
+	}
+	if ref := decideRefusal(err, req.GetRequestId()); ref != nil {
+		if refusal.As(ref).Kind == refusal.Unavailable {
+			s.count.Add(ctx, authority, OutcomeFailed)
+		}
+		return nil, ref
 	}
 	outcome, logged := OutcomeRejected, auditv1.CorrectionOutcome_CORRECTION_OUTCOME_REJECTED
-	if r.Status == StatusAccepted {
+	if req.GetAccept() {
 		outcome, logged = OutcomeAccepted, auditv1.CorrectionOutcome_CORRECTION_OUTCOME_ACCEPTED
 	}
+	// Logged first, like every access: the citizen's log shows the decision before anyone sees it.
 	rec := &auditv1.AccessRecord{
 		Id: ids.New("acc", now), Time: timestamppb.New(now), CitizenPseudonym: r.Pseudonym, PseudonymKeyId: r.PseudonymKeyID,
 		Kind: auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED, Agency: authority, Authority: authority,
@@ -147,10 +146,15 @@ func (s *AuthorityService) DecideCorrectionRequest(ctx context.Context, req *bro
 		Correction: &auditv1.Correction{RequestId: r.ID, Outcome: logged},
 	}
 	if err := s.log.Append(ctx, rec); err != nil {
-		// The decision is stored; the citizen sees it in their list. The log line says it is missing.
 		s.count.Add(ctx, authority, OutcomeFailed)
-		s.slog.Error("correction decision stored but not logged", "request", r.ID, "authority", authority, "err", err)
-		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; the decision is stored, please list the requests again")
+		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was decided, please try again")
+	}
+	r, err = s.store.Decide(ctx, authority, req.GetRequestId(), req.GetAccept(), req.GetReason(), req.GetDecidedBy(), now)
+	if err != nil {
+		// Logged but not stored (a concurrent decision won, or the store failed): the log line says so.
+		s.slog.Error("correction decision logged but not stored", "request", req.GetRequestId(), "authority", authority, "access", rec.GetId(), "err", err)
+		s.count.Add(ctx, authority, OutcomeFailed)
+		return nil, decideRefusal(err, req.GetRequestId())
 	}
 	s.count.Add(ctx, authority, outcome)
 	uses, err := FindUses(ctx, s.log, r.Pseudonym, authority, r.Dataset, r.Field)
@@ -164,3 +168,18 @@ func (s *AuthorityService) DecideCorrectionRequest(ctx context.Context, req *bro
 
 // RightToRectification is the law behind a correction request.
 const RightToRectification = "GDPR Art. 16"
+
+// decideRefusal is the caller's answer to a store error of a decision (nil for nil).
+func decideRefusal(err error, id string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return refusal.New(refusal.NotFound, "there is no correction request %s about your data", id)
+	case errors.Is(err, ErrDecided):
+		return refusal.New(refusal.FailedPrecondition, "correction request %s was decided already", id)
+	case errors.Is(err, ErrInvalid):
+		return refusal.New(refusal.InvalidArgument, "a decision needs a reason and the staff member deciding")
+	}
+	return refusal.Wrap(refusal.Unavailable, err, "correction requests are unavailable; please try again")
+}
