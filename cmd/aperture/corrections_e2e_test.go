@@ -196,6 +196,28 @@ func TestCorrectionEndToEnd(t *testing.T) {
 	if decided.GetCorrection().GetOutcome() != auditv1.CorrectionOutcome_CORRECTION_OUTCOME_REJECTED || decided.GetAgency() != rule.Authority {
 		t.Fatalf("decision record: %v", decided)
 	}
+	// Asked again, the authority's own system accepts it with the kit, in a few lines.
+	again, err := api.RequestCorrection(ctx, &citizenv1.RequestCorrectionRequest{Authority: rule.Authority, Dataset: rule.Dataset, Field: field, Reason: "Still wrong: see the deed."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := kit.NewCorrections(ts.conn(mtls.KindAuthority, rule.Authority))
+	n, err := q.Work(context.Background(), "rules-engine", func(r *brokerv1.CorrectionRequest) (bool, bool, string, error) {
+		return true, r.GetId() != again.GetCorrection().GetId(), "Corrected from the deed.", nil
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("kit Work decided %d, %v; want 1", n, err)
+	}
+	list, err = api.ListCorrections(ctx, &citizenv1.ListCorrectionsRequest{})
+	if err != nil || len(list.GetCorrections()) != 2 || list.GetCorrections()[0].GetState() != citizenv1.CorrectionState_CORRECTION_STATE_ACCEPTED ||
+		list.GetCorrections()[1].GetState() != citizenv1.CorrectionState_CORRECTION_STATE_REJECTED {
+		t.Fatalf("after the second request: %v, %v", list, err)
+	}
+	accepted := findCorrectionRecord(t, ts.accessRecords(citizen), auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED, again.GetCorrection().GetId())
+	if accepted.GetCorrection().GetOutcome() != auditv1.CorrectionOutcome_CORRECTION_OUTCOME_ACCEPTED {
+		t.Fatalf("second decision record: %v", accepted)
+	}
+
 	// The value is nowhere in the log's records.
 	for _, r := range ts.accessRecords(citizen) {
 		if b, _ := proto.Marshal(r); bytes.Contains(b, []byte(proposed)) {
