@@ -56,7 +56,9 @@ func (ts *testStack) correctionsAPI(citizen string) (citizenv1.CitizenCorrection
 // authority API, another authority neither sees nor decides the request. The journey, rule, field and
 // authorities come from the policies and registry.
 func TestCorrectionEndToEnd(t *testing.T) {
-	ts := newTestStack(t, func(o *stackOptions) { o.PortalListen, o.CitizenListen = "127.0.0.1:0", "127.0.0.1:0" })
+	ts := newTestStack(t, func(o *stackOptions) {
+		o.PortalListen, o.CitizenListen, o.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	})
 	b := ts.Broker.Bundle()
 	j, rule := plainReleaseStep(t, b)
 	agency := j.Steps[0].Agency
@@ -216,6 +218,13 @@ func TestCorrectionEndToEnd(t *testing.T) {
 	accepted := findCorrectionRecord(t, ts.accessRecords(citizen), auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED, again.GetCorrection().GetId())
 	if accepted.GetCorrection().GetOutcome() != auditv1.CorrectionOutcome_CORRECTION_OUTCOME_ACCEPTED {
 		t.Fatalf("second decision record: %v", accepted)
+	}
+
+	// Counted by authority and outcome.
+	for outcome, want := range map[string]float64{"requested": 2, "rejected": 1, "accepted": 1} {
+		if n, ok := scrape(t, ts.Metrics.Addr(), "aperture_correction_requests_total", `outcome="`+outcome+`"`, `authority="`+rule.Authority+`"`); !ok || n != want {
+			t.Errorf("aperture_correction_requests_total{outcome=%q} = %v (found %v), want %v", outcome, n, ok, want)
+		}
 	}
 
 	// The value is nowhere in the log's records.
