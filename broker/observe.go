@@ -312,6 +312,9 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 		if b.BreakGlass != nil {
 			o.ObserveInt64(unverified, int64(b.BreakGlass.Unauthentic()), metric.WithAttributes(attribute.String("store", "breakglass")))
 		}
+		if b.Corrections != nil {
+			o.ObserveInt64(unverified, int64(b.Corrections.Unauthentic()), metric.WithAttributes(attribute.String("store", "corrections")))
+		}
 		if b.integr != nil {
 			p := b.integr.Progress()
 			lead := int64(0)
