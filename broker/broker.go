@@ -34,6 +34,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/citizen"
 	"github.com/aperture-gov/aperture/broker/consent"
+	"github.com/aperture-gov/aperture/broker/corrections"
 	brokerhealth "github.com/aperture-gov/aperture/broker/health"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/lifecycle"
@@ -48,6 +49,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/witness"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
 )
 
@@ -203,6 +205,9 @@ type Broker struct {
 	// and per-caseworker use counts.
 	Switches   *switchoff.Store
 	BreakGlass *breakglass.Store
+	// Corrections are the citizens' requests to correct authority data (the authorities' queue).
+	Corrections     *corrections.Store
+	correctionCount *corrections.Counter
 
 	// The citizen API, when Deps.Citizens is set.
 	citizenSvc    *citizen.Service
@@ -278,6 +283,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		return nil, err
 	}
 	if b.Switches, err = switchoff.Open(ctx, js, switchoff.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "switchoff")}); err != nil {
+		return nil, err
+	}
+	if b.Corrections, err = corrections.Open(ctx, js, corrections.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "corrections")}); err != nil {
+		return nil, err
+	}
+	if b.correctionCount, err = corrections.NewCounter(deps.Meter); err != nil {
 		return nil, err
 	}
 	if b.BreakGlass, err = breakglass.Open(ctx, js, breakglass.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "breakglass")}); err != nil {
@@ -526,6 +537,11 @@ func (b *Broker) buildServer() error {
 		return err
 	}
 	brokerv1.RegisterLifeEventServiceServer(b.grpc, events)
+	fixes, err := corrections.NewAuthorityService(b.Corrections, b.access, b.correctionCount, b.deps.Now, b.log.With("component", "corrections"))
+	if err != nil {
+		return err
+	}
+	brokerv1.RegisterCorrectionServiceServer(b.grpc, fixes)
 	audit := server.NewAudit(b.access, b.tree, b.deps.Pseudonyms, b.log.With("component", "audit"))
 	if b.cosigner != nil {
 		audit.WithCosigned(b.cosigner)
@@ -555,6 +571,11 @@ func (b *Broker) buildCitizenServer(policies func() *policy.Bundle) error {
 	if err != nil {
 		return err
 	}
+	fixes, err := citizen.NewCorrections(svc, b.Corrections, b.correctionCount)
+	if err != nil {
+		return err
+	}
+	citizenv1.RegisterCitizenCorrectionServiceServer(srv, fixes)
 	b.citizenSvc, b.citizenGRPC, b.citizenHealth = svc, srv, hs
 	return nil
 }

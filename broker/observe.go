@@ -198,17 +198,20 @@ func (b *Broker) healthChecks() []brokerhealth.Check {
 	citizens := citizenv1.CitizenService_ServiceDesc.ServiceName
 	// Life events need the case store (NATS) and the access log, like opening a case.
 	events := brokerv1.LifeEventService_ServiceDesc.ServiceName
+	// Correction requests need their KV bucket (NATS) and the access log, on both sides.
+	fixes := brokerv1.CorrectionService_ServiceDesc.ServiceName
+	citizenFixes := citizenv1.CitizenCorrectionService_ServiceDesc.ServiceName
 	checks := []brokerhealth.Check{
-		{Name: CheckNATS, Services: []string{releases, audit, citizens, events}, Run: func(context.Context) error {
+		{Name: CheckNATS, Services: []string{releases, audit, citizens, events, fixes, citizenFixes}, Run: func(context.Context) error {
 			if st := b.nc.Status(); st != nats.CONNECTED {
 				return fmt.Errorf("NATS connection is %s", st)
 			}
 			return nil
 		}},
-		{Name: CheckAccessLog, Services: []string{releases, citizens, events}, Run: func(context.Context) error {
+		{Name: CheckAccessLog, Services: []string{releases, citizens, events, fixes, citizenFixes}, Run: func(context.Context) error {
 			return b.access.Writable()
 		}},
-		{Name: CheckAccessStream, Services: []string{releases, audit, citizens, events}, Run: b.checkAccessStream},
+		{Name: CheckAccessStream, Services: []string{releases, audit, citizens, events, fixes, citizenFixes}, Run: b.checkAccessStream},
 	}
 	for _, id := range b.neededAuthorities() {
 		checks = append(checks, brokerhealth.Check{Name: checkAuthority + id, Services: []string{releases}, Run: func(ctx context.Context) error {
@@ -308,6 +311,9 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 		}
 		if b.BreakGlass != nil {
 			o.ObserveInt64(unverified, int64(b.BreakGlass.Unauthentic()), metric.WithAttributes(attribute.String("store", "breakglass")))
+		}
+		if b.Corrections != nil {
+			o.ObserveInt64(unverified, int64(b.Corrections.Unauthentic()), metric.WithAttributes(attribute.String("store", "corrections")))
 		}
 		if b.integr != nil {
 			p := b.integr.Progress()

@@ -256,6 +256,8 @@ func (n names) access(rec *auditv1.AccessRecord) *citizenv1.Access {
 		if a.Purpose.GetEn() == "" {
 			a.Purpose = caseReadPurpose
 		}
+	case auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED, auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED:
+		n.correctionAccess(rec, a)
 	}
 	var rule *policy.Rule
 	if step != nil {

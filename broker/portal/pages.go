@@ -478,6 +478,8 @@ type datasetPage struct {
 	Found                           bool
 	Record                          []recordNode
 	AccessID                        string
+	// Correct is the address of the form to flag a field of this dataset as wrong ("" without it).
+	Correct string
 }
 
 func (p *Portal) myData(w http.ResponseWriter, r *http.Request, v *view) {
@@ -515,6 +517,9 @@ func (p *Portal) myDataset(w http.ResponseWriter, r *http.Request, v *view) {
 	page := &datasetPage{
 		AuthorityID: a, Authority: v.Party(res.GetAuthority()), Dataset: v.DatasetName(a, d),
 		Found: res.GetFound(), AccessID: res.GetAccessId(),
+	}
+	if p.cfg.Corrections != nil {
+		page.Correct = correctLink(a, d)
 	}
 	if page.Authority == "" {
 		page.Authority = a

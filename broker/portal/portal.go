@@ -51,6 +51,8 @@ type Config struct {
 	// Citizen is the citizen gRPC API; every call is made with outgoing metadata
 	// "authorization: Bearer <token>".
 	Citizen citizenv1.CitizenServiceClient
+	// Corrections is the citizen's correction API (same metadata); nil: no correction pages.
+	Corrections citizenv1.CitizenCorrectionServiceClient
 	// Sessions finds the signed-in citizen of a request.
 	Sessions Sessions
 	// LoginPath is where a signed-out visitor is sent, with "?return=<path>" added; default "/login".
@@ -167,6 +169,8 @@ func New(cfg Config) (*Portal, error) {
 //	GET  /questions, /questions/new?access= my questions, the form to question an access
 //	POST /questions                        question an access (access, message)
 //	GET  /accesses/{id}/proof              check one access in the public, witnessed log
+//	GET  /corrections, /corrections/new    my requests to correct data, the form (see correctionRoutes)
+//	POST /corrections                      ask an authority to correct a field
 //	GET  /report, /report/{id}             the public data-responsibility report (no sign-in; aggregates only)
 //	GET  /static/…                         CSS, script, icon
 //
@@ -194,6 +198,7 @@ func (p *Portal) Routes(mux *http.ServeMux) {
 	page("GET /questions/new", p.questionForm)
 	page("POST /questions", p.questionAsk)
 	page("GET /accesses/{id}/proof", p.accessProof)
+	p.correctionRoutes(page)
 	mux.Handle("GET /report", p.wrap(http.HandlerFunc(p.publicReport)))
 	mux.Handle("GET /report/{id}", p.wrap(http.HandlerFunc(p.publicReport)))
 	mux.Handle("GET /static/", p.wrap(p.staticFiles()))

@@ -75,6 +75,8 @@ type accessItem struct {
 	BreakGlass           *breakGlassItem
 	Review               bool
 	ReviewOf, ReviewNote string
+	// Correction is set for the citizen's request to correct data, and the authority's decision.
+	Correction bool
 }
 
 // breakGlassItem is what the citizen is told about an emergency access: the emergency, in the policy's
@@ -98,7 +100,10 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		Law:         a.GetLegalBasis(),
 		Reason:      v.refusal(a),
 	}
+	correction := a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED || a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED
 	switch {
+	case correction:
+		v.correctionEntry(a, &it)
 	case it.CaseRead:
 		it.Did = v.T("entry.case_read")
 	case it.AuditorRead:
@@ -108,7 +113,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	default:
 		it.Did = v.T("entry.saw")
 	}
-	if !it.Self {
+	if !it.Self && !correction {
 		it.Who = v.Party(a.GetAgency())
 		if a.GetCaseworker() != "" {
 			it.Who += ", " + v.T("entry.caseworker", a.GetCaseworker())

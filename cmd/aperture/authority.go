@@ -21,6 +21,9 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(args) > 0 && args[0] == "event" {
 		return runAuthorityEvent(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "corrections" {
+		return runAuthorityCorrections(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("authority", flag.ContinueOnError)
 	addConfigFlag(fs)
 	var (

@@ -244,6 +244,12 @@ const (
 	// An auditor closed the review of a break-glass access: agency holds the auditor's id, case_id and
 	// journey the reviewed access's, break_glass the reviewed access id and the outcome. No data.
 	AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW AccessKind = 5
+	// The citizen asked an authority to correct a field it holds: authority, dataset and fields (the one
+	// field) name it, correction the request. Never the value the citizen proposed.
+	AccessKind_ACCESS_KIND_CORRECTION_REQUESTED AccessKind = 6
+	// The authority decided a correction request: agency holds the authority's id, correction the
+	// outcome. Never a value.
+	AccessKind_ACCESS_KIND_CORRECTION_DECIDED AccessKind = 7
 )
 
 // Enum value maps for AccessKind.
@@ -255,14 +261,18 @@ var (
 		3: "ACCESS_KIND_CASE_READ",
 		4: "ACCESS_KIND_AUDITOR_READ",
 		5: "ACCESS_KIND_BREAK_GLASS_REVIEW",
+		6: "ACCESS_KIND_CORRECTION_REQUESTED",
+		7: "ACCESS_KIND_CORRECTION_DECIDED",
 	}
 	AccessKind_value = map[string]int32{
-		"ACCESS_KIND_UNSPECIFIED":        0,
-		"ACCESS_KIND_CASEWORKER":         1,
-		"ACCESS_KIND_CITIZEN_SELF":       2,
-		"ACCESS_KIND_CASE_READ":          3,
-		"ACCESS_KIND_AUDITOR_READ":       4,
-		"ACCESS_KIND_BREAK_GLASS_REVIEW": 5,
+		"ACCESS_KIND_UNSPECIFIED":          0,
+		"ACCESS_KIND_CASEWORKER":           1,
+		"ACCESS_KIND_CITIZEN_SELF":         2,
+		"ACCESS_KIND_CASE_READ":            3,
+		"ACCESS_KIND_AUDITOR_READ":         4,
+		"ACCESS_KIND_BREAK_GLASS_REVIEW":   5,
+		"ACCESS_KIND_CORRECTION_REQUESTED": 6,
+		"ACCESS_KIND_CORRECTION_DECIDED":   7,
 	}
 )
 
@@ -291,6 +301,56 @@ func (x AccessKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use AccessKind.Descriptor instead.
 func (AccessKind) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+// CorrectionOutcome is an authority's decision on a correction request.
+type CorrectionOutcome int32
+
+const (
+	CorrectionOutcome_CORRECTION_OUTCOME_UNSPECIFIED CorrectionOutcome = 0
+	CorrectionOutcome_CORRECTION_OUTCOME_ACCEPTED    CorrectionOutcome = 1
+	CorrectionOutcome_CORRECTION_OUTCOME_REJECTED    CorrectionOutcome = 2
+)
+
+// Enum value maps for CorrectionOutcome.
+var (
+	CorrectionOutcome_name = map[int32]string{
+		0: "CORRECTION_OUTCOME_UNSPECIFIED",
+		1: "CORRECTION_OUTCOME_ACCEPTED",
+		2: "CORRECTION_OUTCOME_REJECTED",
+	}
+	CorrectionOutcome_value = map[string]int32{
+		"CORRECTION_OUTCOME_UNSPECIFIED": 0,
+		"CORRECTION_OUTCOME_ACCEPTED":    1,
+		"CORRECTION_OUTCOME_REJECTED":    2,
+	}
+)
+
+func (x CorrectionOutcome) Enum() *CorrectionOutcome {
+	p := new(CorrectionOutcome)
+	*p = x
+	return p
+}
+
+func (x CorrectionOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CorrectionOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_audit_v1_audit_proto_enumTypes[3].Descriptor()
+}
+
+func (CorrectionOutcome) Type() protoreflect.EnumType {
+	return &file_aperture_audit_v1_audit_proto_enumTypes[3]
+}
+
+func (x CorrectionOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CorrectionOutcome.Descriptor instead.
+func (CorrectionOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 // BreakGlassOutcome is an auditor's conclusion on a break-glass access.
@@ -329,11 +389,11 @@ func (x BreakGlassOutcome) String() string {
 }
 
 func (BreakGlassOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_audit_v1_audit_proto_enumTypes[3].Descriptor()
+	return file_aperture_audit_v1_audit_proto_enumTypes[4].Descriptor()
 }
 
 func (BreakGlassOutcome) Type() protoreflect.EnumType {
-	return &file_aperture_audit_v1_audit_proto_enumTypes[3]
+	return &file_aperture_audit_v1_audit_proto_enumTypes[4]
 }
 
 func (x BreakGlassOutcome) Number() protoreflect.EnumNumber {
@@ -342,7 +402,62 @@ func (x BreakGlassOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BreakGlassOutcome.Descriptor instead.
 func (BreakGlassOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+}
+
+// Correction marks a correction request (ACCESS_KIND_CORRECTION_REQUESTED) or its decision
+// (ACCESS_KIND_CORRECTION_DECIDED).
+type Correction struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Set for a decision.
+	Outcome       CorrectionOutcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=aperture.audit.v1.CorrectionOutcome" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Correction) Reset() {
+	*x = Correction{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Correction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Correction) ProtoMessage() {}
+
+func (x *Correction) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Correction.ProtoReflect.Descriptor instead.
+func (*Correction) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Correction) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Correction) GetOutcome() CorrectionOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return CorrectionOutcome_CORRECTION_OUTCOME_UNSPECIFIED
 }
 
 // BreakGlass marks an emergency release outside the case's current step (or an auditor's review of
@@ -364,7 +479,7 @@ type BreakGlass struct {
 
 func (x *BreakGlass) Reset() {
 	*x = BreakGlass{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +491,7 @@ func (x *BreakGlass) String() string {
 func (*BreakGlass) ProtoMessage() {}
 
 func (x *BreakGlass) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +504,7 @@ func (x *BreakGlass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakGlass.ProtoReflect.Descriptor instead.
 func (*BreakGlass) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *BreakGlass) GetReasonCode() string {
@@ -499,14 +614,16 @@ type AccessRecord struct {
 	RefusalReason  RefusalReason `protobuf:"varint,24,opt,name=refusal_reason,json=refusalReason,proto3,enum=aperture.audit.v1.RefusalReason" json:"refusal_reason,omitempty"`
 	RefusalSubject string        `protobuf:"bytes,25,opt,name=refusal_subject,json=refusalSubject,proto3" json:"refusal_subject,omitempty"`
 	// Set for a break-glass release (released or refused) and for the review of one.
-	BreakGlass    *BreakGlass `protobuf:"bytes,26,opt,name=break_glass,json=breakGlass,proto3" json:"break_glass,omitempty"`
+	BreakGlass *BreakGlass `protobuf:"bytes,26,opt,name=break_glass,json=breakGlass,proto3" json:"break_glass,omitempty"`
+	// Set for a correction request and its decision.
+	Correction    *Correction `protobuf:"bytes,27,opt,name=correction,proto3" json:"correction,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AccessRecord) Reset() {
 	*x = AccessRecord{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +635,7 @@ func (x *AccessRecord) String() string {
 func (*AccessRecord) ProtoMessage() {}
 
 func (x *AccessRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +648,7 @@ func (x *AccessRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessRecord.ProtoReflect.Descriptor instead.
 func (*AccessRecord) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AccessRecord) GetId() string {
@@ -716,6 +833,13 @@ func (x *AccessRecord) GetBreakGlass() *BreakGlass {
 	return nil
 }
 
+func (x *AccessRecord) GetCorrection() *Correction {
+	if x != nil {
+		return x.Correction
+	}
+	return nil
+}
+
 // AccessBatch is one message of the ACCESS stream: the records of concurrent decisions that share
 // one durable write (group commit). Records are kept as their exact leaf bytes.
 //
@@ -740,7 +864,7 @@ type AccessBatch struct {
 
 func (x *AccessBatch) Reset() {
 	*x = AccessBatch{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +876,7 @@ func (x *AccessBatch) String() string {
 func (*AccessBatch) ProtoMessage() {}
 
 func (x *AccessBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +889,7 @@ func (x *AccessBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessBatch.ProtoReflect.Descriptor instead.
 func (*AccessBatch) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AccessBatch) GetRecords() [][]byte {
@@ -798,7 +922,7 @@ type ListedLeaf struct {
 
 func (x *ListedLeaf) Reset() {
 	*x = ListedLeaf{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +934,7 @@ func (x *ListedLeaf) String() string {
 func (*ListedLeaf) ProtoMessage() {}
 
 func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +947,7 @@ func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListedLeaf.ProtoReflect.Descriptor instead.
 func (*ListedLeaf) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListedLeaf) GetLeafIndex() uint64 {
@@ -855,7 +979,7 @@ type ListAccessRecordsRequest struct {
 
 func (x *ListAccessRecordsRequest) Reset() {
 	*x = ListAccessRecordsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +991,7 @@ func (x *ListAccessRecordsRequest) String() string {
 func (*ListAccessRecordsRequest) ProtoMessage() {}
 
 func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1004,7 @@ func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListAccessRecordsRequest) GetCitizenId() string {
@@ -920,7 +1044,7 @@ type ListAccessRecordsResponse struct {
 
 func (x *ListAccessRecordsResponse) Reset() {
 	*x = ListAccessRecordsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1056,7 @@ func (x *ListAccessRecordsResponse) String() string {
 func (*ListAccessRecordsResponse) ProtoMessage() {}
 
 func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1069,7 @@ func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListAccessRecordsResponse) GetRecords() []*AccessRecord {
@@ -978,7 +1102,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1114,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1127,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 // GetCheckpointResponse is the latest checkpoint.
@@ -1031,7 +1155,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1167,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1180,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() []byte {
@@ -1112,7 +1236,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1248,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1261,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetInclusionProofRequest) GetLeaf() isGetInclusionProofRequest_Leaf {
@@ -1212,7 +1336,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1348,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1361,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetInclusionProofResponse) GetLeafIndex() uint64 {
@@ -1295,7 +1419,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1431,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1444,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetConsistencyProofRequest) GetFromSize() uint64 {
@@ -1353,7 +1477,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1489,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1502,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetConsistencyProofResponse) GetFromSize() uint64 {
@@ -1439,7 +1563,7 @@ type BreakGlassReview struct {
 
 func (x *BreakGlassReview) Reset() {
 	*x = BreakGlassReview{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1575,7 @@ func (x *BreakGlassReview) String() string {
 func (*BreakGlassReview) ProtoMessage() {}
 
 func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1588,7 @@ func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakGlassReview.ProtoReflect.Descriptor instead.
 func (*BreakGlassReview) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BreakGlassReview) GetAccessId() string {
@@ -1597,7 +1721,7 @@ type ListBreakGlassReviewsRequest struct {
 
 func (x *ListBreakGlassReviewsRequest) Reset() {
 	*x = ListBreakGlassReviewsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1733,7 @@ func (x *ListBreakGlassReviewsRequest) String() string {
 func (*ListBreakGlassReviewsRequest) ProtoMessage() {}
 
 func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1746,7 @@ func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBreakGlassReviewsRequest.ProtoReflect.Descriptor instead.
 func (*ListBreakGlassReviewsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListBreakGlassReviewsRequest) GetIncludeClosed() bool {
@@ -1642,7 +1766,7 @@ type ListBreakGlassReviewsResponse struct {
 
 func (x *ListBreakGlassReviewsResponse) Reset() {
 	*x = ListBreakGlassReviewsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1778,7 @@ func (x *ListBreakGlassReviewsResponse) String() string {
 func (*ListBreakGlassReviewsResponse) ProtoMessage() {}
 
 func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +1791,7 @@ func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBreakGlassReviewsResponse.ProtoReflect.Descriptor instead.
 func (*ListBreakGlassReviewsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListBreakGlassReviewsResponse) GetReviews() []*BreakGlassReview {
@@ -1690,7 +1814,7 @@ type CloseBreakGlassReviewRequest struct {
 
 func (x *CloseBreakGlassReviewRequest) Reset() {
 	*x = CloseBreakGlassReviewRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1826,7 @@ func (x *CloseBreakGlassReviewRequest) String() string {
 func (*CloseBreakGlassReviewRequest) ProtoMessage() {}
 
 func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1839,7 @@ func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseBreakGlassReviewRequest.ProtoReflect.Descriptor instead.
 func (*CloseBreakGlassReviewRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CloseBreakGlassReviewRequest) GetAccessId() string {
@@ -1749,7 +1873,7 @@ type CloseBreakGlassReviewResponse struct {
 
 func (x *CloseBreakGlassReviewResponse) Reset() {
 	*x = CloseBreakGlassReviewResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +1885,7 @@ func (x *CloseBreakGlassReviewResponse) String() string {
 func (*CloseBreakGlassReviewResponse) ProtoMessage() {}
 
 func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +1898,7 @@ func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseBreakGlassReviewResponse.ProtoReflect.Descriptor instead.
 func (*CloseBreakGlassReviewResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CloseBreakGlassReviewResponse) GetReview() *BreakGlassReview {
@@ -1788,7 +1912,12 @@ var File_aperture_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x01\n" +
+	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n" +
+	"\n" +
+	"Correction\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2$.aperture.audit.v1.CorrectionOutcomeR\aoutcome\"\xe2\x01\n" +
 	"\n" +
 	"BreakGlass\x12\x1f\n" +
 	"\vreason_code\x18\x01 \x01(\tR\n" +
@@ -1797,7 +1926,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x12reviewed_access_id\x18\x03 \x01(\tR\x10reviewedAccessId\x12>\n" +
 	"\aoutcome\x18\x04 \x01(\x0e2$.aperture.audit.v1.BreakGlassOutcomeR\aoutcome\x12\x1f\n" +
 	"\vreview_note\x18\x05 \x01(\tR\n" +
-	"reviewNote\"\xbe\a\n" +
+	"reviewNote\"\xfd\a\n" +
 	"\fAccessRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -1831,7 +1960,10 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x0erefusal_reason\x18\x18 \x01(\x0e2 .aperture.audit.v1.RefusalReasonR\rrefusalReason\x12'\n" +
 	"\x0frefusal_subject\x18\x19 \x01(\tR\x0erefusalSubject\x12>\n" +
 	"\vbreak_glass\x18\x1a \x01(\v2\x1d.aperture.audit.v1.BreakGlassR\n" +
-	"breakGlass\"9\n" +
+	"breakGlass\x12=\n" +
+	"\n" +
+	"correction\x18\x1b \x01(\v2\x1d.aperture.audit.v1.CorrectionR\n" +
+	"correction\"9\n" +
 	"\vAccessBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\fR\x03mac\"?\n" +
@@ -1951,7 +2083,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	" REFUSAL_REASON_SWITCH_UNVERIFIED\x10\x14\x12*\n" +
 	"&REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED\x10\x15\x12+\n" +
 	"'REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED\x10\x16\x12$\n" +
-	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\xc0\x01\n" +
+	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\x8a\x02\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -1959,7 +2091,13 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x18ACCESS_KIND_CITIZEN_SELF\x10\x02\x12\x19\n" +
 	"\x15ACCESS_KIND_CASE_READ\x10\x03\x12\x1c\n" +
 	"\x18ACCESS_KIND_AUDITOR_READ\x10\x04\x12\"\n" +
-	"\x1eACCESS_KIND_BREAK_GLASS_REVIEW\x10\x05*\x82\x01\n" +
+	"\x1eACCESS_KIND_BREAK_GLASS_REVIEW\x10\x05\x12$\n" +
+	" ACCESS_KIND_CORRECTION_REQUESTED\x10\x06\x12\"\n" +
+	"\x1eACCESS_KIND_CORRECTION_DECIDED\x10\a*y\n" +
+	"\x11CorrectionOutcome\x12\"\n" +
+	"\x1eCORRECTION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bCORRECTION_OUTCOME_ACCEPTED\x10\x01\x12\x1f\n" +
+	"\x1bCORRECTION_OUTCOME_REJECTED\x10\x02*\x82\x01\n" +
 	"\x11BreakGlassOutcome\x12#\n" +
 	"\x1fBREAK_GLASS_OUTCOME_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dBREAK_GLASS_OUTCOME_JUSTIFIED\x10\x01\x12%\n" +
@@ -1984,65 +2122,69 @@ func file_aperture_audit_v1_audit_proto_rawDescGZIP() []byte {
 	return file_aperture_audit_v1_audit_proto_rawDescData
 }
 
-var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_aperture_audit_v1_audit_proto_goTypes = []any{
 	(Decision)(0),                         // 0: aperture.audit.v1.Decision
 	(RefusalReason)(0),                    // 1: aperture.audit.v1.RefusalReason
 	(AccessKind)(0),                       // 2: aperture.audit.v1.AccessKind
-	(BreakGlassOutcome)(0),                // 3: aperture.audit.v1.BreakGlassOutcome
-	(*BreakGlass)(nil),                    // 4: aperture.audit.v1.BreakGlass
-	(*AccessRecord)(nil),                  // 5: aperture.audit.v1.AccessRecord
-	(*AccessBatch)(nil),                   // 6: aperture.audit.v1.AccessBatch
-	(*ListedLeaf)(nil),                    // 7: aperture.audit.v1.ListedLeaf
-	(*ListAccessRecordsRequest)(nil),      // 8: aperture.audit.v1.ListAccessRecordsRequest
-	(*ListAccessRecordsResponse)(nil),     // 9: aperture.audit.v1.ListAccessRecordsResponse
-	(*GetCheckpointRequest)(nil),          // 10: aperture.audit.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),         // 11: aperture.audit.v1.GetCheckpointResponse
-	(*GetInclusionProofRequest)(nil),      // 12: aperture.audit.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),     // 13: aperture.audit.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),    // 14: aperture.audit.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil),   // 15: aperture.audit.v1.GetConsistencyProofResponse
-	(*BreakGlassReview)(nil),              // 16: aperture.audit.v1.BreakGlassReview
-	(*ListBreakGlassReviewsRequest)(nil),  // 17: aperture.audit.v1.ListBreakGlassReviewsRequest
-	(*ListBreakGlassReviewsResponse)(nil), // 18: aperture.audit.v1.ListBreakGlassReviewsResponse
-	(*CloseBreakGlassReviewRequest)(nil),  // 19: aperture.audit.v1.CloseBreakGlassReviewRequest
-	(*CloseBreakGlassReviewResponse)(nil), // 20: aperture.audit.v1.CloseBreakGlassReviewResponse
-	(*timestamppb.Timestamp)(nil),         // 21: google.protobuf.Timestamp
+	(CorrectionOutcome)(0),                // 3: aperture.audit.v1.CorrectionOutcome
+	(BreakGlassOutcome)(0),                // 4: aperture.audit.v1.BreakGlassOutcome
+	(*Correction)(nil),                    // 5: aperture.audit.v1.Correction
+	(*BreakGlass)(nil),                    // 6: aperture.audit.v1.BreakGlass
+	(*AccessRecord)(nil),                  // 7: aperture.audit.v1.AccessRecord
+	(*AccessBatch)(nil),                   // 8: aperture.audit.v1.AccessBatch
+	(*ListedLeaf)(nil),                    // 9: aperture.audit.v1.ListedLeaf
+	(*ListAccessRecordsRequest)(nil),      // 10: aperture.audit.v1.ListAccessRecordsRequest
+	(*ListAccessRecordsResponse)(nil),     // 11: aperture.audit.v1.ListAccessRecordsResponse
+	(*GetCheckpointRequest)(nil),          // 12: aperture.audit.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),         // 13: aperture.audit.v1.GetCheckpointResponse
+	(*GetInclusionProofRequest)(nil),      // 14: aperture.audit.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),     // 15: aperture.audit.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),    // 16: aperture.audit.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil),   // 17: aperture.audit.v1.GetConsistencyProofResponse
+	(*BreakGlassReview)(nil),              // 18: aperture.audit.v1.BreakGlassReview
+	(*ListBreakGlassReviewsRequest)(nil),  // 19: aperture.audit.v1.ListBreakGlassReviewsRequest
+	(*ListBreakGlassReviewsResponse)(nil), // 20: aperture.audit.v1.ListBreakGlassReviewsResponse
+	(*CloseBreakGlassReviewRequest)(nil),  // 21: aperture.audit.v1.CloseBreakGlassReviewRequest
+	(*CloseBreakGlassReviewResponse)(nil), // 22: aperture.audit.v1.CloseBreakGlassReviewResponse
+	(*timestamppb.Timestamp)(nil),         // 23: google.protobuf.Timestamp
 }
 var file_aperture_audit_v1_audit_proto_depIdxs = []int32{
-	3,  // 0: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	21, // 1: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
-	2,  // 2: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
-	0,  // 3: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
-	21, // 4: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
-	1,  // 5: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	4,  // 6: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
-	5,  // 7: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
-	7,  // 8: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
-	21, // 9: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
-	3,  // 10: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	21, // 11: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
-	16, // 12: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
-	3,  // 13: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	16, // 14: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
-	8,  // 15: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
-	10, // 16: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
-	12, // 17: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
-	14, // 18: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
-	17, // 19: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
-	19, // 20: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
-	9,  // 21: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
-	11, // 22: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
-	13, // 23: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
-	15, // 24: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
-	18, // 25: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
-	20, // 26: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
-	21, // [21:27] is the sub-list for method output_type
-	15, // [15:21] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	3,  // 0: aperture.audit.v1.Correction.outcome:type_name -> aperture.audit.v1.CorrectionOutcome
+	4,  // 1: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	23, // 2: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
+	2,  // 3: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
+	0,  // 4: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
+	23, // 5: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
+	1,  // 6: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	6,  // 7: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
+	5,  // 8: aperture.audit.v1.AccessRecord.correction:type_name -> aperture.audit.v1.Correction
+	7,  // 9: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
+	9,  // 10: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
+	23, // 11: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
+	4,  // 12: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	23, // 13: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
+	18, // 14: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
+	4,  // 15: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	18, // 16: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
+	10, // 17: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
+	12, // 18: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
+	14, // 19: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
+	16, // 20: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
+	19, // 21: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
+	21, // 22: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
+	11, // 23: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
+	13, // 24: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
+	15, // 25: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
+	17, // 26: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
+	20, // 27: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
+	22, // 28: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
+	23, // [23:29] is the sub-list for method output_type
+	17, // [17:23] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_aperture_audit_v1_audit_proto_init() }
@@ -2050,7 +2192,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 	if File_aperture_audit_v1_audit_proto != nil {
 		return
 	}
-	file_aperture_audit_v1_audit_proto_msgTypes[8].OneofWrappers = []any{
+	file_aperture_audit_v1_audit_proto_msgTypes[9].OneofWrappers = []any{
 		(*GetInclusionProofRequest_AccessId)(nil),
 		(*GetInclusionProofRequest_LeafIndex)(nil),
 	}
@@ -2059,8 +2201,8 @@ func file_aperture_audit_v1_audit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_audit_v1_audit_proto_rawDesc), len(file_aperture_audit_v1_audit_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   17,
+			NumEnums:      5,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
