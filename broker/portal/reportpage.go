@@ -117,8 +117,8 @@ type reasonRow struct {
 }
 
 type authorityRow struct {
-	Authority             string
-	Released, OverSharing publicCount
+	Authority                                              string
+	Released, OverSharing, Corrections, Accepted, Rejected publicCount
 }
 
 // publicColumn suppresses one column of counts (cells that add up to a shown total).
@@ -253,15 +253,22 @@ func (page *reportPage) fill(v *view, rep *report.Report) {
 		}
 		page.Reasons = append(page.Reasons, reasonRow{Reason: v.T("report.reason." + k), Count: counts[i]})
 	}
-	arel := make([]int64, len(f.Authorities))
-	aovr := make([]int64, len(f.Authorities))
-	for i, a := range f.Authorities {
-		arel[i], aovr[i] = a.Released, a.OverSharing
+	acol := func(get func(report.AuthorityRow) int64) []publicCount {
+		vals := make([]int64, len(f.Authorities))
+		for i, a := range f.Authorities {
+			vals[i] = get(a)
+		}
+		c, _ := publicColumn(vals)
+		return c
 	}
-	ar, _ := publicColumn(arel)
-	ao, _ := publicColumn(aovr)
+	ar := acol(func(a report.AuthorityRow) int64 { return a.Released })
+	ao := acol(func(a report.AuthorityRow) int64 { return a.OverSharing })
+	ac := acol(func(a report.AuthorityRow) int64 { return a.CorrectionsRequested })
+	aa := acol(func(a report.AuthorityRow) int64 { return a.CorrectionsDecided["ACCEPTED"] })
+	aj := acol(func(a report.AuthorityRow) int64 { return a.CorrectionsDecided["REJECTED"] })
 	for i, a := range f.Authorities {
-		page.Authorities = append(page.Authorities, authorityRow{Authority: label(v, labels.Authorities, a.Authority), Released: ar[i], OverSharing: ao[i]})
+		page.Authorities = append(page.Authorities, authorityRow{Authority: label(v, labels.Authorities, a.Authority), Released: ar[i], OverSharing: ao[i],
+			Corrections: ac[i], Accepted: aa[i], Rejected: aj[i]})
 	}
 	page.ChartDecisions = decisionsChart(v, page.Rows)
 	page.ChartReasons = reasonsChart(v, page.Reasons)

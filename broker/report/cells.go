@@ -80,6 +80,15 @@ func (f Figures) Cells() []Cell {
 		add(c)
 		c.Measure, c.Value = "over_sharing", a.OverSharing
 		add(c)
+		c.Measure, c.Value = "corrections_requested", a.CorrectionsRequested
+		add(c)
+		c.Measure, c.Value = "median_seconds_to_decide", a.MedianSecondsToDecide
+		add(c)
+		for _, k := range slices.Sorted(maps.Keys(a.CorrectionsDecided)) {
+			c.Measure, c.Key, c.Value = "corrections_decided", k, a.CorrectionsDecided[k]
+			add(c)
+		}
+		c.Key = ""
 		for _, k := range slices.Sorted(maps.Keys(a.Stripped)) {
 			c.Measure, c.Key, c.Value = "stripped", k, a.Stripped[k]
 			add(c)

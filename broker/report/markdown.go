@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 )
 
 // name is the English label of an agency, authority or journey id, with the id; the id alone when
@@ -95,13 +96,17 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if len(f.Authorities) == 0 {
 		p("No authority data was released in the period.\n")
 	} else {
-		p("| authority | releases | over-sharing | fields stripped |\n|---|---:|---:|---|\n")
+		p("| authority | releases | over-sharing | fields stripped | corrections asked | decided | median time to decide |\n|---|---:|---:|---|---:|---|---:|\n")
 		for _, a := range f.Authorities {
-			var s []string
+			var s, d []string
 			for _, k := range slices.Sorted(maps.Keys(a.Stripped)) {
 				s = append(s, fmt.Sprintf("`%s` ×%d", k, a.Stripped[k]))
 			}
-			p("| %s | %d | %d | %s |\n", r.name(authorities, a.Authority), a.Released, a.OverSharing, strings.Join(s, ", "))
+			for _, k := range slices.Sorted(maps.Keys(a.CorrectionsDecided)) {
+				d = append(d, fmt.Sprintf("%s ×%d", strings.ToLower(k), a.CorrectionsDecided[k]))
+			}
+			p("| %s | %d | %d | %s | %d | %s | %s |\n", r.name(authorities, a.Authority), a.Released, a.OverSharing, strings.Join(s, ", "),
+				a.CorrectionsRequested, strings.Join(d, ", "), time.Duration(a.MedianSecondsToDecide)*time.Second)
 		}
 	}
 

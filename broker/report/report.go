@@ -87,7 +87,6 @@ func NotCovered() []Gap {
 		{"consents granted, revoked, expired", "consents are kept in the consents bucket, not in the access log; the log shows only refusals for a missing, revoked or expired consent (counted under refusals by reason)"},
 		{"questions asked and answered, time to answer", "questions and answers are kept in the questions bucket, not in the access log"},
 		{"covert accesses shown before their hidden_until", "an early reveal (the case closed, or reached the step that tells the citizen) follows from the case's state in the cases bucket, not from the access log; such an access is counted as revealed in the period its hidden_until falls in"},
-		{"correction requests and outcomes", "the access record has no field for a correction request"},
 	}
 }
 
@@ -175,6 +174,13 @@ type AuthorityRow struct {
 	// "dataset:field".
 	OverSharing int64            `json:"over_sharing"`
 	Stripped    map[string]int64 `json:"stripped,omitempty"`
+	// CorrectionsRequested counts citizens' requests to correct its data made in the period;
+	// CorrectionsDecided its decisions in the period, by aperture.audit.v1.CorrectionOutcome without the
+	// CORRECTION_OUTCOME_ prefix. MedianSecondsToDecide is the median (of an even count, the later middle) time from request to decision of
+	// the decisions in the period whose request is in the log (0 when none).
+	CorrectionsRequested  int64            `json:"corrections_requested"`
+	CorrectionsDecided    map[string]int64 `json:"corrections_decided,omitempty"`
+	MedianSecondsToDecide int64            `json:"median_seconds_to_decide"`
 }
 
 // Builder adds up log records. Add the leaves in log order, then call Figures.
@@ -187,6 +193,10 @@ type Builder struct {
 	self   Decisions
 	audits int64
 	review map[string]int64
+	// requested is when each correction request was logged (any time before), by request id;
+	// toDecide the request-to-decision times of decisions in the period, per authority.
+	requested map[string]time.Time
+	toDecide  map[string][]time.Duration
 }
 
 // NewBuilder starts the figures of period.
@@ -194,7 +204,8 @@ func NewBuilder(p Period) (*Builder, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return &Builder{period: p, rows: map[[2]string]*Row{}, auths: map[string]*AuthorityRow{}}, nil
+	return &Builder{period: p, rows: map[[2]string]*Row{}, auths: map[string]*AuthorityRow{},
+		requested: map[string]time.Time{}, toDecide: map[string][]time.Duration{}}, nil
 }
 
 // Add counts one leaf: the exact bytes of one AccessRecord. A leaf that does not decode is an error
@@ -232,6 +243,27 @@ func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 	case auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ:
 		if in {
 			b.audits++
+		}
+		return
+	case auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED:
+		if id := rec.GetCorrection().GetRequestId(); id != "" && rec.GetTime() != nil {
+			b.requested[id] = rec.GetTime().AsTime()
+		}
+		if in {
+			b.auth(rec.GetAuthority()).CorrectionsRequested++
+		}
+		return
+	case auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED:
+		if !in {
+			return
+		}
+		a := b.auth(rec.GetAuthority())
+		if a.CorrectionsDecided == nil {
+			a.CorrectionsDecided = map[string]int64{}
+		}
+		a.CorrectionsDecided[strings.TrimPrefix(rec.GetCorrection().GetOutcome().String(), "CORRECTION_OUTCOME_")]++
+		if at, ok := b.requested[rec.GetCorrection().GetRequestId()]; ok {
+			b.toDecide[a.Authority] = append(b.toDecide[a.Authority], rec.GetTime().AsTime().Sub(at))
 		}
 		return
 	case auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW:
@@ -329,7 +361,11 @@ func (b *Builder) Figures() Figures {
 		f.Rows = append(f.Rows, *b.rows[k])
 	}
 	for _, k := range slices.Sorted(maps.Keys(b.auths)) {
-		f.Authorities = append(f.Authorities, *b.auths[k])
+		a := *b.auths[k]
+		if d := slices.Sorted(slices.Values(b.toDecide[k])); len(d) > 0 {
+			a.MedianSecondsToDecide = int64(d[len(d)/2] / time.Second)
+		}
+		f.Authorities = append(f.Authorities, a)
 	}
 	return f
 }

@@ -52,6 +52,9 @@ func hidden(until time.Time) recOpt {
 func breakGlass(b *auditv1.BreakGlass) recOpt {
 	return func(r *auditv1.AccessRecord) { r.BreakGlass = b }
 }
+func correction(id string, o auditv1.CorrectionOutcome) recOpt {
+	return func(r *auditv1.AccessRecord) { r.Correction = &auditv1.Correction{RequestId: id, Outcome: o} }
+}
 func violations(v ...string) recOpt { return func(r *auditv1.AccessRecord) { r.Violations = v } }
 
 func figures(t *testing.T, recs ...*auditv1.AccessRecord) report.Figures {
@@ -123,6 +126,19 @@ func TestBuilder(t *testing.T) {
 				Rows: []report.Row{{Agency: "a1", Journey: "j1", Decisions: report.Decisions{Released: 1, Refused: 1}, BreakGlass: 1,
 					RefusedBy: map[string]int64{"BREAK_GLASS_RATE_LIMITED": 1}, FieldsDisclosed: 1, Disclosed: map[string]int64{"auth1.ds:f1": 1}}},
 				Authorities: []report.AuthorityRow{{Authority: "auth1", Released: 1}}},
+		},
+		{
+			name: "corrections per authority: asked and decided in the period, median time from request to decision",
+			recs: []*auditv1.AccessRecord{
+				rec(kind(auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED), at(before), agency(""), correction("q0", 0)),
+				rec(kind(auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED), agency(""), correction("q1", 0)),
+				rec(kind(auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED), at(inside.Add(2*time.Hour)), agency("auth1"), fields(), correction("q0", auditv1.CorrectionOutcome_CORRECTION_OUTCOME_REJECTED)),
+				rec(kind(auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED), at(inside.Add(4*time.Hour)), agency("auth1"), fields(), correction("q1", auditv1.CorrectionOutcome_CORRECTION_OUTCOME_ACCEPTED)),
+			},
+			want: report.Figures{Leaves: 4, InPeriod: 3, Rows: []report.Row{},
+				Authorities: []report.AuthorityRow{{Authority: "auth1", CorrectionsRequested: 1,
+					CorrectionsDecided:    map[string]int64{"REJECTED": 1, "ACCEPTED": 1},
+					MedianSecondsToDecide: int64((27 * time.Hour) / time.Second)}}}, // of two, the later
 		},
 		{
 			name: "rows sorted by agency then journey",
