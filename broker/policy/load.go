@@ -481,7 +481,8 @@ func (l *loader) rule(src *source, p []any, rp *policyv1.ReleaseRule) *Rule {
 		}
 		d := &Derived{Name: dp.GetName(), Description: text(dp.GetDescription()), Expression: dp.GetExpression(),
 			Type: FactType{Kind: dp.GetType(), Min: dp.GetRange().GetMin(), Max: dp.GetRange().GetMax(),
-				Values: slices.Clone(dp.GetValues()), ValueReason: text(dp.GetValueReason())}}
+				Values: slices.Clone(dp.GetValues()), ValueReason: text(dp.GetValueReason())},
+			CitizenSeesAnswer: dp.CitizenSeesAnswer == nil || dp.GetCitizenSeesAnswer()}
 		if dp.GetExpression() != "" {
 			if c, err := derive.Check(de.env, dp.GetExpression()); err != nil {
 				src.celFindings(at("derived", k, "expression"), dp.GetExpression(), err,

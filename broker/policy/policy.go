@@ -301,7 +301,14 @@ type Derived struct {
 	// Reads are the record's field paths the expression reads, from the checked expression: what
 	// the authority looks at to compute the fact (none of it is released).
 	Reads []string
+	// CitizenSeesAnswer is whether the citizen is shown the answer of this fact, when it is a bool
+	// (policy field citizen_sees_answer; unset means yes: the answer is about their own data).
+	CitizenSeesAnswer bool
 }
+
+// ShowsAnswer reports whether the citizen is shown this fact's answer: a bool fact whose policy does
+// not say no.
+func (d *Derived) ShowsAnswer() bool { return d.CitizenSeesAnswer && d.Type.Kind == FactBool }
 
 // Kinds of FactType.
 const (

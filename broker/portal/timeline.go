@@ -127,7 +127,13 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		if d == "" {
 			d = humanField(f.GetName())
 		}
-		it.Checks = append(it.Checks, lowerFirst(strings.TrimSuffix(d, ".")))
+		check := lowerFirst(strings.TrimSuffix(d, "."))
+		if f.Answer != nil {
+			// The answer the agency got, where the policy lets the citizen see it: a check that came
+			// out false reads as such ("…: no"), not as a statement about the citizen.
+			check = v.T("entry.check.answer", check, v.T(answerKey(f.GetAnswer())))
+		}
+		it.Checks = append(it.Checks, check)
 	}
 	auth, ds := a.GetAuthority().GetId(), a.GetDataset()
 	for _, f := range a.GetFields() {
@@ -413,4 +419,12 @@ func (v *view) breakGlassItem(a *citizenv1.Access, it *accessItem) {
 		return
 	}
 	it.BreakGlass = &breakGlassItem{Reason: v.Tx(a.GetBreakGlassReason()), Justification: bg.GetJustification()}
+}
+
+// answerKey is the i18n key of a fact's yes/no answer.
+func answerKey(yes bool) string {
+	if yes {
+		return "entry.check.yes"
+	}
+	return "entry.check.no"
 }

@@ -18,6 +18,9 @@ import (
 const (
 	MetricDecisions = "aperture.release.decisions"
 	MetricStage     = "aperture.release.stage.duration"
+	// MetricAnswers counts the keeping of released facts' answers for the citizen, by outcome
+	// ("kept", "failed").
+	MetricAnswers = "aperture.release.fact_answers"
 )
 
 // Stages of the release path, the values of the "stage" attribute of MetricStage.
@@ -42,6 +45,9 @@ type metrics struct {
 	decisions metric.Int64Counter
 	stage     metric.Float64Histogram
 	stageAttr map[string]metric.MeasurementOption
+	answers   metric.Int64Counter
+	kept      metric.MeasurementOption
+	notKept   metric.MeasurementOption
 	// decided caches the attribute set of each decisionKey: building and sorting a set per request
 	// was most of the metric's cost. The keys are bounded like the labels (registry and policy).
 	decided sync.Map // decisionKey → metric.MeasurementOption
@@ -66,6 +72,11 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		metric.WithDescription("Time spent in each stage of the release path: decide, fetch, log_append."),
 		metric.WithExplicitBucketBoundaries(stageBuckets...))
 	err = errors.Join(err, e)
+	m.answers, e = meter.Int64Counter(MetricAnswers, metric.WithUnit("{release}"),
+		metric.WithDescription("Releases of facts whose answers the broker keeps for the citizen, by outcome (kept, failed). Never an answer."))
+	err = errors.Join(err, e)
+	m.kept = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "kept")))
+	m.notKept = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "failed")))
 	for _, s := range []string{StageDecide, StageFetch, StageLogAppend} {
 		m.stageAttr[s] = metric.WithAttributeSet(attribute.NewSet(attribute.String("stage", s)))
 	}
@@ -74,6 +85,15 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 
 func (m *metrics) since(ctx context.Context, stage string, start time.Time) {
 	m.stage.Record(ctx, time.Since(start).Seconds(), m.stageAttr[stage])
+}
+
+// answerKept counts one keeping of fact answers.
+func (m *metrics) answerKept(ctx context.Context, err error) {
+	if err != nil {
+		m.answers.Add(ctx, 1, m.notKept)
+		return
+	}
+	m.answers.Add(ctx, 1, m.kept)
 }
 
 // outcome is what one release request is counted as. Every attribute comes from the registry or

@@ -654,9 +654,14 @@ type Derived struct {
 	Values []string `protobuf:"bytes,6,rep,name=values,proto3" json:"values,omitempty"`
 	// For type "string" or "record": why the step needs the value itself and not a fact about it.
 	// Reviewers read it in `aperture policy explain`.
-	ValueReason   *Text `protobuf:"bytes,7,opt,name=value_reason,json=valueReason,proto3" json:"value_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ValueReason *Text `protobuf:"bytes,7,opt,name=value_reason,json=valueReason,proto3" json:"value_reason,omitempty"`
+	// Whether the citizen is shown the answer of a bool fact released about them ("checked whether …:
+	// yes"), not only that it was checked. Unset means yes: the answer is computed from the citizen's own
+	// data. A policy says false only where the answer itself must not reach the citizen. The answer is
+	// never written to the access log; the broker keeps it sealed for the citizen (see broker/answers).
+	CitizenSeesAnswer *bool `protobuf:"varint,8,opt,name=citizen_sees_answer,json=citizenSeesAnswer,proto3,oneof" json:"citizen_sees_answer,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Derived) Reset() {
@@ -736,6 +741,13 @@ func (x *Derived) GetValueReason() *Text {
 		return x.ValueReason
 	}
 	return nil
+}
+
+func (x *Derived) GetCitizenSeesAnswer() bool {
+	if x != nil && x.CitizenSeesAnswer != nil {
+		return *x.CitizenSeesAnswer
+	}
+	return false
 }
 
 // IntRange is an inclusive range of integers.
@@ -1122,7 +1134,7 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\vReleaseRule\x12M\n" +
 	"\adataset\x18\x01 \x01(\tB3\xbaH0r.2,^[a-z][a-z0-9_]{0,31}\\.[a-z][a-z0-9_]{0,62}$R\adataset\x12N\n" +
 	"\x06fields\x18\x02 \x03(\tB6\xbaH3\x92\x010\x10\x80\x02\x18\x01\")r'2%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x06fields\x12?\n" +
-	"\aderived\x18\x03 \x03(\v2\x1b.aperture.policy.v1.DerivedB\b\xbaH\x05\x92\x01\x02\x10 R\aderived\"\x88\x03\n" +
+	"\aderived\x18\x03 \x03(\v2\x1b.aperture.policy.v1.DerivedB\b\xbaH\x05\x92\x01\x02\x10 R\aderived\"\xd5\x03\n" +
 	"\aDerived\x121\n" +
 	"\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12B\n" +
 	"\vdescription\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\vdescription\x12*\n" +
@@ -1133,7 +1145,9 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\x04type\x18\x04 \x01(\tB)\xbaH&\xd8\x01\x01r!R\x04boolR\x03intR\x04enumR\x06stringR\x06recordR\x04type\x122\n" +
 	"\x05range\x18\x05 \x01(\v2\x1c.aperture.policy.v1.IntRangeR\x05range\x12*\n" +
 	"\x06values\x18\x06 \x03(\tB\x12\xbaH\x0f\x92\x01\f\x10@\x18\x01\"\x06r\x04\x10\x01\x18dR\x06values\x12;\n" +
-	"\fvalue_reason\x18\a \x01(\v2\x18.aperture.policy.v1.TextR\vvalueReason\"u\n" +
+	"\fvalue_reason\x18\a \x01(\v2\x18.aperture.policy.v1.TextR\vvalueReason\x123\n" +
+	"\x13citizen_sees_answer\x18\b \x01(\bH\x00R\x11citizenSeesAnswer\x88\x01\x01B\x16\n" +
+	"\x14_citizen_sees_answer\"u\n" +
 	"\bIntRange\x12\x10\n" +
 	"\x03min\x18\x01 \x01(\x03R\x03min\x12\x10\n" +
 	"\x03max\x18\x02 \x01(\x03R\x03max:E\xbaHB\x1a@\n" +
@@ -1228,6 +1242,7 @@ func file_aperture_policy_v1_policy_proto_init() {
 	if File_aperture_policy_v1_policy_proto != nil {
 		return
 	}
+	file_aperture_policy_v1_policy_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
