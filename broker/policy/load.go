@@ -93,6 +93,17 @@ func LoadRegistry(fsys fs.FS, name string) (*Registry, error) {
 	}
 	reg.Agencies = agencies("agencies", pb.GetAgencies())
 	reg.Auditors = agencies("auditors", pb.GetAuditors())
+	if cr := pb.GetCitizenRegister(); cr != nil {
+		a, ok := reg.Authority(cr.GetAuthority())
+		switch {
+		case !ok:
+			src.at([]any{"citizen_register", "authority"}, "citizen_register: authority %q is not in the registry", cr.GetAuthority())
+		case !slices.Contains(a.Datasets, cr.GetDataset()):
+			src.at([]any{"citizen_register", "dataset"}, "citizen_register: authority %q serves no dataset %q", cr.GetAuthority(), cr.GetDataset())
+		default:
+			reg.CitizenRegister = &DatasetRef{Authority: cr.GetAuthority(), Dataset: cr.GetDataset()}
+		}
+	}
 	if err := fnd.err(); err != nil {
 		return nil, err
 	}

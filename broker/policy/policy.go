@@ -37,9 +37,17 @@ type Registry struct {
 	Authorities []*Authority
 	Agencies    []*Agency
 	Auditors    []*Agency
+	// CitizenRegister is the dataset that holds a record of every citizen (the population register):
+	// the broker asks it whether a citizen exists before opening a case. nil: no check.
+	CitizenRegister *DatasetRef
 
 	// source is the registry file as loaded, so that the policy version covers it.
 	source file
+}
+
+// DatasetRef names one dataset of one authority.
+type DatasetRef struct {
+	Authority, Dataset string
 }
 
 // file is one policy file: its name within the policy tree and its bytes.

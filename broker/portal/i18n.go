@@ -128,12 +128,15 @@ var messages = map[string]msg{
 	"proof.failed":       {"The check failed", "Tjekket slog fejl"},
 	"proof.failed.what":  {"The log's answer did not add up. This should never happen. It has been reported; you can also question the access or contact the Danish Data Protection Agency.", "Loggens svar passede ikke. Det bør aldrig ske. Det er blevet meldt; du kan også spørge ind til opslaget eller kontakte Datatilsynet."},
 
-	"entry.case_read":          {"looked at your case:", "så din sag:"},
-	"entry.case_read.item":     {"your case “%s”, which shows your CPR number", "din sag “%s”, som viser dit CPR-nummer"},
-	"entry.case_read.item.any": {"a case about you, which shows your CPR number", "en sag om dig, som viser dit CPR-nummer"},
-	"entry.auditor":            {"The data-protection officer", "Databeskyttelsesrådgiveren"},
-	"entry.auditor_read":       {"looked at your access log:", "så din adgangslog:"},
-	"entry.auditor_read.item":  {"the list of who has seen your data (this page)", "listen over, hvem der har set dine data (denne side)"},
+	"entry.case_read":                {"looked at your case:", "så din sag:"},
+	"entry.register_check":           {"checked the register:", "tjekkede registret:"},
+	"entry.register_check.item":      {"that you are registered in %s (nothing else was shared)", "at du er registreret i %s (intet andet blev delt)"},
+	"entry.register_check.item.case": {"that you are registered in %s, before opening your case “%s” (nothing else was shared)", "at du er registreret i %s, før din sag “%s” blev oprettet (intet andet blev delt)"},
+	"entry.case_read.item":           {"your case “%s”, which shows your CPR number", "din sag “%s”, som viser dit CPR-nummer"},
+	"entry.case_read.item.any":       {"a case about you, which shows your CPR number", "en sag om dig, som viser dit CPR-nummer"},
+	"entry.auditor":                  {"The data-protection officer", "Databeskyttelsesrådgiveren"},
+	"entry.auditor_read":             {"looked at your access log:", "så din adgangslog:"},
+	"entry.auditor_read.item":        {"the list of who has seen your data (this page)", "listen over, hvem der har set dine data (denne side)"},
 
 	// Cases
 	"cases.title":          {"My cases", "Mine sager"},

@@ -98,7 +98,12 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		Law:         a.GetLegalBasis(),
 		Reason:      v.refusal(a),
 	}
+	// A case read that names an authority is the check with the citizen register before a case was
+	// opened: no data, only whether the register knows the citizen.
+	registerCheck := it.CaseRead && a.GetAuthority().GetId() != ""
 	switch {
+	case registerCheck:
+		it.Did = v.T("entry.register_check")
 	case it.CaseRead:
 		it.Did = v.T("entry.case_read")
 	case it.AuditorRead:
@@ -144,6 +149,11 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		it.Items = []string{v.T("entry.self.whole", v.DatasetName(auth, ds), len(it.Items))}
 	}
 	switch {
+	case registerCheck:
+		it.Items = []string{v.T("entry.register_check.item", v.Party(a.GetAuthority()))}
+		if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
+			it.Items = []string{v.T("entry.register_check.item.case", v.Party(a.GetAuthority()), j)}
+		}
 	case it.CaseRead:
 		// No authority data: what the agency saw is the case itself, and in it who the case is about.
 		if j := v.Tx(a.GetJourney().GetTitle()); j != "" {

@@ -875,9 +875,12 @@ type Registry struct {
 	// Organisations whose case systems call the broker.
 	Agencies []*Agency `protobuf:"bytes,2,rep,name=agencies,proto3" json:"agencies,omitempty"`
 	// Auditors and data-protection officers who may read access logs.
-	Auditors      []*Agency `protobuf:"bytes,3,rep,name=auditors,proto3" json:"auditors,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Auditors []*Agency `protobuf:"bytes,3,rep,name=auditors,proto3" json:"auditors,omitempty"`
+	// The register the broker asks whether a citizen exists before a case is opened for them (the
+	// population register). Unset: no case open is checked against a register.
+	CitizenRegister *CitizenRegister `protobuf:"bytes,4,opt,name=citizen_register,json=citizenRegister,proto3" json:"citizen_register,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Registry) Reset() {
@@ -931,6 +934,68 @@ func (x *Registry) GetAuditors() []*Agency {
 	return nil
 }
 
+func (x *Registry) GetCitizenRegister() *CitizenRegister {
+	if x != nil {
+		return x.CitizenRegister
+	}
+	return nil
+}
+
+// CitizenRegister names the authority dataset that holds a record of every citizen.
+type CitizenRegister struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An authority of the registry.
+	Authority string `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
+	// One of its datasets.
+	Dataset       string `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CitizenRegister) Reset() {
+	*x = CitizenRegister{}
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CitizenRegister) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CitizenRegister) ProtoMessage() {}
+
+func (x *CitizenRegister) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CitizenRegister.ProtoReflect.Descriptor instead.
+func (*CitizenRegister) Descriptor() ([]byte, []int) {
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CitizenRegister) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *CitizenRegister) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
 // Authority is one data holder.
 type Authority struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -949,7 +1014,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1026,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1039,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Authority) GetId() string {
@@ -1026,7 +1091,7 @@ type Agency struct {
 
 func (x *Agency) Reset() {
 	*x = Agency{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1103,7 @@ func (x *Agency) String() string {
 func (*Agency) ProtoMessage() {}
 
 func (x *Agency) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1116,7 @@ func (x *Agency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agency.ProtoReflect.Descriptor instead.
 func (*Agency) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Agency) GetId() string {
@@ -1158,11 +1223,15 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x01R\vdefaultDays\x12%\n" +
 	"\bmax_days\x18\x03 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x01R\amaxDays:^\xbaH[\x1aY\n" +
-	"\fconsent.days\x12%default_days must not exceed max_days\x1a\"this.default_days <= this.max_days\"\xcf\x01\n" +
+	"\fconsent.days\x12%default_days must not exceed max_days\x1a\"this.default_days <= this.max_days\"\x9f\x02\n" +
 	"\bRegistry\x12I\n" +
 	"\vauthorities\x18\x01 \x03(\v2\x1d.aperture.policy.v1.AuthorityB\b\xbaH\x05\x92\x01\x02\b\x01R\vauthorities\x12@\n" +
 	"\bagencies\x18\x02 \x03(\v2\x1a.aperture.policy.v1.AgencyB\b\xbaH\x05\x92\x01\x02\b\x01R\bagencies\x126\n" +
-	"\bauditors\x18\x03 \x03(\v2\x1a.aperture.policy.v1.AgencyR\bauditors\"\x85\x02\n" +
+	"\bauditors\x18\x03 \x03(\v2\x1a.aperture.policy.v1.AgencyR\bauditors\x12N\n" +
+	"\x10citizen_register\x18\x04 \x01(\v2#.aperture.policy.v1.CitizenRegisterR\x0fcitizenRegister\"[\n" +
+	"\x0fCitizenRegister\x12%\n" +
+	"\tauthority\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\tauthority\x12!\n" +
+	"\adataset\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\adataset\"\x85\x02\n" +
 	"\tAuthority\x12-\n" +
 	"\x02id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,31}$R\x02id\x124\n" +
 	"\x04name\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x04name\x12!\n" +
@@ -1186,7 +1255,7 @@ func file_aperture_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_aperture_policy_v1_policy_proto_rawDescData
 }
 
-var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_aperture_policy_v1_policy_proto_goTypes = []any{
 	(*Text)(nil),             // 0: aperture.policy.v1.Text
 	(*Journey)(nil),          // 1: aperture.policy.v1.Journey
@@ -1200,8 +1269,9 @@ var file_aperture_policy_v1_policy_proto_goTypes = []any{
 	(*IntRange)(nil),         // 9: aperture.policy.v1.IntRange
 	(*Consent)(nil),          // 10: aperture.policy.v1.Consent
 	(*Registry)(nil),         // 11: aperture.policy.v1.Registry
-	(*Authority)(nil),        // 12: aperture.policy.v1.Authority
-	(*Agency)(nil),           // 13: aperture.policy.v1.Agency
+	(*CitizenRegister)(nil),  // 12: aperture.policy.v1.CitizenRegister
+	(*Authority)(nil),        // 13: aperture.policy.v1.Authority
+	(*Agency)(nil),           // 14: aperture.policy.v1.Agency
 }
 var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 0: aperture.policy.v1.Journey.title:type_name -> aperture.policy.v1.Text
@@ -1225,16 +1295,17 @@ var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 18: aperture.policy.v1.Derived.description:type_name -> aperture.policy.v1.Text
 	9,  // 19: aperture.policy.v1.Derived.range:type_name -> aperture.policy.v1.IntRange
 	0,  // 20: aperture.policy.v1.Derived.value_reason:type_name -> aperture.policy.v1.Text
-	12, // 21: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
-	13, // 22: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
-	13, // 23: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
-	0,  // 24: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
-	0,  // 25: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	13, // 21: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
+	14, // 22: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
+	14, // 23: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
+	12, // 24: aperture.policy.v1.Registry.citizen_register:type_name -> aperture.policy.v1.CitizenRegister
+	0,  // 25: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
+	0,  // 26: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_aperture_policy_v1_policy_proto_init() }
@@ -1249,7 +1320,7 @@ func file_aperture_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_policy_v1_policy_proto_rawDesc), len(file_aperture_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
