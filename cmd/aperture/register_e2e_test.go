@@ -2,13 +2,17 @@ package main
 
 import (
 	"fmt"
+	"io/fs"
 	"testing"
+	"testing/fstest"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/aperture-gov/aperture/broker/policy"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	"github.com/aperture-gov/aperture/services/population"
 )
 
 // TestCaseOpenAsksTheCitizenRegister: over mTLS, opening a case asks the registry's citizen register
@@ -16,7 +20,7 @@ import (
 // and no case; a known one gets the case. Both checks are in the citizen's access log, as a case read
 // of the register's dataset with no field released.
 func TestCaseOpenAsksTheCitizenRegister(t *testing.T) {
-	ts := newTestStack(t)
+	ts := newTestStack(t, func(o *stackOptions) { o.Policies = withCitizenRegister(t, o.Policies) })
 	b := ts.Broker.Bundle()
 	reg := b.Registry.CitizenRegister
 	if reg == nil {
@@ -93,4 +97,43 @@ func checkRecord(t *testing.T, r *auditv1.AccessRecord, agency, journey, authori
 		len(r.GetFields()) != 0 || len(r.GetDerived()) != 0 {
 		t.Errorf("check record %v, want a %v case read by %s for %s of %s.%s with no fields", r, d, agency, journey, authority, dataset)
 	}
+}
+
+// withCitizenRegister is the policy tree fsys with a registry that names the population register's
+// person dataset as the citizen register (the example registry does not switch it on yet).
+func withCitizenRegister(t *testing.T, fsys fs.FS) fs.FS {
+	t.Helper()
+	reg, err := fs.ReadFile(fsys, "registry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := fstest.MapFS{}
+	err = fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(fsys, path)
+		out[path] = &fstest.MapFile{Data: data}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The register is the population register's authority (its id from services/population) and its
+	// first dataset, as the registry lists them.
+	var a *policy.Authority
+	parsed, err := policy.LoadRegistry(fsys, "registry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cand := range parsed.Authorities {
+		if a == nil && cand.ID == population.ID {
+			a = cand
+		}
+	}
+	if a == nil {
+		t.Fatalf("the registry has no %s authority", population.ID)
+	}
+	out["registry.yaml"] = &fstest.MapFile{Data: append(reg, []byte("\ncitizen_register:\n  authority: "+a.ID+"\n  dataset: "+a.Datasets[0]+"\n")...)}
+	return out
 }
