@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/answers"
 	"github.com/aperture-gov/aperture/broker/authorities"
 	"github.com/aperture-gov/aperture/broker/breakglass"
 	"github.com/aperture-gov/aperture/broker/cases"
@@ -208,6 +209,8 @@ type Broker struct {
 	// Corrections are the citizens' requests to correct authority data (the authorities' queue).
 	Corrections     *corrections.Store
 	correctionCount *corrections.Counter
+	// Answers are the answers of released facts, kept sealed for the citizen (not in the access log).
+	Answers *answers.Store
 
 	// The citizen API, when Deps.Citizens is set.
 	citizenSvc    *citizen.Service
@@ -292,6 +295,10 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		return nil, err
 	}
 	if b.BreakGlass, err = breakglass.Open(ctx, js, breakglass.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "breakglass")}); err != nil {
+		return nil, err
+	}
+
+	if b.Answers, err = answers.Open(ctx, js, answers.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "answers")}); err != nil {
 		return nil, err
 	}
 
@@ -514,7 +521,7 @@ func (b *Broker) buildServer() error {
 	rel, err := release.New(release.Config{
 		Policies: policies, Cases: b.Cases, Consents: b.Consent, Log: b.access, Authorities: b.pool,
 		Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now, Logger: b.log.With("component", "release"),
-		Meter: b.deps.Meter, Switches: b.Switches, BreakGlass: b.BreakGlass,
+		Meter: b.deps.Meter, Switches: b.Switches, BreakGlass: b.BreakGlass, Answers: b.Answers,
 	})
 	if err != nil {
 		return err
@@ -562,7 +569,7 @@ func (b *Broker) buildCitizenServer(policies func() *policy.Bundle) error {
 	svc, err := citizen.New(citizen.Config{
 		Policies: policies, Log: b.access, Cases: b.Cases, Consents: b.Consent, Authorities: b.pool,
 		Questions: b.Questions, Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now,
-		Logger: b.log.With("component", "citizen"), Switches: b.Switches,
+		Logger: b.log.With("component", "citizen"), Switches: b.Switches, Answers: b.Answers,
 	}.WithProofs(b.tree, b.cosigner))
 	if err != nil {
 		return err

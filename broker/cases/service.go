@@ -42,7 +42,10 @@ func (s *Service) Journey(id string) *policy.Journey {
 }
 
 // Open starts journey for a citizen. Only the agency of the first step may open it.
-func (s *Service) Open(ctx context.Context, agency, journey, citizenID string) (*Case, error) {
+//
+// Each before hook runs, in order, on the case about to be stored (after the journey and agency are
+// checked); an error from one is returned as it is and nothing is stored.
+func (s *Service) Open(ctx context.Context, agency, journey, citizenID string, before ...func(*Case) error) (*Case, error) {
 	b := s.policies()
 	j, ok := b.Journey(journey)
 	if !ok {
@@ -54,6 +57,11 @@ func (s *Service) Open(ctx context.Context, agency, journey, citizenID string) (
 	}
 	now := s.now()
 	c := New(j, citizenID, s.pseudonyms.Pseudonym(citizenID).Value, agency, b.Version, now)
+	for _, check := range before {
+		if err := check(c); err != nil {
+			return nil, err
+		}
+	}
 	events := []Event{NewEvent(EventCaseOpened, agency, c.Steps[0], now), NewEvent(EventStepStarted, first.Agency, c.Steps[0], now)}
 	if err := s.store.Create(ctx, c, events...); err != nil {
 		return nil, refusal.Wrap(refusal.Unavailable, err, "case state is unavailable; no case was opened").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)

@@ -71,7 +71,9 @@ func (s *Service) ListAccesses(ctx context.Context, req *citizenv1.ListAccessesR
 	n := names{s.cfg.Policies()}
 	resp := &citizenv1.ListAccessesResponse{NextPageToken: next}
 	for _, e := range entries {
-		resp.Accesses = append(resp.Accesses, n.leafAccess(e))
+		a := n.leafAccess(e)
+		s.addAnswers(ctx, n, c.Pseudonym.Value, e.Record, a)
+		resp.Accesses = append(resp.Accesses, a)
 	}
 	return resp, nil
 }
@@ -363,7 +365,10 @@ func (s *Service) WatchAccesses(_ *citizenv1.WatchAccessesRequest, stream grpc.S
 		if s.covertView(s.cfg.Now()).hidden(ctx, e.Record) || !seen.add(e.Record.GetId()) {
 			continue
 		}
-		if err := stream.Send(&citizenv1.WatchAccessesResponse{Access: names{s.cfg.Policies()}.leafAccess(e)}); err != nil {
+		n := names{s.cfg.Policies()}
+		a := n.leafAccess(e)
+		s.addAnswers(ctx, n, c.Pseudonym.Value, e.Record, a)
+		if err := stream.Send(&citizenv1.WatchAccessesResponse{Access: a}); err != nil {
 			return err
 		}
 	}

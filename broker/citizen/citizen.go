@@ -94,6 +94,9 @@ type Config struct {
 	Witnessed Witnessed
 	// Switches keeps the citizens' switch-offs; without it ListSwitches and SetSwitch are Unavailable.
 	Switches Switches
+	// Answers reads the answers of released facts kept for the citizen; without it the citizen reads
+	// each fact as a check without its answer.
+	Answers Answers
 }
 
 // Service implements citizenv1.CitizenServiceServer. Its methods expect the citizen in the context

@@ -93,6 +93,17 @@ func LoadRegistry(fsys fs.FS, name string) (*Registry, error) {
 	}
 	reg.Agencies = agencies("agencies", pb.GetAgencies())
 	reg.Auditors = agencies("auditors", pb.GetAuditors())
+	if cr := pb.GetCitizenRegister(); cr != nil {
+		a, ok := reg.Authority(cr.GetAuthority())
+		switch {
+		case !ok:
+			src.at([]any{"citizen_register", "authority"}, "citizen_register: authority %q is not in the registry", cr.GetAuthority())
+		case !slices.Contains(a.Datasets, cr.GetDataset()):
+			src.at([]any{"citizen_register", "dataset"}, "citizen_register: authority %q serves no dataset %q", cr.GetAuthority(), cr.GetDataset())
+		default:
+			reg.CitizenRegister = &DatasetRef{Authority: cr.GetAuthority(), Dataset: cr.GetDataset()}
+		}
+	}
 	if err := fnd.err(); err != nil {
 		return nil, err
 	}
@@ -481,7 +492,8 @@ func (l *loader) rule(src *source, p []any, rp *policyv1.ReleaseRule) *Rule {
 		}
 		d := &Derived{Name: dp.GetName(), Description: text(dp.GetDescription()), Expression: dp.GetExpression(),
 			Type: FactType{Kind: dp.GetType(), Min: dp.GetRange().GetMin(), Max: dp.GetRange().GetMax(),
-				Values: slices.Clone(dp.GetValues()), ValueReason: text(dp.GetValueReason())}}
+				Values: slices.Clone(dp.GetValues()), ValueReason: text(dp.GetValueReason())},
+			CitizenSeesAnswer: dp.CitizenSeesAnswer == nil || dp.GetCitizenSeesAnswer()}
 		if dp.GetExpression() != "" {
 			if c, err := derive.Check(de.env, dp.GetExpression()); err != nil {
 				src.celFindings(at("derived", k, "expression"), dp.GetExpression(), err,

@@ -37,9 +37,17 @@ type Registry struct {
 	Authorities []*Authority
 	Agencies    []*Agency
 	Auditors    []*Agency
+	// CitizenRegister is the dataset that holds a record of every citizen (the population register):
+	// the broker asks it whether a citizen exists before opening a case. nil: no check.
+	CitizenRegister *DatasetRef
 
 	// source is the registry file as loaded, so that the policy version covers it.
 	source file
+}
+
+// DatasetRef names one dataset of one authority.
+type DatasetRef struct {
+	Authority, Dataset string
 }
 
 // file is one policy file: its name within the policy tree and its bytes.
@@ -301,7 +309,14 @@ type Derived struct {
 	// Reads are the record's field paths the expression reads, from the checked expression: what
 	// the authority looks at to compute the fact (none of it is released).
 	Reads []string
+	// CitizenSeesAnswer is whether the citizen is shown the answer of this fact, when it is a bool
+	// (policy field citizen_sees_answer; unset means yes: the answer is about their own data).
+	CitizenSeesAnswer bool
 }
+
+// ShowsAnswer reports whether the citizen is shown this fact's answer: a bool fact whose policy does
+// not say no.
+func (d *Derived) ShowsAnswer() bool { return d.CitizenSeesAnswer && d.Type.Kind == FactBool }
 
 // Kinds of FactType.
 const (

@@ -103,7 +103,7 @@ func testAccesses() []*citizenv1.Access {
 	return []*citizenv1.Access{
 		{Id: accID(6), Time: ts(testNow.Add(-1 * time.Hour)), Kind: auditv1.AccessKind_ACCESS_KIND_CASEWORKER,
 			Agency: partyTax, Caseworker: "4411", Authority: partyTaxIncome, Dataset: "income",
-			Facts: []*citizenv1.Fact{factThreshold}, CaseId: caseID(1), Journey: journeySick, Step: stepEmployed,
+			Facts: []*citizenv1.Fact{factAnswered(factThreshold, false)}, CaseId: caseID(1), Journey: journeySick, Step: stepEmployed,
 			Purpose: txt("To get sickness benefit you must have worked enough.", "For at få sygedagpenge skal du have arbejdet nok."), LegalBasis: "Sygedagpengeloven § 7",
 			Decision: auditv1.Decision_DECISION_RELEASED},
 		{Id: accID(5), Time: ts(testNow.Add(-3 * time.Hour)), Kind: auditv1.AccessKind_ACCESS_KIND_CASEWORKER,
@@ -565,4 +565,11 @@ func (f *fakeCitizen) current() *citizenv1.Consent {
 		return &citizenv1.Consent{Journey: journeySick, Step: stepCapacity, Agency: partyMunicipal, GrantedAt: ts(testNow.Add(-2 * 24 * time.Hour)), ExpiresAt: ts(testNow.Add(88 * 24 * time.Hour)), Valid: true}
 	}
 	return &citizenv1.Consent{Journey: journeySick, Step: stepCapacity, Agency: partyMunicipal, GrantedAt: ts(testNow.Add(-200 * 24 * time.Hour)), ExpiresAt: ts(testNow.Add(-110 * 24 * time.Hour)), RevokedAt: ts(testNow.Add(-150 * 24 * time.Hour))}
+}
+
+// factAnswered is f with the answer the agency got, as the citizen API sends it where the policy shows it.
+func factAnswered(f *citizenv1.Fact, answer bool) *citizenv1.Fact {
+	c := proto.CloneOf(f)
+	c.Answer = &answer
+	return c
 }

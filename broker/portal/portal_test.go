@@ -113,11 +113,11 @@ func TestPagesRender(t *testing.T) {
 		path   string
 		en, da []string
 	}{
-		{"/", []string{"Who has seen my data", "Danish Tax Agency, caseworker 4411", "saw:", "checked whether:", "your income was above the threshold in 6 of the last 12 months", "not the data behind it",
+		{"/", []string{"Who has seen my data", "Danish Tax Agency, caseworker 4411", "saw:", "checked whether:", "your income was above the threshold in 6 of the last 12 months: no", "not the data behind it",
 			"Sick notes › diagnosis", "asked for:", "and was refused:", "This step does not allow them to see sick notes › diagnosis, so nothing was shared.",
 			"Sickness benefit, step 2: Check the employment requirement", "Sygedagpengeloven § 7", "Question this access", "/questions/new?access=" + accID(6),
 			"Sick notes › how much you can work (percent)", "more than was asked for", "Doctor and sick notes, from Health data (general practice and sick notes)", `data-live="on"`, `href="/?page=p2"`},
-			[]string{"Hvem har set mine data", "Skattestyrelsen, sagsbehandler 4411", "så:", "tjekkede, om:", "din indkomst var over grænsen", "og fik afslag:", "Dette trin giver ikke lov til at se lægeerklæringer › diagnose", "Lægeerklæringer › hvor meget du kan arbejde (procent)", "Sygedagpenge, trin 2: Tjek beskæftigelseskravet", "Spørg ind til opslaget"}},
+			[]string{"Hvem har set mine data", "Skattestyrelsen, sagsbehandler 4411", "så:", "tjekkede, om:", "din indkomst var over grænsen i 6 af de sidste 12 måneder: nej", "og fik afslag:", "Dette trin giver ikke lov til at se lægeerklæringer › diagnose", "Lægeerklæringer › hvor meget du kan arbejde (procent)", "Sygedagpenge, trin 2: Tjek beskæftigelseskravet", "Spørg ind til opslaget"}},
 		{"/?page=p2", []string{"You looked at:", "your whole Personal details record (2 items)", "Kept from you until 12 March 2026", "because telling you early could harm an investigation", "Back to the newest", `data-live="off"`},
 			[]string{"Du så på:", "alle dine oplysninger: Personoplysninger (2 punkter)", "Holdt skjult for dig indtil 12. marts 2026", "fordi det kan skade"}},
 		{"/cases", []string{"My cases", "Sickness benefit", "In progress", "2 of 4 steps done", "Now with", "Copenhagen Municipality (Jobcentre)", "Closed", `href="/cases?page=c2"`},

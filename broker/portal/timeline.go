@@ -101,9 +101,14 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		Reason:      v.refusal(a),
 	}
 	correction := a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED || a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED
+	// A case read that names an authority is the check with the citizen register before a case was
+	// opened: no data, only whether the register knows the citizen.
+	registerCheck := it.CaseRead && a.GetAuthority().GetId() != ""
 	switch {
 	case correction:
 		v.correctionEntry(a, &it)
+	case registerCheck:
+		it.Did = v.T("entry.register_check")
 	case it.CaseRead:
 		it.Did = v.T("entry.case_read")
 	case it.AuditorRead:
@@ -132,7 +137,13 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		if d == "" {
 			d = humanField(f.GetName())
 		}
-		it.Checks = append(it.Checks, lowerFirst(strings.TrimSuffix(d, ".")))
+		check := lowerFirst(strings.TrimSuffix(d, "."))
+		if f.Answer != nil {
+			// The answer the agency got, where the policy lets the citizen see it: a check that came
+			// out false reads as such ("…: no"), not as a statement about the citizen.
+			check = v.T("entry.check.answer", check, v.T(answerKey(f.GetAnswer())))
+		}
+		it.Checks = append(it.Checks, check)
 	}
 	auth, ds := a.GetAuthority().GetId(), a.GetDataset()
 	for _, f := range a.GetFields() {
@@ -143,6 +154,11 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		it.Items = []string{v.T("entry.self.whole", v.DatasetName(auth, ds), len(it.Items))}
 	}
 	switch {
+	case registerCheck:
+		it.Items = []string{v.T("entry.register_check.item", v.Party(a.GetAuthority()))}
+		if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
+			it.Items = []string{v.T("entry.register_check.item.case", v.Party(a.GetAuthority()), j)}
+		}
 	case it.CaseRead:
 		// No authority data: what the agency saw is the case itself, and in it who the case is about.
 		if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
@@ -418,4 +434,12 @@ func (v *view) breakGlassItem(a *citizenv1.Access, it *accessItem) {
 		return
 	}
 	it.BreakGlass = &breakGlassItem{Reason: v.Tx(a.GetBreakGlassReason()), Justification: bg.GetJustification()}
+}
+
+// answerKey is the i18n key of a fact's yes/no answer.
+func answerKey(yes bool) string {
+	if yes {
+		return "entry.check.yes"
+	}
+	return "entry.check.no"
 }

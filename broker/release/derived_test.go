@@ -62,3 +62,28 @@ func TestMatchDerivedChecksDeclaredType(t *testing.T) {
 		t.Fatal("a missing fact was not an error")
 	}
 }
+
+// TestShownAnswers: the answers kept for the citizen are those of bool facts whose policy shows them,
+// with the value the authority computed; an int fact's value and a fact the policy hides are not kept.
+func TestShownAnswers(t *testing.T) {
+	grant := policy.Grant{Derived: []*policy.Derived{
+		{Name: "yes", Type: policy.FactType{Kind: policy.FactBool}, CitizenSeesAnswer: true},
+		{Name: "no", Type: policy.FactType{Kind: policy.FactBool}, CitizenSeesAnswer: true},
+		{Name: "hidden", Type: policy.FactType{Kind: policy.FactBool}, CitizenSeesAnswer: false},
+		{Name: "count", Type: policy.FactType{Kind: policy.FactInt, Max: 9}, CitizenSeesAnswer: true},
+	}}
+	facts, _, err := matchDerived(grant, []*authorityv1.DerivedValue{
+		{Name: "yes", Value: structpb.NewBoolValue(true)}, {Name: "no", Value: structpb.NewBoolValue(false)},
+		{Name: "hidden", Value: structpb.NewBoolValue(true)}, {Name: "count", Value: structpb.NewNumberValue(3)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := shownAnswers(grant, facts)
+	if len(got) != 2 || !got["yes"] || got["no"] {
+		t.Fatalf("shownAnswers = %v, want yes: true, no: false", got)
+	}
+	if _, ok := got["no"]; !ok {
+		t.Fatal("a false answer was not kept")
+	}
+}

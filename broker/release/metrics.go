@@ -18,6 +18,13 @@ import (
 const (
 	MetricDecisions = "aperture.release.decisions"
 	MetricStage     = "aperture.release.stage.duration"
+	// MetricAnswers counts the keeping of released facts' answers for the citizen, by outcome
+	// ("kept", "failed").
+	MetricAnswers = "aperture.release.fact_answers"
+	// MetricRegisterChecks counts the citizen-register checks before a case is opened, by outcome
+	// ("found", "unknown", "unavailable"); MetricRegisterCheckDuration times them.
+	MetricRegisterChecks        = "aperture.release.register_checks"
+	MetricRegisterCheckDuration = "aperture.release.register_check.duration"
 )
 
 // Stages of the release path, the values of the "stage" attribute of MetricStage.
@@ -42,6 +49,12 @@ type metrics struct {
 	decisions metric.Int64Counter
 	stage     metric.Float64Histogram
 	stageAttr map[string]metric.MeasurementOption
+	answers   metric.Int64Counter
+	kept      metric.MeasurementOption
+	notKept   metric.MeasurementOption
+	register  metric.Int64Counter
+	regTime   metric.Float64Histogram
+	regAttr   map[string]metric.MeasurementOption
 	// decided caches the attribute set of each decisionKey: building and sorting a set per request
 	// was most of the metric's cost. The keys are bounded like the labels (registry and policy).
 	decided sync.Map // decisionKey → metric.MeasurementOption
@@ -66,6 +79,22 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		metric.WithDescription("Time spent in each stage of the release path: decide, fetch, log_append."),
 		metric.WithExplicitBucketBoundaries(stageBuckets...))
 	err = errors.Join(err, e)
+	m.answers, e = meter.Int64Counter(MetricAnswers, metric.WithUnit("{release}"),
+		metric.WithDescription("Releases of facts whose answers the broker keeps for the citizen, by outcome (kept, failed). Never an answer."))
+	err = errors.Join(err, e)
+	m.register, e = meter.Int64Counter(MetricRegisterChecks, metric.WithUnit("{check}"),
+		metric.WithDescription("Checks with the citizen register before a case is opened, by outcome (found, unknown, unavailable). Never a citizen."))
+	err = errors.Join(err, e)
+	m.regTime, e = meter.Float64Histogram(MetricRegisterCheckDuration, metric.WithUnit("s"),
+		metric.WithDescription("Time to ask the citizen register and log the check before a case is opened."),
+		metric.WithExplicitBucketBoundaries(stageBuckets...))
+	err = errors.Join(err, e)
+	m.regAttr = map[string]metric.MeasurementOption{}
+	for _, o := range []string{"found", "unknown", "unavailable"} {
+		m.regAttr[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", o)))
+	}
+	m.kept = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "kept")))
+	m.notKept = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "failed")))
 	for _, s := range []string{StageDecide, StageFetch, StageLogAppend} {
 		m.stageAttr[s] = metric.WithAttributeSet(attribute.NewSet(attribute.String("stage", s)))
 	}
@@ -74,6 +103,29 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 
 func (m *metrics) since(ctx context.Context, stage string, start time.Time) {
 	m.stage.Record(ctx, time.Since(start).Seconds(), m.stageAttr[stage])
+}
+
+// answerKept counts one keeping of fact answers.
+func (m *metrics) answerKept(ctx context.Context, err error) {
+	if err != nil {
+		m.answers.Add(ctx, 1, m.notKept)
+		return
+	}
+	m.answers.Add(ctx, 1, m.kept)
+}
+
+// registerChecked counts one citizen-register check that took since start and ended with err.
+func (m *metrics) registerChecked(ctx context.Context, start time.Time, err error) {
+	o := "found"
+	var ref *refusal.Error
+	switch {
+	case errors.As(err, &ref) && ref.Kind == refusal.NotFound:
+		o = "unknown"
+	case err != nil:
+		o = "unavailable"
+	}
+	m.register.Add(ctx, 1, m.regAttr[o])
+	m.regTime.Record(ctx, time.Since(start).Seconds(), m.regAttr[o])
 }
 
 // outcome is what one release request is counted as. Every attribute comes from the registry or

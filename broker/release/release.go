@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/authorities"
@@ -80,6 +81,15 @@ type Result struct {
 	Step       string
 	Purpose    string
 	LegalBasis string
+
+	// answers are the released bool facts the citizen may see the answer of (policy.Derived.ShowsAnswer).
+	answers map[string]bool
+}
+
+// Answers keeps the answers of released bool facts for the citizen, outside the access log (which
+// holds no values). Put is called once per access, after its record is durable.
+type Answers interface {
+	Put(ctx context.Context, pseudonym, accessID string, answers map[string]bool) error
 }
 
 // Config holds a Service's dependencies.
@@ -101,6 +111,9 @@ type Config struct {
 	// BreakGlass keeps the break-glass review queue and use counts; nil refuses every break-glass
 	// release.
 	BreakGlass BreakGlassStore
+	// Answers keeps the answers of released facts the citizen may see; nil keeps none (the citizen then
+	// reads only what was checked).
+	Answers Answers
 }
 
 // Service runs the release path.
@@ -198,7 +211,23 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (_ *R
 		return nil, logUnavailable(err)
 	}
 	res.AccessID = rec.Id
+	s.keepAnswers(ctx, rec, res.answers)
 	return res, nil
+}
+
+// keepAnswers keeps the answers the citizen may see of a release whose record is durable. A failure
+// does not withdraw the release (the record, not the answer, is the guarantee): it is logged without
+// the answers and counted, and the citizen reads the check without its answer.
+func (s *Service) keepAnswers(ctx context.Context, rec *auditv1.AccessRecord, answers map[string]bool) {
+	if s.cfg.Answers == nil || len(answers) == 0 {
+		return
+	}
+	err := s.cfg.Answers.Put(ctx, rec.CitizenPseudonym, rec.Id, answers)
+	s.m.answerKept(ctx, err)
+	if err != nil {
+		s.cfg.Logger.Warn("fact answers not kept for the citizen; the portal shows the checks without answers",
+			"access_id", rec.Id, "facts", len(answers), "err", err)
+	}
 }
 
 // logUnavailable is the refusal when the access log cannot take the record: nothing is released.
@@ -417,7 +446,28 @@ func (s *Service) fetch(ctx context.Context, c *cases.Case, caller Caller, step 
 	return &Result{
 		Record: record, Derived: facts, Fields: grant.Fields,
 		Step: step.ID, Purpose: rec.Purpose, LegalBasis: rec.LegalBasis,
+		answers: shownAnswers(grant, facts),
 	}, nil
+}
+
+// shownAnswers are the answers of the released facts (in grant order, as matchDerived returns them)
+// that the policy lets the citizen see: bool facts whose policy does not say no.
+func shownAnswers(grant policy.Grant, facts []*brokerv1.DerivedFact) map[string]bool {
+	var out map[string]bool
+	for i, d := range grant.Derived {
+		if !d.ShowsAnswer() || i >= len(facts) {
+			continue
+		}
+		b, ok := facts[i].GetValue().GetKind().(*structpb.Value_BoolValue)
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]bool)
+		}
+		out[d.Name] = b.BoolValue
+	}
+	return out
 }
 
 // minimise checks the authority's record against the grant and strips anything beyond it, re-encoding

@@ -89,7 +89,11 @@ func (b *Broker) OpenCase(ctx context.Context, req *brokerv1.OpenCaseRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	cs, err := b.cases.Open(ctx, c.ID, req.GetJourney(), req.GetCitizenId())
+	// The citizen register is asked (and the question logged) before the case is stored: a citizen it
+	// does not know gets no case.
+	cs, err := b.cases.Open(ctx, c.ID, req.GetJourney(), req.GetCitizenId(), func(cs *cases.Case) error {
+		return b.release.CheckRegistered(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, cs)
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
@@ -33,8 +32,8 @@ const caseUsage = `Usage:
   aperture case questions [--open]
   aperture case answer QUESTION_ID --text TEXT
 
-Common flags: --as AGENCY (default municipality) --caseworker ID --broker ADDR --data DIR --json
-Times are local, with their zone; run with TZ=UTC for UTC.
+Common flags: --as AGENCY (default municipality) --caseworker ID --broker ADDR --data DIR --json --utc
+Times are local, with their zone; --utc prints them in UTC.
 `
 
 func runCase(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -140,19 +139,20 @@ func runCase(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cf.json {
 		return printJSON(stdout, resp)
 	}
+	ck := cf.clock()
 	switch r := resp.(type) {
 	case *brokerv1.OpenCaseResponse:
-		printCase(stdout, r.GetCase())
+		printCase(stdout, ck, r.GetCase())
 	case *brokerv1.GetCaseResponse:
-		printCase(stdout, r.GetCase())
+		printCase(stdout, ck, r.GetCase())
 	case *brokerv1.CompleteStepResponse:
-		printCase(stdout, r.GetCase())
+		printCase(stdout, ck, r.GetCase())
 	case *brokerv1.CloseCaseResponse:
-		printCase(stdout, r.GetCase())
+		printCase(stdout, ck, r.GetCase())
 	case *brokerv1.ListCasesResponse:
-		printCaseList(stdout, r)
+		printCaseList(stdout, ck, r)
 	case *brokerv1.ExplainStepResponse:
-		printExplain(stdout, r)
+		printExplain(stdout, ck, r)
 	case *brokerv1.ReleaseResponse:
 		return printRelease(stdout, r)
 	case *brokerv1.BreakGlassReleaseResponse:
@@ -160,16 +160,16 @@ func runCase(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return printRelease(stdout, &brokerv1.ReleaseResponse{AccessId: r.GetAccessId(), Record: r.GetRecord(), Derived: r.GetDerived(),
 			Fields: r.GetFields(), Step: "break-glass", Purpose: r.GetPurpose(), LegalBasis: r.GetLegalBasis()})
 	case *brokerv1.ListQuestionsResponse:
-		printQuestions(stdout, r.GetQuestions())
+		printQuestions(stdout, ck, r.GetQuestions())
 	case *brokerv1.AnswerQuestionResponse:
-		printQuestions(stdout, []*citizenv1.Question{r.GetQuestion()})
+		printQuestions(stdout, ck, []*citizenv1.Question{r.GetQuestion()})
 	}
 	return nil
 }
 
 // printQuestions lists citizens' questions about the agency's accesses: the access is how the
 // caseworker finds the case (the citizen is not named).
-func printQuestions(w io.Writer, qs []*citizenv1.Question) {
+func printQuestions(w io.Writer, ck clock, qs []*citizenv1.Question) {
 	if len(qs) == 0 {
 		fmt.Fprintln(w, "no questions")
 		return
@@ -179,9 +179,9 @@ func printQuestions(w io.Writer, qs []*citizenv1.Question) {
 	for _, q := range qs {
 		st := "open"
 		if q.GetStatus() == citizenv1.QuestionStatus_QUESTION_STATUS_ANSWERED {
-			st = "answered " + ts(q.GetAnsweredAt())
+			st = "answered " + ck.ts(q.GetAnsweredAt())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", q.GetId(), ts(q.GetAskedAt()), st, q.GetAccessId(), oneLine(q.GetMessage(), 60))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", q.GetId(), ck.ts(q.GetAskedAt()), st, q.GetAccessId(), oneLine(q.GetMessage(), 60))
 	}
 	tw.Flush()
 }
@@ -234,13 +234,6 @@ func indentJSON(m proto.Message, prefix string) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-func ts(t *timestamppb.Timestamp) string {
-	if t == nil {
-		return ""
-	}
-	return t.AsTime().Local().Format("2006-01-02 15:04 MST")
-}
-
 var stepStateWords = map[brokerv1.StepState]string{
 	brokerv1.StepState_STEP_STATE_PENDING:   "to come",
 	brokerv1.StepState_STEP_STATE_CURRENT:   "current",
@@ -248,7 +241,7 @@ var stepStateWords = map[brokerv1.StepState]string{
 	brokerv1.StepState_STEP_STATE_SKIPPED:   "skipped",
 }
 
-func printCase(w io.Writer, c *brokerv1.Case) {
+func printCase(w io.Writer, ck clock, c *brokerv1.Case) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "case\t%s\n", c.GetId())
 	fmt.Fprintf(tw, "journey\t%s\n", c.GetJourney())
@@ -261,7 +254,7 @@ func printCase(w io.Writer, c *brokerv1.Case) {
 		}
 	}
 	fmt.Fprintf(tw, "state\t%s\n", state)
-	fmt.Fprintf(tw, "opened\t%s by %s\n", ts(c.GetOpenedAt()), c.GetOpenedBy())
+	fmt.Fprintf(tw, "opened\t%s by %s\n", ck.ts(c.GetOpenedAt()), c.GetOpenedBy())
 	tw.Flush()
 	fmt.Fprintln(w, "steps")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -269,16 +262,16 @@ func printCase(w io.Writer, c *brokerv1.Case) {
 		when := ""
 		switch s.GetState() {
 		case brokerv1.StepState_STEP_STATE_CURRENT:
-			when = "since " + ts(s.GetStartedAt())
+			when = "since " + ck.ts(s.GetStartedAt())
 		case brokerv1.StepState_STEP_STATE_COMPLETED:
-			when = ts(s.GetCompletedAt()) + " by " + s.GetCompletedBy()
+			when = ck.ts(s.GetCompletedAt()) + " by " + s.GetCompletedBy()
 		}
 		fmt.Fprintf(tw, "  %d. %s\t%s\t%s\t%s\t%s\n", i+1, s.GetId(), s.GetTitle(), s.GetAgency(), stepStateWords[s.GetState()], when)
 	}
 	tw.Flush()
 }
 
-func printCaseList(w io.Writer, r *brokerv1.ListCasesResponse) {
+func printCaseList(w io.Writer, ck clock, r *brokerv1.ListCasesResponse) {
 	if len(r.GetCases()) == 0 {
 		fmt.Fprintln(w, "no cases")
 		return
@@ -290,7 +283,7 @@ func printCaseList(w io.Writer, r *brokerv1.ListCasesResponse) {
 		if c.GetState() == brokerv1.CaseState_CASE_STATE_CLOSED {
 			state = "closed"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.GetId(), c.GetJourney(), state, c.GetCurrentStep(), ts(c.GetUpdatedAt()))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.GetId(), c.GetJourney(), state, c.GetCurrentStep(), ck.ts(c.GetUpdatedAt()))
 	}
 	tw.Flush()
 	if r.GetNextPageToken() != "" {
@@ -298,7 +291,7 @@ func printCaseList(w io.Writer, r *brokerv1.ListCasesResponse) {
 	}
 }
 
-func printExplain(w io.Writer, r *brokerv1.ExplainStepResponse) {
+func printExplain(w io.Writer, ck clock, r *brokerv1.ExplainStepResponse) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "case\t%s (%s)\n", r.GetCaseId(), r.GetJourney())
 	fmt.Fprintf(tw, "current step\t%s — %s\n", r.GetStep(), r.GetStepTitle())
@@ -308,9 +301,9 @@ func printExplain(w io.Writer, r *brokerv1.ExplainStepResponse) {
 	if r.GetConsentRequired() {
 		c := "needed, not given"
 		if r.GetConsentValid() {
-			c = "given, valid until " + ts(r.GetConsentExpiresAt())
+			c = "given, valid until " + ck.ts(r.GetConsentExpiresAt())
 		} else if r.GetConsentExpiresAt() != nil {
-			c = "needed; the last consent ended " + ts(r.GetConsentExpiresAt())
+			c = "needed; the last consent ended " + ck.ts(r.GetConsentExpiresAt())
 		}
 		fmt.Fprintf(tw, "citizen consent\t%s\n", c)
 	}

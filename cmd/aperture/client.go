@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/server"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
@@ -28,7 +29,31 @@ type clientFlags struct {
 	key        string
 	ca         string
 	json       bool
+	utc        bool
 	timeout    time.Duration
+}
+
+// clock formats the times a command prints: local time with its zone, or UTC with --utc.
+type clock struct{ loc *time.Location }
+
+// clock is the clock the flags ask for.
+func (c *clientFlags) clock() clock {
+	if c.utc {
+		return clock{time.UTC}
+	}
+	return clock{time.Local}
+}
+
+// ts is t as "2006-01-02 15:04 MST" in the clock's zone; "" for no time.
+func (ck clock) ts(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return ""
+	}
+	loc := ck.loc
+	if loc == nil {
+		loc = time.Local
+	}
+	return t.AsTime().In(loc).Format("2006-01-02 15:04 MST")
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, kind, defaultAs string) {
@@ -45,6 +70,7 @@ func (c *clientFlags) register(fs *flag.FlagSet, kind, defaultAs string) {
 	fs.StringVar(&c.key, "key", "", "client key file")
 	fs.StringVar(&c.ca, "ca", "", "CA certificate file to verify the broker")
 	fs.BoolVar(&c.json, "json", false, "print JSON for machines")
+	fs.BoolVar(&c.utc, "utc", false, "print times in UTC (default: local time, with its zone)")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "time limit for the call")
 }
 

@@ -78,7 +78,7 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			decision += " BREAK-GLASS " + note("break-glass ("+bg.GetReasonCode()+"): "+bg.GetJustification())
 		}
 		if r.GetHiddenUntil() != nil {
-			decision += " COVERT " + note("covert: kept from the citizen until "+ts(r.GetHiddenUntil())+" at the latest")
+			decision += " COVERT " + note("covert: kept from the citizen until "+cf.clock().ts(r.GetHiddenUntil())+" at the latest")
 		}
 		what := append(append([]string{}, r.GetFields()...), r.GetDerived()...)
 		data := r.GetAuthority() + "." + r.GetDataset()
@@ -92,7 +92,7 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			decision = "REVIEWED " + outcomeWord(bg.GetOutcome()) + " " + note("review of break-glass "+bg.GetReviewedAccessId()+": "+bg.GetReviewNote())
 			data = "(break-glass review)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s/%s\t%s\n", ts(r.GetTime()), decision, r.GetAgency(), r.GetCaseworker(),
+		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s/%s\t%s\n", cf.clock().ts(r.GetTime()), decision, r.GetAgency(), r.GetCaseworker(),
 			data, r.GetJourney(), r.GetStep(), strings.Join(what, ", "))
 	}
 	tw.Flush()

@@ -26,7 +26,7 @@ var authorityNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,31}$`)
 var datasetNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 
 // runNew scaffolds new parts of the repository; `new authority` is the only kind so far.
-func runNew(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runNew(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	const usage = "usage: aperture new authority NAME --name-en 'English name' --name-da 'Danish name' [--dataset DATASET] [--port PORT] [--repo DIR] [--no-generate]"
 	if len(args) == 0 || args[0] != "authority" {
 		return usagef("%s", usage)
@@ -38,6 +38,7 @@ func runNew(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	nameEN := fs.String("name-en", "", "the authority's name in English, as citizens read it (required)")
 	nameDA := fs.String("name-da", "", "the authority's name in Danish, as citizens read it (required)")
 	noGenerate := fs.Bool("no-generate", false, "do not run `go tool buf generate` for the new proto")
+	asJSON := fs.Bool("json", false, "print the files written as JSON for machines")
 	pos, err := parseFlags(fs, args[1:], stderr)
 	if err != nil {
 		return err
@@ -50,6 +51,18 @@ func runNew(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	sc := scaffold{Name: pos[0], Dataset: *dataset, Port: *port, NameEN: yamlQuote(*nameEN), NameDA: yamlQuote(*nameDA), GoNameEN: strconv.Quote(*nameEN)}
 	files, err := sc.write(*repo)
+	if *asJSON {
+		// Machines get one object at the end; the steps' lines are for people.
+		out := stdout
+		stdout = io.Discard
+		defer func() {
+			if err == nil {
+				err = writeJSON(out, struct {
+					Files []string `json:"files"`
+				}{files})
+			}
+		}()
+	}
 	for _, f := range files {
 		fmt.Fprintf(stdout, "wrote %s\n", f)
 	}

@@ -576,9 +576,13 @@ func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
 	format := fs.String("format", "text", "output format: text, markdown or json")
 	dir := fs.String("dir", "policies", "policy directory (with --diff: the registry used for single journey files)")
 	diff := fs.Bool("diff", false, "compare two policy directories or journey files: OLD NEW")
+	asJSON := fs.Bool("json", false, "print JSON for machines (the same as --format json)")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		*format = "json"
 	}
 	if *format != "text" && *format != "markdown" && *format != "json" {
 		return usagef("--format %q: want text, markdown or json", *format)

@@ -53,10 +53,15 @@ func TestPortalWords(t *testing.T) {
 	citizen := ts.citizenFor(j.ID)
 	c := ts.open(j.Steps[0].Agency, j.ID, citizen)
 
-	type falseFact struct{ access, en, da string }
+	// boolFact is a released bool fact: where its access is listed, its description, its answer, and
+	// whether the policy lets the citizen see the answer.
+	type boolFact struct {
+		journey, access, en, da string
+		answer, shown           bool
+	}
 	var (
 		covertAccesses []string
-		falseFacts     []falseFact
+		boolFacts      []boolFact
 		refused        []string
 	)
 	for _, st := range j.Steps {
@@ -74,10 +79,10 @@ func TestPortalWords(t *testing.T) {
 				covertAccesses = append(covertAccesses, res.GetAccessId())
 			}
 			for _, d := range res.GetDerived() {
-				if bv, ok := d.GetValue().GetKind().(*structpb.Value_BoolValue); ok && !bv.BoolValue {
+				if bv, ok := d.GetValue().GetKind().(*structpb.Value_BoolValue); ok {
 					for _, pd := range r.Derived {
 						if pd.Name == d.GetName() {
-							falseFacts = append(falseFacts, falseFact{res.GetAccessId(), pd.Description.EN, pd.Description.DA})
+							boolFacts = append(boolFacts, boolFact{j.ID, res.GetAccessId(), pd.Description.EN, pd.Description.DA, bv.BoolValue, pd.ShowsAnswer()})
 						}
 					}
 				}
@@ -117,7 +122,59 @@ func TestPortalWords(t *testing.T) {
 	if len(covertAccesses) == 0 {
 		t.Fatalf("the covert step of %s released nothing: the reveal is not tested", j.ID)
 	}
-	t.Logf("%s: %d covert accesses, %d false facts, a refused field: %v", j.ID, len(covertAccesses), len(falseFacts), refused)
+	// A false fact: the answers come from the citizen's data, so walk the other journeys for the same
+	// citizen until a bool fact comes out false.
+	for _, oj := range bundle.Journeys() {
+		if oj.ID == j.ID || slices.ContainsFunc(boolFacts, func(f boolFact) bool { return !f.answer }) {
+			continue
+		}
+		oc := ts.open(oj.Steps[0].Agency, oj.ID, citizen)
+	walk:
+		for _, st := range oj.Steps {
+			ag := ts.agency(st.Agency)
+			if st.Consent != nil {
+				ts.grantConsent(citizen, oj.ID, st.ID)
+			}
+			for _, r := range st.Rules {
+				if len(r.Derived) == 0 {
+					continue
+				}
+				res, err := ag.Release(cw("cw-words-1"), &brokerv1.ReleaseRequest{CaseId: oc.GetId(), Authority: r.Authority, Dataset: r.Dataset})
+				if err != nil {
+					t.Logf("%s %s %s.%s: %v", oj.ID, st.ID, r.Authority, r.Dataset, err)
+					continue
+				}
+				for _, d := range res.GetDerived() {
+					bv, ok := d.GetValue().GetKind().(*structpb.Value_BoolValue)
+					for _, pd := range r.Derived {
+						if ok && pd.Name == d.GetName() {
+							boolFacts = append(boolFacts, boolFact{oj.ID, res.GetAccessId(), pd.Description.EN, pd.Description.DA, bv.BoolValue, pd.ShowsAnswer()})
+						}
+					}
+				}
+			}
+			if slices.ContainsFunc(boolFacts, func(f boolFact) bool { return !f.answer && f.shown }) {
+				break walk
+			}
+			if _, err := ag.CompleteStep(cw("cw-words-1"), &brokerv1.CompleteStepRequest{CaseId: oc.GetId(), Step: st.ID}); err != nil {
+				t.Logf("%s: complete %s: %v", oj.ID, st.ID, err)
+				break walk
+			}
+		}
+	}
+	if !slices.ContainsFunc(boolFacts, func(f boolFact) bool { return !f.answer && f.shown }) {
+		t.Fatalf("no journey released a false bool fact with a shown answer about citizen %s: a false fact is not tested", citizen)
+	}
+	falseFacts := 0
+	for _, f := range boolFacts {
+		if !f.answer {
+			falseFacts++
+		}
+	}
+	if !slices.ContainsFunc(boolFacts, func(f boolFact) bool { return f.shown }) {
+		t.Fatalf("%s released no bool fact whose answer the citizen may see: the answers are not tested", j.ID)
+	}
+	t.Logf("%s: %d covert accesses, %d bool facts (%d false), a refused field: %v", j.ID, len(covertAccesses), len(boolFacts), falseFacts, refused)
 
 	ctx := portaltest.NewBrowser(t)
 	base := ts.Portal.base
@@ -207,16 +264,6 @@ func TestPortalWords(t *testing.T) {
 					t.Errorf("%s: the covert access %s is not shown after the case closed", lang, id)
 				}
 			}
-			for _, f := range falseFacts {
-				entry := portaltest.Eval[string](t, ctx, fmt.Sprintf(`(document.getElementById(%q) || {}).innerText || ""`, f.access))
-				desc, check := f.en, "checked whether"
-				if lang == "da" {
-					desc, check = f.da, "tjekkede, om"
-				}
-				if want := lowerFirstRune(strings.TrimSuffix(desc, ".")); !strings.Contains(entry, want) || !strings.Contains(entry, check) {
-					t.Errorf("%s: a false fact does not read as a check %q (%q):\n%s", lang, check, want, entry)
-				}
-			}
 			reasons := portaltest.Eval[[]string](t, ctx, `[...document.querySelectorAll(".entry--refused")].map(e => (e.querySelector(".entry__reason") || {}).innerText || "")`)
 			if len(reasons) < 2 {
 				t.Errorf("%s: %d refusals in the timeline, want the refused field and the closed case", lang, len(reasons))
@@ -224,6 +271,29 @@ func TestPortalWords(t *testing.T) {
 			for _, r := range reasons {
 				if !strings.HasSuffix(strings.TrimSpace(r), ".") || strings.Contains(r, `"`) || strings.Contains(r, "case_") {
 					t.Errorf("%s: refusal reason %q is not a sentence for the citizen", lang, r)
+				}
+			}
+			// A fact reads as a check with its answer where the policy shows it ("…: no"), and a
+			// false one never as a statement about the citizen.
+			for _, f := range boolFacts {
+				do("facts "+f.journey+" "+lang, chromedp.Navigate(base+"/?journey="+f.journey+"&lang="+lang), chromedp.WaitVisible(chromedp.CSS("#timeline")))
+				entry := portaltest.Eval[string](t, ctx, fmt.Sprintf(`(document.getElementById(%q) || {}).innerText || ""`, f.access))
+				desc, check, yes, no := f.en, "checked whether", "yes", "no"
+				if lang == "da" {
+					desc, check, yes, no = f.da, "tjekkede, om", "ja", "nej"
+				}
+				want := lowerFirstRune(strings.TrimSuffix(desc, "."))
+				answer, other := no, yes
+				if f.answer {
+					answer, other = yes, no
+				}
+				switch {
+				case !strings.Contains(entry, want) || !strings.Contains(entry, check):
+					t.Errorf("%s: a fact does not read as a check %q (%q):\n%s", lang, check, want, entry)
+				case f.shown && !strings.Contains(entry, want+": "+answer):
+					t.Errorf("%s: the fact %q does not read with its answer %q:\n%s", lang, want, answer, entry)
+				case strings.Contains(entry, want+": "+other) || !f.shown && strings.Contains(entry, want+": "+answer):
+					t.Errorf("%s: the fact %q reads with an answer it must not show (shown by policy: %v):\n%s", lang, want, f.shown, entry)
 				}
 			}
 		}

@@ -25,13 +25,13 @@ import (
 )
 
 const reportUsage = `usage:
-  aperture report --from DATE --to DATE [--format md|json|csv] [--out FILE] [--policies DIR] [--witness-policy FILE]
+  aperture report --from DATE --to DATE [--format md|json|csv | --json] [--out FILE] [--policies DIR] [--witness-policy FILE]
                         the data-responsibility report: per agency and journey, releases and refusals by
                         reason, fields and facts disclosed, covert accesses and those revealed, over-sharing
                         caught from authorities; computed from the access log over its newest signed
                         checkpoint (with --witness-policy: the newest one the witnesses cosigned), which the
                         report names (DATE: YYYY-MM-DD, midnight UTC, or RFC 3339; --to is exclusive)
-  aperture report verify REPORT.json [--witness-policy FILE]
+  aperture report verify REPORT.json [--witness-policy FILE] [--json]
                         check the report's signed checkpoint, that the stored log matches it and every
                         checkpoint is consistent (as audit verify), recompute every figure from the log
                         up to that checkpoint, and fail naming each figure that differs
@@ -114,9 +114,13 @@ func runReportMake(ctx context.Context, args []string, stdout, stderr io.Writer)
 	format := fs.String("format", "md", "md (Markdown), json (the verifiable form) or csv")
 	out := fs.String("out", "", "write the report to this file instead of standard output")
 	policyDir := fs.String("policies", "", "policy tree the agency, authority and journey names are taken from (default: the built-in policies)")
+	asJSON := fs.Bool("json", false, "print the JSON form (the same as --format json)")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		*format = "json"
 	}
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q\n%s", pos[0], reportUsage)
@@ -241,10 +245,23 @@ func reportLabels(dir string) (*report.Labels, error) {
 	return l, nil
 }
 
+// reportVerification is what `report verify --json` prints.
+type reportVerification struct {
+	OK         bool     `json:"ok"`
+	Error      string   `json:"error,omitempty"`
+	Origin     string   `json:"origin,omitempty"`
+	TreeSize   uint64   `json:"tree_size,omitempty"`
+	Records    uint64   `json:"records,omitempty"`
+	Figures    int      `json:"figures,omitempty"`
+	Cosigners  []string `json:"cosigners,omitempty"`
+	BatchesMAC bool     `json:"batches_authenticated"`
+}
+
 func runReportVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("report verify", flag.ContinueOnError)
 	var la logAccess
 	la.register(fs)
+	asJSON := fs.Bool("json", false, "print the result as one JSON object for machines (also when verification fails)")
 	pos, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
@@ -252,6 +269,25 @@ func runReportVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	if len(pos) != 1 {
 		return usagef("%s", reportUsage)
 	}
+	if !*asJSON {
+		return checkReport(ctx, la, pos[0], stdout, stderr, &reportVerification{})
+	}
+	var res reportVerification
+	err = checkReport(ctx, la, pos[0], io.Discard, stderr, &res)
+	res.OK = err == nil
+	if err != nil {
+		res.Error = err.Error()
+	}
+	if jerr := writeJSON(stdout, res); jerr != nil {
+		return jerr
+	}
+	return err
+}
+
+// checkReport verifies the report in file against the log, writing its findings to stdout and what it
+// checked to res.
+func checkReport(ctx context.Context, la logAccess, file string, stdout, stderr io.Writer, res *reportVerification) error {
+	pos := []string{file}
 	f, err := os.Open(pos[0])
 	if err != nil {
 		return fmt.Errorf("report: %w", err)
@@ -278,21 +314,23 @@ func runReportVerify(ctx context.Context, args []string, stdout, stderr io.Write
 		if err != nil {
 			return fmt.Errorf("verification FAILED: the report's checkpoint is not cosigned as the witness policy asks: %w", err)
 		}
+		res.Cosigners = c.Cosigners
 		fmt.Fprintf(stdout, "OK: the report's checkpoint is cosigned by %s\n", strings.Join(c.Cosigners, ", "))
 	}
 	// The stored log must produce the report's checkpoint, and every stored checkpoint must be
 	// consistent with the others: the report's checkpoint is a trusted target, as a saved one is for
 	// audit verify.
-	res, err := tlog.VerifyWith(ctx, js, tlog.VerifyOptions{Verifiers: v, Sealer: sealer,
+	vres, err := tlog.VerifyWith(ctx, js, tlog.VerifyOptions{Verifiers: v, Sealer: sealer,
 		Trusted: []tlog.TrustedCheckpoint{{Name: "of the report", Note: []byte(r.Checkpoint.Note)}}})
 	if err != nil {
 		return fmt.Errorf("verification FAILED: %w", err)
 	}
-	for _, f := range res.Forged {
+	res.Origin, res.TreeSize, res.Records, res.BatchesMAC = r.Checkpoint.Origin, r.Checkpoint.TreeSize, vres.Records, sealer != nil
+	for _, f := range vres.Forged {
 		fmt.Fprintf(stderr, "ALERT: %v\n", f)
 	}
 	fmt.Fprintf(stdout, "OK: the report's checkpoint (origin %s, size %d, root %s) is signed by the log's key, and the log's %d records match it and %s\n",
-		r.Checkpoint.Origin, r.Checkpoint.TreeSize, r.Checkpoint.RootHash, res.Records, plural(res.Checkpoints, "stored signed checkpoint"))
+		r.Checkpoint.Origin, r.Checkpoint.TreeSize, r.Checkpoint.RootHash, vres.Records, plural(vres.Checkpoints, "stored signed checkpoint"))
 	fig, err := r.Recompute(ctx, js, v, sealer)
 	var me *report.MismatchError
 	if errors.As(err, &me) {
@@ -301,6 +339,7 @@ func runReportVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return fmt.Errorf("verification FAILED: %w", err)
 	}
+	res.Figures = len(fig.Cells())
 	fmt.Fprintf(stdout, "OK: all %d figures recomputed from the first %d records of the log (%s to %s) equal the report's\n",
 		len(fig.Cells()), r.Checkpoint.TreeSize, r.Period.From.Format(time.RFC3339), r.Period.To.Format(time.RFC3339))
 	if sealer == nil {

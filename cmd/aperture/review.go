@@ -79,10 +79,10 @@ func runAuditReview(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	switch r := resp.(type) {
 	case *auditv1.ListBreakGlassReviewsResponse:
-		printReviews(stdout, r.GetReviews())
+		printReviews(stdout, cf.clock(), r.GetReviews())
 	case *auditv1.CloseBreakGlassReviewResponse:
 		fmt.Fprintf(stdout, "closed: %s (logged to the citizen's access log as %s)\n", outcomeWord(r.GetReview().GetOutcome()), r.GetReview().GetClosureAccessId())
-		printReviews(stdout, []*auditv1.BreakGlassReview{r.GetReview()})
+		printReviews(stdout, cf.clock(), []*auditv1.BreakGlassReview{r.GetReview()})
 	}
 	return nil
 }
@@ -96,7 +96,7 @@ func outcomeWord(o auditv1.BreakGlassOutcome) string {
 	return "open"
 }
 
-func printReviews(w io.Writer, rs []*auditv1.BreakGlassReview) {
+func printReviews(w io.Writer, ck clock, rs []*auditv1.BreakGlassReview) {
 	if len(rs) == 0 {
 		fmt.Fprintln(w, "no break-glass releases waiting for review")
 		return
@@ -106,10 +106,10 @@ func printReviews(w io.Writer, rs []*auditv1.BreakGlassReview) {
 	for _, r := range rs {
 		st := outcomeWord(r.GetOutcome())
 		if r.GetClosedAt() != nil {
-			st += " by " + r.GetAuditor() + " " + ts(r.GetClosedAt())
+			st += " by " + r.GetAuditor() + " " + ck.ts(r.GetClosedAt())
 		}
 		data := r.GetAuthority() + "." + r.GetDataset() + " " + strings.Join(append(append([]string{}, r.GetFields()...), r.GetDerived()...), ",")
-		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", r.GetAccessId(), ts(r.GetTime()), r.GetAgency(), r.GetCaseworker(),
+		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", r.GetAccessId(), ck.ts(r.GetTime()), r.GetAgency(), r.GetCaseworker(),
 			r.GetJourney(), oneLine(data, 50), r.GetReasonCode(), st, oneLine(r.GetJustification(), 60))
 	}
 	tw.Flush()

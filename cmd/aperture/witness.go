@@ -52,6 +52,7 @@ func witnessKeygen(args []string, stdout, stderr io.Writer) error {
 	addConfigFlag(fs)
 	name := fs.String("name", "", `the witness's name, conventionally a URL without scheme ("dpa.example/witness")`)
 	keyFile := fs.String("key", "witness.key", "file to write the private key to (must not exist)")
+	asJSON := fs.Bool("json", false, "print JSON for machines")
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
 	}
@@ -61,6 +62,12 @@ func witnessKeygen(args []string, stdout, stderr io.Writer) error {
 	vkey, err := writeWitnessKey(*keyFile, *name)
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, struct {
+			KeyFile     string `json:"key_file"`
+			VerifierKey string `json:"verifier_key"`
+		}{*keyFile, vkey})
 	}
 	fmt.Fprintf(stdout, "wrote %s (keep it secret)\nverifier key: %s\n", *keyFile, vkey)
 	return nil

@@ -705,7 +705,10 @@ type Fact struct {
 	// Name in the policy, e.g. "earned_above_threshold_6_of_12".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// What the fact says, e.g. "Income was above the threshold in 6 of the last 12 months".
-	Description   *Text `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	Description *Text `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// The answer the agency got, for a released bool fact whose policy lets the citizen see it; unset
+	// when the answer is not shown (refused, not a bool, the policy says no, or not kept).
+	Answer        *bool `protobuf:"varint,3,opt,name=answer,proto3,oneof" json:"answer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -752,6 +755,13 @@ func (x *Fact) GetDescription() *Text {
 		return x.Description
 	}
 	return nil
+}
+
+func (x *Fact) GetAnswer() bool {
+	if x != nil && x.Answer != nil {
+		return *x.Answer
+	}
+	return false
 }
 
 // JourneyRef names a journey.
@@ -3930,10 +3940,12 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x0frefusal_subject\x18\x17 \x01(\tR\x0erefusalSubject\x12>\n" +
 	"\vbreak_glass\x18\x18 \x01(\v2\x1d.aperture.audit.v1.BreakGlassR\n" +
 	"breakGlass\x12G\n" +
-	"\x12break_glass_reason\x18\x19 \x01(\v2\x19.aperture.citizen.v1.TextR\x10breakGlassReason\"W\n" +
+	"\x12break_glass_reason\x18\x19 \x01(\v2\x19.aperture.citizen.v1.TextR\x10breakGlassReason\"\x7f\n" +
 	"\x04Fact\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
-	"\vdescription\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\vdescription\"M\n" +
+	"\vdescription\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\vdescription\x12\x1b\n" +
+	"\x06answer\x18\x03 \x01(\bH\x00R\x06answer\x88\x01\x01B\t\n" +
+	"\a_answer\"M\n" +
 	"\n" +
 	"JourneyRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
@@ -4436,6 +4448,7 @@ func file_aperture_citizen_v1_citizen_proto_init() {
 	if File_aperture_citizen_v1_citizen_proto != nil {
 		return
 	}
+	file_aperture_citizen_v1_citizen_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -654,9 +654,14 @@ type Derived struct {
 	Values []string `protobuf:"bytes,6,rep,name=values,proto3" json:"values,omitempty"`
 	// For type "string" or "record": why the step needs the value itself and not a fact about it.
 	// Reviewers read it in `aperture policy explain`.
-	ValueReason   *Text `protobuf:"bytes,7,opt,name=value_reason,json=valueReason,proto3" json:"value_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ValueReason *Text `protobuf:"bytes,7,opt,name=value_reason,json=valueReason,proto3" json:"value_reason,omitempty"`
+	// Whether the citizen is shown the answer of a bool fact released about them ("checked whether …:
+	// yes"), not only that it was checked. Unset means yes: the answer is computed from the citizen's own
+	// data. A policy says false only where the answer itself must not reach the citizen. The answer is
+	// never written to the access log; the broker keeps it sealed for the citizen (see broker/answers).
+	CitizenSeesAnswer *bool `protobuf:"varint,8,opt,name=citizen_sees_answer,json=citizenSeesAnswer,proto3,oneof" json:"citizen_sees_answer,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Derived) Reset() {
@@ -736,6 +741,13 @@ func (x *Derived) GetValueReason() *Text {
 		return x.ValueReason
 	}
 	return nil
+}
+
+func (x *Derived) GetCitizenSeesAnswer() bool {
+	if x != nil && x.CitizenSeesAnswer != nil {
+		return *x.CitizenSeesAnswer
+	}
+	return false
 }
 
 // IntRange is an inclusive range of integers.
@@ -863,9 +875,12 @@ type Registry struct {
 	// Organisations whose case systems call the broker.
 	Agencies []*Agency `protobuf:"bytes,2,rep,name=agencies,proto3" json:"agencies,omitempty"`
 	// Auditors and data-protection officers who may read access logs.
-	Auditors      []*Agency `protobuf:"bytes,3,rep,name=auditors,proto3" json:"auditors,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Auditors []*Agency `protobuf:"bytes,3,rep,name=auditors,proto3" json:"auditors,omitempty"`
+	// The register the broker asks whether a citizen exists before a case is opened for them (the
+	// population register). Unset: no case open is checked against a register.
+	CitizenRegister *CitizenRegister `protobuf:"bytes,4,opt,name=citizen_register,json=citizenRegister,proto3" json:"citizen_register,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Registry) Reset() {
@@ -919,6 +934,68 @@ func (x *Registry) GetAuditors() []*Agency {
 	return nil
 }
 
+func (x *Registry) GetCitizenRegister() *CitizenRegister {
+	if x != nil {
+		return x.CitizenRegister
+	}
+	return nil
+}
+
+// CitizenRegister names the authority dataset that holds a record of every citizen.
+type CitizenRegister struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An authority of the registry.
+	Authority string `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
+	// One of its datasets.
+	Dataset       string `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CitizenRegister) Reset() {
+	*x = CitizenRegister{}
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CitizenRegister) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CitizenRegister) ProtoMessage() {}
+
+func (x *CitizenRegister) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CitizenRegister.ProtoReflect.Descriptor instead.
+func (*CitizenRegister) Descriptor() ([]byte, []int) {
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CitizenRegister) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *CitizenRegister) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
 // Authority is one data holder.
 type Authority struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -937,7 +1014,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1026,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1039,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Authority) GetId() string {
@@ -1014,7 +1091,7 @@ type Agency struct {
 
 func (x *Agency) Reset() {
 	*x = Agency{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1103,7 @@ func (x *Agency) String() string {
 func (*Agency) ProtoMessage() {}
 
 func (x *Agency) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1116,7 @@ func (x *Agency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agency.ProtoReflect.Descriptor instead.
 func (*Agency) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Agency) GetId() string {
@@ -1122,7 +1199,7 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\vReleaseRule\x12M\n" +
 	"\adataset\x18\x01 \x01(\tB3\xbaH0r.2,^[a-z][a-z0-9_]{0,31}\\.[a-z][a-z0-9_]{0,62}$R\adataset\x12N\n" +
 	"\x06fields\x18\x02 \x03(\tB6\xbaH3\x92\x010\x10\x80\x02\x18\x01\")r'2%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x06fields\x12?\n" +
-	"\aderived\x18\x03 \x03(\v2\x1b.aperture.policy.v1.DerivedB\b\xbaH\x05\x92\x01\x02\x10 R\aderived\"\x88\x03\n" +
+	"\aderived\x18\x03 \x03(\v2\x1b.aperture.policy.v1.DerivedB\b\xbaH\x05\x92\x01\x02\x10 R\aderived\"\xd5\x03\n" +
 	"\aDerived\x121\n" +
 	"\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12B\n" +
 	"\vdescription\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\vdescription\x12*\n" +
@@ -1133,7 +1210,9 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\x04type\x18\x04 \x01(\tB)\xbaH&\xd8\x01\x01r!R\x04boolR\x03intR\x04enumR\x06stringR\x06recordR\x04type\x122\n" +
 	"\x05range\x18\x05 \x01(\v2\x1c.aperture.policy.v1.IntRangeR\x05range\x12*\n" +
 	"\x06values\x18\x06 \x03(\tB\x12\xbaH\x0f\x92\x01\f\x10@\x18\x01\"\x06r\x04\x10\x01\x18dR\x06values\x12;\n" +
-	"\fvalue_reason\x18\a \x01(\v2\x18.aperture.policy.v1.TextR\vvalueReason\"u\n" +
+	"\fvalue_reason\x18\a \x01(\v2\x18.aperture.policy.v1.TextR\vvalueReason\x123\n" +
+	"\x13citizen_sees_answer\x18\b \x01(\bH\x00R\x11citizenSeesAnswer\x88\x01\x01B\x16\n" +
+	"\x14_citizen_sees_answer\"u\n" +
 	"\bIntRange\x12\x10\n" +
 	"\x03min\x18\x01 \x01(\x03R\x03min\x12\x10\n" +
 	"\x03max\x18\x02 \x01(\x03R\x03max:E\xbaHB\x1a@\n" +
@@ -1144,11 +1223,15 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x01R\vdefaultDays\x12%\n" +
 	"\bmax_days\x18\x03 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x01R\amaxDays:^\xbaH[\x1aY\n" +
-	"\fconsent.days\x12%default_days must not exceed max_days\x1a\"this.default_days <= this.max_days\"\xcf\x01\n" +
+	"\fconsent.days\x12%default_days must not exceed max_days\x1a\"this.default_days <= this.max_days\"\x9f\x02\n" +
 	"\bRegistry\x12I\n" +
 	"\vauthorities\x18\x01 \x03(\v2\x1d.aperture.policy.v1.AuthorityB\b\xbaH\x05\x92\x01\x02\b\x01R\vauthorities\x12@\n" +
 	"\bagencies\x18\x02 \x03(\v2\x1a.aperture.policy.v1.AgencyB\b\xbaH\x05\x92\x01\x02\b\x01R\bagencies\x126\n" +
-	"\bauditors\x18\x03 \x03(\v2\x1a.aperture.policy.v1.AgencyR\bauditors\"\x85\x02\n" +
+	"\bauditors\x18\x03 \x03(\v2\x1a.aperture.policy.v1.AgencyR\bauditors\x12N\n" +
+	"\x10citizen_register\x18\x04 \x01(\v2#.aperture.policy.v1.CitizenRegisterR\x0fcitizenRegister\"[\n" +
+	"\x0fCitizenRegister\x12%\n" +
+	"\tauthority\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\tauthority\x12!\n" +
+	"\adataset\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\adataset\"\x85\x02\n" +
 	"\tAuthority\x12-\n" +
 	"\x02id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,31}$R\x02id\x124\n" +
 	"\x04name\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\x04name\x12!\n" +
@@ -1172,7 +1255,7 @@ func file_aperture_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_aperture_policy_v1_policy_proto_rawDescData
 }
 
-var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_aperture_policy_v1_policy_proto_goTypes = []any{
 	(*Text)(nil),             // 0: aperture.policy.v1.Text
 	(*Journey)(nil),          // 1: aperture.policy.v1.Journey
@@ -1186,8 +1269,9 @@ var file_aperture_policy_v1_policy_proto_goTypes = []any{
 	(*IntRange)(nil),         // 9: aperture.policy.v1.IntRange
 	(*Consent)(nil),          // 10: aperture.policy.v1.Consent
 	(*Registry)(nil),         // 11: aperture.policy.v1.Registry
-	(*Authority)(nil),        // 12: aperture.policy.v1.Authority
-	(*Agency)(nil),           // 13: aperture.policy.v1.Agency
+	(*CitizenRegister)(nil),  // 12: aperture.policy.v1.CitizenRegister
+	(*Authority)(nil),        // 13: aperture.policy.v1.Authority
+	(*Agency)(nil),           // 14: aperture.policy.v1.Agency
 }
 var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 0: aperture.policy.v1.Journey.title:type_name -> aperture.policy.v1.Text
@@ -1211,16 +1295,17 @@ var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 18: aperture.policy.v1.Derived.description:type_name -> aperture.policy.v1.Text
 	9,  // 19: aperture.policy.v1.Derived.range:type_name -> aperture.policy.v1.IntRange
 	0,  // 20: aperture.policy.v1.Derived.value_reason:type_name -> aperture.policy.v1.Text
-	12, // 21: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
-	13, // 22: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
-	13, // 23: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
-	0,  // 24: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
-	0,  // 25: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	13, // 21: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
+	14, // 22: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
+	14, // 23: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
+	12, // 24: aperture.policy.v1.Registry.citizen_register:type_name -> aperture.policy.v1.CitizenRegister
+	0,  // 25: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
+	0,  // 26: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_aperture_policy_v1_policy_proto_init() }
@@ -1228,13 +1313,14 @@ func file_aperture_policy_v1_policy_proto_init() {
 	if File_aperture_policy_v1_policy_proto != nil {
 		return
 	}
+	file_aperture_policy_v1_policy_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_policy_v1_policy_proto_rawDesc), len(file_aperture_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
