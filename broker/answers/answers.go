@@ -59,17 +59,12 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, codec, err := sealedkv.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Aperture answers of bool facts, shown only to the citizen: <pseudonym>.<access id>",
 		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(opts.Replicas, 1),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %q: %w", Bucket, err)
-	}
-	codec, err := sealedkv.New(ctx, js, Bucket, opts.Sealer, log)
+		Replicas:    opts.Replicas,
+	}, opts.Sealer, log)
 	if err != nil {
 		return nil, fmt.Errorf("fact answers: %w", err)
 	}
