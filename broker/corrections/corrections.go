@@ -174,27 +174,13 @@ func splitKey(k string) (authority, pseudonym, id string, ok bool) {
 	return parts[0], parts[1], parts[2], true
 }
 
-// token reports whether s can be one KV key token (no dots, wildcards or spaces).
-func token(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // NewID returns a new request id, for a caller that logs the request before it stores it.
 func NewID(now time.Time) string { return ids.New(IDPrefix, now) }
 
 // Create stores a new open request under r.ID (a new id when it is not one); Status and RequestedAt
 // are set here. An id that exists already is a conflict and changes nothing.
 func (s *Store) Create(ctx context.Context, r *Request, now time.Time) (*Request, error) {
-	if !token(r.Authority) || !token(r.Pseudonym) || r.CitizenID == "" || r.Dataset == "" || r.Field == "" || r.Reason == "" {
+	if !sealedkv.Token(r.Authority) || !sealedkv.Token(r.Pseudonym) || r.CitizenID == "" || r.Dataset == "" || r.Field == "" || r.Reason == "" {
 		return nil, fmt.Errorf("%w: authority, citizen, dataset, field and reason are required", ErrInvalid)
 	}
 	c := *r
@@ -214,7 +200,7 @@ func (s *Store) Create(ctx context.Context, r *Request, now time.Time) (*Request
 // ListByCitizen returns the citizen's requests, newest first, including ones that do not verify
 // (Unverified).
 func (s *Store) ListByCitizen(ctx context.Context, pseudonym string) ([]*Request, error) {
-	if !token(pseudonym) {
+	if !sealedkv.Token(pseudonym) {
 		return nil, fmt.Errorf("%w: pseudonym", ErrInvalid)
 	}
 	return s.list(ctx, "*."+pseudonym+".*", true)
@@ -223,7 +209,7 @@ func (s *Store) ListByCitizen(ctx context.Context, pseudonym string) ([]*Request
 // ListByAuthority returns the requests about authority's data, newest first; with onlyOpen, the
 // undecided. Requests that do not verify are left out (and reported).
 func (s *Store) ListByAuthority(ctx context.Context, authority string, onlyOpen bool) ([]*Request, error) {
-	if !token(authority) {
+	if !sealedkv.Token(authority) {
 		return nil, fmt.Errorf("%w: authority", ErrInvalid)
 	}
 	rs, err := s.list(ctx, authority+".>", false)
@@ -297,7 +283,7 @@ func (s *Store) get(ctx context.Context, k string) (*Request, error) {
 // GetForAuthority returns request id if it is about authority's data; to any other authority it does
 // not exist.
 func (s *Store) GetForAuthority(ctx context.Context, authority, id string) (*Request, error) {
-	if !token(authority) || !ids.Valid(IDPrefix, id) {
+	if !sealedkv.Token(authority) || !ids.Valid(IDPrefix, id) {
 		return nil, ErrNotFound
 	}
 	lister, err := s.kv.ListKeysFiltered(ctx, authority+".*."+id)
@@ -368,7 +354,7 @@ type Use struct {
 // a failed publish is logged (ids only) and the next one is tried; the request stands either way.
 func (s *Store) Notify(ctx context.Context, typ string, r *Request, uses []Use, now time.Time) {
 	for _, u := range uses {
-		if !token(u.Agency) {
+		if !sealedkv.Token(u.Agency) {
 			continue
 		}
 		ev := &brokerv1.CorrectionEvent{

@@ -147,25 +147,11 @@ func splitKey(k string) (agency, pseudonym, id string, ok bool) {
 	return parts[0], parts[1], parts[2], true
 }
 
-// token reports whether s can be one KV key token (no dots, wildcards or spaces).
-func token(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // Ask stores a new question from the citizen with pseudonym about accessID, which agency must answer,
 // and notifies the agency. The notification is best effort (the question is stored either way and the
 // agency lists it); a failed publish is logged without the question's text.
 func (s *Store) Ask(ctx context.Context, agency, pseudonym, accessID, message string, now time.Time) (*Question, error) {
-	if !token(agency) || !token(pseudonym) || accessID == "" || message == "" {
+	if !sealedkv.Token(agency) || !sealedkv.Token(pseudonym) || accessID == "" || message == "" {
 		return nil, fmt.Errorf("%w: agency, pseudonym, access and message are required", ErrInvalid)
 	}
 	q := &Question{
@@ -199,7 +185,7 @@ func (s *Store) publish(ctx context.Context, q *Question) {
 
 // ListByCitizen returns the citizen's questions, newest first.
 func (s *Store) ListByCitizen(ctx context.Context, pseudonym string) ([]*Question, error) {
-	if !token(pseudonym) {
+	if !sealedkv.Token(pseudonym) {
 		return nil, fmt.Errorf("%w: pseudonym", ErrInvalid)
 	}
 	return s.list(ctx, "*."+pseudonym+".*")
@@ -207,7 +193,7 @@ func (s *Store) ListByCitizen(ctx context.Context, pseudonym string) ([]*Questio
 
 // ListByAgency returns the questions agency must answer, newest first; with onlyOpen, the unanswered.
 func (s *Store) ListByAgency(ctx context.Context, agency string, onlyOpen bool) ([]*Question, error) {
-	if !token(agency) {
+	if !sealedkv.Token(agency) {
 		return nil, fmt.Errorf("%w: agency", ErrInvalid)
 	}
 	qs, err := s.list(ctx, agency+".>")
@@ -276,7 +262,7 @@ func (s *Store) get(ctx context.Context, k string) (*Question, error) {
 
 // GetForAgency returns question id if agency must answer it; to any other agency it does not exist.
 func (s *Store) GetForAgency(ctx context.Context, agency, id string) (*Question, error) {
-	if !token(agency) || !ids.Valid(IDPrefix, id) {
+	if !sealedkv.Token(agency) || !ids.Valid(IDPrefix, id) {
 		return nil, ErrNotFound
 	}
 	lister, err := s.kv.ListKeysFiltered(ctx, agency+".*."+id)

@@ -55,6 +55,21 @@ type Codec struct {
 	bad    atomic.Uint64
 }
 
+// Token reports whether s can be one token of a store's key: 1 to 128 of [0-9A-Za-z_-], so no dot,
+// wildcard or space can change which keys a key or a filter names.
+func Token(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // Open creates (or binds and updates) the KV bucket cfg describes, on file storage with at least one
 // replica, and returns it with its Codec: what every store of sealed records starts with.
 func Open(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, sealer Sealer, log *slog.Logger) (jetstream.KeyValue, *Codec, error) {
