@@ -96,6 +96,10 @@ type Config struct {
 	// fails or times out opens the log's breaker, and releases answer Unavailable at once until a
 	// probe write succeeds. Default 250ms.
 	AppendTimeout time.Duration `yaml:"append_timeout"`
+	// StateTimeout bounds each read or write of the broker's own state on the release path (case,
+	// consent, switch-off, break-glass counts). A KV stream that lost its quorum never answers; the
+	// caller hears Unavailable after this rather than at its own deadline. Default 1s.
+	StateTimeout time.Duration `yaml:"state_timeout"`
 	// HealthInterval is how often health is checked (log writable, ACCESS leader, NATS, authorities).
 	// Default 1s.
 	HealthInterval time.Duration `yaml:"health_interval"`
@@ -126,6 +130,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.HealthInterval == 0 {
 		c.HealthInterval = time.Second
+	}
+	if c.StateTimeout == 0 {
+		c.StateTimeout = time.Second
 	}
 	return c
 }
@@ -522,6 +529,7 @@ func (b *Broker) buildServer() error {
 		Policies: policies, Cases: b.Cases, Consents: b.Consent, Log: b.access, Authorities: b.pool,
 		Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now, Logger: b.log.With("component", "release"),
 		Meter: b.deps.Meter, Switches: b.Switches, BreakGlass: b.BreakGlass, Answers: b.Answers,
+		StateTimeout: b.cfg.StateTimeout,
 	})
 	if err != nil {
 		return err

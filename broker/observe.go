@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/cases"
 	brokerhealth "github.com/aperture-gov/aperture/broker/health"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
@@ -52,6 +53,7 @@ const (
 	CheckNATS         = "nats"
 	CheckAccessLog    = "accesslog"
 	CheckAccessStream = "access-stream"
+	CheckCaseStore    = "case-store"
 	checkAuthority    = "authority:"
 )
 
@@ -212,6 +214,10 @@ func (b *Broker) healthChecks() []brokerhealth.Check {
 			return b.access.Writable()
 		}},
 		{Name: CheckAccessStream, Services: []string{releases, audit, citizens, events, fixes, citizenFixes}, Run: b.checkAccessStream},
+		// Every release reads its case: a case bucket without a leader refuses them all.
+		{Name: CheckCaseStore, Services: []string{releases, events}, Run: func(ctx context.Context) error {
+			return b.checkLeader(ctx, "KV_"+cases.Bucket)
+		}},
 	}
 	for _, id := range b.neededAuthorities() {
 		checks = append(checks, brokerhealth.Check{Name: checkAuthority + id, Services: []string{releases}, Run: func(ctx context.Context) error {
@@ -234,6 +240,18 @@ func (b *Broker) checkAccessStream(ctx context.Context) error {
 	}
 	if lag, err := b.access.IndexLag(ctx); err == nil {
 		b.observe.idxLag.Store(lag.Batches)
+	}
+	return nil
+}
+
+// checkLeader asks for a stream's state: in a cluster it must have a leader to answer at all.
+func (b *Broker) checkLeader(ctx context.Context, stream string) error {
+	s, err := b.js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("%s stream: %w", stream, err)
+	}
+	if info := s.CachedInfo(); info.Cluster != nil && info.Cluster.Leader == "" {
+		return fmt.Errorf("%s stream has no leader", stream)
 	}
 	return nil
 }

@@ -175,7 +175,9 @@ func (s *Service) breakGlass(ctx context.Context, b *policy.Bundle, c *cases.Cas
 		return nil, refusal.New(refusal.Unavailable, "break-glass is not available on this broker; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	}
 	rule := d.Rule
-	remaining, err := s.cfg.BreakGlass.Reserve(ctx, caller.Agency, caller.Caseworker, rule.Limit, rule.Window, now)
+	rctx, cancel := s.stateCtx(ctx)
+	remaining, err := s.cfg.BreakGlass.Reserve(rctx, caller.Agency, caller.Caseworker, rule.Limit, rule.Window, now)
+	cancel()
 	switch {
 	case errors.Is(err, breakglass.ErrRateLimited):
 		hours := strconv.Itoa(int(rule.Window / time.Hour))
@@ -192,7 +194,10 @@ func (s *Service) breakGlass(ctx context.Context, b *policy.Bundle, c *cases.Cas
 		ReasonCode: rec.BreakGlass.ReasonCode, Justification: rec.BreakGlass.Justification,
 		Pseudonym: rec.CitizenPseudonym, PseudonymKeyID: rec.PseudonymKeyId,
 	}
-	if err := s.cfg.BreakGlass.Queue(ctx, review); err != nil {
+	qctx, cancel := s.stateCtx(ctx)
+	err = s.cfg.BreakGlass.Queue(qctx, review)
+	cancel()
+	if err != nil {
 		return nil, refusal.Wrap(refusal.Unavailable, err, "the break-glass review queue is unavailable; nothing was released").Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	}
 	s.m.since(ctx, StageDecide, start)

@@ -103,6 +103,10 @@ type Config struct {
 	Now          func() time.Time
 	Logger       *slog.Logger
 	FetchTimeout time.Duration // default 5s
+	// StateTimeout bounds each read or write of broker state on the release path (the case, a
+	// consent, a switch-off, kept answers). A store whose stream lost its quorum never answers; the
+	// caller hears Unavailable after this, not at its own deadline. Default 1s.
+	StateTimeout time.Duration
 	// Meter records the release path's metrics (aperture_release_*); nil records none.
 	Meter metric.MeterProvider
 	// Switches reads the citizens' switch-offs of optional steps; nil refuses every optional step
@@ -140,6 +144,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.FetchTimeout <= 0 {
 		cfg.FetchTimeout = 5 * time.Second
+	}
+	if cfg.StateTimeout <= 0 {
+		cfg.StateTimeout = time.Second
 	}
 	m, err := newMetrics(cfg.Meter)
 	if err != nil {
@@ -215,6 +222,11 @@ func (s *Service) Release(ctx context.Context, caller Caller, req Request) (_ *R
 	return res, nil
 }
 
+// stateCtx bounds one read or write of broker state by StateTimeout.
+func (s *Service) stateCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.StateTimeout)
+}
+
 // keepAnswers keeps the answers the citizen may see of a release whose record is durable. A failure
 // does not withdraw the release (the record, not the answer, is the guarantee): it is logged without
 // the answers and counted, and the citizen reads the check without its answer.
@@ -222,7 +234,9 @@ func (s *Service) keepAnswers(ctx context.Context, rec *auditv1.AccessRecord, an
 	if s.cfg.Answers == nil || len(answers) == 0 {
 		return
 	}
-	err := s.cfg.Answers.Put(ctx, rec.CitizenPseudonym, rec.Id, answers)
+	sctx, cancel := s.stateCtx(ctx)
+	defer cancel()
+	err := s.cfg.Answers.Put(sctx, rec.CitizenPseudonym, rec.Id, answers)
 	s.m.answerKept(ctx, err)
 	if err != nil {
 		s.cfg.Logger.Warn("fact answers not kept for the citizen; the portal shows the checks without answers",
@@ -269,7 +283,9 @@ func (s *Service) decideAndFetch(ctx context.Context, b *policy.Bundle, c *cases
 		}
 	}
 	if d.NeedsConsent {
-		cn, err := s.cfg.Consents.Get(ctx, rec.CitizenPseudonym, d.Journey.ID, d.Step.ID)
+		sctx, cancel := s.stateCtx(ctx)
+		cn, err := s.cfg.Consents.Get(sctx, rec.CitizenPseudonym, d.Journey.ID, d.Step.ID)
+		cancel()
 		if ref := ConsentRefusal(cn, err, d.Journey.ID, d.Step, now); ref != nil {
 			return nil, ref
 		}
@@ -585,7 +601,9 @@ func (s *Service) writableCase(ctx context.Context, id string) (*cases.Case, err
 			return nil, logUnavailable(err)
 		}
 	}
-	c, err := s.cfg.Cases.Get(ctx, id)
+	sctx, cancel := s.stateCtx(ctx)
+	defer cancel()
+	c, err := s.cfg.Cases.Get(sctx, id)
 	if errors.Is(err, cases.ErrNotFound) {
 		return nil, refusal.New(refusal.NotFound, "case %s does not exist", id).Because(auditv1.RefusalReason_REFUSAL_REASON_CASE_NOT_FOUND)
 	}

@@ -20,7 +20,9 @@ func (s *Service) switchedOff(ctx context.Context, pseudonym, journey, step stri
 	if s.cfg.Switches == nil {
 		return SwitchRefusal(switchoff.ScopeNone, errors.New("no switch-off store configured"), journey, step)
 	}
-	scope, err := s.cfg.Switches.Off(ctx, pseudonym, journey)
+	sctx, cancel := s.stateCtx(ctx)
+	defer cancel()
+	scope, err := s.cfg.Switches.Off(sctx, pseudonym, journey)
 	return SwitchRefusal(scope, err, journey, step)
 }
 

@@ -87,6 +87,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		otlpEndpoint  = fs.String("otlp-endpoint", "", "host:port of the OTLP/gRPC trace collector (default: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317)")
 		otlpInsecure  = fs.Bool("otlp-insecure", false, "send traces to --otlp-endpoint without TLS (a collector on the same host)")
 		healthEvery   = fs.Duration("health-interval", time.Second, "how often health is checked: access log writable, ACCESS leader, NATS, authorities")
+		stateTimeout  = fs.Duration("state-timeout", time.Second, "how long a release waits for the broker's own state (case, consent, switch-off) to be read or written before it answers Unavailable")
 		appendTimeout = fs.Duration("append-timeout", 250*time.Millisecond, "how long a release waits for the access log to acknowledge its record; the first write that fails or times out opens the log's breaker and releases answer Unavailable at once until a probe write succeeds")
 	)
 	var authorityAddrs authorityAddresses
@@ -231,7 +232,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		DataDir: *data, Listen: *listen, NATSURL: *natsURL, NATSCredentials: *natsCreds,
 		NATSNKeyFile: *natsNKey, NATSCA: *natsCA, InsecureNATS: *insecNATS,
 		EmbeddedNATSListen: *natsListen, Replicas: *replicas, StartTimeout: *startWait,
-		CitizenListen: *citizenListen, AppendTimeout: *appendTimeout, HealthInterval: *healthEvery,
+		CitizenListen: *citizenListen, AppendTimeout: *appendTimeout, StateTimeout: *stateTimeout, HealthInterval: *healthEvery,
 		AuthorityAddresses: authorityAddrs,
 	}, deps)
 	if err != nil {
