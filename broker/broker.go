@@ -43,6 +43,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/questions"
 	"github.com/aperture-gov/aperture/broker/release"
+	"github.com/aperture-gov/aperture/broker/sealedkv"
 	"github.com/aperture-gov/aperture/broker/server"
 	"github.com/aperture-gov/aperture/broker/switchoff"
 	"github.com/aperture-gov/aperture/broker/tlog"
@@ -206,7 +207,8 @@ type Broker struct {
 	pool      *authorities.Pool
 	bundle    atomic.Pointer[policy.Bundle]
 	Cases     *cases.Store
-	events    *cases.Relay
+	events    *sealedkv.Relay
+	fixEvents *sealedkv.Relay // correction events
 	Consent   *consent.Store
 	Questions *questions.Store
 	// Switches are the citizens' switch-offs of optional steps; BreakGlass the break-glass review queue
@@ -296,6 +298,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		return nil, err
 	}
 	if b.Corrections, err = corrections.Open(ctx, js, corrections.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "corrections")}); err != nil {
+		return nil, err
+	}
+	if b.fixEvents, err = b.Corrections.Relay(ctx); err != nil {
 		return nil, err
 	}
 	if b.correctionCount, err = corrections.NewCounter(deps.Meter); err != nil {
@@ -711,6 +716,9 @@ func (b *Broker) loops() []lifecycle.Component {
 	}
 	if b.events != nil {
 		cs = append(cs, lifecycle.Component{Name: "case events relay", Run: b.events.Run})
+	}
+	if b.fixEvents != nil {
+		cs = append(cs, lifecycle.Component{Name: "correction events relay", Run: b.fixEvents.Run})
 	}
 	if b.cosigner != nil {
 		cs = append(cs, stopAt("witness cosigner", b.cosigner.Close))

@@ -22,6 +22,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/accesslog"
 	"github.com/aperture-gov/aperture/broker/cases"
 	brokerhealth "github.com/aperture-gov/aperture/broker/health"
+	"github.com/aperture-gov/aperture/broker/sealedkv"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
@@ -46,6 +47,12 @@ const (
 	// MetricUnverified counts reads of a stored switch-off or break-glass record that did not
 	// authenticate (each refused what it would have allowed), by store.
 	MetricUnverified = "aperture.store.unverified"
+	// MetricOutboxPublished, MetricOutboxFailures and MetricOutboxSkipped count the outbox relays'
+	// events (case events, correction events): published, failed attempts (each retried), and
+	// revisions skipped because they did not authenticate. By outbox.
+	MetricOutboxPublished = "aperture.outbox.published"
+	MetricOutboxFailures  = "aperture.outbox.failures"
+	MetricOutboxSkipped   = "aperture.outbox.skipped"
 )
 
 // Health check names (in /readyz, the logs and aperture_health_check).
@@ -310,10 +317,13 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 	wLatency := fgauge(MetricWitnessLatency, "From a new checkpoint to storing it cosigned, in the last round that reached the quorum.")
 	reviews := counter(MetricReviewsClosed, "Break-glass reviews closed by auditors, by outcome (justified, not_justified).")
 	unverified := counter(MetricUnverified, "Reads of a stored switch-off or break-glass record that did not authenticate, by store; each refused.")
+	outPub := counter(MetricOutboxPublished, "Events the outbox relays published (JetStream acknowledged), by outbox.")
+	outFail := counter(MetricOutboxFailures, "Failed publish attempts of the outbox relays (each retried until acknowledged), by outbox.")
+	outSkip := counter(MetricOutboxSkipped, "Outbox revisions that did not authenticate and were never published, by outbox.")
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	observables := []metric.Observable{natsUp, reconnects, idxLag, roundAge, cpAge, size, leader, wRounds, wCosigned, wRefusals, wDown, wLatency, reviews, unverified}
+	observables := []metric.Observable{natsUp, reconnects, idxLag, roundAge, cpAge, size, leader, wRounds, wCosigned, wRefusals, wDown, wLatency, reviews, unverified, outPub, outFail, outSkip}
 	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		up := int64(0)
 		if b.nc.Status() == nats.CONNECTED {
@@ -332,6 +342,15 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 		}
 		if b.Corrections != nil {
 			o.ObserveInt64(unverified, int64(b.Corrections.Unauthentic()), metric.WithAttributes(attribute.String("store", "corrections")))
+		}
+		for name, r := range map[string]*sealedkv.Relay{"case_events": b.events, "correction_events": b.fixEvents} {
+			if r == nil {
+				continue
+			}
+			attrs := metric.WithAttributes(attribute.String("outbox", name))
+			o.ObserveInt64(outPub, int64(r.Published()), attrs)
+			o.ObserveInt64(outFail, int64(r.Failures()), attrs)
+			o.ObserveInt64(outSkip, int64(r.Skipped()), attrs)
 		}
 		if b.integr != nil {
 			p := b.integr.Progress()

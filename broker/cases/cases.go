@@ -306,7 +306,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 		return nil, fmt.Errorf("open stream %q: %w", EventStream, err)
 	}
 	// The outbox's consumer exists before this store writes anything, so no transition is missed.
-	if _, err := js.CreateOrUpdateConsumer(ctx, "KV_"+Bucket, relayConsumerConfig()); err != nil {
+	if _, err := js.CreateOrUpdateConsumer(ctx, "KV_"+Bucket, codec.OutboxConsumer(RelayConsumer, relayDescription)); err != nil {
 		return nil, fmt.Errorf("case events outbox: consumer %s: %w", RelayConsumer, err)
 	}
 	idx, err := openIndex(ctx, js, opts.Replicas)

@@ -12,11 +12,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/sealedkv"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 )
 
 // startRelay runs a relay of s until the test ends.
-func startRelay(t *testing.T, s *cases.Store) *cases.Relay {
+func startRelay(t *testing.T, s *cases.Store) *sealedkv.Relay {
 	t.Helper()
 	r, err := s.Relay(context.Background())
 	if err != nil {

@@ -19,9 +19,8 @@ import (
 
 // CorrectionStore keeps correction requests (corrections.Store).
 type CorrectionStore interface {
-	Create(ctx context.Context, r *corrections.Request, now time.Time) (*corrections.Request, error)
+	Create(ctx context.Context, r *corrections.Request, uses []corrections.Use, now time.Time) (*corrections.Request, error)
 	ListByCitizen(ctx context.Context, pseudonym string) ([]*corrections.Request, error)
-	Notify(ctx context.Context, typ string, r *corrections.Request, uses []corrections.Use, now time.Time)
 }
 
 // Corrections implements aperture.citizen.v1.CitizenCorrectionService: a citizen asks the authority
@@ -64,6 +63,12 @@ func (c *Corrections) RequestCorrection(ctx context.Context, req *citizenv1.Requ
 	}
 	now := c.s.cfg.Now()
 	id := corrections.NewID(now)
+	// The agencies to tell are found before anything changes: the request and whom it tells are one write.
+	uses, err := corrections.FindUses(ctx, c.s.cfg.Log, cz.Pseudonym.Value, a.ID, req.GetDataset(), req.GetField())
+	if err != nil {
+		c.count.Add(ctx, a.ID, corrections.OutcomeFailed)
+		return nil, unavailable(err, "your access log")
+	}
 	// Logged first, like every access: the authority never sees a request the citizen's log does not show.
 	rec := &auditv1.AccessRecord{
 		Id: ids.New("acc", now), Time: timestamppb.New(now), CitizenPseudonym: cz.Pseudonym.Value, PseudonymKeyId: cz.Pseudonym.KeyID,
@@ -79,7 +84,7 @@ func (c *Corrections) RequestCorrection(ctx context.Context, req *citizenv1.Requ
 	stored, err := c.store.Create(ctx, &corrections.Request{
 		ID: id, Authority: a.ID, Pseudonym: cz.Pseudonym.Value, PseudonymKeyID: cz.Pseudonym.KeyID, CitizenID: cz.id,
 		Dataset: req.GetDataset(), Field: req.GetField(), Reason: req.GetReason(), Proposed: req.GetProposedValue(),
-	}, now)
+	}, uses, now)
 	if err != nil {
 		// The log shows a request that was not filed; the citizen is told to try again.
 		c.count.Add(ctx, a.ID, corrections.OutcomeFailed)
@@ -87,12 +92,6 @@ func (c *Corrections) RequestCorrection(ctx context.Context, req *citizenv1.Requ
 		return nil, unavailable(err, "filing a correction request")
 	}
 	c.count.Add(ctx, a.ID, corrections.OutcomeRequested)
-	uses, err := corrections.FindUses(ctx, c.s.cfg.Log, cz.Pseudonym.Value, a.ID, stored.Dataset, stored.Field)
-	if err != nil {
-		c.s.log.Warn("correction requested: agencies not told, access log unreadable", "request", stored.ID, "err", err)
-	} else {
-		c.store.Notify(ctx, corrections.EventRequested, stored, uses, now)
-	}
 	return &citizenv1.RequestCorrectionResponse{Correction: c.view(b, stored, uses)}, nil
 }
 

@@ -11,9 +11,12 @@
 // decisions; the citizen's list shows it as unverified, and every one is logged at error level (without
 // the key's pseudonym) and counted ([Store.Unauthentic]).
 //
-// When a request is made or decided, [Store.Notify] publishes an aperture.broker.v1.CorrectionEvent on
-// "aperture.events.agency.<agency>.<type>" (the EVENTS stream of package cases) to each agency whose
-// case used the field: case, authority, dataset, field and status — never the citizen, never a value.
+// When a request is made or decided, each agency whose case used the field is told with an
+// aperture.broker.v1.CorrectionEvent on "aperture.events.agency.<agency>.<type>" (the EVENTS stream of
+// package cases): case, authority, dataset, field and status — never the citizen, never a value. The
+// agencies to tell are part of the record the request or decision writes, and the bucket's outbox
+// relay ([Store.Relay], see package sealedkv) publishes them: a stored request or decision is told,
+// exactly once, even if the broker dies right after writing it.
 package corrections
 
 import (
@@ -82,6 +85,9 @@ type Request struct {
 	DecidedBy      string     `json:"decided_by,omitempty"`
 	DecisionReason string     `json:"decision_reason,omitempty"`
 	DecidedAt      *time.Time `json:"decided_at,omitempty"`
+	// Notify are the agencies (with their cases) the write that stored this revision tells: of the
+	// request when it is open, of the decision once decided. The outbox relay publishes them.
+	Notify []Use `json:"notify,omitempty"`
 
 	// Unverified is set by ListByCitizen for a stored request that does not verify (only ID and
 	// Authority are then set).
@@ -139,8 +145,11 @@ type Store struct {
 	codec *sealedkv.Codec
 }
 
-// Open creates or binds the corrections bucket. Events go to the EVENTS stream (cases.Open creates it);
-// without it they fail and are logged, the requests are stored either way.
+// RelayConsumer is the durable consumer of the bucket's stream from which the relays publish events.
+const RelayConsumer = "CORRECTION_EVENTS_RELAY"
+
+// Open creates or binds the corrections bucket and its outbox consumer. Events go to the EVENTS stream
+// (cases.Open creates it); until it takes them the relay retries.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
 	if opts.Sealer == nil {
 		return nil, errors.New("corrections: a sealer is required")
@@ -158,7 +167,23 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("corrections: %w", err)
 	}
+	// The outbox's consumer exists before this store writes anything, so no request is missed.
+	if _, err := js.CreateOrUpdateConsumer(ctx, "KV_"+Bucket, codec.OutboxConsumer(RelayConsumer, relayDescription)); err != nil {
+		return nil, fmt.Errorf("corrections outbox: consumer %s: %w", RelayConsumer, err)
+	}
 	return &Store{kv: kv, js: js, log: log, codec: codec}, nil
+}
+
+const relayDescription = "Aperture: tells agencies of correction requests and decisions about fields their cases used"
+
+// Relay binds the outbox's consumer. Run the returned Relay for as long as the broker runs; every
+// replica may run one.
+func (s *Store) Relay(ctx context.Context) (*sealedkv.Relay, error) {
+	r, err := s.codec.Relay(ctx, s.js, s.codec.OutboxConsumer(RelayConsumer, relayDescription), s.events)
+	if err != nil {
+		return nil, fmt.Errorf("correction events relay: %w", err)
+	}
+	return r, nil
 }
 
 // Unauthentic is how many reads found a stored request that did not verify.
@@ -177,9 +202,10 @@ func splitKey(k string) (authority, pseudonym, id string, ok bool) {
 // NewID returns a new request id, for a caller that logs the request before it stores it.
 func NewID(now time.Time) string { return ids.New(IDPrefix, now) }
 
-// Create stores a new open request under r.ID (a new id when it is not one); Status and RequestedAt
-// are set here. An id that exists already is a conflict and changes nothing.
-func (s *Store) Create(ctx context.Context, r *Request, now time.Time) (*Request, error) {
+// Create stores a new open request under r.ID (a new id when it is not one), telling the agencies of
+// uses; Status and RequestedAt are set here. An id that exists already is a conflict and changes
+// nothing.
+func (s *Store) Create(ctx context.Context, r *Request, uses []Use, now time.Time) (*Request, error) {
 	if !sealedkv.Token(r.Authority) || !sealedkv.Token(r.Pseudonym) || r.CitizenID == "" || r.Dataset == "" || r.Field == "" || r.Reason == "" {
 		return nil, fmt.Errorf("%w: authority, citizen, dataset, field and reason are required", ErrInvalid)
 	}
@@ -189,6 +215,7 @@ func (s *Store) Create(ctx context.Context, r *Request, now time.Time) (*Request
 	}
 	c.Status, c.RequestedAt = StatusOpen, now.UTC()
 	c.DecidedBy, c.DecisionReason, c.DecidedAt = "", "", nil
+	c.Notify = uses
 	rev, err := s.codec.Write(ctx, s.kv, key(c.Authority, c.Pseudonym, c.ID), 0, &c)
 	if err != nil {
 		return nil, fmt.Errorf("store correction request %s: %w", c.ID, err)
@@ -261,7 +288,12 @@ func (s *Store) get(ctx context.Context, k string) (*Request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read correction request: %w", err)
 	}
-	authority, pseudonym, id, ok := splitKey(k)
+	return s.open(ctx, e)
+}
+
+// open opens a stored request and checks that it is the one its key names.
+func (s *Store) open(ctx context.Context, e jetstream.KeyValueEntry) (*Request, error) {
+	authority, pseudonym, id, ok := splitKey(e.Key())
 	if !ok {
 		return nil, fmt.Errorf("%w: key is not <authority>.<pseudonym>.<id>", ErrNotFound)
 	}
@@ -314,8 +346,9 @@ func (s *Store) GetForAuthority(ctx context.Context, authority, id string) (*Req
 
 // Decide records authority's decision on request id, by staff member by. Only the authority the
 // request is about may decide, once: another authority gets ErrNotFound, a second decision ErrDecided.
-// Two concurrent decisions cannot both win (compare-and-set on the revision).
-func (s *Store) Decide(ctx context.Context, authority, id string, accept bool, reason, by string, now time.Time) (*Request, error) {
+// Two concurrent decisions cannot both win (compare-and-set on the revision). The agencies of uses are
+// told.
+func (s *Store) Decide(ctx context.Context, authority, id string, accept bool, reason, by string, uses []Use, now time.Time) (*Request, error) {
 	if reason == "" || by == "" {
 		return nil, fmt.Errorf("%w: a reason and the staff member are required", ErrInvalid)
 	}
@@ -328,6 +361,7 @@ func (s *Store) Decide(ctx context.Context, authority, id string, accept bool, r
 	}
 	at := now.UTC()
 	r.Status, r.DecidedBy, r.DecisionReason, r.DecidedAt = StatusRejected, by, reason, &at
+	r.Notify = uses
 	if accept {
 		r.Status = StatusAccepted
 	}
@@ -344,31 +378,38 @@ func (s *Store) Decide(ctx context.Context, authority, id string, accept bool, r
 
 // Use is one case in which the disputed field was released to an agency.
 type Use struct {
-	CaseID     string
-	Journey    string
-	Agency     string
-	ReleasedAt time.Time
+	CaseID     string    `json:"case_id"`
+	Journey    string    `json:"journey"`
+	Agency     string    `json:"agency"`
+	ReleasedAt time.Time `json:"released_at"`
 }
 
-// Notify publishes typ (EventRequested or EventDecided) about r to the agency of each use. Best effort:
-// a failed publish is logged (ids only) and the next one is tried; the request stands either way.
-func (s *Store) Notify(ctx context.Context, typ string, r *Request, uses []Use, now time.Time) {
-	for _, u := range uses {
+// events opens a revision and returns the events its write tells: "requested" while the request is
+// open, "decided" once it is. Agencies whose name cannot be a subject token are skipped.
+func (s *Store) events(ctx context.Context, e jetstream.KeyValueEntry) ([]sealedkv.Message, error) {
+	r, err := s.open(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	typ, at := EventRequested, r.RequestedAt
+	if r.Status != StatusOpen && r.DecidedAt != nil {
+		typ, at = EventDecided, *r.DecidedAt
+	}
+	var msgs []sealedkv.Message
+	for _, u := range r.Notify {
 		if !sealedkv.Token(u.Agency) {
 			continue
 		}
-		ev := &brokerv1.CorrectionEvent{
+		b, err := proto.Marshal(&brokerv1.CorrectionEvent{
 			Type: typ, RequestId: r.ID, CaseId: u.CaseID, Authority: r.Authority, Dataset: r.Dataset,
-			Field: r.Field, Status: r.Status.Proto(), Time: timestamppb.New(now),
-		}
-		b, err := proto.Marshal(ev)
+			Field: r.Field, Status: r.Status.Proto(), Time: timestamppb.New(at),
+		})
 		if err != nil {
-			s.log.Error("encode correction event", "request", r.ID, "err", err)
-			continue
+			return nil, fmt.Errorf("encode correction event: %w", err)
 		}
-		subject := "aperture.events.agency." + u.Agency + "." + typ
-		if _, err := s.js.Publish(ctx, subject, b, jetstream.WithMsgID(r.ID+":"+u.CaseID+":"+typ)); err != nil {
-			s.log.Warn("publish correction event", "request", r.ID, "agency", u.Agency, "err", err)
-		}
+		msgs = append(msgs, sealedkv.Message{
+			Subject: "aperture.events.agency." + u.Agency + "." + typ, Data: b, ID: r.ID + ":" + u.CaseID + ":" + typ,
+		})
 	}
+	return msgs, nil
 }

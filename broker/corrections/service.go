@@ -136,6 +136,12 @@ func (s *AuthorityService) DecideCorrectionRequest(ctx context.Context, req *bro
 	if req.GetAccept() {
 		outcome, logged = OutcomeAccepted, auditv1.CorrectionOutcome_CORRECTION_OUTCOME_ACCEPTED
 	}
+	// The agencies to tell are found before anything changes: the decision and whom it tells are one write.
+	uses, err := FindUses(ctx, s.log, r.Pseudonym, authority, r.Dataset, r.Field)
+	if err != nil {
+		s.count.Add(ctx, authority, OutcomeFailed)
+		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was decided, please try again")
+	}
 	// Logged first, like every access: the citizen's log shows the decision before anyone sees it.
 	rec := &auditv1.AccessRecord{
 		Id: ids.New("acc", now), Time: timestamppb.New(now), CitizenPseudonym: r.Pseudonym, PseudonymKeyId: r.PseudonymKeyID,
@@ -149,7 +155,7 @@ func (s *AuthorityService) DecideCorrectionRequest(ctx context.Context, req *bro
 		s.count.Add(ctx, authority, OutcomeFailed)
 		return nil, refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was decided, please try again")
 	}
-	r, err = s.store.Decide(ctx, authority, req.GetRequestId(), req.GetAccept(), req.GetReason(), req.GetDecidedBy(), now)
+	r, err = s.store.Decide(ctx, authority, req.GetRequestId(), req.GetAccept(), req.GetReason(), req.GetDecidedBy(), uses, now)
 	if err != nil {
 		// Logged but not stored (a concurrent decision won, or the store failed): the log line says so.
 		s.slog.Error("correction decision logged but not stored", "request", req.GetRequestId(), "authority", authority, "access", rec.GetId(), "err", err)
@@ -157,12 +163,6 @@ func (s *AuthorityService) DecideCorrectionRequest(ctx context.Context, req *bro
 		return nil, decideRefusal(err, req.GetRequestId())
 	}
 	s.count.Add(ctx, authority, outcome)
-	uses, err := FindUses(ctx, s.log, r.Pseudonym, authority, r.Dataset, r.Field)
-	if err != nil {
-		s.slog.Warn("correction decided: agencies not told, access log unreadable", "request", r.ID, "err", err)
-	} else {
-		s.store.Notify(ctx, EventDecided, r, uses, now)
-	}
 	return &brokerv1.DecideCorrectionRequestResponse{Request: r.Proto()}, nil
 }
 
