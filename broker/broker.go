@@ -104,6 +104,9 @@ type Config struct {
 	// HealthInterval is how often health is checked (log writable, ACCESS leader, NATS, authorities).
 	// Default 1s.
 	HealthInterval time.Duration `yaml:"health_interval"`
+	// ReviewBacklogInterval is how often the break-glass review queue is read for its backlog
+	// metrics (open reviews, age of the oldest). Default 30s.
+	ReviewBacklogInterval time.Duration `yaml:"review_backlog_interval"`
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -131,6 +134,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.HealthInterval == 0 {
 		c.HealthInterval = time.Second
+	}
+	if c.ReviewBacklogInterval == 0 {
+		c.ReviewBacklogInterval = 30 * time.Second
 	}
 	if c.StateTimeout == 0 {
 		c.StateTimeout = time.Second
@@ -719,6 +725,12 @@ func (b *Broker) loops() []lifecycle.Component {
 	}
 	if b.fixEvents != nil {
 		cs = append(cs, lifecycle.Component{Name: "correction events relay", Run: b.fixEvents.Run})
+	}
+	if b.BreakGlass != nil && b.deps.Meter != nil {
+		cs = append(cs, lifecycle.Component{Name: "break-glass review backlog", Run: func(ctx context.Context) error {
+			b.watchReviewBacklog(ctx, b.cfg.ReviewBacklogInterval)
+			return nil
+		}})
 	}
 	if b.cosigner != nil {
 		cs = append(cs, stopAt("witness cosigner", b.cosigner.Close))

@@ -47,6 +47,10 @@ const (
 	// MetricUnverified counts reads of a stored switch-off or break-glass record that did not
 	// authenticate (each refused what it would have allowed), by store.
 	MetricUnverified = "aperture.store.unverified"
+	// MetricReviewsOpen is the number of break-glass reviews waiting for an auditor;
+	// MetricReviewOldest the age of the oldest (0 when none).
+	MetricReviewsOpen  = "aperture.breakglass.reviews.open"
+	MetricReviewOldest = "aperture.breakglass.reviews.oldest.age"
 	// MetricOutboxPublished, MetricOutboxFailures and MetricOutboxSkipped count the outbox relays'
 	// events (case events, correction events): published, failed attempts (each retried), and
 	// revisions skipped because they did not authenticate. By outbox.
@@ -72,6 +76,44 @@ type observers struct {
 	idxLag atomic.Uint64 // latest index lag, written by the access stream's health check
 	// Break-glass reviews closed since start, by outcome.
 	justified, notJustified atomic.Uint64
+	// The auditors' open break-glass reviews and the oldest one's time (unix seconds; 0: none), as
+	// the backlog loop last read them; backlogRead is false until it has once.
+	openReviews, oldestReview atomic.Int64
+	backlogRead               atomic.Bool
+}
+
+// watchReviewBacklog reads the break-glass review queue every interval for the backlog metrics (an
+// operator alerts on reviews left open too long), until ctx ends.
+func (b *Broker) watchReviewBacklog(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		open, err := b.BreakGlass.List(lctx, false)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			b.log.Warn("break-glass review backlog: cannot read the queue", "err", err)
+		} else {
+			oldest := int64(0)
+			for _, r := range open { // oldest first; an unverified review has no time
+				if !r.Unverified {
+					oldest = r.Time.Unix()
+					break
+				}
+			}
+			b.observe.openReviews.Store(int64(len(open)))
+			b.observe.oldestReview.Store(oldest)
+			b.observe.backlogRead.Store(true)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // reviewClosed counts a closed break-glass review.
@@ -317,13 +359,15 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 	wLatency := fgauge(MetricWitnessLatency, "From a new checkpoint to storing it cosigned, in the last round that reached the quorum.")
 	reviews := counter(MetricReviewsClosed, "Break-glass reviews closed by auditors, by outcome (justified, not_justified).")
 	unverified := counter(MetricUnverified, "Reads of a stored switch-off or break-glass record that did not authenticate, by store; each refused.")
+	revOpen := gauge(MetricReviewsOpen, "{review}", "Break-glass reviews waiting for an auditor (read every review_backlog_interval, default 30s).")
+	revOldest := fgauge(MetricReviewOldest, "Age of the oldest break-glass review waiting for an auditor; 0 when none.")
 	outPub := counter(MetricOutboxPublished, "Events the outbox relays published (JetStream acknowledged), by outbox.")
 	outFail := counter(MetricOutboxFailures, "Failed publish attempts of the outbox relays (each retried until acknowledged), by outbox.")
 	outSkip := counter(MetricOutboxSkipped, "Outbox revisions that did not authenticate and were never published, by outbox.")
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	observables := []metric.Observable{natsUp, reconnects, idxLag, roundAge, cpAge, size, leader, wRounds, wCosigned, wRefusals, wDown, wLatency, reviews, unverified, outPub, outFail, outSkip}
+	observables := []metric.Observable{natsUp, reconnects, idxLag, roundAge, cpAge, size, leader, wRounds, wCosigned, wRefusals, wDown, wLatency, reviews, unverified, outPub, outFail, outSkip, revOpen, revOldest}
 	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		up := int64(0)
 		if b.nc.Status() == nats.CONNECTED {
@@ -342,6 +386,14 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 		}
 		if b.Corrections != nil {
 			o.ObserveInt64(unverified, int64(b.Corrections.Unauthentic()), metric.WithAttributes(attribute.String("store", "corrections")))
+		}
+		if b.observe.backlogRead.Load() {
+			o.ObserveInt64(revOpen, b.observe.openReviews.Load())
+			age := 0.0
+			if at := b.observe.oldestReview.Load(); at > 0 {
+				age = max(0, time.Since(time.Unix(at, 0)).Seconds())
+			}
+			o.ObserveFloat64(revOldest, age)
 		}
 		for name, r := range map[string]*sealedkv.Relay{"case_events": b.events, "correction_events": b.fixEvents} {
 			if r == nil {

@@ -192,6 +192,22 @@ func TestSwitchOffEndToEnd(t *testing.T) {
 }
 
 // breakGlassJourney is the first journey (by id) with a break-glass rule, and the rule.
+// waitMetric waits until the metric's value is want (the backlog is read on an interval).
+func waitMetric(t *testing.T, addr, metric string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, ok := scrape(t, addr, metric)
+		if ok && v == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is %v (present %v), want %v", metric, v, ok, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func breakGlassJourney(t *testing.T, b *policy.Bundle) (*policy.Journey, *policy.BreakGlass) {
 	t.Helper()
 	for _, j := range b.Journeys() {
@@ -211,7 +227,10 @@ func breakGlassJourney(t *testing.T, b *policy.Bundle) (*policy.Journey, *policy
 // affected; agencies outside the rule, reason codes and fields outside it, and journeys without a rule
 // get nothing.
 func TestBreakGlassEndToEnd(t *testing.T) {
-	ts := newTestStack(t, func(o *stackOptions) { o.PortalListen, o.CitizenListen = "127.0.0.1:0", "127.0.0.1:0" })
+	ts := newTestStack(t, func(o *stackOptions) {
+		o.PortalListen, o.CitizenListen = "127.0.0.1:0", "127.0.0.1:0"
+		o.MetricsListen, o.ReviewBacklogInterval = "127.0.0.1:0", 50*time.Millisecond
+	})
 	b := ts.Broker.Bundle()
 	j, bg := breakGlassJourney(t, b)
 	rule := bg.Rules[0]
@@ -325,6 +344,7 @@ func TestBreakGlassEndToEnd(t *testing.T) {
 	if len(q.GetReviews()) != 1 || q.GetReviews()[0].GetAccessId() != resp.GetAccessId() || q.GetReviews()[0].GetJustification() != justification {
 		t.Fatalf("review queue: %v", q.GetReviews())
 	}
+	waitMetric(t, ts.Metrics.Addr(), "aperture_breakglass_reviews_open", 1)
 	asAgency := auditv1.NewAuditServiceClient(ts.conn("agency", bg.Agency))
 	_, err = asAgency.ListBreakGlassReviews(cw("doc-1"), &auditv1.ListBreakGlassReviewsRequest{})
 	wantCode(t, err, codes.PermissionDenied)
@@ -342,6 +362,10 @@ func TestBreakGlassEndToEnd(t *testing.T) {
 	wantCode(t, err, codes.FailedPrecondition, "already closed")
 	if q, _ := audit.ListBreakGlassReviews(context.Background(), &auditv1.ListBreakGlassReviewsRequest{}); len(q.GetReviews()) != 0 {
 		t.Errorf("closed review still open: %v", q.GetReviews())
+	}
+	waitMetric(t, ts.Metrics.Addr(), "aperture_breakglass_reviews_open", 0)
+	if age, ok := scrape(t, ts.Metrics.Addr(), "aperture_breakglass_reviews_oldest_age_seconds"); !ok || age != 0 {
+		t.Errorf("oldest open review's age with none open: %v (present %v), want 0", age, ok)
 	}
 	reviews := 0
 	for _, r := range ts.accessRecords(citizen) {

@@ -65,6 +65,8 @@ type stackOptions struct {
 	Tracer trace.TracerProvider
 	// AppendTimeout is the broker's access log append timeout (0: the broker's default).
 	AppendTimeout time.Duration
+	// ReviewBacklogInterval is how often the broker reads the break-glass review backlog (0: default).
+	ReviewBacklogInterval time.Duration
 	// Replicas of the broker's streams (0: 1); more than one needs NATSURL or NATS on a cluster.
 	Replicas int
 	// Witnesses is the number of local witnesses (in-process HTTP servers on loopback ports, keys and
@@ -230,7 +232,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		DataDir: o.DataDir, Listen: o.Listen, EmbeddedNATSListen: o.NATSListen, NATSURL: o.NATSURL,
 		NATSNKeyFile: o.NATSNKeyFile, InsecureNATS: o.InsecureNATS,
 		AuthorityAddresses: brokerAddrs, CitizenListen: o.CitizenListen,
-		AppendTimeout: o.AppendTimeout, Replicas: o.Replicas,
+		AppendTimeout: o.AppendTimeout, Replicas: o.Replicas, ReviewBacklogInterval: o.ReviewBacklogInterval,
 	}, deps)
 	if err != nil {
 		return nil, err
