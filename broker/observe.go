@@ -22,6 +22,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/accesslog"
 	"github.com/aperture-gov/aperture/broker/cases"
 	brokerhealth "github.com/aperture-gov/aperture/broker/health"
+	"github.com/aperture-gov/aperture/broker/ids"
 	"github.com/aperture-gov/aperture/broker/sealedkv"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
@@ -166,6 +167,9 @@ func (b *Broker) waitForJetStream(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := b.js.AccountInfo(actx)
+		if err == nil && b.cfg.Replicas > 1 {
+			err = b.probePlacement(actx)
+		}
 		cancel()
 		switch {
 		case err == nil:
@@ -176,10 +180,10 @@ func (b *Broker) waitForJetStream(ctx context.Context) error {
 		case errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount), errors.Is(err, jetstream.ErrJetStreamNotEnabled):
 			return fmt.Errorf("NATS: %w", err)
 		case ctx.Err() != nil:
-			return fmt.Errorf("JetStream did not become available within the start timeout (%s; no metadata leader in the cluster?): %w", b.cfg.StartTimeout, err)
+			return fmt.Errorf("JetStream did not become available within the start timeout (%s; no metadata leader in the cluster, or too few nodes for %d replicas?): %w", b.cfg.StartTimeout, b.cfg.Replicas, err)
 		}
 		if attempt == 1 || attempt%5 == 0 {
-			b.log.Info("waiting for JetStream (the NATS cluster has no metadata leader yet?)", "attempt", attempt,
+			b.log.Info("waiting for JetStream (the NATS cluster has no metadata leader, or too few nodes for the replicas, yet?)", "attempt", attempt, "replicas", b.cfg.Replicas,
 				"waited", time.Since(start).Round(time.Millisecond).String(), "start_timeout", b.cfg.StartTimeout.String(), "err", err)
 		}
 		select {
@@ -188,6 +192,23 @@ func (b *Broker) waitForJetStream(ctx context.Context) error {
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
+}
+
+// probePlacement creates and deletes a small stream with the configured replicas. A cluster that has
+// elected its metadata leader may not yet know enough peers to place a replicated stream ("no
+// suitable peers for placement"); the broker's own streams are created only once one can be placed.
+func (b *Broker) probePlacement(ctx context.Context) error {
+	name := "APERTURE_PLACEMENT_PROBE_" + ids.New("p", time.Now()) // one per broker: brokers starting together do not meet
+	if _, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: name, Subjects: []string{"aperture.internal.placement-probe." + name}, Storage: jetstream.MemoryStorage,
+		Replicas: b.cfg.Replicas, MaxMsgs: 1,
+	}); err != nil {
+		return fmt.Errorf("place a stream with %d replicas: %w", b.cfg.Replicas, err)
+	}
+	if err := b.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.log.Warn("delete the placement probe stream", "stream", name, "err", err)
+	}
+	return nil
 }
 
 // breakerChanged runs a health round at once when the access log's breaker opens or closes.
