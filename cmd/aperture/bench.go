@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -100,6 +101,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cpuProfile  = fs.String("cpuprofile", "", "write a CPU profile of the brokered run to this file")
 		memProfile  = fs.String("memprofile", "", "write an allocation profile of the brokered run to this file (and of everything before it to FILE.before: go tool pprof -diff_base FILE.before FILE)")
 		onlyBroker  = fs.Bool("brokered-only", false, "skip the direct and proxy runs (for profiling the broker)")
+		cluster     = fs.Int("cluster", 0, "scale-out run: a NATS cluster of this many nodes on loopback, streams replicated on all of them (0: the single embedded server and the three-path comparison)")
+		brokers     = fs.Int("brokers", 0, "with --cluster: brokered runs with 1, 2, … up to this many broker replicas (default 3)")
 	)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
@@ -113,6 +116,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("--cases %d: want at least 1", *casesPer)
 	case *duration <= 0 || *warmup < 0:
 		return fmt.Errorf("--duration must be positive and --warmup not negative")
+	case *cluster < 0 || *cluster == 2 || *cluster > 7:
+		return fmt.Errorf("--cluster %d: want 0 (embedded server), 1, or 3 to 7 nodes (a cluster of 2 loses its quorum with either node)", *cluster)
+	case *brokers < 0:
+		return fmt.Errorf("--brokers %d: want at least 1", *brokers)
+	case *cluster == 0 && *brokers > 0:
+		return fmt.Errorf("--brokers needs --cluster")
+	case *cluster > 0 && (*onlyBroker || *cpuProfile != "" || *memProfile != ""):
+		return fmt.Errorf("--cluster measures brokered runs only and takes no profile")
 	}
 	dir := *data
 	if dir == "" {
@@ -127,6 +138,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pfs, err := policyFS("")
 	if err != nil {
 		return err
+	}
+	if *cluster > 0 {
+		res, err := benchScaleOut(ctx, dir, *cluster, cmp.Or(*brokers, 3), benchOptions{
+			Concurrency: *concurrency, Warmup: *warmup, Duration: *duration, Citizens: *citizens, CasesPer: *casesPer,
+		}, logger)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(res)
+		}
+		printScaleOut(stdout, res)
+		return nil
 	}
 	population := max(1000, *citizens)
 	st, err := startStack(ctx, stackOptions{DataDir: dir, Listen: "127.0.0.1:0", Citizens: population, Policies: pfs, RandomPorts: true, Logger: logger})
