@@ -344,31 +344,26 @@ func (l *Log) runIndexer(ctx context.Context) {
 	}
 }
 
-// catchUp indexes, straight from ACCESS, the batches the consumer has already delivered and had
-// acknowledged but the index lacks (the index was rebuilt or lost entries): the consumer will not
-// deliver them again. Batches delivered but not acknowledged are left to the consumer, which delivers
-// them again after AckWait: they are in flight at the replica holding the pin (which acknowledges a
-// batch only after its position marker), and indexing them here as well would race that replica's
-// writes of the same entries ("duplicate message id is in process" on a cluster), fail, and send
-// both into repair under load.
+// catchUp indexes, straight from ACCESS, the batches the consumer has already delivered but the
+// index lacks (the index was rebuilt or lost entries, or another replica stopped mid-way): the
+// consumer will not deliver them again.
 //
-// It reads the position from the index after the consumer's state: this replica may have been
-// passive while another indexed, and re-indexing from a stale position would add entries the index
-// already holds once the duplicate window no longer covers them. A replica acknowledges a batch after
-// writing its marker, so the acknowledged floor read first is never past the marker read after.
+// It always reads the position from the index first: this replica may have been passive while
+// another indexed, and re-indexing from a stale position would add entries the index already holds
+// once the duplicate window no longer covers them.
 func (l *Log) catchUp(ctx context.Context, cons jetstream.Consumer) error {
+	if err := l.resume(ctx); err != nil {
+		return err
+	}
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: indexer consumer: %w", ErrUnavailable, err)
 	}
-	if err := l.resume(ctx); err != nil {
-		return err
-	}
-	target := info.AckFloor.Stream
+	target := info.Delivered.Stream
 	if target < l.ix.pos.next {
 		return nil
 	}
-	l.log.Info("access indexer catching up with batches already acknowledged", "from_seq", l.ix.pos.next, "to_seq", target)
+	l.log.Info("access indexer catching up with batches already delivered", "from_seq", l.ix.pos.next, "to_seq", target)
 	_, err = l.scan(ctx, AccessStream, l.ix.pos.next, "", 64, func(s uint64, m *nats.Msg) (bool, error) {
 		if s > target {
 			return true, nil
