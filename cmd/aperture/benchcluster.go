@@ -52,6 +52,9 @@ type scaleOutRun struct {
 	AccessLogRecords  uint64  `json:"access_log_records"`
 	AccessLogBatches  uint64  `json:"access_log_batches"`
 	RecordsPerDurable float64 `json:"records_per_durable_write"`
+	// IndexFailures counts failed attempts of the replicas' indexers during the run (each is retried,
+	// then the index is repaired against the log): replicas contending for the index show here.
+	IndexFailures uint64 `json:"index_failures"`
 }
 
 // benchScaleOut starts a NATS cluster of nodes on loopback (JetStream, fsync always as in
@@ -149,7 +152,7 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 		cpu1 := processCPU()
 		after := logStats(stacks)
 		run := scaleOutRun{Brokers: k, OpsPerSec: rate, P50Ms: pct(lat, 0.50), P99Ms: pct(lat, 0.99), Errors: errs,
-			AccessLogRecords: after[0] - before[0], AccessLogBatches: after[1] - before[1]}
+			AccessLogRecords: after[0] - before[0], AccessLogBatches: after[1] - before[1], IndexFailures: after[2] - before[2]}
 		if rate > 0 {
 			run.CPUMicros = perOp(cpu1-cpu0, rate, wall)
 		}
@@ -161,13 +164,15 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 	return res, nil
 }
 
-// logStats sums the access log's durable records and batches over every broker replica.
-func logStats(stacks []*stack) [2]uint64 {
-	var n [2]uint64
+// logStats sums the access log's durable records, batches and indexer failures over every broker
+// replica.
+func logStats(stacks []*stack) [3]uint64 {
+	var n [3]uint64
 	for _, s := range stacks {
 		st := s.Broker.AccessLog().Stats()
 		n[0] += st.Records
 		n[1] += st.Batches
+		n[2] += st.IndexFailures
 	}
 	return n
 }
@@ -177,9 +182,9 @@ func printScaleOut(w io.Writer, res *scaleOutResult) {
 		res.NATSNodes, res.Replicas, res.Cases, res.Citizens, res.Concurrency, res.DurationS)
 	fmt.Fprintf(w, "Every node, broker and authority shares this machine's %d cores: more replicas show their overhead here, not the speed-up of more machines.\n\n", res.CPUs)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "brokers\tops/s\tp50 ms\tp99 ms\tCPU µs/op\trecords/write\terrors\t")
+	fmt.Fprintln(tw, "brokers\tops/s\tp50 ms\tp99 ms\tCPU µs/op\trecords/write\terrors\tindexer failures\t")
 	for _, r := range res.Runs {
-		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.1f\t%d\t\n", r.Brokers, r.OpsPerSec, r.P50Ms, r.P99Ms, r.CPUMicros, r.RecordsPerDurable, r.Errors)
+		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.1f\t%d\t%d\t\n", r.Brokers, r.OpsPerSec, r.P50Ms, r.P99Ms, r.CPUMicros, r.RecordsPerDurable, r.Errors, r.IndexFailures)
 	}
 	tw.Flush()
 }
