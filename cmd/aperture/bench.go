@@ -60,6 +60,9 @@ type benchResult struct {
 	ProxyErrors       uint64  `json:"proxy_errors"`
 	DirectErrors      uint64  `json:"direct_errors"`
 	RecordsPerDurable float64 `json:"records_per_durable_write"`
+	// IndexLagBatches is how many ACCESS batches the per-citizen index had yet to take in when the
+	// brokered run ended: an indexer that cannot keep up shows here.
+	IndexLagBatches uint64 `json:"index_lag_batches"`
 	// CPU time of the whole process (load generator, broker or proxy, authority and NATS) per successful
 	// call: what each path costs on this machine, whatever the concurrency.
 	DirectCPUMicros   float64 `json:"direct_cpu_us_per_op"`
@@ -184,8 +187,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(tw, "bare mTLS proxy to the authority\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%d\t\n", res.ProxyOpsPerSec, res.ProxyP50Ms, res.ProxyP99Ms, res.ProxyCPUMicros, res.ProxyAllocs, res.ProxyAllocBytes/1024, res.ProxyErrors)
 	fmt.Fprintf(tw, "brokered Release\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%d\t\n", res.BrokeredOpsPerSec, res.BrokeredP50Ms, res.BrokeredP99Ms, res.BrokeredCPUMicros, res.BrokeredAllocs, res.BrokeredAllocBytes/1024, res.BrokeredErrors)
 	tw.Flush()
-	fmt.Fprintf(stdout, "\nbrokered/proxy: %.2f   brokered/direct: %.2f   proxy/direct: %.2f\naccess log: %d records in %d durable writes (%.1f per write)\n",
-		res.BrokeredOverProxy, res.Ratio, res.ProxyOverDirect, res.AccessLogRecords, res.AccessLogBatches, res.RecordsPerDurable)
+	fmt.Fprintf(stdout, "\nbrokered/proxy: %.2f   brokered/direct: %.2f   proxy/direct: %.2f\naccess log: %d records in %d durable writes (%.1f per write); the index was %d batches behind at the end\n",
+		res.BrokeredOverProxy, res.Ratio, res.ProxyOverDirect, res.AccessLogRecords, res.AccessLogBatches, res.RecordsPerDurable, res.IndexLagBatches)
 	return nil
 }
 
@@ -335,6 +338,11 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 	if res.AccessLogBatches > 0 {
 		res.RecordsPerDurable = float64(res.AccessLogRecords) / float64(res.AccessLogBatches)
 	}
+	lag, err := st.Broker.AccessLog().IndexLag(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("index lag after the brokered run: %w", err)
+	}
+	res.IndexLagBatches = lag.Batches
 	return res, nil
 }
 

@@ -55,6 +55,8 @@ type scaleOutRun struct {
 	// IndexFailures counts failed attempts of the replicas' indexers during the run (each is retried,
 	// then the index is repaired against the log): replicas contending for the index show here.
 	IndexFailures uint64 `json:"index_failures"`
+	// IndexLagBatches is how many ACCESS batches the index had yet to take in when the run ended.
+	IndexLagBatches uint64 `json:"index_lag_batches"`
 }
 
 // benchScaleOut starts a NATS cluster of nodes on loopback (JetStream, fsync always as in
@@ -159,6 +161,11 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 		if run.AccessLogBatches > 0 {
 			run.RecordsPerDurable = float64(run.AccessLogRecords) / float64(run.AccessLogBatches)
 		}
+		lag, err := st.Broker.AccessLog().IndexLag(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("index lag after the run with %d brokers: %w", k, err)
+		}
+		run.IndexLagBatches = lag.Batches
 		res.Runs = append(res.Runs, run)
 	}
 	return res, nil
@@ -182,9 +189,9 @@ func printScaleOut(w io.Writer, res *scaleOutResult) {
 		res.NATSNodes, res.Replicas, res.Cases, res.Citizens, res.Concurrency, res.DurationS)
 	fmt.Fprintf(w, "Every node, broker and authority shares this machine's %d cores: more replicas show their overhead here, not the speed-up of more machines.\n\n", res.CPUs)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "brokers\tops/s\tp50 ms\tp99 ms\tCPU µs/op\trecords/write\terrors\tindexer failures\t")
+	fmt.Fprintln(tw, "brokers\tops/s\tp50 ms\tp99 ms\tCPU µs/op\trecords/write\terrors\tindexer failures\tindex lag (batches)\t")
 	for _, r := range res.Runs {
-		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.1f\t%d\t%d\t\n", r.Brokers, r.OpsPerSec, r.P50Ms, r.P99Ms, r.CPUMicros, r.RecordsPerDurable, r.Errors, r.IndexFailures)
+		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.1f\t%d\t%d\t%d\t\n", r.Brokers, r.OpsPerSec, r.P50Ms, r.P99Ms, r.CPUMicros, r.RecordsPerDurable, r.Errors, r.IndexFailures, r.IndexLagBatches)
 	}
 	tw.Flush()
 }
