@@ -132,6 +132,13 @@ const (
 	pinnedTTL       = 5 * time.Second
 	// indexerWait is how long the indexer waits for a batch before it looks at its other duties.
 	indexerWait = time.Second
+	// indexerPullBuffer is how many batches the indexer pulls ahead. Small on purpose: the client
+	// pulls again only when half of them are indexed, and a pin holder that sends no pull for
+	// pinnedTTL loses the pin while it still works through what it holds. On a loaded cluster, where
+	// a batch takes two Raft commits (entries, then marker), 256 buffered batches were many seconds of
+	// work: the pin moved, the new holder filled the gap from ACCESS, both wrote the same entries
+	// ("duplicate message id is in process") and both went into repair.
+	indexerPullBuffer = 8
 )
 
 // indexer is the state of the background indexer. Fields under mu are shared with List (which waits
@@ -325,7 +332,7 @@ func (l *Log) runIndexer(ctx context.Context) {
 			}
 			continue
 		}
-		it, err := cons.Messages(jetstream.PullPriorityGroup(indexerGroup), jetstream.PullMaxMessages(256), jetstream.PullExpiry(time.Second))
+		it, err := cons.Messages(jetstream.PullPriorityGroup(indexerGroup), jetstream.PullMaxMessages(indexerPullBuffer), jetstream.PullExpiry(time.Second))
 		if err != nil {
 			if !pause(fmt.Errorf("%w: pull from indexer consumer: %w", ErrUnavailable, err)) {
 				return

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -59,6 +60,9 @@ type benchResult struct {
 	ProxyErrors       uint64  `json:"proxy_errors"`
 	DirectErrors      uint64  `json:"direct_errors"`
 	RecordsPerDurable float64 `json:"records_per_durable_write"`
+	// IndexLagBatches is how many ACCESS batches the per-citizen index had yet to take in when the
+	// brokered run ended: an indexer that cannot keep up shows here.
+	IndexLagBatches uint64 `json:"index_lag_batches"`
 	// CPU time of the whole process (load generator, broker or proxy, authority and NATS) per successful
 	// call: what each path costs on this machine, whatever the concurrency.
 	DirectCPUMicros   float64 `json:"direct_cpu_us_per_op"`
@@ -100,6 +104,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cpuProfile  = fs.String("cpuprofile", "", "write a CPU profile of the brokered run to this file")
 		memProfile  = fs.String("memprofile", "", "write an allocation profile of the brokered run to this file (and of everything before it to FILE.before: go tool pprof -diff_base FILE.before FILE)")
 		onlyBroker  = fs.Bool("brokered-only", false, "skip the direct and proxy runs (for profiling the broker)")
+		cluster     = fs.Int("cluster", 0, "scale-out run: a NATS cluster of this many nodes on loopback, streams replicated on all of them (0: the single embedded server and the three-path comparison)")
+		brokers     = fs.Int("brokers", 0, "with --cluster: brokered runs with 1, 2, … up to this many broker replicas (default 3)")
 	)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
@@ -113,6 +119,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("--cases %d: want at least 1", *casesPer)
 	case *duration <= 0 || *warmup < 0:
 		return fmt.Errorf("--duration must be positive and --warmup not negative")
+	case *cluster < 0 || *cluster == 2 || *cluster > 7:
+		return fmt.Errorf("--cluster %d: want 0 (embedded server), 1, or 3 to 7 nodes (a cluster of 2 loses its quorum with either node)", *cluster)
+	case *brokers < 0:
+		return fmt.Errorf("--brokers %d: want at least 1", *brokers)
+	case *cluster == 0 && *brokers > 0:
+		return fmt.Errorf("--brokers needs --cluster")
+	case *cluster > 0 && (*onlyBroker || *cpuProfile != "" || *memProfile != ""):
+		return fmt.Errorf("--cluster measures brokered runs only and takes no profile")
 	}
 	dir := *data
 	if dir == "" {
@@ -127,6 +141,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pfs, err := policyFS("")
 	if err != nil {
 		return err
+	}
+	if *cluster > 0 {
+		res, err := benchScaleOut(ctx, dir, *cluster, cmp.Or(*brokers, 3), benchOptions{
+			Concurrency: *concurrency, Warmup: *warmup, Duration: *duration, Citizens: *citizens, CasesPer: *casesPer,
+		}, logger)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(res)
+		}
+		printScaleOut(stdout, res)
+		return nil
 	}
 	population := max(1000, *citizens)
 	st, err := startStack(ctx, stackOptions{DataDir: dir, Listen: "127.0.0.1:0", Citizens: population, Policies: pfs, RandomPorts: true, Logger: logger})
@@ -158,8 +187,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(tw, "bare mTLS proxy to the authority\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%d\t\n", res.ProxyOpsPerSec, res.ProxyP50Ms, res.ProxyP99Ms, res.ProxyCPUMicros, res.ProxyAllocs, res.ProxyAllocBytes/1024, res.ProxyErrors)
 	fmt.Fprintf(tw, "brokered Release\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%d\t\n", res.BrokeredOpsPerSec, res.BrokeredP50Ms, res.BrokeredP99Ms, res.BrokeredCPUMicros, res.BrokeredAllocs, res.BrokeredAllocBytes/1024, res.BrokeredErrors)
 	tw.Flush()
-	fmt.Fprintf(stdout, "\nbrokered/proxy: %.2f   brokered/direct: %.2f   proxy/direct: %.2f\naccess log: %d records in %d durable writes (%.1f per write)\n",
-		res.BrokeredOverProxy, res.Ratio, res.ProxyOverDirect, res.AccessLogRecords, res.AccessLogBatches, res.RecordsPerDurable)
+	fmt.Fprintf(stdout, "\nbrokered/proxy: %.2f   brokered/direct: %.2f   proxy/direct: %.2f\naccess log: %d records in %d durable writes (%.1f per write); the index was %d batches behind at the end\n",
+		res.BrokeredOverProxy, res.Ratio, res.ProxyOverDirect, res.AccessLogRecords, res.AccessLogBatches, res.RecordsPerDurable, res.IndexLagBatches)
 	return nil
 }
 
@@ -309,6 +338,11 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 	if res.AccessLogBatches > 0 {
 		res.RecordsPerDurable = float64(res.AccessLogRecords) / float64(res.AccessLogBatches)
 	}
+	lag, err := st.Broker.AccessLog().IndexLag(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("index lag after the brokered run: %w", err)
+	}
+	res.IndexLagBatches = lag.Batches
 	return res, nil
 }
 

@@ -110,3 +110,51 @@ func TestPassProxyIsTransparent(t *testing.T) {
 		})
 	}
 }
+
+// TestBenchScaleOut runs `aperture bench --cluster 3 --brokers 2 --json` briefly: a three-node NATS
+// cluster on loopback and two broker replicas on it. Both runs (one broker, then two) answer without
+// an error, and every call counted left a durable access record, whichever replica took it.
+func TestBenchScaleOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node NATS cluster and two brokers")
+	}
+	var out, errOut bytes.Buffer
+	args := []string{"bench", "--json", "--data", t.TempDir(), "--cluster", "3", "--brokers", "2", "--duration", "500ms", "--warmup", "100ms",
+		"--concurrency", "4", "--citizens", "3"}
+	if code := run(context.Background(), args, &out, &errOut); code != 0 {
+		t.Fatalf("aperture bench --cluster: exit %d\n%s", code, errOut.String())
+	}
+	var res scaleOutResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("bench --cluster --json printed %q: %v", out.String(), err)
+	}
+	if res.NATSNodes != 3 || res.Replicas != 3 || res.Cases != 3 {
+		t.Fatalf("cluster of %d nodes, %d replicas, %d cases; want 3, 3, 3", res.NATSNodes, res.Replicas, res.Cases)
+	}
+	if len(res.Runs) != 2 {
+		t.Fatalf("%d runs, want one per broker count (2): %+v", len(res.Runs), res.Runs)
+	}
+	for i, r := range res.Runs {
+		if r.Brokers != i+1 || r.OpsPerSec <= 0 || r.Errors != 0 {
+			t.Fatalf("run with %d brokers (want %d): %.0f ops/s, %d errors", r.Brokers, i+1, r.OpsPerSec, r.Errors)
+		}
+		if measured := uint64(r.OpsPerSec * res.DurationS); r.AccessLogRecords < measured {
+			t.Fatalf("%d brokers: %d access records for about %d brokered calls", r.Brokers, r.AccessLogRecords, measured)
+		}
+	}
+}
+
+// TestBenchFlagsRefused: flag combinations the scale-out bench cannot honour are refused, not ignored.
+func TestBenchFlagsRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"--brokers", "2"},
+		{"--cluster", "2"},
+		{"--cluster", "3", "--brokered-only"},
+		{"--cluster", "3", "--cpuprofile", "x"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), append([]string{"bench", "--data", t.TempDir()}, args...), &out, &errOut); code == 0 {
+			t.Errorf("aperture bench %v: exit 0, want a refusal", args)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"sync"
@@ -39,6 +40,9 @@ type stackOptions struct {
 	Policies   fs.FS
 	// RandomPorts puts every authority on a free loopback port instead of its registry address.
 	RandomPorts bool
+	// Authorities, if set, are authorities another stack runs, by id: this stack starts none of its
+	// own and its broker calls these (another broker replica on the same NATS, in the scale-out bench).
+	Authorities map[string]string
 	// NATS, if set, is used instead of an embedded server the broker owns.
 	NATS *nats.Conn
 	// NATSURL, if set, is an external NATS server the broker connects to, authenticated with the
@@ -150,7 +154,12 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	}()
 
 	brokerID := mtls.ID(trustDomain, "broker", "")
-	for _, a := range catalog.Examples(pop) {
+	examples := catalog.Examples(pop)
+	if o.Authorities != nil {
+		maps.Copy(s.AuthorityAddrs, o.Authorities)
+		examples = nil // another stack runs them
+	}
+	for _, a := range examples {
 		ra, ok := reg.Authority(a.ID)
 		if !ok {
 			continue // an example authority the registry does not list is not started
