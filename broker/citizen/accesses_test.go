@@ -262,9 +262,11 @@ func TestHiddenUntil(t *testing.T) {
 		if steps[0].GetStatus() != citizenv1.StepStatus_STEP_STATUS_COMPLETED || steps[0].GetStartedAt() == nil {
 			t.Fatalf("covert step revealed by the next step: %v", steps[0])
 		}
-		if got := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}); len(got) != 2 {
+		got, checks := e.splitChecks(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}))
+		if len(got) != 2 {
 			t.Fatalf("after the next step began: %v, want the covert access too", accessIDs(got))
 		}
+		e.wantChecks(checks, cs.GetId()) // hidden with the covert step, revealed with it
 	} else if steps[0].GetStatus() != citizenv1.StepStatus_STEP_STATUS_PENDING || steps[0].GetStartedAt() != nil || steps[0].GetCompletedAt() != nil ||
 		!gc.GetCase().GetOpenedAt().AsTime().Equal(steps[1].GetStartedAt().AsTime()) {
 		t.Fatalf("case with a masked covert step: %v", gc.GetCase())
@@ -272,10 +274,11 @@ func TestHiddenUntil(t *testing.T) {
 
 	// 91 days later everything is visible, with the reason.
 	e.clock.advance(91 * day)
-	got = e.accesses(tokAnna, &citizenv1.ListAccessesRequest{})
+	got, checks := e.splitChecks(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}))
 	if len(got) != 2 || got[1].GetId() != covert.GetAccessId() {
 		t.Fatalf("after the hidden-until time: %v, want the covert access too", accessIDs(got))
 	}
+	e.wantChecks(checks, cs.GetId())
 	a := got[1]
 	if a.GetHiddenUntil() == nil || a.GetHiddenReason().GetEn() == "" || a.GetHiddenReason().GetDa() == "" || a.GetStep().GetId() != "check-reported-income" {
 		t.Fatalf("revealed access %v", a)
@@ -341,7 +344,14 @@ func TestWatchAccesses(t *testing.T) {
 	e.release("municipality", covertCase.GetId(), "tax", "income") // covert: not streamed
 	cs := e.open("municipality", "sickness-benefit", anna)
 	r := e.release("municipality", cs.GetId(), "population", "person")
-	if g := next(annaCh); g.err != nil || g.a.GetId() != r.GetAccessId() || g.a.GetJourney().GetTitle().GetEn() == "" {
+	// First the register check of opening the open case (the covert case's is not streamed either).
+	var checks []*citizenv1.Access
+	g := next(annaCh)
+	for ; g.err == nil && e.isRegisterCheck(g.a); g = next(annaCh) {
+		checks = append(checks, g.a)
+	}
+	e.wantChecks(checks, cs.GetId())
+	if g.err != nil || g.a.GetId() != r.GetAccessId() || g.a.GetJourney().GetTitle().GetEn() == "" {
 		t.Fatalf("Anna's stream: %v, %v; want %s", g.a, g.err, r.GetAccessId())
 	}
 	md, err := c.GetMyData(as(tokBo), &citizenv1.GetMyDataRequest{Authority: "tax", Dataset: "income"})

@@ -164,10 +164,12 @@ func TestAccessesAndCases(t *testing.T) {
 	r1 := e.release("municipality", cs.GetId(), "employment", "history")
 	r2 := e.release("municipality", cs.GetId(), "population", "person")
 
-	got := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{})
+	// Besides the releases, the citizen's list holds the register check made before the case was opened.
+	got, checks := e.splitChecks(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}))
 	if len(got) != 2 || got[0].GetId() != r2.GetAccessId() || got[1].GetId() != r1.GetAccessId() {
 		t.Fatalf("accesses %v, want %s then %s", accessIDs(got), r2.GetAccessId(), r1.GetAccessId())
 	}
+	e.wantChecks(checks, cs.GetId())
 	a := got[1]
 	switch {
 	case a.GetKind() != auditv1.AccessKind_ACCESS_KIND_CASEWORKER,

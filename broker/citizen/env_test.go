@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/server"
 	"github.com/aperture-gov/aperture/policies"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"github.com/aperture-gov/aperture/services/catalog"
@@ -352,4 +354,46 @@ func sealer(t testing.TB, dir string) keys.Sealer {
 		t.Fatal(err)
 	}
 	return p.Sealer()
+}
+
+// isRegisterCheck reports whether a is the broker's check with the registry's citizen register before
+// a case was opened (release.CheckRegistered): a case read of the register's dataset. A read of the case
+// itself names no authority.
+func (e *env) isRegisterCheck(a *citizenv1.Access) bool {
+	reg := e.b.Bundle().Registry.CitizenRegister
+	return reg != nil && a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CASE_READ &&
+		a.GetAuthority().GetId() == reg.Authority && a.GetDataset() == reg.Dataset
+}
+
+// splitChecks separates a citizen's accesses into the register checks (isRegisterCheck) and the rest,
+// each in the order given.
+func (e *env) splitChecks(as []*citizenv1.Access) (rest, checks []*citizenv1.Access) {
+	for _, a := range as {
+		if e.isRegisterCheck(a) {
+			checks = append(checks, a)
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	return rest, checks
+}
+
+// wantChecks fails the test unless checks are the register checks of opening exactly the cases
+// caseIDs: one each, passed and releasing no field, when the registry names a citizen register; none
+// when it does not.
+func (e *env) wantChecks(checks []*citizenv1.Access, caseIDs ...string) {
+	e.t.Helper()
+	if e.b.Bundle().Registry.CitizenRegister == nil {
+		caseIDs = nil
+	}
+	var got []string
+	for _, c := range checks {
+		got = append(got, c.GetCaseId())
+		if c.GetDecision() != auditv1.Decision_DECISION_RELEASED || len(c.GetFields()) != 0 || len(c.GetFacts()) != 0 {
+			e.t.Errorf("register check %v: want one that passed and released nothing", c)
+		}
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(caseIDs))) {
+		e.t.Fatalf("register checks of cases %v, want one for each of %v", got, caseIDs)
+	}
 }

@@ -159,10 +159,12 @@ func TestCovertRefusalHiddenUntilDate(t *testing.T) {
 	for _, tc := range []struct {
 		tok, caseID, agency string
 	}{{tokAnna, ca.GetId(), other}, {tokBo, cb.GetId(), covert.Agency}} {
-		got := e.accesses(tc.tok, &citizenv1.ListAccessesRequest{})
+		// Besides the register check made before the case was opened.
+		got, checks := e.splitChecks(e.accesses(tc.tok, &citizenv1.ListAccessesRequest{}))
 		if len(got) != 1 || len(refused(got)) != 1 {
 			t.Fatalf("after the delay: %v, want exactly the one refusal (nothing from %s)", got, outsider)
 		}
+		e.wantChecks(checks, tc.caseID)
 		a := got[0]
 		if a.GetCaseId() != tc.caseID || a.GetAgency().GetId() != tc.agency || a.GetStep().GetId() != covert.ID ||
 			a.GetHiddenUntil() == nil || a.GetHiddenReason().GetEn() != covert.Covert.Reason.EN || a.GetHiddenReason().GetDa() != covert.Covert.Reason.DA {
@@ -205,15 +207,19 @@ func TestCaseReadsAreAccesses(t *testing.T) {
 	if listed(later.Agency, cs.GetId()) {
 		t.Error("ListCases shows the case to an agency whose step has not started")
 	}
-	if got := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}); len(got) != 0 {
+	// Only the register check made before the case was opened is in the citizen's list.
+	got, checks := e.splitChecks(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}))
+	if len(got) != 0 {
 		t.Fatalf("reads that were not answered are logged: %v", got)
 	}
+	e.wantChecks(checks, cs.GetId())
 
 	gc, err := get(first.Agency, cs.GetId())
 	if err != nil || gc.GetCase().GetCitizenId() != anna {
 		t.Fatalf("first agency GetCase: %v, %v", gc, err)
 	}
-	reads := ofKind(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}), auditv1.AccessKind_ACCESS_KIND_CASE_READ)
+	got, _ = e.splitChecks(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}))
+	reads := ofKind(got, auditv1.AccessKind_ACCESS_KIND_CASE_READ)
 	if len(reads) != 1 {
 		t.Fatalf("%d case reads listed after one GetCase", len(reads))
 	}
@@ -252,7 +258,9 @@ func TestCaseReadsAreAccesses(t *testing.T) {
 		t.Fatalf("a read at a covert step is shown at once: %v", got)
 	}
 	e.clock.advance(covert.Covert.MaxDelay() + day)
-	got := ofKind(e.accesses(tokBo, &citizenv1.ListAccessesRequest{}), auditv1.AccessKind_ACCESS_KIND_CASE_READ)
+	got, checks = e.splitChecks(e.accesses(tokBo, &citizenv1.ListAccessesRequest{}))
+	e.wantChecks(checks, cb.GetId())
+	got = ofKind(got, auditv1.AccessKind_ACCESS_KIND_CASE_READ)
 	if len(got) != 1 || got[0].GetHiddenReason().GetDa() != covert.Covert.Reason.DA {
 		t.Fatalf("covert case read after the delay: %v", got)
 	}

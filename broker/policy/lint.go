@@ -38,6 +38,12 @@ const (
 	// no display name in English and Danish (aperture.authority.v1 labels), so a citizen would read a
 	// field path or an enum constant.
 	CheckMissingLabel = "missing-label"
+	// CheckHiddenAnswerWithoutReason is a bool fact whose answer is kept from the citizen
+	// (citizen_sees_answer: false) without a hidden_answer_reason saying why.
+	CheckHiddenAnswerWithoutReason = "hidden-answer-without-reason"
+	// CheckAnswerSwitchWithoutEffect is citizen_sees_answer on a fact that is not a bool: only yes/no
+	// answers are ever shown to the citizen, so the switch changes nothing.
+	CheckAnswerSwitchWithoutEffect = "answer-switch-without-effect"
 )
 
 // LintFinding is one finding of Lint with its severity.
@@ -70,7 +76,12 @@ func (f LintFinding) String() string {
 //     connection open to a data holder no journey needs;
 //   - a released dataset, field (or a field below a released record) or enum value without a label
 //     in English and Danish in the authority's proto: the citizen would read a field path or an enum
-//     constant where a name belongs. Each is reported once, at its first release.
+//     constant where a name belongs. Each is reported once, at its first release;
+//   - a bool fact whose answer is kept from the citizen (citizen_sees_answer: false) without a
+//     hidden_answer_reason: the answer is computed from the citizen's own data, so hiding it needs a
+//     reason a reviewer can judge;
+//   - citizen_sees_answer on a fact that is not a bool: only yes/no answers are shown to the citizen,
+//     so the switch does nothing and its author probably meant something else.
 //
 // Warnings are computed from the files as written, so they are reported even when the tree has
 // errors.
@@ -114,7 +125,7 @@ func Lint(fsys fs.FS, registry string, descs Descriptors) ([]LintFinding, error)
 }
 
 // lintWarnings decodes the files without failing on schema findings (those are LoadBundle's to
-// report) and looks for steps that release nothing and authorities no step uses.
+// report) and looks for what Lint documents as warnings.
 func lintWarnings(fsys fs.FS, registry string, descs Descriptors) ([]LintFinding, error) {
 	v, err := protovalidate.New()
 	if err != nil {
@@ -149,6 +160,16 @@ func lintWarnings(fsys fs.FS, registry string, descs Descriptors) ([]LintFinding
 			for j, r := range s.GetReleases() {
 				for _, f := range missingLabels(descs, r, labelled) {
 					warn(src, CheckMissingLabel, append([]any{"steps", i, "releases", j}, f.at...), "%s", f.msg)
+				}
+				for k, d := range r.GetDerived() {
+					at := []any{"steps", i, "releases", j, "derived", k, "citizen_sees_answer"}
+					switch {
+					case d.CitizenSeesAnswer == nil:
+					case d.GetType() != FactBool:
+						warn(src, CheckAnswerSwitchWithoutEffect, at, "derived fact %q is of type %s: citizen_sees_answer has no effect, since only yes/no answers are shown to the citizen; remove it", d.GetName(), d.GetType())
+					case !d.GetCitizenSeesAnswer() && d.GetHiddenAnswerReason() == nil:
+						warn(src, CheckHiddenAnswerWithoutReason, at, "derived fact %q keeps its answer from the citizen (citizen_sees_answer: false) without saying why: the answer is about their own data; add hidden_answer_reason (en and da), or let them see it", d.GetName())
+					}
 				}
 				if a, _, ok := strings.Cut(r.GetDataset(), "."); ok {
 					used[a] = true

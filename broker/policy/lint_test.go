@@ -104,6 +104,40 @@ agencies:`, 1),
 		severity: policy.SeverityWarning,
 		message:  `population.person name: citizens would read field paths or constants: field name (no English label, no Danish label); field name.en (no English label, no Danish label)`,
 	}, {
+		name: "hidden answer without a reason",
+		journey: header + strings.Replace(step, "fields: [name]", `fields: [name]
+        derived:
+          - name: shares_home
+            description: {en: Shares a home.}
+            type: bool
+            citizen_sees_answer: false # <-
+            expression: size(record.household) > 1`, 1),
+		severity: policy.SeverityWarning,
+		message:  `derived fact "shares_home" keeps its answer from the citizen (citizen_sees_answer: false) without saying why`,
+	}, {
+		name: "answer switch on a fact that is not a bool",
+		journey: header + strings.Replace(step, "fields: [name]", `fields: [name]
+        derived:
+          - name: household_size
+            description: {en: Household size.}
+            type: int
+            range: {min: 0, max: 10}
+            citizen_sees_answer: true # <-
+            expression: size(record.household)`, 1),
+		severity: policy.SeverityWarning,
+		message:  `derived fact "household_size" is of type int: citizen_sees_answer has no effect`,
+	}, {
+		name: "reason for hiding an answer the citizen sees",
+		journey: header + strings.Replace(step, "fields: [name]", `fields: [name]
+        derived:
+          - name: shares_home
+            description: {en: Shares a home.}
+            type: bool
+            hidden_answer_reason: {en: Because., da: Fordi.} # <-
+            expression: size(record.household) > 1`, 1),
+		severity: policy.SeverityError,
+		message:  `derived fact "shares_home" has a hidden_answer_reason but the citizen sees its answer`,
+	}, {
 		name:     "dataset without a label",
 		descs:    generated{"population.person": (&citizenv1.Party{}).ProtoReflect().Descriptor()},
 		journey:  header + strings.Replace(step, "dataset: population.person", "dataset: population.person # <-", 1),
@@ -162,5 +196,62 @@ func TestLintRealPolicies(t *testing.T) {
 			continue
 		}
 		t.Errorf("finding in the shipped policies: %s", f)
+	}
+}
+
+// TestLintAnswerSwitch: which facts get which warning about citizen_sees_answer. A bool fact whose
+// answer the citizen sees, by default or said so, and a hidden one with its reason, get none.
+func TestLintAnswerSwitch(t *testing.T) {
+	for _, tc := range []struct {
+		name, fact string
+		want       string // the Check of the one warning, or "" for none
+	}{
+		{"bool, unset", "type: bool", ""},
+		{"bool, shown", "type: bool\n            citizen_sees_answer: true", ""},
+		{"bool, hidden with a reason", "type: bool\n            citizen_sees_answer: false\n            hidden_answer_reason: {en: It would warn the suspect., da: Det ville advare den mistænkte.}", ""},
+		{"bool, hidden without a reason", "type: bool\n            citizen_sees_answer: false", policy.CheckHiddenAnswerWithoutReason},
+		{"bool, hidden, a reason in English only", "type: bool\n            citizen_sees_answer: false\n            hidden_answer_reason: {en: It would warn the suspect.}", ""},
+		{"int, unset", "type: int\n            range: {min: 0, max: 10}", ""},
+		{"int, hidden", "type: int\n            range: {min: 0, max: 10}\n            citizen_sees_answer: false", policy.CheckAnswerSwitchWithoutEffect},
+		{"enum, shown", "type: enum\n            values: [one, many]\n            citizen_sees_answer: true", policy.CheckAnswerSwitchWithoutEffect},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			expr := "size(record.household) > 1"
+			switch {
+			case strings.HasPrefix(tc.fact, "type: int"):
+				expr = "size(record.household)"
+			case strings.HasPrefix(tc.fact, "type: enum"):
+				expr = `size(record.household) > 1 ? "many" : "one"`
+			}
+			journey := header + strings.Replace(step, "fields: [name]", `fields: [name]
+        derived:
+          - name: the_fact
+            description: {en: The fact.}
+            `+tc.fact+`
+            expression: '`+expr+`'`, 1)
+			got, err := policy.Lint(fstest.MapFS{
+				"registry.yaml":         {Data: []byte(lintRegistry)},
+				"journeys/fixture.yaml": {Data: []byte(journey)},
+			}, "registry.yaml", exampleDescriptors())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var checks []string
+			for _, f := range got {
+				if f.Severity == policy.SeverityError {
+					t.Errorf("the fixture does not load: %s", f)
+				}
+				if f.Check == policy.CheckHiddenAnswerWithoutReason || f.Check == policy.CheckAnswerSwitchWithoutEffect {
+					checks = append(checks, f.Check)
+				}
+			}
+			want := []string{}
+			if tc.want != "" {
+				want = []string{tc.want}
+			}
+			if strings.Join(checks, ",") != strings.Join(want, ",") {
+				t.Errorf("answer warnings %v, want %v; all findings: %v", checks, want, got)
+			}
+		})
 	}
 }

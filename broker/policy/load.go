@@ -493,7 +493,10 @@ func (l *loader) rule(src *source, p []any, rp *policyv1.ReleaseRule) *Rule {
 		d := &Derived{Name: dp.GetName(), Description: text(dp.GetDescription()), Expression: dp.GetExpression(),
 			Type: FactType{Kind: dp.GetType(), Min: dp.GetRange().GetMin(), Max: dp.GetRange().GetMax(),
 				Values: slices.Clone(dp.GetValues()), ValueReason: text(dp.GetValueReason())},
-			CitizenSeesAnswer: dp.CitizenSeesAnswer == nil || dp.GetCitizenSeesAnswer()}
+			CitizenSeesAnswer: dp.CitizenSeesAnswer == nil || dp.GetCitizenSeesAnswer(), HiddenAnswerReason: text(dp.GetHiddenAnswerReason())}
+		if dp.GetHiddenAnswerReason() != nil && d.CitizenSeesAnswer {
+			src.at(at("derived", k, "hidden_answer_reason"), "derived fact %q has a hidden_answer_reason but the citizen sees its answer: set citizen_sees_answer: false, or remove the reason", dp.GetName())
+		}
 		if dp.GetExpression() != "" {
 			if c, err := derive.Check(de.env, dp.GetExpression()); err != nil {
 				src.celFindings(at("derived", k, "expression"), dp.GetExpression(), err,

@@ -312,6 +312,9 @@ type Derived struct {
 	// CitizenSeesAnswer is whether the citizen is shown the answer of this fact, when it is a bool
 	// (policy field citizen_sees_answer; unset means yes: the answer is about their own data).
 	CitizenSeesAnswer bool
+	// HiddenAnswerReason says why the citizen must not see the answer, where CitizenSeesAnswer is
+	// false (policy field hidden_answer_reason; lint warns when it is missing).
+	HiddenAnswerReason Text
 }
 
 // ShowsAnswer reports whether the citizen is shown this fact's answer: a bool fact whose policy does

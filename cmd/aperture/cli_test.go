@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -80,9 +81,14 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Fatalf("release --json printed:\n%s", out)
 	}
 	out = aperture(0, "log", "--citizen", citizen)
-	// Two releases, one refusal, and the case read `case complete` made to find the current step.
-	if !strings.Contains(out, "4 records") || !strings.Contains(out, "REFUSED DATASET_NOT_RELEASED [1]") || !strings.Contains(out, "[1] why: ") {
-		t.Fatalf("log printed:\n%s", out)
+	// Two releases, one refusal, and the case read `case complete` made to find the current step; before
+	// them the register check `case open` made, named as such with the register it asked.
+	want := 4 + ts.checksPerOpen()
+	if !strings.Contains(out, fmt.Sprintf("%d records", want)) || !strings.Contains(out, "REFUSED DATASET_NOT_RELEASED [1]") || !strings.Contains(out, "[1] why: ") {
+		t.Fatalf("log printed (want %d records):\n%s", want, out)
+	}
+	if reg := ts.Broker.Bundle().Registry.CitizenRegister; reg != nil && !strings.Contains(out, "(register check) "+reg.Authority+"."+reg.Dataset) {
+		t.Fatalf("log does not show the register check of %s.%s:\n%s", reg.Authority, reg.Dataset, out)
 	}
 	// The table stays aligned: the agency column starts at the same place on every row.
 	col := -1

@@ -109,7 +109,7 @@ func TestShutdownDrainsInFlightRelease(t *testing.T) {
 			if id != "population" {
 				return addr
 			}
-			return startHoldingProxy(t, o.DataDir, addr, arrived, proceed)
+			return startHoldingProxy(t, o.DataDir, addr, "cw-drain", arrived, proceed)
 		}
 	})
 	j, _ := ts.Broker.Bundle().Journey("sickness-benefit")
@@ -139,16 +139,18 @@ func TestShutdownDrainsInFlightRelease(t *testing.T) {
 }
 
 // startHoldingProxy serves AuthorityService as the population authority, forwarding to the real one,
-// but holds each Fetch (saying so on arrived, once) until proceed is closed.
-func startHoldingProxy(t *testing.T, dataDir, upstream string, arrived, proceed chan struct{}) string {
+// but holds each Fetch for caseworker (saying so on arrived, once) until proceed is closed. Other
+// fetches, such as the register check when a case is opened, pass at once.
+func startHoldingProxy(t *testing.T, dataDir, upstream, caseworker string, arrived, proceed chan struct{}) string {
 	return startPopulationProxy(t, dataDir, upstream, func(up authorityv1.AuthorityServiceClient) authorityv1.AuthorityServiceServer {
-		return &holder{up: up, arrived: arrived, proceed: proceed}
+		return &holder{up: up, caseworker: caseworker, arrived: arrived, proceed: proceed}
 	})
 }
 
 type holder struct {
 	authorityv1.UnimplementedAuthorityServiceServer
 	up               authorityv1.AuthorityServiceClient
+	caseworker       string
 	arrived, proceed chan struct{}
 }
 
@@ -157,6 +159,9 @@ func (h *holder) Describe(ctx context.Context, req *authorityv1.DescribeRequest)
 }
 
 func (h *holder) Fetch(ctx context.Context, req *authorityv1.FetchRequest) (*authorityv1.FetchResponse, error) {
+	if req.GetContext().GetCaseworker() != h.caseworker {
+		return h.up.Fetch(ctx, req)
+	}
 	select {
 	case <-h.arrived:
 	default:

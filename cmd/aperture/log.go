@@ -85,6 +85,11 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		switch r.GetKind() {
 		case auditv1.AccessKind_ACCESS_KIND_CASE_READ:
 			data = "(case read)"
+			if r.GetAuthority() != "" {
+				// The check with the citizen register before the case was opened: no field, only
+				// whether the register holds the citizen.
+				data = "(register check) " + r.GetAuthority() + "." + r.GetDataset()
+			}
 		case auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ:
 			data = "(access log read)"
 		case auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW:
@@ -99,6 +104,10 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for i, n := range notes {
 		fmt.Fprintf(stdout, "[%d] %s\n", i+1, n)
 	}
-	fmt.Fprintf(stdout, "%d records, newest first\n", len(recs))
+	noun := "records"
+	if len(recs) == 1 {
+		noun = "record"
+	}
+	fmt.Fprintf(stdout, "%d %s, newest first\n", len(recs), noun)
 	return nil
 }

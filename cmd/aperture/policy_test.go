@@ -439,3 +439,122 @@ func TestPolicyTestFacts(t *testing.T) {
 		t.Errorf("a value outside the declared type:\n%s", out)
 	}
 }
+
+// TestPolicyExplainAnswer: every format of explain says whether the citizen sees a fact's answer or
+// only that it was checked, and the policy's reason where a bool fact's answer is hidden.
+func TestPolicyExplainAnswer(t *testing.T) {
+	const reason = "Telling the citizen would warn them of the control."
+	for _, tc := range []struct {
+		name, fact         string
+		sees               bool
+		text, markdown     string
+		hiddenAnswerReason string
+	}{
+		{"bool, by default", "            type: bool", true,
+			"citizen  sees the check and its answer (yes or no)", "the citizen sees the check and its answer (yes or no)", ""},
+		{"bool, said so", "            type: bool\n            citizen_sees_answer: true", true,
+			"citizen  sees the check and its answer (yes or no)", "the citizen sees the check and its answer (yes or no)", ""},
+		{"bool, hidden with a reason", "            type: bool\n            citizen_sees_answer: false\n            hidden_answer_reason: {en: " + reason + ", da: Det ville advare borgeren.}", false,
+			"citizen  sees only that it was checked; the answer is HIDDEN, because: " + reason,
+			"the citizen sees only that it was checked; the answer is HIDDEN, because: " + reason, reason},
+		{"bool, hidden without a reason", "            type: bool\n            citizen_sees_answer: false", false,
+			"citizen  sees only that it was checked; the answer is HIDDEN, with no reason given",
+			"the citizen sees only that it was checked; the answer is HIDDEN, with no reason given", ""},
+		{"int", "            type: int\n            range: {min: 2000, max: 3000}", false,
+			"citizen  sees only that it was checked (only yes/no answers are shown)",
+			"the citizen sees only that it was checked (only yes/no answers are shown)", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyPolicies(t)
+			expr := "\n            expression: now > timestamp('2000-01-01T00:00:00Z')"
+			if strings.Contains(tc.fact, "type: int") {
+				expr = "\n            expression: now.getFullYear()"
+			}
+			if err := os.WriteFile(filepath.Join(dir, "journeys", "fact-fixture.yaml"), []byte(factJourney(t, dir, tc.fact+expr)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// The text wraps at 100 columns: compare with whitespace folded.
+			fold := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+			if out := aperture(t, 0, "policy", "explain", "--dir", dir, "fact-fixture"); !strings.Contains(fold(out), fold(tc.text)) {
+				t.Errorf("text lacks %q:\n%s", tc.text, out)
+			}
+			if out := aperture(t, 0, "policy", "explain", "--dir", dir, "--format", "markdown", "fact-fixture"); !strings.Contains(out, "<br>"+tc.markdown+" |") {
+				t.Errorf("markdown lacks %q:\n%s", tc.markdown, out)
+			}
+			var got explainedJourney
+			if err := json.Unmarshal([]byte(aperture(t, 0, "policy", "explain", "--dir", dir, "--format", "json", "fact-fixture")), &got); err != nil {
+				t.Fatal(err)
+			}
+			f := got.Steps[0].Releases[0].Derived[0]
+			if f.CitizenSeesAnswer != tc.sees || f.HiddenAnswerReason != tc.hiddenAnswerReason {
+				t.Errorf("json: citizen_sees_answer %v, hidden_answer_reason %q; want %v, %q", f.CitizenSeesAnswer, f.HiddenAnswerReason, tc.sees, tc.hiddenAnswerReason)
+			}
+			if out := aperture(t, 0, "policy", "explain", "--dir", dir, "--format", "json", "fact-fixture"); !strings.Contains(out, `"citizen_sees_answer": `+fmt.Sprint(tc.sees)) {
+				t.Errorf("json does not state citizen_sees_answer: %v:\n%s", tc.sees, out)
+			}
+		})
+	}
+}
+
+// TestPolicyExplainDiffAnswer: a fact whose answer the citizen stops or starts seeing is a change in
+// every format of the diff, with the reason; a newly disclosed fact says its answer is hidden.
+func TestPolicyExplainDiffAnswer(t *testing.T) {
+	const (
+		shown  = "            type: bool\n            expression: now > timestamp('2000-01-01T00:00:00Z')"
+		hidden = "            type: bool\n            citizen_sees_answer: false\n            hidden_answer_reason: {en: It would warn them., da: Det ville advare dem.}\n            expression: now > timestamp('2000-01-01T00:00:00Z')"
+		bare   = "            type: bool\n            citizen_sees_answer: false\n            expression: now > timestamp('2000-01-01T00:00:00Z')"
+	)
+	for _, tc := range []struct {
+		name, old, cur string // "" for no fixture journey on that side
+		text           string // a line of the text diff
+		json           string // the answer change in the JSON diff, or "" for none
+	}{
+		{"hidden", shown, hidden, "! fact-fixture/one → ", "the citizen no longer sees its answer (because: It would warn them.)"},
+		{"hidden without a reason", shown, bare, "! fact-fixture/one → ", "the citizen no longer sees its answer (no reason given)"},
+		{"shown again", hidden, shown, "! fact-fixture/one → ", "the citizen now sees its answer"},
+		{"unchanged", hidden, hidden, "no disclosure changes", ""},
+		{"new, hidden", "", hidden, "fact f (answer hidden from the citizen: It would warn them.)", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old, cur := copyPolicies(t), copyPolicies(t)
+			for dir, fact := range map[string]string{old: tc.old, cur: tc.cur} {
+				if fact == "" {
+					continue
+				}
+				if err := os.WriteFile(filepath.Join(dir, "journeys", "fact-fixture.yaml"), []byte(factJourney(t, dir, fact)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out := aperture(t, 0, "policy", "explain", "--diff", old, cur)
+			if !strings.Contains(out, tc.text) || tc.json != "" && !strings.Contains(out, tc.json) {
+				t.Errorf("text diff lacks %q and %q:\n%s", tc.text, tc.json, out)
+			}
+			var d policyDiff
+			if err := json.Unmarshal([]byte(aperture(t, 0, "policy", "explain", "--diff", "--format", "json", old, cur)), &d); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tc.json == "" && len(d.Answers) != 0:
+				t.Errorf("json answer changes %v, want none", d.Answers)
+			case tc.json != "" && (len(d.Answers) != 1 || !strings.HasSuffix(d.Answers[0], tc.json)):
+				t.Errorf("json answer changes %v, want one ending %q", d.Answers, tc.json)
+			}
+			if tc.old == "" {
+				if len(d.Disclosed) != 1 || d.Disclosed[0].CitizenSeesAnswer == nil || *d.Disclosed[0].CitizenSeesAnswer || d.Disclosed[0].HiddenAnswerReason == "" {
+					t.Errorf("json: the new fact's answer switch: %+v", d.Disclosed)
+				}
+			}
+			md := aperture(t, 0, "policy", "explain", "--diff", "--format", "markdown", old, cur)
+			wantMD := "- fact-fixture/one → "
+			switch {
+			case tc.old == "":
+				wantMD = "fact `f` (answer hidden from the citizen: It would warn them.)"
+			case tc.json == "":
+				wantMD = "None: the change discloses nothing new"
+			}
+			if !strings.Contains(md, wantMD) || !strings.Contains(md, tc.json) {
+				t.Errorf("markdown diff lacks %q and %q:\n%s", wantMD, tc.json, md)
+			}
+		})
+	}
+}

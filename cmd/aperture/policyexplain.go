@@ -133,11 +133,31 @@ type explainedFact struct {
 	Reads []string `json:"reads"`
 	// ValueReason is why a string or record fact is released as a value.
 	ValueReason string `json:"value_reason,omitempty"`
+	// CitizenSeesAnswer is whether the citizen is shown the answer ("checked whether …: yes"), not
+	// only that the fact was checked: a bool fact whose policy does not say citizen_sees_answer: false.
+	// HiddenAnswerReason is the policy's reason where a bool fact's answer is kept from them.
+	CitizenSeesAnswer  bool   `json:"citizen_sees_answer"`
+	HiddenAnswerReason string `json:"hidden_answer_reason,omitempty"`
 }
 
 func explainFact(d *policy.Derived) explainedFact {
 	return explainedFact{Name: d.Name, Description: d.Description.EN, Expression: d.Expression, Type: d.Type.String(),
-		ResultType: d.ResultType, Reads: append([]string{}, d.Reads...), ValueReason: d.Type.ValueReason.EN}
+		ResultType: d.ResultType, Reads: append([]string{}, d.Reads...), ValueReason: d.Type.ValueReason.EN,
+		CitizenSeesAnswer: d.ShowsAnswer(), HiddenAnswerReason: d.HiddenAnswerReason.EN}
+}
+
+// answerText is what the citizen is told of a fact in their access log, as a reviewer reads it.
+func answerText(f explainedFact) string {
+	switch {
+	case f.CitizenSeesAnswer:
+		return "the check and its answer (yes or no)"
+	case f.Type != policy.FactBool:
+		return "only that it was checked (only yes/no answers are shown)"
+	case f.HiddenAnswerReason != "":
+		return "only that it was checked; the answer is HIDDEN, because: " + f.HiddenAnswerReason
+	default:
+		return "only that it was checked; the answer is HIDDEN, with no reason given"
+	}
 }
 
 // oneLineExpr folds an expression's whitespace, for a table cell or a diff line.
@@ -243,6 +263,7 @@ func writeExplainText(w io.Writer, j explainedJourney) {
 				if d.ValueReason != "" {
 					fmt.Fprintf(w, "%sDISCLOSES A VALUE, because: %s\n", indent, wrap(d.ValueReason, indent+"  ", 100))
 				}
+				fmt.Fprintf(w, "%scitizen  sees %s\n", indent, wrap(answerText(d), indent+"         ", 100))
 			}
 		}
 	}
@@ -293,6 +314,7 @@ func writeExplainMarkdown(w io.Writer, j explainedJourney) {
 				if d.ValueReason != "" {
 					item += "<br>**discloses a value**, because: " + mdCell(d.ValueReason)
 				}
+				item += "<br>the citizen sees " + mdCell(answerText(d))
 				items = append(items, item)
 			}
 			fmt.Fprintf(w, "| `%s` (%s)<br>%s | %s |\n", r.Dataset, mdCell(r.AuthorityName), mdCell(r.DatasetLabel.String()), strings.Join(items, "<br>"))
@@ -346,6 +368,10 @@ type disclosure struct {
 	// type changes is listed as changed.
 	Expression string `json:"expression,omitempty"`
 	Type       string `json:"type,omitempty"`
+	// CitizenSeesAnswer, for a fact, is whether the citizen is shown its answer, not only that it was
+	// checked (policy.Derived.ShowsAnswer); HiddenAnswerReason is the policy's reason where not.
+	CitizenSeesAnswer  *bool  `json:"citizen_sees_answer,omitempty"`
+	HiddenAnswerReason string `json:"hidden_answer_reason,omitempty"`
 }
 
 // factChange is a fact that both sides release at the same step to the same agency, computed
@@ -371,9 +397,20 @@ func (c factChange) String() string {
 func (d disclosure) String() string {
 	what := "field " + d.Field
 	if d.Fact != "" {
-		what = "fact " + d.Fact
+		what = "fact " + d.Fact + d.answerNote()
 	}
 	return fmt.Sprintf("%s/%s → %s: %s %s", d.Journey, d.Step, d.Agency, d.Dataset, what)
+}
+
+// answerNote marks a fact whose answer is kept from the citizen.
+func (d disclosure) answerNote() string {
+	if d.CitizenSeesAnswer == nil || *d.CitizenSeesAnswer {
+		return ""
+	}
+	if d.HiddenAnswerReason == "" {
+		return " (answer hidden from the citizen, no reason given)"
+	}
+	return " (answer hidden from the citizen: " + d.HiddenAnswerReason + ")"
 }
 
 // policyDiff is what a policy change newly discloses and what it withdraws. A field is new only if
@@ -385,6 +422,8 @@ type policyDiff struct {
 	// Changed are facts with the same name whose expression or type changed.
 	Changed []factChange `json:"changed"`
 	Consent []string     `json:"consent_changes"`
+	// Answers are facts released on both sides whose answer the citizen now sees, or no longer sees.
+	Answers []string `json:"answer_changes"`
 }
 
 func disclosures(b *policy.Bundle) map[string][]disclosure {
@@ -401,6 +440,8 @@ func disclosures(b *policy.Bundle) map[string][]disclosure {
 			for _, f := range r.Derived {
 				d := base
 				d.Fact, d.Expression, d.Type = f.Name, f.Expression, f.Type.String()
+				shows := f.ShowsAnswer()
+				d.CitizenSeesAnswer, d.HiddenAnswerReason = &shows, f.HiddenAnswerReason.EN
 				out[key] = append(out[key], d)
 			}
 		}
@@ -472,6 +513,32 @@ func changedFacts(old, cur map[string][]disclosure) []factChange {
 	return out
 }
 
+// answerChanges lists the facts of cur whose answer the citizen sees where old's fact of that name
+// kept it from them, or the other way round.
+func answerChanges(old, cur map[string][]disclosure) []string {
+	out := []string{}
+	for key, ds := range cur {
+		for _, d := range ds {
+			o := sameFact(old[key], d)
+			if d.Fact == "" || o == nil || *o.CitizenSeesAnswer == *d.CitizenSeesAnswer {
+				continue
+			}
+			at := fmt.Sprintf("%s/%s → %s: %s fact %s", d.Journey, d.Step, d.Agency, d.Dataset, d.Fact)
+			if *d.CitizenSeesAnswer {
+				out = append(out, at+": the citizen now sees its answer")
+			} else {
+				why := "no reason given"
+				if d.HiddenAnswerReason != "" {
+					why = "because: " + d.HiddenAnswerReason
+				}
+				out = append(out, at+": the citizen no longer sees its answer ("+why+")")
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func sortDisclosures(ds []disclosure) {
 	slices.SortFunc(ds, func(a, b disclosure) int {
 		return cmp.Or(cmp.Compare(a.Journey, b.Journey), cmp.Compare(a.Step, b.Step), cmp.Compare(a.Agency, b.Agency),
@@ -481,7 +548,7 @@ func sortDisclosures(ds []disclosure) {
 
 func diffPolicies(old, cur *policy.Bundle) policyDiff {
 	o, n := disclosures(old), disclosures(cur)
-	d := policyDiff{Disclosed: only(n, o), Withdrawn: only(o, n), Changed: changedFacts(o, n), Consent: []string{}}
+	d := policyDiff{Disclosed: only(n, o), Withdrawn: only(o, n), Changed: changedFacts(o, n), Consent: []string{}, Answers: answerChanges(o, n)}
 	if d.Disclosed == nil {
 		d.Disclosed = []disclosure{}
 	}
@@ -515,7 +582,7 @@ func writeDiff(w io.Writer, d policyDiff, format string) error {
 		return writeJSON(w, d)
 	case "markdown":
 		fmt.Fprintf(w, "## Disclosure changes\n\n")
-		if len(d.Disclosed)+len(d.Withdrawn)+len(d.Changed)+len(d.Consent) == 0 {
+		if len(d.Disclosed)+len(d.Withdrawn)+len(d.Changed)+len(d.Consent)+len(d.Answers) == 0 {
 			fmt.Fprintf(w, "None: the change discloses nothing new and withdraws nothing.\n")
 			return nil
 		}
@@ -524,7 +591,7 @@ func writeDiff(w io.Writer, d policyDiff, format string) error {
 			row := func(sign string, x disclosure) {
 				what := "field `" + x.Field + "`"
 				if x.Fact != "" {
-					what = "fact `" + x.Fact + "`"
+					what = "fact `" + x.Fact + "`" + mdCell(x.answerNote())
 				}
 				fmt.Fprintf(w, "| %s | `%s/%s` | `%s` | `%s` | %s |\n", sign, x.Journey, x.Step, x.Agency, x.Dataset, what)
 			}
@@ -545,9 +612,12 @@ func writeDiff(w io.Writer, d policyDiff, format string) error {
 		for _, c := range d.Consent {
 			fmt.Fprintf(w, "\n- %s\n", c)
 		}
+		for _, c := range d.Answers {
+			fmt.Fprintf(w, "\n- %s\n", mdCell(c))
+		}
 		return nil
 	}
-	if len(d.Disclosed)+len(d.Withdrawn)+len(d.Changed)+len(d.Consent) == 0 {
+	if len(d.Disclosed)+len(d.Withdrawn)+len(d.Changed)+len(d.Consent)+len(d.Answers) == 0 {
 		fmt.Fprintln(w, "no disclosure changes")
 		return nil
 	}
@@ -561,6 +631,9 @@ func writeDiff(w io.Writer, d policyDiff, format string) error {
 		fmt.Fprintf(w, "~ %s\n", c)
 	}
 	for _, c := range d.Consent {
+		fmt.Fprintf(w, "! %s\n", c)
+	}
+	for _, c := range d.Answers {
 		fmt.Fprintf(w, "! %s\n", c)
 	}
 	fmt.Fprintf(w, "%d newly disclosed, %d withdrawn", len(d.Disclosed), len(d.Withdrawn))

@@ -175,6 +175,20 @@ func TestPortalWords(t *testing.T) {
 		t.Fatalf("%s released no bool fact whose answer the citizen may see: the answers are not tested", j.ID)
 	}
 	t.Logf("%s: %d covert accesses, %d bool facts (%d false), a refused field: %v", j.ID, len(covertAccesses), len(boolFacts), falseFacts, refused)
+	// The register check made before the case was opened: it reads as a check of the register, by name.
+	var checkID string
+	var register *policy.Authority
+	if reg := bundle.Registry.CitizenRegister; reg != nil {
+		register, _ = bundle.Registry.Authority(reg.Authority)
+		for _, r := range ts.accessRecords(citizen) {
+			if ts.isRegisterCheck(r) && r.GetCaseId() == c.GetId() {
+				checkID = r.GetId()
+			}
+		}
+		if checkID == "" || register == nil {
+			t.Fatalf("no register check of %s.%s for case %s in the citizen's log", reg.Authority, reg.Dataset, c.GetId())
+		}
+	}
 
 	ctx := portaltest.NewBrowser(t)
 	base := ts.Portal.base
@@ -262,6 +276,17 @@ func TestPortalWords(t *testing.T) {
 			for _, id := range covertAccesses {
 				if !portaltest.Eval[bool](t, ctx, fmt.Sprintf(`!!document.getElementById(%q)`, id)) {
 					t.Errorf("%s: the covert access %s is not shown after the case closed", lang, id)
+				}
+			}
+			if checkID != "" {
+				entry := portaltest.Eval[string](t, ctx, fmt.Sprintf(`(document.getElementById(%q) || {}).innerText || ""`, checkID))
+				did, name, title := "checked the register", register.Name.EN, j.Title.EN
+				if lang == "da" {
+					did, name, title = "tjekkede registret", register.Name.DA, j.Title.DA
+				}
+				if !strings.Contains(entry, did) || !strings.Contains(entry, name) || !strings.Contains(entry, title) ||
+					strings.Contains(entry, register.ID+".") || strings.Contains(entry, "case_") {
+					t.Errorf("%s: the register check does not read as a check of %q for %q:\n%s", lang, name, title, entry)
 				}
 			}
 			reasons := portaltest.Eval[[]string](t, ctx, `[...document.querySelectorAll(".entry--refused")].map(e => (e.querySelector(".entry__reason") || {}).innerText || "")`)

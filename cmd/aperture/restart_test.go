@@ -93,10 +93,13 @@ func TestRestartKeepsCasesAndLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The release, and the GetCase above (a case read, logged before it answered).
-	if r := recs.GetRecords(); len(r) != 2 || r[1].GetId() != rel.GetAccessId() || r[0].GetKind() != auditv1.AccessKind_ACCESS_KIND_CASE_READ {
+	// The release, and the GetCase above (a case read, logged before it answered); besides them the
+	// register check made before the case was opened.
+	r, checks := st2.splitChecks(recs.GetRecords())
+	if len(r) != 2 || r[1].GetId() != rel.GetAccessId() || r[0].GetKind() != auditv1.AccessKind_ACCESS_KIND_CASE_READ {
 		t.Fatalf("access log after restart: %v", recs.GetRecords())
 	}
+	st2.wantChecks(t, checks, caseID)
 }
 
 // TestExternalNATS runs the broker against a NATS server it does not embed, by URL: a server that

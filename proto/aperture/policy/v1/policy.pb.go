@@ -660,8 +660,12 @@ type Derived struct {
 	// data. A policy says false only where the answer itself must not reach the citizen. The answer is
 	// never written to the access log; the broker keeps it sealed for the citizen (see broker/answers).
 	CitizenSeesAnswer *bool `protobuf:"varint,8,opt,name=citizen_sees_answer,json=citizenSeesAnswer,proto3,oneof" json:"citizen_sees_answer,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Why the answer of this bool fact must not reach the citizen, where citizen_sees_answer is false:
+	// the citizen's right to their own data gives way only for a stated reason. Reviewers read it in
+	// `aperture policy explain`; `aperture policy lint` warns about a hidden answer without one.
+	HiddenAnswerReason *Text `protobuf:"bytes,9,opt,name=hidden_answer_reason,json=hiddenAnswerReason,proto3" json:"hidden_answer_reason,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Derived) Reset() {
@@ -748,6 +752,13 @@ func (x *Derived) GetCitizenSeesAnswer() bool {
 		return *x.CitizenSeesAnswer
 	}
 	return false
+}
+
+func (x *Derived) GetHiddenAnswerReason() *Text {
+	if x != nil {
+		return x.HiddenAnswerReason
+	}
+	return nil
 }
 
 // IntRange is an inclusive range of integers.
@@ -1199,7 +1210,7 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\vReleaseRule\x12M\n" +
 	"\adataset\x18\x01 \x01(\tB3\xbaH0r.2,^[a-z][a-z0-9_]{0,31}\\.[a-z][a-z0-9_]{0,62}$R\adataset\x12N\n" +
 	"\x06fields\x18\x02 \x03(\tB6\xbaH3\x92\x010\x10\x80\x02\x18\x01\")r'2%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x06fields\x12?\n" +
-	"\aderived\x18\x03 \x03(\v2\x1b.aperture.policy.v1.DerivedB\b\xbaH\x05\x92\x01\x02\x10 R\aderived\"\xd5\x03\n" +
+	"\aderived\x18\x03 \x03(\v2\x1b.aperture.policy.v1.DerivedB\b\xbaH\x05\x92\x01\x02\x10 R\aderived\"\xa1\x04\n" +
 	"\aDerived\x121\n" +
 	"\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12B\n" +
 	"\vdescription\x18\x02 \x01(\v2\x18.aperture.policy.v1.TextB\x06\xbaH\x03\xc8\x01\x01R\vdescription\x12*\n" +
@@ -1211,7 +1222,8 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\x05range\x18\x05 \x01(\v2\x1c.aperture.policy.v1.IntRangeR\x05range\x12*\n" +
 	"\x06values\x18\x06 \x03(\tB\x12\xbaH\x0f\x92\x01\f\x10@\x18\x01\"\x06r\x04\x10\x01\x18dR\x06values\x12;\n" +
 	"\fvalue_reason\x18\a \x01(\v2\x18.aperture.policy.v1.TextR\vvalueReason\x123\n" +
-	"\x13citizen_sees_answer\x18\b \x01(\bH\x00R\x11citizenSeesAnswer\x88\x01\x01B\x16\n" +
+	"\x13citizen_sees_answer\x18\b \x01(\bH\x00R\x11citizenSeesAnswer\x88\x01\x01\x12J\n" +
+	"\x14hidden_answer_reason\x18\t \x01(\v2\x18.aperture.policy.v1.TextR\x12hiddenAnswerReasonB\x16\n" +
 	"\x14_citizen_sees_answer\"u\n" +
 	"\bIntRange\x12\x10\n" +
 	"\x03min\x18\x01 \x01(\x03R\x03min\x12\x10\n" +
@@ -1295,17 +1307,18 @@ var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 18: aperture.policy.v1.Derived.description:type_name -> aperture.policy.v1.Text
 	9,  // 19: aperture.policy.v1.Derived.range:type_name -> aperture.policy.v1.IntRange
 	0,  // 20: aperture.policy.v1.Derived.value_reason:type_name -> aperture.policy.v1.Text
-	13, // 21: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
-	14, // 22: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
-	14, // 23: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
-	12, // 24: aperture.policy.v1.Registry.citizen_register:type_name -> aperture.policy.v1.CitizenRegister
-	0,  // 25: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
-	0,  // 26: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	0,  // 21: aperture.policy.v1.Derived.hidden_answer_reason:type_name -> aperture.policy.v1.Text
+	13, // 22: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
+	14, // 23: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
+	14, // 24: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
+	12, // 25: aperture.policy.v1.Registry.citizen_register:type_name -> aperture.policy.v1.CitizenRegister
+	0,  // 26: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
+	0,  // 27: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_aperture_policy_v1_policy_proto_init() }
