@@ -309,7 +309,7 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 	wDown := counter(MetricWitnessDown, "Witness submissions that did not reach the witness.")
 	wLatency := fgauge(MetricWitnessLatency, "From a new checkpoint to storing it cosigned, in the last round that reached the quorum.")
 	reviews := counter(MetricReviewsClosed, "Break-glass reviews closed by auditors, by outcome (justified, not_justified).")
-	unverified := counter(MetricUnverified, "Reads of a stored switch-off or break-glass record that did not authenticate, by store; each refused.")
+	unverified := counter(MetricUnverified, "Reads of a stored switch-off, break-glass, correction or delegation record that did not authenticate, by store; each refused.")
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -332,6 +332,9 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 		}
 		if b.Corrections != nil {
 			o.ObserveInt64(unverified, int64(b.Corrections.Unauthentic()), metric.WithAttributes(attribute.String("store", "corrections")))
+		}
+		if b.Delegations != nil {
+			o.ObserveInt64(unverified, int64(b.Delegations.Unauthentic()), metric.WithAttributes(attribute.String("store", "delegations")))
 		}
 		if b.integr != nil {
 			p := b.integr.Progress()
