@@ -1,8 +1,11 @@
 package portal
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -24,8 +27,16 @@ import (
 // a banner on every such page; every other page is the citizen's own, and the menu shows only the
 // pages that act for the other person.
 
-// actingCookie holds the power of attorney the citizen acts with ("del_…").
+// actingCookie holds the power of attorney the citizen acts with ("del_…"), bound to the sign-in it
+// was chosen in (a hash of its ID token): another sign-in in the same browser, by the same citizen or
+// another, acts for itself until it chooses otherwise.
 const actingCookie = "aperture_acting"
+
+// sessionTag binds the acting cookie to a sign-in: the start of the SHA-256 of its ID token.
+func sessionTag(token string) string {
+	sum := sha256.Sum256([]byte("aperture/acting/" + token))
+	return hex.EncodeToString(sum[:12])
+}
 
 var delegationID = regexp.MustCompile(`^del_[0-9a-z]{26}$`)
 
@@ -37,39 +48,63 @@ func (p *Portal) delegationRoutes(page func(string, func(http.ResponseWriter, *h
 	page("POST /acting", p.acting)
 }
 
-// actingFor is the delegation the citizen acts with, from the cookie; "" for themselves.
-func (p *Portal) actingFor(r *http.Request) string {
+// actingFor is the delegation the citizen of this sign-in acts with, from the cookie; "" for
+// themselves.
+func (p *Portal) actingFor(r *http.Request, v *view) string {
 	if p.cfg.Delegations == nil {
 		return ""
 	}
 	c, err := r.Cookie(actingCookie)
-	if err != nil || !delegationID.MatchString(c.Value) {
+	if err != nil {
 		return ""
 	}
-	return c.Value
+	id, tag, ok := strings.Cut(c.Value, ".")
+	if !ok || !delegationID.MatchString(id) || tag != sessionTag(v.token) {
+		return ""
+	}
+	return id
 }
 
-func setActing(w http.ResponseWriter, r *http.Request, id string) {
-	c := &http.Cookie{Name: actingCookie, Value: id, Path: "/", HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode}
+func setActing(w http.ResponseWriter, r *http.Request, v *view, id string) {
+	c := &http.Cookie{Name: actingCookie, Value: id + "." + sessionTag(v.token), Path: "/", HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode}
 	if id == "" {
-		c.MaxAge = -1
+		c.Value, c.MaxAge = "", -1
 	}
 	http.SetCookie(w, c)
 }
 
-// actingEnded answers a page read on someone's behalf that the API refused (the power of attorney
-// expired, was revoked or does not cover the page): back to the citizen's own, with a message.
+// actingEnded answers a page read on someone's behalf that the API refused: a power of attorney that
+// expired or was revoked sends the citizen back to acting for themselves; one that does not cover the
+// page says so (still acting). Either way with a message on the power-of-attorney page.
 func (p *Portal) actingEnded(w http.ResponseWriter, r *http.Request, v *view, err error) bool {
-	if v.ActingFor == "" || !(isCode(err, codes.NotFound) || isCode(err, codes.PermissionDenied)) {
+	switch {
+	case v.ActingFor == "":
 		return false
+	case isCode(err, codes.PermissionDenied):
+		redirect(w, r, "/delegations?done=scope")
+		return true
+	case isCode(err, codes.NotFound):
+		setActing(w, r, v, "")
+		redirect(w, r, "/delegations?done=ended")
+		return true
 	}
-	setActing(w, r, "")
-	to := "/delegations?done=ended"
-	if isCode(err, codes.PermissionDenied) {
-		to = "/delegations?done=scope"
+	return false
+}
+
+// landing is the first page a power of attorney lets its holder see.
+func landing(d *citizenv1.Delegation) string {
+	pages := map[citizenv1.DelegationScope]string{
+		citizenv1.DelegationScope_DELEGATION_SCOPE_SEE_ACCESSES:  "/",
+		citizenv1.DelegationScope_DELEGATION_SCOPE_SEE_CASES:     "/cases",
+		citizenv1.DelegationScope_DELEGATION_SCOPE_SEE_CONSENTS:  "/consents",
+		citizenv1.DelegationScope_DELEGATION_SCOPE_GRANT_CONSENT: "/consents",
 	}
-	redirect(w, r, to)
-	return true
+	for _, s := range d.GetScopes() { // sorted: accesses first
+		if to, ok := pages[s]; ok {
+			return to
+		}
+	}
+	return "/delegations"
 }
 
 type delegationsPage struct {
@@ -248,7 +283,7 @@ func (p *Portal) acting(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	id := r.PostFormValue("for")
 	if id == "" {
-		setActing(w, r, "")
+		setActing(w, r, v, "")
 		redirect(w, r, "/delegations?done=self")
 		return
 	}
@@ -259,8 +294,8 @@ func (p *Portal) acting(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	for _, d := range res.GetHeld() {
 		if d.GetId() == id && d.GetState() == citizenv1.DelegationState_DELEGATION_STATE_ACTIVE {
-			setActing(w, r, id)
-			redirect(w, r, "/?done=acting")
+			setActing(w, r, v, id)
+			redirect(w, r, landing(d)+"?done=acting")
 			return
 		}
 	}

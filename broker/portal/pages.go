@@ -105,6 +105,9 @@ func (v *view) caseItem(c *citizenv1.Case) caseItem {
 
 func (p *Portal) cases(w http.ResponseWriter, r *http.Request, v *view) {
 	v.Nav, v.Title = "cases", v.T("cases.title")
+	if r.URL.Query().Get("done") == "acting" && v.ActingFor != "" {
+		v.Flash = v.T("flash.acting")
+	}
 	res, err := p.cfg.Citizen.ListCases(v.ctx(r), &citizenv1.ListCasesRequest{PageSize: 20, PageToken: r.URL.Query().Get("page"), OnBehalfOf: v.ActingFor})
 	if p.actingEnded(w, r, v, err) {
 		return
@@ -303,6 +306,9 @@ func (p *Portal) consents(w http.ResponseWriter, r *http.Request, v *view) {
 	v.Nav, v.Title = "consents", v.T("consents.title")
 	if r.URL.Query().Get("done") == "revoked" {
 		v.Flash = v.T("flash.revoked")
+	}
+	if r.URL.Query().Get("done") == "acting" && v.ActingFor != "" {
+		v.Flash = v.T("flash.acting")
 	}
 	cat, err := p.catalog(r, v)
 	if err != nil {

@@ -188,7 +188,7 @@ func (p *Portal) Routes(mux *http.ServeMux) {
 	// act is page for the pages that show someone else's data while the citizen acts for them.
 	act := func(pattern string, h func(http.ResponseWriter, *http.Request, *view)) {
 		page(pattern, func(w http.ResponseWriter, r *http.Request, v *view) {
-			v.ActingFor = p.actingFor(r)
+			v.ActingFor = p.actingFor(r, v)
 			h(w, r, v)
 		})
 	}
