@@ -60,6 +60,7 @@ func TestDelegationBOLA(t *testing.T) {
 	other := otherJourney(t, b, j)
 	inScope := e.open(j.Steps[0].Agency, j.ID, anna)
 	outOfScope := e.open(other.Steps[0].Agency, other.ID, anna)
+	bosOwn := e.open(j.Steps[0].Agency, j.ID, bo)
 	rule := j.Steps[0].Rules
 	if len(rule) > 0 {
 		e.release(j.Steps[0].Agency, inScope.GetId(), rule[0].Authority, rule[0].Dataset)
@@ -171,6 +172,9 @@ func TestDelegationBOLA(t *testing.T) {
 		if _, err := c.GetCase(as(tokBo), &citizenv1.GetCaseRequest{CaseId: inScope.GetId(), OnBehalfOf: d1}); err != nil {
 			t.Fatal(err)
 		}
+		// A case of the same journey that is not Anna's (Bo's own) is not found on her behalf.
+		_, err = c.GetCase(as(tokBo), &citizenv1.GetCaseRequest{CaseId: bosOwn.GetId(), OnBehalfOf: d1})
+		wantCode(t, err, codes.NotFound)
 		gc, err := c.GrantConsent(as(tokBo), &citizenv1.GrantConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: d1})
 		if err != nil || !gc.GetConsent().GetValid() {
 			t.Fatalf("consent on Anna's behalf: %v, %v", gc, err)
@@ -182,8 +186,8 @@ func TestDelegationBOLA(t *testing.T) {
 		if own, _ := c.ListConsents(as(tokBo), &citizenv1.ListConsentsRequest{}); len(own.GetConsents()) != 0 {
 			t.Errorf("Bo's own consents: %v", own.GetConsents())
 		}
-		// Bo's own cases are still his own (none).
-		if own, _ := c.ListCases(as(tokBo), &citizenv1.ListCasesRequest{}); len(own.GetCases()) != 0 {
+		// Bo's own cases are still his own.
+		if own, _ := c.ListCases(as(tokBo), &citizenv1.ListCasesRequest{}); len(own.GetCases()) != 1 || own.GetCases()[0].GetId() != bosOwn.GetId() {
 			t.Errorf("Bo's own cases: %v", own.GetCases())
 		}
 		// Three things Bo did, three records in Anna's log, none naming Bo.
