@@ -36,6 +36,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/citizen"
 	"github.com/aperture-gov/aperture/broker/consent"
 	"github.com/aperture-gov/aperture/broker/corrections"
+	"github.com/aperture-gov/aperture/broker/delegation"
 	brokerhealth "github.com/aperture-gov/aperture/broker/health"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/lifecycle"
@@ -226,6 +227,9 @@ type Broker struct {
 	correctionCount *corrections.Counter
 	// Answers are the answers of released facts, kept sealed for the citizen (not in the access log).
 	Answers *answers.Store
+	// Delegations are the citizens' powers of attorney (who may act for whom, in what scope, until when).
+	Delegations     *delegation.Store
+	delegationCount *delegation.Counter
 
 	// The citizen API, when Deps.Citizens is set.
 	citizenSvc    *citizen.Service
@@ -316,6 +320,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		return nil, err
 	}
 
+	if b.Delegations, err = delegation.Open(ctx, js, delegation.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "delegation")}); err != nil {
+		return nil, err
+	}
+	if b.delegationCount, err = delegation.NewCounter(deps.Meter); err != nil {
+		return nil, err
+	}
 	if b.Answers, err = answers.Open(ctx, js, answers.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "answers")}); err != nil {
 		return nil, err
 	}
@@ -589,6 +599,7 @@ func (b *Broker) buildCitizenServer(policies func() *policy.Bundle) error {
 		Policies: policies, Log: b.access, Cases: b.Cases, Consents: b.Consent, Authorities: b.pool,
 		Questions: b.Questions, Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now,
 		Logger: b.log.With("component", "citizen"), Switches: b.Switches, Answers: b.Answers,
+		Delegations: b.Delegations, DelegationCount: b.delegationCount,
 	}.WithProofs(b.tree, b.cosigner))
 	if err != nil {
 		return err
@@ -602,6 +613,11 @@ func (b *Broker) buildCitizenServer(policies func() *policy.Bundle) error {
 		return err
 	}
 	citizenv1.RegisterCitizenCorrectionServiceServer(srv, fixes)
+	dels, err := citizen.NewDelegationService(svc)
+	if err != nil {
+		return err
+	}
+	citizenv1.RegisterCitizenDelegationServiceServer(srv, dels)
 	b.citizenSvc, b.citizenGRPC, b.citizenHealth = svc, srv, hs
 	return nil
 }

@@ -379,7 +379,7 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 	wDown := counter(MetricWitnessDown, "Witness submissions that did not reach the witness.")
 	wLatency := fgauge(MetricWitnessLatency, "From a new checkpoint to storing it cosigned, in the last round that reached the quorum.")
 	reviews := counter(MetricReviewsClosed, "Break-glass reviews closed by auditors, by outcome (justified, not_justified).")
-	unverified := counter(MetricUnverified, "Reads of a stored switch-off or break-glass record that did not authenticate, by store; each refused.")
+	unverified := counter(MetricUnverified, "Reads of a stored switch-off, break-glass, correction or delegation record that did not authenticate, by store; each refused.")
 	revOpen := gauge(MetricReviewsOpen, "{review}", "Break-glass reviews waiting for an auditor (read every review_backlog_interval, default 30s).")
 	revOldest := fgauge(MetricReviewOldest, "Age of the oldest break-glass review waiting for an auditor; 0 when none.")
 	outPub := counter(MetricOutboxPublished, "Events the outbox relays published (JetStream acknowledged), by outbox.")
@@ -407,6 +407,9 @@ func (b *Broker) registerMetrics() (metric.Registration, error) {
 		}
 		if b.Corrections != nil {
 			o.ObserveInt64(unverified, int64(b.Corrections.Unauthentic()), metric.WithAttributes(attribute.String("store", "corrections")))
+		}
+		if b.Delegations != nil {
+			o.ObserveInt64(unverified, int64(b.Delegations.Unauthentic()), metric.WithAttributes(attribute.String("store", "delegations")))
 		}
 		if b.observe.backlogRead.Load() {
 			o.ObserveInt64(revOpen, b.observe.openReviews.Load())

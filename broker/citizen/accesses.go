@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/delegation"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
@@ -34,8 +35,11 @@ const (
 )
 
 // ListAccesses implements CitizenService: the citizen's accesses, newest first, filtered while paging.
+//
+// On someone's behalf (on_behalf_of), it lists that citizen's accesses of the journeys the power of
+// attorney reaches, without fact answers, and logs the look in their access log first.
 func (s *Service) ListAccesses(ctx context.Context, req *citizenv1.ListAccessesRequest) (*citizenv1.ListAccessesResponse, error) {
-	c, err := citizenOf(ctx)
+	c, err := s.actFor(ctx, req.GetOnBehalfOf(), delegation.SeeAccesses, req.GetJourney())
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +64,7 @@ func (s *Service) ListAccesses(ctx context.Context, req *citizenv1.ListAccessesR
 	}
 	cv := s.covertView(now)
 	entries, next, err := s.scanAccesses(ctx, c.Pseudonym.Value, size, chunk, req.GetPageToken(), func(r *auditv1.AccessRecord) verdict {
-		if cv.hidden(ctx, r) {
+		if cv.hidden(ctx, r) || !c.sees(r.GetJourney()) {
 			return skip
 		}
 		return f.match(r)
@@ -68,11 +72,16 @@ func (s *Service) ListAccesses(ctx context.Context, req *citizenv1.ListAccessesR
 	if err != nil {
 		return nil, err
 	}
+	if err := s.logDelegate(ctx, c, delegation.SeeAccesses, "", req.GetJourney(), ""); err != nil {
+		return nil, err
+	}
 	n := names{s.cfg.Policies()}
 	resp := &citizenv1.ListAccessesResponse{NextPageToken: next}
 	for _, e := range entries {
 		a := n.leafAccess(e)
-		s.addAnswers(ctx, n, c.Pseudonym.Value, e.Record, a)
+		if c.d == nil {
+			s.addAnswers(ctx, n, c.Pseudonym.Value, e.Record, a)
+		}
 		resp.Accesses = append(resp.Accesses, a)
 	}
 	return resp, nil
@@ -260,6 +269,8 @@ func (n names) access(rec *auditv1.AccessRecord) *citizenv1.Access {
 		}
 	case auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED, auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED:
 		n.correctionAccess(rec, a)
+	case auditv1.AccessKind_ACCESS_KIND_DELEGATE:
+		delegateAccess(a, rec)
 	}
 	var rule *policy.Rule
 	if step != nil {

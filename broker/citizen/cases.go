@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/delegation"
 	"github.com/aperture-gov/aperture/broker/pagetoken"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
@@ -19,8 +20,11 @@ import (
 // The cases store has no index by citizen yet, so this reads every case and keeps the citizen's (by
 // pseudonym): fine at the scale of a municipality's demo, a per-pseudonym index is needed at national
 // scale (the same holds for the agencies' ListCases).
+//
+// On someone's behalf (on_behalf_of), it lists that citizen's cases of the journeys the power of
+// attorney reaches, and logs the look in their access log first.
 func (s *Service) ListCases(ctx context.Context, req *citizenv1.ListCasesRequest) (*citizenv1.ListCasesResponse, error) {
-	c, err := citizenOf(ctx)
+	c, err := s.actFor(ctx, req.GetOnBehalfOf(), delegation.SeeCases, "")
 	if err != nil {
 		return nil, err
 	}
@@ -28,7 +32,7 @@ func (s *Service) ListCases(ctx context.Context, req *citizenv1.ListCasesRequest
 	if err != nil {
 		return nil, err
 	}
-	all, err := s.cfg.Cases.List(ctx, func(cs *cases.Case) bool { return cs.Pseudonym == c.Pseudonym.Value })
+	all, err := s.cfg.Cases.List(ctx, func(cs *cases.Case) bool { return cs.Pseudonym == c.Pseudonym.Value && c.sees(cs.Journey) })
 	if err != nil {
 		return nil, unavailable(err, "case state")
 	}
@@ -36,13 +40,16 @@ func (s *Service) ListCases(ctx context.Context, req *citizenv1.ListCasesRequest
 	n := names{s.cfg.Policies()}
 	var visible []*citizenv1.Case
 	for _, cs := range all {
-		pc, err := s.caseView(ctx, n, c, cs, now)
+		pc, err := s.caseView(ctx, n, c.Citizen, cs, now)
 		if err != nil {
 			return nil, err
 		}
 		if pc != nil {
 			visible = append(visible, pc)
 		}
+	}
+	if err := s.logDelegate(ctx, c, delegation.SeeCases, "", "", ""); err != nil {
+		return nil, err
 	}
 	size := int(req.GetPageSize())
 	if size == 0 {
@@ -60,9 +67,10 @@ func (s *Service) ListCases(ctx context.Context, req *citizenv1.ListCasesRequest
 }
 
 // GetCase implements CitizenService. Another citizen's case, like a case that does not exist, is not
-// found.
+// found. On someone's behalf, so is a case of a journey the power of attorney does not reach; the look
+// is logged in their access log first.
 func (s *Service) GetCase(ctx context.Context, req *citizenv1.GetCaseRequest) (*citizenv1.GetCaseResponse, error) {
-	c, err := citizenOf(ctx)
+	c, err := s.actFor(ctx, req.GetOnBehalfOf(), delegation.SeeCases, "")
 	if err != nil {
 		return nil, err
 	}
@@ -73,15 +81,18 @@ func (s *Service) GetCase(ctx context.Context, req *citizenv1.GetCaseRequest) (*
 		return nil, notFound
 	case err != nil:
 		return nil, unavailable(err, "case state")
-	case cs.Pseudonym != c.Pseudonym.Value:
+	case cs.Pseudonym != c.Pseudonym.Value, !c.sees(cs.Journey):
 		return nil, notFound
 	}
-	pc, err := s.caseView(ctx, names{s.cfg.Policies()}, c, cs, s.cfg.Now())
+	pc, err := s.caseView(ctx, names{s.cfg.Policies()}, c.Citizen, cs, s.cfg.Now())
 	if err != nil {
 		return nil, err
 	}
 	if pc == nil {
 		return nil, notFound
+	}
+	if err := s.logDelegate(ctx, c, delegation.SeeCases, cs.ID, cs.Journey, ""); err != nil {
+		return nil, err
 	}
 	return &citizenv1.GetCaseResponse{Case: pc}, nil
 }

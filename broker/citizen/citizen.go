@@ -23,6 +23,7 @@ import (
 	"github.com/aperture-gov/aperture/broker/accesslog"
 	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/consent"
+	"github.com/aperture-gov/aperture/broker/delegation"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/questions"
@@ -97,6 +98,10 @@ type Config struct {
 	// Answers reads the answers of released facts kept for the citizen; without it the citizen reads
 	// each fact as a check without its answer.
 	Answers Answers
+	// Delegations keeps powers of attorney; without it a call on someone's behalf is Unavailable.
+	// DelegationCount counts their use (nil: not counted).
+	Delegations     Delegations
+	DelegationCount *delegation.Counter
 }
 
 // Service implements citizenv1.CitizenServiceServer. Its methods expect the citizen in the context

@@ -54,6 +54,18 @@ func TestUnauthenticated(t *testing.T) {
 					_, err := c.GetMyData(tc.ctx, &citizenv1.GetMyDataRequest{Authority: "population", Dataset: "person"})
 					return err
 				},
+				"ListDelegations": func() error {
+					_, err := e.delegations().ListDelegations(tc.ctx, &citizenv1.ListDelegationsRequest{})
+					return err
+				},
+				"GrantDelegation": func() error {
+					_, err := e.delegations().GrantDelegation(tc.ctx, &citizenv1.GrantDelegationRequest{HolderCitizenId: bo})
+					return err
+				},
+				"ListCases on someone's behalf": func() error {
+					_, err := c.ListCases(tc.ctx, &citizenv1.ListCasesRequest{OnBehalfOf: "del_01jd3x0m6k9w2e5r7t8y4b1c0a"})
+					return err
+				},
 				// Invalid input too: authentication comes first and says nothing about the request.
 				"GetCase bad id": func() error { _, err := c.GetCase(tc.ctx, &citizenv1.GetCaseRequest{CaseId: "x"}); return err },
 				"WatchAccesses": func() error {

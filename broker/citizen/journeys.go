@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/aperture-gov/aperture/broker/consent"
+	"github.com/aperture-gov/aperture/broker/delegation"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
@@ -126,8 +127,10 @@ func consentMaxDays(st *policy.Step) int {
 }
 
 // ListConsents implements CitizenService: given, expired and revoked, newest first.
-func (s *Service) ListConsents(ctx context.Context, _ *citizenv1.ListConsentsRequest) (*citizenv1.ListConsentsResponse, error) {
-	c, err := citizenOf(ctx)
+// On someone's behalf (on_behalf_of), those of the journeys the power of attorney reaches, logged in
+// their access log first.
+func (s *Service) ListConsents(ctx context.Context, req *citizenv1.ListConsentsRequest) (*citizenv1.ListConsentsResponse, error) {
+	c, err := s.actFor(ctx, req.GetOnBehalfOf(), delegation.SeeConsents, "")
 	if err != nil {
 		return nil, err
 	}
@@ -136,10 +139,16 @@ func (s *Service) ListConsents(ctx context.Context, _ *citizenv1.ListConsentsReq
 		return nil, unavailable(err, "consent state")
 	}
 	slices.SortFunc(all, func(a, b *consent.Consent) int { return b.GrantedAt.Compare(a.GrantedAt) })
+	if err := s.logDelegate(ctx, c, delegation.SeeConsents, "", "", ""); err != nil {
+		return nil, err
+	}
 	now := s.cfg.Now()
 	n := names{s.cfg.Policies()}
 	resp := &citizenv1.ListConsentsResponse{}
 	for _, cn := range all {
+		if !c.sees(cn.Journey) {
+			continue
+		}
 		resp.Consents = append(resp.Consents, n.consentView(cn, now))
 	}
 	return resp, nil
@@ -192,15 +201,19 @@ func (s *Service) PreviewConsent(ctx context.Context, req *citizenv1.PreviewCons
 	return resp, nil
 }
 
-// GrantConsent implements CitizenService.
+// GrantConsent implements CitizenService. On someone's behalf (on_behalf_of), the consent is logged in
+// their access log before it is stored.
 func (s *Service) GrantConsent(ctx context.Context, req *citizenv1.GrantConsentRequest) (*citizenv1.GrantConsentResponse, error) {
-	c, err := citizenOf(ctx)
+	c, err := s.actFor(ctx, req.GetOnBehalfOf(), delegation.GrantConsent, req.GetJourney())
 	if err != nil {
 		return nil, err
 	}
 	b := s.cfg.Policies()
 	_, _, validity, err := consentStep(b, req.GetJourney(), req.GetStep(), req.GetDays())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.logDelegate(ctx, c, delegation.GrantConsent, "", req.GetJourney(), req.GetStep()); err != nil {
 		return nil, err
 	}
 	now := s.cfg.Now()

@@ -105,7 +105,13 @@ func (v *view) caseItem(c *citizenv1.Case) caseItem {
 
 func (p *Portal) cases(w http.ResponseWriter, r *http.Request, v *view) {
 	v.Nav, v.Title = "cases", v.T("cases.title")
-	res, err := p.cfg.Citizen.ListCases(v.ctx(r), &citizenv1.ListCasesRequest{PageSize: 20, PageToken: r.URL.Query().Get("page")})
+	if r.URL.Query().Get("done") == "acting" && v.ActingFor != "" {
+		v.Flash = v.T("flash.acting")
+	}
+	res, err := p.cfg.Citizen.ListCases(v.ctx(r), &citizenv1.ListCasesRequest{PageSize: 20, PageToken: r.URL.Query().Get("page"), OnBehalfOf: v.ActingFor})
+	if p.actingEnded(w, r, v, err) {
+		return
+	}
 	if err != nil {
 		p.fail(w, r, v, err)
 		return
@@ -123,7 +129,10 @@ func (p *Portal) cases(w http.ResponseWriter, r *http.Request, v *view) {
 
 func (p *Portal) caseDetail(w http.ResponseWriter, r *http.Request, v *view) {
 	v.Nav = "cases"
-	res, err := p.cfg.Citizen.GetCase(v.ctx(r), &citizenv1.GetCaseRequest{CaseId: r.PathValue("id")})
+	res, err := p.cfg.Citizen.GetCase(v.ctx(r), &citizenv1.GetCaseRequest{CaseId: r.PathValue("id"), OnBehalfOf: v.ActingFor})
+	if isCode(err, codes.PermissionDenied) && p.actingEnded(w, r, v, err) {
+		return
+	}
 	if isCode(err, codes.InvalidArgument) { // a malformed id in the address names no case
 		p.notFound(w, r, v)
 		return
@@ -298,12 +307,18 @@ func (p *Portal) consents(w http.ResponseWriter, r *http.Request, v *view) {
 	if r.URL.Query().Get("done") == "revoked" {
 		v.Flash = v.T("flash.revoked")
 	}
+	if r.URL.Query().Get("done") == "acting" && v.ActingFor != "" {
+		v.Flash = v.T("flash.acting")
+	}
 	cat, err := p.catalog(r, v)
 	if err != nil {
 		p.fail(w, r, v, err)
 		return
 	}
-	res, err := p.cfg.Citizen.ListConsents(v.ctx(r), &citizenv1.ListConsentsRequest{})
+	res, err := p.cfg.Citizen.ListConsents(v.ctx(r), &citizenv1.ListConsentsRequest{OnBehalfOf: v.ActingFor})
+	if p.actingEnded(w, r, v, err) {
+		return
+	}
 	if err != nil {
 		p.fail(w, r, v, err)
 		return
@@ -318,6 +333,9 @@ func (p *Portal) consents(w http.ResponseWriter, r *http.Request, v *view) {
 		}
 	}
 	for _, cs := range cat.consentable {
+		if v.ActingFor != "" {
+			break // giving consent on someone's behalf is in the API; the portal's forms are one's own
+		}
 		j, s := cs.Journey.GetId(), cs.Step.GetStep().GetId()
 		page.Steps = append(page.Steps, consentStepItem{
 			JourneyID: j, StepID: s, Journey: v.Tx(cs.Journey.GetTitle()), Step: v.Step(cs.Step.GetStep()),

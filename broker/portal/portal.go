@@ -53,6 +53,9 @@ type Config struct {
 	Citizen citizenv1.CitizenServiceClient
 	// Corrections is the citizen's correction API (same metadata); nil: no correction pages.
 	Corrections citizenv1.CitizenCorrectionServiceClient
+	// Delegations is the citizen's power-of-attorney API (same metadata); nil: no power-of-attorney
+	// pages, and no acting for someone else.
+	Delegations citizenv1.CitizenDelegationServiceClient
 	// Sessions finds the signed-in citizen of a request.
 	Sessions Sessions
 	// LoginPath is where a signed-out visitor is sent, with "?return=<path>" added; default "/login".
@@ -171,6 +174,8 @@ func New(cfg Config) (*Portal, error) {
 //	GET  /accesses/{id}/proof              check one access in the public, witnessed log
 //	GET  /corrections, /corrections/new    my requests to correct data, the form (see correctionRoutes)
 //	POST /corrections                      ask an authority to correct a field
+//	GET  /delegations                      powers of attorney I gave and hold (see delegationRoutes)
+//	POST /delegations, /acting             give one, revoke one, act for someone or for myself again
 //	GET  /report, /report/{id}             the public data-responsibility report (no sign-in; aggregates only)
 //	GET  /static/…                         CSS, script, icon
 //
@@ -180,13 +185,20 @@ func (p *Portal) Routes(mux *http.ServeMux) {
 	page := func(pattern string, h func(http.ResponseWriter, *http.Request, *view)) {
 		mux.Handle(pattern, p.wrap(p.signedIn(h)))
 	}
-	page("GET /{$}", p.timeline)
+	// act is page for the pages that show someone else's data while the citizen acts for them.
+	act := func(pattern string, h func(http.ResponseWriter, *http.Request, *view)) {
+		page(pattern, func(w http.ResponseWriter, r *http.Request, v *view) {
+			v.ActingFor = p.actingFor(r, v)
+			h(w, r, v)
+		})
+	}
+	act("GET /{$}", p.timeline)
 	mux.Handle("GET /events", p.wrap(http.HandlerFunc(p.events)))
-	page("GET /cases", p.cases)
-	page("GET /cases/{id}", p.caseDetail)
+	act("GET /cases", p.cases)
+	act("GET /cases/{id}", p.caseDetail)
 	page("GET /journeys", p.journeys)
 	page("GET /journeys/{id}", p.journey)
-	page("GET /consents", p.consents)
+	act("GET /consents", p.consents)
 	page("GET /consents/{journey}/{step}", p.consentPreview)
 	page("POST /consents/{journey}/{step}/grant", p.consentGrant)
 	page("POST /consents/{journey}/{step}/revoke", p.consentRevoke)
@@ -199,6 +211,7 @@ func (p *Portal) Routes(mux *http.ServeMux) {
 	page("POST /questions", p.questionAsk)
 	page("GET /accesses/{id}/proof", p.accessProof)
 	p.correctionRoutes(page)
+	p.delegationRoutes(act)
 	mux.Handle("GET /report", p.wrap(http.HandlerFunc(p.publicReport)))
 	mux.Handle("GET /report/{id}", p.wrap(http.HandlerFunc(p.publicReport)))
 	mux.Handle("GET /static/", p.wrap(p.staticFiles()))

@@ -19,10 +19,11 @@ type pageTemplate struct {
 }
 
 var funcs = template.FuncMap{
-	"entry":      func(v *view, a accessItem) entryData { return entryData{V: v, A: a} },
-	"node":       func(v *view, n recordNode) nodeData { return nodeData{V: v, N: n} },
-	"humanField": humanField,
-	"add":        func(a, b int) int { return a + b },
+	"entry":           func(v *view, a accessItem) entryData { return entryData{V: v, A: a} },
+	"node":            func(v *view, n recordNode) nodeData { return nodeData{V: v, N: n} },
+	"humanField":      humanField,
+	"add":             func(a, b int) int { return a + b },
+	"delegationTerms": func(v *view, d delegationItem) delegationTermsData { return delegationTermsData{V: v, D: d} },
 	"switchForm": func(v *view, journey, title string, s switchState) switchFormData {
 		return switchFormData{V: v, Journey: journey, Title: title, S: s}
 	},

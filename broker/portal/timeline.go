@@ -77,6 +77,8 @@ type accessItem struct {
 	ReviewOf, ReviewNote string
 	// Correction is set for the citizen's request to correct data, and the authority's decision.
 	Correction bool
+	// Delegate is set for what someone the citizen gave power of attorney looked at or did.
+	Delegate bool
 }
 
 // breakGlassItem is what the citizen is told about an emergency access: the emergency, in the policy's
@@ -105,6 +107,9 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	// opened: no data, only whether the register knows the citizen.
 	registerCheck := it.CaseRead && a.GetAuthority().GetId() != ""
 	switch {
+	case a.GetKind() == auditv1.AccessKind_ACCESS_KIND_DELEGATE:
+		v.delegateEntry(a, &it)
+		return it
 	case correction:
 		v.correctionEntry(a, &it)
 	case registerCheck:
@@ -217,10 +222,14 @@ func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
 	v.Nav, v.Title = "timeline", v.T("timeline.title")
 	q := r.URL.Query()
 	req := &citizenv1.ListAccessesRequest{
-		Authority: q.Get("authority"),
-		Journey:   q.Get("journey"),
-		PageSize:  timelinePageSize,
-		PageToken: q.Get("page"),
+		Authority:  q.Get("authority"),
+		Journey:    q.Get("journey"),
+		PageSize:   timelinePageSize,
+		PageToken:  q.Get("page"),
+		OnBehalfOf: v.ActingFor,
+	}
+	if q.Get("done") == "acting" && v.ActingFor != "" {
+		v.Flash = v.T("flash.acting")
 	}
 	// who=others leaves out the citizen's own looks at their data.
 	req.ExcludeSelf = q.Get("who") == "others"
@@ -255,10 +264,13 @@ func (p *Portal) timeline(w http.ResponseWriter, r *http.Request, v *view) {
 		{Value: "", Label: v.T("filter.who.any"), Selected: !req.ExcludeSelf},
 		{Value: "others", Label: v.T("filter.who.others"), Selected: req.ExcludeSelf},
 	}
-	page.Live = !page.Filtered && !page.Paged
+	page.Live = !page.Filtered && !page.Paged && v.ActingFor == "" // the live stream is one's own
 	v.Data = page
 
 	res, err := p.cfg.Citizen.ListAccesses(v.ctx(r), req)
+	if p.actingEnded(w, r, v, err) {
+		return
+	}
 	if isCode(err, codes.InvalidArgument) {
 		page.Error = v.T("timeline.filter_error")
 		page.Live = false

@@ -30,7 +30,12 @@ type view struct {
 	LogoutPath string
 	LangURL    string // this page in the other language
 	Flash      string // confirmation after a POST (already translated)
-	Data       any
+	// ActingFor is the power of attorney the citizen acts with on this page ("" for themselves): the
+	// page shows the other person's data, under a banner.
+	ActingFor string
+	// Delegations: the power-of-attorney pages exist.
+	Delegations bool
+	Data        any
 
 	token string
 	lab   labelSet
@@ -51,13 +56,14 @@ func (p *Portal) newView(w http.ResponseWriter, r *http.Request) *view {
 		q = url.Values{"lang": {other}}
 	}
 	return &view{
-		Lang:       lang,
-		Dev:        p.cfg.DevBanner,
-		LogoutPath: p.cfg.LogoutPath,
-		LangURL:    r.URL.Path + "?" + q.Encode(),
-		loc:        p.cfg.Location,
-		now:        p.cfg.Now(),
-		path:       r.URL.Path,
+		Lang:        lang,
+		Dev:         p.cfg.DevBanner,
+		Delegations: p.cfg.Delegations != nil,
+		LogoutPath:  p.cfg.LogoutPath,
+		LangURL:     r.URL.Path + "?" + q.Encode(),
+		loc:         p.cfg.Location,
+		now:         p.cfg.Now(),
+		path:        r.URL.Path,
 	}
 }
 

@@ -266,6 +266,9 @@ func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 			b.toDecide[a.Authority] = append(b.toDecide[a.Authority], rec.GetTime().AsTime().Sub(at))
 		}
 		return
+	case auditv1.AccessKind_ACCESS_KIND_DELEGATE:
+		// A citizen's delegate looking on the citizen's behalf: no agency, no release of authority data.
+		return
 	case auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW:
 		if in {
 			if b.review == nil {

@@ -92,6 +92,8 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		case auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ:
 			data = "(access log read)"
+		case auditv1.AccessKind_ACCESS_KIND_DELEGATE:
+			data = "(on the citizen's behalf: " + strings.ToLower(strings.TrimPrefix(r.GetDelegate().GetAction().String(), "DELEGATE_ACTION_")) + ", power of attorney " + r.GetDelegate().GetDelegationId() + ")"
 		case auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW:
 			bg := r.GetBreakGlass()
 			decision = "REVIEWED " + outcomeWord(bg.GetOutcome()) + " " + note("review of break-glass "+bg.GetReviewedAccessId()+": "+bg.GetReviewNote())

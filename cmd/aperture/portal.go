@@ -128,7 +128,8 @@ func (p *portalServer) mountPortal(cfg citizenauth.Config, v *citizenauth.Verifi
 		return fmt.Errorf("portal: citizen API at %s: %w", apiAddr, err)
 	}
 	pt, err = portal.New(portal.Config{
-		Citizen: citizenv1.NewCitizenServiceClient(conn), Corrections: citizenv1.NewCitizenCorrectionServiceClient(conn), Sessions: sessions{login}, DevBanner: dev,
+		Citizen: citizenv1.NewCitizenServiceClient(conn), Corrections: citizenv1.NewCitizenCorrectionServiceClient(conn),
+		Delegations: citizenv1.NewCitizenDelegationServiceClient(conn), Sessions: sessions{login}, DevBanner: dev,
 		Logger: logger.With("component", "portal"), Now: now, Witnesses: p.witnesses,
 		Reports: publishedReports(p.reports), Meter: p.meter,
 	})

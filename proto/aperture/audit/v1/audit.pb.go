@@ -250,6 +250,11 @@ const (
 	// The authority decided a correction request: agency holds the authority's id, correction the
 	// outcome. Never a value.
 	AccessKind_ACCESS_KIND_CORRECTION_DECIDED AccessKind = 7
+	// Someone the citizen gave power of attorney acted for the citizen through the citizen API: looked
+	// at the citizen's accesses, cases or consents, or gave consent for them. delegation says on what
+	// basis and what they did; journey and step name the consent given. Logged before the answer. The
+	// record names no one but the citizen: the holder's pseudonym is never in it.
+	AccessKind_ACCESS_KIND_DELEGATE AccessKind = 8
 )
 
 // Enum value maps for AccessKind.
@@ -263,6 +268,7 @@ var (
 		5: "ACCESS_KIND_BREAK_GLASS_REVIEW",
 		6: "ACCESS_KIND_CORRECTION_REQUESTED",
 		7: "ACCESS_KIND_CORRECTION_DECIDED",
+		8: "ACCESS_KIND_DELEGATE",
 	}
 	AccessKind_value = map[string]int32{
 		"ACCESS_KIND_UNSPECIFIED":          0,
@@ -273,6 +279,7 @@ var (
 		"ACCESS_KIND_BREAK_GLASS_REVIEW":   5,
 		"ACCESS_KIND_CORRECTION_REQUESTED": 6,
 		"ACCESS_KIND_CORRECTION_DECIDED":   7,
+		"ACCESS_KIND_DELEGATE":             8,
 	}
 )
 
@@ -301,6 +308,114 @@ func (x AccessKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use AccessKind.Descriptor instead.
 func (AccessKind) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+// DelegateAction is what a person acting for the citizen did (ACCESS_KIND_DELEGATE).
+type DelegateAction int32
+
+const (
+	DelegateAction_DELEGATE_ACTION_UNSPECIFIED DelegateAction = 0
+	// Listed the citizen's accesses.
+	DelegateAction_DELEGATE_ACTION_VIEW_ACCESSES DelegateAction = 1
+	// Listed the citizen's cases (case_id empty) or looked at one case (case_id set).
+	DelegateAction_DELEGATE_ACTION_VIEW_CASES DelegateAction = 2
+	// Listed the citizen's consents.
+	DelegateAction_DELEGATE_ACTION_VIEW_CONSENTS DelegateAction = 3
+	// Gave consent for the citizen at the record's journey and step.
+	DelegateAction_DELEGATE_ACTION_GRANT_CONSENT DelegateAction = 4
+)
+
+// Enum value maps for DelegateAction.
+var (
+	DelegateAction_name = map[int32]string{
+		0: "DELEGATE_ACTION_UNSPECIFIED",
+		1: "DELEGATE_ACTION_VIEW_ACCESSES",
+		2: "DELEGATE_ACTION_VIEW_CASES",
+		3: "DELEGATE_ACTION_VIEW_CONSENTS",
+		4: "DELEGATE_ACTION_GRANT_CONSENT",
+	}
+	DelegateAction_value = map[string]int32{
+		"DELEGATE_ACTION_UNSPECIFIED":   0,
+		"DELEGATE_ACTION_VIEW_ACCESSES": 1,
+		"DELEGATE_ACTION_VIEW_CASES":    2,
+		"DELEGATE_ACTION_VIEW_CONSENTS": 3,
+		"DELEGATE_ACTION_GRANT_CONSENT": 4,
+	}
+)
+
+func (x DelegateAction) Enum() *DelegateAction {
+	p := new(DelegateAction)
+	*p = x
+	return p
+}
+
+func (x DelegateAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DelegateAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_audit_v1_audit_proto_enumTypes[3].Descriptor()
+}
+
+func (DelegateAction) Type() protoreflect.EnumType {
+	return &file_aperture_audit_v1_audit_proto_enumTypes[3]
+}
+
+func (x DelegateAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DelegateAction.Descriptor instead.
+func (DelegateAction) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+}
+
+// DelegateBasis is why someone may act for the citizen.
+type DelegateBasis int32
+
+const (
+	DelegateBasis_DELEGATE_BASIS_UNSPECIFIED DelegateBasis = 0
+	// A power of attorney the citizen gave (aperture.citizen.v1.CitizenDelegationService).
+	DelegateBasis_DELEGATE_BASIS_POWER_OF_ATTORNEY DelegateBasis = 1
+)
+
+// Enum value maps for DelegateBasis.
+var (
+	DelegateBasis_name = map[int32]string{
+		0: "DELEGATE_BASIS_UNSPECIFIED",
+		1: "DELEGATE_BASIS_POWER_OF_ATTORNEY",
+	}
+	DelegateBasis_value = map[string]int32{
+		"DELEGATE_BASIS_UNSPECIFIED":       0,
+		"DELEGATE_BASIS_POWER_OF_ATTORNEY": 1,
+	}
+)
+
+func (x DelegateBasis) Enum() *DelegateBasis {
+	p := new(DelegateBasis)
+	*p = x
+	return p
+}
+
+func (x DelegateBasis) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DelegateBasis) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_audit_v1_audit_proto_enumTypes[4].Descriptor()
+}
+
+func (DelegateBasis) Type() protoreflect.EnumType {
+	return &file_aperture_audit_v1_audit_proto_enumTypes[4]
+}
+
+func (x DelegateBasis) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DelegateBasis.Descriptor instead.
+func (DelegateBasis) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 // CorrectionOutcome is an authority's decision on a correction request.
@@ -337,11 +452,11 @@ func (x CorrectionOutcome) String() string {
 }
 
 func (CorrectionOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_audit_v1_audit_proto_enumTypes[3].Descriptor()
+	return file_aperture_audit_v1_audit_proto_enumTypes[5].Descriptor()
 }
 
 func (CorrectionOutcome) Type() protoreflect.EnumType {
-	return &file_aperture_audit_v1_audit_proto_enumTypes[3]
+	return &file_aperture_audit_v1_audit_proto_enumTypes[5]
 }
 
 func (x CorrectionOutcome) Number() protoreflect.EnumNumber {
@@ -350,7 +465,7 @@ func (x CorrectionOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CorrectionOutcome.Descriptor instead.
 func (CorrectionOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 // BreakGlassOutcome is an auditor's conclusion on a break-glass access.
@@ -389,11 +504,11 @@ func (x BreakGlassOutcome) String() string {
 }
 
 func (BreakGlassOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_audit_v1_audit_proto_enumTypes[4].Descriptor()
+	return file_aperture_audit_v1_audit_proto_enumTypes[6].Descriptor()
 }
 
 func (BreakGlassOutcome) Type() protoreflect.EnumType {
-	return &file_aperture_audit_v1_audit_proto_enumTypes[4]
+	return &file_aperture_audit_v1_audit_proto_enumTypes[6]
 }
 
 func (x BreakGlassOutcome) Number() protoreflect.EnumNumber {
@@ -402,7 +517,69 @@ func (x BreakGlassOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BreakGlassOutcome.Descriptor instead.
 func (BreakGlassOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+}
+
+// Delegate marks an action by someone acting for the citizen (ACCESS_KIND_DELEGATE).
+type Delegate struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Basis  DelegateBasis          `protobuf:"varint,1,opt,name=basis,proto3,enum=aperture.audit.v1.DelegateBasis" json:"basis,omitempty"`
+	Action DelegateAction         `protobuf:"varint,2,opt,name=action,proto3,enum=aperture.audit.v1.DelegateAction" json:"action,omitempty"`
+	// The power of attorney used ("del_…"), which the citizen sees in their list of those they gave.
+	DelegationId  string `protobuf:"bytes,3,opt,name=delegation_id,json=delegationId,proto3" json:"delegation_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delegate) Reset() {
+	*x = Delegate{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delegate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delegate) ProtoMessage() {}
+
+func (x *Delegate) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delegate.ProtoReflect.Descriptor instead.
+func (*Delegate) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Delegate) GetBasis() DelegateBasis {
+	if x != nil {
+		return x.Basis
+	}
+	return DelegateBasis_DELEGATE_BASIS_UNSPECIFIED
+}
+
+func (x *Delegate) GetAction() DelegateAction {
+	if x != nil {
+		return x.Action
+	}
+	return DelegateAction_DELEGATE_ACTION_UNSPECIFIED
+}
+
+func (x *Delegate) GetDelegationId() string {
+	if x != nil {
+		return x.DelegationId
+	}
+	return ""
 }
 
 // Correction marks a correction request (ACCESS_KIND_CORRECTION_REQUESTED) or its decision
@@ -418,7 +595,7 @@ type Correction struct {
 
 func (x *Correction) Reset() {
 	*x = Correction{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +607,7 @@ func (x *Correction) String() string {
 func (*Correction) ProtoMessage() {}
 
 func (x *Correction) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +620,7 @@ func (x *Correction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Correction.ProtoReflect.Descriptor instead.
 func (*Correction) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Correction) GetRequestId() string {
@@ -479,7 +656,7 @@ type BreakGlass struct {
 
 func (x *BreakGlass) Reset() {
 	*x = BreakGlass{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +668,7 @@ func (x *BreakGlass) String() string {
 func (*BreakGlass) ProtoMessage() {}
 
 func (x *BreakGlass) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +681,7 @@ func (x *BreakGlass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakGlass.ProtoReflect.Descriptor instead.
 func (*BreakGlass) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *BreakGlass) GetReasonCode() string {
@@ -616,14 +793,16 @@ type AccessRecord struct {
 	// Set for a break-glass release (released or refused) and for the review of one.
 	BreakGlass *BreakGlass `protobuf:"bytes,26,opt,name=break_glass,json=breakGlass,proto3" json:"break_glass,omitempty"`
 	// Set for a correction request and its decision.
-	Correction    *Correction `protobuf:"bytes,27,opt,name=correction,proto3" json:"correction,omitempty"`
+	Correction *Correction `protobuf:"bytes,27,opt,name=correction,proto3" json:"correction,omitempty"`
+	// Set for an action by someone acting for the citizen (ACCESS_KIND_DELEGATE).
+	Delegate      *Delegate `protobuf:"bytes,28,opt,name=delegate,proto3" json:"delegate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AccessRecord) Reset() {
 	*x = AccessRecord{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +814,7 @@ func (x *AccessRecord) String() string {
 func (*AccessRecord) ProtoMessage() {}
 
 func (x *AccessRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +827,7 @@ func (x *AccessRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessRecord.ProtoReflect.Descriptor instead.
 func (*AccessRecord) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AccessRecord) GetId() string {
@@ -840,6 +1019,13 @@ func (x *AccessRecord) GetCorrection() *Correction {
 	return nil
 }
 
+func (x *AccessRecord) GetDelegate() *Delegate {
+	if x != nil {
+		return x.Delegate
+	}
+	return nil
+}
+
 // AccessBatch is one message of the ACCESS stream: the records of concurrent decisions that share
 // one durable write (group commit). Records are kept as their exact leaf bytes.
 //
@@ -864,7 +1050,7 @@ type AccessBatch struct {
 
 func (x *AccessBatch) Reset() {
 	*x = AccessBatch{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1062,7 @@ func (x *AccessBatch) String() string {
 func (*AccessBatch) ProtoMessage() {}
 
 func (x *AccessBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1075,7 @@ func (x *AccessBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessBatch.ProtoReflect.Descriptor instead.
 func (*AccessBatch) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AccessBatch) GetRecords() [][]byte {
@@ -922,7 +1108,7 @@ type ListedLeaf struct {
 
 func (x *ListedLeaf) Reset() {
 	*x = ListedLeaf{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1120,7 @@ func (x *ListedLeaf) String() string {
 func (*ListedLeaf) ProtoMessage() {}
 
 func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1133,7 @@ func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListedLeaf.ProtoReflect.Descriptor instead.
 func (*ListedLeaf) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListedLeaf) GetLeafIndex() uint64 {
@@ -979,7 +1165,7 @@ type ListAccessRecordsRequest struct {
 
 func (x *ListAccessRecordsRequest) Reset() {
 	*x = ListAccessRecordsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1177,7 @@ func (x *ListAccessRecordsRequest) String() string {
 func (*ListAccessRecordsRequest) ProtoMessage() {}
 
 func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1190,7 @@ func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListAccessRecordsRequest) GetCitizenId() string {
@@ -1044,7 +1230,7 @@ type ListAccessRecordsResponse struct {
 
 func (x *ListAccessRecordsResponse) Reset() {
 	*x = ListAccessRecordsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1242,7 @@ func (x *ListAccessRecordsResponse) String() string {
 func (*ListAccessRecordsResponse) ProtoMessage() {}
 
 func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1255,7 @@ func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListAccessRecordsResponse) GetRecords() []*AccessRecord {
@@ -1102,7 +1288,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1300,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1313,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
 }
 
 // GetCheckpointResponse is the latest checkpoint.
@@ -1155,7 +1341,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1353,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1366,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() []byte {
@@ -1236,7 +1422,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1434,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1447,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetInclusionProofRequest) GetLeaf() isGetInclusionProofRequest_Leaf {
@@ -1336,7 +1522,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1534,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1547,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetInclusionProofResponse) GetLeafIndex() uint64 {
@@ -1419,7 +1605,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1617,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1630,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetConsistencyProofRequest) GetFromSize() uint64 {
@@ -1477,7 +1663,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1675,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1688,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetConsistencyProofResponse) GetFromSize() uint64 {
@@ -1563,7 +1749,7 @@ type BreakGlassReview struct {
 
 func (x *BreakGlassReview) Reset() {
 	*x = BreakGlassReview{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1761,7 @@ func (x *BreakGlassReview) String() string {
 func (*BreakGlassReview) ProtoMessage() {}
 
 func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1774,7 @@ func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakGlassReview.ProtoReflect.Descriptor instead.
 func (*BreakGlassReview) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BreakGlassReview) GetAccessId() string {
@@ -1721,7 +1907,7 @@ type ListBreakGlassReviewsRequest struct {
 
 func (x *ListBreakGlassReviewsRequest) Reset() {
 	*x = ListBreakGlassReviewsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1919,7 @@ func (x *ListBreakGlassReviewsRequest) String() string {
 func (*ListBreakGlassReviewsRequest) ProtoMessage() {}
 
 func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1932,7 @@ func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBreakGlassReviewsRequest.ProtoReflect.Descriptor instead.
 func (*ListBreakGlassReviewsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListBreakGlassReviewsRequest) GetIncludeClosed() bool {
@@ -1766,7 +1952,7 @@ type ListBreakGlassReviewsResponse struct {
 
 func (x *ListBreakGlassReviewsResponse) Reset() {
 	*x = ListBreakGlassReviewsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1964,7 @@ func (x *ListBreakGlassReviewsResponse) String() string {
 func (*ListBreakGlassReviewsResponse) ProtoMessage() {}
 
 func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1977,7 @@ func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBreakGlassReviewsResponse.ProtoReflect.Descriptor instead.
 func (*ListBreakGlassReviewsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListBreakGlassReviewsResponse) GetReviews() []*BreakGlassReview {
@@ -1814,7 +2000,7 @@ type CloseBreakGlassReviewRequest struct {
 
 func (x *CloseBreakGlassReviewRequest) Reset() {
 	*x = CloseBreakGlassReviewRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +2012,7 @@ func (x *CloseBreakGlassReviewRequest) String() string {
 func (*CloseBreakGlassReviewRequest) ProtoMessage() {}
 
 func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +2025,7 @@ func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseBreakGlassReviewRequest.ProtoReflect.Descriptor instead.
 func (*CloseBreakGlassReviewRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CloseBreakGlassReviewRequest) GetAccessId() string {
@@ -1873,7 +2059,7 @@ type CloseBreakGlassReviewResponse struct {
 
 func (x *CloseBreakGlassReviewResponse) Reset() {
 	*x = CloseBreakGlassReviewResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2071,7 @@ func (x *CloseBreakGlassReviewResponse) String() string {
 func (*CloseBreakGlassReviewResponse) ProtoMessage() {}
 
 func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2084,7 @@ func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseBreakGlassReviewResponse.ProtoReflect.Descriptor instead.
 func (*CloseBreakGlassReviewResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{17}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CloseBreakGlassReviewResponse) GetReview() *BreakGlassReview {
@@ -1912,7 +2098,11 @@ var File_aperture_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n" +
+	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n" +
+	"\bDelegate\x126\n" +
+	"\x05basis\x18\x01 \x01(\x0e2 .aperture.audit.v1.DelegateBasisR\x05basis\x129\n" +
+	"\x06action\x18\x02 \x01(\x0e2!.aperture.audit.v1.DelegateActionR\x06action\x12#\n" +
+	"\rdelegation_id\x18\x03 \x01(\tR\fdelegationId\"k\n" +
 	"\n" +
 	"Correction\x12\x1d\n" +
 	"\n" +
@@ -1926,7 +2116,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x12reviewed_access_id\x18\x03 \x01(\tR\x10reviewedAccessId\x12>\n" +
 	"\aoutcome\x18\x04 \x01(\x0e2$.aperture.audit.v1.BreakGlassOutcomeR\aoutcome\x12\x1f\n" +
 	"\vreview_note\x18\x05 \x01(\tR\n" +
-	"reviewNote\"\xfd\a\n" +
+	"reviewNote\"\xb6\b\n" +
 	"\fAccessRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -1963,7 +2153,8 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"breakGlass\x12=\n" +
 	"\n" +
 	"correction\x18\x1b \x01(\v2\x1d.aperture.audit.v1.CorrectionR\n" +
-	"correction\"9\n" +
+	"correction\x127\n" +
+	"\bdelegate\x18\x1c \x01(\v2\x1b.aperture.audit.v1.DelegateR\bdelegate\"9\n" +
 	"\vAccessBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\fR\x03mac\"?\n" +
@@ -2083,7 +2274,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	" REFUSAL_REASON_SWITCH_UNVERIFIED\x10\x14\x12*\n" +
 	"&REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED\x10\x15\x12+\n" +
 	"'REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED\x10\x16\x12$\n" +
-	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\x8a\x02\n" +
+	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\xa4\x02\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -2093,7 +2284,17 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x18ACCESS_KIND_AUDITOR_READ\x10\x04\x12\"\n" +
 	"\x1eACCESS_KIND_BREAK_GLASS_REVIEW\x10\x05\x12$\n" +
 	" ACCESS_KIND_CORRECTION_REQUESTED\x10\x06\x12\"\n" +
-	"\x1eACCESS_KIND_CORRECTION_DECIDED\x10\a*y\n" +
+	"\x1eACCESS_KIND_CORRECTION_DECIDED\x10\a\x12\x18\n" +
+	"\x14ACCESS_KIND_DELEGATE\x10\b*\xba\x01\n" +
+	"\x0eDelegateAction\x12\x1f\n" +
+	"\x1bDELEGATE_ACTION_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dDELEGATE_ACTION_VIEW_ACCESSES\x10\x01\x12\x1e\n" +
+	"\x1aDELEGATE_ACTION_VIEW_CASES\x10\x02\x12!\n" +
+	"\x1dDELEGATE_ACTION_VIEW_CONSENTS\x10\x03\x12!\n" +
+	"\x1dDELEGATE_ACTION_GRANT_CONSENT\x10\x04*U\n" +
+	"\rDelegateBasis\x12\x1e\n" +
+	"\x1aDELEGATE_BASIS_UNSPECIFIED\x10\x00\x12$\n" +
+	" DELEGATE_BASIS_POWER_OF_ATTORNEY\x10\x01*y\n" +
 	"\x11CorrectionOutcome\x12\"\n" +
 	"\x1eCORRECTION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bCORRECTION_OUTCOME_ACCEPTED\x10\x01\x12\x1f\n" +
@@ -2122,69 +2323,75 @@ func file_aperture_audit_v1_audit_proto_rawDescGZIP() []byte {
 	return file_aperture_audit_v1_audit_proto_rawDescData
 }
 
-var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_aperture_audit_v1_audit_proto_goTypes = []any{
 	(Decision)(0),                         // 0: aperture.audit.v1.Decision
 	(RefusalReason)(0),                    // 1: aperture.audit.v1.RefusalReason
 	(AccessKind)(0),                       // 2: aperture.audit.v1.AccessKind
-	(CorrectionOutcome)(0),                // 3: aperture.audit.v1.CorrectionOutcome
-	(BreakGlassOutcome)(0),                // 4: aperture.audit.v1.BreakGlassOutcome
-	(*Correction)(nil),                    // 5: aperture.audit.v1.Correction
-	(*BreakGlass)(nil),                    // 6: aperture.audit.v1.BreakGlass
-	(*AccessRecord)(nil),                  // 7: aperture.audit.v1.AccessRecord
-	(*AccessBatch)(nil),                   // 8: aperture.audit.v1.AccessBatch
-	(*ListedLeaf)(nil),                    // 9: aperture.audit.v1.ListedLeaf
-	(*ListAccessRecordsRequest)(nil),      // 10: aperture.audit.v1.ListAccessRecordsRequest
-	(*ListAccessRecordsResponse)(nil),     // 11: aperture.audit.v1.ListAccessRecordsResponse
-	(*GetCheckpointRequest)(nil),          // 12: aperture.audit.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),         // 13: aperture.audit.v1.GetCheckpointResponse
-	(*GetInclusionProofRequest)(nil),      // 14: aperture.audit.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),     // 15: aperture.audit.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),    // 16: aperture.audit.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil),   // 17: aperture.audit.v1.GetConsistencyProofResponse
-	(*BreakGlassReview)(nil),              // 18: aperture.audit.v1.BreakGlassReview
-	(*ListBreakGlassReviewsRequest)(nil),  // 19: aperture.audit.v1.ListBreakGlassReviewsRequest
-	(*ListBreakGlassReviewsResponse)(nil), // 20: aperture.audit.v1.ListBreakGlassReviewsResponse
-	(*CloseBreakGlassReviewRequest)(nil),  // 21: aperture.audit.v1.CloseBreakGlassReviewRequest
-	(*CloseBreakGlassReviewResponse)(nil), // 22: aperture.audit.v1.CloseBreakGlassReviewResponse
-	(*timestamppb.Timestamp)(nil),         // 23: google.protobuf.Timestamp
+	(DelegateAction)(0),                   // 3: aperture.audit.v1.DelegateAction
+	(DelegateBasis)(0),                    // 4: aperture.audit.v1.DelegateBasis
+	(CorrectionOutcome)(0),                // 5: aperture.audit.v1.CorrectionOutcome
+	(BreakGlassOutcome)(0),                // 6: aperture.audit.v1.BreakGlassOutcome
+	(*Delegate)(nil),                      // 7: aperture.audit.v1.Delegate
+	(*Correction)(nil),                    // 8: aperture.audit.v1.Correction
+	(*BreakGlass)(nil),                    // 9: aperture.audit.v1.BreakGlass
+	(*AccessRecord)(nil),                  // 10: aperture.audit.v1.AccessRecord
+	(*AccessBatch)(nil),                   // 11: aperture.audit.v1.AccessBatch
+	(*ListedLeaf)(nil),                    // 12: aperture.audit.v1.ListedLeaf
+	(*ListAccessRecordsRequest)(nil),      // 13: aperture.audit.v1.ListAccessRecordsRequest
+	(*ListAccessRecordsResponse)(nil),     // 14: aperture.audit.v1.ListAccessRecordsResponse
+	(*GetCheckpointRequest)(nil),          // 15: aperture.audit.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),         // 16: aperture.audit.v1.GetCheckpointResponse
+	(*GetInclusionProofRequest)(nil),      // 17: aperture.audit.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),     // 18: aperture.audit.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),    // 19: aperture.audit.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil),   // 20: aperture.audit.v1.GetConsistencyProofResponse
+	(*BreakGlassReview)(nil),              // 21: aperture.audit.v1.BreakGlassReview
+	(*ListBreakGlassReviewsRequest)(nil),  // 22: aperture.audit.v1.ListBreakGlassReviewsRequest
+	(*ListBreakGlassReviewsResponse)(nil), // 23: aperture.audit.v1.ListBreakGlassReviewsResponse
+	(*CloseBreakGlassReviewRequest)(nil),  // 24: aperture.audit.v1.CloseBreakGlassReviewRequest
+	(*CloseBreakGlassReviewResponse)(nil), // 25: aperture.audit.v1.CloseBreakGlassReviewResponse
+	(*timestamppb.Timestamp)(nil),         // 26: google.protobuf.Timestamp
 }
 var file_aperture_audit_v1_audit_proto_depIdxs = []int32{
-	3,  // 0: aperture.audit.v1.Correction.outcome:type_name -> aperture.audit.v1.CorrectionOutcome
-	4,  // 1: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	23, // 2: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
-	2,  // 3: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
-	0,  // 4: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
-	23, // 5: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
-	1,  // 6: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	6,  // 7: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
-	5,  // 8: aperture.audit.v1.AccessRecord.correction:type_name -> aperture.audit.v1.Correction
-	7,  // 9: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
-	9,  // 10: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
-	23, // 11: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
-	4,  // 12: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	23, // 13: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
-	18, // 14: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
-	4,  // 15: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	18, // 16: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
-	10, // 17: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
-	12, // 18: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
-	14, // 19: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
-	16, // 20: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
-	19, // 21: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
-	21, // 22: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
-	11, // 23: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
-	13, // 24: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
-	15, // 25: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
-	17, // 26: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
-	20, // 27: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
-	22, // 28: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
-	23, // [23:29] is the sub-list for method output_type
-	17, // [17:23] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	4,  // 0: aperture.audit.v1.Delegate.basis:type_name -> aperture.audit.v1.DelegateBasis
+	3,  // 1: aperture.audit.v1.Delegate.action:type_name -> aperture.audit.v1.DelegateAction
+	5,  // 2: aperture.audit.v1.Correction.outcome:type_name -> aperture.audit.v1.CorrectionOutcome
+	6,  // 3: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	26, // 4: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
+	2,  // 5: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
+	0,  // 6: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
+	26, // 7: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
+	1,  // 8: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	9,  // 9: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
+	8,  // 10: aperture.audit.v1.AccessRecord.correction:type_name -> aperture.audit.v1.Correction
+	7,  // 11: aperture.audit.v1.AccessRecord.delegate:type_name -> aperture.audit.v1.Delegate
+	10, // 12: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
+	12, // 13: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
+	26, // 14: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
+	6,  // 15: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	26, // 16: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
+	21, // 17: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
+	6,  // 18: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	21, // 19: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
+	13, // 20: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
+	15, // 21: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
+	17, // 22: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
+	19, // 23: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
+	22, // 24: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
+	24, // 25: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
+	14, // 26: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
+	16, // 27: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
+	18, // 28: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
+	20, // 29: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
+	23, // 30: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
+	25, // 31: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
+	26, // [26:32] is the sub-list for method output_type
+	20, // [20:26] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_aperture_audit_v1_audit_proto_init() }
@@ -2192,7 +2399,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 	if File_aperture_audit_v1_audit_proto != nil {
 		return
 	}
-	file_aperture_audit_v1_audit_proto_msgTypes[9].OneofWrappers = []any{
+	file_aperture_audit_v1_audit_proto_msgTypes[10].OneofWrappers = []any{
 		(*GetInclusionProofRequest_AccessId)(nil),
 		(*GetInclusionProofRequest_LeafIndex)(nil),
 	}
@@ -2201,8 +2408,8 @@ func file_aperture_audit_v1_audit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_audit_v1_audit_proto_rawDesc), len(file_aperture_audit_v1_audit_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   18,
+			NumEnums:      7,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

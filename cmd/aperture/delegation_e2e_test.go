@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/aperture-gov/aperture/broker/portal/portaltest"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
+)
+
+// delegationAPI is the power-of-attorney API over the portal's TLS connection, as the citizen with
+// the ID token the development OpenID provider mints for them.
+func (ts *testStack) delegationAPI(citizen string) (citizenv1.CitizenDelegationServiceClient, context.Context) {
+	ts.t.Helper()
+	tok, err := ts.Portal.issuer.Mint(citizen, time.Now().Add(time.Hour))
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	return citizenv1.NewCitizenDelegationServiceClient(ts.Portal.conn), metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+}
+
+// TestDelegationEndToEnd: over the whole stack (real gRPC over TLS with OpenID tokens, the embedded
+// NATS server), a citizen gives another power of attorney to see their cases for one journey; the
+// holder sees that journey's case and no other, a third citizen nothing; each look is in the giver's
+// log before it is answered, naming no one; after the giver revokes it the holder gets nothing and
+// the log gets nothing more. Use is counted in aperture_delegation_actions_total. Journeys and
+// citizens come from the policies and the population.
+func TestDelegationEndToEnd(t *testing.T) {
+	ts := newTestStack(t, func(o *stackOptions) {
+		o.PortalListen, o.CitizenListen, o.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	})
+	b := ts.Broker.Bundle()
+	j, _ := plainReleaseStep(t, b)
+	var other string
+	for _, o := range b.Journeys() {
+		if o.ID != j.ID && o.Steps[0].Covert == nil {
+			other = o.ID
+			break
+		}
+	}
+	people := ts.Population.Featured()
+	giver, holder, stranger := people[0].ID, people[1].ID, people[2].ID
+	inScope := ts.open(j.Steps[0].Agency, j.ID, giver)
+	if oj, ok := b.Journey(other); ok {
+		ts.open(oj.Steps[0].Agency, other, giver)
+	}
+	delegateRecords := func() []*auditv1.AccessRecord {
+		var out []*auditv1.AccessRecord
+		for _, r := range ts.accessRecords(giver) {
+			if r.GetKind() == auditv1.AccessKind_ACCESS_KIND_DELEGATE {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+
+	gAPI, gctx := ts.delegationAPI(giver)
+	g, err := gAPI.GrantDelegation(gctx, &citizenv1.GrantDelegationRequest{
+		HolderCitizenId: holder, Journeys: []string{j.ID}, ExpiresAt: timestamppb.New(time.Now().Add(24 * time.Hour)),
+		Scopes: []citizenv1.DelegationScope{citizenv1.DelegationScope_DELEGATION_SCOPE_SEE_CASES},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := g.GetDelegation().GetId()
+
+	hc, hctx := ts.citizenAPI(holder)
+	lc, err := hc.ListCases(hctx, &citizenv1.ListCasesRequest{OnBehalfOf: id})
+	if err != nil || len(lc.GetCases()) != 1 || lc.GetCases()[0].GetId() != inScope.GetId() {
+		t.Fatalf("the holder's view of the giver's cases: %v, %v", lc, err)
+	}
+	recs := delegateRecords()
+	if len(recs) != 1 || recs[0].GetDelegate().GetAction() != auditv1.DelegateAction_DELEGATE_ACTION_VIEW_CASES || recs[0].GetDelegate().GetDelegationId() != id {
+		t.Fatalf("the giver's log after one look: %v", recs)
+	}
+	holderPN := []byte(ts.Pseudonyms.Pseudonym(holder).Value)
+	if raw, _ := proto.Marshal(recs[0]); bytes.Contains(raw, holderPN) || bytes.Contains(raw, []byte(holder)) {
+		t.Fatal("the giver's log record names the holder")
+	}
+	// Outside scope, and a third citizen with the same id: nothing, and nothing logged.
+	_, err = hc.ListAccesses(hctx, &citizenv1.ListAccessesRequest{OnBehalfOf: id})
+	wantCode(t, err, codes.PermissionDenied)
+	sc, sctx := ts.citizenAPI(stranger)
+	_, err = sc.ListCases(sctx, &citizenv1.ListCasesRequest{OnBehalfOf: id})
+	wantCode(t, err, codes.NotFound)
+	if n := len(delegateRecords()); n != 1 {
+		t.Fatalf("denied calls logged: %d delegate records, want 1", n)
+	}
+
+	// The giver sees it, in both languages, and ends it.
+	gc, gcctx := ts.citizenAPI(giver)
+	la, err := gc.ListAccesses(gcctx, &citizenv1.ListAccessesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen *citizenv1.Access
+	for _, a := range la.GetAccesses() {
+		if a.GetKind() == auditv1.AccessKind_ACCESS_KIND_DELEGATE {
+			seen = a
+		}
+	}
+	if seen == nil || !strings.Contains(seen.GetPurpose().GetEn(), "power of attorney") || !strings.Contains(seen.GetPurpose().GetDa(), "fuldmagt") {
+		t.Fatalf("the giver's view of the look: %v", seen)
+	}
+	if _, err := gAPI.RevokeDelegation(gctx, &citizenv1.RevokeDelegationRequest{Id: id}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = hc.ListCases(hctx, &citizenv1.ListCasesRequest{OnBehalfOf: id})
+	wantCode(t, err, codes.NotFound)
+	if n := len(delegateRecords()); n != 1 {
+		t.Fatalf("after revocation: %d delegate records, want 1", n)
+	}
+
+	for _, c := range []struct {
+		action, outcome string
+		want            float64
+	}{{"view_cases", "allowed", 1}, {"view_cases", "denied", 2}, {"view_accesses", "denied", 1}, {"grant", "granted", 1}, {"revoke", "revoked", 1}} {
+		if n, ok := scrape(t, ts.Metrics.Addr(), "aperture_delegation_actions_total", `action="`+c.action+`"`, `outcome="`+c.outcome+`"`); !ok || n != c.want {
+			t.Errorf("aperture_delegation_actions_total{action=%q,outcome=%q} = %v (found %v), want %v", c.action, c.outcome, n, ok, c.want)
+		}
+	}
+}
+
+// TestPortalPowerOfAttorney is power of attorney in a real headless Chromium against the whole
+// stack, in English and Danish: a citizen gives another power of attorney in the portal (and is told
+// when they forget what it allows); the holder switches to acting for them, sees their cases under a
+// banner with a reduced menu, and switches back; the giver's timeline says someone they gave power
+// of attorney looked at their cases, naming no one; the giver ends it and the holder can no longer
+// act. Journeys and citizens come from the policies and the population.
+func TestPortalPowerOfAttorney(t *testing.T) {
+	ts := newTestStack(t, func(o *stackOptions) { o.PortalListen, o.CitizenListen = "127.0.0.1:0", "127.0.0.1:0" })
+	base := ts.Portal.base
+	j, _ := plainReleaseStep(t, ts.Broker.Bundle())
+	people := ts.Population.Featured()
+	giver, holder := people[0], people[1]
+	kase := ts.open(j.Steps[0].Agency, j.ID, giver.ID)
+
+	ctx := portaltest.NewBrowser(t)
+	portaltest.SetViewport(t, ctx, portaltest.Desktop)
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		portaltest.Do(t, ctx, what, steps...)
+	}
+	text := func(sel string) string {
+		return portaltest.Eval[string](t, ctx, `(document.querySelector(`+jsString(sel)+`) || {innerText: ""}).innerText`)
+	}
+	signIn := func(who string) {
+		t.Helper()
+		do("open the portal", chromedp.Navigate(base+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS(`input[name="citizen"]`)))
+		do("sign in", chromedp.Click(chromedp.CSS(`input[value="`+who+`"]`)), chromedp.Click(chromedp.CSS(`button[value="signin"]`)),
+			chromedp.WaitVisible(chromedp.CSS("#timeline")))
+	}
+	signOut := func() {
+		t.Helper()
+		do("sign out", chromedp.Click(chromedp.CSS(`form.signout button`)), chromedp.WaitNotPresent(chromedp.CSS(`form.signout`)))
+	}
+
+	// The giver gives power of attorney for one journey.
+	signIn(giver.ID)
+	do("power of attorney page", chromedp.Navigate(base+"/delegations?lang=en"), chromedp.WaitVisible(chromedp.CSS("#grant-form")))
+	until := time.Now().AddDate(0, 1, 0).Format("2006-01-02")
+	do("give without saying what it allows", chromedp.SendKeys(chromedp.CSS("#holder"), holder.ID), chromedp.SetValue(chromedp.CSS("#expires"), until),
+		chromedp.Click(chromedp.CSS(`#grant-form button[type="submit"]`)), chromedp.WaitVisible(chromedp.CSS("#grant-error")))
+	if got := text("#grant-error"); !strings.Contains(got, "at least one") {
+		t.Errorf("the error says %q", got)
+	}
+	do("give", chromedp.SetValue(chromedp.CSS("#holder"), holder.ID), chromedp.SetValue(chromedp.CSS("#expires"), until),
+		chromedp.Click(chromedp.CSS(`input[name="scope_cases"]`)), chromedp.Click(chromedp.CSS(`input[name="journey"][value="`+j.ID+`"]`)),
+		chromedp.Click(chromedp.CSS(`#grant-form button[type="submit"]`)), chromedp.WaitVisible(chromedp.CSS("#granted")))
+	if got := text("#granted"); !strings.Contains(strings.ToLower(got), "active") || !strings.Contains(got, j.Title.EN) || !strings.Contains(got, "see their cases") || strings.Contains(got, holder.ID) {
+		t.Errorf("the power of attorney as its giver sees it:\n%s", got)
+	}
+	portaltest.Screenshot(t, ctx, "delegation-01-given-en")
+	signOut()
+
+	// The holder acts for the giver, sees the case under the banner, and switches back.
+	signIn(holder.ID)
+	do("held", chromedp.Navigate(base+"/delegations?lang=en"), chromedp.WaitVisible(chromedp.CSS("#held")))
+	do("act for them", chromedp.Click(chromedp.CSS(`#held button[type="submit"]`)), chromedp.WaitVisible(chromedp.CSS("#acting-banner")))
+	do("their cases", chromedp.Navigate(base+"/cases?lang=en"), chromedp.WaitVisible(chromedp.CSS("#acting-banner")))
+	if body := text("main"); !strings.Contains(body, j.Title.EN) || !strings.Contains(body, "You are acting for someone who gave you power of attorney") {
+		t.Errorf("the holder's view of the giver's cases:\n%s", body)
+	}
+	if nav := text(".site-nav"); strings.Contains(nav, "My data") || strings.Contains(nav, "Switch off") {
+		t.Errorf("while acting, the menu offers the holder's own pages:\n%s", nav)
+	}
+	portaltest.Screenshot(t, ctx, "delegation-02-acting-en")
+	do("Danish banner", chromedp.Navigate(base+"/cases?lang=da"), chromedp.WaitVisible(chromedp.CSS(`html[lang="da"] #acting-banner`)))
+	if got := text("#acting-banner"); !strings.Contains(got, "Du handler for en, der har givet dig fuldmagt") {
+		t.Errorf("Danish banner: %q", got)
+	}
+	portaltest.Screenshot(t, ctx, "delegation-03-acting-da")
+	do("act for myself", chromedp.Click(chromedp.CSS(`#acting-banner button`)), chromedp.WaitVisible(chromedp.CSS("#held")))
+	do("my own cases", chromedp.Navigate(base+"/cases?lang=en"), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	if portaltest.Eval[bool](t, ctx, `!!document.getElementById("acting-banner")`) || strings.Contains(text("main"), kase.GetId()) {
+		t.Error("after switching back the holder still sees the giver's cases")
+	}
+	// Act again; the giver ends it meanwhile (in their app): the holder's next page sends them back
+	// to acting for themselves.
+	do("held again", chromedp.Navigate(base+"/delegations?lang=en"), chromedp.WaitVisible(chromedp.CSS("#held")))
+	do("act again", chromedp.Click(chromedp.CSS(`#held button[type="submit"]`)), chromedp.WaitVisible(chromedp.CSS("#acting-banner")))
+	gAPI, gctx := ts.delegationAPI(giver.ID)
+	given, err := gAPI.ListDelegations(gctx, &citizenv1.ListDelegationsRequest{})
+	if err != nil || len(given.GetGranted()) != 1 {
+		t.Fatalf("the giver's delegations: %v, %v", given, err)
+	}
+	if _, err := gAPI.RevokeDelegation(gctx, &citizenv1.RevokeDelegationRequest{Id: given.GetGranted()[0].GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	do("their cases, once more", chromedp.Navigate(base+"/cases?lang=en"), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := text(".flash"); !strings.Contains(got, "has ended") || portaltest.Eval[bool](t, ctx, `!!document.getElementById("acting-banner")`) {
+		t.Errorf("after the giver ended it, the holder sees %q", got)
+	}
+	if portaltest.Eval[bool](t, ctx, `!!document.getElementById("held")`) {
+		t.Error("the holder still holds the ended power of attorney")
+	}
+	signOut()
+
+	// The giver reads the look in their timeline, in both languages, and ends the power of attorney.
+	signIn(giver.ID)
+	var look string
+	for _, r := range ts.accessRecords(giver.ID) {
+		if r.GetKind() == auditv1.AccessKind_ACCESS_KIND_DELEGATE {
+			look = r.GetId()
+		}
+	}
+	if look == "" {
+		t.Fatal("the holder's look is not in the giver's log")
+	}
+	do("timeline", chromedp.Navigate(base+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS("#"+look)))
+	if got := text("#" + look); !strings.Contains(got, "Someone you gave power of attorney looked at") || strings.Contains(got, holder.ID) || strings.Contains(got, "Question this access") {
+		t.Errorf("the look in the giver's timeline:\n%s", got)
+	}
+	do("Danish timeline", chromedp.Navigate(base+"/?lang=da"), chromedp.WaitVisible(chromedp.CSS(`html[lang="da"] #`+look)))
+	if got := text("#" + look); !strings.Contains(got, "En, du har givet fuldmagt") || strings.Contains(got, "power of attorney") {
+		t.Errorf("the look in the Danish timeline:\n%s", got)
+	}
+	portaltest.Screenshot(t, ctx, "delegation-04-look-da")
+	// A second power of attorney, ended with the portal's button.
+	if _, err := gAPI.GrantDelegation(gctx, &citizenv1.GrantDelegationRequest{
+		HolderCitizenId: holder.ID, ExpiresAt: timestamppb.New(time.Now().Add(time.Hour)),
+		Scopes: []citizenv1.DelegationScope{citizenv1.DelegationScope_DELEGATION_SCOPE_SEE_CONSENTS},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	do("end it", chromedp.Navigate(base+"/delegations?lang=da"), chromedp.WaitVisible(chromedp.CSS("#granted form button")),
+		chromedp.Click(chromedp.CSS(`#granted form button`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := text("#granted"); strings.Count(strings.ToLower(got), "afsluttet af dig") != 2 || portaltest.Eval[bool](t, ctx, `!!document.querySelector("#granted form button")`) {
+		t.Errorf("the ended powers of attorney in Danish:\n%s", got)
+	}
+	portaltest.Screenshot(t, ctx, "delegation-05-ended-da")
+
+	// No machine words and no missing translations on the pages, in either language.
+	for _, lang := range []string{"en", "da"} {
+		do(lang, chromedp.Navigate(base+"/delegations?lang="+lang), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		body := portaltest.Eval[string](t, ctx, `document.body.innerText`)
+		if strings.Contains(body, "⟦") || strings.Contains(body, "del_") || strings.Contains(body, "DELEGATION_") {
+			t.Errorf("%s: machine words or a missing translation:\n%s", lang, body)
+		}
+	}
+}
