@@ -250,19 +250,38 @@ const (
 	// The authority decided a correction request: agency holds the authority's id, correction the
 	// outcome. Never a value.
 	AccessKind_ACCESS_KIND_CORRECTION_DECIDED AccessKind = 7
+	// 8 is taken by ACCESS_KIND_DELEGATE (acting for another citizen; another branch).
+	// The citizen gave consent to one step of a journey: agency, journey, step, purpose and legal_basis
+	// are the step's (the agency the consent lets receive data), consent.expires_at is when it runs out.
+	// Written before the consent is stored. No data is released.
+	AccessKind_ACCESS_KIND_CONSENT_GRANTED AccessKind = 9
+	// The citizen withdrew consent to one step (the same fields as a grant; consent.granted_at and
+	// consent.expires_at are those of the consent withdrawn). Written before the withdrawal is stored.
+	AccessKind_ACCESS_KIND_CONSENT_REVOKED AccessKind = 10
+	// The citizen asked an agency why it accessed their data: agency is the agency asked; case_id,
+	// journey and step are those of the access questioned; question names the question and the access.
+	// Never the question's text.
+	AccessKind_ACCESS_KIND_QUESTION_ASKED AccessKind = 11
+	// The agency answered a citizen's question: agency and caseworker answered; question names it.
+	// Never the answer's text.
+	AccessKind_ACCESS_KIND_QUESTION_ANSWERED AccessKind = 12
 )
 
 // Enum value maps for AccessKind.
 var (
 	AccessKind_name = map[int32]string{
-		0: "ACCESS_KIND_UNSPECIFIED",
-		1: "ACCESS_KIND_CASEWORKER",
-		2: "ACCESS_KIND_CITIZEN_SELF",
-		3: "ACCESS_KIND_CASE_READ",
-		4: "ACCESS_KIND_AUDITOR_READ",
-		5: "ACCESS_KIND_BREAK_GLASS_REVIEW",
-		6: "ACCESS_KIND_CORRECTION_REQUESTED",
-		7: "ACCESS_KIND_CORRECTION_DECIDED",
+		0:  "ACCESS_KIND_UNSPECIFIED",
+		1:  "ACCESS_KIND_CASEWORKER",
+		2:  "ACCESS_KIND_CITIZEN_SELF",
+		3:  "ACCESS_KIND_CASE_READ",
+		4:  "ACCESS_KIND_AUDITOR_READ",
+		5:  "ACCESS_KIND_BREAK_GLASS_REVIEW",
+		6:  "ACCESS_KIND_CORRECTION_REQUESTED",
+		7:  "ACCESS_KIND_CORRECTION_DECIDED",
+		9:  "ACCESS_KIND_CONSENT_GRANTED",
+		10: "ACCESS_KIND_CONSENT_REVOKED",
+		11: "ACCESS_KIND_QUESTION_ASKED",
+		12: "ACCESS_KIND_QUESTION_ANSWERED",
 	}
 	AccessKind_value = map[string]int32{
 		"ACCESS_KIND_UNSPECIFIED":          0,
@@ -273,6 +292,10 @@ var (
 		"ACCESS_KIND_BREAK_GLASS_REVIEW":   5,
 		"ACCESS_KIND_CORRECTION_REQUESTED": 6,
 		"ACCESS_KIND_CORRECTION_DECIDED":   7,
+		"ACCESS_KIND_CONSENT_GRANTED":      9,
+		"ACCESS_KIND_CONSENT_REVOKED":      10,
+		"ACCESS_KIND_QUESTION_ASKED":       11,
+		"ACCESS_KIND_QUESTION_ANSWERED":    12,
 	}
 )
 
@@ -405,6 +428,118 @@ func (BreakGlassOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
+// Consent marks a consent given (ACCESS_KIND_CONSENT_GRANTED) or withdrawn
+// (ACCESS_KIND_CONSENT_REVOKED).
+type Consent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the consent runs out (for a withdrawal: when the withdrawn consent would have run out).
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// For a withdrawal: when the withdrawn consent was given.
+	GrantedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=granted_at,json=grantedAt,proto3" json:"granted_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Consent) Reset() {
+	*x = Consent{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Consent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Consent) ProtoMessage() {}
+
+func (x *Consent) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Consent.ProtoReflect.Descriptor instead.
+func (*Consent) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Consent) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Consent) GetGrantedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GrantedAt
+	}
+	return nil
+}
+
+// Question marks a citizen's question about an access (ACCESS_KIND_QUESTION_ASKED) or the agency's
+// answer (ACCESS_KIND_QUESTION_ANSWERED). Never the text of either.
+type Question struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The question ("qst_…").
+	QuestionId string `protobuf:"bytes,1,opt,name=question_id,json=questionId,proto3" json:"question_id,omitempty"`
+	// The access questioned ("acc_…").
+	AccessId      string `protobuf:"bytes,2,opt,name=access_id,json=accessId,proto3" json:"access_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Question) Reset() {
+	*x = Question{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Question) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Question) ProtoMessage() {}
+
+func (x *Question) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Question.ProtoReflect.Descriptor instead.
+func (*Question) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Question) GetQuestionId() string {
+	if x != nil {
+		return x.QuestionId
+	}
+	return ""
+}
+
+func (x *Question) GetAccessId() string {
+	if x != nil {
+		return x.AccessId
+	}
+	return ""
+}
+
 // Correction marks a correction request (ACCESS_KIND_CORRECTION_REQUESTED) or its decision
 // (ACCESS_KIND_CORRECTION_DECIDED).
 type Correction struct {
@@ -418,7 +553,7 @@ type Correction struct {
 
 func (x *Correction) Reset() {
 	*x = Correction{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +565,7 @@ func (x *Correction) String() string {
 func (*Correction) ProtoMessage() {}
 
 func (x *Correction) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +578,7 @@ func (x *Correction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Correction.ProtoReflect.Descriptor instead.
 func (*Correction) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Correction) GetRequestId() string {
@@ -479,7 +614,7 @@ type BreakGlass struct {
 
 func (x *BreakGlass) Reset() {
 	*x = BreakGlass{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +626,7 @@ func (x *BreakGlass) String() string {
 func (*BreakGlass) ProtoMessage() {}
 
 func (x *BreakGlass) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +639,7 @@ func (x *BreakGlass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakGlass.ProtoReflect.Descriptor instead.
 func (*BreakGlass) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *BreakGlass) GetReasonCode() string {
@@ -616,14 +751,19 @@ type AccessRecord struct {
 	// Set for a break-glass release (released or refused) and for the review of one.
 	BreakGlass *BreakGlass `protobuf:"bytes,26,opt,name=break_glass,json=breakGlass,proto3" json:"break_glass,omitempty"`
 	// Set for a correction request and its decision.
-	Correction    *Correction `protobuf:"bytes,27,opt,name=correction,proto3" json:"correction,omitempty"`
+	Correction *Correction `protobuf:"bytes,27,opt,name=correction,proto3" json:"correction,omitempty"`
+	// 28 is taken by delegate (someone acting for the citizen; another branch).
+	// Set for a consent given or withdrawn.
+	Consent *Consent `protobuf:"bytes,29,opt,name=consent,proto3" json:"consent,omitempty"`
+	// Set for a question about an access and its answer.
+	Question      *Question `protobuf:"bytes,30,opt,name=question,proto3" json:"question,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AccessRecord) Reset() {
 	*x = AccessRecord{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +775,7 @@ func (x *AccessRecord) String() string {
 func (*AccessRecord) ProtoMessage() {}
 
 func (x *AccessRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +788,7 @@ func (x *AccessRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessRecord.ProtoReflect.Descriptor instead.
 func (*AccessRecord) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AccessRecord) GetId() string {
@@ -840,6 +980,20 @@ func (x *AccessRecord) GetCorrection() *Correction {
 	return nil
 }
 
+func (x *AccessRecord) GetConsent() *Consent {
+	if x != nil {
+		return x.Consent
+	}
+	return nil
+}
+
+func (x *AccessRecord) GetQuestion() *Question {
+	if x != nil {
+		return x.Question
+	}
+	return nil
+}
+
 // AccessBatch is one message of the ACCESS stream: the records of concurrent decisions that share
 // one durable write (group commit). Records are kept as their exact leaf bytes.
 //
@@ -864,7 +1018,7 @@ type AccessBatch struct {
 
 func (x *AccessBatch) Reset() {
 	*x = AccessBatch{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1030,7 @@ func (x *AccessBatch) String() string {
 func (*AccessBatch) ProtoMessage() {}
 
 func (x *AccessBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1043,7 @@ func (x *AccessBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessBatch.ProtoReflect.Descriptor instead.
 func (*AccessBatch) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AccessBatch) GetRecords() [][]byte {
@@ -922,7 +1076,7 @@ type ListedLeaf struct {
 
 func (x *ListedLeaf) Reset() {
 	*x = ListedLeaf{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1088,7 @@ func (x *ListedLeaf) String() string {
 func (*ListedLeaf) ProtoMessage() {}
 
 func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1101,7 @@ func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListedLeaf.ProtoReflect.Descriptor instead.
 func (*ListedLeaf) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListedLeaf) GetLeafIndex() uint64 {
@@ -979,7 +1133,7 @@ type ListAccessRecordsRequest struct {
 
 func (x *ListAccessRecordsRequest) Reset() {
 	*x = ListAccessRecordsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1145,7 @@ func (x *ListAccessRecordsRequest) String() string {
 func (*ListAccessRecordsRequest) ProtoMessage() {}
 
 func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1158,7 @@ func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListAccessRecordsRequest) GetCitizenId() string {
@@ -1044,7 +1198,7 @@ type ListAccessRecordsResponse struct {
 
 func (x *ListAccessRecordsResponse) Reset() {
 	*x = ListAccessRecordsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1210,7 @@ func (x *ListAccessRecordsResponse) String() string {
 func (*ListAccessRecordsResponse) ProtoMessage() {}
 
 func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1223,7 @@ func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListAccessRecordsResponse) GetRecords() []*AccessRecord {
@@ -1102,7 +1256,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1268,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1281,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
 }
 
 // GetCheckpointResponse is the latest checkpoint.
@@ -1155,7 +1309,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1321,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1334,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() []byte {
@@ -1236,7 +1390,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1402,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1415,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetInclusionProofRequest) GetLeaf() isGetInclusionProofRequest_Leaf {
@@ -1336,7 +1490,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1502,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1515,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetInclusionProofResponse) GetLeafIndex() uint64 {
@@ -1419,7 +1573,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1585,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1598,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetConsistencyProofRequest) GetFromSize() uint64 {
@@ -1477,7 +1631,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1643,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1656,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetConsistencyProofResponse) GetFromSize() uint64 {
@@ -1563,7 +1717,7 @@ type BreakGlassReview struct {
 
 func (x *BreakGlassReview) Reset() {
 	*x = BreakGlassReview{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1729,7 @@ func (x *BreakGlassReview) String() string {
 func (*BreakGlassReview) ProtoMessage() {}
 
 func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1742,7 @@ func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakGlassReview.ProtoReflect.Descriptor instead.
 func (*BreakGlassReview) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BreakGlassReview) GetAccessId() string {
@@ -1721,7 +1875,7 @@ type ListBreakGlassReviewsRequest struct {
 
 func (x *ListBreakGlassReviewsRequest) Reset() {
 	*x = ListBreakGlassReviewsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1887,7 @@ func (x *ListBreakGlassReviewsRequest) String() string {
 func (*ListBreakGlassReviewsRequest) ProtoMessage() {}
 
 func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1900,7 @@ func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBreakGlassReviewsRequest.ProtoReflect.Descriptor instead.
 func (*ListBreakGlassReviewsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListBreakGlassReviewsRequest) GetIncludeClosed() bool {
@@ -1766,7 +1920,7 @@ type ListBreakGlassReviewsResponse struct {
 
 func (x *ListBreakGlassReviewsResponse) Reset() {
 	*x = ListBreakGlassReviewsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1932,7 @@ func (x *ListBreakGlassReviewsResponse) String() string {
 func (*ListBreakGlassReviewsResponse) ProtoMessage() {}
 
 func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1945,7 @@ func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBreakGlassReviewsResponse.ProtoReflect.Descriptor instead.
 func (*ListBreakGlassReviewsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListBreakGlassReviewsResponse) GetReviews() []*BreakGlassReview {
@@ -1814,7 +1968,7 @@ type CloseBreakGlassReviewRequest struct {
 
 func (x *CloseBreakGlassReviewRequest) Reset() {
 	*x = CloseBreakGlassReviewRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +1980,7 @@ func (x *CloseBreakGlassReviewRequest) String() string {
 func (*CloseBreakGlassReviewRequest) ProtoMessage() {}
 
 func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +1993,7 @@ func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseBreakGlassReviewRequest.ProtoReflect.Descriptor instead.
 func (*CloseBreakGlassReviewRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CloseBreakGlassReviewRequest) GetAccessId() string {
@@ -1873,7 +2027,7 @@ type CloseBreakGlassReviewResponse struct {
 
 func (x *CloseBreakGlassReviewResponse) Reset() {
 	*x = CloseBreakGlassReviewResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2039,7 @@ func (x *CloseBreakGlassReviewResponse) String() string {
 func (*CloseBreakGlassReviewResponse) ProtoMessage() {}
 
 func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2052,7 @@ func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseBreakGlassReviewResponse.ProtoReflect.Descriptor instead.
 func (*CloseBreakGlassReviewResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{17}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CloseBreakGlassReviewResponse) GetReview() *BreakGlassReview {
@@ -1912,7 +2066,16 @@ var File_aperture_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n" +
+	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x7f\n" +
+	"\aConsent\x129\n" +
+	"\n" +
+	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"granted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tgrantedAt\"H\n" +
+	"\bQuestion\x12\x1f\n" +
+	"\vquestion_id\x18\x01 \x01(\tR\n" +
+	"questionId\x12\x1b\n" +
+	"\taccess_id\x18\x02 \x01(\tR\baccessId\"k\n" +
 	"\n" +
 	"Correction\x12\x1d\n" +
 	"\n" +
@@ -1926,7 +2089,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x12reviewed_access_id\x18\x03 \x01(\tR\x10reviewedAccessId\x12>\n" +
 	"\aoutcome\x18\x04 \x01(\x0e2$.aperture.audit.v1.BreakGlassOutcomeR\aoutcome\x12\x1f\n" +
 	"\vreview_note\x18\x05 \x01(\tR\n" +
-	"reviewNote\"\xfd\a\n" +
+	"reviewNote\"\xec\b\n" +
 	"\fAccessRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -1963,7 +2126,9 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"breakGlass\x12=\n" +
 	"\n" +
 	"correction\x18\x1b \x01(\v2\x1d.aperture.audit.v1.CorrectionR\n" +
-	"correction\"9\n" +
+	"correction\x124\n" +
+	"\aconsent\x18\x1d \x01(\v2\x1a.aperture.audit.v1.ConsentR\aconsent\x127\n" +
+	"\bquestion\x18\x1e \x01(\v2\x1b.aperture.audit.v1.QuestionR\bquestion\"9\n" +
 	"\vAccessBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\fR\x03mac\"?\n" +
@@ -2083,7 +2248,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	" REFUSAL_REASON_SWITCH_UNVERIFIED\x10\x14\x12*\n" +
 	"&REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED\x10\x15\x12+\n" +
 	"'REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED\x10\x16\x12$\n" +
-	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\x8a\x02\n" +
+	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\x8f\x03\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -2093,7 +2258,12 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x18ACCESS_KIND_AUDITOR_READ\x10\x04\x12\"\n" +
 	"\x1eACCESS_KIND_BREAK_GLASS_REVIEW\x10\x05\x12$\n" +
 	" ACCESS_KIND_CORRECTION_REQUESTED\x10\x06\x12\"\n" +
-	"\x1eACCESS_KIND_CORRECTION_DECIDED\x10\a*y\n" +
+	"\x1eACCESS_KIND_CORRECTION_DECIDED\x10\a\x12\x1f\n" +
+	"\x1bACCESS_KIND_CONSENT_GRANTED\x10\t\x12\x1f\n" +
+	"\x1bACCESS_KIND_CONSENT_REVOKED\x10\n" +
+	"\x12\x1e\n" +
+	"\x1aACCESS_KIND_QUESTION_ASKED\x10\v\x12!\n" +
+	"\x1dACCESS_KIND_QUESTION_ANSWERED\x10\f*y\n" +
 	"\x11CorrectionOutcome\x12\"\n" +
 	"\x1eCORRECTION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bCORRECTION_OUTCOME_ACCEPTED\x10\x01\x12\x1f\n" +
@@ -2123,68 +2293,74 @@ func file_aperture_audit_v1_audit_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_aperture_audit_v1_audit_proto_goTypes = []any{
 	(Decision)(0),                         // 0: aperture.audit.v1.Decision
 	(RefusalReason)(0),                    // 1: aperture.audit.v1.RefusalReason
 	(AccessKind)(0),                       // 2: aperture.audit.v1.AccessKind
 	(CorrectionOutcome)(0),                // 3: aperture.audit.v1.CorrectionOutcome
 	(BreakGlassOutcome)(0),                // 4: aperture.audit.v1.BreakGlassOutcome
-	(*Correction)(nil),                    // 5: aperture.audit.v1.Correction
-	(*BreakGlass)(nil),                    // 6: aperture.audit.v1.BreakGlass
-	(*AccessRecord)(nil),                  // 7: aperture.audit.v1.AccessRecord
-	(*AccessBatch)(nil),                   // 8: aperture.audit.v1.AccessBatch
-	(*ListedLeaf)(nil),                    // 9: aperture.audit.v1.ListedLeaf
-	(*ListAccessRecordsRequest)(nil),      // 10: aperture.audit.v1.ListAccessRecordsRequest
-	(*ListAccessRecordsResponse)(nil),     // 11: aperture.audit.v1.ListAccessRecordsResponse
-	(*GetCheckpointRequest)(nil),          // 12: aperture.audit.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),         // 13: aperture.audit.v1.GetCheckpointResponse
-	(*GetInclusionProofRequest)(nil),      // 14: aperture.audit.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),     // 15: aperture.audit.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),    // 16: aperture.audit.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil),   // 17: aperture.audit.v1.GetConsistencyProofResponse
-	(*BreakGlassReview)(nil),              // 18: aperture.audit.v1.BreakGlassReview
-	(*ListBreakGlassReviewsRequest)(nil),  // 19: aperture.audit.v1.ListBreakGlassReviewsRequest
-	(*ListBreakGlassReviewsResponse)(nil), // 20: aperture.audit.v1.ListBreakGlassReviewsResponse
-	(*CloseBreakGlassReviewRequest)(nil),  // 21: aperture.audit.v1.CloseBreakGlassReviewRequest
-	(*CloseBreakGlassReviewResponse)(nil), // 22: aperture.audit.v1.CloseBreakGlassReviewResponse
-	(*timestamppb.Timestamp)(nil),         // 23: google.protobuf.Timestamp
+	(*Consent)(nil),                       // 5: aperture.audit.v1.Consent
+	(*Question)(nil),                      // 6: aperture.audit.v1.Question
+	(*Correction)(nil),                    // 7: aperture.audit.v1.Correction
+	(*BreakGlass)(nil),                    // 8: aperture.audit.v1.BreakGlass
+	(*AccessRecord)(nil),                  // 9: aperture.audit.v1.AccessRecord
+	(*AccessBatch)(nil),                   // 10: aperture.audit.v1.AccessBatch
+	(*ListedLeaf)(nil),                    // 11: aperture.audit.v1.ListedLeaf
+	(*ListAccessRecordsRequest)(nil),      // 12: aperture.audit.v1.ListAccessRecordsRequest
+	(*ListAccessRecordsResponse)(nil),     // 13: aperture.audit.v1.ListAccessRecordsResponse
+	(*GetCheckpointRequest)(nil),          // 14: aperture.audit.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),         // 15: aperture.audit.v1.GetCheckpointResponse
+	(*GetInclusionProofRequest)(nil),      // 16: aperture.audit.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),     // 17: aperture.audit.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),    // 18: aperture.audit.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil),   // 19: aperture.audit.v1.GetConsistencyProofResponse
+	(*BreakGlassReview)(nil),              // 20: aperture.audit.v1.BreakGlassReview
+	(*ListBreakGlassReviewsRequest)(nil),  // 21: aperture.audit.v1.ListBreakGlassReviewsRequest
+	(*ListBreakGlassReviewsResponse)(nil), // 22: aperture.audit.v1.ListBreakGlassReviewsResponse
+	(*CloseBreakGlassReviewRequest)(nil),  // 23: aperture.audit.v1.CloseBreakGlassReviewRequest
+	(*CloseBreakGlassReviewResponse)(nil), // 24: aperture.audit.v1.CloseBreakGlassReviewResponse
+	(*timestamppb.Timestamp)(nil),         // 25: google.protobuf.Timestamp
 }
 var file_aperture_audit_v1_audit_proto_depIdxs = []int32{
-	3,  // 0: aperture.audit.v1.Correction.outcome:type_name -> aperture.audit.v1.CorrectionOutcome
-	4,  // 1: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	23, // 2: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
-	2,  // 3: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
-	0,  // 4: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
-	23, // 5: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
-	1,  // 6: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	6,  // 7: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
-	5,  // 8: aperture.audit.v1.AccessRecord.correction:type_name -> aperture.audit.v1.Correction
-	7,  // 9: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
-	9,  // 10: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
-	23, // 11: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
-	4,  // 12: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	23, // 13: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
-	18, // 14: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
-	4,  // 15: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	18, // 16: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
-	10, // 17: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
-	12, // 18: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
-	14, // 19: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
-	16, // 20: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
-	19, // 21: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
-	21, // 22: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
-	11, // 23: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
-	13, // 24: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
-	15, // 25: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
-	17, // 26: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
-	20, // 27: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
-	22, // 28: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
-	23, // [23:29] is the sub-list for method output_type
-	17, // [17:23] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	25, // 0: aperture.audit.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 1: aperture.audit.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	3,  // 2: aperture.audit.v1.Correction.outcome:type_name -> aperture.audit.v1.CorrectionOutcome
+	4,  // 3: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	25, // 4: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
+	2,  // 5: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
+	0,  // 6: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
+	25, // 7: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
+	1,  // 8: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	8,  // 9: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
+	7,  // 10: aperture.audit.v1.AccessRecord.correction:type_name -> aperture.audit.v1.Correction
+	5,  // 11: aperture.audit.v1.AccessRecord.consent:type_name -> aperture.audit.v1.Consent
+	6,  // 12: aperture.audit.v1.AccessRecord.question:type_name -> aperture.audit.v1.Question
+	9,  // 13: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
+	11, // 14: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
+	25, // 15: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
+	4,  // 16: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	25, // 17: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
+	20, // 18: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
+	4,  // 19: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	20, // 20: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
+	12, // 21: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
+	14, // 22: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
+	16, // 23: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
+	18, // 24: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
+	21, // 25: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
+	23, // 26: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
+	13, // 27: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
+	15, // 28: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
+	17, // 29: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
+	19, // 30: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
+	22, // 31: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
+	24, // 32: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
+	27, // [27:33] is the sub-list for method output_type
+	21, // [21:27] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_aperture_audit_v1_audit_proto_init() }
@@ -2192,7 +2368,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 	if File_aperture_audit_v1_audit_proto != nil {
 		return
 	}
-	file_aperture_audit_v1_audit_proto_msgTypes[9].OneofWrappers = []any{
+	file_aperture_audit_v1_audit_proto_msgTypes[11].OneofWrappers = []any{
 		(*GetInclusionProofRequest_AccessId)(nil),
 		(*GetInclusionProofRequest_LeafIndex)(nil),
 	}
@@ -2202,7 +2378,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_audit_v1_audit_proto_rawDesc), len(file_aperture_audit_v1_audit_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
