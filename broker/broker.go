@@ -546,7 +546,7 @@ func (b *Broker) buildServer() error {
 	)
 	b.grpc = grpc.NewServer(append(opts, b.serverTelemetry()...)...)
 	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc"),
-		server.WithQuestions(b.Questions, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
+		server.WithQuestions(b.Questions, b.access, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
 	events, err := server.NewLifeEvents(cs, rel, b.deps.Meter, b.log.With("component", "life-events"))
 	if err != nil {
 		return err

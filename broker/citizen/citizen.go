@@ -71,7 +71,7 @@ type Authorities interface {
 
 // Questions keeps questions about accesses (questions.Store).
 type Questions interface {
-	Ask(ctx context.Context, agency, pseudonym, accessID, message string, now time.Time) (*questions.Question, error)
+	AskWith(ctx context.Context, q questions.Question, now time.Time) (*questions.Question, error)
 	ListByCitizen(ctx context.Context, pseudonym string) ([]*questions.Question, error)
 }
 
