@@ -77,6 +77,9 @@ type accessItem struct {
 	ReviewOf, ReviewNote string
 	// Correction is set for the citizen's request to correct data, and the authority's decision.
 	Correction bool
+	// Consent is set for a consent the citizen gave or withdrew; Question for a question the citizen
+	// asked about an access, and the agency's answer.
+	Consent, Question bool
 }
 
 // breakGlassItem is what the citizen is told about an emergency access: the emergency, in the policy's
@@ -104,9 +107,12 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	// A case read that names an authority is the check with the citizen register before a case was
 	// opened: no data, only whether the register knows the citizen.
 	registerCheck := it.CaseRead && a.GetAuthority().GetId() != ""
+	own := ownAction(a.GetKind())
 	switch {
 	case correction:
 		v.correctionEntry(a, &it)
+	case own != "":
+		v.ownEntry(a, own, &it)
 	case registerCheck:
 		it.Did = v.T("entry.register_check")
 	case it.CaseRead:
@@ -118,7 +124,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	default:
 		it.Did = v.T("entry.saw")
 	}
-	if !it.Self && !correction {
+	if !it.Self && !correction && !it.Consent && a.GetKind() != auditv1.AccessKind_ACCESS_KIND_QUESTION_ASKED {
 		it.Who = v.Party(a.GetAgency())
 		if a.GetCaseworker() != "" {
 			it.Who += ", " + v.T("entry.caseworker", a.GetCaseworker())
@@ -154,6 +160,8 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		it.Items = []string{v.T("entry.self.whole", v.DatasetName(auth, ds), len(it.Items))}
 	}
 	switch {
+	case own != "":
+		// Set by ownEntry: a consent or a question holds no data.
 	case registerCheck:
 		it.Items = []string{v.T("entry.register_check.item", v.Party(a.GetAuthority()))}
 		if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
@@ -442,4 +450,49 @@ func answerKey(yes bool) string {
 		return "entry.check.yes"
 	}
 	return "entry.check.no"
+}
+
+// ownAction is the i18n key stem of a consent or question record ("consent.granted", …), "" for any
+// other kind.
+func ownAction(k auditv1.AccessKind) string {
+	switch k {
+	case auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED:
+		return "consent.granted"
+	case auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED:
+		return "consent.revoked"
+	case auditv1.AccessKind_ACCESS_KIND_QUESTION_ASKED:
+		return "question.asked"
+	case auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED:
+		return "question.answered"
+	}
+	return ""
+}
+
+// ownEntry words a consent the citizen gave or withdrew ("You gave the Jobcentre consent to: step 2:
+// Assess work capacity, until 3 March 2027") and a question about an access and its answer ("You asked
+// the Jobcentre: why they used your data"; "The Jobcentre answered your question: …"). None of them
+// holds data; the question and the answer themselves are on /questions.
+func (v *view) ownEntry(a *citizenv1.Access, action string, it *accessItem) {
+	agency := v.Party(a.GetAgency())
+	if agency == "" {
+		agency = v.T("entry.unknown_agency")
+	}
+	switch action {
+	case "consent.granted", "consent.revoked":
+		it.Consent = true
+		it.Who, it.Did = v.T("entry.correction.you"), v.T("entry."+action, agency)
+		step := v.Step(a.GetStep())
+		if exp := a.GetConsent().GetExpiresAt(); action == "consent.granted" && exp != nil {
+			step = v.T("entry.consent.until", step, v.Day(exp.AsTime()))
+		}
+		it.Items = []string{step}
+	case "question.asked":
+		it.Question = true
+		it.Who, it.Did = v.T("entry.correction.you"), v.T("entry.question.asked", agency)
+		it.Items = []string{v.T("entry.question.item")}
+	case "question.answered":
+		it.Question = true
+		it.Did = v.T("entry.question.answered")
+		it.Items = []string{v.T("entry.question.item")}
+	}
 }
