@@ -298,7 +298,7 @@ func TestReportE2E(t *testing.T) {
 		}
 	}
 	for _, c := range []struct{ citizen, want string }{{consentCitizen, "CONSENT GIVEN"}, {consentCitizen, "CONSENT WITHDRAWN"}, {asker, "QUESTION ASKED"}, {asker, "QUESTION ANSWERED"}} {
-		if code, msg := ts.cli("log", "--citizen", c.citizen); code != 0 || !strings.Contains(msg, c.want) {
+		if code, msg := ts.cli("log", "--citizen", c.citizen, "--broker", ts.Broker.Addr()); code != 0 || !strings.Contains(msg, c.want) {
 			t.Errorf("aperture log --citizen: exit %d, no %q\n%s", code, c.want, msg)
 		}
 	}
