@@ -59,6 +59,7 @@ var messages = map[string]msg{
 	"live.on":                 {"New accesses appear here as they happen.", "Nye opslag vises her, når de sker."},
 	"live.announce":           {"New access: %s looked at your data.", "Nyt opslag: %s så dine data."},
 	"live.announce.refused":   {"New access: %s asked for your data and was refused.", "Nyt opslag: %s bad om dine data og fik afslag."},
+	"live.announce.entry":     {"New in your log: %s %s %s", "Nyt i din log: %s %s %s"},
 
 	"entry.caseworker":       {"caseworker %s", "sagsbehandler %s"},
 	"entry.unknown_agency":   {"An agency", "En myndighed"},

@@ -28,18 +28,20 @@ func TestConsentAndQuestionEntries(t *testing.T) {
 	answered := &citizenv1.Access{Id: accID(53), Time: ts(testNow.Add(-time.Hour)), Kind: auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED,
 		Agency: partyMunicipal, Caseworker: "jc-207", CaseId: caseID(1), Journey: journeySick, Step: stepEmployed, Decision: auditv1.Decision_DECISION_RELEASED,
 		Purpose: txt("To answer your question about why the agency used your data", "For at svare på dit spørgsmål om, hvorfor myndigheden brugte dine data")}
-	noData := []string{"Data from", "Data fra", "/questions/new", "⟦", "the whole", "hele"}
+	noData := []string{"Data from", "Data fra", "/questions/new", "⟦", "the whole", "hele", "looked at your data", "så dine data"}
 	for _, tc := range []struct {
 		lang string
 		a    *citizenv1.Access
 		want []string
 	}{
-		{"en", granted, []string{"You", "gave Copenhagen Municipality (Jobcentre) consent to:", "step 2", "until 3 March 2027", "Sickness benefit", `href="/consents"`, "See your consents"}},
+		{"en", granted, []string{"You", "gave Copenhagen Municipality (Jobcentre) consent to:", "step 2", "until 3 March 2027", "Sickness benefit", `href="/consents"`, "See your consents",
+			`data-announce="New in your log: You gave Copenhagen Municipality (Jobcentre) consent to: step 2`}},
 		{"da", granted, []string{"Du", "gav Københavns Kommune (Jobcenter) samtykke til:", "trin 2", "indtil 3. marts 2027", "Sygedagpenge", "Se dine samtykker"}},
 		{"en", revoked, []string{"You", "withdrew the consent you gave Copenhagen Municipality (Jobcentre) to:", "step 2", `href="/consents"`}},
 		{"da", revoked, []string{"Du", "trak det samtykke tilbage, du gav Københavns Kommune (Jobcenter) til:", "trin 2"}},
 		{"en", asked, []string{"You", "asked Copenhagen Municipality (Jobcentre):", "why they used your data", `href="/questions"`, "See your questions and the answers"}},
-		{"da", asked, []string{"Du", "spurgte Københavns Kommune (Jobcenter):", "hvorfor de brugte dine data", "Se dine spørgsmål og svarene"}},
+		{"da", asked, []string{"Du", "spurgte Københavns Kommune (Jobcenter):", "hvorfor de brugte dine data", "Se dine spørgsmål og svarene",
+			`data-announce="Nyt i din log: Du spurgte Københavns Kommune (Jobcenter): hvorfor de brugte dine data"`}},
 		{"en", answered, []string{"Copenhagen Municipality (Jobcentre), caseworker jc-207", "answered your question:", "why they used your data", `href="/questions"`}},
 		{"da", answered, []string{"Københavns Kommune (Jobcenter), sagsbehandler jc-207", "svarede på dit spørgsmål:", "hvorfor de brugte dine data"}},
 	} {

@@ -213,9 +213,13 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	if it.Self {
 		who = v.T("entry.you")
 	}
-	if it.Refused {
+	switch {
+	case own != "" || correction:
+		// Not a look at the citizen's data: the entry's own summary.
+		it.Announce = v.T("live.announce.entry", who, it.Did, strings.Join(it.Items, ", "))
+	case it.Refused:
 		it.Announce = v.T("live.announce.refused", who)
-	} else {
+	default:
 		it.Announce = v.T("live.announce", who)
 	}
 	return it
