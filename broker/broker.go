@@ -216,6 +216,8 @@ type Broker struct {
 	// Corrections are the citizens' requests to correct authority data (the authorities' queue).
 	Corrections     *corrections.Store
 	correctionCount *corrections.Counter
+	consentCount    *consent.Counter
+	questionCount   *questions.Counter
 	// Answers are the answers of released facts, kept sealed for the citizen (not in the access log).
 	Answers *answers.Store
 
@@ -296,6 +298,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		return nil, err
 	}
 	if b.Corrections, err = corrections.Open(ctx, js, corrections.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer, Logger: b.log.With("component", "corrections")}); err != nil {
+		return nil, err
+	}
+	if b.consentCount, err = consent.NewCounter(deps.Meter); err != nil {
+		return nil, err
+	}
+	if b.questionCount, err = questions.NewCounter(deps.Meter); err != nil {
 		return nil, err
 	}
 	if b.correctionCount, err = corrections.NewCounter(deps.Meter); err != nil {
@@ -546,7 +554,7 @@ func (b *Broker) buildServer() error {
 	)
 	b.grpc = grpc.NewServer(append(opts, b.serverTelemetry()...)...)
 	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc"),
-		server.WithQuestions(b.Questions, b.access, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
+		server.WithQuestions(b.Questions, b.access, b.questionCount, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
 	events, err := server.NewLifeEvents(cs, rel, b.deps.Meter, b.log.With("component", "life-events"))
 	if err != nil {
 		return err
@@ -578,6 +586,7 @@ func (b *Broker) buildCitizenServer(policies func() *policy.Bundle) error {
 		Policies: policies, Log: b.access, Cases: b.Cases, Consents: b.Consent, Authorities: b.pool,
 		Questions: b.Questions, Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now,
 		Logger: b.log.With("component", "citizen"), Switches: b.Switches, Answers: b.Answers,
+		ConsentCount: b.consentCount, QuestionCount: b.questionCount,
 	}.WithProofs(b.tree, b.cosigner))
 	if err != nil {
 		return err

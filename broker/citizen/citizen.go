@@ -97,6 +97,10 @@ type Config struct {
 	// Answers reads the answers of released facts kept for the citizen; without it the citizen reads
 	// each fact as a check without its answer.
 	Answers Answers
+	// ConsentCount and QuestionCount count consents given and withdrawn and questions asked (nil:
+	// not counted).
+	ConsentCount  *consent.Counter
+	QuestionCount *questions.Counter
 }
 
 // Service implements citizenv1.CitizenServiceServer. Its methods expect the citizen in the context

@@ -212,15 +212,18 @@ func (s *Service) GrantConsent(ctx context.Context, req *citizenv1.GrantConsentR
 	rec := consentRecord(b, c, req.GetJourney(), st, auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED, now,
 		&auditv1.Consent{ExpiresAt: timestamppb.New(now.Add(validity))})
 	if err := s.cfg.Log.Append(ctx, rec); err != nil {
+		s.cfg.ConsentCount.Add(ctx, consent.ChangeGranted, consent.OutcomeFailed)
 		return nil, unavailable(err, "the access log")
 	}
 	cn, err := s.cfg.Consents.Grant(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep(), now, validity)
 	if err != nil {
+		s.cfg.ConsentCount.Add(ctx, consent.ChangeGranted, consent.OutcomeFailed)
 		// The log shows a consent that was not stored; no release relies on the log, so nothing is
 		// released under it, and the citizen is told to try again.
 		s.log.Error("consent logged but not stored", "journey", req.GetJourney(), "step", req.GetStep(), "access", rec.GetId(), "err", err)
 		return nil, unavailable(err, "consent state")
 	}
+	s.cfg.ConsentCount.Add(ctx, consent.ChangeGranted, consent.OutcomeOK)
 	s.log.Info("consent granted", "pseudonym", c.Pseudonym.Value, "journey", cn.Journey, "step", cn.Step, "expires", cn.ExpiresAt)
 	return &citizenv1.GrantConsentResponse{Consent: names{b}.consentView(cn, now)}, nil
 }
@@ -253,9 +256,13 @@ func (s *Service) RevokeConsent(ctx context.Context, req *citizenv1.RevokeConsen
 	rec := consentRecord(b, c, req.GetJourney(), st, auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED, now,
 		&auditv1.Consent{GrantedAt: ts(cur.GrantedAt), ExpiresAt: ts(cur.ExpiresAt)})
 	if err := s.cfg.Log.Append(ctx, rec); err != nil {
+		s.cfg.ConsentCount.Add(ctx, consent.ChangeRevoked, consent.OutcomeFailed)
 		return nil, unavailable(err, "the access log")
 	}
 	cn, err := s.cfg.Consents.Revoke(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep(), now)
+	if err != nil {
+		s.cfg.ConsentCount.Add(ctx, consent.ChangeRevoked, consent.OutcomeFailed)
+	}
 	switch {
 	case errors.Is(err, errNoConsent):
 		s.log.Error("consent withdrawal logged but the consent is gone", "journey", req.GetJourney(), "step", req.GetStep(), "access", rec.GetId())
@@ -264,6 +271,7 @@ func (s *Service) RevokeConsent(ctx context.Context, req *citizenv1.RevokeConsen
 		s.log.Error("consent withdrawal logged but not stored", "journey", req.GetJourney(), "step", req.GetStep(), "access", rec.GetId(), "err", err)
 		return nil, unavailable(err, "consent state")
 	}
+	s.cfg.ConsentCount.Add(ctx, consent.ChangeRevoked, consent.OutcomeOK)
 	s.log.Info("consent revoked", "pseudonym", c.Pseudonym.Value, "journey", cn.Journey, "step", cn.Step)
 	return &citizenv1.RevokeConsentResponse{Consent: names{b}.consentView(cn, now)}, nil
 }

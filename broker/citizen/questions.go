@@ -58,15 +58,18 @@ func (s *Service) QuestionAccess(ctx context.Context, req *citizenv1.QuestionAcc
 		PolicyVersion: s.cfg.Policies().Version, Question: &auditv1.Question{QuestionId: q.ID, AccessId: q.AccessID},
 	}
 	if err := s.cfg.Log.Append(ctx, asked); err != nil {
+		s.cfg.QuestionCount.Add(ctx, questions.EventAsked, q.Agency, questions.OutcomeFailed)
 		return nil, unavailable(err, "the access log")
 	}
 	stored, err := s.cfg.Questions.AskWith(ctx, q, now)
 	if err != nil {
+		s.cfg.QuestionCount.Add(ctx, questions.EventAsked, q.Agency, questions.OutcomeFailed)
 		// The log shows a question that was not filed; the citizen is told to try again.
 		s.log.Error("question logged but not stored", "question", q.ID, "agency", q.Agency, "access", asked.GetId(), "err", err)
 		return nil, unavailable(err, "the question store")
 	}
 	q = *stored
+	s.cfg.QuestionCount.Add(ctx, questions.EventAsked, q.Agency, questions.OutcomeOK)
 	s.log.Info("access questioned", "question", q.ID, "access", rec.GetId(), "agency", rec.GetAgency())
 	return &citizenv1.QuestionAccessResponse{Question: q.Proto(names{s.cfg.Policies()}.agency(q.Agency))}, nil
 }

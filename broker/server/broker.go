@@ -28,6 +28,7 @@ type Broker struct {
 	release   *release.Service
 	questions Questions
 	qlog      AccessLog
+	qcount    *questions.Counter
 	registry  func() *policy.Registry
 	now       func() time.Time
 	log       *slog.Logger
@@ -51,9 +52,10 @@ type BrokerOption func(*Broker)
 
 // WithQuestions serves ListQuestions and AnswerQuestion from q; every answer is logged in the
 // citizen's access log (ACCESS_KIND_QUESTION_ANSWERED) before it is stored; registry names the agencies
-// in the answers, now stamps the answers. Without it both answer UNAVAILABLE.
-func WithQuestions(q Questions, log AccessLog, registry func() *policy.Registry, now func() time.Time) BrokerOption {
-	return func(b *Broker) { b.questions, b.qlog, b.registry, b.now = q, log, registry, now }
+// in the answers, now stamps the answers, count counts them (nil: not counted). Without it both
+// answer UNAVAILABLE.
+func WithQuestions(q Questions, log AccessLog, count *questions.Counter, registry func() *policy.Registry, now func() time.Time) BrokerOption {
+	return func(b *Broker) { b.questions, b.qlog, b.qcount, b.registry, b.now = q, log, count, registry, now }
 }
 
 // WithSecurityLog sends the operator's security events (an agency asking about a case it takes no part
@@ -287,6 +289,11 @@ func (b *Broker) AnswerQuestion(ctx context.Context, req *brokerv1.AnswerQuestio
 		return nil
 	})
 	var notLogged errAnswerNotLogged
+	if err != nil && (logged != nil || errors.As(err, &notLogged)) {
+		b.qcount.Add(ctx, questions.EventAnswered, c.ID, questions.OutcomeFailed)
+	} else if err == nil {
+		b.qcount.Add(ctx, questions.EventAnswered, c.ID, questions.OutcomeOK)
+	}
 	if err != nil && logged != nil && !errors.As(err, &notLogged) {
 		// Logged but not stored (another answer won, or the store failed): the log line says so.
 		b.log.Error("answer logged but not stored", "question", req.GetQuestionId(), "agency", c.ID, "access", logged.GetId(), "err", err)

@@ -271,6 +271,21 @@ func TestReportE2E(t *testing.T) {
 			t.Errorf("%q is counted but listed as not covered", g.Figure)
 		}
 	}
+	// Counted as they happen, without a citizen.
+	for _, m := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"aperture_consent_changes_total", []string{`change="granted"`, `outcome="ok"`}, 2},
+		{"aperture_consent_changes_total", []string{`change="revoked"`, `outcome="ok"`}, 1},
+		{"aperture_questions_total", []string{`event="asked"`, `outcome="ok"`, `agency="` + plans[0].step.Agency + `"`}, 1},
+		{"aperture_questions_total", []string{`event="answered"`, `outcome="ok"`, `agency="` + plans[0].step.Agency + `"`}, 1},
+	} {
+		if n, ok := scrape(t, ts.Metrics.Addr(), m.name, m.labels...); !ok || n != m.want {
+			t.Errorf("%s%v = %v (%v), want %v", m.name, m.labels, n, ok, m.want)
+		}
+	}
 	// The citizen's log shows them in words; the auditor's CLI lists them.
 	seen := map[auditv1.AccessKind]*citizenv1.Access{}
 	for _, who := range []struct {
