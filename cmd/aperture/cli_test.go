@@ -80,8 +80,10 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Fatalf("release --json printed:\n%s", out)
 	}
 	out = aperture(0, "log", "--citizen", citizen)
-	// Two releases, one refusal, and the case read `case complete` made to find the current step.
-	if !strings.Contains(out, "4 records") || !strings.Contains(out, "REFUSED DATASET_NOT_RELEASED [1]") || !strings.Contains(out, "[1] why: ") {
+	// Two releases, one refusal, the case read `case complete` made to find the current step, and the
+	// caseworker's answer to the question (logged before it was stored).
+	if !strings.Contains(out, "5 records") || !strings.Contains(out, "REFUSED DATASET_NOT_RELEASED [1]") || !strings.Contains(out, "[1] why: ") ||
+		!strings.Contains(out, "QUESTION ANSWERED [2]") || !strings.Contains(out, "[2] answer to question "+q.ID) {
 		t.Fatalf("log printed:\n%s", out)
 	}
 	// The table stays aligned: the agency column starts at the same place on every row.
