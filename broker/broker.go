@@ -225,6 +225,8 @@ type Broker struct {
 	// Corrections are the citizens' requests to correct authority data (the authorities' queue).
 	Corrections     *corrections.Store
 	correctionCount *corrections.Counter
+	consentCount    *consent.Counter
+	questionCount   *questions.Counter
 	// Answers are the answers of released facts, kept sealed for the citizen (not in the access log).
 	Answers *answers.Store
 	// Delegations are the citizens' powers of attorney (who may act for whom, in what scope, until when).
@@ -311,6 +313,12 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 		return nil, err
 	}
 	if b.fixEvents, err = b.Corrections.Relay(ctx); err != nil {
+		return nil, err
+	}
+	if b.consentCount, err = consent.NewCounter(deps.Meter); err != nil {
+		return nil, err
+	}
+	if b.questionCount, err = questions.NewCounter(deps.Meter); err != nil {
 		return nil, err
 	}
 	if b.correctionCount, err = corrections.NewCounter(deps.Meter); err != nil {
@@ -567,7 +575,7 @@ func (b *Broker) buildServer() error {
 	)
 	b.grpc = grpc.NewServer(append(opts, b.serverTelemetry()...)...)
 	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc"),
-		server.WithQuestions(b.Questions, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
+		server.WithQuestions(b.Questions, b.access, b.questionCount, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
 	events, err := server.NewLifeEvents(cs, rel, b.deps.Meter, b.log.With("component", "life-events"))
 	if err != nil {
 		return err
@@ -600,6 +608,7 @@ func (b *Broker) buildCitizenServer(policies func() *policy.Bundle) error {
 		Questions: b.Questions, Pseudonyms: b.deps.Pseudonyms, Now: b.deps.Now,
 		Logger: b.log.With("component", "citizen"), Switches: b.Switches, Answers: b.Answers,
 		Delegations: b.Delegations, DelegationCount: b.delegationCount,
+		ConsentCount: b.consentCount, QuestionCount: b.questionCount,
 	}.WithProofs(b.tree, b.cosigner))
 	if err != nil {
 		return err

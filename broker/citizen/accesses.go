@@ -271,6 +271,14 @@ func (n names) access(rec *auditv1.AccessRecord) *citizenv1.Access {
 		n.correctionAccess(rec, a)
 	case auditv1.AccessKind_ACCESS_KIND_DELEGATE:
 		delegateAccess(a, rec)
+	case auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED, auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED:
+		// The agency is the one the consent is for; the purpose is the step's (set above when unchanged).
+		a.Consent = rec.GetConsent()
+		a.Delegate = rec.GetDelegate() // given by someone the citizen gave power of attorney
+	case auditv1.AccessKind_ACCESS_KIND_QUESTION_ASKED:
+		a.Purpose = questionAskedPurpose
+	case auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED:
+		a.Purpose = questionAnsweredPurpose
 	}
 	var rule *policy.Rule
 	if step != nil {
@@ -317,6 +325,19 @@ func auditorPurpose(name *citizenv1.Text) *citizenv1.Text {
 		Da: orEN(name.GetDa(), name.GetEn()) + " så din adgangslog (hvem der har set dine data) for at kontrollere, at dine data bruges lovligt",
 	}
 }
+
+// questionAskedPurpose and questionAnsweredPurpose word a citizen's question about an access and the
+// agency's answer in the citizen's log (the text of either is on the questions page, never in the log).
+var (
+	questionAskedPurpose = &citizenv1.Text{
+		En: "Your question about why the agency used your data",
+		Da: "Dit spørgsmål om, hvorfor myndigheden brugte dine data",
+	}
+	questionAnsweredPurpose = &citizenv1.Text{
+		En: "To answer your question about why the agency used your data",
+		Da: "For at svare på dit spørgsmål om, hvorfor myndigheden brugte dine data",
+	}
+)
 
 // caseReadPurpose is the purpose of a case read whose step the policy no longer names.
 var caseReadPurpose = &citizenv1.Text{

@@ -72,7 +72,7 @@ type Authorities interface {
 
 // Questions keeps questions about accesses (questions.Store).
 type Questions interface {
-	Ask(ctx context.Context, agency, pseudonym, accessID, message string, now time.Time) (*questions.Question, error)
+	AskWith(ctx context.Context, q questions.Question, now time.Time) (*questions.Question, error)
 	ListByCitizen(ctx context.Context, pseudonym string) ([]*questions.Question, error)
 }
 
@@ -102,6 +102,10 @@ type Config struct {
 	// DelegationCount counts their use (nil: not counted).
 	Delegations     Delegations
 	DelegationCount *delegation.Counter
+	// ConsentCount and QuestionCount count consents given and withdrawn and questions asked (nil:
+	// not counted).
+	ConsentCount  *consent.Counter
+	QuestionCount *questions.Counter
 }
 
 // Service implements citizenv1.CitizenServiceServer. Its methods expect the citizen in the context

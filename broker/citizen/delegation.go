@@ -97,6 +97,18 @@ func (s *Service) actFor(ctx context.Context, onBehalfOf string, scope delegatio
 // logDelegate writes what a delegate does to the represented citizen's access log, durably, before
 // anything is answered or changed; for the caller's own data it does nothing. The record names the
 // delegation, never the delegate.
+// delegate marks a record of what a holder of power of attorney did (nil for the caller's own data).
+func (a acting) delegate(scope delegation.Scope) *auditv1.Delegate {
+	if a.d == nil {
+		return nil
+	}
+	return &auditv1.Delegate{
+		Basis:        auditv1.DelegateBasis_DELEGATE_BASIS_POWER_OF_ATTORNEY,
+		Action:       scopeAction[scope],
+		DelegationId: a.d.ID,
+	}
+}
+
 func (s *Service) logDelegate(ctx context.Context, a acting, scope delegation.Scope, caseID, journey, step string) error {
 	if a.d == nil {
 		return nil
@@ -113,11 +125,7 @@ func (s *Service) logDelegate(ctx context.Context, a acting, scope delegation.Sc
 		Step:             step,
 		Decision:         auditv1.Decision_DECISION_RELEASED,
 		PolicyVersion:    s.cfg.Policies().Version,
-		Delegate: &auditv1.Delegate{
-			Basis:        auditv1.DelegateBasis_DELEGATE_BASIS_POWER_OF_ATTORNEY,
-			Action:       scopeAction[scope],
-			DelegationId: a.d.ID,
-		},
+		Delegate:         a.delegate(scope),
 	}
 	if err := s.cfg.Log.Append(ctx, rec); err != nil {
 		s.cfg.DelegationCount.Add(ctx, actionMetric[scope], delegation.OutcomeDenied)

@@ -6,10 +6,14 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/aperture-gov/aperture/broker/consent"
 	"github.com/aperture-gov/aperture/broker/delegation"
+	"github.com/aperture-gov/aperture/broker/ids"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/refusal"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
 
@@ -209,18 +213,35 @@ func (s *Service) GrantConsent(ctx context.Context, req *citizenv1.GrantConsentR
 		return nil, err
 	}
 	b := s.cfg.Policies()
-	_, _, validity, err := consentStep(b, req.GetJourney(), req.GetStep(), req.GetDays())
+	st, _, validity, err := consentStep(b, req.GetJourney(), req.GetStep(), req.GetDays())
 	if err != nil {
-		return nil, err
-	}
-	if err := s.logDelegate(ctx, c, delegation.GrantConsent, "", req.GetJourney(), req.GetStep()); err != nil {
 		return nil, err
 	}
 	now := s.cfg.Now()
+	// Logged first, like every access: no consent counts that the citizen's log does not show. Given on
+	// someone's behalf, the one record also says so (delegate): the citizen reads who gave it.
+	rec := consentRecord(b, c.Citizen, req.GetJourney(), st, auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED, now,
+		&auditv1.Consent{ExpiresAt: timestamppb.New(now.Add(validity))})
+	rec.Delegate = c.delegate(delegation.GrantConsent)
+	if err := s.cfg.Log.Append(ctx, rec); err != nil {
+		s.cfg.ConsentCount.Add(ctx, consent.ChangeGranted, consent.OutcomeFailed)
+		if c.d != nil {
+			s.cfg.DelegationCount.Add(ctx, actionMetric[delegation.GrantConsent], delegation.OutcomeDenied)
+		}
+		return nil, unavailable(err, "the access log")
+	}
+	if c.d != nil {
+		s.cfg.DelegationCount.Add(ctx, actionMetric[delegation.GrantConsent], delegation.OutcomeAllowed)
+	}
 	cn, err := s.cfg.Consents.Grant(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep(), now, validity)
 	if err != nil {
+		s.cfg.ConsentCount.Add(ctx, consent.ChangeGranted, consent.OutcomeFailed)
+		// The log shows a consent that was not stored; no release relies on the log, so nothing is
+		// released under it, and the citizen is told to try again.
+		s.log.Error("consent logged but not stored", "journey", req.GetJourney(), "step", req.GetStep(), "access", rec.GetId(), "err", err)
 		return nil, unavailable(err, "consent state")
 	}
+	s.cfg.ConsentCount.Add(ctx, consent.ChangeGranted, consent.OutcomeOK)
 	s.log.Info("consent granted", "pseudonym", c.Pseudonym.Value, "journey", cn.Journey, "step", cn.Step, "expires", cn.ExpiresAt)
 	return &citizenv1.GrantConsentResponse{Consent: names{b}.consentView(cn, now)}, nil
 }
@@ -233,17 +254,52 @@ func (s *Service) RevokeConsent(ctx context.Context, req *citizenv1.RevokeConsen
 		return nil, err
 	}
 	b := s.cfg.Policies()
-	if _, _, _, err := policyStep(b, req.GetJourney(), req.GetStep()); err != nil {
+	_, st, _, err := policyStep(b, req.GetJourney(), req.GetStep())
+	if err != nil {
 		return nil, err
 	}
 	now := s.cfg.Now()
-	cn, err := s.cfg.Consents.Revoke(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep(), now)
+	notGiven := refusal.New(refusal.NotFound, "you have not given consent for step %q of journey %q", req.GetStep(), req.GetJourney())
+	cur, err := s.cfg.Consents.Get(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep())
 	switch {
 	case errors.Is(err, errNoConsent):
-		return nil, refusal.New(refusal.NotFound, "you have not given consent for step %q of journey %q", req.GetStep(), req.GetJourney())
+		return nil, notGiven
 	case err != nil:
 		return nil, unavailable(err, "consent state")
+	case cur.RevokedAt != nil:
+		// Withdrawn already: nothing changes, nothing more to log.
+		return &citizenv1.RevokeConsentResponse{Consent: names{b}.consentView(cur, now)}, nil
 	}
+	// Logged first: the withdrawal the citizen's log shows is the one that took effect.
+	rec := consentRecord(b, c, req.GetJourney(), st, auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED, now,
+		&auditv1.Consent{GrantedAt: ts(cur.GrantedAt), ExpiresAt: ts(cur.ExpiresAt)})
+	if err := s.cfg.Log.Append(ctx, rec); err != nil {
+		s.cfg.ConsentCount.Add(ctx, consent.ChangeRevoked, consent.OutcomeFailed)
+		return nil, unavailable(err, "the access log")
+	}
+	cn, err := s.cfg.Consents.Revoke(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep(), now)
+	if err != nil {
+		s.cfg.ConsentCount.Add(ctx, consent.ChangeRevoked, consent.OutcomeFailed)
+	}
+	switch {
+	case errors.Is(err, errNoConsent):
+		s.log.Error("consent withdrawal logged but the consent is gone", "journey", req.GetJourney(), "step", req.GetStep(), "access", rec.GetId())
+		return nil, notGiven
+	case err != nil:
+		s.log.Error("consent withdrawal logged but not stored", "journey", req.GetJourney(), "step", req.GetStep(), "access", rec.GetId(), "err", err)
+		return nil, unavailable(err, "consent state")
+	}
+	s.cfg.ConsentCount.Add(ctx, consent.ChangeRevoked, consent.OutcomeOK)
 	s.log.Info("consent revoked", "pseudonym", c.Pseudonym.Value, "journey", cn.Journey, "step", cn.Step)
 	return &citizenv1.RevokeConsentResponse{Consent: names{b}.consentView(cn, now)}, nil
+}
+
+// consentRecord is the access record of a consent given or withdrawn at step st of journey: the step's
+// agency (the one the consent lets receive data), purpose and legal basis. No data.
+func consentRecord(b *policy.Bundle, c Citizen, journey string, st *policy.Step, kind auditv1.AccessKind, now time.Time, cn *auditv1.Consent) *auditv1.AccessRecord {
+	return &auditv1.AccessRecord{
+		Id: ids.New("acc", now), Time: timestamppb.New(now), CitizenPseudonym: c.Pseudonym.Value, PseudonymKeyId: c.Pseudonym.KeyID,
+		Kind: kind, Agency: st.Agency, Journey: journey, Step: st.ID, Purpose: st.Purpose.EN, LegalBasis: st.LegalBasis,
+		Decision: auditv1.Decision_DECISION_RELEASED, PolicyVersion: b.Version, Consent: cn,
+	}
 }

@@ -5,7 +5,11 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/ids"
+	"github.com/aperture-gov/aperture/broker/questions"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
@@ -33,10 +37,39 @@ func (s *Service) QuestionAccess(ctx context.Context, req *citizenv1.QuestionAcc
 		// Auditors answer to the data-protection authority, not through the agencies' question inbox.
 		return nil, refusal.New(refusal.FailedPrecondition, "access %s was a read of your access log by the data-protection officer; contact them directly", rec.GetId())
 	}
-	q, err := s.cfg.Questions.Ask(ctx, rec.GetAgency(), c.Pseudonym.Value, rec.GetId(), req.GetMessage(), now)
+	switch rec.GetKind() {
+	case auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED, auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED, auditv1.AccessKind_ACCESS_KIND_QUESTION_ASKED:
+		return nil, refusal.New(refusal.FailedPrecondition, "access %s was your own; there is no agency to ask", rec.GetId())
+	case auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED:
+		return nil, refusal.New(refusal.FailedPrecondition, "access %s is an agency's answer to your question; ask about the access itself", rec.GetId())
+	}
+	if req.GetMessage() == "" {
+		return nil, refusal.New(refusal.InvalidArgument, "the question must not be empty")
+	}
+	q := questions.Question{
+		ID: questions.NewID(now), AccessID: rec.GetId(), Agency: rec.GetAgency(), Pseudonym: c.Pseudonym.Value, Message: req.GetMessage(),
+		PseudonymKeyID: c.Pseudonym.KeyID, CaseID: rec.GetCaseId(), Journey: rec.GetJourney(), Step: rec.GetStep(),
+	}
+	// Logged first, like every access: the agency never sees a question the citizen's log does not show.
+	asked := &auditv1.AccessRecord{
+		Id: ids.New("acc", now), Time: timestamppb.New(now), CitizenPseudonym: c.Pseudonym.Value, PseudonymKeyId: c.Pseudonym.KeyID,
+		Kind: auditv1.AccessKind_ACCESS_KIND_QUESTION_ASKED, Agency: q.Agency, CaseId: q.CaseID, Journey: q.Journey, Step: q.Step,
+		Decision: auditv1.Decision_DECISION_RELEASED, Purpose: questions.AskPurpose, LegalBasis: questions.RightOfAccess,
+		PolicyVersion: s.cfg.Policies().Version, Question: &auditv1.Question{QuestionId: q.ID, AccessId: q.AccessID},
+	}
+	if err := s.cfg.Log.Append(ctx, asked); err != nil {
+		s.cfg.QuestionCount.Add(ctx, questions.EventAsked, q.Agency, questions.OutcomeFailed)
+		return nil, unavailable(err, "the access log")
+	}
+	stored, err := s.cfg.Questions.AskWith(ctx, q, now)
 	if err != nil {
+		s.cfg.QuestionCount.Add(ctx, questions.EventAsked, q.Agency, questions.OutcomeFailed)
+		// The log shows a question that was not filed; the citizen is told to try again.
+		s.log.Error("question logged but not stored", "question", q.ID, "agency", q.Agency, "access", asked.GetId(), "err", err)
 		return nil, unavailable(err, "the question store")
 	}
+	q = *stored
+	s.cfg.QuestionCount.Add(ctx, questions.EventAsked, q.Agency, questions.OutcomeOK)
 	s.log.Info("access questioned", "question", q.ID, "access", rec.GetId(), "agency", rec.GetAgency())
 	return &citizenv1.QuestionAccessResponse{Question: q.Proto(names{s.cfg.Policies()}.agency(q.Agency))}, nil
 }

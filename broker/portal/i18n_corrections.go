@@ -41,6 +41,15 @@ var correctionMessages = map[string]msg{
 	"entry.correction.decided":     {"answered your request to correct:", "svarede på din anmodning om at rette:"},
 	"entry.correction.follow":      {"See the answer", "Se svaret"},
 	"data.corrections":             {"My correction requests", "Mine anmodninger om rettelse"},
+	// Consents and questions in the timeline (issue 15, item 6: they are in the access log).
+	"entry.consent.granted":   {"gave %s consent to:", "gav %s samtykke til:"},
+	"entry.consent.revoked":   {"withdrew the consent you gave %s to:", "trak det samtykke tilbage, du gav %s til:"},
+	"entry.consent.until":     {"%s, until %s", "%s, indtil %s"},
+	"entry.consent.follow":    {"See your consents", "Se dine samtykker"},
+	"entry.question.asked":    {"asked %s:", "spurgte %s:"},
+	"entry.question.answered": {"answered your question:", "svarede på dit spørgsmål:"},
+	"entry.question.item":     {"why they used your data", "hvorfor de brugte dine data"},
+	"entry.question.follow":   {"See your questions and the answers", "Se dine spørgsmål og svarene"},
 }
 
 func init() {

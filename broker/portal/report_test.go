@@ -43,15 +43,19 @@ func testReports() []*report.Report {
 			},
 		}
 	}
-	return []*report.Report{
+	reps := []*report.Report{
 		mk(2025, []report.Row{{Agency: "ag-a", Journey: "jr-1", Decisions: report.Decisions{Released: 40, Refused: 10}, RefusedBy: map[string]int64{"CASE_CLOSED": 10}}},
 			[]report.AuthorityRow{{Authority: "au-x", Released: 40}}),
 		mk(2026, []report.Row{
 			{Agency: "ag-a", Journey: "jr-1", Decisions: report.Decisions{Released: 120, Refused: 9}, FieldsDisclosed: 360, FactsDisclosed: 120,
-				RefusedBy: map[string]int64{"FIELD_NOT_RELEASED": 6, "CONSENT_EXPIRED": 3}, OverSharing: 7},
-			{Agency: "ag-b", Journey: "jr-2", Decisions: report.Decisions{Released: 3, Refused: 0}, FieldsDisclosed: 6, CovertRevealed: 2},
+				RefusedBy: map[string]int64{"FIELD_NOT_RELEASED": 6, "CONSENT_EXPIRED": 3}, OverSharing: 7,
+				ConsentsGranted: 40, ConsentsRevoked: 3, ConsentsExpired: 12, QuestionsAsked: 8, QuestionsAnswered: 7, MedianSecondsToAnswer: 3*24*3600 + 600},
+			{Agency: "ag-b", Journey: "jr-2", Decisions: report.Decisions{Released: 3, Refused: 0}, FieldsDisclosed: 6, CovertRevealed: 2,
+				ConsentsGranted: 2, QuestionsAnswered: 1, MedianSecondsToAnswer: 60},
 		}, []report.AuthorityRow{{Authority: "au-x", Released: 123, OverSharing: 7}}),
 	}
+	reps[1].Figures.MedianSecondsToAnswer = 3 * 24 * 3600
+	return reps
 }
 
 type staticReports []*report.Report
@@ -102,7 +106,7 @@ func TestReportPage(t *testing.T) {
 		`<svg xmlns="http://www.w3.org/2000/svg" id="chart-decisions"`, `id="chart-reasons"`,
 		"4242", "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=", "aperture report verify",
 		"Asked for information the step does not allow", `href="/report/20250101-20260101"`,
-		"consents given, withdrawn and run out",
+		"because the rules lowered how long a consent may last", "Consents and questions", `id="report-consents"`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q", want)
@@ -120,6 +124,19 @@ func TestReportPage(t *testing.T) {
 	}
 	if !strings.Contains(body, `data-figure="over_sharing">7<`) || !strings.Contains(body, `data-figure="released">123<`) {
 		t.Errorf("key figures missing")
+	}
+	// Consents and questions: 40 and 2 given, the 2 hidden and so the 40 (the total 42 stays); 3
+	// withdrawn alone is hidden with its total; the time to answer shows over 8 answers, not over 1.
+	consents := regexp.MustCompile(`(?s)id="report-consents".*?</table>`).FindString(body)
+	for _, want := range []string{`data-figure="consents_granted">42<`, `data-figure="consents_revoked">fewer than 5<`, `data-figure="consents_expired">12<`,
+		`data-figure="questions_asked">8<`, `data-figure="questions_answered">8<`, `data-figure="median_time_to_answer">3 days<`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("key figures lack %s", want)
+		}
+	}
+	if strings.Contains(consents, ">40<") || strings.Contains(consents, ">2<") || strings.Contains(consents, ">1<") ||
+		!strings.Contains(consents, "too few answers to show") || !strings.Contains(consents, "Second matter") {
+		t.Errorf("consents and questions: small counts or a time over one answer shown:\n%s", consents)
 	}
 	// Signed in, the page names the citizen: no shared cache may keep it.
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/report", nil)
@@ -185,10 +202,10 @@ func TestReportBrowser(t *testing.T) {
 		return err
 	}))
 	for _, tc := range []struct {
-		lang, h1, fewer, period, reason string
+		lang, h1, fewer, period, reason, toAnswer string
 	}{
-		{"en", "Data-responsibility report", "fewer than 5", "From 1 January 2026 to 31 December 2026.", "The consent had run out"},
-		{"da", "Rapport om dataansvar", "færre end 5", "Fra 1. januar 2026 til 31. december 2026.", "Samtykket var udløbet"},
+		{"en", "Data-responsibility report", "fewer than 5", "From 1 January 2026 to 31 December 2026.", "The consent had run out", "3 days"},
+		{"da", "Rapport om dataansvar", "færre end 5", "Fra 1. januar 2026 til 31. december 2026.", "Samtykket var udløbet", "3 dage"},
 	} {
 		t.Run(tc.lang, func(t *testing.T) {
 			portaltest.Do(t, ctx, "open the report", chromedp.Navigate(srv.URL+"/report?lang="+tc.lang), chromedp.WaitVisible(chromedp.CSS("#chart-decisions")))
@@ -204,6 +221,9 @@ func TestReportBrowser(t *testing.T) {
 			}
 			if !strings.Contains(rows, tc.fewer) || !strings.Contains(reasons, tc.reason) {
 				t.Errorf("rows %q / reasons %q", rows, reasons)
+			}
+			if consents := text("#report-consents"); !strings.Contains(consents, tc.toAnswer) || !strings.Contains(consents, tc.fewer) {
+				t.Errorf("consents and questions %q, want the time to answer %q and a hidden count", consents, tc.toAnswer)
 			}
 			// Two legend swatches, and bars only for the counts shown: Agency Alpha's 9 refusals (all
 			// other row counts are hidden or zero).

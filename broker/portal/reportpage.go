@@ -85,13 +85,19 @@ type reportPage struct {
 	Released, Refused, OverSharing, CovertRevealed, Fields, Facts publicCount
 	// BreakGlass is emergency releases; Justified and NotJustified the auditors' reviews of them.
 	BreakGlass, Justified, NotJustified publicCount
-	Rows                                []reportRow
-	Reasons                             []reasonRow
-	Authorities                         []authorityRow
-	ChartDecisions, ChartReasons        template.HTML
-	MinPublic                           int
-	RootHash, Origin                    string
-	TreeSize                            uint64
+	// Consents given, withdrawn and run out; questions asked and answered, and the median time to
+	// answer (shown only over at least MinPublic answers).
+	ConsentsGranted, ConsentsRevoked, ConsentsExpired, QuestionsAsked, QuestionsAnswered publicCount
+	ToAnswer                                                                             string
+	// Consents are the rows with a consent or a question.
+	Consents                     []consentRow
+	Rows                         []reportRow
+	Reasons                      []reasonRow
+	Authorities                  []authorityRow
+	ChartDecisions, ChartReasons template.HTML
+	MinPublic                    int
+	RootHash, Origin             string
+	TreeSize                     uint64
 }
 
 type reportLink struct {
@@ -109,6 +115,13 @@ type reportRow struct {
 	Agency, Journey                                               string
 	Released, Refused, Fields, Facts, CovertRevealed, OverSharing publicCount
 	BreakGlass                                                    publicCount
+}
+
+// consentRow is one agency and journey's consents and questions.
+type consentRow struct {
+	Agency, Journey                            string
+	Granted, Revoked, Expired, Asked, Answered publicCount
+	ToAnswer                                   string
 }
 
 type reasonRow struct {
@@ -238,6 +251,7 @@ func (page *reportPage) fill(v *view, rep *report.Report) {
 			BreakGlass: brk[i],
 		})
 	}
+	page.fillConsents(v, labels, f)
 	reviews, _ := publicColumn([]int64{f.BreakGlassReviews["JUSTIFIED"], f.BreakGlassReviews["NOT_JUSTIFIED"]})
 	page.Justified, page.NotJustified = reviews[0], reviews[1]
 	total := f.Total()
@@ -272,6 +286,60 @@ func (page *reportPage) fill(v *view, rep *report.Report) {
 	}
 	page.ChartDecisions = decisionsChart(v, page.Rows)
 	page.ChartReasons = reasonsChart(v, page.Reasons)
+}
+
+// fillConsents fills the consents and questions: every column suppressed as a group over the rows
+// that have any, a median time to answer shown only over at least MinPublic answers.
+func (page *reportPage) fillConsents(v *view, labels *report.Labels, f report.Figures) {
+	var rows []report.Row
+	for _, r := range f.Rows {
+		if r.ConsentsGranted+r.ConsentsRevoked+r.ConsentsExpired+r.QuestionsAsked+r.QuestionsAnswered > 0 {
+			rows = append(rows, r)
+		}
+	}
+	col := func(get func(report.Row) int64) ([]publicCount, publicCount) {
+		vals := make([]int64, len(rows))
+		for i, r := range rows {
+			vals[i] = get(r)
+		}
+		return publicColumn(vals)
+	}
+	gr, grT := col(func(r report.Row) int64 { return r.ConsentsGranted })
+	rv, rvT := col(func(r report.Row) int64 { return r.ConsentsRevoked })
+	ex, exT := col(func(r report.Row) int64 { return r.ConsentsExpired })
+	as, asT := col(func(r report.Row) int64 { return r.QuestionsAsked })
+	an, anT := col(func(r report.Row) int64 { return r.QuestionsAnswered })
+	page.ConsentsGranted, page.ConsentsRevoked, page.ConsentsExpired, page.QuestionsAsked, page.QuestionsAnswered = grT, rvT, exT, asT, anT
+	page.ToAnswer = v.toAnswer(anT.N, f.MedianSecondsToAnswer)
+	for i, r := range rows {
+		page.Consents = append(page.Consents, consentRow{
+			Agency: label(v, labels.Agencies, r.Agency), Journey: label(v, labels.Journeys, r.Journey),
+			Granted: gr[i], Revoked: rv[i], Expired: ex[i], Asked: as[i], Answered: an[i],
+			ToAnswer: v.toAnswer(r.QuestionsAnswered, r.MedianSecondsToAnswer),
+		})
+	}
+}
+
+// toAnswer words a median time to answer over answered answers: in days, hours or "under an hour";
+// "too few answers" below MinPublic (a time over one or two answers can point at a person), "–" when
+// there is none.
+func (v *view) toAnswer(answered, seconds int64) string {
+	const hour, day = 3600, 24 * 3600
+	switch {
+	case answered == 0:
+		return "–"
+	case answered < report.MinPublic:
+		return v.T("report.wait.few")
+	case seconds >= 2*day:
+		return v.T("report.wait.days", seconds/day)
+	case seconds >= day:
+		return v.T("report.wait.day")
+	case seconds >= 2*hour:
+		return v.T("report.wait.hours", seconds/hour)
+	case seconds >= hour:
+		return v.T("report.wait.hour")
+	}
+	return v.T("report.wait.minutes")
 }
 
 // Bar charts, drawn on the server as inline SVG (no script), each with a <title> and <desc>; the page

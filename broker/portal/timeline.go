@@ -79,6 +79,9 @@ type accessItem struct {
 	Correction bool
 	// Delegate is set for what someone the citizen gave power of attorney looked at or did.
 	Delegate bool
+	// Consent is set for a consent the citizen gave or withdrew; Question for a question the citizen
+	// asked about an access, and the agency's answer.
+	Consent, Question bool
 }
 
 // breakGlassItem is what the citizen is told about an emergency access: the emergency, in the policy's
@@ -106,12 +109,15 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	// A case read that names an authority is the check with the citizen register before a case was
 	// opened: no data, only whether the register knows the citizen.
 	registerCheck := it.CaseRead && a.GetAuthority().GetId() != ""
+	own := ownAction(a.GetKind())
 	switch {
 	case a.GetKind() == auditv1.AccessKind_ACCESS_KIND_DELEGATE:
 		v.delegateEntry(a, &it)
 		return it
 	case correction:
 		v.correctionEntry(a, &it)
+	case own != "":
+		v.ownEntry(a, own, &it)
 	case registerCheck:
 		it.Did = v.T("entry.register_check")
 	case it.CaseRead:
@@ -123,7 +129,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	default:
 		it.Did = v.T("entry.saw")
 	}
-	if !it.Self && !correction {
+	if !it.Self && !correction && !it.Consent && a.GetKind() != auditv1.AccessKind_ACCESS_KIND_QUESTION_ASKED {
 		it.Who = v.Party(a.GetAgency())
 		if a.GetCaseworker() != "" {
 			it.Who += ", " + v.T("entry.caseworker", a.GetCaseworker())
@@ -159,6 +165,8 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		it.Items = []string{v.T("entry.self.whole", v.DatasetName(auth, ds), len(it.Items))}
 	}
 	switch {
+	case own != "":
+		// Set by ownEntry: a consent or a question holds no data.
 	case registerCheck:
 		it.Items = []string{v.T("entry.register_check.item", v.Party(a.GetAuthority()))}
 		if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
@@ -210,9 +218,13 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	if it.Self {
 		who = v.T("entry.you")
 	}
-	if it.Refused {
+	switch {
+	case own != "" || correction:
+		// Not a look at the citizen's data: the entry's own summary.
+		it.Announce = v.T("live.announce.entry", who, it.Did, strings.Join(it.Items, ", "))
+	case it.Refused:
 		it.Announce = v.T("live.announce.refused", who)
-	} else {
+	default:
 		it.Announce = v.T("live.announce", who)
 	}
 	return it
@@ -454,4 +466,52 @@ func answerKey(yes bool) string {
 		return "entry.check.yes"
 	}
 	return "entry.check.no"
+}
+
+// ownAction is the i18n key stem of a consent or question record ("consent.granted", …), "" for any
+// other kind.
+func ownAction(k auditv1.AccessKind) string {
+	switch k {
+	case auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED:
+		return "consent.granted"
+	case auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED:
+		return "consent.revoked"
+	case auditv1.AccessKind_ACCESS_KIND_QUESTION_ASKED:
+		return "question.asked"
+	case auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED:
+		return "question.answered"
+	}
+	return ""
+}
+
+// ownEntry words a consent the citizen gave or withdrew ("You gave the Jobcentre consent to: step 2:
+// Assess work capacity, until 3 March 2027") and a question about an access and its answer ("You asked
+// the Jobcentre: why they used your data"; "The Jobcentre answered your question: …"). None of them
+// holds data; the question and the answer themselves are on /questions.
+func (v *view) ownEntry(a *citizenv1.Access, action string, it *accessItem) {
+	agency := v.Party(a.GetAgency())
+	if agency == "" {
+		agency = v.T("entry.unknown_agency")
+	}
+	switch action {
+	case "consent.granted", "consent.revoked":
+		it.Consent = true
+		it.Who, it.Did = v.T("entry.correction.you"), v.T("entry."+action, agency)
+		if a.GetDelegate() != nil {
+			it.Who, it.Delegate = v.T("entry.delegate"), true
+		}
+		step := v.Step(a.GetStep())
+		if exp := a.GetConsent().GetExpiresAt(); action == "consent.granted" && exp != nil {
+			step = v.T("entry.consent.until", step, v.Day(exp.AsTime()))
+		}
+		it.Items = []string{step}
+	case "question.asked":
+		it.Question = true
+		it.Who, it.Did = v.T("entry.correction.you"), v.T("entry.question.asked", agency)
+		it.Items = []string{v.T("entry.question.item")}
+	case "question.answered":
+		it.Question = true
+		it.Did = v.T("entry.question.answered")
+		it.Items = []string{v.T("entry.question.item")}
+	}
 }

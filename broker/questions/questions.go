@@ -40,6 +40,15 @@ import (
 // Bucket is the KV bucket holding questions.
 const Bucket = "questions"
 
+// Words of the access records of a question (aperture.audit.v1.ACCESS_KIND_QUESTION_ASKED) and its
+// answer (ACCESS_KIND_QUESTION_ANSWERED): purpose, and the law behind a citizen's question about an
+// access to their data (the right to be told how it is processed).
+const (
+	AskPurpose    = "The citizen's question about an access to their data"
+	AnswerPurpose = "The agency's answer to the citizen's question about an access"
+	RightOfAccess = "GDPR Art. 15"
+)
+
 // EventQuestionAsked is the event type published to the agency that must answer.
 const EventQuestionAsked = "question_asked"
 
@@ -63,6 +72,12 @@ type Question struct {
 	Pseudonym string    `json:"pseudonym"`
 	Message   string    `json:"message"`
 	AskedAt   time.Time `json:"asked_at"`
+	// The pseudonym's key id, and the case, journey and step of the access questioned, so the answer's
+	// access record names them as the question's did (empty for questions stored before they were kept).
+	PseudonymKeyID string `json:"pseudonym_key_id,omitempty"`
+	CaseID         string `json:"case_id,omitempty"`
+	Journey        string `json:"journey,omitempty"`
+	Step           string `json:"step,omitempty"`
 	// Set once answered.
 	Answer     string     `json:"answer,omitempty"`
 	AnsweredBy string     `json:"answered_by,omitempty"`
@@ -147,24 +162,34 @@ func splitKey(k string) (agency, pseudonym, id string, ok bool) {
 	return parts[0], parts[1], parts[2], true
 }
 
+// NewID returns a new question id ("qst_…"): the caller chooses it with [Store.AskWith] when the id
+// must be known before the question is stored (to log the question first).
+func NewID(now time.Time) string { return ids.New(IDPrefix, now) }
+
 // Ask stores a new question from the citizen with pseudonym about accessID, which agency must answer,
 // and notifies the agency. The notification is best effort (the question is stored either way and the
 // agency lists it); a failed publish is logged without the question's text.
 func (s *Store) Ask(ctx context.Context, agency, pseudonym, accessID, message string, now time.Time) (*Question, error) {
-	if !sealedkv.Token(agency) || !sealedkv.Token(pseudonym) || accessID == "" || message == "" {
+	return s.AskWith(ctx, Question{ID: NewID(now), Agency: agency, Pseudonym: pseudonym, AccessID: accessID, Message: message}, now)
+}
+
+// AskWith is Ask for a question the caller filled in: ID (from NewID), Agency, Pseudonym, AccessID and
+// Message are required, PseudonymKeyID, CaseID, Journey and Step are kept as given. AskedAt is now.
+func (s *Store) AskWith(ctx context.Context, q Question, now time.Time) (*Question, error) {
+	if !sealedkv.Token(q.Agency) || !sealedkv.Token(q.Pseudonym) || q.AccessID == "" || q.Message == "" {
 		return nil, fmt.Errorf("%w: agency, pseudonym, access and message are required", ErrInvalid)
 	}
-	q := &Question{
-		ID: ids.New(IDPrefix, now), AccessID: accessID, Agency: agency, Pseudonym: pseudonym,
-		Message: message, AskedAt: now.UTC(),
+	if !ids.Valid(IDPrefix, q.ID) {
+		return nil, fmt.Errorf("%w: question id", ErrInvalid)
 	}
-	rev, err := s.codec.Write(ctx, s.kv, key(agency, pseudonym, q.ID), 0, q) // 0: a new id has no history
+	q.AskedAt, q.Answer, q.AnsweredBy, q.AnsweredAt = now.UTC(), "", "", nil
+	rev, err := s.codec.Write(ctx, s.kv, key(q.Agency, q.Pseudonym, q.ID), 0, &q) // 0: a new id has no history
 	if err != nil {
 		return nil, fmt.Errorf("store question %s: %w", q.ID, err)
 	}
 	q.Revision = rev
-	s.publish(ctx, q)
-	return q, nil
+	s.publish(ctx, &q)
+	return &q, nil
 }
 
 func (s *Store) publish(ctx context.Context, q *Question) {
@@ -294,6 +319,13 @@ func (s *Store) GetForAgency(ctx context.Context, agency, id string) (*Question,
 // may answer, once: another agency gets ErrNotFound, a second answer ErrAnswered. Two concurrent
 // answers cannot both win (compare-and-set on the revision).
 func (s *Store) Answer(ctx context.Context, agency, id, answer, caseworker string, now time.Time) (*Question, error) {
+	return s.AnswerLogged(ctx, agency, id, answer, caseworker, now, nil)
+}
+
+// AnswerLogged is Answer with first called once the question is found open, before the answer is
+// stored: an error from it stores nothing and is returned. The broker logs the answer there, so that
+// the citizen's access log shows it before the agency's answer counts.
+func (s *Store) AnswerLogged(ctx context.Context, agency, id, answer, caseworker string, now time.Time, first func(*Question) error) (*Question, error) {
 	if answer == "" {
 		return nil, fmt.Errorf("%w: empty answer", ErrInvalid)
 	}
@@ -303,6 +335,11 @@ func (s *Store) Answer(ctx context.Context, agency, id, answer, caseworker strin
 	}
 	if q.Answered() {
 		return nil, ErrAnswered
+	}
+	if first != nil {
+		if err := first(q); err != nil {
+			return nil, err
+		}
 	}
 	at := now.UTC()
 	q.Answer, q.AnsweredBy, q.AnsweredAt = answer, caseworker, &at

@@ -278,3 +278,42 @@ func value(t *testing.T, kv jetstream.KeyValue, k string) []byte {
 	}
 	return append([]byte(nil), e.Value()...)
 }
+
+// TestAskWithAnswerLogged: a question the caller filled in keeps its id and the access's case, journey
+// and step; an answer's first step runs once the question is found open, and when it fails nothing is
+// stored (the broker logs the answer there: no answer without its record).
+func TestAskWithAnswerLogged(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
+	const pa = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	if _, err := s.AskWith(ctx, questions.Question{ID: "not-an-id", Agency: "municipality", Pseudonym: pa, AccessID: "acc_1", Message: "m"}, now); !errors.Is(err, questions.ErrInvalid) {
+		t.Fatalf("a malformed id: %v", err)
+	}
+	id := questions.NewID(now)
+	q, err := s.AskWith(ctx, questions.Question{ID: id, Agency: "municipality", Pseudonym: pa, AccessID: "acc_1", Message: "why",
+		PseudonymKeyID: "k1", CaseID: "case_1", Journey: "j1", Step: "s1"}, now)
+	if err != nil || q.ID != id || !q.AskedAt.Equal(now) {
+		t.Fatalf("AskWith = %+v, %v", q, err)
+	}
+	logFailed := errors.New("log unavailable")
+	calls := 0
+	if _, err := s.AnswerLogged(ctx, "municipality", id, "because", "cw-1", now.Add(time.Hour), func(q *questions.Question) error {
+		calls++
+		if q.PseudonymKeyID != "k1" || q.CaseID != "case_1" || q.Journey != "j1" || q.Step != "s1" || q.Answered() {
+			t.Errorf("first sees %+v", q)
+		}
+		return logFailed
+	}); !errors.Is(err, logFailed) || calls != 1 {
+		t.Fatalf("AnswerLogged with a failing first step: %v (%d calls)", err, calls)
+	}
+	if got, err := s.GetForAgency(ctx, "municipality", id); err != nil || got.Answered() {
+		t.Fatalf("after a failed first step the question is %+v, %v; want it open", got, err)
+	}
+	if _, err := s.AnswerLogged(ctx, "municipality", id, "because", "cw-1", now.Add(time.Hour), func(*questions.Question) error { calls++; return nil }); err != nil || calls != 2 {
+		t.Fatalf("AnswerLogged: %v (%d calls)", err, calls)
+	}
+	if _, err := s.AnswerLogged(ctx, "municipality", id, "again", "cw-1", now.Add(2*time.Hour), func(*questions.Question) error { calls++; return nil }); !errors.Is(err, questions.ErrAnswered) || calls != 2 {
+		t.Fatalf("a second answer: %v (%d calls; the first step must not run for an answered question)", err, calls)
+	}
+}

@@ -47,6 +47,7 @@ func (f Figures) Cells() []Cell {
 	add(Cell{Section: "total", Measure: "leaves", Value: int64(f.Leaves)})
 	add(Cell{Section: "total", Measure: "in_period", Value: f.InPeriod})
 	add(Cell{Section: "total", Measure: "auditor_reads", Value: f.AuditorReads})
+	add(Cell{Section: "total", Measure: "median_seconds_to_answer", Value: f.MedianSecondsToAnswer})
 	add(Cell{Section: "citizen_self", Measure: "released", Value: f.CitizenSelf.Released})
 	add(Cell{Section: "citizen_self", Measure: "refused", Value: f.CitizenSelf.Refused})
 	for _, k := range slices.Sorted(maps.Keys(f.BreakGlassReviews)) {
@@ -61,6 +62,8 @@ func (f Figures) Cells() []Cell {
 			{"released", r.Released}, {"refused", r.Refused}, {"fields_disclosed", r.FieldsDisclosed},
 			{"facts_disclosed", r.FactsDisclosed}, {"case_reads", r.CaseReads}, {"covert", r.Covert},
 			{"covert_revealed", r.CovertRevealed}, {"over_sharing", r.OverSharing}, {"break_glass", r.BreakGlass},
+			{"consents_granted", r.ConsentsGranted}, {"consents_revoked", r.ConsentsRevoked}, {"consents_expired", r.ConsentsExpired},
+			{"questions_asked", r.QuestionsAsked}, {"questions_answered", r.QuestionsAnswered}, {"median_seconds_to_answer", r.MedianSecondsToAnswer},
 		} {
 			c.Measure, c.Value = m.name, m.v
 			add(c)

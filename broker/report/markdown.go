@@ -53,9 +53,12 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		{"emergency (break-glass) releases", t.BreakGlass},
 		{"break-glass reviews found justified", f.BreakGlassReviews["JUSTIFIED"]},
 		{"break-glass reviews found not justified", f.BreakGlassReviews["NOT_JUSTIFIED"]},
+		{"consents given", t.ConsentsGranted}, {"consents withdrawn", t.ConsentsRevoked}, {"consents run out", t.ConsentsExpired},
+		{"questions asked about an access", t.QuestionsAsked}, {"questions answered", t.QuestionsAnswered},
 	} {
 		p("| %s | %d |\n", row.k, row.v)
 	}
+	p("| median time to answer a question | %s |\n", time.Duration(f.MedianSecondsToAnswer)*time.Second)
 
 	p("\n## Per agency and journey\n\n")
 	if len(f.Rows) == 0 {
@@ -77,6 +80,20 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			for _, k := range slices.Sorted(maps.Keys(row.RefusedBy)) {
 				p("| %s | %s | %s | %d |\n", r.name(agencies, row.Agency), r.name(journeys, row.Journey), k, row.RefusedBy[k])
 			}
+		}
+	}
+
+	p("\n## Consents and questions\n\nConsents citizens gave, withdrew and let run out for the agency's steps of the journey, and citizens' questions about the agency's accesses with the time the agency took to answer.\n\n")
+	if t.ConsentsGranted+t.ConsentsRevoked+t.ConsentsExpired+t.QuestionsAsked+t.QuestionsAnswered == 0 {
+		p("No consents or questions in the period.\n")
+	} else {
+		p("| agency | journey | consents given | withdrawn | run out | questions asked | answered | median time to answer |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+		for _, row := range f.Rows {
+			if row.ConsentsGranted+row.ConsentsRevoked+row.ConsentsExpired+row.QuestionsAsked+row.QuestionsAnswered == 0 {
+				continue
+			}
+			p("| %s | %s | %d | %d | %d | %d | %d | %s |\n", r.name(agencies, row.Agency), r.name(journeys, row.Journey),
+				row.ConsentsGranted, row.ConsentsRevoked, row.ConsentsExpired, row.QuestionsAsked, row.QuestionsAnswered, time.Duration(row.MedianSecondsToAnswer)*time.Second)
 		}
 	}
 
@@ -111,6 +128,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 
 	p("\n## Not in this report\n\nThe access log does not record these, so no figure for them can be recomputed from it:\n\n")
+	if len(r.NotCovered) == 0 {
+		p("Nothing: every figure is counted from the log.\n")
+	}
 	for _, g := range r.NotCovered {
 		p("- **%s**: %s\n", g.Figure, g.Why)
 	}

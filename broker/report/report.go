@@ -1,7 +1,10 @@
 // Package report computes the yearly data-responsibility report: per agency and journey, how many
 // releases and refusals (by reason) the broker decided, how many field paths and derived facts it
-// disclosed, how many covert accesses were made and later shown to the citizen, and how often an
-// authority answered more than the broker asked for (over-sharing, stripped before release).
+// disclosed, how many covert accesses were made and later shown to the citizen, how often an
+// authority answered more than the broker asked for (over-sharing, stripped before release), how many
+// consents citizens gave, withdrew and let run out, how many questions they asked about accesses and
+// how fast the agencies answered, how many corrections they asked for and how the authorities decided,
+// and how often agencies broke glass and what the auditors found.
 //
 // Every figure is computed from the access log and nothing else, over exactly the leaves of one
 // signed checkpoint (tlog.Replay checks the recomputed root), and the report names that checkpoint:
@@ -79,14 +82,14 @@ type Gap struct {
 	Why    string `json:"why"`
 }
 
-// NotCovered is what the issue asks a report to count that the access log does not record (yet).
-// Counting it from the broker's other state (the consents and questions buckets) would give figures
-// nobody can recompute from the signed log, so they are left out rather than mixed in.
+// NotCovered is what the report cannot count from the access log. Counting it from the broker's other
+// state (the cases, consents and questions buckets) would give figures nobody can recompute from the
+// signed log, so it is left out rather than mixed in.
 func NotCovered() []Gap {
 	return []Gap{
-		{"consents granted, revoked, expired", "consents are kept in the consents bucket, not in the access log; the log shows only refusals for a missing, revoked or expired consent (counted under refusals by reason)"},
-		{"questions asked and answered, time to answer", "questions and answers are kept in the questions bucket, not in the access log"},
 		{"covert accesses shown before their hidden_until", "an early reveal (the case closed, or reached the step that tells the citizen) follows from the case's state in the cases bucket, not from the access log; such an access is counted as revealed in the period its hidden_until falls in"},
+		{"consents cut short by a lower policy maximum", "a consent that lasts longer than its step's current maximum stops counting when the policy changes; that follows from the policy in force, not from the log, so it is counted as run out only when its own expiry passes (the refusals it causes are counted under refusals by reason, CONSENT_EXPIRED)"},
+		{"consents and questions from before the broker logged them", "consents given and questions asked before they were written to the access log are in the consents and questions buckets only: a later withdrawal or answer of one is counted, its expiry and its time to answer are not"},
 	}
 }
 
@@ -125,6 +128,9 @@ type Figures struct {
 	CitizenSelf Decisions `json:"citizen_self"`
 	// AuditorReads counts auditors listing a citizen's access records.
 	AuditorReads int64 `json:"auditor_reads"`
+	// MedianSecondsToAnswer is the median (of an even count, the later middle) time from question to
+	// answer over every answer in the period whose question is in the log (0 when none).
+	MedianSecondsToAnswer int64 `json:"median_seconds_to_answer"`
 	// BreakGlassReviews counts auditors' closed reviews of emergency accesses in the period, by
 	// aperture.audit.v1.BreakGlassOutcome without the BREAK_GLASS_OUTCOME_ prefix. A review record
 	// names the auditor, not the agency that broke glass, so reviews are counted in total only.
@@ -163,6 +169,21 @@ type Row struct {
 	OverSharing int64 `json:"over_sharing"`
 	// BreakGlass counts emergency releases outside the case's current step (also in Released).
 	BreakGlass int64 `json:"break_glass"`
+	// ConsentsGranted and ConsentsRevoked count consents citizens gave and withdrew in the period to the
+	// agency's steps of the journey. ConsentsExpired counts given consents (at any time) that ran out
+	// in the period: neither withdrawn nor replaced by a new consent to the same step before their
+	// expiry, which is no later than the last record of the log (a consent the log cannot yet say
+	// anything more about is not counted as run out).
+	ConsentsGranted int64 `json:"consents_granted"`
+	ConsentsRevoked int64 `json:"consents_revoked"`
+	ConsentsExpired int64 `json:"consents_expired"`
+	// QuestionsAsked counts citizens' questions in the period about the agency's accesses in the
+	// journey; QuestionsAnswered the agency's answers in the period. MedianSecondsToAnswer is the median
+	// (of an even count, the later middle) time from question to answer of those answers whose question
+	// is in the log (0 when none).
+	QuestionsAsked        int64 `json:"questions_asked"`
+	QuestionsAnswered     int64 `json:"questions_answered"`
+	MedianSecondsToAnswer int64 `json:"median_seconds_to_answer"`
 }
 
 // AuthorityRow is one authority's side.
@@ -197,6 +218,21 @@ type Builder struct {
 	// toDecide the request-to-decision times of decisions in the period, per authority.
 	requested map[string]time.Time
 	toDecide  map[string][]time.Duration
+	// granted is the latest consent given to each step, by pseudonym, journey and step, until it is
+	// withdrawn or replaced; last is the latest record time read (how far the log speaks).
+	granted map[[3]string]grant
+	expired map[[2]string]int64
+	last    time.Time
+	// asked is when each question was logged (any time before), by question id; toAnswer the
+	// question-to-answer times of answers in the period, per agency and journey.
+	asked    map[string]time.Time
+	toAnswer map[[2]string][]time.Duration
+}
+
+// grant is a consent given, as the log tells it.
+type grant struct {
+	row     [2]string
+	expires time.Time
 }
 
 // NewBuilder starts the figures of period.
@@ -205,7 +241,9 @@ func NewBuilder(p Period) (*Builder, error) {
 		return nil, err
 	}
 	return &Builder{period: p, rows: map[[2]string]*Row{}, auths: map[string]*AuthorityRow{},
-		requested: map[string]time.Time{}, toDecide: map[string][]time.Duration{}}, nil
+		requested: map[string]time.Time{}, toDecide: map[string][]time.Duration{},
+		granted: map[[3]string]grant{}, expired: map[[2]string]int64{},
+		asked: map[string]time.Time{}, toAnswer: map[[2]string][]time.Duration{}}, nil
 }
 
 // Add counts one leaf: the exact bytes of one AccessRecord. A leaf that does not decode is an error
@@ -227,8 +265,32 @@ func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 	if in {
 		b.in++
 	}
+	if t := rec.GetTime(); t != nil && t.AsTime().After(b.last) {
+		b.last = t.AsTime()
+	}
 	released := rec.GetDecision() == auditv1.Decision_DECISION_RELEASED
 	switch rec.GetKind() {
+	case auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED, auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED:
+		b.consent(rec, in)
+		return
+	case auditv1.AccessKind_ACCESS_KIND_QUESTION_ASKED:
+		if id := rec.GetQuestion().GetQuestionId(); id != "" && rec.GetTime() != nil {
+			b.asked[id] = rec.GetTime().AsTime()
+		}
+		if in {
+			b.row(rec.GetAgency(), rec.GetJourney()).QuestionsAsked++
+		}
+		return
+	case auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED:
+		if !in {
+			return
+		}
+		k := [2]string{rec.GetAgency(), rec.GetJourney()}
+		b.row(k[0], k[1]).QuestionsAnswered++
+		if at, ok := b.asked[rec.GetQuestion().GetQuestionId()]; ok {
+			b.toAnswer[k] = append(b.toAnswer[k], rec.GetTime().AsTime().Sub(at))
+		}
+		return
 	case auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF:
 		if !in {
 			return
@@ -335,6 +397,32 @@ func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 	}
 }
 
+// consent counts a consent given or withdrawn, and the run-out of the consent it ends: the latest one
+// given to the same step, when its expiry came first.
+func (b *Builder) consent(rec *auditv1.AccessRecord, in bool) {
+	k := [2]string{rec.GetAgency(), rec.GetJourney()}
+	step := [3]string{rec.GetCitizenPseudonym(), rec.GetJourney(), rec.GetStep()}
+	at := rec.GetTime().AsTime()
+	if prev, ok := b.granted[step]; ok {
+		if !prev.expires.After(at) && b.period.Contains(prev.expires) {
+			b.expired[prev.row]++
+		}
+		delete(b.granted, step)
+	}
+	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED {
+		if exp := rec.GetConsent().GetExpiresAt(); exp != nil && rec.GetTime() != nil {
+			b.granted[step] = grant{row: k, expires: exp.AsTime()}
+		}
+		if in {
+			b.row(k[0], k[1]).ConsentsGranted++
+		}
+		return
+	}
+	if in {
+		b.row(k[0], k[1]).ConsentsRevoked++
+	}
+}
+
 func (b *Builder) row(agency, journey string) *Row {
 	k := [2]string{agency, journey}
 	r, ok := b.rows[k]
@@ -358,19 +446,51 @@ func (b *Builder) auth(id string) *AuthorityRow {
 func (b *Builder) Figures() Figures {
 	f := Figures{Leaves: b.leaves, InPeriod: b.in, CitizenSelf: b.self, AuditorReads: b.audits,
 		BreakGlassReviews: maps.Clone(b.review), Rows: []Row{}, Authorities: []AuthorityRow{}}
-	for _, k := range slices.SortedFunc(maps.Keys(b.rows), func(a, b [2]string) int {
+	// Consents still standing at the end of the log ran out if their expiry is in the period and
+	// no later than the log's last record; those ended earlier were counted as they ended.
+	expired := maps.Clone(b.expired)
+	for _, g := range b.granted {
+		if !g.expires.After(b.last) && b.period.Contains(g.expires) {
+			expired[g.row]++
+		}
+	}
+	rows := make(map[[2]string]Row, len(b.rows))
+	for k, r := range b.rows {
+		rows[k] = *r
+	}
+	for k, n := range expired {
+		r, ok := rows[k]
+		if !ok {
+			r = Row{Agency: k[0], Journey: k[1]}
+		}
+		r.ConsentsExpired = n
+		rows[k] = r
+	}
+	var all []time.Duration
+	for _, k := range slices.SortedFunc(maps.Keys(rows), func(a, b [2]string) int {
 		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
 	}) {
-		f.Rows = append(f.Rows, *b.rows[k])
+		r := rows[k]
+		r.MedianSecondsToAnswer = median(b.toAnswer[k])
+		all = append(all, b.toAnswer[k]...)
+		f.Rows = append(f.Rows, r)
 	}
+	f.MedianSecondsToAnswer = median(all)
 	for _, k := range slices.Sorted(maps.Keys(b.auths)) {
 		a := *b.auths[k]
-		if d := slices.Sorted(slices.Values(b.toDecide[k])); len(d) > 0 {
-			a.MedianSecondsToDecide = int64(d[len(d)/2] / time.Second)
-		}
+		a.MedianSecondsToDecide = median(b.toDecide[k])
 		f.Authorities = append(f.Authorities, a)
 	}
 	return f
+}
+
+// median is the median of ds in whole seconds (of an even count, the later middle); 0 for none.
+func median(ds []time.Duration) int64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	d := slices.Sorted(slices.Values(ds))
+	return int64(d[len(d)/2] / time.Second)
 }
 
 // Total adds up the rows.
@@ -389,6 +509,11 @@ func (f Figures) Total() Row {
 		t.CovertRevealed += r.CovertRevealed
 		t.OverSharing += r.OverSharing
 		t.BreakGlass += r.BreakGlass
+		t.ConsentsGranted += r.ConsentsGranted
+		t.ConsentsRevoked += r.ConsentsRevoked
+		t.ConsentsExpired += r.ConsentsExpired
+		t.QuestionsAsked += r.QuestionsAsked
+		t.QuestionsAnswered += r.QuestionsAnswered
 	}
 	return t
 }

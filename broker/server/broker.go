@@ -7,12 +7,16 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/ids"
 	"github.com/aperture-gov/aperture/broker/pagetoken"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/questions"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/broker/release"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
@@ -23,6 +27,8 @@ type Broker struct {
 	cases     *cases.Service
 	release   *release.Service
 	questions Questions
+	qlog      AccessLog
+	qcount    *questions.Counter
 	registry  func() *policy.Registry
 	now       func() time.Time
 	log       *slog.Logger
@@ -32,16 +38,24 @@ type Broker struct {
 // Questions keeps the citizens' questions about accesses (questions.Store).
 type Questions interface {
 	ListByAgency(ctx context.Context, agency string, onlyOpen bool) ([]*questions.Question, error)
-	Answer(ctx context.Context, agency, id, answer, caseworker string, now time.Time) (*questions.Question, error)
+	AnswerLogged(ctx context.Context, agency, id, answer, caseworker string, now time.Time, first func(*questions.Question) error) (*questions.Question, error)
+}
+
+// AccessLog is where an answer to a citizen's question is logged (accesslog.Log).
+type AccessLog interface {
+	// Append returns nil only once the record is durable.
+	Append(ctx context.Context, rec *auditv1.AccessRecord) error
 }
 
 // BrokerOption configures a Broker.
 type BrokerOption func(*Broker)
 
-// WithQuestions serves ListQuestions and AnswerQuestion from q; registry names the agencies in the
-// answers, now stamps the answers. Without it both answer UNAVAILABLE.
-func WithQuestions(q Questions, registry func() *policy.Registry, now func() time.Time) BrokerOption {
-	return func(b *Broker) { b.questions, b.registry, b.now = q, registry, now }
+// WithQuestions serves ListQuestions and AnswerQuestion from q; every answer is logged in the
+// citizen's access log (ACCESS_KIND_QUESTION_ANSWERED) before it is stored; registry names the agencies
+// in the answers, now stamps the answers, count counts them (nil: not counted). Without it both
+// answer UNAVAILABLE.
+func WithQuestions(q Questions, log AccessLog, count *questions.Counter, registry func() *policy.Registry, now func() time.Time) BrokerOption {
+	return func(b *Broker) { b.questions, b.qlog, b.qcount, b.registry, b.now = q, log, count, registry, now }
 }
 
 // WithSecurityLog sends the operator's security events (an agency asking about a case it takes no part
@@ -255,11 +269,38 @@ func (b *Broker) AnswerQuestion(ctx context.Context, req *brokerv1.AnswerQuestio
 	if err != nil {
 		return nil, err
 	}
-	if b.questions == nil {
+	if b.questions == nil || b.qlog == nil {
 		return nil, refusal.New(refusal.Unavailable, "questions are not enabled on this broker")
 	}
-	q, err := b.questions.Answer(ctx, c.ID, req.GetQuestionId(), req.GetAnswer(), c.Caseworker, b.now())
+	now := b.now()
+	var logged *auditv1.AccessRecord
+	// Logged first, like every access: the citizen's log shows the answer before the citizen can read it.
+	q, err := b.questions.AnswerLogged(ctx, c.ID, req.GetQuestionId(), req.GetAnswer(), c.Caseworker, now, func(q *questions.Question) error {
+		logged = &auditv1.AccessRecord{
+			Id: ids.New("acc", now), Time: timestamppb.New(now), CitizenPseudonym: q.Pseudonym, PseudonymKeyId: q.PseudonymKeyID,
+			Kind: auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED, Agency: c.ID, Caseworker: c.Caseworker,
+			CaseId: q.CaseID, Journey: q.Journey, Step: q.Step, Decision: auditv1.Decision_DECISION_RELEASED,
+			Purpose: questions.AnswerPurpose, LegalBasis: questions.RightOfAccess,
+			Question: &auditv1.Question{QuestionId: q.ID, AccessId: q.AccessID},
+		}
+		if err := b.qlog.Append(ctx, logged); err != nil {
+			return errAnswerNotLogged{err}
+		}
+		return nil
+	})
+	var notLogged errAnswerNotLogged
+	if err != nil && (logged != nil || errors.As(err, &notLogged)) {
+		b.qcount.Add(ctx, questions.EventAnswered, c.ID, questions.OutcomeFailed)
+	} else if err == nil {
+		b.qcount.Add(ctx, questions.EventAnswered, c.ID, questions.OutcomeOK)
+	}
+	if err != nil && logged != nil && !errors.As(err, &notLogged) {
+		// Logged but not stored (another answer won, or the store failed): the log line says so.
+		b.log.Error("answer logged but not stored", "question", req.GetQuestionId(), "agency", c.ID, "access", logged.GetId(), "err", err)
+	}
 	switch {
+	case errors.As(err, &notLogged):
+		return nil, refusal.Wrap(refusal.Unavailable, notLogged.err, "the access log is unavailable; nothing was answered, please try again")
 	case errors.Is(err, questions.ErrNotFound):
 		return nil, refusal.New(refusal.NotFound, "question %s does not exist", req.GetQuestionId())
 	case errors.Is(err, questions.ErrAnswered):
@@ -272,3 +313,9 @@ func (b *Broker) AnswerQuestion(ctx context.Context, req *brokerv1.AnswerQuestio
 	b.log.Info("question answered", "question", q.ID, "agency", c.ID, "caseworker", c.Caseworker)
 	return &brokerv1.AnswerQuestionResponse{Question: q.Proto(b.agencyParty(c.ID))}, nil
 }
+
+// errAnswerNotLogged is an access-log failure before an answer was stored.
+type errAnswerNotLogged struct{ err error }
+
+func (e errAnswerNotLogged) Error() string { return "log the answer: " + e.err.Error() }
+func (e errAnswerNotLogged) Unwrap() error { return e.err }

@@ -81,10 +81,12 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Fatalf("release --json printed:\n%s", out)
 	}
 	out = aperture(0, "log", "--citizen", citizen)
-	// Two releases, one refusal, and the case read `case complete` made to find the current step; before
-	// them the register check `case open` made, named as such with the register it asked.
-	want := 4 + ts.checksPerOpen()
-	if !strings.Contains(out, fmt.Sprintf("%d records", want)) || !strings.Contains(out, "REFUSED DATASET_NOT_RELEASED [1]") || !strings.Contains(out, "[1] why: ") {
+	// Two releases, one refusal, the case read `case complete` made to find the current step, and the
+	// caseworker's answer to the question (logged before it was stored); before them the register check
+	// `case open` made, named as such with the register it asked.
+	want := 5 + ts.checksPerOpen()
+	if !strings.Contains(out, fmt.Sprintf("%d records", want)) || !strings.Contains(out, "REFUSED DATASET_NOT_RELEASED [1]") || !strings.Contains(out, "[1] why: ") ||
+		!strings.Contains(out, "QUESTION ANSWERED [2]") || !strings.Contains(out, "[2] answer to question "+q.ID) {
 		t.Fatalf("log printed (want %d records):\n%s", want, out)
 	}
 	if reg := ts.Broker.Bundle().Registry.CitizenRegister; reg != nil && !strings.Contains(out, "(register check) "+reg.Authority+"."+reg.Dataset) {

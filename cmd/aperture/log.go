@@ -94,6 +94,22 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			data = "(access log read)"
 		case auditv1.AccessKind_ACCESS_KIND_DELEGATE:
 			data = "(on the citizen's behalf: " + strings.ToLower(strings.TrimPrefix(r.GetDelegate().GetAction().String(), "DELEGATE_ACTION_")) + ", power of attorney " + r.GetDelegate().GetDelegationId() + ")"
+		case auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED:
+			decision = "CORRECTION ASKED " + note("correction request "+r.GetCorrection().GetRequestId())
+		case auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED:
+			decision = "CORRECTION " + strings.TrimPrefix(r.GetCorrection().GetOutcome().String(), "CORRECTION_OUTCOME_") + " " + note("decision on correction request "+r.GetCorrection().GetRequestId())
+		case auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED:
+			decision = "CONSENT GIVEN " + note("consent given, runs out "+cf.clock().ts(r.GetConsent().GetExpiresAt()))
+			data = "(consent)"
+		case auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED:
+			decision = "CONSENT WITHDRAWN " + note("consent given "+cf.clock().ts(r.GetConsent().GetGrantedAt())+" withdrawn")
+			data = "(consent)"
+		case auditv1.AccessKind_ACCESS_KIND_QUESTION_ASKED:
+			decision = "QUESTION ASKED " + note("question "+r.GetQuestion().GetQuestionId()+" about access "+r.GetQuestion().GetAccessId())
+			data = "(question)"
+		case auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED:
+			decision = "QUESTION ANSWERED " + note("answer to question "+r.GetQuestion().GetQuestionId()+" about access "+r.GetQuestion().GetAccessId())
+			data = "(question)"
 		case auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW:
 			bg := r.GetBreakGlass()
 			decision = "REVIEWED " + outcomeWord(bg.GetOutcome()) + " " + note("review of break-glass "+bg.GetReviewedAccessId()+": "+bg.GetReviewNote())

@@ -23,8 +23,10 @@ import (
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/report"
 	"github.com/aperture-gov/aperture/policies"
+	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	authorityv1 "github.com/aperture-gov/aperture/proto/aperture/authority/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"github.com/aperture-gov/aperture/services/kit/fieldmask"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
 )
@@ -123,12 +125,16 @@ func TestReportE2E(t *testing.T) {
 		t.Fatalf("refusal without ErrorInfo: %v", err)
 	}
 	start := time.Now().UTC()
+	var firstAccess string // a release the citizen then asks about
 	for _, p := range plans {
 		c := ts.open(p.step.Agency, p.journey.ID, ts.citizenFor(p.journey.ID))
 		client := ts.agency(p.step.Agency)
 		for range p.releases {
-			_, err := client.Release(cw("cw-report"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: p.rule.Authority, Dataset: p.rule.Dataset})
+			resp, err := client.Release(cw("cw-report"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: p.rule.Authority, Dataset: p.rule.Dataset})
 			outcome(p.step.Agency, p.journey.ID, err)
+			if firstAccess == "" && err == nil {
+				firstAccess = resp.GetAccessId()
+			}
 		}
 		if p.refuseDataset != "" {
 			_, err := client.Release(cw("cw-report"), &brokerv1.ReleaseRequest{CaseId: c.GetId(), Authority: p.refuseAuthority, Dataset: p.refuseDataset})
@@ -138,7 +144,34 @@ func TestReportE2E(t *testing.T) {
 			outcome(p.step.Agency, p.journey.ID, err)
 		}
 	}
-	var actions uint64
+	// Consents and questions, through the citizen API over TLS and the agency's API: each is logged
+	// before it takes effect, and the report counts them from the log.
+	cj, cst := consentStep(t, bundle)
+	consentCitizen := ts.citizenFor(cj.ID)
+	capi, cctx := ts.citizenAPI(consentCitizen)
+	for i, grant := range []bool{true, false, true} { // given, withdrawn, given again
+		var err error
+		if grant {
+			_, err = capi.GrantConsent(cctx, &citizenv1.GrantConsentRequest{Journey: cj.ID, Step: cst.ID})
+		} else {
+			_, err = capi.RevokeConsent(cctx, &citizenv1.RevokeConsentRequest{Journey: cj.ID, Step: cst.ID})
+		}
+		if err != nil {
+			t.Fatalf("consent action %d: %v", i, err)
+		}
+	}
+	asker := ts.citizenFor(plans[0].journey.ID)
+	qapi, qctx := ts.citizenAPI(asker)
+	qr, err := qapi.QuestionAccess(qctx, &citizenv1.QuestionAccessRequest{AccessId: firstAccess, Message: "Why did you need this?"})
+	if err != nil {
+		t.Fatalf("question: %v", err)
+	}
+	if _, err := ts.agency(plans[0].step.Agency).AnswerQuestion(cw("cw-answer"), &brokerv1.AnswerQuestionRequest{
+		QuestionId: qr.GetQuestion().GetId(), Answer: "To decide your case.",
+	}); err != nil {
+		t.Fatalf("answer: %v", err)
+	}
+	var actions uint64 = 3 + 2
 	for _, w := range want {
 		actions += uint64(w.released + w.refused)
 	}
@@ -211,6 +244,79 @@ func TestReportE2E(t *testing.T) {
 			}
 		}
 	}
+	// Consents and questions: the rows of the consent's step and of the questioned access.
+	for _, r := range rep.Figures.Rows {
+		gotC := [3]int64{r.ConsentsGranted, r.ConsentsRevoked, r.ConsentsExpired}
+		wantC := [3]int64{}
+		if r.Agency == cst.Agency && r.Journey == cj.ID {
+			wantC = [3]int64{2, 1, 0}
+		}
+		if gotC != wantC {
+			t.Errorf("%s/%s: consents given, withdrawn, run out %v, want %v", r.Agency, r.Journey, gotC, wantC)
+		}
+		gotQ := [2]int64{r.QuestionsAsked, r.QuestionsAnswered}
+		wantQ := [2]int64{}
+		if r.Agency == plans[0].step.Agency && r.Journey == plans[0].journey.ID {
+			wantQ = [2]int64{1, 1}
+		}
+		if gotQ != wantQ {
+			t.Errorf("%s/%s: questions asked, answered %v, want %v", r.Agency, r.Journey, gotQ, wantQ)
+		}
+	}
+	if elapsed := time.Since(start); time.Duration(rep.Figures.MedianSecondsToAnswer)*time.Second > elapsed {
+		t.Errorf("median time to answer %ds, longer than the test (%v)", rep.Figures.MedianSecondsToAnswer, elapsed)
+	}
+	for _, g := range rep.NotCovered {
+		if strings.Contains(g.Figure, "consents granted") || strings.Contains(g.Figure, "questions asked") {
+			t.Errorf("%q is counted but listed as not covered", g.Figure)
+		}
+	}
+	// Counted as they happen, without a citizen.
+	for _, m := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"aperture_consent_changes_total", []string{`change="granted"`, `outcome="ok"`}, 2},
+		{"aperture_consent_changes_total", []string{`change="revoked"`, `outcome="ok"`}, 1},
+		{"aperture_questions_total", []string{`event="asked"`, `outcome="ok"`, `agency="` + plans[0].step.Agency + `"`}, 1},
+		{"aperture_questions_total", []string{`event="answered"`, `outcome="ok"`, `agency="` + plans[0].step.Agency + `"`}, 1},
+	} {
+		if n, ok := scrape(t, ts.Metrics.Addr(), m.name, m.labels...); !ok || n != m.want {
+			t.Errorf("%s%v = %v (%v), want %v", m.name, m.labels, n, ok, m.want)
+		}
+	}
+	// The citizen's log shows them in words; the auditor's CLI lists them.
+	seen := map[auditv1.AccessKind]*citizenv1.Access{}
+	for _, who := range []struct {
+		api citizenv1.CitizenServiceClient
+		ctx context.Context
+	}{{capi, cctx}, {qapi, qctx}} {
+		la, err := who.api.ListAccesses(who.ctx, &citizenv1.ListAccessesRequest{PageSize: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range la.GetAccesses() {
+			seen[a.GetKind()] = a
+		}
+	}
+	if a := seen[auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED]; a == nil || a.GetConsent().GetExpiresAt() == nil || a.GetStep().GetId() != cst.ID || a.GetPurpose().GetDa() == "" {
+		t.Errorf("the citizen's log shows the consent given as %v", a)
+	}
+	if a := seen[auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED]; a == nil || a.GetAgency().GetId() != cst.Agency {
+		t.Errorf("the citizen's log shows the withdrawal as %v", a)
+	}
+	for _, k := range []auditv1.AccessKind{auditv1.AccessKind_ACCESS_KIND_QUESTION_ASKED, auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED} {
+		if a := seen[k]; a == nil || a.GetAgency().GetId() != plans[0].step.Agency || a.GetPurpose().GetEn() == "" || a.GetPurpose().GetDa() == "" ||
+			strings.Contains(a.String(), "Why did you need this") || strings.Contains(a.String(), "To decide your case") {
+			t.Errorf("the citizen's log shows %v as %v (words in en and da, never the text)", k, a)
+		}
+	}
+	for _, c := range []struct{ citizen, want string }{{consentCitizen, "CONSENT GIVEN"}, {consentCitizen, "CONSENT WITHDRAWN"}, {asker, "QUESTION ASKED"}, {asker, "QUESTION ANSWERED"}} {
+		if code, msg := ts.cli("log", "--citizen", c.citizen, "--broker", ts.Broker.Addr()); code != 0 || !strings.Contains(msg, c.want) {
+			t.Errorf("aperture log --citizen: exit %d, no %q\n%s", code, c.want, msg)
+		}
+	}
 	if rep.Labels == nil || rep.Labels.Journeys[plans[0].journey.ID].EN != plans[0].journey.Title.EN {
 		t.Errorf("labels: %+v", rep.Labels)
 	}
@@ -256,6 +362,16 @@ func TestReportE2E(t *testing.T) {
 	if r := rep.Figures.Rows[0]; !strings.Contains(msg, "agency_journey[agency="+r.Agency+" journey="+r.Journey+"].released") {
 		t.Errorf("the failure does not name the figure:\n%s", msg)
 	}
+	msg = tamper("consents", func(m map[string]any) {
+		for _, r := range m["figures"].(map[string]any)["rows"].([]any) {
+			if row := r.(map[string]any); row["agency"] == cst.Agency && row["journey"] == cj.ID {
+				row["consents_granted"] = row["consents_granted"].(float64) + 1
+			}
+		}
+	})
+	if !strings.Contains(msg, "journey="+cj.ID+"].consents_granted") {
+		t.Errorf("the failure does not name the consents figure:\n%s", msg)
+	}
 	tamper("row dropped", func(m map[string]any) {
 		fig := m["figures"].(map[string]any)
 		fig["rows"] = fig["rows"].([]any)[1:]
@@ -298,7 +414,8 @@ func TestReportE2E(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	page := string(body)
-	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "Rapport om dataansvar") || !strings.Contains(page, `id="chart-decisions"`) {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "Rapport om dataansvar") || !strings.Contains(page, `id="chart-decisions"`) ||
+		!strings.Contains(page, "Samtykker og spørgsmål") || !strings.Contains(page, `id="report-consents"`) {
 		t.Fatalf("GET /report: %s\n%s", resp.Status, page)
 	}
 	if title := plans[len(plans)-1].journey.Title.In("da"); !strings.Contains(page, title) {

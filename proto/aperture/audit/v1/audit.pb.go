@@ -250,25 +250,43 @@ const (
 	// The authority decided a correction request: agency holds the authority's id, correction the
 	// outcome. Never a value.
 	AccessKind_ACCESS_KIND_CORRECTION_DECIDED AccessKind = 7
-	// Someone the citizen gave power of attorney acted for the citizen through the citizen API: looked
-	// at the citizen's accesses, cases or consents, or gave consent for them. delegation says on what
-	// basis and what they did; journey and step name the consent given. Logged before the answer. The
-	// record names no one but the citizen: the holder's pseudonym is never in it.
+	// Someone the citizen gave power of attorney looked at the citizen's accesses, cases or consents
+	// through the citizen API. delegate says on what basis and what they did. Logged before the answer.
+	// The record names no one but the citizen: the holder's pseudonym is never in it. (A consent they
+	// gave for the citizen is an ACCESS_KIND_CONSENT_GRANTED record with delegate set.)
 	AccessKind_ACCESS_KIND_DELEGATE AccessKind = 8
+	// The citizen gave consent to one step of a journey: agency, journey, step, purpose and legal_basis
+	// are the step's (the agency the consent lets receive data), consent.expires_at is when it runs out.
+	// Written before the consent is stored. No data is released.
+	AccessKind_ACCESS_KIND_CONSENT_GRANTED AccessKind = 9
+	// The citizen withdrew consent to one step (the same fields as a grant; consent.granted_at and
+	// consent.expires_at are those of the consent withdrawn). Written before the withdrawal is stored.
+	AccessKind_ACCESS_KIND_CONSENT_REVOKED AccessKind = 10
+	// The citizen asked an agency why it accessed their data: agency is the agency asked; case_id,
+	// journey and step are those of the access questioned; question names the question and the access.
+	// Never the question's text.
+	AccessKind_ACCESS_KIND_QUESTION_ASKED AccessKind = 11
+	// The agency answered a citizen's question: agency and caseworker answered; question names it.
+	// Never the answer's text.
+	AccessKind_ACCESS_KIND_QUESTION_ANSWERED AccessKind = 12
 )
 
 // Enum value maps for AccessKind.
 var (
 	AccessKind_name = map[int32]string{
-		0: "ACCESS_KIND_UNSPECIFIED",
-		1: "ACCESS_KIND_CASEWORKER",
-		2: "ACCESS_KIND_CITIZEN_SELF",
-		3: "ACCESS_KIND_CASE_READ",
-		4: "ACCESS_KIND_AUDITOR_READ",
-		5: "ACCESS_KIND_BREAK_GLASS_REVIEW",
-		6: "ACCESS_KIND_CORRECTION_REQUESTED",
-		7: "ACCESS_KIND_CORRECTION_DECIDED",
-		8: "ACCESS_KIND_DELEGATE",
+		0:  "ACCESS_KIND_UNSPECIFIED",
+		1:  "ACCESS_KIND_CASEWORKER",
+		2:  "ACCESS_KIND_CITIZEN_SELF",
+		3:  "ACCESS_KIND_CASE_READ",
+		4:  "ACCESS_KIND_AUDITOR_READ",
+		5:  "ACCESS_KIND_BREAK_GLASS_REVIEW",
+		6:  "ACCESS_KIND_CORRECTION_REQUESTED",
+		7:  "ACCESS_KIND_CORRECTION_DECIDED",
+		8:  "ACCESS_KIND_DELEGATE",
+		9:  "ACCESS_KIND_CONSENT_GRANTED",
+		10: "ACCESS_KIND_CONSENT_REVOKED",
+		11: "ACCESS_KIND_QUESTION_ASKED",
+		12: "ACCESS_KIND_QUESTION_ANSWERED",
 	}
 	AccessKind_value = map[string]int32{
 		"ACCESS_KIND_UNSPECIFIED":          0,
@@ -280,6 +298,10 @@ var (
 		"ACCESS_KIND_CORRECTION_REQUESTED": 6,
 		"ACCESS_KIND_CORRECTION_DECIDED":   7,
 		"ACCESS_KIND_DELEGATE":             8,
+		"ACCESS_KIND_CONSENT_GRANTED":      9,
+		"ACCESS_KIND_CONSENT_REVOKED":      10,
+		"ACCESS_KIND_QUESTION_ASKED":       11,
+		"ACCESS_KIND_QUESTION_ANSWERED":    12,
 	}
 )
 
@@ -321,7 +343,8 @@ const (
 	DelegateAction_DELEGATE_ACTION_VIEW_CASES DelegateAction = 2
 	// Listed the citizen's consents.
 	DelegateAction_DELEGATE_ACTION_VIEW_CONSENTS DelegateAction = 3
-	// Gave consent for the citizen at the record's journey and step.
+	// Gave consent for the citizen at the record's journey and step (on the ACCESS_KIND_CONSENT_GRANTED
+	// record of that consent).
 	DelegateAction_DELEGATE_ACTION_GRANT_CONSENT DelegateAction = 4
 )
 
@@ -520,7 +543,8 @@ func (BreakGlassOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
-// Delegate marks an action by someone acting for the citizen (ACCESS_KIND_DELEGATE).
+// Delegate marks an action by someone acting for the citizen (ACCESS_KIND_DELEGATE, or a consent
+// they gave: ACCESS_KIND_CONSENT_GRANTED).
 type Delegate struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Basis  DelegateBasis          `protobuf:"varint,1,opt,name=basis,proto3,enum=aperture.audit.v1.DelegateBasis" json:"basis,omitempty"`
@@ -582,6 +606,118 @@ func (x *Delegate) GetDelegationId() string {
 	return ""
 }
 
+// Consent marks a consent given (ACCESS_KIND_CONSENT_GRANTED) or withdrawn
+// (ACCESS_KIND_CONSENT_REVOKED).
+type Consent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the consent runs out (for a withdrawal: when the withdrawn consent would have run out).
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// For a withdrawal: when the withdrawn consent was given.
+	GrantedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=granted_at,json=grantedAt,proto3" json:"granted_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Consent) Reset() {
+	*x = Consent{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Consent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Consent) ProtoMessage() {}
+
+func (x *Consent) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Consent.ProtoReflect.Descriptor instead.
+func (*Consent) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Consent) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Consent) GetGrantedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GrantedAt
+	}
+	return nil
+}
+
+// Question marks a citizen's question about an access (ACCESS_KIND_QUESTION_ASKED) or the agency's
+// answer (ACCESS_KIND_QUESTION_ANSWERED). Never the text of either.
+type Question struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The question ("qst_…").
+	QuestionId string `protobuf:"bytes,1,opt,name=question_id,json=questionId,proto3" json:"question_id,omitempty"`
+	// The access questioned ("acc_…").
+	AccessId      string `protobuf:"bytes,2,opt,name=access_id,json=accessId,proto3" json:"access_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Question) Reset() {
+	*x = Question{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Question) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Question) ProtoMessage() {}
+
+func (x *Question) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Question.ProtoReflect.Descriptor instead.
+func (*Question) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Question) GetQuestionId() string {
+	if x != nil {
+		return x.QuestionId
+	}
+	return ""
+}
+
+func (x *Question) GetAccessId() string {
+	if x != nil {
+		return x.AccessId
+	}
+	return ""
+}
+
 // Correction marks a correction request (ACCESS_KIND_CORRECTION_REQUESTED) or its decision
 // (ACCESS_KIND_CORRECTION_DECIDED).
 type Correction struct {
@@ -595,7 +731,7 @@ type Correction struct {
 
 func (x *Correction) Reset() {
 	*x = Correction{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +743,7 @@ func (x *Correction) String() string {
 func (*Correction) ProtoMessage() {}
 
 func (x *Correction) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +756,7 @@ func (x *Correction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Correction.ProtoReflect.Descriptor instead.
 func (*Correction) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Correction) GetRequestId() string {
@@ -656,7 +792,7 @@ type BreakGlass struct {
 
 func (x *BreakGlass) Reset() {
 	*x = BreakGlass{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +804,7 @@ func (x *BreakGlass) String() string {
 func (*BreakGlass) ProtoMessage() {}
 
 func (x *BreakGlass) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +817,7 @@ func (x *BreakGlass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakGlass.ProtoReflect.Descriptor instead.
 func (*BreakGlass) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BreakGlass) GetReasonCode() string {
@@ -794,15 +930,20 @@ type AccessRecord struct {
 	BreakGlass *BreakGlass `protobuf:"bytes,26,opt,name=break_glass,json=breakGlass,proto3" json:"break_glass,omitempty"`
 	// Set for a correction request and its decision.
 	Correction *Correction `protobuf:"bytes,27,opt,name=correction,proto3" json:"correction,omitempty"`
-	// Set for an action by someone acting for the citizen (ACCESS_KIND_DELEGATE).
-	Delegate      *Delegate `protobuf:"bytes,28,opt,name=delegate,proto3" json:"delegate,omitempty"`
+	// Set for an action by someone acting for the citizen (ACCESS_KIND_DELEGATE), and on a consent
+	// they gave for the citizen (ACCESS_KIND_CONSENT_GRANTED).
+	Delegate *Delegate `protobuf:"bytes,28,opt,name=delegate,proto3" json:"delegate,omitempty"`
+	// Set for a consent given or withdrawn.
+	Consent *Consent `protobuf:"bytes,29,opt,name=consent,proto3" json:"consent,omitempty"`
+	// Set for a question about an access and its answer.
+	Question      *Question `protobuf:"bytes,30,opt,name=question,proto3" json:"question,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AccessRecord) Reset() {
 	*x = AccessRecord{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +955,7 @@ func (x *AccessRecord) String() string {
 func (*AccessRecord) ProtoMessage() {}
 
 func (x *AccessRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +968,7 @@ func (x *AccessRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessRecord.ProtoReflect.Descriptor instead.
 func (*AccessRecord) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AccessRecord) GetId() string {
@@ -1026,6 +1167,20 @@ func (x *AccessRecord) GetDelegate() *Delegate {
 	return nil
 }
 
+func (x *AccessRecord) GetConsent() *Consent {
+	if x != nil {
+		return x.Consent
+	}
+	return nil
+}
+
+func (x *AccessRecord) GetQuestion() *Question {
+	if x != nil {
+		return x.Question
+	}
+	return nil
+}
+
 // AccessBatch is one message of the ACCESS stream: the records of concurrent decisions that share
 // one durable write (group commit). Records are kept as their exact leaf bytes.
 //
@@ -1050,7 +1205,7 @@ type AccessBatch struct {
 
 func (x *AccessBatch) Reset() {
 	*x = AccessBatch{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1217,7 @@ func (x *AccessBatch) String() string {
 func (*AccessBatch) ProtoMessage() {}
 
 func (x *AccessBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1230,7 @@ func (x *AccessBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessBatch.ProtoReflect.Descriptor instead.
 func (*AccessBatch) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AccessBatch) GetRecords() [][]byte {
@@ -1108,7 +1263,7 @@ type ListedLeaf struct {
 
 func (x *ListedLeaf) Reset() {
 	*x = ListedLeaf{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1275,7 @@ func (x *ListedLeaf) String() string {
 func (*ListedLeaf) ProtoMessage() {}
 
 func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1288,7 @@ func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListedLeaf.ProtoReflect.Descriptor instead.
 func (*ListedLeaf) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListedLeaf) GetLeafIndex() uint64 {
@@ -1165,7 +1320,7 @@ type ListAccessRecordsRequest struct {
 
 func (x *ListAccessRecordsRequest) Reset() {
 	*x = ListAccessRecordsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1332,7 @@ func (x *ListAccessRecordsRequest) String() string {
 func (*ListAccessRecordsRequest) ProtoMessage() {}
 
 func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1345,7 @@ func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListAccessRecordsRequest) GetCitizenId() string {
@@ -1230,7 +1385,7 @@ type ListAccessRecordsResponse struct {
 
 func (x *ListAccessRecordsResponse) Reset() {
 	*x = ListAccessRecordsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1397,7 @@ func (x *ListAccessRecordsResponse) String() string {
 func (*ListAccessRecordsResponse) ProtoMessage() {}
 
 func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1410,7 @@ func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListAccessRecordsResponse) GetRecords() []*AccessRecord {
@@ -1288,7 +1443,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1455,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1468,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
 }
 
 // GetCheckpointResponse is the latest checkpoint.
@@ -1341,7 +1496,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1508,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1521,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() []byte {
@@ -1422,7 +1577,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1589,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1602,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetInclusionProofRequest) GetLeaf() isGetInclusionProofRequest_Leaf {
@@ -1522,7 +1677,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1689,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1702,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetInclusionProofResponse) GetLeafIndex() uint64 {
@@ -1605,7 +1760,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +1772,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +1785,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetConsistencyProofRequest) GetFromSize() uint64 {
@@ -1663,7 +1818,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1830,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1843,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetConsistencyProofResponse) GetFromSize() uint64 {
@@ -1749,7 +1904,7 @@ type BreakGlassReview struct {
 
 func (x *BreakGlassReview) Reset() {
 	*x = BreakGlassReview{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +1916,7 @@ func (x *BreakGlassReview) String() string {
 func (*BreakGlassReview) ProtoMessage() {}
 
 func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +1929,7 @@ func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakGlassReview.ProtoReflect.Descriptor instead.
 func (*BreakGlassReview) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BreakGlassReview) GetAccessId() string {
@@ -1907,7 +2062,7 @@ type ListBreakGlassReviewsRequest struct {
 
 func (x *ListBreakGlassReviewsRequest) Reset() {
 	*x = ListBreakGlassReviewsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2074,7 @@ func (x *ListBreakGlassReviewsRequest) String() string {
 func (*ListBreakGlassReviewsRequest) ProtoMessage() {}
 
 func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2087,7 @@ func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBreakGlassReviewsRequest.ProtoReflect.Descriptor instead.
 func (*ListBreakGlassReviewsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListBreakGlassReviewsRequest) GetIncludeClosed() bool {
@@ -1952,7 +2107,7 @@ type ListBreakGlassReviewsResponse struct {
 
 func (x *ListBreakGlassReviewsResponse) Reset() {
 	*x = ListBreakGlassReviewsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2119,7 @@ func (x *ListBreakGlassReviewsResponse) String() string {
 func (*ListBreakGlassReviewsResponse) ProtoMessage() {}
 
 func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2132,7 @@ func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBreakGlassReviewsResponse.ProtoReflect.Descriptor instead.
 func (*ListBreakGlassReviewsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListBreakGlassReviewsResponse) GetReviews() []*BreakGlassReview {
@@ -2000,7 +2155,7 @@ type CloseBreakGlassReviewRequest struct {
 
 func (x *CloseBreakGlassReviewRequest) Reset() {
 	*x = CloseBreakGlassReviewRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2167,7 @@ func (x *CloseBreakGlassReviewRequest) String() string {
 func (*CloseBreakGlassReviewRequest) ProtoMessage() {}
 
 func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2180,7 @@ func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseBreakGlassReviewRequest.ProtoReflect.Descriptor instead.
 func (*CloseBreakGlassReviewRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{17}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CloseBreakGlassReviewRequest) GetAccessId() string {
@@ -2059,7 +2214,7 @@ type CloseBreakGlassReviewResponse struct {
 
 func (x *CloseBreakGlassReviewResponse) Reset() {
 	*x = CloseBreakGlassReviewResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2226,7 @@ func (x *CloseBreakGlassReviewResponse) String() string {
 func (*CloseBreakGlassReviewResponse) ProtoMessage() {}
 
 func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2239,7 @@ func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseBreakGlassReviewResponse.ProtoReflect.Descriptor instead.
 func (*CloseBreakGlassReviewResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{18}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CloseBreakGlassReviewResponse) GetReview() *BreakGlassReview {
@@ -2102,7 +2257,16 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\bDelegate\x126\n" +
 	"\x05basis\x18\x01 \x01(\x0e2 .aperture.audit.v1.DelegateBasisR\x05basis\x129\n" +
 	"\x06action\x18\x02 \x01(\x0e2!.aperture.audit.v1.DelegateActionR\x06action\x12#\n" +
-	"\rdelegation_id\x18\x03 \x01(\tR\fdelegationId\"k\n" +
+	"\rdelegation_id\x18\x03 \x01(\tR\fdelegationId\"\x7f\n" +
+	"\aConsent\x129\n" +
+	"\n" +
+	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"granted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tgrantedAt\"H\n" +
+	"\bQuestion\x12\x1f\n" +
+	"\vquestion_id\x18\x01 \x01(\tR\n" +
+	"questionId\x12\x1b\n" +
+	"\taccess_id\x18\x02 \x01(\tR\baccessId\"k\n" +
 	"\n" +
 	"Correction\x12\x1d\n" +
 	"\n" +
@@ -2116,7 +2280,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x12reviewed_access_id\x18\x03 \x01(\tR\x10reviewedAccessId\x12>\n" +
 	"\aoutcome\x18\x04 \x01(\x0e2$.aperture.audit.v1.BreakGlassOutcomeR\aoutcome\x12\x1f\n" +
 	"\vreview_note\x18\x05 \x01(\tR\n" +
-	"reviewNote\"\xb6\b\n" +
+	"reviewNote\"\xa5\t\n" +
 	"\fAccessRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -2154,7 +2318,9 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
 	"correction\x18\x1b \x01(\v2\x1d.aperture.audit.v1.CorrectionR\n" +
 	"correction\x127\n" +
-	"\bdelegate\x18\x1c \x01(\v2\x1b.aperture.audit.v1.DelegateR\bdelegate\"9\n" +
+	"\bdelegate\x18\x1c \x01(\v2\x1b.aperture.audit.v1.DelegateR\bdelegate\x124\n" +
+	"\aconsent\x18\x1d \x01(\v2\x1a.aperture.audit.v1.ConsentR\aconsent\x127\n" +
+	"\bquestion\x18\x1e \x01(\v2\x1b.aperture.audit.v1.QuestionR\bquestion\"9\n" +
 	"\vAccessBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\fR\x03mac\"?\n" +
@@ -2274,7 +2440,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	" REFUSAL_REASON_SWITCH_UNVERIFIED\x10\x14\x12*\n" +
 	"&REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED\x10\x15\x12+\n" +
 	"'REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED\x10\x16\x12$\n" +
-	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\xa4\x02\n" +
+	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\xa9\x03\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -2285,7 +2451,12 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x1eACCESS_KIND_BREAK_GLASS_REVIEW\x10\x05\x12$\n" +
 	" ACCESS_KIND_CORRECTION_REQUESTED\x10\x06\x12\"\n" +
 	"\x1eACCESS_KIND_CORRECTION_DECIDED\x10\a\x12\x18\n" +
-	"\x14ACCESS_KIND_DELEGATE\x10\b*\xba\x01\n" +
+	"\x14ACCESS_KIND_DELEGATE\x10\b\x12\x1f\n" +
+	"\x1bACCESS_KIND_CONSENT_GRANTED\x10\t\x12\x1f\n" +
+	"\x1bACCESS_KIND_CONSENT_REVOKED\x10\n" +
+	"\x12\x1e\n" +
+	"\x1aACCESS_KIND_QUESTION_ASKED\x10\v\x12!\n" +
+	"\x1dACCESS_KIND_QUESTION_ANSWERED\x10\f*\xba\x01\n" +
 	"\x0eDelegateAction\x12\x1f\n" +
 	"\x1bDELEGATE_ACTION_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dDELEGATE_ACTION_VIEW_ACCESSES\x10\x01\x12\x1e\n" +
@@ -2324,7 +2495,7 @@ func file_aperture_audit_v1_audit_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_aperture_audit_v1_audit_proto_goTypes = []any{
 	(Decision)(0),                         // 0: aperture.audit.v1.Decision
 	(RefusalReason)(0),                    // 1: aperture.audit.v1.RefusalReason
@@ -2334,64 +2505,70 @@ var file_aperture_audit_v1_audit_proto_goTypes = []any{
 	(CorrectionOutcome)(0),                // 5: aperture.audit.v1.CorrectionOutcome
 	(BreakGlassOutcome)(0),                // 6: aperture.audit.v1.BreakGlassOutcome
 	(*Delegate)(nil),                      // 7: aperture.audit.v1.Delegate
-	(*Correction)(nil),                    // 8: aperture.audit.v1.Correction
-	(*BreakGlass)(nil),                    // 9: aperture.audit.v1.BreakGlass
-	(*AccessRecord)(nil),                  // 10: aperture.audit.v1.AccessRecord
-	(*AccessBatch)(nil),                   // 11: aperture.audit.v1.AccessBatch
-	(*ListedLeaf)(nil),                    // 12: aperture.audit.v1.ListedLeaf
-	(*ListAccessRecordsRequest)(nil),      // 13: aperture.audit.v1.ListAccessRecordsRequest
-	(*ListAccessRecordsResponse)(nil),     // 14: aperture.audit.v1.ListAccessRecordsResponse
-	(*GetCheckpointRequest)(nil),          // 15: aperture.audit.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),         // 16: aperture.audit.v1.GetCheckpointResponse
-	(*GetInclusionProofRequest)(nil),      // 17: aperture.audit.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),     // 18: aperture.audit.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),    // 19: aperture.audit.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil),   // 20: aperture.audit.v1.GetConsistencyProofResponse
-	(*BreakGlassReview)(nil),              // 21: aperture.audit.v1.BreakGlassReview
-	(*ListBreakGlassReviewsRequest)(nil),  // 22: aperture.audit.v1.ListBreakGlassReviewsRequest
-	(*ListBreakGlassReviewsResponse)(nil), // 23: aperture.audit.v1.ListBreakGlassReviewsResponse
-	(*CloseBreakGlassReviewRequest)(nil),  // 24: aperture.audit.v1.CloseBreakGlassReviewRequest
-	(*CloseBreakGlassReviewResponse)(nil), // 25: aperture.audit.v1.CloseBreakGlassReviewResponse
-	(*timestamppb.Timestamp)(nil),         // 26: google.protobuf.Timestamp
+	(*Consent)(nil),                       // 8: aperture.audit.v1.Consent
+	(*Question)(nil),                      // 9: aperture.audit.v1.Question
+	(*Correction)(nil),                    // 10: aperture.audit.v1.Correction
+	(*BreakGlass)(nil),                    // 11: aperture.audit.v1.BreakGlass
+	(*AccessRecord)(nil),                  // 12: aperture.audit.v1.AccessRecord
+	(*AccessBatch)(nil),                   // 13: aperture.audit.v1.AccessBatch
+	(*ListedLeaf)(nil),                    // 14: aperture.audit.v1.ListedLeaf
+	(*ListAccessRecordsRequest)(nil),      // 15: aperture.audit.v1.ListAccessRecordsRequest
+	(*ListAccessRecordsResponse)(nil),     // 16: aperture.audit.v1.ListAccessRecordsResponse
+	(*GetCheckpointRequest)(nil),          // 17: aperture.audit.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),         // 18: aperture.audit.v1.GetCheckpointResponse
+	(*GetInclusionProofRequest)(nil),      // 19: aperture.audit.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),     // 20: aperture.audit.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),    // 21: aperture.audit.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil),   // 22: aperture.audit.v1.GetConsistencyProofResponse
+	(*BreakGlassReview)(nil),              // 23: aperture.audit.v1.BreakGlassReview
+	(*ListBreakGlassReviewsRequest)(nil),  // 24: aperture.audit.v1.ListBreakGlassReviewsRequest
+	(*ListBreakGlassReviewsResponse)(nil), // 25: aperture.audit.v1.ListBreakGlassReviewsResponse
+	(*CloseBreakGlassReviewRequest)(nil),  // 26: aperture.audit.v1.CloseBreakGlassReviewRequest
+	(*CloseBreakGlassReviewResponse)(nil), // 27: aperture.audit.v1.CloseBreakGlassReviewResponse
+	(*timestamppb.Timestamp)(nil),         // 28: google.protobuf.Timestamp
 }
 var file_aperture_audit_v1_audit_proto_depIdxs = []int32{
 	4,  // 0: aperture.audit.v1.Delegate.basis:type_name -> aperture.audit.v1.DelegateBasis
 	3,  // 1: aperture.audit.v1.Delegate.action:type_name -> aperture.audit.v1.DelegateAction
-	5,  // 2: aperture.audit.v1.Correction.outcome:type_name -> aperture.audit.v1.CorrectionOutcome
-	6,  // 3: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	26, // 4: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
-	2,  // 5: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
-	0,  // 6: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
-	26, // 7: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
-	1,  // 8: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	9,  // 9: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
-	8,  // 10: aperture.audit.v1.AccessRecord.correction:type_name -> aperture.audit.v1.Correction
-	7,  // 11: aperture.audit.v1.AccessRecord.delegate:type_name -> aperture.audit.v1.Delegate
-	10, // 12: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
-	12, // 13: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
-	26, // 14: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
-	6,  // 15: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	26, // 16: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
-	21, // 17: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
-	6,  // 18: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	21, // 19: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
-	13, // 20: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
-	15, // 21: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
-	17, // 22: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
-	19, // 23: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
-	22, // 24: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
-	24, // 25: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
-	14, // 26: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
-	16, // 27: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
-	18, // 28: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
-	20, // 29: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
-	23, // 30: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
-	25, // 31: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	28, // 2: aperture.audit.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 3: aperture.audit.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	5,  // 4: aperture.audit.v1.Correction.outcome:type_name -> aperture.audit.v1.CorrectionOutcome
+	6,  // 5: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	28, // 6: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
+	2,  // 7: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
+	0,  // 8: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
+	28, // 9: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
+	1,  // 10: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	11, // 11: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
+	10, // 12: aperture.audit.v1.AccessRecord.correction:type_name -> aperture.audit.v1.Correction
+	7,  // 13: aperture.audit.v1.AccessRecord.delegate:type_name -> aperture.audit.v1.Delegate
+	8,  // 14: aperture.audit.v1.AccessRecord.consent:type_name -> aperture.audit.v1.Consent
+	9,  // 15: aperture.audit.v1.AccessRecord.question:type_name -> aperture.audit.v1.Question
+	12, // 16: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
+	14, // 17: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
+	28, // 18: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
+	6,  // 19: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	28, // 20: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
+	23, // 21: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
+	6,  // 22: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	23, // 23: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
+	15, // 24: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
+	17, // 25: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
+	19, // 26: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
+	21, // 27: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
+	24, // 28: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
+	26, // 29: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
+	16, // 30: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
+	18, // 31: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
+	20, // 32: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
+	22, // 33: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
+	25, // 34: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
+	27, // 35: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
+	30, // [30:36] is the sub-list for method output_type
+	24, // [24:30] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_aperture_audit_v1_audit_proto_init() }
@@ -2399,7 +2576,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 	if File_aperture_audit_v1_audit_proto != nil {
 		return
 	}
-	file_aperture_audit_v1_audit_proto_msgTypes[10].OneofWrappers = []any{
+	file_aperture_audit_v1_audit_proto_msgTypes[12].OneofWrappers = []any{
 		(*GetInclusionProofRequest_AccessId)(nil),
 		(*GetInclusionProofRequest_LeafIndex)(nil),
 	}
@@ -2409,7 +2586,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_audit_v1_audit_proto_rawDesc), len(file_aperture_audit_v1_audit_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -491,8 +491,12 @@ type Access struct {
 	// The policy's words for break_glass.reason_code.
 	BreakGlassReason *Text `protobuf:"bytes,25,opt,name=break_glass_reason,json=breakGlassReason,proto3" json:"break_glass_reason,omitempty"`
 	// Set for an action by someone acting for me (ACCESS_KIND_DELEGATE): on what basis and what they
-	// did. purpose words it, e.g. "Someone you gave power of attorney looked at your cases".
-	Delegate      *v1.Delegate `protobuf:"bytes,26,opt,name=delegate,proto3" json:"delegate,omitempty"`
+	// did. purpose words it, e.g. "Someone you gave power of attorney looked at your cases". Also set on
+	// a consent they gave for me (ACCESS_KIND_CONSENT_GRANTED).
+	Delegate *v1.Delegate `protobuf:"bytes,26,opt,name=delegate,proto3" json:"delegate,omitempty"`
+	// Set for a consent I gave or withdrew (kind ACCESS_KIND_CONSENT_GRANTED or _REVOKED): when it runs
+	// (or would have run) out.
+	Consent       *v1.Consent `protobuf:"bytes,27,opt,name=consent,proto3" json:"consent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -705,6 +709,13 @@ func (x *Access) GetBreakGlassReason() *Text {
 func (x *Access) GetDelegate() *v1.Delegate {
 	if x != nil {
 		return x.Delegate
+	}
+	return nil
+}
+
+func (x *Access) GetConsent() *v1.Consent {
+	if x != nil {
+		return x.Consent
 	}
 	return nil
 }
@@ -3981,7 +3992,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x02da\x18\x02 \x01(\tR\x02da\"F\n" +
 	"\x05Party\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
-	"\x04name\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x04name\"\x9f\t\n" +
+	"\x04name\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x04name\"\xd5\t\n" +
 	"\x06Access\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
@@ -4016,7 +4027,8 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\vbreak_glass\x18\x18 \x01(\v2\x1d.aperture.audit.v1.BreakGlassR\n" +
 	"breakGlass\x12G\n" +
 	"\x12break_glass_reason\x18\x19 \x01(\v2\x19.aperture.citizen.v1.TextR\x10breakGlassReason\x127\n" +
-	"\bdelegate\x18\x1a \x01(\v2\x1b.aperture.audit.v1.DelegateR\bdelegate\"\x7f\n" +
+	"\bdelegate\x18\x1a \x01(\v2\x1b.aperture.audit.v1.DelegateR\bdelegate\x124\n" +
+	"\aconsent\x18\x1b \x01(\v2\x1a.aperture.audit.v1.ConsentR\aconsent\"\x7f\n" +
 	"\x04Fact\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\vdescription\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\vdescription\x12\x1b\n" +
@@ -4390,7 +4402,8 @@ var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(v1.RefusalReason)(0),          // 62: aperture.audit.v1.RefusalReason
 	(*v1.BreakGlass)(nil),          // 63: aperture.audit.v1.BreakGlass
 	(*v1.Delegate)(nil),            // 64: aperture.audit.v1.Delegate
-	(*structpb.Struct)(nil),        // 65: google.protobuf.Struct
+	(*v1.Consent)(nil),             // 65: aperture.audit.v1.Consent
+	(*structpb.Struct)(nil),        // 66: google.protobuf.Struct
 }
 var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
 	5,   // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
@@ -4409,126 +4422,127 @@ var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
 	63,  // 13: aperture.citizen.v1.Access.break_glass:type_name -> aperture.audit.v1.BreakGlass
 	5,   // 14: aperture.citizen.v1.Access.break_glass_reason:type_name -> aperture.citizen.v1.Text
 	64,  // 15: aperture.citizen.v1.Access.delegate:type_name -> aperture.audit.v1.Delegate
-	5,   // 16: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
-	5,   // 17: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
-	5,   // 18: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
-	59,  // 19: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
-	59,  // 20: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
-	7,   // 21: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
-	7,   // 22: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
-	9,   // 23: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
-	1,   // 24: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
-	10,  // 25: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 26: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
-	17,  // 27: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
-	6,   // 28: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
-	59,  // 29: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	59,  // 30: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
-	16,  // 31: aperture.citizen.v1.Case.proactive:type_name -> aperture.citizen.v1.ProactiveStart
-	5,   // 32: aperture.citizen.v1.ProactiveStart.event:type_name -> aperture.citizen.v1.Text
-	6,   // 33: aperture.citizen.v1.ProactiveStart.authority:type_name -> aperture.citizen.v1.Party
-	59,  // 34: aperture.citizen.v1.ProactiveStart.occurred_at:type_name -> google.protobuf.Timestamp
-	10,  // 35: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 36: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
-	0,   // 37: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
-	59,  // 38: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	59,  // 39: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
-	15,  // 40: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
-	15,  // 41: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
-	24,  // 42: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
-	9,   // 43: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
-	5,   // 44: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
-	9,   // 45: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
-	5,   // 46: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
-	27,  // 47: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
-	10,  // 48: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 49: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
-	5,   // 50: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
-	28,  // 51: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
-	5,   // 52: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
-	2,   // 53: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
-	5,   // 54: aperture.citizen.v1.DataPathStep.optional_why:type_name -> aperture.citizen.v1.Text
-	6,   // 55: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
-	8,   // 56: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
-	9,   // 57: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
-	10,  // 58: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 59: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
-	59,  // 60: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	59,  // 61: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	59,  // 62: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
-	29,  // 63: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
-	27,  // 64: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
-	59,  // 65: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	29,  // 66: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
-	29,  // 67: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	29,  // 68: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	6,   // 69: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
-	65,  // 70: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
-	42,  // 71: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
-	6,   // 72: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
-	59,  // 73: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
-	3,   // 74: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
-	59,  // 75: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
-	42,  // 76: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
-	9,   // 77: aperture.citizen.v1.Switch.journey:type_name -> aperture.citizen.v1.JourneyRef
-	59,  // 78: aperture.citizen.v1.Switch.changed_at:type_name -> google.protobuf.Timestamp
-	10,  // 79: aperture.citizen.v1.SwitchStep.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 80: aperture.citizen.v1.SwitchStep.agency:type_name -> aperture.citizen.v1.Party
-	5,   // 81: aperture.citizen.v1.SwitchStep.optional_why:type_name -> aperture.citizen.v1.Text
-	9,   // 82: aperture.citizen.v1.SwitchableJourney.journey:type_name -> aperture.citizen.v1.JourneyRef
-	5,   // 83: aperture.citizen.v1.SwitchableJourney.optional_why:type_name -> aperture.citizen.v1.Text
-	48,  // 84: aperture.citizen.v1.SwitchableJourney.steps:type_name -> aperture.citizen.v1.SwitchStep
-	47,  // 85: aperture.citizen.v1.SwitchableJourney.switch:type_name -> aperture.citizen.v1.Switch
-	47,  // 86: aperture.citizen.v1.ListSwitchesResponse.all:type_name -> aperture.citizen.v1.Switch
-	49,  // 87: aperture.citizen.v1.ListSwitchesResponse.journeys:type_name -> aperture.citizen.v1.SwitchableJourney
-	47,  // 88: aperture.citizen.v1.SetSwitchResponse.switch:type_name -> aperture.citizen.v1.Switch
-	56,  // 89: aperture.citizen.v1.ListDatasetsResponse.datasets:type_name -> aperture.citizen.v1.DatasetLabels
-	6,   // 90: aperture.citizen.v1.DatasetLabels.authority:type_name -> aperture.citizen.v1.Party
-	5,   // 91: aperture.citizen.v1.DatasetLabels.label:type_name -> aperture.citizen.v1.Text
-	57,  // 92: aperture.citizen.v1.DatasetLabels.fields:type_name -> aperture.citizen.v1.FieldLabel
-	5,   // 93: aperture.citizen.v1.FieldLabel.label:type_name -> aperture.citizen.v1.Text
-	4,   // 94: aperture.citizen.v1.FieldLabel.kind:type_name -> aperture.citizen.v1.FieldKind
-	58,  // 95: aperture.citizen.v1.FieldLabel.values:type_name -> aperture.citizen.v1.ValueLabel
-	5,   // 96: aperture.citizen.v1.ValueLabel.label:type_name -> aperture.citizen.v1.Text
-	11,  // 97: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
-	13,  // 98: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
-	18,  // 99: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
-	20,  // 100: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
-	22,  // 101: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
-	25,  // 102: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
-	30,  // 103: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
-	32,  // 104: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
-	34,  // 105: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
-	36,  // 106: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
-	38,  // 107: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
-	40,  // 108: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
-	43,  // 109: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
-	45,  // 110: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
-	50,  // 111: aperture.citizen.v1.CitizenService.ListSwitches:input_type -> aperture.citizen.v1.ListSwitchesRequest
-	52,  // 112: aperture.citizen.v1.CitizenService.SetSwitch:input_type -> aperture.citizen.v1.SetSwitchRequest
-	54,  // 113: aperture.citizen.v1.CitizenService.ListDatasets:input_type -> aperture.citizen.v1.ListDatasetsRequest
-	12,  // 114: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
-	14,  // 115: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
-	19,  // 116: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
-	21,  // 117: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
-	23,  // 118: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
-	26,  // 119: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
-	31,  // 120: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
-	33,  // 121: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
-	35,  // 122: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
-	37,  // 123: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
-	39,  // 124: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
-	41,  // 125: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
-	44,  // 126: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
-	46,  // 127: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
-	51,  // 128: aperture.citizen.v1.CitizenService.ListSwitches:output_type -> aperture.citizen.v1.ListSwitchesResponse
-	53,  // 129: aperture.citizen.v1.CitizenService.SetSwitch:output_type -> aperture.citizen.v1.SetSwitchResponse
-	55,  // 130: aperture.citizen.v1.CitizenService.ListDatasets:output_type -> aperture.citizen.v1.ListDatasetsResponse
-	114, // [114:131] is the sub-list for method output_type
-	97,  // [97:114] is the sub-list for method input_type
-	97,  // [97:97] is the sub-list for extension type_name
-	97,  // [97:97] is the sub-list for extension extendee
-	0,   // [0:97] is the sub-list for field type_name
+	65,  // 16: aperture.citizen.v1.Access.consent:type_name -> aperture.audit.v1.Consent
+	5,   // 17: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
+	5,   // 18: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
+	5,   // 19: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
+	59,  // 20: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
+	59,  // 21: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
+	7,   // 22: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
+	7,   // 23: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
+	9,   // 24: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
+	1,   // 25: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
+	10,  // 26: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 27: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
+	17,  // 28: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
+	6,   // 29: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
+	59,  // 30: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	59,  // 31: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	16,  // 32: aperture.citizen.v1.Case.proactive:type_name -> aperture.citizen.v1.ProactiveStart
+	5,   // 33: aperture.citizen.v1.ProactiveStart.event:type_name -> aperture.citizen.v1.Text
+	6,   // 34: aperture.citizen.v1.ProactiveStart.authority:type_name -> aperture.citizen.v1.Party
+	59,  // 35: aperture.citizen.v1.ProactiveStart.occurred_at:type_name -> google.protobuf.Timestamp
+	10,  // 36: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 37: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
+	0,   // 38: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
+	59,  // 39: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	59,  // 40: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	15,  // 41: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
+	15,  // 42: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
+	24,  // 43: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
+	9,   // 44: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,   // 45: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
+	9,   // 46: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,   // 47: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
+	27,  // 48: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
+	10,  // 49: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 50: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
+	5,   // 51: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
+	28,  // 52: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
+	5,   // 53: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
+	2,   // 54: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
+	5,   // 55: aperture.citizen.v1.DataPathStep.optional_why:type_name -> aperture.citizen.v1.Text
+	6,   // 56: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
+	8,   // 57: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
+	9,   // 58: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
+	10,  // 59: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 60: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
+	59,  // 61: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	59,  // 62: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	59,  // 63: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
+	29,  // 64: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
+	27,  // 65: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
+	59,  // 66: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	29,  // 67: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
+	29,  // 68: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	29,  // 69: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	6,   // 70: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
+	66,  // 71: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
+	42,  // 72: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
+	6,   // 73: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
+	59,  // 74: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
+	3,   // 75: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
+	59,  // 76: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
+	42,  // 77: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	9,   // 78: aperture.citizen.v1.Switch.journey:type_name -> aperture.citizen.v1.JourneyRef
+	59,  // 79: aperture.citizen.v1.Switch.changed_at:type_name -> google.protobuf.Timestamp
+	10,  // 80: aperture.citizen.v1.SwitchStep.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 81: aperture.citizen.v1.SwitchStep.agency:type_name -> aperture.citizen.v1.Party
+	5,   // 82: aperture.citizen.v1.SwitchStep.optional_why:type_name -> aperture.citizen.v1.Text
+	9,   // 83: aperture.citizen.v1.SwitchableJourney.journey:type_name -> aperture.citizen.v1.JourneyRef
+	5,   // 84: aperture.citizen.v1.SwitchableJourney.optional_why:type_name -> aperture.citizen.v1.Text
+	48,  // 85: aperture.citizen.v1.SwitchableJourney.steps:type_name -> aperture.citizen.v1.SwitchStep
+	47,  // 86: aperture.citizen.v1.SwitchableJourney.switch:type_name -> aperture.citizen.v1.Switch
+	47,  // 87: aperture.citizen.v1.ListSwitchesResponse.all:type_name -> aperture.citizen.v1.Switch
+	49,  // 88: aperture.citizen.v1.ListSwitchesResponse.journeys:type_name -> aperture.citizen.v1.SwitchableJourney
+	47,  // 89: aperture.citizen.v1.SetSwitchResponse.switch:type_name -> aperture.citizen.v1.Switch
+	56,  // 90: aperture.citizen.v1.ListDatasetsResponse.datasets:type_name -> aperture.citizen.v1.DatasetLabels
+	6,   // 91: aperture.citizen.v1.DatasetLabels.authority:type_name -> aperture.citizen.v1.Party
+	5,   // 92: aperture.citizen.v1.DatasetLabels.label:type_name -> aperture.citizen.v1.Text
+	57,  // 93: aperture.citizen.v1.DatasetLabels.fields:type_name -> aperture.citizen.v1.FieldLabel
+	5,   // 94: aperture.citizen.v1.FieldLabel.label:type_name -> aperture.citizen.v1.Text
+	4,   // 95: aperture.citizen.v1.FieldLabel.kind:type_name -> aperture.citizen.v1.FieldKind
+	58,  // 96: aperture.citizen.v1.FieldLabel.values:type_name -> aperture.citizen.v1.ValueLabel
+	5,   // 97: aperture.citizen.v1.ValueLabel.label:type_name -> aperture.citizen.v1.Text
+	11,  // 98: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
+	13,  // 99: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
+	18,  // 100: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
+	20,  // 101: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
+	22,  // 102: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
+	25,  // 103: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
+	30,  // 104: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
+	32,  // 105: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
+	34,  // 106: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
+	36,  // 107: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
+	38,  // 108: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
+	40,  // 109: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
+	43,  // 110: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
+	45,  // 111: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
+	50,  // 112: aperture.citizen.v1.CitizenService.ListSwitches:input_type -> aperture.citizen.v1.ListSwitchesRequest
+	52,  // 113: aperture.citizen.v1.CitizenService.SetSwitch:input_type -> aperture.citizen.v1.SetSwitchRequest
+	54,  // 114: aperture.citizen.v1.CitizenService.ListDatasets:input_type -> aperture.citizen.v1.ListDatasetsRequest
+	12,  // 115: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
+	14,  // 116: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
+	19,  // 117: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
+	21,  // 118: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
+	23,  // 119: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
+	26,  // 120: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
+	31,  // 121: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
+	33,  // 122: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
+	35,  // 123: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
+	37,  // 124: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
+	39,  // 125: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
+	41,  // 126: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
+	44,  // 127: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
+	46,  // 128: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
+	51,  // 129: aperture.citizen.v1.CitizenService.ListSwitches:output_type -> aperture.citizen.v1.ListSwitchesResponse
+	53,  // 130: aperture.citizen.v1.CitizenService.SetSwitch:output_type -> aperture.citizen.v1.SetSwitchResponse
+	55,  // 131: aperture.citizen.v1.CitizenService.ListDatasets:output_type -> aperture.citizen.v1.ListDatasetsResponse
+	115, // [115:132] is the sub-list for method output_type
+	98,  // [98:115] is the sub-list for method input_type
+	98,  // [98:98] is the sub-list for extension type_name
+	98,  // [98:98] is the sub-list for extension extendee
+	0,   // [0:98] is the sub-list for field type_name
 }
 
 func init() { file_aperture_citizen_v1_citizen_proto_init() }
