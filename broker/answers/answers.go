@@ -31,14 +31,8 @@ const Bucket = "fact_answers"
 // or the record did not authenticate).
 var ErrNotFound = errors.New("no fact answers kept for this access")
 
-// Options configure Open.
-type Options struct {
-	// Replicas of the bucket's stream (default 1).
-	Replicas int
-	// Sealer seals and opens the records; required.
-	Sealer sealedkv.Sealer
-	Logger *slog.Logger
-}
+// Options configures a Store.
+type Options = sealedkv.Options
 
 // Store keeps fact answers. It is safe for concurrent use.
 type Store struct {

@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -81,12 +80,7 @@ type uses struct {
 }
 
 // Options configures a Store.
-type Options struct {
-	Replicas int
-	// Sealer seals every record (keys.Provider.Sealer). Required.
-	Sealer sealedkv.Sealer
-	Logger *slog.Logger
-}
+type Options = sealedkv.Options
 
 // Store keeps the review queue and the rate-limit state.
 type Store struct {

@@ -236,13 +236,7 @@ func stepState(s State) brokerv1.StepState {
 type Sealer = sealedkv.Sealer
 
 // Options configures a Store.
-type Options struct {
-	// Replicas of the bucket and the event stream: 1 embedded, 3 in a cluster.
-	Replicas int
-	// Sealer seals every stored case. Required.
-	Sealer Sealer
-	Logger *slog.Logger
-}
+type Options = sealedkv.Options
 
 // Store keeps cases in JetStream KV, with a read cache kept current by a watch on the bucket.
 //

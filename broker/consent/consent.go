@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -63,14 +62,7 @@ func (c *Consent) ValidAt(t time.Time, maxDays int) bool {
 }
 
 // Options configures a Store.
-type Options struct {
-	// Replicas of the bucket: 1 embedded, 3 in a cluster.
-	Replicas int
-	// Sealer seals every record (keys.Provider.Sealer). Required.
-	Sealer sealedkv.Sealer
-	// Logger receives the error-level line for a record that does not authenticate; nil discards.
-	Logger *slog.Logger
-}
+type Options = sealedkv.Options
 
 // Store keeps consents in JetStream KV.
 type Store struct {

@@ -128,14 +128,7 @@ func (s Status) Proto() brokerv1.CorrectionStatus {
 }
 
 // Options configures a Store.
-type Options struct {
-	// Replicas of the bucket: 1 embedded, 3 in a cluster.
-	Replicas int
-	// Sealer seals every record (keys.Provider.Sealer). Required.
-	Sealer sealedkv.Sealer
-	// Logger; nil discards.
-	Logger *slog.Logger
-}
+type Options = sealedkv.Options
 
 // Store keeps correction requests in JetStream KV.
 type Store struct {

@@ -17,7 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -101,14 +100,7 @@ type pointer struct {
 }
 
 // Options configures a Store.
-type Options struct {
-	// Replicas of the bucket: 1 embedded, 3 in a cluster.
-	Replicas int
-	// Sealer seals every record (keys.Provider.Sealer). Required.
-	Sealer sealedkv.Sealer
-	// Logger receives the error-level line for a record that does not authenticate; nil discards.
-	Logger *slog.Logger
-}
+type Options = sealedkv.Options
 
 // Store keeps delegations in JetStream KV.
 type Store struct {

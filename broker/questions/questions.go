@@ -119,14 +119,7 @@ type Store struct {
 }
 
 // Options configures a Store.
-type Options struct {
-	// Replicas of the bucket: 1 embedded, 3 in a cluster.
-	Replicas int
-	// Sealer seals every record (keys.Provider.Sealer). Required.
-	Sealer sealedkv.Sealer
-	// Logger; nil discards.
-	Logger *slog.Logger
-}
+type Options = sealedkv.Options
 
 // Open creates or binds the questions bucket. The events stream must exist (cases.Open creates it);
 // without it notifications fail and are logged, the questions are still stored.

@@ -70,6 +70,16 @@ func Token(s string) bool {
 	return true
 }
 
+// Options configures a store of sealed records: every store of the broker's state takes these.
+type Options struct {
+	// Replicas of the bucket (and of any stream the store keeps with it): 1 embedded, 3 in a cluster.
+	Replicas int
+	// Sealer seals every record (keys.Provider.Sealer). Required.
+	Sealer Sealer
+	// Logger receives the error-level line for a record that does not authenticate; nil discards.
+	Logger *slog.Logger
+}
+
 // Open creates (or binds and updates) the KV bucket cfg describes, on file storage with at least one
 // replica, and returns it with its Codec: what every store of sealed records starts with.
 func Open(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, sealer Sealer, log *slog.Logger) (jetstream.KeyValue, *Codec, error) {

@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -46,14 +45,7 @@ type Switch struct {
 }
 
 // Options configures a Store.
-type Options struct {
-	// Replicas of the bucket: 1 embedded, 3 in a cluster.
-	Replicas int
-	// Sealer seals every record (keys.Provider.Sealer). Required.
-	Sealer sealedkv.Sealer
-	// Logger receives the error-level line for a record that does not authenticate; nil discards.
-	Logger *slog.Logger
-}
+type Options = sealedkv.Options
 
 // Store keeps switches in JetStream KV.
 type Store struct {
