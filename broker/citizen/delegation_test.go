@@ -2,12 +2,15 @@ package citizen_test
 
 import (
 	"bytes"
+	"context"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/aperture-gov/aperture/broker/accesslog"
 	"github.com/aperture-gov/aperture/broker/policy"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
@@ -297,4 +300,61 @@ func TestDelegationBOLA(t *testing.T) {
 			t.Run(name, func(t *testing.T) { wantCode(t, err, tc.code) })
 		}
 	})
+}
+
+// TestDelegateGetsNothingWithoutTheLog: a look or a consent on someone's behalf is logged in the
+// giver's log before it is answered or stored; when the log cannot take the record, the holder gets
+// Unavailable, sees nothing, and no consent is given.
+func TestDelegateGetsNothingWithoutTheLog(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c, dc := e.citizen(), e.delegations()
+	j, cs := firstConsentStep(t, e.b.Bundle())
+	kase := e.open(j.Steps[0].Agency, j.ID, anna)
+	g, err := dc.GrantDelegation(as(tokAnna), &citizenv1.GrantDelegationRequest{
+		HolderCitizenId: bo, ExpiresAt: timestamppb.New(e.clock.Now().Add(24 * time.Hour)),
+		Scopes: []citizenv1.DelegationScope{
+			citizenv1.DelegationScope_DELEGATION_SCOPE_SEE_ACCESSES, citizenv1.DelegationScope_DELEGATION_SCOPE_SEE_CASES,
+			citizenv1.DelegationScope_DELEGATION_SCOPE_SEE_CONSENTS, citizenv1.DelegationScope_DELEGATION_SCOPE_GRANT_CONSENT,
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := g.GetDelegation().GetId()
+	// While the log takes records, the holder may look (proving the calls below are refused for the log alone).
+	if _, err := c.ListCases(as(tokBo), &citizenv1.ListCasesRequest{OnBehalfOf: id}); err != nil {
+		t.Fatalf("a look on Anna's behalf with the log up: %v", err)
+	}
+	// The log stops taking records the way a full disk or a lost quorum does for a broker: JetStream
+	// refuses the write (a sealed ACCESS stream takes nothing more), and the breaker opens.
+	js, err := jetstream.New(e.b.NATSConn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), accesslog.AccessStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Sealed = true
+	if _, err := js.UpdateStream(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	la, err := c.ListAccesses(as(tokBo), &citizenv1.ListAccessesRequest{OnBehalfOf: id})
+	wantCode(t, err, codes.Unavailable)
+	lc, err := c.ListCases(as(tokBo), &citizenv1.ListCasesRequest{OnBehalfOf: id})
+	wantCode(t, err, codes.Unavailable)
+	gc, err := c.GetCase(as(tokBo), &citizenv1.GetCaseRequest{CaseId: kase.GetId(), OnBehalfOf: id})
+	wantCode(t, err, codes.Unavailable)
+	ln, err := c.ListConsents(as(tokBo), &citizenv1.ListConsentsRequest{OnBehalfOf: id})
+	wantCode(t, err, codes.Unavailable)
+	_, err = c.GrantConsent(as(tokBo), &citizenv1.GrantConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: id})
+	wantCode(t, err, codes.Unavailable)
+	if len(la.GetAccesses())+len(lc.GetCases())+len(ln.GetConsents()) != 0 || gc.GetCase() != nil {
+		t.Fatal("a refused call on someone's behalf answered with data")
+	}
+	if own, err := c.ListConsents(as(tokAnna), &citizenv1.ListConsentsRequest{}); err != nil || len(own.GetConsents()) != 0 {
+		t.Fatalf("a consent was given for Anna without its record: %v, %v", own.GetConsents(), err)
+	}
 }
