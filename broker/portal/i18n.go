@@ -132,6 +132,7 @@ var messages = map[string]msg{
 	"entry.case_read":                {"looked at your case:", "så din sag:"},
 	"entry.register_check":           {"checked the register:", "tjekkede registret:"},
 	"entry.register_check.item":      {"that you are registered in %s (nothing else was shared)", "at du er registreret i %s (intet andet blev delt)"},
+	"entry.register_check.why":       {"So that a case is only opened for a person the register knows.", "Så en sag kun bliver oprettet for en person, som registret kender."},
 	"entry.register_check.item.case": {"that you are registered in %s, before opening your case “%s” (nothing else was shared)", "at du er registreret i %s, før din sag “%s” blev oprettet (intet andet blev delt)"},
 	"entry.case_read.item":           {"your case “%s”, which shows your CPR number", "din sag “%s”, som viser dit CPR-nummer"},
 	"entry.case_read.item.any":       {"a case about you, which shows your CPR number", "en sag om dig, som viser dit CPR-nummer"},

@@ -204,6 +204,11 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 			it.For += ", " + v.Step(a.GetStep())
 		}
 	}
+	if registerCheck {
+		// The item names the register and the case: the why is the check itself, not the purpose of
+		// the first step it happened before, and there is no data whose source to name.
+		it.Source, it.Purpose, it.For = "", v.T("entry.register_check.why"), v.Tx(a.GetJourney().GetTitle())
+	}
 	if a.GetHiddenUntil() != nil {
 		it.HiddenUntil = a.GetHiddenUntil().AsTime()
 		// Shown before its date: the case reached the point the policy reveals it at.

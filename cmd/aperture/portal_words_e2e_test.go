@@ -280,13 +280,17 @@ func TestPortalWords(t *testing.T) {
 			}
 			if checkID != "" {
 				entry := portaltest.Eval[string](t, ctx, fmt.Sprintf(`(document.getElementById(%q) || {}).innerText || ""`, checkID))
-				did, name, title := "checked the register", register.Name.EN, j.Title.EN
+				did, name, title, why, stepWhy := "checked the register", register.Name.EN, j.Title.EN, "So that a case is only opened", j.Steps[0].Purpose.EN
 				if lang == "da" {
-					did, name, title = "tjekkede registret", register.Name.DA, j.Title.DA
+					did, name, title, why, stepWhy = "tjekkede registret", register.Name.DA, j.Title.DA, "Så en sag kun bliver oprettet", j.Steps[0].Purpose.DA
 				}
 				if !strings.Contains(entry, did) || !strings.Contains(entry, name) || !strings.Contains(entry, title) ||
 					strings.Contains(entry, register.ID+".") || strings.Contains(entry, "case_") {
 					t.Errorf("%s: the register check does not read as a check of %q for %q:\n%s", lang, name, title, entry)
+				}
+				// Why: the check itself, not the purpose of the step it came before.
+				if !strings.Contains(entry, why) || (stepWhy != "" && strings.Contains(entry, stepWhy)) {
+					t.Errorf("%s: the register check does not say why it was made (%q), or gives the first step's purpose:\n%s", lang, why, entry)
 				}
 			}
 			reasons := portaltest.Eval[[]string](t, ctx, `[...document.querySelectorAll(".entry--refused")].map(e => (e.querySelector(".entry__reason") || {}).innerText || "")`)
