@@ -72,7 +72,7 @@ func (s *Service) ListAccesses(ctx context.Context, req *citizenv1.ListAccessesR
 	if err != nil {
 		return nil, err
 	}
-	if err := s.logDelegate(ctx, c, delegation.SeeAccesses, "", req.GetJourney(), ""); err != nil {
+	if err := s.logDelegate(ctx, c, delegation.SeeAccesses, "", req.GetJourney()); err != nil {
 		return nil, err
 	}
 	n := names{s.cfg.Policies()}

@@ -48,7 +48,7 @@ func (s *Service) ListCases(ctx context.Context, req *citizenv1.ListCasesRequest
 			visible = append(visible, pc)
 		}
 	}
-	if err := s.logDelegate(ctx, c, delegation.SeeCases, "", "", ""); err != nil {
+	if err := s.logDelegate(ctx, c, delegation.SeeCases, "", ""); err != nil {
 		return nil, err
 	}
 	size := int(req.GetPageSize())
@@ -91,7 +91,7 @@ func (s *Service) GetCase(ctx context.Context, req *citizenv1.GetCaseRequest) (*
 	if pc == nil {
 		return nil, notFound
 	}
-	if err := s.logDelegate(ctx, c, delegation.SeeCases, cs.ID, cs.Journey, ""); err != nil {
+	if err := s.logDelegate(ctx, c, delegation.SeeCases, cs.ID, cs.Journey); err != nil {
 		return nil, err
 	}
 	return &citizenv1.GetCaseResponse{Case: pc}, nil

@@ -94,9 +94,6 @@ func (s *Service) actFor(ctx context.Context, onBehalfOf string, scope delegatio
 	return acting{Citizen: Citizen{Pseudonym: keys.Pseudonym{Value: d.Giver, KeyID: c.Pseudonym.KeyID}}, d: d}, nil
 }
 
-// logDelegate writes what a delegate does to the represented citizen's access log, durably, before
-// anything is answered or changed; for the caller's own data it does nothing. The record names the
-// delegation, never the delegate.
 // delegate marks a record of what a holder of power of attorney did (nil for the caller's own data).
 func (a acting) delegate(scope delegation.Scope) *auditv1.Delegate {
 	if a.d == nil {
@@ -109,7 +106,11 @@ func (a acting) delegate(scope delegation.Scope) *auditv1.Delegate {
 	}
 }
 
-func (s *Service) logDelegate(ctx context.Context, a acting, scope delegation.Scope, caseID, journey, step string) error {
+// logDelegate writes what a delegate looked at to the represented citizen's access log, durably,
+// before anything is answered; for the caller's own data it does nothing. The record names the
+// delegation, never the delegate. (A consent given for the citizen is instead marked on the consent's
+// own record: see GrantConsent.)
+func (s *Service) logDelegate(ctx context.Context, a acting, scope delegation.Scope, caseID, journey string) error {
 	if a.d == nil {
 		return nil
 	}
@@ -122,17 +123,29 @@ func (s *Service) logDelegate(ctx context.Context, a acting, scope delegation.Sc
 		Kind:             auditv1.AccessKind_ACCESS_KIND_DELEGATE,
 		CaseId:           caseID,
 		Journey:          journey,
-		Step:             step,
 		Decision:         auditv1.Decision_DECISION_RELEASED,
 		PolicyVersion:    s.cfg.Policies().Version,
 		Delegate:         a.delegate(scope),
 	}
-	if err := s.cfg.Log.Append(ctx, rec); err != nil {
-		s.cfg.DelegationCount.Add(ctx, actionMetric[scope], delegation.OutcomeDenied)
+	err := s.cfg.Log.Append(ctx, rec)
+	s.countDelegate(ctx, a, scope, err)
+	if err != nil {
 		return refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was shown")
 	}
-	s.cfg.DelegationCount.Add(ctx, actionMetric[scope], delegation.OutcomeAllowed)
 	return nil
+}
+
+// countDelegate counts a call on someone's behalf by whether its record was logged (appendErr nil:
+// allowed); for the caller's own data it counts nothing.
+func (s *Service) countDelegate(ctx context.Context, a acting, scope delegation.Scope, appendErr error) {
+	if a.d == nil {
+		return
+	}
+	outcome := delegation.OutcomeAllowed
+	if appendErr != nil {
+		outcome = delegation.OutcomeDenied
+	}
+	s.cfg.DelegationCount.Add(ctx, actionMetric[scope], outcome)
 }
 
 // Words of a delegate's action, for the represented citizen.

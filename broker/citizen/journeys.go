@@ -143,7 +143,7 @@ func (s *Service) ListConsents(ctx context.Context, req *citizenv1.ListConsentsR
 		return nil, unavailable(err, "consent state")
 	}
 	slices.SortFunc(all, func(a, b *consent.Consent) int { return b.GrantedAt.Compare(a.GrantedAt) })
-	if err := s.logDelegate(ctx, c, delegation.SeeConsents, "", "", ""); err != nil {
+	if err := s.logDelegate(ctx, c, delegation.SeeConsents, "", ""); err != nil {
 		return nil, err
 	}
 	now := s.cfg.Now()
@@ -223,15 +223,11 @@ func (s *Service) GrantConsent(ctx context.Context, req *citizenv1.GrantConsentR
 	rec := consentRecord(b, c.Citizen, req.GetJourney(), st, auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED, now,
 		&auditv1.Consent{ExpiresAt: timestamppb.New(now.Add(validity))})
 	rec.Delegate = c.delegate(delegation.GrantConsent)
-	if err := s.cfg.Log.Append(ctx, rec); err != nil {
+	err = s.cfg.Log.Append(ctx, rec)
+	s.countDelegate(ctx, c, delegation.GrantConsent, err)
+	if err != nil {
 		s.cfg.ConsentCount.Add(ctx, consent.ChangeGranted, consent.OutcomeFailed)
-		if c.d != nil {
-			s.cfg.DelegationCount.Add(ctx, actionMetric[delegation.GrantConsent], delegation.OutcomeDenied)
-		}
 		return nil, unavailable(err, "the access log")
-	}
-	if c.d != nil {
-		s.cfg.DelegationCount.Add(ctx, actionMetric[delegation.GrantConsent], delegation.OutcomeAllowed)
 	}
 	cn, err := s.cfg.Consents.Grant(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep(), now, validity)
 	if err != nil {
