@@ -1,11 +1,9 @@
 package consent
 
 import (
-	"context"
-
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/aperture-gov/aperture/broker/counter"
 )
 
 // MetricChanges counts consents citizens gave and withdrew, by change and outcome.
@@ -19,27 +17,12 @@ const (
 	OutcomeFailed = "failed" // the access log or the store was unavailable; the change did not take effect
 )
 
-// Counter counts MetricChanges. A nil Counter counts nothing.
-type Counter struct{ c metric.Int64Counter }
+// Counter counts MetricChanges: Add(ctx, change, outcome). A nil Counter counts nothing.
+type Counter = counter.Counter
 
 // NewCounter registers MetricChanges with mp (nil: no metrics).
 func NewCounter(mp metric.MeterProvider) (*Counter, error) {
-	if mp == nil {
-		mp = noop.NewMeterProvider()
-	}
-	c, err := mp.Meter("github.com/aperture-gov/aperture/broker/consent").Int64Counter(MetricChanges,
-		metric.WithUnit("{consent}"),
-		metric.WithDescription("Consents citizens gave and withdrew, by change (granted, revoked) and outcome (ok, failed). Never a citizen."))
-	if err != nil {
-		return nil, err
-	}
-	return &Counter{c: c}, nil
-}
-
-// Add counts one change with its outcome.
-func (c *Counter) Add(ctx context.Context, change, outcome string) {
-	if c == nil {
-		return
-	}
-	c.c.Add(ctx, 1, metric.WithAttributes(attribute.String("change", change), attribute.String("outcome", outcome)))
+	return counter.New(mp, "github.com/aperture-gov/aperture/broker/consent", MetricChanges, "{consent}",
+		"Consents citizens gave and withdrew, by change (granted, revoked) and outcome (ok, failed). Never a citizen.",
+		"change", "outcome")
 }

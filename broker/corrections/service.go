@@ -6,11 +6,10 @@ import (
 	"log/slog"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/aperture-gov/aperture/broker/counter"
 	"github.com/aperture-gov/aperture/broker/ids"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/broker/server"
@@ -29,29 +28,14 @@ const (
 	OutcomeFailed    = "failed"    // the store or the access log was unavailable
 )
 
-// Counter counts MetricCorrections.
-type Counter struct{ c metric.Int64Counter }
+// Counter counts MetricCorrections: Add(ctx, authority, outcome). A nil Counter counts nothing.
+type Counter = counter.Counter
 
 // NewCounter registers MetricCorrections with mp (nil: no metrics).
 func NewCounter(mp metric.MeterProvider) (*Counter, error) {
-	if mp == nil {
-		mp = noop.NewMeterProvider()
-	}
-	c, err := mp.Meter("github.com/aperture-gov/aperture/broker/corrections").Int64Counter(MetricCorrections,
-		metric.WithUnit("{request}"),
-		metric.WithDescription("Citizens' correction requests by authority and outcome (requested, accepted, rejected, failed). Never a citizen or a value."))
-	if err != nil {
-		return nil, err
-	}
-	return &Counter{c: c}, nil
-}
-
-// Add counts one outcome for authority.
-func (c *Counter) Add(ctx context.Context, authority, outcome string) {
-	if c == nil {
-		return
-	}
-	c.c.Add(ctx, 1, metric.WithAttributes(attribute.String("authority", authority), attribute.String("outcome", outcome)))
+	return counter.New(mp, "github.com/aperture-gov/aperture/broker/corrections", MetricCorrections, "{request}",
+		"Citizens' correction requests by authority and outcome (requested, accepted, rejected, failed). Never a citizen or a value.",
+		"authority", "outcome")
 }
 
 // AccessLog is where decisions are logged (accesslog.Log).

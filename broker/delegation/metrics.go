@@ -1,11 +1,9 @@
 package delegation
 
 import (
-	"context"
-
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/aperture-gov/aperture/broker/counter"
 )
 
 // MetricActions counts what citizens did with powers of attorney, by action and outcome.
@@ -23,27 +21,12 @@ const (
 	OutcomeRevoked = "revoked"
 )
 
-// Counter counts MetricActions.
-type Counter struct{ c metric.Int64Counter }
+// Counter counts MetricActions: Add(ctx, action, outcome). A nil Counter counts nothing.
+type Counter = counter.Counter
 
 // NewCounter registers MetricActions with mp (nil: no metrics).
 func NewCounter(mp metric.MeterProvider) (*Counter, error) {
-	if mp == nil {
-		mp = noop.NewMeterProvider()
-	}
-	c, err := mp.Meter("github.com/aperture-gov/aperture/broker/delegation").Int64Counter(MetricActions,
-		metric.WithUnit("{action}"),
-		metric.WithDescription("Powers of attorney granted and revoked, and calls on someone's behalf by action (view_accesses, view_cases, view_consents, grant_consent, grant, revoke) and outcome (allowed, denied, granted, revoked). Never a citizen."))
-	if err != nil {
-		return nil, err
-	}
-	return &Counter{c: c}, nil
-}
-
-// Add counts one outcome of action.
-func (c *Counter) Add(ctx context.Context, action, outcome string) {
-	if c == nil {
-		return
-	}
-	c.c.Add(ctx, 1, metric.WithAttributes(attribute.String("action", action), attribute.String("outcome", outcome)))
+	return counter.New(mp, "github.com/aperture-gov/aperture/broker/delegation", MetricActions, "{action}",
+		"Powers of attorney granted and revoked, and calls on someone's behalf by action (view_accesses, view_cases, view_consents, grant_consent, grant, revoke) and outcome (allowed, denied, granted, revoked). Never a citizen.",
+		"action", "outcome")
 }

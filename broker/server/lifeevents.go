@@ -4,11 +4,10 @@ import (
 	"context"
 	"log/slog"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/aperture-gov/aperture/broker/cases"
+	"github.com/aperture-gov/aperture/broker/counter"
 	"github.com/aperture-gov/aperture/broker/refusal"
 	"github.com/aperture-gov/aperture/broker/release"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
@@ -33,17 +32,14 @@ type LifeEvents struct {
 	cases   *cases.Service
 	release *release.Service
 	log     *slog.Logger
-	count   metric.Int64Counter
+	count   *counter.Counter
 }
 
 // NewLifeEvents returns the LifeEventService implementation. mp may be nil (no metrics).
 func NewLifeEvents(c *cases.Service, r *release.Service, mp metric.MeterProvider, log *slog.Logger) (*LifeEvents, error) {
-	if mp == nil {
-		mp = noop.NewMeterProvider()
-	}
-	count, err := mp.Meter("github.com/aperture-gov/aperture/broker/server").Int64Counter(MetricLifeEvents,
-		metric.WithUnit("{event}"),
-		metric.WithDescription("Life events published by authorities, by event type, authority and outcome (opened, duplicate, refused, failed). Never a citizen."))
+	count, err := counter.New(mp, "github.com/aperture-gov/aperture/broker/server", MetricLifeEvents, "{event}",
+		"Life events published by authorities, by event type, authority and outcome (opened, duplicate, refused, failed). Never a citizen.",
+		"type", "authority", "outcome")
 	if err != nil {
 		return nil, err
 	}
@@ -78,8 +74,7 @@ func (s *LifeEvents) PublishLifeEvent(ctx context.Context, req *brokerv1.Publish
 	if !s.cases.KnownEvent(typ) {
 		typ = "unknown" // an undeclared type is the caller's text: keep it out of the metric's labels
 	}
-	s.count.Add(ctx, 1, metric.WithAttributes(attribute.String("type", typ),
-		attribute.String("authority", c.ID), attribute.String("outcome", outcome)))
+	s.count.Add(ctx, typ, c.ID, outcome)
 	if err != nil {
 		s.log.Info("life event not accepted", "authority", c.ID, "event_type", typ, "outcome", outcome)
 		return nil, err
