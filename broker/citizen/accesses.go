@@ -271,6 +271,8 @@ func (n names) access(rec *auditv1.AccessRecord) *citizenv1.Access {
 		n.correctionAccess(rec, a)
 	case auditv1.AccessKind_ACCESS_KIND_DELEGATE:
 		delegateAccess(a, rec)
+	case auditv1.AccessKind_ACCESS_KIND_CUSTODY_CHECK:
+		a.Purpose = custodyCheckPurpose
 	case auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED, auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED:
 		// The agency is the one the consent is for; the purpose is the step's (set above when unchanged).
 		a.Consent = rec.GetConsent()

@@ -115,6 +115,8 @@ type Service struct {
 	citizenv1.UnimplementedCitizenServiceServer
 	cfg Config
 	log *slog.Logger
+	// custody keeps each parent's children, read from the register, for a short while.
+	custody custodyCache
 
 	// stopping ends the open WatchAccesses streams when the broker stops.
 	stopping context.Context

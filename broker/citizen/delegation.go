@@ -31,6 +31,9 @@ type Delegations interface {
 type acting struct {
 	Citizen
 	d *delegation.Delegation // nil: the caller's own data
+	// basis is why the caller may act: a power of attorney (the zero value reads as that) or parental
+	// custody, when d is made up for the call from the custody register.
+	basis auditv1.DelegateBasis
 }
 
 // sees reports whether the call may see what is about journey: always for the caller's own data; for
@@ -76,6 +79,13 @@ func (s *Service) actFor(ctx context.Context, onBehalfOf string, scope delegatio
 		s.cfg.DelegationCount.Add(ctx, actionMetric[scope], delegation.OutcomeDenied)
 		return acting{}, err
 	}
+	if isCustodyID(onBehalfOf) {
+		a, err := s.actForChild(ctx, c, onBehalfOf)
+		if err != nil {
+			return deny(err)
+		}
+		return a, nil
+	}
 	if s.cfg.Delegations == nil {
 		return deny(refusal.New(refusal.Unavailable, "acting for someone else is not available on this broker"))
 	}
@@ -99,8 +109,12 @@ func (a acting) delegate(scope delegation.Scope) *auditv1.Delegate {
 	if a.d == nil {
 		return nil
 	}
+	basis := a.basis
+	if basis == auditv1.DelegateBasis_DELEGATE_BASIS_UNSPECIFIED {
+		basis = auditv1.DelegateBasis_DELEGATE_BASIS_POWER_OF_ATTORNEY
+	}
 	return &auditv1.Delegate{
-		Basis:        auditv1.DelegateBasis_DELEGATE_BASIS_POWER_OF_ATTORNEY,
+		Basis:        basis,
 		Action:       scopeAction[scope],
 		DelegationId: a.d.ID,
 	}
@@ -168,16 +182,47 @@ var delegateWords = map[auditv1.DelegateAction]*citizenv1.Text{
 	},
 }
 
+// Words of a parent's action, for the child.
+var parentWords = map[auditv1.DelegateAction]*citizenv1.Text{
+	auditv1.DelegateAction_DELEGATE_ACTION_VIEW_ACCESSES: {
+		En: "A parent with custody of you looked at who has seen your data",
+		Da: "En forælder med forældremyndighed over dig så, hvem der har set dine data",
+	},
+	auditv1.DelegateAction_DELEGATE_ACTION_VIEW_CASES: {
+		En: "A parent with custody of you looked at your cases",
+		Da: "En forælder med forældremyndighed over dig så dine sager",
+	},
+	auditv1.DelegateAction_DELEGATE_ACTION_VIEW_CONSENTS: {
+		En: "A parent with custody of you looked at your consents",
+		Da: "En forælder med forældremyndighed over dig så dine samtykker",
+	},
+	auditv1.DelegateAction_DELEGATE_ACTION_GRANT_CONSENT: {
+		En: "A parent with custody of you gave consent for you",
+		Da: "En forælder med forældremyndighed over dig gav samtykke for dig",
+	},
+}
+
 // delegateAccess words a delegate's action for the citizen.
 func delegateAccess(a *citizenv1.Access, rec *auditv1.AccessRecord) {
 	a.Delegate = rec.GetDelegate()
-	if w, ok := delegateWords[rec.GetDelegate().GetAction()]; ok {
+	parent := rec.GetDelegate().GetBasis() == auditv1.DelegateBasis_DELEGATE_BASIS_PARENTAL_CUSTODY
+	words := delegateWords
+	if parent {
+		words = parentWords
+	}
+	if w, ok := words[rec.GetDelegate().GetAction()]; ok {
 		a.Purpose = w
 	}
 	if rec.GetCaseId() != "" && rec.GetDelegate().GetAction() == auditv1.DelegateAction_DELEGATE_ACTION_VIEW_CASES {
 		a.Purpose = &citizenv1.Text{
 			En: "Someone you gave power of attorney looked at one of your cases",
 			Da: "En, du har givet fuldmagt, så en af dine sager",
+		}
+		if parent {
+			a.Purpose = &citizenv1.Text{
+				En: "A parent with custody of you looked at one of your cases",
+				Da: "En forælder med forældremyndighed over dig så en af dine sager",
+			}
 		}
 	}
 }
@@ -259,6 +304,13 @@ func (ds *DelegationService) ListDelegations(ctx context.Context, _ *citizenv1.L
 			resp.Held = append(resp.Held, n.delegationView(d, now))
 		}
 	}
+	kids, err := ds.s.children(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	for _, ch := range kids {
+		resp.Held = append(resp.Held, childView(ch))
+	}
 	return resp, nil
 }
 
@@ -282,7 +334,7 @@ func (ds *DelegationService) RevokeDelegation(ctx context.Context, req *citizenv
 }
 
 func (n names) delegationView(d *delegation.Delegation, now time.Time) *citizenv1.Delegation {
-	out := &citizenv1.Delegation{Id: d.ID, GrantedAt: ts(d.GrantedAt), ExpiresAt: ts(d.ExpiresAt)}
+	out := &citizenv1.Delegation{Id: d.ID, GrantedAt: ts(d.GrantedAt), ExpiresAt: ts(d.ExpiresAt), Basis: citizenv1.DelegationBasis_DELEGATION_BASIS_POWER_OF_ATTORNEY}
 	switch {
 	case d.Unverified:
 		out.State = citizenv1.DelegationState_DELEGATION_STATE_UNVERIFIED

@@ -26,6 +26,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker"
 	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/broker/server"
 	"github.com/aperture-gov/aperture/policies"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
@@ -37,15 +38,20 @@ import (
 	"github.com/aperture-gov/aperture/services/kit/mtls"
 )
 
-// The test citizens. Anna and Bo exist at every authority; Cai exists nowhere.
+// The test citizens. Anna and Bo exist at every authority; Cai exists nowhere. Dan is Bo's child, in
+// Bo's custody in the registry's custody register, and comes of age danComesOfAge after the tests start.
 const (
 	anna = "0101901234"
 	bo   = "0202905678"
 	cai  = "0303909999"
+	dan  = "1212125555"
+
+	danComesOfAge = 10 * 24 * time.Hour
 
 	tokAnna    = "token-anna-8f3a"
 	tokBo      = "token-bo-2c71"
 	tokCai     = "token-cai-77d0"
+	tokDan     = "token-dan-41be"
 	tokExpired = "token-expired-0000"
 )
 
@@ -135,8 +141,12 @@ var fixtures = map[string]string{
 // architect has just added — with the catalog's schemas and a small fixed population: Anna and Bo have
 // a record everywhere (the fixture, or an empty record with their id), Cai nowhere.
 func authorities(t testing.TB) []*kit.Authority {
-	people := map[string]string{anna: "Anna", bo: "Bo"}
+	people := map[string]string{anna: "Anna", bo: "Bo", dan: "Dan"}
 	month := time.Now().UTC().AddDate(0, -1, 0).Format(time.RFC3339)
+	reg, err := policy.LoadRegistry(policyFiles(), "registry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []*kit.Authority
 	for _, a := range catalog.Examples(nil) { // the catalog's own lookups are replaced, never called
 		ta := &kit.Authority{ID: a.ID, DisplayName: a.DisplayName + " (test)"}
@@ -156,6 +166,9 @@ func authorities(t testing.TB) []*kit.Authority {
 				} else if f := rec.Descriptor().Fields().ByName("citizen_id"); f != nil && f.Kind() == protoreflect.StringKind {
 					rec.Set(f, protoreflect.ValueOfString(id))
 				}
+				if pc := reg.ParentalCustody; pc != nil && id == bo && pc.Authority == a.ID && pc.Dataset == ds.Name {
+					addChild(t, rec, pc, dan, people[dan], time.Now().Add(danComesOfAge).AddDate(-pc.AgeOfMajority, 0, 0))
+				}
 				return rec.Interface(), nil
 			}
 			ta.Datasets = append(ta.Datasets, ds)
@@ -163,6 +176,23 @@ func authorities(t testing.TB) []*kit.Authority {
 		out = append(out, ta)
 	}
 	return out
+}
+
+// addChild lists a child in the custody field of a parent's record, by the field names the registry's
+// custody register is read by.
+func addChild(t testing.TB, rec protoreflect.Message, pc *policy.ParentalCustody, id, given string, birth time.Time) {
+	f := rec.Descriptor().Fields().ByName(protoreflect.Name(pc.Field))
+	if f == nil {
+		t.Fatalf("no custody field %q", pc.Field)
+	}
+	list := rec.Mutable(f).List()
+	ch := list.NewElement().Message()
+	cf := ch.Descriptor().Fields()
+	ch.Set(cf.ByName(policy.CustodyChildID), protoreflect.ValueOfString(id))
+	ch.Set(cf.ByName(policy.CustodyGivenNames), protoreflect.ValueOfString(given))
+	bd := ch.Mutable(cf.ByName(policy.CustodyBirthDate)).Message()
+	bd.Set(bd.Descriptor().Fields().ByName("seconds"), protoreflect.ValueOfInt64(birth.Unix()))
+	list.Append(protoreflect.ValueOfMessage(ch))
 }
 
 func newEnv(t testing.TB) *env {
@@ -186,7 +216,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, ca: ca, pn: pn, clock: &clock{}, logs: &logBuffer{}, conns: map[string]*grpc.ClientConn{}, broker: map[string]brokerv1.BrokerServiceClient{}}
-	e.secrets = []string{anna, bo, cai, tokAnna, tokBo, tokCai, tokExpired}
+	e.secrets = []string{anna, bo, cai, dan, tokAnna, tokBo, tokCai, tokDan, tokExpired}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	e.b, err = broker.New(ctx, broker.Config{
@@ -198,7 +228,7 @@ func newEnv(t testing.TB) *env {
 		AppendTimeout: 10 * time.Second,
 	}, broker.Deps{
 		Policies: policyFiles(), Certs: certs, Pseudonyms: pn, Sealer: sealer(t, dir),
-		Citizens: tokens{tokAnna: anna, tokBo: bo, tokCai: cai},
+		Citizens: tokens{tokAnna: anna, tokBo: bo, tokCai: cai, tokDan: dan},
 		Logger:   slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:      e.clock.Now,
 	})

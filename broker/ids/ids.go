@@ -16,6 +16,12 @@ func New(prefix string, now time.Time) string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
 	rand.Read(b[6:]) // crypto/rand.Read never fails (Go 1.24+)
+	return FromBytes(prefix, b)
+}
+
+// FromBytes returns prefix + "_" + b in the same 26 base32 digits as New: for ids derived from
+// something else (a hash) that must look and validate like any other.
+func FromBytes(prefix string, b [16]byte) string {
 	var sb strings.Builder
 	sb.Grow(len(prefix) + 27)
 	sb.WriteString(prefix)

@@ -104,6 +104,21 @@ func LoadRegistry(fsys fs.FS, name string) (*Registry, error) {
 			reg.CitizenRegister = &DatasetRef{Authority: cr.GetAuthority(), Dataset: cr.GetDataset()}
 		}
 	}
+	if pc := pb.GetParentalCustody(); pc != nil {
+		a, ok := reg.Authority(pc.GetAuthority())
+		switch {
+		case !ok:
+			src.at([]any{"parental_custody", "authority"}, "parental_custody: authority %q is not in the registry", pc.GetAuthority())
+		case !slices.Contains(a.Datasets, pc.GetDataset()):
+			src.at([]any{"parental_custody", "dataset"}, "parental_custody: authority %q serves no dataset %q", pc.GetAuthority(), pc.GetDataset())
+		default:
+			reg.ParentalCustody = &ParentalCustody{
+				DatasetRef:    DatasetRef{Authority: pc.GetAuthority(), Dataset: pc.GetDataset()},
+				Field:         pc.GetField(),
+				AgeOfMajority: int(pc.GetAgeOfMajority()),
+			}
+		}
+	}
 	if err := fnd.err(); err != nil {
 		return nil, err
 	}
@@ -149,6 +164,11 @@ func LoadBundle(fsys fs.FS, reg *Registry, descs Descriptors) (*Bundle, error) {
 		files = append(files, file{name: name, data: data})
 		if j := l.journey(file{name: name, data: data}); j != nil {
 			b.journeys = append(b.journeys, j)
+		}
+	}
+	if pc := reg.ParentalCustody; pc != nil {
+		if err := pc.check(descs); err != nil {
+			fnd = append(fnd, Finding{File: reg.source.name, Message: err.Error()})
 		}
 	}
 	if ef, events := l.loadEvents(fsys, b.journeys, names); ef != nil {

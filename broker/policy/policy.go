@@ -40,6 +40,9 @@ type Registry struct {
 	// CitizenRegister is the dataset that holds a record of every citizen (the population register):
 	// the broker asks it whether a citizen exists before opening a case. nil: no check.
 	CitizenRegister *DatasetRef
+	// ParentalCustody is where a parent's record lists the children in their custody, so a parent can
+	// act for a child under AgeOfMajority. nil: nobody acts for a child.
+	ParentalCustody *ParentalCustody
 
 	// source is the registry file as loaded, so that the policy version covers it.
 	source file

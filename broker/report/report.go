@@ -328,8 +328,9 @@ func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 			b.toDecide[a.Authority] = append(b.toDecide[a.Authority], rec.GetTime().AsTime().Sub(at))
 		}
 		return
-	case auditv1.AccessKind_ACCESS_KIND_DELEGATE:
-		// A citizen's delegate looking on the citizen's behalf: no agency, no release of authority data.
+	case auditv1.AccessKind_ACCESS_KIND_DELEGATE, auditv1.AccessKind_ACCESS_KIND_CUSTODY_CHECK:
+		// A citizen's delegate looking on the citizen's behalf, or the broker reading a parent's
+		// custody for them: no agency, no release to an agency.
 		return
 	case auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW:
 		if in {

@@ -93,7 +93,13 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		case auditv1.AccessKind_ACCESS_KIND_AUDITOR_READ:
 			data = "(access log read)"
 		case auditv1.AccessKind_ACCESS_KIND_DELEGATE:
-			data = "(on the citizen's behalf: " + strings.ToLower(strings.TrimPrefix(r.GetDelegate().GetAction().String(), "DELEGATE_ACTION_")) + ", power of attorney " + r.GetDelegate().GetDelegationId() + ")"
+			basis := "power of attorney "
+			if r.GetDelegate().GetBasis() == auditv1.DelegateBasis_DELEGATE_BASIS_PARENTAL_CUSTODY {
+				basis = "parental custody "
+			}
+			data = "(on the citizen's behalf: " + strings.ToLower(strings.TrimPrefix(r.GetDelegate().GetAction().String(), "DELEGATE_ACTION_")) + ", " + basis + r.GetDelegate().GetDelegationId() + ")"
+		case auditv1.AccessKind_ACCESS_KIND_CUSTODY_CHECK:
+			data = "(custody check) " + r.GetAuthority() + "." + r.GetDataset()
 		case auditv1.AccessKind_ACCESS_KIND_CORRECTION_REQUESTED:
 			decision = "CORRECTION ASKED " + note("correction request "+r.GetCorrection().GetRequestId())
 		case auditv1.AccessKind_ACCESS_KIND_CORRECTION_DECIDED:

@@ -612,6 +612,14 @@ func (g *generator) register(h *household) {
 			}
 			c.Household = append(c.Household, HouseholdMember{ID: o.ID, GivenNames: o.GivenNames, Relation: relation(h, c, o), BirthDate: o.BirthDate})
 		}
+		if slices.Contains(h.adults, c) {
+			// The adults have custody of the household's minors (as joint custody is the rule).
+			for _, o := range h.children {
+				if ageAt(o.BirthDate, g.ref) < 18 {
+					c.Custody = append(c.Custody, HouseholdMember{ID: o.ID, GivenNames: o.GivenNames, Relation: populationv1.Relation_RELATION_CHILD, BirthDate: o.BirthDate})
+				}
+			}
+		}
 		g.pop.citizens[c.ID] = c
 		g.pop.order = append(g.pop.order, c.ID)
 	}

@@ -21,6 +21,7 @@ type Citizen struct {
 	Address           Address
 	PreviousAddresses []Address // newest first
 	Household         []HouseholdMember
+	Custody           []HouseholdMember // children under 18 in the citizen's parental custody
 	GP                Clinic
 	Income            []MonthlyIncome // newest first, at most 24 months; months without income are absent
 	AssessedAnnualDKK int64           // preliminary assessment for the reference year

@@ -17,7 +17,7 @@ const ID = "population"
 // New returns the authority serving pop.
 func New(pop *demo.Population) *kit.Authority {
 	return &kit.Authority{ID: ID, DisplayName: "Civil Registration (population register)", Datasets: []kit.Dataset{
-		kit.NewDataset("person", "Name, birth date, registered address, civil status and household of a citizen.",
+		kit.NewDataset("person", "Name, birth date, registered address, civil status, household and children in custody of a citizen.",
 			func(_ context.Context, id string) (*populationv1.Person, error) {
 				c, ok := pop.Citizen(id)
 				if !ok {
@@ -39,6 +39,11 @@ func person(c *demo.Citizen) *populationv1.Person {
 	for _, m := range c.Household {
 		p.Household = append(p.Household, &populationv1.HouseholdMember{
 			CitizenId: m.ID, GivenNames: m.GivenNames, Relation: m.Relation, BirthDate: kit.Timestamp(m.BirthDate),
+		})
+	}
+	for _, m := range c.Custody {
+		p.ChildrenInCustody = append(p.ChildrenInCustody, &populationv1.ChildInCustody{
+			CitizenId: m.ID, GivenNames: m.GivenNames, BirthDate: kit.Timestamp(m.BirthDate),
 		})
 	}
 	for _, a := range c.PreviousAddresses {

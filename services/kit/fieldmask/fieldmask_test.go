@@ -161,6 +161,7 @@ func TestLeaves(t *testing.T) {
 			"previous_addresses.street", "previous_addresses.house_number", "previous_addresses.unit",
 			"previous_addresses.postal_code", "previous_addresses.city", "previous_addresses.municipality_code",
 			"previous_addresses.municipality_name", "previous_addresses.moved_in_on",
+			"children_in_custody.citizen_id", "children_in_custody.given_names", "children_in_custody.birth_date",
 		}},
 		{servicesMD, []string{
 			"citizen_id", "municipality_code",

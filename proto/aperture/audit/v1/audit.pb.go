@@ -269,6 +269,9 @@ const (
 	// The agency answered a citizen's question: agency and caseworker answered; question names it.
 	// Never the answer's text.
 	AccessKind_ACCESS_KIND_QUESTION_ANSWERED AccessKind = 12
+	// The broker read which children the citizen has parental custody of (authority, dataset and
+	// fields name the register), because the citizen asked to act for a child. In the parent's log.
+	AccessKind_ACCESS_KIND_CUSTODY_CHECK AccessKind = 14
 )
 
 // Enum value maps for AccessKind.
@@ -287,6 +290,7 @@ var (
 		10: "ACCESS_KIND_CONSENT_REVOKED",
 		11: "ACCESS_KIND_QUESTION_ASKED",
 		12: "ACCESS_KIND_QUESTION_ANSWERED",
+		14: "ACCESS_KIND_CUSTODY_CHECK",
 	}
 	AccessKind_value = map[string]int32{
 		"ACCESS_KIND_UNSPECIFIED":          0,
@@ -302,6 +306,7 @@ var (
 		"ACCESS_KIND_CONSENT_REVOKED":      10,
 		"ACCESS_KIND_QUESTION_ASKED":       11,
 		"ACCESS_KIND_QUESTION_ANSWERED":    12,
+		"ACCESS_KIND_CUSTODY_CHECK":        14,
 	}
 )
 
@@ -400,6 +405,9 @@ const (
 	DelegateBasis_DELEGATE_BASIS_UNSPECIFIED DelegateBasis = 0
 	// A power of attorney the citizen gave (aperture.citizen.v1.CitizenDelegationService).
 	DelegateBasis_DELEGATE_BASIS_POWER_OF_ATTORNEY DelegateBasis = 1
+	// Parental custody of a citizen under the age of majority, as the registry's parental_custody
+	// register holds it when the parent acts (delegation_id is then the "cus_…" id the parent used).
+	DelegateBasis_DELEGATE_BASIS_PARENTAL_CUSTODY DelegateBasis = 2
 )
 
 // Enum value maps for DelegateBasis.
@@ -407,10 +415,12 @@ var (
 	DelegateBasis_name = map[int32]string{
 		0: "DELEGATE_BASIS_UNSPECIFIED",
 		1: "DELEGATE_BASIS_POWER_OF_ATTORNEY",
+		2: "DELEGATE_BASIS_PARENTAL_CUSTODY",
 	}
 	DelegateBasis_value = map[string]int32{
 		"DELEGATE_BASIS_UNSPECIFIED":       0,
 		"DELEGATE_BASIS_POWER_OF_ATTORNEY": 1,
+		"DELEGATE_BASIS_PARENTAL_CUSTODY":  2,
 	}
 )
 
@@ -2440,7 +2450,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	" REFUSAL_REASON_SWITCH_UNVERIFIED\x10\x14\x12*\n" +
 	"&REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED\x10\x15\x12+\n" +
 	"'REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED\x10\x16\x12$\n" +
-	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\xa9\x03\n" +
+	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\xc8\x03\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -2456,16 +2466,18 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x1bACCESS_KIND_CONSENT_REVOKED\x10\n" +
 	"\x12\x1e\n" +
 	"\x1aACCESS_KIND_QUESTION_ASKED\x10\v\x12!\n" +
-	"\x1dACCESS_KIND_QUESTION_ANSWERED\x10\f*\xba\x01\n" +
+	"\x1dACCESS_KIND_QUESTION_ANSWERED\x10\f\x12\x1d\n" +
+	"\x19ACCESS_KIND_CUSTODY_CHECK\x10\x0e*\xba\x01\n" +
 	"\x0eDelegateAction\x12\x1f\n" +
 	"\x1bDELEGATE_ACTION_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dDELEGATE_ACTION_VIEW_ACCESSES\x10\x01\x12\x1e\n" +
 	"\x1aDELEGATE_ACTION_VIEW_CASES\x10\x02\x12!\n" +
 	"\x1dDELEGATE_ACTION_VIEW_CONSENTS\x10\x03\x12!\n" +
-	"\x1dDELEGATE_ACTION_GRANT_CONSENT\x10\x04*U\n" +
+	"\x1dDELEGATE_ACTION_GRANT_CONSENT\x10\x04*z\n" +
 	"\rDelegateBasis\x12\x1e\n" +
 	"\x1aDELEGATE_BASIS_UNSPECIFIED\x10\x00\x12$\n" +
-	" DELEGATE_BASIS_POWER_OF_ATTORNEY\x10\x01*y\n" +
+	" DELEGATE_BASIS_POWER_OF_ATTORNEY\x10\x01\x12#\n" +
+	"\x1fDELEGATE_BASIS_PARENTAL_CUSTODY\x10\x02*y\n" +
 	"\x11CorrectionOutcome\x12\"\n" +
 	"\x1eCORRECTION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bCORRECTION_OUTCOME_ACCEPTED\x10\x01\x12\x1f\n" +

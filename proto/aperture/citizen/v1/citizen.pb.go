@@ -920,6 +920,8 @@ type ListAccessesRequest struct {
 	// Act for another citizen: the id of a power of attorney they gave the caller ("del_…",
 	// CitizenDelegationService.ListDelegations, held). Allowed only while it is active and its scope
 	// covers seeing accesses (DELEGATION_SCOPE_SEE_ACCESSES); only accesses of its journeys are listed, and no fact answers; the call is then logged in the other citizen's access log before it is answered.
+	// Or the id of a child under 18 in the caller's parental custody ("cus_…", also listed as held),
+	// which allows every scope for all journeys until the child comes of age.
 	// Any other id is NOT_FOUND; a delegation whose scope does not cover the call PERMISSION_DENIED.
 	// Empty: the caller's own.
 	OnBehalfOf    string `protobuf:"bytes,8,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
@@ -1449,6 +1451,8 @@ type ListCasesRequest struct {
 	// Act for another citizen: the id of a power of attorney they gave the caller ("del_…",
 	// CitizenDelegationService.ListDelegations, held). Allowed only while it is active and its scope
 	// covers seeing cases (DELEGATION_SCOPE_SEE_CASES); only cases of its journeys are listed; the call is then logged in the other citizen's access log before it is answered.
+	// Or the id of a child under 18 in the caller's parental custody ("cus_…", also listed as held),
+	// which allows every scope for all journeys until the child comes of age.
 	// Any other id is NOT_FOUND; a delegation whose scope does not cover the call PERMISSION_DENIED.
 	// Empty: the caller's own.
 	OnBehalfOf    string `protobuf:"bytes,3,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
@@ -1567,6 +1571,8 @@ type GetCaseRequest struct {
 	// Act for another citizen: the id of a power of attorney they gave the caller ("del_…",
 	// CitizenDelegationService.ListDelegations, held). Allowed only while it is active and its scope
 	// covers seeing cases (DELEGATION_SCOPE_SEE_CASES) and the case's journey; the call is then logged in the other citizen's access log before it is answered.
+	// Or the id of a child under 18 in the caller's parental custody ("cus_…", also listed as held),
+	// which allows every scope for all journeys until the child comes of age.
 	// Any other id is NOT_FOUND; a delegation whose scope does not cover the call PERMISSION_DENIED.
 	// Empty: the caller's own.
 	OnBehalfOf    string `protobuf:"bytes,2,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
@@ -2260,6 +2266,8 @@ type ListConsentsRequest struct {
 	// Act for another citizen: the id of a power of attorney they gave the caller ("del_…",
 	// CitizenDelegationService.ListDelegations, held). Allowed only while it is active and its scope
 	// covers seeing consents (DELEGATION_SCOPE_SEE_CONSENTS); only consents of its journeys are listed; the call is then logged in the other citizen's access log before it is answered.
+	// Or the id of a child under 18 in the caller's parental custody ("cus_…", also listed as held),
+	// which allows every scope for all journeys until the child comes of age.
 	// Any other id is NOT_FOUND; a delegation whose scope does not cover the call PERMISSION_DENIED.
 	// Empty: the caller's own.
 	OnBehalfOf    string `protobuf:"bytes,1,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
@@ -2486,6 +2494,8 @@ type GrantConsentRequest struct {
 	// Act for another citizen: the id of a power of attorney they gave the caller ("del_…",
 	// CitizenDelegationService.ListDelegations, held). Allowed only while it is active and its scope
 	// covers giving consent (DELEGATION_SCOPE_GRANT_CONSENT) and the journey; the call is then logged in the other citizen's access log before it is answered.
+	// Or the id of a child under 18 in the caller's parental custody ("cus_…", also listed as held),
+	// which allows every scope for all journeys until the child comes of age.
 	// Any other id is NOT_FOUND; a delegation whose scope does not cover the call PERMISSION_DENIED.
 	// Empty: the caller's own.
 	OnBehalfOf    string `protobuf:"bytes,4,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
@@ -4041,7 +4051,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\aStepRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x05title\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\x05title\x12\x16\n" +
-	"\x06number\x18\x03 \x01(\x05R\x06number\"\xaa\x03\n" +
+	"\x06number\x18\x03 \x01(\x05R\x06number\"\xb0\x03\n" +
 	"\x13ListAccessesRequest\x12>\n" +
 	"\tauthority\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^([a-z][a-z0-9_]{0,31})?$R\tauthority\x12:\n" +
 	"\ajourney\x18\x02 \x01(\tB \xbaH\x1dr\x1b2\x19^([a-z][a-z0-9-]{0,62})?$R\ajourney\x120\n" +
@@ -4051,8 +4061,8 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12'\n" +
 	"\n" +
 	"page_token\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\x12!\n" +
-	"\fexclude_self\x18\a \x01(\bR\vexcludeSelf\x12>\n" +
-	"\fon_behalf_of\x18\b \x01(\tB\x1c\xbaH\x19r\x172\x15^(del_[0-9a-z]{26})?$R\n" +
+	"\fexclude_self\x18\a \x01(\bR\vexcludeSelf\x12D\n" +
+	"\fon_behalf_of\x18\b \x01(\tB\"\xbaH\x1fr\x1d2\x1b^((del|cus)_[0-9a-z]{26})?$R\n" +
 	"onBehalfOf\"w\n" +
 	"\x14ListAccessesResponse\x127\n" +
 	"\baccesses\x18\x01 \x03(\v2\x1b.aperture.citizen.v1.AccessR\baccesses\x12&\n" +
@@ -4087,20 +4097,20 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12=\n" +
 	"\fcompleted_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12)\n" +
 	"\x10consent_required\x18\x06 \x01(\bR\x0fconsentRequired\x12#\n" +
-	"\rconsent_given\x18\a \x01(\bR\fconsentGiven\"\xa4\x01\n" +
+	"\rconsent_given\x18\a \x01(\bR\fconsentGiven\"\xaa\x01\n" +
 	"\x10ListCasesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\x12>\n" +
-	"\fon_behalf_of\x18\x03 \x01(\tB\x1c\xbaH\x19r\x172\x15^(del_[0-9a-z]{26})?$R\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\x12D\n" +
+	"\fon_behalf_of\x18\x03 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^((del|cus)_[0-9a-z]{26})?$R\n" +
 	"onBehalfOf\"l\n" +
 	"\x11ListCasesResponse\x12/\n" +
 	"\x05cases\x18\x01 \x03(\v2\x19.aperture.citizen.v1.CaseR\x05cases\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x85\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8b\x01\n" +
 	"\x0eGetCaseRequest\x123\n" +
-	"\acase_id\x18\x01 \x01(\tB\x1a\xbaH\x17r\x152\x13^case_[0-9a-z]{26}$R\x06caseId\x12>\n" +
-	"\fon_behalf_of\x18\x02 \x01(\tB\x1c\xbaH\x19r\x172\x15^(del_[0-9a-z]{26})?$R\n" +
+	"\acase_id\x18\x01 \x01(\tB\x1a\xbaH\x17r\x152\x13^case_[0-9a-z]{26}$R\x06caseId\x12D\n" +
+	"\fon_behalf_of\x18\x02 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^((del|cus)_[0-9a-z]{26})?$R\n" +
 	"onBehalfOf\"@\n" +
 	"\x0fGetCaseResponse\x12-\n" +
 	"\x04case\x18\x01 \x01(\v2\x19.aperture.citizen.v1.CaseR\x04case\"\x15\n" +
@@ -4151,9 +4161,9 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
 	"\n" +
 	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x14\n" +
-	"\x05valid\x18\a \x01(\bR\x05valid\"U\n" +
-	"\x13ListConsentsRequest\x12>\n" +
-	"\fon_behalf_of\x18\x01 \x01(\tB\x1c\xbaH\x19r\x172\x15^(del_[0-9a-z]{26})?$R\n" +
+	"\x05valid\x18\a \x01(\bR\x05valid\"[\n" +
+	"\x13ListConsentsRequest\x12D\n" +
+	"\fon_behalf_of\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^((del|cus)_[0-9a-z]{26})?$R\n" +
 	"onBehalfOf\"P\n" +
 	"\x14ListConsentsResponse\x128\n" +
 	"\bconsents\x18\x01 \x03(\v2\x1c.aperture.citizen.v1.ConsentR\bconsents\"\xa3\x01\n" +
@@ -4166,13 +4176,13 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x04step\x18\x01 \x01(\v2!.aperture.citizen.v1.DataPathStepR\x04step\x129\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x126\n" +
-	"\acurrent\x18\x03 \x01(\v2\x1c.aperture.citizen.v1.ConsentR\acurrent\"\xe1\x01\n" +
+	"\acurrent\x18\x03 \x01(\v2\x1c.aperture.citizen.v1.ConsentR\acurrent\"\xe7\x01\n" +
 	"\x13GrantConsentRequest\x127\n" +
 	"\ajourney\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\ajourney\x121\n" +
 	"\x04step\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\x04step\x12\x1e\n" +
 	"\x04days\x18\x03 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x00R\x04days\x12>\n" +
-	"\fon_behalf_of\x18\x04 \x01(\tB\x1c\xbaH\x19r\x172\x15^(del_[0-9a-z]{26})?$R\n" +
+	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x00R\x04days\x12D\n" +
+	"\fon_behalf_of\x18\x04 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^((del|cus)_[0-9a-z]{26})?$R\n" +
 	"onBehalfOf\"N\n" +
 	"\x14GrantConsentResponse\x126\n" +
 	"\aconsent\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.ConsentR\aconsent\"\x82\x01\n" +

@@ -142,11 +142,64 @@ func (DelegationState) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_citizen_v1_delegation_proto_rawDescGZIP(), []int{1}
 }
 
+// DelegationBasis is why one citizen may act for another.
+type DelegationBasis int32
+
+const (
+	DelegationBasis_DELEGATION_BASIS_UNSPECIFIED DelegationBasis = 0
+	// A power of attorney the represented citizen gave.
+	DelegationBasis_DELEGATION_BASIS_POWER_OF_ATTORNEY DelegationBasis = 1
+	// Parental custody of a child under the age of majority, from the population register.
+	DelegationBasis_DELEGATION_BASIS_PARENTAL_CUSTODY DelegationBasis = 2
+)
+
+// Enum value maps for DelegationBasis.
+var (
+	DelegationBasis_name = map[int32]string{
+		0: "DELEGATION_BASIS_UNSPECIFIED",
+		1: "DELEGATION_BASIS_POWER_OF_ATTORNEY",
+		2: "DELEGATION_BASIS_PARENTAL_CUSTODY",
+	}
+	DelegationBasis_value = map[string]int32{
+		"DELEGATION_BASIS_UNSPECIFIED":       0,
+		"DELEGATION_BASIS_POWER_OF_ATTORNEY": 1,
+		"DELEGATION_BASIS_PARENTAL_CUSTODY":  2,
+	}
+)
+
+func (x DelegationBasis) Enum() *DelegationBasis {
+	p := new(DelegationBasis)
+	*p = x
+	return p
+}
+
+func (x DelegationBasis) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DelegationBasis) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_citizen_v1_delegation_proto_enumTypes[2].Descriptor()
+}
+
+func (DelegationBasis) Type() protoreflect.EnumType {
+	return &file_aperture_citizen_v1_delegation_proto_enumTypes[2]
+}
+
+func (x DelegationBasis) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DelegationBasis.Descriptor instead.
+func (DelegationBasis) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_delegation_proto_rawDescGZIP(), []int{2}
+}
+
 // Delegation is one power of attorney, as its giver or its holder sees it. It names neither person:
 // the giver knows whom they gave it to, the holder whom they got it from.
 type Delegation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id of the delegation ("del_…"): the holder passes it as on_behalf_of, the giver to revoke it.
+	// Id of the delegation ("del_…"): the holder passes it as on_behalf_of, the giver to revoke it. For
+	// parental custody ("cus_…") the parent passes it as on_behalf_of; it cannot be revoked here.
 	Id     string            `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Scopes []DelegationScope `protobuf:"varint,2,rep,packed,name=scopes,proto3,enum=aperture.citizen.v1.DelegationScope" json:"scopes,omitempty"`
 	// The journeys it is limited to; empty for all journeys.
@@ -154,8 +207,14 @@ type Delegation struct {
 	GrantedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=granted_at,json=grantedAt,proto3" json:"granted_at,omitempty"`
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Set once revoked.
-	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
-	State         DelegationState        `protobuf:"varint,7,opt,name=state,proto3,enum=aperture.citizen.v1.DelegationState" json:"state,omitempty"`
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	State     DelegationState        `protobuf:"varint,7,opt,name=state,proto3,enum=aperture.citizen.v1.DelegationState" json:"state,omitempty"`
+	// Why the holder may act: a power of attorney the citizen gave, or parental custody of a child
+	// (then expires_at is the child's coming of age).
+	Basis DelegationBasis `protobuf:"varint,8,opt,name=basis,proto3,enum=aperture.citizen.v1.DelegationBasis" json:"basis,omitempty"`
+	// For parental custody, the child's first names as the population register holds them (shown to
+	// the parent only). Empty for a power of attorney, which names no one.
+	GivenNames    string `protobuf:"bytes,9,opt,name=given_names,json=givenNames,proto3" json:"given_names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -237,6 +296,20 @@ func (x *Delegation) GetState() DelegationState {
 		return x.State
 	}
 	return DelegationState_DELEGATION_STATE_UNSPECIFIED
+}
+
+func (x *Delegation) GetBasis() DelegationBasis {
+	if x != nil {
+		return x.Basis
+	}
+	return DelegationBasis_DELEGATION_BASIS_UNSPECIFIED
+}
+
+func (x *Delegation) GetGivenNames() string {
+	if x != nil {
+		return x.GivenNames
+	}
+	return ""
 }
 
 // GrantDelegationRequest names the holder and what they may do.
@@ -399,7 +472,10 @@ type ListDelegationsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Powers of attorney the caller gave, newest first.
 	Granted []*Delegation `protobuf:"bytes,1,rep,name=granted,proto3" json:"granted,omitempty"`
-	// Powers of attorney the caller holds: whom the caller may act for (state ACTIVE), newest first.
+	// Powers of attorney the caller holds: whom the caller may act for (state ACTIVE), newest first,
+	// then the children in the caller's parental custody (basis DELEGATION_BASIS_PARENTAL_CUSTODY).
+	// Looking up the children reads the caller's own record in the population register, which is
+	// logged in the caller's access log.
 	Held          []*Delegation `protobuf:"bytes,2,rep,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -543,7 +619,7 @@ var File_aperture_citizen_v1_delegation_proto protoreflect.FileDescriptor
 
 const file_aperture_citizen_v1_delegation_proto_rawDesc = "" +
 	"\n" +
-	"$aperture/citizen/v1/delegation.proto\x12\x13aperture.citizen.v1\x1a!aperture/citizen/v1/citizen.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x03\n" +
+	"$aperture/citizen/v1/delegation.proto\x12\x13aperture.citizen.v1\x1a!aperture/citizen/v1/citizen.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x03\n" +
 	"\n" +
 	"Delegation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12<\n" +
@@ -555,7 +631,10 @@ const file_aperture_citizen_v1_delegation_proto_rawDesc = "" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
 	"\n" +
 	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12:\n" +
-	"\x05state\x18\a \x01(\x0e2$.aperture.citizen.v1.DelegationStateR\x05state\"\xb4\x02\n" +
+	"\x05state\x18\a \x01(\x0e2$.aperture.citizen.v1.DelegationStateR\x05state\x12:\n" +
+	"\x05basis\x18\b \x01(\x0e2$.aperture.citizen.v1.DelegationBasisR\x05basis\x12\x1f\n" +
+	"\vgiven_names\x18\t \x01(\tR\n" +
+	"givenNames\"\xb4\x02\n" +
 	"\x16GrantDelegationRequest\x12>\n" +
 	"\x11holder_citizen_id\x18\x01 \x01(\tB\x12\xbaH\x0fr\r2\v^[0-9]{10}$R\x0fholderCitizenId\x12S\n" +
 	"\x06scopes\x18\x02 \x03(\x0e2$.aperture.citizen.v1.DelegationScopeB\x15\xbaH\x12\x92\x01\x0f\b\x01\x10\x04\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x06scopes\x12B\n" +
@@ -587,7 +666,11 @@ const file_aperture_citizen_v1_delegation_proto_rawDesc = "" +
 	"\x17DELEGATION_STATE_ACTIVE\x10\x01\x12\x1c\n" +
 	"\x18DELEGATION_STATE_EXPIRED\x10\x02\x12\x1c\n" +
 	"\x18DELEGATION_STATE_REVOKED\x10\x03\x12\x1f\n" +
-	"\x1bDELEGATION_STATE_UNVERIFIED\x10\x042\xe7\x02\n" +
+	"\x1bDELEGATION_STATE_UNVERIFIED\x10\x04*\x82\x01\n" +
+	"\x0fDelegationBasis\x12 \n" +
+	"\x1cDELEGATION_BASIS_UNSPECIFIED\x10\x00\x12&\n" +
+	"\"DELEGATION_BASIS_POWER_OF_ATTORNEY\x10\x01\x12%\n" +
+	"!DELEGATION_BASIS_PARENTAL_CUSTODY\x10\x022\xe7\x02\n" +
 	"\x18CitizenDelegationService\x12l\n" +
 	"\x0fGrantDelegation\x12+.aperture.citizen.v1.GrantDelegationRequest\x1a,.aperture.citizen.v1.GrantDelegationResponse\x12l\n" +
 	"\x0fListDelegations\x12+.aperture.citizen.v1.ListDelegationsRequest\x1a,.aperture.citizen.v1.ListDelegationsResponse\x12o\n" +
@@ -605,45 +688,47 @@ func file_aperture_citizen_v1_delegation_proto_rawDescGZIP() []byte {
 	return file_aperture_citizen_v1_delegation_proto_rawDescData
 }
 
-var file_aperture_citizen_v1_delegation_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_aperture_citizen_v1_delegation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_aperture_citizen_v1_delegation_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_aperture_citizen_v1_delegation_proto_goTypes = []any{
 	(DelegationScope)(0),             // 0: aperture.citizen.v1.DelegationScope
 	(DelegationState)(0),             // 1: aperture.citizen.v1.DelegationState
-	(*Delegation)(nil),               // 2: aperture.citizen.v1.Delegation
-	(*GrantDelegationRequest)(nil),   // 3: aperture.citizen.v1.GrantDelegationRequest
-	(*GrantDelegationResponse)(nil),  // 4: aperture.citizen.v1.GrantDelegationResponse
-	(*ListDelegationsRequest)(nil),   // 5: aperture.citizen.v1.ListDelegationsRequest
-	(*ListDelegationsResponse)(nil),  // 6: aperture.citizen.v1.ListDelegationsResponse
-	(*RevokeDelegationRequest)(nil),  // 7: aperture.citizen.v1.RevokeDelegationRequest
-	(*RevokeDelegationResponse)(nil), // 8: aperture.citizen.v1.RevokeDelegationResponse
-	(*JourneyRef)(nil),               // 9: aperture.citizen.v1.JourneyRef
-	(*timestamppb.Timestamp)(nil),    // 10: google.protobuf.Timestamp
+	(DelegationBasis)(0),             // 2: aperture.citizen.v1.DelegationBasis
+	(*Delegation)(nil),               // 3: aperture.citizen.v1.Delegation
+	(*GrantDelegationRequest)(nil),   // 4: aperture.citizen.v1.GrantDelegationRequest
+	(*GrantDelegationResponse)(nil),  // 5: aperture.citizen.v1.GrantDelegationResponse
+	(*ListDelegationsRequest)(nil),   // 6: aperture.citizen.v1.ListDelegationsRequest
+	(*ListDelegationsResponse)(nil),  // 7: aperture.citizen.v1.ListDelegationsResponse
+	(*RevokeDelegationRequest)(nil),  // 8: aperture.citizen.v1.RevokeDelegationRequest
+	(*RevokeDelegationResponse)(nil), // 9: aperture.citizen.v1.RevokeDelegationResponse
+	(*JourneyRef)(nil),               // 10: aperture.citizen.v1.JourneyRef
+	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
 }
 var file_aperture_citizen_v1_delegation_proto_depIdxs = []int32{
 	0,  // 0: aperture.citizen.v1.Delegation.scopes:type_name -> aperture.citizen.v1.DelegationScope
-	9,  // 1: aperture.citizen.v1.Delegation.journeys:type_name -> aperture.citizen.v1.JourneyRef
-	10, // 2: aperture.citizen.v1.Delegation.granted_at:type_name -> google.protobuf.Timestamp
-	10, // 3: aperture.citizen.v1.Delegation.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 4: aperture.citizen.v1.Delegation.revoked_at:type_name -> google.protobuf.Timestamp
+	10, // 1: aperture.citizen.v1.Delegation.journeys:type_name -> aperture.citizen.v1.JourneyRef
+	11, // 2: aperture.citizen.v1.Delegation.granted_at:type_name -> google.protobuf.Timestamp
+	11, // 3: aperture.citizen.v1.Delegation.expires_at:type_name -> google.protobuf.Timestamp
+	11, // 4: aperture.citizen.v1.Delegation.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: aperture.citizen.v1.Delegation.state:type_name -> aperture.citizen.v1.DelegationState
-	0,  // 6: aperture.citizen.v1.GrantDelegationRequest.scopes:type_name -> aperture.citizen.v1.DelegationScope
-	10, // 7: aperture.citizen.v1.GrantDelegationRequest.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 8: aperture.citizen.v1.GrantDelegationResponse.delegation:type_name -> aperture.citizen.v1.Delegation
-	2,  // 9: aperture.citizen.v1.ListDelegationsResponse.granted:type_name -> aperture.citizen.v1.Delegation
-	2,  // 10: aperture.citizen.v1.ListDelegationsResponse.held:type_name -> aperture.citizen.v1.Delegation
-	2,  // 11: aperture.citizen.v1.RevokeDelegationResponse.delegation:type_name -> aperture.citizen.v1.Delegation
-	3,  // 12: aperture.citizen.v1.CitizenDelegationService.GrantDelegation:input_type -> aperture.citizen.v1.GrantDelegationRequest
-	5,  // 13: aperture.citizen.v1.CitizenDelegationService.ListDelegations:input_type -> aperture.citizen.v1.ListDelegationsRequest
-	7,  // 14: aperture.citizen.v1.CitizenDelegationService.RevokeDelegation:input_type -> aperture.citizen.v1.RevokeDelegationRequest
-	4,  // 15: aperture.citizen.v1.CitizenDelegationService.GrantDelegation:output_type -> aperture.citizen.v1.GrantDelegationResponse
-	6,  // 16: aperture.citizen.v1.CitizenDelegationService.ListDelegations:output_type -> aperture.citizen.v1.ListDelegationsResponse
-	8,  // 17: aperture.citizen.v1.CitizenDelegationService.RevokeDelegation:output_type -> aperture.citizen.v1.RevokeDelegationResponse
-	15, // [15:18] is the sub-list for method output_type
-	12, // [12:15] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	2,  // 6: aperture.citizen.v1.Delegation.basis:type_name -> aperture.citizen.v1.DelegationBasis
+	0,  // 7: aperture.citizen.v1.GrantDelegationRequest.scopes:type_name -> aperture.citizen.v1.DelegationScope
+	11, // 8: aperture.citizen.v1.GrantDelegationRequest.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 9: aperture.citizen.v1.GrantDelegationResponse.delegation:type_name -> aperture.citizen.v1.Delegation
+	3,  // 10: aperture.citizen.v1.ListDelegationsResponse.granted:type_name -> aperture.citizen.v1.Delegation
+	3,  // 11: aperture.citizen.v1.ListDelegationsResponse.held:type_name -> aperture.citizen.v1.Delegation
+	3,  // 12: aperture.citizen.v1.RevokeDelegationResponse.delegation:type_name -> aperture.citizen.v1.Delegation
+	4,  // 13: aperture.citizen.v1.CitizenDelegationService.GrantDelegation:input_type -> aperture.citizen.v1.GrantDelegationRequest
+	6,  // 14: aperture.citizen.v1.CitizenDelegationService.ListDelegations:input_type -> aperture.citizen.v1.ListDelegationsRequest
+	8,  // 15: aperture.citizen.v1.CitizenDelegationService.RevokeDelegation:input_type -> aperture.citizen.v1.RevokeDelegationRequest
+	5,  // 16: aperture.citizen.v1.CitizenDelegationService.GrantDelegation:output_type -> aperture.citizen.v1.GrantDelegationResponse
+	7,  // 17: aperture.citizen.v1.CitizenDelegationService.ListDelegations:output_type -> aperture.citizen.v1.ListDelegationsResponse
+	9,  // 18: aperture.citizen.v1.CitizenDelegationService.RevokeDelegation:output_type -> aperture.citizen.v1.RevokeDelegationResponse
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_aperture_citizen_v1_delegation_proto_init() }
@@ -657,7 +742,7 @@ func file_aperture_citizen_v1_delegation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_citizen_v1_delegation_proto_rawDesc), len(file_aperture_citizen_v1_delegation_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,

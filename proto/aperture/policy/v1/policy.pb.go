@@ -890,6 +890,9 @@ type Registry struct {
 	// The register the broker asks whether a citizen exists before a case is opened for them (the
 	// population register). Unset: no case open is checked against a register.
 	CitizenRegister *CitizenRegister `protobuf:"bytes,4,opt,name=citizen_register,json=citizenRegister,proto3" json:"citizen_register,omitempty"`
+	// The register that says which children a citizen has parental custody of, so a parent can act
+	// for a child under the age of majority. Unset: nobody acts for a child.
+	ParentalCustody *ParentalCustody `protobuf:"bytes,5,opt,name=parental_custody,json=parentalCustody,proto3" json:"parental_custody,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -952,6 +955,87 @@ func (x *Registry) GetCitizenRegister() *CitizenRegister {
 	return nil
 }
 
+func (x *Registry) GetParentalCustody() *ParentalCustody {
+	if x != nil {
+		return x.ParentalCustody
+	}
+	return nil
+}
+
+// ParentalCustody names the field of a citizen's own record that lists the children in their custody.
+type ParentalCustody struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An authority of the registry.
+	Authority string `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
+	// One of its datasets, keyed by the parent's citizen id.
+	Dataset string `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	// A repeated message field of the dataset whose messages carry the child's "citizen_id" (string),
+	// "birth_date" (google.protobuf.Timestamp) and, shown to the parent, "given_names" (string).
+	Field string `protobuf:"bytes,3,opt,name=field,proto3" json:"field,omitempty"`
+	// The age at which a child's own consent and view replace the parent's (18 in Denmark).
+	AgeOfMajority uint32 `protobuf:"varint,4,opt,name=age_of_majority,json=ageOfMajority,proto3" json:"age_of_majority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParentalCustody) Reset() {
+	*x = ParentalCustody{}
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParentalCustody) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParentalCustody) ProtoMessage() {}
+
+func (x *ParentalCustody) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParentalCustody.ProtoReflect.Descriptor instead.
+func (*ParentalCustody) Descriptor() ([]byte, []int) {
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ParentalCustody) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *ParentalCustody) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *ParentalCustody) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *ParentalCustody) GetAgeOfMajority() uint32 {
+	if x != nil {
+		return x.AgeOfMajority
+	}
+	return 0
+}
+
 // CitizenRegister names the authority dataset that holds a record of every citizen.
 type CitizenRegister struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -965,7 +1049,7 @@ type CitizenRegister struct {
 
 func (x *CitizenRegister) Reset() {
 	*x = CitizenRegister{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1061,7 @@ func (x *CitizenRegister) String() string {
 func (*CitizenRegister) ProtoMessage() {}
 
 func (x *CitizenRegister) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1074,7 @@ func (x *CitizenRegister) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CitizenRegister.ProtoReflect.Descriptor instead.
 func (*CitizenRegister) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CitizenRegister) GetAuthority() string {
@@ -1025,7 +1109,7 @@ type Authority struct {
 
 func (x *Authority) Reset() {
 	*x = Authority{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1121,7 @@ func (x *Authority) String() string {
 func (*Authority) ProtoMessage() {}
 
 func (x *Authority) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1134,7 @@ func (x *Authority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authority.ProtoReflect.Descriptor instead.
 func (*Authority) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Authority) GetId() string {
@@ -1102,7 +1186,7 @@ type Agency struct {
 
 func (x *Agency) Reset() {
 	*x = Agency{}
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1198,7 @@ func (x *Agency) String() string {
 func (*Agency) ProtoMessage() {}
 
 func (x *Agency) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_aperture_policy_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1211,7 @@ func (x *Agency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agency.ProtoReflect.Descriptor instead.
 func (*Agency) Descriptor() ([]byte, []int) {
-	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_aperture_policy_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Agency) GetId() string {
@@ -1235,12 +1319,18 @@ const file_aperture_policy_v1_policy_proto_rawDesc = "" +
 	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x01R\vdefaultDays\x12%\n" +
 	"\bmax_days\x18\x03 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x01R\amaxDays:^\xbaH[\x1aY\n" +
-	"\fconsent.days\x12%default_days must not exceed max_days\x1a\"this.default_days <= this.max_days\"\x9f\x02\n" +
+	"\fconsent.days\x12%default_days must not exceed max_days\x1a\"this.default_days <= this.max_days\"\xef\x02\n" +
 	"\bRegistry\x12I\n" +
 	"\vauthorities\x18\x01 \x03(\v2\x1d.aperture.policy.v1.AuthorityB\b\xbaH\x05\x92\x01\x02\b\x01R\vauthorities\x12@\n" +
 	"\bagencies\x18\x02 \x03(\v2\x1a.aperture.policy.v1.AgencyB\b\xbaH\x05\x92\x01\x02\b\x01R\bagencies\x126\n" +
 	"\bauditors\x18\x03 \x03(\v2\x1a.aperture.policy.v1.AgencyR\bauditors\x12N\n" +
-	"\x10citizen_register\x18\x04 \x01(\v2#.aperture.policy.v1.CitizenRegisterR\x0fcitizenRegister\"[\n" +
+	"\x10citizen_register\x18\x04 \x01(\v2#.aperture.policy.v1.CitizenRegisterR\x0fcitizenRegister\x12N\n" +
+	"\x10parental_custody\x18\x05 \x01(\v2#.aperture.policy.v1.ParentalCustodyR\x0fparentalCustody\"\xbe\x01\n" +
+	"\x0fParentalCustody\x12%\n" +
+	"\tauthority\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\tauthority\x12!\n" +
+	"\adataset\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\adataset\x12.\n" +
+	"\x05field\x18\x03 \x01(\tB\x18\xbaH\x15r\x132\x11^[a-z][a-z0-9_]*$R\x05field\x121\n" +
+	"\x0fage_of_majority\x18\x04 \x01(\rB\t\xbaH\x06*\x04\x18\x15(\x0eR\rageOfMajority\"[\n" +
 	"\x0fCitizenRegister\x12%\n" +
 	"\tauthority\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\tauthority\x12!\n" +
 	"\adataset\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\adataset\"\x85\x02\n" +
@@ -1267,7 +1357,7 @@ func file_aperture_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_aperture_policy_v1_policy_proto_rawDescData
 }
 
-var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_aperture_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_aperture_policy_v1_policy_proto_goTypes = []any{
 	(*Text)(nil),             // 0: aperture.policy.v1.Text
 	(*Journey)(nil),          // 1: aperture.policy.v1.Journey
@@ -1281,9 +1371,10 @@ var file_aperture_policy_v1_policy_proto_goTypes = []any{
 	(*IntRange)(nil),         // 9: aperture.policy.v1.IntRange
 	(*Consent)(nil),          // 10: aperture.policy.v1.Consent
 	(*Registry)(nil),         // 11: aperture.policy.v1.Registry
-	(*CitizenRegister)(nil),  // 12: aperture.policy.v1.CitizenRegister
-	(*Authority)(nil),        // 13: aperture.policy.v1.Authority
-	(*Agency)(nil),           // 14: aperture.policy.v1.Agency
+	(*ParentalCustody)(nil),  // 12: aperture.policy.v1.ParentalCustody
+	(*CitizenRegister)(nil),  // 13: aperture.policy.v1.CitizenRegister
+	(*Authority)(nil),        // 14: aperture.policy.v1.Authority
+	(*Agency)(nil),           // 15: aperture.policy.v1.Agency
 }
 var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 0: aperture.policy.v1.Journey.title:type_name -> aperture.policy.v1.Text
@@ -1308,17 +1399,18 @@ var file_aperture_policy_v1_policy_proto_depIdxs = []int32{
 	9,  // 19: aperture.policy.v1.Derived.range:type_name -> aperture.policy.v1.IntRange
 	0,  // 20: aperture.policy.v1.Derived.value_reason:type_name -> aperture.policy.v1.Text
 	0,  // 21: aperture.policy.v1.Derived.hidden_answer_reason:type_name -> aperture.policy.v1.Text
-	13, // 22: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
-	14, // 23: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
-	14, // 24: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
-	12, // 25: aperture.policy.v1.Registry.citizen_register:type_name -> aperture.policy.v1.CitizenRegister
-	0,  // 26: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
-	0,  // 27: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	14, // 22: aperture.policy.v1.Registry.authorities:type_name -> aperture.policy.v1.Authority
+	15, // 23: aperture.policy.v1.Registry.agencies:type_name -> aperture.policy.v1.Agency
+	15, // 24: aperture.policy.v1.Registry.auditors:type_name -> aperture.policy.v1.Agency
+	13, // 25: aperture.policy.v1.Registry.citizen_register:type_name -> aperture.policy.v1.CitizenRegister
+	12, // 26: aperture.policy.v1.Registry.parental_custody:type_name -> aperture.policy.v1.ParentalCustody
+	0,  // 27: aperture.policy.v1.Authority.name:type_name -> aperture.policy.v1.Text
+	0,  // 28: aperture.policy.v1.Agency.name:type_name -> aperture.policy.v1.Text
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_aperture_policy_v1_policy_proto_init() }
@@ -1333,7 +1425,7 @@ func file_aperture_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_policy_v1_policy_proto_rawDesc), len(file_aperture_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

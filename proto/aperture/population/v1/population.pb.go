@@ -156,6 +156,8 @@ type Person struct {
 	Household []*HouseholdMember `protobuf:"bytes,6,rep,name=household,proto3" json:"household,omitempty"`
 	// Earlier addresses, newest first.
 	PreviousAddresses []*Address `protobuf:"bytes,7,rep,name=previous_addresses,json=previousAddresses,proto3" json:"previous_addresses,omitempty"`
+	// Children under 18 the person has parental custody of (forældremyndighed), wherever they live.
+	ChildrenInCustody []*ChildInCustody `protobuf:"bytes,8,rep,name=children_in_custody,json=childrenInCustody,proto3" json:"children_in_custody,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -239,6 +241,75 @@ func (x *Person) GetPreviousAddresses() []*Address {
 	return nil
 }
 
+func (x *Person) GetChildrenInCustody() []*ChildInCustody {
+	if x != nil {
+		return x.ChildrenInCustody
+	}
+	return nil
+}
+
+// ChildInCustody is a child the person has parental custody of.
+type ChildInCustody struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The child's national identity number.
+	CitizenId     string                 `protobuf:"bytes,1,opt,name=citizen_id,json=citizenId,proto3" json:"citizen_id,omitempty"`
+	GivenNames    string                 `protobuf:"bytes,2,opt,name=given_names,json=givenNames,proto3" json:"given_names,omitempty"`
+	BirthDate     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=birth_date,json=birthDate,proto3" json:"birth_date,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChildInCustody) Reset() {
+	*x = ChildInCustody{}
+	mi := &file_aperture_population_v1_population_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChildInCustody) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChildInCustody) ProtoMessage() {}
+
+func (x *ChildInCustody) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_population_v1_population_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChildInCustody.ProtoReflect.Descriptor instead.
+func (*ChildInCustody) Descriptor() ([]byte, []int) {
+	return file_aperture_population_v1_population_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ChildInCustody) GetCitizenId() string {
+	if x != nil {
+		return x.CitizenId
+	}
+	return ""
+}
+
+func (x *ChildInCustody) GetGivenNames() string {
+	if x != nil {
+		return x.GivenNames
+	}
+	return ""
+}
+
+func (x *ChildInCustody) GetBirthDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BirthDate
+	}
+	return nil
+}
+
 // Name as registered.
 type Name struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -250,7 +321,7 @@ type Name struct {
 
 func (x *Name) Reset() {
 	*x = Name{}
-	mi := &file_aperture_population_v1_population_proto_msgTypes[1]
+	mi := &file_aperture_population_v1_population_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +333,7 @@ func (x *Name) String() string {
 func (*Name) ProtoMessage() {}
 
 func (x *Name) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_population_v1_population_proto_msgTypes[1]
+	mi := &file_aperture_population_v1_population_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +346,7 @@ func (x *Name) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Name.ProtoReflect.Descriptor instead.
 func (*Name) Descriptor() ([]byte, []int) {
-	return file_aperture_population_v1_population_proto_rawDescGZIP(), []int{1}
+	return file_aperture_population_v1_population_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Name) GetGivenNames() string {
@@ -312,7 +383,7 @@ type Address struct {
 
 func (x *Address) Reset() {
 	*x = Address{}
-	mi := &file_aperture_population_v1_population_proto_msgTypes[2]
+	mi := &file_aperture_population_v1_population_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +395,7 @@ func (x *Address) String() string {
 func (*Address) ProtoMessage() {}
 
 func (x *Address) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_population_v1_population_proto_msgTypes[2]
+	mi := &file_aperture_population_v1_population_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +408,7 @@ func (x *Address) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Address.ProtoReflect.Descriptor instead.
 func (*Address) Descriptor() ([]byte, []int) {
-	return file_aperture_population_v1_population_proto_rawDescGZIP(), []int{2}
+	return file_aperture_population_v1_population_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Address) GetStreet() string {
@@ -410,7 +481,7 @@ type HouseholdMember struct {
 
 func (x *HouseholdMember) Reset() {
 	*x = HouseholdMember{}
-	mi := &file_aperture_population_v1_population_proto_msgTypes[3]
+	mi := &file_aperture_population_v1_population_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +493,7 @@ func (x *HouseholdMember) String() string {
 func (*HouseholdMember) ProtoMessage() {}
 
 func (x *HouseholdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_population_v1_population_proto_msgTypes[3]
+	mi := &file_aperture_population_v1_population_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +506,7 @@ func (x *HouseholdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HouseholdMember.ProtoReflect.Descriptor instead.
 func (*HouseholdMember) Descriptor() ([]byte, []int) {
-	return file_aperture_population_v1_population_proto_rawDescGZIP(), []int{3}
+	return file_aperture_population_v1_population_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HouseholdMember) GetCitizenId() string {
@@ -470,7 +541,7 @@ var File_aperture_population_v1_population_proto protoreflect.FileDescriptor
 
 const file_aperture_population_v1_population_proto_rawDesc = "" +
 	"\n" +
-	"'aperture/population/v1/population.proto\x12\x16aperture.population.v1\x1a\"aperture/authority/v1/labels.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x05\n" +
+	"'aperture/population/v1/population.proto\x12\x16aperture.population.v1\x1a\"aperture/authority/v1/labels.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x06\n" +
 	"\x06Person\x12;\n" +
 	"\n" +
 	"citizen_id\x18\x01 \x01(\tB\x1c\xca\xf3\x18\x18\n" +
@@ -490,8 +561,23 @@ const file_aperture_population_v1_population_proto_rawDesc = "" +
 	"\thousehold\x18\x06 \x03(\v2'.aperture.population.v1.HouseholdMemberB=\xca\xf3\x189\n" +
 	"\x1dPeople living at your address\x12\x18Personer på din adresseR\thousehold\x12{\n" +
 	"\x12previous_addresses\x18\a \x03(\v2\x1f.aperture.population.v1.AddressB+\xca\xf3\x18'\n" +
-	"\x11Earlier addresses\x12\x12Tidligere adresserR\x11previousAddresses:)\xca\xf3\x18%\n" +
-	"\x10Personal details\x12\x11Personoplysninger\"\x9c\x01\n" +
+	"\x11Earlier addresses\x12\x12Tidligere adresserR\x11previousAddresses\x12\x9d\x01\n" +
+	"\x13children_in_custody\x18\b \x03(\v2&.aperture.population.v1.ChildInCustodyBE\xca\xf3\x18A\n" +
+	"\x18Children in your custody\x12%Børn, du har forældremyndighed overR\x11childrenInCustody:)\xca\xf3\x18%\n" +
+	"\x10Personal details\x12\x11Personoplysninger\"\xac\x02\n" +
+	"\x0eChildInCustody\x12;\n" +
+	"\n" +
+	"citizen_id\x18\x01 \x01(\tB\x1c\xca\xf3\x18\x18\n" +
+	"\n" +
+	"CPR number\x12\n" +
+	"CPR-nummerR\tcitizenId\x12<\n" +
+	"\vgiven_names\x18\x02 \x01(\tB\x1b\xca\xf3\x18\x17\n" +
+	"\vFirst names\x12\bFornavneR\n" +
+	"givenNames\x12\\\n" +
+	"\n" +
+	"birth_date\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB!\xca\xf3\x18\x1d\n" +
+	"\rDate of birth\x12\fFødselsdatoR\tbirthDate:A\xca\xf3\x18=\n" +
+	"\x15Child in your custody\x12$Barn, du har forældremyndighed over\"\x9c\x01\n" +
 	"\x04Name\x12G\n" +
 	"\vgiven_names\x18\x01 \x01(\tB&\xca\xf3\x18\"\n" +
 	"\x16First and middle names\x12\bFornavneR\n" +
@@ -574,31 +660,34 @@ func file_aperture_population_v1_population_proto_rawDescGZIP() []byte {
 }
 
 var file_aperture_population_v1_population_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_aperture_population_v1_population_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_aperture_population_v1_population_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_aperture_population_v1_population_proto_goTypes = []any{
 	(CivilStatus)(0),              // 0: aperture.population.v1.CivilStatus
 	(Relation)(0),                 // 1: aperture.population.v1.Relation
 	(*Person)(nil),                // 2: aperture.population.v1.Person
-	(*Name)(nil),                  // 3: aperture.population.v1.Name
-	(*Address)(nil),               // 4: aperture.population.v1.Address
-	(*HouseholdMember)(nil),       // 5: aperture.population.v1.HouseholdMember
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*ChildInCustody)(nil),        // 3: aperture.population.v1.ChildInCustody
+	(*Name)(nil),                  // 4: aperture.population.v1.Name
+	(*Address)(nil),               // 5: aperture.population.v1.Address
+	(*HouseholdMember)(nil),       // 6: aperture.population.v1.HouseholdMember
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_aperture_population_v1_population_proto_depIdxs = []int32{
-	3, // 0: aperture.population.v1.Person.name:type_name -> aperture.population.v1.Name
-	6, // 1: aperture.population.v1.Person.birth_date:type_name -> google.protobuf.Timestamp
-	4, // 2: aperture.population.v1.Person.address:type_name -> aperture.population.v1.Address
-	0, // 3: aperture.population.v1.Person.civil_status:type_name -> aperture.population.v1.CivilStatus
-	5, // 4: aperture.population.v1.Person.household:type_name -> aperture.population.v1.HouseholdMember
-	4, // 5: aperture.population.v1.Person.previous_addresses:type_name -> aperture.population.v1.Address
-	6, // 6: aperture.population.v1.Address.moved_in_on:type_name -> google.protobuf.Timestamp
-	1, // 7: aperture.population.v1.HouseholdMember.relation:type_name -> aperture.population.v1.Relation
-	6, // 8: aperture.population.v1.HouseholdMember.birth_date:type_name -> google.protobuf.Timestamp
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	4,  // 0: aperture.population.v1.Person.name:type_name -> aperture.population.v1.Name
+	7,  // 1: aperture.population.v1.Person.birth_date:type_name -> google.protobuf.Timestamp
+	5,  // 2: aperture.population.v1.Person.address:type_name -> aperture.population.v1.Address
+	0,  // 3: aperture.population.v1.Person.civil_status:type_name -> aperture.population.v1.CivilStatus
+	6,  // 4: aperture.population.v1.Person.household:type_name -> aperture.population.v1.HouseholdMember
+	5,  // 5: aperture.population.v1.Person.previous_addresses:type_name -> aperture.population.v1.Address
+	3,  // 6: aperture.population.v1.Person.children_in_custody:type_name -> aperture.population.v1.ChildInCustody
+	7,  // 7: aperture.population.v1.ChildInCustody.birth_date:type_name -> google.protobuf.Timestamp
+	7,  // 8: aperture.population.v1.Address.moved_in_on:type_name -> google.protobuf.Timestamp
+	1,  // 9: aperture.population.v1.HouseholdMember.relation:type_name -> aperture.population.v1.Relation
+	7,  // 10: aperture.population.v1.HouseholdMember.birth_date:type_name -> google.protobuf.Timestamp
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_aperture_population_v1_population_proto_init() }
@@ -612,7 +701,7 @@ func file_aperture_population_v1_population_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_population_v1_population_proto_rawDesc), len(file_aperture_population_v1_population_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
