@@ -38,7 +38,7 @@ func sessionTag(token string) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-var delegationID = regexp.MustCompile(`^del_[0-9a-z]{26}$`)
+var delegationID = regexp.MustCompile(`^(del|cus)_[0-9a-z]{26}$`)
 
 // delegationRoutes registers the pages; without Config.Delegations they answer "not found".
 func (p *Portal) delegationRoutes(page func(string, func(http.ResponseWriter, *http.Request, *view))) {
@@ -124,7 +124,9 @@ type delegationTermsData struct {
 var scopeOrder = []string{"accesses", "cases", "consents", "grant"}
 
 type delegationItem struct {
-	ID              string
+	ID string
+	// Child is the first names of a child in the citizen's custody (empty for a power of attorney).
+	Child           string
 	Scopes          []string
 	Journeys        []string
 	Granted, Expiry time.Time
@@ -157,6 +159,9 @@ func (v *view) delegationItem(d *citizenv1.Delegation) delegationItem {
 	it := delegationItem{
 		ID: d.GetId(), Granted: v.TS(d.GetGrantedAt()), Expiry: v.TS(d.GetExpiresAt()), Revoked: v.TS(d.GetRevokedAt()),
 		State: stateKeys[d.GetState()], Acting: d.GetId() == v.ActingFor,
+	}
+	if d.GetBasis() == citizenv1.DelegationBasis_DELEGATION_BASIS_PARENTAL_CUSTODY {
+		it.Child = d.GetGivenNames()
 	}
 	for _, s := range d.GetScopes() {
 		it.Scopes = append(it.Scopes, v.T("delegations.scope."+scopeKeys[s]))
@@ -306,6 +311,9 @@ func (p *Portal) acting(w http.ResponseWriter, r *http.Request, v *view) {
 // they looked at, or the step they consented to.
 func (v *view) delegateEntry(a *citizenv1.Access, it *accessItem) {
 	it.Delegate, it.Who, it.Did, it.Purpose, it.Law = true, v.T("entry.delegate"), v.T("entry.delegate.saw"), "", ""
+	if a.GetDelegate().GetBasis() == auditv1.DelegateBasis_DELEGATE_BASIS_PARENTAL_CUSTODY {
+		it.Who = v.T("entry.parent")
+	}
 	switch a.GetDelegate().GetAction() {
 	case auditv1.DelegateAction_DELEGATE_ACTION_VIEW_ACCESSES:
 		it.Items = []string{v.T("entry.delegate.accesses")}
@@ -329,3 +337,15 @@ func (v *view) delegateEntry(a *citizenv1.Access, it *accessItem) {
 	}
 	it.Announce = v.T("live.announce", it.Who)
 }
+
+// custodyEntry words the broker's read of the custody register in the parent's own log: what was
+// read and why, no child named.
+func (v *view) custodyEntry(a *citizenv1.Access, it *accessItem) {
+	it.Who, it.Did, it.Law = "", v.T("entry.custody_check"), ""
+	it.Items = []string{v.T("entry.custody_check.item", v.Party(a.GetAuthority()))}
+	it.Purpose, it.Source, it.Checks = v.T("entry.custody_check.why"), "", nil
+	it.Announce = v.T("entry.custody_check.why")
+}
+
+// ActingForChild reports whether the citizen acts for a child in their custody (the API's "cus_" ids).
+func (v *view) ActingForChild() bool { return strings.HasPrefix(v.ActingFor, "cus_") }

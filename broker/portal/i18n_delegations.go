@@ -60,6 +60,13 @@ var delegationMessages = map[string]msg{
 	"entry.delegate.case":             {"one of your cases", "en af dine sager"},
 	"entry.delegate.consents":         {"your consents", "dine samtykker"},
 	"entry.delegate.consent":          {"consent to this step", "samtykke til dette trin"},
+	"entry.parent":                    {"A parent with custody of you", "En forælder med forældremyndighed over dig"},
+	"entry.custody_check":             {"You asked to act for your children, so we checked:", "Du bad om at handle for dine børn, så vi tjekkede:"},
+	"entry.custody_check.item":        {"which children you have custody of, in %s", "hvilke børn du har forældremyndighed over, i %s"},
+	"entry.custody_check.why":         {"So that you can only act for your own children under 18.", "Så du kun kan handle for dine egne børn under 18."},
+	"delegations.held.child":          {"Your child %s", "Dit barn %s"},
+	"delegations.held.child.p":        {"You have custody of them, so you can act for them until they turn 18.", "Du har forældremyndigheden, så du kan handle for dem, indtil de fylder 18."},
+	"acting.banner.child":             {"You are acting for your child.", "Du handler for dit barn."},
 }
 
 func init() {

@@ -114,6 +114,9 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	case a.GetKind() == auditv1.AccessKind_ACCESS_KIND_DELEGATE:
 		v.delegateEntry(a, &it)
 		return it
+	case a.GetKind() == auditv1.AccessKind_ACCESS_KIND_CUSTODY_CHECK:
+		v.custodyEntry(a, &it)
+		return it
 	case correction:
 		v.correctionEntry(a, &it)
 	case own != "":
