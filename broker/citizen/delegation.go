@@ -166,6 +166,10 @@ var delegateWords = map[auditv1.DelegateAction]*citizenv1.Text{
 		En: "Someone you gave power of attorney gave consent for you",
 		Da: "En, du har givet fuldmagt, gav samtykke for dig",
 	},
+	auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT: {
+		En: "Someone you gave power of attorney looked at what a consent for you would share",
+		Da: "En, du har givet fuldmagt, så, hvad et samtykke for dig ville dele",
+	},
 }
 
 // delegateAccess words a delegate's action for the citizen.
