@@ -74,14 +74,15 @@ func setActing(w http.ResponseWriter, r *http.Request, v *view, id string) {
 }
 
 // actingEnded answers a page read on someone's behalf that the API refused: a power of attorney that
-// expired or was revoked sends the citizen back to acting for themselves; one that does not cover the
-// page says so (still acting). Either way with a message on the power-of-attorney page.
+// expired or was revoked sends the citizen back to acting for themselves, with a message on the
+// power-of-attorney page; one that does not cover the page (e.g. a journey it does not name) says so
+// in place (still acting).
 func (p *Portal) actingEnded(w http.ResponseWriter, r *http.Request, v *view, err error) bool {
 	switch {
 	case v.ActingFor == "":
 		return false
 	case isCode(err, codes.PermissionDenied):
-		redirect(w, r, "/delegations?done=scope")
+		p.notCovered(w, r, v)
 		return true
 	case isCode(err, codes.NotFound):
 		setActing(w, r, v, "")
@@ -284,6 +285,10 @@ func (p *Portal) acting(w http.ResponseWriter, r *http.Request, v *view) {
 	id := r.PostFormValue("for")
 	if id == "" {
 		setActing(w, r, v, "")
+		if back := r.PostFormValue("return"); back != "" {
+			redirect(w, r, localPath(back)) // from a page that is only ever one's own
+			return
+		}
 		redirect(w, r, "/delegations?done=self")
 		return
 	}
@@ -316,6 +321,8 @@ func (v *view) delegateEntry(a *citizenv1.Access, it *accessItem) {
 		}
 	case auditv1.DelegateAction_DELEGATE_ACTION_VIEW_CONSENTS:
 		it.Items = []string{v.T("entry.delegate.consents")}
+	case auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT:
+		it.Items = []string{v.T("entry.delegate.preview")}
 	case auditv1.DelegateAction_DELEGATE_ACTION_GRANT_CONSENT:
 		it.Did, it.Items = v.T("entry.delegate.consented"), []string{v.T("entry.delegate.consent")}
 	default:
