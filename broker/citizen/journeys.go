@@ -213,7 +213,8 @@ func (s *Service) PreviewConsent(ctx context.Context, req *citizenv1.PreviewCons
 // logPreview writes a delegate's preview of a consent to the represented citizen's log, naming the
 // journey and step, before it is answered (for the caller's own preview it does nothing). The record
 // says what was done (DELEGATE_ACTION_PREVIEW_CONSENT), not the scope that allowed it, so that the
-// citizen does not read a preview as a consent given.
+// citizen does not read a preview as a consent given. It is counted under the scope it uses
+// (grant_consent), as actFor counts a refused one.
 func (s *Service) logPreview(ctx context.Context, b *policy.Bundle, c acting, journey string, st *policy.Step, now time.Time) error {
 	if c.d == nil {
 		return nil

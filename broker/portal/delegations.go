@@ -180,7 +180,7 @@ func (p *Portal) renderDelegations(w http.ResponseWriter, r *http.Request, v *vi
 	v.Nav, v.Title = "delegations", v.T("delegations.title")
 	if done := r.URL.Query().Get("done"); done != "" && r.Method == http.MethodGet {
 		switch done {
-		case "granted", "revoked", "acting", "self", "ended", "scope":
+		case "granted", "revoked", "acting", "self", "ended":
 			v.Flash = v.T("delegations.flash." + done)
 		}
 	}

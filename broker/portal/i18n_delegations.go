@@ -47,7 +47,6 @@ var delegationMessages = map[string]msg{
 	"delegations.flash.revoked":       {"The power of attorney has ended. They can no longer see anything of yours.", "Fuldmagten er afsluttet. De kan ikke længere se noget af dit."},
 	"delegations.flash.self":          {"You are acting for yourself again.", "Du handler for dig selv igen."},
 	"delegations.flash.ended":         {"That power of attorney has ended, so you are acting for yourself again.", "Den fuldmagt er afsluttet, så du handler for dig selv igen."},
-	"delegations.flash.scope":         {"The power of attorney you act with does not cover that page.", "Den fuldmagt, du handler med, dækker ikke den side."},
 	"acting.banner":                   {"You are acting for someone who gave you power of attorney.", "Du handler for en, der har givet dig fuldmagt."},
 	"acting.banner.p":                 {"What you see here is theirs, and they can see that you looked.", "Det, du ser her, er deres, og de kan se, at du har kigget."},
 	"acting.stop":                     {"Act for myself", "Handl for mig selv"},
