@@ -23,9 +23,9 @@ import (
 //	POST /acting                          act for someone (for=<id>) or for myself again (for empty)
 //
 // While a citizen acts for someone else (a cookie holds the delegation id, never a person's id), the
-// timeline, cases and consents pages show that person's, through the citizen API's on_behalf_of, with
-// a banner on every such page; every other page is the citizen's own, and the menu shows only the
-// pages that act for the other person.
+// timeline, cases and consents pages (and a consent's preview and grant) show and act on that
+// person's, through the citizen API's on_behalf_of, with a banner on every page; the menu shows only
+// the pages the power of attorney covers, and every other page says why it does not open (acting.go).
 
 // actingCookie holds the power of attorney the citizen acts with ("del_…"), bound to the sign-in it
 // was chosen in (a hash of its ID token): another sign-in in the same browser, by the same citizen or
