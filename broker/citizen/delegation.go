@@ -180,6 +180,10 @@ var delegateWords = map[auditv1.DelegateAction]*citizenv1.Text{
 		En: "Someone you gave power of attorney gave consent for you",
 		Da: "En, du har givet fuldmagt, gav samtykke for dig",
 	},
+	auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT: {
+		En: "Someone you gave power of attorney looked at what a consent for you would share",
+		Da: "En, du har givet fuldmagt, så, hvad et samtykke for dig ville dele",
+	},
 }
 
 // Words of a parent's action, for the child.
@@ -199,6 +203,10 @@ var parentWords = map[auditv1.DelegateAction]*citizenv1.Text{
 	auditv1.DelegateAction_DELEGATE_ACTION_GRANT_CONSENT: {
 		En: "A parent with custody of you gave consent for you",
 		Da: "En forælder med forældremyndighed over dig gav samtykke for dig",
+	},
+	auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT: {
+		En: "A parent with custody of you looked at what a consent for you would share",
+		Da: "En forælder med forældremyndighed over dig så, hvad et samtykke for dig ville dele",
 	},
 }
 

@@ -3,6 +3,7 @@ package citizen_test
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,6 +106,10 @@ func TestDelegationBOLA(t *testing.T) {
 			_, err := c.ListConsents(as(tokBo), &citizenv1.ListConsentsRequest{OnBehalfOf: id})
 			return err
 		}},
+		{"PreviewConsent", func(id string) error {
+			_, err := c.PreviewConsent(as(tokBo), &citizenv1.PreviewConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: id})
+			return err
+		}},
 		{"GrantConsent", func(id string) error {
 			_, err := c.GrantConsent(as(tokBo), &citizenv1.GrantConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: id})
 			return err
@@ -151,6 +156,8 @@ func TestDelegationBOLA(t *testing.T) {
 			wantCode(t, err, codes.NotFound)
 			_, err = c.GrantConsent(as(tok), &citizenv1.GrantConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: d1})
 			wantCode(t, err, codes.NotFound)
+			_, err = c.PreviewConsent(as(tok), &citizenv1.PreviewConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: d1})
+			wantCode(t, err, codes.NotFound)
 		}
 		// Only the giver revokes it.
 		_, err := dc.RevokeDelegation(as(tokBo), &citizenv1.RevokeDelegationRequest{Id: d1})
@@ -169,6 +176,8 @@ func TestDelegationBOLA(t *testing.T) {
 		for _, st := range other.Steps {
 			if st.Consent != nil {
 				_, err = c.GrantConsent(as(tokBo), &citizenv1.GrantConsentRequest{Journey: other.ID, Step: st.ID, OnBehalfOf: d1})
+				wantCode(t, err, codes.PermissionDenied)
+				_, err = c.PreviewConsent(as(tokBo), &citizenv1.PreviewConsentRequest{Journey: other.ID, Step: st.ID, OnBehalfOf: d1})
 				wantCode(t, err, codes.PermissionDenied)
 			}
 		}
@@ -189,9 +198,22 @@ func TestDelegationBOLA(t *testing.T) {
 		// A case of the same journey that is not Anna's (Bo's own) is not found on her behalf.
 		_, err = c.GetCase(as(tokBo), &citizenv1.GetCaseRequest{CaseId: bosOwn.GetId(), OnBehalfOf: d1})
 		wantCode(t, err, codes.NotFound)
+		// Bo previews what the consent would release for Anna: her step, her (missing) consent.
+		pv, err := c.PreviewConsent(as(tokBo), &citizenv1.PreviewConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: d1})
+		if err != nil || pv.GetStep().GetStep().GetId() != cs.ID || pv.GetCurrent() != nil {
+			t.Fatalf("preview on Anna's behalf: %v, %v", pv, err)
+		}
 		gc, err := c.GrantConsent(as(tokBo), &citizenv1.GrantConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: d1})
 		if err != nil || !gc.GetConsent().GetValid() {
 			t.Fatalf("consent on Anna's behalf: %v, %v", gc, err)
+		}
+		// A second preview shows Anna's consent; Bo's own preview shows none of his.
+		pv, err = c.PreviewConsent(as(tokBo), &citizenv1.PreviewConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: d1})
+		if err != nil || !pv.GetCurrent().GetValid() {
+			t.Fatalf("preview on Anna's behalf after consent: %v, %v", pv, err)
+		}
+		if own, err := c.PreviewConsent(as(tokBo), &citizenv1.PreviewConsentRequest{Journey: j.ID, Step: cs.ID}); err != nil || own.GetCurrent() != nil {
+			t.Fatalf("Bo's own preview: %v, %v", own, err)
 		}
 		// The consent is Anna's, not Bo's.
 		if own, _ := c.ListConsents(as(tokAnna), &citizenv1.ListConsentsRequest{}); len(own.GetConsents()) != 1 {
@@ -204,10 +226,10 @@ func TestDelegationBOLA(t *testing.T) {
 		if own, _ := c.ListCases(as(tokBo), &citizenv1.ListCasesRequest{}); len(own.GetCases()) != 1 || own.GetCases()[0].GetId() != bosOwn.GetId() {
 			t.Errorf("Bo's own cases: %v", own.GetCases())
 		}
-		// Three things Bo did, three records in Anna's log, none naming Bo.
+		// Five things Bo did, five records in Anna's log, none naming Bo.
 		recs := e.delegateRecords(anna)
-		if len(recs) != 3 {
-			t.Fatalf("Anna's log has %d delegate records, want 3", len(recs))
+		if len(recs) != 5 {
+			t.Fatalf("Anna's log has %d delegate records, want 5", len(recs))
 		}
 		bp := []byte(e.pn.Pseudonym(bo).Value)
 		for _, r := range recs {
@@ -230,6 +252,10 @@ func TestDelegationBOLA(t *testing.T) {
 		}
 		if g := seen[auditv1.DelegateAction_DELEGATE_ACTION_GRANT_CONSENT]; g == nil || g.GetJourney().GetId() != j.ID || g.GetStep().GetId() != cs.ID {
 			t.Errorf("consent on her behalf as Anna sees it: %v", g)
+		}
+		if p := seen[auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT]; p == nil || p.GetJourney().GetId() != j.ID ||
+			p.GetStep().GetId() != cs.ID || p.GetAgency() != nil || !strings.Contains(p.GetPurpose().GetEn(), "would share") {
+			t.Errorf("preview on her behalf as Anna sees it: %v", p)
 		}
 		if seen[auditv1.DelegateAction_DELEGATE_ACTION_VIEW_CASES] == nil {
 			t.Error("Anna does not see that her cases were looked at")
@@ -258,7 +284,7 @@ func TestDelegationBOLA(t *testing.T) {
 		for _, cl := range calls {
 			wantCode(t, cl.do(d1), codes.NotFound)
 		}
-		nothingChanged(t, 3)
+		nothingChanged(t, 5)
 		if bl, _ := dc.ListDelegations(as(tokBo), &citizenv1.ListDelegationsRequest{}); len(powersOfAttorney(bl.GetHeld())) != 0 {
 			t.Errorf("Bo still holds %v", bl.GetHeld())
 		}
@@ -273,6 +299,9 @@ func TestDelegationBOLA(t *testing.T) {
 			t.Fatal(err)
 		}
 		d2 := g.GetDelegation().GetId()
+		// Seeing accesses does not cover previewing a consent.
+		_, err = c.PreviewConsent(as(tokBo), &citizenv1.PreviewConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: d2})
+		wantCode(t, err, codes.PermissionDenied)
 		la, err := c.ListAccesses(as(tokBo), &citizenv1.ListAccessesRequest{OnBehalfOf: d2})
 		if err != nil || len(la.GetAccesses()) == 0 {
 			t.Fatalf("Bo lists Anna's accesses: %v, %v", la, err)
@@ -288,7 +317,7 @@ func TestDelegationBOLA(t *testing.T) {
 		for _, cl := range calls {
 			wantCode(t, cl.do(d2), codes.NotFound)
 		}
-		nothingChanged(t, 4)
+		nothingChanged(t, 6)
 	})
 
 	t.Run("invalid grants", func(t *testing.T) {
@@ -362,6 +391,11 @@ func TestDelegateGetsNothingWithoutTheLog(t *testing.T) {
 	wantCode(t, err, codes.Unavailable)
 	_, err = c.GrantConsent(as(tokBo), &citizenv1.GrantConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: id})
 	wantCode(t, err, codes.Unavailable)
+	pv, err := c.PreviewConsent(as(tokBo), &citizenv1.PreviewConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: id})
+	wantCode(t, err, codes.Unavailable)
+	if pv.GetStep() != nil {
+		t.Fatal("a preview on someone's behalf answered without its record")
+	}
 	if len(la.GetAccesses())+len(lc.GetCases())+len(ln.GetConsents()) != 0 || gc.GetCase() != nil {
 		t.Fatal("a refused call on someone's behalf answered with data")
 	}

@@ -181,9 +181,11 @@ func consentStep(b *policy.Bundle, journey, step string, days int32) (*policy.St
 	return st, i, time.Duration(d) * day, nil
 }
 
-// PreviewConsent implements CitizenService. It changes nothing.
+// PreviewConsent implements CitizenService. It changes nothing. On someone's behalf (on_behalf_of),
+// the power of attorney must cover giving consent for the journey, the preview shows their current
+// consent, and it is logged in their access log before it is answered.
 func (s *Service) PreviewConsent(ctx context.Context, req *citizenv1.PreviewConsentRequest) (*citizenv1.PreviewConsentResponse, error) {
-	c, err := citizenOf(ctx)
+	c, err := s.actFor(ctx, req.GetOnBehalfOf(), delegation.GrantConsent, req.GetJourney())
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +204,32 @@ func (s *Service) PreviewConsent(ctx context.Context, req *citizenv1.PreviewCons
 	case !errors.Is(err, errNoConsent):
 		return nil, unavailable(err, "consent state")
 	}
+	if err := s.logPreview(ctx, b, c, req.GetJourney(), st, now); err != nil {
+		return nil, err
+	}
 	return resp, nil
+}
+
+// logPreview writes a delegate's preview of a consent to the represented citizen's log, naming the
+// journey and step, before it is answered (for the caller's own preview it does nothing). The record
+// says what was done (DELEGATE_ACTION_PREVIEW_CONSENT), not the scope that allowed it, so that the
+// citizen does not read a preview as a consent given. It is counted under the scope it uses
+// (grant_consent), as actFor counts a refused one.
+func (s *Service) logPreview(ctx context.Context, b *policy.Bundle, c acting, journey string, st *policy.Step, now time.Time) error {
+	if c.d == nil {
+		return nil
+	}
+	rec := consentRecord(b, c.Citizen, journey, st, auditv1.AccessKind_ACCESS_KIND_DELEGATE, now, nil)
+	// No agency saw anything: the record is the delegate's look, like logDelegate's.
+	rec.Agency, rec.Purpose, rec.LegalBasis = "", "", ""
+	rec.Delegate = c.delegate(delegation.GrantConsent)
+	rec.Delegate.Action = auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT
+	err := s.cfg.Log.Append(ctx, rec)
+	s.countDelegate(ctx, c, delegation.GrantConsent, err)
+	if err != nil {
+		return refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was shown")
+	}
+	return nil
 }
 
 // GrantConsent implements CitizenService. On someone's behalf (on_behalf_of), the consent is logged in

@@ -23,9 +23,9 @@ import (
 //	POST /acting                          act for someone (for=<id>) or for myself again (for empty)
 //
 // While a citizen acts for someone else (a cookie holds the delegation id, never a person's id), the
-// timeline, cases and consents pages show that person's, through the citizen API's on_behalf_of, with
-// a banner on every such page; every other page is the citizen's own, and the menu shows only the
-// pages that act for the other person.
+// timeline, cases and consents pages (and a consent's preview and grant) show and act on that
+// person's, through the citizen API's on_behalf_of, with a banner on every page; the menu shows only
+// the pages the power of attorney covers, and every other page says why it does not open (acting.go).
 
 // actingCookie holds the power of attorney the citizen acts with ("del_…"), bound to the sign-in it
 // was chosen in (a hash of its ID token): another sign-in in the same browser, by the same citizen or
@@ -74,14 +74,15 @@ func setActing(w http.ResponseWriter, r *http.Request, v *view, id string) {
 }
 
 // actingEnded answers a page read on someone's behalf that the API refused: a power of attorney that
-// expired or was revoked sends the citizen back to acting for themselves; one that does not cover the
-// page says so (still acting). Either way with a message on the power-of-attorney page.
+// expired or was revoked sends the citizen back to acting for themselves, with a message on the
+// power-of-attorney page; one that does not cover the page (e.g. a journey it does not name) says so
+// in place (still acting).
 func (p *Portal) actingEnded(w http.ResponseWriter, r *http.Request, v *view, err error) bool {
 	switch {
 	case v.ActingFor == "":
 		return false
 	case isCode(err, codes.PermissionDenied):
-		redirect(w, r, "/delegations?done=scope")
+		p.notCovered(w, r, v)
 		return true
 	case isCode(err, codes.NotFound):
 		setActing(w, r, v, "")
@@ -184,7 +185,7 @@ func (p *Portal) renderDelegations(w http.ResponseWriter, r *http.Request, v *vi
 	v.Nav, v.Title = "delegations", v.T("delegations.title")
 	if done := r.URL.Query().Get("done"); done != "" && r.Method == http.MethodGet {
 		switch done {
-		case "granted", "revoked", "acting", "self", "ended", "scope":
+		case "granted", "revoked", "acting", "self", "ended":
 			v.Flash = v.T("delegations.flash." + done)
 		}
 	}
@@ -289,6 +290,10 @@ func (p *Portal) acting(w http.ResponseWriter, r *http.Request, v *view) {
 	id := r.PostFormValue("for")
 	if id == "" {
 		setActing(w, r, v, "")
+		if back := r.PostFormValue("return"); back != "" {
+			redirect(w, r, localPath(back)) // from a page that is only ever one's own
+			return
+		}
 		redirect(w, r, "/delegations?done=self")
 		return
 	}
@@ -324,6 +329,8 @@ func (v *view) delegateEntry(a *citizenv1.Access, it *accessItem) {
 		}
 	case auditv1.DelegateAction_DELEGATE_ACTION_VIEW_CONSENTS:
 		it.Items = []string{v.T("entry.delegate.consents")}
+	case auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT:
+		it.Items = []string{v.T("entry.delegate.preview")}
 	case auditv1.DelegateAction_DELEGATE_ACTION_GRANT_CONSENT:
 		it.Did, it.Items = v.T("entry.delegate.consented"), []string{v.T("entry.delegate.consent")}
 	default:

@@ -268,8 +268,13 @@ func (p *Portal) journey(w http.ResponseWriter, r *http.Request, v *view) {
 // ---- Consents ----
 
 type consentsPage struct {
+	// Listed: the citizen's consents were read (always for their own; on someone's behalf only when
+	// the power of attorney lets them see consents).
+	Listed   bool
 	Consents []consentItem
-	Steps    []consentStepItem
+	// Steps that ask for consent, to preview and give: all for one's own; on someone's behalf only
+	// when the power of attorney lets them give consent, and only of the journeys it names.
+	Steps []consentStepItem
 }
 
 type consentItem struct {
@@ -315,15 +320,18 @@ func (p *Portal) consents(w http.ResponseWriter, r *http.Request, v *view) {
 		p.fail(w, r, v, err)
 		return
 	}
-	res, err := p.cfg.Citizen.ListConsents(v.ctx(r), &citizenv1.ListConsentsRequest{OnBehalfOf: v.ActingFor})
-	if p.actingEnded(w, r, v, err) {
-		return
+	page := &consentsPage{Listed: v.ActingFor == "" || v.May["consents"]}
+	res := &citizenv1.ListConsentsResponse{}
+	if page.Listed {
+		res, err = p.cfg.Citizen.ListConsents(v.ctx(r), &citizenv1.ListConsentsRequest{OnBehalfOf: v.ActingFor})
+		if p.actingEnded(w, r, v, err) {
+			return
+		}
+		if err != nil {
+			p.fail(w, r, v, err)
+			return
+		}
 	}
-	if err != nil {
-		p.fail(w, r, v, err)
-		return
-	}
-	page := &consentsPage{}
 	valid := map[[2]string]bool{}
 	for _, c := range res.GetConsents() {
 		it := v.consentItem(c)
@@ -333,10 +341,10 @@ func (p *Portal) consents(w http.ResponseWriter, r *http.Request, v *view) {
 		}
 	}
 	for _, cs := range cat.consentable {
-		if v.ActingFor != "" {
-			break // giving consent on someone's behalf is in the API; the portal's forms are one's own
-		}
 		j, s := cs.Journey.GetId(), cs.Step.GetStep().GetId()
+		if v.ActingFor != "" && (!v.May["grant"] || !v.coversJourney(j)) {
+			continue
+		}
 		page.Steps = append(page.Steps, consentStepItem{
 			JourneyID: j, StepID: s, Journey: v.Tx(cs.Journey.GetTitle()), Step: v.Step(cs.Step.GetStep()),
 			Agency: v.Party(cs.Step.GetAgency()), Given: valid[[2]string{j, s}],
@@ -358,7 +366,7 @@ type previewPage struct {
 func (p *Portal) consentPreview(w http.ResponseWriter, r *http.Request, v *view) {
 	switch r.URL.Query().Get("done") {
 	case "granted":
-		v.Flash = v.T("flash.granted")
+		v.Flash = v.TA("flash.granted")
 	case "revoked":
 		v.Flash = v.T("flash.revoked")
 	}
@@ -375,11 +383,15 @@ func (p *Portal) consentPreview(w http.ResponseWriter, r *http.Request, v *view)
 func (p *Portal) preview(w http.ResponseWriter, r *http.Request, v *view, days int32, asked, formErr string) {
 	v.Nav = "consents"
 	j, s := r.PathValue("journey"), r.PathValue("step")
-	res, err := p.cfg.Citizen.PreviewConsent(v.ctx(r), &citizenv1.PreviewConsentRequest{Journey: j, Step: s, Days: days})
+	res, err := p.cfg.Citizen.PreviewConsent(v.ctx(r), &citizenv1.PreviewConsentRequest{Journey: j, Step: s, Days: days, OnBehalfOf: v.ActingFor})
 	if isCode(err, codes.InvalidArgument) && days != 0 {
 		// The days asked for are out of range: show the default, and say so.
 		formErr = daysTooMany
-		res, err = p.cfg.Citizen.PreviewConsent(v.ctx(r), &citizenv1.PreviewConsentRequest{Journey: j, Step: s})
+		res, err = p.cfg.Citizen.PreviewConsent(v.ctx(r), &citizenv1.PreviewConsentRequest{Journey: j, Step: s, OnBehalfOf: v.ActingFor})
+	}
+	// The power of attorney was found active just now (withActing): a NotFound here is the step's.
+	if isCode(err, codes.PermissionDenied) && p.actingEnded(w, r, v, err) {
+		return
 	}
 	if isCode(err, codes.InvalidArgument) {
 		p.notFound(w, r, v)
@@ -454,7 +466,11 @@ func (p *Portal) consentGrant(w http.ResponseWriter, r *http.Request, v *view) {
 		p.preview(w, r, v, 0, days, v.T("consent.days.invalid"))
 		return
 	}
-	_, err := p.cfg.Citizen.GrantConsent(v.ctx(r), &citizenv1.GrantConsentRequest{Journey: j, Step: s, Days: n})
+	_, err := p.cfg.Citizen.GrantConsent(v.ctx(r), &citizenv1.GrantConsentRequest{Journey: j, Step: s, Days: n, OnBehalfOf: v.ActingFor})
+	// The power of attorney was found active just now (withActing): a NotFound here is the step's.
+	if isCode(err, codes.PermissionDenied) && p.actingEnded(w, r, v, err) {
+		return
+	}
 	if isCode(err, codes.InvalidArgument) {
 		p.preview(w, r, v, 0, days, daysTooMany)
 		return

@@ -185,32 +185,33 @@ func (p *Portal) Routes(mux *http.ServeMux) {
 	page := func(pattern string, h func(http.ResponseWriter, *http.Request, *view)) {
 		mux.Handle(pattern, p.wrap(p.signedIn(h)))
 	}
-	// act is page for the pages that show someone else's data while the citizen acts for them.
+	// act is page for every page that knows whether the citizen acts for someone else (acting.go);
+	// mine is act for a page that is only ever about the citizen themselves.
 	act := func(pattern string, h func(http.ResponseWriter, *http.Request, *view)) {
-		page(pattern, func(w http.ResponseWriter, r *http.Request, v *view) {
-			v.ActingFor = p.actingFor(r, v)
-			h(w, r, v)
-		})
+		page(pattern, p.withActing(h))
 	}
-	act("GET /{$}", p.timeline)
+	mine := func(pattern string, h func(http.ResponseWriter, *http.Request, *view)) {
+		act(pattern, p.ownOnly(h))
+	}
+	act("GET /{$}", p.needs(p.timeline, "accesses"))
 	mux.Handle("GET /events", p.wrap(http.HandlerFunc(p.events)))
-	act("GET /cases", p.cases)
-	act("GET /cases/{id}", p.caseDetail)
-	page("GET /journeys", p.journeys)
-	page("GET /journeys/{id}", p.journey)
-	act("GET /consents", p.consents)
-	page("GET /consents/{journey}/{step}", p.consentPreview)
-	page("POST /consents/{journey}/{step}/grant", p.consentGrant)
-	page("POST /consents/{journey}/{step}/revoke", p.consentRevoke)
-	page("GET /switches", p.switches)
-	page("POST /switches", p.setSwitch)
-	page("GET /data", p.myData)
-	page("GET /data/{authority}/{dataset}", p.myDataset)
-	page("GET /questions", p.questions)
-	page("GET /questions/new", p.questionForm)
-	page("POST /questions", p.questionAsk)
-	page("GET /accesses/{id}/proof", p.accessProof)
-	p.correctionRoutes(page)
+	act("GET /cases", p.needs(p.cases, "cases"))
+	act("GET /cases/{id}", p.needs(p.caseDetail, "cases"))
+	mine("GET /journeys", p.journeys)
+	mine("GET /journeys/{id}", p.journey)
+	act("GET /consents", p.needs(p.consents, "consents", "grant"))
+	act("GET /consents/{journey}/{step}", p.needs(p.consentPreview, "grant"))
+	act("POST /consents/{journey}/{step}/grant", p.needs(p.consentGrant, "grant"))
+	act("POST /consents/{journey}/{step}/revoke", p.needs(p.consentRevoke)) // no power of attorney withdraws consent
+	mine("GET /switches", p.switches)
+	mine("POST /switches", p.setSwitch)
+	mine("GET /data", p.myData)
+	mine("GET /data/{authority}/{dataset}", p.myDataset)
+	mine("GET /questions", p.questions)
+	mine("GET /questions/new", p.questionForm)
+	mine("POST /questions", p.questionAsk)
+	mine("GET /accesses/{id}/proof", p.accessProof)
+	p.correctionRoutes(mine)
 	p.delegationRoutes(act)
 	mux.Handle("GET /report", p.wrap(http.HandlerFunc(p.publicReport)))
 	mux.Handle("GET /report/{id}", p.wrap(http.HandlerFunc(p.publicReport)))

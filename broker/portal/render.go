@@ -86,6 +86,7 @@ type errorPage struct {
 	Detail  string // what the service said, when it is meant for the citizen
 	Back    string // a link to go on from
 	Again   string // where to sign in again, when that is the way on
+	Self    string // while acting for someone: the page to open after acting for oneself again
 }
 
 // SigninError renders a failed or cancelled sign-in as a page in the citizen's language, with a way

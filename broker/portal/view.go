@@ -33,15 +33,20 @@ type view struct {
 	// ActingFor is the power of attorney the citizen acts with on this page ("" for themselves): the
 	// page shows the other person's data, under a banner.
 	ActingFor string
+	// May is what that power of attorney covers, by scopeKeys' words ("accesses", "cases",
+	// "consents", "grant"): the menu offers only those pages. ActingHome is the first of them.
+	May        map[string]bool
+	ActingHome string
 	// Delegations: the power-of-attorney pages exist.
 	Delegations bool
 	Data        any
 
-	token string
-	lab   labelSet
-	loc   *time.Location
-	now   time.Time
-	path  string
+	token          string
+	actingJourneys []string // the journeys the power of attorney names (none: all)
+	lab            labelSet
+	loc            *time.Location
+	now            time.Time
+	path           string
 }
 
 func (p *Portal) newView(w http.ResponseWriter, r *http.Request) *view {
@@ -249,4 +254,13 @@ func lowerFirst(s string) string {
 		return s
 	}
 	return string(unicode.ToLower(r)) + s[n:]
+}
+
+// TA is T for words that change when the citizen acts for someone else: "acting."+key when they do
+// and it exists ("Your consent" becomes "Their consent"), key otherwise.
+func (v *view) TA(key string, args ...any) string {
+	if _, ok := messages["acting."+key]; ok && v.ActingFor != "" {
+		key = "acting." + key
+	}
+	return v.T(key, args...)
 }

@@ -270,3 +270,181 @@ func TestPortalPowerOfAttorney(t *testing.T) {
 		}
 	}
 }
+
+// TestPortalConsentOnBehalf is consent given for someone else in a real headless Chromium against the
+// whole stack, in English and Danish: a citizen gives another power of attorney to give consent for
+// one journey, and a second one to see their cases. Acting with the first, the holder's menu offers
+// consents only; they preview what a consent would release (the page says, with no id and no name,
+// that they give it on behalf of the person who gave them power of attorney), give it, and the
+// consent is the giver's, logged in the giver's log as given by a delegate, as the giver's timeline
+// says in both languages. A page the power of attorney does not cover says so (403, nothing asked of
+// the API on the giver's behalf); a page that is only ever one's own offers to act for oneself again
+// and opens it. Acting with the second, the menu offers cases only. Journeys and citizens come from
+// the policies and the population.
+func TestPortalConsentOnBehalf(t *testing.T) {
+	ts := newTestStack(t, func(o *stackOptions) { o.PortalListen, o.CitizenListen = "127.0.0.1:0", "127.0.0.1:0" })
+	base := ts.Portal.base
+	j, cs := consentStep(t, ts.Broker.Bundle())
+	people := ts.Population.Featured()
+	giver, holder := people[0], people[1]
+
+	gAPI, gctx := ts.delegationAPI(giver.ID)
+	grant := func(scope citizenv1.DelegationScope, journeys ...string) string {
+		t.Helper()
+		g, err := gAPI.GrantDelegation(gctx, &citizenv1.GrantDelegationRequest{
+			HolderCitizenId: holder.ID, Journeys: journeys, ExpiresAt: timestamppb.New(time.Now().Add(24 * time.Hour)),
+			Scopes: []citizenv1.DelegationScope{scope},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.GetDelegation().GetId()
+	}
+	consentFor := grant(citizenv1.DelegationScope_DELEGATION_SCOPE_GRANT_CONSENT, j.ID)
+	casesOnly := grant(citizenv1.DelegationScope_DELEGATION_SCOPE_SEE_CASES)
+
+	ctx := portaltest.NewBrowser(t)
+	portaltest.SetViewport(t, ctx, portaltest.Desktop)
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		portaltest.Do(t, ctx, what, steps...)
+	}
+	text := func(sel string) string {
+		return portaltest.Eval[string](t, ctx, `(document.querySelector(`+jsString(sel)+`) || {innerText: ""}).innerText`)
+	}
+	status := func(path string) int {
+		t.Helper()
+		return portaltest.Eval[int](t, ctx, `(() => { const x = new XMLHttpRequest(); x.open("GET", `+jsString(path)+`, false); x.send(); return x.status })()`)
+	}
+	signIn := func(who string) {
+		t.Helper()
+		do("open the portal", chromedp.Navigate(base+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS(`input[name="citizen"]`)))
+		do("sign in", chromedp.Click(chromedp.CSS(`input[value="`+who+`"]`)), chromedp.Click(chromedp.CSS(`button[value="signin"]`)),
+			chromedp.WaitVisible(chromedp.CSS("#timeline")))
+	}
+	actWith := func(id string) {
+		t.Helper()
+		do("held", chromedp.Navigate(base+"/delegations?lang=en"), chromedp.WaitVisible(chromedp.CSS("#held-"+id)))
+		do("act", chromedp.Click(chromedp.CSS(`#held-`+id+` button[type="submit"]`)), chromedp.WaitVisible(chromedp.CSS("#acting-banner")))
+	}
+	noMachineWords := func(where string, people ...string) {
+		t.Helper()
+		// The page itself: the header names whoever is signed in, as on every page.
+		body := text("main")
+		for _, bad := range append([]string{"⟦", "del_"}, people...) {
+			if bad != "" && strings.Contains(body, bad) {
+				t.Errorf("%s shows %q:\n%s", where, bad, body)
+			}
+		}
+	}
+
+	signIn(holder.ID)
+	actWith(consentFor)
+	// The menu offers what the power of attorney covers: consents, and the power-of-attorney page.
+	if nav := text(".site-nav"); !strings.Contains(nav, "Consents") || strings.Contains(nav, "Who has seen") ||
+		strings.Contains(nav, "My cases") || strings.Contains(nav, "My data") || strings.Contains(nav, "Journeys") {
+		t.Errorf("the menu while acting with a power of attorney to give consent:\n%s", nav)
+	}
+	do("their consents", chromedp.Navigate(base+"/consents?lang=en"), chromedp.WaitVisible(chromedp.CSS("#consent-steps")))
+	if got := text("#consent-steps"); !strings.Contains(got, j.Title.EN) {
+		t.Errorf("the steps the holder may consent to for the giver:\n%s", got)
+	}
+	preview := "/consents/" + j.ID + "/" + cs.ID
+	do("preview", chromedp.Navigate(base+preview+"?lang=en"), chromedp.WaitVisible(chromedp.CSS("#acting-consent")))
+	if got := text("#acting-consent"); !strings.Contains(got, "You are giving consent on behalf of the person who gave you power of attorney") {
+		t.Errorf("the English preview says %q", got)
+	}
+	noMachineWords("the English preview", holder.ID, giver.ID, holder.Name, giver.Name)
+	portaltest.Screenshot(t, ctx, "delegation-consent-01-preview-en")
+	do("Danish preview", chromedp.Navigate(base+preview+"?lang=da"), chromedp.WaitVisible(chromedp.CSS(`html[lang="da"] #acting-consent`)))
+	if got := text("#acting-consent"); !strings.Contains(got, "Du giver samtykke på vegne af den, der har givet dig fuldmagt") {
+		t.Errorf("the Danish preview says %q", got)
+	}
+	noMachineWords("the Danish preview", holder.ID, giver.ID, holder.Name, giver.Name)
+	do("give it for them", chromedp.Click(chromedp.CSS(`form[action$="/grant"] button[type="submit"]`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := text(".flash"); !strings.Contains(got, "på deres vegne") {
+		t.Errorf("after giving consent for them, the flash says %q", got)
+	}
+	if strings.Contains(text("main"), "Træk dit samtykke tilbage") || portaltest.Eval[bool](t, ctx, `!!document.querySelector('form[action$="/revoke"]')`) {
+		t.Error("the holder is offered to withdraw the giver's consent, which no power of attorney allows")
+	}
+	portaltest.Screenshot(t, ctx, "delegation-consent-02-given-da")
+
+	// The consent is the giver's, not the holder's.
+	gc, gcctx := ts.citizenAPI(giver.ID)
+	if own, err := gc.ListConsents(gcctx, &citizenv1.ListConsentsRequest{}); err != nil || len(own.GetConsents()) != 1 || !own.GetConsents()[0].GetValid() ||
+		own.GetConsents()[0].GetStep().GetId() != cs.ID {
+		t.Fatalf("the giver's consents: %v, %v", own, err)
+	}
+	hc, hctx := ts.citizenAPI(holder.ID)
+	if own, err := hc.ListConsents(hctx, &citizenv1.ListConsentsRequest{}); err != nil || len(own.GetConsents()) != 0 {
+		t.Fatalf("the holder's own consents: %v, %v", own, err)
+	}
+
+	// Outside the scope: a clear page, and nothing asked on the giver's behalf.
+	before := len(ts.accessRecords(giver.ID))
+	for _, path := range []string{"/", "/cases"} {
+		if code := status(path); code != 403 {
+			t.Errorf("GET %s while acting with a power of attorney to give consent: %d, want 403", path, code)
+		}
+	}
+	do("cases, not covered", chromedp.Navigate(base+"/cases?lang=en"), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	if got := text("main h1"); got != "Your power of attorney does not cover this" {
+		t.Errorf("a page outside the scope says %q", got)
+	}
+	if after := len(ts.accessRecords(giver.ID)); after != before {
+		t.Errorf("pages outside the scope wrote %d records to the giver's log", after-before)
+	}
+	// A page that is only ever one's own says so, and opens after acting for oneself again.
+	do("my data while acting", chromedp.Navigate(base+"/data?lang=en"), chromedp.WaitVisible(chromedp.CSS("#act-for-myself")))
+	if got := text("main"); !strings.Contains(got, "This page is only about you") {
+		t.Errorf("my data while acting:\n%s", got)
+	}
+	do("act for myself and open it", chromedp.Click(chromedp.CSS("#act-for-myself button")), chromedp.WaitNotPresent(chromedp.CSS("#act-for-myself")),
+		chromedp.WaitVisible(chromedp.CSS("main h1")))
+	if portaltest.Eval[bool](t, ctx, `!!document.getElementById("acting-banner")`) || !strings.HasSuffix(portaltest.Eval[string](t, ctx, `location.pathname`), "/data") {
+		t.Errorf("after acting for myself, %s with a banner: %v", portaltest.Eval[string](t, ctx, `location.pathname`), portaltest.Eval[bool](t, ctx, `!!document.getElementById("acting-banner")`))
+	}
+
+	// With a power of attorney to see cases only, the menu offers cases only, in both languages.
+	actWith(casesOnly)
+	for _, c := range []struct{ lang, cases, timeline, consents string }{
+		{"en", "My cases", "Who has seen", "Consents"},
+		{"da", "Mine sager", "Hvem har set", "Samtykker"},
+	} {
+		do("cases menu "+c.lang, chromedp.Navigate(base+"/cases?lang="+c.lang), chromedp.WaitVisible(chromedp.CSS(`html[lang="`+c.lang+`"] #acting-banner`)))
+		if nav := text(".site-nav"); !strings.Contains(nav, c.cases) || strings.Contains(nav, c.timeline) || strings.Contains(nav, c.consents) {
+			t.Errorf("%s: the menu while acting with a power of attorney to see cases:\n%s", c.lang, nav)
+		}
+	}
+	portaltest.Screenshot(t, ctx, "delegation-consent-03-cases-menu-da")
+	do("consents, not covered (da)", chromedp.Navigate(base+"/consents?lang=da"), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	if got := text("main h1"); got != "Din fuldmagt dækker ikke dette" {
+		t.Errorf("a page outside the scope in Danish says %q", got)
+	}
+
+	// The giver's log: the previews and the consent, each marked as a delegate's, naming no one.
+	var given string
+	previews := 0
+	for _, r := range ts.accessRecords(giver.ID) {
+		switch {
+		case r.GetKind() == auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED && r.GetDelegate().GetAction() == auditv1.DelegateAction_DELEGATE_ACTION_GRANT_CONSENT:
+			given = r.GetId()
+		case r.GetDelegate().GetAction() == auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT && r.GetStep() == cs.ID:
+			previews++
+		}
+	}
+	if given == "" || previews == 0 {
+		t.Fatalf("the giver's log: consent %q, %d previews", given, previews)
+	}
+	do("sign out", chromedp.Click(chromedp.CSS(`form.signout button`)), chromedp.WaitNotPresent(chromedp.CSS(`form.signout`)))
+	signIn(giver.ID)
+	for _, c := range []struct{ lang, who string }{{"en", "Someone you gave power of attorney"}, {"da", "En, du har givet fuldmagt"}} {
+		do("giver's timeline "+c.lang, chromedp.Navigate(base+"/?lang="+c.lang), chromedp.WaitVisible(chromedp.CSS(`html[lang="`+c.lang+`"] #`+given)))
+		if got := text("#" + given); !strings.Contains(got, c.who) || !strings.Contains(got, cs.Title.EN) && !strings.Contains(got, cs.Title.DA) {
+			t.Errorf("%s: the consent given for the giver, in their timeline:\n%s", c.lang, got)
+		}
+		noMachineWords("the giver's timeline", holder.ID, holder.Name)
+	}
+	portaltest.Screenshot(t, ctx, "delegation-consent-04-giver-da")
+}

@@ -351,6 +351,9 @@ const (
 	// Gave consent for the citizen at the record's journey and step (on the ACCESS_KIND_CONSENT_GRANTED
 	// record of that consent).
 	DelegateAction_DELEGATE_ACTION_GRANT_CONSENT DelegateAction = 4
+	// Looked at what a consent for the citizen at the record's journey and step would release, and at
+	// their current consent there (aperture.citizen.v1 PreviewConsent on their behalf). Nothing changed.
+	DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT DelegateAction = 5
 )
 
 // Enum value maps for DelegateAction.
@@ -361,13 +364,15 @@ var (
 		2: "DELEGATE_ACTION_VIEW_CASES",
 		3: "DELEGATE_ACTION_VIEW_CONSENTS",
 		4: "DELEGATE_ACTION_GRANT_CONSENT",
+		5: "DELEGATE_ACTION_PREVIEW_CONSENT",
 	}
 	DelegateAction_value = map[string]int32{
-		"DELEGATE_ACTION_UNSPECIFIED":   0,
-		"DELEGATE_ACTION_VIEW_ACCESSES": 1,
-		"DELEGATE_ACTION_VIEW_CASES":    2,
-		"DELEGATE_ACTION_VIEW_CONSENTS": 3,
-		"DELEGATE_ACTION_GRANT_CONSENT": 4,
+		"DELEGATE_ACTION_UNSPECIFIED":     0,
+		"DELEGATE_ACTION_VIEW_ACCESSES":   1,
+		"DELEGATE_ACTION_VIEW_CASES":      2,
+		"DELEGATE_ACTION_VIEW_CONSENTS":   3,
+		"DELEGATE_ACTION_GRANT_CONSENT":   4,
+		"DELEGATE_ACTION_PREVIEW_CONSENT": 5,
 	}
 )
 
@@ -2467,13 +2472,14 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x12\x1e\n" +
 	"\x1aACCESS_KIND_QUESTION_ASKED\x10\v\x12!\n" +
 	"\x1dACCESS_KIND_QUESTION_ANSWERED\x10\f\x12\x1d\n" +
-	"\x19ACCESS_KIND_CUSTODY_CHECK\x10\x0e*\xba\x01\n" +
+	"\x19ACCESS_KIND_CUSTODY_CHECK\x10\x0e*\xdf\x01\n" +
 	"\x0eDelegateAction\x12\x1f\n" +
 	"\x1bDELEGATE_ACTION_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dDELEGATE_ACTION_VIEW_ACCESSES\x10\x01\x12\x1e\n" +
 	"\x1aDELEGATE_ACTION_VIEW_CASES\x10\x02\x12!\n" +
 	"\x1dDELEGATE_ACTION_VIEW_CONSENTS\x10\x03\x12!\n" +
-	"\x1dDELEGATE_ACTION_GRANT_CONSENT\x10\x04*z\n" +
+	"\x1dDELEGATE_ACTION_GRANT_CONSENT\x10\x04\x12#\n" +
+	"\x1fDELEGATE_ACTION_PREVIEW_CONSENT\x10\x05*z\n" +
 	"\rDelegateBasis\x12\x1e\n" +
 	"\x1aDELEGATE_BASIS_UNSPECIFIED\x10\x00\x12$\n" +
 	" DELEGATE_BASIS_POWER_OF_ATTORNEY\x10\x01\x12#\n" +

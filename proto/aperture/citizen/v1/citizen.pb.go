@@ -2363,7 +2363,16 @@ type PreviewConsentRequest struct {
 	Journey string                 `protobuf:"bytes,1,opt,name=journey,proto3" json:"journey,omitempty"`
 	Step    string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
 	// Validity asked for; 0 means the policy's default. At most the policy's maximum.
-	Days          int32 `protobuf:"varint,3,opt,name=days,proto3" json:"days,omitempty"`
+	Days int32 `protobuf:"varint,3,opt,name=days,proto3" json:"days,omitempty"`
+	// Preview a consent for another citizen: the id of a power of attorney they gave the caller
+	// ("del_…", CitizenDelegationService.ListDelegations, held). Allowed only while it is active and its
+	// scope covers giving consent (DELEGATION_SCOPE_GRANT_CONSENT) for this journey; current is then
+	// their consent for the step, and the preview is logged in their access log
+	// (DELEGATE_ACTION_PREVIEW_CONSENT) before it is answered.
+	// Or the id of a child under 18 in the caller's parental custody ("cus_…", also listed as held).
+	// Any other id is NOT_FOUND; a delegation whose scope does not cover the call PERMISSION_DENIED.
+	// Empty: the caller's own.
+	OnBehalfOf    string `protobuf:"bytes,4,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2417,6 +2426,13 @@ func (x *PreviewConsentRequest) GetDays() int32 {
 		return x.Days
 	}
 	return 0
+}
+
+func (x *PreviewConsentRequest) GetOnBehalfOf() string {
+	if x != nil {
+		return x.OnBehalfOf
+	}
+	return ""
 }
 
 // PreviewConsentResponse is exactly what granting would allow.
@@ -4166,12 +4182,14 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\fon_behalf_of\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^((del|cus)_[0-9a-z]{26})?$R\n" +
 	"onBehalfOf\"P\n" +
 	"\x14ListConsentsResponse\x128\n" +
-	"\bconsents\x18\x01 \x03(\v2\x1c.aperture.citizen.v1.ConsentR\bconsents\"\xa3\x01\n" +
+	"\bconsents\x18\x01 \x03(\v2\x1c.aperture.citizen.v1.ConsentR\bconsents\"\xe9\x01\n" +
 	"\x15PreviewConsentRequest\x127\n" +
 	"\ajourney\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\ajourney\x121\n" +
 	"\x04step\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\x04step\x12\x1e\n" +
 	"\x04days\x18\x03 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x00R\x04days\"\xc2\x01\n" +
+	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x00R\x04days\x12D\n" +
+	"\fon_behalf_of\x18\x04 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^((del|cus)_[0-9a-z]{26})?$R\n" +
+	"onBehalfOf\"\xc2\x01\n" +
 	"\x16PreviewConsentResponse\x125\n" +
 	"\x04step\x18\x01 \x01(\v2!.aperture.citizen.v1.DataPathStepR\x04step\x129\n" +
 	"\n" +
