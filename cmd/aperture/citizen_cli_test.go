@@ -37,6 +37,7 @@ func TestCLICitizen(t *testing.T) {
 		if code := run(context.Background(), args, &out, &errOut); code != wantExit {
 			t.Fatalf("aperture %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, wantExit, out.String(), errOut.String())
 		}
+		t.Logf("aperture %s\n%s%s", strings.Join(args[:len(args)-6], " "), out.String(), errOut.String()) // what a citizen reads, with -v
 		return out.String() + errOut.String()
 	}
 	as := func(wantExit int, args ...string) string {

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -272,6 +274,39 @@ type citizenCLI struct {
 	flags citizenFlags
 }
 
+// hints are the CLI's own sentences (the rest is the portal's): how to type a switch command.
+var hints = map[string][2]string{
+	"off": {"To switch it off: %s", "Slå det fra: %s"},
+	"on":  {"To switch it on again: %s", "Slå det til igen: %s"},
+}
+
+// hint tells the citizen the command that flips a switch (journey "": the one for all journeys): the
+// journey's and step's ids are what the command takes, so this is the one place they are shown.
+func (c *citizenCLI) hint(sw *citizenv1.Switch, journey, step string) string {
+	verb := "off"
+	if sw.GetOff() && !sw.GetUnverified() {
+		verb = "on"
+	}
+	cmd := "aperture citizen switches " + verb + " " + journey
+	if journey == "" {
+		cmd += "--all"
+	}
+	if step != "" {
+		cmd += " --step " + step
+	}
+	h := hints[verb]
+	if c.flags.lang == "da" {
+		return fmt.Sprintf(h[1], cmd)
+	}
+	return fmt.Sprintf(h[0], cmd)
+}
+
+// upperFirst capitalises a line that starts with a word the portal writes mid-sentence ("step 2: …").
+func upperFirst(s string) string {
+	r, n := utf8.DecodeRuneInString(s)
+	return string(unicode.ToUpper(r)) + s[n:]
+}
+
 func (c *citizenCLI) line(indent int, s string) {
 	fmt.Fprintf(c.out, "%s%s\n", strings.Repeat("  ", indent), s)
 }
@@ -302,6 +337,7 @@ func (c *citizenCLI) listSwitches(ctx context.Context) error {
 	c.line(0, "")
 	c.line(0, w.T("switches.all.h")+": "+c.state(res.GetAll()))
 	c.line(1, w.T("switches.all.p"))
+	c.line(1, c.hint(res.GetAll(), "", ""))
 	for _, sj := range res.GetJourneys() {
 		c.line(0, "")
 		switchable := false
@@ -313,18 +349,21 @@ func (c *citizenCLI) listSwitches(ctx context.Context) error {
 			c.line(1, w.T("switches.none"))
 			continue
 		}
+		id := sj.GetJourney().GetId()
 		c.line(0, w.Text(sj.GetJourney().GetTitle())+": "+c.state(sj.GetSwitch()))
 		if why := w.Text(sj.GetOptionalWhy()); why != "" {
 			c.line(1, why)
 		}
+		c.line(1, c.hint(sj.GetSwitch(), id, ""))
 		for _, st := range sj.GetSteps() {
-			c.line(1, w.Step(st.GetStep())+" ("+w.Party(st.GetAgency())+")")
+			c.line(1, upperFirst(w.Step(st.GetStep()))+" ("+w.Party(st.GetAgency())+")")
 			if !st.GetOptional() {
 				c.line(2, w.T("switches.mandatory", st.GetLegalBasis()))
 				continue
 			}
 			c.line(2, w.T("switches.optional")+" "+w.Text(st.GetOptionalWhy()))
 			c.line(2, w.T("switches.choice", c.state(st.GetSwitch())))
+			c.line(2, c.hint(st.GetSwitch(), id, st.GetStep().GetId()))
 		}
 	}
 	return nil
