@@ -84,6 +84,9 @@ func TestCLICitizen(t *testing.T) {
 	wantReason(t, release(), "SWITCHED_OFF", "scope", "all")
 	as(0, "switches", "on", "--all")
 
+	if out = as(0, "switches", "list", "--json"); !strings.Contains(out, `"journeys"`) || !strings.Contains(out, `"optionalWhy"`) {
+		t.Errorf("switches list --json:\n%s", out)
+	}
 	out = as(0, "consents", "list")
 	wantAll("consents list", out, cj.Title.EN, cs.Title.EN, "Given", "Valid until")
 

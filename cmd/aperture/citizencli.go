@@ -49,7 +49,7 @@ citizens ` + "`aperture dev`" + ` lists) and calls the citizen API.
 type citizenFlags struct {
 	citizen, data, portal, api, brokerID, ca, lang string
 	step                                           string
-	all, utc                                       bool
+	all, utc, json                                 bool
 	limit                                          int
 	timeout                                        time.Duration
 }
@@ -67,6 +67,7 @@ func (c *citizenFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.all, "all", false, "switches off|on: the switch for all journeys")
 	fs.IntVar(&c.limit, "limit", 50, "log: at most this many accesses, newest first")
 	fs.BoolVar(&c.utc, "utc", false, "print times in UTC (default: local time)")
+	fs.BoolVar(&c.json, "json", false, "print the citizen API's answer as JSON for machines")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "time limit for sign-in and the call")
 }
 
@@ -332,6 +333,9 @@ func (c *citizenCLI) listSwitches(ctx context.Context) error {
 	if err != nil {
 		return refused(err)
 	}
+	if c.flags.json {
+		return printJSON(c.out, res)
+	}
 	w := c.words
 	c.line(0, w.T("switches.title"))
 	c.line(0, "")
@@ -374,6 +378,9 @@ func (c *citizenCLI) setSwitch(ctx context.Context, journey string, off bool) er
 	if err != nil {
 		return refused(err)
 	}
+	if c.flags.json {
+		return printJSON(c.out, res)
+	}
 	w := c.words
 	if off {
 		c.line(0, w.T("flash.switched_off"))
@@ -396,6 +403,9 @@ func (c *citizenCLI) listConsents(ctx context.Context) error {
 	res, err := c.api.ListConsents(ctx, &citizenv1.ListConsentsRequest{})
 	if err != nil {
 		return refused(err)
+	}
+	if c.flags.json {
+		return printJSON(c.out, res)
 	}
 	w := c.words
 	c.line(0, w.T("consents.mine"))
@@ -432,6 +442,9 @@ func (c *citizenCLI) log(ctx context.Context, loc *time.Location) error {
 	res, err := c.api.ListAccesses(ctx, &citizenv1.ListAccessesRequest{PageSize: int32(c.flags.limit)})
 	if err != nil {
 		return refused(err)
+	}
+	if c.flags.json {
+		return printJSON(c.out, res)
 	}
 	w := c.words
 	c.line(0, w.T("timeline.title"))
