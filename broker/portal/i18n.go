@@ -448,6 +448,7 @@ var messages = map[string]msg{
 	"switches.optional":                     {"Optional.", "Valgfrit."},
 	"switches.mandatory":                    {"Required by law (%s): it cannot be switched off.", "Krævet ved lov (%s): det kan ikke slås fra."},
 	"switches.off_by_all":                   {"Switched off by your choice for all matters.", "Slået fra af dit valg for alle sager."},
+	"switches.journey.all":                  {"Every optional step in this matter:", "Alle valgfrie trin i denne sag:"},
 	"switches.choice":                       {"Your choice: %s", "Dit valg: %s"},
 	"switches.step.off_by_journey":          {"Switched off by your choice for this whole matter.", "Slået fra af dit valg for hele denne sag."},
 	"flash.switched_off":                    {"Switched off. The agencies can no longer get your data for these steps.", "Slået fra. Myndighederne kan ikke længere få dine data til disse trin."},
