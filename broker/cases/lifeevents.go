@@ -20,7 +20,7 @@ import (
 
 // Switches reads citizens' switch-offs (switchoff.Store).
 type Switches interface {
-	Off(ctx context.Context, pseudonym, journey string) (switchoff.Scope, error)
+	Off(ctx context.Context, pseudonym, journey, step string) (switchoff.Scope, error)
 }
 
 // declined says whether the citizen declined journey j, which a life event would start: only a
@@ -34,7 +34,7 @@ func (s *Service) declined(ctx context.Context, pseudonym string, j *policy.Jour
 		s.log.Warn("no switch-off store: an optional journey is not opened by a life event", "journey", j.ID)
 		return true, nil
 	}
-	scope, err := s.switches.Off(ctx, pseudonym, j.ID)
+	scope, err := s.switches.Off(ctx, pseudonym, j.ID, "") // a step switched off does not decline the journey
 	switch {
 	case errors.Is(err, switchoff.ErrUnverified):
 		s.log.Warn("a citizen's switch-off does not verify: the optional journey is not opened", "journey", j.ID, "err", err)

@@ -208,13 +208,13 @@ func TestOpenFromEventDeclined(t *testing.T) {
 	if !opens("e-on", "c-on") {
 		t.Error("an optional journey nobody switched off was not opened")
 	}
-	if _, err := sw.Set(ctx, ps("c-off"), j.ID, true, time.Now()); err != nil {
+	if _, err := sw.Set(ctx, ps("c-off"), j.ID, "", true, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if opens("e-off", "c-off") {
 		t.Error("a journey the citizen switched off was opened")
 	}
-	if _, err := sw.Set(ctx, ps("c-all"), "", true, time.Now()); err != nil {
+	if _, err := sw.Set(ctx, ps("c-all"), "", "", true, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if opens("e-all", "c-all") {
@@ -232,7 +232,7 @@ func TestOpenFromEventDeclined(t *testing.T) {
 		t.Error("a journey whose switch does not verify was opened")
 	}
 	// Switched on again: the same event, redelivered, opens it.
-	if _, err := sw.Set(ctx, ps("c-off"), j.ID, false, time.Now()); err != nil {
+	if _, err := sw.Set(ctx, ps("c-off"), j.ID, "", false, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if !opens("e-off", "c-off") {

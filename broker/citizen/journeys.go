@@ -38,7 +38,8 @@ func (s *Service) ListJourneys(ctx context.Context, _ *citizenv1.ListJourneysReq
 }
 
 // GetDataPath implements CitizenService. The policy is public: the data path, covert steps included,
-// is the same for every citizen; only whether the caller switched its optional steps off is theirs.
+// is the same for every citizen; only whether the caller switched its optional steps off (and by which
+// switch: all journeys, the journey, the step) is theirs.
 func (s *Service) GetDataPath(ctx context.Context, req *citizenv1.GetDataPathRequest) (*citizenv1.GetDataPathResponse, error) {
 	c, err := citizenOf(ctx)
 	if err != nil {
@@ -49,12 +50,6 @@ func (s *Service) GetDataPath(ctx context.Context, req *citizenv1.GetDataPathReq
 	if !ok {
 		return nil, refusal.New(refusal.NotFound, "there is no journey %q", req.GetJourney())
 	}
-	off := false
-	if j.HasOptional() {
-		if off, err = s.switchedOff(ctx, c, j.ID); err != nil {
-			return nil, err
-		}
-	}
 	n := names{b}
 	resp := &citizenv1.GetDataPathResponse{
 		Journey:       &citizenv1.JourneyRef{Id: j.ID, Title: text(j.Title)},
@@ -64,7 +59,12 @@ func (s *Service) GetDataPath(ctx context.Context, req *citizenv1.GetDataPathReq
 	for i, st := range j.Steps {
 		ps := n.dataPathStep(st, i)
 		if o := j.OptionalAt(st); o != nil {
-			ps.Optional, ps.OptionalWhy, ps.SwitchedOff = true, text(o.Why), off
+			by, err := s.switchedOff(ctx, c, j.ID, st.ID)
+			if err != nil {
+				return nil, err
+			}
+			ps.Optional, ps.OptionalWhy = true, text(o.Why)
+			ps.SwitchedOff, ps.SwitchedOffBy = by != citizenv1.SwitchScope_SWITCH_SCOPE_UNSPECIFIED, by
 		}
 		resp.Steps = append(resp.Steps, ps)
 	}

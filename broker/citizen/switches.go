@@ -14,9 +14,9 @@ import (
 
 // Switches keeps the citizens' switch-offs (switchoff.Store).
 type Switches interface {
-	Set(ctx context.Context, pseudonym, journey string, off bool, now time.Time) (*switchoff.Switch, error)
+	Set(ctx context.Context, pseudonym, journey, step string, off bool, now time.Time) (*switchoff.Switch, error)
 	List(ctx context.Context, pseudonym string) ([]*switchoff.Switch, error)
-	Off(ctx context.Context, pseudonym, journey string) (switchoff.Scope, error)
+	Off(ctx context.Context, pseudonym, journey, step string) (switchoff.Scope, error)
 }
 
 func (s *Service) switches() (Switches, error) {
@@ -25,6 +25,10 @@ func (s *Service) switches() (Switches, error) {
 	}
 	return s.cfg.Switches, nil
 }
+
+// switchKey indexes the stored switches: journey "" is the switch for all journeys, step "" a
+// journey's own.
+type switchKey struct{ journey, step string }
 
 // ListSwitches implements CitizenService. Only the caller's own switches are read: the pseudonym
 // comes from the token, never from the request.
@@ -41,16 +45,16 @@ func (s *Service) ListSwitches(ctx context.Context, _ *citizenv1.ListSwitchesReq
 	if err != nil {
 		return nil, unavailable(err, "your switches")
 	}
-	byJourney := map[string]*switchoff.Switch{}
+	byKey := map[switchKey]*switchoff.Switch{}
 	for _, sw := range stored {
-		byJourney[sw.Journey] = sw
+		byKey[switchKey{sw.Journey, sw.Step}] = sw
 	}
 	b := s.cfg.Policies()
 	n := names{b}
-	resp := &citizenv1.ListSwitchesResponse{All: switchView(nil, byJourney[""])}
+	resp := &citizenv1.ListSwitchesResponse{All: switchView(nil, nil, byKey[switchKey{}])}
 	for _, j := range b.Journeys() {
 		ref := &citizenv1.JourneyRef{Id: j.ID, Title: text(j.Title)}
-		sj := &citizenv1.SwitchableJourney{Journey: ref, Switch: switchView(ref, byJourney[j.ID])}
+		sj := &citizenv1.SwitchableJourney{Journey: ref, Switch: switchView(ref, nil, byKey[switchKey{j.ID, ""}])}
 		if j.Optional != nil {
 			sj.OptionalWhy = text(j.Optional.Why)
 		}
@@ -62,6 +66,7 @@ func (s *Service) ListSwitches(ctx context.Context, _ *citizenv1.ListSwitchesReq
 			}
 			if o := j.OptionalAt(st); o != nil {
 				step.Optional, step.OptionalWhy = true, text(o.Why)
+				step.Switch = switchView(ref, step.Step, byKey[switchKey{j.ID, st.ID}])
 			}
 			sj.Steps = append(sj.Steps, step)
 		}
@@ -70,8 +75,8 @@ func (s *Service) ListSwitches(ctx context.Context, _ *citizenv1.ListSwitchesReq
 	return resp, nil
 }
 
-func switchView(j *citizenv1.JourneyRef, sw *switchoff.Switch) *citizenv1.Switch {
-	out := &citizenv1.Switch{Journey: j}
+func switchView(j *citizenv1.JourneyRef, st *citizenv1.StepRef, sw *switchoff.Switch) *citizenv1.Switch {
+	out := &citizenv1.Switch{Journey: j, Step: st}
 	if sw != nil {
 		out.Off, out.Unverified = sw.Off, sw.Unverified
 		if !sw.ChangedAt.IsZero() {
@@ -81,7 +86,9 @@ func switchView(j *citizenv1.JourneyRef, sw *switchoff.Switch) *citizenv1.Switch
 	return out
 }
 
-// SetSwitch implements CitizenService for the caller's own switch.
+// SetSwitch implements CitizenService for the caller's own switch: of all journeys, of one journey,
+// or of one optional step of a journey. What may be switched off is the policy's: a journey with
+// nothing optional, or a mandatory step, is refused with the law that requires it.
 func (s *Service) SetSwitch(ctx context.Context, req *citizenv1.SetSwitchRequest) (*citizenv1.SetSwitchResponse, error) {
 	c, err := citizenOf(ctx)
 	if err != nil {
@@ -91,39 +98,69 @@ func (s *Service) SetSwitch(ctx context.Context, req *citizenv1.SetSwitchRequest
 	if err != nil {
 		return nil, err
 	}
-	var ref *citizenv1.JourneyRef
-	if id := req.GetJourney(); id != "" {
-		j, ok := s.cfg.Policies().Journey(id)
-		if !ok {
-			return nil, refusal.New(refusal.NotFound, "there is no journey %q", id)
-		}
-		if !j.HasOptional() {
-			return nil, refusal.New(refusal.FailedPrecondition, "journey %q has nothing optional: every step is required by law", id)
-		}
-		ref = &citizenv1.JourneyRef{Id: j.ID, Title: text(j.Title)}
+	ref, stepRef, err := s.switchTarget(req.GetJourney(), req.GetStep())
+	if err != nil {
+		return nil, err
 	}
-	sw, err := store.Set(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetOff(), s.cfg.Now())
+	sw, err := store.Set(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep(), req.GetOff(), s.cfg.Now())
 	if err != nil {
 		return nil, unavailable(err, "your switches")
 	}
-	s.log.Info("citizen switch set", "journey", req.GetJourney(), "off", req.GetOff())
-	return &citizenv1.SetSwitchResponse{Switch: switchView(ref, sw)}, nil
+	s.log.Info("citizen switch set", "journey", req.GetJourney(), "step", req.GetStep(), "off", req.GetOff())
+	return &citizenv1.SetSwitchResponse{Switch: switchView(ref, stepRef, sw)}, nil
 }
 
-// switchedOff reports whether the citizen's optional steps of journey are off now (or their switch
-// cannot be verified, which the broker treats the same way).
-func (s *Service) switchedOff(ctx context.Context, c Citizen, journey string) (bool, error) {
-	if s.cfg.Switches == nil {
-		return false, nil
+// switchTarget checks that the policy lets the citizen switch journey (and step) off, and names them.
+func (s *Service) switchTarget(journey, step string) (*citizenv1.JourneyRef, *citizenv1.StepRef, error) {
+	if journey == "" {
+		if step != "" {
+			return nil, nil, refusal.New(refusal.InvalidArgument, "a step's switch needs its journey")
+		}
+		return nil, nil, nil
 	}
-	scope, err := s.cfg.Switches.Off(ctx, c.Pseudonym.Value, journey)
+	j, ok := s.cfg.Policies().Journey(journey)
+	if !ok {
+		return nil, nil, refusal.New(refusal.NotFound, "there is no journey %q", journey)
+	}
+	if !j.HasOptional() {
+		return nil, nil, refusal.New(refusal.FailedPrecondition, "journey %q has nothing optional: every step is required by law", journey)
+	}
+	ref := &citizenv1.JourneyRef{Id: j.ID, Title: text(j.Title)}
+	if step == "" {
+		return ref, nil, nil
+	}
+	st, i, ok := j.Step(step)
+	if !ok {
+		return nil, nil, refusal.New(refusal.NotFound, "journey %q has no step %q", journey, step)
+	}
+	if j.OptionalAt(st) == nil {
+		return nil, nil, refusal.New(refusal.FailedPrecondition, "step %d of %q, %q, is required by law (%s): it cannot be switched off",
+			i+1, j.Title.EN, st.Title.EN, st.LegalBasis)
+	}
+	return ref, &citizenv1.StepRef{Id: st.ID, Title: text(st.Title), Number: int32(i + 1)}, nil
+}
+
+// switchedOff is which of the citizen's switches turns step of journey off now (step "": the journey
+// as a whole); SWITCH_SCOPE_UNVERIFIED when one cannot be verified, which the broker treats as off.
+func (s *Service) switchedOff(ctx context.Context, c Citizen, journey, step string) (citizenv1.SwitchScope, error) {
+	if s.cfg.Switches == nil {
+		return citizenv1.SwitchScope_SWITCH_SCOPE_UNSPECIFIED, nil
+	}
+	scope, err := s.cfg.Switches.Off(ctx, c.Pseudonym.Value, journey, step)
 	if errors.Is(err, switchoff.ErrUnverified) {
-		return true, nil
+		return citizenv1.SwitchScope_SWITCH_SCOPE_UNVERIFIED, nil
 	}
 	if err != nil {
-		return false, unavailable(err, "your switches")
+		return citizenv1.SwitchScope_SWITCH_SCOPE_UNSPECIFIED, unavailable(err, "your switches")
 	}
-	return scope != switchoff.ScopeNone, nil
+	return switchScopes[scope], nil
+}
+
+var switchScopes = map[switchoff.Scope]citizenv1.SwitchScope{
+	switchoff.ScopeNone:    citizenv1.SwitchScope_SWITCH_SCOPE_UNSPECIFIED,
+	switchoff.ScopeAll:     citizenv1.SwitchScope_SWITCH_SCOPE_ALL_JOURNEYS,
+	switchoff.ScopeJourney: citizenv1.SwitchScope_SWITCH_SCOPE_JOURNEY,
+	switchoff.ScopeStep:    citizenv1.SwitchScope_SWITCH_SCOPE_STEP,
 }
 
 // Texts of break-glass accesses, in the citizen's words.

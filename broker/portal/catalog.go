@@ -56,7 +56,7 @@ func (p *Portal) catalog(r *http.Request, v *view) (*catalog, error) {
 		for _, s := range dp.GetSteps() {
 			// The one thing in a data path that is the citizen's own: the catalog is shared, so it
 			// keeps the policy only (the journey page asks for the citizen's path itself).
-			s.SwitchedOff = false
+			s.SwitchedOff, s.SwitchedOffBy = false, citizenv1.SwitchScope_SWITCH_SCOPE_UNSPECIFIED
 			if s.GetConsentRequired() {
 				c.consentable = append(c.consentable, consentStep{Journey: dp.GetJourney(), Step: s})
 			}

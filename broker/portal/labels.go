@@ -35,6 +35,13 @@ func (p *Portal) labels(r *http.Request, v *view) labelSet {
 		p.log.Warn("portal: dataset labels unavailable; showing field names", "route", r.Pattern, "code", codeOf(err))
 		return p.lab // the last good set, if any
 	}
+	set := labelSetOf(res)
+	p.lab, p.labAt = set, time.Now()
+	return set
+}
+
+// labelSetOf indexes the citizen API's dataset labels.
+func labelSetOf(res *citizenv1.ListDatasetsResponse) labelSet {
 	set := labelSet{}
 	for _, d := range res.GetDatasets() {
 		dl := &datasetLabels{label: d.GetLabel(), fields: map[string]*citizenv1.FieldLabel{}, order: d.GetFields()}
@@ -43,7 +50,6 @@ func (p *Portal) labels(r *http.Request, v *view) labelSet {
 		}
 		set[labelKey(d.GetAuthority().GetId(), d.GetDataset())] = dl
 	}
-	p.lab, p.labAt = set, time.Now()
 	return set
 }
 

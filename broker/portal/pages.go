@@ -175,11 +175,21 @@ type pathStep struct {
 	// they have, or their choice cannot be verified.
 	Optional, SwitchedOff bool
 	OptionalWhy           string
+	// SwitchedOffBy is which switch turned it off: "step", "journey", "all" or "unverified".
+	SwitchedOffBy string
 }
 
 type pathRelease struct {
 	AuthorityID, Authority, Dataset string
 	Facts, Fields                   []string
+}
+
+// switchedOffBy names the switch that turned a step off, for the data path's wording.
+var switchedOffBy = map[citizenv1.SwitchScope]string{
+	citizenv1.SwitchScope_SWITCH_SCOPE_STEP:         "step",
+	citizenv1.SwitchScope_SWITCH_SCOPE_JOURNEY:      "journey",
+	citizenv1.SwitchScope_SWITCH_SCOPE_ALL_JOURNEYS: "all",
+	citizenv1.SwitchScope_SWITCH_SCOPE_UNVERIFIED:   "unverified",
 }
 
 func (v *view) pathStep(journeyID string, s *citizenv1.DataPathStep) pathStep {
@@ -200,6 +210,7 @@ func (v *view) pathStep(journeyID string, s *citizenv1.DataPathStep) pathStep {
 		Optional:        s.GetOptional(),
 		SwitchedOff:     s.GetSwitchedOff(),
 		OptionalWhy:     v.Tx(s.GetOptionalWhy()),
+		SwitchedOffBy:   switchedOffBy[s.GetSwitchedOffBy()],
 	}
 	if ps.Title == "" {
 		ps.Title = ps.StepID

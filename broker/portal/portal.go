@@ -164,7 +164,8 @@ func New(cfg Config) (*Portal, error) {
 //	GET  /journeys, /journeys/{id}         journeys, the data path of one journey
 //	GET  /consents                         my consents and the steps that ask for consent
 //	GET  /switches                         what I can switch off (and what the law requires), my switches
-//	POST /switches                         switch a journey's optional steps (journey=, or all) off or on (off=1|0)
+//	POST /switches                         switch one optional step (journey=, step=), a journey's optional steps
+//	                                       (journey=), or all, off or on (off=1|0)
 //	GET  /consents/{journey}/{step}        preview of a consent (?days=)
 //	POST /consents/{journey}/{step}/grant  give consent (days)
 //	POST /consents/{journey}/{step}/revoke withdraw consent

@@ -27,6 +27,9 @@ var funcs = template.FuncMap{
 	"switchForm": func(v *view, journey, title string, s switchState) switchFormData {
 		return switchFormData{V: v, Journey: journey, Title: title, S: s}
 	},
+	"stepSwitchForm": func(v *view, journey string, st switchStep) switchFormData {
+		return switchFormData{V: v, Journey: journey, Step: st.ID, Title: st.Title, S: st.Switch}
+	},
 }
 
 // parseTemplates parses every page in templates/pages with the layout and the partials.

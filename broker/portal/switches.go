@@ -31,10 +31,13 @@ type switchJourney struct {
 }
 
 type switchStep struct {
+	ID               string
 	Number           int32
 	Title, Agency    string
 	Optional         bool
 	OptionalWhy, Law string
+	// Switch is the step's own switch (optional steps only).
+	Switch switchState
 }
 
 func switchStateOf(v *view, sw *citizenv1.Switch) switchState {
@@ -61,8 +64,9 @@ func (p *Portal) switches(w http.ResponseWriter, r *http.Request, v *view) {
 		for _, st := range sj.GetSteps() {
 			j.Switchable = j.Switchable || st.GetOptional()
 			j.Steps = append(j.Steps, switchStep{
-				Number: st.GetStep().GetNumber(), Title: v.Tx(st.GetStep().GetTitle()), Agency: v.Party(st.GetAgency()),
+				ID: st.GetStep().GetId(), Number: st.GetStep().GetNumber(), Title: v.Tx(st.GetStep().GetTitle()), Agency: v.Party(st.GetAgency()),
 				Optional: st.GetOptional(), OptionalWhy: v.Tx(st.GetOptionalWhy()), Law: st.GetLegalBasis(),
+				Switch: switchStateOf(v, st.GetSwitch()),
 			})
 		}
 		page.Journeys = append(page.Journeys, j)
@@ -72,8 +76,8 @@ func (p *Portal) switches(w http.ResponseWriter, r *http.Request, v *view) {
 }
 
 func (p *Portal) setSwitch(w http.ResponseWriter, r *http.Request, v *view) {
-	journey, off := r.PostFormValue("journey"), r.PostFormValue("off") == "1"
-	_, err := p.cfg.Citizen.SetSwitch(v.ctx(r), &citizenv1.SetSwitchRequest{Journey: journey, Off: off})
+	journey, step, off := r.PostFormValue("journey"), r.PostFormValue("step"), r.PostFormValue("off") == "1"
+	_, err := p.cfg.Citizen.SetSwitch(v.ctx(r), &citizenv1.SetSwitchRequest{Journey: journey, Step: step, Off: off})
 	if isCode(err, codes.InvalidArgument) || isCode(err, codes.NotFound) {
 		p.notFound(w, r, v)
 		return
@@ -89,12 +93,22 @@ func (p *Portal) setSwitch(w http.ResponseWriter, r *http.Request, v *view) {
 	if journey != "" {
 		anchor = "sw-" + url.PathEscape(journey)
 	}
+	if step != "" {
+		anchor = stepAnchor(journey, step)
+	}
 	redirect(w, r, "/switches?done="+done+"#"+anchor)
 }
 
-// switchFormData is what the switch-form template shows: one switch and the form that flips it.
+// stepAnchor is the id of a step's switch on the switch page: the journey's anchor, a double dash, the
+// step (policy ids are letters, digits and single dashes in practice, so the two stay apart).
+func stepAnchor(journey, step string) string {
+	return "sw-" + url.PathEscape(journey) + "--" + url.PathEscape(step)
+}
+
+// switchFormData is what the switch-form template shows: one switch and the form that flips it. Step
+// is set for a step's own switch.
 type switchFormData struct {
-	V              *view
-	Journey, Title string
-	S              switchState
+	V                    *view
+	Journey, Step, Title string
+	S                    switchState
 }

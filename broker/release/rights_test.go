@@ -26,6 +26,7 @@ func TestSwitchRefusal(t *testing.T) {
 	}{
 		{"never switched", switchoff.ScopeNone, nil, refusal.Internal, 0},
 		{"journey off", switchoff.ScopeJourney, nil, refusal.FailedPrecondition, auditv1.RefusalReason_REFUSAL_REASON_SWITCHED_OFF},
+		{"step off", switchoff.ScopeStep, nil, refusal.FailedPrecondition, auditv1.RefusalReason_REFUSAL_REASON_SWITCHED_OFF},
 		{"all off", switchoff.ScopeAll, nil, refusal.FailedPrecondition, auditv1.RefusalReason_REFUSAL_REASON_SWITCHED_OFF},
 		{"forged, moved or replayed: refused, never released", switchoff.ScopeNone, unverified, refusal.FailedPrecondition, auditv1.RefusalReason_REFUSAL_REASON_SWITCH_UNVERIFIED},
 		{"store down", switchoff.ScopeNone, errors.New("kv timeout"), refusal.Unavailable, auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE},

@@ -11,7 +11,7 @@ import (
 
 // Switches reads citizens' switch-offs (switchoff.Store).
 type Switches interface {
-	Off(ctx context.Context, pseudonym, journey string) (switchoff.Scope, error)
+	Off(ctx context.Context, pseudonym, journey, step string) (switchoff.Scope, error)
 }
 
 // switchedOff is the refusal of a release at an optional step the citizen switched off, or whose
@@ -22,7 +22,7 @@ func (s *Service) switchedOff(ctx context.Context, pseudonym, journey, step stri
 	}
 	sctx, cancel := s.stateCtx(ctx)
 	defer cancel()
-	scope, err := s.cfg.Switches.Off(sctx, pseudonym, journey)
+	scope, err := s.cfg.Switches.Off(sctx, pseudonym, journey, step)
 	return SwitchRefusal(scope, err, journey, step)
 }
 
@@ -39,6 +39,9 @@ func SwitchRefusal(scope switchoff.Scope, err error, journey, step string) *refu
 			Because(auditv1.RefusalReason_REFUSAL_REASON_LOG_UNAVAILABLE)
 	case scope == switchoff.ScopeAll:
 		return refusal.New(refusal.FailedPrecondition, "step %q of journey %q is optional and the citizen has switched off optional steps in all journeys", step, journey).
+			Because(auditv1.RefusalReason_REFUSAL_REASON_SWITCHED_OFF, "journey", journey, "step", step, "scope", string(scope))
+	case scope == switchoff.ScopeStep:
+		return refusal.New(refusal.FailedPrecondition, "step %q of journey %q is optional and the citizen has switched this step off", step, journey).
 			Because(auditv1.RefusalReason_REFUSAL_REASON_SWITCHED_OFF, "journey", journey, "step", step, "scope", string(scope))
 	case scope == switchoff.ScopeJourney:
 		return refusal.New(refusal.FailedPrecondition, "step %q of journey %q is optional and the citizen has switched it off", step, journey).

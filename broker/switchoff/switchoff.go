@@ -1,7 +1,8 @@
 // Package switchoff keeps the citizens' switches in the JetStream KV bucket "switchoffs": a citizen (by
-// pseudonym) switches the optional steps of one journey, or of all journeys, off and on again. The
-// release path reads them at every release at an optional step, so a switch takes effect at the next
-// request.
+// pseudonym) switches one optional step of a journey, the optional steps of one journey, or those of all
+// journeys, off and on again. The release path reads them at every release at an optional step, so a
+// switch takes effect at the next request. Whether a step may be switched off at all is the policy's
+// business (the citizen API asks it); this package stores whatever it is given.
 //
 // Records are sealed and bound to their key by package sealedkv, like consents. What "absent" means is
 // different, though: a consent that does not authenticate reads as no consent, which refuses; a
@@ -27,16 +28,20 @@ import (
 const Bucket = "switchoffs"
 
 // allKey is the key token of the switch that covers all journeys; journey ids start with a letter.
+// Keys are PSEUDONYM._all, PSEUDONYM.JOURNEY and PSEUDONYM.JOURNEY.STEP: journey and step ids are
+// lower-case letters, digits and dashes, so they never hold the dot that separates key tokens.
 const allKey = "_all"
 
 // ErrUnverified means a stored switch does not authenticate: the citizen's choice is unknown and
 // optional steps are refused. It wraps sealedkv.ErrUnauthentic.
 var ErrUnverified = errors.New("switch-off record could not be verified")
 
-// Switch is one citizen's switch for one journey ("" for all journeys).
+// Switch is one citizen's switch for one step of a journey, for one journey (Step ""), or for all
+// journeys (Journey and Step "").
 type Switch struct {
 	Pseudonym string    `json:"pseudonym"`
 	Journey   string    `json:"journey,omitempty"`
+	Step      string    `json:"step,omitempty"`
 	Off       bool      `json:"off"`
 	ChangedAt time.Time `json:"changed_at"`
 
@@ -70,22 +75,42 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 // Unauthentic is how many reads found a stored switch that did not authenticate.
 func (s *Store) Unauthentic() uint64 { return s.codec.Unauthentic() }
 
-func key(pseudonym, journey string) string {
-	if journey == "" {
-		journey = allKey
+// ErrStepWithoutJourney: a step switch names its journey (step ids are unique only within one).
+var ErrStepWithoutJourney = errors.New("a step's switch needs its journey")
+
+func key(pseudonym, journey, step string) string {
+	switch {
+	case journey == "":
+		return pseudonym + "." + allKey
+	case step == "":
+		return pseudonym + "." + journey
 	}
-	return pseudonym + "." + journey
+	return pseudonym + "." + journey + "." + step
+}
+
+// what names a switch in errors and log lines: journey and step ids, never the pseudonym.
+func what(journey, step string) string {
+	switch {
+	case journey == "":
+		return "all journeys"
+	case step == "":
+		return fmt.Sprintf("journey %q", journey)
+	}
+	return fmt.Sprintf("step %q of journey %q", step, journey)
 }
 
 // maxAttempts bounds the retries of a write that lost a compare-and-set to a concurrent one.
 const maxAttempts = 5
 
-// Set switches journey ("" for all journeys) off or on for the citizen. It replaces whatever the key
-// holds, also a record that does not authenticate: setting the switch again is how a citizen repairs
-// an unverified one.
-func (s *Store) Set(ctx context.Context, pseudonym, journey string, off bool, now time.Time) (*Switch, error) {
-	sw := &Switch{Pseudonym: pseudonym, Journey: journey, Off: off, ChangedAt: now}
-	k := key(pseudonym, journey)
+// Set switches step of journey (step "": the whole journey; both "": all journeys) off or on for the
+// citizen. It replaces whatever the key holds, also a record that does not authenticate: setting the
+// switch again is how a citizen repairs an unverified one.
+func (s *Store) Set(ctx context.Context, pseudonym, journey, step string, off bool, now time.Time) (*Switch, error) {
+	if journey == "" && step != "" {
+		return nil, ErrStepWithoutJourney
+	}
+	sw := &Switch{Pseudonym: pseudonym, Journey: journey, Step: step, Off: off, ChangedAt: now}
+	k := key(pseudonym, journey, step)
 	for attempt := 1; ; attempt++ {
 		prev, err := s.codec.Latest(ctx, k)
 		if err == nil {
@@ -95,32 +120,36 @@ func (s *Store) Set(ctx context.Context, pseudonym, journey string, off bool, no
 			return sw, nil
 		}
 		if !sealedkv.IsConflict(err) || attempt == maxAttempts {
-			return nil, fmt.Errorf("set switch for %q: %w", journey, err)
+			return nil, fmt.Errorf("set switch for %s: %w", what(journey, step), err)
 		}
 	}
 }
 
-// Get returns the citizen's switch for journey ("" for all journeys); nil, nil when it was never set. A
-// stored switch that does not authenticate is ErrUnverified; any other error means it could not be read.
-func (s *Store) Get(ctx context.Context, pseudonym, journey string) (*Switch, error) {
-	k := key(pseudonym, journey)
+// Get returns the citizen's switch for step of journey (step "": the whole journey; both "": all
+// journeys); nil, nil when it was never set. A stored switch that does not authenticate is
+// ErrUnverified; any other error means it could not be read.
+func (s *Store) Get(ctx context.Context, pseudonym, journey, step string) (*Switch, error) {
+	if journey == "" && step != "" {
+		return nil, ErrStepWithoutJourney
+	}
+	k := key(pseudonym, journey, step)
 	e, err := s.kv.Get(ctx, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read switch for %q: %w", journey, err)
+		return nil, fmt.Errorf("read switch for %s: %w", what(journey, step), err)
 	}
-	what := "switch/" + strings.TrimPrefix(k, pseudonym+".") // the pseudonym stays out of the log line
+	name := "switch/" + strings.TrimPrefix(k, pseudonym+".") // the pseudonym stays out of the log line
 	var sw Switch
-	if err := s.codec.Open(ctx, e, what, &sw); errors.Is(err, sealedkv.ErrUnauthentic) {
-		return nil, fmt.Errorf("switch for %q: %w: %w", journey, ErrUnverified, err)
+	if err := s.codec.Open(ctx, e, name, &sw); errors.Is(err, sealedkv.ErrUnauthentic) {
+		return nil, fmt.Errorf("switch for %s: %w: %w", what(journey, step), ErrUnverified, err)
 	} else if err != nil {
-		return nil, fmt.Errorf("read switch for %q: %w", journey, err)
+		return nil, fmt.Errorf("read switch for %s: %w", what(journey, step), err)
 	}
-	if sw.Pseudonym != pseudonym || sw.Journey != journey {
-		err := s.codec.Reject(what, "names another citizen or journey than its key")
-		return nil, fmt.Errorf("switch for %q: %w: %w", journey, ErrUnverified, err)
+	if sw.Pseudonym != pseudonym || sw.Journey != journey || sw.Step != step {
+		err := s.codec.Reject(name, "names another citizen, journey or step than its key")
+		return nil, fmt.Errorf("switch for %s: %w: %w", what(journey, step), ErrUnverified, err)
 	}
 	return &sw, nil
 }
@@ -135,33 +164,39 @@ const (
 	ScopeAll Scope = "all"
 	// ScopeJourney: the journey's own switch.
 	ScopeJourney Scope = "journey"
+	// ScopeStep: the step's own switch.
+	ScopeStep Scope = "step"
 )
 
-// Off reports whether the citizen switched journey's optional steps off, by the switch for all
-// journeys or the journey's own. ErrUnverified when either stored switch does not authenticate (the
-// caller refuses); any other error means they could not be read (the caller fails closed).
-func (s *Store) Off(ctx context.Context, pseudonym, journey string) (Scope, error) {
-	all, err := s.Get(ctx, pseudonym, "")
-	if err != nil {
-		return ScopeNone, err
+// Off reports whether the citizen switched step of journey off: by the switch for all journeys, the
+// journey's own, or (step not "") the step's own; the widest that is off wins. With step "" it answers
+// for the journey as a whole, which a step switch does not turn off. ErrUnverified when any of the
+// stored switches it reads does not authenticate (the caller refuses); any other error means they
+// could not be read (the caller fails closed).
+func (s *Store) Off(ctx context.Context, pseudonym, journey, step string) (Scope, error) {
+	reads := []struct {
+		journey, step string
+		scope         Scope
+	}{{"", "", ScopeAll}, {journey, "", ScopeJourney}, {journey, step, ScopeStep}}
+	if step == "" {
+		reads = reads[:2]
 	}
-	if all != nil && all.Off {
-		return ScopeAll, nil
-	}
-	j, err := s.Get(ctx, pseudonym, journey)
-	if err != nil {
-		return ScopeNone, err
-	}
-	if j != nil && j.Off {
-		return ScopeJourney, nil
+	for _, r := range reads {
+		sw, err := s.Get(ctx, pseudonym, r.journey, r.step)
+		if err != nil {
+			return ScopeNone, err
+		}
+		if sw != nil && sw.Off {
+			return r.scope, nil
+		}
 	}
 	return ScopeNone, nil
 }
 
-// List returns every switch the citizen has set, including ones that do not authenticate (Unverified,
-// with only Journey set).
+// List returns every switch the citizen has set, step switches included, and also ones that do not
+// authenticate (Unverified, with only Journey and Step set).
 func (s *Store) List(ctx context.Context, pseudonym string) ([]*Switch, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, pseudonym+".*")
+	lister, err := s.kv.ListKeysFiltered(ctx, pseudonym+".>")
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, nil
 	}
@@ -171,14 +206,19 @@ func (s *Store) List(ctx context.Context, pseudonym string) ([]*Switch, error) {
 	defer lister.Stop()
 	var out []*Switch
 	for k := range lister.Keys() {
-		journey := strings.TrimPrefix(k, pseudonym+".")
+		journey, step, _ := strings.Cut(strings.TrimPrefix(k, pseudonym+"."), ".")
 		if journey == allKey {
 			journey = ""
 		}
-		sw, err := s.Get(ctx, pseudonym, journey)
+		if strings.Contains(step, ".") || (journey == "" && step != "") {
+			// Not a key the broker writes: someone else's record, which decides nothing.
+			_ = s.codec.Reject("switch/"+strings.TrimPrefix(k, pseudonym+"."), "is not a switch key")
+			continue
+		}
+		sw, err := s.Get(ctx, pseudonym, journey, step)
 		switch {
 		case errors.Is(err, ErrUnverified):
-			out = append(out, &Switch{Pseudonym: pseudonym, Journey: journey, Unverified: true})
+			out = append(out, &Switch{Pseudonym: pseudonym, Journey: journey, Step: step, Unverified: true})
 		case err != nil:
 			return nil, err
 		case sw != nil:

@@ -31,6 +31,8 @@ func TestEveryResultCommandTakesJSON(t *testing.T) {
 		{[]string{"case", "questions"}, true},
 		{[]string{"case", "answer"}, true},
 		{[]string{"log"}, true},
+		{[]string{"citizen", "switches", "list"}, true},
+		{[]string{"citizen", "log"}, true},
 		{[]string{"audit", "verify"}, false},
 		{[]string{"audit", "prove"}, true},
 		{[]string{"audit", "review", "list"}, true},

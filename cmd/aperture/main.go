@@ -21,6 +21,8 @@ Usage:
   aperture authority NAME            run one example authority service
   aperture case open|show|list|explain|release|complete|close
                                      act as a demo agency's case system
+  aperture citizen switches|consents|log --citizen CPR
+                                     act as a demo citizen of the dev stack: switch-offs, consents, own access log
   aperture log --citizen ID          list a citizen's access records (as auditor)
   aperture audit verify|prove ID     verify the access log against its signed checkpoints; prove one access is in it
   aperture bench [--json]            direct authority fetches versus brokered, audited releases
@@ -48,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"broker":    runBroker,
 		"authority": runAuthority,
 		"case":      runCase,
+		"citizen":   runCitizen,
 		"log":       runLog,
 		"audit":     runAudit,
 		"bench":     runBench,

@@ -76,9 +76,9 @@ type Case struct {
 	Agency string `yaml:"agency"`
 	// Consent is the citizen's consent to the step: none (default), given, revoked or expired.
 	Consent string `yaml:"consent"`
-	// SwitchedOff is the citizen's switch for the journey's optional steps: on (default), journey
-	// (switched off for this journey), all (for all journeys) or unverified (a stored switch that does
-	// not authenticate).
+	// SwitchedOff is the citizen's switch for the step (if optional): on (default), step (this one
+	// step switched off), journey (switched off for this journey), all (for all journeys) or unverified
+	// (a stored switch that does not authenticate).
 	SwitchedOff string `yaml:"switched_off"`
 	// BreakGlass, when set, makes the request an emergency release (BrokerService.BreakGlassRelease)
 	// by Agency while the case is at Step.
@@ -225,8 +225,8 @@ func readFile(fsys fs.FS, name string) (*file, error) {
 		if !slices.Contains([]string{"", "none", "given", "revoked", "expired"}, tc.Consent) {
 			return nil, fmt.Errorf("%s:%d: consent %q: want none, given, revoked or expired", name, tc.line, tc.Consent)
 		}
-		if !slices.Contains([]string{"", "on", "journey", "all", "unverified"}, tc.SwitchedOff) {
-			return nil, fmt.Errorf("%s:%d: switched_off %q: want on, journey, all or unverified", name, tc.line, tc.SwitchedOff)
+		if !slices.Contains([]string{"", "on", "step", "journey", "all", "unverified"}, tc.SwitchedOff) {
+			return nil, fmt.Errorf("%s:%d: switched_off %q: want on, step, journey, all or unverified", name, tc.line, tc.SwitchedOff)
 		}
 		if tc.BreakGlass != nil && tc.BreakGlass.ReasonCode == "" {
 			return nil, fmt.Errorf("%s:%d: break_glass needs a reason_code", name, tc.line)
@@ -319,6 +319,8 @@ func runCase(b *policy.Bundle, journey string, tc Case, now time.Time) (got, pro
 // testSwitch returns what the switch-off store would answer for a test's switch state.
 func testSwitch(state string) (switchoff.Scope, error) {
 	switch state {
+	case "step":
+		return switchoff.ScopeStep, nil
 	case "journey":
 		return switchoff.ScopeJourney, nil
 	case "all":
@@ -375,7 +377,7 @@ func (rc rightsCoverage) cover(journey string, tc Case) {
 		rc["bg-released/"+journey+"/"+tc.Agency] = true
 	case tc.BreakGlass != nil:
 		rc["bg-refused/"+journey] = true
-	case (tc.SwitchedOff == "journey" || tc.SwitchedOff == "all") && tc.Expect.Refused != nil:
+	case (tc.SwitchedOff == "step" || tc.SwitchedOff == "journey" || tc.SwitchedOff == "all") && tc.Expect.Refused != nil:
 		rc["switch/"+journey+"/"+tc.Step] = true
 	}
 }

@@ -149,6 +149,66 @@ func (CaseStatus) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{1}
 }
 
+// SwitchScope is which of my switches turned an optional step off.
+type SwitchScope int32
+
+const (
+	SwitchScope_SWITCH_SCOPE_UNSPECIFIED SwitchScope = 0
+	// My switch for all journeys.
+	SwitchScope_SWITCH_SCOPE_ALL_JOURNEYS SwitchScope = 1
+	// My switch for the step's journey.
+	SwitchScope_SWITCH_SCOPE_JOURNEY SwitchScope = 2
+	// My switch for this one step.
+	SwitchScope_SWITCH_SCOPE_STEP SwitchScope = 3
+	// One of those switches could not be verified; the step is refused until I set it again.
+	SwitchScope_SWITCH_SCOPE_UNVERIFIED SwitchScope = 4
+)
+
+// Enum value maps for SwitchScope.
+var (
+	SwitchScope_name = map[int32]string{
+		0: "SWITCH_SCOPE_UNSPECIFIED",
+		1: "SWITCH_SCOPE_ALL_JOURNEYS",
+		2: "SWITCH_SCOPE_JOURNEY",
+		3: "SWITCH_SCOPE_STEP",
+		4: "SWITCH_SCOPE_UNVERIFIED",
+	}
+	SwitchScope_value = map[string]int32{
+		"SWITCH_SCOPE_UNSPECIFIED":  0,
+		"SWITCH_SCOPE_ALL_JOURNEYS": 1,
+		"SWITCH_SCOPE_JOURNEY":      2,
+		"SWITCH_SCOPE_STEP":         3,
+		"SWITCH_SCOPE_UNVERIFIED":   4,
+	}
+)
+
+func (x SwitchScope) Enum() *SwitchScope {
+	p := new(SwitchScope)
+	*p = x
+	return p
+}
+
+func (x SwitchScope) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SwitchScope) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_citizen_v1_citizen_proto_enumTypes[2].Descriptor()
+}
+
+func (SwitchScope) Type() protoreflect.EnumType {
+	return &file_aperture_citizen_v1_citizen_proto_enumTypes[2]
+}
+
+func (x SwitchScope) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SwitchScope.Descriptor instead.
+func (SwitchScope) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{2}
+}
+
 // CovertReveal is the point in a case at which a covert step's accesses are shown to me, if that
 // comes before the step's maximum delay.
 type CovertReveal int32
@@ -191,11 +251,11 @@ func (x CovertReveal) String() string {
 }
 
 func (CovertReveal) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_citizen_v1_citizen_proto_enumTypes[2].Descriptor()
+	return file_aperture_citizen_v1_citizen_proto_enumTypes[3].Descriptor()
 }
 
 func (CovertReveal) Type() protoreflect.EnumType {
-	return &file_aperture_citizen_v1_citizen_proto_enumTypes[2]
+	return &file_aperture_citizen_v1_citizen_proto_enumTypes[3]
 }
 
 func (x CovertReveal) Number() protoreflect.EnumNumber {
@@ -204,7 +264,7 @@ func (x CovertReveal) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CovertReveal.Descriptor instead.
 func (CovertReveal) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{2}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{3}
 }
 
 // QuestionStatus is where a question is.
@@ -243,11 +303,11 @@ func (x QuestionStatus) String() string {
 }
 
 func (QuestionStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_citizen_v1_citizen_proto_enumTypes[3].Descriptor()
+	return file_aperture_citizen_v1_citizen_proto_enumTypes[4].Descriptor()
 }
 
 func (QuestionStatus) Type() protoreflect.EnumType {
-	return &file_aperture_citizen_v1_citizen_proto_enumTypes[3]
+	return &file_aperture_citizen_v1_citizen_proto_enumTypes[4]
 }
 
 func (x QuestionStatus) Number() protoreflect.EnumNumber {
@@ -256,7 +316,7 @@ func (x QuestionStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use QuestionStatus.Descriptor instead.
 func (QuestionStatus) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{3}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{4}
 }
 
 // FieldKind is what a field holds, as far as writing it for a reader goes.
@@ -311,11 +371,11 @@ func (x FieldKind) String() string {
 }
 
 func (FieldKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_citizen_v1_citizen_proto_enumTypes[4].Descriptor()
+	return file_aperture_citizen_v1_citizen_proto_enumTypes[5].Descriptor()
 }
 
 func (FieldKind) Type() protoreflect.EnumType {
-	return &file_aperture_citizen_v1_citizen_proto_enumTypes[4]
+	return &file_aperture_citizen_v1_citizen_proto_enumTypes[5]
 }
 
 func (x FieldKind) Number() protoreflect.EnumNumber {
@@ -324,7 +384,7 @@ func (x FieldKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FieldKind.Descriptor instead.
 func (FieldKind) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{4}
+	return file_aperture_citizen_v1_citizen_proto_rawDescGZIP(), []int{5}
 }
 
 // Text is a text from the policies, in every language it is written in.
@@ -1953,9 +2013,11 @@ type DataPathStep struct {
 	// doing so; a mandatory step's legal_basis is why it cannot be switched off.
 	Optional    bool  `protobuf:"varint,13,opt,name=optional,proto3" json:"optional,omitempty"`
 	OptionalWhy *Text `protobuf:"bytes,14,opt,name=optional_why,json=optionalWhy,proto3" json:"optional_why,omitempty"`
-	// Whether I have switched it off (for this journey or all journeys), or my choice could not be
-	// verified (then it is refused as if off).
-	SwitchedOff   bool `protobuf:"varint,15,opt,name=switched_off,json=switchedOff,proto3" json:"switched_off,omitempty"`
+	// Whether I have switched it off (this step, this journey or all journeys), or my choice could not
+	// be verified (then it is refused as if off).
+	SwitchedOff bool `protobuf:"varint,15,opt,name=switched_off,json=switchedOff,proto3" json:"switched_off,omitempty"`
+	// Which of my switches turned it off; SWITCH_SCOPE_UNSPECIFIED when switched_off is false.
+	SwitchedOffBy SwitchScope `protobuf:"varint,16,opt,name=switched_off_by,json=switchedOffBy,proto3,enum=aperture.citizen.v1.SwitchScope" json:"switched_off_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2093,6 +2155,13 @@ func (x *DataPathStep) GetSwitchedOff() bool {
 		return x.SwitchedOff
 	}
 	return false
+}
+
+func (x *DataPathStep) GetSwitchedOffBy() SwitchScope {
+	if x != nil {
+		return x.SwitchedOffBy
+	}
+	return SwitchScope_SWITCH_SCOPE_UNSPECIFIED
 }
 
 // DataPathRelease is what one step may see of one dataset.
@@ -3305,12 +3374,15 @@ func (x *GetAccessProofResponse) GetWitnesses() uint32 {
 	return 0
 }
 
-// Switch is my choice for the optional steps of one journey, or of all journeys.
+// Switch is my choice for one optional step of a journey, for the optional steps of one journey, or
+// for those of all journeys.
 type Switch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The journey; unset for the switch that covers all journeys.
 	Journey *JourneyRef `protobuf:"bytes,1,opt,name=journey,proto3" json:"journey,omitempty"`
-	Off     bool        `protobuf:"varint,2,opt,name=off,proto3" json:"off,omitempty"`
+	// The step, for the switch of one step; unset for a journey's switch and the one for all journeys.
+	Step *StepRef `protobuf:"bytes,5,opt,name=step,proto3" json:"step,omitempty"`
+	Off  bool     `protobuf:"varint,2,opt,name=off,proto3" json:"off,omitempty"`
 	// When I last changed it; unset if I never did.
 	ChangedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
 	// The stored choice could not be verified: the broker refuses the optional steps until I set it
@@ -3357,6 +3429,13 @@ func (x *Switch) GetJourney() *JourneyRef {
 	return nil
 }
 
+func (x *Switch) GetStep() *StepRef {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
 func (x *Switch) GetOff() bool {
 	if x != nil {
 		return x.Off
@@ -3384,9 +3463,12 @@ type SwitchStep struct {
 	Step   *StepRef               `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
 	Agency *Party                 `protobuf:"bytes,2,opt,name=agency,proto3" json:"agency,omitempty"`
 	// Optional steps: what switching off means. Mandatory steps: the law that requires the step.
-	Optional      bool   `protobuf:"varint,3,opt,name=optional,proto3" json:"optional,omitempty"`
-	OptionalWhy   *Text  `protobuf:"bytes,4,opt,name=optional_why,json=optionalWhy,proto3" json:"optional_why,omitempty"`
-	LegalBasis    string `protobuf:"bytes,5,opt,name=legal_basis,json=legalBasis,proto3" json:"legal_basis,omitempty"`
+	Optional    bool   `protobuf:"varint,3,opt,name=optional,proto3" json:"optional,omitempty"`
+	OptionalWhy *Text  `protobuf:"bytes,4,opt,name=optional_why,json=optionalWhy,proto3" json:"optional_why,omitempty"`
+	LegalBasis  string `protobuf:"bytes,5,opt,name=legal_basis,json=legalBasis,proto3" json:"legal_basis,omitempty"`
+	// My switch for this one step (optional steps only; unset for a mandatory step). The step is also
+	// off when the journey's switch or the one for all journeys is.
+	Switch        *Switch `protobuf:"bytes,6,opt,name=switch,proto3" json:"switch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3454,6 +3536,13 @@ func (x *SwitchStep) GetLegalBasis() string {
 		return x.LegalBasis
 	}
 	return ""
+}
+
+func (x *SwitchStep) GetSwitch() *Switch {
+	if x != nil {
+		return x.Switch
+	}
+	return nil
 }
 
 // SwitchableJourney is one journey, its steps and my switch for it.
@@ -3616,12 +3705,16 @@ func (x *ListSwitchesResponse) GetJourneys() []*SwitchableJourney {
 	return nil
 }
 
-// SetSwitchRequest switches a journey's optional steps (or all journeys') off or on.
+// SetSwitchRequest switches one optional step, a journey's optional steps, or all journeys' off or on.
 type SetSwitchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The journey; empty for all journeys. A journey with nothing optional is FAILED_PRECONDITION.
-	Journey       string `protobuf:"bytes,1,opt,name=journey,proto3" json:"journey,omitempty"`
-	Off           bool   `protobuf:"varint,2,opt,name=off,proto3" json:"off,omitempty"`
+	Journey string `protobuf:"bytes,1,opt,name=journey,proto3" json:"journey,omitempty"`
+	Off     bool   `protobuf:"varint,2,opt,name=off,proto3" json:"off,omitempty"`
+	// The step of the journey, to switch that one step only; empty for the whole journey. Needs
+	// journey (INVALID_ARGUMENT without). A step the journey does not have is NOT_FOUND; a mandatory
+	// step (required by law) is FAILED_PRECONDITION, with the law that requires it in the message.
+	Step          string `protobuf:"bytes,3,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3668,6 +3761,13 @@ func (x *SetSwitchRequest) GetOff() bool {
 		return x.Off
 	}
 	return false
+}
+
+func (x *SetSwitchRequest) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
 }
 
 // SetSwitchResponse is the switch as stored.
@@ -4143,7 +4243,7 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\ajourney\x18\x01 \x01(\v2\x1f.aperture.citizen.v1.JourneyRefR\ajourney\x12;\n" +
 	"\vdescription\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\vdescription\x127\n" +
 	"\x05steps\x18\x03 \x03(\v2!.aperture.citizen.v1.DataPathStepR\x05steps\x12%\n" +
-	"\x0epolicy_version\x18\x04 \x01(\tR\rpolicyVersion\"\xd4\x05\n" +
+	"\x0epolicy_version\x18\x04 \x01(\tR\rpolicyVersion\"\x9e\x06\n" +
 	"\fDataPathStep\x120\n" +
 	"\x04step\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.StepRefR\x04step\x122\n" +
 	"\x06agency\x18\x02 \x01(\v2\x1a.aperture.citizen.v1.PartyR\x06agency\x12\x12\n" +
@@ -4161,7 +4261,8 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\rcovert_reveal\x18\f \x01(\x0e2!.aperture.citizen.v1.CovertRevealR\fcovertReveal\x12\x1a\n" +
 	"\boptional\x18\r \x01(\bR\boptional\x12<\n" +
 	"\foptional_why\x18\x0e \x01(\v2\x19.aperture.citizen.v1.TextR\voptionalWhy\x12!\n" +
-	"\fswitched_off\x18\x0f \x01(\bR\vswitchedOff\"\xae\x01\n" +
+	"\fswitched_off\x18\x0f \x01(\bR\vswitchedOff\x12H\n" +
+	"\x0fswitched_off_by\x18\x10 \x01(\x0e2 .aperture.citizen.v1.SwitchScopeR\rswitchedOffBy\"\xae\x01\n" +
 	"\x0fDataPathRelease\x128\n" +
 	"\tauthority\x18\x01 \x01(\v2\x1a.aperture.citizen.v1.PartyR\tauthority\x12\x18\n" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12\x16\n" +
@@ -4252,15 +4353,16 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\ttree_size\x18\x05 \x01(\x04R\btreeSize\x12\x1c\n" +
 	"\tcosigners\x18\x06 \x03(\tR\tcosigners\x12\x16\n" +
 	"\x06quorum\x18\a \x01(\rR\x06quorum\x12\x1c\n" +
-	"\twitnesses\x18\b \x01(\rR\twitnesses\"\xb0\x01\n" +
+	"\twitnesses\x18\b \x01(\rR\twitnesses\"\xe2\x01\n" +
 	"\x06Switch\x129\n" +
-	"\ajourney\x18\x01 \x01(\v2\x1f.aperture.citizen.v1.JourneyRefR\ajourney\x12\x10\n" +
+	"\ajourney\x18\x01 \x01(\v2\x1f.aperture.citizen.v1.JourneyRefR\ajourney\x120\n" +
+	"\x04step\x18\x05 \x01(\v2\x1c.aperture.citizen.v1.StepRefR\x04step\x12\x10\n" +
 	"\x03off\x18\x02 \x01(\bR\x03off\x129\n" +
 	"\n" +
 	"changed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\x12\x1e\n" +
 	"\n" +
 	"unverified\x18\x04 \x01(\bR\n" +
-	"unverified\"\xed\x01\n" +
+	"unverified\"\xa2\x02\n" +
 	"\n" +
 	"SwitchStep\x120\n" +
 	"\x04step\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.StepRefR\x04step\x122\n" +
@@ -4268,7 +4370,8 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\boptional\x18\x03 \x01(\bR\boptional\x12<\n" +
 	"\foptional_why\x18\x04 \x01(\v2\x19.aperture.citizen.v1.TextR\voptionalWhy\x12\x1f\n" +
 	"\vlegal_basis\x18\x05 \x01(\tR\n" +
-	"legalBasis\"\xf8\x01\n" +
+	"legalBasis\x123\n" +
+	"\x06switch\x18\x06 \x01(\v2\x1b.aperture.citizen.v1.SwitchR\x06switch\"\xf8\x01\n" +
 	"\x11SwitchableJourney\x129\n" +
 	"\ajourney\x18\x01 \x01(\v2\x1f.aperture.citizen.v1.JourneyRefR\ajourney\x12<\n" +
 	"\foptional_why\x18\x02 \x01(\v2\x19.aperture.citizen.v1.TextR\voptionalWhy\x125\n" +
@@ -4277,10 +4380,11 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\x13ListSwitchesRequest\"\x89\x01\n" +
 	"\x14ListSwitchesResponse\x12-\n" +
 	"\x03all\x18\x01 \x01(\v2\x1b.aperture.citizen.v1.SwitchR\x03all\x12B\n" +
-	"\bjourneys\x18\x02 \x03(\v2&.aperture.citizen.v1.SwitchableJourneyR\bjourneys\"`\n" +
+	"\bjourneys\x18\x02 \x03(\v2&.aperture.citizen.v1.SwitchableJourneyR\bjourneys\"\x96\x01\n" +
 	"\x10SetSwitchRequest\x12:\n" +
 	"\ajourney\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^([a-z][a-z0-9-]{0,62})?$R\ajourney\x12\x10\n" +
-	"\x03off\x18\x02 \x01(\bR\x03off\"H\n" +
+	"\x03off\x18\x02 \x01(\bR\x03off\x124\n" +
+	"\x04step\x18\x03 \x01(\tB \xbaH\x1dr\x1b2\x19^([a-z][a-z0-9-]{0,62})?$R\x04step\"H\n" +
 	"\x11SetSwitchResponse\x123\n" +
 	"\x06switch\x18\x01 \x01(\v2\x1b.aperture.citizen.v1.SwitchR\x06switch\"\x15\n" +
 	"\x13ListDatasetsRequest\"V\n" +
@@ -4313,7 +4417,13 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"CaseStatus\x12\x1b\n" +
 	"\x17CASE_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CASE_STATUS_OPEN\x10\x01\x12\x16\n" +
-	"\x12CASE_STATUS_CLOSED\x10\x02*\x85\x01\n" +
+	"\x12CASE_STATUS_CLOSED\x10\x02*\x98\x01\n" +
+	"\vSwitchScope\x12\x1c\n" +
+	"\x18SWITCH_SCOPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19SWITCH_SCOPE_ALL_JOURNEYS\x10\x01\x12\x18\n" +
+	"\x14SWITCH_SCOPE_JOURNEY\x10\x02\x12\x15\n" +
+	"\x11SWITCH_SCOPE_STEP\x10\x03\x12\x1b\n" +
+	"\x17SWITCH_SCOPE_UNVERIFIED\x10\x04*\x85\x01\n" +
 	"\fCovertReveal\x12\x1d\n" +
 	"\x19COVERT_REVEAL_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COVERT_REVEAL_CASE_CLOSED\x10\x01\x12\x1b\n" +
@@ -4362,215 +4472,219 @@ func file_aperture_citizen_v1_citizen_proto_rawDescGZIP() []byte {
 	return file_aperture_citizen_v1_citizen_proto_rawDescData
 }
 
-var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_aperture_citizen_v1_citizen_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_aperture_citizen_v1_citizen_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_aperture_citizen_v1_citizen_proto_goTypes = []any{
 	(StepStatus)(0),                // 0: aperture.citizen.v1.StepStatus
 	(CaseStatus)(0),                // 1: aperture.citizen.v1.CaseStatus
-	(CovertReveal)(0),              // 2: aperture.citizen.v1.CovertReveal
-	(QuestionStatus)(0),            // 3: aperture.citizen.v1.QuestionStatus
-	(FieldKind)(0),                 // 4: aperture.citizen.v1.FieldKind
-	(*Text)(nil),                   // 5: aperture.citizen.v1.Text
-	(*Party)(nil),                  // 6: aperture.citizen.v1.Party
-	(*Access)(nil),                 // 7: aperture.citizen.v1.Access
-	(*Fact)(nil),                   // 8: aperture.citizen.v1.Fact
-	(*JourneyRef)(nil),             // 9: aperture.citizen.v1.JourneyRef
-	(*StepRef)(nil),                // 10: aperture.citizen.v1.StepRef
-	(*ListAccessesRequest)(nil),    // 11: aperture.citizen.v1.ListAccessesRequest
-	(*ListAccessesResponse)(nil),   // 12: aperture.citizen.v1.ListAccessesResponse
-	(*WatchAccessesRequest)(nil),   // 13: aperture.citizen.v1.WatchAccessesRequest
-	(*WatchAccessesResponse)(nil),  // 14: aperture.citizen.v1.WatchAccessesResponse
-	(*Case)(nil),                   // 15: aperture.citizen.v1.Case
-	(*ProactiveStart)(nil),         // 16: aperture.citizen.v1.ProactiveStart
-	(*CaseStep)(nil),               // 17: aperture.citizen.v1.CaseStep
-	(*ListCasesRequest)(nil),       // 18: aperture.citizen.v1.ListCasesRequest
-	(*ListCasesResponse)(nil),      // 19: aperture.citizen.v1.ListCasesResponse
-	(*GetCaseRequest)(nil),         // 20: aperture.citizen.v1.GetCaseRequest
-	(*GetCaseResponse)(nil),        // 21: aperture.citizen.v1.GetCaseResponse
-	(*ListJourneysRequest)(nil),    // 22: aperture.citizen.v1.ListJourneysRequest
-	(*ListJourneysResponse)(nil),   // 23: aperture.citizen.v1.ListJourneysResponse
-	(*JourneySummary)(nil),         // 24: aperture.citizen.v1.JourneySummary
-	(*GetDataPathRequest)(nil),     // 25: aperture.citizen.v1.GetDataPathRequest
-	(*GetDataPathResponse)(nil),    // 26: aperture.citizen.v1.GetDataPathResponse
-	(*DataPathStep)(nil),           // 27: aperture.citizen.v1.DataPathStep
-	(*DataPathRelease)(nil),        // 28: aperture.citizen.v1.DataPathRelease
-	(*Consent)(nil),                // 29: aperture.citizen.v1.Consent
-	(*ListConsentsRequest)(nil),    // 30: aperture.citizen.v1.ListConsentsRequest
-	(*ListConsentsResponse)(nil),   // 31: aperture.citizen.v1.ListConsentsResponse
-	(*PreviewConsentRequest)(nil),  // 32: aperture.citizen.v1.PreviewConsentRequest
-	(*PreviewConsentResponse)(nil), // 33: aperture.citizen.v1.PreviewConsentResponse
-	(*GrantConsentRequest)(nil),    // 34: aperture.citizen.v1.GrantConsentRequest
-	(*GrantConsentResponse)(nil),   // 35: aperture.citizen.v1.GrantConsentResponse
-	(*RevokeConsentRequest)(nil),   // 36: aperture.citizen.v1.RevokeConsentRequest
-	(*RevokeConsentResponse)(nil),  // 37: aperture.citizen.v1.RevokeConsentResponse
-	(*GetMyDataRequest)(nil),       // 38: aperture.citizen.v1.GetMyDataRequest
-	(*GetMyDataResponse)(nil),      // 39: aperture.citizen.v1.GetMyDataResponse
-	(*QuestionAccessRequest)(nil),  // 40: aperture.citizen.v1.QuestionAccessRequest
-	(*QuestionAccessResponse)(nil), // 41: aperture.citizen.v1.QuestionAccessResponse
-	(*Question)(nil),               // 42: aperture.citizen.v1.Question
-	(*ListQuestionsRequest)(nil),   // 43: aperture.citizen.v1.ListQuestionsRequest
-	(*ListQuestionsResponse)(nil),  // 44: aperture.citizen.v1.ListQuestionsResponse
-	(*GetAccessProofRequest)(nil),  // 45: aperture.citizen.v1.GetAccessProofRequest
-	(*GetAccessProofResponse)(nil), // 46: aperture.citizen.v1.GetAccessProofResponse
-	(*Switch)(nil),                 // 47: aperture.citizen.v1.Switch
-	(*SwitchStep)(nil),             // 48: aperture.citizen.v1.SwitchStep
-	(*SwitchableJourney)(nil),      // 49: aperture.citizen.v1.SwitchableJourney
-	(*ListSwitchesRequest)(nil),    // 50: aperture.citizen.v1.ListSwitchesRequest
-	(*ListSwitchesResponse)(nil),   // 51: aperture.citizen.v1.ListSwitchesResponse
-	(*SetSwitchRequest)(nil),       // 52: aperture.citizen.v1.SetSwitchRequest
-	(*SetSwitchResponse)(nil),      // 53: aperture.citizen.v1.SetSwitchResponse
-	(*ListDatasetsRequest)(nil),    // 54: aperture.citizen.v1.ListDatasetsRequest
-	(*ListDatasetsResponse)(nil),   // 55: aperture.citizen.v1.ListDatasetsResponse
-	(*DatasetLabels)(nil),          // 56: aperture.citizen.v1.DatasetLabels
-	(*FieldLabel)(nil),             // 57: aperture.citizen.v1.FieldLabel
-	(*ValueLabel)(nil),             // 58: aperture.citizen.v1.ValueLabel
-	(*timestamppb.Timestamp)(nil),  // 59: google.protobuf.Timestamp
-	(v1.AccessKind)(0),             // 60: aperture.audit.v1.AccessKind
-	(v1.Decision)(0),               // 61: aperture.audit.v1.Decision
-	(v1.RefusalReason)(0),          // 62: aperture.audit.v1.RefusalReason
-	(*v1.BreakGlass)(nil),          // 63: aperture.audit.v1.BreakGlass
-	(*v1.Delegate)(nil),            // 64: aperture.audit.v1.Delegate
-	(*v1.Consent)(nil),             // 65: aperture.audit.v1.Consent
-	(*structpb.Struct)(nil),        // 66: google.protobuf.Struct
+	(SwitchScope)(0),               // 2: aperture.citizen.v1.SwitchScope
+	(CovertReveal)(0),              // 3: aperture.citizen.v1.CovertReveal
+	(QuestionStatus)(0),            // 4: aperture.citizen.v1.QuestionStatus
+	(FieldKind)(0),                 // 5: aperture.citizen.v1.FieldKind
+	(*Text)(nil),                   // 6: aperture.citizen.v1.Text
+	(*Party)(nil),                  // 7: aperture.citizen.v1.Party
+	(*Access)(nil),                 // 8: aperture.citizen.v1.Access
+	(*Fact)(nil),                   // 9: aperture.citizen.v1.Fact
+	(*JourneyRef)(nil),             // 10: aperture.citizen.v1.JourneyRef
+	(*StepRef)(nil),                // 11: aperture.citizen.v1.StepRef
+	(*ListAccessesRequest)(nil),    // 12: aperture.citizen.v1.ListAccessesRequest
+	(*ListAccessesResponse)(nil),   // 13: aperture.citizen.v1.ListAccessesResponse
+	(*WatchAccessesRequest)(nil),   // 14: aperture.citizen.v1.WatchAccessesRequest
+	(*WatchAccessesResponse)(nil),  // 15: aperture.citizen.v1.WatchAccessesResponse
+	(*Case)(nil),                   // 16: aperture.citizen.v1.Case
+	(*ProactiveStart)(nil),         // 17: aperture.citizen.v1.ProactiveStart
+	(*CaseStep)(nil),               // 18: aperture.citizen.v1.CaseStep
+	(*ListCasesRequest)(nil),       // 19: aperture.citizen.v1.ListCasesRequest
+	(*ListCasesResponse)(nil),      // 20: aperture.citizen.v1.ListCasesResponse
+	(*GetCaseRequest)(nil),         // 21: aperture.citizen.v1.GetCaseRequest
+	(*GetCaseResponse)(nil),        // 22: aperture.citizen.v1.GetCaseResponse
+	(*ListJourneysRequest)(nil),    // 23: aperture.citizen.v1.ListJourneysRequest
+	(*ListJourneysResponse)(nil),   // 24: aperture.citizen.v1.ListJourneysResponse
+	(*JourneySummary)(nil),         // 25: aperture.citizen.v1.JourneySummary
+	(*GetDataPathRequest)(nil),     // 26: aperture.citizen.v1.GetDataPathRequest
+	(*GetDataPathResponse)(nil),    // 27: aperture.citizen.v1.GetDataPathResponse
+	(*DataPathStep)(nil),           // 28: aperture.citizen.v1.DataPathStep
+	(*DataPathRelease)(nil),        // 29: aperture.citizen.v1.DataPathRelease
+	(*Consent)(nil),                // 30: aperture.citizen.v1.Consent
+	(*ListConsentsRequest)(nil),    // 31: aperture.citizen.v1.ListConsentsRequest
+	(*ListConsentsResponse)(nil),   // 32: aperture.citizen.v1.ListConsentsResponse
+	(*PreviewConsentRequest)(nil),  // 33: aperture.citizen.v1.PreviewConsentRequest
+	(*PreviewConsentResponse)(nil), // 34: aperture.citizen.v1.PreviewConsentResponse
+	(*GrantConsentRequest)(nil),    // 35: aperture.citizen.v1.GrantConsentRequest
+	(*GrantConsentResponse)(nil),   // 36: aperture.citizen.v1.GrantConsentResponse
+	(*RevokeConsentRequest)(nil),   // 37: aperture.citizen.v1.RevokeConsentRequest
+	(*RevokeConsentResponse)(nil),  // 38: aperture.citizen.v1.RevokeConsentResponse
+	(*GetMyDataRequest)(nil),       // 39: aperture.citizen.v1.GetMyDataRequest
+	(*GetMyDataResponse)(nil),      // 40: aperture.citizen.v1.GetMyDataResponse
+	(*QuestionAccessRequest)(nil),  // 41: aperture.citizen.v1.QuestionAccessRequest
+	(*QuestionAccessResponse)(nil), // 42: aperture.citizen.v1.QuestionAccessResponse
+	(*Question)(nil),               // 43: aperture.citizen.v1.Question
+	(*ListQuestionsRequest)(nil),   // 44: aperture.citizen.v1.ListQuestionsRequest
+	(*ListQuestionsResponse)(nil),  // 45: aperture.citizen.v1.ListQuestionsResponse
+	(*GetAccessProofRequest)(nil),  // 46: aperture.citizen.v1.GetAccessProofRequest
+	(*GetAccessProofResponse)(nil), // 47: aperture.citizen.v1.GetAccessProofResponse
+	(*Switch)(nil),                 // 48: aperture.citizen.v1.Switch
+	(*SwitchStep)(nil),             // 49: aperture.citizen.v1.SwitchStep
+	(*SwitchableJourney)(nil),      // 50: aperture.citizen.v1.SwitchableJourney
+	(*ListSwitchesRequest)(nil),    // 51: aperture.citizen.v1.ListSwitchesRequest
+	(*ListSwitchesResponse)(nil),   // 52: aperture.citizen.v1.ListSwitchesResponse
+	(*SetSwitchRequest)(nil),       // 53: aperture.citizen.v1.SetSwitchRequest
+	(*SetSwitchResponse)(nil),      // 54: aperture.citizen.v1.SetSwitchResponse
+	(*ListDatasetsRequest)(nil),    // 55: aperture.citizen.v1.ListDatasetsRequest
+	(*ListDatasetsResponse)(nil),   // 56: aperture.citizen.v1.ListDatasetsResponse
+	(*DatasetLabels)(nil),          // 57: aperture.citizen.v1.DatasetLabels
+	(*FieldLabel)(nil),             // 58: aperture.citizen.v1.FieldLabel
+	(*ValueLabel)(nil),             // 59: aperture.citizen.v1.ValueLabel
+	(*timestamppb.Timestamp)(nil),  // 60: google.protobuf.Timestamp
+	(v1.AccessKind)(0),             // 61: aperture.audit.v1.AccessKind
+	(v1.Decision)(0),               // 62: aperture.audit.v1.Decision
+	(v1.RefusalReason)(0),          // 63: aperture.audit.v1.RefusalReason
+	(*v1.BreakGlass)(nil),          // 64: aperture.audit.v1.BreakGlass
+	(*v1.Delegate)(nil),            // 65: aperture.audit.v1.Delegate
+	(*v1.Consent)(nil),             // 66: aperture.audit.v1.Consent
+	(*structpb.Struct)(nil),        // 67: google.protobuf.Struct
 }
 var file_aperture_citizen_v1_citizen_proto_depIdxs = []int32{
-	5,   // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
-	59,  // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
-	60,  // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
-	6,   // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
-	6,   // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
-	8,   // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
-	9,   // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
-	10,  // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
-	5,   // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
-	61,  // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
-	5,   // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
-	59,  // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
-	62,  // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	63,  // 13: aperture.citizen.v1.Access.break_glass:type_name -> aperture.audit.v1.BreakGlass
-	5,   // 14: aperture.citizen.v1.Access.break_glass_reason:type_name -> aperture.citizen.v1.Text
-	64,  // 15: aperture.citizen.v1.Access.delegate:type_name -> aperture.audit.v1.Delegate
-	65,  // 16: aperture.citizen.v1.Access.consent:type_name -> aperture.audit.v1.Consent
-	5,   // 17: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
-	5,   // 18: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
-	5,   // 19: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
-	59,  // 20: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
-	59,  // 21: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
-	7,   // 22: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
-	7,   // 23: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
-	9,   // 24: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
+	6,   // 0: aperture.citizen.v1.Party.name:type_name -> aperture.citizen.v1.Text
+	60,  // 1: aperture.citizen.v1.Access.time:type_name -> google.protobuf.Timestamp
+	61,  // 2: aperture.citizen.v1.Access.kind:type_name -> aperture.audit.v1.AccessKind
+	7,   // 3: aperture.citizen.v1.Access.agency:type_name -> aperture.citizen.v1.Party
+	7,   // 4: aperture.citizen.v1.Access.authority:type_name -> aperture.citizen.v1.Party
+	9,   // 5: aperture.citizen.v1.Access.facts:type_name -> aperture.citizen.v1.Fact
+	10,  // 6: aperture.citizen.v1.Access.journey:type_name -> aperture.citizen.v1.JourneyRef
+	11,  // 7: aperture.citizen.v1.Access.step:type_name -> aperture.citizen.v1.StepRef
+	6,   // 8: aperture.citizen.v1.Access.purpose:type_name -> aperture.citizen.v1.Text
+	62,  // 9: aperture.citizen.v1.Access.decision:type_name -> aperture.audit.v1.Decision
+	6,   // 10: aperture.citizen.v1.Access.hidden_reason:type_name -> aperture.citizen.v1.Text
+	60,  // 11: aperture.citizen.v1.Access.hidden_until:type_name -> google.protobuf.Timestamp
+	63,  // 12: aperture.citizen.v1.Access.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	64,  // 13: aperture.citizen.v1.Access.break_glass:type_name -> aperture.audit.v1.BreakGlass
+	6,   // 14: aperture.citizen.v1.Access.break_glass_reason:type_name -> aperture.citizen.v1.Text
+	65,  // 15: aperture.citizen.v1.Access.delegate:type_name -> aperture.audit.v1.Delegate
+	66,  // 16: aperture.citizen.v1.Access.consent:type_name -> aperture.audit.v1.Consent
+	6,   // 17: aperture.citizen.v1.Fact.description:type_name -> aperture.citizen.v1.Text
+	6,   // 18: aperture.citizen.v1.JourneyRef.title:type_name -> aperture.citizen.v1.Text
+	6,   // 19: aperture.citizen.v1.StepRef.title:type_name -> aperture.citizen.v1.Text
+	60,  // 20: aperture.citizen.v1.ListAccessesRequest.since:type_name -> google.protobuf.Timestamp
+	60,  // 21: aperture.citizen.v1.ListAccessesRequest.until:type_name -> google.protobuf.Timestamp
+	8,   // 22: aperture.citizen.v1.ListAccessesResponse.accesses:type_name -> aperture.citizen.v1.Access
+	8,   // 23: aperture.citizen.v1.WatchAccessesResponse.access:type_name -> aperture.citizen.v1.Access
+	10,  // 24: aperture.citizen.v1.Case.journey:type_name -> aperture.citizen.v1.JourneyRef
 	1,   // 25: aperture.citizen.v1.Case.status:type_name -> aperture.citizen.v1.CaseStatus
-	10,  // 26: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 27: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
-	17,  // 28: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
-	6,   // 29: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
-	59,  // 30: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
-	59,  // 31: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
-	16,  // 32: aperture.citizen.v1.Case.proactive:type_name -> aperture.citizen.v1.ProactiveStart
-	5,   // 33: aperture.citizen.v1.ProactiveStart.event:type_name -> aperture.citizen.v1.Text
-	6,   // 34: aperture.citizen.v1.ProactiveStart.authority:type_name -> aperture.citizen.v1.Party
-	59,  // 35: aperture.citizen.v1.ProactiveStart.occurred_at:type_name -> google.protobuf.Timestamp
-	10,  // 36: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 37: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
+	11,  // 26: aperture.citizen.v1.Case.current_step:type_name -> aperture.citizen.v1.StepRef
+	7,   // 27: aperture.citizen.v1.Case.current_agency:type_name -> aperture.citizen.v1.Party
+	18,  // 28: aperture.citizen.v1.Case.steps:type_name -> aperture.citizen.v1.CaseStep
+	7,   // 29: aperture.citizen.v1.Case.opened_by:type_name -> aperture.citizen.v1.Party
+	60,  // 30: aperture.citizen.v1.Case.opened_at:type_name -> google.protobuf.Timestamp
+	60,  // 31: aperture.citizen.v1.Case.updated_at:type_name -> google.protobuf.Timestamp
+	17,  // 32: aperture.citizen.v1.Case.proactive:type_name -> aperture.citizen.v1.ProactiveStart
+	6,   // 33: aperture.citizen.v1.ProactiveStart.event:type_name -> aperture.citizen.v1.Text
+	7,   // 34: aperture.citizen.v1.ProactiveStart.authority:type_name -> aperture.citizen.v1.Party
+	60,  // 35: aperture.citizen.v1.ProactiveStart.occurred_at:type_name -> google.protobuf.Timestamp
+	11,  // 36: aperture.citizen.v1.CaseStep.step:type_name -> aperture.citizen.v1.StepRef
+	7,   // 37: aperture.citizen.v1.CaseStep.agency:type_name -> aperture.citizen.v1.Party
 	0,   // 38: aperture.citizen.v1.CaseStep.status:type_name -> aperture.citizen.v1.StepStatus
-	59,  // 39: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
-	59,  // 40: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
-	15,  // 41: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
-	15,  // 42: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
-	24,  // 43: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
-	9,   // 44: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
-	5,   // 45: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
-	9,   // 46: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
-	5,   // 47: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
-	27,  // 48: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
-	10,  // 49: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 50: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
-	5,   // 51: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
-	28,  // 52: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
-	5,   // 53: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
-	2,   // 54: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
-	5,   // 55: aperture.citizen.v1.DataPathStep.optional_why:type_name -> aperture.citizen.v1.Text
-	6,   // 56: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
-	8,   // 57: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
-	9,   // 58: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
-	10,  // 59: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 60: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
-	59,  // 61: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	59,  // 62: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	59,  // 63: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
-	29,  // 64: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
-	27,  // 65: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
-	59,  // 66: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	29,  // 67: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
-	29,  // 68: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	29,  // 69: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
-	6,   // 70: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
-	66,  // 71: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
-	42,  // 72: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
-	6,   // 73: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
-	59,  // 74: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
-	3,   // 75: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
-	59,  // 76: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
-	42,  // 77: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
-	9,   // 78: aperture.citizen.v1.Switch.journey:type_name -> aperture.citizen.v1.JourneyRef
-	59,  // 79: aperture.citizen.v1.Switch.changed_at:type_name -> google.protobuf.Timestamp
-	10,  // 80: aperture.citizen.v1.SwitchStep.step:type_name -> aperture.citizen.v1.StepRef
-	6,   // 81: aperture.citizen.v1.SwitchStep.agency:type_name -> aperture.citizen.v1.Party
-	5,   // 82: aperture.citizen.v1.SwitchStep.optional_why:type_name -> aperture.citizen.v1.Text
-	9,   // 83: aperture.citizen.v1.SwitchableJourney.journey:type_name -> aperture.citizen.v1.JourneyRef
-	5,   // 84: aperture.citizen.v1.SwitchableJourney.optional_why:type_name -> aperture.citizen.v1.Text
-	48,  // 85: aperture.citizen.v1.SwitchableJourney.steps:type_name -> aperture.citizen.v1.SwitchStep
-	47,  // 86: aperture.citizen.v1.SwitchableJourney.switch:type_name -> aperture.citizen.v1.Switch
-	47,  // 87: aperture.citizen.v1.ListSwitchesResponse.all:type_name -> aperture.citizen.v1.Switch
-	49,  // 88: aperture.citizen.v1.ListSwitchesResponse.journeys:type_name -> aperture.citizen.v1.SwitchableJourney
-	47,  // 89: aperture.citizen.v1.SetSwitchResponse.switch:type_name -> aperture.citizen.v1.Switch
-	56,  // 90: aperture.citizen.v1.ListDatasetsResponse.datasets:type_name -> aperture.citizen.v1.DatasetLabels
-	6,   // 91: aperture.citizen.v1.DatasetLabels.authority:type_name -> aperture.citizen.v1.Party
-	5,   // 92: aperture.citizen.v1.DatasetLabels.label:type_name -> aperture.citizen.v1.Text
-	57,  // 93: aperture.citizen.v1.DatasetLabels.fields:type_name -> aperture.citizen.v1.FieldLabel
-	5,   // 94: aperture.citizen.v1.FieldLabel.label:type_name -> aperture.citizen.v1.Text
-	4,   // 95: aperture.citizen.v1.FieldLabel.kind:type_name -> aperture.citizen.v1.FieldKind
-	58,  // 96: aperture.citizen.v1.FieldLabel.values:type_name -> aperture.citizen.v1.ValueLabel
-	5,   // 97: aperture.citizen.v1.ValueLabel.label:type_name -> aperture.citizen.v1.Text
-	11,  // 98: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
-	13,  // 99: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
-	18,  // 100: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
-	20,  // 101: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
-	22,  // 102: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
-	25,  // 103: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
-	30,  // 104: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
-	32,  // 105: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
-	34,  // 106: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
-	36,  // 107: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
-	38,  // 108: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
-	40,  // 109: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
-	43,  // 110: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
-	45,  // 111: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
-	50,  // 112: aperture.citizen.v1.CitizenService.ListSwitches:input_type -> aperture.citizen.v1.ListSwitchesRequest
-	52,  // 113: aperture.citizen.v1.CitizenService.SetSwitch:input_type -> aperture.citizen.v1.SetSwitchRequest
-	54,  // 114: aperture.citizen.v1.CitizenService.ListDatasets:input_type -> aperture.citizen.v1.ListDatasetsRequest
-	12,  // 115: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
-	14,  // 116: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
-	19,  // 117: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
-	21,  // 118: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
-	23,  // 119: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
-	26,  // 120: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
-	31,  // 121: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
-	33,  // 122: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
-	35,  // 123: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
-	37,  // 124: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
-	39,  // 125: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
-	41,  // 126: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
-	44,  // 127: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
-	46,  // 128: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
-	51,  // 129: aperture.citizen.v1.CitizenService.ListSwitches:output_type -> aperture.citizen.v1.ListSwitchesResponse
-	53,  // 130: aperture.citizen.v1.CitizenService.SetSwitch:output_type -> aperture.citizen.v1.SetSwitchResponse
-	55,  // 131: aperture.citizen.v1.CitizenService.ListDatasets:output_type -> aperture.citizen.v1.ListDatasetsResponse
-	115, // [115:132] is the sub-list for method output_type
-	98,  // [98:115] is the sub-list for method input_type
-	98,  // [98:98] is the sub-list for extension type_name
-	98,  // [98:98] is the sub-list for extension extendee
-	0,   // [0:98] is the sub-list for field type_name
+	60,  // 39: aperture.citizen.v1.CaseStep.started_at:type_name -> google.protobuf.Timestamp
+	60,  // 40: aperture.citizen.v1.CaseStep.completed_at:type_name -> google.protobuf.Timestamp
+	16,  // 41: aperture.citizen.v1.ListCasesResponse.cases:type_name -> aperture.citizen.v1.Case
+	16,  // 42: aperture.citizen.v1.GetCaseResponse.case:type_name -> aperture.citizen.v1.Case
+	25,  // 43: aperture.citizen.v1.ListJourneysResponse.journeys:type_name -> aperture.citizen.v1.JourneySummary
+	10,  // 44: aperture.citizen.v1.JourneySummary.journey:type_name -> aperture.citizen.v1.JourneyRef
+	6,   // 45: aperture.citizen.v1.JourneySummary.description:type_name -> aperture.citizen.v1.Text
+	10,  // 46: aperture.citizen.v1.GetDataPathResponse.journey:type_name -> aperture.citizen.v1.JourneyRef
+	6,   // 47: aperture.citizen.v1.GetDataPathResponse.description:type_name -> aperture.citizen.v1.Text
+	28,  // 48: aperture.citizen.v1.GetDataPathResponse.steps:type_name -> aperture.citizen.v1.DataPathStep
+	11,  // 49: aperture.citizen.v1.DataPathStep.step:type_name -> aperture.citizen.v1.StepRef
+	7,   // 50: aperture.citizen.v1.DataPathStep.agency:type_name -> aperture.citizen.v1.Party
+	6,   // 51: aperture.citizen.v1.DataPathStep.purpose:type_name -> aperture.citizen.v1.Text
+	29,  // 52: aperture.citizen.v1.DataPathStep.releases:type_name -> aperture.citizen.v1.DataPathRelease
+	6,   // 53: aperture.citizen.v1.DataPathStep.covert_reason:type_name -> aperture.citizen.v1.Text
+	3,   // 54: aperture.citizen.v1.DataPathStep.covert_reveal:type_name -> aperture.citizen.v1.CovertReveal
+	6,   // 55: aperture.citizen.v1.DataPathStep.optional_why:type_name -> aperture.citizen.v1.Text
+	2,   // 56: aperture.citizen.v1.DataPathStep.switched_off_by:type_name -> aperture.citizen.v1.SwitchScope
+	7,   // 57: aperture.citizen.v1.DataPathRelease.authority:type_name -> aperture.citizen.v1.Party
+	9,   // 58: aperture.citizen.v1.DataPathRelease.facts:type_name -> aperture.citizen.v1.Fact
+	10,  // 59: aperture.citizen.v1.Consent.journey:type_name -> aperture.citizen.v1.JourneyRef
+	11,  // 60: aperture.citizen.v1.Consent.step:type_name -> aperture.citizen.v1.StepRef
+	7,   // 61: aperture.citizen.v1.Consent.agency:type_name -> aperture.citizen.v1.Party
+	60,  // 62: aperture.citizen.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	60,  // 63: aperture.citizen.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	60,  // 64: aperture.citizen.v1.Consent.revoked_at:type_name -> google.protobuf.Timestamp
+	30,  // 65: aperture.citizen.v1.ListConsentsResponse.consents:type_name -> aperture.citizen.v1.Consent
+	28,  // 66: aperture.citizen.v1.PreviewConsentResponse.step:type_name -> aperture.citizen.v1.DataPathStep
+	60,  // 67: aperture.citizen.v1.PreviewConsentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	30,  // 68: aperture.citizen.v1.PreviewConsentResponse.current:type_name -> aperture.citizen.v1.Consent
+	30,  // 69: aperture.citizen.v1.GrantConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	30,  // 70: aperture.citizen.v1.RevokeConsentResponse.consent:type_name -> aperture.citizen.v1.Consent
+	7,   // 71: aperture.citizen.v1.GetMyDataResponse.authority:type_name -> aperture.citizen.v1.Party
+	67,  // 72: aperture.citizen.v1.GetMyDataResponse.record:type_name -> google.protobuf.Struct
+	43,  // 73: aperture.citizen.v1.QuestionAccessResponse.question:type_name -> aperture.citizen.v1.Question
+	7,   // 74: aperture.citizen.v1.Question.agency:type_name -> aperture.citizen.v1.Party
+	60,  // 75: aperture.citizen.v1.Question.asked_at:type_name -> google.protobuf.Timestamp
+	4,   // 76: aperture.citizen.v1.Question.status:type_name -> aperture.citizen.v1.QuestionStatus
+	60,  // 77: aperture.citizen.v1.Question.answered_at:type_name -> google.protobuf.Timestamp
+	43,  // 78: aperture.citizen.v1.ListQuestionsResponse.questions:type_name -> aperture.citizen.v1.Question
+	10,  // 79: aperture.citizen.v1.Switch.journey:type_name -> aperture.citizen.v1.JourneyRef
+	11,  // 80: aperture.citizen.v1.Switch.step:type_name -> aperture.citizen.v1.StepRef
+	60,  // 81: aperture.citizen.v1.Switch.changed_at:type_name -> google.protobuf.Timestamp
+	11,  // 82: aperture.citizen.v1.SwitchStep.step:type_name -> aperture.citizen.v1.StepRef
+	7,   // 83: aperture.citizen.v1.SwitchStep.agency:type_name -> aperture.citizen.v1.Party
+	6,   // 84: aperture.citizen.v1.SwitchStep.optional_why:type_name -> aperture.citizen.v1.Text
+	48,  // 85: aperture.citizen.v1.SwitchStep.switch:type_name -> aperture.citizen.v1.Switch
+	10,  // 86: aperture.citizen.v1.SwitchableJourney.journey:type_name -> aperture.citizen.v1.JourneyRef
+	6,   // 87: aperture.citizen.v1.SwitchableJourney.optional_why:type_name -> aperture.citizen.v1.Text
+	49,  // 88: aperture.citizen.v1.SwitchableJourney.steps:type_name -> aperture.citizen.v1.SwitchStep
+	48,  // 89: aperture.citizen.v1.SwitchableJourney.switch:type_name -> aperture.citizen.v1.Switch
+	48,  // 90: aperture.citizen.v1.ListSwitchesResponse.all:type_name -> aperture.citizen.v1.Switch
+	50,  // 91: aperture.citizen.v1.ListSwitchesResponse.journeys:type_name -> aperture.citizen.v1.SwitchableJourney
+	48,  // 92: aperture.citizen.v1.SetSwitchResponse.switch:type_name -> aperture.citizen.v1.Switch
+	57,  // 93: aperture.citizen.v1.ListDatasetsResponse.datasets:type_name -> aperture.citizen.v1.DatasetLabels
+	7,   // 94: aperture.citizen.v1.DatasetLabels.authority:type_name -> aperture.citizen.v1.Party
+	6,   // 95: aperture.citizen.v1.DatasetLabels.label:type_name -> aperture.citizen.v1.Text
+	58,  // 96: aperture.citizen.v1.DatasetLabels.fields:type_name -> aperture.citizen.v1.FieldLabel
+	6,   // 97: aperture.citizen.v1.FieldLabel.label:type_name -> aperture.citizen.v1.Text
+	5,   // 98: aperture.citizen.v1.FieldLabel.kind:type_name -> aperture.citizen.v1.FieldKind
+	59,  // 99: aperture.citizen.v1.FieldLabel.values:type_name -> aperture.citizen.v1.ValueLabel
+	6,   // 100: aperture.citizen.v1.ValueLabel.label:type_name -> aperture.citizen.v1.Text
+	12,  // 101: aperture.citizen.v1.CitizenService.ListAccesses:input_type -> aperture.citizen.v1.ListAccessesRequest
+	14,  // 102: aperture.citizen.v1.CitizenService.WatchAccesses:input_type -> aperture.citizen.v1.WatchAccessesRequest
+	19,  // 103: aperture.citizen.v1.CitizenService.ListCases:input_type -> aperture.citizen.v1.ListCasesRequest
+	21,  // 104: aperture.citizen.v1.CitizenService.GetCase:input_type -> aperture.citizen.v1.GetCaseRequest
+	23,  // 105: aperture.citizen.v1.CitizenService.ListJourneys:input_type -> aperture.citizen.v1.ListJourneysRequest
+	26,  // 106: aperture.citizen.v1.CitizenService.GetDataPath:input_type -> aperture.citizen.v1.GetDataPathRequest
+	31,  // 107: aperture.citizen.v1.CitizenService.ListConsents:input_type -> aperture.citizen.v1.ListConsentsRequest
+	33,  // 108: aperture.citizen.v1.CitizenService.PreviewConsent:input_type -> aperture.citizen.v1.PreviewConsentRequest
+	35,  // 109: aperture.citizen.v1.CitizenService.GrantConsent:input_type -> aperture.citizen.v1.GrantConsentRequest
+	37,  // 110: aperture.citizen.v1.CitizenService.RevokeConsent:input_type -> aperture.citizen.v1.RevokeConsentRequest
+	39,  // 111: aperture.citizen.v1.CitizenService.GetMyData:input_type -> aperture.citizen.v1.GetMyDataRequest
+	41,  // 112: aperture.citizen.v1.CitizenService.QuestionAccess:input_type -> aperture.citizen.v1.QuestionAccessRequest
+	44,  // 113: aperture.citizen.v1.CitizenService.ListQuestions:input_type -> aperture.citizen.v1.ListQuestionsRequest
+	46,  // 114: aperture.citizen.v1.CitizenService.GetAccessProof:input_type -> aperture.citizen.v1.GetAccessProofRequest
+	51,  // 115: aperture.citizen.v1.CitizenService.ListSwitches:input_type -> aperture.citizen.v1.ListSwitchesRequest
+	53,  // 116: aperture.citizen.v1.CitizenService.SetSwitch:input_type -> aperture.citizen.v1.SetSwitchRequest
+	55,  // 117: aperture.citizen.v1.CitizenService.ListDatasets:input_type -> aperture.citizen.v1.ListDatasetsRequest
+	13,  // 118: aperture.citizen.v1.CitizenService.ListAccesses:output_type -> aperture.citizen.v1.ListAccessesResponse
+	15,  // 119: aperture.citizen.v1.CitizenService.WatchAccesses:output_type -> aperture.citizen.v1.WatchAccessesResponse
+	20,  // 120: aperture.citizen.v1.CitizenService.ListCases:output_type -> aperture.citizen.v1.ListCasesResponse
+	22,  // 121: aperture.citizen.v1.CitizenService.GetCase:output_type -> aperture.citizen.v1.GetCaseResponse
+	24,  // 122: aperture.citizen.v1.CitizenService.ListJourneys:output_type -> aperture.citizen.v1.ListJourneysResponse
+	27,  // 123: aperture.citizen.v1.CitizenService.GetDataPath:output_type -> aperture.citizen.v1.GetDataPathResponse
+	32,  // 124: aperture.citizen.v1.CitizenService.ListConsents:output_type -> aperture.citizen.v1.ListConsentsResponse
+	34,  // 125: aperture.citizen.v1.CitizenService.PreviewConsent:output_type -> aperture.citizen.v1.PreviewConsentResponse
+	36,  // 126: aperture.citizen.v1.CitizenService.GrantConsent:output_type -> aperture.citizen.v1.GrantConsentResponse
+	38,  // 127: aperture.citizen.v1.CitizenService.RevokeConsent:output_type -> aperture.citizen.v1.RevokeConsentResponse
+	40,  // 128: aperture.citizen.v1.CitizenService.GetMyData:output_type -> aperture.citizen.v1.GetMyDataResponse
+	42,  // 129: aperture.citizen.v1.CitizenService.QuestionAccess:output_type -> aperture.citizen.v1.QuestionAccessResponse
+	45,  // 130: aperture.citizen.v1.CitizenService.ListQuestions:output_type -> aperture.citizen.v1.ListQuestionsResponse
+	47,  // 131: aperture.citizen.v1.CitizenService.GetAccessProof:output_type -> aperture.citizen.v1.GetAccessProofResponse
+	52,  // 132: aperture.citizen.v1.CitizenService.ListSwitches:output_type -> aperture.citizen.v1.ListSwitchesResponse
+	54,  // 133: aperture.citizen.v1.CitizenService.SetSwitch:output_type -> aperture.citizen.v1.SetSwitchResponse
+	56,  // 134: aperture.citizen.v1.CitizenService.ListDatasets:output_type -> aperture.citizen.v1.ListDatasetsResponse
+	118, // [118:135] is the sub-list for method output_type
+	101, // [101:118] is the sub-list for method input_type
+	101, // [101:101] is the sub-list for extension type_name
+	101, // [101:101] is the sub-list for extension extendee
+	0,   // [0:101] is the sub-list for field type_name
 }
 
 func init() { file_aperture_citizen_v1_citizen_proto_init() }
@@ -4584,7 +4698,7 @@ func file_aperture_citizen_v1_citizen_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_citizen_v1_citizen_proto_rawDesc), len(file_aperture_citizen_v1_citizen_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      6,
 			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -99,7 +99,8 @@ type CitizenServiceClient interface {
 	// ListSwitches lists every journey with what I can switch off in it (optional steps, or the whole
 	// journey) and what I cannot (mandatory steps, with their legal basis), and my switches.
 	ListSwitches(ctx context.Context, in *ListSwitchesRequest, opts ...grpc.CallOption) (*ListSwitchesResponse, error)
-	// SetSwitch switches the optional steps of one journey (or of all journeys) off or on again for me.
+	// SetSwitch switches one optional step, the optional steps of one journey, or those of all journeys
+	// off or on again for me.
 	// While off, the broker refuses releases at those steps.
 	SetSwitch(ctx context.Context, in *SetSwitchRequest, opts ...grpc.CallOption) (*SetSwitchResponse, error)
 	// ListDatasets names every authority dataset in my words: its label and the label of each of its
@@ -345,7 +346,8 @@ type CitizenServiceServer interface {
 	// ListSwitches lists every journey with what I can switch off in it (optional steps, or the whole
 	// journey) and what I cannot (mandatory steps, with their legal basis), and my switches.
 	ListSwitches(context.Context, *ListSwitchesRequest) (*ListSwitchesResponse, error)
-	// SetSwitch switches the optional steps of one journey (or of all journeys) off or on again for me.
+	// SetSwitch switches one optional step, the optional steps of one journey, or those of all journeys
+	// off or on again for me.
 	// While off, the broker refuses releases at those steps.
 	SetSwitch(context.Context, *SetSwitchRequest) (*SetSwitchResponse, error)
 	// ListDatasets names every authority dataset in my words: its label and the label of each of its
