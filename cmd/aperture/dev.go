@@ -143,8 +143,18 @@ Try it in another terminal (README.md walks through it):
   go run ./cmd/aperture case explain --as municipality CASE_ID
   go run ./cmd/aperture case release --as municipality CASE_ID population.person
   go run ./cmd/aperture log --citizen %s
+  go run ./cmd/aperture citizen log --citizen %s --lang da      # the citizen's own view
+  go run ./cmd/aperture citizen switches list --citizen %s
 
-`, id, id)
+`, id, id, id, id)
+		// A featured parent acts for their child in the portal (Power of attorney → Act for this person).
+		for _, f := range ft {
+			if c, ok := st.Population.Citizen(f.ID); ok && len(c.Custody) > 0 && b.Registry.ParentalCustody != nil {
+				fmt.Fprintf(w, "A parent acts for a child: sign in to the portal as %s (%s), open Power of attorney, choose Act for this person by %s.\n\n",
+					f.ID, f.Name, c.Custody[0].GivenNames)
+				break
+			}
+		}
 	}
 	// Proactive journeys: each life event of the policies, published as its first authority would.
 	if ft := st.Population.Featured(); len(ft) > 1 && len(b.Events()) > 0 {
