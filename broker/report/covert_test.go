@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/aperture-gov/aperture/broker/report"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
