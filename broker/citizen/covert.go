@@ -31,20 +31,23 @@ func (s *Service) covertView(now time.Time) *covertView {
 //
 // A record of an early reveal (ACCESS_KIND_COVERT_REVEALED) is written before the change of the case
 // that reveals; should that change then fail (another replica changed the case first), the record
-// would tell of checks still hidden. So it is shown only once the case says the step is revealed.
+// would tell of checks still hidden. So it is shown only once the case says the step is revealed, or
+// when the case (or its step) is no longer there to say otherwise: the reveal record has no
+// hidden_until of its own to end the wait.
 func (v *covertView) hidden(ctx context.Context, rec *auditv1.AccessRecord) bool {
 	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_COVERT_REVEALED {
-		return v.stillHidden(ctx, rec)
+		return v.stillHidden(ctx, rec, false)
 	}
 	if rec.GetHiddenUntil() == nil || !rec.GetHiddenUntil().AsTime().After(v.now) {
 		return false
 	}
-	return v.stillHidden(ctx, rec)
+	return v.stillHidden(ctx, rec, true)
 }
 
 // stillHidden reports whether the case of rec has not yet reached the point at which the policy
-// reveals the accesses of rec's step.
-func (v *covertView) stillHidden(ctx context.Context, rec *auditv1.AccessRecord) bool {
+// reveals the accesses of rec's step; unknown is the answer when the case, its journey or the step
+// cannot be found.
+func (v *covertView) stillHidden(ctx context.Context, rec *auditv1.AccessRecord, unknown bool) bool {
 	if v.cases == nil {
 		v.cases = map[string]*cases.Case{}
 	}
@@ -57,15 +60,15 @@ func (v *covertView) stillHidden(ctx context.Context, rec *auditv1.AccessRecord)
 		v.cases[rec.GetCaseId()], cs = got, got
 	}
 	if cs == nil {
-		return true
+		return unknown
 	}
 	j, ok := v.s.cfg.Policies().Journey(cs.Journey)
 	if !ok {
-		return true
+		return unknown
 	}
 	st, _, ok := j.Step(rec.GetStep())
 	if !ok {
-		return true
+		return unknown
 	}
 	at := cases.RevealedAt(st, cs, stepIndex(cs, rec.GetStep()))
 	return at.IsZero() || at.After(v.now)

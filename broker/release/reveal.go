@@ -59,6 +59,12 @@ func (s *Service) LogCovertReveals(ctx context.Context, caller Caller, prev, nex
 		if r.Cause == cases.RevealClosed {
 			cause = auditv1.CovertRevealCause_COVERT_REVEAL_CAUSE_CASE_CLOSED
 		}
+		// The caseworker who made the change, when the agency is the covert step's own: another agency
+		// (the one that opened the case and closed it) is not named beside it.
+		caseworker := ""
+		if caller.Agency == r.Step.Agency {
+			caseworker = caller.Caseworker
+		}
 		rec := &auditv1.AccessRecord{
 			Id:               ids.New("acc", now),
 			Time:             timestamppb.New(now),
@@ -66,7 +72,7 @@ func (s *Service) LogCovertReveals(ctx context.Context, caller Caller, prev, nex
 			PseudonymKeyId:   pn.KeyID,
 			Kind:             auditv1.AccessKind_ACCESS_KIND_COVERT_REVEALED,
 			Agency:           r.Step.Agency,
-			Caseworker:       caller.Caseworker,
+			Caseworker:       caseworker,
 			CaseId:           next.ID,
 			Journey:          next.Journey,
 			Step:             r.Step.ID,
