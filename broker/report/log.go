@@ -87,10 +87,11 @@ func (r *Report) OpenCheckpoint(v []tlog.Verifier) (tlog.Checkpoint, error) {
 	return cp, nil
 }
 
-// Recompute checks the report against the log: its checkpoint verifies with v, the log's first
-// TreeSize leaves are the ones it commits to, and the figures recomputed from them for the report's
-// period (its instants, in the time zone it states) equal the report's (a *MismatchError lists those that do not). The caller checks separately
-// that the stored log is consistent with the checkpoint (tlog.VerifyWith with it as trusted).
+// Recompute checks the report against the log: its period is written in the time zone it states, its
+// checkpoint verifies with v, the log's first TreeSize leaves are the ones it commits to, and the
+// figures recomputed from them for the report's period equal the report's (a *MismatchError lists
+// those that do not). The caller checks separately that the stored log is consistent with the
+// checkpoint (tlog.VerifyWith with it as trusted).
 func (r *Report) Recompute(ctx context.Context, js jetstream.JetStream, v []tlog.Verifier, sealer accesslog.Sealer) (Figures, error) {
 	if r.Format != Format {
 		return Figures{}, fmt.Errorf("not a %s report (format %q)", Format, r.Format)

@@ -210,11 +210,13 @@ type Row struct {
 	Disclosed       map[string]int64 `json:"disclosed,omitempty"`
 	// CaseReads counts reads of a case (its state, no authority data).
 	CaseReads int64 `json:"case_reads"`
-	// Covert counts accesses in the period hidden from the citizen for a while. Each covert access
-	// (made at any time) is counted once more when it is shown: CovertRevealedEarly when its case
-	// closed or reached the step that tells the citizen, within the period and before its hidden_until
-	// (the log's ACCESS_KIND_COVERT_REVEALED record of that change); otherwise CovertRevealed when its
-	// hidden_until — the latest time the log commits to showing it — falls in the period.
+	// Covert counts releases and refusals in the period hidden from the citizen for a while. Every
+	// hidden record (made at any time; also case reads and the register check made while the case was
+	// at a covert step, which Covert does not count) is counted once when it is shown:
+	// CovertRevealedEarly when its case closed or reached the step that tells the citizen, within the
+	// period and before its hidden_until (the log's ACCESS_KIND_COVERT_REVEALED record of that change,
+	// naming its case and step); otherwise CovertRevealed when its hidden_until — the latest time the
+	// log commits to showing it — falls in the period.
 	Covert              int64 `json:"covert"`
 	CovertRevealed      int64 `json:"covert_revealed"`
 	CovertRevealedEarly int64 `json:"covert_revealed_early"`
