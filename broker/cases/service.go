@@ -133,8 +133,14 @@ func (s *Service) List(ctx context.Context, agency string, onlyCurrent bool, aft
 	return page, more, nil
 }
 
-// Complete finishes the current step, which must be step and belong to agency.
-func (s *Service) Complete(ctx context.Context, agency, caseworker, id, step string) (*Case, error) {
+// Before is a hook that runs on a transition after it is checked and made in memory (prev is the
+// case as read, next as it will be stored) and before it is stored: an error from it is returned as
+// it is and nothing is stored. The broker logs early reveals of covert accesses there (fail closed).
+type Before func(ctx context.Context, prev, next *Case) error
+
+// Complete finishes the current step, which must be step and belong to agency. Each before hook runs,
+// in order, before the change is stored.
+func (s *Service) Complete(ctx context.Context, agency, caseworker, id, step string, before ...Before) (*Case, error) {
 	c, err := s.load(ctx, agency, id)
 	if err != nil {
 		return nil, err
@@ -151,8 +157,12 @@ func (s *Service) Complete(ctx context.Context, agency, caseworker, id, step str
 	}
 	now := s.now()
 	doneIdx := c.Current
+	prev := c.clone()
 	if err := c.Complete(step, caseworker, now); err != nil {
 		return nil, refusal.Wrap(refusal.Internal, err, "complete step")
+	}
+	if err := runBefore(ctx, before, prev, c); err != nil {
+		return nil, err
 	}
 	events := []Event{NewEvent(EventStepCompleted, agency, c.Steps[doneIdx], now)}
 	if next, ok := c.CurrentStep(); ok {
@@ -167,8 +177,9 @@ func (s *Service) Complete(ctx context.Context, agency, caseworker, id, step str
 	return c, nil
 }
 
-// Close ends an open case early. The opener or the agency of the current step may close it.
-func (s *Service) Close(ctx context.Context, agency, id, reason string) (*Case, error) {
+// Close ends an open case early. The opener or the agency of the current step may close it. Each
+// before hook runs, in order, before the change is stored.
+func (s *Service) Close(ctx context.Context, agency, id, reason string, before ...Before) (*Case, error) {
 	c, err := s.load(ctx, agency, id)
 	if err != nil {
 		return nil, err
@@ -181,14 +192,27 @@ func (s *Service) Close(ctx context.Context, agency, id, reason string) (*Case, 
 		return nil, refusal.New(refusal.PermissionDenied, "only the opening agency %q or the current step's agency %q may close case %s", c.OpenedBy, cur.Agency, id)
 	}
 	now := s.now()
+	prev := c.clone()
 	if err := c.Close(reason, now); err != nil {
 		return nil, refusal.Wrap(refusal.Internal, err, "close case")
+	}
+	if err := runBefore(ctx, before, prev, c); err != nil {
+		return nil, err
 	}
 	if err := s.update(ctx, c, closedEvents(c, now)); err != nil {
 		return nil, err
 	}
 	s.log.Info("case closed", "case", c.ID, "agency", agency)
 	return c, nil
+}
+
+func runBefore(ctx context.Context, before []Before, prev, next *Case) error {
+	for _, b := range before {
+		if err := b(ctx, prev, next); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Service) update(ctx context.Context, c *Case, events []Event) error {

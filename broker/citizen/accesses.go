@@ -281,6 +281,8 @@ func (n names) access(rec *auditv1.AccessRecord) *citizenv1.Access {
 		a.Purpose = questionAskedPurpose
 	case auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED:
 		a.Purpose = questionAnsweredPurpose
+	case auditv1.AccessKind_ACCESS_KIND_COVERT_REVEALED:
+		a.Purpose = revealedPurpose(rec.GetCovertReveal())
 	}
 	var rule *policy.Rule
 	if step != nil {
@@ -340,6 +342,21 @@ var (
 		Da: "For at svare på dit spørgsmål om, hvorfor myndigheden brugte dine data",
 	}
 )
+
+// revealedPurpose words an early reveal of a covert step's checks: how many, and why now.
+func revealedPurpose(r *auditv1.CovertReveal) *citizenv1.Text {
+	n := int(r.GetAccesses())
+	en, da := "The check made in your case without telling you is now shown to you",
+		"Den kontrol, der blev foretaget i din sag uden at du fik besked, vises nu for dig"
+	if n != 1 {
+		en = "The " + strconv.Itoa(n) + " checks made in your case without telling you are now shown to you"
+		da = "De " + strconv.Itoa(n) + " kontroller, der blev foretaget i din sag uden at du fik besked, vises nu for dig"
+	}
+	if r.GetCause() == auditv1.CovertRevealCause_COVERT_REVEAL_CAUSE_NEXT_STEP {
+		return &citizenv1.Text{En: en + ", because your case moved on to a later step", Da: da + ", fordi din sag gik videre til et senere trin"}
+	}
+	return &citizenv1.Text{En: en + ", because the case was closed", Da: da + ", fordi sagen blev lukket"}
+}
 
 // caseReadPurpose is the purpose of a case read whose step the policy no longer names.
 var caseReadPurpose = &citizenv1.Text{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -263,8 +264,14 @@ func TestHiddenUntil(t *testing.T) {
 			t.Fatalf("covert step revealed by the next step: %v", steps[0])
 		}
 		got, checks := e.splitChecks(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}))
+		got, reveals := splitReveals(got)
 		if len(got) != 2 {
 			t.Fatalf("after the next step began: %v, want the covert access too", accessIDs(got))
+		}
+		// The reveal itself is logged and shown, with why.
+		if len(reveals) != 1 || reveals[0].GetCaseId() != cs.GetId() || !strings.Contains(reveals[0].GetPurpose().GetEn(), "because your case moved on to a later step") ||
+			!strings.Contains(reveals[0].GetPurpose().GetDa(), "fordi din sag gik videre til et senere trin") {
+			t.Fatalf("the early reveal as the citizen reads it: %v", reveals)
 		}
 		e.wantChecks(checks, cs.GetId()) // hidden with the covert step, revealed with it
 	} else if steps[0].GetStatus() != citizenv1.StepStatus_STEP_STATUS_PENDING || steps[0].GetStartedAt() != nil || steps[0].GetCompletedAt() != nil ||
@@ -275,6 +282,7 @@ func TestHiddenUntil(t *testing.T) {
 	// 91 days later everything is visible, with the reason.
 	e.clock.advance(91 * day)
 	got, checks := e.splitChecks(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}))
+	got, _ = splitReveals(got) // when the policy revealed the step early (above)
 	if len(got) != 2 || got[1].GetId() != covert.GetAccessId() {
 		t.Fatalf("after the hidden-until time: %v, want the covert access too", accessIDs(got))
 	}

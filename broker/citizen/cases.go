@@ -111,7 +111,7 @@ func masked(st *policy.Step, cs *cases.Case, idx int, now time.Time) bool {
 	if st == nil || st.Covert == nil || step.StartedAt == nil {
 		return false
 	}
-	if at := revealedAt(st, cs, idx); !at.IsZero() && !at.After(now) {
+	if at := cases.RevealedAt(st, cs, idx); !at.IsZero() && !at.After(now) {
 		return false
 	}
 	return step.State == cases.StepCurrent || now.Before(step.StartedAt.Add(st.Covert.MaxDelay()))

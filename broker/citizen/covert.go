@@ -6,38 +6,8 @@ import (
 	"time"
 
 	"github.com/aperture-gov/aperture/broker/cases"
-	"github.com/aperture-gov/aperture/broker/policy"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
-
-// revealedAt is when the citizen is shown the accesses at covert step idx of cs because the case
-// reached the point its policy reveals them at, or the zero time while it has not.
-//
-// An access's hidden_until is fixed when it is logged (the policy's maximum delay, or a shorter one the
-// caseworker chose). What can end the wait earlier is the case itself: by default a closed case hides
-// nothing, and a journey that tells the citizen at a later step (a hearing before a decision) may
-// reveal the check when that step begins. Only the case's current state tells, so it is decided when
-// the citizen reads, not when the access is logged.
-func revealedAt(st *policy.Step, cs *cases.Case, idx int) time.Time {
-	if st == nil || st.Covert == nil || idx < 0 || idx >= len(cs.Steps) {
-		return time.Time{}
-	}
-	var at time.Time
-	if st.Covert.Reveal != policy.RevealMaxDays && cs.State == cases.StateClosed {
-		at = cs.UpdatedAt // the close is the case's last change
-	}
-	if st.Covert.Reveal == policy.RevealNextStep {
-		for _, later := range cs.Steps[idx+1:] {
-			if later.StartedAt != nil && later.State != cases.StepSkipped {
-				if at.IsZero() || later.StartedAt.Before(at) {
-					at = *later.StartedAt
-				}
-				break
-			}
-		}
-	}
-	return at
-}
 
 // covertView tells whether an access is still kept from the citizen, looking up each case at most
 // once per request.
@@ -58,10 +28,26 @@ func (s *Service) covertView(now time.Time) *covertView {
 // cannot be read keeps the access hidden (it appears at the latest when its delay ends) and is logged:
 // showing a covert access early can spoil a lawful check, showing it late cannot be undone either,
 // but it is bounded by the policy.
+//
+// A record of an early reveal (ACCESS_KIND_COVERT_REVEALED) is written before the change of the case
+// that reveals; should that change then fail (another replica changed the case first), the record
+// would tell of checks still hidden. So it is shown only once the case says the step is revealed, or
+// when the case (or its step) is no longer there to say otherwise: the reveal record has no
+// hidden_until of its own to end the wait.
 func (v *covertView) hidden(ctx context.Context, rec *auditv1.AccessRecord) bool {
+	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_COVERT_REVEALED {
+		return v.stillHidden(ctx, rec, false)
+	}
 	if rec.GetHiddenUntil() == nil || !rec.GetHiddenUntil().AsTime().After(v.now) {
 		return false
 	}
+	return v.stillHidden(ctx, rec, true)
+}
+
+// stillHidden reports whether the case of rec has not yet reached the point at which the policy
+// reveals the accesses of rec's step; unknown is the answer when the case, its journey or the step
+// cannot be found.
+func (v *covertView) stillHidden(ctx context.Context, rec *auditv1.AccessRecord, unknown bool) bool {
 	if v.cases == nil {
 		v.cases = map[string]*cases.Case{}
 	}
@@ -74,17 +60,17 @@ func (v *covertView) hidden(ctx context.Context, rec *auditv1.AccessRecord) bool
 		v.cases[rec.GetCaseId()], cs = got, got
 	}
 	if cs == nil {
-		return true
+		return unknown
 	}
 	j, ok := v.s.cfg.Policies().Journey(cs.Journey)
 	if !ok {
-		return true
+		return unknown
 	}
 	st, _, ok := j.Step(rec.GetStep())
 	if !ok {
-		return true
+		return unknown
 	}
-	at := revealedAt(st, cs, stepIndex(cs, rec.GetStep()))
+	at := cases.RevealedAt(st, cs, stepIndex(cs, rec.GetStep()))
 	return at.IsZero() || at.After(v.now)
 }
 

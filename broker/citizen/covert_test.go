@@ -45,7 +45,7 @@ func TestRevealedAt(t *testing.T) {
 		{"not covert", &policy.Step{ID: "check"}, closed(done, skipped), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := revealedAt(tc.st, tc.cs, 0)
+			got := cases.RevealedAt(tc.st, tc.cs, 0)
 			switch {
 			case tc.want == nil && !got.IsZero():
 				t.Errorf("revealed at %v, want not revealed", got)

@@ -55,6 +55,14 @@ func testReports() []*report.Report {
 		}, []report.AuthorityRow{{Authority: "au-x", Released: 123, OverSharing: 7}}),
 	}
 	reps[1].Figures.MedianSecondsToAnswer = 3 * 24 * 3600
+	reps[1].Figures.Rows[0].CovertRevealedEarly = 6
+	// The newer report is of the Danish year: its boundaries are Danish midnights (23:00 UTC the day
+	// before), and the page shows its dates in its own zone, whatever the portal's.
+	cph, err := time.LoadLocation("Europe/Copenhagen")
+	if err != nil {
+		panic(err)
+	}
+	reps[1].Period = report.Period{From: time.Date(2026, 1, 1, 0, 0, 0, 0, cph), To: time.Date(2027, 1, 1, 0, 0, 0, 0, cph), TimeZone: "Europe/Copenhagen"}
 	return reps
 }
 
@@ -107,6 +115,7 @@ func TestReportPage(t *testing.T) {
 		"4242", "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=", "aperture report verify",
 		"Asked for information the step does not allow", `href="/report/20250101-20260101"`,
 		"because the rules lowered how long a consent may last", "Consents and questions", `id="report-consents"`,
+		"Dates are in the time zone Europe/Copenhagen.", `data-figure="covert_revealed_early">6<`, "Hidden, shown early",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q", want)
@@ -157,6 +166,10 @@ func TestReportPage(t *testing.T) {
 	if code, _ := get(t, srv.URL+"/report/20250101-20260101"); code != http.StatusOK {
 		t.Errorf("an earlier year: %d", code)
 	}
+	// The Danish year is named by its Danish dates, not by the UTC dates of its midnights.
+	if code, _ := get(t, srv.URL+"/report/20260101-20270101"); code != http.StatusOK {
+		t.Errorf("the Danish year by its own dates: %d", code)
+	}
 	if code, _ := get(t, srv.URL+"/report/19990101-20000101"); code != http.StatusNotFound {
 		t.Errorf("an unknown period: %d, want 404", code)
 	}
@@ -204,8 +217,8 @@ func TestReportBrowser(t *testing.T) {
 	for _, tc := range []struct {
 		lang, h1, fewer, period, reason, toAnswer string
 	}{
-		{"en", "Data-responsibility report", "fewer than 5", "From 1 January 2026 to 31 December 2026.", "The consent had run out", "3 days"},
-		{"da", "Rapport om dataansvar", "færre end 5", "Fra 1. januar 2026 til 31. december 2026.", "Samtykket var udløbet", "3 dage"},
+		{"en", "Data-responsibility report", "fewer than 5", "From 1 January 2026 to 31 December 2026. Dates are in the time zone Europe/Copenhagen.", "The consent had run out", "3 days"},
+		{"da", "Rapport om dataansvar", "færre end 5", "Fra 1. januar 2026 til 31. december 2026. Datoerne er i tidszonen Europe/Copenhagen.", "Samtykket var udløbet", "3 dage"},
 	} {
 		t.Run(tc.lang, func(t *testing.T) {
 			portaltest.Do(t, ctx, "open the report", chromedp.Navigate(srv.URL+"/report?lang="+tc.lang), chromedp.WaitVisible(chromedp.CSS("#chart-decisions")))

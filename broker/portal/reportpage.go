@@ -71,7 +71,9 @@ type Reports interface {
 
 // reportID names a report in its URL by its period: "20260101-20270101".
 func reportID(r *report.Report) string {
-	return r.Period.From.UTC().Format("20060102") + "-" + r.Period.To.UTC().Format("20060102")
+	// In the report's own time zone (the offsets its boundaries are written with): a Danish year is
+	// 20260101-20270101, not the UTC dates of its midnights.
+	return r.Period.From.Format("20060102") + "-" + r.Period.To.Format("20060102")
 }
 
 // reportPage is the public report page.
@@ -82,7 +84,9 @@ type reportPage struct {
 	ID     string
 	Others []reportLink
 	// Key figures, suppressed.
-	Released, Refused, OverSharing, CovertRevealed, Fields, Facts publicCount
+	Released, Refused, OverSharing, CovertRevealed, CovertEarly, Fields, Facts publicCount
+	// From and Until are the first and last day of the period in the report's time zone, Zone its name.
+	From, Until, Zone string
 	// BreakGlass is emergency releases; Justified and NotJustified the auditors' reviews of them.
 	BreakGlass, Justified, NotJustified publicCount
 	// Consents given, withdrawn and run out; questions asked and answered, and the median time to
@@ -114,7 +118,7 @@ type publicCount struct {
 type reportRow struct {
 	Agency, Journey                                               string
 	Released, Refused, Fields, Facts, CovertRevealed, OverSharing publicCount
-	BreakGlass                                                    publicCount
+	BreakGlass, CovertEarly                                       publicCount
 }
 
 // consentRow is one agency and journey's consents and questions.
@@ -205,7 +209,7 @@ func (p *Portal) publicReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, rep := range all {
-		page.Others = append(page.Others, reportLink{ID: reportID(rep), Label: v.Day(rep.Period.From) + " – " + v.Day(rep.Period.To.AddDate(0, 0, -1)), Current: rep == cur})
+		page.Others = append(page.Others, reportLink{ID: reportID(rep), Label: v.DayIn(rep.Period.From) + " – " + v.DayIn(rep.Period.To.AddDate(0, 0, -1)), Current: rep == cur})
 	}
 	page.fill(v, cur)
 	p.reportMetrics.view(r.Context(), "shown")
@@ -222,6 +226,7 @@ func (p *Portal) publicReport(w http.ResponseWriter, r *http.Request) {
 
 func (page *reportPage) fill(v *view, rep *report.Report) {
 	page.Report, page.ID = rep, reportID(rep)
+	page.From, page.Until, page.Zone = v.DayIn(rep.Period.From), v.DayIn(rep.Period.To.AddDate(0, 0, -1)), cmp.Or(rep.Period.TimeZone, "UTC")
 	page.RootHash, page.Origin, page.TreeSize = rep.Checkpoint.RootHash, rep.Checkpoint.Origin, rep.Checkpoint.TreeSize
 	labels := rep.Labels
 	if labels == nil {
@@ -240,15 +245,16 @@ func (page *reportPage) fill(v *view, rep *report.Report) {
 	fld, fldT := col(func(r report.Row) int64 { return r.FieldsDisclosed })
 	fct, fctT := col(func(r report.Row) int64 { return r.FactsDisclosed })
 	cov, covT := col(func(r report.Row) int64 { return r.CovertRevealed })
+	early, earlyT := col(func(r report.Row) int64 { return r.CovertRevealedEarly })
 	ovr, ovrT := col(func(r report.Row) int64 { return r.OverSharing })
 	brk, brkT := col(func(r report.Row) int64 { return r.BreakGlass })
 	page.Released, page.Refused, page.Fields, page.Facts, page.CovertRevealed, page.OverSharing = relT, refT, fldT, fctT, covT, ovrT
-	page.BreakGlass = brkT
+	page.BreakGlass, page.CovertEarly = brkT, earlyT
 	for i, r := range f.Rows {
 		page.Rows = append(page.Rows, reportRow{
 			Agency: label(v, labels.Agencies, r.Agency), Journey: label(v, labels.Journeys, r.Journey),
 			Released: rel[i], Refused: ref[i], Fields: fld[i], Facts: fct[i], CovertRevealed: cov[i], OverSharing: ovr[i],
-			BreakGlass: brk[i],
+			BreakGlass: brk[i], CovertEarly: early[i],
 		})
 	}
 	page.fillConsents(v, labels, f)

@@ -110,6 +110,9 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	// opened: no data, only whether the register knows the citizen.
 	registerCheck := it.CaseRead && a.GetAuthority().GetId() != ""
 	own := ownAction(a.GetKind())
+	// An early reveal of a covert step's checks: the agency of the step, and the sentence saying how
+	// many and why now (the checks themselves are entries of their own).
+	revealed := a.GetKind() == auditv1.AccessKind_ACCESS_KIND_COVERT_REVEALED
 	switch {
 	case a.GetKind() == auditv1.AccessKind_ACCESS_KIND_DELEGATE:
 		v.delegateEntry(a, &it)
@@ -121,6 +124,8 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		v.correctionEntry(a, &it)
 	case own != "":
 		v.ownEntry(a, own, &it)
+	case revealed:
+		it.Did = v.T("entry.covert_revealed")
 	case registerCheck:
 		it.Did = v.T("entry.register_check")
 	case it.CaseRead:
@@ -170,6 +175,8 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 	switch {
 	case own != "":
 		// Set by ownEntry: a consent or a question holds no data.
+	case revealed:
+		it.Items, it.Purpose, it.Law = []string{it.Purpose}, "", ""
 	case registerCheck:
 		it.Items = []string{v.T("entry.register_check.item", v.Party(a.GetAuthority()))}
 		if j := v.Tx(a.GetJourney().GetTitle()); j != "" {
@@ -227,7 +234,7 @@ func (v *view) accessItem(a *citizenv1.Access) accessItem {
 		who = v.T("entry.you")
 	}
 	switch {
-	case own != "" || correction:
+	case own != "" || correction || revealed:
 		// Not a look at the citizen's data: the entry's own summary.
 		it.Announce = v.T("live.announce.entry", who, it.Did, strings.Join(it.Items, ", "))
 	case it.Refused:

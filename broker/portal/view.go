@@ -180,10 +180,15 @@ func (v *view) local(t time.Time) time.Time {
 
 // Day writes a date: "12 March 2026" / "12. marts 2026".
 func (v *view) Day(t time.Time) string {
+	return v.DayIn(v.local(t))
+}
+
+// DayIn writes the date of t in t's own time zone (a report's period is in the zone the report
+// states, whatever the portal's).
+func (v *view) DayIn(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	t = v.local(t)
 	m := monthNames[v.Lang][t.Month()-1]
 	if v.Lang == "da" {
 		return fmt.Sprintf("%d. %s %d", t.Day(), m, t.Year())

@@ -61,7 +61,7 @@ func (f Figures) Cells() []Cell {
 		}{
 			{"released", r.Released}, {"refused", r.Refused}, {"fields_disclosed", r.FieldsDisclosed},
 			{"facts_disclosed", r.FactsDisclosed}, {"case_reads", r.CaseReads}, {"covert", r.Covert},
-			{"covert_revealed", r.CovertRevealed}, {"over_sharing", r.OverSharing}, {"break_glass", r.BreakGlass},
+			{"covert_revealed", r.CovertRevealed}, {"covert_revealed_early", r.CovertRevealedEarly}, {"over_sharing", r.OverSharing}, {"break_glass", r.BreakGlass},
 			{"consents_granted", r.ConsentsGranted}, {"consents_revoked", r.ConsentsRevoked}, {"consents_expired", r.ConsentsExpired},
 			{"questions_asked", r.QuestionsAsked}, {"questions_answered", r.QuestionsAnswered}, {"median_seconds_to_answer", r.MedianSecondsToAnswer},
 		} {
@@ -138,9 +138,9 @@ func Diff(got, want Figures) []string {
 // WriteCSV writes the figures as CSV, one figure a line, with a header.
 func (r *Report) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
-	cw.Write([]string{"period_from", "period_to", "checkpoint_origin", "checkpoint_tree_size", "checkpoint_root_hash",
+	cw.Write([]string{"period_from", "period_to", "period_time_zone", "checkpoint_origin", "checkpoint_tree_size", "checkpoint_root_hash",
 		"section", "agency", "journey", "authority", "measure", "key", "value"})
-	head := []string{r.Period.From.Format(timeFormat), r.Period.To.Format(timeFormat), r.Checkpoint.Origin,
+	head := []string{r.Period.From.Format(timeFormat), r.Period.To.Format(timeFormat), r.Period.zone(), r.Checkpoint.Origin,
 		strconv.FormatUint(r.Checkpoint.TreeSize, 10), r.Checkpoint.RootHash}
 	for _, c := range r.Figures.Cells() {
 		cw.Write(append(head[:len(head):len(head)], c.Section, c.Agency, c.Journey, c.Authority, c.Measure, c.Key, strconv.FormatInt(c.Value, 10)))

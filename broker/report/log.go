@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -35,12 +36,16 @@ func Compute(ctx context.Context, js jetstream.JetStream, cp tlog.Checkpoint, p 
 
 // New computes the report of period p over the signed checkpoint cp.
 func New(ctx context.Context, js jetstream.JetStream, cp tlog.Checkpoint, p Period, sealer accesslog.Sealer) (*Report, error) {
+	shown, err := p.In()
+	if err != nil {
+		return nil, err
+	}
 	f, err := Compute(ctx, js, cp, p, sealer)
 	if err != nil {
 		return nil, err
 	}
 	return &Report{
-		Format: Format, Period: Period{From: p.From.UTC(), To: p.To.UTC()}, Figures: f, NotCovered: NotCovered(),
+		Format: Format, Period: shown, Figures: f, NotCovered: NotCovered(),
 		Checkpoint: Checkpoint{Origin: cp.Origin, TreeSize: cp.Size, RootHash: base64.StdEncoding.EncodeToString(cp.Root), Note: string(cp.Note)},
 	}, nil
 }
@@ -82,13 +87,17 @@ func (r *Report) OpenCheckpoint(v []tlog.Verifier) (tlog.Checkpoint, error) {
 	return cp, nil
 }
 
-// Recompute checks the report against the log: its checkpoint verifies with v, the log's first
-// TreeSize leaves are the ones it commits to, and the figures recomputed from them for the report's
-// period equal the report's (a *MismatchError lists those that do not). The caller checks separately
-// that the stored log is consistent with the checkpoint (tlog.VerifyWith with it as trusted).
+// Recompute checks the report against the log: its period is written in the time zone it states, its
+// checkpoint verifies with v, the log's first TreeSize leaves are the ones it commits to, and the
+// figures recomputed from them for the report's period equal the report's (a *MismatchError lists
+// those that do not). The caller checks separately that the stored log is consistent with the
+// checkpoint (tlog.VerifyWith with it as trusted).
 func (r *Report) Recompute(ctx context.Context, js jetstream.JetStream, v []tlog.Verifier, sealer accesslog.Sealer) (Figures, error) {
 	if r.Format != Format {
 		return Figures{}, fmt.Errorf("not a %s report (format %q)", Format, r.Format)
+	}
+	if err := r.Period.statedIn(); err != nil {
+		return Figures{}, err
 	}
 	cp, err := r.OpenCheckpoint(v)
 	if err != nil {
@@ -102,6 +111,22 @@ func (r *Report) Recompute(ctx context.Context, js jetstream.JetStream, v []tlog
 		return f, &MismatchError{Differences: d}
 	}
 	return f, nil
+}
+
+// statedIn checks that the period's boundaries are written with the offsets of the time zone the
+// report states: a report whose zone was changed afterwards would name a period it was not made for.
+func (p Period) statedIn() error {
+	loc, err := p.Location()
+	if err != nil {
+		return err
+	}
+	for _, t := range []time.Time{p.From, p.To} {
+		_, stated := t.Zone()
+		if _, want := t.In(loc).Zone(); stated != want {
+			return fmt.Errorf("the report's period boundary %s is not written in its time zone %s", t.Format(time.RFC3339), p.zone())
+		}
+	}
+	return nil
 }
 
 // Decode reads a report in its JSON form, refusing unknown fields (a report with a figure this

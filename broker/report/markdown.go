@@ -35,6 +35,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	f := r.Figures
 	t := f.Total()
 	p("# Data-responsibility report %s to %s\n\n", r.Period.From.Format(timeFormat), r.Period.To.Format(timeFormat))
+	p("Dates and times are in the time zone %s; the period includes its start and ends just before its end.\n\n", r.Period.zone())
 	p("Every figure below is computed from the access log: the first %d records, which the signed checkpoint below commits to. "+
 		"Anyone with read access to the log recomputes them with `aperture report verify REPORT.json`.\n\n", r.Checkpoint.TreeSize)
 	p("- log origin: `%s`\n- tree size: %d\n- root hash: `%s`\n- records decided in the period: %d\n\n", r.Checkpoint.Origin, r.Checkpoint.TreeSize, r.Checkpoint.RootHash, f.InPeriod)
@@ -47,7 +48,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}{
 		{"releases to caseworkers", t.Released}, {"refusals", t.Refused}, {"field paths disclosed", t.FieldsDisclosed},
 		{"derived facts disclosed", t.FactsDisclosed}, {"case reads", t.CaseReads}, {"covert accesses", t.Covert},
-		{"covert accesses whose hidden_until fell in the period", t.CovertRevealed}, {"releases where an authority over-shared", t.OverSharing},
+		{"covert accesses whose hidden_until fell in the period", t.CovertRevealed},
+		{"covert accesses revealed early (the case closed or moved on)", t.CovertRevealedEarly}, {"releases where an authority over-shared", t.OverSharing},
 		{"citizens looking at their own data", f.CitizenSelf.Released}, {"citizens' own looks refused", f.CitizenSelf.Refused},
 		{"auditor reads of a citizen's log", f.AuditorReads},
 		{"emergency (break-glass) releases", t.BreakGlass},
@@ -64,10 +66,10 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if len(f.Rows) == 0 {
 		p("No agency accessed data in the period.\n")
 	} else {
-		p("| agency | journey | released | refused | fields | facts | case reads | covert | covert revealed | over-sharing | break-glass |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| agency | journey | released | refused | fields | facts | case reads | covert | covert revealed | revealed early | over-sharing | break-glass |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, row := range f.Rows {
-			p("| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d | %d |\n", r.name(agencies, row.Agency), r.name(journeys, row.Journey),
-				row.Released, row.Refused, row.FieldsDisclosed, row.FactsDisclosed, row.CaseReads, row.Covert, row.CovertRevealed, row.OverSharing, row.BreakGlass)
+			p("| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d |\n", r.name(agencies, row.Agency), r.name(journeys, row.Journey),
+				row.Released, row.Refused, row.FieldsDisclosed, row.FactsDisclosed, row.CaseReads, row.Covert, row.CovertRevealed, row.CovertRevealedEarly, row.OverSharing, row.BreakGlass)
 		}
 	}
 

@@ -37,6 +37,57 @@ const Format = "aperture.report.v1"
 type Period struct {
 	From time.Time `json:"from"`
 	To   time.Time `json:"to"`
+	// TimeZone is the IANA time zone the period's dates are in ("Europe/Copenhagen"), so that "2026"
+	// is the calendar year where the agencies are; empty means UTC (reports made before zones were
+	// stated). From and To are instants either way: verification recomputes over the same ones.
+	TimeZone string `json:"time_zone,omitempty"`
+}
+
+// Location is the period's time zone (UTC when none is stated). It fails when the zone is unknown:
+// a program that reads reports should embed the zone database (import _ "time/tzdata").
+func (p Period) Location() (*time.Location, error) {
+	if p.TimeZone == "" {
+		return time.UTC, nil
+	}
+	loc, err := time.LoadLocation(p.TimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("report period: time zone %q: %w", p.TimeZone, err)
+	}
+	return loc, nil
+}
+
+// zone names the period's time zone for readers.
+func (p Period) zone() string {
+	if p.TimeZone == "" {
+		return "UTC"
+	}
+	return p.TimeZone
+}
+
+// In returns the period with its boundaries shown in its time zone (the same instants).
+func (p Period) In() (Period, error) {
+	loc, err := p.Location()
+	if err != nil {
+		return p, err
+	}
+	return Period{From: p.From.In(loc), To: p.To.In(loc), TimeZone: p.TimeZone}, nil
+}
+
+// ParseBoundary reads a period boundary in loc: a year ("2026": its first day), a month ("2026-03":
+// its first day) or a date ("2026-03-29"), each at midnight in loc, or an RFC 3339 time (which names
+// its own offset). A period from "2026" to "2027" in Europe/Copenhagen is the Danish calendar year:
+// 2025-12-31T23:00:00Z to 2026-12-31T23:00:00Z.
+func ParseBoundary(s string, loc *time.Location) (time.Time, error) {
+	for _, layout := range []string{"2006", "2006-01", time.DateOnly} {
+		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
+			return t, nil
+		}
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: want YYYY, YYYY-MM, YYYY-MM-DD or an RFC 3339 time", s)
+	}
+	return t.In(loc), nil
 }
 
 // Contains reports whether t is in the period.
@@ -50,7 +101,8 @@ func (p Period) Validate() error {
 	if !p.From.Before(p.To) {
 		return fmt.Errorf("report period: from (%s) must be before to (%s)", p.From.Format(time.RFC3339), p.To.Format(time.RFC3339))
 	}
-	return nil
+	_, err := p.Location()
+	return err
 }
 
 // Checkpoint is the signed checkpoint a report was computed over.
@@ -87,7 +139,7 @@ type Gap struct {
 // signed log, so it is left out rather than mixed in.
 func NotCovered() []Gap {
 	return []Gap{
-		{"covert accesses shown before their hidden_until", "an early reveal (the case closed, or reached the step that tells the citizen) follows from the case's state in the cases bucket, not from the access log; such an access is counted as revealed in the period its hidden_until falls in"},
+		{"covert accesses revealed early before the broker logged early reveals", "a case that closed or moved on before the broker wrote ACCESS_KIND_COVERT_REVEALED records showed its covert accesses without a record of it; such an access is counted as revealed in the period its hidden_until falls in"},
 		{"consents cut short by a lower policy maximum", "a consent that lasts longer than its step's current maximum stops counting when the policy changes; that follows from the policy in force, not from the log, so it is counted as run out only when its own expiry passes (the refusals it causes are counted under refusals by reason, CONSENT_EXPIRED)"},
 		{"consents and questions from before the broker logged them", "consents given and questions asked before they were written to the access log are in the consents and questions buckets only: a later withdrawal or answer of one is counted, its expiry and its time to answer are not"},
 	}
@@ -158,13 +210,16 @@ type Row struct {
 	Disclosed       map[string]int64 `json:"disclosed,omitempty"`
 	// CaseReads counts reads of a case (its state, no authority data).
 	CaseReads int64 `json:"case_reads"`
-	// Covert counts accesses in the period hidden from the citizen for a while; CovertRevealed counts
-	// covert accesses (made at any time) whose hidden_until — the latest time the log commits to showing
-	// them — fell in the period. One shown earlier because its case closed or reached the step that
-	// tells the citizen is counted when its hidden_until passes: that reveal follows from the case's
-	// state, which the log does not hold (see NotCovered).
-	Covert         int64 `json:"covert"`
-	CovertRevealed int64 `json:"covert_revealed"`
+	// Covert counts releases and refusals in the period hidden from the citizen for a while. Every
+	// hidden record (made at any time; also case reads and the register check made while the case was
+	// at a covert step, which Covert does not count) is counted once when it is shown:
+	// CovertRevealedEarly when its case closed or reached the step that tells the citizen, within the
+	// period and before its hidden_until (the log's ACCESS_KIND_COVERT_REVEALED record of that change,
+	// naming its case and step); otherwise CovertRevealed when its hidden_until — the latest time the
+	// log commits to showing it — falls in the period.
+	Covert              int64 `json:"covert"`
+	CovertRevealed      int64 `json:"covert_revealed"`
+	CovertRevealedEarly int64 `json:"covert_revealed_early"`
 	// OverSharing counts releases where the authority answered more than the mask (stripped, logged).
 	OverSharing int64 `json:"over_sharing"`
 	// BreakGlass counts emergency releases outside the case's current step (also in Released).
@@ -227,6 +282,16 @@ type Builder struct {
 	// question-to-answer times of answers in the period, per agency and journey.
 	asked    map[string]time.Time
 	toAnswer map[[2]string][]time.Duration
+	// hidden are the covert accesses not revealed early so far whose hidden_until is not before the
+	// period, by case and step: an early reveal (ACCESS_KIND_COVERT_REVEALED) names the case and step
+	// whose accesses it shows.
+	hidden map[[2]string][]covert
+}
+
+// covert is a covert access as the log tells it.
+type covert struct {
+	row   [2]string
+	until time.Time
 }
 
 // grant is a consent given, as the log tells it.
@@ -243,7 +308,7 @@ func NewBuilder(p Period) (*Builder, error) {
 	return &Builder{period: p, rows: map[[2]string]*Row{}, auths: map[string]*AuthorityRow{},
 		requested: map[string]time.Time{}, toDecide: map[string][]time.Duration{},
 		granted: map[[3]string]grant{}, expired: map[[2]string]int64{},
-		asked: map[string]time.Time{}, toAnswer: map[[2]string][]time.Duration{}}, nil
+		asked: map[string]time.Time{}, toAnswer: map[[2]string][]time.Duration{}, hidden: map[[2]string][]covert{}}, nil
 }
 
 // Add counts one leaf: the exact bytes of one AccessRecord. A leaf that does not decode is an error
@@ -261,7 +326,6 @@ func (b *Builder) Add(leaf []byte) error {
 // AddRecord counts one decoded record.
 func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 	in := rec.GetTime() != nil && b.period.Contains(rec.GetTime().AsTime())
-	revealed := rec.GetHiddenUntil() != nil && b.period.Contains(rec.GetHiddenUntil().AsTime())
 	if in {
 		b.in++
 	}
@@ -340,17 +404,18 @@ func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 			b.review[strings.TrimPrefix(rec.GetBreakGlass().GetOutcome().String(), "BREAK_GLASS_OUTCOME_")]++
 		}
 		return
-	}
-	if !in && !revealed {
+	case auditv1.AccessKind_ACCESS_KIND_COVERT_REVEALED:
+		b.revealEarly(rec, in)
 		return
 	}
-	r := b.row(rec.GetAgency(), rec.GetJourney())
-	if revealed {
-		r.CovertRevealed++
+	if h := rec.GetHiddenUntil(); h != nil && !h.AsTime().Before(b.period.From) {
+		k := [2]string{rec.GetCaseId(), rec.GetStep()}
+		b.hidden[k] = append(b.hidden[k], covert{row: [2]string{rec.GetAgency(), rec.GetJourney()}, until: h.AsTime()})
 	}
 	if !in {
 		return
 	}
+	r := b.row(rec.GetAgency(), rec.GetJourney())
 	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_CASE_READ {
 		r.CaseReads++
 		return
@@ -396,6 +461,30 @@ func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 			a.Stripped[rec.GetDataset()+":"+v]++
 		}
 	}
+}
+
+// revealEarly counts the covert accesses an early reveal shows: those of its case and step (logged
+// before it) still inside their hidden_until at its time, each in its own agency's row, when the reveal
+// is in the period. They are no longer counted when their hidden_until passes. A second reveal of the
+// same step (a transition retried after a conflict) finds none left.
+func (b *Builder) revealEarly(rec *auditv1.AccessRecord, in bool) {
+	k := [2]string{rec.GetCaseId(), rec.GetStep()}
+	at := rec.GetTime().AsTime()
+	kept := b.hidden[k][:0]
+	for _, c := range b.hidden[k] {
+		if !c.until.After(at) {
+			kept = append(kept, c)
+			continue
+		}
+		if in {
+			b.row(c.row[0], c.row[1]).CovertRevealedEarly++
+		}
+	}
+	if len(kept) == 0 {
+		delete(b.hidden, k)
+		return
+	}
+	b.hidden[k] = kept
 }
 
 // consent counts a consent given or withdrawn, and the run-out of the consent it ends: the latest one
@@ -459,6 +548,20 @@ func (b *Builder) Figures() Figures {
 	for k, r := range b.rows {
 		rows[k] = *r
 	}
+	// Covert accesses not revealed early are shown when their hidden_until passes.
+	for _, cs := range b.hidden {
+		for _, c := range cs {
+			if !b.period.Contains(c.until) {
+				continue
+			}
+			r, ok := rows[c.row]
+			if !ok {
+				r = Row{Agency: c.row[0], Journey: c.row[1]}
+			}
+			r.CovertRevealed++
+			rows[c.row] = r
+		}
+	}
 	for k, n := range expired {
 		r, ok := rows[k]
 		if !ok {
@@ -508,6 +611,7 @@ func (f Figures) Total() Row {
 		t.CaseReads += r.CaseReads
 		t.Covert += r.Covert
 		t.CovertRevealed += r.CovertRevealed
+		t.CovertRevealedEarly += r.CovertRevealedEarly
 		t.OverSharing += r.OverSharing
 		t.BreakGlass += r.BreakGlass
 		t.ConsentsGranted += r.ConsentsGranted

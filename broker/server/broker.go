@@ -197,7 +197,7 @@ func (b *Broker) CompleteStep(ctx context.Context, req *brokerv1.CompleteStepReq
 	if err != nil {
 		return nil, err
 	}
-	cs, err := b.cases.Complete(ctx, c.ID, c.Caseworker, req.GetCaseId(), req.GetStep())
+	cs, err := b.cases.Complete(ctx, c.ID, c.Caseworker, req.GetCaseId(), req.GetStep(), b.logReveals(c))
 	if err != nil {
 		return nil, b.failCase(ctx, "CompleteStep", req.GetCaseId(), err)
 	}
@@ -210,11 +210,19 @@ func (b *Broker) CloseCase(ctx context.Context, req *brokerv1.CloseCaseRequest) 
 	if err != nil {
 		return nil, err
 	}
-	cs, err := b.cases.Close(ctx, c.ID, req.GetCaseId(), req.GetReason())
+	cs, err := b.cases.Close(ctx, c.ID, req.GetCaseId(), req.GetReason(), b.logReveals(c))
 	if err != nil {
 		return nil, b.failCase(ctx, "CloseCase", req.GetCaseId(), err)
 	}
 	return &brokerv1.CloseCaseResponse{Case: cs.Proto(b.cases.Journey(cs.Journey))}, nil
+}
+
+// logReveals is the hook that logs, before a case changes, the covert accesses the change shows the
+// citizen early; the change is refused if the log cannot take the records.
+func (b *Broker) logReveals(c Caller) cases.Before {
+	return func(ctx context.Context, prev, next *cases.Case) error {
+		return b.release.LogCovertReveals(ctx, release.Caller{Agency: c.ID, Caseworker: c.Caseworker}, prev, next)
+	}
 }
 
 // ExplainStep implements BrokerService.

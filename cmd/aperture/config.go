@@ -51,7 +51,10 @@ func addConfigFlag(fs *flag.FlagSet) {
 
 func fillFromEnvAndFile(fs *flag.FlagSet) error {
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// Two names for one setting (--tz and --report-tz) share a Value: once either is given, the
+	// other's environment variable or config key does not override it.
+	given := map[flag.Value]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name], given[f.Value] = true, true })
 	var file map[string]any
 	cfgName := ""
 	if f := fs.Lookup("config"); f != nil {
@@ -78,19 +81,21 @@ func fillFromEnvAndFile(fs *flag.FlagSet) error {
 	}
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || f.Name == "config" || err != nil {
+		if set[f.Name] || given[f.Value] || f.Name == "config" || err != nil {
 			return
 		}
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
 			if e := f.Value.Set(v); e != nil {
 				err = fmt.Errorf("%s: %w", envName(f.Name), e)
 			}
+			given[f.Value] = true
 			return
 		}
 		if v, ok := file[f.Name]; ok {
 			if e := f.Value.Set(fmt.Sprint(v)); e != nil {
 				err = fmt.Errorf("config %s: %s: %w", cfgName, f.Name, e)
 			}
+			given[f.Value] = true
 		}
 	})
 	if err != nil {

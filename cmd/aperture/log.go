@@ -116,6 +116,14 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		case auditv1.AccessKind_ACCESS_KIND_QUESTION_ANSWERED:
 			decision = "QUESTION ANSWERED " + note("answer to question "+r.GetQuestion().GetQuestionId()+" about access "+r.GetQuestion().GetAccessId())
 			data = "(question)"
+		case auditv1.AccessKind_ACCESS_KIND_COVERT_REVEALED:
+			cr := r.GetCovertReveal()
+			why := "the case was closed"
+			if cr.GetCause() == auditv1.CovertRevealCause_COVERT_REVEAL_CAUSE_NEXT_STEP {
+				why = "a later step began"
+			}
+			decision = "COVERT REVEALED " + note(fmt.Sprintf("%d covert access(es) of case %s shown to the citizen before their hidden-until time, because %s", cr.GetAccesses(), r.GetCaseId(), why))
+			data = "(covert reveal)"
 		case auditv1.AccessKind_ACCESS_KIND_BREAK_GLASS_REVIEW:
 			bg := r.GetBreakGlass()
 			decision = "REVIEWED " + outcomeWord(bg.GetOutcome()) + " " + note("review of break-glass "+bg.GetReviewedAccessId()+": "+bg.GetReviewNote())

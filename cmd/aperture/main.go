@@ -11,6 +11,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// The zone database in the binary: a report's time zone (aperture report --tz) resolves on a
+	// machine without /usr/share/zoneinfo, such as a distroless container.
+	_ "time/tzdata"
 )
 
 const usage = `aperture — cross-agency citizen-journey broker with minimal disclosure

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -25,12 +26,16 @@ import (
 )
 
 const reportUsage = `usage:
-  aperture report --from DATE --to DATE [--format md|json|csv | --json] [--out FILE] [--policies DIR] [--witness-policy FILE]
+  aperture report --from DATE --to DATE [--tz ZONE] [--format md|json|csv | --json] [--out FILE] [--policies DIR] [--witness-policy FILE]
                         the data-responsibility report: per agency and journey, releases and refusals by
-                        reason, fields and facts disclosed, covert accesses and those revealed, over-sharing
+                        reason, fields and facts disclosed, covert accesses and those revealed (at their
+                        hidden-until time, or early when the case closed or moved on), over-sharing
                         caught from authorities; computed from the access log over its newest signed
                         checkpoint (with --witness-policy: the newest one the witnesses cosigned), which the
-                        report names (DATE: YYYY-MM-DD, midnight UTC, or RFC 3339; --to is exclusive)
+                        report names (DATE: YYYY, YYYY-MM or YYYY-MM-DD, midnight in ZONE, or RFC 3339;
+                        --to is exclusive; ZONE: an IANA time zone, default UTC, also APERTURE_REPORT_TZ
+                        or the config key report-tz; "--from 2026 --to 2027 --tz Europe/Copenhagen" is
+                        the Danish calendar year; the report states its zone and verify uses it)
   aperture report verify REPORT.json [--witness-policy FILE] [--json]
                         check the report's signed checkpoint, that the stored log matches it and every
                         checkpoint is consistent (as audit verify), recompute every figure from the log
@@ -90,27 +95,40 @@ func (l *logAccess) open(name string) ([]tlog.Verifier, accesslog.Sealer, *nats.
 	return v, sealer, nc, js, nil
 }
 
-// parseReportTime reads a report boundary: a date (midnight UTC) or an RFC 3339 time.
-func parseReportTime(flagName, s string) (time.Time, error) {
+// parseReportTime reads a report boundary in loc: a year, month or date (midnight in loc) or an
+// RFC 3339 time.
+func parseReportTime(flagName, s string, loc *time.Location) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, usagef("--%s is required\n%s", flagName, reportUsage)
 	}
-	if t, err := time.Parse(time.DateOnly, s); err == nil {
-		return t, nil
-	}
-	t, err := time.Parse(time.RFC3339, s)
+	t, err := report.ParseBoundary(s, loc)
 	if err != nil {
-		return time.Time{}, usagef("--%s %q: want YYYY-MM-DD or an RFC 3339 time", flagName, s)
+		return time.Time{}, usagef("--%s %v", flagName, err)
 	}
-	return t.UTC(), nil
+	return t, nil
+}
+
+// reportZone is the report's time zone: an IANA name, "" or "UTC" for UTC.
+func reportZone(name string) (string, *time.Location, error) {
+	if name == "" || name == "UTC" {
+		return "", time.UTC, nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return "", nil, usagef("--tz %q: not a time zone this machine knows (want an IANA name such as Europe/Copenhagen): %v", name, err)
+	}
+	return name, loc, nil
 }
 
 func runReportMake(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	var la logAccess
 	la.register(fs)
-	fromFlag := fs.String("from", "", "first day of the period (YYYY-MM-DD, UTC) or RFC 3339 time")
-	toFlag := fs.String("to", "", "end of the period, exclusive (YYYY-MM-DD, UTC) or RFC 3339 time")
+	fromFlag := fs.String("from", "", "first day of the period (YYYY, YYYY-MM, YYYY-MM-DD in --tz) or RFC 3339 time")
+	toFlag := fs.String("to", "", "end of the period, exclusive (YYYY, YYYY-MM, YYYY-MM-DD in --tz) or RFC 3339 time")
+	var tz string
+	fs.StringVar(&tz, "tz", "", "IANA time zone of the period's dates, stated in the report (default UTC)")
+	fs.Var(fs.Lookup("tz").Value, "report-tz", "the same as --tz (environment APERTURE_REPORT_TZ)")
 	format := fs.String("format", "md", "md (Markdown), json (the verifiable form) or csv")
 	out := fs.String("out", "", "write the report to this file instead of standard output")
 	policyDir := fs.String("policies", "", "policy tree the agency, authority and journey names are taken from (default: the built-in policies)")
@@ -128,15 +146,19 @@ func runReportMake(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *format != "md" && *format != "json" && *format != "csv" {
 		return usagef("--format %q: want md, json or csv", *format)
 	}
-	from, err := parseReportTime("from", *fromFlag)
+	zone, loc, err := reportZone(tz)
 	if err != nil {
 		return err
 	}
-	to, err := parseReportTime("to", *toFlag)
+	from, err := parseReportTime("from", *fromFlag, loc)
 	if err != nil {
 		return err
 	}
-	period := report.Period{From: from, To: to}
+	to, err := parseReportTime("to", *toFlag, loc)
+	if err != nil {
+		return err
+	}
+	period := report.Period{From: from, To: to, TimeZone: zone}
 	if err := period.Validate(); err != nil {
 		return usagef("%v", err)
 	}
@@ -216,8 +238,8 @@ func runReportMake(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := os.Rename(tmp.Name(), *out); err != nil {
 		return fmt.Errorf("report: %w", err)
 	}
-	fmt.Fprintf(stderr, "report of %s to %s over the checkpoint of size %d written to %s\n",
-		period.From.Format(time.RFC3339), period.To.Format(time.RFC3339), r.Checkpoint.TreeSize, *out)
+	fmt.Fprintf(stderr, "report of %s to %s (%s) over the checkpoint of size %d written to %s\n",
+		r.Period.From.Format(time.RFC3339), r.Period.To.Format(time.RFC3339), cmp.Or(zone, "UTC"), r.Checkpoint.TreeSize, *out)
 	return nil
 }
 
@@ -340,8 +362,8 @@ func checkReport(ctx context.Context, la logAccess, file string, stdout, stderr 
 		return fmt.Errorf("verification FAILED: %w", err)
 	}
 	res.Figures = len(fig.Cells())
-	fmt.Fprintf(stdout, "OK: all %d figures recomputed from the first %d records of the log (%s to %s) equal the report's\n",
-		len(fig.Cells()), r.Checkpoint.TreeSize, r.Period.From.Format(time.RFC3339), r.Period.To.Format(time.RFC3339))
+	fmt.Fprintf(stdout, "OK: all %d figures recomputed from the first %d records of the log (%s to %s, time zone %s) equal the report's\n",
+		len(fig.Cells()), r.Checkpoint.TreeSize, r.Period.From.Format(time.RFC3339), r.Period.To.Format(time.RFC3339), cmp.Or(r.Period.TimeZone, "UTC"))
 	if sealer == nil {
 		fmt.Fprintln(stdout, "note: without the broker's data key (--seal-key-dir) the batches' MACs were not checked; the signed root was")
 	}

@@ -269,6 +269,12 @@ const (
 	// The agency answered a citizen's question: agency and caseworker answered; question names it.
 	// Never the answer's text.
 	AccessKind_ACCESS_KIND_QUESTION_ANSWERED AccessKind = 12
+	// A change of the case (it closed, or a later step began) showed the citizen the accesses of a
+	// covert step before their hidden_until, as the step's reveal rule says. One record per covert step
+	// revealed, written before the change is stored: agency, journey and step are the covert step's,
+	// case_id the case; covert_reveal says how many accesses were shown and why. No data, and nothing
+	// about the accesses beyond their number (they are in the log themselves).
+	AccessKind_ACCESS_KIND_COVERT_REVEALED AccessKind = 13
 	// The broker read which children the citizen has parental custody of (authority, dataset and
 	// fields name the register), because the citizen asked to act for a child. In the parent's log.
 	AccessKind_ACCESS_KIND_CUSTODY_CHECK AccessKind = 14
@@ -290,6 +296,7 @@ var (
 		10: "ACCESS_KIND_CONSENT_REVOKED",
 		11: "ACCESS_KIND_QUESTION_ASKED",
 		12: "ACCESS_KIND_QUESTION_ANSWERED",
+		13: "ACCESS_KIND_COVERT_REVEALED",
 		14: "ACCESS_KIND_CUSTODY_CHECK",
 	}
 	AccessKind_value = map[string]int32{
@@ -306,6 +313,7 @@ var (
 		"ACCESS_KIND_CONSENT_REVOKED":      10,
 		"ACCESS_KIND_QUESTION_ASKED":       11,
 		"ACCESS_KIND_QUESTION_ANSWERED":    12,
+		"ACCESS_KIND_COVERT_REVEALED":      13,
 		"ACCESS_KIND_CUSTODY_CHECK":        14,
 	}
 )
@@ -335,6 +343,58 @@ func (x AccessKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use AccessKind.Descriptor instead.
 func (AccessKind) EnumDescriptor() ([]byte, []int) {
 	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+// CovertRevealCause is the change of the case that revealed a covert step's accesses early.
+type CovertRevealCause int32
+
+const (
+	CovertRevealCause_COVERT_REVEAL_CAUSE_UNSPECIFIED CovertRevealCause = 0
+	// The case closed (its last step was completed, or it was closed early).
+	CovertRevealCause_COVERT_REVEAL_CAUSE_CASE_CLOSED CovertRevealCause = 1
+	// A later step of the case began (the policy's reveal rule "next-step").
+	CovertRevealCause_COVERT_REVEAL_CAUSE_NEXT_STEP CovertRevealCause = 2
+)
+
+// Enum value maps for CovertRevealCause.
+var (
+	CovertRevealCause_name = map[int32]string{
+		0: "COVERT_REVEAL_CAUSE_UNSPECIFIED",
+		1: "COVERT_REVEAL_CAUSE_CASE_CLOSED",
+		2: "COVERT_REVEAL_CAUSE_NEXT_STEP",
+	}
+	CovertRevealCause_value = map[string]int32{
+		"COVERT_REVEAL_CAUSE_UNSPECIFIED": 0,
+		"COVERT_REVEAL_CAUSE_CASE_CLOSED": 1,
+		"COVERT_REVEAL_CAUSE_NEXT_STEP":   2,
+	}
+)
+
+func (x CovertRevealCause) Enum() *CovertRevealCause {
+	p := new(CovertRevealCause)
+	*p = x
+	return p
+}
+
+func (x CovertRevealCause) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CovertRevealCause) Descriptor() protoreflect.EnumDescriptor {
+	return file_aperture_audit_v1_audit_proto_enumTypes[3].Descriptor()
+}
+
+func (CovertRevealCause) Type() protoreflect.EnumType {
+	return &file_aperture_audit_v1_audit_proto_enumTypes[3]
+}
+
+func (x CovertRevealCause) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CovertRevealCause.Descriptor instead.
+func (CovertRevealCause) EnumDescriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 // DelegateAction is what a person acting for the citizen did (ACCESS_KIND_DELEGATE).
@@ -387,11 +447,11 @@ func (x DelegateAction) String() string {
 }
 
 func (DelegateAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_audit_v1_audit_proto_enumTypes[3].Descriptor()
+	return file_aperture_audit_v1_audit_proto_enumTypes[4].Descriptor()
 }
 
 func (DelegateAction) Type() protoreflect.EnumType {
-	return &file_aperture_audit_v1_audit_proto_enumTypes[3]
+	return &file_aperture_audit_v1_audit_proto_enumTypes[4]
 }
 
 func (x DelegateAction) Number() protoreflect.EnumNumber {
@@ -400,7 +460,7 @@ func (x DelegateAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DelegateAction.Descriptor instead.
 func (DelegateAction) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 // DelegateBasis is why someone may act for the citizen.
@@ -440,11 +500,11 @@ func (x DelegateBasis) String() string {
 }
 
 func (DelegateBasis) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_audit_v1_audit_proto_enumTypes[4].Descriptor()
+	return file_aperture_audit_v1_audit_proto_enumTypes[5].Descriptor()
 }
 
 func (DelegateBasis) Type() protoreflect.EnumType {
-	return &file_aperture_audit_v1_audit_proto_enumTypes[4]
+	return &file_aperture_audit_v1_audit_proto_enumTypes[5]
 }
 
 func (x DelegateBasis) Number() protoreflect.EnumNumber {
@@ -453,7 +513,7 @@ func (x DelegateBasis) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DelegateBasis.Descriptor instead.
 func (DelegateBasis) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 // CorrectionOutcome is an authority's decision on a correction request.
@@ -490,11 +550,11 @@ func (x CorrectionOutcome) String() string {
 }
 
 func (CorrectionOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_audit_v1_audit_proto_enumTypes[5].Descriptor()
+	return file_aperture_audit_v1_audit_proto_enumTypes[6].Descriptor()
 }
 
 func (CorrectionOutcome) Type() protoreflect.EnumType {
-	return &file_aperture_audit_v1_audit_proto_enumTypes[5]
+	return &file_aperture_audit_v1_audit_proto_enumTypes[6]
 }
 
 func (x CorrectionOutcome) Number() protoreflect.EnumNumber {
@@ -503,7 +563,7 @@ func (x CorrectionOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CorrectionOutcome.Descriptor instead.
 func (CorrectionOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 // BreakGlassOutcome is an auditor's conclusion on a break-glass access.
@@ -542,11 +602,11 @@ func (x BreakGlassOutcome) String() string {
 }
 
 func (BreakGlassOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_aperture_audit_v1_audit_proto_enumTypes[6].Descriptor()
+	return file_aperture_audit_v1_audit_proto_enumTypes[7].Descriptor()
 }
 
 func (BreakGlassOutcome) Type() protoreflect.EnumType {
-	return &file_aperture_audit_v1_audit_proto_enumTypes[6]
+	return &file_aperture_audit_v1_audit_proto_enumTypes[7]
 }
 
 func (x BreakGlassOutcome) Number() protoreflect.EnumNumber {
@@ -555,7 +615,61 @@ func (x BreakGlassOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BreakGlassOutcome.Descriptor instead.
 func (BreakGlassOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
+}
+
+// CovertReveal marks an early reveal of a covert step's accesses (ACCESS_KIND_COVERT_REVEALED).
+type CovertReveal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many of the case's accesses at the step were still hidden and are now shown.
+	Accesses      uint32            `protobuf:"varint,1,opt,name=accesses,proto3" json:"accesses,omitempty"`
+	Cause         CovertRevealCause `protobuf:"varint,2,opt,name=cause,proto3,enum=aperture.audit.v1.CovertRevealCause" json:"cause,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CovertReveal) Reset() {
+	*x = CovertReveal{}
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CovertReveal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CovertReveal) ProtoMessage() {}
+
+func (x *CovertReveal) ProtoReflect() protoreflect.Message {
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CovertReveal.ProtoReflect.Descriptor instead.
+func (*CovertReveal) Descriptor() ([]byte, []int) {
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CovertReveal) GetAccesses() uint32 {
+	if x != nil {
+		return x.Accesses
+	}
+	return 0
+}
+
+func (x *CovertReveal) GetCause() CovertRevealCause {
+	if x != nil {
+		return x.Cause
+	}
+	return CovertRevealCause_COVERT_REVEAL_CAUSE_UNSPECIFIED
 }
 
 // Delegate marks an action by someone acting for the citizen (ACCESS_KIND_DELEGATE, or a consent
@@ -572,7 +686,7 @@ type Delegate struct {
 
 func (x *Delegate) Reset() {
 	*x = Delegate{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +698,7 @@ func (x *Delegate) String() string {
 func (*Delegate) ProtoMessage() {}
 
 func (x *Delegate) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +711,7 @@ func (x *Delegate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delegate.ProtoReflect.Descriptor instead.
 func (*Delegate) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Delegate) GetBasis() DelegateBasis {
@@ -635,7 +749,7 @@ type Consent struct {
 
 func (x *Consent) Reset() {
 	*x = Consent{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +761,7 @@ func (x *Consent) String() string {
 func (*Consent) ProtoMessage() {}
 
 func (x *Consent) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +774,7 @@ func (x *Consent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consent.ProtoReflect.Descriptor instead.
 func (*Consent) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Consent) GetExpiresAt() *timestamppb.Timestamp {
@@ -691,7 +805,7 @@ type Question struct {
 
 func (x *Question) Reset() {
 	*x = Question{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +817,7 @@ func (x *Question) String() string {
 func (*Question) ProtoMessage() {}
 
 func (x *Question) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +830,7 @@ func (x *Question) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Question.ProtoReflect.Descriptor instead.
 func (*Question) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Question) GetQuestionId() string {
@@ -746,7 +860,7 @@ type Correction struct {
 
 func (x *Correction) Reset() {
 	*x = Correction{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +872,7 @@ func (x *Correction) String() string {
 func (*Correction) ProtoMessage() {}
 
 func (x *Correction) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +885,7 @@ func (x *Correction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Correction.ProtoReflect.Descriptor instead.
 func (*Correction) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Correction) GetRequestId() string {
@@ -807,7 +921,7 @@ type BreakGlass struct {
 
 func (x *BreakGlass) Reset() {
 	*x = BreakGlass{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +933,7 @@ func (x *BreakGlass) String() string {
 func (*BreakGlass) ProtoMessage() {}
 
 func (x *BreakGlass) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +946,7 @@ func (x *BreakGlass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakGlass.ProtoReflect.Descriptor instead.
 func (*BreakGlass) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BreakGlass) GetReasonCode() string {
@@ -951,14 +1065,16 @@ type AccessRecord struct {
 	// Set for a consent given or withdrawn.
 	Consent *Consent `protobuf:"bytes,29,opt,name=consent,proto3" json:"consent,omitempty"`
 	// Set for a question about an access and its answer.
-	Question      *Question `protobuf:"bytes,30,opt,name=question,proto3" json:"question,omitempty"`
+	Question *Question `protobuf:"bytes,30,opt,name=question,proto3" json:"question,omitempty"`
+	// Set for an early reveal of a covert step's accesses (ACCESS_KIND_COVERT_REVEALED).
+	CovertReveal  *CovertReveal `protobuf:"bytes,31,opt,name=covert_reveal,json=covertReveal,proto3" json:"covert_reveal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AccessRecord) Reset() {
 	*x = AccessRecord{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1086,7 @@ func (x *AccessRecord) String() string {
 func (*AccessRecord) ProtoMessage() {}
 
 func (x *AccessRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1099,7 @@ func (x *AccessRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessRecord.ProtoReflect.Descriptor instead.
 func (*AccessRecord) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AccessRecord) GetId() string {
@@ -1196,6 +1312,13 @@ func (x *AccessRecord) GetQuestion() *Question {
 	return nil
 }
 
+func (x *AccessRecord) GetCovertReveal() *CovertReveal {
+	if x != nil {
+		return x.CovertReveal
+	}
+	return nil
+}
+
 // AccessBatch is one message of the ACCESS stream: the records of concurrent decisions that share
 // one durable write (group commit). Records are kept as their exact leaf bytes.
 //
@@ -1220,7 +1343,7 @@ type AccessBatch struct {
 
 func (x *AccessBatch) Reset() {
 	*x = AccessBatch{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1355,7 @@ func (x *AccessBatch) String() string {
 func (*AccessBatch) ProtoMessage() {}
 
 func (x *AccessBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1368,7 @@ func (x *AccessBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessBatch.ProtoReflect.Descriptor instead.
 func (*AccessBatch) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AccessBatch) GetRecords() [][]byte {
@@ -1278,7 +1401,7 @@ type ListedLeaf struct {
 
 func (x *ListedLeaf) Reset() {
 	*x = ListedLeaf{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1413,7 @@ func (x *ListedLeaf) String() string {
 func (*ListedLeaf) ProtoMessage() {}
 
 func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[7]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1426,7 @@ func (x *ListedLeaf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListedLeaf.ProtoReflect.Descriptor instead.
 func (*ListedLeaf) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{7}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListedLeaf) GetLeafIndex() uint64 {
@@ -1335,7 +1458,7 @@ type ListAccessRecordsRequest struct {
 
 func (x *ListAccessRecordsRequest) Reset() {
 	*x = ListAccessRecordsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1470,7 @@ func (x *ListAccessRecordsRequest) String() string {
 func (*ListAccessRecordsRequest) ProtoMessage() {}
 
 func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[8]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1483,7 @@ func (x *ListAccessRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{8}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListAccessRecordsRequest) GetCitizenId() string {
@@ -1400,7 +1523,7 @@ type ListAccessRecordsResponse struct {
 
 func (x *ListAccessRecordsResponse) Reset() {
 	*x = ListAccessRecordsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1535,7 @@ func (x *ListAccessRecordsResponse) String() string {
 func (*ListAccessRecordsResponse) ProtoMessage() {}
 
 func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[9]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1548,7 @@ func (x *ListAccessRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{9}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAccessRecordsResponse) GetRecords() []*AccessRecord {
@@ -1458,7 +1581,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1593,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[10]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1606,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{10}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
 }
 
 // GetCheckpointResponse is the latest checkpoint.
@@ -1511,7 +1634,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1646,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[11]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1659,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{11}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() []byte {
@@ -1592,7 +1715,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1727,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[12]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1740,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{12}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetInclusionProofRequest) GetLeaf() isGetInclusionProofRequest_Leaf {
@@ -1692,7 +1815,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1827,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[13]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1840,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{13}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetInclusionProofResponse) GetLeafIndex() uint64 {
@@ -1775,7 +1898,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +1910,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[14]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +1923,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{14}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetConsistencyProofRequest) GetFromSize() uint64 {
@@ -1833,7 +1956,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1968,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[15]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1981,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{15}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetConsistencyProofResponse) GetFromSize() uint64 {
@@ -1919,7 +2042,7 @@ type BreakGlassReview struct {
 
 func (x *BreakGlassReview) Reset() {
 	*x = BreakGlassReview{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2054,7 @@ func (x *BreakGlassReview) String() string {
 func (*BreakGlassReview) ProtoMessage() {}
 
 func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[16]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2067,7 @@ func (x *BreakGlassReview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakGlassReview.ProtoReflect.Descriptor instead.
 func (*BreakGlassReview) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{16}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BreakGlassReview) GetAccessId() string {
@@ -2077,7 +2200,7 @@ type ListBreakGlassReviewsRequest struct {
 
 func (x *ListBreakGlassReviewsRequest) Reset() {
 	*x = ListBreakGlassReviewsRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2212,7 @@ func (x *ListBreakGlassReviewsRequest) String() string {
 func (*ListBreakGlassReviewsRequest) ProtoMessage() {}
 
 func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[17]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2225,7 @@ func (x *ListBreakGlassReviewsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBreakGlassReviewsRequest.ProtoReflect.Descriptor instead.
 func (*ListBreakGlassReviewsRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{17}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListBreakGlassReviewsRequest) GetIncludeClosed() bool {
@@ -2122,7 +2245,7 @@ type ListBreakGlassReviewsResponse struct {
 
 func (x *ListBreakGlassReviewsResponse) Reset() {
 	*x = ListBreakGlassReviewsResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2134,7 +2257,7 @@ func (x *ListBreakGlassReviewsResponse) String() string {
 func (*ListBreakGlassReviewsResponse) ProtoMessage() {}
 
 func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[18]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2147,7 +2270,7 @@ func (x *ListBreakGlassReviewsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBreakGlassReviewsResponse.ProtoReflect.Descriptor instead.
 func (*ListBreakGlassReviewsResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{18}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListBreakGlassReviewsResponse) GetReviews() []*BreakGlassReview {
@@ -2170,7 +2293,7 @@ type CloseBreakGlassReviewRequest struct {
 
 func (x *CloseBreakGlassReviewRequest) Reset() {
 	*x = CloseBreakGlassReviewRequest{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[19]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2305,7 @@ func (x *CloseBreakGlassReviewRequest) String() string {
 func (*CloseBreakGlassReviewRequest) ProtoMessage() {}
 
 func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[19]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2318,7 @@ func (x *CloseBreakGlassReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseBreakGlassReviewRequest.ProtoReflect.Descriptor instead.
 func (*CloseBreakGlassReviewRequest) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{19}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CloseBreakGlassReviewRequest) GetAccessId() string {
@@ -2229,7 +2352,7 @@ type CloseBreakGlassReviewResponse struct {
 
 func (x *CloseBreakGlassReviewResponse) Reset() {
 	*x = CloseBreakGlassReviewResponse{}
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[20]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2364,7 @@ func (x *CloseBreakGlassReviewResponse) String() string {
 func (*CloseBreakGlassReviewResponse) ProtoMessage() {}
 
 func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aperture_audit_v1_audit_proto_msgTypes[20]
+	mi := &file_aperture_audit_v1_audit_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2377,7 @@ func (x *CloseBreakGlassReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseBreakGlassReviewResponse.ProtoReflect.Descriptor instead.
 func (*CloseBreakGlassReviewResponse) Descriptor() ([]byte, []int) {
-	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{20}
+	return file_aperture_audit_v1_audit_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CloseBreakGlassReviewResponse) GetReview() *BreakGlassReview {
@@ -2268,7 +2391,10 @@ var File_aperture_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n" +
+	"\x1daperture/audit/v1/audit.proto\x12\x11aperture.audit.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n" +
+	"\fCovertReveal\x12\x1a\n" +
+	"\baccesses\x18\x01 \x01(\rR\baccesses\x12:\n" +
+	"\x05cause\x18\x02 \x01(\x0e2$.aperture.audit.v1.CovertRevealCauseR\x05cause\"\xa2\x01\n" +
 	"\bDelegate\x126\n" +
 	"\x05basis\x18\x01 \x01(\x0e2 .aperture.audit.v1.DelegateBasisR\x05basis\x129\n" +
 	"\x06action\x18\x02 \x01(\x0e2!.aperture.audit.v1.DelegateActionR\x06action\x12#\n" +
@@ -2295,7 +2421,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x12reviewed_access_id\x18\x03 \x01(\tR\x10reviewedAccessId\x12>\n" +
 	"\aoutcome\x18\x04 \x01(\x0e2$.aperture.audit.v1.BreakGlassOutcomeR\aoutcome\x12\x1f\n" +
 	"\vreview_note\x18\x05 \x01(\tR\n" +
-	"reviewNote\"\xa5\t\n" +
+	"reviewNote\"\xeb\t\n" +
 	"\fAccessRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -2335,7 +2461,8 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"correction\x127\n" +
 	"\bdelegate\x18\x1c \x01(\v2\x1b.aperture.audit.v1.DelegateR\bdelegate\x124\n" +
 	"\aconsent\x18\x1d \x01(\v2\x1a.aperture.audit.v1.ConsentR\aconsent\x127\n" +
-	"\bquestion\x18\x1e \x01(\v2\x1b.aperture.audit.v1.QuestionR\bquestion\"9\n" +
+	"\bquestion\x18\x1e \x01(\v2\x1b.aperture.audit.v1.QuestionR\bquestion\x12D\n" +
+	"\rcovert_reveal\x18\x1f \x01(\v2\x1f.aperture.audit.v1.CovertRevealR\fcovertReveal\"9\n" +
 	"\vAccessBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\fR\x03mac\"?\n" +
@@ -2455,7 +2582,7 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	" REFUSAL_REASON_SWITCH_UNVERIFIED\x10\x14\x12*\n" +
 	"&REFUSAL_REASON_BREAK_GLASS_NOT_ALLOWED\x10\x15\x12+\n" +
 	"'REFUSAL_REASON_BREAK_GLASS_RATE_LIMITED\x10\x16\x12$\n" +
-	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\xc8\x03\n" +
+	" REFUSAL_REASON_EVENT_NOT_ALLOWED\x10\x17*\xe9\x03\n" +
 	"\n" +
 	"AccessKind\x12\x1b\n" +
 	"\x17ACCESS_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -2471,8 +2598,13 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x1bACCESS_KIND_CONSENT_REVOKED\x10\n" +
 	"\x12\x1e\n" +
 	"\x1aACCESS_KIND_QUESTION_ASKED\x10\v\x12!\n" +
-	"\x1dACCESS_KIND_QUESTION_ANSWERED\x10\f\x12\x1d\n" +
-	"\x19ACCESS_KIND_CUSTODY_CHECK\x10\x0e*\xdf\x01\n" +
+	"\x1dACCESS_KIND_QUESTION_ANSWERED\x10\f\x12\x1f\n" +
+	"\x1bACCESS_KIND_COVERT_REVEALED\x10\r\x12\x1d\n" +
+	"\x19ACCESS_KIND_CUSTODY_CHECK\x10\x0e*\x80\x01\n" +
+	"\x11CovertRevealCause\x12#\n" +
+	"\x1fCOVERT_REVEAL_CAUSE_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fCOVERT_REVEAL_CAUSE_CASE_CLOSED\x10\x01\x12!\n" +
+	"\x1dCOVERT_REVEAL_CAUSE_NEXT_STEP\x10\x02*\xdf\x01\n" +
 	"\x0eDelegateAction\x12\x1f\n" +
 	"\x1bDELEGATE_ACTION_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dDELEGATE_ACTION_VIEW_ACCESSES\x10\x01\x12\x1e\n" +
@@ -2512,81 +2644,85 @@ func file_aperture_audit_v1_audit_proto_rawDescGZIP() []byte {
 	return file_aperture_audit_v1_audit_proto_rawDescData
 }
 
-var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_aperture_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_aperture_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_aperture_audit_v1_audit_proto_goTypes = []any{
 	(Decision)(0),                         // 0: aperture.audit.v1.Decision
 	(RefusalReason)(0),                    // 1: aperture.audit.v1.RefusalReason
 	(AccessKind)(0),                       // 2: aperture.audit.v1.AccessKind
-	(DelegateAction)(0),                   // 3: aperture.audit.v1.DelegateAction
-	(DelegateBasis)(0),                    // 4: aperture.audit.v1.DelegateBasis
-	(CorrectionOutcome)(0),                // 5: aperture.audit.v1.CorrectionOutcome
-	(BreakGlassOutcome)(0),                // 6: aperture.audit.v1.BreakGlassOutcome
-	(*Delegate)(nil),                      // 7: aperture.audit.v1.Delegate
-	(*Consent)(nil),                       // 8: aperture.audit.v1.Consent
-	(*Question)(nil),                      // 9: aperture.audit.v1.Question
-	(*Correction)(nil),                    // 10: aperture.audit.v1.Correction
-	(*BreakGlass)(nil),                    // 11: aperture.audit.v1.BreakGlass
-	(*AccessRecord)(nil),                  // 12: aperture.audit.v1.AccessRecord
-	(*AccessBatch)(nil),                   // 13: aperture.audit.v1.AccessBatch
-	(*ListedLeaf)(nil),                    // 14: aperture.audit.v1.ListedLeaf
-	(*ListAccessRecordsRequest)(nil),      // 15: aperture.audit.v1.ListAccessRecordsRequest
-	(*ListAccessRecordsResponse)(nil),     // 16: aperture.audit.v1.ListAccessRecordsResponse
-	(*GetCheckpointRequest)(nil),          // 17: aperture.audit.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),         // 18: aperture.audit.v1.GetCheckpointResponse
-	(*GetInclusionProofRequest)(nil),      // 19: aperture.audit.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),     // 20: aperture.audit.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),    // 21: aperture.audit.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil),   // 22: aperture.audit.v1.GetConsistencyProofResponse
-	(*BreakGlassReview)(nil),              // 23: aperture.audit.v1.BreakGlassReview
-	(*ListBreakGlassReviewsRequest)(nil),  // 24: aperture.audit.v1.ListBreakGlassReviewsRequest
-	(*ListBreakGlassReviewsResponse)(nil), // 25: aperture.audit.v1.ListBreakGlassReviewsResponse
-	(*CloseBreakGlassReviewRequest)(nil),  // 26: aperture.audit.v1.CloseBreakGlassReviewRequest
-	(*CloseBreakGlassReviewResponse)(nil), // 27: aperture.audit.v1.CloseBreakGlassReviewResponse
-	(*timestamppb.Timestamp)(nil),         // 28: google.protobuf.Timestamp
+	(CovertRevealCause)(0),                // 3: aperture.audit.v1.CovertRevealCause
+	(DelegateAction)(0),                   // 4: aperture.audit.v1.DelegateAction
+	(DelegateBasis)(0),                    // 5: aperture.audit.v1.DelegateBasis
+	(CorrectionOutcome)(0),                // 6: aperture.audit.v1.CorrectionOutcome
+	(BreakGlassOutcome)(0),                // 7: aperture.audit.v1.BreakGlassOutcome
+	(*CovertReveal)(nil),                  // 8: aperture.audit.v1.CovertReveal
+	(*Delegate)(nil),                      // 9: aperture.audit.v1.Delegate
+	(*Consent)(nil),                       // 10: aperture.audit.v1.Consent
+	(*Question)(nil),                      // 11: aperture.audit.v1.Question
+	(*Correction)(nil),                    // 12: aperture.audit.v1.Correction
+	(*BreakGlass)(nil),                    // 13: aperture.audit.v1.BreakGlass
+	(*AccessRecord)(nil),                  // 14: aperture.audit.v1.AccessRecord
+	(*AccessBatch)(nil),                   // 15: aperture.audit.v1.AccessBatch
+	(*ListedLeaf)(nil),                    // 16: aperture.audit.v1.ListedLeaf
+	(*ListAccessRecordsRequest)(nil),      // 17: aperture.audit.v1.ListAccessRecordsRequest
+	(*ListAccessRecordsResponse)(nil),     // 18: aperture.audit.v1.ListAccessRecordsResponse
+	(*GetCheckpointRequest)(nil),          // 19: aperture.audit.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),         // 20: aperture.audit.v1.GetCheckpointResponse
+	(*GetInclusionProofRequest)(nil),      // 21: aperture.audit.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),     // 22: aperture.audit.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),    // 23: aperture.audit.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil),   // 24: aperture.audit.v1.GetConsistencyProofResponse
+	(*BreakGlassReview)(nil),              // 25: aperture.audit.v1.BreakGlassReview
+	(*ListBreakGlassReviewsRequest)(nil),  // 26: aperture.audit.v1.ListBreakGlassReviewsRequest
+	(*ListBreakGlassReviewsResponse)(nil), // 27: aperture.audit.v1.ListBreakGlassReviewsResponse
+	(*CloseBreakGlassReviewRequest)(nil),  // 28: aperture.audit.v1.CloseBreakGlassReviewRequest
+	(*CloseBreakGlassReviewResponse)(nil), // 29: aperture.audit.v1.CloseBreakGlassReviewResponse
+	(*timestamppb.Timestamp)(nil),         // 30: google.protobuf.Timestamp
 }
 var file_aperture_audit_v1_audit_proto_depIdxs = []int32{
-	4,  // 0: aperture.audit.v1.Delegate.basis:type_name -> aperture.audit.v1.DelegateBasis
-	3,  // 1: aperture.audit.v1.Delegate.action:type_name -> aperture.audit.v1.DelegateAction
-	28, // 2: aperture.audit.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
-	28, // 3: aperture.audit.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
-	5,  // 4: aperture.audit.v1.Correction.outcome:type_name -> aperture.audit.v1.CorrectionOutcome
-	6,  // 5: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	28, // 6: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
-	2,  // 7: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
-	0,  // 8: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
-	28, // 9: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
-	1,  // 10: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
-	11, // 11: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
-	10, // 12: aperture.audit.v1.AccessRecord.correction:type_name -> aperture.audit.v1.Correction
-	7,  // 13: aperture.audit.v1.AccessRecord.delegate:type_name -> aperture.audit.v1.Delegate
-	8,  // 14: aperture.audit.v1.AccessRecord.consent:type_name -> aperture.audit.v1.Consent
-	9,  // 15: aperture.audit.v1.AccessRecord.question:type_name -> aperture.audit.v1.Question
-	12, // 16: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
-	14, // 17: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
-	28, // 18: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
-	6,  // 19: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	28, // 20: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
-	23, // 21: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
-	6,  // 22: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
-	23, // 23: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
-	15, // 24: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
-	17, // 25: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
-	19, // 26: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
-	21, // 27: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
-	24, // 28: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
-	26, // 29: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
-	16, // 30: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
-	18, // 31: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
-	20, // 32: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
-	22, // 33: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
-	25, // 34: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
-	27, // 35: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
-	30, // [30:36] is the sub-list for method output_type
-	24, // [24:30] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	3,  // 0: aperture.audit.v1.CovertReveal.cause:type_name -> aperture.audit.v1.CovertRevealCause
+	5,  // 1: aperture.audit.v1.Delegate.basis:type_name -> aperture.audit.v1.DelegateBasis
+	4,  // 2: aperture.audit.v1.Delegate.action:type_name -> aperture.audit.v1.DelegateAction
+	30, // 3: aperture.audit.v1.Consent.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 4: aperture.audit.v1.Consent.granted_at:type_name -> google.protobuf.Timestamp
+	6,  // 5: aperture.audit.v1.Correction.outcome:type_name -> aperture.audit.v1.CorrectionOutcome
+	7,  // 6: aperture.audit.v1.BreakGlass.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	30, // 7: aperture.audit.v1.AccessRecord.time:type_name -> google.protobuf.Timestamp
+	2,  // 8: aperture.audit.v1.AccessRecord.kind:type_name -> aperture.audit.v1.AccessKind
+	0,  // 9: aperture.audit.v1.AccessRecord.decision:type_name -> aperture.audit.v1.Decision
+	30, // 10: aperture.audit.v1.AccessRecord.hidden_until:type_name -> google.protobuf.Timestamp
+	1,  // 11: aperture.audit.v1.AccessRecord.refusal_reason:type_name -> aperture.audit.v1.RefusalReason
+	13, // 12: aperture.audit.v1.AccessRecord.break_glass:type_name -> aperture.audit.v1.BreakGlass
+	12, // 13: aperture.audit.v1.AccessRecord.correction:type_name -> aperture.audit.v1.Correction
+	9,  // 14: aperture.audit.v1.AccessRecord.delegate:type_name -> aperture.audit.v1.Delegate
+	10, // 15: aperture.audit.v1.AccessRecord.consent:type_name -> aperture.audit.v1.Consent
+	11, // 16: aperture.audit.v1.AccessRecord.question:type_name -> aperture.audit.v1.Question
+	8,  // 17: aperture.audit.v1.AccessRecord.covert_reveal:type_name -> aperture.audit.v1.CovertReveal
+	14, // 18: aperture.audit.v1.ListAccessRecordsResponse.records:type_name -> aperture.audit.v1.AccessRecord
+	16, // 19: aperture.audit.v1.ListAccessRecordsResponse.leaves:type_name -> aperture.audit.v1.ListedLeaf
+	30, // 20: aperture.audit.v1.BreakGlassReview.time:type_name -> google.protobuf.Timestamp
+	7,  // 21: aperture.audit.v1.BreakGlassReview.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	30, // 22: aperture.audit.v1.BreakGlassReview.closed_at:type_name -> google.protobuf.Timestamp
+	25, // 23: aperture.audit.v1.ListBreakGlassReviewsResponse.reviews:type_name -> aperture.audit.v1.BreakGlassReview
+	7,  // 24: aperture.audit.v1.CloseBreakGlassReviewRequest.outcome:type_name -> aperture.audit.v1.BreakGlassOutcome
+	25, // 25: aperture.audit.v1.CloseBreakGlassReviewResponse.review:type_name -> aperture.audit.v1.BreakGlassReview
+	17, // 26: aperture.audit.v1.AuditService.ListAccessRecords:input_type -> aperture.audit.v1.ListAccessRecordsRequest
+	19, // 27: aperture.audit.v1.AuditService.GetCheckpoint:input_type -> aperture.audit.v1.GetCheckpointRequest
+	21, // 28: aperture.audit.v1.AuditService.GetInclusionProof:input_type -> aperture.audit.v1.GetInclusionProofRequest
+	23, // 29: aperture.audit.v1.AuditService.GetConsistencyProof:input_type -> aperture.audit.v1.GetConsistencyProofRequest
+	26, // 30: aperture.audit.v1.AuditService.ListBreakGlassReviews:input_type -> aperture.audit.v1.ListBreakGlassReviewsRequest
+	28, // 31: aperture.audit.v1.AuditService.CloseBreakGlassReview:input_type -> aperture.audit.v1.CloseBreakGlassReviewRequest
+	18, // 32: aperture.audit.v1.AuditService.ListAccessRecords:output_type -> aperture.audit.v1.ListAccessRecordsResponse
+	20, // 33: aperture.audit.v1.AuditService.GetCheckpoint:output_type -> aperture.audit.v1.GetCheckpointResponse
+	22, // 34: aperture.audit.v1.AuditService.GetInclusionProof:output_type -> aperture.audit.v1.GetInclusionProofResponse
+	24, // 35: aperture.audit.v1.AuditService.GetConsistencyProof:output_type -> aperture.audit.v1.GetConsistencyProofResponse
+	27, // 36: aperture.audit.v1.AuditService.ListBreakGlassReviews:output_type -> aperture.audit.v1.ListBreakGlassReviewsResponse
+	29, // 37: aperture.audit.v1.AuditService.CloseBreakGlassReview:output_type -> aperture.audit.v1.CloseBreakGlassReviewResponse
+	32, // [32:38] is the sub-list for method output_type
+	26, // [26:32] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_aperture_audit_v1_audit_proto_init() }
@@ -2594,7 +2730,7 @@ func file_aperture_audit_v1_audit_proto_init() {
 	if File_aperture_audit_v1_audit_proto != nil {
 		return
 	}
-	file_aperture_audit_v1_audit_proto_msgTypes[12].OneofWrappers = []any{
+	file_aperture_audit_v1_audit_proto_msgTypes[13].OneofWrappers = []any{
 		(*GetInclusionProofRequest_AccessId)(nil),
 		(*GetInclusionProofRequest_LeafIndex)(nil),
 	}
@@ -2603,8 +2739,8 @@ func file_aperture_audit_v1_audit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aperture_audit_v1_audit_proto_rawDesc), len(file_aperture_audit_v1_audit_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   21,
+			NumEnums:      8,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
