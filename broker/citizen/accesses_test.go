@@ -21,13 +21,13 @@ import (
 )
 
 // appendRecord writes an access record for citizen straight to the broker's access log (the real
-// Append path), as the release path would.
+// Append path), as the release path would: by the registry's first agency, of an opaque dataset.
 func (e *env) appendRecord(citizen string, at time.Time, authority, journey string, hiddenUntil *time.Time) *auditv1.AccessRecord {
 	e.t.Helper()
 	pn := e.pn.Pseudonym(citizen)
 	r := &auditv1.AccessRecord{
 		Id: ids.New("acc", at), Time: timestamppb.New(at), CitizenPseudonym: pn.Value, PseudonymKeyId: pn.KeyID,
-		Kind: auditv1.AccessKind_ACCESS_KIND_CASEWORKER, Agency: "municipality", Caseworker: "cw-1",
+		Kind: auditv1.AccessKind_ACCESS_KIND_CASEWORKER, Agency: anyAgency(e.t, e.b.Bundle()), Caseworker: "cw-1",
 		CaseId: "case_00000000000000000000000000", Journey: journey, Authority: authority, Dataset: "x",
 		Fields: []string{"a.b"}, Decision: auditv1.Decision_DECISION_RELEASED, PolicyVersion: "test",
 	}
@@ -84,8 +84,18 @@ func TestListAccessesFiltersAndPaging(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	base := time.Now().Add(-10 * 24 * time.Hour).Truncate(time.Second)
-	auths := []string{"population", "tax", "health", "population", "employment"}
-	journeys := []string{"sickness-benefit", "moving-house", ""}
+	b := e.b.Bundle()
+	// Records of all the registry's authorities but the last (which has none), the first twice as
+	// often as the others; of two journeys and of none.
+	ids := authorityIDs(t, b, 3)
+	auths := append(slices.Clone(ids[:len(ids)-1]), ids[0])
+	none := ids[len(ids)-1]
+	one, two := auths[0], auths[1]
+	js := b.Journeys()
+	if len(js) < 2 {
+		t.Fatalf("the policies have %d journeys; the test needs 2", len(js))
+	}
+	journeys := []string{js[0].ID, js[1].ID, ""}
 	future := time.Now().Add(30 * day)
 	for i := range 230 {
 		var hide *time.Time
@@ -94,7 +104,7 @@ func TestListAccessesFiltersAndPaging(t *testing.T) {
 		}
 		e.appendRecord(anna, base.Add(time.Duration(i)*time.Hour), auths[i%len(auths)], journeys[i%len(journeys)], hide)
 		if i%10 == 0 {
-			e.appendRecord(bo, base.Add(time.Duration(i)*time.Hour), "tax", "moving-house", nil)
+			e.appendRecord(bo, base.Add(time.Duration(i)*time.Hour), two, journeys[1], nil)
 		}
 	}
 	truth := e.truth(anna)
@@ -109,17 +119,17 @@ func TestListAccessesFiltersAndPaging(t *testing.T) {
 		keep func(*auditv1.AccessRecord) bool
 	}{
 		{"all", &citizenv1.ListAccessesRequest{}, func(*auditv1.AccessRecord) bool { return true }},
-		{"authority", &citizenv1.ListAccessesRequest{Authority: "tax"}, func(r *auditv1.AccessRecord) bool { return r.GetAuthority() == "tax" }},
-		{"journey", &citizenv1.ListAccessesRequest{Journey: "moving-house"}, func(r *auditv1.AccessRecord) bool { return r.GetJourney() == "moving-house" }},
+		{"authority", &citizenv1.ListAccessesRequest{Authority: two}, func(r *auditv1.AccessRecord) bool { return r.GetAuthority() == two }},
+		{"journey", &citizenv1.ListAccessesRequest{Journey: journeys[1]}, func(r *auditv1.AccessRecord) bool { return r.GetJourney() == journeys[1] }},
 		{"since", &citizenv1.ListAccessesRequest{Since: at(200)}, func(r *auditv1.AccessRecord) bool { return !r.GetTime().AsTime().Before(base.Add(200 * time.Hour)) }},
 		{"until", &citizenv1.ListAccessesRequest{Until: at(17)}, func(r *auditv1.AccessRecord) bool { return r.GetTime().AsTime().Before(base.Add(17 * time.Hour)) }},
-		{"everything", &citizenv1.ListAccessesRequest{Authority: "population", Journey: "sickness-benefit", Since: at(20), Until: at(190)},
+		{"everything", &citizenv1.ListAccessesRequest{Authority: one, Journey: journeys[0], Since: at(20), Until: at(190)},
 			func(r *auditv1.AccessRecord) bool {
 				t := r.GetTime().AsTime()
-				return r.GetAuthority() == "population" && r.GetJourney() == "sickness-benefit" &&
+				return r.GetAuthority() == one && r.GetJourney() == journeys[0] &&
 					!t.Before(base.Add(20*time.Hour)) && t.Before(base.Add(190*time.Hour))
 			}},
-		{"nothing matches", &citizenv1.ListAccessesRequest{Authority: "education"}, func(r *auditv1.AccessRecord) bool { return false }},
+		{"nothing matches", &citizenv1.ListAccessesRequest{Authority: none}, func(r *auditv1.AccessRecord) bool { return false }},
 	}
 	for _, tc := range tests {
 		var want []string
@@ -143,21 +153,21 @@ func TestListAccessesFiltersAndPaging(t *testing.T) {
 	}
 
 	// Pages hold page_size accesses, except the last.
-	resp, err := e.citizen().ListAccesses(as(tokAnna), &citizenv1.ListAccessesRequest{PageSize: 7, Authority: "tax"})
+	resp, err := e.citizen().ListAccesses(as(tokAnna), &citizenv1.ListAccessesRequest{PageSize: 7, Authority: two})
 	if err != nil || len(resp.GetAccesses()) != 7 || resp.GetNextPageToken() == "" {
 		t.Fatalf("first page: %d accesses, token %q, %v", len(resp.GetAccesses()), resp.GetNextPageToken(), err)
 	}
 	// Records appended while paging do not disturb the pages in progress.
-	e.appendRecord(anna, time.Now(), "tax", "moving-house", nil)
-	rest := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{PageSize: 7, Authority: "tax", PageToken: resp.GetNextPageToken()})
-	var wantTax []string
+	e.appendRecord(anna, time.Now(), two, journeys[1], nil)
+	rest := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{PageSize: 7, Authority: two, PageToken: resp.GetNextPageToken()})
+	var wantTwo []string
 	for _, r := range truth {
-		if r.GetAuthority() == "tax" && r.GetHiddenUntil() == nil {
-			wantTax = append(wantTax, r.GetId())
+		if r.GetAuthority() == two && r.GetHiddenUntil() == nil {
+			wantTwo = append(wantTwo, r.GetId())
 		}
 	}
-	if all := append(accessIDs(resp.GetAccesses()), accessIDs(rest)...); !slices.Equal(all, wantTax) {
-		t.Fatalf("paging while records arrive: %d accesses, want the %d there were when paging began", len(all), len(wantTax))
+	if all := append(accessIDs(resp.GetAccesses()), accessIDs(rest)...); !slices.Equal(all, wantTwo) {
+		t.Fatalf("paging while records arrive: %d accesses, want the %d there were when paging began", len(all), len(wantTwo))
 	}
 
 	bad := []*citizenv1.ListAccessesRequest{
@@ -165,7 +175,7 @@ func TestListAccessesFiltersAndPaging(t *testing.T) {
 		{PageSize: -1},
 		{PageToken: "garbage"},
 		{PageToken: "YzEuNTAuMC4"}, // "c1.50.0." without a log token
-		{Authority: "Tax"},
+		{Authority: capitalised(two)},
 		{Journey: "-x"},
 		{Since: at(10), Until: at(5)},
 	}
@@ -181,15 +191,17 @@ func TestListAccessesScanBound(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	base := time.Now().Add(-30 * day)
+	ids := authorityIDs(t, e.b.Bundle(), 2)
+	rare, common := ids[0], ids[1]
 	var old []string
 	for i := range 3 {
-		old = append([]string{e.appendRecord(cai, base.Add(time.Duration(i)*time.Minute), "health", "", nil).GetId()}, old...)
+		old = append([]string{e.appendRecord(cai, base.Add(time.Duration(i)*time.Minute), rare, "", nil).GetId()}, old...)
 	}
 	var wg sync.WaitGroup
 	for g := range 32 {
 		wg.Go(func() {
 			for i := g; i < 10_050; i += 32 {
-				e.appendRecord(cai, base.Add(time.Hour+time.Duration(i)*time.Second), "tax", "", nil)
+				e.appendRecord(cai, base.Add(time.Hour+time.Duration(i)*time.Second), common, "", nil)
 			}
 		})
 	}
@@ -206,14 +218,14 @@ func TestListAccessesScanBound(t *testing.T) {
 		t.Cleanup(cancel)
 		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tokCai)
 	}
-	first, err := c.ListAccesses(slow(), &citizenv1.ListAccessesRequest{Authority: "health"})
+	first, err := c.ListAccesses(slow(), &citizenv1.ListAccessesRequest{Authority: rare})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(first.GetAccesses()) != 0 || first.GetNextPageToken() == "" {
 		t.Fatalf("first call: %d accesses, token %q; want none and a token (scan bound)", len(first.GetAccesses()), first.GetNextPageToken())
 	}
-	second, err := c.ListAccesses(slow(), &citizenv1.ListAccessesRequest{Authority: "health", PageToken: first.GetNextPageToken()})
+	second, err := c.ListAccesses(slow(), &citizenv1.ListAccessesRequest{Authority: rare, PageToken: first.GetNextPageToken()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,15 +234,18 @@ func TestListAccessesScanBound(t *testing.T) {
 	}
 }
 
-// TestHiddenUntil drives the covert step of benefit-control: its accesses are invisible (list, watch,
+// TestHiddenUntil drives a journey whose first step is covert: its accesses are invisible (list, watch,
 // question, case) until their time has passed on the broker's clock, then shown with the reason.
 func TestHiddenUntil(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.citizen()
-	cs := e.open("municipality", "benefit-control", anna)
-	covert := e.release("municipality", cs.GetId(), "tax", "income")
-	visibleBefore := e.appendRecord(anna, e.clock.Now(), "population", "", nil) // something visible, for contrast
+	b := e.b.Bundle()
+	j := covertJourney(t, b)
+	st, next := j.Steps[0], j.Steps[1]
+	cs := e.open(st.Agency, j.ID, anna)
+	covert := e.release(st.Agency, cs.GetId(), st.Rules[0].Authority, st.Rules[0].Dataset)
+	visibleBefore := e.appendRecord(anna, e.clock.Now(), authorityIDs(t, b, 1)[0], "", nil) // something visible, for contrast
 
 	got := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{})
 	if len(got) != 1 || got[0].GetId() != visibleBefore.GetId() {
@@ -248,17 +263,15 @@ func TestHiddenUntil(t *testing.T) {
 
 	// The next step is open: the case shows. The covert step shows as done, with its accesses, if the
 	// policy reveals it when the next step begins; otherwise as if not reached.
-	e.complete("municipality", cs.GetId(), "check-reported-income")
+	e.complete(st.Agency, cs.GetId(), st.ID)
 	gc, err := c.GetCase(as(tokAnna), &citizenv1.GetCaseRequest{CaseId: cs.GetId()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	steps := gc.GetCase().GetSteps()
-	if steps[1].GetStatus() != citizenv1.StepStatus_STEP_STATUS_CURRENT || gc.GetCase().GetCurrentStep().GetId() != "hear-the-citizen" {
+	if steps[1].GetStatus() != citizenv1.StepStatus_STEP_STATUS_CURRENT || gc.GetCase().GetCurrentStep().GetId() != next.ID {
 		t.Fatalf("case after its covert step: %v", gc.GetCase())
 	}
-	j, _ := e.b.Bundle().Journey("benefit-control")
-	st, _, _ := j.Step("check-reported-income")
 	if st.Covert.Reveal == policy.RevealNextStep {
 		if steps[0].GetStatus() != citizenv1.StepStatus_STEP_STATUS_COMPLETED || steps[0].GetStartedAt() == nil {
 			t.Fatalf("covert step revealed by the next step: %v", steps[0])
@@ -279,8 +292,8 @@ func TestHiddenUntil(t *testing.T) {
 		t.Fatalf("case with a masked covert step: %v", gc.GetCase())
 	}
 
-	// 91 days later everything is visible, with the reason.
-	e.clock.advance(91 * day)
+	// A day after the longest the step may hide its accesses, everything is visible, with the reason.
+	e.clock.advance(st.Covert.MaxDelay() + day)
 	got, checks := e.splitChecks(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}))
 	got, _ = splitReveals(got) // when the policy revealed the step early (above)
 	if len(got) != 2 || got[1].GetId() != covert.GetAccessId() {
@@ -288,7 +301,7 @@ func TestHiddenUntil(t *testing.T) {
 	}
 	e.wantChecks(checks, cs.GetId())
 	a := got[1]
-	if a.GetHiddenUntil() == nil || a.GetHiddenReason().GetEn() == "" || a.GetHiddenReason().GetDa() == "" || a.GetStep().GetId() != "check-reported-income" {
+	if a.GetHiddenUntil() == nil || a.GetHiddenReason().GetEn() == "" || a.GetHiddenReason().GetDa() == "" || a.GetStep().GetId() != st.ID {
 		t.Fatalf("revealed access %v", a)
 	}
 	gc, err = c.GetCase(as(tokAnna), &citizenv1.GetCaseRequest{CaseId: cs.GetId()})
@@ -348,10 +361,13 @@ func TestWatchAccesses(t *testing.T) {
 	boCh, cancelBo := watch(tokBo)
 	defer cancelBo()
 
-	covertCase := e.open("municipality", "benefit-control", anna)
-	e.release("municipality", covertCase.GetId(), "tax", "income") // covert: not streamed
-	cs := e.open("municipality", "sickness-benefit", anna)
-	r := e.release("municipality", cs.GetId(), "population", "person")
+	b := e.b.Bundle()
+	cj, oj := covertJourney(t, b), openJourney(t, b)
+	cst, ost := cj.Steps[0], oj.Steps[0]
+	covertCase := e.open(cst.Agency, cj.ID, anna)
+	e.release(cst.Agency, covertCase.GetId(), cst.Rules[0].Authority, cst.Rules[0].Dataset) // covert: not streamed
+	cs := e.open(ost.Agency, oj.ID, anna)
+	r := e.release(ost.Agency, cs.GetId(), ost.Rules[0].Authority, ost.Rules[0].Dataset)
 	// First the register check of opening the open case (the covert case's is not streamed either).
 	var checks []*citizenv1.Access
 	g := next(annaCh)
@@ -362,7 +378,8 @@ func TestWatchAccesses(t *testing.T) {
 	if g.err != nil || g.a.GetId() != r.GetAccessId() || g.a.GetJourney().GetTitle().GetEn() == "" {
 		t.Fatalf("Anna's stream: %v, %v; want %s", g.a, g.err, r.GetAccessId())
 	}
-	md, err := c.GetMyData(as(tokBo), &citizenv1.GetMyDataRequest{Authority: "tax", Dataset: "income"})
+	authority, dataset := someDataset(t, b)
+	md, err := c.GetMyData(as(tokBo), &citizenv1.GetMyDataRequest{Authority: authority, Dataset: dataset})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package citizen_test
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/aperture-gov/aperture/broker/policy"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
@@ -24,6 +26,7 @@ func TestUnauthenticated(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.citizen()
+	authority, dataset := someDataset(t, e.b.Bundle())
 	bearer := func(vals ...string) context.Context {
 		ctx := context.Background()
 		for _, v := range vals {
@@ -51,7 +54,7 @@ func TestUnauthenticated(t *testing.T) {
 				"ListCases":    func() error { _, err := c.ListCases(tc.ctx, &citizenv1.ListCasesRequest{}); return err },
 				"ListJourneys": func() error { _, err := c.ListJourneys(tc.ctx, &citizenv1.ListJourneysRequest{}); return err },
 				"GetMyData": func() error {
-					_, err := c.GetMyData(tc.ctx, &citizenv1.GetMyDataRequest{Authority: "population", Dataset: "person"})
+					_, err := c.GetMyData(tc.ctx, &citizenv1.GetMyDataRequest{Authority: authority, Dataset: dataset})
 					return err
 				},
 				"ListDelegations": func() error {
@@ -119,45 +122,47 @@ func TestJourneysAndDataPath(t *testing.T) {
 		}
 	}
 
-	dp, err := c.GetDataPath(as(tokAnna), &citizenv1.GetDataPathRequest{Journey: "sickness-benefit"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dp.GetPolicyVersion() != bundle.Version || len(dp.GetSteps()) != 5 {
-		t.Fatalf("data path: version %q, %d steps", dp.GetPolicyVersion(), len(dp.GetSteps()))
-	}
-	first, consentStep := dp.GetSteps()[0], dp.GetSteps()[2]
-	if first.GetStep().GetNumber() != 1 || first.GetAgency().GetName().GetEn() == "" || first.GetLegalBasis() == "" || first.GetPurpose().GetDa() == "" {
-		t.Errorf("first step %v", first)
-	}
-	var facts []string
-	for _, r := range first.GetReleases() {
-		if r.GetAuthority().GetName().GetEn() == "" || r.GetDataset() == "" {
-			t.Errorf("release %v", r)
+	// Every journey's data path says what the policies say, step by step; any citizen may read any.
+	var facts, consents, coverts int
+	for i, j := range bundle.Journeys() {
+		dp, err := c.GetDataPath(as([]string{tokAnna, tokBo}[i%2]), &citizenv1.GetDataPathRequest{Journey: j.ID})
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, f := range r.GetFacts() {
-			facts = append(facts, f.GetName())
-			if f.GetDescription().GetEn() == "" {
-				t.Errorf("fact %v has no description", f)
+		if dp.GetPolicyVersion() != bundle.Version || len(dp.GetSteps()) != len(j.Steps) {
+			t.Fatalf("data path of %s: version %q, %d steps, want %q and %d", j.ID, dp.GetPolicyVersion(), len(dp.GetSteps()), bundle.Version, len(j.Steps))
+		}
+		for k, st := range j.Steps {
+			got := dp.GetSteps()[k]
+			if got.GetStep().GetNumber() != int32(k+1) || got.GetStep().GetId() != st.ID || got.GetAgency().GetId() != st.Agency ||
+				got.GetAgency().GetName().GetEn() == "" || got.GetLegalBasis() != st.LegalBasis || got.GetPurpose().GetDa() == "" {
+				t.Errorf("%s step %d: %v", j.ID, k+1, got)
+			}
+			facts += wantReleases(t, got.GetReleases(), st.Rules)
+			switch {
+			case st.Consent != nil:
+				consents++
+				if !got.GetConsentRequired() || got.GetConsentDefaultDays() != int32(st.Consent.DefaultDays) || got.GetConsentMaxDays() != int32(st.Consent.MaxDays) {
+					t.Errorf("%s: consent step %v, want %d and at most %d days", j.ID, got, st.Consent.DefaultDays, st.Consent.MaxDays)
+				}
+			case got.GetConsentRequired() || got.GetConsentDefaultDays() != 0 || got.GetConsentMaxDays() != 0:
+				t.Errorf("%s: step without consent shows consent: %v", j.ID, got)
+			}
+			switch {
+			case st.Covert != nil:
+				coverts++
+				if got.GetCovertMaxDays() != int32(st.Covert.MaxDays) || got.GetCovertReason().GetEn() != st.Covert.Reason.EN ||
+					got.GetCovertReason().GetDa() != st.Covert.Reason.DA || got.GetCovertReason().GetEn() == "" || got.GetCovertReason().GetDa() == "" {
+					t.Errorf("%s: covert step %v", j.ID, got)
+				}
+			case got.GetCovertReason() != nil || got.GetCovertMaxDays() != 0:
+				t.Errorf("%s: open step shows as covert: %v", j.ID, got)
 			}
 		}
 	}
-	if !slices.Contains(facts, "currently_employed") {
-		t.Errorf("facts of step 1: %v", facts)
-	}
-	if !consentStep.GetConsentRequired() || consentStep.GetConsentDefaultDays() != 30 || consentStep.GetConsentMaxDays() != 90 {
-		t.Errorf("consent step %v", consentStep)
-	}
-
-	bc, err := c.GetDataPath(as(tokBo), &citizenv1.GetDataPathRequest{Journey: "benefit-control"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := bc.GetSteps()[0]; s.GetCovertMaxDays() != 90 || s.GetCovertReason().GetEn() == "" || s.GetCovertReason().GetDa() == "" {
-		t.Errorf("covert step %v", s)
-	}
-	if s := bc.GetSteps()[1]; s.GetCovertReason() != nil || s.GetCovertMaxDays() != 0 {
-		t.Errorf("open step shows as covert: %v", s)
+	// Otherwise the checks above proved nothing about facts, consent or covert steps.
+	if facts == 0 || consents == 0 || coverts == 0 {
+		t.Fatalf("the policies need a step with a derived fact, one that needs consent and a covert one; found %d, %d and %d", facts, consents, coverts)
 	}
 
 	_, err = c.GetDataPath(as(tokAnna), &citizenv1.GetDataPathRequest{Journey: "no-such-journey"})
@@ -172,9 +177,12 @@ func TestAccessesAndCases(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.citizen()
-	cs := e.open("municipality", "sickness-benefit", anna)
-	r1 := e.release("municipality", cs.GetId(), "employment", "history")
-	r2 := e.release("municipality", cs.GetId(), "population", "person")
+	b := e.b.Bundle()
+	j, factRule, otherRule, k := caseJourney(t, b)
+	first := j.Steps[0]
+	cs := e.open(first.Agency, j.ID, anna)
+	r1 := e.release(first.Agency, cs.GetId(), factRule.Authority, factRule.Dataset)
+	r2 := e.release(first.Agency, cs.GetId(), otherRule.Authority, otherRule.Dataset)
 
 	// Besides the releases, the citizen's list holds the register check made before the case was opened.
 	got, checks := e.splitChecks(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}))
@@ -183,22 +191,32 @@ func TestAccessesAndCases(t *testing.T) {
 	}
 	e.wantChecks(checks, cs.GetId())
 	a := got[1]
+	var facts, wantFacts []string
+	for _, f := range a.GetFacts() {
+		facts = append(facts, f.GetName())
+		if f.GetDescription().GetDa() == "" {
+			t.Errorf("fact %v has no Danish description", f)
+		}
+	}
+	for _, d := range factRule.Derived {
+		wantFacts = append(wantFacts, d.Name)
+	}
 	switch {
 	case a.GetKind() != auditv1.AccessKind_ACCESS_KIND_CASEWORKER,
-		a.GetAgency().GetId() != "municipality" || a.GetAgency().GetName().GetDa() == "",
+		a.GetAgency().GetId() != first.Agency || a.GetAgency().GetName().GetDa() == "",
 		a.GetCaseworker() != "cw-7",
-		a.GetAuthority().GetId() != "employment" || a.GetAuthority().GetName().GetEn() == "",
-		a.GetDataset() != "history",
+		a.GetAuthority().GetId() != factRule.Authority || a.GetAuthority().GetName().GetEn() == "",
+		a.GetDataset() != factRule.Dataset,
 		a.GetCaseId() != cs.GetId(),
-		a.GetJourney().GetId() != "sickness-benefit" || a.GetJourney().GetTitle().GetDa() != "Sygedagpenge",
-		a.GetStep().GetId() != "register-absence" || a.GetStep().GetNumber() != 1 || a.GetStep().GetTitle().GetEn() == "",
+		a.GetJourney().GetId() != j.ID || a.GetJourney().GetTitle().GetDa() != j.Title.DA || j.Title.DA == "",
+		a.GetStep().GetId() != first.ID || a.GetStep().GetNumber() != 1 || a.GetStep().GetTitle().GetEn() == "",
 		a.GetPurpose().GetEn() == "" || a.GetPurpose().GetDa() == "",
-		a.GetLegalBasis() != "Sygedagpengeloven § 7",
+		a.GetLegalBasis() != first.LegalBasis || first.LegalBasis == "",
 		a.GetDecision() != auditv1.Decision_DECISION_RELEASED,
 		len(a.GetFields()) == 0,
-		len(a.GetFacts()) != 1 || a.GetFacts()[0].GetName() != "currently_employed" || a.GetFacts()[0].GetDescription().GetDa() == "",
+		len(facts) == 0 || !slices.Equal(facts, wantFacts),
 		a.GetTime() == nil, a.GetHiddenUntil() != nil:
-		t.Fatalf("access in the citizen's words: %v", a)
+		t.Fatalf("access in the citizen's words: %v; want facts %v", a, wantFacts)
 	}
 	if n := len(e.accesses(tokBo, &citizenv1.ListAccessesRequest{})); n != 0 {
 		t.Fatalf("Bo sees %d of Anna's accesses", n)
@@ -213,17 +231,17 @@ func TestAccessesAndCases(t *testing.T) {
 		t.Fatalf("Anna has %d cases, want 1", len(lc.GetCases()))
 	}
 	pc := lc.GetCases()[0]
-	if pc.GetId() != cs.GetId() || pc.GetStatus() != citizenv1.CaseStatus_CASE_STATUS_OPEN || pc.GetCurrentStep().GetId() != "register-absence" ||
-		pc.GetCurrentAgency().GetId() != "municipality" || len(pc.GetSteps()) != 5 || pc.GetOpenedBy().GetId() != "municipality" || pc.GetOpenedAt() == nil {
+	if pc.GetId() != cs.GetId() || pc.GetStatus() != citizenv1.CaseStatus_CASE_STATUS_OPEN || pc.GetCurrentStep().GetId() != first.ID ||
+		pc.GetCurrentAgency().GetId() != first.Agency || len(pc.GetSteps()) != len(j.Steps) || pc.GetOpenedBy().GetId() != first.Agency || pc.GetOpenedAt() == nil {
 		t.Fatalf("case %v", pc)
 	}
 	if s := pc.GetSteps()[0]; s.GetStatus() != citizenv1.StepStatus_STEP_STATUS_CURRENT || s.GetStartedAt() == nil {
 		t.Errorf("first step %v", s)
 	}
-	if s := pc.GetSteps()[2]; s.GetStatus() != citizenv1.StepStatus_STEP_STATUS_PENDING || !s.GetConsentRequired() || s.GetConsentGiven() {
+	if s := pc.GetSteps()[k]; s.GetStatus() != citizenv1.StepStatus_STEP_STATUS_PENDING || !s.GetConsentRequired() || s.GetConsentGiven() {
 		t.Errorf("consent step %v", s)
 	}
-	e.complete("municipality", cs.GetId(), "register-absence")
+	e.complete(first.Agency, cs.GetId(), first.ID)
 	gc, err := c.GetCase(as(tokAnna), &citizenv1.GetCaseRequest{CaseId: cs.GetId()})
 	if err != nil {
 		t.Fatal(err)
@@ -251,9 +269,10 @@ func TestAccessesAndCases(t *testing.T) {
 	_, err = c.ListCases(as(tokAnna), &citizenv1.ListCasesRequest{PageToken: "garbage"})
 	wantCode(t, err, codes.InvalidArgument)
 
-	// Paging cases: three more cases, pages of two.
+	// Paging cases: three more cases of another journey the citizen sees from the start, pages of two.
+	other := otherJourney(t, b, j)
 	for range 3 {
-		e.open("municipality", "moving-house", anna)
+		e.open(other.Steps[0].Agency, other.ID, anna)
 	}
 	var all []string
 	tok := ""
@@ -274,6 +293,36 @@ func TestAccessesAndCases(t *testing.T) {
 	}
 }
 
+// wantReleases fails the test unless a data path step's releases are the step's rules: authority (with
+// its name), dataset, fields and facts (with their descriptions). It returns the number of facts.
+func wantReleases(t *testing.T, got []*citizenv1.DataPathRelease, rules []*policy.Rule) int {
+	t.Helper()
+	if len(got) != len(rules) {
+		t.Errorf("%d releases, want %d", len(got), len(rules))
+		return 0
+	}
+	var n int
+	for i, r := range got {
+		want := rules[i]
+		var names, wantNames []string
+		for _, f := range r.GetFacts() {
+			names = append(names, f.GetName())
+			if f.GetDescription().GetEn() == "" || f.GetDescription().GetDa() == "" {
+				t.Errorf("fact %v has no description", f)
+			}
+		}
+		for _, d := range want.Derived {
+			wantNames = append(wantNames, d.Name)
+		}
+		if r.GetAuthority().GetId() != want.Authority || r.GetAuthority().GetName().GetEn() == "" || r.GetDataset() != want.Dataset ||
+			!slices.Equal(r.GetFields(), want.Fields) || !slices.Equal(names, wantNames) {
+			t.Errorf("release %v, want %s.%s with fields %v and facts %v", r, want.Authority, want.Dataset, want.Fields, wantNames)
+		}
+		n += len(names)
+	}
+	return n
+}
+
 func accessIDs(as []*citizenv1.Access) []string {
 	out := make([]string, len(as))
 	for i, a := range as {
@@ -288,36 +337,40 @@ func TestConsent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.citizen()
-	cs := e.open("municipality", "sickness-benefit", anna)
-	e.complete("municipality", cs.GetId(), "register-absence")
-	e.complete("municipality", cs.GetId(), "check-employment-requirement")
-	mun := e.agency("municipality")
-	releaseHealth := func() error {
-		_, err := mun.Release(cw("cw-3"), &brokerv1.ReleaseRequest{CaseId: cs.GetId(), Authority: "health", Dataset: "patient"})
+	jn, st := firstConsentStep(t, e.b.Bundle())
+	k := indexOfStep(t, jn, st)
+	rule := st.Rules[0]
+	cs := e.open(jn.Steps[0].Agency, jn.ID, anna)
+	e.walk(jn, cs.GetId(), k)
+	agency := e.agency(st.Agency)
+	releaseAtStep := func() error {
+		_, err := agency.Release(cw("cw-3"), &brokerv1.ReleaseRequest{CaseId: cs.GetId(), Authority: rule.Authority, Dataset: rule.Dataset})
 		return err
 	}
-	wantCode(t, releaseHealth(), codes.FailedPrecondition, "consent")
+	wantCode(t, releaseAtStep(), codes.FailedPrecondition, "consent")
 
-	const j, s = "sickness-benefit", "assess-work-capacity"
+	j, s := jn.ID, st.ID
+	defaultDays, maxDays, shortDays := st.Consent.DefaultDays, st.Consent.MaxDays, otherDays(t, st.Consent)
 	pv, err := c.PreviewConsent(as(tokAnna), &citizenv1.PreviewConsentRequest{Journey: j, Step: s})
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := e.clock.Now()
-	if d := pv.GetExpiresAt().AsTime().Sub(now.Add(30 * day)); d > time.Minute || d < -time.Minute {
-		t.Errorf("preview expiry %v, want 30 days from now", pv.GetExpiresAt().AsTime())
+	if d := pv.GetExpiresAt().AsTime().Sub(now.Add(time.Duration(defaultDays) * day)); d > time.Minute || d < -time.Minute {
+		t.Errorf("preview expiry %v, want %d days from now", pv.GetExpiresAt().AsTime(), defaultDays)
 	}
-	if pv.GetCurrent() != nil || pv.GetStep().GetAgency().GetId() != "municipality" || len(pv.GetStep().GetReleases()) != 1 ||
-		!slices.Contains(pv.GetStep().GetReleases()[0].GetFields(), "sick_notes.work_capacity_percent") {
+	if pv.GetCurrent() != nil || pv.GetStep().GetAgency().GetId() != st.Agency || pv.GetStep().GetStep().GetId() != s {
 		t.Errorf("preview %v", pv)
 	}
-	pv10, err := c.PreviewConsent(as(tokAnna), &citizenv1.PreviewConsentRequest{Journey: j, Step: s, Days: 10})
+	wantReleases(t, pv.GetStep().GetReleases(), st.Rules) // what the consent lets the step see
+	pvShort, err := c.PreviewConsent(as(tokAnna), &citizenv1.PreviewConsentRequest{Journey: j, Step: s, Days: int32(shortDays)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := pv10.GetExpiresAt().AsTime().Sub(now.Add(10 * day)); d > time.Minute || d < -time.Minute {
-		t.Errorf("preview of 10 days: expiry %v", pv10.GetExpiresAt().AsTime())
+	if d := pvShort.GetExpiresAt().AsTime().Sub(now.Add(time.Duration(shortDays) * day)); d > time.Minute || d < -time.Minute {
+		t.Errorf("preview of %d days: expiry %v", shortDays, pvShort.GetExpiresAt().AsTime())
 	}
+	noConsent := stepWithoutConsent(t, jn).ID
 
 	// Bad input: nothing is stored.
 	bad := []struct {
@@ -325,12 +378,12 @@ func TestConsent(t *testing.T) {
 		req  *citizenv1.GrantConsentRequest
 		code codes.Code
 	}{
-		{"more than the maximum", &citizenv1.GrantConsentRequest{Journey: j, Step: s, Days: 91}, codes.InvalidArgument},
+		{"more than the maximum", &citizenv1.GrantConsentRequest{Journey: j, Step: s, Days: int32(maxDays + 1)}, codes.InvalidArgument},
 		{"negative days", &citizenv1.GrantConsentRequest{Journey: j, Step: s, Days: -1}, codes.InvalidArgument},
 		{"malformed step", &citizenv1.GrantConsentRequest{Journey: j, Step: "Assess"}, codes.InvalidArgument},
 		{"no such step", &citizenv1.GrantConsentRequest{Journey: j, Step: "no-such-step"}, codes.NotFound},
 		{"no such journey", &citizenv1.GrantConsentRequest{Journey: "nope", Step: s}, codes.NotFound},
-		{"step needs no consent", &citizenv1.GrantConsentRequest{Journey: j, Step: "register-absence"}, codes.FailedPrecondition},
+		{"step needs no consent", &citizenv1.GrantConsentRequest{Journey: j, Step: noConsent}, codes.FailedPrecondition},
 	}
 	for _, b := range bad {
 		t.Run(b.name, func(t *testing.T) {
@@ -338,10 +391,10 @@ func TestConsent(t *testing.T) {
 			wantCode(t, err, b.code)
 		})
 	}
-	_, err = c.PreviewConsent(as(tokAnna), &citizenv1.PreviewConsentRequest{Journey: j, Step: "register-absence"})
+	_, err = c.PreviewConsent(as(tokAnna), &citizenv1.PreviewConsentRequest{Journey: j, Step: noConsent})
 	wantCode(t, err, codes.FailedPrecondition)
-	_, err = c.PreviewConsent(as(tokAnna), &citizenv1.PreviewConsentRequest{Journey: j, Step: s, Days: 91})
-	wantCode(t, err, codes.InvalidArgument, "90")
+	_, err = c.PreviewConsent(as(tokAnna), &citizenv1.PreviewConsentRequest{Journey: j, Step: s, Days: int32(maxDays + 1)})
+	wantCode(t, err, codes.InvalidArgument, strconv.Itoa(maxDays))
 	if lc, err := c.ListConsents(as(tokAnna), &citizenv1.ListConsentsRequest{}); err != nil || len(lc.GetConsents()) != 0 {
 		t.Fatalf("after bad input: consents %v, %v", lc.GetConsents(), err)
 	}
@@ -352,19 +405,19 @@ func TestConsent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !g.GetConsent().GetValid() || g.GetConsent().GetExpiresAt().AsTime().Sub(g.GetConsent().GetGrantedAt().AsTime()) != 30*day ||
-		g.GetConsent().GetAgency().GetId() != "municipality" || g.GetConsent().GetStep().GetNumber() != 3 {
+	if !g.GetConsent().GetValid() || g.GetConsent().GetExpiresAt().AsTime().Sub(g.GetConsent().GetGrantedAt().AsTime()) != time.Duration(defaultDays)*day ||
+		g.GetConsent().GetAgency().GetId() != st.Agency || g.GetConsent().GetStep().GetNumber() != int32(k+1) {
 		t.Fatalf("granted %v", g.GetConsent())
 	}
-	if err := releaseHealth(); err != nil {
+	if err := releaseAtStep(); err != nil {
 		t.Fatalf("release with consent: %v", err)
 	}
 	gc, err := c.GetCase(as(tokAnna), &citizenv1.GetCaseRequest{CaseId: cs.GetId()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := gc.GetCase().GetSteps()[2]; !st.GetConsentRequired() || !st.GetConsentGiven() {
-		t.Errorf("case step with consent: %v", st)
+	if cst := gc.GetCase().GetSteps()[k]; !cst.GetConsentRequired() || !cst.GetConsentGiven() {
+		t.Errorf("case step with consent: %v", cst)
 	}
 
 	// Bo sees none of it and cannot revoke it.
@@ -376,7 +429,7 @@ func TestConsent(t *testing.T) {
 	if pb, err := c.PreviewConsent(as(tokBo), &citizenv1.PreviewConsentRequest{Journey: j, Step: s}); err != nil || pb.GetCurrent() != nil {
 		t.Fatalf("Bo's preview shows Anna's consent: %v, %v", pb.GetCurrent(), err)
 	}
-	if err := releaseHealth(); err != nil {
+	if err := releaseAtStep(); err != nil {
 		t.Fatalf("Bo's revocation attempt changed Anna's consent: %v", err)
 	}
 
@@ -388,8 +441,8 @@ func TestConsent(t *testing.T) {
 		t.Fatalf("revoked %v", rv.GetConsent())
 	}
 	// The very next release is refused.
-	wantCode(t, releaseHealth(), codes.FailedPrecondition, "revoked")
-	_, err = c.GrantConsent(as(tokAnna), &citizenv1.GrantConsentRequest{Journey: j, Step: s, Days: 91})
+	wantCode(t, releaseAtStep(), codes.FailedPrecondition, "revoked")
+	_, err = c.GrantConsent(as(tokAnna), &citizenv1.GrantConsentRequest{Journey: j, Step: s, Days: int32(maxDays + 1)})
 	wantCode(t, err, codes.InvalidArgument)
 	lc, err := c.ListConsents(as(tokAnna), &citizenv1.ListConsentsRequest{})
 	if err != nil || len(lc.GetConsents()) != 1 || lc.GetConsents()[0].GetRevokedAt() == nil || lc.GetConsents()[0].GetValid() {
@@ -401,13 +454,13 @@ func TestConsent(t *testing.T) {
 	}
 	// The refused releases are in the citizen's log too.
 	var refused int
-	for _, a := range e.accesses(tokAnna, &citizenv1.ListAccessesRequest{Authority: "health"}) {
-		if a.GetDecision() == auditv1.Decision_DECISION_REFUSED {
+	for _, a := range e.accesses(tokAnna, &citizenv1.ListAccessesRequest{Authority: rule.Authority}) {
+		if a.GetDecision() == auditv1.Decision_DECISION_REFUSED && a.GetDataset() == rule.Dataset {
 			refused++
 		}
 	}
 	if refused != 2 {
-		t.Errorf("%d refused health accesses listed, want 2", refused)
+		t.Errorf("%d refused %s.%s accesses listed, want 2", refused, rule.Authority, rule.Dataset)
 	}
 }
 
@@ -417,20 +470,24 @@ func TestGetMyData(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.citizen()
-	md, err := c.GetMyData(as(tokAnna), &citizenv1.GetMyDataRequest{Authority: "population", Dataset: "person"})
+	b := e.b.Bundle()
+	// A dataset whose test record carries the citizen's given name, to tell whose record an answer is.
+	authority, dataset := namedDataset(t, b)
+	md, err := c.GetMyData(as(tokAnna), &citizenv1.GetMyDataRequest{Authority: authority, Dataset: dataset})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := md.GetRecord().AsMap()
-	name, _ := rec["name"].(map[string]any)
-	if !md.GetFound() || name["given_names"] != "Anna" || rec["citizen_id"] != anna || md.GetAuthority().GetName().GetEn() == "" || md.GetAccessId() == "" {
+	namePath := pathOf(rec, "Anna")
+	if !md.GetFound() || namePath == "" || rec["citizen_id"] != anna || md.GetAuthority().GetId() != authority ||
+		md.GetAuthority().GetName().GetEn() == "" || md.GetAccessId() == "" {
 		t.Fatalf("my data %v", md)
 	}
-	mb, err := c.GetMyData(as(tokBo), &citizenv1.GetMyDataRequest{Authority: "population", Dataset: "person"})
+	mb, err := c.GetMyData(as(tokBo), &citizenv1.GetMyDataRequest{Authority: authority, Dataset: dataset})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if nb, _ := mb.GetRecord().AsMap()["name"].(map[string]any); nb["given_names"] != "Bo" {
+	if pathOf(mb.GetRecord().AsMap(), "Bo") != namePath || pathOf(mb.GetRecord().AsMap(), "Anna") != "" {
 		t.Fatalf("Bo's data: %v", mb.GetRecord())
 	}
 	acc := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{})
@@ -440,9 +497,15 @@ func TestGetMyData(t *testing.T) {
 	a := acc[0]
 	if a.GetId() != md.GetAccessId() || a.GetKind() != auditv1.AccessKind_ACCESS_KIND_CITIZEN_SELF || a.GetAgency() != nil ||
 		a.GetLegalBasis() != "GDPR Art. 15" || !strings.HasPrefix(a.GetPurpose().GetEn(), "You asked to see what ") || a.GetPurpose().GetDa() == "" ||
-		!slices.Contains(a.GetFields(), "name.given_names") || slices.Contains(a.GetFields(), "household") ||
-		a.GetDecision() != auditv1.Decision_DECISION_RELEASED || a.GetAuthority().GetId() != "population" {
-		t.Fatalf("self-access %v", a)
+		!slices.Contains(a.GetFields(), namePath) ||
+		a.GetDecision() != auditv1.Decision_DECISION_RELEASED || a.GetAuthority().GetId() != authority || a.GetDataset() != dataset {
+		t.Fatalf("self-access %v; want among its fields %s", a, namePath)
+	}
+	// The record names only what was shown: no field the record does not hold.
+	for _, f := range a.GetFields() {
+		if !hasPath(md.GetRecord(), f) {
+			t.Fatalf("self-access names field %s, which the record shown does not hold: %v", f, a.GetFields())
+		}
 	}
 	// Asked to leave out my own looks, the list has none of them.
 	if others := e.accesses(tokAnna, &citizenv1.ListAccessesRequest{ExcludeSelf: true}); len(others) != 0 {
@@ -453,7 +516,8 @@ func TestGetMyData(t *testing.T) {
 	wantCode(t, err, codes.FailedPrecondition)
 
 	// Cai is unknown to the authority: found=false, and logged.
-	mc, err := c.GetMyData(as(tokCai), &citizenv1.GetMyDataRequest{Authority: "tax", Dataset: "income"})
+	caiAuthority, caiDataset := someDataset(t, b)
+	mc, err := c.GetMyData(as(tokCai), &citizenv1.GetMyDataRequest{Authority: caiAuthority, Dataset: caiDataset})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,11 +528,12 @@ func TestGetMyData(t *testing.T) {
 		t.Fatalf("Cai's accesses: %v", ac)
 	}
 
-	_, err = c.GetMyData(as(tokAnna), &citizenv1.GetMyDataRequest{Authority: "population", Dataset: "income"})
+	// Another authority's dataset, an authority the registry does not name, an id no registry may use.
+	_, err = c.GetMyData(as(tokAnna), &citizenv1.GetMyDataRequest{Authority: authority, Dataset: foreignDataset(t, b, authority)})
 	wantCode(t, err, codes.NotFound)
 	_, err = c.GetMyData(as(tokAnna), &citizenv1.GetMyDataRequest{Authority: "library", Dataset: "loans"})
 	wantCode(t, err, codes.NotFound)
-	_, err = c.GetMyData(as(tokAnna), &citizenv1.GetMyDataRequest{Authority: "Population", Dataset: "person"})
+	_, err = c.GetMyData(as(tokAnna), &citizenv1.GetMyDataRequest{Authority: capitalised(authority), Dataset: dataset})
 	wantCode(t, err, codes.InvalidArgument)
 	if n := len(e.accesses(tokAnna, &citizenv1.ListAccessesRequest{})); n != 1 {
 		t.Fatalf("bad requests were logged: %d accesses", n)
@@ -478,7 +543,7 @@ func TestGetMyData(t *testing.T) {
 	if err := e.b.AccessLog().Close(); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := c.GetMyData(as(tokAnna), &citizenv1.GetMyDataRequest{Authority: "population", Dataset: "person"})
+	resp, err := c.GetMyData(as(tokAnna), &citizenv1.GetMyDataRequest{Authority: authority, Dataset: dataset})
 	wantCode(t, err, codes.Unavailable)
 	if resp != nil {
 		t.Fatal("data shown without a durable access record")
@@ -491,8 +556,11 @@ func TestQuestions(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.citizen()
-	cs := e.open("municipality", "sickness-benefit", anna)
-	rel := e.release("municipality", cs.GetId(), "population", "person")
+	b := e.b.Bundle()
+	j := openJourney(t, b)
+	first := j.Steps[0]
+	cs := e.open(first.Agency, j.ID, anna)
+	rel := e.release(first.Agency, cs.GetId(), first.Rules[0].Authority, first.Rules[0].Dataset)
 
 	events, err := e.b.NATSConn().SubscribeSync("aperture.events.agency.*.question_asked")
 	if err != nil {
@@ -525,7 +593,7 @@ func TestQuestions(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := qa.GetQuestion()
-	if !strings.HasPrefix(q.GetId(), "qst_") || q.GetAccessId() != rel.GetAccessId() || q.GetAgency().GetId() != "municipality" ||
+	if !strings.HasPrefix(q.GetId(), "qst_") || q.GetAccessId() != rel.GetAccessId() || q.GetAgency().GetId() != first.Agency ||
 		q.GetAgency().GetName().GetEn() == "" || q.GetStatus() != citizenv1.QuestionStatus_QUESTION_STATUS_OPEN || q.GetMessage() != secretText {
 		t.Fatalf("question %v", q)
 	}
@@ -534,7 +602,7 @@ func TestQuestions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no question_asked event: %v", err)
 	}
-	if m.Subject != "aperture.events.agency.municipality.question_asked" {
+	if m.Subject != "aperture.events.agency."+first.Agency+".question_asked" {
 		t.Errorf("event subject %s", m.Subject)
 	}
 	for _, secret := range []string{anna, secretText, e.pn.Pseudonym(anna).Value} {
@@ -551,33 +619,34 @@ func TestQuestions(t *testing.T) {
 	if lq, err := c.ListQuestions(as(tokBo), &citizenv1.ListQuestionsRequest{}); err != nil || len(lq.GetQuestions()) != 0 {
 		t.Fatalf("Bo's questions: %v, %v", lq.GetQuestions(), err)
 	}
-	tax := e.agency("tax")
-	if lq, err := tax.ListQuestions(cw("tx-1"), &brokerv1.ListQuestionsRequest{}); err != nil || len(lq.GetQuestions()) != 0 {
-		t.Fatalf("the tax agency lists %v, %v", lq.GetQuestions(), err)
+	otherID := otherAgency(t, b, first.Agency)
+	other := e.agency(otherID)
+	if lq, err := other.ListQuestions(cw("ot-1"), &brokerv1.ListQuestionsRequest{}); err != nil || len(lq.GetQuestions()) != 0 {
+		t.Fatalf("agency %s lists %v, %v", otherID, lq.GetQuestions(), err)
 	}
-	_, err = tax.AnswerQuestion(cw("tx-1"), &brokerv1.AnswerQuestionRequest{QuestionId: q.GetId(), Answer: "Not us."})
+	_, err = other.AnswerQuestion(cw("ot-1"), &brokerv1.AnswerQuestionRequest{QuestionId: q.GetId(), Answer: "Not us."})
 	wantCode(t, err, codes.NotFound)
 
-	mun := e.agency("municipality")
-	_, err = mun.AnswerQuestion(cw("cw-9"), &brokerv1.AnswerQuestionRequest{QuestionId: "qst_bad", Answer: "x"})
+	holder := e.agency(first.Agency)
+	_, err = holder.AnswerQuestion(cw("cw-9"), &brokerv1.AnswerQuestionRequest{QuestionId: "qst_bad", Answer: "x"})
 	wantCode(t, err, codes.InvalidArgument)
-	_, err = mun.AnswerQuestion(cw("cw-9"), &brokerv1.AnswerQuestionRequest{QuestionId: q.GetId(), Answer: ""})
+	_, err = holder.AnswerQuestion(cw("cw-9"), &brokerv1.AnswerQuestionRequest{QuestionId: q.GetId(), Answer: ""})
 	wantCode(t, err, codes.InvalidArgument)
-	lq, err := mun.ListQuestions(cw("cw-9"), &brokerv1.ListQuestionsRequest{OnlyOpen: true})
+	lq, err := holder.ListQuestions(cw("cw-9"), &brokerv1.ListQuestionsRequest{OnlyOpen: true})
 	if err != nil || len(lq.GetQuestions()) != 1 || lq.GetQuestions()[0].GetId() != q.GetId() || lq.GetQuestions()[0].GetMessage() != secretText {
-		t.Fatalf("municipality's open questions: %v, %v", lq.GetQuestions(), err)
+		t.Fatalf("%s's open questions: %v, %v", first.Agency, lq.GetQuestions(), err)
 	}
 	const answer = "To send you the decision letter."
-	ans, err := mun.AnswerQuestion(cw("cw-9"), &brokerv1.AnswerQuestionRequest{QuestionId: q.GetId(), Answer: answer})
+	ans, err := holder.AnswerQuestion(cw("cw-9"), &brokerv1.AnswerQuestionRequest{QuestionId: q.GetId(), Answer: answer})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a := ans.GetQuestion(); a.GetStatus() != citizenv1.QuestionStatus_QUESTION_STATUS_ANSWERED || a.GetAnsweredBy() != "cw-9" || a.GetAnswer() != answer || a.GetAnsweredAt() == nil {
 		t.Fatalf("answered %v", a)
 	}
-	_, err = mun.AnswerQuestion(cw("cw-10"), &brokerv1.AnswerQuestionRequest{QuestionId: q.GetId(), Answer: "again"})
+	_, err = holder.AnswerQuestion(cw("cw-10"), &brokerv1.AnswerQuestionRequest{QuestionId: q.GetId(), Answer: "again"})
 	wantCode(t, err, codes.FailedPrecondition)
-	if lq, err := mun.ListQuestions(cw("cw-9"), &brokerv1.ListQuestionsRequest{OnlyOpen: true}); err != nil || len(lq.GetQuestions()) != 0 {
+	if lq, err := holder.ListQuestions(cw("cw-9"), &brokerv1.ListQuestionsRequest{OnlyOpen: true}); err != nil || len(lq.GetQuestions()) != 0 {
 		t.Fatalf("open questions after the answer: %v, %v", lq.GetQuestions(), err)
 	}
 

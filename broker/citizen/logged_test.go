@@ -20,7 +20,12 @@ func TestConsentsAndQuestionsLogged(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	c := e.citizen()
-	const j, s = "sickness-benefit", "assess-work-capacity"
+	jn, st := firstConsentStep(t, e.b.Bundle())
+	j, s := jn.ID, st.ID
+	first := jn.Steps[0]
+	if first.Covert != nil || len(first.Rules) == 0 {
+		t.Fatalf("journey %s: the test questions an access at its first step, which must not be covert and must release something", j)
+	}
 	byKind := func() map[auditv1.AccessKind][]*citizenv1.Access {
 		out := map[auditv1.AccessKind][]*citizenv1.Access{}
 		for _, a := range e.accesses(tokAnna, &citizenv1.ListAccessesRequest{}) {
@@ -29,7 +34,7 @@ func TestConsentsAndQuestionsLogged(t *testing.T) {
 		return out
 	}
 
-	g, err := c.GrantConsent(as(tokAnna), &citizenv1.GrantConsentRequest{Journey: j, Step: s, Days: 10})
+	g, err := c.GrantConsent(as(tokAnna), &citizenv1.GrantConsentRequest{Journey: j, Step: s, Days: int32(otherDays(t, st.Consent))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,26 +50,26 @@ func TestConsentsAndQuestionsLogged(t *testing.T) {
 	if len(gr) != 1 || len(rv) != 1 {
 		t.Fatalf("%d consent records given, %d withdrawn; want 1 and 1", len(gr), len(rv))
 	}
-	if a := gr[0]; a.GetAgency().GetId() != "municipality" || a.GetStep().GetId() != s || a.GetJourney().GetId() != j ||
+	if a := gr[0]; a.GetAgency().GetId() != st.Agency || a.GetStep().GetId() != s || a.GetJourney().GetId() != j ||
 		!a.GetConsent().GetExpiresAt().AsTime().Equal(g.GetConsent().GetExpiresAt().AsTime()) || a.GetPurpose().GetDa() == "" || len(a.GetFields()) != 0 {
 		t.Errorf("consent given: %v", a)
 	}
-	if a := rv[0]; !a.GetConsent().GetGrantedAt().AsTime().Equal(g.GetConsent().GetGrantedAt().AsTime()) || a.GetAgency().GetId() != "municipality" {
+	if a := rv[0]; !a.GetConsent().GetGrantedAt().AsTime().Equal(g.GetConsent().GetGrantedAt().AsTime()) || a.GetAgency().GetId() != st.Agency {
 		t.Errorf("consent withdrawn: %v", a)
 	}
 	_, err = c.QuestionAccess(as(tokAnna), &citizenv1.QuestionAccessRequest{AccessId: gr[0].GetId(), Message: "Why?"})
 	wantCode(t, err, codes.FailedPrecondition, "your own")
 
-	cs := e.open("municipality", j, anna)
-	rel := e.release("municipality", cs.GetId(), "population", "person")
+	cs := e.open(first.Agency, j, anna)
+	rel := e.release(first.Agency, cs.GetId(), first.Rules[0].Authority, first.Rules[0].Dataset)
 	const secretQ, secretA = "What is this for? secret-q-5521", "For your case. secret-a-8812"
 	e.secrets = append(e.secrets, secretQ, secretA)
 	qa, err := c.QuestionAccess(as(tokAnna), &citizenv1.QuestionAccessRequest{AccessId: rel.GetAccessId(), Message: secretQ})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mun := e.agency("municipality")
-	if _, err := mun.AnswerQuestion(cw("cw-4"), &brokerv1.AnswerQuestionRequest{QuestionId: qa.GetQuestion().GetId(), Answer: secretA}); err != nil {
+	holder := e.agency(first.Agency)
+	if _, err := holder.AnswerQuestion(cw("cw-4"), &brokerv1.AnswerQuestionRequest{QuestionId: qa.GetQuestion().GetId(), Answer: secretA}); err != nil {
 		t.Fatal(err)
 	}
 	k = byKind()
@@ -73,7 +78,7 @@ func TestConsentsAndQuestionsLogged(t *testing.T) {
 		t.Fatalf("%d question records asked, %d answered; want 1 and 1", len(asked), len(answered))
 	}
 	for _, a := range []*citizenv1.Access{asked[0], answered[0]} {
-		if a.GetAgency().GetId() != "municipality" || a.GetCaseId() != cs.GetId() || a.GetJourney().GetId() != j ||
+		if a.GetAgency().GetId() != first.Agency || a.GetCaseId() != cs.GetId() || a.GetJourney().GetId() != j ||
 			a.GetPurpose().GetEn() == "" || a.GetPurpose().GetDa() == "" || strings.Contains(a.String(), "secret-") {
 			t.Errorf("%v: %v", a.GetKind(), a)
 		}
@@ -99,9 +104,9 @@ func TestConsentsAndQuestionsLogged(t *testing.T) {
 	if lc, err := c.ListConsents(as(tokAnna), &citizenv1.ListConsentsRequest{}); err != nil || len(lc.GetConsents()) != 1 || lc.GetConsents()[0].GetRevokedAt() == nil {
 		t.Fatalf("a consent was given without its record: %v, %v", lc.GetConsents(), err)
 	}
-	_, err = mun.AnswerQuestion(cw("cw-4"), &brokerv1.AnswerQuestionRequest{QuestionId: open.GetQuestion().GetId(), Answer: "Later."})
+	_, err = holder.AnswerQuestion(cw("cw-4"), &brokerv1.AnswerQuestionRequest{QuestionId: open.GetQuestion().GetId(), Answer: "Later."})
 	wantCode(t, err, codes.Unavailable)
-	lq, err := mun.ListQuestions(cw("cw-4"), &brokerv1.ListQuestionsRequest{OnlyOpen: true})
+	lq, err := holder.ListQuestions(cw("cw-4"), &brokerv1.ListQuestionsRequest{OnlyOpen: true})
 	if err != nil || len(lq.GetQuestions()) != 1 {
 		t.Fatalf("an answer was stored without its record: %v, %v", lq.GetQuestions(), err)
 	}
