@@ -210,9 +210,9 @@ type Row struct {
 	Disclosed       map[string]int64 `json:"disclosed,omitempty"`
 	// CaseReads counts reads of a case (its state, no authority data).
 	CaseReads int64 `json:"case_reads"`
-	// Covert counts releases and refusals in the period hidden from the citizen for a while. Every
-	// hidden record (made at any time; also case reads and the register check made while the case was
-	// at a covert step, which Covert does not count) is counted once when it is shown:
+	// Covert counts the accesses in the period hidden from the citizen for a while: releases,
+	// refusals, and the case reads and register check made while the case was at a covert step. Every
+	// hidden record (made at any time) is counted once when it is shown:
 	// CovertRevealedEarly when its case closed or reached the step that tells the citizen, within the
 	// period and before its hidden_until (the log's ACCESS_KIND_COVERT_REVEALED record of that change,
 	// naming its case and step); otherwise CovertRevealed when its hidden_until — the latest time the
@@ -416,13 +416,14 @@ func (b *Builder) AddRecord(rec *auditv1.AccessRecord) {
 		return
 	}
 	r := b.row(rec.GetAgency(), rec.GetJourney())
+	if rec.GetHiddenUntil() != nil {
+		// Every access kept from the citizen for a while, case reads included: what the revealed
+		// counts later show.
+		r.Covert++
+	}
 	if rec.GetKind() == auditv1.AccessKind_ACCESS_KIND_CASE_READ {
 		r.CaseReads++
 		return
-	}
-	// A caseworker's access (or a record from before kinds were recorded).
-	if rec.GetHiddenUntil() != nil {
-		r.Covert++
 	}
 	if !released {
 		r.Refused++
