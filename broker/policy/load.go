@@ -93,30 +93,27 @@ func LoadRegistry(fsys fs.FS, name string) (*Registry, error) {
 	}
 	reg.Agencies = agencies("agencies", pb.GetAgencies())
 	reg.Auditors = agencies("auditors", pb.GetAuditors())
-	if cr := pb.GetCitizenRegister(); cr != nil {
-		a, ok := reg.Authority(cr.GetAuthority())
+	// dataset checks that a register the registry names is a dataset of one of its authorities.
+	dataset := func(key, authority, ds string) (DatasetRef, bool) {
+		a, ok := reg.Authority(authority)
 		switch {
 		case !ok:
-			src.at([]any{"citizen_register", "authority"}, "citizen_register: authority %q is not in the registry", cr.GetAuthority())
-		case !slices.Contains(a.Datasets, cr.GetDataset()):
-			src.at([]any{"citizen_register", "dataset"}, "citizen_register: authority %q serves no dataset %q", cr.GetAuthority(), cr.GetDataset())
+			src.at([]any{key, "authority"}, "%s: authority %q is not in the registry", key, authority)
+		case !slices.Contains(a.Datasets, ds):
+			src.at([]any{key, "dataset"}, "%s: authority %q serves no dataset %q", key, authority, ds)
 		default:
-			reg.CitizenRegister = &DatasetRef{Authority: cr.GetAuthority(), Dataset: cr.GetDataset()}
+			return DatasetRef{Authority: authority, Dataset: ds}, true
+		}
+		return DatasetRef{}, false
+	}
+	if cr := pb.GetCitizenRegister(); cr != nil {
+		if ref, ok := dataset("citizen_register", cr.GetAuthority(), cr.GetDataset()); ok {
+			reg.CitizenRegister = &ref
 		}
 	}
 	if pc := pb.GetParentalCustody(); pc != nil {
-		a, ok := reg.Authority(pc.GetAuthority())
-		switch {
-		case !ok:
-			src.at([]any{"parental_custody", "authority"}, "parental_custody: authority %q is not in the registry", pc.GetAuthority())
-		case !slices.Contains(a.Datasets, pc.GetDataset()):
-			src.at([]any{"parental_custody", "dataset"}, "parental_custody: authority %q serves no dataset %q", pc.GetAuthority(), pc.GetDataset())
-		default:
-			reg.ParentalCustody = &ParentalCustody{
-				DatasetRef:    DatasetRef{Authority: pc.GetAuthority(), Dataset: pc.GetDataset()},
-				Field:         pc.GetField(),
-				AgeOfMajority: int(pc.GetAgeOfMajority()),
-			}
+		if ref, ok := dataset("parental_custody", pc.GetAuthority(), pc.GetDataset()); ok {
+			reg.ParentalCustody = &ParentalCustody{DatasetRef: ref, Field: pc.GetField(), AgeOfMajority: int(pc.GetAgeOfMajority())}
 		}
 	}
 	if err := fnd.err(); err != nil {

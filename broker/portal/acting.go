@@ -3,8 +3,6 @@ package portal
 import (
 	"net/http"
 	"strings"
-
-	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
 
 // ---- What a page does while the citizen acts for someone else ----
@@ -32,23 +30,21 @@ func (p *Portal) withActing(h func(http.ResponseWriter, *http.Request, *view)) f
 			h(w, r, v)
 			return
 		}
-		res, err := p.cfg.Delegations.ListDelegations(v.ctx(r), &citizenv1.ListDelegationsRequest{})
+		d, err := p.held(r, v, id)
 		if err != nil {
 			p.fail(w, r, v, err)
 			return
 		}
-		for _, d := range res.GetHeld() {
-			if d.GetId() == id && d.GetState() == citizenv1.DelegationState_DELEGATION_STATE_ACTIVE {
-				v.ActingFor, v.ActingHome, v.May = id, landing(d), map[string]bool{}
-				for _, s := range d.GetScopes() {
-					v.May[scopeKeys[s]] = true
-				}
-				for _, j := range d.GetJourneys() {
-					v.actingJourneys = append(v.actingJourneys, j.GetId())
-				}
-				h(w, r, v)
-				return
+		if d != nil {
+			v.ActingFor, v.ActingHome, v.May = id, landing(d), map[string]bool{}
+			for _, s := range d.GetScopes() {
+				v.May[scopeKeys[s]] = true
 			}
+			for _, j := range d.GetJourneys() {
+				v.actingJourneys = append(v.actingJourneys, j.GetId())
+			}
+			h(w, r, v)
+			return
 		}
 		setActing(w, r, v, "")
 		redirect(w, r, "/delegations?done=ended")

@@ -297,19 +297,31 @@ func (p *Portal) acting(w http.ResponseWriter, r *http.Request, v *view) {
 		redirect(w, r, "/delegations?done=self")
 		return
 	}
-	res, err := p.cfg.Delegations.ListDelegations(v.ctx(r), &citizenv1.ListDelegationsRequest{})
+	d, err := p.held(r, v, id)
 	if err != nil {
 		p.fail(w, r, v, err)
 		return
 	}
+	if d == nil {
+		p.notFound(w, r, v)
+		return
+	}
+	setActing(w, r, v, id)
+	redirect(w, r, landing(d)+"?done=acting")
+}
+
+// held is the active power of attorney (or child in custody) id among those the citizen holds, or nil.
+func (p *Portal) held(r *http.Request, v *view, id string) (*citizenv1.Delegation, error) {
+	res, err := p.cfg.Delegations.ListDelegations(v.ctx(r), &citizenv1.ListDelegationsRequest{})
+	if err != nil {
+		return nil, err
+	}
 	for _, d := range res.GetHeld() {
 		if d.GetId() == id && d.GetState() == citizenv1.DelegationState_DELEGATION_STATE_ACTIVE {
-			setActing(w, r, v, id)
-			redirect(w, r, landing(d)+"?done=acting")
-			return
+			return d, nil
 		}
 	}
-	p.notFound(w, r, v)
+	return nil, nil
 }
 
 // delegateEntry words what someone the citizen gave power of attorney did: who (never an id), what

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/aperture-gov/aperture/broker/portal/portaltest"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 	"github.com/aperture-gov/aperture/services/demo"
@@ -81,24 +80,14 @@ func TestParentActsForChild(t *testing.T) {
 	ts.open(j.Steps[0].Agency, j.ID, kid.ID)
 
 	t.Run("portal", func(t *testing.T) {
-		base := ts.Portal.base
-		ctx := portaltest.NewBrowser(t)
-		portaltest.SetViewport(t, ctx, portaltest.Desktop)
-		do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-			t.Helper()
-			portaltest.Do(t, ctx, what, steps...)
-		}
-		text := func(sel string) string {
-			return portaltest.Eval[string](t, ctx, `(document.querySelector(`+jsString(sel)+`) || {innerText: ""}).innerText`)
-		}
-		do("open the portal", chromedp.Navigate(base+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS(`input[name="citizen"]`)))
-		do("sign in", chromedp.Click(chromedp.CSS(`input[value="`+parent.ID+`"]`)), chromedp.Click(chromedp.CSS(`button[value="signin"]`)),
-			chromedp.WaitVisible(chromedp.CSS("#timeline")))
+		br := ts.browser(t)
+		base, do, text := br.base, br.do, br.text
+		br.signIn(parent.ID)
 		do("people I may act for", chromedp.Navigate(base+"/delegations?lang=en"), chromedp.WaitVisible(chromedp.CSS("#held li.delegation--child")))
 		if got := text("#held li.delegation--child"); !strings.Contains(got, "Your child "+kid.GivenNames) || strings.Contains(got, kid.ID) || !strings.Contains(got, "until they turn 18") {
 			t.Errorf("the child as the parent sees it:\n%s", got)
 		}
-		portaltest.Screenshot(t, ctx, "custody-01-children-en")
+		br.screenshot("custody-01-children-en")
 		do("act for the child", chromedp.Click(chromedp.CSS(`#held li.delegation--child button[type="submit"]`)), chromedp.WaitVisible(chromedp.CSS("#acting-banner")))
 		do("the child's cases", chromedp.Navigate(base+"/cases?lang=en"), chromedp.WaitVisible(chromedp.CSS("#acting-banner")))
 		if body := text("main"); !strings.Contains(body, j.Title.EN) || !strings.Contains(body, "You are acting for your child.") {
@@ -108,7 +97,7 @@ func TestParentActsForChild(t *testing.T) {
 		if got := text("#acting-banner"); !strings.Contains(got, "Du handler for dit barn.") {
 			t.Errorf("Danish banner: %q", got)
 		}
-		portaltest.Screenshot(t, ctx, "custody-02-acting-da")
+		br.screenshot("custody-02-acting-da")
 		do("act for myself", chromedp.Click(chromedp.CSS(`#acting-banner button`)), chromedp.WaitVisible(chromedp.CSS("#held")))
 
 		// The parent's own timeline has the read of the register; the child's log has the looks.

@@ -145,25 +145,8 @@ func TestPortalPowerOfAttorney(t *testing.T) {
 	giver, holder := people[0], people[1]
 	kase := ts.open(j.Steps[0].Agency, j.ID, giver.ID)
 
-	ctx := portaltest.NewBrowser(t)
-	portaltest.SetViewport(t, ctx, portaltest.Desktop)
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		portaltest.Do(t, ctx, what, steps...)
-	}
-	text := func(sel string) string {
-		return portaltest.Eval[string](t, ctx, `(document.querySelector(`+jsString(sel)+`) || {innerText: ""}).innerText`)
-	}
-	signIn := func(who string) {
-		t.Helper()
-		do("open the portal", chromedp.Navigate(base+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS(`input[name="citizen"]`)))
-		do("sign in", chromedp.Click(chromedp.CSS(`input[value="`+who+`"]`)), chromedp.Click(chromedp.CSS(`button[value="signin"]`)),
-			chromedp.WaitVisible(chromedp.CSS("#timeline")))
-	}
-	signOut := func() {
-		t.Helper()
-		do("sign out", chromedp.Click(chromedp.CSS(`form.signout button`)), chromedp.WaitNotPresent(chromedp.CSS(`form.signout`)))
-	}
+	br := ts.browser(t)
+	ctx, do, text, signIn, signOut := br.ctx, br.do, br.text, br.signIn, br.signOut
 
 	// The giver gives power of attorney for one journey.
 	signIn(giver.ID)
@@ -303,25 +286,13 @@ func TestPortalConsentOnBehalf(t *testing.T) {
 	consentFor := grant(citizenv1.DelegationScope_DELEGATION_SCOPE_GRANT_CONSENT, j.ID)
 	casesOnly := grant(citizenv1.DelegationScope_DELEGATION_SCOPE_SEE_CASES)
 
-	ctx := portaltest.NewBrowser(t)
-	portaltest.SetViewport(t, ctx, portaltest.Desktop)
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		portaltest.Do(t, ctx, what, steps...)
-	}
-	text := func(sel string) string {
-		return portaltest.Eval[string](t, ctx, `(document.querySelector(`+jsString(sel)+`) || {innerText: ""}).innerText`)
-	}
+	br := ts.browser(t)
+	ctx, do, text := br.ctx, br.do, br.text
 	status := func(path string) int {
 		t.Helper()
 		return portaltest.Eval[int](t, ctx, `(() => { const x = new XMLHttpRequest(); x.open("GET", `+jsString(path)+`, false); x.send(); return x.status })()`)
 	}
-	signIn := func(who string) {
-		t.Helper()
-		do("open the portal", chromedp.Navigate(base+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS(`input[name="citizen"]`)))
-		do("sign in", chromedp.Click(chromedp.CSS(`input[value="`+who+`"]`)), chromedp.Click(chromedp.CSS(`button[value="signin"]`)),
-			chromedp.WaitVisible(chromedp.CSS("#timeline")))
-	}
+	signIn := br.signIn
 	actWith := func(id string) {
 		t.Helper()
 		do("held", chromedp.Navigate(base+"/delegations?lang=en"), chromedp.WaitVisible(chromedp.CSS("#held-"+id)))
