@@ -74,9 +74,20 @@ func TestParentalCustody(t *testing.T) {
 		if own, _ := c.ListConsents(as(tokDan), &citizenv1.ListConsentsRequest{}); len(own.GetConsents()) != 1 {
 			t.Errorf("Dan's consents: %v", own.GetConsents())
 		}
+		// A parent also withdraws it (a power of attorney cannot; see TestDelegationBOLA).
+		rc, err := c.RevokeConsent(as(tokBo), &citizenv1.RevokeConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: kid.GetId()})
+		if err != nil || rc.GetConsent().GetValid() || rc.GetConsent().GetRevokedAt() == nil {
+			t.Fatalf("withdrawing Dan's consent: %v, %v", rc, err)
+		}
+		if own, _ := c.ListConsents(as(tokDan), &citizenv1.ListConsentsRequest{}); len(own.GetConsents()) != 1 || own.GetConsents()[0].GetValid() {
+			t.Errorf("Dan's consents after the withdrawal: %v", own.GetConsents())
+		}
 		recs := e.delegateRecords(dan)
-		if len(recs) != 3 {
-			t.Fatalf("Dan's log has %d delegate records, want 3", len(recs))
+		if len(recs) != 4 {
+			t.Fatalf("Dan's log has %d delegate records, want 4", len(recs))
+		}
+		if last := recs[0]; last.GetKind() != auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED || last.GetDelegate().GetAction() != auditv1.DelegateAction_DELEGATE_ACTION_REVOKE_CONSENT {
+			t.Errorf("the withdrawal in Dan's log: %v", last)
 		}
 		for _, r := range recs {
 			if r.GetDelegate().GetBasis() != auditv1.DelegateBasis_DELEGATE_BASIS_PARENTAL_CUSTODY || r.GetDelegate().GetDelegationId() != kid.GetId() {
@@ -100,8 +111,8 @@ func TestParentalCustody(t *testing.T) {
 				}
 			}
 		}
-		if words != 3 {
-			t.Errorf("Dan sees %d of the parent's actions, want 3", words)
+		if words != 4 {
+			t.Errorf("Dan sees %d of the parent's actions, want 4", words)
 		}
 		// Bo reads the custody check in his words.
 		for _, a := range e.accesses(tokBo, &citizenv1.ListAccessesRequest{}) {
@@ -118,6 +129,8 @@ func TestParentalCustody(t *testing.T) {
 			_, err := c.ListCases(as(tc.tok), &citizenv1.ListCasesRequest{OnBehalfOf: tc.id})
 			wantCode(t, err, codes.NotFound)
 			_, err = c.GrantConsent(as(tc.tok), &citizenv1.GrantConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: tc.id})
+			wantCode(t, err, codes.NotFound)
+			_, err = c.RevokeConsent(as(tc.tok), &citizenv1.RevokeConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: tc.id})
 			wantCode(t, err, codes.NotFound)
 		}
 		if n := len(e.delegateRecords(dan)); n != before {

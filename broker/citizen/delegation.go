@@ -204,6 +204,10 @@ var parentWords = map[auditv1.DelegateAction]*citizenv1.Text{
 		En: "A parent with custody of you gave consent for you",
 		Da: "En forælder med forældremyndighed over dig gav samtykke for dig",
 	},
+	auditv1.DelegateAction_DELEGATE_ACTION_REVOKE_CONSENT: {
+		En: "A parent with custody of you withdrew a consent for you",
+		Da: "En forælder med forældremyndighed over dig trak et samtykke tilbage for dig",
+	},
 	auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT: {
 		En: "A parent with custody of you looked at what a consent for you would share",
 		Da: "En forælder med forældremyndighed over dig så, hvad et samtykke for dig ville dele",

@@ -215,8 +215,11 @@ func TestDelegationBOLA(t *testing.T) {
 		if own, err := c.PreviewConsent(as(tokBo), &citizenv1.PreviewConsentRequest{Journey: j.ID, Step: cs.ID}); err != nil || own.GetCurrent() != nil {
 			t.Fatalf("Bo's own preview: %v, %v", own, err)
 		}
-		// The consent is Anna's, not Bo's.
-		if own, _ := c.ListConsents(as(tokAnna), &citizenv1.ListConsentsRequest{}); len(own.GetConsents()) != 1 {
+		// Withdrawing stays with Anna: the API takes no power of attorney for it.
+		_, err = c.RevokeConsent(as(tokBo), &citizenv1.RevokeConsentRequest{Journey: j.ID, Step: cs.ID, OnBehalfOf: d1})
+		wantCode(t, err, codes.InvalidArgument)
+		// The consent is Anna's, not Bo's, and still holds.
+		if own, _ := c.ListConsents(as(tokAnna), &citizenv1.ListConsentsRequest{}); len(own.GetConsents()) != 1 || !own.GetConsents()[0].GetValid() {
 			t.Errorf("Anna's consents: %v", own.GetConsents())
 		}
 		if own, _ := c.ListConsents(as(tokBo), &citizenv1.ListConsentsRequest{}); len(own.GetConsents()) != 0 {

@@ -272,15 +272,21 @@ func (s *Service) GrantConsent(ctx context.Context, req *citizenv1.GrantConsentR
 // RevokeConsent implements CitizenService. The release path reads consent from the store on every
 // release (no cache), so the next release that needs it is refused.
 func (s *Service) RevokeConsent(ctx context.Context, req *citizenv1.RevokeConsentRequest) (*citizenv1.RevokeConsentResponse, error) {
-	c, err := citizenOf(ctx)
-	if err != nil {
-		return nil, err
-	}
 	b := s.cfg.Policies()
 	_, st, _, err := policyStep(b, req.GetJourney(), req.GetStep())
 	if err != nil {
 		return nil, err
 	}
+	// Giving consent is a scope a power of attorney may carry; withdrawing only a parent may do for
+	// someone else (the request's pattern admits only a child's id).
+	a, err := s.actFor(ctx, req.GetOnBehalfOf(), delegation.GrantConsent, req.GetJourney())
+	if err != nil {
+		return nil, err
+	}
+	if a.d != nil && a.basis != auditv1.DelegateBasis_DELEGATE_BASIS_PARENTAL_CUSTODY {
+		return nil, refusal.New(refusal.PermissionDenied, "only the citizen can withdraw their consent")
+	}
+	c := a.Citizen
 	now := s.cfg.Now()
 	notGiven := refusal.New(refusal.NotFound, "you have not given consent for step %q of journey %q", req.GetStep(), req.GetJourney())
 	cur, err := s.cfg.Consents.Get(ctx, c.Pseudonym.Value, req.GetJourney(), req.GetStep())
@@ -296,7 +302,12 @@ func (s *Service) RevokeConsent(ctx context.Context, req *citizenv1.RevokeConsen
 	// Logged first: the withdrawal the citizen's log shows is the one that took effect.
 	rec := consentRecord(b, c, req.GetJourney(), st, auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED, now,
 		&auditv1.Consent{GrantedAt: ts(cur.GrantedAt), ExpiresAt: ts(cur.ExpiresAt)})
-	if err := s.cfg.Log.Append(ctx, rec); err != nil {
+	if rec.Delegate = a.delegate(delegation.GrantConsent); rec.Delegate != nil {
+		rec.Delegate.Action = auditv1.DelegateAction_DELEGATE_ACTION_REVOKE_CONSENT
+	}
+	err = s.cfg.Log.Append(ctx, rec)
+	s.countDelegate(ctx, a, delegation.GrantConsent, err)
+	if err != nil {
 		s.cfg.ConsentCount.Add(ctx, consent.ChangeRevoked, consent.OutcomeFailed)
 		return nil, unavailable(err, "the access log")
 	}

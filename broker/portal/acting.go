@@ -3,6 +3,8 @@ package portal
 import (
 	"net/http"
 	"strings"
+
+	citizenv1 "github.com/aperture-gov/aperture/proto/aperture/citizen/v1"
 )
 
 // ---- What a page does while the citizen acts for someone else ----
@@ -40,6 +42,8 @@ func (p *Portal) withActing(h func(http.ResponseWriter, *http.Request, *view)) f
 			for _, s := range d.GetScopes() {
 				v.May[scopeKeys[s]] = true
 			}
+			// A parent may also withdraw a child's consent; a power of attorney never withdraws.
+			v.May["revoke"] = d.GetBasis() == citizenv1.DelegationBasis_DELEGATION_BASIS_PARENTAL_CUSTODY
 			for _, j := range d.GetJourneys() {
 				v.actingJourneys = append(v.actingJourneys, j.GetId())
 			}

@@ -495,7 +495,7 @@ func (p *Portal) consentGrant(w http.ResponseWriter, r *http.Request, v *view) {
 
 func (p *Portal) consentRevoke(w http.ResponseWriter, r *http.Request, v *view) {
 	j, s := r.PathValue("journey"), r.PathValue("step")
-	_, err := p.cfg.Citizen.RevokeConsent(v.ctx(r), &citizenv1.RevokeConsentRequest{Journey: j, Step: s})
+	_, err := p.cfg.Citizen.RevokeConsent(v.ctx(r), &citizenv1.RevokeConsentRequest{Journey: j, Step: s, OnBehalfOf: v.ActingFor})
 	if err != nil {
 		p.fail(w, r, v, err)
 		return

@@ -203,7 +203,7 @@ func (p *Portal) Routes(mux *http.ServeMux) {
 	act("GET /consents", p.needs(p.consents, "consents", "grant"))
 	act("GET /consents/{journey}/{step}", p.needs(p.consentPreview, "grant"))
 	act("POST /consents/{journey}/{step}/grant", p.needs(p.consentGrant, "grant"))
-	act("POST /consents/{journey}/{step}/revoke", p.needs(p.consentRevoke)) // no power of attorney withdraws consent
+	act("POST /consents/{journey}/{step}/revoke", p.needs(p.consentRevoke, "revoke")) // a parent for a child; no power of attorney withdraws consent
 	mine("GET /switches", p.switches)
 	mine("POST /switches", p.setSwitch)
 	mine("GET /data", p.myData)

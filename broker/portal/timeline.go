@@ -514,6 +514,9 @@ func (v *view) ownEntry(a *citizenv1.Access, action string, it *accessItem) {
 		it.Who, it.Did = v.T("entry.correction.you"), v.T("entry."+action, agency)
 		if a.GetDelegate() != nil {
 			it.Who, it.Delegate = v.T("entry.delegate"), true
+			if a.GetDelegate().GetBasis() == auditv1.DelegateBasis_DELEGATE_BASIS_PARENTAL_CUSTODY {
+				it.Who = v.T("entry.parent")
+			}
 		}
 		step := v.Step(a.GetStep())
 		if exp := a.GetConsent().GetExpiresAt(); action == "consent.granted" && exp != nil {

@@ -98,6 +98,15 @@ func TestParentActsForChild(t *testing.T) {
 			t.Errorf("Danish banner: %q", got)
 		}
 		br.screenshot("custody-02-acting-da")
+		// A parent gives and withdraws the child's consent (a power of attorney only gives).
+		cj, cs := consentStep(t, b)
+		do("consent for the child", chromedp.Navigate(base+"/consents/"+cj.ID+"/"+cs.ID+"?lang=en"), chromedp.WaitVisible(chromedp.CSS(`form[action$="/grant"] button[type="submit"]`)))
+		do("give it", chromedp.Click(chromedp.CSS(`form[action$="/grant"] button[type="submit"]`)), chromedp.WaitVisible(chromedp.CSS(`form[action$="/revoke"] button`)))
+		do("withdraw it", chromedp.Click(chromedp.CSS(`form[action$="/revoke"] button`)), chromedp.WaitNotPresent(chromedp.CSS(`form[action$="/revoke"]`)))
+		kcl, _, kctx0 := api(kid.ID)
+		if own, err := kcl.ListConsents(kctx0, &citizenv1.ListConsentsRequest{}); err != nil || len(own.GetConsents()) != 1 || own.GetConsents()[0].GetValid() || own.GetConsents()[0].GetRevokedAt() == nil {
+			t.Errorf("the child's consent after the parent gave and withdrew it: %v, %v", own, err)
+		}
 		do("act for myself", chromedp.Click(chromedp.CSS(`#acting-banner button`)), chromedp.WaitVisible(chromedp.CSS("#held")))
 
 		// The parent's own timeline has the read of the register; the child's log has the looks.

@@ -414,6 +414,9 @@ const (
 	// Looked at what a consent for the citizen at the record's journey and step would release, and at
 	// their current consent there (aperture.citizen.v1 PreviewConsent on their behalf). Nothing changed.
 	DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT DelegateAction = 5
+	// Withdrew a consent for the citizen at the record's journey and step (on the
+	// ACCESS_KIND_CONSENT_REVOKED record; parental custody only).
+	DelegateAction_DELEGATE_ACTION_REVOKE_CONSENT DelegateAction = 6
 )
 
 // Enum value maps for DelegateAction.
@@ -425,6 +428,7 @@ var (
 		3: "DELEGATE_ACTION_VIEW_CONSENTS",
 		4: "DELEGATE_ACTION_GRANT_CONSENT",
 		5: "DELEGATE_ACTION_PREVIEW_CONSENT",
+		6: "DELEGATE_ACTION_REVOKE_CONSENT",
 	}
 	DelegateAction_value = map[string]int32{
 		"DELEGATE_ACTION_UNSPECIFIED":     0,
@@ -433,6 +437,7 @@ var (
 		"DELEGATE_ACTION_VIEW_CONSENTS":   3,
 		"DELEGATE_ACTION_GRANT_CONSENT":   4,
 		"DELEGATE_ACTION_PREVIEW_CONSENT": 5,
+		"DELEGATE_ACTION_REVOKE_CONSENT":  6,
 	}
 )
 
@@ -2604,14 +2609,15 @@ const file_aperture_audit_v1_audit_proto_rawDesc = "" +
 	"\x11CovertRevealCause\x12#\n" +
 	"\x1fCOVERT_REVEAL_CAUSE_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fCOVERT_REVEAL_CAUSE_CASE_CLOSED\x10\x01\x12!\n" +
-	"\x1dCOVERT_REVEAL_CAUSE_NEXT_STEP\x10\x02*\xdf\x01\n" +
+	"\x1dCOVERT_REVEAL_CAUSE_NEXT_STEP\x10\x02*\x83\x02\n" +
 	"\x0eDelegateAction\x12\x1f\n" +
 	"\x1bDELEGATE_ACTION_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dDELEGATE_ACTION_VIEW_ACCESSES\x10\x01\x12\x1e\n" +
 	"\x1aDELEGATE_ACTION_VIEW_CASES\x10\x02\x12!\n" +
 	"\x1dDELEGATE_ACTION_VIEW_CONSENTS\x10\x03\x12!\n" +
 	"\x1dDELEGATE_ACTION_GRANT_CONSENT\x10\x04\x12#\n" +
-	"\x1fDELEGATE_ACTION_PREVIEW_CONSENT\x10\x05*z\n" +
+	"\x1fDELEGATE_ACTION_PREVIEW_CONSENT\x10\x05\x12\"\n" +
+	"\x1eDELEGATE_ACTION_REVOKE_CONSENT\x10\x06*z\n" +
 	"\rDelegateBasis\x12\x1e\n" +
 	"\x1aDELEGATE_BASIS_UNSPECIFIED\x10\x00\x12$\n" +
 	" DELEGATE_BASIS_POWER_OF_ATTORNEY\x10\x01\x12#\n" +

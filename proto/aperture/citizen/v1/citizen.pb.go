@@ -2693,9 +2693,15 @@ func (x *GrantConsentResponse) GetConsent() *Consent {
 
 // RevokeConsentRequest withdraws consent for one step.
 type RevokeConsentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Journey       string                 `protobuf:"bytes,1,opt,name=journey,proto3" json:"journey,omitempty"`
-	Step          string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Journey string                 `protobuf:"bytes,1,opt,name=journey,proto3" json:"journey,omitempty"`
+	Step    string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// Withdraw the consent of a child under 18 in the caller's parental custody: the child's "cus_…"
+	// id (CitizenDelegationService.ListDelegations, held). The withdrawal is logged in the child's
+	// access log with the parent marked as delegate (DELEGATE_ACTION_REVOKE_CONSENT) before it takes
+	// effect. A power of attorney cannot withdraw consent: that stays with the citizen who gave it.
+	// A child not in the caller's custody, or of age, is NOT_FOUND. Empty: the caller's own.
+	OnBehalfOf    string `protobuf:"bytes,3,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2740,6 +2746,13 @@ func (x *RevokeConsentRequest) GetJourney() string {
 func (x *RevokeConsentRequest) GetStep() string {
 	if x != nil {
 		return x.Step
+	}
+	return ""
+}
+
+func (x *RevokeConsentRequest) GetOnBehalfOf() string {
+	if x != nil {
+		return x.OnBehalfOf
 	}
 	return ""
 }
@@ -4304,10 +4317,12 @@ const file_aperture_citizen_v1_citizen_proto_rawDesc = "" +
 	"\fon_behalf_of\x18\x04 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^((del|cus)_[0-9a-z]{26})?$R\n" +
 	"onBehalfOf\"N\n" +
 	"\x14GrantConsentResponse\x126\n" +
-	"\aconsent\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.ConsentR\aconsent\"\x82\x01\n" +
+	"\aconsent\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.ConsentR\aconsent\"\xc2\x01\n" +
 	"\x14RevokeConsentRequest\x127\n" +
 	"\ajourney\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\ajourney\x121\n" +
-	"\x04step\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\x04step\"O\n" +
+	"\x04step\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{0,62}$R\x04step\x12>\n" +
+	"\fon_behalf_of\x18\x03 \x01(\tB\x1c\xbaH\x19r\x172\x15^(cus_[0-9a-z]{26})?$R\n" +
+	"onBehalfOf\"O\n" +
 	"\x15RevokeConsentResponse\x126\n" +
 	"\aconsent\x18\x01 \x01(\v2\x1c.aperture.citizen.v1.ConsentR\aconsent\"\x88\x01\n" +
 	"\x10GetMyDataRequest\x12;\n" +
