@@ -36,12 +36,6 @@ func (b *portalBrowser) text(sel string) string {
 	return portaltest.Eval[string](b.t, b.ctx, `(document.querySelector(`+jsString(sel)+`) || {innerText: ""}).innerText`)
 }
 
-// present reports whether sel matches an element.
-func (b *portalBrowser) present(sel string) bool {
-	b.t.Helper()
-	return portaltest.Eval[bool](b.t, b.ctx, `!!document.querySelector(`+jsString(sel)+`)`)
-}
-
 // signIn signs in through the development login as the demo citizen with id.
 func (b *portalBrowser) signIn(id string) {
 	b.t.Helper()
