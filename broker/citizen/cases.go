@@ -28,11 +28,16 @@ func (s *Service) ListCases(ctx context.Context, req *citizenv1.ListCasesRequest
 	if err != nil {
 		return nil, err
 	}
-	offset, err := pagetoken.ParseOffset(req.GetPageToken())
+	// A keyset cursor (the last case shown), bound to whom the listing is for: paging while a case is
+	// opened never shows a case twice or skips one, and a token is no use for another citizen.
+	query := pagetoken.Query{"CitizenListCases", c.Pseudonym.Value, req.GetOnBehalfOf()}
+	after, err := pagetoken.ParseKeyset(req.GetPageToken(), query)
 	if err != nil {
 		return nil, err
 	}
-	all, err := s.cfg.Cases.List(ctx, func(cs *cases.Case) bool { return cs.Pseudonym == c.Pseudonym.Value && c.sees(cs.Journey) })
+	all, err := s.cfg.Cases.List(ctx, func(cs *cases.Case) bool {
+		return cs.Pseudonym == c.Pseudonym.Value && c.sees(cs.Journey) && (after == "" || cs.ID < after) // newest first: ids sort by creation
+	})
 	if err != nil {
 		return nil, unavailable(err, "case state")
 	}
@@ -55,13 +60,9 @@ func (s *Service) ListCases(ctx context.Context, req *citizenv1.ListCasesRequest
 	if size == 0 {
 		size = defaultPageSize
 	}
-	resp := &citizenv1.ListCasesResponse{}
-	if offset < len(visible) {
-		end := min(offset+size, len(visible))
-		resp.Cases = visible[offset:end]
-		if end < len(visible) {
-			resp.NextPageToken = pagetoken.Offset(end)
-		}
+	resp := &citizenv1.ListCasesResponse{Cases: visible[:min(size, len(visible))]}
+	if len(visible) > size {
+		resp.NextPageToken = pagetoken.Keyset(query, resp.Cases[len(resp.Cases)-1].GetId())
 	}
 	return resp, nil
 }

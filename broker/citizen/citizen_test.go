@@ -276,7 +276,7 @@ func TestAccessesAndCases(t *testing.T) {
 	}
 	var all []string
 	tok := ""
-	for {
+	for page := 0; ; page++ {
 		resp, err := c.ListCases(as(tokAnna), &citizenv1.ListCasesRequest{PageSize: 2, PageToken: tok})
 		if err != nil {
 			t.Fatal(err)
@@ -287,9 +287,19 @@ func TestAccessesAndCases(t *testing.T) {
 		if tok = resp.GetNextPageToken(); tok == "" {
 			break
 		}
+		if page == 0 {
+			// A case opened while paging is on a new first page, not this listing: nothing twice,
+			// nothing skipped. Another citizen cannot continue Anna's listing.
+			e.open(other.Steps[0].Agency, other.ID, anna)
+			_, err := c.ListCases(as(tokBo), &citizenv1.ListCasesRequest{PageSize: 2, PageToken: tok})
+			wantCode(t, err, codes.InvalidArgument)
+		}
 	}
 	if len(all) != 4 || !slices.IsSortedFunc(all, func(a, b string) int { return strings.Compare(b, a) }) {
-		t.Fatalf("paged cases %v: want 4, newest first", all)
+		t.Fatalf("paged cases %v: want the 4 there were when paging began, newest first", all)
+	}
+	if resp, err := c.ListCases(as(tokAnna), &citizenv1.ListCasesRequest{}); err != nil || len(resp.GetCases()) != 5 || resp.GetCases()[0].GetId() <= all[0] {
+		t.Fatalf("a new listing: %v, %v; want the case opened while paging first", resp.GetCases(), err)
 	}
 }
 

@@ -1,10 +1,10 @@
 // Package pagetoken encodes the page tokens of the broker's list calls. Tokens are opaque to callers;
 // a token this API did not return — or one returned for another query — is bad input.
 //
-// Two kinds: an offset into an in-memory, ordered result (Offset), and a keyset cursor (Keyset) that
-// names the last key shown and the query it belongs to. A keyset page starts after its key whatever was
-// added or removed meanwhile, so paging never shows an item twice and never skips one that existed
-// when paging began.
+// A token is a keyset cursor (Keyset) that names the last key shown and the query it belongs to. A page
+// starts after its key whatever was added or removed meanwhile, so paging never shows an item twice and
+// never skips one that existed when paging began. (An offset token did not have that property, and
+// went when the last listing that used it, the citizen's cases, moved to a keyset.)
 package pagetoken
 
 import (
@@ -17,26 +17,6 @@ import (
 
 	"github.com/aperture-gov/aperture/broker/refusal"
 )
-
-// Offset returns the token that continues a listing at position n.
-func Offset(n int) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("o" + strconv.Itoa(n)))
-}
-
-// ParseOffset returns the position a token continues at; "" is the start. Anything else than a token
-// made by Offset is refused with InvalidArgument.
-func ParseOffset(tok string) (int, error) {
-	if tok == "" {
-		return 0, nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err == nil && len(b) > 1 && b[0] == 'o' {
-		if n, err := strconv.Atoi(string(b[1:])); err == nil && n >= 0 {
-			return n, nil
-		}
-	}
-	return 0, errInvalid
-}
 
 var errInvalid = refusal.New(refusal.InvalidArgument, "page_token is not a token this API returned")
 
