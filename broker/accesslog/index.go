@@ -444,7 +444,7 @@ func (l *Log) pullLoop(ctx context.Context, it jetstream.MessagesContext) error 
 		if err != nil {
 			return err
 		}
-		// With AckAll this acknowledges every batch up to the last of the group. A lost ack only
+		// With AckAll this acknowledges every batch up to the newest of the group. A lost ack only
 		// means a redelivery, which the position skips.
 		if last != nil {
 			_ = last.Ack()
@@ -453,7 +453,8 @@ func (l *Log) pullLoop(ctx context.Context, it jetstream.MessagesContext) error 
 }
 
 // addDelivered adds a delivered batch to the group, after the batches the index lacks before it
-// (read from ACCESS). It returns msg if msg is a batch (to acknowledge), nil if it is not.
+// (read from ACCESS). It returns msg if it joined the group (to acknowledge once the group is
+// indexed, which with AckAll acknowledges the group), nil if it did not.
 func (l *Log) addDelivered(ctx context.Context, g *group, msg jetstream.Msg) (jetstream.Msg, error) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -463,7 +464,10 @@ func (l *Log) addDelivered(ctx context.Context, g *group, msg jetstream.Msg) (je
 	seq := meta.Sequence.Stream
 	next := g.next(l.ix.pos)
 	if seq < next {
-		return msg, nil // indexed already (a redelivery, or the index was ahead of the consumer)
+		// Indexed already (a redelivery, or the index was ahead of the consumer). A lost ack only
+		// means another redelivery.
+		_ = msg.Ack()
+		return nil, nil
 	}
 	if seq > next {
 		// A gap: the consumer is ahead of the index. Read the missing batches from the log itself.
