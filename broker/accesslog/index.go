@@ -132,13 +132,14 @@ const (
 	pinnedTTL       = 5 * time.Second
 	// indexerWait is how long the indexer waits for a batch before it looks at its other duties.
 	indexerWait = time.Second
-	// indexerPullBuffer is how many batches the indexer pulls ahead. Small on purpose: the client
-	// pulls again only when half of them are indexed, and a pin holder that sends no pull for
-	// pinnedTTL loses the pin while it still works through what it holds. On a loaded cluster, where
-	// a batch takes two Raft commits (entries, then marker), 256 buffered batches were many seconds of
-	// work: the pin moved, the new holder filled the gap from ACCESS, both wrote the same entries
-	// ("duplicate message id is in process") and both went into repair.
-	indexerPullBuffer = 8
+	// indexerPullBuffer is how many batches the indexer pulls ahead: two full groups (see
+	// indexGroup), so a group can take what is buffered while the client already pulls the next.
+	// Not more on purpose: the client pulls again only when half of them are indexed, and a pin
+	// holder that sends no pull for pinnedTTL loses the pin while it still works through what it
+	// holds. When each batch took two Raft commits, 256 buffered batches were many seconds of work
+	// on a loaded cluster: the pin moved, the new holder filled the gap from ACCESS, both wrote the
+	// same entries ("duplicate message id is in process") and both went into repair.
+	indexerPullBuffer = 2 * indexGroupBatches
 )
 
 // indexer is the state of the background indexer. Fields under mu are shared with List (which waits
@@ -148,8 +149,8 @@ const (
 // The index itself is the indexer's position: every entry names its batch (stream sequence), its
 // place in the batch, its leaf index and its batch's first leaf and size, under the broker's MAC. On
 // start, after a failed write and when it may have lost the pin to another replica, the indexer
-// reads each shard's newest entry: the newest batch named anywhere is where it resumes (re-indexing
-// in each shard only what that shard lacks of it), with the leaf count that batch names. The
+// reads the position marker and each shard's newest entry: it resumes after the marker's batch,
+// re-indexing in each shard only what that shard lacks (see resume for the rule). The
 // consumer only delivers batches and wakes the indexer; what it delivers at or before that position
 // is acknowledged and skipped, and a gap before what it delivers (index lost, consumer ahead) is read
 // from ACCESS directly. So a crash between an index write and its ack neither counts a leaf twice
@@ -175,7 +176,10 @@ type indexer struct {
 
 	pos        position
 	needRepair bool
-	ensure     bool // check the index streams before the next resume
+	// recheckAt, if set, is the end of a group that failed: once a marker reaches it, the index is
+	// compared with the log (see indexGroup).
+	recheckAt uint64
+	ensure    bool // check the index streams before the next resume
 	// repairReq carries Repair calls to the indexer goroutine.
 	repairReq chan chan repairResult
 }
@@ -189,8 +193,9 @@ const (
 )
 
 // position is where the indexer stands: the next ACCESS sequence to index and the leaf index of its
-// first record. partial, if set, names for each shard the newest entry already present of batch
-// next (which a crash may have left half indexed).
+// first record. partial, if set, names for each shard its newest entry if that entry is of batch
+// next or later (which a crashed group may have left partly indexed): the shard holds each of its
+// entries from batch next up to and including that one, and none after it.
 type position struct {
 	known   bool
 	next    uint64
@@ -371,21 +376,16 @@ func (l *Log) catchUp(ctx context.Context, cons jetstream.Consumer) error {
 		return nil
 	}
 	l.log.Info("access indexer catching up with batches already delivered", "from_seq", l.ix.pos.next, "to_seq", target)
-	_, err = l.scan(ctx, AccessStream, l.ix.pos.next, "", 64, func(s uint64, m *nats.Msg) (bool, error) {
-		if s > target {
-			return true, nil
-		}
-		if s >= l.ix.pos.next {
-			if err := l.indexBatch(ctx, s, m.Data); err != nil {
-				return true, err
-			}
-		}
-		return s >= target, nil
-	})
-	return err
+	var g group
+	if err := l.groupFromLog(ctx, &g, l.ix.pos.next, target); err != nil {
+		return err
+	}
+	return l.indexGroup(ctx, &g)
 }
 
-// pullLoop indexes what the iterator delivers until ctx ends, an error, or a repair is due.
+// pullLoop indexes what the iterator delivers until ctx ends, an error, or a repair is due. It
+// waits for one batch, then takes the batches already buffered behind it without waiting, and
+// indexes them as one group (see indexGroup).
 func (l *Log) pullLoop(ctx context.Context, it jetstream.MessagesContext) error {
 	for {
 		if l.ix.needRepair || len(l.ix.repairReq) > 0 {
@@ -412,12 +412,6 @@ func (l *Log) pullLoop(ctx context.Context, it jetstream.MessagesContext) error 
 		case err != nil:
 			return fmt.Errorf("%w: pull from indexer consumer: %w", ErrUnavailable, err)
 		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			_ = msg.Term()
-			continue
-		}
-		seq := meta.Sequence.Stream
 		l.ix.mu.Lock()
 		idle := time.Since(l.ix.lastBatch) > pinnedTTL/2
 		l.ix.mode, l.ix.lastBatch = modeActive, time.Now()
@@ -426,62 +420,199 @@ func (l *Log) pullLoop(ctx context.Context, it jetstream.MessagesContext) error 
 			// Another replica may have indexed meanwhile: where the index stands is the truth.
 			l.ix.pos.known = false
 		}
-		if err := l.indexThrough(ctx, seq, msg.Data()); err != nil {
-			return err
-		}
-		// With AckAll this acknowledges every batch up to seq. A lost ack only means a redelivery,
-		// which indexThrough skips.
-		_ = msg.Ack()
-	}
-}
-
-// indexThrough indexes every batch from the position up to and including seq, whose body is data.
-func (l *Log) indexThrough(ctx context.Context, seq uint64, data []byte) error {
-	if !l.ix.pos.known {
-		if err := l.resume(ctx); err != nil {
-			return err
-		}
-	}
-	if seq < l.ix.pos.next {
-		return nil // indexed already (a redelivery, or the index was ahead of the consumer)
-	}
-	if seq > l.ix.pos.next {
-		// A gap: the consumer is ahead of the index. Read the missing batches from the log itself.
-		from := l.ix.pos.next
-		l.log.Info("access indexer reading batches the index lacks from the log", "from_seq", from, "to_seq", seq-1)
-		_, err := l.scan(ctx, AccessStream, from, "", 64, func(s uint64, m *nats.Msg) (bool, error) {
-			if s >= seq {
-				return true, nil
+		if !l.ix.pos.known {
+			if err := l.resume(ctx); err != nil {
+				return err
 			}
-			return false, l.indexBatch(ctx, s, m.Data)
-		})
+		}
+		var g group
+		last, err := l.addDelivered(ctx, &g, msg)
+		for err == nil && !g.full(l.ix.pos) {
+			// Only what is already buffered: a group never waits for a batch still to be written.
+			more, nerr := it.Next(jetstream.NextMaxWait(readyWait))
+			if nerr != nil {
+				break // nothing ready (or the iterator failed: the next Next says so)
+			}
+			var m jetstream.Msg
+			if m, err = l.addDelivered(ctx, &g, more); m != nil {
+				last = m
+			}
+		}
+		if err == nil {
+			err = l.indexGroup(ctx, &g)
+		}
 		if err != nil {
 			return err
 		}
-		l.ix.pos.next = seq // ACCESS denies deletes, so there is nothing in between; if there were, it was not indexable
+		// With AckAll this acknowledges every batch up to the newest of the group. A lost ack only
+		// means a redelivery, which the position skips.
+		if last != nil {
+			_ = last.Ack()
+		}
 	}
-	return l.indexBatch(ctx, seq, data)
 }
 
-// indexBatch indexes batch seq (the batch at the position) and advances the position.
-func (l *Log) indexBatch(ctx context.Context, seq uint64, data []byte) error {
-	leaves, err := OpenBatch(l.opts.Sealer, data)
+// addDelivered adds a delivered batch to the group, after the batches the index lacks before it
+// (read from ACCESS). It returns msg if it joined the group (to acknowledge once the group is
+// indexed, which with AckAll acknowledges the group), nil if it did not.
+func (l *Log) addDelivered(ctx context.Context, g *group, msg jetstream.Msg) (jetstream.Msg, error) {
+	meta, err := msg.Metadata()
 	if err != nil {
-		// Not the broker's: no leaves, nothing indexed, never listed. The integrator halts on it
-		// (Records reports it), so the tree and the index agree on numbering after it.
-		l.unauthenticBatch(seq, err)
-		if err := l.writeMarker(ctx, marker{seq: seq, leaves: l.ix.pos.leaves}); err != nil {
-			return err
+		_ = msg.Term()
+		return nil, nil
+	}
+	seq := meta.Sequence.Stream
+	next := g.next(l.ix.pos)
+	if seq < next {
+		// Indexed already (a redelivery, or the index was ahead of the consumer). A lost ack only
+		// means another redelivery.
+		_ = msg.Ack()
+		return nil, nil
+	}
+	if seq > next {
+		// A gap: the consumer is ahead of the index. Read the missing batches from the log itself.
+		// ACCESS denies deletes, so there is nothing in between that is not a batch; if there were,
+		// it would not be indexable and the group simply goes past it.
+		l.log.Info("access indexer reading batches the index lacks from the log", "from_seq", next, "to_seq", seq-1)
+		if err := l.groupFromLog(ctx, g, next, seq-1); err != nil {
+			return nil, err
 		}
-		l.advance(seq, 0)
+	}
+	if g.full(l.ix.pos) {
+		// The gap filled the group: index it, so this batch opens the next.
+		if err := l.indexGroup(ctx, g); err != nil {
+			return nil, err
+		}
+	}
+	l.addToGroup(g, seq, msg.Data())
+	return msg, nil
+}
+
+// groupFromLog adds ACCESS batches from to through (read from the log) to the group, indexing it
+// whenever it is full.
+func (l *Log) groupFromLog(ctx context.Context, g *group, from, through uint64) error {
+	_, err := l.scan(ctx, AccessStream, from, "", 64, func(s uint64, m *nats.Msg) (bool, error) {
+		if s > through {
+			return true, nil
+		}
+		if s >= g.next(l.ix.pos) {
+			l.addToGroup(g, s, m.Data)
+			if g.full(l.ix.pos) {
+				if err := l.indexGroup(ctx, g); err != nil {
+					return true, err
+				}
+			}
+		}
+		return s >= through, nil
+	})
+	return err
+}
+
+// A group is consecutive ACCESS batches after the position, indexed together: their entries are
+// published at once and one marker, of the last batch, is written after every entry is stored.
+// On a replicated index each wait is a Raft commit, so a group costs two commits however many
+// batches it holds; one batch at a time, the indexer fell behind a loaded cluster.
+const (
+	// indexGroupBatches and indexGroupLeaves bound a group (it always takes at least one batch).
+	// The leaves bound keeps the entries in flight well below the publisher's limit of pending
+	// asynchronous publishes, which appends share.
+	indexGroupBatches = 32
+	indexGroupLeaves  = 2048
+	// readyWait is how long the indexer waits for another buffered batch when it closes a group:
+	// only long enough to take what the client already holds.
+	readyWait = time.Millisecond
+)
+
+type group struct {
+	batches []groupBatch
+	leaves  int
+}
+
+type groupBatch struct {
+	seq    uint64
+	leaves [][]byte
+	err    error // not authenticated by the broker: no leaves
+}
+
+// next is the ACCESS sequence the group takes next.
+func (g *group) next(pos position) uint64 {
+	if len(g.batches) == 0 {
+		return pos.next
+	}
+	return g.batches[len(g.batches)-1].seq + 1
+}
+
+// full says the group takes no more batches. Without a marker (next 1) a group is the first batch
+// alone: its marker must exist before any entry of a later batch, so that entries of later batches
+// without a marker mean the marker was lost (see resume).
+func (g *group) full(pos position) bool {
+	n := len(g.batches)
+	return n >= indexGroupBatches || g.leaves >= indexGroupLeaves || n >= 1 && pos.next <= 1
+}
+
+// addToGroup adds batch seq (the group's next) to the group.
+func (l *Log) addToGroup(g *group, seq uint64, data []byte) {
+	leaves, err := OpenBatch(l.opts.Sealer, data)
+	g.batches = append(g.batches, groupBatch{seq: seq, leaves: leaves, err: err})
+	g.leaves += len(leaves)
+}
+
+// indexGroup indexes the group's batches (the batches right after the position, in order), writes
+// the marker of the last and advances the position; it empties the group. Every entry is stored
+// before the marker is written: an error (a refused publish, a missing acknowledgement) returns
+// before the marker, so the marker never names a batch with an entry missing.
+//
+// Entries a crashed writer left are skipped (resume's partial): entries of one shard are published
+// in log order on one connection, so a shard holding the entry at (seq, idx) holds every earlier
+// entry of the group for that shard.
+func (l *Log) indexGroup(ctx context.Context, g *group) error {
+	if len(g.batches) == 0 {
 		return nil
 	}
 	first := l.ix.pos.leaves
-	partial := l.ix.pos.partial
-	if seq != l.ix.pos.next {
-		partial = nil
+	leaf := first
+	futures := make([]jetstream.PubAckFuture, 0, g.leaves)
+	for _, b := range g.batches {
+		if b.err != nil {
+			// Not the broker's: no leaves, nothing indexed, never listed. The integrator halts on it
+			// (Records reports it), so the tree and the index agree on numbering after it.
+			l.unauthenticBatch(b.seq, b.err)
+			continue
+		}
+		skip := func(shard, idx int) bool {
+			have, ok := l.ix.pos.partial[shard]
+			return ok && !have.less(logPos{b.seq, idx})
+		}
+		var err error
+		if futures, err = l.publishEntries(b.seq, leaf, b.leaves, skip, true, futures); err != nil {
+			l.ix.recheckAt = max(l.ix.recheckAt, g.batches[len(g.batches)-1].seq) // as below
+			return err
+		}
+		leaf += uint64(len(b.leaves))
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(leaves))
+	lastSeq := g.batches[len(g.batches)-1].seq
+	if err := l.awaitAcks(ctx, futures, lastSeq); err != nil {
+		// A refused entry may sit before entries of its shard that were stored, which the restart
+		// rule then takes as held. Compare once the marker covers this group, so repair writes it.
+		l.ix.recheckAt = max(l.ix.recheckAt, lastSeq)
+		return err
+	}
+	if err := l.writeMarker(ctx, marker{seq: lastSeq, leaves: leaf}); err != nil {
+		return err
+	}
+	*g = group{}
+	l.advance(lastSeq, int(leaf-first))
+	if l.ix.recheckAt != 0 && lastSeq >= l.ix.recheckAt {
+		l.ix.recheckAt, l.ix.needRepair = 0, true
+	}
+	return nil
+}
+
+// publishEntries publishes (asynchronously) the index entries of batch seq, whose first leaf is
+// first, except those skip names, and appends their acknowledgements to futures. With withID each
+// entry carries the message id seq-idx, so JetStream drops a second copy within its duplicate
+// window.
+func (l *Log) publishEntries(seq, first uint64, leaves [][]byte, skip func(shard, idx int) bool, withID bool, futures []jetstream.PubAckFuture) ([]jetstream.PubAckFuture, error) {
 	seqStr := strconv.FormatUint(seq, 10)
 	for i, leaf := range leaves {
 		pseudonym := recordString(leaf, 3)
@@ -491,38 +622,42 @@ func (l *Log) indexBatch(ctx context.Context, seq uint64, data []byte) error {
 			l.log.Error("access record in an authentic batch has no usable pseudonym; not indexed", "seq", seq, "index", i, "leaf", first+uint64(i))
 			continue
 		}
-		shard := shardOf(l.opts.IndexShards, pseudonym)
-		if have, ok := partial[shard]; ok && !have.less(logPos{seq, i}) {
+		if skip(shardOf(l.opts.IndexShards, pseudonym), i) {
 			continue // this shard already holds it
 		}
 		p := entryPosition{seq: seq, idx: i, leaf: first + uint64(i), batchFirst: first, batchCount: len(leaves)}
-		m, err := l.entryMsg(pseudonym, p, leaf, seqStr+"-"+strconv.Itoa(i))
+		msgID := ""
+		if withID {
+			msgID = seqStr + "-" + strconv.Itoa(i)
+		}
+		m, err := l.entryMsg(pseudonym, p, leaf, msgID)
 		if err != nil {
-			return err
+			return futures, err
 		}
 		f, err := l.pub.PublishMsgAsync(m)
 		if err != nil {
-			return fmt.Errorf("%w: index entry %d of log seq %d: %w", ErrUnavailable, i, seq, err)
+			return futures, fmt.Errorf("%w: index entry %d of log seq %d: %w", ErrUnavailable, i, seq, err)
 		}
 		futures = append(futures, f)
 	}
+	return futures, nil
+}
+
+// awaitAcks waits until every entry is stored, or fails on the first that is not.
+func (l *Log) awaitAcks(ctx context.Context, futures []jetstream.PubAckFuture, through uint64) error {
 	t := time.NewTimer(l.opts.PublishTimeout + time.Second)
 	defer t.Stop()
 	for _, f := range futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("%w: index log seq %d: %w", ErrUnavailable, seq, err)
+			return fmt.Errorf("%w: index log through seq %d: %w", ErrUnavailable, through, err)
 		case <-t.C:
-			return fmt.Errorf("%w: index log seq %d: no acknowledgement after %s", ErrUnavailable, seq, l.opts.PublishTimeout)
+			return fmt.Errorf("%w: index log through seq %d: no acknowledgement after %s", ErrUnavailable, through, l.opts.PublishTimeout)
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
 	}
-	if err := l.writeMarker(ctx, marker{seq: seq, leaves: first + uint64(len(leaves))}); err != nil {
-		return err
-	}
-	l.advance(seq, len(leaves))
 	return nil
 }
 
@@ -566,9 +701,22 @@ func (l *Log) advance(seq uint64, n int) {
 }
 
 // resume sets the position from the index's position marker (the last batch fully indexed and
-// the leaf count after it), re-indexing in each shard only what it lacks of the batch after it,
-// which a crash may have left half indexed. An index without a valid marker is rebuilt from the
-// start of the log: entries nobody can place are not trusted.
+// the leaf count after it) and the shards' newest entries. The restart rule:
+//
+//   - Writers index groups of batches (indexGroup) and store the marker of a group's last batch
+//     only after every entry of the group is stored; the group starting at batch 1 (no marker yet)
+//     is batch 1 alone. So any batches after the marker may be partly indexed, and without a marker
+//     only batch 1 may be.
+//   - A writer publishes the entries of one shard in log order on one connection, and JetStream
+//     stores them in that order; a publish that fails stops the group before its marker (and has
+//     the range compared with the log once a marker covers it). So a shard whose newest entry is
+//     at (seq, idx), seq after the marker, holds every one of its entries up to that position.
+//   - Re-indexing from the batch after the marker skips, per shard, the entries at or before that
+//     position. Entries keep their message ids (seq-idx), so within the duplicate window JetStream
+//     also drops a second copy of an entry two writers raced to publish.
+//   - No valid marker but a shard whose newest entry is of a later batch than 1, or not the
+//     broker's: entries nobody can place. The index is rebuilt from the start of the log.
+//   - An entry without the broker's MAC is never a position: repair removes it.
 func (l *Log) resume(ctx context.Context) error {
 	if st := l.nc.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("%w: NATS connection is %s", ErrUnavailable, st)
@@ -598,9 +746,9 @@ func (l *Log) resume(ctx context.Context) error {
 			l.ix.pos = position{known: true, next: next, leaves: mark.leaves, partial: partial}
 			return nil
 		}
-		// Entries no marker accounts for. A writer stores the marker of a batch before any entry
-		// of the next, so if a marker exists now it was written while the shards were read: read
-		// the position again rather than destroy what another replica is writing.
+		// Entries no marker accounts for. A writer stores the marker of batch 1 before any entry
+		// of a later batch, so if a marker exists now it was written while the shards were read:
+		// read the position again rather than destroy what another replica is writing.
 		if _, found, err := l.readMarker(ctx); err != nil {
 			return err
 		} else if found && attempt < 3 {
@@ -620,8 +768,9 @@ func (l *Log) resume(ctx context.Context) error {
 }
 
 // shardPositions reads each shard's newest entry. partial names, for each shard whose newest
-// entry is of batch next, that entry's place in the batch. unplaced says some shard's newest entry
-// is of a later batch, or (without a marker, next 1) not the broker's: entries no position explains.
+// entry is of batch next or later, that entry's (batch, place in the batch). unplaced says, without
+// a marker (next 1), that some shard's newest entry is of a later batch than 1 or not the broker's:
+// entries no position explains.
 func (l *Log) shardPositions(ctx context.Context, next uint64) (partial map[int]logPos, unplaced bool, err error) {
 	partial = map[int]logPos{}
 	for i := range l.opts.IndexShards {
@@ -641,17 +790,17 @@ func (l *Log) shardPositions(ctx context.Context, next uint64) (partial map[int]
 			continue
 		}
 		switch {
-		case p.seq == next:
-			partial[i] = logPos{p.seq, p.idx}
 		case p.seq > next && next == 1:
 			unplaced = true
+		case p.seq >= next:
+			partial[i] = logPos{p.seq, p.idx}
 		}
 	}
 	return partial, unplaced, nil
 }
 
 // The position marker: one message on MarkerSubject in stream MarkerStream, replaced after every
-// indexed batch, saying the newest ACCESS sequence fully indexed and how many leaves the log has up
+// indexed group of batches, saying the newest ACCESS sequence fully indexed and how many leaves the log has up
 // to it, under the broker's MAC.
 const (
 	MarkerStream  = "ACCESS_INDEX_POS"
@@ -683,7 +832,7 @@ func markerAD(m marker) []byte {
 	return binary.BigEndian.AppendUint64(b, m.leaves)
 }
 
-// writeMarker records m and waits for it to be stored: the next batch is indexed only after it.
+// writeMarker records m and waits for it to be stored: the next group is indexed only after it.
 func (l *Log) writeMarker(ctx context.Context, m marker) error {
 	mac, err := l.opts.Sealer.Seal(nil, markerAD(m))
 	if err != nil {

@@ -694,3 +694,113 @@ func TestMissingMarker(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartAfterPartialGroup: an indexer writes the entries of a group of batches and then one
+// marker, so a crash can leave any batches after the marker partly indexed, each shard holding a
+// prefix (in log order) of its entries of the group. Reopened, the log indexes exactly what each
+// shard lacks: the index ends complete with no entry twice, even when the entries have no message
+// ids (a crash longer ago than the duplicate window, so JetStream's dedupe cannot hide a second
+// copy), and without repair having to fix anything.
+func TestRestartAfterPartialGroup(t *testing.T) {
+	type at struct{ batch, idx int } // batch: 0 to 2, the group's batches after the marker
+	upTo := func(a at) func(int) at { return func(int) at { return a } }
+	tests := []struct {
+		name string
+		// cut is, per shard, the first entry the crash left out: the shard holds its entries of
+		// the group before it.
+		cut         func(shard int) at
+		alsoWithIDs bool
+	}{
+		{"nothing of the group written", upTo(at{0, 0}), false},
+		{"first batch partly", upTo(at{0, 3}), false},
+		{"first batch whole, second partly", upTo(at{1, 2}), false},
+		{"third batch partly", upTo(at{2, 4}), false},
+		{"shards at different batches", func(shard int) at {
+			return []at{{3, 0}, {0, 0}, {1, 4}, {2, 1}}[shard%4]
+		}, true},
+		{"whole group, marker not written", upTo(at{3, 0}), false},
+	}
+	const before, perBatch = 3, 6
+	for _, tc := range tests {
+		ids := []bool{false}
+		if tc.alsoWithIDs {
+			ids = append(ids, true) // the usual recent crash: dedupe would also drop a second copy
+		}
+		for _, withID := range ids {
+			t.Run(fmt.Sprintf("%s/message ids %v", tc.name, withID), func(t *testing.T) {
+				e := newEnv(t)
+				l := e.open(accesslog.Options{})
+				for i := range before {
+					if err := l.Append(ctx(t), record(i%4, fmt.Sprintf("c%d-before-%d", i%4, i))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				caughtUp(t, l)
+				e.waitIndexed(testShards, before)
+				l.Close()
+
+				// Three batches no indexer saw, and the entries a crashed group left of them.
+				written := uint64(0)
+				for b := range 3 {
+					var leaves [][]byte
+					var shards []int
+					for j := range perBatch {
+						c := (b + 2*j) % 7
+						leaves = append(leaves, leaf(t, record(c, fmt.Sprintf("c%d-group-%d-%d", c, b, j))))
+						shards = append(shards, accesslog.ShardOf(testShards, pseudonym(c)))
+					}
+					data, err := accesslog.SealBatch(e.sealer, leaves)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ack, err := e.js.Publish(ctx(t), accesslog.LogSubject, data)
+					if err != nil {
+						t.Fatal(err)
+					}
+					keep := func(shard, idx int) bool {
+						c := tc.cut(shard)
+						return b < c.batch || b == c.batch && idx < c.idx
+					}
+					for j, s := range shards {
+						if keep(s, j) {
+							written++
+						}
+					}
+					opts := accesslog.Options{IndexShards: testShards, Sealer: e.sealer}
+					first := uint64(before + b*perBatch)
+					if err := accesslog.PublishEntriesAsCrashed(ctx(t), e.js, opts, ack.Sequence, first, data, keep, withID); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if got := e.indexMsgs(testShards); got != before+written {
+					t.Fatalf("after the crash the index holds %d entries, want %d", got, before+written)
+				}
+
+				l = e.open(accesslog.Options{})
+				total := uint64(before + 3*perBatch)
+				caughtUp(t, l)
+				e.waitIndexed(testShards, total)
+				rep, err := l.VerifyIndex(ctx(t))
+				if err != nil || !rep.OK() || rep.Leaves != total || rep.Entries != total {
+					t.Fatalf("VerifyIndex after the partial group: %+v, %v", rep, err)
+				}
+				if st := l.Stats(); st.Repaired != 0 || st.IndexFailures != 0 {
+					t.Fatalf("stats %+v: the restart rule alone should have completed the index", st)
+				}
+				leaves, _ := treeLeaves(t, e)
+				seen := map[uint64]bool{}
+				for c := range 7 {
+					for _, en := range listEntries(t, l, pseudonym(c)) {
+						if !bytes.Equal(leaves[en.LeafIndex], en.Leaf) || seen[en.LeafIndex] {
+							t.Fatalf("record %s listed as leaf %d, which is not its leaf (or twice)", en.Record.GetId(), en.LeafIndex)
+						}
+						seen[en.LeafIndex] = true
+					}
+				}
+				if uint64(len(seen)) != total {
+					t.Fatalf("%d leaves listed, want %d", len(seen), total)
+				}
+			})
+		}
+	}
+}

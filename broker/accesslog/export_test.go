@@ -1,0 +1,34 @@
+package accesslog
+
+import (
+	"context"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// PublishEntriesAsCrashed writes index entries of ACCESS batch seq (body data, first leaf first)
+// through the indexer's own publishing path and waits for them, writing no marker: what an
+// indexer that crashed in the middle of a group leaves. keep selects the entries (by shard and
+// place in the batch); withID false leaves out the message ids, as if the crash were longer ago
+// than the duplicate window, so that only the restart rule keeps entries from being written twice.
+func PublishEntriesAsCrashed(ctx context.Context, js jetstream.JetStream, opts Options, seq, first uint64, data []byte, keep func(shard, idx int) bool, withID bool) error {
+	opts.setDefaults()
+	l := &Log{opts: opts, log: opts.Logger, nc: js.Conn(), js: js}
+	var err error
+	if l.pub, err = publisher(js, opts.PublishTimeout); err != nil {
+		return err
+	}
+	leaves, err := OpenBatch(opts.Sealer, data)
+	if err != nil {
+		return err
+	}
+	skip := func(shard, idx int) bool { return !keep(shard, idx) }
+	futures, err := l.publishEntries(seq, first, leaves, skip, withID, nil)
+	if err != nil {
+		return err
+	}
+	return l.awaitAcks(ctx, futures, seq)
+}
+
+// ShardOf is the shard a pseudonym's entries are in.
+func ShardOf(shards int, pseudonym string) int { return shardOf(shards, pseudonym) }
