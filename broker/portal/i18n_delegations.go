@@ -84,7 +84,7 @@ var delegationMessages = map[string]msg{
 	"entry.delegate.preview":          {"what a consent to this step would share", "hvad et samtykke til dette trin ville dele"},
 	"entry.delegate.consent":          {"consent to this step", "samtykke til dette trin"},
 	"entry.parent":                    {"A parent with custody of you", "En forælder med forældremyndighed over dig"},
-	"entry.custody_check":             {"You asked to act for your children, so we checked:", "Du bad om at handle for dine børn, så vi tjekkede:"},
+	"entry.custody_check":             {"To show whom you can act for, we checked:", "For at vise, hvem du kan handle for, tjekkede vi:"},
 	"entry.custody_check.item":        {"which children you have custody of, in %s", "hvilke børn du har forældremyndighed over, i %s"},
 	"entry.custody_check.why":         {"So that you can only act for your own children under 18.", "Så du kun kan handle for dine egne børn under 18."},
 	"delegations.held.child":          {"Your child %s", "Dit barn %s"},
