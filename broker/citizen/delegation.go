@@ -31,8 +31,8 @@ type Delegations interface {
 type acting struct {
 	Citizen
 	d *delegation.Delegation // nil: the caller's own data
-	// basis is why the caller may act: a power of attorney (the zero value reads as that) or parental
-	// custody, when d is made up for the call from the custody register.
+	// basis is why the caller may act: a power of attorney, or parental custody (then d is made up for
+	// the call from the custody register).
 	basis auditv1.DelegateBasis
 }
 
@@ -101,23 +101,16 @@ func (s *Service) actFor(ctx context.Context, onBehalfOf string, scope delegatio
 	case !d.Allows(scope, journey):
 		return deny(refusal.New(refusal.PermissionDenied, "the power of attorney %s does not cover this", onBehalfOf))
 	}
-	return acting{Citizen: Citizen{Pseudonym: keys.Pseudonym{Value: d.Giver, KeyID: c.Pseudonym.KeyID}}, d: d}, nil
+	return acting{Citizen: Citizen{Pseudonym: keys.Pseudonym{Value: d.Giver, KeyID: c.Pseudonym.KeyID}}, d: d,
+		basis: auditv1.DelegateBasis_DELEGATE_BASIS_POWER_OF_ATTORNEY}, nil
 }
 
-// delegate marks a record of what a holder of power of attorney did (nil for the caller's own data).
-func (a acting) delegate(scope delegation.Scope) *auditv1.Delegate {
+// delegate marks a record of what someone acting for the citizen did (nil for the caller's own data).
+func (a acting) delegate(action auditv1.DelegateAction) *auditv1.Delegate {
 	if a.d == nil {
 		return nil
 	}
-	basis := a.basis
-	if basis == auditv1.DelegateBasis_DELEGATE_BASIS_UNSPECIFIED {
-		basis = auditv1.DelegateBasis_DELEGATE_BASIS_POWER_OF_ATTORNEY
-	}
-	return &auditv1.Delegate{
-		Basis:        basis,
-		Action:       scopeAction[scope],
-		DelegationId: a.d.ID,
-	}
+	return &auditv1.Delegate{Basis: a.basis, Action: action, DelegationId: a.d.ID}
 }
 
 // logDelegate writes what a delegate looked at to the represented citizen's access log, durably,
@@ -139,8 +132,14 @@ func (s *Service) logDelegate(ctx context.Context, a acting, scope delegation.Sc
 		Journey:          journey,
 		Decision:         auditv1.Decision_DECISION_RELEASED,
 		PolicyVersion:    s.cfg.Policies().Version,
-		Delegate:         a.delegate(scope),
+		Delegate:         a.delegate(scopeAction[scope]),
 	}
+	return s.appendDelegated(ctx, a, scope, rec)
+}
+
+// appendDelegated writes rec, a delegate's look, durably and counts the call under scope: nil only
+// once the record is durable.
+func (s *Service) appendDelegated(ctx context.Context, a acting, scope delegation.Scope, rec *auditv1.AccessRecord) error {
 	err := s.cfg.Log.Append(ctx, rec)
 	s.countDelegate(ctx, a, scope, err)
 	if err != nil {

@@ -222,14 +222,8 @@ func (s *Service) logPreview(ctx context.Context, b *policy.Bundle, c acting, jo
 	rec := consentRecord(b, c.Citizen, journey, st, auditv1.AccessKind_ACCESS_KIND_DELEGATE, now, nil)
 	// No agency saw anything: the record is the delegate's look, like logDelegate's.
 	rec.Agency, rec.Purpose, rec.LegalBasis = "", "", ""
-	rec.Delegate = c.delegate(delegation.GrantConsent)
-	rec.Delegate.Action = auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT
-	err := s.cfg.Log.Append(ctx, rec)
-	s.countDelegate(ctx, c, delegation.GrantConsent, err)
-	if err != nil {
-		return refusal.Wrap(refusal.Unavailable, err, "the access log is unavailable; nothing was shown")
-	}
-	return nil
+	rec.Delegate = c.delegate(auditv1.DelegateAction_DELEGATE_ACTION_PREVIEW_CONSENT)
+	return s.appendDelegated(ctx, c, delegation.GrantConsent, rec)
 }
 
 // GrantConsent implements CitizenService. On someone's behalf (on_behalf_of), the consent is logged in
@@ -249,7 +243,7 @@ func (s *Service) GrantConsent(ctx context.Context, req *citizenv1.GrantConsentR
 	// someone's behalf, the one record also says so (delegate): the citizen reads who gave it.
 	rec := consentRecord(b, c.Citizen, req.GetJourney(), st, auditv1.AccessKind_ACCESS_KIND_CONSENT_GRANTED, now,
 		&auditv1.Consent{ExpiresAt: timestamppb.New(now.Add(validity))})
-	rec.Delegate = c.delegate(delegation.GrantConsent)
+	rec.Delegate = c.delegate(auditv1.DelegateAction_DELEGATE_ACTION_GRANT_CONSENT)
 	err = s.cfg.Log.Append(ctx, rec)
 	s.countDelegate(ctx, c, delegation.GrantConsent, err)
 	if err != nil {
@@ -302,9 +296,7 @@ func (s *Service) RevokeConsent(ctx context.Context, req *citizenv1.RevokeConsen
 	// Logged first: the withdrawal the citizen's log shows is the one that took effect.
 	rec := consentRecord(b, c, req.GetJourney(), st, auditv1.AccessKind_ACCESS_KIND_CONSENT_REVOKED, now,
 		&auditv1.Consent{GrantedAt: ts(cur.GrantedAt), ExpiresAt: ts(cur.ExpiresAt)})
-	if rec.Delegate = a.delegate(delegation.GrantConsent); rec.Delegate != nil {
-		rec.Delegate.Action = auditv1.DelegateAction_DELEGATE_ACTION_REVOKE_CONSENT
-	}
+	rec.Delegate = a.delegate(auditv1.DelegateAction_DELEGATE_ACTION_REVOKE_CONSENT)
 	err = s.cfg.Log.Append(ctx, rec)
 	s.countDelegate(ctx, a, delegation.GrantConsent, err)
 	if err != nil {
