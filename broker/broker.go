@@ -569,11 +569,16 @@ func (b *Broker) buildServer() error {
 	if err != nil {
 		return err
 	}
-	opts := append(edge.ServerOptions(),
+	opts, err := b.serverTelemetry()
+	if err != nil {
+		return err
+	}
+	opts = append(opts, edge.ServerOptions()...)
+	opts = append(opts,
 		grpc.Creds(credentials.NewTLS(mtls.ServerConfig(b.deps.Certs))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute}),
 	)
-	b.grpc = grpc.NewServer(append(opts, b.serverTelemetry()...)...)
+	b.grpc = grpc.NewServer(opts...)
 	brokerv1.RegisterBrokerServiceServer(b.grpc, server.NewBroker(cs, rel, b.log.With("component", "grpc"),
 		server.WithQuestions(b.Questions, b.access, b.questionCount, registry, b.deps.Now), server.WithSecurityLog(b.log.With("component", "security"))))
 	events, err := server.NewLifeEvents(cs, rel, b.deps.Meter, b.log.With("component", "life-events"))

@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	rpccode "google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -120,6 +123,7 @@ type edgeWorld struct {
 	reg     *policy.Registry
 	agency  *policy.Agency
 	brokerI string
+	metrics *sdkmetric.ManualReader
 }
 
 // startEdge serves the fakes behind the broker's edge, with TLS and the agency identity of the
@@ -154,7 +158,13 @@ func startEdge(t *testing.T) *edgeWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(append(edge.ServerOptions(), grpc.Creds(credentials.NewTLS(mtls.ServerConfig(src))))...)
+	reader := sdkmetric.NewManualReader()
+	calls, err := server.NewCallMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := append(calls.ServerOptions(), edge.ServerOptions()...)
+	srv := grpc.NewServer(append(opts, grpc.Creds(credentials.NewTLS(mtls.ServerConfig(src))))...)
 	fb := &fakeBroker{}
 	brokerv1.RegisterBrokerServiceServer(srv, fb)
 	citizenv1.RegisterCitizenServiceServer(srv, fakeCitizen{})
@@ -165,7 +175,34 @@ func startEdge(t *testing.T) *edgeWorld {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return &edgeWorld{broker: fb, logs: logs, addr: lis.Addr().String(), ca: ca, reg: reg, agency: agency,
-		brokerI: mtls.ID(td, mtls.KindBroker, "")}
+		brokerI: mtls.ID(td, mtls.KindBroker, ""), metrics: reader}
+}
+
+// calls is how many calls of method (without the leading slash) the call-duration histogram counted
+// with status code (as otelgrpc names it, e.g. "INVALID_ARGUMENT").
+func (w *edgeWorld) calls(t *testing.T, method, code string) uint64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := w.metrics.Collect(t.Context(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if m.Name != server.MetricCallDuration || !ok {
+				continue
+			}
+			for _, dp := range h.DataPoints {
+				mv, _ := dp.Attributes.Value("rpc.method")
+				cv, _ := dp.Attributes.Value("rpc.response.status_code")
+				if mv.AsString() == method && cv.AsString() == code {
+					n += dp.Count
+				}
+			}
+		}
+	}
+	return n
 }
 
 // conn dials the edge with a certificate of kind/name.
@@ -251,9 +288,15 @@ func TestEdgeStages(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w.broker.err.Store(tc.handlerErr)
 			before := w.broker.called.Load()
+			const method = "aperture.broker.v1.BrokerService/GetCase"
+			counted := w.calls(t, method, rpccode.Code(tc.want).String())
 			_, err := tc.client.GetCase(tc.ctx(t), &brokerv1.GetCaseRequest{CaseId: tc.caseID})
 			if got := status.Code(err); got != tc.want {
 				t.Fatalf("code %v (%v), want %v", got, err, tc.want)
+			}
+			// Measured with the code the caller got: the edge maps errors inside the measurement.
+			if n := w.calls(t, method, rpccode.Code(tc.want).String()); n != counted+1 {
+				t.Errorf("calls measured with %v: %d, want %d", tc.want, n, counted+1)
 			}
 			if handled := w.broker.called.Load() > before; handled != tc.handled {
 				t.Errorf("handler ran: %v, want %v", handled, tc.handled)
