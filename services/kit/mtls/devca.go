@@ -47,7 +47,7 @@ type DevCA struct {
 // OpenDevCA opens the development CA in dir, creating dir, ca.crt and ca.key (mode 0600, ECDSA P-256)
 // if they do not exist. An existing CA must belong to trustDomain.
 func OpenDevCA(dir, trustDomain string) (*DevCA, error) {
-	if !trustDomainRE.MatchString(trustDomain) {
+	if !validTrustDomain(trustDomain) {
 		return nil, fmt.Errorf("open dev CA: invalid trust domain %q", trustDomain)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 
 	"google.golang.org/grpc/credentials"
@@ -36,13 +35,6 @@ const (
 	KindAuthority = "authority"
 	KindAgency    = "agency"
 	KindAuditor   = "auditor"
-)
-
-var (
-	// Trust domain characters per the SPIFFE ID standard (section 2.1).
-	trustDomainRE = regexp.MustCompile(`^[a-z0-9._-]{1,255}$`)
-	// Names are slugs as used in policies and the registry.
-	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 )
 
 // ID returns the SPIFFE ID of a component. The broker is unique in its trust domain, so kind
@@ -61,44 +53,87 @@ func ParseID(id string) (trustDomain, kind, name string, err error) {
 	if err != nil {
 		return "", "", "", fmt.Errorf("parse SPIFFE ID %q: %w", id, err)
 	}
+	return splitID(u, id)
+}
+
+// splitID checks a parsed SPIFFE ID (id is its text, for errors). The character checks are by hand,
+// not regular expressions: every call to a broker or an authority runs one, and they are exact.
+func splitID(u *url.URL, id string) (trustDomain, kind, name string, err error) {
 	switch {
 	case u.Scheme != "spiffe":
 		return "", "", "", fmt.Errorf("SPIFFE ID %q: scheme must be spiffe", id)
 	case u.User != nil || u.Port() != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
 		return "", "", "", fmt.Errorf("SPIFFE ID %q: must not have user info, port, query or fragment", id)
-	case !trustDomainRE.MatchString(u.Host):
+	case !validTrustDomain(u.Host):
 		return "", "", "", fmt.Errorf("SPIFFE ID %q: invalid trust domain", id)
 	}
-	segs := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
+	path, ok := strings.CutPrefix(u.Path, "/")
+	if !ok {
+		return "", "", "", fmt.Errorf("SPIFFE ID %q: path must be /broker or /{authority,agency,auditor}/<name>", id)
+	}
+	kind, name, named := strings.Cut(path, "/")
 	switch {
-	case len(segs) == 1 && segs[0] == KindBroker:
+	case !named && kind == KindBroker:
 		return u.Host, KindBroker, "", nil
-	case len(segs) == 2 && (segs[0] == KindAuthority || segs[0] == KindAgency || segs[0] == KindAuditor):
-		if !nameRE.MatchString(segs[1]) {
-			return "", "", "", fmt.Errorf("SPIFFE ID %q: invalid %s name", id, segs[0])
+	case named && (kind == KindAuthority || kind == KindAgency || kind == KindAuditor) && !strings.Contains(name, "/"):
+		if !validName(name) {
+			return "", "", "", fmt.Errorf("SPIFFE ID %q: invalid %s name", id, kind)
 		}
-		return u.Host, segs[0], segs[1], nil
+		return u.Host, kind, name, nil
 	default:
 		return "", "", "", fmt.Errorf("SPIFFE ID %q: path must be /broker or /{authority,agency,auditor}/<name>", id)
 	}
 }
 
+// validTrustDomain: 1 to 255 of [a-z0-9._-] (SPIFFE ID standard, section 2.1).
+func validTrustDomain(s string) bool {
+	if len(s) == 0 || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !lowerDigit(c) && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validName: a slug as policies and the registry use them, [a-z0-9][a-z0-9_-]{0,62}.
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 63 || !lowerDigit(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !lowerDigit(c) && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerDigit(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
+
 // IDFromCert returns the SPIFFE ID of a certificate. The certificate must carry exactly one
 // spiffe:// URI SAN, and it must be a valid Aperture ID.
 func IDFromCert(c *x509.Certificate) (string, error) {
-	var ids []string
+	var found *url.URL
 	for _, u := range c.URIs {
-		if u.Scheme == "spiffe" {
-			ids = append(ids, u.String())
+		if u.Scheme != "spiffe" {
+			continue
 		}
+		if found != nil {
+			return "", fmt.Errorf("certificate %s has more than 1 SPIFFE ID, want exactly 1", c.SerialNumber)
+		}
+		found = u
 	}
-	if len(ids) != 1 {
-		return "", fmt.Errorf("certificate %s has %d SPIFFE IDs, want exactly 1", c.SerialNumber, len(ids))
+	if found == nil {
+		return "", fmt.Errorf("certificate %s has no SPIFFE ID", c.SerialNumber)
 	}
-	if _, _, _, err := ParseID(ids[0]); err != nil {
+	id := found.String()
+	if _, _, _, err := splitID(found, id); err != nil {
 		return "", fmt.Errorf("certificate %s: %w", c.SerialNumber, err)
 	}
-	return ids[0], nil
+	return id, nil
 }
 
 // ErrNoPeerIdentity is returned by [PeerID] when the connection carries no verified certificate.

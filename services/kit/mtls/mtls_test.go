@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +42,14 @@ func TestParseID(t *testing.T) {
 		{id: "spiffe://aperture.test:8443/broker", errLike: "port"},
 		{id: "spiffe://aperture.test/broker?x=1", errLike: "query"},
 		{id: "spiffe:///broker", errLike: "trust domain"},
+		{id: "spiffe://aperture.test/broker/", errLike: "path"},
+		{id: "spiffe://aperture.test/agency/", errLike: "name"},
+		{id: "spiffe://aperture.test/agency/a/b", errLike: "path"},
+		{id: "spiffe://aperture.test/agency/-a", errLike: "name"},
+		{id: "spiffe://aperture.test/agency/" + strings.Repeat("a", 64), errLike: "name"},
+		{id: "spiffe://aperture.test/agency/" + strings.Repeat("a", 63), wantTD: td, wantKind: "agency", wantName: strings.Repeat("a", 63)},
+		{id: "spiffe://a_b-c.0/broker", wantTD: "a_b-c.0", wantKind: "broker"},
+		{id: "spiffe://aperture.test", errLike: "path"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id, func(t *testing.T) {
