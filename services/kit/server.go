@@ -366,9 +366,12 @@ func (s *Server) Fetch(ctx context.Context, req *authorityv1.FetchRequest) (resp
 		}
 		resp.Derived = append(resp.Derived, &authorityv1.DerivedValue{Name: d.GetName(), Value: v})
 	}
-	reduced := proto.Clone(rec)
-	fieldmask.Apply(reduced.ProtoReflect(), paths)
-	if resp.Record, err = anypb.New(reduced); err != nil {
+	// The mask is projected into a new message rather than applied to a copy: rec is the lookup's (it
+	// may be shared), and copying a whole record to clear most of it was the largest allocation of a
+	// Fetch.
+	reduced := rec.ProtoReflect().New()
+	fieldmask.Project(reduced, rec.ProtoReflect(), paths)
+	if resp.Record, err = anypb.New(reduced.Interface()); err != nil {
 		return nil, status.Errorf(codes.Internal, "dataset %s.%s: encode record", s.a.ID, ds.Name)
 	}
 	return resp, nil
@@ -400,13 +403,16 @@ func (s *Server) program(ds *dataset, expr string) (cel.Program, error) {
 // broker's access and case ids, so an authority's own log can be matched with the citizen's access
 // log, but never the citizen id or any value.
 func (s *Server) logFetch(ctx context.Context, caller string, req *authorityv1.FetchRequest, err error) {
-	derived := make([]string, 0, len(req.GetDerived()))
-	for _, d := range req.GetDerived() {
-		derived = append(derived, d.GetName())
-	}
 	level, code := slog.LevelInfo, codes.OK
 	if err != nil {
 		level, code = slog.LevelWarn, status.Code(err)
+	}
+	if !s.log.Enabled(ctx, level) {
+		return // the attributes below cost a dozen allocations per Fetch
+	}
+	derived := make([]string, 0, len(req.GetDerived()))
+	for _, d := range req.GetDerived() {
+		derived = append(derived, d.GetName())
 	}
 	s.log.Log(ctx, level, "fetch",
 		"dataset", req.GetDataset(),

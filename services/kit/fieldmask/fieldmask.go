@@ -332,6 +332,60 @@ func apply(m protoreflect.Message, n *node) {
 	})
 }
 
+// Project sets in dst, an empty message of src's type, exactly what Apply would leave of a copy of
+// src: the covered parts. It copies only those, where Apply needs the whole record copied first, and
+// so costs in proportion to what a mask releases, not to the record. dst shares covered values with
+// src (lists, maps and messages are not copied): neither may be modified while the other is used.
+func Project(dst, src protoreflect.Message, paths []string) {
+	project(dst, src, tree(paths))
+}
+
+func project(dst, src protoreflect.Message, n *node) {
+	if n.keep {
+		// Only the root can be wholly covered here (below it a covered field is set as a whole), and
+		// tree never makes the root a leaf; copy field by field all the same, unknown fields included.
+		src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			dst.Set(fd, v)
+			return true
+		})
+		if u := src.GetUnknown(); len(u) > 0 {
+			dst.SetUnknown(u)
+		}
+		return
+	}
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		c := n.child(fd.Name())
+		switch {
+		case c == nil || fd.IsExtension() || !c.keep && descend(fd) == nil:
+			// Not covered (or a path below a leaf, which names nothing).
+		case c.keep:
+			dst.Set(fd, v)
+		case fd.IsMap():
+			out := dst.Mutable(fd).Map()
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				e := out.NewValue()
+				project(e.Message(), mv.Message(), c)
+				out.Set(k, e)
+				return true
+			})
+		case fd.IsList():
+			in, out := v.List(), dst.Mutable(fd).List()
+			for i := range in.Len() {
+				e := out.NewElement()
+				project(e.Message(), in.Get(i).Message(), c)
+				out.Append(e)
+			}
+		default:
+			sub := dst.Mutable(fd).Message()
+			project(sub, v.Message(), c)
+			if isEmpty(sub) {
+				dst.Clear(fd)
+			}
+		}
+		return true
+	})
+}
+
 func isEmpty(m protoreflect.Message) bool {
 	empty := len(m.GetUnknown()) == 0
 	if empty {

@@ -439,6 +439,15 @@ func TestApplyAndExtra(t *testing.T) {
 			if !proto.Equal(m, tt.msg()) {
 				t.Fatal("Extra modified the message")
 			}
+			src := tt.msg()
+			projected := src.ProtoReflect().New()
+			fieldmask.Project(projected, src.ProtoReflect(), tt.paths)
+			if want := tt.want(); !proto.Equal(projected.Interface(), want) {
+				t.Errorf("Project =\n%v\nwant\n%v", projected.Interface(), want)
+			}
+			if !proto.Equal(src, tt.msg()) {
+				t.Fatal("Project modified its source")
+			}
 			fieldmask.Apply(m.ProtoReflect(), tt.paths)
 			if want := tt.want(); !proto.Equal(m, want) {
 				t.Errorf("Apply =\n%v\nwant\n%v", m, want)
@@ -504,6 +513,23 @@ func TestApplyDropsUnknownFields(t *testing.T) {
 	}
 	if len(p.Address.ProtoReflect().GetUnknown()) == 0 {
 		t.Error("unknown fields inside a wholly covered message were cleared")
+	}
+}
+
+func TestProjectDropsUnknownFields(t *testing.T) {
+	p := &populationv1.Person{CitizenId: "0101901234", Address: &populationv1.Address{City: "Aarhus"}}
+	p.ProtoReflect().SetUnknown(protoreflect.RawFields{0x98, 0x06, 0x01})
+	p.Address.ProtoReflect().SetUnknown(protoreflect.RawFields{0x98, 0x06, 0x01})
+	got := &populationv1.Person{}
+	fieldmask.Project(got.ProtoReflect(), p.ProtoReflect(), []string{"address"})
+	if len(got.ProtoReflect().GetUnknown()) != 0 {
+		t.Error("unknown fields at the top level were projected")
+	}
+	if got.GetAddress().GetCity() != "Aarhus" || len(got.Address.ProtoReflect().GetUnknown()) == 0 {
+		t.Error("a wholly covered message was not projected whole")
+	}
+	if got.GetCitizenId() != "" {
+		t.Error("an uncovered field was projected")
 	}
 }
 

@@ -54,10 +54,15 @@ func FuzzApply(f *testing.F) {
 			func() proto.Message { return patient() },
 		} {
 			m := mk()
+			projected := m.ProtoReflect().New()
+			fieldmask.Project(projected, mk().ProtoReflect(), paths)
 			_ = fieldmask.Extra(m.ProtoReflect(), paths)
 			fieldmask.Apply(m.ProtoReflect(), paths)
 			if extra := fieldmask.Extra(m.ProtoReflect(), paths); len(extra) != 0 {
 				t.Fatalf("Extra after Apply(%q) = %q", paths, extra)
+			}
+			if !proto.Equal(projected.Interface(), m) {
+				t.Fatalf("Project(%q) differs from Apply", paths)
 			}
 			once := proto.Clone(m)
 			fieldmask.Apply(m.ProtoReflect(), paths)
