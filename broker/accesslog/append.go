@@ -100,7 +100,7 @@ func (l *Log) wake() {
 }
 
 // commitLoop turns the queue into batches. It takes an in-flight slot before it takes records, so
-// while two batches are in flight new records keep queueing and the next batch grows.
+// while a batch is in flight new records keep queueing and the next batch grows.
 func (l *Log) commitLoop() {
 	defer close(l.inflight)
 	for {
