@@ -150,7 +150,6 @@ func TestBenchFlagsRefused(t *testing.T) {
 		{"--brokers", "2"},
 		{"--cluster", "2"},
 		{"--cluster", "3", "--brokered-only"},
-		{"--cluster", "3", "--cpuprofile", "x"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), append([]string{"bench", "--data", t.TempDir()}, args...), &out, &errOut); code == 0 {

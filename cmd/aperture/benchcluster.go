@@ -149,9 +149,21 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 			return err
 		}
 		before := logStats(stacks)
+		stop := func() error { return nil }
+		if k == 1 {
+			// The one-broker round is the one worth profiling: more replicas on the same cores only
+			// add contention.
+			var err error
+			if stop, err = startProfiles(o.CPUProfile, o.MemProfile); err != nil {
+				return nil, err
+			}
+		}
 		cpu0 := processCPU()
 		rate, lat, errs := load(cctx, op, o.Concurrency, o.Warmup, o.Duration)
 		cpu1 := processCPU()
+		if err := stop(); err != nil {
+			return nil, fmt.Errorf("profile: %w", err)
+		}
 		after := logStats(stacks)
 		run := scaleOutRun{Brokers: k, OpsPerSec: rate, P50Ms: pct(lat, 0.50), P99Ms: pct(lat, 0.99), Errors: errs,
 			AccessLogRecords: after[0] - before[0], AccessLogBatches: after[1] - before[1], IndexFailures: after[2] - before[2]}
