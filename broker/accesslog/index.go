@@ -667,16 +667,29 @@ func (l *Log) entryMsg(pseudonym string, p entryPosition, leaf []byte, msgID str
 	if err != nil {
 		return nil, err
 	}
-	h := nats.Header{
-		HeaderLogSeq:          {strconv.FormatUint(p.seq, 10)},
-		HeaderLogIndex:        {strconv.Itoa(p.idx)},
-		HeaderLeafIndex:       {strconv.FormatUint(p.leaf, 10)},
-		HeaderBatchLeaves:     {strconv.FormatUint(p.batchFirst, 10) + "+" + strconv.Itoa(p.batchCount)},
-		HeaderEntryMAC:        {mac},
-		jetstream.MsgIDHeader: {msgID},
-	}
-	if msgID == "" {
-		h.Del(jetstream.MsgIDHeader)
+	// One string holds the four numbers and one array the six values: an entry is written per record,
+	// and a string and a slice per header were most of the indexer's allocations.
+	var buf [96]byte
+	b := strconv.AppendUint(buf[:0], p.seq, 10)
+	n1 := len(b)
+	b = strconv.AppendInt(b, int64(p.idx), 10)
+	n2 := len(b)
+	b = strconv.AppendUint(b, p.leaf, 10)
+	n3 := len(b)
+	b = strconv.AppendUint(b, p.batchFirst, 10)
+	b = append(b, '+')
+	b = strconv.AppendInt(b, int64(p.batchCount), 10)
+	nums := string(b)
+	v := [...]string{nums[:n1], nums[n1:n2], nums[n2:n3], nums[n3:], mac, msgID}
+	vals := v[:]
+	h := make(nats.Header, len(vals))
+	h[HeaderLogSeq] = vals[0:1:1]
+	h[HeaderLogIndex] = vals[1:2:2]
+	h[HeaderLeafIndex] = vals[2:3:3]
+	h[HeaderBatchLeaves] = vals[3:4:4]
+	h[HeaderEntryMAC] = vals[4:5:5]
+	if msgID != "" {
+		h[jetstream.MsgIDHeader] = vals[5:6:6]
 	}
 	return &nats.Msg{Subject: IndexSubject(l.opts.IndexShards, pseudonym), Data: leaf, Header: h}, nil
 }

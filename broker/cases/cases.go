@@ -411,11 +411,8 @@ func (s *Store) Create(ctx context.Context, c *Case, events ...Event) error {
 
 // Get reads a case. The caller owns the returned copy.
 func (s *Store) Get(ctx context.Context, id string) (*Case, error) {
-	s.mu.RLock()
-	hit, ok := s.cache[id]
-	s.mu.RUnlock()
-	if ok && time.Since(hit.read) < cacheTTL {
-		return hit.c.clone(), nil
+	if c, ok := s.Cached(id); ok {
+		return c, nil
 	}
 	c, err := s.read(ctx, id)
 	if err != nil {
@@ -423,6 +420,19 @@ func (s *Store) Get(ctx context.Context, id string) (*Case, error) {
 	}
 	s.remember(c)
 	return c, nil
+}
+
+// Cached returns a copy of the case from the broker's cache when Get would answer from it, without
+// reading NATS; false when Get would read. A release asks it first so that it sets no read deadline
+// (a timer and a context per release) for the common case.
+func (s *Store) Cached(id string) (*Case, bool) {
+	s.mu.RLock()
+	hit, ok := s.cache[id]
+	s.mu.RUnlock()
+	if !ok || time.Since(hit.read) >= cacheTTL {
+		return nil, false
+	}
+	return hit.c.clone(), true
 }
 
 func (s *Store) read(ctx context.Context, id string) (*Case, error) {

@@ -52,6 +52,11 @@ type Cases interface {
 	Get(ctx context.Context, id string) (*cases.Case, error)
 }
 
+// cachedCases is a Cases that may answer from memory (cases.Store): then no read deadline is needed.
+type cachedCases interface {
+	Cached(id string) (*cases.Case, bool)
+}
+
 // Consents reads consents.
 type Consents interface {
 	Get(ctx context.Context, pseudonym, journey, step string) (*consent.Consent, error)
@@ -599,6 +604,11 @@ func (s *Service) writableCase(ctx context.Context, id string) (*cases.Case, err
 	if w, ok := s.cfg.Log.(writable); ok {
 		if err := w.Writable(); err != nil {
 			return nil, logUnavailable(err)
+		}
+	}
+	if cc, ok := s.cfg.Cases.(cachedCases); ok {
+		if c, ok := cc.Cached(id); ok {
+			return c, nil
 		}
 	}
 	sctx, cancel := s.stateCtx(ctx)

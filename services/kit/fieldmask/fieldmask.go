@@ -79,9 +79,11 @@ func Validate(md protoreflect.MessageDescriptor, path string) error {
 	if path == "" {
 		return &PathError{Path: path, Message: md.FullName(), Reason: "empty path"}
 	}
-	cur := md
-	segs := strings.Split(path, ".")
-	for i, seg := range segs {
+	// Segment by segment with Cut: a broker and an authority validate every requested path of every
+	// call, and splitting allocated a slice each time.
+	cur, rest := md, path
+	for {
+		seg, tail, more := strings.Cut(rest, ".")
 		if seg == "" {
 			return &PathError{Path: path, Message: cur.FullName(), Reason: "empty segment"}
 		}
@@ -93,19 +95,19 @@ func Validate(md protoreflect.MessageDescriptor, path string) error {
 				Suggestion: suggest(cur, seg),
 			}
 		}
-		if i == len(segs)-1 {
+		if !more {
 			return nil
 		}
 		next := descend(fd)
 		if next == nil {
+			sub, _, _ := strings.Cut(tail, ".")
 			return &PathError{
-				Path: path, Segment: segs[i+1], Message: cur.FullName(),
-				Reason: fmt.Sprintf("field %q of %s is %s and has no sub-field %q", seg, cur.FullName(), leafKind(fd), segs[i+1]),
+				Path: path, Segment: sub, Message: cur.FullName(),
+				Reason: fmt.Sprintf("field %q of %s is %s and has no sub-field %q", seg, cur.FullName(), leafKind(fd), sub),
 			}
 		}
-		cur = next
+		cur, rest = next, tail
 	}
-	return nil
 }
 
 // leafKind describes why a field cannot be descended into, for error messages.
