@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -41,6 +42,8 @@ const (
 	// maxPrograms bounds the compiled-expression cache. Policies hold a few dozen expressions; the
 	// bound only matters if a caller sends ever new ones, and then the cache starts over.
 	maxPrograms = 1024
+	// maxMasks bounds the prepared-mask cache the same way: a policy has a few masks per dataset.
+	maxMasks = 1024
 	// shutdownGrace is how long Serve waits for running calls before it closes connections.
 	shutdownGrace = 10 * time.Second
 )
@@ -93,6 +96,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	programs map[programKey]cel.Program
+	masks    sync.Map     // string (the paths joined with NUL, which no path contains) → fieldmask.Mask
+	nmasks   atomic.Int32 // entries in masks, to bound it
 }
 
 type programKey struct{ dataset, expr string }
@@ -370,11 +375,27 @@ func (s *Server) Fetch(ctx context.Context, req *authorityv1.FetchRequest) (resp
 	// may be shared), and copying a whole record to clear most of it was the largest allocation of a
 	// Fetch.
 	reduced := rec.ProtoReflect().New()
-	fieldmask.Project(reduced, rec.ProtoReflect(), paths)
+	s.mask(paths).Project(reduced, rec.ProtoReflect())
 	if resp.Record, err = anypb.New(reduced.Interface()); err != nil {
 		return nil, status.Errorf(codes.Internal, "dataset %s.%s: encode record", s.a.ID, ds.Name)
 	}
 	return resp, nil
+}
+
+// mask returns the prepared mask of paths, from the cache when it was prepared before: building the
+// path tree was most of a projection's allocations.
+func (s *Server) mask(paths []string) fieldmask.Mask {
+	key := strings.Join(paths, "\x00")
+	if m, ok := s.masks.Load(key); ok {
+		return m.(fieldmask.Mask)
+	}
+	if s.nmasks.Add(1) > maxMasks {
+		s.masks.Clear()
+		s.nmasks.Store(1)
+	}
+	m := fieldmask.NewMask(paths)
+	s.masks.Store(key, m)
+	return m
 }
 
 // program returns the compiled expression, from the cache when it was compiled before.

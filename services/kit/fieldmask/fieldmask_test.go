@@ -448,6 +448,11 @@ func TestApplyAndExtra(t *testing.T) {
 			if !proto.Equal(src, tt.msg()) {
 				t.Fatal("Project modified its source")
 			}
+			prepared := src.ProtoReflect().New()
+			fieldmask.NewMask(tt.paths).Project(prepared, src.ProtoReflect())
+			if !proto.Equal(prepared.Interface(), projected.Interface()) {
+				t.Errorf("Mask.Project =\n%v\nwant\n%v", prepared.Interface(), projected.Interface())
+			}
 			fieldmask.Apply(m.ProtoReflect(), tt.paths)
 			if want := tt.want(); !proto.Equal(m, want) {
 				t.Errorf("Apply =\n%v\nwant\n%v", m, want)
