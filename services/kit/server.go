@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -96,8 +95,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	programs map[programKey]cel.Program
-	masks    sync.Map     // string (the paths joined with NUL, which no path contains) → fieldmask.Mask
-	nmasks   atomic.Int32 // entries in masks, to bound it
+	masks    map[string]fieldmask.Mask // by the paths joined with NUL, which no path contains
 }
 
 type programKey struct{ dataset, expr string }
@@ -127,6 +125,7 @@ func NewServer(a *Authority, opts ...Option) (*Server, error) {
 		now:      o.clock,
 		log:      o.logger.With("authority", a.ID),
 		programs: map[programKey]cel.Program{},
+		masks:    map[string]fieldmask.Mask{},
 	}
 	for _, id := range o.callers {
 		if _, _, _, err := mtls.ParseID(id); err != nil {
@@ -386,15 +385,16 @@ func (s *Server) Fetch(ctx context.Context, req *authorityv1.FetchRequest) (resp
 // path tree was most of a projection's allocations.
 func (s *Server) mask(paths []string) fieldmask.Mask {
 	key := strings.Join(paths, "\x00")
-	if m, ok := s.masks.Load(key); ok {
-		return m.(fieldmask.Mask)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.masks[key]
+	if !ok {
+		if len(s.masks) >= maxMasks {
+			clear(s.masks)
+		}
+		m = fieldmask.NewMask(paths)
+		s.masks[key] = m
 	}
-	if s.nmasks.Add(1) > maxMasks {
-		s.masks.Clear()
-		s.nmasks.Store(1)
-	}
-	m := fieldmask.NewMask(paths)
-	s.masks.Store(key, m)
 	return m
 }
 

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -355,15 +356,9 @@ func (m Mask) Project(dst, src protoreflect.Message) { project(dst, src, m.root)
 
 func project(dst, src protoreflect.Message, n *node) {
 	if n.keep {
-		// Only the root can be wholly covered here (below it a covered field is set as a whole), and
-		// tree never makes the root a leaf; copy field by field all the same, unknown fields included.
-		src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-			dst.Set(fd, v)
-			return true
-		})
-		if u := src.GetUnknown(); len(u) > 0 {
-			dst.SetUnknown(u)
-		}
+		// Only a root can be wholly covered here (below it a covered field is set whole), and tree
+		// never makes one; should it, everything is covered, unknown fields included.
+		proto.Merge(dst.Interface(), src.Interface())
 		return
 	}
 	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
