@@ -2,8 +2,6 @@ package citizen_test
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
@@ -222,15 +220,12 @@ func TestGetAccessProof(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		loc := binary.AppendUvarint(nil, bos.Index)
-		loc = binary.AppendUvarint(loc, bos.Seq)
-		loc = binary.AppendUvarint(loc, uint64(bos.Pos))
 		js, err := jetstream.New(e.b.NATSConn())
 		if err != nil {
 			t.Fatal(err)
 		}
-		subj := tlog.LeafSubjectPrefix + base64.RawURLEncoding.EncodeToString([]byte(annas.GetId()))
-		if _, err := js.Publish(context.Background(), subj, loc); err != nil {
+		subj := tlog.LookupSubject(annas.GetId())
+		if _, err := js.Publish(context.Background(), subj, tlog.AppendLookup(nil, annas.GetId(), bos)); err != nil {
 			t.Fatal(err)
 		}
 		_, err = e.citizen().GetAccessProof(as(tokAnna), &citizenv1.GetAccessProofRequest{AccessId: annas.GetId()})

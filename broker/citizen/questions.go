@@ -2,7 +2,6 @@ package citizen
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -97,7 +96,7 @@ func (s *Service) ListQuestions(ctx context.Context, _ *citizenv1.ListQuestionsR
 // the id. Not the citizen's, not visible yet, or not there at all: NotFound, the same answer each time.
 func (s *Service) findAccess(ctx context.Context, pseudonym, id string, now time.Time) (*auditv1.AccessRecord, error) {
 	notFound := refusal.New(refusal.NotFound, "you have no access %s", id)
-	created, ok := idTime(id, "acc")
+	created, ok := ids.Time("acc", id)
 	if !ok {
 		return nil, notFound
 	}
@@ -125,25 +124,4 @@ func (s *Service) findAccess(ctx context.Context, pseudonym, id string, now time
 		}
 		token = next
 	}
-}
-
-// idTime reads the creation time from an id of package ids: after the prefix, 26 base32 digits whose
-// first ten hold 50 bits, the top two zero and then 48 bits of Unix milliseconds.
-func idTime(id, prefix string) (time.Time, bool) {
-	const alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
-	rest, ok := strings.CutPrefix(id, prefix+"_")
-	if !ok || len(rest) != 26 {
-		return time.Time{}, false
-	}
-	var ms int64
-	for i := range 26 {
-		d := strings.IndexByte(alphabet, rest[i])
-		if d < 0 {
-			return time.Time{}, false
-		}
-		if i < 10 {
-			ms = ms<<5 | int64(d)
-		}
-	}
-	return time.UnixMilli(ms), true
 }

@@ -52,3 +52,17 @@ func Valid(prefix, id string) bool {
 	}
 	return true
 }
+
+// Time returns the creation time New wrote into id, and false if id does not have the form
+// Valid(prefix, id) accepts. For an id made by FromBytes it is whatever the bytes say.
+func Time(prefix, id string) (time.Time, bool) {
+	if !Valid(prefix, id) {
+		return time.Time{}, false
+	}
+	// The first ten digits are 50 bits: two zero bits, then the 48 bits of Unix milliseconds.
+	var ms int64
+	for i := range 10 {
+		ms = ms<<5 | int64(strings.IndexByte(alphabet, id[len(prefix)+1+i]))
+	}
+	return time.UnixMilli(ms), true
+}

@@ -42,3 +42,22 @@ func TestValid(t *testing.T) {
 		}
 	}
 }
+
+func TestTime(t *testing.T) {
+	for _, at := range []time.Time{
+		time.UnixMilli(0),
+		time.Date(2026, 12, 2, 16, 40, 0, 123e6, time.UTC),
+		time.UnixMilli(1<<48 - 1),
+	} {
+		id := New("acc", at)
+		got, ok := Time("acc", id)
+		if !ok || !got.Equal(at) {
+			t.Errorf("Time(New(%s)) = %s, %v", at, got, ok)
+		}
+	}
+	for _, id := range []string{"case_01jd3x0m6k9w2e5r7t8y4b1c0a", "acc_01jd3x0m6k9w2e5r7t8y4b1c0", "acc_01jd3x0m6k9w2e5r7t8y4b1c0u", ""} {
+		if _, ok := Time("acc", id); ok {
+			t.Errorf("Time(%q) accepted an id of another form", id)
+		}
+	}
+}

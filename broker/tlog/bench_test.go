@@ -2,6 +2,7 @@ package tlog_test
 
 import (
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/ids"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
@@ -37,6 +39,11 @@ func benchSize(b *testing.B) int {
 // fill writes n records straight into ACCESS in batches of 512, as the committer would under load,
 // without the per-append round trips that would dominate the set-up time.
 func fill(b *testing.B, js jetstream.JetStream, from, n int) {
+	b.Helper()
+	fillWith(b, js, from, n, record)
+}
+
+func fillWith(b *testing.B, js jetstream.JetStream, from, n int, record func(int) *auditv1.AccessRecord) {
 	b.Helper()
 	var futures []jetstream.PubAckFuture
 	for i := from; i < from+n; {
@@ -127,6 +134,49 @@ func BenchmarkInclusionProof(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 	b.ReportMetric(float64(n), "leaves")
+}
+
+// BenchmarkLeafByID measures finding a random access id's leaf when every second of the log holds
+// APERTURE_TLOG_BENCH_IDS_PER_SEC ids (default 10,500, Denmark's estimated peak in the README's
+// capacity model): the lookup reads all of that second's lookup messages.
+func BenchmarkLeafByID(b *testing.B) {
+	perSec := 10_500
+	if s := os.Getenv("APERTURE_TLOG_BENCH_IDS_PER_SEC"); s != "" {
+		var err error
+		if perSec, err = strconv.Atoi(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	n := 5 * perSec
+	id := func(i int) string {
+		var raw [16]byte
+		binary.BigEndian.PutUint64(raw[:8], uint64(1_700_000_000_000+int64(i)*1000/int64(perSec))<<16)
+		binary.BigEndian.PutUint64(raw[8:], uint64(i))
+		return ids.FromBytes("acc", raw)
+	}
+	e := newEnv(b)
+	fillWith(b, e.js, 0, n, func(i int) *auditv1.AccessRecord {
+		r := record(i)
+		r.Id = id(i)
+		return r
+	})
+	e.integratorWith(b, "bench", tlog.IntegratorOptions{})
+	e.waitCheckpoint(b, uint64(n))
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		_, err := e.tree.LeafByID(context.Background(), id(rand.IntN(n)))
+		lat = append(lat, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(perSec), "ids/s")
 }
 
 // BenchmarkVerify measures a full `audit verify`: every record re-hashed, every checkpoint checked.

@@ -38,8 +38,8 @@ type IntegratorOptions struct {
 	// LeaseTTL is how long a lease outlives its last renewal: the failover time after a replica
 	// dies. At least 3 intervals. Default 5s.
 	LeaseTTL time.Duration
-	// MaxLeaves bounds one round, so a large backlog does not outlast the lease (a round costs about
-	// one storage write per record, for the access id index). Default 4096.
+	// MaxLeaves bounds one round, so a large backlog does not outlast the lease (a round reads every
+	// record and hashes it; the tiles and the access-id lookup are a few writes). Default 4096.
 	MaxLeaves int
 	// Replicas of the lease bucket. Default 1.
 	Replicas int
@@ -672,35 +672,58 @@ type locatedLeaf struct {
 	leaf Leaf
 }
 
-// publishLeaves writes the access id → leaf index entries, asynchronously in windows that stay
-// below the connection's limit of outstanding asynchronous publishes.
+// publishLeaves writes the round's access id → leaf lookup entries, filed by the second each id was
+// created in (LookupSubject): one message per second the round touches, more only for a second with
+// more than lookupMsgBytes of entries.
 func (in *Integrator) publishLeaves(ctx context.Context, leaves []locatedLeaf) error {
-	const window = 1024
-	futures := make([]jetstream.PubAckFuture, 0, window)
-	for i, l := range leaves {
-		f, err := in.tree.js.PublishAsync(leafSubject(l.id), l.leaf.marshal())
+	var futures []jetstream.PubAckFuture
+	publish := func(subject string, b []byte) error {
+		f, err := in.tree.js.PublishAsync(subject, b)
 		if err != nil {
-			return fmt.Errorf("%w: publish leaf index: %w", ErrUnavailable, err)
+			return fmt.Errorf("%w: publish leaf lookup: %w", ErrUnavailable, err)
 		}
 		futures = append(futures, f)
-		if len(futures) == window || i == len(leaves)-1 {
-			if err := waitAll(ctx, futures); err != nil {
+		return nil
+	}
+	bufs := map[string][]byte{}
+	var order []string
+	for _, l := range leaves {
+		s := LookupSubject(l.id)
+		b, seen := bufs[s]
+		if !seen {
+			order = append(order, s)
+		}
+		b = AppendLookup(b, l.id, l.leaf)
+		if len(b) >= lookupMsgBytes {
+			if err := publish(s, b); err != nil {
 				return err
 			}
-			futures = futures[:0]
+			b = nil
+		}
+		bufs[s] = b
+	}
+	for _, s := range order {
+		if len(bufs[s]) > 0 {
+			if err := publish(s, bufs[s]); err != nil {
+				return err
+			}
 		}
 	}
-	return nil
+	return waitAll(ctx, futures)
 }
+
+// lookupMsgBytes bounds a lookup message (about 1,600 entries): well under any server's
+// max_payload, and a lookup reads a second's messages whole.
+const lookupMsgBytes = 64 << 10
 
 func waitAll(ctx context.Context, futures []jetstream.PubAckFuture) error {
 	for _, f := range futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("%w: publish leaf index: %w", ErrUnavailable, err)
+			return fmt.Errorf("%w: publish leaf lookup: %w", ErrUnavailable, err)
 		case <-ctx.Done():
-			return fmt.Errorf("%w: publish leaf index: %w", ErrUnavailable, context.Cause(ctx))
+			return fmt.Errorf("%w: publish leaf lookup: %w", ErrUnavailable, context.Cause(ctx))
 		}
 	}
 	return nil

@@ -14,8 +14,13 @@
 //     never changed (so it can be served as immutable); the growing right-edge tile is kept under
 //     "tile.<L>.<N>.p" until it is full. Any node of the tree is one tile read plus at most 255
 //     hashings, so a proof costs O(log n) reads and never a scan of the log.
-//   - the TLOG_LEAVES stream maps an access id to its leaf index (one message per record, on
-//     aperture.tlog.leaf.<base64url id>, last one kept), so a proof can be asked for by access id.
+//   - the TLOG_LEAVES stream maps an access id to its leaf index, so a proof can be asked for by
+//     access id. Access ids begin with their creation time (package ids), so the lookup is filed by
+//     it: the entries of the ids created in one second are on aperture.tlog.ids.<Unix second>, packed
+//     many to a message, and finding an id reads that second's few messages. The integrator writes a
+//     handful of messages per round instead of one per record, which were half the NATS messages a
+//     release cost. Stores written before this kept one message per id on
+//     aperture.tlog.leaf.<base64url id>; those are still read.
 //   - the CHECKPOINTS stream holds every checkpoint as a signed note in the C2SP tlog-checkpoint
 //     format (https://c2sp.org/tlog-checkpoint), in order. Like ACCESS, it denies deletes.
 //
@@ -57,6 +62,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/compact"
@@ -65,14 +71,20 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/ids"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
 
 // Bucket, stream and subject names. They are part of the on-disk format: audit tooling reads them.
 const (
-	TreeBucket        = "TLOG"
-	LeaseBucket       = "TLOG_LEASE"
-	LeafStream        = "TLOG_LEAVES"
+	TreeBucket  = "TLOG"
+	LeaseBucket = "TLOG_LEASE"
+	LeafStream  = "TLOG_LEAVES"
+	// LookupSubjectPrefix + the Unix second an access id was created in holds its lookup entries
+	// (LookupSubject, AppendLookup).
+	LookupSubjectPrefix = "aperture.tlog.ids."
+	// LeafSubjectPrefix + base64url(access id) held one id's leaf in stores written before the
+	// lookup was filed by second. Read, never written.
 	LeafSubjectPrefix = "aperture.tlog.leaf."
 	CheckpointStream  = "CHECKPOINTS"
 	CheckpointSubject = "aperture.tlog.checkpoint"
@@ -140,8 +152,8 @@ func Open(ctx context.Context, js jetstream.JetStream, verifier Verifier, opts O
 	}
 	if t.leaves, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: LeafStream, Description: "Aperture access id to Merkle leaf index",
-		Subjects: []string{LeafSubjectPrefix + "*"}, Storage: jetstream.FileStorage, Replicas: opts.Replicas,
-		MaxMsgsPerSubject: 1, AllowDirect: true, PersistMode: leafPersistMode(opts.Replicas),
+		Subjects: []string{LookupSubjectPrefix + "*", LeafSubjectPrefix + "*"}, Storage: jetstream.FileStorage,
+		Replicas: opts.Replicas, MaxMsgsPerSubject: -1, AllowDirect: true, PersistMode: leafPersistMode(opts.Replicas),
 	}); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", LeafStream, err)
 	}
@@ -307,9 +319,54 @@ func (c *tiles) node(ctx context.Context, id compact.NodeID) ([]byte, error) {
 	return r.GetRootHash(nil)
 }
 
-// leafSubject is where the leaf index of an access id is kept. Ids are base64url-encoded so that
-// any id is one subject token.
-func leafSubject(accessID string) string {
+// accessIDPrefix is the prefix of access record ids (package ids).
+const accessIDPrefix = "acc"
+
+// LookupSubject is the subject whose messages hold the lookup entry of accessID: the Unix second
+// the id was created in, or "other" for an id not made by package ids (none in a real log).
+func LookupSubject(accessID string) string {
+	if t, ok := ids.Time(accessIDPrefix, accessID); ok {
+		return LookupSubjectPrefix + strconv.FormatInt(t.Unix(), 10)
+	}
+	return LookupSubjectPrefix + "other"
+}
+
+// AppendLookup appends the lookup entry accessID → l to a lookup message: the id's length and
+// bytes, then the leaf index, the ACCESS sequence and the position in the batch, all as uvarints.
+// A message is any number of entries; where an id has several, the last one counts.
+func AppendLookup(b []byte, accessID string, l Leaf) []byte {
+	b = binary.AppendUvarint(b, uint64(len(accessID)))
+	b = append(b, accessID...)
+	return l.append(b)
+}
+
+// findLookup returns the last entry for accessID in a lookup message.
+func findLookup(data []byte, accessID string) (l Leaf, found bool, err error) {
+	for len(data) > 0 {
+		n, k := binary.Uvarint(data)
+		if k <= 0 || n > uint64(len(data)-k) {
+			return Leaf{}, false, errors.New("lookup entry does not decode")
+		}
+		id := data[k : k+int(n)]
+		data = data[k+int(n):]
+		var v [3]uint64
+		for i := range v {
+			x, k := binary.Uvarint(data)
+			if k <= 0 {
+				return Leaf{}, false, errors.New("lookup entry does not decode")
+			}
+			v[i], data = x, data[k:]
+		}
+		if string(id) == accessID {
+			l, found = Leaf{Index: v[0], Seq: v[1], Pos: int(v[2])}, true
+		}
+	}
+	return l, found, nil
+}
+
+// legacyLeafSubject is where stores written before the lookup was filed by second kept the leaf of
+// an access id. Ids are base64url-encoded so that any id is one subject token.
+func legacyLeafSubject(accessID string) string {
 	return LeafSubjectPrefix + base64.RawURLEncoding.EncodeToString([]byte(accessID))
 }
 
@@ -322,8 +379,8 @@ type Leaf struct {
 	Pos int
 }
 
-func (l Leaf) marshal() []byte {
-	b := binary.AppendUvarint(nil, l.Index)
+func (l Leaf) append(b []byte) []byte {
+	b = binary.AppendUvarint(b, l.Index)
 	b = binary.AppendUvarint(b, l.Seq)
 	return binary.AppendUvarint(b, uint64(l.Pos))
 }
@@ -342,15 +399,50 @@ func unmarshalLeaf(b []byte) (Leaf, error) {
 
 // LeafByID finds the record with the given access id. It returns ErrNotFound if the record is not
 // integrated (yet).
+//
+// The lookup is not authenticated (it is outside the tree): callers check that the record at the
+// leaf has the id. A lookup message that does not decode is skipped; if the id is not found
+// elsewhere, the error is ErrCorrupt naming the message, not ErrNotFound.
 func (t *Tree) LeafByID(ctx context.Context, accessID string) (Leaf, error) {
-	m, err := t.leaves.GetLastMsgForSubject(ctx, leafSubject(accessID))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Leaf{}, fmt.Errorf("access record: %w", ErrNotFound)
+	subject := LookupSubject(accessID)
+	var (
+		leaf  Leaf
+		found bool
+		bad   error
+	)
+	// A second's entries are in the few messages of the rounds that integrated its records. Each
+	// read is the first message of the subject at or after seq.
+	for seq := uint64(1); ; {
+		m, err := t.leaves.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return Leaf{}, fmt.Errorf("%w: look up access id: %w", ErrUnavailable, err)
+		}
+		l, ok, err := findLookup(m.Data, accessID)
+		switch {
+		case err != nil:
+			bad = fmt.Errorf("%w: %s message %d: %w", ErrCorrupt, LeafStream, m.Sequence, err)
+		case ok:
+			leaf, found = l, true
+		}
+		seq = m.Sequence + 1
 	}
-	if err != nil {
+	if found {
+		return leaf, nil
+	}
+	m, err := t.leaves.GetLastMsgForSubject(ctx, legacyLeafSubject(accessID))
+	switch {
+	case err == nil:
+		return unmarshalLeaf(m.Data)
+	case bad != nil:
+		return Leaf{}, bad
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return Leaf{}, fmt.Errorf("access record: %w", ErrNotFound)
+	default:
 		return Leaf{}, fmt.Errorf("%w: look up access id: %w", ErrUnavailable, err)
 	}
-	return unmarshalLeaf(m.Data)
 }
 
 // LeafHash returns the stored leaf hash at index.

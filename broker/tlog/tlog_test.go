@@ -3,6 +3,9 @@ package tlog_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/ids"
 	"github.com/aperture-gov/aperture/broker/keys"
 	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/tlog"
@@ -33,9 +37,18 @@ func ctx(t testing.TB) context.Context {
 	return c
 }
 
+// recordID is record i's access id, in the form of package ids: created 10 ms after record i-1's, so
+// a hundred ids share a second of the tree's access-id lookup.
+func recordID(i int) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(1_700_000_000_000+10*int64(i))<<16)
+	binary.BigEndian.PutUint64(b[8:], uint64(i))
+	return ids.FromBytes("acc", b)
+}
+
 func record(i int) *auditv1.AccessRecord {
 	return &auditv1.AccessRecord{
-		Id: fmt.Sprintf("acc_test%06d", i), Time: timestamppb.New(time.Unix(1_700_000_000+int64(i), 0)),
+		Id: recordID(i), Time: timestamppb.New(time.Unix(1_700_000_000+int64(i), 0)),
 		CitizenPseudonym: fmt.Sprintf("%032x", 0xc0ffee0000+i%7), Kind: auditv1.AccessKind_ACCESS_KIND_CASEWORKER,
 		Agency: "tax", Caseworker: "cw-1", Journey: "moving", Step: "register", Authority: "population",
 		Dataset: "person", Fields: []string{"address.street"}, Purpose: "p", LegalBasis: "lb",
@@ -251,4 +264,122 @@ func (e *env) lastCheckpoint(t testing.TB) tlog.Checkpoint {
 		t.Fatal(err)
 	}
 	return cp
+}
+
+// TestLeafByID: the access-id lookup is filed by the second an id was created in, a few messages per
+// integration round rather than one per record; every id is found across seconds and rounds, the
+// newest entry of an id counts, a message that does not decode is reported rather than taken as
+// "not found", and a store's older one-message-per-id lookups are still read.
+func TestLeafByID(t *testing.T) {
+	e := newEnv(t)
+	const n = 2000 // 20 seconds of ids, several rounds per second
+	e.append(t, n)
+	e.integratorWith(t, "a", tlog.IntegratorOptions{MaxLeaves: 64})
+	e.waitCheckpoint(t, n)
+
+	seen := map[uint64]bool{}
+	for i := range n {
+		leaf, err := e.tree.LeafByID(ctx(t), recordID(i))
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		raw, err := e.tree.Record(ctx(t), leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got auditv1.AccessRecord
+		if err := proto.Unmarshal(raw, &got); err != nil || got.GetId() != recordID(i) || seen[leaf.Index] {
+			t.Fatalf("record %d: lookup leads to leaf %d holding %q (seen before: %v)", i, leaf.Index, got.GetId(), seen[leaf.Index])
+		}
+		seen[leaf.Index] = true
+	}
+	leaves, err := e.js.Stream(ctx(t), tlog.LeafStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := leaves.Info(ctx(t), jetstream.WithSubjectFilter(tlog.LookupSubjectPrefix+"*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One message per second a round touches: at most rounds + seconds, far fewer than records.
+	if msgs, rounds := info.State.Msgs, uint64(n/64+1); msgs > rounds+n/100+1 || len(info.State.Subjects) != n/100 {
+		t.Fatalf("lookup holds %d messages on %d subjects for %d records in %d rounds", msgs, len(info.State.Subjects), n, rounds)
+	}
+	t.Logf("lookup: %d messages on %d subjects for %d records", info.State.Msgs, len(info.State.Subjects), n)
+
+	// The newest entry counts: pointing record 0's id at record 1's leaf is what the callers' record
+	// check must catch (the citizen and audit tests do).
+	one, err := e.tree.LeafByID(ctx(t), recordID(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.Publish(ctx(t), tlog.LookupSubject(recordID(0)), tlog.AppendLookup(nil, recordID(0), one)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.tree.LeafByID(ctx(t), recordID(0)); err != nil || got != one {
+		t.Fatalf("after repointing: %+v, %v; want %+v", got, err, one)
+	}
+
+	// A message that does not decode: ids found elsewhere are still found; an id not found is
+	// ErrCorrupt, not ErrNotFound.
+	if _, err := e.js.Publish(ctx(t), tlog.LookupSubject(recordID(5)), []byte{0xff}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.tree.LeafByID(ctx(t), recordID(5)); err != nil {
+		t.Fatalf("record 5 after a bad message in its second: %v", err)
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(1_700_000_000_000)<<16)
+	binary.BigEndian.PutUint64(b[8:], 1<<40)
+	absent := ids.FromBytes("acc", b) // created in record 0's second, never logged
+	if _, err := e.tree.LeafByID(ctx(t), absent); !errors.Is(err, tlog.ErrCorrupt) {
+		t.Fatalf("absent id in a second with a bad message: %v, want ErrCorrupt", err)
+	}
+
+	// An id of another second with no entry is not found; one in the older per-id form is.
+	binary.BigEndian.PutUint64(b[:8], uint64(1_600_000_000_000)<<16)
+	old := ids.FromBytes("acc", b)
+	if _, err := e.tree.LeafByID(ctx(t), old); !errors.Is(err, tlog.ErrNotFound) {
+		t.Fatalf("unknown id: %v, want ErrNotFound", err)
+	}
+	loc := binary.AppendUvarint(nil, one.Index)
+	loc = binary.AppendUvarint(loc, one.Seq)
+	loc = binary.AppendUvarint(loc, uint64(one.Pos))
+	if _, err := e.js.Publish(ctx(t), tlog.LeafSubjectPrefix+base64.RawURLEncoding.EncodeToString([]byte(old)), loc); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.tree.LeafByID(ctx(t), old); err != nil || got != one {
+		t.Fatalf("older per-id lookup: %+v, %v; want %+v", got, err, one)
+	}
+}
+
+// TestOpenUpgradesLookupStream: a store whose TLOG_LEAVES kept one message per access id (the form
+// before the lookup was filed by second) is opened and updated in place, its entries still read.
+func TestOpenUpgradesLookupStream(t *testing.T) {
+	js := natstest.JetStream(t)
+	s, err := js.CreateStream(ctx(t), jetstream.StreamConfig{
+		Name: tlog.LeafStream, Subjects: []string{tlog.LeafSubjectPrefix + "*"}, Storage: jetstream.FileStorage,
+		MaxMsgsPerSubject: 1, AllowDirect: true, PersistMode: jetstream.AsyncPersistMode,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := recordID(7)
+	if _, err := js.Publish(ctx(t), tlog.LeafSubjectPrefix+base64.RawURLEncoding.EncodeToString([]byte(id)), []byte{3, 1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	tree, err := tlog.Open(ctx(t), js, nil, tlog.Options{})
+	if err != nil {
+		t.Fatalf("open a store with the older lookup: %v", err)
+	}
+	if got, err := tree.LeafByID(ctx(t), id); err != nil || got != (tlog.Leaf{Index: 3, Seq: 1, Pos: 2}) {
+		t.Fatalf("older entry: %+v, %v", got, err)
+	}
+	info, err := s.Info(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxMsgsPerSubject != -1 || len(info.Config.Subjects) != 2 {
+		t.Fatalf("stream not updated: %+v", info.Config)
+	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -258,15 +257,11 @@ func TestAuditProofSelfCheck(t *testing.T) {
 	ctx := context.Background()
 
 	// Repoint the lookup of ids[0] to the leaf of ids[1].
-	leaves, err := js.Stream(ctx, tlog.LeafStream)
+	other, err := ts.Broker.Transparency().LeafByID(ctx, ids[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := leaves.GetLastMsgForSubject(ctx, tlog.LeafSubjectPrefix+base64.RawURLEncoding.EncodeToString([]byte(ids[1])))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.Publish(ctx, tlog.LeafSubjectPrefix+base64.RawURLEncoding.EncodeToString([]byte(ids[0])), other.Data); err != nil {
+	if _, err := js.Publish(ctx, tlog.LookupSubject(ids[0]), tlog.AppendLookup(nil, ids[0], other)); err != nil {
 		t.Fatal(err)
 	}
 	code, out := ts.cli("audit", "prove", ids[0], "--broker", ts.Broker.Addr(), "--trusted-checkpoint", filepath.Join(t.TempDir(), "t"))
