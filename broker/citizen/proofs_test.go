@@ -1,6 +1,7 @@
 package citizen_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -213,9 +214,14 @@ func TestGetAccessProof(t *testing.T) {
 		t.Fatalf("witness alarm: %v", err)
 	}
 
-	t.Run("repointed leaf lookup proves nothing", func(t *testing.T) {
-		// Someone with NATS access points Anna's access id at Bo's leaf: the broker must not serve
-		// a proof of Bo's record to Anna.
+	t.Run("repointed access-id lookup does not change the proof", func(t *testing.T) {
+		// Someone with NATS access points Anna's access id at Bo's leaf in the tree's lookup, which
+		// nothing authenticates. Anna's proof comes from her own index entry, which the broker's MAC
+		// does: she still gets her own record, at its own leaf.
+		before, err := e.proofOf(tokAnna, annas.GetId())
+		if err != nil {
+			t.Fatal(err)
+		}
 		bos, err := e.b.Transparency().LeafByID(context.Background(), recs[1].GetId())
 		if err != nil {
 			t.Fatal(err)
@@ -228,10 +234,47 @@ func TestGetAccessProof(t *testing.T) {
 		if _, err := js.Publish(context.Background(), subj, tlog.AppendLookup(nil, annas.GetId(), bos)); err != nil {
 			t.Fatal(err)
 		}
+		if l, err := e.b.Transparency().LeafByID(context.Background(), annas.GetId()); err != nil || l != bos {
+			t.Fatalf("the lookup was not repointed: %+v, %v", l, err)
+		}
+		after, err := e.proofOf(tokAnna, annas.GetId())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logged auditv1.AccessRecord
+		if err := proto.Unmarshal(after.GetLeaf(), &logged); err != nil || logged.GetId() != annas.GetId() ||
+			after.GetLeafIndex() != before.GetLeafIndex() || after.GetLeafIndex() == bos.Index {
+			t.Fatalf("after repointing: leaf %d holding %q (%v); before: leaf %d; Bo's: %d",
+				after.GetLeafIndex(), logged.GetId(), err, before.GetLeafIndex(), bos.Index)
+		}
+	})
+
+	t.Run("corrupted tree proves nothing", func(t *testing.T) {
+		// The index entry and the tree must agree: with a hash in the tree's storage changed, the
+		// proof does not verify against the cosigned checkpoint and is not served.
+		js, err := jetstream.New(e.b.NATSConn())
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv, err := js.KeyValue(context.Background(), tlog.TreeBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entry, err := kv.Get(context.Background(), "tile.0.0.p") // fewer than 256 leaves: partial
+		if err != nil {
+			t.Fatal(err)
+		}
+		tile := bytes.Clone(entry.Value())
+		for i := range tile {
+			tile[i] ^= 0xff
+		}
+		if _, err := kv.Put(context.Background(), "tile.0.0.p", tile); err != nil {
+			t.Fatal(err)
+		}
 		_, err = e.citizen().GetAccessProof(as(tokAnna), &citizenv1.GetAccessProofRequest{AccessId: annas.GetId()})
 		wantCode(t, err, codes.Internal)
-		if !strings.Contains(e.logs.String(), "level=ERROR") {
-			t.Fatal("no error-level log line for the repointed leaf")
+		if !strings.Contains(e.logs.String(), "inclusion proof from the stored tree does not verify") {
+			t.Fatal("no error-level log line for the proof that does not verify")
 		}
 	})
 }

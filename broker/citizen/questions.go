@@ -95,32 +95,40 @@ func (s *Service) ListQuestions(ctx context.Context, _ *citizenv1.ListQuestionsR
 // and a record's time is its decision time, so the search stops once records are clearly older than
 // the id. Not the citizen's, not visible yet, or not there at all: NotFound, the same answer each time.
 func (s *Service) findAccess(ctx context.Context, pseudonym, id string, now time.Time) (*auditv1.AccessRecord, error) {
+	e, err := s.findEntry(ctx, pseudonym, id, now)
+	return e.Record, err
+}
+
+// findEntry is findAccess with the record's leaf bytes and leaf index, as the index entry holds them
+// under the broker's MAC.
+func (s *Service) findEntry(ctx context.Context, pseudonym, id string, now time.Time) (accesslog.Entry, error) {
 	notFound := refusal.New(refusal.NotFound, "you have no access %s", id)
 	created, ok := ids.Time("acc", id)
 	if !ok {
-		return nil, notFound
+		return accesslog.Entry{}, notFound
 	}
 	token, scanned := "", 0
 	cv := s.covertView(now)
 	for {
-		recs, next, err := s.cfg.Log.List(ctx, pseudonym, accesslog.MaxPageSize, token)
+		entries, next, err := s.cfg.Log.ListEntries(ctx, pseudonym, accesslog.MaxPageSize, token)
 		if err != nil {
-			return nil, unavailable(err, "the access log")
+			return accesslog.Entry{}, unavailable(err, "the access log")
 		}
-		for _, r := range recs {
+		for _, e := range entries {
+			r := e.Record
 			scanned++
 			if r.GetId() == id {
 				if cv.hidden(ctx, r) {
-					return nil, notFound
+					return accesslog.Entry{}, notFound
 				}
-				return r, nil
+				return e, nil
 			}
 			if r.GetTime().AsTime().Before(created.Add(-clockSlack)) {
-				return nil, notFound
+				return accesslog.Entry{}, notFound
 			}
 		}
 		if next == "" || scanned >= maxFindScan {
-			return nil, notFound
+			return accesslog.Entry{}, notFound
 		}
 		token = next
 	}
