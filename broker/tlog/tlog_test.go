@@ -305,7 +305,7 @@ func TestLeafByID(t *testing.T) {
 	if msgs, rounds := info.State.Msgs, uint64(n/64+1); msgs > rounds+n/100+1 || len(info.State.Subjects) != n/100 {
 		t.Fatalf("lookup holds %d messages on %d subjects for %d records in %d rounds", msgs, len(info.State.Subjects), n, rounds)
 	}
-	t.Logf("lookup: %d messages on %d subjects for %d records", info.State.Msgs, len(info.State.Subjects), n)
+	t.Logf("lookup: %d messages on %d subjects, %d bytes stored, for %d records", info.State.Msgs, len(info.State.Subjects), info.State.Bytes, n)
 
 	// The newest entry counts: pointing record 0's id at record 1's leaf is what the callers' record
 	// check must catch (the citizen and audit tests do).
