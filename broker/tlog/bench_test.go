@@ -130,10 +130,15 @@ func BenchmarkInclusionProof(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	reportLatency(b, lat)
+	b.ReportMetric(float64(n), "leaves")
+}
+
+// reportLatency reports the p50 and p99 of lat.
+func reportLatency(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-	b.ReportMetric(float64(n), "leaves")
 }
 
 // BenchmarkLeafByID measures finding a random access id's leaf when every second of the log holds
@@ -173,9 +178,7 @@ func BenchmarkLeafByID(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	reportLatency(b, lat)
 	b.ReportMetric(float64(perSec), "ids/s")
 }
 
