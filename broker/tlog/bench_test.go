@@ -2,7 +2,6 @@ package tlog_test
 
 import (
 	"context"
-	"encoding/binary"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/aperture-gov/aperture/broker/accesslog"
-	"github.com/aperture-gov/aperture/broker/ids"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 )
@@ -153,12 +151,7 @@ func BenchmarkLeafByID(b *testing.B) {
 		}
 	}
 	n := 5 * perSec
-	id := func(i int) string {
-		var raw [16]byte
-		binary.BigEndian.PutUint64(raw[:8], uint64(1_700_000_000_000+int64(i)*1000/int64(perSec))<<16)
-		binary.BigEndian.PutUint64(raw[8:], uint64(i))
-		return ids.FromBytes("acc", raw)
-	}
+	id := func(i int) string { return accessIDAt(1_700_000_000_000+int64(i)*1000/int64(perSec), uint64(i)) }
 	e := newEnv(b)
 	fillWith(b, e.js, 0, n, func(i int) *auditv1.AccessRecord {
 		r := record(i)

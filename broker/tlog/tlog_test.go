@@ -39,10 +39,14 @@ func ctx(t testing.TB) context.Context {
 
 // recordID is record i's access id, in the form of package ids: created 10 ms after record i-1's, so
 // a hundred ids share a second of the tree's access-id lookup.
-func recordID(i int) string {
+func recordID(i int) string { return accessIDAt(1_700_000_000_000+10*int64(i), uint64(i)) }
+
+// accessIDAt is an access id as package ids makes it, created at Unix millisecond ms, with n in
+// place of its random bits (so the same arguments give the same id).
+func accessIDAt(ms int64, n uint64) string {
 	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(1_700_000_000_000+10*int64(i))<<16)
-	binary.BigEndian.PutUint64(b[8:], uint64(i))
+	binary.BigEndian.PutUint64(b[:8], uint64(ms)<<16)
+	binary.BigEndian.PutUint64(b[8:], n)
 	return ids.FromBytes("acc", b)
 }
 
@@ -328,17 +332,13 @@ func TestLeafByID(t *testing.T) {
 	if _, err := e.tree.LeafByID(ctx(t), recordID(5)); err != nil {
 		t.Fatalf("record 5 after a bad message in its second: %v", err)
 	}
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(1_700_000_000_000)<<16)
-	binary.BigEndian.PutUint64(b[8:], 1<<40)
-	absent := ids.FromBytes("acc", b) // created in record 0's second, never logged
+	absent := accessIDAt(1_700_000_000_000, 1<<40) // created in record 0's second, never logged
 	if _, err := e.tree.LeafByID(ctx(t), absent); !errors.Is(err, tlog.ErrCorrupt) {
 		t.Fatalf("absent id in a second with a bad message: %v, want ErrCorrupt", err)
 	}
 
 	// An id of another second with no entry is not found; one in the older per-id form is.
-	binary.BigEndian.PutUint64(b[:8], uint64(1_600_000_000_000)<<16)
-	old := ids.FromBytes("acc", b)
+	old := accessIDAt(1_600_000_000_000, 1<<40)
 	if _, err := e.tree.LeafByID(ctx(t), old); !errors.Is(err, tlog.ErrNotFound) {
 		t.Fatalf("unknown id: %v, want ErrNotFound", err)
 	}
