@@ -213,21 +213,19 @@ func printScaleOut(w io.Writer, res *scaleOutResult) {
 // write under full load; the bench measures throughput, so it waits rather than counting refusals.
 const scaleOutAppendTimeout = 2 * time.Second
 
-// startBenchCluster starts a JetStream cluster of n nodes in this process on free loopback ports,
-// with stores under dir, and returns its client URLs and a function that stops it. The nodes fsync
-// every write (sync_interval: always, as deploy/nats configures them) and, being loopback-only and
-// throwaway, have neither TLS nor authentication.
+// startBenchCluster starts a JetStream cluster of n nodes in this process on loopback, with stores
+// under dir, and returns its client URLs and a function that stops it. Every node routes to the
+// first (a JetStream cluster needs configured routes, the first node's to itself), and route gossip
+// completes the mesh; so only the first node's route port is chosen in advance, and bound at once,
+// while every other port is one the server picks itself (nothing can take it between choosing and
+// binding). The nodes fsync every write (sync_interval: always, as deploy/nats configures them) and,
+// being loopback-only and throwaway, have neither TLS nor authentication.
 func startBenchCluster(dir string, n int) (string, func(), error) {
-	ports, routes := make([]int, n), make([]int, n)
-	for i := range n {
-		var err error
-		if ports[i], err = freeLoopbackPort(); err != nil {
-			return "", nil, err
-		}
-		if routes[i], err = freeLoopbackPort(); err != nil {
-			return "", nil, err
-		}
+	seedPort, err := freeLoopbackPort()
+	if err != nil {
+		return "", nil, err
 	}
+	seed := []*url.URL{{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(seedPort))}}
 	var servers []*server.Server
 	stop := func() {
 		for _, s := range servers {
@@ -237,17 +235,15 @@ func startBenchCluster(dir string, n int) (string, func(), error) {
 	}
 	var clientURLs []string
 	for i := range n {
-		var rs []*url.URL
-		for j, p := range routes {
-			if j != i {
-				rs = append(rs, &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))})
-			}
+		routePort := server.RANDOM_PORT
+		if i == 0 {
+			routePort = seedPort
 		}
 		s, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("bench-n%d", i+1), Host: "127.0.0.1", Port: ports[i],
+			ServerName: fmt.Sprintf("bench-n%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
 			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), SyncAlways: true, NoSigs: true, NoLog: true,
-			Cluster: server.ClusterOpts{Name: "aperture-bench", Host: "127.0.0.1", Port: routes[i]},
-			Routes:  rs,
+			Cluster: server.ClusterOpts{Name: "aperture-bench", Host: "127.0.0.1", Port: routePort},
+			Routes:  seed,
 		})
 		if err != nil {
 			stop()
@@ -255,17 +251,16 @@ func startBenchCluster(dir string, n int) (string, func(), error) {
 		}
 		s.Start()
 		servers = append(servers, s)
-		clientURLs = append(clientURLs, "nats://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[i])))
-	}
-	for i, s := range servers {
 		if !s.ReadyForConnections(30 * time.Second) {
 			stop()
 			return "", nil, fmt.Errorf("NATS node %d not ready after 30s", i+1)
 		}
+		clientURLs = append(clientURLs, s.ClientURL())
 	}
 	return strings.Join(clientURLs, ","), stop, nil
 }
 
+// freeLoopbackPort returns a loopback port free now, for a listener bound right after.
 func freeLoopbackPort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -32,6 +29,7 @@ import (
 	"github.com/aperture-gov/aperture/broker"
 	"github.com/aperture-gov/aperture/broker/cases"
 	"github.com/aperture-gov/aperture/broker/keys"
+	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/tlog"
 	"github.com/aperture-gov/aperture/policies"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
@@ -49,52 +47,6 @@ type natsCluster struct {
 	servers []*server.Server
 }
 
-// freePort returns a loopback port that is free now and that the kernel does not hand out on its
-// own: a node binds its ports only when it starts, which for a node started late in a test is
-// seconds after they were chosen. A port from the ephemeral range (what listening on port 0 gives)
-// can be taken meanwhile by any outgoing connection of the tests running in parallel, and the node
-// then never becomes ready ("node 3 not ready", one run of the whole suite in a few). Ports below
-// the ephemeral range are only taken by someone who asks for them by number.
-func freePort(t *testing.T) int {
-	t.Helper()
-	low := 32768 // Linux's default start of the ephemeral range
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				low = n
-			}
-		}
-	}
-	const from = 10000
-	if low <= from+1000 {
-		t.Fatalf("ephemeral ports start at %d: no room below them for fixed test ports", low)
-	}
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		p := from + rand.IntN(low-from)
-		if portsTaken[p] {
-			continue
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		_ = l.Close()
-		portsTaken[p] = true
-		return p
-	}
-	t.Fatalf("no free port between %d and %d", from, low)
-	return 0
-}
-
-// portsTaken are the ports freePort gave out in this process: never twice, as a stopped node keeps
-// its ports for its restart.
-var (
-	portsMu    sync.Mutex
-	portsTaken = map[int]bool{}
-)
-
 func startNATSCluster(t *testing.T, n int) *natsCluster {
 	c := newNATSCluster(t, n)
 	for i := range n {
@@ -108,8 +60,8 @@ func newNATSCluster(t *testing.T, n int) *natsCluster {
 	c := &natsCluster{t: t, servers: make([]*server.Server, n)}
 	for range n {
 		c.dirs = append(c.dirs, t.TempDir())
-		c.ports = append(c.ports, freePort(t))
-		c.routes = append(c.routes, freePort(t))
+		c.ports = append(c.ports, natstest.FreePort(t))
+		c.routes = append(c.routes, natstest.FreePort(t))
 	}
 	t.Cleanup(func() {
 		for _, s := range c.servers {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/aperture-gov/aperture/broker"
 	"github.com/aperture-gov/aperture/broker/natsembed"
+	"github.com/aperture-gov/aperture/broker/natsembed/natstest"
 	"github.com/aperture-gov/aperture/broker/policy"
 	"github.com/aperture-gov/aperture/policies"
 	"github.com/aperture-gov/aperture/services/kit/mtls"
@@ -263,20 +265,13 @@ func TestClusterFromConfigs(t *testing.T) {
 	}
 }
 
+// freePorts returns n loopback addresses for the nodes' fixed ports (natstest.FreePort says why not
+// port 0).
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	var out []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
+	out := make([]string, n)
+	for i := range out {
+		out[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(natstest.FreePort(t)))
 	}
 	return out
 }
