@@ -96,6 +96,12 @@ func (r *AEADRing) SetCurrent(version uint32) error {
 // Current returns the version Seal uses (0 if none).
 func (r *AEADRing) Current() uint32 { return r.state.Load().current }
 
+// Has reports whether the ring holds version.
+func (r *AEADRing) Has(version uint32) bool {
+	_, ok := r.state.Load().aeads[version]
+	return ok
+}
+
 // Versions returns how many versions the ring holds.
 func (r *AEADRing) Versions() int { return len(r.state.Load().aeads) }
 

@@ -8,6 +8,8 @@
 //     form is stored, in the JetStream KV bucket KEYS (one entry per purpose and version, created with
 //     compare-and-set, so replicas starting together agree). Open unwraps each one once with
 //     transit/decrypt; the plaintext lives only in memory and the hot path never calls Vault.
+//   - The sealing key rotates (every version still opens). The pseudonym key does not: see
+//     ErrPseudonymRotation.
 package vaultkeys
 
 import (
@@ -64,8 +66,6 @@ type Provider struct {
 	log     *slog.Logger
 
 	pseudonyms *keys.HMACPseudonymizer
-	pseudoVers []uint32 // every pseudonym key version in KEYS, for AllPseudonyms
-	pseudoAll  map[uint32]*keys.HMACPseudonymizer
 	sealer     *keys.AEADRing
 	signer     *Signer
 
@@ -113,8 +113,7 @@ func Open(ctx context.Context, c *vault.Client, js jetstream.JetStream, opts Opt
 	}
 	p := &Provider{
 		c: c, transit: c.Transit(tcfg.Mount), tcfg: tcfg, log: opts.Logger,
-		sealer:    keys.NewAEADRing(),
-		pseudoAll: map[uint32]*keys.HMACPseudonymizer{},
+		sealer: keys.NewAEADRing(),
 	}
 	var err error
 	if p.signer, err = newSigner(ctx, p.transit, tcfg.CheckpointKey, opts.Origin, opts.SignTimeout); err != nil {
@@ -135,35 +134,46 @@ func Open(ctx context.Context, c *vault.Client, js jetstream.JetStream, opts Opt
 			return nil, err
 		}
 	}
+	if p.pseudonyms, err = p.loadPseudonymKey(ctx); err != nil {
+		return nil, err
+	}
 	if err := p.load(ctx); err != nil {
 		return nil, err
 	}
-	cur := p.pseudoVers[len(p.pseudoVers)-1]
-	p.pseudonyms = p.pseudoAll[cur]
 	// Another replica may rotate the sealing key: open its ciphertexts after reloading from KEYS.
 	p.sealer.Missing = p.reloadFor
 	return p, nil
 }
 
-// Pseudonyms implements keys.Provider. The pseudonym key version is fixed at Open: every replica
-// must use the same one, so a rotated pseudonym key takes effect when all replicas restart.
+// Pseudonyms implements keys.Provider: the one pseudonym key in KEYS.
 func (p *Provider) Pseudonyms() keys.Pseudonymizer { return p.pseudonyms }
 
-// AllPseudonyms returns the citizen's pseudonym under every pseudonym key version, newest first,
-// to find access records written before a rotation.
-func (p *Provider) AllPseudonyms(citizenID string) []keys.Pseudonym {
-	p.loadMu.Lock()
-	vers := append([]uint32(nil), p.pseudoVers...)
-	all := make(map[uint32]*keys.HMACPseudonymizer, len(p.pseudoAll))
-	for v, h := range p.pseudoAll {
-		all[v] = h
+// ErrPseudonymRotation is returned by RotateDataKey for the pseudonym key, and by Open when KEYS holds
+// more than one version of it. Every store that serves a citizen is keyed by the pseudonym (the access
+// index, cases, consents, switch-offs, answers, corrections, delegations), and the broker cannot
+// re-key them: it never stores the citizen ids the new pseudonyms would be computed from. A new
+// pseudonym key would therefore hide every citizen's history, consents and cases from them, and from
+// the decisions that read them. A rotation needs a re-keying migration, which is not built.
+var ErrPseudonymRotation = errors.New("vault keys: the pseudonym key cannot be rotated: every citizen's records are stored under their pseudonym, and re-keying them is not supported")
+
+// loadPseudonymKey unwraps the pseudonym key: KEYS must hold exactly one version of it.
+func (p *Provider) loadPseudonymKey(ctx context.Context) (*keys.HMACPseudonymizer, error) {
+	vers, err := p.versions(ctx, PurposePseudonym)
+	if err != nil {
+		return nil, err
 	}
-	p.loadMu.Unlock()
-	out := make([]keys.Pseudonym, 0, len(vers))
-	for i := len(vers) - 1; i >= 0; i-- {
-		out = append(out, all[vers[i]].Pseudonym(citizenID))
+	switch {
+	case len(vers) == 0:
+		return nil, fmt.Errorf("vault keys: no %s data key in the bucket", PurposePseudonym)
+	case len(vers) > 1:
+		return nil, fmt.Errorf("%w: the bucket holds versions %v; the stores are keyed by one of them", ErrPseudonymRotation, vers)
 	}
-	return out
+	key, err := p.unwrap(ctx, PurposePseudonym, vers[0])
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	return keys.NewHMACPseudonymizer(KeyID(PurposePseudonym, vers[0]), key)
 }
 
 // Checkpoints implements keys.Provider.
@@ -192,11 +202,15 @@ func KeyID(purpose string, version uint32) string {
 	return "vault:" + purpose + ":v" + strconv.FormatUint(uint64(version), 10)
 }
 
-// RotateDataKey adds a new version of a data key (PurposeSeal or PurposePseudonym) and, for
-// PurposeSeal, seals with it from now on. Rotating the pseudonym key changes every citizen's
-// pseudonym once all replicas restart; old records stay findable through AllPseudonyms.
+// RotateDataKey adds a new version of the sealing key (PurposeSeal) and seals with it from now on;
+// every replica still opens the older versions. The pseudonym key is refused (ErrPseudonymRotation)
+// and KEYS is left as it is.
 func (p *Provider) RotateDataKey(ctx context.Context, purpose string) (string, error) {
-	if purpose != PurposeSeal && purpose != PurposePseudonym {
+	switch purpose {
+	case PurposeSeal:
+	case PurposePseudonym:
+		return "", ErrPseudonymRotation
+	default:
 		return "", fmt.Errorf("rotate data key: unknown purpose %q", purpose)
 	}
 	vers, err := p.versions(ctx, purpose)
@@ -268,47 +282,33 @@ func (p *Provider) versions(ctx context.Context, purpose string) ([]uint32, erro
 	return vers, nil
 }
 
-// load unwraps every data key in KEYS that is not yet in memory and makes the newest sealing key
-// current. One transit/decrypt per new key.
+// load unwraps every sealing key in KEYS that is not yet in memory and makes the newest current.
+// One transit/decrypt per new key.
 func (p *Provider) load(ctx context.Context) error {
 	p.loadMu.Lock()
 	defer p.loadMu.Unlock()
-	for _, purpose := range []string{PurposePseudonym, PurposeSeal} {
-		vers, err := p.versions(ctx, purpose)
+	vers, err := p.versions(ctx, PurposeSeal)
+	if err != nil {
+		return err
+	}
+	if len(vers) == 0 {
+		return fmt.Errorf("vault keys: no %s data key in the bucket", PurposeSeal)
+	}
+	for _, v := range vers {
+		if p.sealer.Has(v) {
+			continue
+		}
+		key, err := p.unwrap(ctx, PurposeSeal, v)
 		if err != nil {
 			return err
 		}
-		if len(vers) == 0 {
-			return fmt.Errorf("vault keys: no %s data key in the bucket", purpose)
-		}
-		for _, v := range vers {
-			if purpose == PurposePseudonym && p.pseudoAll[v] != nil {
-				continue
-			}
-			key, err := p.unwrap(ctx, purpose, v)
-			if err != nil {
-				return err
-			}
-			if purpose == PurposePseudonym {
-				h, err := keys.NewHMACPseudonymizer(KeyID(purpose, v), key)
-				if err != nil {
-					return err
-				}
-				p.pseudoAll[v] = h
-				p.pseudoVers = append(p.pseudoVers, v)
-			} else if err := p.sealer.Add(v, key); err != nil {
-				return err
-			}
-			clear(key)
-		}
-		if purpose == PurposeSeal {
-			if err := p.sealer.SetCurrent(vers[len(vers)-1]); err != nil {
-				return err
-			}
+		err = p.sealer.Add(v, key)
+		clear(key)
+		if err != nil {
+			return err
 		}
 	}
-	sort.Slice(p.pseudoVers, func(i, j int) bool { return p.pseudoVers[i] < p.pseudoVers[j] })
-	return nil
+	return p.sealer.SetCurrent(vers[len(vers)-1])
 }
 
 func (p *Provider) unwrap(ctx context.Context, purpose string, v uint32) ([]byte, error) {

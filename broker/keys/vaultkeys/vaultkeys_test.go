@@ -89,7 +89,7 @@ func checkpoint(t *testing.T, s note.Signer, size string) []byte {
 }
 
 // TestRotation: after the checkpoint key and the data keys rotate, old signatures and old
-// ciphertexts stay valid, and pseudonyms stay resolvable.
+// ciphertexts stay valid, and the pseudonym key is not rotated (ErrPseudonymRotation).
 func TestRotation(t *testing.T) {
 	vaulttest.Each(t, vaulttest.Options{}, func(t *testing.T, e *vaulttest.Env) {
 		js := natstest.JetStream(t)
@@ -157,19 +157,46 @@ func TestRotation(t *testing.T) {
 			}
 		}
 
-		// Rotating the pseudonym key takes effect at the next start; both versions stay computable.
-		if _, err := p2.RotateDataKey(ctx(t), vaultkeys.PurposePseudonym); err != nil {
-			t.Fatal(err)
+		// The pseudonym key is not rotated: every store is keyed by it. KEYS is left as it was, so a
+		// restart keeps every citizen's pseudonym.
+		if id, err := p2.RotateDataKey(ctx(t), vaultkeys.PurposePseudonym); !errors.Is(err, vaultkeys.ErrPseudonymRotation) {
+			t.Fatalf("RotateDataKey(pseudonym) = %q, %v; want ErrPseudonymRotation", id, err)
 		}
-		if p2.Pseudonyms().Pseudonym("0101901234") != oldPseudonym {
-			t.Fatal("a running replica switched pseudonym key")
-		}
-		p3 := mustOpen(t, e, js)
-		all := p3.AllPseudonyms("0101901234")
-		if len(all) != 2 || all[0].KeyID != "vault:pseudonym:v2" || all[1] != oldPseudonym || p3.Pseudonyms().Pseudonym("0101901234") != all[0] {
-			t.Fatalf("AllPseudonyms = %+v", all)
+		if got := mustOpen(t, e, js).Pseudonyms().Pseudonym("0101901234"); got != oldPseudonym {
+			t.Fatalf("pseudonym after a refused rotation and a restart: %+v, want %+v", got, oldPseudonym)
 		}
 	})
+}
+
+// TestSecondPseudonymKeyRefused: a KEYS bucket with a second pseudonym key version (written by
+// something other than this broker) stops Open with ErrPseudonymRotation, rather than switching every
+// citizen to pseudonyms under which nothing of theirs is stored.
+func TestSecondPseudonymKeyRefused(t *testing.T) {
+	e := vaulttest.NewDoubleEnv(t, vaulttest.Options{})
+	js := natstest.JetStream(t)
+	mustOpen(t, e, js)
+	kv, err := js.KeyValue(ctx(t), vaultkeys.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1, err := kv.Get(ctx(t), vaultkeys.PurposePseudonym+".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Version 1's wrapped key relabelled as version 2: it unwraps, so only the version count refuses.
+	v2 := strings.Replace(string(v1.Value()), `"version":1`, `"version":2`, 1)
+	if v2 == string(v1.Value()) {
+		t.Fatalf("entry %s has no version field: %s", v1.Key(), v1.Value())
+	}
+	if _, err := kv.Create(ctx(t), vaultkeys.PurposePseudonym+".2", []byte(v2)); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := openProvider(t, e, js); !errors.Is(err, vaultkeys.ErrPseudonymRotation) {
+		if err == nil {
+			p.Close()
+		}
+		t.Fatalf("Open with two pseudonym keys: %v, want ErrPseudonymRotation", err)
+	}
 }
 
 // TestReplicasAgree: replicas starting together on an empty bucket end up with one data key.
