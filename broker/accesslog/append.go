@@ -44,9 +44,10 @@ type batch struct {
 
 // Append writes rec to the log and returns once it is durable: stored and acknowledged by JetStream
 // (fsynced on a single node, replicated in a cluster). Any error means the record may not be durable
-// and the caller MUST NOT release anything; errors from the log wrap ErrUnavailable. Append also
-// indexes the record by citizen before returning, so List sees it at once; if only the indexing
-// fails, Append still returns nil (the record is durable) and the record is re-indexed later.
+// and the caller MUST NOT release anything; errors from the log wrap ErrUnavailable. The indexer
+// lists the record by citizen in the background; List in this process waits for it (bounded), so a
+// caller reads its own writes, and indexing failures never fail Append (the record is durable and
+// is indexed on the indexer's next attempt).
 //
 // If ctx ends first Append returns its error; the record may still be written with the batch it
 // joined.

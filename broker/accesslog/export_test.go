@@ -2,6 +2,7 @@ package accesslog
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -32,3 +33,9 @@ func PublishEntriesAsCrashed(ctx context.Context, js jetstream.JetStream, opts O
 
 // ShardOf is the shard a pseudonym's entries are in.
 func ShardOf(shards int, pseudonym string) int { return shardOf(shards, pseudonym) }
+
+// IndexGroupWindowFor is the group window Open uses for opts.
+func IndexGroupWindowFor(opts Options) time.Duration {
+	opts.setDefaults()
+	return opts.IndexGroupWindow
+}

@@ -427,9 +427,10 @@ func (l *Log) pullLoop(ctx context.Context, it jetstream.MessagesContext) error 
 		}
 		var g group
 		last, err := l.addDelivered(ctx, &g, msg)
+		closeAt := time.Now().Add(l.opts.IndexGroupWindow)
 		for err == nil && !g.full(l.ix.pos) {
-			// Only what is already buffered: a group never waits for a batch still to be written.
-			more, nerr := it.Next(jetstream.NextMaxWait(readyWait))
+			// What is already buffered, and within the group window what arrives meanwhile.
+			more, nerr := it.Next(jetstream.NextMaxWait(max(readyWait, time.Until(closeAt))))
 			if nerr != nil {
 				break // nothing ready (or the iterator failed: the next Next says so)
 			}
@@ -518,8 +519,8 @@ const (
 	// asynchronous publishes, which appends share.
 	indexGroupBatches = 32
 	indexGroupLeaves  = 2048
-	// readyWait is how long the indexer waits for another buffered batch when it closes a group:
-	// only long enough to take what the client already holds.
+	// readyWait is how long the indexer waits for another buffered batch when it closes a group
+	// (after the group window): only long enough to take what the client already holds.
 	readyWait = time.Millisecond
 )
 

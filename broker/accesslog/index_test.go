@@ -804,3 +804,48 @@ func TestRestartAfterPartialGroup(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexGroupWindow: within the group window, batches that arrive after a group's first are
+// indexed with it (one position marker for the lot: on a cluster, one Raft commit per shard and
+// group instead of per batch); the window is on by default only for replicated streams.
+func TestIndexGroupWindow(t *testing.T) {
+	for _, tc := range []struct {
+		opts accesslog.Options
+		want time.Duration
+	}{
+		{accesslog.Options{}, 0},
+		{accesslog.Options{Replicas: 1}, 0},
+		{accesslog.Options{Replicas: 3}, accesslog.DefaultIndexGroupWindow},
+		{accesslog.Options{Replicas: 3, IndexGroupWindow: -1}, 0},
+		{accesslog.Options{Replicas: 1, IndexGroupWindow: time.Second}, time.Second},
+	} {
+		if got := accesslog.IndexGroupWindowFor(tc.opts); got != tc.want {
+			t.Errorf("replicas %d, window %s: got %s, want %s", tc.opts.Replicas, tc.opts.IndexGroupWindow, got, tc.want)
+		}
+	}
+
+	e := newEnv(t)
+	l := e.open(accesslog.Options{IndexGroupWindow: 1500 * time.Millisecond})
+	const batches = 5
+	for i := range batches {
+		if i > 0 {
+			time.Sleep(20 * time.Millisecond) // each record its own batch, each batch well after the last
+		}
+		if err := l.Append(ctx(t), record(i, fmt.Sprintf("w-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitIndexed(testShards, batches)
+	if got := listEntries(t, l, pseudonym(batches-1)); len(got) != 1 {
+		t.Fatalf("the last citizen has %d entries listed, want 1", len(got))
+	}
+	// The first batch is indexed alone (its marker must exist before entries of later batches);
+	// the other four arrived within the window of the second and share one marker.
+	s, err := e.js.Stream(ctx(t), accesslog.MarkerStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().State.LastSeq; got != 2 {
+		t.Fatalf("%d position markers written for %d batches, want 2 (batch 1, then batches 2-%d as one group)", got, batches, batches)
+	}
+}
