@@ -79,15 +79,17 @@ const DefaultIndexShards = 64
 
 // DefaultIndexGroupWindow is the indexer's group window on replicated streams (Options.IndexGroupWindow).
 // Every group costs a Raft commit (and an fsync on each replica) per index shard it touches, plus
-// one for its position marker, so on a cluster the indexer's cost is per group, not per record:
-// taking only the batches already delivered, groups held one or two batches and the indexer's
-// commits took more of the cluster than the releases. On a single node the index streams are not
-// fsynced per message and a window made no difference (aperture bench, three alternating pairs).
+// one for its position marker, so on a cluster the indexer's cost falls as groups grow: taking only
+// the batches already delivered, a loaded cluster's groups held one or two batches, and the index
+// shards' Raft groups took more of the cluster's CPU than everything else together. On a single node
+// the index streams are not fsynced per message and a window made no difference (aperture bench,
+// three alternating pairs), so it is off there.
 //
-// aperture bench --cluster 3 --brokers 1, three alternating pairs: 1,312 / 1,352 / 1,336 releases/s
-// with none against 1,707 / 1,938 / 1,814 with 20ms; CPU per release 874 / 924 / 861 against 716 /
-// 635 / 657 µs; p50 46–47 against 23–31 ms.
-const DefaultIndexGroupWindow = 20 * time.Millisecond
+// aperture bench --cluster 3 --brokers 1, alternating pairs: none 1,312 / 1,352 / 1,336 releases/s
+// against 20ms 1,707 / 1,938 / 1,814; then 20ms 2,076 / 1,885 / 1,962 against 100ms 2,476 / 2,545 /
+// 2,537; then 50ms 2,233 / 2,449 / 2,444 against 100ms 2,377 / 2,173 / 2,360, with release p99
+// 111–116 ms at 50ms and 122–136 ms at 100ms (larger groups arrive at the shards as larger bursts).
+const DefaultIndexGroupWindow = 50 * time.Millisecond
 
 // duplicateWindow is how long JetStream remembers message ids; a publish retried within it is not
 // stored twice.
