@@ -148,6 +148,9 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 			_, err := clients[i%k].Release(ctx, targets[i%len(targets)].release)
 			return err
 		}
+		if err := settle(ctx, stacks[0].Broker); err != nil {
+			return nil, err
+		}
 		before := logStats(stacks)
 		stop := func() error { return nil }
 		if k == 1 {
