@@ -111,11 +111,17 @@ func TestConcurrentCompleteOnlyOneWins(t *testing.T) {
 		wins      int
 		conflicts int
 	)
+	// Every replica reads before any writes: a read after the winner's write would see the step
+	// already completed (what made this test fail now and then under load).
+	var read []*cases.Case
 	for range replicas {
 		mine, err := s.Get(ctx, c.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
+		read = append(read, mine)
+	}
+	for _, mine := range read {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
