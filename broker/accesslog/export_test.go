@@ -34,6 +34,12 @@ func PublishEntriesAsCrashed(ctx context.Context, js jetstream.JetStream, opts O
 // ShardOf is the shard a pseudonym's entries are in.
 func ShardOf(shards int, pseudonym string) int { return shardOf(shards, pseudonym) }
 
+// IndexShardsFor is the number of index shards Open uses for opts.
+func IndexShardsFor(opts Options) int {
+	opts.setDefaults()
+	return opts.IndexShards
+}
+
 // IndexGroupWindowFor is the group window Open uses for opts.
 func IndexGroupWindowFor(opts Options) time.Duration {
 	opts.setDefaults()

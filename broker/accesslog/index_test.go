@@ -805,6 +805,26 @@ func TestRestartAfterPartialGroup(t *testing.T) {
 	}
 }
 
+// TestIndexShardsDefault: replicated streams take fewer index shards (each is a Raft group); an
+// explicit count is kept either way.
+func TestIndexShardsDefault(t *testing.T) {
+	for _, tc := range []struct {
+		opts accesslog.Options
+		want int
+	}{
+		{accesslog.Options{}, accesslog.DefaultIndexShards},
+		{accesslog.Options{Replicas: 1}, accesslog.DefaultIndexShards},
+		{accesslog.Options{Replicas: 3}, accesslog.DefaultReplicatedIndexShards},
+		{accesslog.Options{Replicas: 5}, accesslog.DefaultReplicatedIndexShards},
+		{accesslog.Options{Replicas: 3, IndexShards: 64}, 64},
+		{accesslog.Options{Replicas: 1, IndexShards: 8}, 8},
+	} {
+		if got := accesslog.IndexShardsFor(tc.opts); got != tc.want {
+			t.Errorf("replicas %d, shards %d: got %d, want %d", tc.opts.Replicas, tc.opts.IndexShards, got, tc.want)
+		}
+	}
+}
+
 // TestIndexGroupWindow: within the group window, batches that arrive after a group's first are
 // indexed with it (one position marker for the lot: on a cluster, one Raft commit per shard and
 // group instead of per batch); the window is on by default only for replicated streams.
