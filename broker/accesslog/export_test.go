@@ -2,7 +2,6 @@ package accesslog
 
 import (
 	"context"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -34,14 +33,8 @@ func PublishEntriesAsCrashed(ctx context.Context, js jetstream.JetStream, opts O
 // ShardOf is the shard a pseudonym's entries are in.
 func ShardOf(shards int, pseudonym string) int { return shardOf(shards, pseudonym) }
 
-// IndexShardsFor is the number of index shards Open uses for opts.
-func IndexShardsFor(opts Options) int {
+// WithDefaults is opts as Open uses them, defaults filled in.
+func WithDefaults(opts Options) Options {
 	opts.setDefaults()
-	return opts.IndexShards
-}
-
-// IndexGroupWindowFor is the group window Open uses for opts.
-func IndexGroupWindowFor(opts Options) time.Duration {
-	opts.setDefaults()
-	return opts.IndexGroupWindow
+	return opts
 }

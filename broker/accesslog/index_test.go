@@ -819,7 +819,7 @@ func TestIndexShardsDefault(t *testing.T) {
 		{accesslog.Options{Replicas: 3, IndexShards: 64}, 64},
 		{accesslog.Options{Replicas: 1, IndexShards: 8}, 8},
 	} {
-		if got := accesslog.IndexShardsFor(tc.opts); got != tc.want {
+		if got := accesslog.WithDefaults(tc.opts).IndexShards; got != tc.want {
 			t.Errorf("replicas %d, shards %d: got %d, want %d", tc.opts.Replicas, tc.opts.IndexShards, got, tc.want)
 		}
 	}
@@ -839,7 +839,7 @@ func TestIndexGroupWindow(t *testing.T) {
 		{accesslog.Options{Replicas: 3, IndexGroupWindow: -1}, 0},
 		{accesslog.Options{Replicas: 1, IndexGroupWindow: time.Second}, time.Second},
 	} {
-		if got := accesslog.IndexGroupWindowFor(tc.opts); got != tc.want {
+		if got := accesslog.WithDefaults(tc.opts).IndexGroupWindow; got != tc.want {
 			t.Errorf("replicas %d, window %s: got %s, want %s", tc.opts.Replicas, tc.opts.IndexGroupWindow, got, tc.want)
 		}
 	}
