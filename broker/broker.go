@@ -83,6 +83,12 @@ type Config struct {
 	EmbeddedNATSListen string `yaml:"embedded_nats_listen"`
 	// Replicas of every stream and bucket: 1 embedded, 3 on a cluster.
 	Replicas int `yaml:"replicas"`
+	// IndexShards is the number of streams the per-citizen access index is spread over (1 to 256).
+	// 0 keeps the count of the index there is, or accesslog.DefaultIndexShards for a new one. Fewer
+	// make a release cheaper and a citizen's listing dearer (see accesslog.DefaultIndexShards).
+	// Another count than the index's rebuilds the index from the log at start: restart every
+	// replica with the same count.
+	IndexShards int `yaml:"index_shards"`
 	// AuthorityAddresses overrides registry addresses by authority id.
 	AuthorityAddresses map[string]string `yaml:"authority_addresses"`
 	// StartTimeout bounds the wait for authorities and NATS at start.
@@ -149,6 +155,9 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		return fmt.Errorf("replicas must be 1, 3 or 5, not %d", c.Replicas)
+	}
+	if c.IndexShards < 0 || c.IndexShards > 256 {
+		return fmt.Errorf("index_shards must be 0 (keep the index's count) or 1 to 256, not %d", c.IndexShards)
 	}
 	if c.NATSURL == "" && c.Replicas != 1 {
 		return errors.New("the embedded NATS server is a single node: replicas must be 1 (set nats_url for a cluster)")
@@ -283,7 +292,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (_ *Broker, err error) {
 	if err := b.waitForJetStream(ctx); err != nil {
 		return nil, err
 	}
-	if b.access, err = accesslog.Open(ctx, js, accesslog.Options{Replicas: cfg.Replicas, Sealer: deps.Sealer,
+	if b.access, err = accesslog.Open(ctx, js, accesslog.Options{Replicas: cfg.Replicas, IndexShards: cfg.IndexShards, Sealer: deps.Sealer,
 		AppendTimeout: cfg.AppendTimeout, Meter: deps.Meter, OnBreaker: b.breakerChanged,
 		Logger: b.log.With("component", "accesslog")}); err != nil {
 		return nil, fmt.Errorf("open access log: %w", err)

@@ -45,7 +45,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,21 +73,20 @@ const (
 	HeaderEntryMAC = "Aperture-Entry-Mac"
 )
 
-// DefaultIndexShards is the number of index streams on a single node unless Options.IndexShards
-// says otherwise.
-const DefaultIndexShards = 64
-
-// DefaultReplicatedIndexShards is the number of index streams on replicated streams. On a cluster
-// every shard is a Raft group, and an index group costs a replicated commit (an fsync on every
-// node) per shard it touches: with 64 shards a group touched nearly all of them. A citizen's listing
-// reads one shard, and fewer, larger shards did not slow it at a million records.
+// DefaultIndexShards is the number of index streams of a new index unless Options.IndexShards says
+// otherwise; an existing index keeps the count it has. Fewer shards make a release cheaper and a
+// citizen's listing dearer:
 //
-// aperture bench --cluster 3 --brokers 1, three alternating pairs, 64 against 16 shards: 2,342 /
-// 2,440 / 1,861 against 3,295 / 3,063 / 2,743 releases/s, CPU 476–627 against 403–465 µs per release,
-// p99 125–144 against 90–106 ms. BenchmarkList with 1,000,000 records, 200 listings, 64 against 16
-// shards (two runs each): a page of 100 3.4–3.5 against 2.2–2.3 ms mean (p99 6–15 against 6–25 ms),
-// a page of 1,000 18–20 against 26 ms mean (p99 108–169 against 108–109 ms).
-const DefaultReplicatedIndexShards = 16
+//   - A batch's entries go to as many shards as they fall in, and every shard a group touches costs
+//     the server a round of work of its own (on a cluster a Raft commit, an fsync on every node).
+//     aperture bench on one node, alternating pairs, CPU per release: 64 shards 173–182 µs against
+//     16 shards 159–172 (six pairs, mean 175 against 165); 4 shards 152–161; 1 shard 144–160. On a cluster (one broker, three pairs)
+//     64 against 16: 1,861–2,440 against 2,743–3,295 releases/s, p99 125–144 against 90–106 ms.
+//   - A listing reads the citizen's shard, where the citizen's entries are 1/shards as sparse.
+//     BenchmarkList, 1,000,000 records, 200 listings, mean (p99) of a page of 100 and of 1,000:
+//     64 shards 3.4–4.5 (6–27) and 18–20 (108–169) ms; 16 shards 2.2–6.1 (6–41) and 26–27
+//     (108–124) ms; 4 shards 5.9 (30) and 45 (274) ms; 1 shard 17.6 (74) and 116 (1,007) ms.
+const DefaultIndexShards = 16
 
 // DefaultIndexGroupWindow is the indexer's group window on replicated streams (Options.IndexGroupWindow).
 // Every group costs a Raft commit (and an fsync on each replica) per index shard it touches, plus
@@ -134,8 +132,10 @@ type Options struct {
 	Sealer Sealer
 	// Replicas of the streams: 1 on the embedded server, 3 in a cluster. Default 1.
 	Replicas int
-	// IndexShards is the number of index streams, 1 to 256. Default DefaultIndexShards (64), or
-	// DefaultReplicatedIndexShards (16) when Replicas > 1. Changing it rebuilds the index.
+	// IndexShards is the number of index streams, 1 to 256. Zero keeps the count of the index there
+	// is, or DefaultIndexShards for a new one. Another count than the index's rebuilds it from the
+	// log at Open; every replica must then be restarted with the same count (a running replica that
+	// finds the index re-laid out stops indexing with ErrIndexLayout rather than rebuild it back).
 	IndexShards int
 	// MaxBatch is the most records in one durable write. Default 512.
 	MaxBatch int
@@ -172,9 +172,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.IndexShards == 0 {
 		o.IndexShards = DefaultIndexShards
-		if o.Replicas > 1 {
-			o.IndexShards = DefaultReplicatedIndexShards
-		}
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 512
@@ -300,6 +297,15 @@ func (l *Log) Stats() Stats {
 // Open creates or updates the ACCESS stream and the index streams, starts the background indexer
 // (which first repairs the index if it does not hold one entry per leaf) and the committer.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, error) {
+	if opts.IndexShards == 0 {
+		// Keep the index there is: a new default must not rebuild a running deployment's index (or
+		// leave replicas of two builds looking in different shards).
+		n, err := existingIndexShards(ctx, js)
+		if err != nil {
+			return nil, err
+		}
+		opts.IndexShards = n
+	}
 	opts.setDefaults()
 	nc := js.Conn()
 	if err := opts.validate(nc.MaxPayload()); err != nil {
@@ -336,7 +342,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if l.access, err = js.CreateOrUpdateStream(ctx, accessConfig(opts)); err != nil {
 		return fail(fmt.Errorf("create stream %s: %w", AccessStream, err))
 	}
-	if err := l.ensureIndexStreams(ctx); err != nil {
+	if err := l.ensureIndexStreams(ctx, true); err != nil {
 		return fail(err)
 	}
 	if err := l.startIndexer(ctx); err != nil {
@@ -369,13 +375,14 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts Options) (*Log
 	if l.access, err = js.Stream(ctx, AccessStream); err != nil {
 		return nil, fmt.Errorf("%w: stream %s: %w", ErrUnavailable, AccessStream, err)
 	}
-	s, err := js.Stream(ctx, IndexStreamName(0))
+	n, err := existingIndexShards(ctx, js)
 	if err != nil {
-		return nil, fmt.Errorf("%w: index: %w", ErrUnavailable, err)
+		return nil, err
 	}
-	if n, err := strconv.Atoi(s.CachedInfo().Config.Metadata[metaShards]); err == nil && n >= 1 && n <= 256 {
-		l.opts.IndexShards = n
+	if n == 0 {
+		return nil, fmt.Errorf("%w: no access index with a readable shard count (stream %s)", ErrUnavailable, IndexStreamName(0))
 	}
+	l.opts.IndexShards = n
 	if l.replies, err = newReplies(nc); err != nil {
 		return nil, fmt.Errorf("%w: subscribe for direct gets: %w", ErrUnavailable, err)
 	}

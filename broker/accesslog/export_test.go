@@ -38,3 +38,6 @@ func WithDefaults(opts Options) Options {
 	opts.setDefaults()
 	return opts
 }
+
+// EnsureIndexStreams is the check a running log's indexer makes of the index streams after a failure.
+func EnsureIndexStreams(ctx context.Context, l *Log) error { return l.ensureIndexStreams(ctx, false) }

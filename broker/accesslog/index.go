@@ -67,10 +67,35 @@ func indexConfig(o Options, shard int) jetstream.StreamConfig {
 	return cfg
 }
 
+// existingIndexShards is the shard count the index present was laid out with (the metadata of
+// shard 0), or 0 if there is no index or its count is unreadable.
+func existingIndexShards(ctx context.Context, js jetstream.JetStream) (int, error) {
+	s, err := js.Stream(ctx, IndexStreamName(0))
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("%w: index shard 0: %w", ErrUnavailable, err)
+	}
+	n, err := strconv.Atoi(s.CachedInfo().Config.Metadata[metaShards])
+	if err != nil || n < 1 || n > 256 {
+		return 0, nil
+	}
+	return n, nil
+}
+
+// ErrIndexLayout means the index streams were laid out with another shard count while this process
+// ran: another broker replica started with a different index_shards.
+var ErrIndexLayout = errors.New("access index has another shard count than this broker")
+
 // ensureIndexStreams creates or updates the index shards. If the index streams present do not
 // form exactly the configured layout (a shard missing or deleted, another shard count) it deletes
 // them all, so the indexer rebuilds the index from scratch rather than trusting a partial one.
-func (l *Log) ensureIndexStreams(ctx context.Context) error {
+//
+// Only at Open (relayout) does it replace a complete index of another shard count: a running broker
+// that finds one (another replica started with a different setting) fails with ErrIndexLayout
+// instead, so two replicas configured differently never take turns deleting each other's index.
+func (l *Log) ensureIndexStreams(ctx context.Context, relayout bool) error {
 	want := map[string]bool{}
 	for i := range l.opts.IndexShards {
 		want[IndexStreamName(i)] = true
@@ -84,17 +109,23 @@ func (l *Log) ensureIndexStreams(ctx context.Context) error {
 		return fmt.Errorf("%w: list index streams: %w", ErrUnavailable, err)
 	}
 	wipe := len(existing) > 0 && len(existing) != len(want)
+	counts := map[string]int{} // the shard counts the existing streams were made for
 	for _, name := range existing {
-		if !want[name] {
-			wipe = true
-			continue
-		}
 		s, err := l.js.Stream(ctx, name)
 		if err != nil {
 			return fmt.Errorf("%w: index stream %s: %w", ErrUnavailable, name, err)
 		}
-		if s.CachedInfo().Config.Metadata[metaShards] != strconv.Itoa(l.opts.IndexShards) {
+		n := s.CachedInfo().Config.Metadata[metaShards]
+		counts[n]++
+		if !want[name] || n != strconv.Itoa(l.opts.IndexShards) {
 			wipe = true
+		}
+	}
+	if wipe && !relayout && len(counts) == 1 {
+		for n, c := range counts {
+			if k, err := strconv.Atoi(n); err == nil && k == c && k != l.opts.IndexShards {
+				return fmt.Errorf("%w: it has %d shards, this broker %d; restart it with the same index shard count as the others", ErrIndexLayout, k, l.opts.IndexShards)
+			}
 		}
 	}
 	if wipe {
@@ -737,7 +768,7 @@ func (l *Log) resume(ctx context.Context) error {
 	}
 	if l.ix.ensure {
 		// After a failure the streams themselves may be gone (deleted, or a fresh server).
-		if err := l.ensureIndexStreams(ctx); err != nil {
+		if err := l.ensureIndexStreams(ctx, false); err != nil {
 			return err
 		}
 		l.ix.ensure = false
@@ -895,7 +926,7 @@ func (l *Log) wipeIndex(ctx context.Context) error {
 	if err := l.js.DeleteStream(ctx, MarkerStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("%w: delete index position: %w", ErrUnavailable, err)
 	}
-	return l.ensureIndexStreams(ctx)
+	return l.ensureIndexStreams(ctx, false)
 }
 
 func (l *Log) unauthenticEntry(shard int, m *nats.Msg, err error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -805,23 +806,97 @@ func TestRestartAfterPartialGroup(t *testing.T) {
 	}
 }
 
-// TestIndexShardsDefault: replicated streams take fewer index shards (each is a Raft group); an
-// explicit count is kept either way.
-func TestIndexShardsDefault(t *testing.T) {
-	for _, tc := range []struct {
-		opts accesslog.Options
-		want int
-	}{
-		{accesslog.Options{}, accesslog.DefaultIndexShards},
-		{accesslog.Options{Replicas: 1}, accesslog.DefaultIndexShards},
-		{accesslog.Options{Replicas: 3}, accesslog.DefaultReplicatedIndexShards},
-		{accesslog.Options{Replicas: 5}, accesslog.DefaultReplicatedIndexShards},
-		{accesslog.Options{Replicas: 3, IndexShards: 64}, 64},
-		{accesslog.Options{Replicas: 1, IndexShards: 8}, 8},
-	} {
-		if got := accesslog.WithDefaults(tc.opts).IndexShards; got != tc.want {
-			t.Errorf("replicas %d, shards %d: got %d, want %d", tc.opts.Replicas, tc.opts.IndexShards, got, tc.want)
+// TestIndexShardsKeptOrChanged: a new index has DefaultIndexShards shards; an index there is keeps
+// its count unless another is asked for, which rebuilds it at Open; and a running log that finds the
+// index re-laid out by another replica stops with ErrIndexLayout instead of rebuilding it back.
+func TestIndexShardsKeptOrChanged(t *testing.T) {
+	e := newEnv(t)
+	indexStreams := func() map[string]time.Time {
+		t.Helper()
+		created := map[string]time.Time{}
+		lister := e.js.ListStreams(ctx(t), jetstream.WithStreamListSubject(accesslog.IndexSubjectPrefix+">"))
+		for info := range lister.Info() {
+			created[info.Config.Name] = info.Created
 		}
+		if err := lister.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return created
+	}
+	listed := func(l *accesslog.Log, want int) {
+		t.Helper()
+		n := 0
+		for c := range 4 {
+			n += len(listEntries(t, l, pseudonym(c)))
+		}
+		if n != want {
+			t.Fatalf("%d entries listed, want %d", n, want)
+		}
+	}
+	appendN := func(l *accesslog.Log, from, n int) {
+		t.Helper()
+		for i := from; i < from+n; i++ {
+			if err := l.Append(ctx(t), record(i%4, fmt.Sprintf("r%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		caughtUp(t, l)
+	}
+
+	l := e.open(accesslog.Options{IndexShards: 3})
+	appendN(l, 0, 12)
+	before := indexStreams()
+	if len(before) != 3 {
+		t.Fatalf("%d index streams, want 3", len(before))
+	}
+	l.Close()
+
+	// Zero keeps the index there is: no rebuild, the same streams.
+	l, err := accesslog.Open(ctx(t), e.js, accesslog.Options{Sealer: e.sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := indexStreams(); !maps.Equal(after, before) {
+		t.Fatalf("index streams changed when reopened without a shard count: %v, were %v", after, before)
+	}
+	appendN(l, 12, 4)
+	listed(l, 16)
+	l.Close()
+
+	// Another count rebuilds it with that many shards.
+	a := e.open(accesslog.Options{IndexShards: 5})
+	if got := len(indexStreams()); got != 5 {
+		t.Fatalf("%d index streams after asking for 5, want 5", got)
+	}
+	caughtUp(t, a)
+	e.waitIndexed(5, 16)
+	listed(a, 16)
+
+	// A replica started with 2 re-lays it out under a, which must not rebuild it back.
+	b := e.open(accesslog.Options{IndexShards: 2})
+	e.waitIndexed(2, 16)
+	laidOut := indexStreams()
+	if err := accesslog.EnsureIndexStreams(ctx(t), a); !errors.Is(err, accesslog.ErrIndexLayout) {
+		t.Fatalf("a running log with 5 shards finding 2: %v, want ErrIndexLayout", err)
+	}
+	if now := indexStreams(); !maps.Equal(now, laidOut) {
+		t.Fatalf("the running log changed the index: %v, was %v", now, laidOut)
+	}
+	listed(b, 16)
+
+	// A new index has the default count.
+	f := newEnv(t)
+	fl, err := accesslog.Open(ctx(t), f.js, accesslog.Options{Sealer: f.sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	n := 0
+	for range f.js.StreamNames(ctx(t), jetstream.WithStreamListSubject(accesslog.IndexSubjectPrefix+">")).Name() {
+		n++
+	}
+	if n != accesslog.DefaultIndexShards {
+		t.Fatalf("a new index has %d shards, want %d", n, accesslog.DefaultIndexShards)
 	}
 }
 

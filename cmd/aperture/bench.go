@@ -92,6 +92,8 @@ type benchOptions struct {
 	MemProfile         string
 	// BrokeredOnly skips the direct and proxy runs (for profiling the broker).
 	BrokeredOnly bool
+	// IndexShards is the brokers' index_shards (0: their default).
+	IndexShards int
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -109,6 +111,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		onlyBroker  = fs.Bool("brokered-only", false, "skip the direct and proxy runs (for profiling the broker)")
 		cluster     = fs.Int("cluster", 0, "scale-out run: a NATS cluster of this many nodes on loopback, streams replicated on all of them (0: the single embedded server and the three-path comparison)")
 		brokers     = fs.Int("brokers", 0, "with --cluster: brokered runs with 1, 2, … up to this many broker replicas (default 3)")
+		indexShards = fs.Int("index-shards", 0, "the broker's --index-shards (0: its default), to weigh releases against listings")
 	)
 	if err := parseFlagsNoArgs(fs, args, stderr); err != nil {
 		return err
@@ -128,6 +131,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("--brokers %d: want at least 1", *brokers)
 	case *cluster == 0 && *brokers > 0:
 		return fmt.Errorf("--brokers needs --cluster")
+	case *indexShards < 0 || *indexShards > 256:
+		return fmt.Errorf("--index-shards %d: want 0 (the broker's default) or 1 to 256", *indexShards)
 	case *cluster > 0 && *onlyBroker:
 		return fmt.Errorf("--cluster measures brokered runs only: --brokered-only says nothing more")
 	}
@@ -148,7 +153,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *cluster > 0 {
 		res, err := benchScaleOut(ctx, dir, *cluster, cmp.Or(*brokers, 3), benchOptions{
 			Concurrency: *concurrency, Warmup: *warmup, Duration: *duration, Citizens: *citizens, CasesPer: *casesPer,
-			CPUProfile: *cpuProfile, MemProfile: *memProfile,
+			CPUProfile: *cpuProfile, MemProfile: *memProfile, IndexShards: *indexShards,
 		}, logger)
 		if err != nil {
 			return err
@@ -162,7 +167,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	population := max(1000, *citizens)
-	st, err := startStack(ctx, stackOptions{DataDir: dir, Listen: "127.0.0.1:0", Citizens: population, Policies: pfs, RandomPorts: true, Logger: logger})
+	st, err := startStack(ctx, stackOptions{DataDir: dir, Listen: "127.0.0.1:0", Citizens: population, Policies: pfs, RandomPorts: true, Logger: logger,
+		IndexShards: *indexShards})
 	if err != nil {
 		return err
 	}

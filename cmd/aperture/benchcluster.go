@@ -85,7 +85,7 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 	for i := range brokers {
 		bdir := filepath.Join(dir, "broker-"+strconv.Itoa(i+1))
 		so := stackOptions{DataDir: bdir, Listen: "127.0.0.1:0", Citizens: population, Policies: pfs, RandomPorts: true, Logger: logger,
-			NATSURL: urls, InsecureNATS: true, Replicas: nodes, AppendTimeout: scaleOutAppendTimeout}
+			NATSURL: urls, InsecureNATS: true, Replicas: nodes, AppendTimeout: scaleOutAppendTimeout, IndexShards: o.IndexShards}
 		if i > 0 {
 			// A replica: the same keys and development CA as the first broker, and its authorities.
 			for _, sub := range []string{"keys", "pki"} {

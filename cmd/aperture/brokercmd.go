@@ -45,6 +45,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		insecNATS  = fs.Bool("insecure-nats", false, "use a --nats-url server that accepts anonymous connections (logged as an error); never in production")
 		natsListen = fs.String("nats-listen", "", "client address of the embedded NATS server for agency systems (TLS; agencies of the registry authenticate with their certificate and may only subscribe to their own events; empty: in-process only)")
 		replicas   = fs.Int("replicas", 1, "replicas of streams and buckets (3 on a cluster)")
+		idxShards  = fs.Int("index-shards", 0, "streams the per-citizen access index is spread over, 1 to 256: fewer make releases cheaper and citizens' listings dearer; another count than the index's rebuilds it at start, so restart every replica with the same (0: keep the index's count, 16 for a new index)")
 		policyDir  = fs.String("policies", "", "policy directory (default: built into the binary)")
 		certSource = fs.String("certs", "", `where the broker's certificate comes from: "files" (--cert/--key/--ca), "vault" (Vault PKI) or "dev" (the development CA in DATA/pki, only when asked for); default files if --cert is set`)
 		cert       = fs.String("cert", "", "broker certificate file")
@@ -231,7 +232,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	b, err := broker.New(ctx, broker.Config{
 		DataDir: *data, Listen: *listen, NATSURL: *natsURL, NATSCredentials: *natsCreds,
 		NATSNKeyFile: *natsNKey, NATSCA: *natsCA, InsecureNATS: *insecNATS,
-		EmbeddedNATSListen: *natsListen, Replicas: *replicas, StartTimeout: *startWait,
+		EmbeddedNATSListen: *natsListen, Replicas: *replicas, IndexShards: *idxShards, StartTimeout: *startWait,
 		CitizenListen: *citizenListen, AppendTimeout: *appendTimeout, StateTimeout: *stateTimeout, HealthInterval: *healthEvery,
 		AuthorityAddresses: authorityAddrs,
 	}, deps)

@@ -47,6 +47,7 @@ func TestBrokerCommandRefusals(t *testing.T) {
 		{"vault needs the NATS cluster", vault, "--keys vault needs --nats-url"},
 		{"portal without OpenID Connect", []string{"--portal-listen", "127.0.0.1:0"}, "--portal-listen needs --oidc-issuer"},
 		{"no development login", []string{"--dev-login"}, "flag provided but not defined: -dev-login"},
+		{"index shards out of range", []string{"--data", filepath.Join(dir, "data-shards"), "--index-shards", "300"}, "index_shards must be 0 (keep the index's count) or 1 to 256, not 300"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

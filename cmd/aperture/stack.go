@@ -73,6 +73,8 @@ type stackOptions struct {
 	ReviewBacklogInterval time.Duration
 	// Replicas of the broker's streams (0: 1); more than one needs NATSURL or NATS on a cluster.
 	Replicas int
+	// IndexShards is the broker's index_shards (0: the broker's default).
+	IndexShards int
 	// Witnesses is the number of local witnesses (in-process HTTP servers on loopback ports, keys and
 	// state under DATA/witness) that cosign every checkpoint; 0 for none.
 	Witnesses int
@@ -241,7 +243,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		DataDir: o.DataDir, Listen: o.Listen, EmbeddedNATSListen: o.NATSListen, NATSURL: o.NATSURL,
 		NATSNKeyFile: o.NATSNKeyFile, InsecureNATS: o.InsecureNATS,
 		AuthorityAddresses: brokerAddrs, CitizenListen: o.CitizenListen,
-		AppendTimeout: o.AppendTimeout, Replicas: o.Replicas, ReviewBacklogInterval: o.ReviewBacklogInterval,
+		AppendTimeout: o.AppendTimeout, Replicas: o.Replicas, IndexShards: o.IndexShards, ReviewBacklogInterval: o.ReviewBacklogInterval,
 	}, deps)
 	if err != nil {
 		return nil, err
