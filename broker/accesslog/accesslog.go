@@ -77,9 +77,9 @@ const (
 // otherwise; an existing index keeps the count it has. Fewer shards make a release cheaper and a
 // citizen's listing dearer:
 //
-//   - A batch's entries go to as many shards as they fall in, and every shard a group touches costs
-//     the server a round of work of its own (on a cluster a Raft commit, an fsync on every node).
-//     aperture bench on one node, alternating pairs, CPU per release: 64 shards 173–182 µs against
+//   - Every shard keeps the write cache of its newest block (up to 8 MB), so more shards grow the
+//     heap faster and fault in more fresh pages; on a cluster every shard a group touches costs a
+//     Raft commit, an fsync on every node. aperture bench on one node, alternating pairs, CPU per release: 64 shards 173–182 µs against
 //     16 shards 159–172 (six pairs, mean 175 against 165); 4 shards 152–161; 1 shard 144–160. On a cluster (one broker, three pairs)
 //     64 against 16: 1,861–2,440 against 2,743–3,295 releases/s, p99 125–144 against 90–106 ms.
 //   - A listing reads the citizen's shard, where the citizen's entries are 1/shards as sparse.
