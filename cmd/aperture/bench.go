@@ -313,9 +313,11 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		return nil, err
 	}
 	before := st.Broker.AccessLog().Stats()
+	restoreGC := lowerGCForEmbeddedNATS() // as in a broker with the embedded server
 	cpu3, mem3 := processCPU(), heapAllocs()
 	bRate, bLat, bErr := load(cctx, brokeredOp, o.Concurrency, o.Warmup, o.Duration)
 	cpu4, mem4 := processCPU(), heapAllocs()
+	restoreGC()
 	after := st.Broker.AccessLog().Stats()
 	if err := stopProfile(); err != nil {
 		return nil, err

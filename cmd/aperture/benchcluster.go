@@ -65,6 +65,8 @@ type scaleOutRun struct {
 // turn. All of it shares this machine's cores: the figures show what replication and more replicas
 // cost, not what more machines gain.
 func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchOptions, logger *slog.Logger) (*scaleOutResult, error) {
+	// The NATS nodes run in this process too (on a real cluster they are processes of their own).
+	defer lowerGCForEmbeddedNATS()()
 	urls, stopCluster, err := startBenchCluster(filepath.Join(dir, "nats-cluster"), nodes)
 	if err != nil {
 		return nil, err

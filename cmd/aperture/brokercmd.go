@@ -100,6 +100,9 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	if *natsURL == "" {
+		defer lowerGCForEmbeddedNATS()()
+	}
 	pfs, err := policyFS(*policyDir)
 	if err != nil {
 		return err

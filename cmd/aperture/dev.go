@@ -40,6 +40,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	defer lowerGCForEmbeddedNATS()()
 	pfs, err := policyFS(*policyDir)
 	if err != nil {
 		return err
