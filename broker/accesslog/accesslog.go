@@ -79,9 +79,10 @@ const (
 //
 //   - Every shard keeps the write cache of its newest block (up to 8 MB), so more shards grow the
 //     heap faster and fault in more fresh pages; on a cluster every shard a group touches costs a
-//     Raft commit, an fsync on every node. aperture bench on one node, alternating pairs, CPU per release: 64 shards 173–182 µs against
-//     16 shards 159–172 (six pairs, mean 175 against 165); 4 shards 152–161; 1 shard 144–160. On a cluster (one broker, three pairs)
-//     64 against 16: 1,861–2,440 against 2,743–3,295 releases/s, p99 125–144 against 90–106 ms.
+//     Raft commit, an fsync on every node. aperture bench on one node, alternating pairs, CPU per
+//     release: 64 shards 173–182 µs against 16 shards 159–172 (six pairs, mean 175 against 165);
+//     4 shards 152–161; 1 shard 144–160. On a cluster (one broker, three pairs) 64 against 16:
+//     1,861–2,440 against 2,743–3,295 releases/s, p99 125–144 against 90–106 ms.
 //   - A listing reads the citizen's shard, where the citizen's entries are 1/shards as sparse.
 //     BenchmarkList, 1,000,000 records, 200 listings, mean (p99) of a page of 100 and of 1,000:
 //     64 shards 3.4–4.5 (6–27) and 18–20 (108–169) ms; 16 shards 2.2–6.1 (6–41) and 26–27
