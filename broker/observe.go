@@ -65,6 +65,7 @@ const (
 	CheckNATS         = "nats"
 	CheckAccessLog    = "accesslog"
 	CheckAccessStream = "access-stream"
+	CheckAccessIndex  = "access-index"
 	CheckCaseStore    = "case-store"
 	checkAuthority    = "authority:"
 )
@@ -287,6 +288,10 @@ func (b *Broker) healthChecks() []brokerhealth.Check {
 			return b.access.Writable()
 		}},
 		{Name: CheckAccessStream, Services: []string{releases, audit, citizens, events, fixes, citizenFixes}, Run: b.checkAccessStream},
+		// Listings read the per-citizen index: a replica whose index layout another replaced lists nothing.
+		{Name: CheckAccessIndex, Services: []string{audit, citizens, fixes, citizenFixes}, Run: func(ctx context.Context) error {
+			return b.access.CheckIndex(ctx)
+		}},
 		// Every release reads its case: a case bucket without a leader refuses them all.
 		{Name: CheckCaseStore, Services: []string{releases, events}, Run: func(ctx context.Context) error {
 			return b.checkLeader(ctx, "KV_"+cases.Bucket)

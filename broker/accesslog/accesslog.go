@@ -10,14 +10,14 @@
 // authentic batches only. The stream is never trimmed and denies deletes and purges.
 //
 // The index holds one message per record, with the same bytes, on the subject
-// aperture.access.citizen.<shard>.<pseudonym>, and headers naming the record's place in ACCESS
-// (Aperture-Log-Seq, Aperture-Log-Index), its leaf index in the tree (Aperture-Leaf-Index), its
-// batch's first leaf and size (Aperture-Batch-Leaves) and a MAC by the broker over all of them
+// aperture.access.citizen.<shards>.<shard>.<pseudonym>, and headers naming the record's place in
+// ACCESS (Aperture-Log-Seq, Aperture-Log-Index), its leaf index in the tree (Aperture-Leaf-Index),
+// its batch's first leaf and size (Aperture-Batch-Leaves) and a MAC by the broker over all of them
 // (Aperture-Entry-Mac). It answers "all accesses to this citizen" without reading the log. It is
-// sharded over IndexShards streams ACCESS_INDEX_<shard> (shard = FNV-1a of the pseudonym modulo the
-// shard count, two hex digits) because JetStream finds a subject's messages by walking the stream's
-// blocks: one stream would make a citizen's lookup cost grow with the whole log, a shard only with
-// its share. It is derived data: a background indexer on the durable consumer ACCESS_INDEXER writes
+// sharded over IndexShards streams ACCESS_INDEX_<shards>_<shard> (shard = FNV-1a of the pseudonym
+// modulo the shard count, two hex digits) because JetStream finds a subject's messages by walking
+// the stream's blocks: one stream would make a citizen's lookup cost grow with the whole log, a
+// shard only with its share. The shard count in the names keeps indexes of two counts apart. It is derived data: a background indexer on the durable consumer ACCESS_INDEXER writes
 // it in log order (one replica at a time, the consumer's pinned client), records its position and
 // leaf count in ACCESS_INDEX_POS after every batch, and repairs it after any fault by comparing it
 // entry by entry with the log (Repair; VerifyIndex only reports). List lags the log by the
@@ -301,7 +301,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if opts.IndexShards == 0 {
 		// Keep the index there is: a new default must not rebuild a running deployment's index (or
 		// leave replicas of two builds looking in different shards).
-		n, err := existingIndexShards(ctx, js)
+		n, _, err := existingIndexShards(ctx, js)
 		if err != nil {
 			return nil, err
 		}
@@ -376,12 +376,13 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, opts Options) (*Log
 	if l.access, err = js.Stream(ctx, AccessStream); err != nil {
 		return nil, fmt.Errorf("%w: stream %s: %w", ErrUnavailable, AccessStream, err)
 	}
-	n, err := existingIndexShards(ctx, js)
+	n, complete, err := existingIndexShards(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	if n == 0 {
-		return nil, fmt.Errorf("%w: no access index with a readable shard count (stream %s)", ErrUnavailable, IndexStreamName(0))
+	if !complete {
+		// Nothing to read it with; the broker's Open rebuilds it.
+		return nil, fmt.Errorf("%w: no complete access index (streams %s_<shards>_<shard>)", ErrUnavailable, IndexStream)
 	}
 	l.opts.IndexShards = n
 	if l.replies, err = newReplies(nc); err != nil {

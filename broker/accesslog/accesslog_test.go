@@ -132,7 +132,33 @@ func (e *env) open(opts accesslog.Options) *accesslog.Log {
 	if opts.Logger == nil && testing.Verbose() {
 		opts.Logger = slog.New(slog.NewTextHandler(tWriter{e.t}, nil))
 	}
-	l, err := accesslog.Open(ctx(e.t), e.js, opts)
+	return e.openOn(e.js, opts)
+}
+
+// openReplica opens the log on a connection of its own, as another broker replica would.
+func (e *env) openReplica(opts accesslog.Options) *accesslog.Log {
+	e.t.Helper()
+	nc, err := e.srv.Connect()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if opts.Sealer == nil {
+		opts.Sealer = e.sealer
+	}
+	if opts.Logger == nil && testing.Verbose() {
+		opts.Logger = slog.New(slog.NewTextHandler(tWriter{e.t}, nil))
+	}
+	return e.openOn(js, opts)
+}
+
+func (e *env) openOn(js jetstream.JetStream, opts accesslog.Options) *accesslog.Log {
+	e.t.Helper()
+	l, err := accesslog.Open(ctx(e.t), js, opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -145,7 +171,7 @@ func (e *env) indexMsgs(shards int) uint64 {
 	e.t.Helper()
 	var n uint64
 	for i := range shards {
-		n += e.streamMsgs(accesslog.IndexStreamName(i))
+		n += e.streamMsgs(accesslog.IndexStreamName(shards, i))
 	}
 	return n
 }
@@ -494,7 +520,7 @@ func TestOpenValidatesOptions(t *testing.T) {
 
 func TestStreamConfig(t *testing.T) {
 	e := newEnv(t)
-	e.open(accesslog.Options{IndexShards: 64}) // the default
+	e.open(accesslog.Options{IndexShards: 64}) // shard numbers of two hex digits
 	s, err := e.js.Stream(ctx(t), accesslog.AccessStream)
 	if err != nil {
 		t.Fatal(err)
@@ -517,12 +543,12 @@ func TestStreamConfig(t *testing.T) {
 	if n != 64 {
 		t.Fatalf("%d index streams, want 64", n)
 	}
-	ix, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(0x3f))
+	ix, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(64, 0x3f))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ic := ix.CachedInfo().Config; ic.PersistMode != jetstream.AsyncPersistMode || ic.Storage != jetstream.FileStorage ||
-		fmt.Sprint(ic.Subjects) != "[aperture.access.citizen.3f.*]" || !ic.AllowDirect {
+		fmt.Sprint(ic.Subjects) != "[aperture.access.citizen.64.3f.*]" || !ic.AllowDirect {
 		t.Fatalf("index shard config %+v", ic)
 	}
 }
@@ -537,7 +563,7 @@ func TestShardCountChangeRebuilds(t *testing.T) {
 	}
 	l.Close()
 	l = e.open(accesslog.Options{IndexShards: 8})
-	if _, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(7)); err != nil {
+	if _, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(8, 7)); err != nil {
 		t.Fatalf("shard 7 missing: %v", err)
 	}
 	e.waitIndexed(8, 40)
@@ -549,7 +575,7 @@ func TestShardCountChangeRebuilds(t *testing.T) {
 	}
 	l.Close()
 	e.open(accesslog.Options{IndexShards: 2}) // reopening with fewer shards is what drops shard 7
-	if _, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(7)); !errors.Is(err, jetstream.ErrStreamNotFound) {
+	if _, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(8, 7)); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatalf("shard 7 of the old layout still there: %v", err)
 	}
 	e.waitIndexed(2, 40)
@@ -765,7 +791,7 @@ func TestRebuildDeletedIndex(t *testing.T) {
 		}
 	}
 	l.Close()
-	if err := e.js.DeleteStream(ctx(t), accesslog.IndexStreamName(1)); err != nil {
+	if err := e.js.DeleteStream(ctx(t), accesslog.IndexStreamName(testShards, 1)); err != nil {
 		t.Fatal(err)
 	}
 	l = e.open(accesslog.Options{PublishTimeout: time.Second})
@@ -776,12 +802,8 @@ func TestRebuildDeletedIndex(t *testing.T) {
 	}
 
 	// Delete the shard of citizen 0 (the others keep theirs), while the log runs.
-	subj := strings.Split(accesslog.IndexSubject(testShards, pseudonym(0)), ".") // aperture.access.citizen.<shard>.<pseudonym>
-	shard, err := strconv.ParseInt(subj[3], 16, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.js.DeleteStream(ctx(t), accesslog.IndexStreamName(int(shard))); err != nil {
+	shard := accesslog.ShardOf(testShards, pseudonym(0))
+	if err := e.js.DeleteStream(ctx(t), accesslog.IndexStreamName(testShards, shard)); err != nil {
 		t.Fatal(err)
 	}
 	for i := 20; i < 30; i++ {
@@ -793,7 +815,7 @@ func TestRebuildDeletedIndex(t *testing.T) {
 	for {
 		var n uint64
 		for i := range testShards {
-			if s, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(i)); err == nil {
+			if s, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(testShards, i)); err == nil {
 				n += s.CachedInfo().State.Msgs
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,15 +18,24 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// IndexStreamName is the name of index shard i.
-func IndexStreamName(shard int) string { return fmt.Sprintf("%s_%02x", IndexStream, shard) }
+// IndexStreamName is the name of index shard shard of an index laid out in shards shards.
+//
+// The shard count is part of every index stream's name and subject (and of the position marker's
+// subject and MAC), so indexes of two counts never share a stream: a replica still running with an
+// old count after another re-laid the index out finds its streams gone and fails, instead of
+// writing entries into shards of the new layout where no listing looks for them.
+func IndexStreamName(shards, shard int) string {
+	return fmt.Sprintf("%s_%d_%02x", IndexStream, shards, shard)
+}
 
 // IndexSubject is the subject of a citizen's index entries when the index has shards shards.
 func IndexSubject(shards int, pseudonym string) string {
-	return indexShardPrefix(shardOf(shards, pseudonym)) + pseudonym
+	return indexShardPrefix(shards, shardOf(shards, pseudonym)) + pseudonym
 }
 
-func indexShardPrefix(shard int) string { return fmt.Sprintf("%s%02x.", IndexSubjectPrefix, shard) }
+func indexShardPrefix(shards, shard int) string {
+	return fmt.Sprintf("%s%d.%02x.", IndexSubjectPrefix, shards, shard)
+}
 
 // shardOf places a pseudonym in a shard: FNV-1a (32 bit) of the pseudonym modulo the shard count.
 // Part of the on-disk format.
@@ -41,9 +51,9 @@ const metaShards = "aperture_index_shards"
 
 func indexConfig(o Options, shard int) jetstream.StreamConfig {
 	cfg := jetstream.StreamConfig{
-		Name:        IndexStreamName(shard),
+		Name:        IndexStreamName(o.IndexShards, shard),
 		Description: "Aperture access log index by citizen pseudonym; derived from ACCESS and rebuilt from it",
-		Subjects:    []string{indexShardPrefix(shard) + "*"},
+		Subjects:    []string{indexShardPrefix(o.IndexShards, shard) + "*"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 		Retention:   jetstream.LimitsPolicy,
@@ -67,91 +77,139 @@ func indexConfig(o Options, shard int) jetstream.StreamConfig {
 	return cfg
 }
 
-// existingIndexShards is the shard count the index present was laid out with (the metadata of
-// shard 0), or 0 if there is no index or its count is unreadable.
-func existingIndexShards(ctx context.Context, js jetstream.JetStream) (int, error) {
-	s, err := js.Stream(ctx, IndexStreamName(0))
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("%w: index shard 0: %w", ErrUnavailable, err)
+// indexStreams lists the index streams present (every stream on an index subject) with the shard
+// count each was made for (its metadata; 0 if unreadable).
+func indexStreams(ctx context.Context, js jetstream.JetStream) (map[string]int, error) {
+	lister := js.ListStreams(ctx, jetstream.WithStreamListSubject(IndexSubjectPrefix+">"))
+	streams := map[string]int{}
+	for info := range lister.Info() {
+		n, err := strconv.Atoi(info.Config.Metadata[metaShards])
+		if err != nil || n < 1 || n > 256 {
+			n = 0
+		}
+		streams[info.Config.Name] = n
 	}
-	n, err := strconv.Atoi(s.CachedInfo().Config.Metadata[metaShards])
-	if err != nil || n < 1 || n > 256 {
-		return 0, nil
+	if err := lister.Err(); err != nil {
+		return nil, fmt.Errorf("%w: list index streams: %w", ErrUnavailable, err)
 	}
-	return n, nil
+	return streams, nil
+}
+
+// layoutComplete says whether streams hold every shard of an index laid out in n shards.
+func layoutComplete(streams map[string]int, n int) bool {
+	for i := range n {
+		if streams[IndexStreamName(n, i)] != n {
+			return false
+		}
+	}
+	return n > 0
+}
+
+// existingIndexShards is the shard count of the index present: the count of a complete layout if
+// there is one, else the count most of the index streams were made for (an incomplete index, or
+// one of an earlier format, which Open rebuilds with the same count), else 0.
+func existingIndexShards(ctx context.Context, js jetstream.JetStream) (n int, complete bool, err error) {
+	streams, err := indexStreams(ctx, js)
+	if err != nil {
+		return 0, false, err
+	}
+	votes := map[int]int{}
+	for _, k := range streams {
+		if k == 0 {
+			continue
+		}
+		if layoutComplete(streams, k) {
+			return k, true, nil
+		}
+		votes[k]++
+	}
+	for k, v := range votes {
+		if v > votes[n] || v == votes[n] && k > n {
+			n = k
+		}
+	}
+	return n, false, nil
 }
 
 // ErrIndexLayout means the index streams were laid out with another shard count while this process
 // ran: another broker replica started with a different index_shards.
 var ErrIndexLayout = errors.New("access index has another shard count than this broker")
 
-// ensureIndexStreams creates or updates the index shards. If the index streams present do not
-// form exactly the configured layout (a shard missing or deleted, another shard count) it deletes
-// them all, so the indexer rebuilds the index from scratch rather than trusting a partial one.
+// ensureIndexStreams creates the index shards of this log's layout and the position marker stream.
+// If the layout is there only in part (a shard deleted, a fresh server, a crash while laying it out)
+// it deletes what there is and forgets the layout's position, so the indexer rebuilds the index
+// from the log rather than trust a partial one.
 //
-// Only at Open (relayout) does it replace a complete index of another shard count: a running broker
-// that finds one (another replica started with a different setting) fails with ErrIndexLayout
-// instead, so two replicas configured differently never take turns deleting each other's index.
+// Index streams of another layout (another shard count, or an earlier format) are deleted only at
+// Open (relayout): a running broker that finds them (another replica started with a different
+// setting) fails with ErrIndexLayout and leaves them, so two replicas configured differently never
+// take turns deleting each other's index.
 func (l *Log) ensureIndexStreams(ctx context.Context, relayout bool) error {
-	want := map[string]bool{}
-	for i := range l.opts.IndexShards {
-		want[IndexStreamName(i)] = true
+	n := l.opts.IndexShards
+	streams, err := indexStreams(ctx, l.js)
+	if err != nil {
+		return err
 	}
-	lister := l.js.StreamNames(ctx, jetstream.WithStreamListSubject(IndexSubjectPrefix+">"))
-	var existing []string
-	for name := range lister.Name() {
-		existing = append(existing, name)
-	}
-	if err := lister.Err(); err != nil {
-		return fmt.Errorf("%w: list index streams: %w", ErrUnavailable, err)
-	}
-	wipe := len(existing) > 0 && len(existing) != len(want)
-	counts := map[string]int{} // the shard counts the existing streams were made for
-	for _, name := range existing {
-		s, err := l.js.Stream(ctx, name)
-		if err != nil {
-			return fmt.Errorf("%w: index stream %s: %w", ErrUnavailable, name, err)
-		}
-		n := s.CachedInfo().Config.Metadata[metaShards]
-		counts[n]++
-		if !want[name] || n != strconv.Itoa(l.opts.IndexShards) {
-			wipe = true
+	var own, others []string
+	for name, k := range streams {
+		if i := shardFromName(name); k == n && i >= 0 && i < n && name == IndexStreamName(n, i) {
+			own = append(own, name)
+		} else {
+			others = append(others, name)
 		}
 	}
-	if wipe && !relayout && len(counts) == 1 {
-		for n, c := range counts {
-			if k, err := strconv.Atoi(n); err == nil && k == c && k != l.opts.IndexShards {
-				return fmt.Errorf("%w: it has %d shards, this broker %d; restart it with the same index shard count as the others", ErrIndexLayout, k, l.opts.IndexShards)
-			}
+	if len(others) > 0 && !relayout {
+		slices.Sort(others)
+		return fmt.Errorf("%w: %d index streams of another layout (%s…) are there, this broker has %d shards; restart it with the same index shard count as the others",
+			ErrIndexLayout, len(others), others[0], n)
+	}
+	if len(others) > 0 {
+		l.log.Warn("access index laid out with another shard count; deleting it to rebuild it from the log",
+			"streams", len(others), "shards", n)
+	}
+	complete := len(own) == n
+	if !complete && len(own) > 0 {
+		l.log.Warn("access index incomplete; deleting it to rebuild it from the log", "streams", len(own), "shards", n)
+	}
+	for _, name := range others {
+		if err := l.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("%w: delete index stream %s: %w", ErrUnavailable, name, err)
 		}
 	}
-	if wipe {
-		l.log.Warn("access index layout incomplete or changed; deleting it to rebuild it from the log",
-			"streams", len(existing), "shards", l.opts.IndexShards)
-		for _, name := range existing {
+	if !complete {
+		for _, name := range own {
 			if err := l.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 				return fmt.Errorf("%w: delete index stream %s: %w", ErrUnavailable, name, err)
 			}
 		}
 	}
-	for i := range l.opts.IndexShards {
+	for i := range n {
 		if _, err := l.js.CreateOrUpdateStream(ctx, indexConfig(l.opts, i)); err != nil {
-			return fmt.Errorf("create stream %s: %w", IndexStreamName(i), err)
+			return fmt.Errorf("create stream %s: %w", IndexStreamName(n, i), err)
 		}
 	}
 	ms, err := l.js.CreateOrUpdateStream(ctx, markerConfig(l.opts))
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", MarkerStream, err)
 	}
-	if wipe {
-		if err := ms.Purge(ctx); err != nil {
+	if !complete {
+		// A position of this layout left from when it last existed (the count was used before, or
+		// the streams were deleted) would skip every batch before it.
+		if err := ms.Purge(ctx, jetstream.WithPurgeSubject(markerSubject(n))); err != nil {
 			return fmt.Errorf("%w: purge index position: %w", ErrUnavailable, err)
 		}
 	}
 	return nil
+}
+
+// shardFromName is the shard number at the end of an index stream's name, or -1.
+func shardFromName(name string) int {
+	i := strings.LastIndexByte(name, '_')
+	v, err := strconv.ParseUint(name[i+1:], 16, 8)
+	if i < 0 || err != nil {
+		return -1
+	}
+	return int(v)
 }
 
 // The indexer's durable consumer of ACCESS. Every broker replica pulls from it in one priority group
@@ -308,7 +366,7 @@ func (l *Log) startIndexer(ctx context.Context) error {
 func (l *Log) indexEntries(ctx context.Context) (uint64, error) {
 	var n uint64
 	for i := range l.opts.IndexShards {
-		s, err := l.js.Stream(ctx, IndexStreamName(i))
+		s, err := l.js.Stream(ctx, IndexStreamName(l.opts.IndexShards, i))
 		if err != nil {
 			return 0, fmt.Errorf("%w: index shard %d: %w", ErrUnavailable, i, err)
 		}
@@ -819,7 +877,7 @@ func (l *Log) resume(ctx context.Context) error {
 func (l *Log) shardPositions(ctx context.Context, next uint64) (partial map[int]logPos, unplaced bool, err error) {
 	partial = map[int]logPos{}
 	for i := range l.opts.IndexShards {
-		m, err := l.directLast(ctx, IndexStreamName(i), indexShardPrefix(i)+"*")
+		m, err := l.directLast(ctx, IndexStreamName(l.opts.IndexShards, i), indexShardPrefix(l.opts.IndexShards, i)+"*")
 		if err != nil {
 			return nil, false, fmt.Errorf("read index shard %d: %w", i, err)
 		}
@@ -844,14 +902,17 @@ func (l *Log) shardPositions(ctx context.Context, next uint64) (partial map[int]
 	return partial, unplaced, nil
 }
 
-// The position marker: one message on MarkerSubject in stream MarkerStream, replaced after every
-// indexed group of batches, saying the newest ACCESS sequence fully indexed and how many leaves the log has up
-// to it, under the broker's MAC.
+// The position marker: one message per index layout, on MarkerSubjectPrefix<shard count> in stream
+// MarkerStream, replaced after every indexed group of batches, saying the newest ACCESS sequence
+// fully indexed and how many leaves the log has up to it, under the broker's MAC (which covers the
+// shard count too).
 const (
-	MarkerStream  = "ACCESS_INDEX_POS"
-	MarkerSubject = "aperture.access.indexpos"
-	markerDomain  = "aperture/access-index-position/v1\x00"
+	MarkerStream        = "ACCESS_INDEX_POS"
+	MarkerSubjectPrefix = "aperture.access.indexpos."
+	markerDomain        = "aperture/access-index-position/v2\x00"
 )
+
+func markerSubject(shards int) string { return MarkerSubjectPrefix + strconv.Itoa(shards) }
 
 type marker struct{ seq, leaves uint64 }
 
@@ -859,7 +920,7 @@ func markerConfig(o Options) jetstream.StreamConfig {
 	cfg := jetstream.StreamConfig{
 		Name:              MarkerStream,
 		Description:       "Aperture access index position: last ACCESS batch indexed and the leaf count after it",
-		Subjects:          []string{MarkerSubject},
+		Subjects:          []string{MarkerSubjectPrefix + "*"},
 		Storage:           jetstream.FileStorage,
 		Replicas:          o.Replicas,
 		MaxMsgsPerSubject: 1,
@@ -871,19 +932,20 @@ func markerConfig(o Options) jetstream.StreamConfig {
 	return cfg
 }
 
-func markerAD(m marker) []byte {
-	b := append([]byte(markerDomain), make([]byte, 0, 16)...)
+func markerAD(shards int, m marker) []byte {
+	b := append([]byte(markerDomain), make([]byte, 0, 20)...)
+	b = binary.BigEndian.AppendUint32(b, uint32(shards))
 	b = binary.BigEndian.AppendUint64(b, m.seq)
 	return binary.BigEndian.AppendUint64(b, m.leaves)
 }
 
 // writeMarker records m and waits for it to be stored: the next group is indexed only after it.
 func (l *Log) writeMarker(ctx context.Context, m marker) error {
-	mac, err := l.opts.Sealer.Seal(nil, markerAD(m))
+	mac, err := l.opts.Sealer.Seal(nil, markerAD(l.opts.IndexShards, m))
 	if err != nil {
 		return fmt.Errorf("authenticate index position: %w", err)
 	}
-	msg := &nats.Msg{Subject: MarkerSubject, Data: []byte(strconv.FormatUint(m.seq, 10) + " " + strconv.FormatUint(m.leaves, 10)),
+	msg := &nats.Msg{Subject: markerSubject(l.opts.IndexShards), Data: []byte(strconv.FormatUint(m.seq, 10) + " " + strconv.FormatUint(m.leaves, 10)),
 		Header: nats.Header{HeaderEntryMAC: {base64.RawStdEncoding.EncodeToString(mac)}}}
 	if _, err := l.pub.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("%w: write index position: %w", ErrUnavailable, err)
@@ -893,7 +955,7 @@ func (l *Log) writeMarker(ctx context.Context, m marker) error {
 
 // readMarker returns the position marker, if there is one the broker wrote.
 func (l *Log) readMarker(ctx context.Context) (marker, bool, error) {
-	m, err := l.directLast(ctx, MarkerStream, MarkerSubject)
+	m, err := l.directLast(ctx, MarkerStream, markerSubject(l.opts.IndexShards))
 	if err != nil || m == nil {
 		return marker{}, false, err
 	}
@@ -904,7 +966,7 @@ func (l *Log) readMarker(ctx context.Context) (marker, bool, error) {
 	mk.leaves, err2 = strconv.ParseUint(leavesS, 10, 64)
 	mac, err3 := base64.RawStdEncoding.DecodeString(m.Header.Get(HeaderEntryMAC))
 	if errors.Join(err1, err2, err3) == nil {
-		if _, err := l.opts.Sealer.Open(mac, markerAD(mk)); err == nil {
+		if _, err := l.opts.Sealer.Open(mac, markerAD(l.opts.IndexShards, mk)); err == nil {
 			return mk, true, nil
 		}
 	}
@@ -916,15 +978,13 @@ func (l *Log) readMarker(ctx context.Context) (marker, bool, error) {
 // wipeIndex deletes every index entry and the marker, for a rebuild from the log. It deletes and
 // recreates the streams rather than purging them: a purged stream keeps its duplicate window, which
 // would silently drop the rebuilt entries (they carry the message ids of the entries they replace)
-// while the marker moved past them, so they would be missing for good.
+// while the marker moved past them, so they would be missing for good. Recreating the layout purges
+// its marker (see ensureIndexStreams).
 func (l *Log) wipeIndex(ctx context.Context) error {
 	for i := range l.opts.IndexShards {
-		if err := l.js.DeleteStream(ctx, IndexStreamName(i)); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		if err := l.js.DeleteStream(ctx, IndexStreamName(l.opts.IndexShards, i)); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("%w: delete index shard %d: %w", ErrUnavailable, i, err)
 		}
-	}
-	if err := l.js.DeleteStream(ctx, MarkerStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("%w: delete index position: %w", ErrUnavailable, err)
 	}
 	return l.ensureIndexStreams(ctx, false)
 }
@@ -1019,6 +1079,25 @@ func (l *Log) IndexLag(ctx context.Context) (IndexLag, error) {
 		return IndexLag{}, nil
 	}
 	return IndexLag{Batches: info.State.LastSeq - mk.seq}, nil
+}
+
+// CheckIndex reports whether this log can list from its index: its layout's first shard is there.
+// A replica left running with another shard count than the index's (another replica re-laid it
+// out) gets ErrIndexLayout, and its listings fail, until it is restarted with the index's count.
+// For health checks.
+func (l *Log) CheckIndex(ctx context.Context) error {
+	name := IndexStreamName(l.opts.IndexShards, 0)
+	_, err := l.js.Stream(ctx, name)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("%w: index stream %s: %w", ErrUnavailable, name, err)
+	}
+	if n, complete, err := existingIndexShards(ctx, l.js); err == nil && complete && n != l.opts.IndexShards {
+		return fmt.Errorf("%w: the index has %d shards, this broker %d; restart it with the index's shard count", ErrIndexLayout, n, l.opts.IndexShards)
+	}
+	return fmt.Errorf("%w: index stream %s is missing; the indexer recreates it", ErrUnavailable, name)
 }
 
 // stopIndexer stops the indexer goroutine, after giving it a bounded time to index what this

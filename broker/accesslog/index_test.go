@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,12 +290,8 @@ func TestListingsBoundToTree(t *testing.T) {
 // indexMsg finds the index message of a leaf in its shard.
 func indexMsg(t *testing.T, e *env, en accesslog.Entry) (jetstream.Stream, *jetstream.RawStreamMsg) {
 	t.Helper()
-	subj := accesslog.IndexSubject(testShards, en.Record.GetCitizenPseudonym())
-	shard, err := strconv.ParseInt(subj[len(accesslog.IndexSubjectPrefix):len(accesslog.IndexSubjectPrefix)+2], 16, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(int(shard)))
+	shard := accesslog.ShardOf(testShards, en.Record.GetCitizenPseudonym())
+	s, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(testShards, shard))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,8 +386,7 @@ func TestVerifyIndexNamesDifferences(t *testing.T) {
 		t.Fatal(err)
 	}
 	shard := func(en accesslog.Entry) int {
-		v, _ := strconv.ParseInt(accesslog.IndexSubject(testShards, pseudonym(0))[len(accesslog.IndexSubjectPrefix):][:2], 16, 0)
-		return int(v)
+		return accesslog.ShardOf(testShards, pseudonym(0))
 	}
 	type key struct {
 		kind accesslog.DifferenceKind
@@ -551,27 +546,7 @@ func TestIndexFullThenRecovered(t *testing.T) {
 // index stands.
 func TestTwoReplicas(t *testing.T) {
 	e := newEnv(t)
-	open := func() *accesslog.Log {
-		nc, err := e.srv.Connect()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts := accesslog.Options{IndexShards: testShards, Sealer: e.sealer}
-		if testing.Verbose() {
-			opts.Logger = slog.New(slog.NewTextHandler(tWriter{t}, nil))
-		}
-		l, err := accesslog.Open(ctx(t), js, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		return l
-	}
+	open := func() *accesslog.Log { return e.openReplica(accesslog.Options{IndexShards: testShards}) }
 	a, b := open(), open()
 	var wg sync.WaitGroup
 	for r, l := range []*accesslog.Log{a, b} {
@@ -650,7 +625,7 @@ func TestMissingMarker(t *testing.T) {
 			created := func() []time.Time {
 				var ts []time.Time
 				for i := range testShards {
-					s, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(i))
+					s, err := e.js.Stream(ctx(t), accesslog.IndexStreamName(testShards, i))
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -897,6 +872,114 @@ func TestIndexShardsKeptOrChanged(t *testing.T) {
 	}
 	if n != accesslog.DefaultIndexShards {
 		t.Fatalf("a new index has %d shards, want %d", n, accesslog.DefaultIndexShards)
+	}
+
+	// An index of the format before shard counts were in the names (ACCESS_INDEX_<shard>) keeps its
+	// count and is rebuilt under the new names.
+	g := newEnv(t)
+	for i := range 3 {
+		prefix := fmt.Sprintf("%s%02x.", accesslog.IndexSubjectPrefix, i)
+		if _, err := g.js.CreateStream(ctx(t), jetstream.StreamConfig{Name: fmt.Sprintf("%s_%02x", accesslog.IndexStream, i),
+			Subjects: []string{prefix + "*"}, Metadata: map[string]string{"aperture_index_shards": "3"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gl, err := accesslog.Open(ctx(t), g.js, accesslog.Options{Sealer: g.sealer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gl.Close()
+	var names []string
+	for name := range g.js.StreamNames(ctx(t), jetstream.WithStreamListSubject(accesslog.IndexSubjectPrefix+">")).Name() {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	if want := []string{accesslog.IndexStreamName(3, 0), accesslog.IndexStreamName(3, 1), accesslog.IndexStreamName(3, 2)}; !slices.Equal(names, want) {
+		t.Fatalf("index streams after opening an index of the earlier format: %v, want %v", names, want)
+	}
+}
+
+// TestStaleReplicaAfterRelayout: one replica indexes under load while another starts with another
+// shard count, which re-lays the index out. The index's streams and subjects name their shard
+// count, so the running replica cannot write a single entry into the new layout (where no listing
+// looks for it): its writes and listings fail, its index check says why, and the new layout ends
+// up with exactly one entry per leaf, each where its citizen's listing finds it.
+func TestStaleReplicaAfterRelayout(t *testing.T) {
+	const oldShards, newShards = 5, 2
+	// Citizens whose old shard is also a shard of the new layout, but not theirs there: an entry
+	// written under the old count would land in a stream of the new layout, in the wrong place.
+	var citizens []int
+	for c := 0; len(citizens) < 8; c++ {
+		p := pseudonym(c)
+		if o := accesslog.ShardOf(oldShards, p); o < newShards && o != accesslog.ShardOf(newShards, p) {
+			citizens = append(citizens, c)
+		}
+	}
+	e := newEnv(t)
+	a := e.openReplica(accesslog.Options{IndexShards: oldShards})
+
+	var (
+		stop     atomic.Bool
+		appended atomic.Uint64
+		wg       sync.WaitGroup
+	)
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; !stop.Load(); i++ {
+				c := citizens[(g+i)%len(citizens)]
+				if err := a.Append(ctx(t), record(c, fmt.Sprintf("c%d-g%d-%d", c, g, i))); err != nil {
+					t.Error(err)
+					return
+				}
+				appended.Add(1)
+			}
+		})
+	}
+	for appended.Load() < 200 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	b := e.openReplica(accesslog.Options{IndexShards: newShards})
+	for n := appended.Load(); appended.Load() < n+400; {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop.Store(true)
+	wg.Wait()
+
+	// a still runs with 5 shards: it lists nothing rather than a wrong list, and says why.
+	if err := a.CheckIndex(ctx(t)); !errors.Is(err, accesslog.ErrIndexLayout) {
+		t.Fatalf("CheckIndex of the replica with the old count: %v, want ErrIndexLayout", err)
+	}
+	if err := b.CheckIndex(ctx(t)); err != nil {
+		t.Fatalf("CheckIndex of the replica with the new count: %v", err)
+	}
+	for _, c := range citizens {
+		if entries, _, err := a.ListEntries(ctx(t), pseudonym(c), 10, ""); err == nil {
+			t.Fatalf("the replica with the old count listed %d entries of citizen %d, want an error", len(entries), c)
+		}
+	}
+	a.Close() // b takes over indexing
+	total := appended.Load()
+	caughtUp(t, b)
+	e.waitIndexed(newShards, total)
+	if rep, err := b.VerifyIndex(ctx(t)); err != nil || !rep.OK() || rep.Leaves != total || rep.Entries != total {
+		t.Fatalf("VerifyIndex after the relayout: %+v, %v; want %d leaves and entries, no differences", rep, err, total)
+	}
+	var names, want []string
+	for name := range e.js.StreamNames(ctx(t), jetstream.WithStreamListSubject(accesslog.IndexSubjectPrefix+">")).Name() {
+		names = append(names, name)
+	}
+	for i := range newShards {
+		want = append(want, accesslog.IndexStreamName(newShards, i))
+	}
+	if slices.Sort(names); !slices.Equal(names, want) {
+		t.Fatalf("index streams %v, want %v", names, want)
+	}
+	var listed uint64
+	for _, c := range citizens {
+		listed += uint64(len(listAll(t, b, pseudonym(c), accesslog.MaxPageSize)))
+	}
+	if listed != total {
+		t.Fatalf("%d records listed, want %d", listed, total)
 	}
 }
 

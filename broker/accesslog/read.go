@@ -84,7 +84,7 @@ func (l *Log) ListEntries(ctx context.Context, pseudonym string, pageSize int, p
 }
 
 func (l *Log) list(ctx context.Context, shard int, subject, pseudonym string, n, below uint64) ([]Entry, string, error) {
-	stream := IndexStreamName(shard)
+	stream := IndexStreamName(l.opts.IndexShards, shard)
 	if below == 0 {
 		last, err := l.directLast(ctx, stream, subject)
 		if err != nil || last == nil {

@@ -198,7 +198,7 @@ func (l *Log) compareIndex(ctx context.Context, through uint64) (Report, fix, er
 	rep.Leaves = uint64(len(exp))
 
 	for shard := range l.opts.IndexShards {
-		_, err := l.scan(ctx, IndexStreamName(shard), 1, "", 1024, func(iseq uint64, m *nats.Msg) (bool, error) {
+		_, err := l.scan(ctx, IndexStreamName(l.opts.IndexShards, shard), 1, "", 1024, func(iseq uint64, m *nats.Msg) (bool, error) {
 			rep.Entries++
 			d := Difference{Shard: shard, IndexSeq: iseq, AccessID: recordString(m.Data, 1)}
 			p, err := l.openEntryMsg(directSubject(m), m.Header, m.Data)
@@ -308,7 +308,7 @@ func (l *Log) repair(ctx context.Context) (Report, error) {
 	}
 	removed := 0
 	for shard, seqs := range fx.remove {
-		s, err := l.js.Stream(ctx, IndexStreamName(shard))
+		s, err := l.js.Stream(ctx, IndexStreamName(l.opts.IndexShards, shard))
 		if err != nil {
 			return rep, fmt.Errorf("%w: index shard %d: %w", ErrUnavailable, shard, err)
 		}
