@@ -999,38 +999,33 @@ func benchShards(b *testing.B) int {
 	return n
 }
 
-// BenchmarkList lists a citizen with 1,000 records spread evenly over a log of benchLogSize records.
-func BenchmarkList(b *testing.B) {
+// benchLog opens a log with shards index shards on a fresh embedded server, appends total records,
+// record i to citizen who(i), and waits for the index to take them all in.
+func benchLog(b *testing.B, shards, total int, who func(i int) int) *accesslog.Log {
 	srv, err := natsembed.Start(natsembed.Options{Dir: b.TempDir(), Port: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer srv.Shutdown()
+	b.Cleanup(srv.Shutdown)
 	nc, err := srv.Connect()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer nc.Close()
+	b.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := accesslog.Open(context.Background(), js, accesslog.Options{IndexShards: benchShards(b), Sealer: newSealer(b)})
+	l, err := accesslog.Open(context.Background(), js, accesslog.Options{IndexShards: shards, Sealer: newSealer(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer l.Close()
-
-	total, mine := benchLogSize(b), 1000
-	every := total / mine
+	b.Cleanup(func() { l.Close() })
 	var wg sync.WaitGroup
 	for g := range 128 {
 		wg.Go(func() {
 			for i := g; i < total; i += 128 {
-				c := 1_000_000 + i // someone else
-				if i%every == 0 {
-					c = 7
-				}
+				c := who(i)
 				if err := l.Append(context.Background(), record(c, fmt.Sprintf("r%d", i))); err != nil {
 					b.Error(err)
 					return
@@ -1050,8 +1045,29 @@ func BenchmarkList(b *testing.B) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	b.Logf("log of %d records built; the index caught up %s after the last append", total, time.Since(built).Round(time.Millisecond))
+	var bytes uint64
+	for i := range shards {
+		s, err := js.Stream(context.Background(), accesslog.IndexStreamName(shards, i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		bytes += s.CachedInfo().State.Bytes
+	}
+	b.Logf("log of %d records built; the index caught up %s after the last append; %d shards of %.1f MB each",
+		total, time.Since(built).Round(time.Millisecond), shards, float64(bytes)/float64(shards)/1e6)
+	return l
+}
 
+// BenchmarkList lists a citizen with 1,000 records spread evenly over a log of benchLogSize records.
+func BenchmarkList(b *testing.B) {
+	total, mine := benchLogSize(b), 1000
+	every := total / mine
+	l := benchLog(b, benchShards(b), total, func(i int) int {
+		if i%every == 0 {
+			return 7
+		}
+		return 1_000_000 + i // someone else
+	})
 	for _, size := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("page=%d", size), func(b *testing.B) {
 			lat := make([]time.Duration, 0, b.N)
@@ -1067,4 +1083,53 @@ func BenchmarkList(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 		})
 	}
+}
+
+// BenchmarkListCold lists citizens with few records (20) spread over the whole log, one citizen
+// per index shard, first after the server's block caches expired (cold-ms: each entry costs the
+// load of the block it is in, up to 8 MB, unless an entry before it loaded it), then again and
+// again while the blocks are cached (ns/op). The block files are still in the OS page cache, so
+// cold-ms is the server's side of a cold listing; an index larger than memory adds a disk read per
+// block.
+func BenchmarkListCold(b *testing.B) {
+	const perCitizen = 20
+	shards, total := benchShards(b), benchLogSize(b)
+	sparse := make([]int, shards) // one citizen per shard
+	for c, found := 100, 0; found < shards; c++ {
+		if s := accesslog.ShardOf(shards, pseudonym(c)); sparse[s] == 0 {
+			sparse[s], found = c, found+1
+		}
+	}
+	every := total / (perCitizen * shards)
+	l := benchLog(b, shards, total, func(i int) int {
+		if i%every == 0 && i/every < perCitizen*shards {
+			return sparse[(i/every)%shards]
+		}
+		return 1_000_000 + i // someone else
+	})
+	const cacheExpiry = 10 * time.Second // nats-server's default block cache expiry
+	time.Sleep(cacheExpiry + time.Second)
+	list := func(c int) time.Duration {
+		start := time.Now()
+		recs, _, err := l.List(context.Background(), pseudonym(c), perCitizen, "")
+		if err != nil || len(recs) != perCitizen {
+			b.Fatalf("List: %d records, %v", len(recs), err)
+		}
+		return time.Since(start)
+	}
+	var cold []time.Duration
+	for _, c := range sparse {
+		cold = append(cold, list(c))
+	}
+	i := 0
+	for b.Loop() {
+		list(sparse[i%shards])
+		i++
+	}
+	var sum time.Duration
+	for _, d := range cold {
+		sum += d
+	}
+	b.ReportMetric(float64(sum.Microseconds())/float64(len(cold))/1000, "cold-ms")
+	b.ReportMetric(float64(slices.Max(cold).Microseconds())/1000, "cold-max-ms")
 }
