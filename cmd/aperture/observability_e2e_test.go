@@ -11,10 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/aperture-gov/aperture/broker"
+	"github.com/aperture-gov/aperture/broker/accesslog"
+	"github.com/aperture-gov/aperture/broker/keys/keystest"
 	auditv1 "github.com/aperture-gov/aperture/proto/aperture/audit/v1"
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 )
@@ -140,16 +144,7 @@ func TestHealthFollowsAnAuthority(t *testing.T) {
 	authority := ts.Broker.Bundle().Journeys()[0].Steps[0].Rules[0].Authority
 	releases := brokerv1.BrokerService_ServiceDesc.ServiceName
 	audit := auditv1.AuditService_ServiceDesc.ServiceName
-	wait := func(service string, want healthpb.HealthCheckResponse_ServingStatus) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for ts.serviceStatus(service) != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s is %v, want %v (failing: %v)", service, ts.serviceStatus(service), want, ts.Broker.HealthFailing())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	wait := ts.waitServing
 	wait(releases, healthpb.HealthCheckResponse_SERVING)
 
 	proxies[authority].close()
@@ -157,21 +152,12 @@ func TestHealthFollowsAnAuthority(t *testing.T) {
 	if st := ts.serviceStatus(audit); st != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("%s is %v while only an authority is down, want SERVING", audit, st)
 	}
-	resp, err := http.Get("http://" + ts.Metrics.Addr() + "/readyz")
-	if err != nil {
-		t.Fatal(err)
+	code, ready, failing := ts.readyz()
+	if code != http.StatusServiceUnavailable || ready {
+		t.Fatalf("/readyz with %s down: %d ready=%v, want 503", authority, code, ready)
 	}
-	var body struct {
-		Ready   bool              `json:"ready"`
-		Failing map[string]string `json:"failing"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || body.Ready {
-		t.Fatalf("/readyz with %s down: %d %+v %v, want 503", authority, resp.StatusCode, body, err)
-	}
-	if _, ok := body.Failing["authority:"+authority]; !ok || len(body.Failing) != 1 {
-		t.Errorf("/readyz names %v, want only authority:%s", body.Failing, authority)
+	if _, ok := failing["authority:"+authority]; !ok || len(failing) != 1 {
+		t.Errorf("/readyz names %v, want only authority:%s", failing, authority)
 	}
 
 	proxies[authority].open()
@@ -180,6 +166,83 @@ func TestHealthFollowsAnAuthority(t *testing.T) {
 	if len(ts.Broker.HealthFailing()) != 0 {
 		t.Errorf("failing after recovery: %v", ts.Broker.HealthFailing())
 	}
+}
+
+// TestHealthFollowsTheIndexLayout: when another replica re-lays the per-citizen index out with
+// another shard count, this broker's listings cannot work, so the services that list (audit,
+// citizen, corrections) turn NOT_SERVING and /readyz names access-index alone, while releases, which
+// do not read the index, stay SERVING; once the index has this broker's count again, all serve.
+func TestHealthFollowsTheIndexLayout(t *testing.T) {
+	ts := newTestStack(t, func(o *stackOptions) { o.MetricsListen = "127.0.0.1:0" })
+	releases := brokerv1.BrokerService_ServiceDesc.ServiceName
+	audit := auditv1.AuditService_ServiceDesc.ServiceName
+	ts.waitServing(audit, healthpb.HealthCheckResponse_SERVING)
+
+	js, err := jetstream.New(ts.Broker.NATSConn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	shards := 0
+	for range js.StreamNames(ctx, jetstream.WithStreamListSubject(accesslog.IndexSubjectPrefix+">")).Name() {
+		shards++
+	}
+	// What another replica started with another count does at its start (any key: it only lays out).
+	relayout := func(n int) {
+		t.Helper()
+		other, err := accesslog.Open(ctx, js, accesslog.Options{IndexShards: n, Sealer: keystest.Sealer(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		other.Close()
+	}
+	relayout(shards + 1)
+	ts.waitServing(audit, healthpb.HealthCheckResponse_NOT_SERVING)
+	if st := ts.serviceStatus(releases); st != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("%s is %v while only the index layout changed, want SERVING", releases, st)
+	}
+	code, ready, failing := ts.readyz()
+	if code != http.StatusServiceUnavailable || ready {
+		t.Fatalf("/readyz with the index re-laid out: %d ready=%v, want 503", code, ready)
+	}
+	if why, ok := failing[broker.CheckAccessIndex]; !ok || len(failing) != 1 || !strings.Contains(why, "shard count") {
+		t.Errorf("/readyz names %v, want only %s saying the shard count differs", failing, broker.CheckAccessIndex)
+	}
+
+	relayout(shards)
+	ts.waitServing(audit, healthpb.HealthCheckResponse_SERVING)
+	ts.waitServing("", healthpb.HealthCheckResponse_SERVING)
+}
+
+// waitServing waits up to 30 s for the broker's gRPC health to say want for service.
+func (ts *testStack) waitServing(service string, want healthpb.HealthCheckResponse_ServingStatus) {
+	ts.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for ts.serviceStatus(service) != want {
+		if time.Now().After(deadline) {
+			ts.t.Fatalf("%s is %v, want %v (failing: %v)", service, ts.serviceStatus(service), want, ts.Broker.HealthFailing())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// readyz asks /readyz: the status code, and the body's ready flag and failing checks.
+func (ts *testStack) readyz() (code int, ready bool, failing map[string]string) {
+	ts.t.Helper()
+	resp, err := http.Get("http://" + ts.Metrics.Addr() + "/readyz")
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Ready   bool              `json:"ready"`
+		Failing map[string]string `json:"failing"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		ts.t.Fatalf("/readyz body: %v", err)
+	}
+	return resp.StatusCode, body.Ready, body.Failing
 }
 
 // serviceStatus asks the broker's gRPC health for service.
