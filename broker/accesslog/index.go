@@ -262,6 +262,8 @@ type indexer struct {
 	lastBatch time.Time
 	// failing is set while the indexer retries a failed attempt: readers do not wait for it then.
 	failing bool
+	// layoutErr is the ErrIndexLayout the indexer is stuck on, until its streams check out again.
+	layoutErr error
 
 	pos        position
 	needRepair bool
@@ -386,6 +388,9 @@ func (l *Log) runIndexer(ctx context.Context) {
 		l.log.Warn("access indexer failed; retrying", "retry_in", backoff, "err", err)
 		l.ix.mu.Lock()
 		l.ix.failing = true
+		if errors.Is(err, ErrIndexLayout) {
+			l.ix.layoutErr = err
+		}
 		l.ix.mu.Unlock()
 		l.ix.pos.known = false // the failed write may have half happened: look at the index again
 		l.ix.ensure, l.ix.needRepair = true, true
@@ -830,6 +835,9 @@ func (l *Log) resume(ctx context.Context) error {
 			return err
 		}
 		l.ix.ensure = false
+		l.ix.mu.Lock()
+		l.ix.layoutErr = nil
+		l.ix.mu.Unlock()
 	}
 	for attempt := 1; ; attempt++ {
 		mark, found, err := l.readMarker(ctx)
@@ -1081,11 +1089,18 @@ func (l *Log) IndexLag(ctx context.Context) (IndexLag, error) {
 	return IndexLag{Batches: info.State.LastSeq - mk.seq}, nil
 }
 
-// CheckIndex reports whether this log can list from its index: its layout's first shard is there.
-// A replica left running with another shard count than the index's (another replica re-laid it
-// out) gets ErrIndexLayout, and its listings fail, until it is restarted with the index's count.
-// For health checks.
+// CheckIndex reports whether this log can list from its index and keep it current: its layout's
+// first shard is there, and the indexer is not stuck on another layout's streams. A replica left
+// running with another shard count than the index's (another replica re-laid it out) gets
+// ErrIndexLayout, and its listings fail, until it is restarted with the index's count. For health
+// checks.
 func (l *Log) CheckIndex(ctx context.Context) error {
+	l.ix.mu.Lock()
+	stuck := l.ix.layoutErr
+	l.ix.mu.Unlock()
+	if stuck != nil {
+		return fmt.Errorf("indexer: %w", stuck)
+	}
 	name := IndexStreamName(l.opts.IndexShards, 0)
 	_, err := l.js.Stream(ctx, name)
 	switch {

@@ -983,6 +983,66 @@ func TestStaleReplicaAfterRelayout(t *testing.T) {
 	}
 }
 
+// TestIndexerStuckOnAnotherLayout: an indexer that must recreate a shard while streams of another
+// layout are there does not touch them and stops; CheckIndex says so (while shard 0 is still
+// there) until the other layout is gone, and then the index is rebuilt and complete.
+func TestIndexerStuckOnAnotherLayout(t *testing.T) {
+	e := newEnv(t)
+	l := e.open(accesslog.Options{})
+	citizen := 0
+	for accesslog.ShardOf(testShards, pseudonym(citizen)) == 0 {
+		citizen++
+	}
+	for i := range 8 {
+		if err := l.Append(ctx(t), record(citizen, fmt.Sprintf("r%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	caughtUp(t, l)
+	e.waitIndexed(testShards, 8)
+
+	const otherShards = 7
+	other := accesslog.IndexStreamName(otherShards, 0)
+	if _, err := e.js.CreateStream(ctx(t), jetstream.StreamConfig{Name: other,
+		Subjects: []string{fmt.Sprintf("%s%d.00.*", accesslog.IndexSubjectPrefix, otherShards)},
+		Metadata: map[string]string{"aperture_index_shards": strconv.Itoa(otherShards)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.CheckIndex(ctx(t)); err != nil {
+		t.Fatalf("CheckIndex before the indexer met the other layout: %v", err)
+	}
+	if err := e.js.DeleteStream(ctx(t), accesslog.IndexStreamName(testShards, accesslog.ShardOf(testShards, pseudonym(citizen)))); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(ctx(t), record(citizen, "r8")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for err := l.CheckIndex(ctx(t)); !errors.Is(err, accesslog.ErrIndexLayout); err = l.CheckIndex(ctx(t)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("CheckIndex with the indexer unable to recreate its shard: %v, want ErrIndexLayout", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := e.js.Stream(ctx(t), other); err != nil {
+		t.Fatalf("the running indexer touched the other layout: %v", err)
+	}
+
+	if err := e.js.DeleteStream(ctx(t), other); err != nil {
+		t.Fatal(err)
+	}
+	for err := l.CheckIndex(ctx(t)); err != nil; err = l.CheckIndex(ctx(t)) {
+		if time.Now().After(deadline.Add(15 * time.Second)) {
+			t.Fatalf("CheckIndex after the other layout went: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.waitIndexed(testShards, 9)
+	if n := len(listEntries(t, l, pseudonym(citizen))); n != 9 {
+		t.Fatalf("%d entries listed after the rebuild, want 9", n)
+	}
+}
+
 // TestIndexGroupWindow: within the group window, batches that arrive after a group's first are
 // indexed with it (one position marker for the lot: on a cluster, one Raft commit per shard and
 // group instead of per batch); the window is on by default only for replicated streams.
