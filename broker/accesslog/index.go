@@ -171,11 +171,6 @@ func (l *Log) ensureIndexStreams(ctx context.Context, relayout bool) error {
 	if !complete && len(own) > 0 {
 		l.log.Warn("access index incomplete; deleting it to rebuild it from the log", "streams", len(own), "shards", n)
 	}
-	for _, name := range others {
-		if err := l.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("%w: delete index stream %s: %w", ErrUnavailable, name, err)
-		}
-	}
 	if !complete {
 		for _, name := range own {
 			if err := l.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -197,6 +192,14 @@ func (l *Log) ensureIndexStreams(ctx context.Context, relayout bool) error {
 		// the streams were deleted) would skip every batch before it.
 		if err := ms.Purge(ctx, jetstream.WithPurgeSubject(markerSubject(n))); err != nil {
 			return fmt.Errorf("%w: purge index position: %w", ErrUnavailable, err)
+		}
+	}
+	// The other layout goes last: until this one exists, a replica still running with the other
+	// count finds its own streams (and, once they are gone, these), never no index at all, which it
+	// would lay out again.
+	for _, name := range others {
+		if err := l.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("%w: delete index stream %s: %w", ErrUnavailable, name, err)
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -847,9 +848,38 @@ func TestIndexShardsKeptOrChanged(t *testing.T) {
 	e.waitIndexed(5, 16)
 	listed(a, 16)
 
-	// A replica started with 2 re-lays it out under a, which must not rebuild it back.
+	// A replica started with 2 re-lays it out under a, which must not rebuild it back. It creates
+	// the new layout before it deletes the old, so a never finds no index at all (which it would
+	// lay out again): JetStream's advisories give the order.
+	advisories, err := e.nc.SubscribeSync("$JS.EVENT.ADVISORY.STREAM.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer advisories.Unsubscribe()
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	b := e.open(accesslog.Options{IndexShards: 2})
 	e.waitIndexed(2, 16)
+	var events []string // "created 2" / "deleted 5", in order
+	for {
+		m, err := advisories.NextMsg(200 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		tokens := strings.Split(m.Subject, ".") // $JS.EVENT.ADVISORY.STREAM.<ACTION>.<stream>
+		for n := range 6 {
+			for i := range n {
+				if tokens[5] == accesslog.IndexStreamName(n, i) && (tokens[4] == "CREATED" || tokens[4] == "DELETED") {
+					events = append(events, fmt.Sprintf("%s %d", strings.ToLower(tokens[4]), n))
+				}
+			}
+		}
+	}
+	want := []string{"created 2", "created 2", "deleted 5", "deleted 5", "deleted 5", "deleted 5", "deleted 5"}
+	if !slices.Equal(events, want) {
+		t.Fatalf("relaying out 5 shards as 2: %v, want %v", events, want)
+	}
 	laidOut := indexStreams()
 	if err := accesslog.EnsureIndexStreams(ctx(t), a); !errors.Is(err, accesslog.ErrIndexLayout) {
 		t.Fatalf("a running log with 5 shards finding 2: %v, want ErrIndexLayout", err)
