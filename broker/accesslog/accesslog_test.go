@@ -1085,14 +1085,20 @@ func BenchmarkList(b *testing.B) {
 	}
 }
 
-// BenchmarkListCold lists citizens with few records (20) spread over the whole log, one citizen
-// per index shard, first after the server's block caches expired (cold-ms: each entry costs the
+// BenchmarkListCold lists citizens with few records (20, or APERTURE_BENCH_CITIZEN_RECORDS) spread
+// over the whole log, one citizen per index shard, first after the server's block caches expired (cold-ms: each entry costs the
 // load of the block it is in, up to 8 MB, unless an entry before it loaded it), then again and
 // again while the blocks are cached (ns/op). The block files are still in the OS page cache, so
 // cold-ms is the server's side of a cold listing; an index larger than memory adds a disk read per
 // block.
 func BenchmarkListCold(b *testing.B) {
-	const perCitizen = 20
+	perCitizen := 20
+	if s := os.Getenv("APERTURE_BENCH_CITIZEN_RECORDS"); s != "" {
+		var err error
+		if perCitizen, err = strconv.Atoi(s); err != nil || perCitizen < 1 {
+			b.Fatalf("APERTURE_BENCH_CITIZEN_RECORDS=%q: want a positive number", s)
+		}
+	}
 	shards, total := benchShards(b), benchLogSize(b)
 	sparse := make([]int, shards) // one citizen per shard
 	for c, found := 100, 0; found < shards; c++ {
