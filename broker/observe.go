@@ -288,7 +288,7 @@ func (b *Broker) healthChecks() []brokerhealth.Check {
 			return b.access.Writable()
 		}},
 		{Name: CheckAccessStream, Services: []string{releases, audit, citizens, events, fixes, citizenFixes}, Run: b.checkAccessStream},
-		// Listings read the per-citizen index: a replica whose index layout another replaced lists nothing.
+		// Listings read the per-citizen index: a replica whose index layout another replaced fails them.
 		{Name: CheckAccessIndex, Services: []string{audit, citizens, fixes, citizenFixes}, Run: func(ctx context.Context) error {
 			return b.access.CheckIndex(ctx)
 		}},

@@ -17,11 +17,12 @@
 // sharded over IndexShards streams ACCESS_INDEX_<shards>_<shard> (shard = FNV-1a of the pseudonym
 // modulo the shard count, two hex digits) because JetStream finds a subject's messages by walking
 // the stream's blocks: one stream would make a citizen's lookup cost grow with the whole log, a
-// shard only with its share. The shard count in the names keeps indexes of two counts apart. It is derived data: a background indexer on the durable consumer ACCESS_INDEXER writes
-// it in log order (one replica at a time, the consumer's pinned client), records its position and
-// leaf count in ACCESS_INDEX_POS after every batch, and repairs it after any fault by comparing it
-// entry by entry with the log (Repair; VerifyIndex only reports). List lags the log by the
-// indexer's delay (IndexLag), except that a broker always lists what it wrote itself.
+// shard only with its share. The shard count in the names keeps indexes of two counts apart. It is
+// derived data: a background indexer on the durable consumer ACCESS_INDEXER writes it in log order
+// (one replica at a time, the consumer's pinned client), records its position and leaf count in
+// ACCESS_INDEX_POS after every batch, and repairs it after any fault by comparing it entry by entry
+// with the log (Repair; VerifyIndex only reports). List lags the log by the indexer's delay
+// (IndexLag), except that a broker always lists what it wrote itself.
 //
 // # Authentication
 //
