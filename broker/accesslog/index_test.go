@@ -387,7 +387,7 @@ func TestVerifyIndexNamesDifferences(t *testing.T) {
 		t.Fatal(err)
 	}
 	shard := func(en accesslog.Entry) int {
-		return accesslog.ShardOf(testShards, pseudonym(0))
+		return accesslog.ShardOf(testShards, en.Record.GetCitizenPseudonym())
 	}
 	type key struct {
 		kind accesslog.DifferenceKind
