@@ -965,13 +965,21 @@ func TestStaleReplicaAfterRelayout(t *testing.T) {
 			}
 		})
 	}
-	for appended.Load() < 200 {
-		time.Sleep(5 * time.Millisecond)
+	appendedReach := func(n uint64) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for appended.Load() < n {
+			if time.Now().After(deadline) || t.Failed() {
+				stop.Store(true)
+				wg.Wait()
+				t.Fatalf("%d records appended, want %d", appended.Load(), n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
+	appendedReach(200)
 	b := e.openReplica(accesslog.Options{IndexShards: newShards})
-	for n := appended.Load(); appended.Load() < n+400; {
-		time.Sleep(5 * time.Millisecond)
-	}
+	appendedReach(appended.Load() + 400)
 	stop.Store(true)
 	wg.Wait()
 
