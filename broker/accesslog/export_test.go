@@ -41,3 +41,9 @@ func WithDefaults(opts Options) Options {
 
 // EnsureIndexStreams is the check a running log's indexer makes of the index streams after a failure.
 func EnsureIndexStreams(ctx context.Context, l *Log) error { return l.ensureIndexStreams(ctx, false) }
+
+// MetaShards is the stream metadata key holding an index stream's shard count.
+const MetaShards = metaShards
+
+// IndexShardPrefix is the subject prefix of shard shard of an index laid out in shards shards.
+func IndexShardPrefix(shards, shard int) string { return indexShardPrefix(shards, shard) }

@@ -150,9 +150,13 @@ func (l *Log) ensureIndexStreams(ctx context.Context, relayout bool) error {
 	if err != nil {
 		return err
 	}
+	want := make(map[string]bool, n)
+	for i := range n {
+		want[IndexStreamName(n, i)] = true
+	}
 	var own, others []string
 	for name, k := range streams {
-		if i := shardFromName(name); k == n && i >= 0 && i < n && name == IndexStreamName(n, i) {
+		if k == n && want[name] {
 			own = append(own, name)
 		} else {
 			others = append(others, name)
@@ -167,15 +171,11 @@ func (l *Log) ensureIndexStreams(ctx context.Context, relayout bool) error {
 		l.log.Warn("access index laid out with another shard count; deleting it to rebuild it from the log",
 			"streams", len(others), "shards", n)
 	}
-	complete := len(own) == n
+	complete := layoutComplete(streams, n)
 	if !complete && len(own) > 0 {
 		l.log.Warn("access index incomplete; deleting it to rebuild it from the log", "streams", len(own), "shards", n)
-	}
-	if !complete {
-		for _, name := range own {
-			if err := l.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-				return fmt.Errorf("%w: delete index stream %s: %w", ErrUnavailable, name, err)
-			}
+		if err := l.deleteStreams(ctx, own); err != nil {
+			return err
 		}
 	}
 	for i := range n {
@@ -197,22 +197,17 @@ func (l *Log) ensureIndexStreams(ctx context.Context, relayout bool) error {
 	// The other layout goes last: until this one exists, a replica still running with the other
 	// count finds its own streams (and, once they are gone, these), never no index at all, which it
 	// would lay out again.
-	for _, name := range others {
+	return l.deleteStreams(ctx, others)
+}
+
+// deleteStreams deletes the named index streams; one already gone is no error.
+func (l *Log) deleteStreams(ctx context.Context, names []string) error {
+	for _, name := range names {
 		if err := l.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("%w: delete index stream %s: %w", ErrUnavailable, name, err)
 		}
 	}
 	return nil
-}
-
-// shardFromName is the shard number at the end of an index stream's name, or -1.
-func shardFromName(name string) int {
-	i := strings.LastIndexByte(name, '_')
-	v, err := strconv.ParseUint(name[i+1:], 16, 8)
-	if i < 0 || err != nil {
-		return -1
-	}
-	return int(v)
 }
 
 // The indexer's durable consumer of ACCESS. Every broker replica pulls from it in one priority group
@@ -992,10 +987,12 @@ func (l *Log) readMarker(ctx context.Context) (marker, bool, error) {
 // while the marker moved past them, so they would be missing for good. Recreating the layout purges
 // its marker (see ensureIndexStreams).
 func (l *Log) wipeIndex(ctx context.Context) error {
-	for i := range l.opts.IndexShards {
-		if err := l.js.DeleteStream(ctx, IndexStreamName(l.opts.IndexShards, i)); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("%w: delete index shard %d: %w", ErrUnavailable, i, err)
-		}
+	names := make([]string, l.opts.IndexShards)
+	for i := range names {
+		names[i] = IndexStreamName(l.opts.IndexShards, i)
+	}
+	if err := l.deleteStreams(ctx, names); err != nil {
+		return err
 	}
 	return l.ensureIndexStreams(ctx, false)
 }

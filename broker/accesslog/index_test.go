@@ -910,7 +910,7 @@ func TestIndexShardsKeptOrChanged(t *testing.T) {
 	for i := range 3 {
 		prefix := fmt.Sprintf("%s%02x.", accesslog.IndexSubjectPrefix, i)
 		if _, err := g.js.CreateStream(ctx(t), jetstream.StreamConfig{Name: fmt.Sprintf("%s_%02x", accesslog.IndexStream, i),
-			Subjects: []string{prefix + "*"}, Metadata: map[string]string{"aperture_index_shards": "3"}}); err != nil {
+			Subjects: []string{prefix + "*"}, Metadata: map[string]string{accesslog.MetaShards: "3"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1042,8 +1042,8 @@ func TestIndexerStuckOnAnotherLayout(t *testing.T) {
 	const otherShards = 7
 	other := accesslog.IndexStreamName(otherShards, 0)
 	if _, err := e.js.CreateStream(ctx(t), jetstream.StreamConfig{Name: other,
-		Subjects: []string{fmt.Sprintf("%s%d.00.*", accesslog.IndexSubjectPrefix, otherShards)},
-		Metadata: map[string]string{"aperture_index_shards": strconv.Itoa(otherShards)}}); err != nil {
+		Subjects: []string{accesslog.IndexShardPrefix(otherShards, 0) + "*"},
+		Metadata: map[string]string{accesslog.MetaShards: strconv.Itoa(otherShards)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.CheckIndex(ctx(t)); err != nil {
