@@ -116,6 +116,10 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
 }
 
+// Gatherer reads the metrics as MetricsHandler serves them, for a process that looks at its own
+// figures (the bench's stage breakdown).
+func (t *Telemetry) Gatherer() prometheus.Gatherer { return t.registry }
+
 // Shutdown flushes spans and stops the providers.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
 	var errs []error

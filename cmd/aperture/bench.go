@@ -79,6 +79,8 @@ type benchResult struct {
 	DirectAllocBytes   float64 `json:"direct_alloc_bytes_per_op"`
 	ProxyAllocBytes    float64 `json:"proxy_alloc_bytes_per_op"`
 	BrokeredAllocBytes float64 `json:"brokered_alloc_bytes_per_op"`
+	// BrokeredStages is where the brokered calls' time went inside the broker, from its own histograms.
+	BrokeredStages []stageFigure `json:"brokered_stages"`
 }
 
 // benchOptions are the flags of `aperture bench` that shape the load.
@@ -199,6 +201,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tw.Flush()
 	fmt.Fprintf(stdout, "\nbrokered/proxy: %.2f   brokered/direct: %.2f   proxy/direct: %.2f\naccess log: %d records in %d durable writes (%.1f per write); the index was %d batches behind at the end\n",
 		res.BrokeredOverProxy, res.Ratio, res.ProxyOverDirect, res.AccessLogRecords, res.AccessLogBatches, res.RecordsPerDurable, res.IndexLagBatches)
+	if len(res.BrokeredStages) > 0 {
+		fmt.Fprintf(stdout, "\nwhere a brokered call's time went inside the broker (its own histograms; p50/p99 to a bucket's resolution):\n\n")
+		fmt.Fprintln(tw, "\tcount\tmean ms\tp50 ms\tp99 ms\t")
+		for _, f := range res.BrokeredStages {
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t\n", f.Stage, f.Count, f.Mean, f.P50, f.P99)
+		}
+		tw.Flush()
+	}
 	return nil
 }
 
@@ -313,11 +323,19 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		return nil, err
 	}
 	before := st.Broker.AccessLog().Stats()
+	stages0, err := snapshotStages(st.telemetry.Gatherer())
+	if err != nil {
+		return nil, err
+	}
 	restoreGC := lowerGCForEmbeddedNATS() // as in a broker with the embedded server
 	cpu3, mem3 := processCPU(), heapAllocs()
 	bRate, bLat, bErr := load(cctx, brokeredOp, o.Concurrency, o.Warmup, o.Duration)
 	cpu4, mem4 := processCPU(), heapAllocs()
 	restoreGC()
+	stages1, err := snapshotStages(st.telemetry.Gatherer())
+	if err != nil {
+		return nil, err
+	}
 	after := st.Broker.AccessLog().Stats()
 	if err := stopProfile(); err != nil {
 		return nil, err
@@ -333,6 +351,7 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		Citizens: len(citizens), Cases: len(targets),
 		AccessLogBatches: after.Batches - before.Batches, AccessLogRecords: after.Records - before.Records,
 		BrokeredErrors: bErr, ProxyErrors: pErr, DirectErrors: dErr,
+		BrokeredStages: stagesBetween(stages0, stages1),
 	}
 	wall := o.Warmup + o.Duration
 	if dRate > 0 {

@@ -49,6 +49,54 @@ func TestBenchThreeRuns(t *testing.T) {
 	if measured := uint64(res.BrokeredOpsPerSec * res.DurationS); res.AccessLogRecords < measured {
 		t.Fatalf("%d access records for about %d brokered calls", res.AccessLogRecords, measured)
 	}
+	// The stage breakdown comes from the broker's own histograms over the brokered run: every stage
+	// of every release, and the durable writes that carried their records.
+	stages := map[string]stageFigure{}
+	for _, f := range res.BrokeredStages {
+		stages[f.Stage] = f
+	}
+	for _, src := range releaseStages() {
+		f, ok := stages[src.stage]
+		if !ok {
+			t.Fatalf("no %q in the stage breakdown: %+v", src.stage, res.BrokeredStages)
+		}
+		if f.Mean <= 0 || f.P50 <= 0 || f.P99 < f.P50 {
+			t.Fatalf("stage %q: mean %.3f ms, p50 %.3f ms, p99 %.3f ms", f.Stage, f.Mean, f.P50, f.P99)
+		}
+	}
+	// Each measured call passed every stage and was timed before it was answered (warm-up calls count
+	// too, and calls cut off at the end may be timed in some stages only).
+	for _, st := range []string{"release", "decide", "fetch", "log_append"} {
+		if n, calls := stages[st].Count, uint64(res.BrokeredOpsPerSec*res.DurationS); n < calls {
+			t.Fatalf("stage %q timed %d times for about %d brokered calls", st, n, calls)
+		}
+	}
+	// A write is timed just before it is counted as a batch, so at either end of the run one write may
+	// be timed and not yet counted.
+	if w := stages["durable_write"].Count; w == 0 || w > res.AccessLogBatches+2 {
+		t.Fatalf("%d durable writes timed, %d ACCESS batches written", w, res.AccessLogBatches)
+	}
+}
+
+func TestBucketQuantile(t *testing.T) {
+	bounds := []float64{1, 2, 4}
+	for _, c := range []struct {
+		name       string
+		q          float64
+		cumulative []uint64
+		n          uint64
+		want       float64
+	}{
+		{"inside the first bucket, from 0", 0.5, []uint64{10, 10, 10}, 10, 0.5},
+		{"inside a later bucket", 0.5, []uint64{0, 10, 10}, 10, 1.5},
+		{"interpolated by rank", 0.75, []uint64{5, 5, 10}, 10, 3},
+		{"past the last bound", 0.99, []uint64{1, 2, 3}, 100, 4},
+		{"an empty bucket at the rank", 0.5, []uint64{5, 5, 5}, 10, 1},
+	} {
+		if got := bucketQuantile(c.q, bounds, c.cumulative, c.n); got != c.want {
+			t.Errorf("%s: q %.2f of %v (n %d) = %v, want %v", c.name, c.q, c.cumulative, c.n, got, c.want)
+		}
+	}
 }
 
 // TestPassProxyIsTransparent calls every registry authority directly and through the bench's bare
@@ -140,6 +188,10 @@ func TestBenchScaleOut(t *testing.T) {
 		}
 		if measured := uint64(r.OpsPerSec * res.DurationS); r.AccessLogRecords < measured {
 			t.Fatalf("%d brokers: %d access records for about %d brokered calls", r.Brokers, r.AccessLogRecords, measured)
+		}
+		// Every replica's histograms count: the release stage covers the calls of both.
+		if len(r.Stages) != len(releaseStages()) || r.Stages[0].Stage != "release" || r.Stages[0].Count < uint64(r.OpsPerSec*res.DurationS) {
+			t.Fatalf("%d brokers: stage breakdown %+v for about %.0f calls", r.Brokers, r.Stages, r.OpsPerSec*res.DurationS)
 		}
 	}
 }

@@ -11,12 +11,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -57,6 +59,8 @@ type scaleOutRun struct {
 	IndexFailures uint64 `json:"index_failures"`
 	// IndexLagBatches is how many ACCESS batches the index had yet to take in when the run ended.
 	IndexLagBatches uint64 `json:"index_lag_batches"`
+	// Stages is where the calls' time went inside the brokers, summed over the replicas.
+	Stages []stageFigure `json:"stages"`
 }
 
 // benchScaleOut starts a NATS cluster of nodes on loopback (JetStream, fsync always as in
@@ -154,6 +158,14 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 			return nil, err
 		}
 		before := logStats(stacks)
+		gatherers := make([]prometheus.Gatherer, len(stacks))
+		for i, s := range stacks {
+			gatherers[i] = s.telemetry.Gatherer()
+		}
+		stages0, err := snapshotStages(gatherers...)
+		if err != nil {
+			return nil, err
+		}
 		stop := func() error { return nil }
 		if k == 1 {
 			// The one-broker round is the one worth profiling: more replicas on the same cores only
@@ -166,12 +178,17 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 		cpu0 := processCPU()
 		rate, lat, errs := load(cctx, op, o.Concurrency, o.Warmup, o.Duration)
 		cpu1 := processCPU()
+		stages1, err := snapshotStages(gatherers...)
+		if err != nil {
+			return nil, err
+		}
 		if err := stop(); err != nil {
 			return nil, fmt.Errorf("profile: %w", err)
 		}
 		after := logStats(stacks)
 		run := scaleOutRun{Brokers: k, OpsPerSec: rate, P50Ms: pct(lat, 0.50), P99Ms: pct(lat, 0.99), Errors: errs,
-			AccessLogRecords: after[0] - before[0], AccessLogBatches: after[1] - before[1], IndexFailures: after[2] - before[2]}
+			AccessLogRecords: after[0] - before[0], AccessLogBatches: after[1] - before[1], IndexFailures: after[2] - before[2],
+			Stages: stagesBetween(stages0, stages1)}
 		if rate > 0 {
 			run.CPUMicros = perOp(cpu1-cpu0, rate, wall)
 		}
@@ -209,6 +226,25 @@ func printScaleOut(w io.Writer, res *scaleOutResult) {
 	fmt.Fprintln(tw, "brokers\tops/s\tp50 ms\tp99 ms\tCPU µs/op\trecords/write\terrors\tindexer failures\tindex lag (batches)\t")
 	for _, r := range res.Runs {
 		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.1f\t%d\t%d\t%d\t\n", r.Brokers, r.OpsPerSec, r.P50Ms, r.P99Ms, r.CPUMicros, r.RecordsPerDurable, r.Errors, r.IndexFailures, r.IndexLagBatches)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nwhere a call's time went inside the brokers (their own histograms; mean / p99 ms, p99 to a bucket's resolution):\n\n")
+	fmt.Fprint(tw, "brokers\t")
+	for _, src := range releaseStages() {
+		fmt.Fprintf(tw, "%s\t", src.stage)
+	}
+	fmt.Fprintln(tw)
+	for _, r := range res.Runs {
+		fmt.Fprintf(tw, "%d\t", r.Brokers)
+		for _, src := range releaseStages() {
+			i := slices.IndexFunc(r.Stages, func(f stageFigure) bool { return f.Stage == src.stage })
+			if i < 0 {
+				fmt.Fprint(tw, "-\t")
+				continue
+			}
+			fmt.Fprintf(tw, "%.2f / %.2f\t", r.Stages[i].Mean, r.Stages[i].P99)
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 }
