@@ -308,11 +308,11 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		dErr, pErr   uint64
 	)
 	if !o.BrokeredOnly {
-		dRate, dLat, dErr = load(ctx, directOp, o.Concurrency, o.Warmup, o.Duration)
+		dRate, dLat, dErr = load(ctx, directOp, o.Concurrency, o.Warmup, o.Duration, nil)
 	}
 	cpu1, mem1 := processCPU(), heapAllocs()
 	if !o.BrokeredOnly {
-		pRate, pLat, pErr = load(ctx, proxyOp, o.Concurrency, o.Warmup, o.Duration)
+		pRate, pLat, pErr = load(ctx, proxyOp, o.Concurrency, o.Warmup, o.Duration, nil)
 	}
 	cpu2, mem2 := processCPU(), heapAllocs()
 	if err := settle(ctx, st.Broker); err != nil {
@@ -323,17 +323,17 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		return nil, err
 	}
 	before := st.Broker.AccessLog().Stats()
-	stages0, err := snapshotStages(st.telemetry.Gatherer())
-	if err != nil {
-		return nil, err
-	}
 	restoreGC := lowerGCForEmbeddedNATS() // as in a broker with the embedded server
 	cpu3, mem3 := processCPU(), heapAllocs()
-	bRate, bLat, bErr := load(cctx, brokeredOp, o.Concurrency, o.Warmup, o.Duration)
+	var stages0 histSnapshot
+	var stagesErr error
+	bRate, bLat, bErr := load(cctx, brokeredOp, o.Concurrency, o.Warmup, o.Duration, func() {
+		stages0, stagesErr = snapshotStages(st.telemetry.Gatherer())
+	})
 	cpu4, mem4 := processCPU(), heapAllocs()
 	restoreGC()
 	stages1, err := snapshotStages(st.telemetry.Gatherer())
-	if err != nil {
+	if err = cmp.Or(stagesErr, err); err != nil {
 		return nil, err
 	}
 	after := st.Broker.AccessLog().Stats()
@@ -478,17 +478,18 @@ func writeAllocs(file string) error {
 }
 
 // load runs op from concurrency goroutines for warmup, then measures for duration. It returns
-// successful operations per second, their latencies and the error count.
+// successful operations per second, their latencies and the error count. measuring, if not nil, is
+// called once the warm-up is over, just before the measured window starts.
 //
 // Caller k makes its calls with indexes k, k+concurrency, k+2·concurrency, …, so that together the
 // callers walk every index in turn.
-func load(ctx context.Context, op func(context.Context, int) error, concurrency int, warmup, duration time.Duration) (float64, []time.Duration, uint64) {
+func load(ctx context.Context, op func(context.Context, int) error, concurrency int, warmup, duration time.Duration, measuring func()) (float64, []time.Duration, uint64) {
 	var (
-		measuring atomic.Bool
-		errs      atomic.Uint64
-		mu        sync.Mutex
-		all       []time.Duration
-		wg        sync.WaitGroup
+		measured atomic.Bool
+		errs     atomic.Uint64
+		mu       sync.Mutex
+		all      []time.Duration
+		wg       sync.WaitGroup
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -501,7 +502,7 @@ func load(ctx context.Context, op func(context.Context, int) error, concurrency 
 				t0 := time.Now()
 				err := op(ctx, i)
 				d := time.Since(t0)
-				if !measuring.Load() {
+				if !measured.Load() {
 					continue
 				}
 				if err != nil {
@@ -518,10 +519,13 @@ func load(ctx context.Context, op func(context.Context, int) error, concurrency 
 		}()
 	}
 	time.Sleep(warmup)
-	measuring.Store(true)
+	if measuring != nil {
+		measuring()
+	}
+	measured.Store(true)
 	start := time.Now()
 	time.Sleep(duration)
-	measuring.Store(false)
+	measured.Store(false)
 	elapsed := time.Since(start)
 	cancel()
 	wg.Wait()

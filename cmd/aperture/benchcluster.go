@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -162,10 +163,6 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 		for i, s := range stacks {
 			gatherers[i] = s.telemetry.Gatherer()
 		}
-		stages0, err := snapshotStages(gatherers...)
-		if err != nil {
-			return nil, err
-		}
 		stop := func() error { return nil }
 		if k == 1 {
 			// The one-broker round is the one worth profiling: more replicas on the same cores only
@@ -176,10 +173,14 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 			}
 		}
 		cpu0 := processCPU()
-		rate, lat, errs := load(cctx, op, o.Concurrency, o.Warmup, o.Duration)
+		var stages0 histSnapshot
+		var stagesErr error
+		rate, lat, errs := load(cctx, op, o.Concurrency, o.Warmup, o.Duration, func() {
+			stages0, stagesErr = snapshotStages(gatherers...)
+		})
 		cpu1 := processCPU()
 		stages1, err := snapshotStages(gatherers...)
-		if err != nil {
+		if err = cmp.Or(stagesErr, err); err != nil {
 			return nil, err
 		}
 		if err := stop(); err != nil {

@@ -14,8 +14,9 @@ import (
 	brokerv1 "github.com/aperture-gov/aperture/proto/aperture/broker/v1"
 )
 
-// stageFigure is where part of a brokered call's time went during the brokered run, from the
-// broker's own histograms (the ones /metrics serves), warm-up included.
+// stageFigure is where part of a brokered call's time went during the brokered run's measured window
+// (not its warm-up, which fills the broker's caches), from the broker's own histograms (the ones
+// /metrics serves).
 type stageFigure struct {
 	// Stage is "release" (the whole call as the broker's gRPC server saw it), a release stage
 	// ("decide", "fetch", "log_append") or "durable_write" (one ACCESS batch, from sending it to
