@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -1148,4 +1151,47 @@ func BenchmarkListCold(b *testing.B) {
 	}
 	b.ReportMetric(float64(sum.Microseconds())/float64(len(cold))/1000, "cold-ms")
 	b.ReportMetric(float64(slices.Max(cold).Microseconds())/1000, "cold-max-ms")
+}
+
+// TestListTimed: every listing is timed by page and result, so an operator sees listings slow down
+// as the index outgrows its design (README, capacity model).
+func TestListTimed(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	l := newEnv(t).open(accesslog.Options{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	for i := range 3 {
+		if err := l.Append(ctx(t), record(5, fmt.Sprintf("c5-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, next, err := l.List(ctx(t), pseudonym(5), 2, "")
+	if err != nil || next == "" {
+		t.Fatalf("first page: next %q, %v", next, err)
+	}
+	if _, _, err := l.List(ctx(t), pseudonym(5), 2, next); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.List(ctx(t), pseudonym(5), 2, "not-a-token"); !errors.Is(err, accesslog.ErrInvalidPageToken) {
+		t.Fatalf("bad token: %v", err)
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx(t), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != accesslog.MetricListDuration {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				page, _ := dp.Attributes.Value("page")
+				result, _ := dp.Attributes.Value("result")
+				got[page.AsString()+"/"+result.AsString()] += dp.Count
+			}
+		}
+	}
+	if want := map[string]uint64{"first/ok": 1, "next/ok": 1, "next/failed": 1}; !maps.Equal(got, want) {
+		t.Fatalf("listings timed %v, want %v", got, want)
+	}
 }

@@ -23,7 +23,14 @@ const (
 	MetricProbes        = "aperture.accesslog.probes"
 	MetricIndexFailures = "aperture.accesslog.index.failures"
 	MetricUnauthentic   = "aperture.accesslog.unauthentic"
+	// MetricListDuration times a citizen's listing (ListEntries), by page ("first", "next") and
+	// result ("ok", "failed"). A cold listing loads the store's blocks between the citizen's entries,
+	// so this is where an index outgrowing its design shows first (README, capacity model).
+	MetricListDuration = "aperture.accesslog.list.duration"
 )
+
+// listBuckets are the bounds (seconds) of a listing: from warm blocks to walking a shard's cold ones.
+var listBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 
 // LatencyBuckets are the histogram bounds (seconds) of durable writes: from a fast fsync to the
 // timeouts of a cluster without quorum.
@@ -37,11 +44,21 @@ var (
 	probeFailed   = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "failed")))
 	kindBatch     = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "batch")))
 	kindEntry     = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "entry")))
+	// listAttrs[next][failed] are a listing's page and result.
+	listAttrs = [2][2]metric.MeasurementOption{
+		{listAttr("first", "ok"), listAttr("first", "failed")},
+		{listAttr("next", "ok"), listAttr("next", "failed")},
+	}
 )
+
+func listAttr(page, result string) metric.MeasurementOption {
+	return metric.WithAttributeSet(attribute.NewSet(attribute.String("page", page), attribute.String("result", result)))
+}
 
 type logMetrics struct {
 	batchSize metric.Int64Histogram
 	latency   metric.Float64Histogram
+	list      metric.Float64Histogram
 	records   metric.Int64Counter
 	refused   refusedCounter
 	trips     metric.Int64Counter
@@ -73,6 +90,10 @@ func newLogMetrics(mp metric.MeterProvider, l *Log) (*logMetrics, error) {
 	m.latency, e = meter.Float64Histogram(MetricAppendLatency, metric.WithUnit("s"),
 		metric.WithDescription("Time from sending an ACCESS batch to JetStream's acknowledgement (fsync or replication)."),
 		metric.WithExplicitBucketBoundaries(LatencyBuckets...))
+	err = errors.Join(err, e)
+	m.list, e = meter.Float64Histogram(MetricListDuration, metric.WithUnit("s"),
+		metric.WithDescription("Time to list a page of a citizen's access records from the per-citizen index, by page (first, next) and result."),
+		metric.WithExplicitBucketBoundaries(listBuckets...))
 	err = errors.Join(err, e)
 	m.records, e = meter.Int64Counter(MetricRecords, metric.WithUnit("{record}"),
 		metric.WithDescription("Access records by outcome: durable, failed (write error or timeout), refused (breaker open)."))
@@ -122,6 +143,17 @@ func (m *logMetrics) durable(b *batch, took time.Duration) {
 	m.batchSize.Record(bgCtx, int64(len(b.waiters)))
 	m.latency.Record(bgCtx, took.Seconds())
 	m.records.Add(bgCtx, int64(len(b.waiters)), resultDurable)
+}
+
+func (m *logMetrics) listed(next bool, err error, took time.Duration) {
+	p, r := 0, 0
+	if next {
+		p = 1
+	}
+	if err != nil {
+		r = 1
+	}
+	m.list.Record(bgCtx, took.Seconds(), listAttrs[p][r])
 }
 
 func (m *logMetrics) failed(n int) { m.records.Add(bgCtx, int64(n), resultFailed) }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -57,7 +58,9 @@ func (l *Log) List(ctx context.Context, pseudonym string, pageSize int, pageToke
 //
 // It reads only the citizen's subject in the citizen's index shard, and only about as many of its
 // entries as the page needs: counts (which JetStream keeps per subject) locate the page.
-func (l *Log) ListEntries(ctx context.Context, pseudonym string, pageSize int, pageToken string) ([]Entry, string, error) {
+func (l *Log) ListEntries(ctx context.Context, pseudonym string, pageSize int, pageToken string) (_ []Entry, _ string, err error) {
+	start := time.Now()
+	defer func() { l.metrics.listed(pageToken != "", err, time.Since(start)) }()
 	if err := checkPseudonym(pseudonym); err != nil {
 		return nil, "", fmt.Errorf("list access records: %w", err)
 	}
