@@ -91,11 +91,14 @@ func TestBucketQuantile(t *testing.T) {
 		{"inside a later bucket", 0.5, []uint64{0, 10, 10}, 10, 1.5},
 		{"interpolated by rank", 0.75, []uint64{5, 5, 10}, 10, 3},
 		{"past the last bound", 0.99, []uint64{1, 2, 3}, 100, 4},
-		{"an empty bucket at the rank", 0.5, []uint64{5, 5, 5}, 10, 1},
+		{"the rank at a bucket's upper edge", 0.5, []uint64{5, 5, 5}, 10, 1},
 	} {
 		if got := bucketQuantile(c.q, bounds, c.cumulative, c.n); got != c.want {
 			t.Errorf("%s: q %.2f of %v (n %d) = %v, want %v", c.name, c.q, c.cumulative, c.n, got, c.want)
 		}
+	}
+	if got := bucketQuantile(0.5, nil, nil, 10); got != 0 {
+		t.Errorf("no bounds: %v, want 0 (nothing to estimate from)", got)
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -143,7 +142,7 @@ func stagesBetween(before, after histSnapshot) []stageFigure {
 // bucketQuantile estimates quantile q of n observations from cumulative bucket counts (bounds
 // ascending, the +Inf bucket implied by n): linear interpolation inside the bucket that holds the
 // rank, from 0 for the first bucket; a rank past the last bound answers that bound, as
-// histogram_quantile does.
+// histogram_quantile does. Without bounds there is nothing to estimate from: 0 (JSON has no NaN).
 func bucketQuantile(q float64, bounds []float64, cumulative []uint64, n uint64) float64 {
 	rank := q * float64(n)
 	lower, below := 0.0, uint64(0)
@@ -157,7 +156,7 @@ func bucketQuantile(q float64, bounds []float64, cumulative []uint64, n uint64) 
 		lower, below = bounds[i], c
 	}
 	if len(bounds) == 0 {
-		return math.NaN()
+		return 0
 	}
 	return bounds[len(bounds)-1]
 }
