@@ -243,9 +243,9 @@ type Options = sealedkv.Options
 //
 // The release path reads a case on every request; decoding it from KV each time costs a NATS round trip.
 // The cache serves reads from memory: this broker's own writes update it synchronously, other replicas'
-// writes arrive through the watch within milliseconds, and an entry is read again after cacheTTL at
-// most in case the watch lagged. A read is a snapshot either way — the step may complete on another replica
-// a moment after any read — so the cache does not weaken what a release decides on.
+// writes arrive through the watch within milliseconds, and an entry is read again after at most
+// cacheTTL in case the watch lagged. A read is a snapshot either way — the step may complete on another
+// replica a moment after any read — so the cache does not weaken what a release decides on.
 type Store struct {
 	kv    jetstream.KeyValue
 	js    jetstream.JetStream
@@ -271,8 +271,8 @@ const (
 )
 
 // cacheExpiry is when an entry cached now is read again: after between ¾ of cacheTTL and cacheTTL,
-// so entries cached together (a replica's backfill, a burst of new cases) are not all read again in
-// the same moment, which put a replica's decide stage at p99 22 ms in the scale-out bench.
+// so entries cached together (a replica's backfill, a burst of new cases) are read again as a trickle,
+// not all in one moment (a burst the scale-out bench showed in a replica's decide stage).
 func cacheExpiry(now time.Time) time.Time {
 	return now.Add(cacheTTL - rand.N(cacheTTL/4))
 }
