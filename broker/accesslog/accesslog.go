@@ -72,6 +72,14 @@ const (
 	HeaderBatchLeaves = "Aperture-Batch-Leaves"
 	// HeaderEntryMAC is the broker's MAC over an index entry (or the position marker).
 	HeaderEntryMAC = "Aperture-Entry-Mac"
+	// HeaderIndexPrev links an index entry to the citizen's previous entry in its shard: that
+	// entry's index sequence, or 0 if there was none. JetStream checked the link when it stored the
+	// entry (see linkEntry), so a listing follows links instead of searching the shard. Entries
+	// written without a link (by repair, or by earlier versions) have no such header.
+	HeaderIndexPrev = "Aperture-Index-Prev"
+	// HeaderIndexSeq is a linked entry's own index sequence, as the indexer wrote it: under the MAC,
+	// so a copy stored elsewhere does not pass for the entry.
+	HeaderIndexSeq = "Aperture-Index-Seq"
 )
 
 // DefaultIndexShards is the number of index streams of a new index unless Options.IndexShards says
@@ -161,6 +169,10 @@ type Options struct {
 	// Default DefaultIndexGroupWindow with Replicas > 1, none on a single node. A citizen's listing
 	// lags the log by up to this much more.
 	IndexGroupWindow time.Duration
+	// IndexHeadsEvery is how often the indexer saves each citizen's newest index entry, so that a
+	// restarted indexer need not look every citizen up again (heads.go); negative never saves.
+	// Default DefaultIndexHeadsEvery.
+	IndexHeadsEvery time.Duration
 	// IndexMaxBytes limits each index shard's size; 0 is unlimited. A full shard refuses entries
 	// (the indexer retries, the log itself is unaffected). For tests of a full disk.
 	IndexMaxBytes int64
@@ -192,6 +204,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.IndexGroupWindow < 0 {
 		o.IndexGroupWindow = 0
+	}
+	if o.IndexHeadsEvery == 0 {
+		o.IndexHeadsEvery = DefaultIndexHeadsEvery
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -258,8 +273,8 @@ type Log struct {
 	ix indexer
 
 	stats struct {
-		records, batches, failed, refused, indexFailures atomic.Uint64
-		unauthenticBatches, unauthenticEntries, repaired atomic.Uint64
+		records, batches, failed, refused, indexFailures               atomic.Uint64
+		unauthenticBatches, unauthenticEntries, repaired, indexLookups atomic.Uint64
 	}
 	lastFailLog atomic.Int64 // unix nanoseconds
 }
@@ -280,6 +295,9 @@ type Stats struct {
 	UnauthenticBatches, UnauthenticEntries uint64
 	// Repaired counts index entries Repair added or removed.
 	Repaired uint64
+	// IndexLookups counts the indexer's lookups of a citizen's newest entry, one for each citizen it
+	// did not know (see links.go): each reads the block that entry is in.
+	IndexLookups uint64
 }
 
 // Stats returns the log's counters.
@@ -288,6 +306,7 @@ func (l *Log) Stats() Stats {
 		Records:            l.stats.records.Load(),
 		Batches:            l.stats.batches.Load(),
 		Failed:             l.stats.failed.Load(),
+		IndexLookups:       l.stats.indexLookups.Load(),
 		Refused:            l.stats.refused.Load(),
 		IndexFailures:      l.stats.indexFailures.Load(),
 		UnauthenticBatches: l.stats.unauthenticBatches.Load(),

@@ -34,6 +34,9 @@ func (e *BatchError) Unwrap() error { return e.Err }
 const (
 	batchMACDomain = "aperture/access-batch/v1\x00"
 	entryMACDomain = "aperture/access-index-entry/v1\x00"
+	// A linked entry's MAC also covers its link (see HeaderIndexPrev), under its own domain: a link
+	// cannot be stripped to pass the entry off as unlinked, nor added to an unlinked one.
+	linkedEntryMACDomain = "aperture/access-index-entry/v2\x00"
 )
 
 // batchMACField is the AccessBatch field holding the MAC (see audit.proto).
@@ -114,13 +117,19 @@ type entryPosition struct {
 	leaf       uint64 // leaf index in the tree
 	batchFirst uint64 // leaf index of the batch's first record
 	batchCount int    // records in the batch
+	// linked says the entry names the citizen's previous entry in its shard: prev, the index
+	// sequence of that entry, or 0 if there was none (see HeaderIndexPrev). self is the entry's own
+	// index sequence, which a linked entry's MAC covers too: a copy of it stored elsewhere, whose
+	// link would skip the entries in between, is not authentic.
+	linked     bool
+	prev, self uint64
 }
 
 // entryAD is what an index entry's MAC covers: the citizen whose subject it is on, every position
-// header, and the leaf bytes. Moving an entry to another citizen or leaf, or changing any header or
-// byte, breaks it.
+// header (the link too, if it has one), and the leaf bytes. Moving an entry to another citizen or
+// leaf, or changing any header or byte, breaks it.
 func entryAD(pseudonym string, p entryPosition, leaf []byte) []byte {
-	return appendEntryAD(make([]byte, 0, len(entryMACDomain)+len(pseudonym)+1+5*8+len(leaf)), pseudonym, p, leaf)
+	return appendEntryAD(make([]byte, 0, len(linkedEntryMACDomain)+len(pseudonym)+1+7*8+len(leaf)), pseudonym, p, leaf)
 }
 
 // adBuffers holds the buffers sealEntry writes associated data into: the indexer seals one entry per
@@ -128,7 +137,11 @@ func entryAD(pseudonym string, p entryPosition, leaf []byte) []byte {
 var adBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 func appendEntryAD(b []byte, pseudonym string, p entryPosition, leaf []byte) []byte {
-	b = append(b, entryMACDomain...)
+	if p.linked {
+		b = append(b, linkedEntryMACDomain...)
+	} else {
+		b = append(b, entryMACDomain...)
+	}
 	b = append(b, pseudonym...)
 	b = append(b, 0)
 	b = binary.BigEndian.AppendUint64(b, p.seq)
@@ -136,6 +149,10 @@ func appendEntryAD(b []byte, pseudonym string, p entryPosition, leaf []byte) []b
 	b = binary.BigEndian.AppendUint64(b, p.leaf)
 	b = binary.BigEndian.AppendUint64(b, p.batchFirst)
 	b = binary.BigEndian.AppendUint64(b, uint64(p.batchCount))
+	if p.linked {
+		b = binary.BigEndian.AppendUint64(b, p.prev)
+		b = binary.BigEndian.AppendUint64(b, p.self)
+	}
 	return append(b, leaf...)
 }
 

@@ -269,6 +269,10 @@ type indexer struct {
 	// compared with the log (see indexGroup).
 	recheckAt uint64
 	ensure    bool // check the index streams before the next resume
+	// links is what the indexer knows to link the entries it writes (see links.go); saves are the
+	// saves of its heads under way (heads.go).
+	links linkState
+	saves sync.WaitGroup
 	// repairReq carries Repair calls to the indexer goroutine.
 	repairReq chan chan repairResult
 }
@@ -662,9 +666,13 @@ func (l *Log) indexGroup(ctx context.Context, g *group) error {
 	if len(g.batches) == 0 {
 		return nil
 	}
+	if err := l.prefetch(ctx, &l.ix.links, g); err != nil {
+		return err
+	}
+	l.ix.links.clean = false // until every entry is stored as its link assumed
 	first := l.ix.pos.leaves
 	leaf := first
-	futures := make([]jetstream.PubAckFuture, 0, g.leaves)
+	p := pending{futures: make([]jetstream.PubAckFuture, 0, g.leaves), predicted: make([]uint64, 0, g.leaves)}
 	for _, b := range g.batches {
 		if b.err != nil {
 			// Not the broker's: no leaves, nothing indexed, never listed. The integrator halts on it
@@ -676,19 +684,28 @@ func (l *Log) indexGroup(ctx context.Context, g *group) error {
 			have, ok := l.ix.pos.partial[shard]
 			return ok && !have.less(logPos{b.seq, idx})
 		}
-		var err error
-		if futures, err = l.publishEntries(b.seq, leaf, b.leaves, skip, true, futures); err != nil {
+		if err := l.publishEntries(ctx, b.seq, leaf, b.leaves, skip, true, &l.ix.links, &p); err != nil {
 			l.ix.recheckAt = max(l.ix.recheckAt, g.batches[len(g.batches)-1].seq) // as below
 			return err
 		}
 		leaf += uint64(len(b.leaves))
 	}
+	clear(l.ix.links.looked) // those left are of entries the shards held already (resume's partial)
 	lastSeq := g.batches[len(g.batches)-1].seq
-	if err := l.awaitAcks(ctx, futures, lastSeq); err != nil {
+	asPredicted, err := l.awaitAcks(ctx, &p, lastSeq)
+	if err != nil {
 		// A refused entry may sit before entries of its shard that were stored, which the restart
 		// rule then takes as held. Compare once the marker covers this group, so repair writes it.
 		l.ix.recheckAt = max(l.ix.recheckAt, lastSeq)
 		return err
+	}
+	if !asPredicted {
+		// An entry was a duplicate of one already stored: the shard's last sequence and the
+		// citizen's newest entry are not what the links assumed.
+		l.ix.links.forget()
+	} else {
+		l.ix.links.clean = true
+		l.maybeSaveHeads(&l.ix.links)
 	}
 	if err := l.writeMarker(ctx, marker{seq: lastSeq, leaves: leaf}); err != nil {
 		return err
@@ -701,11 +718,18 @@ func (l *Log) indexGroup(ctx context.Context, g *group) error {
 	return nil
 }
 
+// pending is what the indexer published and waits for: each entry's acknowledgement and the sequence
+// its link assumed it gets (0 for an entry without a link).
+type pending struct {
+	futures   []jetstream.PubAckFuture
+	predicted []uint64
+}
+
 // publishEntries publishes (asynchronously) the index entries of batch seq, whose first leaf is
-// first, except those skip names, and appends their acknowledgements to futures. With withID each
-// entry carries the message id seq-idx, so JetStream drops a second copy within its duplicate
-// window.
-func (l *Log) publishEntries(seq, first uint64, leaves [][]byte, skip func(shard, idx int) bool, withID bool, futures []jetstream.PubAckFuture) ([]jetstream.PubAckFuture, error) {
+// first, except those skip names, and adds them to p. With withID each entry carries the message id
+// seq-idx, so JetStream drops a second copy within its duplicate window. With links each entry is
+// linked to the citizen's previous entry (see links.go).
+func (l *Log) publishEntries(ctx context.Context, seq, first uint64, leaves [][]byte, skip func(shard, idx int) bool, withID bool, links *linkState, p *pending) error {
 	seqStr := strconv.FormatUint(seq, 10)
 	for i, leaf := range leaves {
 		pseudonym := recordString(leaf, 3)
@@ -715,54 +739,77 @@ func (l *Log) publishEntries(seq, first uint64, leaves [][]byte, skip func(shard
 			l.log.Error("access record in an authentic batch has no usable pseudonym; not indexed", "seq", seq, "index", i, "leaf", first+uint64(i))
 			continue
 		}
-		if skip(shardOf(l.opts.IndexShards, pseudonym), i) {
+		shard := shardOf(l.opts.IndexShards, pseudonym)
+		if skip(shard, i) {
 			continue // this shard already holds it
 		}
-		p := entryPosition{seq: seq, idx: i, leaf: first + uint64(i), batchFirst: first, batchCount: len(leaves)}
+		pos := entryPosition{seq: seq, idx: i, leaf: first + uint64(i), batchFirst: first, batchCount: len(leaves)}
 		msgID := ""
 		if withID {
 			msgID = seqStr + "-" + strconv.Itoa(i)
 		}
-		m, err := l.entryMsg(pseudonym, p, leaf, msgID)
+		var k *entryLink
+		if links != nil {
+			lk, err := l.link(ctx, links, shard, pseudonym, indexShardPrefix(l.opts.IndexShards, shard)+pseudonym)
+			if err != nil {
+				return err
+			}
+			k = &lk
+		}
+		m, err := l.entryMsg(pseudonym, pos, leaf, msgID, k)
 		if err != nil {
-			return futures, err
+			return err
 		}
 		f, err := l.pub.PublishMsgAsync(m)
 		if err != nil {
-			return futures, fmt.Errorf("%w: index entry %d of log seq %d: %w", ErrUnavailable, i, seq, err)
+			return fmt.Errorf("%w: index entry %d of log seq %d: %w", ErrUnavailable, i, seq, err)
 		}
-		futures = append(futures, f)
-	}
-	return futures, nil
-}
-
-// awaitAcks waits until every entry is stored, or fails on the first that is not.
-func (l *Log) awaitAcks(ctx context.Context, futures []jetstream.PubAckFuture, through uint64) error {
-	t := time.NewTimer(l.opts.PublishTimeout + time.Second)
-	defer t.Stop()
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("%w: index log through seq %d: %w", ErrUnavailable, through, err)
-		case <-t.C:
-			return fmt.Errorf("%w: index log through seq %d: no acknowledgement after %s", ErrUnavailable, through, l.opts.PublishTimeout)
-		case <-ctx.Done():
-			return context.Cause(ctx)
+		p.futures = append(p.futures, f)
+		if k != nil {
+			p.predicted = append(p.predicted, k.predicted)
+		} else {
+			p.predicted = append(p.predicted, 0)
 		}
 	}
 	return nil
 }
 
-// entryMsg is the index message of one leaf.
-func (l *Log) entryMsg(pseudonym string, p entryPosition, leaf []byte, msgID string) (*nats.Msg, error) {
+// awaitAcks waits until every entry is stored, or fails on the first that is not. asPredicted says
+// every linked entry got the sequence its link assumed (not so for a duplicate, which JetStream
+// acknowledges with the sequence of the copy it holds).
+func (l *Log) awaitAcks(ctx context.Context, p *pending, through uint64) (asPredicted bool, err error) {
+	t := time.NewTimer(l.opts.PublishTimeout + time.Second)
+	defer t.Stop()
+	asPredicted = true
+	for i, f := range p.futures {
+		select {
+		case ack := <-f.Ok():
+			if want := p.predicted[i]; want != 0 && (ack.Sequence != want || ack.Duplicate) {
+				asPredicted = false
+			}
+		case err := <-f.Err():
+			return false, fmt.Errorf("%w: index log through seq %d: %w", ErrUnavailable, through, err)
+		case <-t.C:
+			return false, fmt.Errorf("%w: index log through seq %d: no acknowledgement after %s", ErrUnavailable, through, l.opts.PublishTimeout)
+		case <-ctx.Done():
+			return false, context.Cause(ctx)
+		}
+	}
+	return asPredicted, nil
+}
+
+// entryMsg is the index message of one leaf, linked as k says (nil: not linked).
+func (l *Log) entryMsg(pseudonym string, p entryPosition, leaf []byte, msgID string, k *entryLink) (*nats.Msg, error) {
+	if k != nil {
+		p.linked, p.prev, p.self = true, k.prev, k.predicted
+	}
 	mac, err := sealEntry(l.opts.Sealer, pseudonym, p, leaf)
 	if err != nil {
 		return nil, err
 	}
-	// One string holds the four numbers and one array the six values: an entry is written per record,
-	// and a string and a slice per header were most of the indexer's allocations.
-	var buf [96]byte
+	// One string holds the numbers and one array the values: an entry is written per record, and a
+	// string and a slice per header were most of the indexer's allocations.
+	var buf [160]byte
 	b := strconv.AppendUint(buf[:0], p.seq, 10)
 	n1 := len(b)
 	b = strconv.AppendInt(b, int64(p.idx), 10)
@@ -772,10 +819,18 @@ func (l *Log) entryMsg(pseudonym string, p entryPosition, leaf []byte, msgID str
 	b = strconv.AppendUint(b, p.batchFirst, 10)
 	b = append(b, '+')
 	b = strconv.AppendInt(b, int64(p.batchCount), 10)
+	n4, n5, n6 := len(b), len(b), len(b)
+	if k != nil {
+		b = strconv.AppendUint(b, k.prev, 10)
+		n5 = len(b)
+		b = strconv.AppendUint(b, k.expect, 10)
+		n6 = len(b)
+		b = strconv.AppendUint(b, k.predicted, 10)
+	}
 	nums := string(b)
-	v := [...]string{nums[:n1], nums[n1:n2], nums[n2:n3], nums[n3:], mac, msgID}
+	v := [...]string{nums[:n1], nums[n1:n2], nums[n2:n3], nums[n3:n4], mac, msgID, nums[n4:n5], nums[n5:n6], nums[n6:]}
 	vals := v[:]
-	h := make(nats.Header, len(vals))
+	h := make(nats.Header, 10)
 	h[HeaderLogSeq] = vals[0:1:1]
 	h[HeaderLogIndex] = vals[1:2:2]
 	h[HeaderLeafIndex] = vals[2:3:3]
@@ -783,6 +838,15 @@ func (l *Log) entryMsg(pseudonym string, p entryPosition, leaf []byte, msgID str
 	h[HeaderEntryMAC] = vals[4:5:5]
 	if msgID != "" {
 		h[jetstream.MsgIDHeader] = vals[5:6:6]
+	}
+	if k != nil {
+		// The link, and what JetStream must find when it stores the entry (see links.go).
+		h[HeaderIndexPrev] = vals[6:7:7]
+		h[HeaderIndexSeq] = vals[8:9:9]
+		h[jetstream.ExpectedLastSeqHeader] = vals[7:8:8]
+		if k.checkSubject {
+			h[jetstream.ExpectedLastSubjSeqHeader] = vals[6:7:7]
+		}
 	}
 	return &nats.Msg{Subject: IndexSubject(l.opts.IndexShards, pseudonym), Data: leaf, Header: h}, nil
 }
@@ -837,6 +901,9 @@ func (l *Log) resume(ctx context.Context) error {
 		l.ix.layoutErr = nil
 		l.ix.mu.Unlock()
 	}
+	if !l.linksHold(ctx, &l.ix.links) {
+		l.ix.links.forget() // learned again from the saved heads and the shards
+	}
 	for attempt := 1; ; attempt++ {
 		mark, found, err := l.readMarker(ctx)
 		if err != nil {
@@ -890,7 +957,11 @@ func (l *Log) shardPositions(ctx context.Context, next uint64) (partial map[int]
 		if m == nil {
 			continue
 		}
-		p, err := l.openEntryMsg(directSubject(m), m.Header, m.Data)
+		seq, err := msgSeq(m)
+		if err != nil {
+			return nil, false, fmt.Errorf("read index shard %d: %w", i, err)
+		}
+		p, err := l.openEntryMsg(directSubject(m), seq, m.Header, m.Data)
 		if err != nil {
 			// Not the broker's: never trust a position someone else wrote. Repair removes it.
 			l.unauthenticEntry(i, m, err)
@@ -1007,11 +1078,16 @@ func (l *Log) unauthenticEntry(shard int, m *nats.Msg, err error) {
 // directSubject is the subject a direct get response's message was stored under.
 func directSubject(m *nats.Msg) string { return serverHeader(m, "Nats-Subject") }
 
-// openEntryMsg checks an index message's MAC and returns the position it names.
-func (l *Log) openEntryMsg(subject string, h nats.Header, leaf []byte) (entryPosition, error) {
+// openEntryMsg checks the MAC of an index message stored at seq (0: not known, as for a message
+// watched as it is published) and returns the position it names. A linked entry stored at another
+// sequence than its own is a copy, not authentic.
+func (l *Log) openEntryMsg(subject string, seq uint64, h nats.Header, leaf []byte) (entryPosition, error) {
 	p, ok := parseEntryHeaders(h)
 	if !ok {
 		return entryPosition{}, fmt.Errorf("%w: malformed headers", ErrUnauthenticEntry)
+	}
+	if p.linked && seq != 0 && seq != p.self {
+		return entryPosition{}, fmt.Errorf("%w: stored at %d, written for %d", ErrUnauthenticEntry, seq, p.self)
 	}
 	if !strings.HasPrefix(subject, IndexSubjectPrefix) {
 		return entryPosition{}, fmt.Errorf("%w: not an index subject", ErrUnauthenticEntry)
@@ -1033,7 +1109,16 @@ func parseEntryHeaders(h nats.Header) (entryPosition, bool) {
 	if !ok || errors.Join(err1, err2, err3, err4, err5) != nil || seq == 0 || idx < 0 || idx >= count || leaf != first+uint64(idx) {
 		return entryPosition{}, false
 	}
-	return entryPosition{seq: seq, idx: idx, leaf: leaf, batchFirst: first, batchCount: count}, true
+	p := entryPosition{seq: seq, idx: idx, leaf: leaf, batchFirst: first, batchCount: count}
+	if v := h.Get(HeaderIndexPrev); v != "" {
+		prev, err1 := strconv.ParseUint(v, 10, 64)
+		self, err2 := strconv.ParseUint(h.Get(HeaderIndexSeq), 10, 64)
+		if errors.Join(err1, err2) != nil || prev >= self {
+			return entryPosition{}, false
+		}
+		p.linked, p.prev, p.self = true, prev, self
+	}
+	return p, true
 }
 
 // waitIndexed waits (bounded) until this process's indexer has indexed every batch this process
@@ -1126,6 +1211,8 @@ func (l *Log) stopIndexer() {
 	cancel()
 	l.ix.cancel()
 	<-l.ix.done
+	l.ix.saves.Wait()
+	l.saveHeadsOnStop(&l.ix.links)
 }
 
 // recordString returns string field num of an encoded AccessRecord (without decoding the rest), or

@@ -27,6 +27,16 @@ const (
 	// result ("ok", "failed"). A cold listing loads the store's blocks between the citizen's entries,
 	// so this is where an index outgrowing its design shows first (README, capacity model).
 	MetricListDuration = "aperture.accesslog.list.duration"
+	// MetricListSearches counts listings that reached an entry whose link they could not follow
+	// (written by repair or an earlier version, or linking to an entry deleted since) and searched
+	// the shard below it, which costs what listings cost before links.
+	MetricListSearches = "aperture.accesslog.list.searches"
+	// MetricHeadsSaves counts the indexer's saves of citizens' newest index entries, by result ("ok",
+	// "failed"): without recent ones a restarted indexer reads the shards after the last.
+	MetricHeadsSaves = "aperture.accesslog.index.heads.saves"
+	// MetricIndexLookups counts the indexer's lookups of a citizen's newest entry (one read of the
+	// block it is in, for each citizen it did not know): high after a restart without saved heads.
+	MetricIndexLookups = "aperture.accesslog.index.lookups"
 )
 
 // listBuckets are the bounds (seconds) of a listing: from warm blocks to walking a shard's cold ones.
@@ -59,6 +69,8 @@ type logMetrics struct {
 	batchSize metric.Int64Histogram
 	latency   metric.Float64Histogram
 	list      metric.Float64Histogram
+	searches  metric.Int64Counter
+	saves     metric.Int64Counter
 	records   metric.Int64Counter
 	refused   refusedCounter
 	trips     metric.Int64Counter
@@ -95,6 +107,12 @@ func newLogMetrics(mp metric.MeterProvider, l *Log) (*logMetrics, error) {
 		metric.WithDescription("Time to list a page of a citizen's access records from the per-citizen index, by page (first, next) and result."),
 		metric.WithExplicitBucketBoundaries(listBuckets...))
 	err = errors.Join(err, e)
+	m.searches, e = meter.Int64Counter(MetricListSearches, metric.WithUnit("{listing}"),
+		metric.WithDescription("Listings that searched an index shard below an entry without a link to follow."))
+	err = errors.Join(err, e)
+	m.saves, e = meter.Int64Counter(MetricHeadsSaves, metric.WithUnit("{save}"),
+		metric.WithDescription("Saves of the index heads (each citizen's newest index entry), by result."))
+	err = errors.Join(err, e)
 	m.records, e = meter.Int64Counter(MetricRecords, metric.WithUnit("{record}"),
 		metric.WithDescription("Access records by outcome: durable, failed (write error or timeout), refused (breaker open)."))
 	err = errors.Join(err, e)
@@ -111,6 +129,9 @@ func newLogMetrics(mp metric.MeterProvider, l *Log) (*logMetrics, error) {
 	idx, e := meter.Int64ObservableCounter(MetricIndexFailures,
 		metric.WithDescription("Failed attempts of the per-citizen indexer (each is retried)."))
 	err = errors.Join(err, e)
+	lookups, e := meter.Int64ObservableCounter(MetricIndexLookups,
+		metric.WithDescription("The indexer's lookups of a citizen's newest index entry, for citizens it did not know."))
+	err = errors.Join(err, e)
 	unauth, e := meter.Int64ObservableCounter(MetricUnauthentic,
 		metric.WithDescription("ACCESS batches or index entries without a valid broker MAC: something other than the broker wrote to NATS."))
 	err = errors.Join(err, e)
@@ -125,10 +146,11 @@ func newLogMetrics(mp metric.MeterProvider, l *Log) (*logMetrics, error) {
 			}
 			o.ObserveInt64(open, v)
 			o.ObserveInt64(idx, int64(l.stats.indexFailures.Load()))
+			o.ObserveInt64(lookups, int64(l.stats.indexLookups.Load()))
 			o.ObserveInt64(unauth, int64(l.stats.unauthenticBatches.Load()), kindBatch)
 			o.ObserveInt64(unauth, int64(l.stats.unauthenticEntries.Load()), kindEntry)
 			return nil
-		}, open, idx, unauth)
+		}, open, idx, lookups, unauth)
 		if err != nil {
 			return nil, err
 		}
@@ -154,6 +176,16 @@ func (m *logMetrics) listed(next bool, err error, took time.Duration) {
 		r = 1
 	}
 	m.list.Record(bgCtx, took.Seconds(), listAttrs[p][r])
+}
+
+func (m *logMetrics) searched() { m.searches.Add(bgCtx, 1) }
+
+func (m *logMetrics) headsSaved(err error) {
+	if err == nil {
+		m.saves.Add(bgCtx, 1, probeOK)
+	} else {
+		m.saves.Add(bgCtx, 1, probeFailed)
+	}
 }
 
 func (m *logMetrics) failed(n int) { m.records.Add(bgCtx, int64(n), resultFailed) }

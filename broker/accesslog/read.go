@@ -56,8 +56,9 @@ func (l *Log) List(ctx context.Context, pseudonym string, pageSize int, pageToke
 // (IndexLag). An index entry that does not carry the broker's MAC for this citizen and this leaf is
 // never listed: it is skipped, logged at error level and counted.
 //
-// It reads only the citizen's subject in the citizen's index shard, and only about as many of its
-// entries as the page needs: counts (which JetStream keeps per subject) locate the page.
+// It reads only the citizen's entries in the citizen's index shard, and only as many as the page
+// needs: it follows each entry's link to the one before (see links.go), and below an entry it
+// cannot follow it searches the citizen's subject in the shard.
 func (l *Log) ListEntries(ctx context.Context, pseudonym string, pageSize int, pageToken string) (_ []Entry, _ string, err error) {
 	start := time.Now()
 	defer func() { l.metrics.listed(pageToken != "", err, time.Since(start)) }()
@@ -86,18 +87,94 @@ func (l *Log) ListEntries(ctx context.Context, pseudonym string, pageSize int, p
 	return entries, next, nil
 }
 
+// list returns up to n of the citizen's entries before index sequence below (0: from the newest),
+// newest first, and the next page's token. It follows the entries' links; at an entry that has
+// none, or whose link leads nowhere, it searches the shard below that entry (search).
 func (l *Log) list(ctx context.Context, shard int, subject, pseudonym string, n, below uint64) ([]Entry, string, error) {
 	stream := IndexStreamName(l.opts.IndexShards, shard)
+	var m *nats.Msg
 	if below == 0 {
-		last, err := l.directLast(ctx, stream, subject)
+		last, err := l.directGet(ctx, stream, directRequest{LastFor: subject})
 		if err != nil || last == nil {
 			return nil, "", err
 		}
-		if below, err = msgSeq(last); err != nil {
+		m = last
+	} else {
+		// The previous page ended with the entry at below: its link leads to this page.
+		at, err := l.directGet(ctx, stream, directRequest{Seq: below})
+		if err != nil {
 			return nil, "", err
 		}
-		below++
+		prev, ok := l.linkOf(at, subject, below)
+		switch {
+		case !ok:
+			return l.search(ctx, shard, subject, pseudonym, n, below)
+		case prev == 0:
+			return nil, "", nil
+		}
+		if m, err = l.directGet(ctx, stream, directRequest{Seq: prev}); err != nil {
+			return nil, "", err
+		}
+		if m == nil || directSubject(m) != subject {
+			return l.search(ctx, shard, subject, pseudonym, n, below)
+		}
 	}
+	var out []Entry
+	for {
+		seq, err := msgSeq(m)
+		if err != nil {
+			return nil, "", err
+		}
+		e, p, ok := l.listedEntry(shard, subject, pseudonym, seq, m)
+		if ok {
+			out = append(out, e)
+		}
+		switch {
+		case !ok || !p.linked || p.prev >= seq:
+			// No link to follow: search below this entry.
+			rest, next, err := l.search(ctx, shard, subject, pseudonym, n-uint64(len(out)), seq)
+			return append(out, rest...), next, err
+		case p.prev == 0:
+			return out, "", nil
+		case uint64(len(out)) == n:
+			return out, encodePageToken(seq), nil
+		}
+		next, err := l.directGet(ctx, stream, directRequest{Seq: p.prev})
+		if err != nil {
+			return nil, "", err
+		}
+		if next == nil || directSubject(next) != subject {
+			// The entry linked to was deleted (repair removes entries that are not the log's).
+			rest, tok, err := l.search(ctx, shard, subject, pseudonym, n-uint64(len(out)), seq)
+			return append(out, rest...), tok, err
+		}
+		m = next
+	}
+}
+
+// listedEntry checks and decodes an index entry read at seq for the citizen's listing: ok only if
+// it is the broker's and the citizen's record. An entry that is not is logged and counted.
+func (l *Log) listedEntry(shard int, subject, pseudonym string, seq uint64, m *nats.Msg) (Entry, entryPosition, bool) {
+	p, err := l.openEntryMsg(subject, seq, m.Header, m.Data)
+	if err != nil {
+		l.unauthenticEntry(shard, m, err)
+		return Entry{}, p, false
+	}
+	rec := new(auditv1.AccessRecord)
+	if err := proto.Unmarshal(m.Data, rec); err != nil || rec.GetCitizenPseudonym() != pseudonym {
+		// Authentic yet not this citizen's record: only a broker bug could write it.
+		l.log.Error("authentic access index entry does not decode as the citizen's record; not listed", "shard", shard, "index_seq", seq)
+		return Entry{}, p, false
+	}
+	return Entry{Record: rec, Leaf: m.Data, LeafIndex: p.leaf}, p, true
+}
+
+// search lists as list does, by asking JetStream for the citizen's entries on the subject before
+// below (> 0): counts (which JetStream keeps per subject) locate the page. Past nats-server's summary
+// expiry it loads every block between two entries, so list uses it only where links end.
+func (l *Log) search(ctx context.Context, shard int, subject, pseudonym string, n, below uint64) ([]Entry, string, error) {
+	l.metrics.searched()
+	stream := IndexStreamName(l.opts.IndexShards, shard)
 	total, err := l.countFrom(ctx, stream, subject, 1)
 	if err != nil {
 		return nil, "", err
@@ -108,6 +185,9 @@ func (l *Log) list(ctx context.Context, shard int, subject, pseudonym string, n,
 	}
 	if total <= after {
 		return nil, "", nil
+	}
+	if n == 0 {
+		return nil, encodePageToken(below), nil // the page is full, and there is more
 	}
 	avail := total - after // entries before below
 
@@ -155,18 +235,9 @@ func (l *Log) list(ctx context.Context, shard int, subject, pseudonym string, n,
 	for i := uint64(1); i <= got; i++ {
 		e := ring[(read-i)%n]
 		oldest = e.seq
-		p, err := l.openEntryMsg(subject, e.msg.Header, e.msg.Data)
-		if err != nil {
-			l.unauthenticEntry(shard, e.msg, err)
-			continue
+		if entry, _, ok := l.listedEntry(shard, subject, pseudonym, e.seq, e.msg); ok {
+			out = append(out, entry)
 		}
-		rec := new(auditv1.AccessRecord)
-		if err := proto.Unmarshal(e.msg.Data, rec); err != nil || rec.GetCitizenPseudonym() != pseudonym {
-			// Authentic yet not this citizen's record: only a broker bug could write it.
-			l.log.Error("authentic access index entry does not decode as the citizen's record; not listed", "shard", shard, "index_seq", e.seq)
-			continue
-		}
-		out = append(out, Entry{Record: rec, Leaf: e.msg.Data, LeafIndex: p.leaf})
 	}
 	next := ""
 	if read > n || (from > 1 && avail > k) {
@@ -269,7 +340,13 @@ func (l *Log) scan(ctx context.Context, stream string, seq uint64, subject strin
 
 // directLast returns the newest message on subject in stream, or nil if there is none.
 func (l *Log) directLast(ctx context.Context, stream, subject string) (*nats.Msg, error) {
-	body, err := json.Marshal(directRequest{LastFor: subject})
+	return l.directGet(ctx, stream, directRequest{LastFor: subject})
+}
+
+// directGet returns the one message req asks for (by sequence, or the newest on a subject), or nil
+// if there is none.
+func (l *Log) directGet(ctx context.Context, stream string, req directRequest) (*nats.Msg, error) {
+	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("direct get %s: %w", stream, err)
 	}

@@ -29,6 +29,10 @@ const (
 	DiffUnauthentic DifferenceKind = "unauthentic"
 	// DiffUnindexable: a leaf without a usable citizen pseudonym (the broker never writes one).
 	DiffUnindexable DifferenceKind = "unindexable"
+	// DiffLink: an authentic entry whose link to the citizen's previous entry skips one of the
+	// citizen's entries, which listings would then miss. JetStream checks every link as it stores
+	// the entry, so only a broker bug could write one.
+	DiffLink DifferenceKind = "link"
 )
 
 // Difference is one way the index differs from the log. It names no citizen: the leaf index, the
@@ -97,8 +101,9 @@ func (r *Report) add(d Difference) {
 }
 
 // VerifyIndex checks the per-citizen index against the log: every leaf of the log (every record of
-// an authentic ACCESS batch, in tree order) has exactly one index entry, and every index entry is
-// authentic and equal to its leaf in bytes, leaf index, batch position and shard. It names each
+// an authentic ACCESS batch, in tree order) has exactly one index entry, every index entry is
+// authentic and equal to its leaf in bytes, leaf index, batch position and shard, and no entry's
+// link skips an entry of its citizen. It names each
 // difference. It checks the batches the indexer has acknowledged (so a running broker's last few
 // batches may be left for the next check) and changes nothing. It reads the whole log and index and
 // keeps 32 bytes per leaf in memory.
@@ -198,10 +203,14 @@ func (l *Log) compareIndex(ctx context.Context, through uint64) (Report, fix, er
 	rep.Leaves = uint64(len(exp))
 
 	for shard := range l.opts.IndexShards {
+		lastOn := map[string]uint64{} // subject → its newest entry so far
 		_, err := l.scan(ctx, IndexStreamName(l.opts.IndexShards, shard), 1, "", 1024, func(iseq uint64, m *nats.Msg) (bool, error) {
 			rep.Entries++
 			d := Difference{Shard: shard, IndexSeq: iseq, AccessID: recordString(m.Data, 1)}
-			p, err := l.openEntryMsg(directSubject(m), m.Header, m.Data)
+			subject := directSubject(m)
+			before := lastOn[subject]
+			lastOn[subject] = iseq
+			p, err := l.openEntryMsg(subject, iseq, m.Header, m.Data)
 			if err != nil {
 				d.Kind = DiffUnauthentic
 				if q, ok := parseEntryHeaders(m.Header); ok {
@@ -219,6 +228,13 @@ func (l *Log) compareIndex(ctx context.Context, through uint64) (Report, fix, er
 				d.Kind = DiffAltered
 				rep.add(d)
 				fx.remove[shard] = append(fx.remove[shard], iseq)
+				return false, nil
+			}
+			if p.linked && p.prev < before {
+				// A link to an entry deleted since is no skip: listings search below it.
+				d.Kind = DiffLink
+				rep.add(d)
+				fx.remove[shard] = append(fx.remove[shard], iseq) // its leaf is then written again, unlinked
 				return false, nil
 			}
 			e := &exp[p.leaf]
@@ -300,6 +316,8 @@ func (l *Log) repair(ctx context.Context) (Report, error) {
 			return Report{}, err
 		}
 	}
+	// What repair deletes and writes moves the shards' last sequences and citizens' newest entries.
+	defer l.ix.links.forget()
 	start := time.Now()
 	through := l.ix.pos.next - 1
 	rep, fx, err := l.compareIndex(ctx, through)
@@ -370,7 +388,7 @@ func (l *Log) reindex(ctx context.Context, leaves []uint64) (int, error) {
 			next++
 			pseudonym := recordString(recs[i], 3)
 			p := entryPosition{seq: seq, idx: i, leaf: first + uint64(i), batchFirst: first, batchCount: len(recs)}
-			msg, err := l.entryMsg(pseudonym, p, recs[i], "")
+			msg, err := l.entryMsg(pseudonym, p, recs[i], "", nil)
 			if err != nil {
 				return true, err
 			}

@@ -75,7 +75,7 @@ func (w *Watcher) NextEntry(ctx context.Context) (Entry, error) {
 		default:
 			return Entry{}, fmt.Errorf("%w: watch access records: %w", ErrUnavailable, err)
 		}
-		p, err := w.l.openEntryMsg(m.Subject, m.Header, m.Data)
+		p, err := w.l.openEntryMsg(m.Subject, 0, m.Header, m.Data)
 		if err != nil {
 			w.l.stats.unauthenticEntries.Add(1)
 			w.l.log.Error("message on a citizen's index subject is not authenticated by the broker; not delivered",
