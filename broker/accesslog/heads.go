@@ -254,7 +254,7 @@ func (l *Log) maybeSaveHeads(k *linkState) {
 // replica has indexed since, so that the indexer of the next start (a deploy's restart) has nothing
 // to read after them. (Older heads would do no harm: whoever loads them reads what follows them.)
 func (l *Log) saveHeadsOnStop(k *linkState) {
-	if l.opts.IndexHeadsEvery < 0 || len(k.heads) == 0 {
+	if l.opts.IndexHeadsEvery < 0 || len(k.heads) == 0 || !k.clean || l.nc.Status() != nats.CONNECTED {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.PublishTimeout)

@@ -120,6 +120,10 @@ func (l *Log) list(ctx context.Context, shard int, subject, pseudonym string, n,
 		}
 	}
 	var out []Entry
+	searchBelow := func(seq uint64) ([]Entry, string, error) {
+		rest, next, err := l.search(ctx, shard, subject, pseudonym, n-uint64(len(out)), seq)
+		return append(out, rest...), next, err
+	}
 	for {
 		seq, err := msgSeq(m)
 		if err != nil {
@@ -131,9 +135,7 @@ func (l *Log) list(ctx context.Context, shard int, subject, pseudonym string, n,
 		}
 		switch {
 		case !ok || !p.linked || p.prev >= seq:
-			// No link to follow: search below this entry.
-			rest, next, err := l.search(ctx, shard, subject, pseudonym, n-uint64(len(out)), seq)
-			return append(out, rest...), next, err
+			return searchBelow(seq) // no link to follow
 		case p.prev == 0:
 			return out, "", nil
 		case uint64(len(out)) == n:
@@ -144,9 +146,7 @@ func (l *Log) list(ctx context.Context, shard int, subject, pseudonym string, n,
 			return nil, "", err
 		}
 		if next == nil || directSubject(next) != subject {
-			// The entry linked to was deleted (repair removes entries that are not the log's).
-			rest, tok, err := l.search(ctx, shard, subject, pseudonym, n-uint64(len(out)), seq)
-			return append(out, rest...), tok, err
+			return searchBelow(seq) // the entry linked to was deleted (repair removes entries not the log's)
 		}
 		m = next
 	}
