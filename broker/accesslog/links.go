@@ -168,9 +168,9 @@ func (l *Log) linksHold(ctx context.Context, k *linkState) bool {
 }
 
 // prefetch looks up, concurrently, the newest entry of each citizen in the group the indexer does
-// not know, so that linking the group's entries does not wait for one lookup after another. The
-// order does not matter: JetStream checks a looked-up link against the subject when it stores the
-// entry.
+// not know, before the group publishes anything: linking then waits for no lookup, and a lookup
+// that fails fails the group before any of its entries is written. The order does not matter:
+// JetStream checks a looked-up link against the subject when it stores the entry.
 func (l *Log) prefetch(ctx context.Context, k *linkState, g *group) error {
 	l.loadHeads(ctx, k)
 	need := map[string]int{} // pseudonym → shard
@@ -184,9 +184,6 @@ func (l *Log) prefetch(ctx context.Context, k *linkState, g *group) error {
 				need[p] = shardOf(l.opts.IndexShards, p)
 			}
 		}
-	}
-	if len(need) < 2 {
-		return nil // link looks a single one up itself
 	}
 	var (
 		mu   sync.Mutex
