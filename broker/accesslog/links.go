@@ -31,9 +31,10 @@ import (
 //     Nats-Expected-Last-Subject-Sequence, which the server checks against the subject itself.
 //
 // Any refused entry fails the group; the indexer then forgets what it knew (resume) and learns it
-// again, from its saved heads (heads.go) and what the shards hold after them. An entry deleted later (by repair) leaves a link to nothing, and an entry written without a
-// link (by repair, or by an earlier version) ends the links: at either, the listing searches the
-// shard below it as it did before links, which is slower but complete.
+// again, from its saved heads (heads.go) and what the shards hold after them. An entry deleted
+// later (by repair) leaves a link to nothing, and an entry written without a link (by repair, or by
+// an earlier version) ends the links: at either, the listing searches the shard below it as it did
+// before links, which is slower but complete.
 
 // maxLinkHeads bounds how many citizens' newest entries the indexer keeps (about 40 bytes each):
 // enough for every citizen of a country of Denmark's size. Past it, it forgets an eighth, and each
@@ -230,7 +231,6 @@ func (l *Log) lastSeqOn(ctx context.Context, stream, subject string) (uint64, er
 			Seq uint64 `json:"seq"`
 		} `json:"message"`
 		Error *struct {
-			Code        int    `json:"code"`
 			ErrCode     int    `json:"err_code"`
 			Description string `json:"description"`
 		} `json:"error"`
