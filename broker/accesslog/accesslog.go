@@ -74,7 +74,7 @@ const (
 	HeaderEntryMAC = "Aperture-Entry-Mac"
 	// HeaderIndexPrev links an index entry to the citizen's previous entry in its shard: that
 	// entry's index sequence, or 0 if there was none. JetStream checked the link when it stored the
-	// entry (see linkEntry), so a listing follows links instead of searching the shard. Entries
+	// entry (see links.go), so a listing follows links instead of searching the shard. Entries
 	// written without a link (by repair, or by earlier versions) have no such header.
 	HeaderIndexPrev = "Aperture-Index-Prev"
 	// HeaderIndexSeq is a linked entry's own index sequence, as the indexer wrote it: under the MAC,
@@ -306,12 +306,12 @@ func (l *Log) Stats() Stats {
 		Records:            l.stats.records.Load(),
 		Batches:            l.stats.batches.Load(),
 		Failed:             l.stats.failed.Load(),
-		IndexLookups:       l.stats.indexLookups.Load(),
 		Refused:            l.stats.refused.Load(),
 		IndexFailures:      l.stats.indexFailures.Load(),
 		UnauthenticBatches: l.stats.unauthenticBatches.Load(),
 		UnauthenticEntries: l.stats.unauthenticEntries.Load(),
 		Repaired:           l.stats.repaired.Load(),
+		IndexLookups:       l.stats.indexLookups.Load(),
 	}
 }
 

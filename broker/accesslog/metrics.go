@@ -24,8 +24,8 @@ const (
 	MetricIndexFailures = "aperture.accesslog.index.failures"
 	MetricUnauthentic   = "aperture.accesslog.unauthentic"
 	// MetricListDuration times a citizen's listing (ListEntries), by page ("first", "next") and
-	// result ("ok", "failed"). A cold listing loads the store's blocks between the citizen's entries,
-	// so this is where an index outgrowing its design shows first (README, capacity model).
+	// result ("ok", "failed"). A cold listing loads one block of the store per entry it follows, and
+	// where it must search a shard (MetricListSearches) every block between two entries.
 	MetricListDuration = "aperture.accesslog.list.duration"
 	// MetricListSearches counts listings that reached an entry whose link they could not follow
 	// (written by repair or an earlier version, or linking to an entry deleted since) and searched
@@ -180,22 +180,18 @@ func (m *logMetrics) listed(next bool, err error, took time.Duration) {
 
 func (m *logMetrics) searched() { m.searches.Add(bgCtx, 1) }
 
-func (m *logMetrics) headsSaved(err error) {
-	if err == nil {
-		m.saves.Add(bgCtx, 1, probeOK)
-	} else {
-		m.saves.Add(bgCtx, 1, probeFailed)
-	}
-}
+func (m *logMetrics) headsSaved(err error) { m.saves.Add(bgCtx, 1, resultOf(err)) }
 
 func (m *logMetrics) failed(n int) { m.records.Add(bgCtx, int64(n), resultFailed) }
 
-func (m *logMetrics) probe(err error) {
-	if err == nil {
-		m.probes.Add(bgCtx, 1, probeOK)
-	} else {
-		m.probes.Add(bgCtx, 1, probeFailed)
+func (m *logMetrics) probe(err error) { m.probes.Add(bgCtx, 1, resultOf(err)) }
+
+// resultOf is the result attribute ("ok", "failed") of an attempt that ended with err.
+func resultOf(err error) metric.MeasurementOption {
+	if err != nil {
+		return probeFailed
 	}
+	return probeOK
 }
 
 func (m *logMetrics) unregister() {

@@ -94,7 +94,7 @@ func (l *Log) list(ctx context.Context, shard int, subject, pseudonym string, n,
 	stream := IndexStreamName(l.opts.IndexShards, shard)
 	var m *nats.Msg
 	if below == 0 {
-		last, err := l.directGet(ctx, stream, directRequest{LastFor: subject})
+		last, err := l.directLast(ctx, stream, subject)
 		if err != nil || last == nil {
 			return nil, "", err
 		}
