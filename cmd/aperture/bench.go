@@ -79,6 +79,17 @@ type benchResult struct {
 	DirectAllocBytes   float64 `json:"direct_alloc_bytes_per_op"`
 	ProxyAllocBytes    float64 `json:"proxy_alloc_bytes_per_op"`
 	BrokeredAllocBytes float64 `json:"brokered_alloc_bytes_per_op"`
+	// Page faults of the whole process per successful call (minor and major, from getrusage), warm-up
+	// included: the first touch of each page the heap grows into costs one, and what one costs is the
+	// host's (see HostTHP).
+	DirectFaults   float64 `json:"direct_faults_per_op"`
+	ProxyFaults    float64 `json:"proxy_faults_per_op"`
+	BrokeredFaults float64 `json:"brokered_faults_per_op"`
+	// HostTHP is the kernel's transparent huge page mode, the bracketed word of
+	// /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise", "never"; "" where there is no
+	// such file). Go does not ask for huge pages itself, so only with "always" does its heap grow in
+	// 2 MB pages, one fault each, rather than in 4 KiB ones.
+	HostTHP string `json:"host_thp"`
 	// BrokeredStages is where the brokered calls' time went inside the broker, from its own histograms.
 	BrokeredStages []stageFigure `json:"brokered_stages"`
 }
@@ -194,13 +205,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(stdout, "Aperture bench: %s, %d fields, %d cases of %d citizens, %d concurrent callers, %.0fs per run, every brokered call durably logged\n\n",
 		res.Dataset, res.Fields, res.Cases, res.Citizens, res.Concurrency, res.DurationS)
-	fmt.Fprintln(tw, "\tops/s\tp50 ms\tp99 ms\tCPU µs/op\tallocs/op\tKiB/op\terrors\t")
-	fmt.Fprintf(tw, "direct authority Fetch\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%d\t\n", res.DirectOpsPerSec, res.DirectP50Ms, res.DirectP99Ms, res.DirectCPUMicros, res.DirectAllocs, res.DirectAllocBytes/1024, res.DirectErrors)
-	fmt.Fprintf(tw, "bare mTLS proxy to the authority\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%d\t\n", res.ProxyOpsPerSec, res.ProxyP50Ms, res.ProxyP99Ms, res.ProxyCPUMicros, res.ProxyAllocs, res.ProxyAllocBytes/1024, res.ProxyErrors)
-	fmt.Fprintf(tw, "brokered Release\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%d\t\n", res.BrokeredOpsPerSec, res.BrokeredP50Ms, res.BrokeredP99Ms, res.BrokeredCPUMicros, res.BrokeredAllocs, res.BrokeredAllocBytes/1024, res.BrokeredErrors)
+	fmt.Fprintln(tw, "\tops/s\tp50 ms\tp99 ms\tCPU µs/op\tallocs/op\tKiB/op\tfaults/op\terrors\t")
+	fmt.Fprintf(tw, "direct authority Fetch\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%.2f\t%d\t\n", res.DirectOpsPerSec, res.DirectP50Ms, res.DirectP99Ms, res.DirectCPUMicros, res.DirectAllocs, res.DirectAllocBytes/1024, res.DirectFaults, res.DirectErrors)
+	fmt.Fprintf(tw, "bare mTLS proxy to the authority\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%.2f\t%d\t\n", res.ProxyOpsPerSec, res.ProxyP50Ms, res.ProxyP99Ms, res.ProxyCPUMicros, res.ProxyAllocs, res.ProxyAllocBytes/1024, res.ProxyFaults, res.ProxyErrors)
+	fmt.Fprintf(tw, "brokered Release\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.1f\t%.2f\t%d\t\n", res.BrokeredOpsPerSec, res.BrokeredP50Ms, res.BrokeredP99Ms, res.BrokeredCPUMicros, res.BrokeredAllocs, res.BrokeredAllocBytes/1024, res.BrokeredFaults, res.BrokeredErrors)
 	tw.Flush()
 	fmt.Fprintf(stdout, "\nbrokered/proxy: %.2f   brokered/direct: %.2f   proxy/direct: %.2f\naccess log: %d records in %d durable writes (%.1f per write); the index was %d batches behind at the end\n",
 		res.BrokeredOverProxy, res.Ratio, res.ProxyOverDirect, res.AccessLogRecords, res.AccessLogBatches, res.RecordsPerDurable, res.IndexLagBatches)
+	if res.HostTHP != "" {
+		fmt.Fprintf(stdout, "host: transparent huge pages %q (the Go heap grows in 2 MB pages only with \"always\")\n", res.HostTHP)
+	}
 	if len(res.BrokeredStages) > 0 {
 		fmt.Fprintf(stdout, "\nwhere a brokered call's time went inside the broker (its own histograms; p50/p99 to a bucket's resolution):\n\n")
 		fmt.Fprintln(tw, "\tcount\tmean ms\tp50 ms\tp99 ms\t")
@@ -301,7 +315,7 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		return err
 	}
 
-	cpu0, mem0 := processCPU(), heapAllocs()
+	cpu0, mem0, flt0 := processCPU(), heapAllocs(), processFaults()
 	var (
 		dRate, pRate float64
 		dLat, pLat   []time.Duration
@@ -310,11 +324,11 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 	if !o.BrokeredOnly {
 		dRate, dLat, dErr = load(ctx, directOp, o.Concurrency, o.Warmup, o.Duration, nil)
 	}
-	cpu1, mem1 := processCPU(), heapAllocs()
+	cpu1, mem1, flt1 := processCPU(), heapAllocs(), processFaults()
 	if !o.BrokeredOnly {
 		pRate, pLat, pErr = load(ctx, proxyOp, o.Concurrency, o.Warmup, o.Duration, nil)
 	}
-	cpu2, mem2 := processCPU(), heapAllocs()
+	cpu2, mem2, flt2 := processCPU(), heapAllocs(), processFaults()
 	if err := settle(ctx, st.Broker); err != nil {
 		return nil, err
 	}
@@ -323,14 +337,14 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		return nil, err
 	}
 	before := st.Broker.AccessLog().Stats()
-	restoreGC := lowerGCForEmbeddedNATS() // as in a broker with the embedded server
-	cpu3, mem3 := processCPU(), heapAllocs()
+	restoreGC := lowerGCForEmbeddedNATS(hostTHP()) // as in a broker with the embedded server
+	cpu3, mem3, flt3 := processCPU(), heapAllocs(), processFaults()
 	var stages0 histSnapshot
 	var stagesErr error
 	bRate, bLat, bErr := load(cctx, brokeredOp, o.Concurrency, o.Warmup, o.Duration, func() {
 		stages0, stagesErr = snapshotStages(st.telemetry.Gatherer())
 	})
-	cpu4, mem4 := processCPU(), heapAllocs()
+	cpu4, mem4, flt4 := processCPU(), heapAllocs(), processFaults()
 	restoreGC()
 	stages1, err := snapshotStages(st.telemetry.Gatherer())
 	if err = cmp.Or(stagesErr, err); err != nil {
@@ -352,6 +366,7 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		AccessLogBatches: after.Batches - before.Batches, AccessLogRecords: after.Records - before.Records,
 		BrokeredErrors: bErr, ProxyErrors: pErr, DirectErrors: dErr,
 		BrokeredStages: stagesBetween(stages0, stages1),
+		HostTHP:        hostTHP(),
 	}
 	wall := o.Warmup + o.Duration
 	if dRate > 0 {
@@ -359,15 +374,18 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		res.ProxyOverDirect = pRate / dRate
 		res.DirectCPUMicros = perOp(cpu1-cpu0, dRate, wall)
 		res.DirectAllocs, res.DirectAllocBytes = mem1.perOp(mem0, dRate, wall)
+		res.DirectFaults = float64(flt1-flt0) / (dRate * wall.Seconds())
 	}
 	if pRate > 0 {
 		res.BrokeredOverProxy = bRate / pRate
 		res.ProxyCPUMicros = perOp(cpu2-cpu1, pRate, wall)
 		res.ProxyAllocs, res.ProxyAllocBytes = mem2.perOp(mem1, pRate, wall)
+		res.ProxyFaults = float64(flt2-flt1) / (pRate * wall.Seconds())
 	}
 	if bRate > 0 {
 		res.BrokeredCPUMicros = perOp(cpu4-cpu3, bRate, wall)
 		res.BrokeredAllocs, res.BrokeredAllocBytes = mem4.perOp(mem3, bRate, wall)
+		res.BrokeredFaults = float64(flt4-flt3) / (bRate * wall.Seconds())
 	}
 	if res.AccessLogBatches > 0 {
 		res.RecordsPerDurable = float64(res.AccessLogRecords) / float64(res.AccessLogBatches)
@@ -539,6 +557,15 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processFaults is the page faults (minor and major) this process has taken.
+func processFaults() uint64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return uint64(ru.Minflt + ru.Majflt)
 }
 
 // allocCount is the process's heap allocations so far.

@@ -214,3 +214,19 @@ func TestBenchFlagsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestTHPMode reads the selected mode out of the kernel's transparent_hugepage/enabled line.
+func TestTHPMode(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{"always [madvise] never\n", "madvise"},
+		{"[always] madvise never\n", "always"},
+		{"always madvise [never]", "never"},
+		{"always madvise never", ""},
+		{"[always", ""},
+		{"", ""},
+	} {
+		if got := thpMode(tc.line); got != tc.want {
+			t.Errorf("thpMode(%q) = %q, want %q", tc.line, got, tc.want)
+		}
+	}
+}

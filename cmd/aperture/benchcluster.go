@@ -71,7 +71,7 @@ type scaleOutRun struct {
 // cost, not what more machines gain.
 func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchOptions, logger *slog.Logger) (*scaleOutResult, error) {
 	// The NATS nodes run in this process too (on a real cluster they are processes of their own).
-	defer lowerGCForEmbeddedNATS()()
+	defer lowerGCForEmbeddedNATS(hostTHP())()
 	urls, stopCluster, err := startBenchCluster(filepath.Join(dir, "nats-cluster"), nodes)
 	if err != nil {
 		return nil, err

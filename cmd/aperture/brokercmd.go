@@ -101,7 +101,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if *natsURL == "" {
-		defer lowerGCForEmbeddedNATS()()
+		defer lowerGCForEmbeddedNATS(hostTHP())()
 	}
 	pfs, err := policyFS(*policyDir)
 	if err != nil {

@@ -40,7 +40,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	defer lowerGCForEmbeddedNATS()()
+	defer lowerGCForEmbeddedNATS(hostTHP())()
 	pfs, err := policyFS(*policyDir)
 	if err != nil {
 		return err
