@@ -146,6 +146,10 @@ func (l *Log) loadHeads(ctx context.Context, k *linkState) {
 		}
 		read += n
 	}
+	if len(k.heads) > 0 {
+		// They were just saved: the next save is due IndexHeadsEvery from now, not at the first group.
+		k.savedAt = start
+	}
 	l.log.Info("index heads restored", "citizens", len(k.heads), "entries_read_after_them", read,
 		"took", time.Since(start).Round(time.Millisecond))
 }

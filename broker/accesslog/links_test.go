@@ -288,4 +288,25 @@ func TestHeadsSurviveRestart(t *testing.T) {
 			t.Fatalf("citizen %d sees %v, want 4 records", 10+c, got)
 		}
 	}
+	l.Close()
+
+	// An indexer that restored saved heads does not save them again at its first group (at a
+	// country's scale that is ~120 MB written for nothing), only IndexHeadsEvery later or when it
+	// stops. One that had none to restore saves them at its first group.
+	l = e.open(accesslog.Options{})
+	round(l, 4)
+	l.Close()
+	before := saved()
+	l = e.open(accesslog.Options{})
+	round(l, 5)
+	if n := l.Stats().IndexLookups; n != 0 {
+		t.Fatalf("the indexer looked up %d citizens, want none: it has their saved heads", n)
+	}
+	if now := saved(); now == nil || now.NUID != before.NUID {
+		t.Fatal("an indexer that restored the heads saved them again at its first group")
+	}
+	l.Close()
+	if now := saved(); now == nil || now.NUID == before.NUID {
+		t.Fatal("the indexer did not save its heads when it stopped")
+	}
 }
