@@ -39,8 +39,10 @@ type scaleOutResult struct {
 	Citizens    int     `json:"citizens"`
 	Cases       int     `json:"cases"`
 	// CPUs is how many cores the whole cluster (NATS nodes, brokers, authorities, load) shares.
-	CPUs int           `json:"cpus"`
-	Runs []scaleOutRun `json:"runs"`
+	CPUs int `json:"cpus"`
+	// HostTHP is the kernel's transparent huge page mode, as in benchResult.
+	HostTHP string        `json:"host_thp"`
+	Runs    []scaleOutRun `json:"runs"`
 }
 
 // scaleOutRun is one run with Brokers replicas taking the load, round robin by caller.
@@ -50,7 +52,9 @@ type scaleOutRun struct {
 	P50Ms     float64 `json:"brokered_p50_ms"`
 	P99Ms     float64 `json:"brokered_p99_ms"`
 	// CPUMicros is the CPU of the whole process per successful call: every node, broker and authority.
-	CPUMicros         float64 `json:"cpu_us_per_op"`
+	CPUMicros float64 `json:"cpu_us_per_op"`
+	// Faults is the whole process's page faults per successful call, as in benchResult.
+	Faults            float64 `json:"faults_per_op"`
 	Errors            uint64  `json:"errors"`
 	AccessLogRecords  uint64  `json:"access_log_records"`
 	AccessLogBatches  uint64  `json:"access_log_batches"`
@@ -148,7 +152,7 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 	}
 
 	res := &scaleOutResult{NATSNodes: nodes, Replicas: nodes, Concurrency: o.Concurrency, DurationS: o.Duration.Seconds(),
-		Citizens: len(citizens), Cases: len(targets), CPUs: runtime.NumCPU()}
+		Citizens: len(citizens), Cases: len(targets), CPUs: runtime.NumCPU(), HostTHP: hostTHP()}
 	wall := o.Warmup + o.Duration
 	for k := 1; k <= brokers; k++ {
 		op := func(ctx context.Context, i int) error {
@@ -172,13 +176,13 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 				return nil, err
 			}
 		}
-		cpu0 := processCPU()
+		cpu0, flt0 := processCPU(), processFaults()
 		var stages0 histSnapshot
 		var stagesErr error
 		rate, lat, errs := load(cctx, op, o.Concurrency, o.Warmup, o.Duration, func() {
 			stages0, stagesErr = snapshotStages(gatherers...)
 		})
-		cpu1 := processCPU()
+		cpu1, flt1 := processCPU(), processFaults()
 		stages1, err := snapshotStages(gatherers...)
 		if err = cmp.Or(stagesErr, err); err != nil {
 			return nil, err
@@ -192,6 +196,7 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 			Stages: stagesBetween(stages0, stages1)}
 		if rate > 0 {
 			run.CPUMicros = perOp(cpu1-cpu0, rate, wall)
+			run.Faults = float64(flt1-flt0) / (rate * wall.Seconds())
 		}
 		if run.AccessLogBatches > 0 {
 			run.RecordsPerDurable = float64(run.AccessLogRecords) / float64(run.AccessLogBatches)
@@ -224,11 +229,14 @@ func printScaleOut(w io.Writer, res *scaleOutResult) {
 		res.NATSNodes, res.Replicas, res.Cases, res.Citizens, res.Concurrency, res.DurationS)
 	fmt.Fprintf(w, "Every node, broker and authority shares this machine's %d cores: more replicas show their overhead here, not the speed-up of more machines.\n\n", res.CPUs)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "brokers\tops/s\tp50 ms\tp99 ms\tCPU µs/op\trecords/write\terrors\tindexer failures\tindex lag (batches)\t")
+	fmt.Fprintln(tw, "brokers\tops/s\tp50 ms\tp99 ms\tCPU µs/op\tfaults/op\trecords/write\terrors\tindexer failures\tindex lag (batches)\t")
 	for _, r := range res.Runs {
-		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.1f\t%d\t%d\t%d\t\n", r.Brokers, r.OpsPerSec, r.P50Ms, r.P99Ms, r.CPUMicros, r.RecordsPerDurable, r.Errors, r.IndexFailures, r.IndexLagBatches)
+		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t%.1f\t%d\t%d\t%d\t\n", r.Brokers, r.OpsPerSec, r.P50Ms, r.P99Ms, r.CPUMicros, r.Faults, r.RecordsPerDurable, r.Errors, r.IndexFailures, r.IndexLagBatches)
 	}
 	tw.Flush()
+	if res.HostTHP != "" {
+		fmt.Fprintf(w, "host: transparent huge pages %q (the Go heap grows in 2 MB pages only with \"always\")\n", res.HostTHP)
+	}
 	fmt.Fprintf(w, "\nwhere a call's time went inside the brokers (their own histograms; mean / p99 ms, p99 to a bucket's resolution):\n\n")
 	fmt.Fprint(tw, "brokers\t")
 	for _, src := range releaseStages() {
