@@ -729,17 +729,18 @@ type pending struct {
 
 // publishEntries publishes (asynchronously) the index entries of batch seq, whose first leaf is
 // first, except those skip names, and adds them to p. With links each entry is linked to the
-// citizen's previous entry (see links.go). With withID each entry carries the message id seq-idx, so
-// that JetStream drops a second copy within its duplicate window, as builds before links did; the
-// indexer now sends none. Every entry it writes carries the shard's last sequence as it expects it,
-// so JetStream refuses a second copy anyway (the shard has moved), and the restart rule (resume's
-// partial) skips what a crashed group stored. The ids cost more than they gave: JetStream keeps
-// each one in memory for the duplicate window (two minutes, ~1 M ids at 9,000 entries a second),
-// and the garbage collector scanned them all, so a broker grew slower over its first two minutes.
-// aperture bench --brokered-only, with ids against without: after a 130 s warm-up (steady state)
-// 7,661–7,812 against 8,527–10,463 releases/s, 213–217 against 151–180 µs per release, p99
-// 30.7–35.7 against 19.4–21.4 ms; after 40 s, 9,124–9,221 against 10,344–10,710; after the default
-// 2 s, 9,610–9,758 against 9,971–10,063.
+// citizen's previous entry (see links.go). With withID each entry carries the message id seq-idx,
+// so that JetStream drops a second copy within its duplicate window: the indexer's entries did
+// until 3 December, and tests use it for entries such a build left. The indexer now sends none.
+// Every entry it writes carries the shard's last sequence as it expects it, so JetStream refuses a
+// second copy anyway (the shard has moved), and the restart rule (resume's partial) skips what a
+// crashed group stored. The ids cost more than they gave: JetStream keeps each one in memory for
+// the duplicate window (two minutes, ~1 M ids at 9,000 entries a second), and the garbage collector
+// scanned them all, so a broker grew slower over its first two minutes. aperture bench
+// --brokered-only, with ids against without: after a 130 s warm-up (steady state) 7,661–7,812
+// against 8,527–10,463 releases/s, 213–217 against 151–180 µs per release, p99 30.7–35.7 against
+// 19.4–21.4 ms; after 40 s, 9,124–9,221 against 10,344–10,710; after the default 2 s, 9,610–9,758
+// against 9,971–10,063.
 func (l *Log) publishEntries(ctx context.Context, seq, first uint64, leaves [][]byte, skip func(shard, idx int) bool, withID bool, links *linkState, p *pending) error {
 	seqStr := strconv.FormatUint(seq, 10)
 	for i, leaf := range leaves {

@@ -21,11 +21,10 @@ import (
 // machine, ~0.6 faults a release in aperture bench's brokered run. Where the kernel backs anonymous
 // memory with transparent huge pages (mode "always"; Go itself no longer asks for them) the heap
 // grows in 2 MB pages, a release takes ~0.07 faults, and Go's default costs less than 50, so the
-// target is left alone.
-// Brokered runs of aperture bench, alternating pairs, GOGC 100 against 50: with "always",
-// 11,128–11,335 against 10,369–10,582 releases/s, 144–146 against 150–155 µs per release, p99
-// 17.0–18.7 against 17.7–19.0 ms; with "madvise", 9,186–9,650 against 9,518–9,903 releases/s, p99
-// 30.4–31.4 against 20.3–21.5 ms.
+// target is left alone. Brokered runs of aperture bench, alternating pairs, GOGC 100 against 50:
+// with "always", 11,128–11,335 against 10,369–10,582 releases/s, 144–146 against 150–155 µs per
+// release, p99 17.0–18.7 against 17.7–19.0 ms; with "madvise", 9,186–9,650 against 9,518–9,903
+// releases/s, p99 30.4–31.4 against 20.3–21.5 ms.
 //
 // aperture bench sets it for its brokered runs only: the direct and proxy rows stand for processes
 // without NATS, where it would only add collections (it slowed them by ~15 % when set for the whole
