@@ -702,8 +702,9 @@ func (l *Log) indexGroup(ctx context.Context, g *group) error {
 		return err
 	}
 	if !asPredicted {
-		// An entry was a duplicate of one already stored: the shard's last sequence and the
-		// citizen's newest entry are not what the links assumed.
+		// An entry was not stored at the sequence its link assumed (JetStream stores a linked entry
+		// only right after the sequence it expects, so this takes a duplicate, which only entries
+		// with message ids can be): what the indexer knows no longer describes the shards.
 		l.ix.links.forget()
 	} else {
 		l.ix.links.clean = true

@@ -50,8 +50,7 @@ var (
 	resultDurable = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "durable")))
 	resultFailed  = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "failed")))
 	resultRefused = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "refused")))
-	probeOK       = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok")))
-	probeFailed   = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "failed")))
+	resultOK      = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "ok")))
 	kindBatch     = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "batch")))
 	kindEntry     = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "entry")))
 	// listAttrs[next][failed] are a listing's page and result.
@@ -189,9 +188,9 @@ func (m *logMetrics) probe(err error) { m.probes.Add(bgCtx, 1, resultOf(err)) }
 // resultOf is the result attribute ("ok", "failed") of an attempt that ended with err.
 func resultOf(err error) metric.MeasurementOption {
 	if err != nil {
-		return probeFailed
+		return resultFailed
 	}
-	return probeOK
+	return resultOK
 }
 
 func (m *logMetrics) unregister() {

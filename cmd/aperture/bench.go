@@ -315,7 +315,7 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		return err
 	}
 
-	cpu0, mem0, flt0 := processCPU(), heapAllocs(), processFaults()
+	use0, mem0 := processUsage(), heapAllocs()
 	var (
 		dRate, pRate float64
 		dLat, pLat   []time.Duration
@@ -324,11 +324,11 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 	if !o.BrokeredOnly {
 		dRate, dLat, dErr = load(ctx, directOp, o.Concurrency, o.Warmup, o.Duration, nil)
 	}
-	cpu1, mem1, flt1 := processCPU(), heapAllocs(), processFaults()
+	use1, mem1 := processUsage(), heapAllocs()
 	if !o.BrokeredOnly {
 		pRate, pLat, pErr = load(ctx, proxyOp, o.Concurrency, o.Warmup, o.Duration, nil)
 	}
-	cpu2, mem2, flt2 := processCPU(), heapAllocs(), processFaults()
+	use2, mem2 := processUsage(), heapAllocs()
 	if err := settle(ctx, st.Broker); err != nil {
 		return nil, err
 	}
@@ -337,14 +337,15 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		return nil, err
 	}
 	before := st.Broker.AccessLog().Stats()
-	restoreGC := lowerGCForEmbeddedNATS(hostTHP()) // as in a broker with the embedded server
-	cpu3, mem3, flt3 := processCPU(), heapAllocs(), processFaults()
+	thp := hostTHP()
+	restoreGC := lowerGCForEmbeddedNATS(thp) // as in a broker with the embedded server
+	use3, mem3 := processUsage(), heapAllocs()
 	var stages0 histSnapshot
 	var stagesErr error
 	bRate, bLat, bErr := load(cctx, brokeredOp, o.Concurrency, o.Warmup, o.Duration, func() {
 		stages0, stagesErr = snapshotStages(st.telemetry.Gatherer())
 	})
-	cpu4, mem4, flt4 := processCPU(), heapAllocs(), processFaults()
+	use4, mem4 := processUsage(), heapAllocs()
 	restoreGC()
 	stages1, err := snapshotStages(st.telemetry.Gatherer())
 	if err = cmp.Or(stagesErr, err); err != nil {
@@ -366,26 +367,23 @@ func bench(ctx context.Context, st *stack, o benchOptions) (*benchResult, error)
 		AccessLogBatches: after.Batches - before.Batches, AccessLogRecords: after.Records - before.Records,
 		BrokeredErrors: bErr, ProxyErrors: pErr, DirectErrors: dErr,
 		BrokeredStages: stagesBetween(stages0, stages1),
-		HostTHP:        hostTHP(),
+		HostTHP:        thp,
 	}
 	wall := o.Warmup + o.Duration
 	if dRate > 0 {
 		res.Ratio = bRate / dRate
 		res.ProxyOverDirect = pRate / dRate
-		res.DirectCPUMicros = perOp(cpu1-cpu0, dRate, wall)
+		res.DirectCPUMicros, res.DirectFaults = use1.perOp(use0, dRate, wall)
 		res.DirectAllocs, res.DirectAllocBytes = mem1.perOp(mem0, dRate, wall)
-		res.DirectFaults = float64(flt1-flt0) / (dRate * wall.Seconds())
 	}
 	if pRate > 0 {
 		res.BrokeredOverProxy = bRate / pRate
-		res.ProxyCPUMicros = perOp(cpu2-cpu1, pRate, wall)
+		res.ProxyCPUMicros, res.ProxyFaults = use2.perOp(use1, pRate, wall)
 		res.ProxyAllocs, res.ProxyAllocBytes = mem2.perOp(mem1, pRate, wall)
-		res.ProxyFaults = float64(flt2-flt1) / (pRate * wall.Seconds())
 	}
 	if bRate > 0 {
-		res.BrokeredCPUMicros = perOp(cpu4-cpu3, bRate, wall)
+		res.BrokeredCPUMicros, res.BrokeredFaults = use4.perOp(use3, bRate, wall)
 		res.BrokeredAllocs, res.BrokeredAllocBytes = mem4.perOp(mem3, bRate, wall)
-		res.BrokeredFaults = float64(flt4-flt3) / (bRate * wall.Seconds())
 	}
 	if res.AccessLogBatches > 0 {
 		res.RecordsPerDurable = float64(res.AccessLogRecords) / float64(res.AccessLogBatches)
@@ -550,22 +548,26 @@ func load(ctx context.Context, op func(context.Context, int) error, concurrency 
 	return float64(len(all)) / elapsed.Seconds(), all, errs.Load()
 }
 
-// processCPU is the CPU time (user and system) this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+// rusage is what getrusage reports of this process so far: CPU time (user and system) and page
+// faults (minor and major).
+type rusage struct {
+	cpu    time.Duration
+	faults uint64
 }
 
-// processFaults is the page faults (minor and major) this process has taken.
-func processFaults() uint64 {
+func processUsage() rusage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return rusage{}
 	}
-	return uint64(ru.Minflt + ru.Majflt)
+	return rusage{cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), faults: uint64(ru.Minflt + ru.Majflt)}
+}
+
+// perOp spreads the CPU (in µs) and the faults since before over the operations of a run (warm-up
+// included, at the same rate).
+func (u rusage) perOp(before rusage, rate float64, wall time.Duration) (cpuMicros, faults float64) {
+	n := rate * wall.Seconds()
+	return float64((u.cpu - before.cpu).Microseconds()) / n, float64(u.faults-before.faults) / n
 }
 
 // allocCount is the process's heap allocations so far.
@@ -577,15 +579,10 @@ func heapAllocs() allocCount {
 	return allocCount{objects: ms.Mallocs, bytes: ms.TotalAlloc}
 }
 
-// perOp spreads the allocations since before over the operations of a run, like perOp.
+// perOp spreads the allocations since before over the operations of a run, like rusage.perOp.
 func (a allocCount) perOp(before allocCount, rate float64, wall time.Duration) (objects, bytes float64) {
 	n := rate * wall.Seconds()
 	return float64(a.objects-before.objects) / n, float64(a.bytes-before.bytes) / n
-}
-
-// perOp spreads the CPU of a run (warm-up included, at the same rate) over its operations.
-func perOp(cpu time.Duration, rate float64, wall time.Duration) float64 {
-	return float64(cpu.Microseconds()) / (rate * wall.Seconds())
 }
 
 func pct(d []time.Duration, p float64) float64 {

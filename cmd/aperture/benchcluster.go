@@ -75,7 +75,8 @@ type scaleOutRun struct {
 // cost, not what more machines gain.
 func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchOptions, logger *slog.Logger) (*scaleOutResult, error) {
 	// The NATS nodes run in this process too (on a real cluster they are processes of their own).
-	defer lowerGCForEmbeddedNATS(hostTHP())()
+	thp := hostTHP()
+	defer lowerGCForEmbeddedNATS(thp)()
 	urls, stopCluster, err := startBenchCluster(filepath.Join(dir, "nats-cluster"), nodes)
 	if err != nil {
 		return nil, err
@@ -152,7 +153,7 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 	}
 
 	res := &scaleOutResult{NATSNodes: nodes, Replicas: nodes, Concurrency: o.Concurrency, DurationS: o.Duration.Seconds(),
-		Citizens: len(citizens), Cases: len(targets), CPUs: runtime.NumCPU(), HostTHP: hostTHP()}
+		Citizens: len(citizens), Cases: len(targets), CPUs: runtime.NumCPU(), HostTHP: thp}
 	wall := o.Warmup + o.Duration
 	for k := 1; k <= brokers; k++ {
 		op := func(ctx context.Context, i int) error {
@@ -176,13 +177,13 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 				return nil, err
 			}
 		}
-		cpu0, flt0 := processCPU(), processFaults()
+		use0 := processUsage()
 		var stages0 histSnapshot
 		var stagesErr error
 		rate, lat, errs := load(cctx, op, o.Concurrency, o.Warmup, o.Duration, func() {
 			stages0, stagesErr = snapshotStages(gatherers...)
 		})
-		cpu1, flt1 := processCPU(), processFaults()
+		use1 := processUsage()
 		stages1, err := snapshotStages(gatherers...)
 		if err = cmp.Or(stagesErr, err); err != nil {
 			return nil, err
@@ -195,8 +196,7 @@ func benchScaleOut(ctx context.Context, dir string, nodes, brokers int, o benchO
 			AccessLogRecords: after[0] - before[0], AccessLogBatches: after[1] - before[1], IndexFailures: after[2] - before[2],
 			Stages: stagesBetween(stages0, stages1)}
 		if rate > 0 {
-			run.CPUMicros = perOp(cpu1-cpu0, rate, wall)
-			run.Faults = float64(flt1-flt0) / (rate * wall.Seconds())
+			run.CPUMicros, run.Faults = use1.perOp(use0, rate, wall)
 		}
 		if run.AccessLogBatches > 0 {
 			run.RecordsPerDurable = float64(run.AccessLogRecords) / float64(run.AccessLogBatches)
