@@ -503,10 +503,9 @@ func ConnectExternalNATS(cfg Config, certs mtls.Source, log *slog.Logger) (*nats
 		return nil, err
 	}
 	opts = append(opts, auth...)
-	// Not nats.Secure: TLS is used when the server requires it (its INFO says so), with these roots
-	// and the broker's client certificate; a tls:// URL demands it from the start.
-	opts = append(opts, func(o *nats.Options) error { o.TLSConfig = tc; return nil })
-	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	// TLS with these roots and the broker's client certificate whenever the server offers it; a
+	// tls:// URL or a --nats-ca demands it.
+	nc, err := natsembed.ConnectTLSIfOffered(cfg.NATSURL, tc, cfg.NATSCA != "", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
 	}

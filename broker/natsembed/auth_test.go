@@ -468,3 +468,72 @@ func TestProbeAnonymous(t *testing.T) {
 }
 
 var errCannotTell = errors.New("cannot tell")
+
+// TestConnectTLSIfOffered: the broker's TLS configuration is used with servers that offer TLS, a
+// plain server is spoken to in the clear unless the URL or the caller demands TLS.
+func TestConnectTLSIfOffered(t *testing.T) {
+	anon, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon.Start()
+	t.Cleanup(anon.Shutdown)
+	if !anon.ReadyForConnections(10 * time.Second) {
+		t.Fatal("plain server not ready")
+	}
+	ca, err := mtls.OpenDevCA(t.TempDir(), "aperture.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokerCert := mustSource(t, ca)
+	roots := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ca.Roots(), GetClientCertificate: brokerCert.GetClientCertificate}
+	withTLS, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		TLSConfig: mtls.ServerConfig(brokerCert), TLSVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withTLS.Start()
+	t.Cleanup(withTLS.Shutdown)
+	if !withTLS.ReadyForConnections(10 * time.Second) {
+		t.Fatal("TLS server not ready")
+	}
+	plainURL := anon.ClientURL()
+	tlsURL := "tls://" + strings.TrimPrefix(plainURL, "nats://")
+
+	tests := []struct {
+		name    string
+		url     string
+		tls     *tls.Config
+		strict  bool
+		wantTLS bool
+		wantErr error
+	}{
+		{"plain server, no TLS configuration", plainURL, nil, false, false, nil},
+		{"plain server, TLS configuration", plainURL, roots, false, false, nil},
+		{"plain server, TLS demanded", plainURL, roots, true, false, nats.ErrSecureConnWanted},
+		{"plain server, tls:// URL", tlsURL, roots, false, false, nats.ErrSecureConnWanted},
+		{"TLS server, nats:// URL", "nats://" + strings.TrimPrefix(withTLS.ClientURL(), "tls://"), roots, false, true, nil},
+		{"TLS server, TLS demanded", withTLS.ClientURL(), roots, true, true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nc, err := natsembed.ConnectTLSIfOffered(tt.url, tt.tls, tt.strict, nats.NoReconnect(), nats.Timeout(5*time.Second))
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					if nc != nil {
+						nc.Close()
+					}
+					t.Fatalf("connect: %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			defer nc.Close()
+			if _, err := nc.TLSConnectionState(); (err == nil) != tt.wantTLS {
+				t.Fatalf("TLS in use = %v, want %v", err == nil, tt.wantTLS)
+			}
+		})
+	}
+}

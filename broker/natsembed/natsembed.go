@@ -146,15 +146,15 @@ func (s *Server) ClientURL() string {
 // the server's own certificate as client certificate) to the same address, so a server restarted on
 // the same port, Dir and key picks existing connections up again.
 func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	all := append([]nats.Option{nats.InProcessServer(&connProvider{s: s}), BrokerAuth(s.key)}, opts...)
+	p := &connProvider{s: s}
+	all := append([]nats.Option{nats.InProcessServer(p), nats.SetCustomDialer(p), BrokerAuth(s.key)}, opts...)
 	if s.clientTLS != nil {
-		// Not nats.Secure: that would wrap the in-process pipe in TLS as well. The client switches
-		// to TLS only when the server's INFO requires it, which it does on TCP and not in-process.
+		// A TLS configuration asks every server for TLS (nats.go ≥ 1.56), the in-process one
+		// included; the provider's SkipTLSHandshake keeps TLS off the in-process pipe, where it would
+		// only cost CPU, and on for the TCP fallback.
 		tc := s.clientTLS
 		all = append(all, func(o *nats.Options) error { o.TLSConfig = tc; return nil })
 	}
-	// The in-process connection is reached through the nats:// URL so that nats.go does not insist
-	// on TLS for it.
 	nc, err := nats.Connect("nats://"+s.addr, all...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to embedded NATS: %w", err)
@@ -173,20 +173,38 @@ func (s *Server) Shutdown() {
 func (s *Server) NATS() *server.Server { return s.srv }
 
 // connProvider hands out in-process connections while the server runs and falls back to TCP once
-// it has stopped: nats.go asks the same provider on every reconnect and has no fallback itself.
-type connProvider struct{ s *Server }
+// it has stopped: nats.go asks the same provider on every reconnect and has no fallback itself. It
+// is the connection's dialer too, for the one thing nats.go asks a dialer alone: whether to wrap the
+// connection it just got in TLS (not the in-process pipe).
+type connProvider struct {
+	s         *Server
+	inProcess atomic.Bool // the last connection handed out is the in-process pipe
+}
 
 func (p *connProvider) InProcessConn() (net.Conn, error) {
 	if !p.s.stopping.Load() && p.s.srv.Running() {
 		if c, err := p.s.srv.InProcessConn(); err == nil {
+			p.inProcess.Store(true)
 			return c, nil
 		}
 	}
+	p.inProcess.Store(false)
 	if p.s.addr == "" {
 		return nil, errors.New("embedded NATS server is not running")
 	}
 	return net.DialTimeout("tcp", p.s.addr, 2*time.Second)
 }
+
+// Dial is never called while InProcessServer is set (nats.go asks InProcessConn first); it dials
+// the server's TCP address as the fallback does.
+func (p *connProvider) Dial(network, _ string) (net.Conn, error) {
+	p.inProcess.Store(false)
+	return net.DialTimeout(network, p.s.addr, 2*time.Second)
+}
+
+// SkipTLSHandshake reports whether the connection nats.go just got is the in-process pipe, which the
+// server accepts in the clear even when its TCP clients must speak TLS.
+func (p *connProvider) SkipTLSHandshake() bool { return p.inProcess.Load() }
 
 // logAdapter sends the server's log lines to slog.
 type logAdapter struct{ l *slog.Logger }

@@ -127,6 +127,9 @@ func testRestart(t *testing.T, tlsSrc mtls.Source, scheme string) {
 	if _, err := js.AccountInfo(ctx); err != nil {
 		t.Fatalf("JetStream not available: %v", err)
 	}
+	if _, err := nc.TLSConnectionState(); err == nil {
+		t.Error("the in-process connection speaks TLS: it costs CPU and protects nothing")
+	}
 	if !s.NATS().JetStreamConfig().SyncAlways {
 		t.Fatal("JetStream does not fsync before acknowledging (SyncAlways off)")
 	}
@@ -151,8 +154,8 @@ func testRestart(t *testing.T, tlsSrc mtls.Source, scheme string) {
 	case <-ctx.Done():
 		t.Fatal("connection did not reconnect to the restarted server")
 	}
-	if tlsSrc != nil && !nc.TLSRequired() {
-		t.Error("the reconnected TCP connection does not use TLS")
+	if _, err := nc.TLSConnectionState(); tlsSrc != nil && err != nil {
+		t.Errorf("the reconnected TCP connection does not use TLS: %v", err)
 	}
 
 	st, err := js.Stream(ctx, "T")

@@ -39,12 +39,8 @@ func ProbeAnonymous(url string, tlsConfig *tls.Config, timeout time.Duration) er
 		opts := []nats.Option{nats.Name("aperture-anonymous-probe"), nats.NoReconnect(), nats.Timeout(timeout), nats.DontRandomize(),
 			// Each listed server is probed itself, not the ones it advertises.
 			nats.IgnoreDiscoveredServers()}
-		if tlsConfig != nil {
-			// Not nats.Secure: a server that does not ask for TLS must be probed as it is.
-			tc := tlsConfig
-			opts = append(opts, func(o *nats.Options) error { o.TLSConfig = tc; return nil })
-		}
-		nc, err := nats.Connect(u, opts...)
+		// Not strict: a server that does not offer TLS must be probed as it is.
+		nc, err := ConnectTLSIfOffered(u, tlsConfig, false, opts...)
 		switch {
 		case err == nil:
 			authRequired := nc.AuthRequired()

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -115,11 +114,11 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	nopts, err := natsToolOptions(*data, *natsCreds, *natsNKey, *natsCA)
+	tool, err := newNATSTool(*data, *natsCreds, *natsNKey, *natsCA)
 	if err != nil {
 		return err
 	}
-	nc, js, err := connectJetStream(*natsURL, append(nopts, nats.Name("aperture-audit-verify"))...)
+	nc, js, err := tool.connect(*natsURL, "aperture-audit-verify")
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -340,9 +341,51 @@ func brokerCerts(ctx context.Context, source, cert, key, ca, data, domain string
 const errNoTLSMaterial = "no TLS certificate: give --cert, --key and --ca (files), or --certs vault with --vault-addr, " +
 	"--vault-role-id-file and --vault-secret-id-file (Vault PKI), or --certs dev for the development CA in the data directory (development only)"
 
-// connectJetStream connects to an external NATS server with the given options (see natsToolOptions).
-func connectJetStream(url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, opts...)
+// natsTool is how a command run on the broker's machine (audit verify, report) reaches the broker's
+// NATS; see newNATSTool.
+type natsTool struct {
+	opts   []nats.Option
+	tls    *tls.Config
+	strict bool // the operator named the servers' CA: no connection in the clear
+}
+
+// newNATSTool authenticates as the broker: with the .creds or nkey file given, else with the embedded
+// server's key in the data directory; over TLS with the broker's certificate from DATA/pki when there
+// is one, trusting caFile (default DATA/pki/ca.crt). Whoever can read the data directory is the
+// broker already.
+func newNATSTool(data, creds, nkey, caFile string) (natsTool, error) {
+	if creds == "" && nkey == "" {
+		if p := filepath.Join(data, "nats", broker.EmbeddedNATSKeyFile); fileExists(p) {
+			nkey = p
+		}
+	}
+	opts, err := broker.ExternalNATSAuth(creds, nkey)
+	if err != nil {
+		return natsTool{}, err
+	}
+	strict := caFile != ""
+	pki := filepath.Join(data, "pki")
+	if caFile == "" && fileExists(filepath.Join(pki, "ca.crt")) {
+		caFile = filepath.Join(pki, "ca.crt")
+	}
+	var certs mtls.Source
+	if fileExists(filepath.Join(pki, "broker.crt")) && caFile != "" {
+		src, err := mtls.LoadSource(filepath.Join(pki, "broker.crt"), filepath.Join(pki, "broker.key"), caFile)
+		if err != nil {
+			return natsTool{}, fmt.Errorf("broker certificate for NATS: %w", err)
+		}
+		certs = src
+	}
+	tc, err := broker.ExternalNATSTLS(caFile, certs)
+	if err != nil {
+		return natsTool{}, err
+	}
+	return natsTool{opts: opts, tls: tc, strict: strict}, nil
+}
+
+// connect opens a JetStream connection to url under the client name given.
+func (t natsTool) connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := natsembed.ConnectTLSIfOffered(url, t.tls, t.strict, append(t.opts[:len(t.opts):len(t.opts)], nats.Name(name))...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}
@@ -352,39 +395,6 @@ func connectJetStream(url string, opts ...nats.Option) (*nats.Conn, jetstream.Je
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
-}
-
-// natsToolOptions authenticate a command run on the broker's machine (audit verify) to the broker's
-// NATS as the broker: with the .creds or nkey file given, else with the embedded server's key in the
-// data directory; over TLS with the broker's certificate from DATA/pki when there is one, trusting
-// caFile (default DATA/pki/ca.crt). Whoever can read the data directory is the broker already.
-func natsToolOptions(data, creds, nkey, caFile string) ([]nats.Option, error) {
-	if creds == "" && nkey == "" {
-		if p := filepath.Join(data, "nats", broker.EmbeddedNATSKeyFile); fileExists(p) {
-			nkey = p
-		}
-	}
-	opts, err := broker.ExternalNATSAuth(creds, nkey)
-	if err != nil {
-		return nil, err
-	}
-	pki := filepath.Join(data, "pki")
-	if caFile == "" && fileExists(filepath.Join(pki, "ca.crt")) {
-		caFile = filepath.Join(pki, "ca.crt")
-	}
-	var certs mtls.Source
-	if fileExists(filepath.Join(pki, "broker.crt")) && caFile != "" {
-		src, err := mtls.LoadSource(filepath.Join(pki, "broker.crt"), filepath.Join(pki, "broker.key"), caFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker certificate for NATS: %w", err)
-		}
-		certs = src
-	}
-	tc, err := broker.ExternalNATSTLS(caFile, certs)
-	if err != nil {
-		return nil, err
-	}
-	return append(opts, func(o *nats.Options) error { o.TLSConfig = tc; return nil }), nil
 }
 
 func fileExists(p string) bool {

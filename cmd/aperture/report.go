@@ -84,11 +84,11 @@ func (l *logAccess) open(name string) ([]tlog.Verifier, accesslog.Sealer, *nats.
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	nopts, err := natsToolOptions(*l.data, *l.natsCreds, *l.natsNKey, *l.natsCA)
+	tool, err := newNATSTool(*l.data, *l.natsCreds, *l.natsNKey, *l.natsCA)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	nc, js, err := connectJetStream(*l.natsURL, append(nopts, nats.Name(name))...)
+	nc, js, err := tool.connect(*l.natsURL, name)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
