@@ -3,6 +3,7 @@ package accesslog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -15,13 +16,8 @@ import (
 // place in the batch); withID false leaves out the message ids, as if the crash were longer ago
 // than the duplicate window, so that only the restart rule keeps entries from being written twice.
 func PublishEntriesAsCrashed(ctx context.Context, js jetstream.JetStream, opts Options, seq, first uint64, data []byte, keep func(shard, idx int) bool, withID bool) error {
-	opts.setDefaults()
-	l := &Log{opts: opts, log: opts.Logger, nc: js.Conn(), js: js, api: apiPrefix(js.Options())}
-	var err error
-	if l.pub, err = publisher(js, opts.PublishTimeout); err != nil {
-		return err
-	}
-	if l.replies, err = newReplies(js.Conn()); err != nil {
+	l, err := bareIndexer(js, opts)
+	if err != nil {
 		return err
 	}
 	defer l.replies.close()
@@ -36,6 +32,49 @@ func PublishEntriesAsCrashed(ctx context.Context, js jetstream.JetStream, opts O
 	}
 	_, err = l.awaitAcks(ctx, &p, seq)
 	return err
+}
+
+// bareIndexer is a log that only indexes, when told to: no committer and no indexer goroutine.
+func bareIndexer(js jetstream.JetStream, opts Options) (*Log, error) {
+	opts.setDefaults()
+	l := &Log{opts: opts, log: opts.Logger, nc: js.Conn(), js: js, api: apiPrefix(js.Options()),
+		ix: indexer{progress: make(chan struct{})}}
+	var err error
+	if l.pub, err = publisher(js, opts.PublishTimeout); err != nil {
+		return nil, err
+	}
+	if l.replies, err = newReplies(js.Conn()); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// IndexRacing indexes ACCESS batch seq as an indexer would that read where the index stands just
+// before another writer (other) stored entries of the same batch: it reads the position, runs
+// other, then indexes the batch, and returns what indexing it returned.
+func IndexRacing(ctx context.Context, js jetstream.JetStream, opts Options, seq uint64, other func() error) error {
+	l, err := bareIndexer(js, opts)
+	if err != nil {
+		return err
+	}
+	defer l.replies.close()
+	if l.access, err = js.Stream(ctx, AccessStream); err != nil {
+		return err
+	}
+	if err := l.resume(ctx); err != nil {
+		return err
+	}
+	if l.ix.pos.next != seq {
+		return fmt.Errorf("the index stands before batch %d, not %d", l.ix.pos.next, seq)
+	}
+	if err := other(); err != nil {
+		return err
+	}
+	var g group
+	if err := l.groupFromLog(ctx, &g, seq, seq); err != nil {
+		return err
+	}
+	return l.indexGroup(ctx, &g)
 }
 
 // ShardOf is the shard a pseudonym's entries are in.

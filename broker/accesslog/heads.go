@@ -229,7 +229,11 @@ func (l *Log) loadGroup(ctx context.Context, k *linkState, g headsGroup) (int, e
 	if err != nil {
 		return read, err
 	}
-	k.tails[g.shard], k.created[g.shard] = max(tail, info.State.LastSeq), g.created
+	if _, known := k.tails[g.shard]; !known {
+		// A tail resume read with the shard's position stays: entries written after it must make
+		// this indexer's entries refused (see shardPositions), even if their heads were just read.
+		k.tails[g.shard], k.created[g.shard] = max(tail, info.State.LastSeq), g.created
+	}
 	return read, nil
 }
 

@@ -600,6 +600,11 @@ func (l *Log) groupFromLog(ctx context.Context, g *group, from, through uint64) 
 				if err := l.indexGroup(ctx, g); err != nil {
 					return true, err
 				}
+				if !l.ix.pos.known {
+					if err := l.resume(ctx); err != nil {
+						return true, err
+					}
+				}
 			}
 		}
 		return s >= through, nil
@@ -715,6 +720,10 @@ func (l *Log) indexGroup(ctx context.Context, g *group) error {
 	}
 	*g = group{}
 	l.advance(lastSeq, int(leaf-first))
+	if !asPredicted {
+		// Tails are read again with the shards' positions (resume), not lazily by link.
+		l.ix.pos.known = false
+	}
 	if l.ix.recheckAt != 0 && lastSeq >= l.ix.recheckAt {
 		l.ix.recheckAt, l.ix.needRepair = 0, true
 	}
@@ -895,8 +904,8 @@ func (l *Log) advance(seq uint64, n int) {
 //     the range compared with the log once a marker covers it). So a shard whose newest entry is
 //     at (seq, idx), seq after the marker, holds every one of its entries up to that position.
 //   - Re-indexing from the batch after the marker skips, per shard, the entries at or before that
-//     position. Entries keep their message ids (seq-idx), so within the duplicate window JetStream
-//     also drops a second copy of an entry two writers raced to publish.
+//     position. Its entries expect the shard's last sequence as read with that position (see
+//     shardPositions), so of two writers that raced to re-index a batch only one stores its entries.
 //   - No valid marker but a shard whose newest entry is of a later batch than 1, or not the
 //     broker's: entries nobody can place. The index is rebuilt from the start of the log.
 //   - An entry without the broker's MAC is never a position: repair removes it.
@@ -924,11 +933,18 @@ func (l *Log) resume(ctx context.Context) error {
 		}
 		// Without a marker the index stands before the first batch (next 1, no leaves).
 		next := mark.seq + 1
-		partial, unplaced, err := l.shardPositions(ctx, next)
+		partial, tails, unplaced, err := l.shardPositions(ctx, next)
 		if err != nil {
 			return err
 		}
 		if found || !unplaced {
+			// Tails the indexer still knows were checked before the shards were read (linksHold).
+			l.ix.links.init()
+			for i, t := range tails {
+				if _, ok := l.ix.links.tails[i]; !ok {
+					l.ix.links.tails[i], l.ix.links.created[i] = t.last, t.created
+				}
+			}
 			// Entries of batch 1 without a marker are not a reason to rebuild: they are what a
 			// replica wrote before its first marker (another replica holding the pin right now, or
 			// this one before a crash), a partial batch like any batch after a marker.
@@ -959,25 +975,37 @@ func (l *Log) resume(ctx context.Context) error {
 // shardPositions reads each shard's newest entry. partial names, for each shard whose newest
 // entry is of batch next or later, that entry's (batch, place in the batch). unplaced says, without
 // a marker (next 1), that some shard's newest entry is of a later batch than 1 or not the broker's:
-// entries no position explains.
-func (l *Log) shardPositions(ctx context.Context, next uint64) (partial map[int]logPos, unplaced bool, err error) {
-	partial = map[int]logPos{}
+// entries no position explains. tails is each shard's last sequence and creation as of that entry.
+//
+// The last sequence is read before the newest entry, both from the stream leader: entries
+// re-indexed from here expect it (links.go), so an entry another writer stored after the entry was
+// read makes them refused, and one stored before it is in partial and skipped. Read the other way
+// round, or the entry from a replica that lags, two writers could both store an entry.
+func (l *Log) shardPositions(ctx context.Context, next uint64) (partial map[int]logPos, tails map[int]shardTail, unplaced bool, err error) {
+	partial, tails = map[int]logPos{}, map[int]shardTail{}
 	for i := range l.opts.IndexShards {
-		m, err := l.directLast(ctx, IndexStreamName(l.opts.IndexShards, i), indexShardPrefix(l.opts.IndexShards, i)+"*")
+		name := IndexStreamName(l.opts.IndexShards, i)
+		s, err := l.js.Stream(ctx, name)
 		if err != nil {
-			return nil, false, fmt.Errorf("read index shard %d: %w", i, err)
+			return nil, nil, false, fmt.Errorf("%w: index shard %d: %w", ErrUnavailable, i, err)
 		}
+		info := s.CachedInfo()
+		m, err := l.leaderLast(ctx, name, indexShardPrefix(l.opts.IndexShards, i)+"*")
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("read index shard %d: %w", i, err)
+		}
+		// Written since the info: the entry is newer. Deleted at the end (repair): the info is.
+		tails[i] = shardTail{last: info.State.LastSeq, created: info.Created.UnixNano()}
 		if m == nil {
 			continue
 		}
-		seq, err := msgSeq(m)
-		if err != nil {
-			return nil, false, fmt.Errorf("read index shard %d: %w", i, err)
+		if m.Sequence > info.State.LastSeq {
+			tails[i] = shardTail{last: m.Sequence, created: info.Created.UnixNano()}
 		}
-		p, err := l.openEntryMsg(directSubject(m), seq, m.Header, m.Data)
+		p, err := l.openEntryMsg(m.Subject, m.Sequence, m.Header, m.Data)
 		if err != nil {
 			// Not the broker's: never trust a position someone else wrote. Repair removes it.
-			l.unauthenticEntry(i, m, err)
+			l.unauthenticEntry(i, m.Sequence, err)
 			l.ix.needRepair = true
 			unplaced = unplaced || next == 1
 			continue
@@ -989,7 +1017,13 @@ func (l *Log) shardPositions(ctx context.Context, next uint64) (partial map[int]
 			partial[i] = logPos{p.seq, p.idx}
 		}
 	}
-	return partial, unplaced, nil
+	return partial, tails, unplaced, nil
+}
+
+// shardTail is a shard's last sequence and when its stream was created.
+type shardTail struct {
+	last    uint64
+	created int64
 }
 
 // The position marker: one message per index layout, on MarkerSubjectPrefix<shard count> in stream
@@ -1081,9 +1115,8 @@ func (l *Log) wipeIndex(ctx context.Context) error {
 	return l.ensureIndexStreams(ctx, false)
 }
 
-func (l *Log) unauthenticEntry(shard int, m *nats.Msg, err error) {
+func (l *Log) unauthenticEntry(shard int, seq uint64, err error) {
 	l.stats.unauthenticEntries.Add(1)
-	seq, _ := msgSeq(m)
 	l.log.Error("access index entry is not authenticated by the broker; ignored", "shard", shard, "index_seq", seq,
 		"unauthentic_total", l.stats.unauthenticEntries.Load(), "err", err)
 }

@@ -782,6 +782,70 @@ func TestRestartAfterPartialGroup(t *testing.T) {
 	}
 }
 
+// TestRacingIndexers: two indexers index the same batch (a replica catching up with batches the
+// consumer delivered to the other). One reads where the index stands; before it writes, the other
+// stores some or all of the batch's entries. The first must not store them again: its entries in
+// those shards are refused, and the index, completed by a restart, holds each record once.
+func TestRacingIndexers(t *testing.T) {
+	const before, perBatch = 3, 8
+	for _, tc := range []struct {
+		name string
+		keep func(shard, idx int) bool // what the other writer stores first
+	}{
+		{"all of the batch", func(int, int) bool { return true }},
+		{"the batch's first half", func(_, idx int) bool { return idx < perBatch/2 }},
+		{"one entry", func(_, idx int) bool { return idx == 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			l := e.open(accesslog.Options{})
+			for i := range before {
+				if err := l.Append(ctx(t), record(i%4, fmt.Sprintf("c%d-before-%d", i%4, i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			caughtUp(t, l)
+			e.waitIndexed(testShards, before)
+			l.Close()
+
+			var leaves [][]byte
+			for j := range perBatch {
+				c := j % 7
+				leaves = append(leaves, leaf(t, record(c, fmt.Sprintf("c%d-raced-%d", c, j))))
+			}
+			data, err := accesslog.SealBatch(e.sealer, leaves)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ack, err := e.js.Publish(ctx(t), accesslog.LogSubject, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts := accesslog.Options{IndexShards: testShards, Sealer: e.sealer}
+			err = accesslog.IndexRacing(ctx(t), e.js, opts, ack.Sequence, func() error {
+				return accesslog.PublishEntriesAsCrashed(ctx(t), e.js, opts, ack.Sequence, before, data, tc.keep, false)
+			})
+			if !errors.Is(err, accesslog.ErrUnavailable) {
+				t.Fatalf("indexing the batch the other writer wrote to: %v, want its entries refused", err)
+			}
+			// Shards the other writer did not touch take the first indexer's entries; no shard
+			// takes a record twice.
+			if got := e.indexMsgs(testShards); got > before+perBatch {
+				t.Fatalf("after the race the index holds %d entries for %d records", got, before+perBatch)
+			}
+
+			l = e.open(accesslog.Options{})
+			total := uint64(before + perBatch)
+			caughtUp(t, l)
+			e.waitIndexed(testShards, total)
+			rep, err := l.VerifyIndex(ctx(t))
+			if err != nil || !rep.OK() || rep.Leaves != total || rep.Entries != total {
+				t.Fatalf("VerifyIndex after the race: %+v, %v", rep, err)
+			}
+		})
+	}
+}
+
 // TestIndexShardsKeptOrChanged: a new index has DefaultIndexShards shards; an index there is keeps
 // its count unless another is asked for, which rebuilds it at Open; and a running log that finds the
 // index re-laid out by another replica stops with ErrIndexLayout instead of rebuilding it back.

@@ -218,17 +218,30 @@ func (l *Log) prefetch(ctx context.Context, k *linkState, g *group) error {
 // stream leader: a direct get may be answered by a replica that lags.
 func (l *Log) lastSeqOn(ctx context.Context, stream, subject string) (uint64, error) {
 	l.stats.indexLookups.Add(1)
+	m, err := l.leaderLast(ctx, stream, subject)
+	if err != nil || m == nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// leaderLast returns the newest message on subject in stream (nil if none) as the stream leader
+// holds it, which includes every message JetStream has acknowledged.
+func (l *Log) leaderLast(ctx context.Context, stream, subject string) (*jetstream.RawStreamMsg, error) {
 	req, err := json.Marshal(directRequest{LastFor: subject})
 	if err != nil {
-		return 0, fmt.Errorf("look up %s: %w", stream, err)
+		return nil, fmt.Errorf("look up %s: %w", stream, err)
 	}
 	m, err := l.nc.RequestWithContext(ctx, l.api+"STREAM.MSG.GET."+stream, req)
 	if err != nil {
-		return 0, fmt.Errorf("%w: look up the newest entry in %s: %w", ErrUnavailable, stream, err)
+		return nil, fmt.Errorf("%w: look up the newest entry in %s: %w", ErrUnavailable, stream, err)
 	}
 	var resp struct {
 		Message *struct {
-			Seq uint64 `json:"seq"`
+			Subject string `json:"subject"`
+			Seq     uint64 `json:"seq"`
+			Hdrs    []byte `json:"hdrs"`
+			Data    []byte `json:"data"`
 		} `json:"message"`
 		Error *struct {
 			ErrCode     int    `json:"err_code"`
@@ -236,17 +249,23 @@ func (l *Log) lastSeqOn(ctx context.Context, stream, subject string) (uint64, er
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return 0, fmt.Errorf("%w: look up the newest entry in %s: %w", ErrUnavailable, stream, err)
+		return nil, fmt.Errorf("%w: look up the newest entry in %s: %w", ErrUnavailable, stream, err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
-		return 0, nil
+		return nil, nil
 	case resp.Error != nil:
-		return 0, fmt.Errorf("%w: look up the newest entry in %s: %s (%d)", ErrUnavailable, stream, resp.Error.Description, resp.Error.ErrCode)
+		return nil, fmt.Errorf("%w: look up the newest entry in %s: %s (%d)", ErrUnavailable, stream, resp.Error.Description, resp.Error.ErrCode)
 	case resp.Message == nil || resp.Message.Seq == 0:
-		return 0, fmt.Errorf("%w: look up the newest entry in %s: empty answer", ErrUnavailable, stream)
+		return nil, fmt.Errorf("%w: look up the newest entry in %s: empty answer", ErrUnavailable, stream)
 	}
-	return resp.Message.Seq, nil
+	msg := &jetstream.RawStreamMsg{Subject: resp.Message.Subject, Sequence: resp.Message.Seq, Data: resp.Message.Data}
+	if len(resp.Message.Hdrs) > 0 {
+		if msg.Header, err = nats.DecodeHeadersMsg(resp.Message.Hdrs); err != nil {
+			return nil, fmt.Errorf("%w: newest entry in %s: headers: %w", ErrUnavailable, stream, err)
+		}
+	}
+	return msg, nil
 }
 
 // linkOf returns the link of the entry m, read at seq on subject: ok only if it is on subject, the

@@ -157,7 +157,7 @@ func (l *Log) list(ctx context.Context, shard int, subject, pseudonym string, n,
 func (l *Log) listedEntry(shard int, subject, pseudonym string, seq uint64, m *nats.Msg) (Entry, entryPosition, bool) {
 	p, err := l.openEntryMsg(subject, seq, m.Header, m.Data)
 	if err != nil {
-		l.unauthenticEntry(shard, m, err)
+		l.unauthenticEntry(shard, seq, err)
 		return Entry{}, p, false
 	}
 	rec := new(auditv1.AccessRecord)
